@@ -1,0 +1,1 @@
+"""attnrec.models.rating."""
