@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from attnrec.data.samplers import NegativeSampler
 from attnrec.data.table import Interactions
+
+if TYPE_CHECKING:
+    from attnrec.data.samplers import NegativeSampler
 
 
 class _Batch:
@@ -75,9 +78,9 @@ def rating_batches(
     data: Interactions, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True
 ) -> Iterator[RatingBatch]:
     """Shuffled mini-batches of (user, item, rating) over the whole split, one pass."""
-    users = torch.from_numpy(data.users)
-    items = torch.from_numpy(data.items)
-    ratings = torch.from_numpy(data.ratings)
+    users = torch.tensor(data.users)
+    items = torch.tensor(data.items)
+    ratings = torch.tensor(data.ratings)
     order = _order(len(data), generator, shuffle)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -96,8 +99,8 @@ def pairwise_batches(
 
     The NumPy generator for negatives is derived from ``generator`` so that one torch seed fixes the whole epoch.
     """
-    users = torch.from_numpy(data.users)
-    items = torch.from_numpy(data.items)
+    users = torch.tensor(data.users)
+    items = torch.tensor(data.items)
     order = _order(len(data), generator, True)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
     neg_all = torch.from_numpy(sampler.sample(data.users[order.numpy()], n_negatives, rng))
