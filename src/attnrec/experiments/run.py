@@ -1,0 +1,239 @@
+"""One run, as a straight line: config -> dataset -> filters -> split -> vocabularies -> fit -> evaluate -> record.
+
+:class:`RunConfig` is the typed form of a TOML run file (and of the CLI's flags). :func:`run_experiment` returns
+a :class:`RunResult` and writes, under ``out``: ``metrics.json`` (valid and test metrics, config, data fingerprint,
+seed, versions, timings, split report), ``train_log.jsonl`` (one line per epoch) and ``model/`` (the bundle).
+
+Model selection reads the validation split only; the test split is evaluated once, after fitting.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+import attnrec
+from attnrec.data.splits import SplitResult, load_presplit, split
+from attnrec.data.table import Dataset, Interactions, frame_fingerprint
+from attnrec.data.vocab import Vocabulary
+from attnrec.errors import ConfigError
+from attnrec.models.base import Recommender, TaskKind, TorchRecommender, get_model_class
+from attnrec.serving.bundle import save_bundle
+from attnrec.training.trainer import TrainerConfig
+
+
+class SplitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["random", "random_per_user", "temporal", "temporal_per_user", "leave_last_out"] = "random"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2026
+    protocol: Literal["warm", "cold_start"] = "warm"
+
+
+class FilterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dedup: Literal["none", "last", "first", "mean"] = "none"
+    user_k: int = Field(0, ge=0)
+    item_k: int = Field(0, ge=0)
+    min_rating: float | None = None
+
+
+class RunConfig(BaseModel):
+    """A whole run. ``data`` is a registered dataset name or a path; or give pre-split ``train``/``valid``/``test``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    data: str | None = None
+    train: Path | None = None
+    valid: Path | None = None
+    test: Path | None = None
+    split: SplitSpec = SplitSpec()
+    filters: FilterSpec = FilterSpec()
+    model_params: dict[str, Any] = {}
+    trainer: dict[str, Any] = {}
+    ks: tuple[int, ...] = (10, 20)
+    out: Path | None = None
+    save_model: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunConfig:
+        if (self.data is None) == (self.train is None):
+            raise ValueError("give either `data` (a dataset name or path) or pre-split `train` and `test` files")
+        if self.train is not None and self.test is None:
+            raise ValueError("pre-split training needs `test` as well as `train`")
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], *, source: str = "run config") -> RunConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            msgs = [
+                f"{source}: field {'.'.join(str(x) for x in e['loc']) or '<root>'!r}: {e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors()
+            ]
+            raise ConfigError("; ".join(msgs)) from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return cls.parse(data, source=str(path))
+
+
+@dataclass
+class PreparedData:
+    """The encoded parts of a run and what was done to get them."""
+
+    dataset: Dataset | None
+    split: SplitResult
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+    notes: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    model: Recommender
+    metrics: dict[str, Any]
+    data: PreparedData
+    out: Path | None
+
+
+def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> PreparedData:
+    """Load, filter, split and encode with vocabularies built from the training part only."""
+    from attnrec.data import filters
+    from attnrec.data.registry import load_dataset
+
+    notes: dict[str, Any] = {}
+    dataset: Dataset | None = None
+    if cfg.train is not None:
+        assert cfg.test is not None
+        result = load_presplit(cfg.train, cfg.valid, cfg.test, protocol=cfg.split.protocol)
+    else:
+        assert cfg.data is not None
+        dataset = load_dataset(cfg.data, progress=progress)
+        df = dataset.interactions
+        f = cfg.filters
+        if f.dedup != "none":
+            df, rep = filters.deduplicate(df, policy=f.dedup)
+            notes["dedup"] = rep
+        if f.min_rating is not None:
+            df, rep = filters.binarize(df, f.min_rating)
+            notes["binarize"] = rep
+        if f.user_k or f.item_k:
+            df, rep = filters.kcore(df, f.user_k, f.item_k)
+            notes["kcore"] = rep
+        s = cfg.split
+        kw: dict[str, Any] = {"protocol": s.protocol}
+        if s.method != "leave_last_out":
+            kw["ratios"] = s.ratios
+        if s.method.startswith("random"):
+            kw["seed"] = s.seed
+        result = split(df, s.method, **kw)
+    train_df = result.train
+    user_vocab = Vocabulary.from_ids(train_df["user_id"], kind="user")
+    item_vocab = Vocabulary.from_ids(train_df["item_id"], kind="item")
+    train, _ = Interactions.encode(train_df, user_vocab, item_vocab)
+    valid, drop_v = Interactions.encode(result.valid, user_vocab, item_vocab, unknown="drop")
+    test, drop_t = Interactions.encode(result.test, user_vocab, item_vocab, unknown="drop")
+    if drop_v or drop_t:
+        notes["unknown_ids_dropped"] = {"valid": drop_v, "test": drop_t}
+    if len(test) == 0:
+        raise ConfigError("the test split is empty after encoding: nothing to evaluate")
+    if not implicit and not train.has_ratings:
+        raise ConfigError(f"model {cfg.model!r} predicts ratings but the data has no rating column")
+    return PreparedData(dataset, result, train, valid, test, notes)
+
+
+def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
+    """Run ``cfg`` end to end; writes the results record when ``cfg.out`` is set."""
+    t_start = time.perf_counter()
+    cls = get_model_class(cfg.model)
+    model = cls(**cfg.model_params)
+    torch.manual_seed(model.config.seed)
+    np.random.seed(model.config.seed % (2**32))
+    t0 = time.perf_counter()
+    data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
+    t_data = time.perf_counter() - t0
+
+    fit_kw: dict[str, Any] = {}
+    trainer_cfg: TrainerConfig | None = None
+    if isinstance(model, TorchRecommender) or cfg.trainer:
+        tr = {"progress": progress, **cfg.trainer}
+        if cfg.out is not None:
+            tr.setdefault("log_path", cfg.out / "train_log.jsonl")
+            tr.setdefault("checkpoint_dir", cfg.out / "checkpoints")
+        try:
+            trainer_cfg = TrainerConfig(**tr)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise ConfigError(f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})") from None
+        fit_kw["trainer"] = trainer_cfg
+    report = model.fit(data.train, data.valid if len(data.valid) else None, **fit_kw)
+
+    # select on validation, report test once: valid masks train; test masks train + valid
+    t0 = time.perf_counter()
+    valid_metrics = model.evaluate(data.valid, exclude=data.train.csr(), ks=cfg.ks) if len(data.valid) else {}
+    seen_tv = data.train.csr() + (data.valid.csr() if len(data.valid) else sp.csr_matrix(data.train.csr().shape))
+    test_metrics = model.evaluate(data.test, exclude=seen_tv, ks=cfg.ks)
+    t_eval = time.perf_counter() - t0
+
+    metrics: dict[str, Any] = {
+        "valid": valid_metrics,
+        "test": test_metrics,
+        "model": cls.name,
+        "task": str(cls.task),
+        "config": model.config.to_dict(),
+        "trainer": trainer_cfg.model_dump(mode="json") if trainer_cfg else None,
+        "run": cfg.model_dump(mode="json"),
+        "seed": model.config.seed,
+        "data": {
+            "source": cfg.data or str(cfg.train),
+            "fingerprint": frame_fingerprint(
+                pl.concat([data.split.train, data.split.valid, data.split.test], how="diagonal_relaxed")
+            ),
+            "split": data.split.report,
+            "sizes": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+            "users": data.train.n_users,
+            "items": data.train.n_items,
+            "notes": data.notes,
+        },
+        "fit": {"best_epoch": report.best_epoch, "epochs_run": report.epochs_run, "best_valid": report.best_valid},
+        "timings": {"data_s": t_data, "fit_s": report.seconds, "eval_s": t_eval, "total_s": time.perf_counter() - t_start},
+        "versions": {
+            "attnrec": attnrec.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "polars": pl.__version__,
+            "python": platform.python_version(),
+        },
+        "device": str(model.device),
+    }
+    if cfg.out is not None:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        if cfg.save_model:
+            items = data.dataset.items if data.dataset is not None else None
+            save_bundle(model, cfg.out / "model", items=items, extra={"run": cfg.model_dump(mode="json")})
+    return RunResult(model, metrics, data, cfg.out)
