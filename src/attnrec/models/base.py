@@ -208,6 +208,13 @@ class Recommender(ABC):
         )
 
     # ----------------------------------------------------------------- persistence
+    def bundle_json(self) -> dict[str, Any]:
+        """JSON-able artifacts besides tensors and vocabularies (e.g. a feature schema); saved as ``extra.json``."""
+        return {}
+
+    def load_bundle_json(self, data: dict[str, Any]) -> None:
+        """Restore what :meth:`bundle_json` wrote; called before :meth:`load_state_tensors`."""
+
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Every learned array, as CPU tensors (written to safetensors by the bundle)."""

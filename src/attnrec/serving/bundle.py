@@ -6,7 +6,8 @@ Layout::
     bundle/
       manifest.json     {"format": 1, "model": name, "task": ..., "config": {...}, "attnrec": version, "extra": {...}}
       weights.safetensors  the model's tensors plus the seen-items matrix (``_seen.indptr``, ``_seen.indices``)
-      users.json, items.json   vocabularies (external ids by index)
+      users.json, items.json   vocabularies (external ids by index), when the model has them
+      extra.json        the model's other JSON artifacts (e.g. a CTR feature schema)
       items.parquet     optional item metadata (e.g. titles) aligned by item_id
 """
 
@@ -41,7 +42,6 @@ def save_bundle(
     """Write ``model`` to directory ``path`` (created). ``items``: optional metadata keyed by ``item_id``."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    uv, iv = model._vocabs()
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_tensors().items()}
     if model.seen is not None:
         seen = model.seen.tocsr()
@@ -59,8 +59,11 @@ def save_bundle(
         "extra": extra or {},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    uv.save(out / "users.json")
-    iv.save(out / "items.json")
+    if model.user_vocab is not None:
+        model.user_vocab.save(out / "users.json")
+    if model.item_vocab is not None:
+        model.item_vocab.save(out / "items.json")
+    (out / "extra.json").write_text(json.dumps(model.bundle_json()))
     if items is not None:
         items.write_parquet(out / "items.parquet")
     return out
@@ -85,12 +88,14 @@ def load_bundle(path: str | Path) -> Recommender:
     except Exception:
         cls = get_model_class(manifest["model_class"])
     model = cls(cls.config_class.parse(manifest["config"], source=str(manifest_path)))
-    model.user_vocab = Vocabulary.load(src / "users.json")
-    model.user_vocab.kind = "user"
-    model.item_vocab = Vocabulary.load(src / "items.json")
-    model.item_vocab.kind = "item"
+    if (src / "users.json").exists():
+        model.user_vocab = Vocabulary.load(src / "users.json")
+    if (src / "items.json").exists():
+        model.item_vocab = Vocabulary.load(src / "items.json")
+    extra_path = src / "extra.json"
+    model.load_bundle_json(json.loads(extra_path.read_text()) if extra_path.exists() else {})
     tensors = load_file(str(src / "weights.safetensors"))
-    if _SEEN + "indptr" in tensors:
+    if _SEEN + "indptr" in tensors and model.user_vocab is not None and model.item_vocab is not None:
         indptr = tensors.pop(_SEEN + "indptr").numpy()
         indices = tensors.pop(_SEEN + "indices").numpy()
         model.seen = sp.csr_matrix(
