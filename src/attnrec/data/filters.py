@@ -1,0 +1,122 @@
+"""Filters on the raw interaction table (external ids): k-core, deduplication, binarisation.
+
+Each takes a Polars DataFrame with ``user_id``/``item_id`` (and ``rating``/``timestamp`` where needed) and
+returns ``(filtered frame, FilterReport)``; the report says how many rows went, so nothing is dropped
+silently. All work is Polars group-bys and joins over whole columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+from attnrec.errors import ConfigError, DataError
+
+DedupPolicy = Literal["last", "first", "mean"]
+
+
+@dataclass
+class FilterReport:
+    """What a filter did: rows in and out, and filter-specific details (rounds of k-core, policy, ...)."""
+
+    name: str
+    rows_before: int
+    rows_after: int
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def removed(self) -> int:
+        return self.rows_before - self.rows_after
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "filter": self.name,
+            "rows_before": self.rows_before,
+            "rows_after": self.rows_after,
+            "removed": self.removed,
+            **self.details,
+        }
+
+
+def _need(df: pl.DataFrame, cols: tuple[str, ...], what: str) -> None:
+    for col in cols:
+        if col not in df.columns:
+            raise DataError(f"missing column for {what}", field=col, expected=f"columns {list(cols)}")
+
+
+def kcore(
+    df: pl.DataFrame, user_k: int, item_k: int, *, max_rounds: int = 10_000
+) -> tuple[pl.DataFrame, FilterReport]:
+    """Keep the largest sub-table where every user has >= ``user_k`` rows and every item >= ``item_k`` rows.
+
+    Rows are counted (a repeated user-item pair counts twice; deduplicate first if that is not wanted).
+    Removing users can push items under their threshold and back, so the pass is repeated until nothing
+    changes (a fixed point, which is unique). Row order is kept. The report holds ``rounds`` and users/items
+    before and after.
+    """
+    _need(df, ("user_id", "item_id"), "k-core")
+    if user_k < 0 or item_k < 0:
+        raise ConfigError(f"k-core thresholds must be >= 0, got user_k={user_k}, item_k={item_k}")
+    before = df.height
+    users_before, items_before = df["user_id"].n_unique(), df["item_id"].n_unique()
+    out = df
+    rounds = 0
+    while rounds < max_rounds:
+        keep = (pl.len().over("user_id") >= user_k) & (pl.len().over("item_id") >= item_k)
+        nxt = out.filter(keep)
+        rounds += 1
+        if nxt.height == out.height:
+            break
+        out = nxt
+    report = FilterReport(
+        "kcore",
+        before,
+        out.height,
+        {
+            "user_k": user_k,
+            "item_k": item_k,
+            "rounds": rounds,
+            "users_before": users_before,
+            "users_after": out["user_id"].n_unique(),
+            "items_before": items_before,
+            "items_after": out["item_id"].n_unique(),
+        },
+    )
+    return out, report
+
+
+def deduplicate(df: pl.DataFrame, policy: DedupPolicy = "last") -> tuple[pl.DataFrame, FilterReport]:
+    """One row per (user_id, item_id).
+
+    ``"last"``/``"first"``: keep the latest/earliest row by ``timestamp`` when the table has one (ties broken
+    by row order), else by row order. ``"mean"``: keep the ``"last"`` row with ``rating`` replaced by the
+    pair's mean. The kept rows stay in their original order.
+    """
+    _need(df, ("user_id", "item_id"), "deduplication")
+    if policy not in ("last", "first", "mean"):
+        raise ConfigError(f"deduplicate policy must be 'last', 'first' or 'mean', not {policy!r}")
+    if policy == "mean":
+        _need(df, ("rating",), "deduplicate(policy='mean')")
+    keys = ["user_id", "item_id"]
+    indexed = df.with_row_index("_row")
+    order = ["timestamp", "_row"] if "timestamp" in df.columns else ["_row"]
+    ranked = indexed.sort(order, nulls_last=False)
+    kept = ranked.unique(subset=keys, keep="first" if policy == "first" else "last")
+    if policy == "mean":
+        means = indexed.group_by(keys).agg(pl.col("rating").mean().alias("_mean"))
+        kept = (
+            kept.join(means, on=keys, how="left")
+            .with_columns(pl.col("_mean").cast(df.schema["rating"]).alias("rating"))
+            .drop("_mean")
+        )
+    out = kept.sort("_row").drop("_row").select(df.columns)
+    return out, FilterReport("deduplicate", df.height, out.height, {"policy": policy})
+
+
+def binarize(df: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, FilterReport]:
+    """Implicit feedback: keep the rows with ``rating >= threshold`` (rating column kept as it is)."""
+    _need(df, ("rating",), "binarize")
+    out = df.filter(pl.col("rating") >= threshold)
+    return out, FilterReport("binarize", df.height, out.height, {"threshold": threshold})

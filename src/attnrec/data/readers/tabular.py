@@ -1,0 +1,513 @@
+"""Shared reading machinery and the generic readers: delimited text, Parquet and RecBole atomic files.
+
+Every text reader here works on a table of ``(line, text)`` rows built by Polars from the whole file (gzip or
+plain), so that each value keeps the 1-based line number it came from: a malformed row raises
+:class:`~attnrec.errors.DataError` naming file, line, field and value, or, with ``on_bad_lines="skip"``, is
+dropped and counted (:class:`RowChecker`). Splitting, casting and checking are Polars expressions over whole
+columns; there is no Python loop over rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from attnrec.data.table import Dataset
+from attnrec.errors import DataError
+
+OnBadLines = Literal["error", "skip"]
+
+#: how many skipped line numbers a dataset's notes keep (the count is always exact)
+MAX_NOTED_LINES = 10
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic number (whatever its suffix)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("no such file", file=p, expected="an existing file")
+    data = p.read_bytes()
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"corrupt gzip file: {exc}", file=p, expected="a complete gzip stream") from exc
+    return data
+
+
+def decode_text(data: bytes, path: str | Path, *, encoding: str = "utf-8") -> str:
+    """Decode a whole file; a byte that is not valid ``encoding`` raises DataError with its line number."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"bytes that are not {encoding} at byte {exc.start}",
+            file=path,
+            line=line,
+            value=data[exc.start : exc.start + 8],
+            expected=f"{encoding} text",
+        ) from exc
+
+
+def text_lines(text: str, path: str | Path, *, skip_first: int = 0) -> pl.DataFrame:
+    """Split text into a ``(line: Int64, text: String)`` frame of its non-blank lines (``\\r\\n`` accepted).
+
+    ``line`` is the 1-based line number in the file; the first ``skip_first`` lines (headers) are left out.
+    Raises DataError when no data line remains (an empty file).
+    """
+    lines = (
+        pl.DataFrame({"text": [text]})
+        .select(pl.col("text").str.split("\n"))
+        .explode("text")
+        .with_row_index("line", offset=1)
+        .with_columns(pl.col("line").cast(pl.Int64), pl.col("text").str.strip_suffix("\r"))
+        .filter((pl.col("line") > skip_first) & (pl.col("text").str.strip_chars() != ""))
+    )
+    if lines.height == 0:
+        raise DataError("empty file: no data lines", file=path, expected="at least one data line")
+    return lines
+
+
+class RowChecker:
+    """Rejects bad rows of one file: raises on the first (``"error"``) or drops and counts them (``"skip"``).
+
+    Frames passed in must carry the ``line`` column from :func:`text_lines`.
+    """
+
+    def __init__(self, path: str | Path, on_bad_lines: OnBadLines = "error") -> None:
+        if on_bad_lines not in ("error", "skip"):
+            raise ValueError(f"on_bad_lines must be 'error' or 'skip', not {on_bad_lines!r}")
+        self.path = str(path)
+        self.on_bad_lines = on_bad_lines
+        self.skipped = 0
+        self.lines: list[int] = []
+
+    def reject(
+        self,
+        df: pl.DataFrame,
+        bad: pl.Series,
+        *,
+        message: str,
+        field: str | None = None,
+        values: pl.Series | None = None,
+        expected: str | None = None,
+    ) -> pl.DataFrame:
+        """Drop (or raise on) the rows where ``bad`` is true; ``values`` gives what to show for the bad
+        value."""
+        bad = bad.fill_null(False)
+        if not bad.any():
+            return df
+        if self.on_bad_lines == "error":
+            row = int(bad.arg_true()[0])
+            value = values[row] if values is not None else None
+            raise DataError(
+                message,
+                file=self.path,
+                line=int(df["line"][row]),
+                field=field,
+                value=value,
+                expected=expected,
+            )
+        bad_lines = df["line"].filter(bad)
+        self.skipped += bad_lines.len()
+        if len(self.lines) < MAX_NOTED_LINES:
+            self.lines = sorted(self.lines + bad_lines.head(MAX_NOTED_LINES).to_list())[:MAX_NOTED_LINES]
+        return df.filter(~bad)
+
+    def notes(self) -> dict[str, object]:
+        """``skipped_rows`` (count) and ``skipped_lines`` (the first few line numbers) when rows were
+        skipped."""
+        if not self.skipped:
+            return {}
+        return {"skipped_rows": self.skipped, "skipped_lines": list(self.lines)}
+
+
+def merge_notes(*checkers: RowChecker) -> dict[str, object]:
+    """Notes of a dataset read from several files: total skipped rows, lines of the first file that skipped
+    any."""
+    total = sum(c.skipped for c in checkers)
+    if not total:
+        return {}
+    notes: dict[str, object] = {"skipped_rows": total}
+    first = next(c for c in checkers if c.skipped)
+    notes["skipped_lines"] = list(first.lines)
+    notes["skipped_by_file"] = {Path(c.path).name: c.skipped for c in checkers if c.skipped}
+    return notes
+
+
+def split_fields(
+    lines: pl.DataFrame, sep: str, names: list[str], checker: RowChecker, *, min_fields: int | None = None
+) -> pl.DataFrame:
+    """Split each line on the literal ``sep`` into String columns ``names`` (plus ``line``).
+
+    A line with a different number of fields (fewer than ``min_fields`` when given; extra fields are then
+    ignored) is a bad row.
+    """
+    parts = lines.select("line", pl.col("text").str.split(sep).alias("_parts"))
+    n = parts["_parts"].list.len()
+    want = len(names)
+    bad = n < min_fields if min_fields is not None else n != want
+    expected = f"at least {min_fields}" if min_fields is not None else f"{want}"
+    parts = checker.reject(
+        parts,
+        bad,
+        message=f"wrong number of fields: found {{}} separated by {sep!r}",
+        values=n,
+        expected=f"{expected} fields ({', '.join(names)})",
+    )
+    return parts.select(
+        "line", *[pl.col("_parts").list.get(i, null_on_oob=True).alias(name) for i, name in enumerate(names)]
+    )
+
+
+def parse_float(
+    df: pl.DataFrame,
+    col: str,
+    checker: RowChecker,
+    *,
+    required: bool = True,
+    dtype: pl.DataType = pl.Float32(),
+) -> pl.DataFrame:
+    """Cast a String column to a finite number; non-numeric (and, when ``required``, missing) values are bad
+    rows."""
+    raw = df[col]
+    parsed = raw.str.strip_chars().cast(pl.Float64, strict=False)
+    bad = (
+        parsed.is_null() & (raw.is_not_null() & (raw.str.strip_chars() != "") | required)
+    ) | ~parsed.is_finite()
+    df = checker.reject(
+        df.with_columns(parsed.alias("_parsed")),
+        bad,
+        message="not a number",
+        field=col,
+        values=raw,
+        expected="a finite number",
+    )
+    return df.with_columns(pl.col("_parsed").cast(dtype).alias(col)).drop("_parsed")
+
+
+def parse_int(
+    df: pl.DataFrame, col: str, checker: RowChecker, *, required: bool = True, scale: int = 1
+) -> pl.DataFrame:
+    """Cast a String column to Int64 (integral floats such as ``881250949.0`` accepted), divided by
+    ``scale``."""
+    raw = df[col]
+    stripped = raw.str.strip_chars()
+    as_int = stripped.cast(pl.Int64, strict=False)
+    as_float = stripped.cast(pl.Float64, strict=False)
+    integral = as_float.is_finite() & (as_float == as_float.floor())
+    parsed = pl.select(
+        pl.when(as_int.is_not_null()).then(as_int).when(integral).then(as_float.cast(pl.Int64, strict=False))
+    ).to_series()
+    missing = raw.is_null() | (stripped == "")
+    bad = parsed.is_null() & (~missing | required)
+    df = checker.reject(
+        df.with_columns(parsed.alias("_parsed")),
+        bad,
+        message="not an integer",
+        field=col,
+        values=raw,
+        expected="an integer",
+    )
+    out = pl.col("_parsed") // scale if scale != 1 else pl.col("_parsed")
+    return df.with_columns(out.alias(col)).drop("_parsed")
+
+
+def require_nonempty(df: pl.DataFrame, cols: list[str], checker: RowChecker) -> pl.DataFrame:
+    """Ids must be present and non-blank: a missing one is a bad row."""
+    for col in cols:
+        raw = df[col]
+        bad = raw.is_null() | (raw.str.strip_chars() == "")
+        df = checker.reject(
+            df, bad, message="missing or empty id", field=col, values=raw, expected="a non-empty id"
+        )
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------
+# generic CSV / TSV / Parquet
+
+_CANONICAL_DEFAULT = ("user_id", "item_id", "rating", "timestamp")
+
+
+def read_table(
+    path: str | Path,
+    columns: Mapping[str, str | int] | None = None,
+    *,
+    sep: str = ",",
+    has_header: bool = True,
+    on_bad_lines: OnBadLines = "error",
+    timestamp_format: str | None = None,
+    encoding: str = "utf-8",
+    name: str | None = None,
+) -> Dataset:
+    """Read a CSV/TSV (gzip or plain) or Parquet file of interactions into a :class:`Dataset`.
+
+    ``columns`` maps canonical names (``user_id``, ``item_id``, ``rating``, ``timestamp``, ``domain``,
+    ``review``) to the file's column names, or to 0-based positions when the file has no header. Without it
+    the file must already use canonical names (with a header) or hold user, item[, rating[, timestamp]] in
+    that order. Other columns are kept under their own names. ``timestamp`` must be an integer (seconds, as in
+    the file) unless ``timestamp_format`` (a strftime pattern) is given, then strings are parsed to Unix
+    seconds (UTC).
+
+    Line numbers in errors are exact for unquoted text; for CSV with quoted fields (read by Polars' CSV
+    reader) they count one line per record.
+    """
+    p = Path(path)
+    label = name or _stem(p)
+    if _is_parquet(p):
+        frame = _read_parquet(p)
+        frame = frame.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+        checker = RowChecker(p, on_bad_lines)
+    else:
+        text = decode_text(read_bytes(p), p, encoding=encoding)
+        frame, checker = _read_delimited(text, p, sep=sep, has_header=has_header, on_bad_lines=on_bad_lines)
+    mapping = _resolve_columns(frame, columns, p, has_header=has_header or _is_parquet(p))
+    frame = frame.rename({src: dst for dst, src in mapping.items() if src != dst and src in frame.columns})
+    frame = _cast_canonical(frame, checker, timestamp_format=timestamp_format)
+    return Dataset(label, frame.drop("line"), source=str(p), notes=checker.notes())
+
+
+def _stem(p: Path) -> str:
+    name = p.name
+    for suffix in (".gz", ".parquet", ".pq", ".csv", ".tsv", ".txt", ".dat", ".json", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _is_parquet(p: Path) -> bool:
+    return p.suffix.lower() in (".parquet", ".pq")
+
+
+def _read_parquet(p: Path) -> pl.DataFrame:
+    if not p.is_file():
+        raise DataError("no such file", file=p, expected="an existing file")
+    try:
+        frame = pl.read_parquet(p)
+    except Exception as exc:  # polars raises several kinds for a broken file
+        raise DataError(f"cannot read Parquet: {exc}", file=p, expected="a Parquet file") from exc
+    if frame.height == 0:
+        raise DataError("empty file: no rows", file=p, expected="at least one row")
+    return frame
+
+
+def _read_delimited(
+    text: str, p: Path, *, sep: str, has_header: bool, on_bad_lines: OnBadLines
+) -> tuple[pl.DataFrame, RowChecker]:
+    checker = RowChecker(p, on_bad_lines)
+    all_lines = text_lines(text, p)
+    if has_header:
+        header_line = int(all_lines["line"][0])
+        names = [h.strip().strip('"') for h in str(all_lines["text"][0]).split(sep)]
+        body = all_lines.slice(1)
+        if body.height == 0:
+            raise DataError(
+                "empty file: a header and no data lines", file=p, expected="at least one data line"
+            )
+    else:
+        header_line = 0
+        body = all_lines
+        first = str(all_lines["text"][0])
+        names = [str(i) for i in range(len(first.split(sep)))]
+    if '"' not in text:
+        return split_fields(body, sep, names, checker), checker
+    # quoted CSV: Polars' CSV reader handles the quoting; one record per line is assumed for line numbers
+    try:
+        frame = pl.read_csv(
+            io.StringIO(text),
+            separator=sep,
+            has_header=has_header,
+            infer_schema=False,
+            new_columns=None if has_header else names,
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(
+            f"cannot parse as delimited text: {exc}", file=p, expected=f"fields separated by {sep!r}"
+        ) from exc
+    frame = frame.with_row_index("line", offset=header_line + 1).with_columns(pl.col("line").cast(pl.Int64))
+    return frame, checker
+
+
+def _resolve_columns(
+    frame: pl.DataFrame, columns: Mapping[str, str | int] | None, p: Path, *, has_header: bool
+) -> dict[str, str]:
+    present = [c for c in frame.columns if c != "line"]
+    if columns is None:
+        if not has_header:
+            return {canon: str(i) for i, canon in enumerate(_CANONICAL_DEFAULT[: len(present)])}
+        for canon in ("user_id", "item_id"):
+            if canon not in present:
+                raise DataError(
+                    f"missing column {canon!r}",
+                    file=p,
+                    field=canon,
+                    expected=f"a {canon!r} column, or columns= mapping it (file has {present})",
+                )
+        return {c: c for c in _CANONICAL_DEFAULT if c in present}
+    out: dict[str, str] = {}
+    for canon, src in columns.items():
+        key = str(src)
+        if isinstance(src, int) and has_header:
+            if not 0 <= src < len(present):
+                raise DataError(
+                    "column position out of range",
+                    file=p,
+                    field=canon,
+                    value=src,
+                    expected=f"0..{len(present) - 1}",
+                )
+            key = present[src]
+        if key not in present:
+            raise DataError(
+                f"missing column {key!r} (mapped to {canon!r})",
+                file=p,
+                field=key,
+                expected=f"one of the file's columns {present}",
+            )
+        out[canon] = key
+    for canon in ("user_id", "item_id"):
+        if canon not in out and canon not in present:
+            raise DataError(
+                f"missing column {canon!r}",
+                file=p,
+                field=canon,
+                expected=f"a mapping for {canon!r} in columns= (file has {present})",
+            )
+        out.setdefault(canon, canon)
+    return out
+
+
+def _cast_canonical(
+    frame: pl.DataFrame, checker: RowChecker, *, timestamp_format: str | None
+) -> pl.DataFrame:
+    for col in ("user_id", "item_id"):
+        frame = frame.with_columns(pl.col(col).cast(pl.String))
+    frame = require_nonempty(frame, ["user_id", "item_id"], checker)
+    if "rating" in frame.columns:
+        if frame.schema["rating"] != pl.String:
+            frame = frame.with_columns(pl.col("rating").cast(pl.String))
+        frame = parse_float(frame, "rating", checker)
+    if "timestamp" in frame.columns:
+        if timestamp_format is not None:
+            raw = frame["timestamp"].cast(pl.String)
+            parsed = raw.str.strptime(pl.Datetime("us", "UTC"), timestamp_format, strict=False).dt.epoch("s")
+            frame = checker.reject(
+                frame.with_columns(parsed.alias("_ts")),
+                parsed.is_null(),
+                message="not a date",
+                field="timestamp",
+                values=raw,
+                expected=f"a date like {timestamp_format!r}",
+            )
+            frame = frame.with_columns(pl.col("_ts").alias("timestamp")).drop("_ts")
+        else:
+            if frame.schema["timestamp"] != pl.String:
+                frame = frame.with_columns(pl.col("timestamp").cast(pl.String))
+            frame = parse_int(frame, "timestamp", checker)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------------
+# RecBole atomic files
+
+_RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
+
+
+def read_recbole_file(
+    path: str | Path, *, on_bad_lines: OnBadLines = "error"
+) -> tuple[pl.DataFrame, RowChecker]:
+    """One RecBole atomic file (``.inter``/``.item``/``.user``): tab-separated, header ``name:type`` per
+    column.
+
+    ``token`` columns stay String, ``float`` become Float64, ``token_seq`` become List(String) (split on
+    spaces), ``float_seq`` List(Float64). Returns the frame (column names without the type) and its row
+    checker.
+    """
+    p = Path(path)
+    lines = text_lines(decode_text(read_bytes(p), p), p)
+    header = str(lines["text"][0]).split("\t")
+    names: list[str] = []
+    types: list[str] = []
+    for h in header:
+        fname, _, ftype = h.partition(":")
+        if ftype not in _RECBOLE_TYPES:
+            raise DataError(
+                "bad RecBole header field",
+                file=p,
+                line=int(lines["line"][0]),
+                field=fname,
+                value=h,
+                expected=f"name:type with type in {list(_RECBOLE_TYPES)}",
+            )
+        names.append(fname)
+        types.append(ftype)
+    checker = RowChecker(p, on_bad_lines)
+    body = lines.slice(1)
+    if body.height == 0:
+        raise DataError("empty file: a header and no data lines", file=p, expected="at least one data line")
+    frame = split_fields(body, "\t", names, checker)
+    for fname, ftype in zip(names, types, strict=True):
+        if ftype == "float":
+            frame = parse_float(frame, fname, checker, required=False, dtype=pl.Float64())
+        elif ftype == "token_seq":
+            frame = frame.with_columns(
+                pl.col(fname).str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+            )
+        elif ftype == "float_seq":
+            frame = frame.with_columns(
+                pl.col(fname).str.split(" ").list.eval(pl.element().cast(pl.Float64, strict=False))
+            )
+    return frame, checker
+
+
+def read_recbole_atomic(directory: str | Path, name: str, *, on_bad_lines: OnBadLines = "error") -> Dataset:
+    """A RecBole dataset folder: ``{name}.inter`` and, when present, ``{name}.item`` / ``{name}.user``.
+
+    Interaction fields ``user_id``/``item_id``/``rating``/``timestamp`` map to the canonical columns
+    (timestamps become Int64 seconds); item/user tables keep RecBole's field names, keyed by
+    ``item_id``/``user_id``. MovieLens-specific renames (title, year, genres) live in
+    :func:`attnrec.data.readers.movielens.read_movielens_recbole`.
+    """
+    d = Path(directory)
+    inter_path = d / f"{name}.inter"
+    frame, checker = read_recbole_file(inter_path, on_bad_lines=on_bad_lines)
+    for col in ("user_id", "item_id"):
+        if col not in frame.columns:
+            raise DataError(
+                f"missing column {col!r}", file=inter_path, field=col, expected=f"a {col}:token column"
+            )
+    frame = require_nonempty(frame, ["user_id", "item_id"], checker)
+    if "timestamp" in frame.columns:
+        frame = frame.with_columns(pl.col("timestamp").cast(pl.String))
+        frame = parse_int(frame, "timestamp", checker)
+    if "rating" in frame.columns:
+        frame = frame.with_columns(pl.col("rating").cast(pl.Float32))
+    checkers = [checker]
+    tables: dict[str, pl.DataFrame | None] = {"item": None, "user": None}
+    for kind in tables:
+        fp = d / f"{name}.{kind}"
+        if fp.is_file():
+            table, c = read_recbole_file(fp, on_bad_lines=on_bad_lines)
+            key = f"{kind}_id"
+            if key not in table.columns:
+                raise DataError(
+                    f"missing column {key!r}", file=fp, field=key, expected=f"a {key}:token column"
+                )
+            tables[kind] = table.drop("line")
+            checkers.append(c)
+    return Dataset(
+        name,
+        frame.drop("line"),
+        items=tables["item"],
+        users=tables["user"],
+        source=str(inter_path),
+        notes=merge_notes(*checkers),
+    )
