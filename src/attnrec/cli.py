@@ -18,7 +18,7 @@ from rich.table import Table
 from attnrec.errors import AttnrecError, ConfigError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="attnrec: attention-based recommendation — data, training, evaluation."
+    add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="attnrec: attention-based recommendation — data, training, evaluation."
 )
 data_app = typer.Typer(no_args_is_help=True, help="Fetch, inspect and split datasets.")
 app.add_typer(data_app, name="data")
@@ -286,20 +286,11 @@ def demo_cmd(
 
 def main() -> None:
     """Entry point: run the app, turning attnrec's own errors into one clear line (exit status 2)."""
-    import click
-
     try:
-        code = app(standalone_mode=False)
+        app()
     except AttnrecError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    if isinstance(code, int) and code:
-        sys.exit(code)
 
 
 if __name__ == "__main__":
