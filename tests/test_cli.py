@@ -50,7 +50,9 @@ def test_models_lists_registered(monkeypatch, capsys):
 
 def test_split_then_presplit_training_and_recommend(ml_dir, tmp_path, monkeypatch, capsys):
     split_dir = tmp_path / "split"
-    code, out, err = run_cli(["data", "split", str(ml_dir), "--out", str(split_dir), "--seed", "7"], monkeypatch, capsys)
+    code, out, err = run_cli(
+        ["data", "split", str(ml_dir), "--out", str(split_dir), "--seed", "7"], monkeypatch, capsys
+    )
     assert code == 0, err
     train = pl.read_csv(split_dir / "train.csv", infer_schema=False)
     assert train.columns == ["user_id", "item_id", "rating", "timestamp"]
@@ -59,9 +61,22 @@ def test_split_then_presplit_training_and_recommend(ml_dir, tmp_path, monkeypatc
 
     run = tmp_path / "run"
     code, out, err = run_cli(
-        ["train", "--model", "svd", "--train", str(split_dir / "train.csv"), "--valid", str(split_dir / "valid.csv"),
-         "--test", str(split_dir / "test.csv"), "--out", str(run), "--no-progress"],
-        monkeypatch, capsys,
+        [
+            "train",
+            "--model",
+            "svd",
+            "--train",
+            str(split_dir / "train.csv"),
+            "--valid",
+            str(split_dir / "valid.csv"),
+            "--test",
+            str(split_dir / "test.csv"),
+            "--out",
+            str(run),
+            "--no-progress",
+        ],
+        monkeypatch,
+        capsys,
     )
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
@@ -73,8 +88,19 @@ def test_split_then_presplit_training_and_recommend(ml_dir, tmp_path, monkeypatc
 
     recs_path = tmp_path / "recs.csv"
     code, out, err = run_cli(
-        ["recommend", "--model-dir", str(run / "model"), "--users", "1,2", "--k", "5", "--out", str(recs_path)],
-        monkeypatch, capsys,
+        [
+            "recommend",
+            "--model-dir",
+            str(run / "model"),
+            "--users",
+            "1,2",
+            "--k",
+            "5",
+            "--out",
+            str(recs_path),
+        ],
+        monkeypatch,
+        capsys,
     )
     assert code == 0, err
     recs = pl.read_csv(recs_path, infer_schema=False)
@@ -83,7 +109,9 @@ def test_split_then_presplit_training_and_recommend(ml_dir, tmp_path, monkeypatc
     assert not any((u, i) in seen for u, i in zip(recs["user_id"], recs["item_id"], strict=True))
 
     code, out, err = run_cli(
-        ["evaluate", "--model-dir", str(run / "model"), "--test", str(split_dir / "test.csv")], monkeypatch, capsys
+        ["evaluate", "--model-dir", str(run / "model"), "--test", str(split_dir / "test.csv")],
+        monkeypatch,
+        capsys,
     )
     assert code == 0, err
     assert f"{metrics['test']['rmse']:.4f}" in out

@@ -18,13 +18,18 @@ from rich.table import Table
 from attnrec.errors import AttnrecError, ConfigError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="attnrec: attention-based recommendation — data, training, evaluation."
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="attnrec: attention-based recommendation — data, training, evaluation.",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Fetch, inspect and split datasets.")
 app.add_typer(data_app, name="data")
 console = Console()
 
-OnBadLines = Annotated[str, typer.Option(help="'error' stops at the first malformed line; 'skip' skips and counts them.")]
+OnBadLines = Annotated[
+    str, typer.Option(help="'error' stops at the first malformed line; 'skip' skips and counts them.")
+]
 
 
 def _parse_value(text: str) -> Any:
@@ -75,7 +80,9 @@ def models_cmd() -> None:
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="a registered dataset, e.g. ml-100k")],
-    home: Annotated[Path | None, typer.Option(help="cache directory (default $ATTNREC_HOME or ~/.cache/attnrec)")] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="cache directory (default $ATTNREC_HOME or ~/.cache/attnrec)")
+    ] = None,
 ) -> None:
     """Download a registered dataset (checksums verified) into the cache; says which source was used."""
     from attnrec.data.registry import fetch
@@ -105,12 +112,16 @@ def data_info(
 def data_split(
     source: Annotated[str, typer.Argument(help="a registered dataset name or a path")],
     out: Annotated[Path, typer.Option(help="directory for train.csv, valid.csv, test.csv and split.json")],
-    method: Annotated[str, typer.Option(help="random | random_per_user | temporal | temporal_per_user | leave_last_out")] = "random",
+    method: Annotated[
+        str, typer.Option(help="random | random_per_user | temporal | temporal_per_user | leave_last_out")
+    ] = "random",
     ratios: Annotated[str, typer.Option(help="train,valid,test shares")] = "0.8,0.1,0.1",
     seed: int = 2026,
     user_k: Annotated[int, typer.Option(help="k-core: minimum interactions per user")] = 0,
     item_k: Annotated[int, typer.Option(help="k-core: minimum interactions per item")] = 0,
-    dedup: Annotated[str, typer.Option(help="none | last | first | mean, on repeated (user, item) pairs")] = "none",
+    dedup: Annotated[
+        str, typer.Option(help="none | last | first | mean, on repeated (user, item) pairs")
+    ] = "none",
     on_bad_lines: OnBadLines = "error",
 ) -> None:
     """Split a dataset and export it with the original ids, so other libraries run on exactly the same split."""
@@ -145,20 +156,30 @@ def data_split(
 @app.command("train")
 def train_cmd(
     config: Annotated[Path | None, typer.Option(help="a TOML run file (flags below override it)")] = None,
-    model: Annotated[str | None, typer.Option(help="model name (see `attnrec models`) or import path")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="model name (see `attnrec models`) or import path")
+    ] = None,
     data: Annotated[str | None, typer.Option(help="registered dataset name or path")] = None,
     train: Annotated[Path | None, typer.Option(help="pre-split training file (CSV/Parquet)")] = None,
     valid: Annotated[Path | None, typer.Option(help="pre-split validation file")] = None,
     test: Annotated[Path | None, typer.Option(help="pre-split test file")] = None,
-    out: Annotated[Path | None, typer.Option(help="run directory: metrics.json, train_log.jsonl, model/")] = None,
-    split_method: Annotated[str | None, typer.Option("--split", help="split method when --data is given")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory: metrics.json, train_log.jsonl, model/")
+    ] = None,
+    split_method: Annotated[
+        str | None, typer.Option("--split", help="split method when --data is given")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="split seed")] = None,
     epochs: int | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
-    param: Annotated[list[str] | None, typer.Option("--set", help="model hyper-parameter KEY=VALUE (repeatable)")] = None,
-    trainer_set: Annotated[list[str] | None, typer.Option("--trainer-set", help="trainer option KEY=VALUE")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--set", help="model hyper-parameter KEY=VALUE (repeatable)")
+    ] = None,
+    trainer_set: Annotated[
+        list[str] | None, typer.Option("--trainer-set", help="trainer option KEY=VALUE")
+    ] = None,
     progress: bool = True,
 ) -> None:
     """Train a model, evaluate on validation and test, write metrics.json and a model bundle."""
@@ -167,7 +188,14 @@ def train_cmd(
     base: dict[str, Any] = {}
     if config is not None:
         base = RunConfig.from_toml(config).model_dump(exclude_unset=True)
-    for key, value in {"model": model, "data": data, "train": train, "valid": valid, "test": test, "out": out}.items():
+    for key, value in {
+        "model": model,
+        "data": data,
+        "train": train,
+        "valid": valid,
+        "test": test,
+        "out": out,
+    }.items():
         if value is not None:
             base[key] = value
     if split_method is not None or seed is not None:
@@ -188,7 +216,9 @@ def train_cmd(
     cfg = RunConfig.parse(base, source=str(config) if config else "command line")
     result = run_experiment(cfg, progress=progress)
     m = result.metrics
-    console.print(_metrics_table(f"{m['model']} on {m['data']['source']}", {"valid": m["valid"], "test": m["test"]}))
+    console.print(
+        _metrics_table(f"{m['model']} on {m['data']['source']}", {"valid": m["valid"], "test": m["test"]})
+    )
     t = m["timings"]
     console.print(f"fit {t['fit_s']:.2f}s, evaluation {t['eval_s']:.2f}s, total {t['total_s']:.2f}s")
     if result.out is not None:
@@ -200,7 +230,9 @@ def train_cmd(
 def evaluate_cmd(
     model_dir: Annotated[Path, typer.Option(help="a model bundle (RUN/model)")],
     test: Annotated[Path, typer.Option(help="CSV/Parquet with user_id,item_id[,rating]")],
-    exclude: Annotated[list[Path] | None, typer.Option(help="extra files whose pairs are masked when ranking")] = None,
+    exclude: Annotated[
+        list[Path] | None, typer.Option(help="extra files whose pairs are masked when ranking")
+    ] = None,
     k: Annotated[list[int] | None, typer.Option(help="cut-offs (repeatable)")] = None,
 ) -> None:
     """Evaluate a saved model on a file; unknown users/items are dropped and counted."""
@@ -219,8 +251,9 @@ def evaluate_cmd(
     for path in exclude or []:
         extra, _ = Interactions.encode(_read_table(path), uv, iv, unknown="drop")
         mask = extra.csr() if mask is None else mask + extra.csr()
-    metrics = model.evaluate(data, exclude=mask if mask is not None else sp.csr_matrix((len(uv), len(iv))),
-                             ks=tuple(k or (10, 20)))
+    metrics = model.evaluate(
+        data, exclude=mask if mask is not None else sp.csr_matrix((len(uv), len(iv))), ks=tuple(k or (10, 20))
+    )
     console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
     if dropped:
         console.print(f"[yellow]{dropped} row(s) with unknown user or item were skipped[/]")
@@ -280,8 +313,14 @@ def demo_cmd(
     """MovieLens-100k: fetch, train svd and lightgcn on one split, print metrics and one user's top-10."""
     from attnrec.experiments.demo import run_demo
 
-    run_demo(out, user=user, console=console, progress=progress, print_frame=_print_frame,
-             metrics_table=_metrics_table)
+    run_demo(
+        out,
+        user=user,
+        console=console,
+        progress=progress,
+        print_frame=_print_frame,
+        metrics_table=_metrics_table,
+    )
 
 
 def main() -> None:

@@ -128,15 +128,21 @@ class ConformanceTests:
         assert torch.isfinite(full).all()
         # score_users and predict agree
         np.testing.assert_allclose(
-            full[1].cpu().numpy(), fitted.predict(np.full(fitted.n_items, 1), np.arange(fitted.n_items)), rtol=1e-4,
+            full[1].cpu().numpy(),
+            fitted.predict(np.full(fitted.n_items, 1), np.arange(fitted.n_items)),
+            rtol=1e-4,
             atol=1e-4,
         )
 
     def test_deterministic_under_seed(self, fitted: Recommender) -> None:
         again = self.fit()
         _, _, test = self.data()
-        np.testing.assert_allclose(fitted.predict(test.users, test.items), again.predict(test.users, test.items),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            fitted.predict(test.users, test.items),
+            again.predict(test.users, test.items),
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
     def test_loss_decreases(self) -> None:
         if not issubclass(self.model_class, TorchRecommender):
@@ -145,7 +151,9 @@ class ConformanceTests:
         from attnrec.training.trainer import TrainerConfig
 
         model = self.make()
-        report = model.fit(train, None, trainer=TrainerConfig(**{"progress": False, "device": "cpu", **self.trainer}))
+        report = model.fit(
+            train, None, trainer=TrainerConfig(**{"progress": False, "device": "cpu", **self.trainer})
+        )
         losses = [row["loss"] for row in report.history]
         assert losses[-1] < losses[0]
 
@@ -158,7 +166,9 @@ class ConformanceTests:
             loaded = load_bundle(tmp)
         assert type(loaded) is type(fitted)
         assert loaded.config == fitted.config
-        np.testing.assert_array_equal(loaded.predict(test.users, test.items), fitted.predict(test.users, test.items))
+        np.testing.assert_array_equal(
+            loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
+        )
         users = np.arange(5)
         assert torch.equal(loaded.score_users(users).cpu(), fitted.score_users(users).cpu())
         assert (loaded.seen != fitted.seen).nnz == 0
@@ -197,5 +207,7 @@ class ConformanceTests:
             scores = fitted.score_users(users).cpu().numpy()
             in_group = ig[None, :] == (users % 2)[:, None]
             # every user's mean in-group score beats the mean out-of-group score
-            gap = (scores * in_group).sum(1) / in_group.sum(1) - (scores * ~in_group).sum(1) / (~in_group).sum(1)
+            gap = (scores * in_group).sum(1) / in_group.sum(1) - (scores * ~in_group).sum(1) / (
+                ~in_group
+            ).sum(1)
             assert (gap > 0).mean() >= 0.95

@@ -14,6 +14,8 @@ def test_pop_scores_are_training_counts():
     model = Pop()
     model.fit(train)
     counts = np.bincount(train.items, minlength=train.n_items)
-    np.testing.assert_array_equal(model.predict(np.zeros(train.n_items, int), np.arange(train.n_items)), counts)
+    np.testing.assert_array_equal(
+        model.predict(np.zeros(train.n_items, int), np.arange(train.n_items)), counts
+    )
     top = model.recommend(["u0"], k=1, exclude_seen=False)["item_id"][0]
     assert top == train.item_vocab.ids[int(np.argmax(counts))]

@@ -35,7 +35,9 @@ def data() -> Interactions:
     rng = np.random.default_rng(0)
     n = 400
     u, i = rng.integers(0, 20, n), rng.integers(0, 15, n)
-    df = pl.DataFrame({"user_id": u.astype(str), "item_id": i.astype(str), "rating": (u % 3 + i % 2).astype(np.float32)})
+    df = pl.DataFrame(
+        {"user_id": u.astype(str), "item_id": i.astype(str), "rating": (u % 3 + i % 2).astype(np.float32)}
+    )
     uv = Vocabulary.from_ids(df["user_id"], kind="user")
     iv = Vocabulary.from_ids(df["item_id"], kind="item")
     return Interactions.encode(df, uv, iv)[0]
@@ -123,12 +125,16 @@ def test_exact_resume_after_kill(data, tmp_path):
     first = Toy(data.n_users, data.n_items)
     c = cfg(epochs=epochs, lr_schedule="cosine", checkpoint_dir=ckdir, log_path=log, patience=None)
     with pytest.raises(Killed):
-        Trainer(c, valid_metric="rmse").fit(first, make_batches(data), validate=lambda: {"rmse": 1.0}, seed=3, on_epoch_end=kill_after_3)
+        Trainer(c, valid_metric="rmse").fit(
+            first, make_batches(data), validate=lambda: {"rmse": 1.0}, seed=3, on_epoch_end=kill_after_3
+        )
     assert (ckdir / CHECKPOINT_NAME).exists()
 
     torch.manual_seed(123)  # a fresh process would start from different weights: the checkpoint must win
     resumed = Toy(data.n_users, data.n_items)
-    report = Trainer(c, valid_metric="rmse").fit(resumed, make_batches(data), validate=lambda: {"rmse": 1.0}, seed=3)
+    report = Trainer(c, valid_metric="rmse").fit(
+        resumed, make_batches(data), validate=lambda: {"rmse": 1.0}, seed=3
+    )
     assert report.epochs_run == epochs
     assert [r["epoch"] for r in report.history] == list(range(1, epochs + 1))
     assert torch.equal(resumed.u.weight, straight.u.weight)

@@ -61,7 +61,12 @@ def canonicalize(df: pl.DataFrame, *, source: str = "<table>") -> pl.DataFrame:
             if bad.any():
                 row = int(bad.arg_true()[0])
                 raise DataError(
-                    "not a number", file=source, line=row + 1, field=col, value=df[col][row], expected="a finite number"
+                    "not a number",
+                    file=source,
+                    line=row + 1,
+                    field=col,
+                    value=df[col][row],
+                    expected="a finite number",
                 )
     return out
 
@@ -172,7 +177,9 @@ class Interactions:
     @property
     def ratings(self) -> np.ndarray:
         if "rating" not in self.frame.columns:
-            raise DataError("this data has no ratings", field="rating", expected="a rating column for a rating task")
+            raise DataError(
+                "this data has no ratings", field="rating", expected="a rating column for a rating task"
+            )
         return self.frame["rating"].to_numpy().astype(np.float32)
 
     @property
@@ -186,7 +193,9 @@ class Interactions:
 
     def csr(self, *, values: str | None = None) -> sp.csr_matrix:
         """users x items sparse matrix (ones, or a column's values); duplicates are summed."""
-        data = np.ones(len(self), dtype=np.float32) if values is None else self.column(values).astype(np.float32)
+        data = (
+            np.ones(len(self), dtype=np.float32) if values is None else self.column(values).astype(np.float32)
+        )
         m = sp.csr_matrix((data, (self.users, self.items)), shape=(self.n_users, self.n_items))
         m.sum_duplicates()
         return m

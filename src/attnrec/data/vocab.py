@@ -31,9 +31,15 @@ class Vocabulary:
             raise DataError(f"duplicate {kind} id in vocabulary", value=dup, expected="unique ids")
 
     @classmethod
-    def from_ids(cls, ids: pl.Series | np.ndarray | Iterable[str], *, kind: str = "id", sort: bool = True) -> Vocabulary:
+    def from_ids(
+        cls, ids: pl.Series | np.ndarray | Iterable[str], *, kind: str = "id", sort: bool = True
+    ) -> Vocabulary:
         """Build from possibly repeated ids; unique ids are sorted (stable across runs) unless ``sort=False``."""
-        s = ids.cast(pl.String) if isinstance(ids, pl.Series) else pl.Series(np.asarray(list(ids)).astype(str))
+        s = (
+            ids.cast(pl.String)
+            if isinstance(ids, pl.Series)
+            else pl.Series(np.asarray(list(ids)).astype(str))
+        )
         uniq = s.unique(maintain_order=True)
         if sort:
             uniq = uniq.sort()
@@ -61,7 +67,11 @@ class Vocabulary:
 
         ``missing``: ``"error"`` raises :class:`UnknownIdError` naming the unknown ids; ``"minus_one"`` maps them to -1.
         """
-        s = ext.cast(pl.String) if isinstance(ext, pl.Series) else pl.Series("_id", [str(x) for x in ext], dtype=pl.String)
+        s = (
+            ext.cast(pl.String)
+            if isinstance(ext, pl.Series)
+            else pl.Series("_id", [str(x) for x in ext], dtype=pl.String)
+        )
         joined = pl.DataFrame({"_id": s}).join(self._frame, on="_id", how="left", maintain_order="left")
         idx = joined["_idx"]
         if idx.null_count():

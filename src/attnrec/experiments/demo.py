@@ -31,21 +31,34 @@ def run_demo(
     results = {}
     for name, spec in DEMO_RUNS.items():
         console.print(f"[bold]training {name} on ml-100k[/]")
-        cfg = RunConfig.parse({"data": "ml-100k", "split": DEMO_SPLIT, "out": out / name, **spec}, source="demo")
+        cfg = RunConfig.parse(
+            {"data": "ml-100k", "split": DEMO_SPLIT, "out": out / name, **spec}, source="demo"
+        )
         results[name] = run_experiment(cfg, progress=progress)
     m_svd, m_gcn = results["svd"].metrics, results["lightgcn"].metrics
-    console.print(metrics_table("MovieLens-100k, test split (80/10/10, seed 2026)", {
-        "svd (rating)": {k: m_svd["test"][k] for k in ("rmse", "mae")},
-        "lightgcn (top-K)": {k: v for k, v in m_gcn["test"].items() if k.split("@")[0] in ("recall", "ndcg")},
-    }))
+    console.print(
+        metrics_table(
+            "MovieLens-100k, test split (80/10/10, seed 2026)",
+            {
+                "svd (rating)": {k: m_svd["test"][k] for k in ("rmse", "mae")},
+                "lightgcn (top-K)": {
+                    k: v for k, v in m_gcn["test"].items() if k.split("@")[0] in ("recall", "ndcg")
+                },
+            },
+        )
+    )
     gcn = results["lightgcn"]
     recs = gcn.model.recommend([user], k=10)
     ds = gcn.data.dataset
     if ds is not None and ds.items is not None and "title" in ds.items.columns:
         recs = recs.join(ds.items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
-    print_frame(recs.select([c for c in ("rank", "item_id", "title", "score") if c in recs.columns]),
-                f"lightgcn top-10 for user {user} (items they rated are excluded)")
+    print_frame(
+        recs.select([c for c in ("rank", "item_id", "title", "score") if c in recs.columns]),
+        f"lightgcn top-10 for user {user} (items they rated are excluded)",
+    )
     for name, r in results.items():
         t = r.metrics["timings"]
-        console.print(f"{name}: fit {t['fit_s']:.1f}s, evaluation {t['eval_s']:.1f}s; record in {out / name / 'metrics.json'}")
+        console.print(
+            f"{name}: fit {t['fit_s']:.1f}s, evaluation {t['eval_s']:.1f}s; record in {out / name / 'metrics.json'}"
+        )
     return {k: v.metrics for k, v in results.items()}

@@ -72,7 +72,9 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> RunConfig:
         if (self.data is None) == (self.train is None):
-            raise ValueError("give either `data` (a dataset name or path) or pre-split `train` and `test` files")
+            raise ValueError(
+                "give either `data` (a dataset name or path) or pre-split `train` and `test` files"
+            )
         if self.train is not None and self.test is None:
             raise ValueError("pre-split training needs `test` as well as `train`")
         return self
@@ -172,7 +174,6 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     cls = get_model_class(cfg.model)
     model = cls(**cfg.model_params)
     torch.manual_seed(model.config.seed)
-    np.random.seed(model.config.seed % (2**32))
     t0 = time.perf_counter()
     data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
     t_data = time.perf_counter() - t0
@@ -188,14 +189,18 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
             trainer_cfg = TrainerConfig(**tr)
         except ValidationError as exc:
             e = exc.errors()[0]
-            raise ConfigError(f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})") from None
+            raise ConfigError(
+                f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
+            ) from None
         fit_kw["trainer"] = trainer_cfg
     report = model.fit(data.train, data.valid if len(data.valid) else None, **fit_kw)
 
     # select on validation, report test once: valid masks train; test masks train + valid
     t0 = time.perf_counter()
     valid_metrics = model.evaluate(data.valid, exclude=data.train.csr(), ks=cfg.ks) if len(data.valid) else {}
-    seen_tv = data.train.csr() + (data.valid.csr() if len(data.valid) else sp.csr_matrix(data.train.csr().shape))
+    seen_tv = data.train.csr() + (
+        data.valid.csr() if len(data.valid) else sp.csr_matrix(data.train.csr().shape)
+    )
     test_metrics = model.evaluate(data.test, exclude=seen_tv, ks=cfg.ks)
     t_eval = time.perf_counter() - t0
 
@@ -219,8 +224,17 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
             "items": data.train.n_items,
             "notes": data.notes,
         },
-        "fit": {"best_epoch": report.best_epoch, "epochs_run": report.epochs_run, "best_valid": report.best_valid},
-        "timings": {"data_s": t_data, "fit_s": report.seconds, "eval_s": t_eval, "total_s": time.perf_counter() - t_start},
+        "fit": {
+            "best_epoch": report.best_epoch,
+            "epochs_run": report.epochs_run,
+            "best_valid": report.best_valid,
+        },
+        "timings": {
+            "data_s": t_data,
+            "fit_s": report.seconds,
+            "eval_s": t_eval,
+            "total_s": time.perf_counter() - t_start,
+        },
         "versions": {
             "attnrec": attnrec.__version__,
             "torch": torch.__version__,

@@ -107,7 +107,9 @@ class Recommender(ABC):
         elif overrides:
             config = self.config_class.parse({**config.to_dict(), **overrides}, source=f"{self.name} config")
         elif not isinstance(config, self.config_class):
-            raise ConfigError(f"{self.name} expects a {self.config_class.__name__}, got {type(config).__name__}")
+            raise ConfigError(
+                f"{self.name} expects a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.config = config
         self.user_vocab: Vocabulary | None = None
         self.item_vocab: Vocabulary | None = None
@@ -157,7 +159,9 @@ class Recommender(ABC):
         uv, iv = self._vocabs()
         return self.predict(uv.lookup(list(user_ids)), iv.lookup(list(item_ids)))
 
-    def recommend(self, user_ids: Iterable[object], k: int = 10, *, exclude_seen: bool = True) -> pl.DataFrame:
+    def recommend(
+        self, user_ids: Iterable[object], k: int = 10, *, exclude_seen: bool = True
+    ) -> pl.DataFrame:
         """Top-``k`` items for each user: columns ``user_id``, ``rank`` (1-based), ``item_id``, ``score``."""
         uv, iv = self._vocabs()
         ext = [str(u) for u in user_ids]
@@ -170,7 +174,9 @@ class Recommender(ABC):
                 scores = self.score_users(batch).float().cpu().clone()
             if exclude_seen and self.seen is not None:
                 sub = self.seen[batch].tocoo()
-                scores[torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))] = -torch.inf
+                scores[
+                    torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))
+                ] = -torch.inf
             top = torch.topk(scores, k, dim=1)
             parts.append((top.values.numpy(), top.indices.numpy()))
         vals = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.float32)
@@ -204,7 +210,11 @@ class Recommender(ABC):
             return evaluators.evaluate_rating(self.predict, data.users, data.items, data.ratings)
         truth = data.csr()
         return evaluators.evaluate_full_ranking(
-            self.score_users, truth, exclude if exclude is not None else self.seen, ks=ks, batch_size=batch_size
+            self.score_users,
+            truth,
+            exclude if exclude is not None else self.seen,
+            ks=ks,
+            batch_size=batch_size,
         )
 
     # ----------------------------------------------------------------- persistence
@@ -214,6 +224,7 @@ class Recommender(ABC):
 
     def load_bundle_json(self, data: dict[str, Any]) -> None:
         """Restore what :meth:`bundle_json` wrote; called before :meth:`load_state_tensors`."""
+        return None
 
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -299,7 +310,9 @@ _BUILTIN_MODULES = (
 def register(cls: type[Recommender]) -> type[Recommender]:
     """Class decorator adding a recommender to the registry under ``cls.name``."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ConfigError(f"model name {cls.name!r} is already registered by {_REGISTRY[cls.name].__module__}")
+        raise ConfigError(
+            f"model name {cls.name!r} is already registered by {_REGISTRY[cls.name].__module__}"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -74,14 +74,21 @@ def load_bundle(path: str | Path) -> Recommender:
     src = Path(path)
     manifest_path = src / "manifest.json"
     if not manifest_path.exists():
-        raise DataError("not a model bundle: manifest.json is missing", file=src, expected="a directory from save_bundle")
+        raise DataError(
+            "not a model bundle: manifest.json is missing", file=src, expected="a directory from save_bundle"
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc.msg}", file=manifest_path, line=exc.lineno) from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise DataError("unsupported bundle format", file=manifest_path, field="format", value=manifest.get("format"),
-                        expected=str(FORMAT_VERSION))
+        raise DataError(
+            "unsupported bundle format",
+            file=manifest_path,
+            field="format",
+            value=manifest.get("format"),
+            expected=str(FORMAT_VERSION),
+        )
     name = manifest["model"]
     try:
         cls = get_model_class(name)
@@ -99,7 +106,8 @@ def load_bundle(path: str | Path) -> Recommender:
         indptr = tensors.pop(_SEEN + "indptr").numpy()
         indices = tensors.pop(_SEEN + "indices").numpy()
         model.seen = sp.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(model.user_vocab), len(model.item_vocab))
+            (np.ones(len(indices), dtype=np.float32), indices, indptr),
+            shape=(len(model.user_vocab), len(model.item_vocab)),
         )
     model.load_state_tensors(tensors)
     return model

@@ -85,7 +85,9 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 class Trainer:
     """Fits a module. One instance per fit."""
 
-    def __init__(self, config: TrainerConfig | None = None, *, valid_metric: str = "loss", mode: str = "min") -> None:
+    def __init__(
+        self, config: TrainerConfig | None = None, *, valid_metric: str = "loss", mode: str = "min"
+    ) -> None:
         self.config = config or TrainerConfig()
         self.valid_metric = valid_metric
         self.mode = mode
@@ -141,7 +143,14 @@ class Trainer:
         module = self._prepare_module(module)
         opt = self._optimizer(module)
         sched = self._scheduler(opt)
-        state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": None, "bad": 0, "history": [], "best_valid": {}}
+        state: dict[str, Any] = {
+            "epoch": 0,
+            "best": None,
+            "best_epoch": None,
+            "bad": 0,
+            "history": [],
+            "best_valid": {},
+        }
         best_weights: dict[str, torch.Tensor] | None = None
         ckpt = c.checkpoint_dir / CHECKPOINT_NAME if c.checkpoint_dir else None
         if ckpt is not None and c.resume and ckpt.exists():
@@ -170,7 +179,9 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                     loss = module.loss(batch)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()} (lower the learning rate?)")
+                    raise FloatingPointError(
+                        f"epoch {epoch}: the loss became {loss.item()} (lower the learning rate?)"
+                    )
                 loss.backward()
                 if c.grad_clip:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), c.grad_clip)
@@ -197,7 +208,12 @@ class Trainer:
                 row.update({f"valid_{k}": float(v) for k, v in metrics.items()})
                 value = float(metrics[self.valid_metric])
                 if math.isfinite(value) and self._better(value, state["best"]):
-                    state.update(best=value, best_epoch=epoch, bad=0, best_valid={k: float(v) for k, v in metrics.items()})
+                    state.update(
+                        best=value,
+                        best_epoch=epoch,
+                        bad=0,
+                        best_valid={k: float(v) for k, v in metrics.items()},
+                    )
                     best_weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
                 else:
                     state["bad"] += 1
