@@ -51,12 +51,15 @@ class PairwiseBatch(_Batch):
 
 @dataclass
 class CTRBatch(_Batch):
-    """Click-through data: ``categorical`` (B, n_fields) int64 feature indices, ``numeric`` (B, n_numeric) float32,
-    ``labels`` (B,) float32 in {0, 1}. Multi-valued fields arrive with the CTR family."""
+    """Click-through data (see :mod:`attnrec.data.ctr`): ``labels`` (B,) float32 in {0, 1};
+    ``categorical`` (B, n_cat) int64 per-field indices (0 = missing/unseen); ``numeric`` (B, n_num) float32;
+    ``multi`` (B, n_multi, L) int64 token indices of multi-valued fields (0 = padding/unseen). Columns follow
+    ``FeatureSchema.categorical`` / ``.numeric`` / ``.multi``; a part with no fields has size 0 on its axis."""
 
     labels: torch.Tensor
     categorical: torch.Tensor
     numeric: torch.Tensor
+    multi: torch.Tensor
 
 
 @dataclass
