@@ -211,3 +211,186 @@ class ConformanceTests:
                 ~in_group
             ).sum(1)
             assert (gap > 0).mean() >= 0.95
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CTR models: planted synthetic CTR data and the conformance suite every CTR model passes
+
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from attnrec.data.ctr import CTRData
+
+
+@cache
+def planted_ctr(
+    n_rows: int = 5000, pattern: str = "interaction", seed: int = 0, strength: float = 2.5
+) -> tuple[CTRData, CTRData, CTRData]:
+    """(train, valid, test) :class:`~attnrec.data.ctr.CTRData` (70/15/15%) with a planted click pattern.
+
+    Fields: categorical ``a``, ``b`` (6 values + missing), ``c`` (10 values, noise), numeric ``x`` (N(0,1),
+    noise), multi-valued ``tags`` (up to 3 of 8 tokens, mean-pooled, noise). The click logit is
+    ``strength * s`` with ``s = +1`` when ``a`` and ``b`` have the same parity and -1 otherwise
+    (``pattern="interaction"``: no field alone carries any signal, so a first-order model scores AUC ~0.5), or
+    ``s = +1`` when ``a`` is odd (``pattern="first_order"``). A missing ``a``/``b`` (index 0, 5% of rows) counts
+    as even. The Bayes AUC is about 0.92 for ``strength=2.5``.
+    """
+    from attnrec.data.ctr import CTRData, FeatureSchema, FieldSpec
+
+    if pattern not in ("interaction", "first_order"):
+        raise ConfigError(f"planted_ctr pattern must be 'interaction' or 'first_order', not {pattern!r}")
+    rng = np.random.default_rng(seed)
+    schema = FeatureSchema(
+        fields=[
+            FieldSpec(name="a", vocab_size=7),
+            FieldSpec(name="b", vocab_size=7),
+            FieldSpec(name="x", kind="numeric"),
+            FieldSpec(name="c", vocab_size=11),
+            FieldSpec(name="tags", kind="multi", vocab_size=9, max_len=3, pooling="mean"),
+        ]
+    )
+    a = np.where(rng.random(n_rows) < 0.05, 0, rng.integers(1, 7, n_rows))
+    b = np.where(rng.random(n_rows) < 0.05, 0, rng.integers(1, 7, n_rows))
+    c = rng.integers(0, 11, n_rows)
+    x = rng.normal(0, 1, n_rows).astype(np.float32)
+    lens = rng.integers(0, 4, n_rows)
+    tags = rng.integers(1, 9, (n_rows, 1, 3)) * (np.arange(3)[None, None, :] < lens[:, None, None])
+    s = np.where(a % 2 == b % 2, 1.0, -1.0) if pattern == "interaction" else np.where(a % 2 == 1, 1.0, -1.0)
+    labels = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-strength * s))).astype(np.float32)
+    data = CTRData(
+        labels,
+        np.stack([a, b, c], axis=1).astype(np.int64),
+        x[:, None],
+        tags.astype(np.int64),
+        schema,
+    )
+    cut1, cut2 = int(0.7 * n_rows), int(0.85 * n_rows)
+    return data.subset(slice(0, cut1)), data.subset(slice(cut1, cut2)), data.subset(slice(cut2, None))
+
+
+class CTRConformanceTests:
+    """Shared tests every CTR model passes (fit on :func:`planted_ctr`). Subclasses set ``model_class`` and,
+    to keep the run fast, ``config`` (tiny dims) and ``trainer``; ``pattern="first_order"`` for models that
+    cannot represent interactions (LR)."""
+
+    model_class: ClassVar[type[Recommender]]
+    config: ClassVar[dict[str, Any]] = {}
+    trainer: ClassVar[dict[str, Any]] = {"epochs": 8, "batch_size": 256, "lr": 0.01, "patience": 3}
+    pattern: ClassVar[str] = "interaction"
+    min_auc: ClassVar[float] = 0.75
+
+    # ------------------------------------------------------------------ helpers
+    @classmethod
+    def data(cls) -> tuple[CTRData, CTRData, CTRData]:
+        return planted_ctr(pattern=cls.pattern)
+
+    @classmethod
+    def make(cls, **overrides: Any) -> Any:
+        return cls.model_class(**{**cls.config, **overrides})
+
+    @classmethod
+    def fit(cls, **trainer: Any) -> tuple[Any, Any]:
+        from attnrec.training.trainer import TrainerConfig
+
+        train, valid, _ = cls.data()
+        model = cls.make()
+        cfg = TrainerConfig(**{"progress": False, "device": "cpu", **cls.trainer, **trainer})
+        report = model.fit(train, valid, trainer=cfg)
+        return model, report
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fitted(cls) -> tuple[Any, Any]:
+        return cls.fit()
+
+    # ------------------------------------------------------------------ the tests
+    def test_registered_metadata(self) -> None:
+        from attnrec.models.base import get_model_class
+
+        assert get_model_class(self.model_class.name) is self.model_class
+        assert self.model_class.task is TaskKind.CTR
+
+    def test_config_roundtrip_and_typo(self) -> None:
+        import tomllib
+
+        cfg = self.make().config
+        assert self.model_class.config_class.parse(tomllib.loads(cfg.to_toml())) == cfg
+        with pytest.raises(ConfigError, match="no_such_option"):
+            self.model_class(no_such_option=1)
+
+    def test_planted_pattern_recovered(self, fitted: tuple[Any, Any]) -> None:
+        model, _ = fitted
+        _, _, test = self.data()
+        metrics = model.evaluate(test)
+        assert metrics["n"] == len(test)
+        assert metrics["auc"] > self.min_auc, metrics
+        assert np.isfinite(metrics["logloss"]) and metrics["logloss"] < np.log(2), metrics
+
+    def test_validation_drives_early_stopping(self, fitted: tuple[Any, Any]) -> None:
+        _, report = fitted
+        assert {"auc", "logloss", "n"} <= set(report.best_valid)
+        aucs = [row["valid_auc"] for row in report.history]
+        assert report.best_valid["auc"] == max(aucs)
+        assert report.history[report.best_epoch - 1]["valid_auc"] == max(aucs)
+
+    def test_loss_decreases(self, fitted: tuple[Any, Any]) -> None:
+        _, report = fitted
+        losses = [row["loss"] for row in report.history]
+        assert losses[-1] < losses[0]
+
+    def test_probabilities_in_range_and_batch_independent(self, fitted: tuple[Any, Any]) -> None:
+        model, _ = fitted
+        _, _, test = self.data()
+        p = model.predict_proba(test, batch_size=97)
+        assert p.shape == (len(test),) and p.dtype == np.float32
+        assert np.all((p >= 0) & (p <= 1))
+        rows = np.array([5, 0, 17, 3])
+        np.testing.assert_allclose(model.predict_proba(test.subset(rows), batch_size=2), p[rows], atol=1e-6)
+
+    def test_deterministic_under_seed(self) -> None:
+        _, _, test = self.data()
+        first, _ = self.fit(epochs=2)
+        again, _ = self.fit(epochs=2)
+        np.testing.assert_allclose(first.predict_proba(test), again.predict_proba(test), rtol=0, atol=1e-6)
+
+    def test_bundle_roundtrip_exact(self, fitted: tuple[Any, Any]) -> None:
+        from attnrec.serving.bundle import load_bundle, save_bundle
+
+        model, _ = fitted
+        _, _, test = self.data()
+        with tempfile.TemporaryDirectory() as tmp:
+            save_bundle(model, tmp)
+            loaded = load_bundle(tmp)
+        from attnrec.models.ctr.base import CTRRecommender
+
+        assert isinstance(loaded, CTRRecommender)
+        assert type(loaded) is type(model)
+        assert loaded.config == model.config
+        assert loaded.schema == model.schema
+        np.testing.assert_array_equal(loaded.predict_proba(test), model.predict_proba(test))
+
+    def test_wrong_data_is_a_clear_error(self, fitted: tuple[Any, Any]) -> None:
+        from attnrec.data.ctr import CTRData, FeatureSchema
+        from attnrec.errors import DataError
+
+        model, _ = fitted
+        _, _, test = self.data()
+        narrow_schema = FeatureSchema(fields=[f for f in test.schema.fields if f.name != "c"])
+        narrow = CTRData(test.labels, test.categorical[:, :2], test.numeric, test.multi, narrow_schema)
+        with pytest.raises(DataError, match="categorical"):
+            model.predict_proba(narrow)
+        bad = test.subset(slice(0, 10))
+        bad.categorical = bad.categorical.copy()
+        bad.categorical[3, 1] = 7  # field b has vocab_size 7: indices 0..6
+        with pytest.raises(DataError, match="'b'.*0..6"):
+            model.predict_proba(bad)
+
+    def test_no_user_item_space(self, fitted: tuple[Any, Any]) -> None:
+        model, _ = fitted
+        for call in (
+            lambda: model.predict(np.zeros(2, np.int64), np.zeros(2, np.int64)),
+            lambda: model.score_users(np.zeros(2, np.int64)),
+            lambda: model.recommend(["u0"]),
+        ):
+            with pytest.raises(ConfigError, match="CTR model"):
+                call()

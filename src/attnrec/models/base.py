@@ -304,6 +304,15 @@ _BUILTIN_MODULES = (
     "attnrec.models.rating.svd",
     "attnrec.models.topk.bpr",
     "attnrec.models.topk.lightgcn",
+    "attnrec.models.ctr.lr",
+    "attnrec.models.ctr.fm",
+    "attnrec.models.ctr.nfm",
+    "attnrec.models.ctr.afm",
+    "attnrec.models.ctr.deepfm",
+    "attnrec.models.ctr.xdeepfm",
+    "attnrec.models.ctr.dcn",
+    "attnrec.models.ctr.autoint",
+    "attnrec.models.ctr.secn",
 )
 
 

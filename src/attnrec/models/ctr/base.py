@@ -1,0 +1,313 @@
+"""The shared CTR recommender wrapper and module base.
+
+A CTR model scores *feature rows* (a :class:`~attnrec.data.ctr.CTRData`), not (user, item) pairs: it has no
+user/item vocabularies, and ``predict``/``score_users``/``recommend`` raise :class:`ConfigError` saying so.
+
+* :class:`CTRModule` — the ``nn.Module`` contract: ``forward(batch) -> logits (B,)`` and
+  ``loss(batch) = BCE-with-logits + embedding_reg * penalty``, where subclasses implement :meth:`CTRModule.compute`
+  returning the logits and the penalty (sum of squares of the embeddings looked up for the batch, per row).
+* :class:`CTRRecommender` — fit on CTRData (or streaming :class:`~attnrec.data.ctr.ShardedCTRData`) with the one
+  Trainer, early stopping on validation AUC; ``predict_proba``, ``evaluate`` (AUC, logloss); bundles carry the
+  feature schema (and the encoder's vocabularies when one is attached) so a bundle scores raw rows by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from attnrec.data.batches import CTRBatch
+from attnrec.data.ctr import CTRData, FeatureEncoder, FeatureSchema, ShardedCTRData, ctr_batches
+from attnrec.errors import ConfigError, DataError
+from attnrec.models.base import (
+    DEFAULT_VALID_METRIC,
+    FitReport,
+    ModelConfig,
+    TaskKind,
+    TorchRecommender,
+    TrainableModule,
+)
+
+CTRSource = CTRData | ShardedCTRData
+
+
+class CTRConfig(ModelConfig):
+    """Options every CTR model has."""
+
+    embedding_reg: float = Field(0.0, ge=0, description="weight of the L2 penalty on the batch's embeddings")
+
+
+class EmbeddingCTRConfig(CTRConfig):
+    """Options of CTR models built on field embeddings."""
+
+    embedding_dim: int = Field(16, ge=1)
+
+
+class CTRModule(TrainableModule):
+    """Base of CTR modules: subclasses implement :meth:`compute`."""
+
+    def __init__(self, embedding_reg: float = 0.0) -> None:
+        super().__init__()
+        self.embedding_reg = embedding_reg
+
+    @abstractmethod
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (B,), penalty ())``: the click logits and the L2 penalty of the embeddings used."""
+
+    def forward(self, batch: CTRBatch) -> torch.Tensor:
+        """Click logits, (B,); ``sigmoid`` gives probabilities."""
+        return self.compute(batch)[0]
+
+    def loss(self, batch: CTRBatch) -> torch.Tensor:
+        """Mean binary cross-entropy of the logits against ``batch.labels``, plus the embedding penalty."""
+        logits, penalty = self.compute(batch)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels.float())
+        if self.embedding_reg > 0:
+            loss = loss + self.embedding_reg * penalty
+        return loss
+
+
+def check_data(schema: FeatureSchema, data: CTRData, *, source: str = "data") -> None:
+    """Raise :class:`DataError` when ``data`` does not fit a model built for ``schema``.
+
+    Checks the field lists (names and order per part) and every index being in ``0..vocab_size-1`` (an index
+    out of range would silently read another field's embedding rows).
+    """
+    for part in ("categorical", "numeric", "multi"):
+        want = [f.name for f in getattr(schema, part)]
+        got = [f.name for f in getattr(data.schema, part)]
+        arr = getattr(data, part)
+        width = arr.shape[1] if arr.ndim > 1 else 0
+        if got != want or width != len(want):
+            raise DataError(
+                f"{source} has {part} fields {got} ({width} columns)",
+                field=part,
+                value=got,
+                expected=f"the model's {part} fields {want}",
+            )
+    if schema.multi and data.multi.shape[2] != schema.multi_len:
+        raise DataError(
+            f"{source} has multi-valued length {data.multi.shape[2]}",
+            field="multi",
+            value=data.multi.shape[2],
+            expected=f"length {schema.multi_len}",
+        )
+    if len(data) == 0:
+        return
+    for part, specs in (("categorical", schema.categorical), ("multi", schema.multi)):
+        arr = getattr(data, part)
+        if not specs:
+            continue
+        flat = arr.reshape(len(data), len(specs), -1)
+        hi = flat.max(axis=(0, 2))
+        lo = flat.min(axis=(0, 2))
+        sizes = np.array([f.vocab_size for f in specs])
+        bad = np.flatnonzero((hi >= sizes) | (lo < 0))
+        if bad.size:
+            j = int(bad[0])
+            value = int(hi[j]) if hi[j] >= sizes[j] else int(lo[j])
+            raise DataError(
+                f"{source} has an index out of range",
+                field=specs[j].name,
+                value=value,
+                expected=f"indices 0..{sizes[j] - 1} (vocab_size {sizes[j]})",
+            )
+
+
+class CTRRecommender(TorchRecommender):
+    """Base of CTR recommenders. Subclasses set ``name``/``config_class`` and implement :meth:`build_ctr_module`."""
+
+    task = TaskKind.CTR
+    config_class: ClassVar[type[ModelConfig]] = CTRConfig
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.schema: FeatureSchema | None = None
+        self.encoder: FeatureEncoder | None = None
+
+    @abstractmethod
+    def build_ctr_module(self, schema: FeatureSchema) -> CTRModule:
+        """A fresh module for a fitted ``schema`` (parameters drawn from the current torch seed)."""
+
+    # ----------------------------------------------------------------- fitting
+    def fit(  # type: ignore[override]
+        self,
+        train: CTRSource,
+        valid: CTRData | None = None,
+        *,
+        trainer: Any = None,
+        encoder: FeatureEncoder | None = None,
+    ) -> FitReport:
+        """Fit on ``train`` (in memory or sharded); ``valid`` (never test) drives early stopping on AUC.
+
+        ``trainer`` is a :class:`~attnrec.training.trainer.TrainerConfig`; ``encoder``, the fitted
+        :class:`FeatureEncoder` that produced the data, is kept so the bundle can encode raw rows
+        (:meth:`predict_frame`).
+        """
+        if not isinstance(train, CTRData | ShardedCTRData):
+            raise ConfigError(
+                f"{self.name} fits CTRData or ShardedCTRData (attnrec.data.ctr), not {type(train).__name__}"
+            )
+        if len(train) == 0:
+            raise ConfigError("the training split is empty")
+        schema = train.schema
+        if not schema.is_fitted:
+            raise DataError(
+                "the training data's schema is not fitted", expected="a schema from FeatureEncoder"
+            )
+        if isinstance(train, CTRData):
+            check_data(schema, train, source="train")
+        if valid is not None:
+            check_data(schema, valid, source="valid")
+        if encoder is not None and encoder.schema != schema:
+            raise ConfigError("the encoder's schema differs from the training data's schema")
+        self.schema, self.encoder = schema, encoder
+        return self._fit(train, valid, trainer=trainer)
+
+    def _fit(self, train: Any, valid: Any, **kw: Any) -> FitReport:
+        from attnrec.training.trainer import Trainer, TrainerConfig
+
+        cfg = kw.pop("trainer", None) or TrainerConfig.model_validate({})
+        if kw:
+            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
+        torch.manual_seed(self.config.seed)
+        self.module = self.build_module(train)
+        metric, mode = DEFAULT_VALID_METRIC[self.task]
+        trainer = Trainer(cfg, valid_metric=cfg.valid_metric or metric, mode=cfg.valid_mode or mode)
+        self.device = trainer.device
+        validate = None
+        if valid is not None and len(valid):
+            validate = lambda: self.evaluate(valid, batch_size=max(cfg.batch_size, 4096))  # noqa: E731
+        t0 = time.perf_counter()
+        report = trainer.fit(
+            self.module,
+            lambda epoch, gen: self.train_batches(train, epoch, gen, cfg.batch_size),
+            validate=validate,
+            seed=self.config.seed,
+        )
+        report.seconds = time.perf_counter() - t0
+        self.module.eval()
+        return report
+
+    def build_module(self, train: Any) -> TrainableModule:
+        return self.build_ctr_module(self._schema())
+
+    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> TrainableModule:
+        return self.build_ctr_module(self._schema())
+
+    def train_batches(  # type: ignore[override]
+        self, train: CTRSource, epoch: int, generator: torch.Generator, batch_size: int
+    ) -> Iterator[CTRBatch]:
+        """One shuffled epoch of :class:`CTRBatch` (two-level shuffle for sharded data)."""
+        if isinstance(train, ShardedCTRData):
+            return train.iter_batches(batch_size, generator, shuffle=True)
+        return ctr_batches(train, batch_size, generator=generator, shuffle=True)
+
+    def _schema(self) -> FeatureSchema:
+        if self.schema is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        return self.schema
+
+    # ----------------------------------------------------------------- scoring
+    def predict_logits(self, data: CTRSource, batch_size: int = 4096) -> np.ndarray:
+        """Click logits of every row of ``data``, float32 (N,), in row order."""
+        schema = self._schema()
+        if self.module is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        parts: Iterable[CTRData] = data if isinstance(data, ShardedCTRData) else [data]
+        module, out = self.module, []
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                for part in parts:
+                    check_data(schema, part)
+                    for batch in ctr_batches(part, batch_size, shuffle=False):
+                        out.append(module(batch.to(self.device)).float().cpu())
+        finally:
+            module.train(was_training)
+        if not out:
+            return np.zeros(0, dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    def predict_proba(self, data: CTRSource, batch_size: int = 4096) -> np.ndarray:
+        """Click probabilities of every row of ``data``, float32 (N,) in [0, 1], in row order."""
+        return torch.sigmoid(torch.from_numpy(self.predict_logits(data, batch_size))).numpy()
+
+    def predict_frame(self, frame: pl.DataFrame, batch_size: int = 4096) -> np.ndarray:
+        """Click probabilities of raw rows (the reader's columns), using the attached encoder.
+
+        A frame without the label column is scored too (the label is not used).
+        """
+        if self.encoder is None:
+            raise ConfigError(
+                f"{self.name} has no feature encoder: pass encoder= to fit() to score raw rows, "
+                "or encode them yourself and call predict_proba"
+            )
+        label = self.encoder.schema.label
+        if label not in frame.columns:
+            frame = frame.with_columns(pl.lit(0.0).alias(label))
+        return self.predict_proba(self.encoder.transform(frame, source="<frame>"), batch_size)
+
+    def evaluate(  # type: ignore[override]
+        self, data: CTRSource, *, batch_size: int = 4096, **_: Any
+    ) -> dict[str, float]:
+        """``{"auc", "logloss", "n"}`` on ``data``; AUC is NaN when only one class is present."""
+        from attnrec.evaluation.metrics import auc, logloss
+
+        p = self.predict_proba(data, batch_size)
+        y = data.labels if isinstance(data, CTRData) else np.concatenate([s.labels for s in data])
+        if len(y) == 0:
+            raise DataError("no rows to evaluate", expected="at least one row")
+        both = 0 < y.sum() < len(y)
+        return {
+            "auc": auc(y, p) if both else float("nan"),
+            "logloss": logloss(y, p),
+            "n": float(len(y)),
+        }
+
+    def _no_pairs(self, what: str) -> ConfigError:
+        return ConfigError(
+            f"{self.name} is a CTR model: it scores feature rows, not (user, item) pairs, so {what} is not "
+            "available; use predict_proba(CTRData) or predict_frame(raw rows)"
+        )
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise self._no_pairs("predict(users, items)")
+
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        raise self._no_pairs("score_users")
+
+    def predict_ids(self, user_ids: Iterable[object], item_ids: Iterable[object]) -> np.ndarray:
+        raise self._no_pairs("predict_ids")
+
+    def recommend(
+        self, user_ids: Iterable[object], k: int = 10, *, exclude_seen: bool = True
+    ) -> pl.DataFrame:
+        raise self._no_pairs("recommend")
+
+    # ----------------------------------------------------------------- persistence
+    def bundle_json(self) -> dict[str, Any]:
+        """The feature schema, and the encoder (schema + vocabularies) when one is attached."""
+        return {
+            "schema": self._schema().model_dump(mode="json"),
+            "encoder": json.loads(self.encoder.to_json()) if self.encoder is not None else None,
+        }
+
+    def load_bundle_json(self, data: dict[str, Any]) -> None:
+        if "schema" not in data:
+            raise DataError(
+                "the bundle's extra.json has no feature schema", field="schema", expected="a CTR bundle"
+            )
+        self.schema = FeatureSchema.model_validate(data["schema"])
+        enc = data.get("encoder")
+        self.encoder = FeatureEncoder.from_json(json.dumps(enc)) if enc else None
