@@ -49,10 +49,13 @@ def _parse_sets(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+COUNT_KEYS = {"n", "n_users", "n_rows"}
+
+
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     keys: list[str] = []
     for m in rows.values():
-        keys += [k for k in m if k not in keys and not k.startswith("n")]
+        keys += [k for k in m if k not in keys and k not in COUNT_KEYS]
     table = Table(title=title)
     table.add_column("run")
     for k in keys:

@@ -32,7 +32,7 @@ def normalized_adjacency(interactions: sp.csr_matrix) -> torch.Tensor:
     norm = (d @ a @ d).tocoo()
     indices = torch.from_numpy(np.vstack([norm.row, norm.col]).astype(np.int64))
     return torch.sparse_coo_tensor(
-        indices, torch.from_numpy(norm.data.astype(np.float32)), size=norm.shape
+        indices, torch.from_numpy(norm.data.astype(np.float32)), size=norm.shape, check_invariants=True
     ).coalesce()
 
 
