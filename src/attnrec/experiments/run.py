@@ -228,6 +228,7 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
             "best_epoch": report.best_epoch,
             "epochs_run": report.epochs_run,
             "best_valid": report.best_valid,
+            "history": report.history,
         },
         "timings": {
             "data_s": t_data,
