@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--split-dir", type=Path, default=Path("bench_results/ml100k-split"))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--device", default="auto", help="trainer device: auto | cpu | cuda")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     export_split(random_split(load_dataset("ml-100k"), (0.8, 0.1, 0.1), seed=args.seed), args.split_dir)
@@ -48,7 +50,14 @@ def main() -> None:
             **files,
             model_params=params,
             save_model=False,
-            trainer={"epochs": args.epochs, "patience": 5, "progress": False, **trainer},
+            trainer={
+                "epochs": args.epochs,
+                "patience": 5,
+                "progress": False,
+                "device": args.device,
+                "amp": args.amp,
+                **trainer,
+            },
         )
         res = run_experiment(cfg, progress=False)
         hist = [h["seconds"] for h in res.metrics["fit"]["history"] if "seconds" in h]

@@ -37,10 +37,15 @@ def normalized_adjacency(interactions: sp.csr_matrix) -> torch.Tensor:
 
 
 def propagate_mean(adj: torch.Tensor, e0: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """LightGCN's layer combination: mean over k = 0..K of E^{(k)}, with E^{(k+1)} = Â E^{(k)}."""
-    out = e0
-    e = e0
-    for _ in range(n_layers):
-        e = torch.sparse.mm(adj, e)
-        out = out + e
+    """LightGCN's layer combination: mean over k = 0..K of E^{(k)}, with E^{(k+1)} = Â E^{(k)}.
+
+    The sparse products run in float32 with autocast off: CUDA has no bf16/fp16 sparse matmul, and the
+    propagation is memory-bound anyway, so mixed precision gains nothing here.
+    """
+    e = e0.float()
+    out = e
+    with torch.autocast(e0.device.type, enabled=False):
+        for _ in range(n_layers):
+            e = torch.sparse.mm(adj, e)
+            out = out + e
     return out / (n_layers + 1)
