@@ -135,7 +135,7 @@ def data_split(
     ds = load_dataset(source, on_bad_lines=on_bad_lines)
     df = ds.interactions
     if dedup != "none":
-        df, _ = filters.deduplicate(df, policy=dedup)
+        df, _ = filters.deduplicate(df, policy=dedup)  # type: ignore[arg-type]  # validated by deduplicate
     if user_k or item_k:
         df, _ = filters.kcore(df, user_k, item_k)
     try:
@@ -202,7 +202,7 @@ def train_cmd(
         if value is not None:
             base[key] = value
     if split_method is not None or seed is not None:
-        sp = dict(base.get("split", {}))
+        sp: dict[str, Any] = dict(base.get("split", {}))
         if split_method is not None:
             sp["method"] = split_method
         if seed is not None:
@@ -210,9 +210,8 @@ def train_cmd(
         base["split"] = sp
     base["model_params"] = {**base.get("model_params", {}), **_parse_sets(param, "--set")}
     tr = {**base.get("trainer", {}), **_parse_sets(trainer_set, "--trainer-set")}
-    for key, value in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "device": device}.items():
-        if value is not None:
-            tr[key] = value
+    overrides: dict[str, Any] = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "device": device}
+    tr.update({k: v for k, v in overrides.items() if v is not None})
     base["trainer"] = tr
     if "model" not in base:
         raise ConfigError("no model given: use --model NAME or a --config file with `model = ...`")

@@ -171,7 +171,8 @@ class ConformanceTests:
         )
         users = np.arange(5)
         assert torch.equal(loaded.score_users(users).cpu(), fitted.score_users(users).cpu())
-        assert (loaded.seen != fitted.seen).nnz == 0
+        assert loaded.seen is not None and fitted.seen is not None
+        assert (loaded.seen != fitted.seen).nnz == 0  # type: ignore[union-attr]
 
     def test_recommend_excludes_seen_and_ranks(self, fitted: Recommender) -> None:
         train, _, _ = self.data()

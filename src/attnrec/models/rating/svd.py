@@ -64,6 +64,7 @@ class BiasedMF(TrainableModule):
         self.q = nn.Parameter(torch.randn(n_items, factors) * init_std)
         self.bu = nn.Parameter(torch.zeros(n_users))
         self.bi = nn.Parameter(torch.zeros(n_items))
+        self.mu: torch.Tensor
         self.register_buffer("mu", torch.tensor(float(mu)))
         self.reg, self.reg_bias = reg, reg_bias
 
@@ -179,7 +180,7 @@ class SVD(TorchRecommender):
             if unknown:
                 raise ConfigError(f"unknown fit() argument(s): {unknown}")
             report = self._fit_als(train, valid)
-        self.module.eval()
+        self.mf.eval()
         return report
 
     def _fit_als(self, train: Interactions, valid: Interactions | None) -> FitReport:
@@ -227,28 +228,33 @@ class SVD(TorchRecommender):
         )
 
     def _set(self, p: torch.Tensor, q: torch.Tensor, bu: torch.Tensor, bi: torch.Tensor) -> None:
-        assert self.module is not None
+        m = self.mf
         with torch.no_grad():
-            self.module.p.copy_(p)
-            self.module.q.copy_(q)
-            self.module.bu.copy_(bu)
-            self.module.bi.copy_(bi)
+            m.p.copy_(p)
+            m.q.copy_(q)
+            m.bu.copy_(bu)
+            m.bi.copy_(bi)
+
+    @property
+    def mf(self) -> BiasedMF:
+        """The fitted parameter module (typed)."""
+        if not isinstance(self.module, BiasedMF):
+            raise ConfigError("svd is not fitted: call fit() or load a bundle first")
+        return self.module
 
     # ------------------------------------------------------------------ scoring
     def _clip(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(*self.rating_range) if self.config.clip else x
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        assert self.module is not None
         u = torch.tensor(users, dtype=torch.int64, device=self.device)
         i = torch.tensor(items, dtype=torch.int64, device=self.device)
         with torch.no_grad():
-            out = self.module(u, i)
+            out = self.mf(u, i)
         return self._clip(out).cpu().numpy()
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
-        m = self.module
-        assert m is not None
+        m = self.mf
         u = torch.tensor(users, dtype=torch.int64, device=self.device)
         with torch.no_grad():
             scores = m.mu + m.bu[u, None] + m.bi[None, :] + m.p[u] @ m.q.T
@@ -257,14 +263,12 @@ class SVD(TorchRecommender):
     @property
     def user_factors(self) -> np.ndarray:
         """P: (n_users, factors), the user latent vectors (used by hybrid_csa)."""
-        assert self.module is not None
-        return self.module.p.detach().cpu().numpy()
+        return self.mf.p.detach().cpu().numpy()
 
     @property
     def item_factors(self) -> np.ndarray:
         """Q: (n_items, factors), the item latent vectors."""
-        assert self.module is not None
-        return self.module.q.detach().cpu().numpy()
+        return self.mf.q.detach().cpu().numpy()
 
     # ------------------------------------------------------------------ persistence
     def state_tensors(self) -> dict[str, torch.Tensor]:
