@@ -1,179 +1,337 @@
-"""CTR benchmark: nine attnrec models and DeepCTR-Torch's DeepFM/xDeepFM on identical splits and features.
+"""CTR benchmark: the nine attnrec CTR models, and DeepCTR-Torch's DeepFM/xDeepFM as a peer, on identical splits.
 
-    .venv/bin/pip install -e ".[bench]" deepctr-torch requests
-    .venv/bin/python benchmarks/bench_ctr.py --datasets movielens,criteo,avazu --seeds 0,1,2 --out bench_results/ctr.json
+    .venv/bin/pip install deepctr-torch          # the peer (optional: --peer '' skips it)
+    .venv/bin/python benchmarks/bench_ctr.py --datasets movielens,criteo,avazu --seeds 0,1,2 \\
+        --out bench_results/ctr.json
 
-* MovieLens-100k as CTR (label = rating >= 4; fields user, item, age, gender, occupation, zip prefix, genres (multi),
-  year): one random 80/10/10 split (seed 2026) fixed for all models; model seeds vary.
-* Criteo and Avazu samples in ../shared/data/ctr-criteo-avazu-8k: their own train/dev/test files.
-Vocabularies are fitted on train only. Every model: embedding dim 16, Adam lr 1e-3, batch 256, no weight decay, early
-stopping on validation AUC (patience 3, at most --epochs), best epoch restored, test scored once. The DeepCTR peer gets
-the same integer-encoded columns and vocabulary sizes, the same embedding dim, MLP sizes, dropout, CIN sizes, optimiser,
-batch size and early-stopping rule; seconds per epoch is the training pass only for both (median over epochs run).
+Protocol (details and reasons: docs/models/ctr_benchmarks.md):
+
+* ``movielens``: MovieLens-100k as CTR (label = rating >= 4; fields user, item, age, gender, occupation, zip
+  prefix, genres (multi-valued, mean), year), one seeded random 80/10/10 split (``--split-seed``, 2026) shared by
+  every model and seed.
+* ``criteo`` / ``avazu``: the 8k samples in ``--data-dir`` (default ``../shared/data/ctr-criteo-avazu-8k``),
+  each with its own train/dev/test files.
+* Vocabularies (and Criteo's log2 buckets) are fitted on train only; valid/test values unseen in train map to
+  the per-field OOV row.
+* Every model and the peer: embedding dim 16, Adam lr 1e-3, batch 256, no L2 terms, early stopping on validation
+  AUC (patience 3, at most ``--max-epochs``), best epoch restored, test scored once. Model seeds vary, the data do
+  not. DeepFM/xDeepFM use MLP [64, 32] with dropout 0.1 and CIN [16, 16] (split-half, linear) in both libraries.
+* Seconds per epoch: the training pass only (no validation), median over the epochs run, then over seeds.
+  ``--threads`` (default 1) torch threads for both libraries. Runs are interleaved (per seed: every attnrec model,
+  then the peers) so background load hits both libraries alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from attnrec.data.ctr import CTRData, FeatureEncoder
-from attnrec.data.readers.ctr import movielens_ctr, read_avazu, read_criteo
-from attnrec.evaluation.metrics import auc, logloss
-from attnrec.models.base import get_model_class
+from attnrec.data.readers.ctr import CTRTable, movielens_ctr, read_avazu, read_criteo
+from attnrec.models.ctr.base import CTRRecommender
 from attnrec.training.trainer import TrainerConfig
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctr-criteo-avazu-8k"
-MODELS = ["lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn"]
-HIDDEN, DROPOUT, CIN = [64, 32], 0.1, [16, 16]
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctr-criteo-avazu-8k"
+MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
+DATASETS = ("movielens", "criteo", "avazu")
+Splits = tuple[CTRData, CTRData, CTRData]
 
 
-def load(name: str) -> tuple[CTRData, CTRData, CTRData]:
+@dataclass
+class BenchSettings:
+    """Hyper-parameters shared by every model and the peer (chosen a priori; nothing is tuned on test)."""
+
+    embedding_dim: int = 16
+    lr: float = 1e-3
+    batch_size: int = 256
+    max_epochs: int = 30
+    patience: int = 3
+    embedding_reg: float = 0.0
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.1
+    cin_layers: list[int] = field(default_factory=lambda: [16, 16])
+    split_seed: int = 2026
+
+
+def model_class(name: str) -> type[CTRRecommender]:
+    """The attnrec CTR recommender class ``name`` (from the registry, or its module when the registry fails)."""
+    try:
+        from attnrec.models.base import get_model_class
+
+        return get_model_class(name)  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - the registry imports every family; fall back to the CTR module itself
+        import importlib
+
+        module = importlib.import_module(f"attnrec.models.ctr.{name}")
+        classes = [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, CTRRecommender) and getattr(c, "name", None) == name
+        ]
+        if not classes:
+            raise
+        return classes[0]
+
+
+def _movielens_splits(split_seed: int) -> tuple[list[Any], Any]:
+    from attnrec.data.registry import load_dataset
+
+    table = movielens_ctr(load_dataset("ml-100k", progress=False))
+    df = table.frame
+    order = np.random.default_rng(split_seed).permutation(df.height)
+    cut1, cut2 = int(0.8 * df.height), int(0.9 * df.height)
+    return [df[order[:cut1]], df[order[cut1:cut2]], df[order[cut2:]]], table.schema
+
+
+def load_splits(name: str, data_dir: Path = DEFAULT_DATA_DIR, split_seed: int = 2026) -> tuple[Splits, dict]:
+    """``((train, valid, test), info)`` for a benchmark dataset, encoded by a FeatureEncoder fitted on train only.
+
+    ``movielens``: ml-100k with a seeded random 80/10/10 split; ``criteo``/``avazu``: ``data_dir/<name>/
+    {train,dev,test}.csv``. ``info`` holds row counts, positive rates, field count and the files read.
+    """
     if name == "movielens":
-        import polars as pl
-
-        from attnrec.data.registry import load_dataset
-
-        table = movielens_ctr(load_dataset("ml-100k", progress=False))
-        df = table.frame
-        order = np.random.default_rng(2026).permutation(df.height)
-        cut1, cut2 = int(0.8 * df.height), int(0.9 * df.height)
-        parts = [df[order[:cut1]], df[order[cut1:cut2]], df[order[cut2:]]]
-        schema = table.schema
-        del pl
+        frames, schema = _movielens_splits(split_seed)
+        source: Any = f"ml-100k via attnrec.data.registry, random 80/10/10 split, seed {split_seed}"
+    elif name in ("criteo", "avazu"):
+        reader: Callable[[Path], CTRTable] = read_criteo if name == "criteo" else read_avazu
+        paths = [data_dir / name / f"{part}.csv" for part in ("train", "dev", "test")]
+        tables = [reader(p) for p in paths]
+        frames, schema = [t.frame for t in tables], tables[0].schema
+        source = [str(p) for p in paths]
     else:
-        reader = read_criteo if name == "criteo" else read_avazu
-        tables = [reader(SHARED / name / f"{p}.csv") for p in ("train", "dev", "test")]
-        parts, schema = [t.frame for t in tables], tables[0].schema
-    enc = FeatureEncoder(schema).fit(parts[0])
-    return tuple(enc.transform(p) for p in parts)  # type: ignore[return-value]
+        raise ValueError(f"unknown dataset {name!r}; have {DATASETS}")
+    encoder = FeatureEncoder(schema).fit(frames[0])
+    splits = tuple(encoder.transform(f, source=part) for f, part in zip(frames, ("train", "valid", "test")))
+    tr = splits[0]
+    info = {
+        "source": source,
+        "rows": {part: len(d) for part, d in zip(("train", "valid", "test"), splits)},
+        "positive_rate": {part: round(d.positive_rate, 4) for part, d in zip(("train", "valid", "test"), splits)},
+        "fields": len(tr.schema.fields),
+        "vocab_rows": int(sum(tr.schema.vocab_sizes) + sum(tr.schema.multi_vocab_sizes)),
+    }
+    return splits, info  # type: ignore[return-value]
 
 
-def run_ours(name: str, tr: CTRData, va: CTRData, te: CTRData, seed: int, epochs: int) -> dict:
-    cls = get_model_class(name)
-    fields = cls.config_class.model_fields
-    params: dict = {"seed": seed}
+def model_params(name: str, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """The config overrides of model ``name``: the shared settings where the model has the field; every other
+    option keeps the model's documented default."""
+    fields = model_class(name).config_class.model_fields
+    params: dict[str, Any] = {"seed": seed, "embedding_reg": s.embedding_reg}
     if "embedding_dim" in fields:
-        params["embedding_dim"] = 16
-    if "hidden" in fields:
-        params["hidden"] = HIDDEN
-    if "dropout" in fields:
-        params["dropout"] = DROPOUT
-    if "cin_layers" in fields:
-        params["cin_layers"] = CIN
-    model = cls(**params)
-    tc = TrainerConfig(epochs=epochs, patience=3, lr=1e-3, batch_size=256, progress=False, device="cpu")
-    report = model.fit(tr, va, trainer=tc)
-    m = model.evaluate(te)
-    secs = [h["seconds"] for h in report.history]
-    return {"auc": m["auc"], "logloss": m["logloss"], "s_per_epoch": statistics.median(secs),
-            "best_epoch": report.best_epoch, "epochs_run": report.epochs_run}
+        params["embedding_dim"] = s.embedding_dim
+    if name in ("deepfm", "xdeepfm", "dcn"):  # the models with a DeepFM-style MLP share its sizes with the peer
+        params.update(hidden=list(s.hidden), dropout=s.dropout)
+    if name == "xdeepfm":
+        params["cin_layers"] = list(s.cin_layers)
+    return params
 
 
-def deepctr_inputs(data: CTRData):
-    from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
-
-    s = data.schema
-    cols, x = [], {}
-    for j, f in enumerate(s.categorical):
-        cols.append(SparseFeat(f.name, vocabulary_size=f.vocab_size, embedding_dim=16))
-        x[f.name] = data.categorical[:, j]
-    for j, f in enumerate(s.numeric):
-        cols.append(DenseFeat(f.name, 1))
-        x[f.name] = data.numeric[:, j]
-    for j, f in enumerate(s.multi):
-        cols.append(VarLenSparseFeat(SparseFeat(f.name, vocabulary_size=f.vocab_size, embedding_dim=16),
-                                     maxlen=data.multi.shape[2], combiner="mean"))
-        x[f.name] = data.multi[:, j, :]
-    return cols, x
-
-
-def run_deepctr(name: str, tr: CTRData, va: CTRData, te: CTRData, seed: int, epochs: int) -> dict:
-    from deepctr_torch.models import DeepFM, xDeepFM
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - DeepCTR shuffles with NumPy's global state
-    cols, xtr = deepctr_inputs(tr)
-    _, xva = deepctr_inputs(va)
-    _, xte = deepctr_inputs(te)
-    common = dict(dnn_hidden_units=tuple(HIDDEN), dnn_dropout=DROPOUT, l2_reg_linear=0.0, l2_reg_embedding=0.0,
-                  l2_reg_dnn=0.0, seed=seed, task="binary", device="cpu")
-    if name == "deepfm":
-        model = DeepFM(cols, cols, **common)
-    else:
-        model = xDeepFM(cols, cols, cin_layer_size=tuple(CIN), cin_split_half=True, cin_activation="linear",
-                        l2_reg_cin=0.0, **common)
-    model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy")
-    best, best_state, bad, secs, best_epoch = -1.0, None, 0, [], 0
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        model.fit(xtr, tr.labels, batch_size=256, epochs=1, verbose=0, shuffle=True)
-        secs.append(time.perf_counter() - t0)
-        v = auc(va.labels, model.predict(xva, batch_size=4096).ravel())
-        if v > best:
-            best, best_state, bad, best_epoch = v, copy.deepcopy(model.state_dict()), 0, epoch
-        else:
-            bad += 1
-            if bad >= 3:
-                break
-    model.load_state_dict(best_state)
-    p = model.predict(xte, batch_size=4096).ravel()
-    return {"auc": auc(te.labels, p), "logloss": logloss(te.labels, p), "s_per_epoch": statistics.median(secs),
-            "best_epoch": best_epoch, "epochs_run": epoch}
+def run_attnrec(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """Fit attnrec model ``name`` on train with early stopping on valid AUC and score test once."""
+    train, valid, test = splits
+    model = model_class(name)(**model_params(name, seed, s))
+    tc = TrainerConfig(
+        epochs=s.max_epochs,
+        patience=s.patience,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        optimizer="adam",
+        progress=False,
+        device="cpu",
+    )
+    report = model.fit(train, valid, trainer=tc)
+    m = model.evaluate(test)
+    return {
+        "auc": float(m["auc"]),
+        "logloss": float(m["logloss"]),
+        "s_per_epoch": float(statistics.median(h["seconds"] for h in report.history)),
+        "best_epoch": report.best_epoch,
+        "epochs_run": report.epochs_run,
+        "valid_auc": float(report.best_valid.get("auc", float("nan"))),
+    }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", default="movielens,criteo,avazu")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--peer", default="deepfm,xdeepfm", help="DeepCTR-Torch models to run ('' for none)")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    results: dict = {}
-    for ds in args.datasets.split(","):
-        tr, va, te = load(ds)
-        print(f"# {ds}: train {len(tr)}, valid {len(va)}, test {len(te)}", flush=True)
-        runs = [("attnrec", m, run_ours) for m in args.models.split(",")]
-        runs += [("deepctr-torch", m, run_deepctr) for m in args.peer.split(",") if m]
-        for lib, name, fn in runs:
-            rows = [fn(name, tr, va, te, s, args.epochs) for s in seeds]
-            key = f"{ds}/{lib}/{name}"
-            results[key] = {
-                "runs": rows,
-                "auc_mean": float(np.mean([r["auc"] for r in rows])), "auc_std": float(np.std([r["auc"] for r in rows])),
-                "logloss_mean": float(np.mean([r["logloss"] for r in rows])),
-                "logloss_std": float(np.std([r["logloss"] for r in rows])),
-                "s_per_epoch": float(np.median([r["s_per_epoch"] for r in rows])),
-            }
-            r = results[key]
-            print(f"{key}: AUC {r['auc_mean']:.4f}±{r['auc_std']:.4f} logloss {r['logloss_mean']:.4f}±"
-                  f"{r['logloss_std']:.4f} s/epoch {r['s_per_epoch']:.3f}", flush=True)
-    print("\n| dataset | library | model | test AUC (mean ± std) | test logloss (mean ± std) | s/epoch (median) |")
-    print("|---|---|---|---|---|---|")
+def peer_module() -> Any:
+    """``benchmarks/ctr_deepctr_peer.py`` as a module (also when this file is imported from elsewhere)."""
+    import importlib.util
+
+    if "ctr_deepctr_peer" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("ctr_deepctr_peer", Path(__file__).with_name("ctr_deepctr_peer.py"))
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules["ctr_deepctr_peer"] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules["ctr_deepctr_peer"]
+
+
+def run_deepctr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """The peer: DeepCTR-Torch's ``name`` (deepfm/xdeepfm) on the same encoded splits and settings."""
+    train, valid, test = splits
+    return peer_module().run_peer(
+        name,
+        train,
+        valid,
+        test,
+        seed=seed,
+        embedding_dim=s.embedding_dim,
+        hidden=list(s.hidden),
+        dropout=s.dropout,
+        cin_layers=list(s.cin_layers),
+        lr=s.lr,
+        batch_size=s.batch_size,
+        max_epochs=s.max_epochs,
+        patience=s.patience,
+    )
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and (population) std of test AUC/logloss over seeds, median seconds per epoch."""
+    a = np.array([r["auc"] for r in runs], dtype=float)
+    ll = np.array([r["logloss"] for r in runs], dtype=float)
+    return {
+        "auc_mean": float(a.mean()),
+        "auc_std": float(a.std()),
+        "logloss_mean": float(ll.mean()),
+        "logloss_std": float(ll.std()),
+        "s_per_epoch": float(np.median([r["s_per_epoch"] for r in runs])),
+        "epochs_run": [r["epochs_run"] for r in runs],
+        "best_epoch": [r["best_epoch"] for r in runs],
+        "runs": runs,
+    }
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    """dataset x (library, model) table: AUC mean ± std, logloss mean ± std, median s/epoch, epochs run."""
+    lines = [
+        "| dataset | library | model | test AUC | test logloss | s/epoch | epochs run (best) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, r in results.items():
         ds, lib, name = key.split("/")
-        print(f"| {ds} | {lib} | {name} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
-              f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {r['s_per_epoch']:.3f} |")
-    record = {"bench": "ctr", "command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"),
-              "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
-              "torch": torch.__version__, "results": results}
+        runs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"]))
+        lines.append(
+            f"| {ds} | {lib} | {name} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
+            f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {r['s_per_epoch']:.3f} | {runs} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, OS and Python of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version()}
+
+
+def run_suite(
+    datasets: Sequence[str],
+    seeds: Sequence[int],
+    models: Sequence[str] = MODELS,
+    peers: Sequence[str] = ("deepfm", "xdeepfm"),
+    settings: BenchSettings | None = None,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every (dataset, model, seed) and return the record: ``results["<dataset>/<library>/<model>"]`` with
+    :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``."""
+    s = settings or BenchSettings()
+    results: dict[str, dict[str, Any]] = {}
+    info: dict[str, Any] = {}
+    for ds in datasets:
+        splits, info[ds] = load_splits(ds, data_dir, s.split_seed)
+        log(f"# {ds}: {info[ds]['rows']} rows, positive rate {info[ds]['positive_rate']}")
+        jobs = [("attnrec", m, run_attnrec) for m in models] + [("deepctr-torch", m, run_deepctr) for m in peers]
+        runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
+        for seed in seeds:  # interleaved: background load affects every library alike
+            for lib, m, fn in jobs:
+                t0 = time.perf_counter()
+                row = fn(m, splits, seed, s)
+                row["seed"], row["wall_s"] = seed, round(time.perf_counter() - t0, 2)
+                runs[f"{ds}/{lib}/{m}"].append(row)
+                log(
+                    f"{ds}/{lib}/{m} seed {seed}: AUC {row['auc']:.4f} logloss {row['logloss']:.4f} "
+                    f"s/epoch {row['s_per_epoch']:.3f} epochs {row['epochs_run']} (best {row['best_epoch']})"
+                )
+        for key, rows in runs.items():
+            results[key] = summarise(rows)
+    return {"results": results, "datasets": info, "settings": asdict(s)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse arguments, run the suite, print the markdown table and write the JSON record (``--out``)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--peer", default="deepfm,xdeepfm", help="DeepCTR-Torch models ('' for none)")
+    ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--embedding-reg", type=float, default=0.0)
+    ap.add_argument("--split-seed", type=int, default=2026)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both libraries)")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = BenchSettings(
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        embedding_reg=args.embedding_reg,
+        split_seed=args.split_seed,
+    )
+    peers = [p for p in args.peer.split(",") if p]
+    t0 = time.perf_counter()
+    record = run_suite(
+        [d for d in args.datasets.split(",") if d],
+        [int(x) for x in args.seeds.split(",")],
+        [m for m in args.models.split(",") if m],
+        peers,
+        settings,
+        args.data_dir,
+        log=lambda msg: print(msg, flush=True),
+    )
+    table = markdown_table(record["results"])
+    print("\n" + table)
+    versions: dict[str, Any] = {"torch": torch.__version__, "numpy": np.__version__}
+    if peers:
+        versions["deepctr-torch"] = peer_module().deepctr_version()
+    argv_used = list(sys.argv[1:] if argv is None else argv)
+    record = {
+        "bench": "ctr",
+        "command": shlex.join([".venv/bin/python", "benchmarks/bench_ctr.py", *argv_used]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        **record,
+        "table": table,
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2))
+    return record
 
 
 if __name__ == "__main__":
