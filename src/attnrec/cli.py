@@ -240,18 +240,18 @@ def evaluate_cmd(
     """Evaluate a saved model on a file; unknown users/items are dropped and counted."""
     import scipy.sparse as sp
 
-    from attnrec.data.splits import _read_table
+    from attnrec.data.splits import read_interactions_file
     from attnrec.data.table import Interactions
     from attnrec.serving.bundle import load_bundle
 
     model = load_bundle(model_dir)
     uv, iv = model._vocabs()
-    data, dropped = Interactions.encode(_read_table(test), uv, iv, unknown="drop")
+    data, dropped = Interactions.encode(read_interactions_file(test), uv, iv, unknown="drop")
     if len(data) == 0:
         raise ConfigError(f"{test}: no row has a user and item the model knows")
     mask = model.seen
     for path in exclude or []:
-        extra, _ = Interactions.encode(_read_table(path), uv, iv, unknown="drop")
+        extra, _ = Interactions.encode(read_interactions_file(path), uv, iv, unknown="drop")
         mask = extra.csr() if mask is None else mask + extra.csr()
     metrics = model.evaluate(
         data, exclude=mask if mask is not None else sp.csr_matrix((len(uv), len(iv))), ks=tuple(k or (10, 20))

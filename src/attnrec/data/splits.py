@@ -370,7 +370,9 @@ def export_split(result: SplitResult, out_dir: str | Path) -> Path:
     return out
 
 
-def _read_table(path: Path) -> pl.DataFrame:
+def read_interactions_file(path: str | Path) -> pl.DataFrame:
+    """One interaction file (CSV with a header, or Parquet by suffix) as a canonical table; ids stay strings."""
+    path = Path(path)
     if not path.is_file():
         raise DataError("file not found", file=path, expected="a CSV or Parquet file")
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -397,7 +399,7 @@ def load_presplit(
     paths = {"train": Path(train), "test": Path(test)}
     if valid is not None:
         paths["valid"] = Path(valid)
-    tables = {name: _read_table(p) for name, p in paths.items()}
+    tables = {name: read_interactions_file(p) for name, p in paths.items()}
     cols = tables["train"].columns
     for name, t in tables.items():
         if sorted(t.columns) != sorted(cols):
