@@ -3,66 +3,109 @@
 import numpy as np
 import polars as pl
 import pytest
-import scipy.sparse as sp
 import torch
 
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
-from attnrec.models.rating.svd import SVD, _ridge_side, _Rows
+from attnrec.models.rating.svd import SVD, ALSSide, als_half_step
 from attnrec.testing import ConformanceTests, checkerboard
 from attnrec.training.trainer import TrainerConfig
 
 
 class TestSVDALSConformance(ConformanceTests):
     model_class = SVD
-    config = {"factors": 8, "iterations": 8}
+    config = {"factors": 8, "iterations": 4}
 
 
 class TestSVDSGDConformance(ConformanceTests):
     model_class = SVD
-    config = {"factors": 8, "solver": "sgd", "reg": 0.01}
-    trainer = {"epochs": 40, "lr": 0.05, "batch_size": 256}
+    config = {"factors": 8, "solver": "sgd", "reg": 0.01, "reg_bias": 0.01}
+    trainer = {"epochs": 40, "lr": 0.05, "batch_size": 256, "patience": 40}
 
 
-def test_als_half_step_is_the_closed_form_ridge_solution():
-    rng = np.random.default_rng(0)
-    n_users, n_items, k = 5, 7, 3
-    dense = (rng.random((n_users, n_items)) < 0.6) * rng.integers(1, 6, (n_users, n_items))
-    dense[:, 0] = 3  # every user has at least one rating
-    r = sp.csr_matrix(dense.astype(np.float32))
-    q = torch.from_numpy(rng.normal(size=(n_items, k)).astype(np.float32))
-    bi = torch.from_numpy(rng.normal(size=n_items).astype(np.float32))
-    lam, lam_b = 0.3, 0.05
-    p, bu = _ridge_side(_Rows(r, chunk=2), q, bi, lam, lam_b)
-    for u in range(n_users):
-        items = np.nonzero(dense[u])[0]
-        qt = np.hstack([q.numpy()[items], np.ones((len(items), 1))]).astype(np.float64)
-        y = dense[u, items] - bi.numpy()[items]
-        reg = len(items) * np.diag([lam] * k + [lam_b])
-        x = np.linalg.solve(qt.T @ qt + reg, qt.T @ y)
-        np.testing.assert_allclose(p[u].numpy(), x[:k], rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(bu[u].item(), x[k], rtol=1e-4, atol=1e-4)
-
-
-def test_prediction_is_mu_plus_biases_plus_dot():
-    train, valid, test = checkerboard()
-    m = SVD(factors=4, iterations=3, clip=False)
-    m.fit(train)
-    mod = m.module
-    u, i = torch.tensor(test.users), torch.tensor(test.items)
-    expect = mod.mu + mod.bu[u] + mod.bi[i] + (mod.p[u] * mod.q[i]).sum(-1)
-    np.testing.assert_allclose(
-        m.predict(test.users, test.items), expect.detach().numpy(), rtol=1e-6, atol=1e-6
+def _interactions(users, items, ratings, n_users, n_items):
+    df = pl.DataFrame(
+        {
+            "user_id": np.asarray(users).astype(str),
+            "item_id": np.asarray(items).astype(str),
+            "rating": np.asarray(ratings, dtype=np.float32),
+        }
     )
-    assert float(mod.mu) == pytest.approx(float(train.ratings.mean()), abs=1e-6)
+    uv = Vocabulary([str(x) for x in range(n_users)], kind="user")
+    iv = Vocabulary([str(x) for x in range(n_items)], kind="item")
+    return Interactions.encode(df, uv, iv)[0]
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_als_half_step_is_the_closed_form_ridge_solution(weighted):
+    rng = np.random.default_rng(0)
+    n_users, n_items, k = 6, 7, 3
+    mask = rng.random((n_users, n_items)) < 0.6
+    mask[:, 0] = True
+    mask[5] = False  # a user without ratings: ridge on nothing gives zeros
+    u, i = np.nonzero(mask)
+    u, i = np.append(u, 1), np.append(i, 0)  # a repeated (user, item) pair counts as two ratings
+    y = rng.normal(size=len(u)).astype(np.float32)  # already centred (r - mu)
+    q = rng.normal(size=(n_items, k)).astype(np.float32)
+    bi = rng.normal(size=n_items).astype(np.float32)
+    lam, lam_b = 0.3, 0.05
+    side = ALSSide(u, i, y, (n_users, n_items))
+    p, bu, objective = als_half_step(
+        side, torch.from_numpy(q), torch.from_numpy(bi), lam, lam_b, weighted=weighted
+    )
+    expect_obj = 0.0
+    for user in range(n_users):
+        sel = u == user
+        qt = np.hstack([q[i[sel]], np.ones((sel.sum(), 1))]).astype(np.float64)
+        target = y[sel] - bi[i[sel]]
+        scale = max(sel.sum(), 1) if weighted else 1
+        reg = scale * np.diag([lam] * k + [lam_b])
+        x = np.linalg.solve(qt.T @ qt + reg, qt.T @ target)
+        np.testing.assert_allclose(p[user].numpy(), x[:k], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(bu[user].item(), x[k], rtol=1e-4, atol=1e-4)
+        expect_obj += np.sum((target - qt @ x) ** 2) + x @ reg @ x
+    np.testing.assert_array_equal(p[5].numpy(), np.zeros(k))
+    assert objective == pytest.approx(expect_obj, rel=1e-4)
+
+
+def test_als_history_loss_is_the_training_objective():
+    train, _, _ = checkerboard()
+    m = SVD(factors=4, iterations=3)
+    report = m.fit(train)
+    u, i, r = (torch.tensor(a) for a in (train.users, train.items, train.ratings))
+    with torch.no_grad():
+        direct = float(m.mf.objective(u, i, r))
+    assert report.history[-1]["loss"] == pytest.approx(direct, rel=1e-4)
+    losses = [row["loss"] for row in report.history]
+    assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:], strict=False))  # ALS never goes uphill
+
+
+@pytest.mark.parametrize("solver", ["als", "sgd"])
+def test_prediction_is_mu_plus_biases_plus_dot(solver):
+    train, _, test = checkerboard()
+    m = SVD(factors=4, iterations=3, clip=False, solver=solver)
+    m.fit(train, trainer=TrainerConfig(epochs=2, progress=False, device="cpu"))
+    P, Q, bu, bi, mu = m.user_factors, m.item_factors, m.user_biases, m.item_biases, m.global_mean
+    expect = mu + bu[test.users] + bi[test.items] + np.sum(P[test.users] * Q[test.items], axis=1)
+    np.testing.assert_allclose(m.predict(test.users, test.items), expect, rtol=1e-5, atol=1e-5)
+    assert mu == pytest.approx(float(train.ratings.mean()), abs=1e-5)
+    full = m.score_users(np.array([0, 3])).numpy()
+    np.testing.assert_allclose(
+        full, mu + bu[[0, 3], None] + bi[None, :] + P[[0, 3]] @ Q.T, rtol=1e-5, atol=1e-5
+    )
+    # both solvers leave the same tensors, so bundles and hybrid models do not depend on the solver
+    assert set(m.state_tensors()) == {"p", "q", "bu", "bi", "mu", "_rating_range"}
 
 
 def test_clipping_to_training_rating_range():
-    train, _, test = checkerboard()
-    m = SVD(factors=4, iterations=3)
-    m.fit(train)
-    pred = m.predict(test.users, test.items)
-    assert pred.min() >= train.ratings.min() - 1e-6 and pred.max() <= train.ratings.max() + 1e-6
+    data = _interactions([0, 0, 1, 1], [0, 1, 0, 1], [1.0, 5.0, 5.0, 1.0], 2, 2)
+    m = SVD(factors=2, iterations=3, reg=0.0, reg_bias=0.0)
+    m.fit(data)
+    users, items = np.array([0, 1, 0, 1]), np.array([0, 1, 1, 0])
+    raw = SVD(factors=2, iterations=3, reg=0.0, reg_bias=0.0, clip=False)
+    raw.fit(data)
+    np.testing.assert_allclose(m.predict(users, items), np.clip(raw.predict(users, items), 1.0, 5.0))
+    assert m.rating_range == (1.0, 5.0)
 
 
 def _biased_data(seed=0):
@@ -72,51 +115,64 @@ def _biased_data(seed=0):
     bi_true = rng.normal(0, 0.8, 30)
     u, i = np.nonzero(rng.random((40, 30)) < 0.7)
     r = 3 + bu_true[u] + bi_true[i] + rng.normal(0, 0.05, len(u))
-    df = pl.DataFrame({"user_id": u.astype(str), "item_id": i.astype(str), "rating": r.astype(np.float32)})
-    uv = Vocabulary([str(x) for x in range(40)], kind="user")
-    iv = Vocabulary([str(x) for x in range(30)], kind="item")
-    return Interactions.encode(df, uv, iv)[0], bu_true, bi_true
+    return _interactions(u, i, r, 40, 30), bu_true, bi_true
 
 
 @pytest.mark.parametrize("solver", ["als", "sgd"])
 def test_biases_recovered(solver):
     data, bu_true, bi_true = _biased_data()
-    m = SVD(
-        factors=1,
-        solver=solver,
-        reg=0.0 if solver == "sgd" else 1e-3,
-        reg_bias=1e-3,
-        iterations=10,
-        clip=False,
-    )
-    kw = (
-        {"trainer": TrainerConfig(epochs=150, lr=0.05, batch_size=512, progress=False, device="cpu")}
-        if solver == "sgd"
-        else {}
-    )
-    m.fit(data, None, **kw)
+    # factors pinned near zero (tiny init, heavy factor penalty): a biases-only model
+    m = SVD(factors=1, solver=solver, reg=10.0, reg_bias=1e-4, init_std=1e-3, iterations=5, clip=False)
+    trainer = TrainerConfig(epochs=120, lr=0.05, batch_size=512, progress=False, device="cpu")
+    m.fit(data, None, trainer=trainer)
+    assert np.abs(m.user_factors).max() < 0.05
     pred = m.predict(data.users, data.items)
     assert np.sqrt(np.mean((pred - data.ratings) ** 2)) < 0.1
     # biases are identified up to a constant shared between users and items: compare centred values
-    bu = m.module.bu.detach().numpy()
-    np.testing.assert_allclose(bu - bu.mean(), bu_true - bu_true.mean(), atol=0.15)
+    np.testing.assert_allclose(m.user_biases - m.user_biases.mean(), bu_true - bu_true.mean(), atol=0.1)
+    np.testing.assert_allclose(m.item_biases - m.item_biases.mean(), bi_true - bi_true.mean(), atol=0.1)
 
 
 def test_validation_picks_the_best_iteration():
-    train, valid, _ = checkerboard()
-    m = SVD(factors=4, iterations=6)
-    report = m.fit(train, valid)
+    train, _, _ = checkerboard()
+    # a validation split that contradicts the training ratings (6 - r): the better ALS fits train, the worse
+    # validation gets, so the best sweep is an early one and keeping the last sweep would be caught
+    contrary = Interactions(
+        train.frame.with_columns((6.0 - pl.col("rating")).cast(pl.Float32).alias("rating")),
+        train.user_vocab,
+        train.item_vocab,
+    )
+    m = SVD(factors=4, iterations=6, patience=6, init="random")
+    report = m.fit(train, contrary)
     curve = [row["valid_rmse"] for row in report.history]
-    assert report.best_epoch == int(np.argmin(curve)) + 1
-    assert m.evaluate(valid)["rmse"] == pytest.approx(min(curve), abs=1e-6)
+    assert len(curve) == 6
+    assert report.best_epoch == int(np.argmin(curve)) + 1 < 6
+    assert m.evaluate(contrary)["rmse"] == pytest.approx(min(curve), abs=1e-6)
+    assert m.evaluate(contrary)["rmse"] < curve[-1] - 1e-3
+    assert report.best_valid["rmse"] == pytest.approx(min(curve), abs=1e-12)
+    # patience stops the sweeps once validation stops improving
+    short = SVD(factors=4, iterations=6, patience=1, init="random").fit(train, contrary)
+    assert short.epochs_run == report.best_epoch + 1
 
 
-def test_als_beats_the_global_mean():
-    train, _, test = checkerboard()
+def test_als_beats_the_global_mean_on_train():
+    train, _, _ = checkerboard()
     m = SVD(factors=4)
     m.fit(train)
-    mean_rmse = np.sqrt(np.mean((test.ratings - train.ratings.mean()) ** 2))
-    assert m.evaluate(test)["rmse"] < 0.5 * mean_rmse
+    mean_rmse = np.sqrt(np.mean((train.ratings - train.ratings.mean()) ** 2))
+    assert m.evaluate(train)["rmse"] < 0.25 * mean_rmse
+
+
+def test_sgd_fills_unset_trainer_fields_with_its_defaults():
+    train, _, _ = checkerboard()
+    m = SVD(factors=4, solver="sgd")
+    report = m.fit(train, trainer=TrainerConfig(epochs=2, progress=False, device="cpu"))
+    assert report.epochs_run == 2  # set by the caller: kept
+    assert report.history[0]["lr"] == SVD.sgd_trainer_defaults["lr"]  # unset: the solver's default
+    report = SVD(factors=4, solver="sgd").fit(
+        train, trainer=TrainerConfig(epochs=1, lr=0.003, progress=False, device="cpu")
+    )
+    assert report.history[0]["lr"] == 0.003
 
 
 def test_factors_exposed_for_hybrid_models():
@@ -124,3 +180,4 @@ def test_factors_exposed_for_hybrid_models():
     m = SVD(factors=5, iterations=2)
     m.fit(train)
     assert m.user_factors.shape == (train.n_users, 5) and m.item_factors.shape == (train.n_items, 5)
+    assert SVD().config.factors == 50

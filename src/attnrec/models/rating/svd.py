@@ -2,25 +2,27 @@
 
     r̂_ui = μ + b_u + b_i + q_iᵀ p_u
 
-Two vectorised solvers fit the same parameters (so bundles and hybrid_csa do not care which one ran):
+Two vectorised solvers fit the same tensors (so bundles and hybrid_csa do not care which one ran):
 
-* ``als`` (default): alternating ridge least squares with the biases folded in as an extra column — every user's
-  (k+1)×(k+1) normal equations are built at once with one sparse × dense product and solved with one batched
-  Cholesky solve; then the same for items. Weighted-λ regularisation (λ·n_u, Zhou et al. 2008).
-* ``sgd``: the Surprise objective Σ(r − r̂)² + λ(b_u² + b_i² + ‖p_u‖² + ‖q_i‖²) minimised by mini-batch gradient
-  descent in the one Trainer.
+* ``als`` (default): alternating ridge least squares with each bias folded in as an extra factor column. Every
+  user's (k+1)×(k+1) normal matrix comes out of one sparse × dense product ``R_bin @ tril(Q̃ ⊗ Q̃)``, every
+  right-hand side out of ``Y @ Q̃``, and one batched Cholesky solves them all; then the same for items.
+  Weighted-λ regularisation (λ·n_u, Zhou et al. 2008), which makes ALS minimise exactly the per-rating objective
+  that Surprise's SGD and our ``sgd`` solver minimise.
+* ``sgd``: that objective, Σ_(u,i) (r_ui − r̂_ui)² + λ(‖p_u‖² + ‖q_i‖²) + λ_b(b_u² + b_i²), minimised by
+  mini-batch gradient descent in the one Trainer.
 
-See ``docs/models/svd.md`` for the equations mapped to this code.
+See ``docs/models/svd.md`` for the equations mapped to this code and the choices made.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import nn
@@ -32,22 +34,31 @@ from attnrec.models.base import FitReport, ModelConfig, TaskKind, TorchRecommend
 
 
 class SVDConfig(ModelConfig):
-    """Defaults chosen on the ML-100k *validation* split (BENCHMARKS.md): 32 factors and 6 ALS sweeps sit on the
-    plateau of validation RMSE; hybrid_csa asks for 50 factors explicitly."""
+    """Hyper-parameters of biased MF. Defaults were chosen on the MovieLens-100k *validation* split
+    (``docs/models/svd.md``); 50 factors because hybrid_csa reuses these vectors at that size."""
 
-    factors: int = Field(32, ge=1)
+    factors: int = Field(50, ge=1)
     solver: Literal["als", "sgd"] = "als"
-    #: ALS: ridge weight per observed rating (weighted-λ); SGD: the weight of the L2 term (Surprise's reg_all)
-    reg: float = Field(0.1, ge=0)
-    reg_bias: float = Field(0.02, ge=0)
-    #: ALS sweeps (each solves users then items); the SGD solver's epochs come from the Trainer config
-    iterations: int = Field(6, ge=1)
+    #: weight of ‖p_u‖² + ‖q_i‖², per observed rating (Surprise's ``reg_pu``/``reg_qi``)
+    reg: float = Field(0.12, ge=0)
+    #: weight of b_u² + b_i², per observed rating (Surprise's ``reg_bu``/``reg_bi``)
+    reg_bias: float = Field(0.1, ge=0)
+    #: ALS only: scale each row's ridge by its number of ratings (weighted-λ); False: one plain λ per row
+    weighted_reg: bool = True
+    #: ALS sweeps at most (each solves all users, then all items); SGD epochs come from the Trainer config
+    iterations: int = Field(2, ge=1)
+    #: ALS only: stop after this many sweeps without a better validation RMSE
+    patience: int = Field(2, ge=1)
+    #: ALS only: start from a truncated SVD of the bias residuals ("svd") or from N(0, init_std²) factors
+    init: Literal["svd", "random"] = "svd"
+    #: standard deviation of the normal initialisation of P and Q (Surprise's ``init_std_dev``)
     init_std: float = Field(0.1, gt=0)
+    #: clip predictions to the [min, max] rating seen in training, as Surprise does
     clip: bool = True
 
 
 class BiasedMF(TrainableModule):
-    """Parameters μ, b_u, b_i, P, Q and the prediction/loss of the biased MF model."""
+    """Parameters μ (buffer), b_u, b_i, P, Q; the prediction and the per-rating penalised squared error."""
 
     def __init__(
         self,
@@ -69,71 +80,160 @@ class BiasedMF(TrainableModule):
         self.reg, self.reg_bias = reg, reg_bias
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Unclipped r̂ for aligned index tensors ``users``, ``items`` (B,) -> (B,)."""
         return self.mu + self.bu[users] + self.bi[items] + (self.p[users] * self.q[items]).sum(-1)
 
-    def loss(self, batch: RatingBatch) -> torch.Tensor:
-        u, i = batch.users, batch.items
-        err = batch.ratings - self(u, i)
-        penalty = self.reg * (self.p[u].square().sum(-1) + self.q[i].square().sum(-1)) + self.reg_bias * (
-            self.bu[u].square() + self.bi[i].square()
-        )
+    def objective(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """Mean over the given ratings of (r − r̂)² + λ(‖p_u‖² + ‖q_i‖²) + λ_b(b_u² + b_i²)."""
+        err = ratings - self(users, items)
+        penalty = self.reg * (self.p[users].square().sum(-1) + self.q[items].square().sum(-1))
+        penalty = penalty + self.reg_bias * (self.bu[users].square() + self.bi[items].square())
         return (err.square() + penalty).mean()
 
-
-class _Rows:
-    """The sparse rows of one ALS side laid out for batched BLAS: rows sorted by length and cut into chunks,
-    each chunk's column indices and targets padded to the chunk's longest row (sorting keeps padding small)."""
-
-    def __init__(self, r: sp.csr_matrix, chunk: int = 128) -> None:
-        self.n_rows, self.n_cols = r.shape
-        counts = np.diff(r.indptr)
-        self.counts = torch.from_numpy(counts.astype(np.float32))
-        order = np.argsort(counts, kind="stable")
-        self.chunks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for start in range(0, self.n_rows, chunk):
-            rows = order[start : start + chunk]
-            lens = counts[rows]
-            width = max(int(lens.max()), 1)
-            # padded positions point at column n_cols, a zero row appended to the fixed factors
-            cols = np.full((len(rows), width), self.n_cols, dtype=np.int64)
-            vals = np.zeros((len(rows), width), dtype=np.float32)
-            mask = np.arange(width)[None, :] < lens[:, None]
-            # positions of these rows' entries in r.data, in row order, without a loop over rows
-            starts = np.repeat(r.indptr[rows] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-            flat = starts + np.arange(int(lens.sum()))
-            cols[mask] = r.indices[flat]
-            vals[mask] = r.data[flat]
-            self.chunks.append(
-                (torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols), torch.from_numpy(vals))
-            )
+    def loss(self, batch: RatingBatch) -> torch.Tensor:
+        return self.objective(batch.users, batch.items, batch.ratings)
 
 
-def _ridge_side(
-    rows: _Rows, fixed: torch.Tensor, fixed_bias: torch.Tensor, reg: float, reg_bias: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve one ALS half-step for every row at once.
+# ------------------------------------------------------------------------------------------------ ALS
+def _sparse_csr(
+    indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch flags CSR as beta on first use; it is what we want here
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(indptr, indices, values, size=shape, check_invariants=False)
 
-    For row u with observed columns I(u) and residual targets y_ui = r_ui − μ − b_i, minimise
-    Σ_i (y_ui − b_u − q_iᵀp_u)² + λ n_u ‖p_u‖² + λ_b n_u b_u²  over x_u = [p_u, b_u], with q̃_i = [q_i, 1]:
-        (Q̃_uᵀ Q̃_u + n_u Λ) x_u = Q̃_uᵀ y_u,   Λ = diag(λ, …, λ, λ_b).
-    Q̃_uᵀ Q̃_u for a chunk of rows is one batched matmul over the padded (rows, width, k+1) gather.
+
+class ALSSide:
+    """One side of the ALS problem (the rows being solved), laid out once per fit as CSR on ``device``.
+
+    ``rows``, ``cols`` (N,) int64 and ``values`` (N,) are the observed entries with the global mean already
+    subtracted (r_ui − μ); a repeated (row, col) pair stays two entries, each counting as one rating.
     """
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        values: np.ndarray,
+        shape: tuple[int, int],
+        device: torch.device | str = "cpu",
+    ) -> None:
+        order = np.argsort(rows, kind="stable")
+        counts = np.bincount(rows, minlength=shape[0])
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        self.shape = shape
+        self.device = torch.device(device)
+        self.indptr = torch.from_numpy(indptr.astype(np.int64)).to(self.device)
+        self.indices = torch.from_numpy(cols[order].astype(np.int64)).to(self.device)
+        self.values = torch.from_numpy(values[order].astype(np.float32)).to(self.device)
+        self.counts = torch.from_numpy(counts.astype(np.float32)).to(self.device)
+        self.binary = _sparse_csr(self.indptr, self.indices, torch.ones_like(self.values), shape)
+
+    def residual(self, fixed_bias: torch.Tensor) -> torch.Tensor:
+        """Y with y_ui = r_ui − μ − b_col(i): the targets of this side's ridge problems, sparse CSR."""
+        return _sparse_csr(self.indptr, self.indices, self.values - fixed_bias[self.indices], self.shape)
+
+
+def _tril_flat_index(m: int, device: torch.device) -> torch.Tensor:
+    """Flat positions (row * m + col) of the lower triangle of an m×m matrix, row-major."""
+    rows, cols = torch.tril_indices(m, m, device=device)
+    return rows * m + cols
+
+
+def als_half_step(
+    side: ALSSide,
+    fixed: torch.Tensor,
+    fixed_bias: torch.Tensor,
+    reg: float,
+    reg_bias: float,
+    *,
+    weighted: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Solve every row's ridge problem at once; returns (factors (n_rows, k), biases (n_rows,), objective).
+
+    For row u with observed columns I(u), targets y_ui = r_ui − μ − b_i and q̃_i = [q_i, 1], x_u = [p_u, b_u]:
+
+        (Σ_{i∈I(u)} q̃_i q̃_iᵀ + s_u Λ) x_u = Σ_{i∈I(u)} y_ui q̃_i,    Λ = diag(λ, …, λ, λ_b),
+
+    s_u = max(n_u, 1) (weighted-λ) or 1 (plain). The normal matrices of all rows are one sparse × dense product
+    ``R_bin @ tril(Q̃ ⊗ Q̃)`` ((n_rows, n_cols) @ (n_cols, (k+1)(k+2)/2): only the lower triangle, which is all
+    the Cholesky factorisation reads), the right-hand sides ``Y @ Q̃``; one batched Cholesky solves them.
+    ``fixed`` (n_cols, k) and ``fixed_bias`` (n_cols,) are the other side's factors and biases.
+
+    ``objective`` is the value reached, Σ_u [‖y_u − Q̃_u x_u‖² + s_u x_uᵀΛx_u], read off the solved systems at no
+    extra cost: at the solution A_u x_u = b_u it equals Σ_u (‖y_u‖² − x_uᵀ b_u).
+    """
+    n_rows, n_cols = side.shape
     k = fixed.shape[1]
-    qt = torch.cat([fixed, torch.ones(fixed.shape[0], 1)], dim=1)
-    qt = torch.cat([qt, torch.zeros(1, k + 1)])  # the padding row
-    bias = torch.cat([fixed_bias, torch.zeros(1)])
-    gram = torch.empty(rows.n_rows, k + 1, k + 1)
-    rhs = torch.empty(rows.n_rows, k + 1)
-    for idx, cols, vals in rows.chunks:
-        g = qt[cols]  # (B, W, k+1)
-        y = torch.where(cols < rows.n_cols, vals - bias[cols], 0.0)
-        gram[idx] = g.transpose(1, 2) @ g
-        rhs[idx] = (g * y.unsqueeze(-1)).sum(1)
-    lam = torch.full((k + 1,), reg)
-    lam[k] = reg_bias
-    gram += torch.diag_embed(rows.counts.clamp(min=1.0)[:, None] * lam)
-    x = torch.cholesky_solve(rhs.unsqueeze(-1), torch.linalg.cholesky(gram)).squeeze(-1)
-    return x[:, :k], x[:, k]
+    m = k + 1
+    dev = side.device
+    qt = torch.cat([fixed.to(dev, torch.float32), torch.ones(n_cols, 1, device=dev)], dim=1)
+    flat = _tril_flat_index(m, dev)
+    # (n_cols, m(m+1)/2): row i holds the lower triangle of q̃_i q̃_iᵀ, row-major (row j of it: q̃_ij q̃_i[:j+1]);
+    # one slice product per j is several times faster than gathering both index vectors
+    kron = torch.cat([qt[:, j : j + 1] * qt[:, : j + 1] for j in range(m)], dim=1)
+    gram = torch.zeros(n_rows, m * m, device=dev)
+    gram.index_copy_(1, flat, torch.sparse.mm(side.binary, kron))
+    gram = gram.view(n_rows, m, m)
+    resid = side.residual(fixed_bias.to(dev, torch.float32))
+    rhs = torch.sparse.mm(resid, qt)
+    lam = torch.full((m,), float(reg), device=dev)
+    lam[k] = float(reg_bias)
+    scale = side.counts.clamp(min=1.0) if weighted else torch.ones(n_rows, device=dev)
+    gram.diagonal(dim1=1, dim2=2).add_(scale[:, None] * lam)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    bad = torch.nonzero(info).flatten()
+    if len(bad):
+        # singular systems (λ = 0 and a row with fewer than k+1 ratings): the minimum-norm least-squares solution
+        g = gram[bad].tril()
+        g = g + g.tril(-1).mT
+        x[bad] = (torch.linalg.pinv(g, hermitian=True) @ rhs[bad].unsqueeze(-1)).squeeze(-1)
+    objective = float(resid.values().double().square().sum() - (x.double() * rhs.double()).sum())
+    return x[:, :k], x[:, k], objective
+
+
+def svd_init(
+    by_user: ALSSide,
+    by_item: ALSSide,
+    factors: int,
+    reg_bias: float,
+    *,
+    weighted: bool = True,
+    init_std: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A starting point for ALS: (Q (n_items, factors), b_i (n_items,)).
+
+    Biases first (one biases-only ridge half-step per side), then a randomised truncated SVD (Halko et al. 2011,
+    ``torch.svd_lowrank``, two power iterations) of the residual matrix r_ui − μ − b_u − b_i: Q = V_k S_k^½.
+    Starting from the leading subspace of the residuals, the first user step already fits signal instead of
+    random directions; ALS then needs about half the sweeps for the same validation RMSE. Columns beyond the
+    matrix rank are drawn from N(0, init_std²). Uses the global torch RNG (seeded by the caller).
+    """
+    n_users, n_items = by_user.shape
+    dev = by_user.device
+    _, bu, _ = als_half_step(
+        by_user,
+        torch.zeros(n_items, 0, device=dev),
+        torch.zeros(n_items, device=dev),
+        0.0,
+        reg_bias,
+        weighted=weighted,
+    )
+    _, bi, _ = als_half_step(
+        by_item, torch.zeros(n_users, 0, device=dev), bu, 0.0, reg_bias, weighted=weighted
+    )
+    rows = torch.repeat_interleave(torch.arange(n_users, device=dev), torch.diff(by_user.indptr))
+    resid = by_user.values - bu[rows] - bi[by_user.indices]
+    a = torch.sparse_coo_tensor(
+        torch.stack([rows, by_user.indices]), resid, by_user.shape, check_invariants=False
+    ).coalesce()
+    rank = min(factors, n_users, n_items)
+    q = torch.randn(n_items, factors, device=dev) * init_std
+    if rank > 0:
+        _, sv, v = torch.svd_lowrank(a, q=rank, niter=2)
+        q[:, :rank] = v * sv.sqrt()
+    return q, bi
 
 
 @register
@@ -143,8 +243,18 @@ class SVD(TorchRecommender):
     name = "svd"
     task = TaskKind.RATING
     config_class = SVDConfig
-    paper = "Koren, Bell & Volinsky 2009 (Surprise SVD)"
+    paper = "Koren, Bell, Volinsky 2009 (Surprise SVD)"
     config: SVDConfig
+
+    #: Trainer settings the ``sgd`` solver uses for every field the caller's TrainerConfig leaves unset
+    #: (tuned on the ML-100k validation split)
+    sgd_trainer_defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "adam",
+        "lr": 0.02,
+        "batch_size": 4096,
+        "epochs": 40,
+        "patience": 3,
+    }
 
     rating_range: tuple[float, float] = (-np.inf, np.inf)
 
@@ -171,69 +281,78 @@ class SVD(TorchRecommender):
         return rating_batches(train, batch_size, generator=generator)
 
     def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
-        ratings = train.ratings
-        self.rating_range = (float(ratings.min()), float(ratings.max()))
+        from attnrec.training.trainer import TrainerConfig, resolve_device
+
+        trainer = kw.pop("trainer", None)
+        if kw:
+            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
+        if trainer is not None and not isinstance(trainer, TrainerConfig):
+            raise ConfigError(f"fit(trainer=...) expects a TrainerConfig, got {type(trainer).__name__}")
+        self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))
         if self.config.solver == "sgd":
-            report = super()._fit(train, valid, **kw)
+            given = trainer.model_dump(exclude_unset=True) if trainer is not None else {}
+            cfg = TrainerConfig(**{**self.sgd_trainer_defaults, **given})
+            report = super()._fit(train, valid, trainer=cfg)
         else:
-            unknown = sorted(k for k in kw if k != "trainer")
-            if unknown:
-                raise ConfigError(f"unknown fit() argument(s): {unknown}")
-            report = self._fit_als(train, valid)
+            device = resolve_device(trainer.device) if trainer is not None else torch.device("cpu")
+            report = self._fit_als(train, valid, device)
         self.mf.eval()
         return report
 
-    def _fit_als(self, train: Interactions, valid: Interactions | None) -> FitReport:
+    def _fit_als(self, train: Interactions, valid: Interactions | None, device: torch.device) -> FitReport:
         c = self.config
         t0 = time.perf_counter()
         torch.manual_seed(c.seed)
-        module = self.build_module(train)
-        self.module = module
+        module = self.build_module(train).to(device)
+        self.module, self.device = module, device
         mu = float(module.mu)
-        r_ui = sp.csr_matrix(
-            (train.ratings - np.float32(mu), (train.users, train.items)), shape=(train.n_users, train.n_items)
-        )
-        by_user, by_item = _Rows(r_ui), _Rows(r_ui.T.tocsr())
-        t_users, t_items = torch.tensor(train.users), torch.tensor(train.items)
-        t_ratings = torch.tensor(train.ratings)
-        q = module.q.detach().clone()
-        bi = torch.zeros(train.n_items)
+        centred = train.ratings.astype(np.float32) - np.float32(mu)
+        shape = (train.n_users, train.n_items)
+        by_user = ALSSide(train.users, train.items, centred, shape, device)
+        by_item = ALSSide(train.items, train.users, centred, (shape[1], shape[0]), device)
+        if c.init == "svd":
+            q, bi = svd_init(
+                by_user, by_item, c.factors, c.reg_bias, weighted=c.weighted_reg, init_std=c.init_std
+            )
+        else:
+            q, bi = module.q.detach().clone(), torch.zeros(train.n_items, device=device)
         history: list[dict[str, float]] = []
-        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-        for it in range(1, c.iterations + 1):
-            p, bu = _ridge_side(by_user, q, bi, c.reg, c.reg_bias)
-            q, bi = _ridge_side(by_item, p, bu, c.reg, c.reg_bias)
-            self._set(p, q, bu, bi)
+        best: tuple[float, int, dict[str, float], dict[str, torch.Tensor]] | None = None
+        stale = 0
+        for sweep in range(1, c.iterations + 1):
+            p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, weighted=c.weighted_reg)
+            q, bi, objective = als_half_step(by_item, p, bu, c.reg, c.reg_bias, weighted=c.weighted_reg)
+            # the item step's objective holds the squared errors and the item penalty; add the user penalty
+            scale = by_user.counts.clamp(min=1.0) if c.weighted_reg else torch.ones_like(by_user.counts)
+            objective += float((scale * (c.reg * p.square().sum(1) + c.reg_bias * bu.square())).sum())
             with torch.no_grad():
-                # the training objective (mean squared error plus the weighted-λ penalty per rating)
-                err = module(t_users, t_items) - t_ratings
-                penalty = c.reg * (p.square().sum(1)[t_users] + q.square().sum(1)[t_items])
-                penalty += c.reg_bias * (bu.square()[t_users] + bi.square()[t_items])
-                loss = float((err.square() + penalty).mean())
-            row: dict[str, float] = {"epoch": it, "loss": loss}
+                for param, value in ((module.p, p), (module.q, q), (module.bu, bu), (module.bi, bi)):
+                    param.copy_(value)
+            row: dict[str, float] = {
+                "epoch": sweep,
+                "loss": objective / len(train),
+                "seconds": time.perf_counter() - t0,
+            }
             if valid is not None and len(valid):
                 metrics = self.evaluate(valid)
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 if best is None or metrics["rmse"] < best[0]:
-                    best = (metrics["rmse"], it, {k: v.clone() for k, v in module.state_dict().items()})
+                    state = {k: v.clone() for k, v in module.state_dict().items()}
+                    best, stale = (metrics["rmse"], sweep, metrics, state), 0
+                else:
+                    stale += 1
             history.append(row)
+            if stale >= c.patience:
+                break
         if best is not None:
-            module.load_state_dict(best[2])
+            module.load_state_dict(best[3])
         return FitReport(
             seconds=time.perf_counter() - t0,
-            epochs_run=c.iterations,
-            best_epoch=best[1] if best else c.iterations,
-            best_valid={"rmse": best[0]} if best else {},
+            epochs_run=len(history),
+            best_epoch=best[1] if best else len(history),
+            best_valid=best[2] if best else {},
             history=history,
         )
-
-    def _set(self, p: torch.Tensor, q: torch.Tensor, bu: torch.Tensor, bi: torch.Tensor) -> None:
-        m = self.mf
-        with torch.no_grad():
-            m.p.copy_(p)
-            m.q.copy_(q)
-            m.bu.copy_(bu)
-            m.bi.copy_(bi)
 
     @property
     def mf(self) -> BiasedMF:
@@ -247,28 +366,45 @@ class SVD(TorchRecommender):
         return x.clamp(*self.rating_range) if self.config.clip else x
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        u = torch.tensor(users, dtype=torch.int64, device=self.device)
-        i = torch.tensor(items, dtype=torch.int64, device=self.device)
+        """Ratings μ + b_u + b_i + q_iᵀp_u (clipped when ``clip``) for aligned index arrays (N,) -> (N,)."""
+        u = torch.tensor(np.asarray(users, dtype=np.int64), device=self.device)
+        i = torch.tensor(np.asarray(items, dtype=np.int64), device=self.device)
         with torch.no_grad():
             out = self.mf(u, i)
         return self._clip(out).cpu().numpy()
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """Ratings of every item for ``users``: (len(users), n_items), one matmul."""
         m = self.mf
-        u = torch.tensor(users, dtype=torch.int64, device=self.device)
+        u = torch.tensor(np.asarray(users, dtype=np.int64), device=self.device)
         with torch.no_grad():
-            scores = m.mu + m.bu[u, None] + m.bi[None, :] + m.p[u] @ m.q.T
+            scores = torch.addmm(m.bu[u, None] + m.bi[None, :] + m.mu, m.p[u], m.q.T)
         return self._clip(scores)
 
     @property
     def user_factors(self) -> np.ndarray:
-        """P: (n_users, factors), the user latent vectors (used by hybrid_csa)."""
+        """P: (n_users, factors) float32, the user latent vectors (used by hybrid_csa)."""
         return self.mf.p.detach().cpu().numpy()
 
     @property
     def item_factors(self) -> np.ndarray:
-        """Q: (n_items, factors), the item latent vectors."""
+        """Q: (n_items, factors) float32, the item latent vectors (used by hybrid_csa)."""
         return self.mf.q.detach().cpu().numpy()
+
+    @property
+    def user_biases(self) -> np.ndarray:
+        """b_u: (n_users,) float32."""
+        return self.mf.bu.detach().cpu().numpy()
+
+    @property
+    def item_biases(self) -> np.ndarray:
+        """b_i: (n_items,) float32."""
+        return self.mf.bi.detach().cpu().numpy()
+
+    @property
+    def global_mean(self) -> float:
+        """μ, the mean training rating."""
+        return float(self.mf.mu)
 
     # ------------------------------------------------------------------ persistence
     def state_tensors(self) -> dict[str, torch.Tensor]:
