@@ -1,11 +1,17 @@
 """BPR-MF (Rendle et al. 2009): matrix factorisation trained with the Bayesian personalised ranking loss.
 
-ŝ_ui = e_uᵀ e_i,   L = −Σ log σ(ŝ_up − ŝ_un) + λ/2 (‖e_u‖² + ‖e_p‖² + ‖e_n‖²) / |batch|
+    ŝ_ui = e_uᵀ e_i
+    L = 1/|B| Σ_(u,p,n)∈B −log σ(ŝ_up − ŝ_un)  +  λ (‖e_u‖² + ‖e_p‖² + ‖e_n‖²) / |B|
+
+with n a sampled item that is not a training positive of u, and the regulariser taken over the batch's embeddings
+(the form of the LightGCN paper's experiments). :class:`PairwiseRecommender` is the shared wrapper of every
+embedding model trained on (user, positive, negatives) triples; LightGCN builds on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
@@ -16,86 +22,150 @@ from torch.nn import functional as F
 from attnrec.data.batches import PairwiseBatch, pairwise_batches
 from attnrec.data.samplers import NegativeSampler
 from attnrec.data.table import Interactions
+from attnrec.errors import ConfigError
 from attnrec.models.base import ModelConfig, TaskKind, TorchRecommender, TrainableModule, register
 
 
 class BPRConfig(ModelConfig):
+    """BPR-MF hyper-parameters.
+
+    ``reg`` is λ of the per-batch L2 term; ``init="normal"`` draws N(0, ``init_std``²), ``"xavier"`` is Glorot-uniform
+    per table; ``n_negatives`` items are sampled per positive (the loss averages over them) from
+    ``negative_sampling`` (uniform over items, or ∝ training count ** ``sampling_alpha``), never a training positive.
+    """
+
     dim: int = Field(64, ge=1)
     reg: float = Field(1e-4, ge=0)
+    init: Literal["normal", "xavier"] = "normal"
     init_std: float = Field(0.1, gt=0)
     n_negatives: int = Field(1, ge=1)
-    negative_sampling: str = Field("uniform", pattern="^(uniform|popularity)$")
+    negative_sampling: Literal["uniform", "popularity"] = "uniform"
+    sampling_alpha: float = Field(1.0, ge=0)
+
+
+# --------------------------------------------------------------------------------------------- the math
 
 
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """Mean of −log σ(pos − neg) = softplus(neg − pos); ``neg`` may have an extra trailing axis of negatives."""
+    """Mean of −log σ(pos − neg), computed as softplus(neg − pos) (no overflow for large margins).
+
+    ``pos`` (B,); ``neg`` (B,) or (B, n) with n negatives per positive (then the mean runs over all B·n pairs).
+    """
     if neg.dim() == pos.dim() + 1:
         pos = pos.unsqueeze(-1)
     return F.softplus(neg - pos).mean()
 
 
-def embedding_reg(*tensors: torch.Tensor) -> torch.Tensor:
-    """½ Σ ‖x‖² over the batch's layer-0 embeddings, divided by the batch size (the LightGCN reference form)."""
-    batch = tensors[0].shape[0]
-    return sum(t.square().sum() for t in tensors) / (2 * batch)  # type: ignore[return-value]
+def l2_reg(*embeddings: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(Σ over ``embeddings`` of ‖x‖²) / ``batch_size``: the squared Frobenius norms of the batch's rows, per triple."""
+    total = embeddings[0].square().sum()
+    for x in embeddings[1:]:
+        total = total + x.square().sum()
+    return total / batch_size
+
+
+def pair_scores(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dot-product scores: ``u``, ``p`` (B, d) and ``n`` (B, d) or (B, k, d) → (B,) and (B,) or (B, k)."""
+    pos = (u * p).sum(-1)
+    neg = (u.unsqueeze(1) * n).sum(-1) if n.dim() == 3 else (u * n).sum(-1)
+    return pos, neg
+
+
+def init_embedding(weight: torch.Tensor, init: str, std: float) -> None:
+    """In place: N(0, std²) for ``"normal"``, Glorot-uniform over the (rows, dim) table for ``"xavier"``."""
+    if init == "normal":
+        nn.init.normal_(weight, std=std)
+    else:
+        nn.init.xavier_uniform_(weight)
 
 
 class MFModule(TrainableModule):
-    def __init__(self, n_users: int, n_items: int, dim: int, reg: float, init_std: float) -> None:
+    """User and item embedding tables ``user`` (n_users, dim) and ``item`` (n_items, dim); score = dot product."""
+
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, reg: float, init: str = "normal", init_std: float = 0.1
+    ) -> None:
         super().__init__()
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items, dim)
-        nn.init.normal_(self.user.weight, std=init_std)
-        nn.init.normal_(self.item.weight, std=init_std)
+        init_embedding(self.user.weight, init, init_std)
+        init_embedding(self.item.weight, init, init_std)
         self.reg = reg
+
+    def user_item_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embeddings scores are computed from: (n_users, dim), (n_items, dim)."""
+        return self.user.weight, self.item.weight
 
     def loss(self, batch: PairwiseBatch) -> torch.Tensor:
         u, p, n = self.user(batch.users), self.item(batch.pos), self.item(batch.neg)
-        pos = (u * p).sum(-1)
-        neg = (u.unsqueeze(1) * n).sum(-1) if n.dim() == 3 else (u * n).sum(-1)
-        return bpr_loss(pos, neg) + self.reg * embedding_reg(u, p, n)
+        pos, neg = pair_scores(u, p, n)
+        return bpr_loss(pos, neg) + self.reg * l2_reg(u, p, n, batch_size=len(batch.users))
 
 
-@register
-class BPR(TorchRecommender):
-    """BPR-MF with sampled negatives that exclude each user's training positives."""
+# --------------------------------------------------------------------------------------------- the wrapper
 
-    name = "bpr"
+
+class PairwiseRecommender(TorchRecommender):
+    """Shared wrapper of embedding models trained on sampled (user, positive, negatives) triples.
+
+    The module must provide ``user_item_embeddings()`` returning the (n_users, d) and (n_items, d) tensors that
+    scores are dot products of; full ranking is then one matmul per user batch.
+    """
+
     task = TaskKind.TOPK
-    config_class = BPRConfig
-    paper = "Rendle et al. 2009 (BPR)"
     config: BPRConfig
+    _sampler: NegativeSampler | None = None
 
-    def build_module(self, train: Interactions) -> MFModule:
+    def build_sampler(self, train: Interactions) -> NegativeSampler:
         c = self.config
-        self._sampler = NegativeSampler(train.csr(), distribution=c.negative_sampling)  # type: ignore[arg-type]
-        return MFModule(train.n_users, train.n_items, c.dim, c.reg, c.init_std)
-
-    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> MFModule:
-        c = self.config
-        return MFModule(self.n_users, self.n_items, c.dim, c.reg, c.init_std)
+        return NegativeSampler(train.csr(), distribution=c.negative_sampling, alpha=c.sampling_alpha)
 
     def train_batches(
         self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
     ) -> Iterator[PairwiseBatch]:
+        if self._sampler is None:
+            raise ConfigError(f"{self.name}: train_batches() called before build_module()")
         return pairwise_batches(
             train, self._sampler, batch_size, generator=generator, n_negatives=self.config.n_negatives
         )
 
-    def score_users(self, users: np.ndarray) -> torch.Tensor:
-        m = self.module
-        assert isinstance(m, MFModule)
-        with torch.no_grad():
-            return (
-                m.user.weight[torch.tensor(users, dtype=torch.int64, device=m.user.weight.device)]
-                @ m.item.weight.T
-            )
+    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.module is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        return self.module.user_item_embeddings()  # type: ignore[operator, no-any-return]
 
+    @torch.no_grad()
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """Scores of all items for ``users``: (len(users), n_items) = E_users @ E_itemsᵀ on the model's device."""
+        eu, ei = self._embeddings()
+        return eu[_index(users, eu.device)] @ ei.T
+
+    @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        m = self.module
-        assert isinstance(m, MFModule)
-        dev = m.user.weight.device
-        with torch.no_grad():
-            u = m.user.weight[torch.tensor(users, dtype=torch.int64, device=dev)]
-            i = m.item.weight[torch.tensor(items, dtype=torch.int64, device=dev)]
-            return (u * i).sum(-1).cpu().numpy()
+        """e_uᵀ e_i for aligned index arrays (N,), float32."""
+        eu, ei = self._embeddings()
+        return (eu[_index(users, eu.device)] * ei[_index(items, ei.device)]).sum(-1).float().cpu().numpy()
+
+
+def _index(idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.tensor(np.asarray(idx, dtype=np.int64), device=device)
+
+
+@register
+class BPR(PairwiseRecommender):
+    """BPR-MF with sampled negatives that exclude each user's training positives."""
+
+    name = "bpr"
+    config_class = BPRConfig
+    paper = "Rendle et al. 2009, BPR: Bayesian Personalized Ranking from Implicit Feedback (UAI)"
+
+    def build_module(self, train: Interactions) -> MFModule:
+        self._sampler = self.build_sampler(train)
+        return self._new_module(train.n_users, train.n_items)
+
+    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> MFModule:
+        return self._new_module(self.n_users, self.n_items)
+
+    def _new_module(self, n_users: int, n_items: int) -> MFModule:
+        c = self.config
+        return MFModule(n_users, n_items, c.dim, c.reg, c.init, c.init_std)

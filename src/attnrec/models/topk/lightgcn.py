@@ -1,36 +1,53 @@
 """LightGCN (He et al. 2020): linear propagation on the normalised user-item graph, layer mean, dot-product score.
 
-E^{(k+1)} = Â E^{(k)},   E = 1/(K+1) Σ_{k=0..K} E^{(k)},   ŝ_ui = e_uᵀ e_i
-L = BPR(ŝ) + λ/2 (‖e⁰_u‖² + ‖e⁰_p‖² + ‖e⁰_n‖²) / |batch|
+    E⁽ᵏ⁺¹⁾ = Â E⁽ᵏ⁾,   Â = D^{-1/2} A D^{-1/2},   A = [[0, R], [Rᵀ, 0]]
+    E = 1/(K+1) Σ_{k=0..K} E⁽ᵏ⁾,   ŝ_ui = e_uᵀ e_i
+    L = 1/|B| Σ −log σ(ŝ_up − ŝ_un)  +  λ (‖e⁰_u‖² + ‖e⁰_p‖² + ‖e⁰_n‖²) / |B|
+
+R is the training matrix. Â is derived state: built from the training data at fit time and rebuilt from the bundle's
+``seen`` matrix on load, never saved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import nn
 
-from attnrec.data.batches import PairwiseBatch, pairwise_batches
-from attnrec.data.samplers import NegativeSampler
+from attnrec.data.batches import PairwiseBatch
 from attnrec.data.table import Interactions
-from attnrec.models.base import ModelConfig, TaskKind, TorchRecommender, TrainableModule, register
+from attnrec.errors import ConfigError
+from attnrec.models.base import TrainableModule, register
 from attnrec.models.layers.graph import normalized_adjacency, propagate_mean
-from attnrec.models.topk.bpr import bpr_loss, embedding_reg
+from attnrec.models.topk.bpr import (
+    BPRConfig,
+    PairwiseRecommender,
+    bpr_loss,
+    init_embedding,
+    l2_reg,
+    pair_scores,
+)
 
 
-class LightGCNConfig(ModelConfig):
-    dim: int = Field(64, ge=1)
+class LightGCNConfig(BPRConfig):
+    """BPR-MF's options plus ``n_layers`` (K, propagation steps; 0 is plain MF trained the same way)."""
+
     n_layers: int = Field(3, ge=0)
-    reg: float = Field(1e-4, ge=0)
-    init_std: float = Field(0.1, gt=0)
-    n_negatives: int = Field(1, ge=1)
 
 
 class LightGCNModule(TrainableModule):
+    """Layer-0 tables ``user`` (n_users, dim), ``item`` (n_items, dim) and the constant sparse adjacency ``adj``.
+
+    ``adj`` is a plain attribute, not a buffer (so it is neither saved nor broadcast), moved with the module by
+    :meth:`_apply`. The propagated embeddings are cached while the module is in eval mode and no gradient is being
+    recorded; the cache is dropped on ``train()``, on a device/dtype change, and whenever the weights change (the
+    cache is keyed on the weights' version counters, which every in-place update - optimiser step,
+    ``load_state_dict`` - increments).
+    """
+
     def __init__(
         self,
         adj: torch.Tensor,
@@ -39,90 +56,91 @@ class LightGCNModule(TrainableModule):
         dim: int,
         n_layers: int,
         reg: float,
-        init_std: float,
+        init: str = "normal",
+        init_std: float = 0.1,
     ) -> None:
         super().__init__()
+        if tuple(adj.shape) != (n_users + n_items, n_users + n_items):
+            raise ConfigError(
+                f"adjacency shape {tuple(adj.shape)} does not match {n_users} users + {n_items} items"
+            )
         self.n_users, self.n_items, self.n_layers, self.reg = n_users, n_items, n_layers, reg
-        self.embedding = nn.Embedding(n_users + n_items, dim)
-        nn.init.normal_(self.embedding.weight, std=init_std)
-        self.adj = adj  # derived from training data; rebuilt on load, never saved
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        init_embedding(self.user.weight, init, init_std)
+        init_embedding(self.item.weight, init, init_std)
+        self.adj = adj
         self._cache: torch.Tensor | None = None
+        self._cache_key: tuple[int, ...] | None = None
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # keep the (non-parameter, non-buffer) sparse adjacency on the module's device
+    def _apply(self, fn: Any, recurse: bool = True) -> LightGCNModule:
         out = super()._apply(fn, recurse)
         self.adj = fn(self.adj)
         self._cache = None
-        return out
+        return out  # type: ignore[return-value]
 
     def train(self, mode: bool = True) -> LightGCNModule:
-        self._cache = None  # parameters may change: the propagated embeddings are stale
+        self._cache = None
         return super().train(mode)
 
+    def _weights_key(self) -> tuple[int, ...]:
+        u, i = self.user.weight, self.item.weight
+        return (u._version, i._version, u.data_ptr(), i.data_ptr())
+
     def propagated(self) -> torch.Tensor:
-        """Final embeddings of all users then items, (n_users + n_items, dim); cached in eval mode."""
-        if not self.training and self._cache is not None:
+        """Final embeddings E of all nodes, users then items: (n_users + n_items, dim) float32."""
+        cacheable = not self.training and not torch.is_grad_enabled()
+        key = self._weights_key()
+        if cacheable and self._cache is not None and self._cache_key == key:
             return self._cache
-        out = propagate_mean(self.adj, self.embedding.weight, self.n_layers)
-        if not self.training:
-            self._cache = out.detach()
+        e0 = torch.cat([self.user.weight, self.item.weight])
+        out = propagate_mean(self.adj, e0, self.n_layers)
+        if cacheable:
+            self._cache, self._cache_key = out, key
         return out
 
-    def loss(self, batch: PairwiseBatch) -> torch.Tensor:
+    def user_item_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Propagated user (n_users, dim) and item (n_items, dim) embeddings."""
         e = self.propagated()
-        users, pos, neg = batch.users, batch.pos + self.n_users, batch.neg + self.n_users
-        u, p, n = e[users], e[pos], e[neg]
-        s_pos = (u * p).sum(-1)
-        s_neg = (u.unsqueeze(1) * n).sum(-1) if n.dim() == 3 else (u * n).sum(-1)
-        w = self.embedding.weight
-        return bpr_loss(s_pos, s_neg) + self.reg * embedding_reg(w[users], w[pos], w[neg])
+        return e[: self.n_users], e[self.n_users :]
+
+    def loss(self, batch: PairwiseBatch) -> torch.Tensor:
+        # the whole graph is propagated for every batch: exact gradients, as the reference implementation
+        eu, ei = self.user_item_embeddings()
+        pos, neg = pair_scores(eu[batch.users], ei[batch.pos], ei[batch.neg])
+        reg = l2_reg(
+            self.user(batch.users), self.item(batch.pos), self.item(batch.neg), batch_size=len(batch.users)
+        )
+        return bpr_loss(pos, neg) + self.reg * reg
 
 
 @register
-class LightGCN(TorchRecommender):
+class LightGCN(PairwiseRecommender):
     """LightGCN on the training interaction graph; full-ranking scores are one matmul per user batch."""
 
     name = "lightgcn"
-    task = TaskKind.TOPK
     config_class = LightGCNConfig
-    paper = "He et al. 2020 (LightGCN)"
+    paper = "He et al. 2020, LightGCN: Simplifying and Powering Graph Convolution Network for Recommendation (SIGIR)"
     config: LightGCNConfig
 
-    def _module(self, seen: sp.csr_matrix) -> LightGCNModule:
-        c = self.config
-        n_users, n_items = seen.shape
-        return LightGCNModule(
-            normalized_adjacency(seen), n_users, n_items, c.dim, c.n_layers, c.reg, c.init_std
-        )
-
     def build_module(self, train: Interactions) -> LightGCNModule:
-        self._sampler = NegativeSampler(train.csr())
-        return self._module(train.csr())
+        self._sampler = self.build_sampler(train)
+        return self._new_module(train.csr())
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> LightGCNModule:
-        assert self.seen is not None, "a LightGCN bundle needs its training matrix"
-        return self._module(self.seen)
+        if self.seen is None:
+            raise ConfigError(
+                "a lightgcn bundle needs its training matrix (the '_seen.*' tensors) to rebuild the graph"
+            )
+        return self._new_module(self.seen)
 
-    def train_batches(
-        self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
-    ) -> Iterator[PairwiseBatch]:
-        return pairwise_batches(
-            train, self._sampler, batch_size, generator=generator, n_negatives=self.config.n_negatives
-        )
-
-    def _embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.module
-        assert isinstance(m, LightGCNModule)
-        with torch.no_grad():
-            e = m.propagated()
-        return e[: m.n_users], e[m.n_users :]
-
-    def score_users(self, users: np.ndarray) -> torch.Tensor:
-        eu, ei = self._embeddings()
-        return eu[torch.tensor(users, dtype=torch.int64, device=eu.device)] @ ei.T
-
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        eu, ei = self._embeddings()
-        u = eu[torch.tensor(users, dtype=torch.int64, device=eu.device)]
-        i = ei[torch.tensor(items, dtype=torch.int64, device=ei.device)]
-        return (u * i).sum(-1).cpu().numpy()
+    def _new_module(self, train_matrix: sp.csr_matrix) -> LightGCNModule:
+        c = self.config
+        n_users, n_items = train_matrix.shape
+        if (n_users, n_items) != (self.n_users, self.n_items):
+            raise ConfigError(
+                f"training matrix is {n_users} x {n_items} but the vocabularies have "
+                f"{self.n_users} users and {self.n_items} items"
+            )
+        adj = normalized_adjacency(train_matrix)
+        return LightGCNModule(adj, n_users, n_items, c.dim, c.n_layers, c.reg, c.init, c.init_std)
