@@ -47,6 +47,7 @@ from attnrec.training.trainer import TrainerConfig
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctr-criteo-avazu-8k"
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
 DATASETS = ("movielens", "criteo", "avazu")
+PARTS = ("train", "valid", "test")
 Splits = tuple[CTRData, CTRData, CTRData]
 
 
@@ -114,12 +115,12 @@ def load_splits(name: str, data_dir: Path = DEFAULT_DATA_DIR, split_seed: int = 
     else:
         raise ValueError(f"unknown dataset {name!r}; have {DATASETS}")
     encoder = FeatureEncoder(schema).fit(frames[0])
-    splits = tuple(encoder.transform(f, source=part) for f, part in zip(frames, ("train", "valid", "test")))
+    splits = tuple(encoder.transform(f, source=part) for f, part in zip(frames, PARTS, strict=True))
     tr = splits[0]
     info = {
         "source": source,
-        "rows": {part: len(d) for part, d in zip(("train", "valid", "test"), splits)},
-        "positive_rate": {part: round(d.positive_rate, 4) for part, d in zip(("train", "valid", "test"), splits)},
+        "rows": {part: len(d) for part, d in zip(PARTS, splits, strict=True)},
+        "positive_rate": {part: round(d.positive_rate, 4) for part, d in zip(PARTS, splits, strict=True)},
         "fields": len(tr.schema.fields),
         "vocab_rows": int(sum(tr.schema.vocab_sizes) + sum(tr.schema.multi_vocab_sizes)),
     }
@@ -133,7 +134,8 @@ def model_params(name: str, seed: int, s: BenchSettings) -> dict[str, Any]:
     params: dict[str, Any] = {"seed": seed, "embedding_reg": s.embedding_reg}
     if "embedding_dim" in fields:
         params["embedding_dim"] = s.embedding_dim
-    if name in ("deepfm", "xdeepfm", "dcn"):  # the models with a DeepFM-style MLP share its sizes with the peer
+    # the models with a DeepFM-style MLP use the peer's MLP sizes
+    if name in ("deepfm", "xdeepfm", "dcn"):
         params.update(hidden=list(s.hidden), dropout=s.dropout)
     if name == "xdeepfm":
         params["cin_layers"] = list(s.cin_layers)
@@ -170,7 +172,9 @@ def peer_module() -> Any:
     import importlib.util
 
     if "ctr_deepctr_peer" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("ctr_deepctr_peer", Path(__file__).with_name("ctr_deepctr_peer.py"))
+        spec = importlib.util.spec_from_file_location(
+            "ctr_deepctr_peer", Path(__file__).with_name("ctr_deepctr_peer.py")
+        )
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
         sys.modules["ctr_deepctr_peer"] = module
         spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -221,7 +225,7 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     ]
     for key, r in results.items():
         ds, lib, name = key.split("/")
-        runs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"]))
+        runs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"], strict=True))
         lines.append(
             f"| {ds} | {lib} | {name} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
             f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {r['s_per_epoch']:.3f} | {runs} |"
@@ -239,7 +243,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(), "python": platform.python_version()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def run_suite(
@@ -259,7 +268,9 @@ def run_suite(
     for ds in datasets:
         splits, info[ds] = load_splits(ds, data_dir, s.split_seed)
         log(f"# {ds}: {info[ds]['rows']} rows, positive rate {info[ds]['positive_rate']}")
-        jobs = [("attnrec", m, run_attnrec) for m in models] + [("deepctr-torch", m, run_deepctr) for m in peers]
+        jobs = [("attnrec", m, run_attnrec) for m in models] + [
+            ("deepctr-torch", m, run_deepctr) for m in peers
+        ]
         runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
         for seed in seeds:  # interleaved: background load affects every library alike
             for lib, m, fn in jobs:

@@ -1,0 +1,106 @@
+"""Smoke test of benchmarks/bench_ctr.py: the suite's code path on a tiny generated Criteo-format sample, 1 epoch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules[name]
+
+
+def _write_criteo(path: Path, n: int, rng: np.random.Generator) -> None:
+    """Kaggle Criteo lines: label, I1..I13 (empty = missing), C1..C26 hex tokens (empty = missing), TAB separated.
+
+    The label follows C1 (token ``aaaa0000`` clicks 80% of the time, others 10%) so both classes appear."""
+    lines = []
+    for _ in range(n):
+        c1 = rng.integers(0, 4)
+        label = int(rng.random() < (0.8 if c1 == 0 else 0.1))
+        ints = ["" if rng.random() < 0.1 else str(int(rng.integers(0, 50))) for _ in range(13)]
+        cats = [f"{['aaaa0000', 'bbbb1111', 'cccc2222', 'dddd3333'][c1]}"]
+        cats += ["" if rng.random() < 0.1 else f"{int(rng.integers(0, 6)):08x}" for _ in range(25)]
+        lines.append("\t".join([str(label), *ints, *cats]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def criteo_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    (tmp_path / "criteo").mkdir()
+    for part, n in (("train", 300), ("dev", 80), ("test", 80)):
+        _write_criteo(tmp_path / "criteo" / f"{part}.csv", n, rng)
+    return tmp_path
+
+
+def test_suite_runs_every_model_and_writes_the_record(criteo_dir: Path, tmp_path: Path) -> None:
+    bench = _load("bench_ctr")
+    out = tmp_path / "ctr.json"
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--max-epochs", "1"]
+        bench.main([*argv, "--data-dir", str(criteo_dir), "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads(out.read_text())
+    assert set(record["results"]) == {f"criteo/attnrec/{m}" for m in bench.MODELS}
+    assert len(bench.MODELS) == 9
+    for key, r in record["results"].items():
+        assert math.isfinite(r["auc_mean"]) and 0.0 <= r["auc_mean"] <= 1.0, key
+        assert math.isfinite(r["logloss_mean"]) and r["logloss_mean"] > 0, key
+        assert r["auc_std"] == 0.0 and r["epochs_run"] == [1] and r["best_epoch"] == [1], key
+        assert r["s_per_epoch"] > 0, key
+    assert record["datasets"]["criteo"]["rows"] == {"train": 300, "valid": 80, "test": 80}
+    assert record["settings"]["embedding_dim"] == 16 and record["settings"]["batch_size"] == 256
+    assert record["machine"]["nproc"] >= 1 and record["versions"]["torch"] == torch.__version__
+    assert "--datasets criteo" in record["command"]
+    assert record["table"].count("| criteo | attnrec |") == 9
+
+
+def test_vocabularies_come_from_train_only(criteo_dir: Path) -> None:
+    bench = _load("bench_ctr")
+    # a token seen only in test must encode as the OOV index 0
+    test_file = criteo_dir / "criteo" / "test.csv"
+    lines = test_file.read_text().splitlines()
+    fields = lines[0].split("\t")
+    fields[14] = "ffffeeee"  # C1 of the first test row: never in train
+    test_file.write_text("\n".join(["\t".join(fields), *lines[1:]]) + "\n")
+    (train, valid, test), info = bench.load_splits("criteo", criteo_dir)
+    c1 = [f.name for f in train.schema.categorical].index("C1")
+    assert test.categorical[0, c1] == 0
+    assert train.schema.field("C1").vocab_size == 5  # 4 train tokens + the OOV row
+    assert info["rows"]["test"] == 80
+
+
+def test_peer_runner_on_identical_inputs(criteo_dir: Path) -> None:
+    peer = _load("ctr_deepctr_peer")
+    if peer.deepctr_version() is None:
+        pytest.skip("deepctr-torch is not installed")
+    bench = _load("bench_ctr")
+    (train, valid, test), _ = bench.load_splits("criteo", criteo_dir)
+    x = peer.model_inputs(train)
+    assert list(x) == [f.name for f in train.schema.categorical]
+    c1 = [f.name for f in train.schema.categorical].index("C1")
+    np.testing.assert_array_equal(x["C1"], train.categorical[:, c1])
+    threads = torch.get_num_threads()
+    try:
+        row = peer.run_peer("deepfm", train, valid, test, seed=0, max_epochs=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert 0.0 <= row["auc"] <= 1.0 and math.isfinite(row["logloss"])
+    assert row["epochs_run"] == 1 and row["best_epoch"] == 1
