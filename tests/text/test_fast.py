@@ -1,0 +1,128 @@
+"""Fast encoder backends: agreement with the fp32 encoder, the missing-extra error, the ONNX export cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnrec.errors import ConfigError, MissingExtraError
+from attnrec.text import SentenceEncoder
+from attnrec.text.encoder import packaged_model_path
+from attnrec.text.fast import FastTextModel, _pad, fast_encoder
+
+HAS_TEXT = (
+    importlib.util.find_spec("sentence_transformers") is not None
+    and packaged_model_path("all-MiniLM-L6-v2") is not None
+)
+HAS_ONNX = (
+    importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+)
+needs_text = pytest.mark.skipif(not HAS_TEXT, reason="needs attnrec[text]")
+needs_onnx = pytest.mark.skipif(not (HAS_TEXT and HAS_ONNX), reason="needs attnrec[text] and attnrec[fast]")
+
+SENTENCES = [
+    "I need a charging cable",
+    "These strings sound bright on my acoustic guitar and stay in tune for weeks.",
+    "cheap tuner",
+    "The microphone stand wobbles; the clamp broke after two gigs, so I returned it.",
+    "great pedal",
+]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("attnrec-home")
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return SentenceEncoder(device="cpu", progress=False).encode(SENTENCES)
+
+
+def test_pad_builds_ids_and_mask() -> None:
+    ids, mask = _pad([[5, 6, 7], [8]], np.array([3, 1]))
+    np.testing.assert_array_equal(ids, [[5, 6, 7], [8, 0, 0]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
+    assert ids.dtype == np.int64 and mask.dtype == np.int64
+
+
+@needs_text
+def test_unknown_backend_and_bad_model_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="onnx-int8"):
+        FastTextModel(backend="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="local sentence-transformers folder"):
+        FastTextModel(str(tmp_path / "no-such-model"))
+
+
+@needs_text
+def test_missing_onnxruntime_names_the_fast_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    model = FastTextModel(backend="onnx", home=tmp_path)
+    with pytest.raises(MissingExtraError, match=r"attnrec\[fast\]") as err:
+        model.encode(["a query"])
+    assert "onnxruntime" in str(err.value)
+    assert not (tmp_path / "onnx").exists()  # failed before exporting anything
+
+
+@needs_text
+@pytest.mark.parametrize("backend", ["torch", "int8"])
+def test_torch_backends_agree_with_fp32(backend: str, reference: np.ndarray) -> None:
+    enc = fast_encoder(backend=backend)  # type: ignore[arg-type]
+    out = enc.encode(SENTENCES)
+    cos = (out * reference).sum(1)
+    assert out.shape == (5, 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    assert cos.mean() > (0.9999 if backend == "torch" else 0.98), cos
+    assert enc.model_id.split("+")[1] in ({"torch"} if backend == "torch" else {"int8-pc", "int8-pc-rr"})
+
+
+@needs_onnx
+def test_onnx_agrees_pads_batches_and_reuses_the_export(
+    home: Path, reference: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = FastTextModel(backend="onnx", threads=1, home=home)
+    enc = SentenceEncoder(first, progress=False)
+    out = enc.encode(SENTENCES)
+    assert first.exported and first.onnx_path is not None and first.onnx_path.parent == home / "onnx"
+    np.testing.assert_allclose(out, reference, atol=2e-5)
+    # one query at a time (no padding) gives the same rows as the length-sorted padded batch
+    single = np.stack([enc.encode_query(s) for s in SENTENCES])
+    np.testing.assert_allclose(single, out, atol=1e-5)
+    stamp = first.onnx_path.stat().st_mtime_ns
+
+    import torch
+
+    def no_export(*_: object, **__: object) -> None:
+        raise AssertionError("exported a second time")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    second = FastTextModel(backend="onnx", threads=1, home=home).load()
+    assert not second.exported and second.onnx_path == first.onnx_path
+    assert first.onnx_path.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(second.encode(SENTENCES, normalize_embeddings=True), out)
+
+
+@needs_onnx
+def test_onnx_int8_agrees_with_fp32(home: Path, reference: np.ndarray) -> None:
+    enc = fast_encoder(backend="onnx-int8", threads=1, home=home)
+    out = enc.encode(SENTENCES)
+    cos = (out * reference).sum(1)
+    assert cos.mean() > 0.98 and cos.min() > 0.95, cos
+    assert "+onnx-int8" in enc.model_id and enc.model_id != fast_encoder(backend="onnx", home=home).model_id
+
+
+@needs_onnx
+def test_max_length_truncates_like_sentence_transformers(home: Path) -> None:
+    long_text = "the cable crackles whenever I move it " * 10
+    texts = [long_text, "short one"]
+    fast = fast_encoder(backend="onnx", home=home, max_length=16)
+    ref = SentenceEncoder(device="cpu", progress=False, max_length=16)
+    out, expected = fast.encode(texts), ref.encode(texts)
+    assert fast.last_truncated == 1 == ref.last_truncated
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+    with pytest.raises(ConfigError, match="max_seq_length=600"):
+        fast_encoder(backend="onnx", home=home, max_length=600)
