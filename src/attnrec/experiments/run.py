@@ -181,7 +181,7 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     fit_kw: dict[str, Any] = {}
     trainer_cfg: TrainerConfig | None = None
     if isinstance(model, TorchRecommender) or cfg.trainer:
-        tr = {"progress": progress, **cfg.trainer}
+        tr = {"progress": progress, **getattr(cls, "default_trainer", {}), **cfg.trainer}
         if cfg.out is not None:
             tr.setdefault("log_path", cfg.out / "train_log.jsonl")
             tr.setdefault("checkpoint_dir", cfg.out / "checkpoints")
@@ -193,6 +193,8 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
                 f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
             ) from None
         fit_kw["trainer"] = trainer_cfg
+    if getattr(cls, "uses_item_metadata", False):
+        fit_kw["items"] = data.dataset.items if data.dataset is not None else None
     report = model.fit(data.train, data.valid if len(data.valid) else None, **fit_kw)
 
     # select on validation, report test once: valid masks train; test masks train + valid
@@ -244,6 +246,8 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
             "python": platform.python_version(),
         },
         "device": str(model.device),
+        # True only for paper-literal modes that read the target's own review (hybrid_csa): never comparable
+        "leaky": bool(getattr(model, "leaky", False)),
     }
     if cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)

@@ -250,6 +250,8 @@ class TorchRecommender(Recommender):
     """
 
     module: TrainableModule | None = None
+    #: Trainer settings this model's paper prescribes; run_experiment starts from these, then applies the run's own
+    default_trainer: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def build_module(self, train: Interactions) -> TrainableModule: ...
@@ -302,6 +304,7 @@ _REGISTRY: dict[str, type[Recommender]] = {}
 _BUILTIN_MODULES = (
     "attnrec.models.topk.pop",
     "attnrec.models.rating.svd",
+    "attnrec.models.rating.hybrid_csa",
     "attnrec.models.topk.bpr",
     "attnrec.models.topk.lightgcn",
     "attnrec.models.ctr.lr",

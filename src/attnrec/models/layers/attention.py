@@ -1,0 +1,86 @@
+"""Multi-head self-attention over a short token sequence, returning its attention weights.
+
+Used by hybrid_csa (tokens = [user, item, text]) and meant for any model that needs to *explain* which token a
+prediction attended to. The block is the scaled dot-product multi-head attention of Vaswani et al. (2017):
+
+    head_h = softmax(Q_h K_hᵀ / √d_h) V_h,  Q_h = X W_h^Q, K_h = X W_h^K, V_h = X W_h^V
+    MHA(X) = Concat(head_1, …, head_H) W^O
+
+with a LayerNorm placed by ``norm`` (``"pre"``: on the input tokens before Q/K/V; ``"post"``: on the output;
+``"none"``) and an optional residual connection (``X + MHA(·)``, added before a post-norm / to the raw input for a
+pre-norm, as in the standard Transformer variants).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from attnrec.errors import ConfigError
+
+NormPlace = Literal["pre", "post", "none"]
+
+
+class SelfAttentionBlock(nn.Module):
+    """Multi-head self-attention with layer norm: ``(B, T, dim) -> (B, T, dim)`` plus weights ``(B, H, T, T)``.
+
+    ``weights[b, h, q, t]`` is the attention query token ``q`` pays to key token ``t`` in head ``h``; each row
+    (over ``t``) sums to 1. ``dropout`` applies to the weights used to mix values (training only); the returned
+    weights are the undropped softmax, so explanations do not depend on dropout draws.
+    ``key_padding_mask`` (``(B, T)`` bool, True = ignore) hides padded tokens from every query.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        dropout: float = 0.0,
+        norm: NormPlace = "pre",
+        residual: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"attention dim {dim} must be divisible by heads {heads}")
+        if norm not in ("pre", "post", "none"):
+            raise ConfigError(f"attention norm must be 'pre', 'post' or 'none', got {norm!r}")
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.norm_place, self.residual = norm, residual
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
+        self.norm = nn.LayerNorm(dim) if norm != "none" else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        h = self.norm(x) if self.norm_place == "pre" else x
+        q, k, v = self.qkv(h).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3×(B,H,T,dh)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, t, self.dim)
+        out = self.out(mixed)
+        if self.residual:
+            out = x + out
+        if self.norm_place == "post":
+            out = self.norm(out)
+        return out, weights
+
+
+def attention_shares(weights: torch.Tensor) -> torch.Tensor:
+    """Share of the attention each key token receives: ``(B, H, T, T)`` or ``(B, T, T)`` -> ``(B, T)``.
+
+    share_t = mean over heads h and query tokens q of ``weights[h, q, t]``. Every row of ``weights`` sums to 1,
+    so the shares of one example sum to 1. With mean pooling over tokens and no residual, the pooled output of
+    head h is exactly ``Σ_t share_{h,t} · V_{h,t}`` (before W^O), which is why this is the share we report.
+    """
+    if weights.dim() == 4:
+        weights = weights.mean(1)
+    return weights.mean(-2)

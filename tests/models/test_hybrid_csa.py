@@ -1,0 +1,486 @@
+"""hybrid_csa: conformance, one check per equation (6-16), fusion ablations, the leakage guarantee, text queries,
+cold-start items, explanations and bundles. Texts are encoded by HashingTextModel (fast, deterministic, offline)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from attnrec.data.table import Interactions
+from attnrec.errors import ConfigError, DataError
+from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
+from attnrec.models.rating.hybrid_csa import (
+    HybridCSA,
+    HybridCSAModule,
+    fit_text_to_factors,
+    text_to_factors,
+)
+from attnrec.serving.bundle import load_bundle, save_bundle
+from attnrec.testing import ConformanceTests, checkerboard
+from attnrec.text import HashingTextModel, SentenceEncoder
+from attnrec.training.trainer import TrainerConfig
+
+CONFIG: dict[str, Any] = {"svd_factors": 8, "svd_iterations": 4, "d_model": 16, "heads": 2, "mlp_hidden": 8}
+TRAINER: dict[str, Any] = {"epochs": 10, "lr": 1e-2, "batch_size": 64}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: thread hand-offs cost more than the work on a busy 2-core box
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class RecordingModel(HashingTextModel):
+    """HashingTextModel that remembers every text it was asked to encode."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=32, max_seq_length=64)
+        self.seen_texts: list[str] = []
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray:
+        self.seen_texts.extend(sentences)
+        return super().encode(sentences, **kwargs)
+
+
+def encoder(model: HashingTextModel | None = None) -> SentenceEncoder:
+    return SentenceEncoder(model or HashingTextModel(dim=32), progress=False)
+
+
+def item_meta(train: Interactions) -> pl.DataFrame:
+    """Checkerboard has no text: item k gets "group a/b item k" by its group (parity)."""
+    ids = train.item_vocab.ids
+    return pl.DataFrame({"item_id": ids, "title": [f"group {'ab'[k % 2]} item {k}" for k in range(len(ids))]})
+
+
+def trainer(**kw: Any) -> TrainerConfig:
+    return TrainerConfig(**{"progress": False, "device": "cpu", **TRAINER, **kw})
+
+
+def fit_model(epochs: int = 4, enc: SentenceEncoder | None = None, **cfg: Any) -> HybridCSA:
+    train, valid, _ = checkerboard()
+    m = HybridCSA(**{**CONFIG, **cfg})
+    m.fit(train, valid, trainer=trainer(epochs=epochs), items=item_meta(train), encoder=enc or encoder())
+    return m
+
+
+@pytest.fixture(scope="module")
+def fitted() -> HybridCSA:
+    return fit_model(epochs=10)
+
+
+class TestHybridCSAConformance(ConformanceTests):
+    model_class = HybridCSA
+    config = CONFIG
+    trainer = TRAINER
+
+    @classmethod
+    def fit(cls, **overrides: Any) -> HybridCSA:  # type: ignore[override]
+        train, valid, _ = cls.data()
+        model = HybridCSA(**{**cls.config, **overrides})
+        model.fit(train, valid, trainer=trainer(), items=item_meta(train), encoder=encoder())
+        return model
+
+    def test_loss_decreases(self) -> None:  # the base fits without item text, which hybrid_csa needs
+        train, _, _ = self.data()
+        report = HybridCSA(**self.config).fit(
+            train, None, trainer=trainer(), items=item_meta(train), encoder=encoder()
+        )
+        losses = [row["loss"] for row in report.history]
+        assert losses[-1] < 0.5 * losses[0]
+
+
+# ------------------------------------------------------------------------------------------ one test per equation
+def small_module(fusion: str = "attention", user_text: bool = False, **kw: Any) -> HybridCSAModule:
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    m = HybridCSAModule(
+        torch.randn(6, 5, generator=g),
+        torch.randn(7, 5, generator=g),
+        torch.randn(7, 12, generator=g),
+        torch.randn(6, 12, generator=g) if user_text else None,
+        d_model=8,
+        heads=2,
+        dropout=0.2,
+        mlp_hidden=4,
+        fusion=fusion,  # type: ignore[arg-type]
+        freeze_svd=True,
+        **kw,
+    )
+    return m.eval()
+
+
+def test_eq6_9_projections_batchnorm_and_stacking():
+    m = small_module()
+    users, items = torch.tensor([0, 3, 5]), torch.tensor([1, 1, 6])
+    text = m.item_text[items]
+    x = m.stack(m.user_tokens(users), m.item_token(items), m.text_token(text))
+    assert x.shape == (3, 3, 8)
+    assert m.token_names == ("user", "item", "text")
+    # eq. 6-8, each followed by BatchNorm1d (eval: running statistics)
+    for j, (proj, inp) in enumerate(
+        [(m.proj_user, m.user_factors[users]), (m.proj_item, m.item_factors[items]), (m.proj_text, text)]
+    ):
+        lin, bn = proj[0], proj[1]
+        assert isinstance(bn, torch.nn.BatchNorm1d)
+        expect = (inp @ lin.weight.T + lin.bias - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+        expect = expect * bn.weight + bn.bias
+        torch.testing.assert_close(x[:, j], expect)
+    # text_source="item+user": a fourth token from the user's text
+    m4 = small_module(user_text=True)
+    x4 = m4.stack(m4.user_tokens(users), m4.item_token(items), m4.text_token(text))
+    assert x4.shape == (3, 4, 8) and m4.token_names[-1] == "user_text"
+
+
+def test_eq10_12_attention_is_multihead_attention_and_weights_are_distributions():
+    torch.manual_seed(0)
+    block = SelfAttentionBlock(8, 2, norm="none", residual=False).eval()
+    x = torch.randn(5, 3, 8)
+    out, w = block(x)
+    assert out.shape == (5, 3, 8) and w.shape == (5, 2, 3, 3)
+    torch.testing.assert_close(w.sum(-1), torch.ones(5, 2, 3))
+    # the same as torch's reference multi-head attention with the same weights (eq. 11-12)
+    ref = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(block.qkv.weight)
+        ref.in_proj_bias.copy_(block.qkv.bias)
+        ref.out_proj.weight.copy_(block.out.weight)
+        ref.out_proj.bias.copy_(block.out.bias)
+    ref_out, ref_w = ref(x, x, x, average_attn_weights=False)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(w, ref_w)
+    shares = attention_shares(w)
+    assert shares.shape == (5, 3)
+    torch.testing.assert_close(shares.sum(-1), torch.ones(5))
+    torch.testing.assert_close(shares, w.mean(1).mean(1))  # mean over heads, then over query tokens
+
+
+def test_layer_norm_placement():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8) * 50 + 7
+    pre = SelfAttentionBlock(8, 2, norm="pre").eval()
+    # pre-norm: the block sees LN(X), so shifting and scaling every token leaves the output unchanged
+    torch.testing.assert_close(pre(x)[0], pre(3 * x + 1)[0], rtol=1e-4, atol=1e-4)
+    post = SelfAttentionBlock(8, 2, norm="post", residual=True).eval()
+    out, _ = post(x)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(4, 3), atol=1e-5, rtol=0)  # post-LN output rows
+
+
+def test_eq13_mean_pooling_equals_share_weighted_values():
+    """With pre-LN and no residual, mean_q Z_q = W_O concat_h(Σ_t share_{h,t} V_{h,t}) + b_O: the shares we
+    report are exactly each token's weight in the pooled vector."""
+    m = small_module()
+    block = m.attention
+    assert block is not None
+    x = torch.randn(4, 3, 8)
+    z, w = block(x)
+    pooled = z.mean(1)
+    v = block.qkv(block.norm(x))[..., 16:].view(4, 3, 2, 4).transpose(1, 2)  # (B, H, T, dh)
+    per_head_share = w.mean(2)  # (B, H, T): mean over queries
+    mixed = (per_head_share[..., None] * v).sum(2).reshape(4, 8)
+    torch.testing.assert_close(pooled, block.out(mixed))
+
+
+def test_eq14_16_mlp_shapes_and_mse_loss():
+    m = small_module()
+    lin1, bn, _relu, drop, lin2 = m.mlp.net
+    assert (lin1.in_features, lin1.out_features) == (8, 4)
+    assert isinstance(bn, torch.nn.BatchNorm1d) and isinstance(drop, torch.nn.Dropout) and drop.p == 0.2
+    assert (lin2.in_features, lin2.out_features) == (4, 1)
+    x = torch.randn(5, 3, 8)
+    pred, w = m.fuse(x)
+    assert pred.shape == (5,) and w is not None and w.shape == (5, 3, 3)
+    torch.testing.assert_close(pred, m.mlp(m.attention(x)[0].mean(1)).squeeze(-1))  # type: ignore[misc]
+    from attnrec.models.rating.hybrid_csa import HybridBatch
+
+    users, items = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    ratings = torch.tensor([1.0, 3.0, 5.0])
+    batch = HybridBatch(users, items, ratings, m.item_text[items], torch.zeros(3, dtype=torch.bool))
+    pred, _ = m(users, items, m.item_text[items])
+    torch.testing.assert_close(m.loss(batch), ((pred - ratings) ** 2).mean())
+
+
+def test_unknown_user_token_replaces_the_user_vector():
+    m = small_module()
+    users = torch.tensor([0, 1])
+    with torch.no_grad():
+        m.unknown_user.fill_(0.5)
+    (u,) = m.user_tokens(users, torch.tensor([True, False]))
+    (ref,) = m.user_tokens(torch.tensor([0, 1]))
+    torch.testing.assert_close(u[1], ref[1])
+    torch.testing.assert_close(u[0], m.proj_user(torch.full((1, 5), 0.5))[0])
+
+
+# ------------------------------------------------------------------------------------------ fusion variants
+def test_fusion_variants_differ():
+    _, _, test = checkerboard()
+    text_only = fit_model(fusion="text_only")
+    assert text_only.csa.token_names == ("text",)
+    pred = text_only.predict(test.users, test.items)
+    swapped = text_only.predict(np.roll(test.users, 7), test.items)
+    np.testing.assert_array_equal(pred, swapped)  # no user token: users cannot matter
+    concat = fit_model(fusion="concat_mlp")
+    assert concat.csa.attention is None and concat.csa.mlp.net[0].in_features == 3 * CONFIG["d_model"]
+    c_pred = concat.predict(test.users, test.items)
+    assert not np.allclose(c_pred, concat.predict(np.roll(test.users, 7), test.items))
+    assert np.isnan(concat.explain(["u0"], ["i0"])["share_user"][0])
+    shares = text_only.explain(["u0"], ["i0"])
+    assert shares["share_text"][0] == pytest.approx(1.0) and shares["share_user"][0] == 0.0
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="divisible"):
+        HybridCSA(d_model=10, heads=4)
+    with pytest.raises(ConfigError, match="fusion"):
+        HybridCSA(fusion="sum")
+
+
+# ------------------------------------------------------------------------------------------ leakage
+def with_reviews() -> tuple[Interactions, Interactions, Interactions]:
+    """Checkerboard splits with a review per row whose words name the split ("validsecret3", ...)."""
+    out = []
+    for name, part in zip(("train", "valid", "test"), checkerboard(), strict=True):
+        df = part.decode().with_row_index("k")
+        df = df.with_columns(
+            pl.format("{}secret{} stars {}", pl.lit(name), pl.col("k"), pl.col("rating").round(0)).alias(
+                "review"
+            )
+        ).drop("k")
+        out.append(Interactions.encode(df, part.user_vocab, part.item_vocab)[0])
+    return out[0], out[1], out[2]
+
+
+def test_default_mode_never_encodes_validation_or_test_reviews():
+    train, valid, test = with_reviews()
+    model = RecordingModel()
+    m = HybridCSA(**CONFIG, text_source="item+user")
+    m.fit(train, valid, trainer=trainer(epochs=2), encoder=encoder(model))  # item text = training reviews
+    m.evaluate(valid)
+    m.evaluate(test)
+    m.predict_rows(test)
+    m.explain(["u0"], ["i1"])
+    m.recommend(["u0"], k=3)
+    m.recommend_by_text("stars 5", user="u0")
+    m.attention_report(test, train)
+    seen = " ".join(model.seen_texts)
+    assert "trainsecret" in seen  # the recorder works: training reviews were encoded
+    assert "validsecret" not in seen and "testsecret" not in seen
+    assert "leaky" not in m.evaluate(test)
+
+
+def test_leaky_mode_uses_own_reviews_and_flags_everything():
+    train, valid, test = with_reviews()
+    model = RecordingModel()
+    m = HybridCSA(**CONFIG, target_review_leakage=True)
+    report = m.fit(train, valid, trainer=trainer(epochs=2), encoder=encoder(model))
+    assert report.best_valid["leaky"]
+    assert any("validsecret" in t for t in model.seen_texts)  # early stopping read valid rows' own reviews
+    metrics = m.evaluate(test)
+    assert metrics["leaky"] is True and metrics["n"] == len(test)
+    assert any("testsecret" in t for t in model.seen_texts)
+    with pytest.raises(ConfigError, match="target_review_leakage"):
+        m.predict(test.users, test.items)
+    with pytest.raises(ConfigError, match="target_review_leakage"):
+        m.explain(["u0"], ["i1"])
+    assert m.explain(["u0"], ["i1"], texts=["great stars 5"])["leaky"].to_list() == [True]
+    assert m.attention_report(test, train)["leaky"].all()
+    assert m.recommend_by_text("stars 5")["leaky"].all()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bundle(m, tmp)
+        loaded = load_bundle(tmp)
+    loaded.set_encoder(encoder())  # type: ignore[attr-defined]
+    assert loaded.evaluate(test) == metrics
+
+
+def test_leaky_mode_needs_reviews():
+    train, valid, _ = checkerboard()
+    with pytest.raises(ConfigError, match="review"):
+        HybridCSA(**CONFIG, target_review_leakage=True).fit(
+            train, valid, trainer=trainer(epochs=1), items=item_meta(train), encoder=encoder()
+        )
+    with pytest.raises(ConfigError, match="item text"):
+        HybridCSA(**CONFIG).fit(train, valid, trainer=trainer(epochs=1), encoder=encoder())
+
+
+# ------------------------------------------------------------------------------------------ text queries
+def test_recommend_by_text_known_and_unknown_users(fitted: HybridCSA, caplog):
+    train, _, _ = checkerboard()
+    recs = fitted.recommend_by_text("group a item", user="u0", k=5)
+    assert recs.columns == [
+        "item_id",
+        "title",
+        "predicted_rating",
+        "share_user",
+        "share_item",
+        "share_text",
+        "new_user",
+    ]
+    assert recs.height == 5 and not recs["new_user"].any()
+    seen = set(train.decode().filter(pl.col("user_id") == "u0")["item_id"].to_list())
+    assert not seen & set(recs["item_id"].to_list())
+    assert np.all(np.diff(recs["predicted_rating"].to_numpy()) <= 1e-6)
+    # u0 is in group 0: its top items are group "a" items (even indices), as the planted pattern says
+    assert all(t.startswith("group a") for t in recs["title"].to_list())
+    total = recs.select(pl.col("share_user") + pl.col("share_item") + pl.col("share_text"))
+    np.testing.assert_allclose(total.to_series().to_numpy(), 1.0, atol=1e-5)
+
+    anon = fitted.recommend_by_text("group a item", k=4)
+    stranger = fitted.recommend_by_text("group a item", user="nobody", k=4)
+    assert anon["new_user"].all() and anon.equals(stranger)
+    other = fitted.recommend_by_text("zzz qqq", k=4)
+    assert not np.allclose(other["predicted_rating"].to_numpy(), anon["predicted_rating"].to_numpy())
+
+    for bad in ("", "   "):
+        with pytest.raises(DataError, match="query"):
+            fitted.recommend_by_text(bad)
+    enc = fitted.encoder
+    hits = enc.query_hits
+    fitted.recommend_by_text("group a item", k=2)
+    assert enc.query_hits == hits + 1  # the LRU served the repeated query
+    with caplog.at_level(logging.WARNING, logger="attnrec.models.rating.hybrid_csa"):
+        long = fitted.recommend_by_text(" ".join(["cable"] * 200), k=2)
+    assert long.height == 2 and fitted.last_query_truncated
+    assert "truncated" in caplog.text
+    fitted.recommend_by_text("short query", k=2)
+    assert not fitted.last_query_truncated
+
+
+# ------------------------------------------------------------------------------------------ cold start
+def test_ridge_map_recovers_a_planted_linear_relation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    w_true = rng.normal(size=(16, 4)).astype(np.float32)
+    b_true = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
+    y = x @ w_true + b_true + rng.normal(0, 0.01, size=(300, 4)).astype(np.float32)
+    w = fit_text_to_factors(x, y, reg=1e-3)
+    assert w.shape == (17, 4)
+    np.testing.assert_allclose(w[:-1].numpy(), w_true, atol=0.01)
+    np.testing.assert_allclose(w[-1].numpy(), b_true, atol=0.01)
+    x_new = rng.normal(size=(5, 16)).astype(np.float32)
+    np.testing.assert_allclose(text_to_factors(x_new, w).numpy(), x_new @ w_true + b_true, atol=0.05)
+
+
+def test_cold_start_items_get_finite_scores_and_follow_their_text():
+    m = fit_model(epochs=10)
+    n0 = m.n_items
+    idx = m.add_items(["new-a", "new-b"], ["group a item fresh", "group b item fresh"], titles=["A", "B"])
+    np.testing.assert_array_equal(idx, [n0, n0 + 1])
+    assert m.n_items == n0 + 2 and m.titles is not None and m.titles[-2:] == ["A", "B"]
+    assert m.seen is not None and m.seen.shape == (m.n_users, n0 + 2)
+    users = np.arange(m.n_users)
+    scores = m.score_users(users).numpy()
+    assert scores.shape == (m.n_users, n0 + 2) and np.isfinite(scores).all()
+    even = users % 2 == 0
+    # the group-a newcomer is liked by group-0 users more than by group-1 users, and the reverse for group b
+    assert scores[even, n0].mean() > scores[~even, n0].mean()
+    assert scores[~even, n0 + 1].mean() > scores[even, n0 + 1].mean()
+    ratings = m.predict_ids(["u0", "u1"], ["new-a", "new-a"])
+    assert np.isfinite(ratings).all()
+    assert "new-a" in m.recommend_by_text("fresh", k=m.n_items)["item_id"].to_list()
+    with pytest.raises(DataError, match="already"):
+        m.add_items(["i0"], ["x"])
+    with pytest.raises(DataError, match="empty"):
+        m.add_items(["new-c"], ["  "])
+    frame = pl.DataFrame({"item_id": ["i0", "new-d", "new-e"], "title": ["x", "group a item d", ""]})
+    added = m.add_items_from_frame(frame)  # i0 is known, new-e has no text
+    assert m.item_vocab is not None and list(m.item_vocab.ids[added]) == ["new-d"]
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bundle(m, tmp)
+        loaded = load_bundle(tmp)
+    assert torch.equal(loaded.score_users(users), m.score_users(users))
+
+
+# ------------------------------------------------------------------------------------------ explanations
+def test_explain_and_attention_report(fitted: HybridCSA):
+    train, _, test = checkerboard()
+    ex = fitted.explain(["u0", "u1", "u2"], ["i0", "i3", "i5"])
+    assert ex.columns == ["user_id", "item_id", "predicted_rating", "share_user", "share_item", "share_text"]
+    np.testing.assert_allclose(
+        ex["predicted_rating"].to_numpy(), fitted.predict_ids(["u0", "u1", "u2"], ["i0", "i3", "i5"])
+    )
+    np.testing.assert_allclose(ex.select(pl.sum_horizontal(pl.col("^share_.*$"))).to_series(), 1.0, atol=1e-5)
+    rep = fitted.attention_report(test, train)
+    assert rep.columns == ["bucket", "n", "share_user", "share_item", "share_text", "rmse"]
+    assert rep["n"].sum() == len(test)
+    history = np.bincount(train.users, minlength=train.n_users)[test.users]
+    expect = {"<=5": (history <= 5).sum(), "6-20": ((history > 5) & (history <= 20)).sum()}
+    expect |= {"21-50": ((history > 20) & (history <= 50)).sum(), ">50": (history > 50).sum()}
+    assert dict(zip(rep["bucket"], rep["n"], strict=True)) == {k: v for k, v in expect.items() if v}
+    rmse = np.sqrt(np.average(rep["rmse"].to_numpy() ** 2, weights=rep["n"].to_numpy()))
+    assert rmse == pytest.approx(fitted.evaluate(test)["rmse"], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ SVD and bundles
+def test_svd_frozen_or_fine_tuned():
+    frozen = fit_model(epochs=2)
+    assert "user_factors" in dict(frozen.csa.named_buffers())
+    assert all(n not in dict(frozen.csa.named_parameters()) for n in ("user_factors", "item_factors"))
+    tuned = fit_model(epochs=2, freeze_svd=False)
+    params = dict(tuned.csa.named_parameters())
+    assert "user_factors" in params and "item_factors" in params
+    # the same seed gives the same SVD start; fine-tuning moved it
+    assert not torch.allclose(tuned.csa.user_factors, frozen.csa.user_factors)
+    biased = fit_model(epochs=1, svd_biases=True)
+    assert biased.csa.user_factors.shape[1] == CONFIG["svd_factors"] + 1
+
+
+def test_bundle_roundtrip_item_user_text_and_queries():
+    train, _, test = with_reviews()
+    m = HybridCSA(**CONFIG, text_source="item+user", freeze_svd=False)
+    m.fit(train, None, trainer=trainer(epochs=2), items=item_meta(train), encoder=encoder())
+    state = m.state_tensors()
+    for key in ("user_factors", "item_factors", "item_text", "user_text", "cold_map", "unknown_user"):
+        assert key in state
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bundle(m, tmp)
+        loaded = load_bundle(tmp)
+    assert isinstance(loaded, HybridCSA) and loaded._encoder is None  # the encoder is loaded lazily
+    np.testing.assert_array_equal(loaded.predict(test.users, test.items), m.predict(test.users, test.items))
+    assert loaded.titles == m.titles and loaded.encoder_info == m.encoder_info
+    loaded.set_encoder(encoder())
+    a = loaded.recommend_by_text("group b item", user="u3", k=5)
+    b = m.recommend_by_text("group b item", user="u3", k=5)
+    assert a.equals(b) and "share_user_text" in a.columns
+
+
+def test_svd_residual_adds_the_svd_prediction_and_survives_a_bundle():
+    bu, bi = torch.randn(6), torch.randn(7)
+    m = small_module(mu=3.5, biases=(bu, bi))
+    last = m.mlp.net[-1]
+    assert (
+        isinstance(last, torch.nn.Linear) and float(last.bias.detach()) == 0.0
+    )  # the MLP starts as a zero correction
+    users, items = torch.tensor([0, 1, 5, 2]), torch.tensor([6, 0, 3, 3])
+    with torch.no_grad():
+        last.weight.zero_()
+        pred, _ = m(users, items, m.item_text[items])
+    expected = 3.5 + bu[users] + bi[items] + (m.user_factors[users] * m.item_factors[items]).sum(-1)
+    torch.testing.assert_close(pred, expected)
+    # the grid path adds the same term; the unknown user gets the learned unknown vector and bias
+    unknown = torch.tensor([False, True])
+    with torch.no_grad():
+        grid, _ = m.score_grid(torch.tensor([0, 1]), unknown, torch.arange(7), m.item_text)
+    full = 3.5 + bu[0] + bi + m.user_factors[0] @ m.item_factors.T
+    torch.testing.assert_close(grid[0], full)
+    new_user = 3.5 + bi + m.unknown_user @ m.item_factors.T
+    torch.testing.assert_close(grid[1], new_user)
+    with pytest.raises(ValueError, match="svd_biases"):
+        HybridCSA(svd_residual=True, svd_biases=True)
+
+    fitted = fit_model(epochs=2, svd_residual=True)
+    train, _, test = checkerboard()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bundle(fitted, tmp)
+        loaded = load_bundle(tmp)
+    np.testing.assert_array_equal(
+        loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
+    )
+    assert "user_bias" in fitted.state_tensors()
