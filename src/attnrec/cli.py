@@ -270,10 +270,39 @@ def recommend_cmd(
     k: int = 10,
     out: Annotated[Path | None, typer.Option(help="write recommendations to .csv or .parquet")] = None,
     include_seen: bool = False,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            help='a text query, e.g. "a funny animated movie for kids" (models with text: hybrid_csa)'
+        ),
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="with --query: the user asking (unknown ids are served as a new user)")
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option(help="with --query: rank the N items whose text best matches the query; 0 = all")
+    ] = 100,
 ) -> None:
-    """Top-k recommendations for given users, with titles when the bundle has item metadata."""
+    """Top-k recommendations for given users, or for a text query (--query, optionally with --user), with titles
+    when the bundle has item metadata."""
     from attnrec.serving.bundle import load_bundle, load_bundle_items
 
+    if query is not None:
+        if users or users_file:
+            raise ConfigError("--query takes one optional --user, not --users/--users-file")
+        model = load_bundle(model_dir)
+        by_text = getattr(model, "recommend_by_text", None)
+        if by_text is None:
+            raise ConfigError(
+                f"model {model.name!r} in {model_dir} does not take text queries (hybrid_csa does)"
+            )
+        recs = by_text(query, user=user, k=k, exclude_seen=not include_seen, candidates=candidates or None)
+        if recs.height and bool(recs["new_user"][0]) and user is not None:
+            console.print(f"user {user!r} is not in the model: served as a new user")
+        _write_or_print(recs, out, f"top-{k} from {model.name} for {query!r}")
+        return
+    if user is not None:
+        raise ConfigError("--user goes with --query; for user recommendations use --users")
     ids: list[str] = []
     if users:
         ids += [u.strip() for u in users.split(",") if u.strip()]
@@ -286,6 +315,10 @@ def recommend_cmd(
     items = load_bundle_items(model_dir)
     if items is not None and "title" in items.columns:
         recs = recs.join(items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
+    _write_or_print(recs, out, f"top-{k} from {model.name}")
+
+
+def _write_or_print(recs: Any, out: Path | None, title: str) -> None:
     if out is not None:
         if out.suffix == ".parquet":
             recs.write_parquet(out)
@@ -293,7 +326,7 @@ def recommend_cmd(
             recs.write_csv(out)
         console.print(f"{recs.height} recommendations written to {out}")
     else:
-        _print_frame(recs, f"top-{k} from {model.name}")
+        _print_frame(recs, title)
 
 
 def _print_frame(df: Any, title: str) -> None:

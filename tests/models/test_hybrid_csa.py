@@ -484,3 +484,45 @@ def test_svd_residual_adds_the_svd_prediction_and_survives_a_bundle():
         loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
     )
     assert "user_bias" in fitted.state_tensors()
+
+
+def test_text_query_candidates_and_the_cli(fitted: HybridCSA, tmp_path, monkeypatch, capsys):
+    import sys
+
+    import attnrec.models.rating.hybrid_csa as mod
+    from attnrec.cli import main
+
+    everything = fitted.recommend_by_text("group b item", k=fitted.n_items, candidates=None)
+    assert everything.height == fitted.n_items
+    few = fitted.recommend_by_text("group b item", k=fitted.n_items, candidates=3)
+    assert few.height == 3  # only the three items whose text is closest to the query are ranked
+    assert set(few["relevance"]) <= set(everything.sort("relevance", descending=True)["relevance"].head(3))
+    with pytest.raises(DataError, match="candidates"):
+        fitted.recommend_by_text("group b item", candidates=0)
+
+    class Offline(SentenceEncoder):  # the bundle's lazily built encoder, without the real sentence model
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(HashingTextModel(dim=32), progress=False)
+
+    monkeypatch.setattr(mod, "SentenceEncoder", Offline)
+    train, _, _ = checkerboard()
+    save_bundle(fitted, tmp_path / "model", items=item_meta(train))
+    out = tmp_path / "recs.csv"
+
+    def cli(*args: str) -> int:
+        monkeypatch.setattr(
+            sys, "argv", ["attnrec", "recommend", "--model-dir", str(tmp_path / "model"), *args]
+        )
+        try:
+            main()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+
+    assert cli("--query", "group a item", "--user", "nobody", "--k", "4", "--out", str(out)) == 0
+    recs = pl.read_csv(out)
+    assert recs.height == 4 and recs["new_user"].all() and "share_text" in recs.columns
+    assert "served as a new user" in capsys.readouterr().out
+    assert cli("--query", "  ") == 2
+    assert "query" in capsys.readouterr().err
+    assert cli("--query", "x", "--users", "1") == 2

@@ -879,14 +879,29 @@ class HybridCSA(TorchRecommender):
         return vec
 
     def recommend_by_text(
-        self, query: str, user: str | None = None, k: int = 10, *, exclude_seen: bool = True
+        self,
+        query: str,
+        user: str | None = None,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: int | None = 100,
     ) -> pl.DataFrame:
         """Top-``k`` items for a free-text query: the query's embedding is the text token of every candidate
         item (the item keeps its SVD token; its own text is not used). A known ``user`` brings their SVD vector
         (and seen items are excluded when ``exclude_seen``); an unknown or absent user gets the learned
         unknown-user vector and ``new_user=True``. Columns: ``item_id``, ``title`` (when known),
         ``predicted_rating``, ``share_user``, ``share_item``, ``share_text`` (+ ``share_user_text``),
-        ``new_user``. An over-long query is truncated (logged; :attr:`last_query_truncated`)."""
+        ``relevance``, ``new_user``. An over-long query is truncated (logged; :attr:`last_query_truncated`).
+
+        ``candidates``: retrieve-then-rank. The model scores a rating, not relevance (the query only modulates it),
+        so by default only the ``candidates`` items whose own text is most similar to the query (cosine,
+        ``relevance``) are ranked by the model; ``None`` ranks every item by the model alone (the paper's
+        section VI-B as written)."""
+        if candidates is not None and candidates < 1:
+            raise DataError(
+                "candidates must be positive", field="candidates", value=candidates, expected=">= 1"
+            )
         vec = self._encode_query(query)
         uv, iv = self._vocabs()
         m = self.csa
@@ -902,18 +917,27 @@ class HybridCSA(TorchRecommender):
                 text[None].expand(n, -1),
                 with_weights=True,
             )
-        scores = self._clip(preds[0]).cpu().clone()
+        # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
+        scores = preds[0].cpu().clone()
+        item_text = m.item_text.cpu()
+        relevance = (item_text @ text.cpu()) / (item_text.norm(dim=1) * text.cpu().norm()).clamp_min(1e-12)
+        if candidates is not None and candidates < n:
+            outside = torch.ones(n, dtype=torch.bool)
+            outside[torch.topk(relevance, candidates).indices] = False
+            scores[outside] = -torch.inf
         if known and exclude_seen and self.seen is not None:
             seen = self.seen[uidx].indices
             scores[torch.from_numpy(seen.astype(np.int64))] = -torch.inf
         k = min(k, int(torch.isfinite(scores).sum()))
         top = torch.topk(scores, k).indices.numpy()
+        scores = self._clip(scores)
         w = att[0].cpu().numpy()[top] if att is not None else None
         cols: dict[str, Any] = {"item_id": pl.Series(iv.ids[top], dtype=pl.String)}
         if self.titles is not None:
             cols["title"] = pl.Series([self.titles[j] for j in top], dtype=pl.String)
         cols["predicted_rating"] = scores.numpy()[top]
         cols.update(self._share_columns(w, len(top)))
+        cols["relevance"] = relevance.numpy()[top]
         cols["new_user"] = np.full(len(top), not known)
         return self._flag(pl.DataFrame(cols))
 
