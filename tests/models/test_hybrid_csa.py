@@ -321,6 +321,7 @@ def test_recommend_by_text_known_and_unknown_users(fitted: HybridCSA, caplog):
         "share_user",
         "share_item",
         "share_text",
+        "relevance",
         "new_user",
     ]
     assert recs.height == 5 and not recs["new_user"].any()
@@ -526,3 +527,20 @@ def test_text_query_candidates_and_the_cli(fitted: HybridCSA, tmp_path, monkeypa
     assert cli("--query", "  ") == 2
     assert "query" in capsys.readouterr().err
     assert cli("--query", "x", "--users", "1") == 2
+
+
+def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
+    queries = ["group a item", "group b item 3", "group a item"]
+    enc = fitted.encoder
+    hits, misses = enc.query_hits, enc.query_misses
+    batch = fitted.recommend_by_texts(queries, user="u1", k=4)
+    assert enc.query_misses - misses <= 2  # the repeated query is encoded once
+    assert batch.columns[0] == "query" and batch.height == 12
+    for i, q in enumerate(queries):
+        one = fitted.recommend_by_text(q, user="u1", k=4)
+        part = batch.filter(pl.col("query") == i).drop("query")
+        assert part["item_id"].to_list() == one["item_id"].to_list()
+        np.testing.assert_allclose(part["predicted_rating"], one["predicted_rating"], rtol=1e-5, atol=1e-5)
+    assert enc.query_hits > hits  # the single queries were LRU hits
+    with pytest.raises(DataError, match=r"queries\[1\]"):
+        fitted.recommend_by_texts(["fine", " "])

@@ -396,6 +396,36 @@ class SentenceEncoder:
                 self._queries.popitem(last=False)
         return vec
 
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed a batch of queries, ``(N, dim)``: LRU hits skip the model, the rest are encoded in one call and
+        join the LRU (as :meth:`encode_query`; the on-disk cache is not used for queries)."""
+        out: list[np.ndarray | None] = []
+        todo: list[str] = []
+        for t in texts:
+            if not isinstance(t, str) or not t.strip():
+                raise DataError("empty query", field="text", value=t, expected="a non-empty string")
+            hit = self._queries.get(t)
+            if hit is not None:
+                self._queries.move_to_end(t)
+                self.query_hits += 1
+            else:
+                todo.append(t)
+            out.append(hit)
+        fresh: dict[str, np.ndarray] = {}
+        if todo:
+            uniq = list(dict.fromkeys(todo))
+            self.query_misses += len(uniq)
+            for t, vec in zip(uniq, self._encode_with_model(uniq), strict=True):
+                vec = vec.copy()
+                vec.flags.writeable = False
+                fresh[t] = vec
+                if self.query_cache_size:
+                    self._queries[t] = vec
+            while len(self._queries) > self.query_cache_size:
+                self._queries.popitem(last=False)
+        rows = [v if v is not None else fresh[t] for v, t in zip(out, texts, strict=True)]
+        return np.stack(rows) if rows else np.empty((0, self.dim), dtype=np.float32)
+
 
 def _as_series(texts: Sequence[str] | pl.Series | np.ndarray) -> pl.Series:
     if isinstance(texts, str):

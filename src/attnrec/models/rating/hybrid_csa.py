@@ -871,12 +871,15 @@ class HybridCSA(TorchRecommender):
                     enc.max_seq_length,
                     len(query),
                 )
-        if vec.shape[0] != self.csa.item_text.shape[1]:
+        self._check_dim(vec.shape[0])
+        return vec
+
+    def _check_dim(self, dim: int) -> None:
+        if dim != self.csa.item_text.shape[1]:
             raise ConfigError(
-                f"encoder {enc.model_name!r} gives {vec.shape[0]}-d vectors but this model was fitted with "
+                f"encoder {self.encoder.model_name!r} gives {dim}-d vectors but this model was fitted with "
                 f"{self.encoder_info.get('name')!r} ({self.csa.item_text.shape[1]}-d): call set_encoder()"
             )
-        return vec
 
     def recommend_by_text(
         self,
@@ -893,51 +896,86 @@ class HybridCSA(TorchRecommender):
         unknown-user vector and ``new_user=True``. Columns: ``item_id``, ``title`` (when known),
         ``predicted_rating``, ``share_user``, ``share_item``, ``share_text`` (+ ``share_user_text``),
         ``relevance``, ``new_user``. An over-long query is truncated (logged; :attr:`last_query_truncated`).
+        Repeated queries hit the encoder's in-memory LRU.
 
         ``candidates``: retrieve-then-rank. The model scores a rating, not relevance (the query only modulates it),
         so by default only the ``candidates`` items whose own text is most similar to the query (cosine,
         ``relevance``) are ranked by the model; ``None`` ranks every item by the model alone (the paper's
         section VI-B as written)."""
+        self._check_candidates(candidates)
+        return self._rank_for_query(self._encode_query(query), user, k, exclude_seen, candidates)
+
+    def recommend_by_texts(
+        self,
+        queries: Sequence[str],
+        user: str | None = None,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: int | None = 100,
+    ) -> pl.DataFrame:
+        """:meth:`recommend_by_text` for a batch of queries, encoded in one model call (queries already in the
+        LRU skip it). The frame gains a first column ``query`` (its index in ``queries``)."""
+        self._check_candidates(candidates)
+        texts = list(queries)
+        for i, q in enumerate(texts):
+            if not isinstance(q, str) or not q.strip():
+                raise DataError("empty query", field=f"queries[{i}]", value=q, expected="a non-empty string")
+        vecs = self.encoder.encode_queries(texts)
+        self._check_dim(vecs.shape[1])
+        frames = [
+            self._rank_for_query(v, user, k, exclude_seen, candidates).with_columns(
+                pl.lit(i, dtype=pl.Int32).alias("query")
+            )
+            for i, v in enumerate(vecs)
+        ]
+        out = pl.concat(frames)
+        return out.select("query", *[c for c in out.columns if c != "query"])
+
+    @staticmethod
+    def _check_candidates(candidates: int | None) -> None:
         if candidates is not None and candidates < 1:
             raise DataError(
                 "candidates must be positive", field="candidates", value=candidates, expected=">= 1"
             )
-        vec = self._encode_query(query)
+
+    def _rank_for_query(
+        self, vec: np.ndarray, user: str | None, k: int, exclude_seen: bool, candidates: int | None
+    ) -> pl.DataFrame:
         uv, iv = self._vocabs()
         m = self.csa
         known = user is not None and str(user) in uv
         uidx = uv.index(str(user)) if known else 0
-        n = self.n_items
         with torch.no_grad():
             text = torch.from_numpy(np.array(vec, dtype=np.float32)).to(self.device)
+            item_text = m.item_text
+            relevance = (item_text @ text) / (item_text.norm(dim=1) * text.norm()).clamp_min(1e-12)
+            open_ = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
+            if known and exclude_seen and self.seen is not None:
+                open_[torch.from_numpy(self.seen[uidx].indices.astype(np.int64)).to(self.device)] = False
+            pool = torch.nonzero(open_).squeeze(1)
+            if candidates is not None and candidates < len(pool):
+                pool = pool[torch.topk(relevance[pool], candidates).indices]
+            # only the pool is scored: each pair is one attention over its 3-4 tokens
             preds, att = m.score_grid(
                 torch.tensor([uidx], device=self.device),
                 torch.tensor([not known], device=self.device),
-                torch.arange(n, device=self.device),
-                text[None].expand(n, -1),
+                pool,
+                text[None].expand(len(pool), -1),
                 with_weights=True,
             )
         # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
-        scores = preds[0].cpu().clone()
-        item_text = m.item_text.cpu()
-        relevance = (item_text @ text.cpu()) / (item_text.norm(dim=1) * text.cpu().norm()).clamp_min(1e-12)
-        if candidates is not None and candidates < n:
-            outside = torch.ones(n, dtype=torch.bool)
-            outside[torch.topk(relevance, candidates).indices] = False
-            scores[outside] = -torch.inf
-        if known and exclude_seen and self.seen is not None:
-            seen = self.seen[uidx].indices
-            scores[torch.from_numpy(seen.astype(np.int64))] = -torch.inf
-        k = min(k, int(torch.isfinite(scores).sum()))
-        top = torch.topk(scores, k).indices.numpy()
-        scores = self._clip(scores)
-        w = att[0].cpu().numpy()[top] if att is not None else None
+        scores = preds[0].cpu()
+        k = min(k, len(pool))
+        order = torch.topk(scores, k).indices
+        top = pool.cpu()[order].numpy()
+        w = att[0].cpu()[order].numpy() if att is not None else None
         cols: dict[str, Any] = {"item_id": pl.Series(iv.ids[top], dtype=pl.String)}
         if self.titles is not None:
             cols["title"] = pl.Series([self.titles[j] for j in top], dtype=pl.String)
-        cols["predicted_rating"] = scores.numpy()[top]
+        cols["predicted_rating"] = self._clip(scores[order]).numpy()
         cols.update(self._share_columns(w, len(top)))
-        cols["relevance"] = relevance.numpy()[top]
+        cols["relevance"] = relevance.cpu()[top].numpy()
         cols["new_user"] = np.full(len(top), not known)
         return self._flag(pl.DataFrame(cols))
 
