@@ -918,6 +918,8 @@ class HybridCSA(TorchRecommender):
         LRU skip it). The frame gains a first column ``query`` (its index in ``queries``)."""
         self._check_candidates(candidates)
         texts = list(queries)
+        if not texts:
+            raise DataError("no queries", field="queries", value=[], expected="at least one query")
         for i, q in enumerate(texts):
             if not isinstance(q, str) or not q.strip():
                 raise DataError("empty query", field=f"queries[{i}]", value=q, expected="a non-empty string")

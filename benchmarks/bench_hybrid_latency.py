@@ -1,0 +1,153 @@
+"""hybrid_csa text-query latency in process, model loaded (issue 4), with the default and the fast encoders.
+
+    .venv/bin/python benchmarks/bench_hybrid_latency.py [--threads 2] [--epochs 2] [--out bench_results/hybrid_latency.json]
+
+hybrid_csa is fitted on ML-100k (random 80/10/10, seed 2026; latency does not depend on how long it trained, so
+``--epochs`` is small). Then, for each encoder (the default all-MiniLM-L6-v2 through sentence-transformers, fp32;
+and the ``attnrec.text.fast`` backends):
+
+* one query: ``recommend_by_text(q, k=10)`` for 200 distinct queries (none repeats, so the query LRU never hits;
+  10 warm-up queries first), p50 / p99 in ms, encoding included;
+* a batch of 64: ``recommend_by_texts(64 distinct queries, k=10)``, median of 8 batches, ms;
+* a repeated query (LRU hit): p50 ms;
+* the full catalogue (``candidates=None``, every item scored by the model): p50 ms.
+
+For each fast backend also: the cosine agreement of its query embeddings with the fp32 model's, and the test RMSE
+of hybrid_csa fitted end to end with that encoder against the fp32 fit (same seed, same epochs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnrec.data.registry import load_dataset
+from attnrec.data.splits import random_split
+from attnrec.data.table import Interactions
+from attnrec.data.vocab import Vocabulary
+from attnrec.models.rating.hybrid_csa import PAPER_TRAINER, HybridCSA
+from attnrec.text.encoder import SentenceEncoder
+from attnrec.training.trainer import TrainerConfig
+
+ADJ = ["funny", "scary", "romantic", "animated", "thoughtful", "violent", "classic", "quiet", "epic", "sad"]
+KIND = ["movie", "film", "comedy", "thriller", "drama", "documentary", "western", "musical"]
+FOR = [
+    "for kids",
+    "for a rainy evening",
+    "about space",
+    "set in New York",
+    "with a twist ending",
+    "about war",
+    "about music",
+    "for a date",
+    "with robots",
+    "from the seventies",
+    "about a family",
+    "in black and white",
+]
+
+
+def queries(n: int, offset: int = 0) -> list[str]:
+    """``n`` distinct short queries (e.g. "a funny western for kids"), deterministic."""
+    out = [f"a {a} {k} {f}" for f in FOR for k in KIND for a in ADJ]
+    if offset + n > len(out):
+        raise ValueError(f"only {len(out)} distinct queries")
+    return out[offset : offset + n]
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def time_ms(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure(model: HybridCSA) -> dict[str, float]:
+    qs = queries(200 + 10 + 8 * 64)
+    for q in qs[:10]:
+        model.recommend_by_text(q, k=10)
+    single = [time_ms(lambda q=q: model.recommend_by_text(q, k=10)) for q in qs[10:210]]
+    batches = [
+        time_ms(lambda b=b: model.recommend_by_texts(qs[210 + 64 * b : 274 + 64 * b], k=10)) for b in range(8)
+    ]
+    hit = [time_ms(lambda: model.recommend_by_text(qs[20], k=10)) for _ in range(100)]
+    full = [time_ms(lambda q=q: model.recommend_by_text(q, k=10, candidates=None)) for q in qs[10:60]]
+    return {
+        "query_p50_ms": percentile(single, 50),
+        "query_p99_ms": percentile(single, 99),
+        "batch64_median_ms": statistics.median(batches),
+        "repeated_query_p50_ms": percentile(hit, 50),
+        "full_catalogue_query_p50_ms": percentile(full, 50),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--backends", default="torch,int8,onnx,onnx-int8")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from attnrec.text.fast import fast_encoder
+
+    ds = load_dataset("ml-100k", progress=False)
+    split = random_split(ds, (0.8, 0.1, 0.1), seed=2026)
+    uv = Vocabulary.from_ids(split.train["user_id"], kind="user")
+    iv = Vocabulary.from_ids(split.train["item_id"], kind="item")
+    tr, _ = Interactions.encode(split.train, uv, iv)
+    va, _ = Interactions.encode(split.valid, uv, iv, unknown="drop")
+    te, _ = Interactions.encode(split.test, uv, iv, unknown="drop")
+    trainer = TrainerConfig(**{**PAPER_TRAINER, "epochs": args.epochs, "progress": False})
+
+    def fit(encoder: SentenceEncoder | None) -> HybridCSA:
+        m = HybridCSA(seed=0)
+        m.fit(tr, va, trainer=trainer, items=ds.items, encoder=encoder)
+        return m
+
+    model = fit(None)
+    fp32_rmse = model.evaluate(te)["rmse"]
+    default_encoder = model.encoder
+    rows: dict[str, dict[str, float]] = {"sentence-transformers fp32 (default)": measure(model)}
+    print(json.dumps({"encoder": "default", **rows["sentence-transformers fp32 (default)"]}), flush=True)
+    probe = queries(200, offset=100)
+    ref = default_encoder.encode_queries(probe)
+    for backend in [b for b in args.backends.split(",") if b]:
+        enc = fast_encoder(backend=backend, threads=args.threads)  # type: ignore[arg-type]
+        model.set_encoder(enc)
+        row = measure(model)
+        cos = np.sum(enc.encode_queries(probe) * ref, axis=1)  # both L2-normalised
+        row["query_cosine_to_fp32_mean"] = float(cos.mean())
+        row["query_cosine_to_fp32_min"] = float(cos.min())
+        refit = fit(fast_encoder(backend=backend, threads=args.threads))
+        row["test_rmse"] = refit.evaluate(te)["rmse"]
+        row["test_rmse_fp32_fit"] = fp32_rmse
+        rows[f"attnrec.text.fast {backend}"] = row
+        print(json.dumps({"encoder": backend, **row}), flush=True)
+    model.set_encoder(default_encoder)
+    record = {
+        "bench": "hybrid_csa/latency",
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "result": rows,
+    }
+    print(json.dumps(record, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
