@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _record import write_record
 
 from attnrec.data.registry import load_dataset
 from attnrec.data.splits import export_split, random_split
@@ -70,26 +71,74 @@ def hybrid(**kw):
     return HybridCSA(**kw)
 
 
+def fit_hybrid_runs(part, label, kw, seeds, tr, va, te, trainer, items):
+    """Fit hybrid_csa(**kw) once per seed; test RMSE / MAE, fit seconds, best epoch per run (and the models)."""
+    runs, models = [], []
+    for s in seeds:
+        m = hybrid(seed=s, **kw)
+        report = m.fit(tr, va, trainer=trainer, items=items)
+        metrics = m.evaluate(te)
+        runs.append(
+            {
+                "seed": s,
+                "rmse": metrics["rmse"],
+                "mae": metrics["mae"],
+                "n": int(metrics["n"]),
+                "fit_s": report.seconds,
+                "best_epoch": report.best_epoch,
+                "epochs_run": report.epochs_run,
+                "valid_rmse": report.best_valid.get("rmse"),
+                **({"leaky": True} if metrics.get("leaky") else {}),
+            }
+        )
+        models.append(m)
+        emit(part, label, s, runs[-1])
+    return runs, models
+
+
+def attention_by_history(models, te, tr) -> list[dict[str, Any]]:
+    """attention_report per model, averaged over the models (seeds) bucket by bucket."""
+    frames = [m.attention_report(te, tr) for m in models]
+    cols = [c for c in frames[0].columns if c.startswith("share_") or c == "rmse"]
+    out = []
+    for row in range(frames[0].height):
+        rec: dict[str, Any] = {"bucket": frames[0]["bucket"][row], "n": int(frames[0]["n"][row])}
+        for c in cols:
+            rec[c] = float(np.mean([f[c][row] for f in frames]))
+        out.append(rec)
+    return out
+
+
 def part_movielens(seeds, epochs):
     ds = load_dataset("ml-100k", progress=False)
-    split = random_split(ds, (0.8, 0.1, 0.1), seed=2026)
+    split = random_split(ds, (0.8, 0.1, 0.1), seed=SPLIT_SEED)
     tr, va, te = encode_split(split)
-    res = {}
-    svd_rmse = []
+    trainer = TrainerConfig(**{**TRAINER, "epochs": epochs})
+    res: dict[str, Any] = {
+        "data": {"split_seed": SPLIT_SEED, "train": len(tr), "valid": len(va), "test": len(te)},
+    }
+    runs = []
     for s in seeds:
         m = SVD(factors=50, seed=s)
-        m.fit(tr, va)
-        svd_rmse.append(m.evaluate(te)["rmse"])
-    res["svd (50 factors)"] = svd_rmse
-    for fusion in ("text_only", "concat_mlp", "attention"):
-        vals = []
-        for s in seeds:
-            m = hybrid(fusion=fusion, seed=s)
-            m.fit(tr, va, trainer=TrainerConfig(**{**TRAINER, "epochs": epochs}), items=ds.items)
-            vals.append(m.evaluate(te)["rmse"])
-            print(json.dumps({"part": "movielens", "model": fusion, "seed": s, "rmse": vals[-1]}), flush=True)
-        res[f"hybrid_csa fusion={fusion}"] = vals
-    return {k: {"rmse_mean": mean_std(v)[0], "rmse_std": mean_std(v)[1], "runs": v} for k, v in res.items()}
+        fit_s = timed_fit(m, tr, va)
+        runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
+        emit("movielens", "svd", s, runs[-1])
+    res["svd (50 factors)"] = summarize(runs)
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("text-only (no u/i tokens)", {"fusion": "text_only"}),
+        ("concat-MLP (no attention)", {"fusion": "concat_mlp"}),
+        ("hybrid_csa (paper: attention, frozen SVD)", {}),
+        ("hybrid_csa freeze_svd=False (fine-tuned SVD)", {"freeze_svd": False}),
+        ("concat-MLP svd_residual=True", {"fusion": "concat_mlp", "svd_residual": True}),
+        ("hybrid_csa svd_residual=True", {"svd_residual": True}),
+        ("hybrid_csa svd_residual=True freeze_svd=False", {"svd_residual": True, "freeze_svd": False}),
+    ]
+    for label, kw in variants:
+        runs, models = fit_hybrid_runs("movielens", label, kw, seeds, tr, va, te, trainer, ds.items)
+        res[label] = summarize(runs)
+        if kw.get("fusion", "attention") == "attention":
+            res[label]["attention_by_history"] = attention_by_history(models, te, tr)
+    return res
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -185,34 +234,36 @@ def part_amazon(seeds, epochs):
         fit_s = timed_fit(m, tr, va)
         runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
         emit("amazon", "svd", s, runs[-1])
-    res["attnrec svd (50 factors)"] = summarize(runs)
+    res["attnrec svd (50 factors, defaults)"] = summarize(runs)
+    # the svd defaults were chosen on ML-100k; here the factor penalty is chosen on this data's validation split
+    grid = (0.12, 0.3, 0.6, 1.0)
+    valid_rmse = {reg: SVD(factors=50, reg=reg, seed=seeds[0]).fit(tr, va).best_valid["rmse"] for reg in grid}
+    reg = min(grid, key=lambda r: valid_rmse[r])
+    res["svd reg chosen on validation"] = {"grid": list(grid), "valid_rmse": valid_rmse, "chosen": reg}
+    runs = []
+    for s in seeds:
+        m = SVD(factors=50, reg=reg, seed=s)
+        fit_s = timed_fit(m, tr, va)
+        runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
+        emit("amazon", f"svd reg={reg}", s, runs[-1])
+    res[f"attnrec svd (50 factors, reg={reg} chosen on validation)"] = summarize(runs)
 
+    tuned = {"svd_reg": reg}
     variants: list[tuple[str, dict[str, Any], list[int]]] = [
         ("hybrid_csa (item text from training reviews)", {}, seeds),
-        ('hybrid_csa text_source="item+user"', {"text_source": "item+user"}, seeds),
-        ("hybrid_csa freeze_svd=False (fine-tuned SVD)", {"freeze_svd": False}, seeds[:1]),
+        (f"hybrid_csa svd_reg={reg}", tuned, seeds),
+        (f"hybrid_csa svd_reg={reg} svd_residual=True", {**tuned, "svd_residual": True}, seeds),
+        (f'hybrid_csa svd_reg={reg} text_source="item+user"', {**tuned, "text_source": "item+user"}, seeds),
+        (f"hybrid_csa svd_reg={reg} freeze_svd=False", {**tuned, "freeze_svd": False}, seeds),
         ("LEAKY hybrid_csa target_review_leakage=True", {"target_review_leakage": True}, seeds),
+        (
+            f"LEAKY hybrid_csa svd_reg={reg} target_review_leakage=True",
+            {**tuned, "target_review_leakage": True},
+            seeds,
+        ),
     ]
     for label, kw, model_seeds in variants:
-        runs = []
-        for s in model_seeds:
-            m = hybrid(seed=s, **kw)
-            report = m.fit(tr, va, trainer=trainer, items=None)
-            metrics = m.evaluate(te)
-            runs.append(
-                {
-                    "seed": s,
-                    "rmse": metrics["rmse"],
-                    "mae": metrics["mae"],
-                    "n": int(metrics["n"]),
-                    "fit_s": report.seconds,
-                    "best_epoch": report.best_epoch,
-                    "epochs_run": report.epochs_run,
-                    "valid_rmse": report.best_valid.get("rmse"),
-                    **({"leaky": True} if metrics.get("leaky") else {}),
-                }
-            )
-            emit("amazon", label, s, runs[-1])
+        runs, _ = fit_hybrid_runs("amazon", label, kw, model_seeds, tr, va, te, trainer, None)
         res[label] = summarize(runs)
     return res
 
@@ -265,24 +316,37 @@ def part_coldstart(seeds, epochs):
 
     trainer = TrainerConfig(**{**TRAINER, "epochs": epochs})
     cold_meta = ds.items.filter(ds.items["item_id"].is_in(list(cold)))
-    cold_runs, warm_runs = [], []
-    for s in seeds:
-        m = hybrid(seed=s)
-        report = m.fit(tr, va, trainer=trainer, items=ds.items)
-        warm = m.evaluate(te)
-        added = m.add_items_from_frame(cold_meta)
-        cold_data, dropped = Interactions.encode(cold_rows, m.user_vocab, m.item_vocab, unknown="drop")
-        assert dropped == 0 and len(added) == len(cold), (dropped, len(added))
-        metrics = m.evaluate(cold_data)
-        extra = {"fit_s": report.seconds, "best_epoch": report.best_epoch, "epochs_run": report.epochs_run}
-        cold_runs.append(
-            {"seed": s, "rmse": metrics["rmse"], "mae": metrics["mae"], "n": int(metrics["n"]), **extra}
-        )
-        warm_runs.append({"seed": s, "rmse": warm["rmse"], "mae": warm["mae"], "n": int(warm["n"]), **extra})
-        emit("coldstart", "hybrid_csa cold", s, cold_runs[-1])
-        emit("coldstart", "hybrid_csa warm", s, warm_runs[-1])
-    res["hybrid_csa (cold items via add_items_from_frame)"] = summarize(cold_runs)
-    res["hybrid_csa warm test (reference)"] = summarize(warm_runs)
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("hybrid_csa", {}),
+        ("hybrid_csa cold_item_rate=0.2", {"cold_item_rate": 0.2}),
+        ("hybrid_csa svd_residual=True", {"svd_residual": True}),
+        ("hybrid_csa svd_residual=True cold_item_rate=0.2", {"svd_residual": True, "cold_item_rate": 0.2}),
+    ]
+    for label, kw in variants:
+        cold_runs, warm_runs = [], []
+        for s in seeds:
+            m = hybrid(seed=s, **kw)
+            report = m.fit(tr, va, trainer=trainer, items=ds.items)
+            warm = m.evaluate(te)
+            added = m.add_items_from_frame(cold_meta)
+            cold_data, dropped = Interactions.encode(cold_rows, m.user_vocab, m.item_vocab, unknown="drop")
+            assert dropped == 0 and len(added) == len(cold), (dropped, len(added))
+            metrics = m.evaluate(cold_data)
+            extra = {
+                "fit_s": report.seconds,
+                "best_epoch": report.best_epoch,
+                "epochs_run": report.epochs_run,
+            }
+            cold_runs.append(
+                {"seed": s, "rmse": metrics["rmse"], "mae": metrics["mae"], "n": int(metrics["n"]), **extra}
+            )
+            warm_runs.append(
+                {"seed": s, "rmse": warm["rmse"], "mae": warm["mae"], "n": int(warm["n"]), **extra}
+            )
+            emit("coldstart", f"{label} cold", s, cold_runs[-1])
+            emit("coldstart", f"{label} warm", s, warm_runs[-1])
+        res[f"{label}: cold items"] = summarize(cold_runs)
+        res[f"{label}: warm test (reference)"] = summarize(warm_runs)
     return res
 
 
@@ -302,17 +366,7 @@ def main() -> None:
     parts = {"movielens": part_movielens, "amazon": part_amazon, "coldstart": part_coldstart}
     fn = parts[args.part]
     result = fn(seeds, args.epochs)
-    record = {
-        "bench": f"hybrid_csa/{args.part}",
-        "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
-        "result": result,
-    }
-    print(json.dumps(record, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2))
+    write_record(f"hybrid_csa/{args.part}", result, args.out)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _record import write_record
 
 from attnrec.data.registry import load_dataset
 from attnrec.data.splits import random_split
@@ -135,18 +135,7 @@ def main() -> None:
         rows[f"attnrec.text.fast {backend}"] = row
         print(json.dumps({"encoder": backend, **row}), flush=True)
     model.set_encoder(default_encoder)
-    record = {
-        "bench": "hybrid_csa/latency",
-        "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d"),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "result": rows,
-    }
-    print(json.dumps(record, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2))
+    write_record("hybrid_csa/latency", rows, args.out, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -203,7 +203,8 @@ def test_eq14_16_mlp_shapes_and_mse_loss():
 
     users, items = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
     ratings = torch.tensor([1.0, 3.0, 5.0])
-    batch = HybridBatch(users, items, ratings, m.item_text[items], torch.zeros(3, dtype=torch.bool))
+    no = torch.zeros(3, dtype=torch.bool)
+    batch = HybridBatch(users, items, ratings, m.item_text[items], no, no)
     pred, _ = m(users, items, m.item_text[items])
     torch.testing.assert_close(m.loss(batch), ((pred - ratings) ** 2).mean())
 
@@ -397,6 +398,46 @@ def test_cold_start_items_get_finite_scores_and_follow_their_text():
         save_bundle(m, tmp)
         loaded = load_bundle(tmp)
     assert torch.equal(loaded.score_users(users), m.score_users(users))
+
+
+def test_cold_item_rows_use_the_text_maps_in_training_and_for_new_items():
+    bu, bi = torch.randn(6), torch.randn(7)
+    m = small_module(mu=3.5, biases=(bu, bi))
+    m.fit_cold_maps(0.5)
+    # the maps are the ridge fits of the item text to the factors and to the biases
+    torch.testing.assert_close(m.cold_map, fit_text_to_factors(m.item_text, m.item_factors, 0.5))
+    torch.testing.assert_close(m.cold_bias_map, fit_text_to_factors(m.item_text, bi[:, None], 0.5))
+    items = torch.tensor([0, 3, 5])
+    cold = torch.tensor([False, True, False])
+    f, b = m.item_rows(items, cold)
+    assert b is not None
+    torch.testing.assert_close(f[[0, 2]], m.item_factors[[0, 5]])
+    torch.testing.assert_close(b[[0, 2]], bi[[0, 5]])
+    torch.testing.assert_close(f[1], text_to_factors(m.item_text[3:4], m.cold_map)[0])
+    torch.testing.assert_close(b[1], text_to_factors(m.item_text[3:4], m.cold_bias_map)[0, 0])
+    # the forward pass (residual term and item token) sees exactly those rows
+    users = torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        pred, _ = m(users, items, m.item_text[items], None, cold)
+        svd = 3.5 + bu[users] + b + (m.user_factors[users] * f).sum(-1)
+        x = m.stack(m.user_tokens(users), m.proj_item(f), m.text_token(m.item_text[items]))
+        torch.testing.assert_close(pred, m.fuse(x)[0] + svd)
+        plain, _ = m(users, items, m.item_text[items])
+    assert not torch.allclose(pred[1], plain[1]) and torch.allclose(pred[[0, 2]], plain[[0, 2]])
+    # a new item gets the text-predicted bias (not 0) next to its text-predicted factors
+    new_text = torch.randn(2, 12)
+    m.append_items(text_to_factors(new_text, m.cold_map), new_text)
+    torch.testing.assert_close(m.item_bias[7:], text_to_factors(new_text, m.cold_bias_map)[:, 0])
+
+    # in fit(): about cold_item_rate of the training rows are marked cold
+    model = HybridCSA(**CONFIG, cold_item_rate=0.3)
+    train, valid, _ = checkerboard()
+    model.fit(train, valid, trainer=trainer(epochs=1), items=item_meta(train), encoder=encoder())
+    model._prep = {"item_text": model.csa.item_text, "row_text": None}
+    batches = list(model.train_batches(train, 0, torch.Generator().manual_seed(0), 64))
+    share = float(torch.cat([bt.cold_item for bt in batches]).float().mean())
+    assert 0.2 < share < 0.4, share
+    model._prep = None
 
 
 # ------------------------------------------------------------------------------------------ explanations

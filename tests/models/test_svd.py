@@ -36,8 +36,8 @@ def _interactions(users, items, ratings, n_users, n_items):
     return Interactions.encode(df, uv, iv)[0]
 
 
-@pytest.mark.parametrize("weighted", [True, False])
-def test_als_half_step_is_the_closed_form_ridge_solution(weighted):
+@pytest.mark.parametrize(("weighted", "weighted_bias"), [(True, True), (False, False), (True, False)])
+def test_als_half_step_is_the_closed_form_ridge_solution(weighted, weighted_bias):
     rng = np.random.default_rng(0)
     n_users, n_items, k = 6, 7, 3
     mask = rng.random((n_users, n_items)) < 0.6
@@ -51,15 +51,21 @@ def test_als_half_step_is_the_closed_form_ridge_solution(weighted):
     lam, lam_b = 0.3, 0.05
     side = ALSSide(u, i, y, (n_users, n_items))
     p, bu, objective = als_half_step(
-        side, torch.from_numpy(q), torch.from_numpy(bi), lam, lam_b, weighted=weighted
+        side,
+        torch.from_numpy(q),
+        torch.from_numpy(bi),
+        lam,
+        lam_b,
+        weighted=weighted,
+        weighted_bias=weighted_bias,
     )
     expect_obj = 0.0
     for user in range(n_users):
         sel = u == user
         qt = np.hstack([q[i[sel]], np.ones((sel.sum(), 1))]).astype(np.float64)
         target = y[sel] - bi[i[sel]]
-        scale = max(sel.sum(), 1) if weighted else 1
-        reg = scale * np.diag([lam] * k + [lam_b])
+        n = max(sel.sum(), 1)
+        reg = np.diag([lam * (n if weighted else 1)] * k + [lam_b * (n if weighted_bias else 1)])
         x = np.linalg.solve(qt.T @ qt + reg, qt.T @ target)
         np.testing.assert_allclose(p[user].numpy(), x[:k], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(bu[user].item(), x[k], rtol=1e-4, atol=1e-4)
@@ -181,3 +187,23 @@ def test_factors_exposed_for_hybrid_models():
     m.fit(train)
     assert m.user_factors.shape == (train.n_users, 5) and m.item_factors.shape == (train.n_items, 5)
     assert SVD().config.factors == 50
+
+
+def test_damped_bias_penalty_counts_each_bias_once_in_the_sgd_objective():
+    train, _, _ = checkerboard()
+    u, i, r = (torch.tensor(a) for a in (train.users, train.items, train.ratings))
+    for weighted_bias in (True, False):
+        m = SVD(factors=3, reg=0.2, reg_bias=2.0, weighted_reg_bias=weighted_bias)
+        mf = m.build_module(train)
+        with torch.no_grad():
+            mf.bu.normal_()
+            mf.bi.normal_()
+            total = float(mf.objective(u, i, r)) * len(r)
+            err = float((r - mf(u, i)).square().sum())
+            factors = 0.2 * float((mf.p[u].square().sum(-1) + mf.q[i].square().sum(-1)).sum())
+        if weighted_bias:  # λ_b per rating
+            biases = 2.0 * float((mf.bu[u].square() + mf.bi[i].square()).sum())
+        else:  # λ_b once per user and per item that has ratings
+            seen_u, seen_i = np.unique(train.users), np.unique(train.items)
+            biases = 2.0 * float(mf.bu[seen_u].square().sum() + mf.bi[seen_i].square().sum())
+        assert total == pytest.approx(err + factors + biases, rel=1e-5)

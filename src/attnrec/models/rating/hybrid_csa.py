@@ -106,8 +106,12 @@ class HybridCSAConfig(ModelConfig):
     target_review_leakage: bool = False
     #: share of training rows whose user token is replaced by the learned unknown-user vector
     unknown_user_rate: float = Field(0.1, ge=0, lt=1)
-    #: ridge weight of the cold-start map text embedding -> SVD item factors
+    #: ridge weight of the cold-start map text embedding -> SVD item factors (and, with svd_residual, item bias)
     cold_ridge: float = Field(1.0, gt=0)
+    #: not in the paper (DropoutNet-style, Volkovs et al. 2017): share of training rows whose item vector (and,
+    #: with svd_residual, item bias) is replaced by the cold-start map's prediction from the item's text, so the
+    #: network also learns to score the text-predicted vectors that cold items get
+    cold_item_rate: float = Field(0.0, ge=0, lt=1)
     #: characters of an item's / user's joined training reviews kept for its text
     review_max_chars: int = Field(2000, ge=1)
     #: clip predictions to the training rating range (as the svd baseline and Surprise do)
@@ -128,13 +132,15 @@ class HybridCSAConfig(ModelConfig):
 class HybridBatch:
     """One training batch: ``users``, ``items`` (int64 (B,)), ``ratings`` (float32 (B,)), ``text`` (float32
     (B, d_text): the text token's embedding per row) and ``unknown_user`` (bool (B,): rows whose user token is
-    replaced by the learned unknown-user vector)."""
+    replaced by the learned unknown-user vector) and ``cold_item`` (bool (B,): rows whose item vector is the
+    cold-start map's prediction from text)."""
 
     users: torch.Tensor
     items: torch.Tensor
     ratings: torch.Tensor
     text: torch.Tensor
     unknown_user: torch.Tensor
+    cold_item: torch.Tensor
 
     def to(self, device: torch.device | str) -> HybridBatch:
         """A copy with every tensor on ``device``."""
@@ -204,9 +210,13 @@ class HybridCSAModule(TrainableModule):
             self.unknown_user_text = nn.Parameter(user_text.float().mean(0).clone())
         # the unknown / new user: initialised at the mean user, trained by replacing random rows' users (see loss)
         self.unknown_user = nn.Parameter(user_factors.float().mean(0).clone())
-        # cold-start map text -> SVD item factors, (d_text + 1, k) with the intercept last; set after training
+        # cold-start map text -> SVD item factors, (d_text + 1, k) with the intercept last (and, with svd_residual,
+        # text -> item bias, (d_text + 1, 1)); fitted before training (for cold_item_rate) and again after it
         self.cold_map: torch.Tensor
         self.register_buffer("cold_map", torch.zeros(d_text + 1, k))
+        if self.residual:
+            self.cold_bias_map: torch.Tensor
+            self.register_buffer("cold_bias_map", torch.zeros(d_text + 1, 1))
 
         self.uses_svd = fusion != "text_only"
         if self.uses_svd:
@@ -259,11 +269,37 @@ class HybridCSAModule(TrainableModule):
             out.append(self.token_dropout(self.proj_user_text(t)))
         return out
 
-    def item_token(self, items: torch.Tensor) -> torch.Tensor | None:
+    def fit_cold_maps(self, reg: float) -> None:
+        """Ridge maps from the item text embeddings to the current item factors (and item biases)."""
+        with torch.no_grad():
+            self.cold_map.copy_(fit_text_to_factors(self.item_text, self.item_factors, reg).to(self.cold_map))
+            if self.residual:
+                bias = self.item_bias[:, None]
+                self.cold_bias_map.copy_(
+                    fit_text_to_factors(self.item_text, bias, reg).to(self.cold_bias_map)
+                )
+
+    def item_rows(
+        self, items: torch.Tensor, cold: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Item factors (N, k) and, with svd_residual, biases (N,) for item indices (N,); ``cold`` (N,) bool swaps in
+        the cold-start maps' predictions from the items' text."""
+        f = self.item_factors[items]
+        b = self.item_bias[items] if self.residual else None
+        if cold is not None and bool(cold.any()):
+            text = self.item_text[items[cold]]
+            f = f.clone()
+            f[cold] = text_to_factors(text, self.cold_map)
+            if b is not None:
+                b = b.clone()
+                b[cold] = text_to_factors(text, self.cold_bias_map).squeeze(-1)
+        return f, b
+
+    def item_token(self, items: torch.Tensor, cold: torch.Tensor | None = None) -> torch.Tensor | None:
         """i' for item indices (N,): (N, d_model), or None for text_only."""
         if not self.uses_svd:
             return None
-        return self.token_dropout(self.proj_item(self.item_factors[items]))
+        return self.token_dropout(self.proj_item(self.item_rows(items, cold)[0]))
 
     def text_token(self, text: torch.Tensor) -> torch.Tensor:
         """r' for text embeddings (N, d_text): (N, d_model)."""
@@ -277,15 +313,21 @@ class HybridCSAModule(TrainableModule):
         return torch.stack(parts, dim=1)  # type: ignore[arg-type]
 
     def svd_prediction(
-        self, users: torch.Tensor, items: torch.Tensor, unknown: torch.Tensor | None = None
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        unknown: torch.Tensor | None = None,
+        cold: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """svd_residual: μ + b_u + b_i + p_uᵀq_i for aligned users / items (N,); the unknown user has the learned
-        unknown-user vector and bias."""
+        unknown-user vector and bias; ``cold`` rows the text-predicted item vector and bias."""
         u, bu = self.user_factors[users], self.user_bias[users]
         if unknown is not None:
             u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
             bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
-        return self.mu + bu + self.item_bias[items] + (u * self.item_factors[items]).sum(-1)
+        q, bi = self.item_rows(items, cold)
+        assert bi is not None
+        return self.mu + bu + bi + (u * q).sum(-1)
 
     def svd_grid(self, users: torch.Tensor, unknown: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """:meth:`svd_prediction` for every (user, item) pair: (U, I)."""
@@ -309,17 +351,21 @@ class HybridCSAModule(TrainableModule):
         items: torch.Tensor,
         text: torch.Tensor,
         unknown_user: torch.Tensor | None = None,
+        cold_item: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Predicted ratings (N,) and attention (N, T, T) for aligned users, items (N,) and text (N, d_text)."""
-        x = self.stack(self.user_tokens(users, unknown_user), self.item_token(items), self.text_token(text))
+        """Predicted ratings (N,) and attention (N, T, T) for aligned users, items (N,) and text (N, d_text);
+        ``unknown_user`` / ``cold_item`` (N,) bool: rows served as a new user / with text-predicted item vectors."""
+        x = self.stack(
+            self.user_tokens(users, unknown_user), self.item_token(items, cold_item), self.text_token(text)
+        )
         pred, weights = self.fuse(x)
         if self.residual:
-            pred = pred + self.svd_prediction(users, items, unknown_user)
+            pred = pred + self.svd_prediction(users, items, unknown_user, cold_item)
         return pred, weights
 
     def loss(self, batch: HybridBatch) -> torch.Tensor:
         """Eq. 16: mean squared error."""
-        pred, _ = self(batch.users, batch.items, batch.text, batch.unknown_user)
+        pred, _ = self(batch.users, batch.items, batch.text, batch.unknown_user, batch.cold_item)
         return (pred - batch.ratings).square().mean()
 
     def score_grid(
@@ -371,9 +417,9 @@ class HybridCSAModule(TrainableModule):
         device = self.item_text.device
         grown = torch.cat([self.item_factors.detach(), factors.to(device, torch.float32)])
         self._set_table("item_factors", grown)
-        if self.residual:  # a new item has the average item's bias, 0
-            zeros = torch.zeros(factors.shape[0], device=device)
-            self._set_table("item_bias", torch.cat([self.item_bias.detach(), zeros]))
+        if self.residual:  # a new item's bias is predicted from its text too
+            bias = text_to_factors(text.to(device, torch.float32), self.cold_bias_map).squeeze(-1)
+            self._set_table("item_bias", torch.cat([self.item_bias.detach(), bias]))
         self.item_text = torch.cat([self.item_text, text.to(device, torch.float32)])
 
 
@@ -551,9 +597,7 @@ class HybridCSA(TorchRecommender):
             self._prep = None
             self._memo = None
         # 4. the cold-start map, on the (possibly fine-tuned) warm item factors
-        m = self.csa
-        with torch.no_grad():
-            m.cold_map.copy_(fit_text_to_factors(m.item_text, m.item_factors, c.cold_ridge).to(m.cold_map))
+        self.csa.fit_cold_maps(c.cold_ridge)
         report.seconds = time.perf_counter() - t0
         self.svd_report = svd_report
         if self.leaky:
@@ -606,9 +650,11 @@ class HybridCSA(TorchRecommender):
         p = self._prep
         if p is None:
             raise ConfigError("hybrid_csa: build_module is called by fit()")
-        return self._new_module(
+        module = self._new_module(
             p["user_factors"], p["item_factors"], p["item_text"], p["user_text"], p["mu"], p["biases"]
         )
+        module.fit_cold_maps(self.config.cold_ridge)  # cold_item_rate's rows use it during training
+        return module
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> HybridCSAModule:
         user_text = tensors.get("user_text")
@@ -663,13 +709,14 @@ class HybridCSA(TorchRecommender):
         n = len(train)
         order = torch.randperm(n, generator=generator)
         unknown = torch.rand(n, generator=generator) < self.config.unknown_user_rate
+        cold = torch.rand(n, generator=generator) < self.config.cold_item_rate
         rows_text = p["row_text"]
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             if len(idx) < 2:
                 continue
             text = rows_text[idx] if rows_text is not None else p["item_text"][items[idx]]
-            yield HybridBatch(users[idx], items[idx], ratings[idx], text, unknown[idx])
+            yield HybridBatch(users[idx], items[idx], ratings[idx], text, unknown[idx], cold[idx])
 
     @property
     def csa(self) -> HybridCSAModule:

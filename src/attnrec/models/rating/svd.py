@@ -41,10 +41,15 @@ class SVDConfig(ModelConfig):
     solver: Literal["als", "sgd"] = "als"
     #: weight of ‖p_u‖² + ‖q_i‖², per observed rating (Surprise's ``reg_pu``/``reg_qi``)
     reg: float = Field(0.12, ge=0)
-    #: weight of b_u² + b_i², per observed rating (Surprise's ``reg_bu``/``reg_bi``)
-    reg_bias: float = Field(0.1, ge=0)
+    #: weight of b_u² + b_i²: once per user / item (``weighted_reg_bias=False``) or per rating (Surprise's
+    #: ``reg_bu``/``reg_bi``, ``weighted_reg_bias=True``)
+    reg_bias: float = Field(3.0, ge=0)
     #: ALS only: scale each row's ridge by its number of ratings (weighted-λ); False: one plain λ per row
     weighted_reg: bool = True
+    #: the same for the bias penalty. False (default): λ_b b_u² once per user, so b_u = Σ residuals / (n_u + λ_b),
+    #: Koren's damped baseline estimate, which shrinks users and items with few ratings more than those with many
+    #: (True: λ_b per rating, Surprise's reg_bu / reg_bi)
+    weighted_reg_bias: bool = False
     #: ALS sweeps at most (each solves all users, then all items); SGD epochs come from the Trainer config
     iterations: int = Field(2, ge=1)
     #: ALS only: stop after this many sweeps without a better validation RMSE
@@ -69,6 +74,7 @@ class BiasedMF(TrainableModule):
         reg: float,
         reg_bias: float,
         mu: float = 0.0,
+        bias_counts: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.p = nn.Parameter(torch.randn(n_users, factors) * init_std)
@@ -78,16 +84,27 @@ class BiasedMF(TrainableModule):
         self.mu: torch.Tensor
         self.register_buffer("mu", torch.tensor(float(mu)))
         self.reg, self.reg_bias = reg, reg_bias
+        # damped bias penalty (weighted_reg_bias=False): λ_b b_u² once per user, i.e. λ_b b_u² / n_u per rating
+        self.damped = bias_counts is not None
+        if bias_counts is not None:
+            self.user_count: torch.Tensor
+            self.item_count: torch.Tensor
+            self.register_buffer("user_count", bias_counts[0].float().clamp(min=1.0), persistent=False)
+            self.register_buffer("item_count", bias_counts[1].float().clamp(min=1.0), persistent=False)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Unclipped r̂ for aligned index tensors ``users``, ``items`` (B,) -> (B,)."""
         return self.mu + self.bu[users] + self.bi[items] + (self.p[users] * self.q[items]).sum(-1)
 
     def objective(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """Mean over the given ratings of (r − r̂)² + λ(‖p_u‖² + ‖q_i‖²) + λ_b(b_u² + b_i²)."""
+        """Mean over the given ratings of (r − r̂)² + λ(‖p_u‖² + ‖q_i‖²) + λ_b(b_u² + b_i²), the bias terms divided
+        by n_u and n_i when damped (so that over all ratings each bias is penalised once)."""
         err = ratings - self(users, items)
         penalty = self.reg * (self.p[users].square().sum(-1) + self.q[items].square().sum(-1))
-        penalty = penalty + self.reg_bias * (self.bu[users].square() + self.bi[items].square())
+        bu2, bi2 = self.bu[users].square(), self.bi[items].square()
+        if self.damped:
+            bu2, bi2 = bu2 / self.user_count[users], bi2 / self.item_count[items]
+        penalty = penalty + self.reg_bias * (bu2 + bi2)
         return (err.square() + penalty).mean()
 
     def loss(self, batch: RatingBatch) -> torch.Tensor:
@@ -148,6 +165,7 @@ def als_half_step(
     reg_bias: float,
     *,
     weighted: bool = True,
+    weighted_bias: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Solve every row's ridge problem at once; returns (factors (n_rows, k), biases (n_rows,), objective).
 
@@ -155,7 +173,8 @@ def als_half_step(
 
         (Σ_{i∈I(u)} q̃_i q̃_iᵀ + s_u Λ) x_u = Σ_{i∈I(u)} y_ui q̃_i,    Λ = diag(λ, …, λ, λ_b),
 
-    s_u = max(n_u, 1) (weighted-λ) or 1 (plain). The normal matrices of all rows are one sparse × dense product
+    s_u = max(n_u, 1) (weighted-λ) or 1 (plain), for the factor entries; the bias entry's scale follows
+    ``weighted_bias`` (default: ``weighted``) the same way. The normal matrices of all rows are one sparse × dense product
     ``R_bin @ tril(Q̃ ⊗ Q̃)`` ((n_rows, n_cols) @ (n_cols, (k+1)(k+2)/2): only the lower triangle, which is all
     the Cholesky factorisation reads), the right-hand sides ``Y @ Q̃``; one batched Cholesky solves them.
     ``fixed`` (n_cols, k) and ``fixed_bias`` (n_cols,) are the other side's factors and biases.
@@ -177,10 +196,12 @@ def als_half_step(
     gram = gram.view(n_rows, m, m)
     resid = side.residual(fixed_bias.to(dev, torch.float32))
     rhs = torch.sparse.mm(resid, qt)
-    lam = torch.full((m,), float(reg), device=dev)
-    lam[k] = float(reg_bias)
-    scale = side.counts.clamp(min=1.0) if weighted else torch.ones(n_rows, device=dev)
-    gram.diagonal(dim1=1, dim2=2).add_(scale[:, None] * lam)
+    counts = side.counts.clamp(min=1.0)
+    ones = torch.ones(n_rows, device=dev)
+    wb = weighted if weighted_bias is None else weighted_bias
+    penalty = (counts if weighted else ones)[:, None] * torch.full((m,), float(reg), device=dev)
+    penalty[:, k] = (counts if wb else ones) * float(reg_bias)
+    gram.diagonal(dim1=1, dim2=2).add_(penalty)
     chol, info = torch.linalg.cholesky_ex(gram)
     x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
     bad = torch.nonzero(info).flatten()
@@ -200,6 +221,7 @@ def svd_init(
     reg_bias: float,
     *,
     weighted: bool = True,
+    weighted_bias: bool | None = None,
     init_std: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A starting point for ALS: (Q (n_items, factors), b_i (n_items,)).
@@ -219,9 +241,16 @@ def svd_init(
         0.0,
         reg_bias,
         weighted=weighted,
+        weighted_bias=weighted_bias,
     )
     _, bi, _ = als_half_step(
-        by_item, torch.zeros(n_users, 0, device=dev), bu, 0.0, reg_bias, weighted=weighted
+        by_item,
+        torch.zeros(n_users, 0, device=dev),
+        bu,
+        0.0,
+        reg_bias,
+        weighted=weighted,
+        weighted_bias=weighted_bias,
     )
     rows = torch.repeat_interleave(torch.arange(n_users, device=dev), torch.diff(by_user.indptr))
     resid = by_user.values - bu[rows] - bi[by_user.indices]
@@ -269,6 +298,12 @@ class SVD(TorchRecommender):
             c.reg,
             c.reg_bias,
             float(train.ratings.mean()),
+            None
+            if c.weighted_reg_bias
+            else (
+                torch.from_numpy(np.bincount(train.users, minlength=train.n_users)),
+                torch.from_numpy(np.bincount(train.items, minlength=train.n_items)),
+            ),
         )
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> BiasedMF:
@@ -312,7 +347,13 @@ class SVD(TorchRecommender):
         by_item = ALSSide(train.items, train.users, centred, (shape[1], shape[0]), device)
         if c.init == "svd":
             q, bi = svd_init(
-                by_user, by_item, c.factors, c.reg_bias, weighted=c.weighted_reg, init_std=c.init_std
+                by_user,
+                by_item,
+                c.factors,
+                c.reg_bias,
+                weighted=c.weighted_reg,
+                weighted_bias=c.weighted_reg_bias,
+                init_std=c.init_std,
             )
         else:
             q, bi = module.q.detach().clone(), torch.zeros(train.n_items, device=device)
@@ -320,11 +361,15 @@ class SVD(TorchRecommender):
         best: tuple[float, int, dict[str, float], dict[str, torch.Tensor]] | None = None
         stale = 0
         for sweep in range(1, c.iterations + 1):
-            p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, weighted=c.weighted_reg)
-            q, bi, objective = als_half_step(by_item, p, bu, c.reg, c.reg_bias, weighted=c.weighted_reg)
+            kw = {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias}
+            p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, **kw)
+            q, bi, objective = als_half_step(by_item, p, bu, c.reg, c.reg_bias, **kw)
             # the item step's objective holds the squared errors and the item penalty; add the user penalty
-            scale = by_user.counts.clamp(min=1.0) if c.weighted_reg else torch.ones_like(by_user.counts)
-            objective += float((scale * (c.reg * p.square().sum(1) + c.reg_bias * bu.square())).sum())
+            counts, ones = by_user.counts.clamp(min=1.0), torch.ones_like(by_user.counts)
+            scale = counts if c.weighted_reg else ones
+            scale_b = counts if c.weighted_reg_bias else ones
+            penalty = scale * c.reg * p.square().sum(1) + scale_b * c.reg_bias * bu.square()
+            objective += float(penalty.sum())
             with torch.no_grad():
                 for param, value in ((module.p, p), (module.q, q), (module.bu, bu), (module.bi, bi)):
                     param.copy_(value)
