@@ -142,10 +142,28 @@ def model_params(name: str, seed: int, s: BenchSettings) -> dict[str, Any]:
     return params
 
 
-def run_attnrec(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
-    """Fit attnrec model ``name`` on train with early stopping on valid AUC and score test once."""
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"secn:cross_product=first:cross_layers=2"`` -> ("secn", {"cross_product": "first", "cross_layers": 2}):
+    a model name with config overrides (values read as JSON where they parse, else as strings)."""
+    name, *pairs = spec.split(":")
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--models: {pair!r} in {spec!r} is not key=value")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return name, overrides
+
+
+def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """Fit attnrec model ``spec`` (a name, optionally with ``:key=value`` config overrides, see
+    :func:`parse_spec`) on train with early stopping on valid AUC and score test once."""
     train, valid, test = splits
-    model = model_class(name)(**model_params(name, seed, s))
+    name, overrides = parse_spec(spec)
+    model = model_class(name)(**{**model_params(name, seed, s), **overrides})
     tc = TrainerConfig(
         epochs=s.max_epochs,
         patience=s.patience,
@@ -292,7 +310,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="comma-separated; a model may carry config overrides, e.g. secn:cross_product=first:cross_layers=2",
+    )
     ap.add_argument("--peer", default="deepfm,xdeepfm", help="DeepCTR-Torch models ('' for none)")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=3)
