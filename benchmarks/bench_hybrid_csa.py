@@ -40,6 +40,7 @@ from attnrec.training.trainer import TrainerConfig
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AMAZON = SHARED / "amazon2014-musical-instruments-5core"
 SPLIT_SEED = 2026
+ONLY: list[str] = []  # --only
 TRAINER = {
     "epochs": 15,
     "patience": 3,
@@ -134,6 +135,8 @@ def part_movielens(seeds, epochs):
         ("hybrid_csa svd_residual=True freeze_svd=False", {"svd_residual": True, "freeze_svd": False}),
     ]
     for label, kw in variants:
+        if ONLY and not any(o in label for o in ONLY):
+            continue
         runs, models = fit_hybrid_runs("movielens", label, kw, seeds, tr, va, te, trainer, ds.items)
         res[label] = summarize(runs)
         if kw.get("fusion", "attention") == "attention":
@@ -360,7 +363,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--only", default="", help="movielens: run only the variants whose label contains one of these"
+    )
     args = ap.parse_args()
+    ONLY.extend(o for o in args.only.split(",") if o)
     torch.set_num_threads(2)
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = {"movielens": part_movielens, "amazon": part_amazon, "coldstart": part_coldstart}

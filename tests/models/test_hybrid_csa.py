@@ -497,12 +497,11 @@ def test_svd_residual_adds_the_svd_prediction_and_survives_a_bundle():
     bu, bi = torch.randn(6), torch.randn(7)
     m = small_module(mu=3.5, biases=(bu, bi))
     last = m.mlp.net[-1]
-    assert (
-        isinstance(last, torch.nn.Linear) and float(last.bias.detach()) == 0.0
-    )  # the MLP starts as a zero correction
+    assert isinstance(last, torch.nn.Linear)
+    # the MLP starts as a zero correction: the untrained model predicts exactly the SVD's rating
+    assert float(last.bias.detach()) == 0.0 and not last.weight.detach().any()
     users, items = torch.tensor([0, 1, 5, 2]), torch.tensor([6, 0, 3, 3])
     with torch.no_grad():
-        last.weight.zero_()
         pred, _ = m(users, items, m.item_text[items])
     expected = 3.5 + bu[users] + bi[items] + (m.user_factors[users] * m.item_factors[items]).sum(-1)
     torch.testing.assert_close(pred, expected)

@@ -241,6 +241,8 @@ class HybridCSAModule(TrainableModule):
             last = self.mlp.net[-1]
             assert isinstance(last, nn.Linear)
             last.bias.fill_(0.0 if self.residual else mu)
+            if self.residual:  # and with svd_residual exactly at the SVD's prediction: a zero correction
+                last.weight.zero_()
 
     def _set_table(self, name: str, value: torch.Tensor) -> None:
         if name in self._parameters:
