@@ -322,7 +322,6 @@ def part_coldstart(seeds, epochs):
     variants: list[tuple[str, dict[str, Any]]] = [
         ("hybrid_csa", {}),
         ("hybrid_csa cold_item_rate=0.2", {"cold_item_rate": 0.2}),
-        ("hybrid_csa svd_residual=True", {"svd_residual": True}),
         ("hybrid_csa svd_residual=True cold_item_rate=0.2", {"svd_residual": True, "cold_item_rate": 0.2}),
     ]
     for label, kw in variants:
