@@ -266,6 +266,8 @@ def part_amazon(seeds, epochs):
         ),
     ]
     for label, kw, model_seeds in variants:
+        if ONLY and not any(o in label for o in ONLY):
+            continue
         runs, _ = fit_hybrid_runs("amazon", label, kw, model_seeds, tr, va, te, trainer, None)
         res[label] = summarize(runs)
     return res
@@ -363,7 +365,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
-        "--only", default="", help="movielens: run only the variants whose label contains one of these"
+        "--only",
+        default="",
+        help="movielens / amazon: run only the hybrid_csa variants whose label contains one of these",
     )
     args = ap.parse_args()
     ONLY.extend(o for o in args.only.split(",") if o)
