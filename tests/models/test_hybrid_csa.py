@@ -581,6 +581,13 @@ def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
         part = batch.filter(pl.col("query") == i).drop("query")
         assert part["item_id"].to_list() == one["item_id"].to_list()
         np.testing.assert_allclose(part["predicted_rating"], one["predicted_rating"], rtol=1e-5, atol=1e-5)
+        # the batched scoring equals the pairwise forward pass with the query as the text token
+        ref = fitted.explain(["u1"] * 4, part["item_id"].to_list(), texts=[q] * 4)
+        np.testing.assert_allclose(part["predicted_rating"], ref["predicted_rating"], rtol=1e-5, atol=1e-5)
+        for col in ("share_user", "share_item", "share_text"):
+            np.testing.assert_allclose(part[col], ref[col], rtol=1e-5, atol=1e-5)
+        scores = part["predicted_rating"].to_numpy()
+        assert (np.diff(scores) <= 1e-6).all()  # best first
     assert enc.query_hits > hits  # the single queries were LRU hits
     with pytest.raises(DataError, match=r"queries\[1\]"):
         fitted.recommend_by_texts(["fine", " "])

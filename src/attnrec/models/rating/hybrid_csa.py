@@ -974,14 +974,7 @@ class HybridCSA(TorchRecommender):
                 raise DataError("empty query", field=f"queries[{i}]", value=q, expected="a non-empty string")
         vecs = self.encoder.encode_queries(texts)
         self._check_dim(vecs.shape[1])
-        frames = [
-            self._rank_for_query(v, user, k, exclude_seen, candidates).with_columns(
-                pl.lit(i, dtype=pl.Int32).alias("query")
-            )
-            for i, v in enumerate(vecs)
-        ]
-        out = pl.concat(frames)
-        return out.select("query", *[c for c in out.columns if c != "query"])
+        return self._rank_for_queries(vecs, user, k, exclude_seen, candidates)
 
     @staticmethod
     def _check_candidates(candidates: int | None) -> None:
@@ -993,41 +986,61 @@ class HybridCSA(TorchRecommender):
     def _rank_for_query(
         self, vec: np.ndarray, user: str | None, k: int, exclude_seen: bool, candidates: int | None
     ) -> pl.DataFrame:
+        return self._rank_for_queries(vec[None], user, k, exclude_seen, candidates).drop("query")
+
+    def _rank_for_queries(
+        self, vecs: np.ndarray, user: str | None, k: int, exclude_seen: bool, candidates: int | None
+    ) -> pl.DataFrame:
+        """Top-k per query for query embeddings (Q, d): every query's candidate pool is retrieved by cosine
+        relevance in one (Q, I) product and all Q × pool pairs are scored in one pass (``query`` column first)."""
         uv, iv = self._vocabs()
         m = self.csa
         known = user is not None and str(user) in uv
         uidx = uv.index(str(user)) if known else 0
+        n_q = vecs.shape[0]
         with torch.no_grad():
-            text = torch.from_numpy(np.array(vec, dtype=np.float32)).to(self.device)
+            text = torch.from_numpy(np.asarray(vecs, dtype=np.float32)).to(self.device)
             item_text = m.item_text
-            relevance = (item_text @ text) / (item_text.norm(dim=1) * text.norm()).clamp_min(1e-12)
+            norms = text.norm(dim=1)[:, None] * item_text.norm(dim=1)[None, :]
+            relevance = (text @ item_text.T) / norms.clamp_min(1e-12)  # (Q, I)
             open_ = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
             if known and exclude_seen and self.seen is not None:
                 open_[torch.from_numpy(self.seen[uidx].indices.astype(np.int64)).to(self.device)] = False
-            pool = torch.nonzero(open_).squeeze(1)
-            if candidates is not None and candidates < len(pool):
-                pool = pool[torch.topk(relevance[pool], candidates).indices]
-            # only the pool is scored: each pair is one attention over its 3-4 tokens
+            n_open = int(open_.sum())
+            size = n_open if candidates is None else min(candidates, n_open)
+            if size == n_open:  # every open item, in index order
+                pool = torch.nonzero(open_).squeeze(1)[None].expand(n_q, -1)
+            else:
+                pool = torch.topk(relevance.masked_fill(~open_, -torch.inf), size, dim=1).indices
+            # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens
             preds, att = m.score_grid(
                 torch.tensor([uidx], device=self.device),
                 torch.tensor([not known], device=self.device),
-                pool,
-                text[None].expand(len(pool), -1),
+                pool.reshape(-1),
+                text.repeat_interleave(size, dim=0),
                 with_weights=True,
             )
         # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
-        scores = preds[0].cpu()
-        k = min(k, len(pool))
-        order = torch.topk(scores, k).indices
-        top = pool.cpu()[order].numpy()
-        w = att[0].cpu()[order].numpy() if att is not None else None
-        cols: dict[str, Any] = {"item_id": pl.Series(iv.ids[top], dtype=pl.String)}
+        scores = preds[0].view(n_q, size).cpu()
+        k = min(k, size)
+        order = torch.topk(scores, k, dim=1).indices  # (Q, k)
+        top = pool.cpu().gather(1, order)  # (Q, k) item indices
+        flat = top.reshape(-1).numpy()
+        w: np.ndarray | None = None
+        if att is not None:
+            n_t = att.shape[-1]
+            grid = att[0].view(n_q, size, n_t, n_t).cpu()
+            w = grid[torch.arange(n_q)[:, None], order].reshape(-1, n_t, n_t).numpy()
+        cols: dict[str, Any] = {
+            "query": np.repeat(np.arange(n_q, dtype=np.int32), k),
+            "item_id": pl.Series(iv.ids[flat], dtype=pl.String),
+        }
         if self.titles is not None:
-            cols["title"] = pl.Series([self.titles[j] for j in top], dtype=pl.String)
-        cols["predicted_rating"] = self._clip(scores[order]).numpy()
-        cols.update(self._share_columns(w, len(top)))
-        cols["relevance"] = relevance.cpu()[top].numpy()
-        cols["new_user"] = np.full(len(top), not known)
+            cols["title"] = pl.Series([self.titles[j] for j in flat], dtype=pl.String)
+        cols["predicted_rating"] = self._clip(scores.gather(1, order)).reshape(-1).numpy()
+        cols.update(self._share_columns(w, len(flat)))
+        cols["relevance"] = relevance.cpu().gather(1, top).reshape(-1).numpy()
+        cols["new_user"] = np.full(len(flat), not known)
         return self._flag(pl.DataFrame(cols))
 
     # ----------------------------------------------------------------- cold-start items
