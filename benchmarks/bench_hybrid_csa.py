@@ -72,6 +72,18 @@ def hybrid(**kw):
     return HybridCSA(**kw)
 
 
+def svd_runs(part, label, seeds, tr, va, te, **kw):
+    """svd(factors=50, **kw) fitted once per seed; test metrics and fit seconds per run (and the models)."""
+    runs, models = [], []
+    for s in seeds:
+        m = SVD(factors=50, seed=s, **kw)
+        fit_s = timed_fit(m, tr, va)
+        runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
+        models.append(m)
+        emit(part, label, s, runs[-1])
+    return runs, models
+
+
 def fit_hybrid_runs(part, label, kw, seeds, tr, va, te, trainer, items):
     """Fit hybrid_csa(**kw) once per seed; test RMSE / MAE, fit seconds, best epoch per run (and the models)."""
     runs, models = [], []
@@ -118,13 +130,7 @@ def part_movielens(seeds, epochs):
     res: dict[str, Any] = {
         "data": {"split_seed": SPLIT_SEED, "train": len(tr), "valid": len(va), "test": len(te)},
     }
-    runs = []
-    for s in seeds:
-        m = SVD(factors=50, seed=s)
-        fit_s = timed_fit(m, tr, va)
-        runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
-        emit("movielens", "svd", s, runs[-1])
-    res["svd (50 factors)"] = summarize(runs)
+    res["svd (50 factors)"] = summarize(svd_runs("movielens", "svd", seeds, tr, va, te)[0])
     variants: list[tuple[str, dict[str, Any]]] = [
         ("text-only (no u/i tokens)", {"fusion": "text_only"}),
         ("concat-MLP (no attention)", {"fusion": "concat_mlp"}),
@@ -231,24 +237,13 @@ def part_amazon(seeds, epochs):
     res["global mean (train)"] = summarize([gm])
     res["Surprise SVD (defaults)"] = summarize(surprise_runs(split, seeds))
 
-    runs = []
-    for s in seeds:
-        m = SVD(factors=50, seed=s)
-        fit_s = timed_fit(m, tr, va)
-        runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
-        emit("amazon", "svd", s, runs[-1])
-    res["attnrec svd (50 factors, defaults)"] = summarize(runs)
+    res["attnrec svd (50 factors, defaults)"] = summarize(svd_runs("amazon", "svd", seeds, tr, va, te)[0])
     # the svd defaults were chosen on ML-100k; here the factor penalty is chosen on this data's validation split
     grid = (0.12, 0.3, 0.6, 1.0)
     valid_rmse = {reg: SVD(factors=50, reg=reg, seed=seeds[0]).fit(tr, va).best_valid["rmse"] for reg in grid}
     reg = min(grid, key=lambda r: valid_rmse[r])
     res["svd reg chosen on validation"] = {"grid": list(grid), "valid_rmse": valid_rmse, "chosen": reg}
-    runs = []
-    for s in seeds:
-        m = SVD(factors=50, reg=reg, seed=s)
-        fit_s = timed_fit(m, tr, va)
-        runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
-        emit("amazon", f"svd reg={reg}", s, runs[-1])
+    runs, _ = svd_runs("amazon", f"svd reg={reg}", seeds, tr, va, te, reg=reg)
     res[f"attnrec svd (50 factors, reg={reg} chosen on validation)"] = summarize(runs)
 
     tuned = {"svd_reg": reg}

@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -127,6 +126,7 @@ def main() -> None:
     args = ap.parse_args()
     import recbole
     import torch
+    from _record import write_record
 
     torch.set_num_threads(args.threads)
     results = []
@@ -136,19 +136,7 @@ def main() -> None:
         for model_name in args.models.split(","):
             results.append(run_model(model_name, Path(tmp), name, args))
             print(json.dumps(results[-1]), flush=True)
-    record = {
-        "bench": "topk/recbole_peer",
-        "command": "python " + " ".join(sys.argv),
-        "date": time.strftime("%Y-%m-%d"),
-        "recbole": recbole.__version__,
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "result": results,
-    }
-    print(json.dumps(record, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2))
+    write_record("topk/recbole_peer", results, args.out, recbole=recbole.__version__, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -999,9 +999,8 @@ class HybridCSA(TorchRecommender):
         uidx = uv.index(str(user)) if known else 0
         n_q = vecs.shape[0]
         with torch.no_grad():
-            text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(
-                self.device
-            )  # LRU rows are read-only
+            # a copy: the LRU's rows are read-only
+            text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(self.device)
             item_text = m.item_text
             norms = text.norm(dim=1)[:, None] * item_text.norm(dim=1)[None, :]
             relevance = (text @ item_text.T) / norms.clamp_min(1e-12)  # (Q, I)

@@ -151,6 +151,17 @@ class ALSSide:
         return _sparse_csr(self.indptr, self.indices, self.values - fixed_bias[self.indices], self.shape)
 
 
+def penalty_scales(
+    counts: torch.Tensor, weighted: bool, weighted_bias: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row multipliers (s_factors, s_bias) of λ and λ_b: max(n_u, 1) where weighted, else 1.
+    ``weighted_bias`` None means the same as ``weighted``."""
+    n = counts.clamp(min=1.0)
+    ones = torch.ones_like(n)
+    wb = weighted if weighted_bias is None else weighted_bias
+    return (n if weighted else ones), (n if wb else ones)
+
+
 def _tril_flat_index(m: int, device: torch.device) -> torch.Tensor:
     """Flat positions (row * m + col) of the lower triangle of an m×m matrix, row-major."""
     rows, cols = torch.tril_indices(m, m, device=device)
@@ -196,11 +207,9 @@ def als_half_step(
     gram = gram.view(n_rows, m, m)
     resid = side.residual(fixed_bias.to(dev, torch.float32))
     rhs = torch.sparse.mm(resid, qt)
-    counts = side.counts.clamp(min=1.0)
-    ones = torch.ones(n_rows, device=dev)
-    wb = weighted if weighted_bias is None else weighted_bias
-    penalty = (counts if weighted else ones)[:, None] * torch.full((m,), float(reg), device=dev)
-    penalty[:, k] = (counts if wb else ones) * float(reg_bias)
+    scale, scale_b = penalty_scales(side.counts, weighted, weighted_bias)
+    penalty = scale[:, None] * torch.full((m,), float(reg), device=dev)
+    penalty[:, k] = scale_b * float(reg_bias)
     gram.diagonal(dim1=1, dim2=2).add_(penalty)
     chol, info = torch.linalg.cholesky_ex(gram)
     x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
@@ -365,9 +374,7 @@ class SVD(TorchRecommender):
             p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, **kw)
             q, bi, objective = als_half_step(by_item, p, bu, c.reg, c.reg_bias, **kw)
             # the item step's objective holds the squared errors and the item penalty; add the user penalty
-            counts, ones = by_user.counts.clamp(min=1.0), torch.ones_like(by_user.counts)
-            scale = counts if c.weighted_reg else ones
-            scale_b = counts if c.weighted_reg_bias else ones
+            scale, scale_b = penalty_scales(by_user.counts, c.weighted_reg, c.weighted_reg_bias)
             penalty = scale * c.reg * p.square().sum(1) + scale_b * c.reg_bias * bu.square()
             objective += float(penalty.sum())
             with torch.no_grad():
