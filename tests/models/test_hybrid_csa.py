@@ -21,6 +21,7 @@ from attnrec.models.rating.hybrid_csa import (
     fit_text_to_factors,
     text_to_factors,
 )
+from attnrec.models.rating.svd import SVD
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import ConformanceTests, checkerboard
 from attnrec.text import HashingTextModel, SentenceEncoder
@@ -172,6 +173,24 @@ def test_layer_norm_placement():
     post = SelfAttentionBlock(8, 2, norm="post", residual=True).eval()
     out, _ = post(x)
     torch.testing.assert_close(out.mean(-1), torch.zeros(4, 3), atol=1e-5, rtol=0)  # post-LN output rows
+
+
+@pytest.mark.parametrize(
+    ("norm", "residual"), [("pre", False), ("pre", True), ("post", True), ("none", False)]
+)
+def test_attention_on_shared_tokens_projected_once_equals_the_block(norm, residual):
+    """project(table)[index] then mix == the block on table[index]; pool=True == mean over tokens."""
+    torch.manual_seed(0)
+    block = SelfAttentionBlock(8, 2, norm=norm, residual=residual).eval()
+    table = torch.randn(5, 8)
+    index = torch.tensor([[0, 1, 2], [0, 3, 2], [4, 1, 1], [2, 2, 0]])
+    x = table[index]
+    out, w = block(x)
+    mixed, w2 = block.mix(block.project(table)[index], x)
+    torch.testing.assert_close(mixed, out)
+    torch.testing.assert_close(w2, w)
+    pooled, _ = block.mix(block.project(table)[index], x, pool=True)
+    torch.testing.assert_close(pooled, out.mean(1))
 
 
 def test_eq13_mean_pooling_equals_share_weighted_values():
@@ -591,3 +610,90 @@ def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
     assert enc.query_hits > hits  # the single queries were LRU hits
     with pytest.raises(DataError, match=r"queries\[1\]"):
         fitted.recommend_by_texts(["fine", " "])
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"fusion": "concat_mlp"},
+        {"fusion": "text_only", "user_text": True},
+        {"user_text": True, "attn_residual": True, "attn_norm": "post"},
+        {"biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
+    ],
+)
+def test_score_pairs_equals_the_rowwise_forward(kw):
+    """The inference path that projects each user / item / text row once gives the forward pass's predictions
+    and attention for every pair, with unknown users and text indexed apart from items."""
+    m = small_module(**kw)
+    users, unknown = torch.tensor([3, 0, 5]), torch.tensor([False, True, False])
+    items, text = torch.tensor([6, 1, 2, 4]), torch.randn(2, 12)
+    u_idx = torch.tensor([0, 0, 1, 2, 2, 1, 0])
+    i_idx = torch.tensor([0, 3, 1, 2, 2, 0, 1])
+    t_idx = torch.tensor([1, 0, 0, 1, 0, 1, 1])
+    with torch.no_grad():
+        got, w = m.score_pairs(
+            users, unknown, items, text, u_idx, i_idx, t_idx, with_weights=True, max_rows=3
+        )
+        want, w_ref = m(users[u_idx], items[i_idx], text[t_idx], unknown[u_idx])
+    torch.testing.assert_close(got, want)
+    if w_ref is None:
+        assert w is None
+    else:
+        torch.testing.assert_close(w, w_ref)
+
+
+def test_text_query_scores_are_the_models_prediction_for_that_text(fitted: HybridCSA):
+    recs = fitted.recommend_by_text("group b item", user="u2", k=6)
+    same = fitted.explain(["u2"] * 6, recs["item_id"].to_list(), texts=["group b item"] * 6)
+    np.testing.assert_allclose(same["predicted_rating"], recs["predicted_rating"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(same["share_text"], recs["share_text"], rtol=1e-5, atol=1e-5)
+
+
+def test_crossfit_trains_on_vectors_that_never_saw_their_rating():
+    train, valid, _ = checkerboard()
+    with pytest.raises(ValueError, match="0 \\(off\\) or at least 2"):
+        HybridCSA(svd_crossfit=1)
+    with pytest.raises(ValueError, match="freeze_svd"):
+        HybridCSA(svd_crossfit=3, freeze_svd=False)
+    m = HybridCSA(**{**CONFIG, "svd_crossfit": 3, "svd_residual": True})
+    base = SVD(factors=8, iterations=4)
+    base.fit(train, valid)
+    fold, tables = m._crossfit(base, train)
+    assert fold is not None and tables is not None
+    counts = np.bincount(fold.numpy())
+    assert len(counts) == 3 and counts.max() - counts.min() <= 1  # balanced folds
+    p, bu, q, bi = tables
+    assert p.shape == (3, train.n_users, 8) and bi.shape == (3, train.n_items)
+    # fold 0's refit is unchanged when fold 0's own ratings change: a row never sees its rating
+    in0 = (fold == 0).numpy()
+    flipped = Interactions(
+        train.frame.with_columns(
+            pl.when(pl.Series(in0)).then(6.0 - pl.col("rating")).otherwise(pl.col("rating")).alias("rating")
+        ),
+        train.user_vocab,
+        train.item_vocab,
+    )
+    _, again = m._crossfit(base, flipped)
+    assert again is not None
+    for a, b in zip(tables, again, strict=True):
+        torch.testing.assert_close(a[0], b[0])
+        assert not torch.equal(a[1], b[1])  # fold 1 was fitted on fold 0's rows
+    # training rows read their fold's vectors; inference the full fit's; the tables are gone after fit
+    module = small_module(biases=(torch.zeros(6), torch.zeros(7)), mu=3.0)
+    cf = (torch.randn(2, 6, 5), torch.randn(2, 6), torch.randn(2, 7, 5), torch.randn(2, 7))
+    module.set_crossfit(cf)
+    users, items = torch.tensor([1, 4]), torch.tensor([2, 6])
+    with torch.no_grad():
+        svd_pred = module.svd_prediction(users, items, fold=torch.tensor([1, 0]))
+    want = (
+        3.0
+        + cf[1][[1, 0], users]
+        + cf[3][[1, 0], items]
+        + (cf[0][[1, 0], users] * cf[2][[1, 0], items]).sum(-1)
+    )
+    torch.testing.assert_close(svd_pred, want)
+    assert not any(k.startswith("cf_") for k in module.state_dict())
+    m.fit(train, valid, trainer=trainer(epochs=2), items=item_meta(train), encoder=encoder())
+    assert not m.csa.crossfit and not any(k.startswith("cf_") for k in m.state_tensors())
+    assert np.isfinite(m.predict(valid.users, valid.items)).all()

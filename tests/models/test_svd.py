@@ -7,7 +7,7 @@ import torch
 
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
-from attnrec.models.rating.svd import SVD, ALSSide, als_half_step
+from attnrec.models.rating.svd import SVD, ALSSide, als_half_step, als_refit
 from attnrec.testing import ConformanceTests, checkerboard
 from attnrec.training.trainer import TrainerConfig
 
@@ -207,3 +207,33 @@ def test_damped_bias_penalty_counts_each_bias_once_in_the_sgd_objective():
             seen_u, seen_i = np.unique(train.users), np.unique(train.items)
             biases = 2.0 * float(mf.bu[seen_u].square().sum() + mf.bi[seen_i].square().sum())
         assert total == pytest.approx(err + factors + biases, rel=1e-5)
+
+
+def test_als_refit_stays_in_the_full_fit_coordinates_and_never_sees_left_out_rows():
+    train, _, _ = checkerboard()
+    m = SVD(factors=8, iterations=6, patience=6)
+    m.fit(train)
+    everything = np.ones(len(train), dtype=bool)
+    p, bu, q, bi = als_refit(m, train, everything, sweeps=1)
+    # on all rows, one more sweep from a converged fit barely moves it: same coordinates (no rotation)
+    full = torch.from_numpy(m.user_factors) @ torch.from_numpy(m.item_factors).T
+    assert float((p @ q.T - full).abs().max()) < 0.05
+    cos = torch.nn.functional.cosine_similarity(q, torch.from_numpy(m.item_factors), dim=1)
+    assert float(cos[torch.from_numpy(m.item_factors).norm(dim=1) > 1e-3].min()) > 0.95
+    # leave out some rows: the result does not depend on their ratings at all
+    keep = np.arange(len(train)) % 5 != 0
+    a = als_refit(m, train, keep)
+    changed = Interactions(
+        train.frame.with_columns(
+            pl.when(pl.Series(~keep)).then(6.0 - pl.col("rating")).otherwise(pl.col("rating")).alias("rating")
+        ),
+        train.user_vocab,
+        train.item_vocab,
+    )
+    b = als_refit(m, changed, keep)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)
+    # a user whose every rating is left out has no vector and no bias
+    u0 = train.users == 0
+    p, bu, _, _ = als_refit(m, train, ~u0)
+    assert not p[0].any() and float(bu[0]) == 0.0

@@ -58,20 +58,45 @@ class SelfAttentionBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        b, t, _ = x.shape
+        return self.mix(self.project(x), x, key_padding_mask)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Q, K, V of tokens ``(..., dim)`` -> ``(..., 3, heads, head_dim)`` (the pre-norm included).
+
+        Each token is projected on its own, so a token shared by many sequences (one user against many items)
+        can be projected once and gathered: ``mix(project(table)[index])`` equals ``forward(table[index])``."""
         h = self.norm(x) if self.norm_place == "pre" else x
-        q, k, v = self.qkv(h).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3×(B,H,T,dh)
+        return self.qkv(h).unflatten(-1, (3, self.heads, self.head_dim))
+
+    def mix(
+        self,
+        qkv: torch.Tensor,
+        x: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        *,
+        pool: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention from projected tokens ``qkv`` ``(B, T, 3, H, dh)`` (:meth:`project`): output ``(B, T, dim)``
+        (``pool``: its mean over tokens, ``(B, dim)``) and weights ``(B, H, T, T)``. ``x`` (B, T, dim), the
+        input tokens, is needed only with ``residual``. Without residual or post-norm, pooling comes before
+        W^O (it is linear), so a pooled call does T times less output projection."""
+        b, t = qkv.shape[:2]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3×(B,H,T,dh)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, t, self.dim)
+        if pool and not self.residual and self.norm_place != "post":
+            return self.out(mixed.mean(1)), weights
         out = self.out(mixed)
         if self.residual:
+            if x is None:
+                raise ConfigError("SelfAttentionBlock.mix: residual=True needs the input tokens x")
             out = x + out
         if self.norm_place == "post":
             out = self.norm(out)
-        return out, weights
+        return (out.mean(1) if pool else out), weights
 
 
 def attention_shares(weights: torch.Tensor) -> torch.Tensor:

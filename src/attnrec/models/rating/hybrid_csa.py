@@ -39,7 +39,7 @@ from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import FitReport, ModelConfig, TaskKind, TorchRecommender, TrainableModule, register
 from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
 from attnrec.models.layers.interaction import MLP
-from attnrec.models.rating.svd import SVD
+from attnrec.models.rating.svd import SVD, als_refit
 from attnrec.text.builders import (
     item_text_from_meta,
     item_text_from_reviews,
@@ -71,6 +71,7 @@ PAPER_TRAINER: dict[str, Any] = {
     "patience": 3,
 }
 _ROWS = 65536  # rows per forward pass when scoring (bounds memory: rows × tokens × d_model floats)
+_PAIRS = 16384  # pairs per block in score_pairs (bounds memory: pairs × tokens × 3 d_model floats for Q/K/V)
 
 
 class HybridCSAConfig(ModelConfig):
@@ -88,6 +89,11 @@ class HybridCSAConfig(ModelConfig):
     #: not in the paper: r̂ = μ + b_u + b_i + p_uᵀq_i + MLP(z), the network learning a correction to the SVD's own
     #: prediction instead of the rating from scratch (the paper's r̂ = MLP(z) when False; see docs)
     svd_residual: bool = False
+    #: not in the paper: K >= 2 trains the fusion network on cross-fitted SVD vectors. The training rows are cut
+    #: into K folds; for the rows of fold k the user / item vectors (and biases) come from an ALS refit without
+    #: fold k (warm-started from the full fit, so in its coordinates). The network then learns from vectors that
+    #: have not seen the rating they are asked to predict, as at test time; inference uses the full fit. 0: off
+    svd_crossfit: int = Field(0, ge=0)
     d_model: int = Field(128, ge=1)
     heads: int = Field(4, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
@@ -121,6 +127,12 @@ class HybridCSAConfig(ModelConfig):
     def _heads_divide(self) -> HybridCSAConfig:
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.svd_crossfit == 1:
+            raise ValueError("svd_crossfit is a number of folds: 0 (off) or at least 2")
+        if self.svd_crossfit and not self.freeze_svd:
+            raise ValueError(
+                "svd_crossfit needs freeze_svd=True (fine-tuned vectors are not refitted per fold)"
+            )
         if self.svd_residual and self.svd_biases:
             raise ValueError(
                 "svd_residual already adds the SVD biases; it cannot be combined with svd_biases"
@@ -132,8 +144,9 @@ class HybridCSAConfig(ModelConfig):
 class HybridBatch:
     """One training batch: ``users``, ``items`` (int64 (B,)), ``ratings`` (float32 (B,)), ``text`` (float32
     (B, d_text): the text token's embedding per row) and ``unknown_user`` (bool (B,): rows whose user token is
-    replaced by the learned unknown-user vector) and ``cold_item`` (bool (B,): rows whose item vector is the
-    cold-start map's prediction from text)."""
+    replaced by the learned unknown-user vector), ``cold_item`` (bool (B,): rows whose item vector is the
+    cold-start map's prediction from text) and ``fold`` (int64 (B,): with ``svd_crossfit``, the fold whose refit
+    supplies the row's SVD vectors; ignored otherwise)."""
 
     users: torch.Tensor
     items: torch.Tensor
@@ -141,11 +154,13 @@ class HybridBatch:
     text: torch.Tensor
     unknown_user: torch.Tensor
     cold_item: torch.Tensor
+    fold: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> HybridBatch:
         """A copy with every tensor on ``device``."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return HybridBatch(
-            **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)}
+            **{k: None if v is None else v.to(device, non_blocking=True) for k, v in moved.items()}  # type: ignore[arg-type]
         )
 
     def __len__(self) -> int:
@@ -218,6 +233,13 @@ class HybridCSAModule(TrainableModule):
             self.cold_bias_map: torch.Tensor
             self.register_buffer("cold_bias_map", torch.zeros(d_text + 1, 1))
 
+        #: svd_crossfit's per-fold refits, (K, n, k) / (K, n); set for training only (never saved)
+        self.crossfit = False
+        self.cf_user_factors: torch.Tensor
+        self.cf_user_bias: torch.Tensor
+        self.cf_item_factors: torch.Tensor
+        self.cf_item_bias: torch.Tensor
+
         self.uses_svd = fusion != "text_only"
         if self.uses_svd:
             self.proj_user = _projection(k, d_model)
@@ -254,13 +276,45 @@ class HybridCSAModule(TrainableModule):
         else:
             self.register_parameter(name, nn.Parameter(value.clone()))
 
+    def set_crossfit(
+        self, tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None
+    ) -> None:
+        """svd_crossfit: the per-fold refits (P (K, n_users, k), b_u (K, n_users), Q (K, n_items, k), b_i (K,
+        n_items)) that training rows with a ``fold`` read their SVD vectors from; None removes them. Kept out of
+        the state (non-persistent): inference always uses the full fit."""
+        for name in ("cf_user_factors", "cf_user_bias", "cf_item_factors", "cf_item_bias"):
+            self._buffers.pop(name, None)
+        self.crossfit = tables is not None
+        if tables is not None:
+            dev = self.item_text.device
+            for name, t in zip(
+                ("cf_user_factors", "cf_user_bias", "cf_item_factors", "cf_item_bias"), tables, strict=True
+            ):
+                self.register_buffer(name, t.to(dev, torch.float32), persistent=False)
+
+    def user_rows(
+        self, users: torch.Tensor, fold: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """User factors (N, k) and, with svd_residual, biases (N,) for user indices (N,): the full fit's, or with
+        ``fold`` (N,) and :meth:`set_crossfit` tables, each row's fold refit's."""
+        if fold is not None and self.crossfit:
+            bu = self.cf_user_bias[fold, users] if self.residual else None
+            return self.cf_user_factors[fold, users], bu
+        return self.user_factors[users], (self.user_bias[users] if self.residual else None)
+
     # -- tokens --------------------------------------------------------------------------------------------
-    def user_tokens(self, users: torch.Tensor, unknown: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def user_tokens(
+        self,
+        users: torch.Tensor,
+        unknown: torch.Tensor | None = None,
+        fold: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
         """Projected user-side tokens for user indices (N,): ``[u']`` (+ ``[t_u']``), each (N, d_model).
-        ``unknown`` (N,) bool swaps in the learned unknown-user vector(s) (the index is then ignored)."""
+        ``unknown`` (N,) bool swaps in the learned unknown-user vector(s) (the index is then ignored); ``fold``
+        see :meth:`user_rows`."""
         out: list[torch.Tensor] = []
         if self.uses_svd:
-            u = self.user_factors[users]
+            u = self.user_rows(users, fold)[0]
             if unknown is not None:
                 u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
             out.append(self.token_dropout(self.proj_user(u)))
@@ -282,12 +336,16 @@ class HybridCSAModule(TrainableModule):
                 )
 
     def item_rows(
-        self, items: torch.Tensor, cold: torch.Tensor | None = None
+        self, items: torch.Tensor, cold: torch.Tensor | None = None, fold: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Item factors (N, k) and, with svd_residual, biases (N,) for item indices (N,); ``cold`` (N,) bool swaps in
-        the cold-start maps' predictions from the items' text."""
-        f = self.item_factors[items]
-        b = self.item_bias[items] if self.residual else None
+        the cold-start maps' predictions from the items' text; ``fold`` see :meth:`user_rows`."""
+        if fold is not None and self.crossfit:
+            f = self.cf_item_factors[fold, items]
+            b = self.cf_item_bias[fold, items] if self.residual else None
+        else:
+            f = self.item_factors[items]
+            b = self.item_bias[items] if self.residual else None
         if cold is not None and bool(cold.any()):
             text = self.item_text[items[cold]]
             f = f.clone()
@@ -297,11 +355,13 @@ class HybridCSAModule(TrainableModule):
                 b[cold] = text_to_factors(text, self.cold_bias_map).squeeze(-1)
         return f, b
 
-    def item_token(self, items: torch.Tensor, cold: torch.Tensor | None = None) -> torch.Tensor | None:
+    def item_token(
+        self, items: torch.Tensor, cold: torch.Tensor | None = None, fold: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """i' for item indices (N,): (N, d_model), or None for text_only."""
         if not self.uses_svd:
             return None
-        return self.token_dropout(self.proj_item(self.item_rows(items, cold)[0]))
+        return self.token_dropout(self.proj_item(self.item_rows(items, cold, fold)[0]))
 
     def text_token(self, text: torch.Tensor) -> torch.Tensor:
         """r' for text embeddings (N, d_text): (N, d_model)."""
@@ -320,32 +380,29 @@ class HybridCSAModule(TrainableModule):
         items: torch.Tensor,
         unknown: torch.Tensor | None = None,
         cold: torch.Tensor | None = None,
+        fold: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """svd_residual: μ + b_u + b_i + p_uᵀq_i for aligned users / items (N,); the unknown user has the learned
-        unknown-user vector and bias; ``cold`` rows the text-predicted item vector and bias."""
-        u, bu = self.user_factors[users], self.user_bias[users]
+        unknown-user vector and bias; ``cold`` rows the text-predicted item vector and bias; ``fold`` each row's
+        fold refit (:meth:`user_rows`)."""
+        u, bu = self.user_rows(users, fold)
+        assert bu is not None
         if unknown is not None:
             u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
             bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
-        q, bi = self.item_rows(items, cold)
+        q, bi = self.item_rows(items, cold, fold)
         assert bi is not None
         return self.mu + bu + bi + (u * q).sum(-1)
-
-    def svd_grid(self, users: torch.Tensor, unknown: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """:meth:`svd_prediction` for every (user, item) pair: (U, I)."""
-        u, bu = self.user_factors[users], self.user_bias[users]
-        u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
-        bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
-        return self.mu + bu[:, None] + self.item_bias[items][None, :] + u @ self.item_factors[items].T
 
     # -- fusion and prediction -----------------------------------------------------------------------------
     def fuse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Eq. 10-15 on stacked tokens (N, T, d): predictions (N,) and head-averaged attention (N, T, T)
-        (None for concat_mlp)."""
+        (None for concat_mlp). Mean pooling (eq. 13) is taken before the attention's output projection W^O, which
+        is linear, so this is the same z at a T-th of that projection's cost."""
         if self.attention is None:
             return self.mlp(x.flatten(1)).squeeze(-1), None
-        z, weights = self.attention(x)
-        return self.mlp(z.mean(1)).squeeze(-1), weights.mean(1)
+        z, weights = self.attention.mix(self.attention.project(x), x, pool=True)
+        return self.mlp(z).squeeze(-1), weights.mean(1)
 
     def forward(
         self,
@@ -354,20 +411,24 @@ class HybridCSAModule(TrainableModule):
         text: torch.Tensor,
         unknown_user: torch.Tensor | None = None,
         cold_item: torch.Tensor | None = None,
+        fold: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Predicted ratings (N,) and attention (N, T, T) for aligned users, items (N,) and text (N, d_text);
-        ``unknown_user`` / ``cold_item`` (N,) bool: rows served as a new user / with text-predicted item vectors."""
+        ``unknown_user`` / ``cold_item`` (N,) bool: rows served as a new user / with text-predicted item vectors;
+        ``fold`` (N,): svd_crossfit's fold per training row (:meth:`user_rows`)."""
         x = self.stack(
-            self.user_tokens(users, unknown_user), self.item_token(items, cold_item), self.text_token(text)
+            self.user_tokens(users, unknown_user, fold),
+            self.item_token(items, cold_item, fold),
+            self.text_token(text),
         )
         pred, weights = self.fuse(x)
         if self.residual:
-            pred = pred + self.svd_prediction(users, items, unknown_user, cold_item)
+            pred = pred + self.svd_prediction(users, items, unknown_user, cold_item, fold)
         return pred, weights
 
     def loss(self, batch: HybridBatch) -> torch.Tensor:
         """Eq. 16: mean squared error."""
-        pred, _ = self(batch.users, batch.items, batch.text, batch.unknown_user, batch.cold_item)
+        pred, _ = self(batch.users, batch.items, batch.text, batch.unknown_user, batch.cold_item, batch.fold)
         return (pred - batch.ratings).square().mean()
 
     def score_grid(
@@ -378,39 +439,78 @@ class HybridCSAModule(TrainableModule):
         text: torch.Tensor,
         *,
         with_weights: bool = False,
-        max_rows: int = _ROWS,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every (user, item) pair: users (U,) with ``unknown`` (U,), items (I,) with their text token embeddings
-        (I, d_text). Returns (U, I) predictions and, when ``with_weights``, (U, I, T, T) attention.
+        (I, d_text). Returns (U, I) predictions and, when ``with_weights``, (U, I, T, T) attention."""
+        n_u, n_i = users.shape[0], items.shape[0]
+        u_idx = torch.arange(n_u, device=users.device).repeat_interleave(n_i)
+        i_idx = torch.arange(n_i, device=users.device).repeat(n_u)
+        preds, weights = self.score_pairs(
+            users, unknown, items, text, u_idx, i_idx, i_idx, with_weights=with_weights
+        )
+        n_t = len(self.token_names)
+        return preds.view(n_u, n_i), None if weights is None else weights.view(n_u, n_i, n_t, n_t)
 
-        Tokens are projected once per user and once per item (in eval mode a projection is a per-row affine map,
-        so this equals the pairwise forward); attention runs on blocks of at most ``max_rows`` pairs."""
+    def score_pairs(
+        self,
+        users: torch.Tensor,
+        unknown: torch.Tensor,
+        items: torch.Tensor,
+        text: torch.Tensor,
+        u_idx: torch.Tensor,
+        i_idx: torch.Tensor,
+        t_idx: torch.Tensor,
+        *,
+        with_weights: bool = False,
+        max_rows: int = _PAIRS,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inference on P pairs given by indices (P,) into three tables: users (U,) with ``unknown`` (U,), items
+        (I,) and text embeddings (n_text, d_text); pair p is (users[u_idx[p]], items[i_idx[p]], text[t_idx[p]]).
+        Returns predictions (P,) and, when ``with_weights``, attention (P, T, T) (None for concat_mlp).
+
+        Each table row is projected — and, for attention, taken through the pre-norm and Q/K/V — once, however
+        many pairs share it (in eval mode these are per-token maps), so only the T×T attention itself, W^O on the
+        pooled vector and the MLP run per pair: a text query against 100 candidates projects one text token,
+        not 100. Pairs are scored in blocks of ``max_rows``."""
         ut = self.user_tokens(users, unknown)
         it = self.item_token(items)
         tt = self.text_token(text)
-        n_u, n_i, n_t = users.shape[0], items.shape[0], len(self.token_names)
-        preds = torch.empty(n_u, n_i, device=tt.device)
-        weights = (
-            torch.empty(n_u, n_i, n_t, n_t, device=tt.device)
-            if with_weights and self.attention is not None
-            else None
-        )
-        i_step = min(n_i, max_rows) or 1
-        u_step = max(1, max_rows // i_step)
-        for us in range(0, n_u, u_step):
-            ue = min(n_u, us + u_step)
-            for is_ in range(0, n_i, i_step):
-                ie = min(n_i, is_ + i_step)
-                nu, ni = ue - us, ie - is_
-                user = [t[us:ue, None, :].expand(nu, ni, -1).reshape(nu * ni, -1) for t in ut]
-                item = None if it is None else it[None, is_:ie].expand(nu, ni, -1).reshape(nu * ni, -1)
-                text_b = tt[None, is_:ie].expand(nu, ni, -1).reshape(nu * ni, -1)
-                p, w = self.fuse(self.stack(user, item, text_b))
-                preds[us:ue, is_:ie] = p.view(nu, ni)
-                if weights is not None and w is not None:
-                    weights[us:ue, is_:ie] = w.view(nu, ni, n_t, n_t)
+        # token tables in token_names order, each with the pair index that reads it
+        tables: list[torch.Tensor] = [tt]
+        index = [t_idx]
+        if it is not None:
+            tables, index = [ut[0], it, tt], [u_idx, i_idx, t_idx]
+        if self.has_user_text:
+            tables, index = [*tables, ut[-1]], [*index, u_idx]
+        att = self.attention
+        states = [att.project(t) for t in tables] if att is not None else tables
+        keep_x = att is not None and (att.residual or att.norm_place == "post")
+        n_p, n_t = u_idx.shape[0], len(tables)
+        preds = torch.empty(n_p, device=tt.device)
+        weights = torch.empty(n_p, n_t, n_t, device=tt.device) if with_weights and att is not None else None
+        for s in range(0, n_p, max_rows):
+            e = min(n_p, s + max_rows)
+            rows = [ix[s:e] for ix in index]
+            if att is None:
+                p, w = self.fuse(torch.stack([t[r] for t, r in zip(tables, rows, strict=True)], dim=1))
+            else:
+                qkv = torch.stack([st[r] for st, r in zip(states, rows, strict=True)], dim=1)
+                x = torch.stack([t[r] for t, r in zip(tables, rows, strict=True)], dim=1) if keep_x else None
+                z, wh = att.mix(qkv, x, pool=True)
+                p, w = self.mlp(z).squeeze(-1), wh.mean(1)
+            preds[s:e] = p
+            if weights is not None and w is not None:
+                weights[s:e] = w
         if self.residual:
-            preds += self.svd_grid(users, unknown, items)
+            u, bu = self.user_rows(users)
+            assert bu is not None
+            u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
+            bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
+            q, bi = self.item_rows(items)
+            assert bi is not None
+            for s in range(0, n_p, max_rows):
+                ur, ir = u_idx[s : s + max_rows], i_idx[s : s + max_rows]
+                preds[s : s + max_rows] += self.mu + bu[ur] + bi[ir] + (u[ur] * q[ir]).sum(-1)
         return preds, weights
 
     # -- cold-start items ----------------------------------------------------------------------------------
@@ -565,6 +665,7 @@ class HybridCSA(TorchRecommender):
         if c.svd_biases:
             uf = np.hstack([uf, svd.mf.bu.detach().cpu().numpy()[:, None]])
             itf = np.hstack([itf, svd.mf.bi.detach().cpu().numpy()[:, None]])
+        folds, crossfit = self._crossfit(svd, train)
 
         # 2. texts: item text (metadata, else training reviews), user text, and in leaky mode each row's review
         item_texts, self.titles = self._item_texts(train_df, items, train.item_vocab)
@@ -591,6 +692,8 @@ class HybridCSA(TorchRecommender):
             "biases": (svd.mf.bu.detach().cpu().float(), svd.mf.bi.detach().cpu().float())
             if c.svd_residual
             else None,
+            "fold": folds,
+            "crossfit": crossfit,
         }
         try:
             # 3. the fusion network, in the one Trainer
@@ -598,6 +701,8 @@ class HybridCSA(TorchRecommender):
         finally:
             self._prep = None
             self._memo = None
+            if isinstance(self.module, HybridCSAModule):
+                self.module.set_crossfit(None)  # training only; inference uses the full fit
         # 4. the cold-start map, on the (possibly fine-tuned) warm item factors
         self.csa.fit_cold_maps(c.cold_ridge)
         report.seconds = time.perf_counter() - t0
@@ -605,6 +710,23 @@ class HybridCSA(TorchRecommender):
         if self.leaky:
             report.best_valid = {**report.best_valid, "leaky": True}
         return report
+
+    def _crossfit(
+        self, svd: SVD, train: Interactions
+    ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
+        """svd_crossfit = K: each training row's fold (a seeded balanced assignment) and the K refits without
+        each fold (:func:`~attnrec.models.rating.svd.als_refit`), stacked as (K, n, k) / (K, n); (None, None)
+        when off. With svd_biases the bias is appended to the factors, as for the full fit."""
+        k = self.config.svd_crossfit
+        if not k:
+            return None, None
+        rng = np.random.default_rng(self.config.seed)
+        fold = rng.permutation(len(train)) % k
+        parts = [als_refit(svd, train, fold != f) for f in range(k)]
+        p, bu, q, bi = (torch.stack([part[j] for part in parts]) for j in range(4))
+        if self.config.svd_biases:
+            p, q = torch.cat([p, bu[..., None]], dim=-1), torch.cat([q, bi[..., None]], dim=-1)
+        return torch.from_numpy(fold.astype(np.int64)), (p, bu, q, bi)
 
     def _item_texts(
         self, train_df: pl.DataFrame, items: pl.DataFrame | None, vocab: Vocabulary
@@ -656,6 +778,7 @@ class HybridCSA(TorchRecommender):
             p["user_factors"], p["item_factors"], p["item_text"], p["user_text"], p["mu"], p["biases"]
         )
         module.fit_cold_maps(self.config.cold_ridge)  # cold_item_rate's rows use it during training
+        module.set_crossfit(p["crossfit"])
         return module
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> HybridCSAModule:
@@ -712,13 +835,14 @@ class HybridCSA(TorchRecommender):
         order = torch.randperm(n, generator=generator)
         unknown = torch.rand(n, generator=generator) < self.config.unknown_user_rate
         cold = torch.rand(n, generator=generator) < self.config.cold_item_rate
-        rows_text = p["row_text"]
+        rows_text, fold = p["row_text"], p.get("fold")
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             if len(idx) < 2:
                 continue
             text = rows_text[idx] if rows_text is not None else p["item_text"][items[idx]]
-            yield HybridBatch(users[idx], items[idx], ratings[idx], text, unknown[idx], cold[idx])
+            folds = None if fold is None else fold[idx]
+            yield HybridBatch(users[idx], items[idx], ratings[idx], text, unknown[idx], cold[idx], folds)
 
     @property
     def csa(self) -> HybridCSAModule:
@@ -1013,16 +1137,21 @@ class HybridCSA(TorchRecommender):
                 pool = torch.nonzero(open_).squeeze(1)[None].expand(n_q, -1)
             else:
                 pool = torch.topk(relevance.masked_fill(~open_, -torch.inf), size, dim=1).indices
-            # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens
-            preds, att = m.score_grid(
+            # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens; the user,
+            # each pooled item and each query are projected once
+            items, i_idx = torch.unique(pool.reshape(-1), return_inverse=True)
+            preds, att = m.score_pairs(
                 torch.tensor([uidx], device=self.device),
                 torch.tensor([not known], device=self.device),
-                pool.reshape(-1),
-                text.repeat_interleave(size, dim=0),
+                items,
+                text,
+                torch.zeros(n_q * size, dtype=torch.int64, device=self.device),
+                i_idx,
+                torch.arange(n_q, device=self.device).repeat_interleave(size),
                 with_weights=True,
             )
         # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
-        scores = preds[0].view(n_q, size).cpu()
+        scores = preds.view(n_q, size).cpu()
         k = min(k, size)
         order = torch.topk(scores, k, dim=1).indices  # (Q, k)
         top = pool.cpu().gather(1, order)  # (Q, k) item indices
@@ -1030,7 +1159,7 @@ class HybridCSA(TorchRecommender):
         w: np.ndarray | None = None
         if att is not None:
             n_t = att.shape[-1]
-            grid = att[0].view(n_q, size, n_t, n_t).cpu()
+            grid = att.view(n_q, size, n_t, n_t).cpu()
             w = grid[torch.arange(n_q)[:, None], order].reshape(-1, n_t, n_t).numpy()
         cols: dict[str, Any] = {
             "query": np.repeat(np.arange(n_q, dtype=np.int32), k),

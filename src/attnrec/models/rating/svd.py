@@ -469,3 +469,32 @@ class SVD(TorchRecommender):
         lo, hi = tensors.pop("_rating_range").tolist()
         self.rating_range = (lo, hi)
         super().load_state_tensors(tensors)
+
+
+def als_refit(
+    model: SVD, train: Interactions, rows: np.ndarray, sweeps: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Refit a fitted ALS ``model``'s factors on the training rows ``rows`` only (an index or boolean mask into
+    ``train``), starting from its item factors and biases and keeping its μ: (P, b_u, Q, b_i) on CPU.
+
+    ``sweeps`` ALS sweeps (users, then items), then one more user half-step so that P matches the final Q. Started
+    from the full fit, the refit stays in its coordinates (same rotation and scale of the latent space), so the
+    vectors can stand in for the full fit's where a rating must not have seen itself — hybrid_csa's cross-fitted
+    training (``svd_crossfit``). Users / items with no rating left in ``rows`` get zero vectors and biases.
+    """
+    c = model.config
+    m = model.mf
+    mu = float(m.mu)
+    users, items = train.users[rows], train.items[rows]
+    centred = train.ratings[rows].astype(np.float32) - np.float32(mu)
+    shape = (train.n_users, train.n_items)
+    by_user = ALSSide(users, items, centred, shape)
+    by_item = ALSSide(items, users, centred, (shape[1], shape[0]))
+    kw = {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias}
+    q, bi = m.q.detach().float().cpu(), m.bi.detach().float().cpu()
+    with torch.no_grad():
+        for _ in range(sweeps):
+            p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, **kw)
+            q, bi, _ = als_half_step(by_item, p, bu, c.reg, c.reg_bias, **kw)
+        p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, **kw)
+    return p, bu, q, bi
