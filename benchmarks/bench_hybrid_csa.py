@@ -140,7 +140,10 @@ def part_movielens(seeds, epochs):
         ("hybrid_csa svd_residual=True", {"svd_residual": True}),
         ("hybrid_csa svd_residual=True freeze_svd=False", {"svd_residual": True, "freeze_svd": False}),
         ("hybrid_csa svd_crossfit=5", {"svd_crossfit": 5}),
-        ("concat-MLP svd_residual=True svd_crossfit=5", {"fusion": "concat_mlp", "svd_residual": True, "svd_crossfit": 5}),
+        (
+            "concat-MLP svd_residual=True svd_crossfit=5",
+            {"fusion": "concat_mlp", "svd_residual": True, "svd_crossfit": 5},
+        ),
         ("hybrid_csa svd_residual=True svd_crossfit=5", {"svd_residual": True, "svd_crossfit": 5}),
     ]
     for label, kw in variants:

@@ -140,3 +140,19 @@ def test_real_minilm_from_package(monkeypatch, tmp_path) -> None:
     assert enc.max_seq_length == 256
     enc.encode(["word " * 300])
     assert enc.last_truncated == 1
+
+
+def test_query_model_serves_queries_and_the_main_model_serves_corpora() -> None:
+    main = HashingTextModel(dim=16)
+    queries = HashingTextModel(dim=16, max_seq_length=64)
+    enc = SentenceEncoder(main, progress=False, query_model=queries)
+    enc.encode(["a corpus text"])
+    assert (main.calls, queries.calls) == (1, 0)
+    one = enc.encode_query("a query")
+    batch = enc.encode_queries(["a query", "another query"])
+    assert queries.calls == 2 and main.calls == 1  # the repeated query came from the LRU
+    np.testing.assert_allclose(batch[0], one)
+    np.testing.assert_allclose(batch[1], HashingTextModel(16).encode(["another query"])[0], rtol=1e-6)
+    assert enc.query_runner is queries and SentenceEncoder(main).query_runner is main
+    with pytest.raises(ConfigError, match="query_model"):
+        SentenceEncoder(main, query_model=object())  # type: ignore[arg-type]

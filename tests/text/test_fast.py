@@ -126,3 +126,17 @@ def test_max_length_truncates_like_sentence_transformers(home: Path) -> None:
     np.testing.assert_allclose(out, expected, atol=2e-5)
     with pytest.raises(ConfigError, match="max_seq_length=600"):
         fast_encoder(backend="onnx", home=home, max_length=600)
+
+
+@needs_text
+def test_hybrid_csa_encodes_queries_on_the_lean_fp32_path_by_default(
+    reference: np.ndarray, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    from attnrec.models.rating.hybrid_csa import HybridCSA
+
+    monkeypatch.setenv("ATTNREC_HOME", str(home))
+    enc = HybridCSA().encoder
+    assert isinstance(enc.query_model, FastTextModel) and enc.query_model.backend == "torch"
+    cos = (enc.encode_queries(SENTENCES) * reference).sum(1)
+    assert cos.min() > 0.9999, cos  # the same model: the vectors of sentence-transformers' own encode()
+    assert HybridCSA(query_backend="sentence-transformers").encoder.query_model is None

@@ -150,6 +150,9 @@ class SentenceEncoder:
     sequence length in tokens (all-MiniLM-L6-v2: 256 by default, at most 512 by its position embeddings).
     ``normalize`` L2-normalises outputs (a model with its own Normalize layer, like all-MiniLM-L6-v2, is
     normalised either way). ``cache`` makes repeated texts free: only texts missing from it reach the model.
+    ``query_model``: a :class:`TextModel` that :meth:`encode_query` / :meth:`encode_queries` use instead of the
+    main model (e.g. :class:`~attnrec.text.fast.FastTextModel` on the same weights: a lighter per-call path for
+    interactive queries); :meth:`encode` (corpora, the on-disk cache) always uses the main model.
 
     Nothing is loaded at construction; the model loads on the first call that needs it.
     """
@@ -165,6 +168,7 @@ class SentenceEncoder:
         cache: EmbeddingCache | None = None,
         progress: bool = True,
         query_cache_size: int = 1024,
+        query_model: TextModel | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -190,6 +194,11 @@ class SentenceEncoder:
         self.query_misses = 0
         self._model: Any = None
         self._model_id: str | None = None
+        if query_model is not None and not callable(getattr(query_model, "encode", None)):
+            raise ConfigError(f"query_model must have .encode(), got {query_model!r}")
+        self.query_model: Any = query_model
+        if query_model is not None:
+            self._configure(query_model)
         if isinstance(model, str | Path):
             self.model_name = str(model)
             self._folder = packaged_model_path(self.model_name)
@@ -344,8 +353,13 @@ class SentenceEncoder:
         assert vectors is not None
         return vectors[inverse]
 
-    def _encode_with_model(self, texts: list[str]) -> np.ndarray:
-        out = self.model.encode(
+    @property
+    def query_runner(self) -> Any:
+        """The model queries go through: :attr:`query_model` when given, else the main model."""
+        return self.query_model if self.query_model is not None else self.model
+
+    def _encode_with_model(self, texts: list[str], model: Any = None) -> np.ndarray:
+        out = (self.model if model is None else model).encode(
             texts,
             batch_size=self.batch_size,
             show_progress_bar=self.progress and len(texts) > self.batch_size,
@@ -388,7 +402,7 @@ class SentenceEncoder:
             self.query_hits += 1
             return hit
         self.query_misses += 1
-        vec = self._encode_with_model([text])[0].copy()
+        vec = self._encode_with_model([text], self.query_runner)[0].copy()
         vec.flags.writeable = False
         if self.query_cache_size:
             self._queries[text] = vec
@@ -415,7 +429,7 @@ class SentenceEncoder:
         if todo:
             uniq = list(dict.fromkeys(todo))
             self.query_misses += len(uniq)
-            for t, vec in zip(uniq, self._encode_with_model(uniq), strict=True):
+            for t, vec in zip(uniq, self._encode_with_model(uniq, self.query_runner), strict=True):
                 vec = vec.copy()
                 vec.flags.writeable = False
                 fresh[t] = vec

