@@ -141,13 +141,14 @@ def test_eq6_9_projections_batchnorm_and_stacking():
     assert x4.shape == (3, 4, 8) and m4.token_names[-1] == "user_text"
 
 
-def test_eq10_12_attention_is_multihead_attention_and_weights_are_distributions():
+@pytest.mark.parametrize("tokens", [3, 6])  # the broadcasting path for a few tokens, the matmul path beyond
+def test_eq10_12_attention_is_multihead_attention_and_weights_are_distributions(tokens):
     torch.manual_seed(0)
     block = SelfAttentionBlock(8, 2, norm="none", residual=False).eval()
-    x = torch.randn(5, 3, 8)
+    x = torch.randn(5, tokens, 8)
     out, w = block(x)
-    assert out.shape == (5, 3, 8) and w.shape == (5, 2, 3, 3)
-    torch.testing.assert_close(w.sum(-1), torch.ones(5, 2, 3))
+    assert out.shape == (5, tokens, 8) and w.shape == (5, 2, tokens, tokens)
+    torch.testing.assert_close(w.sum(-1), torch.ones(5, 2, tokens))
     # the same as torch's reference multi-head attention with the same weights (eq. 11-12)
     ref = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
     with torch.no_grad():
@@ -158,8 +159,15 @@ def test_eq10_12_attention_is_multihead_attention_and_weights_are_distributions(
     ref_out, ref_w = ref(x, x, x, average_attn_weights=False)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(w, ref_w)
+    # a padded token is ignored exactly as torch ignores it
+    pad = torch.zeros(5, tokens, dtype=torch.bool)
+    pad[:, -1] = True
+    out_m, w_m = block(x, key_padding_mask=pad)
+    ref_out_m, ref_w_m = ref(x, x, x, key_padding_mask=pad, average_attn_weights=False)
+    torch.testing.assert_close(out_m, ref_out_m)
+    torch.testing.assert_close(w_m, ref_w_m)
     shares = attention_shares(w)
-    assert shares.shape == (5, 3)
+    assert shares.shape == (5, tokens)
     torch.testing.assert_close(shares.sum(-1), torch.ones(5))
     torch.testing.assert_close(shares, w.mean(1).mean(1))  # mean over heads, then over query tokens
 
@@ -178,12 +186,13 @@ def test_layer_norm_placement():
 @pytest.mark.parametrize(
     ("norm", "residual"), [("pre", False), ("pre", True), ("post", True), ("none", False)]
 )
-def test_attention_on_shared_tokens_projected_once_equals_the_block(norm, residual):
+@pytest.mark.parametrize("tokens", [3, 6])
+def test_attention_on_shared_tokens_projected_once_equals_the_block(norm, residual, tokens):
     """project(table)[index] then mix == the block on table[index]; pool=True == mean over tokens."""
     torch.manual_seed(0)
     block = SelfAttentionBlock(8, 2, norm=norm, residual=residual).eval()
     table = torch.randn(5, 8)
-    index = torch.tensor([[0, 1, 2], [0, 3, 2], [4, 1, 1], [2, 2, 0]])
+    index = torch.randint(0, 5, (4, tokens), generator=torch.Generator().manual_seed(1))
     x = table[index]
     out, w = block(x)
     mixed, w2 = block.mix(block.project(table)[index], x)

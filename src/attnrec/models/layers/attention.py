@@ -22,6 +22,8 @@ from torch import nn
 from attnrec.errors import ConfigError
 
 NormPlace = Literal["pre", "post", "none"]
+#: sequences of at most this many tokens take the broadcasting path of :meth:`SelfAttentionBlock.mix`
+_SHORT = 4
 
 
 class SelfAttentionBlock(nn.Module):
@@ -81,14 +83,33 @@ class SelfAttentionBlock(nn.Module):
         input tokens, is needed only with ``residual``. Without residual or post-norm, pooling comes before
         W^O (it is linear), so a pooled call does T times less output projection."""
         b, t = qkv.shape[:2]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3×(B,H,T,dh)
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        mixed = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, t, self.dim)
-        if pool and not self.residual and self.norm_place != "post":
-            return self.out(mixed.mean(1)), weights
+        if t > _SHORT:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3×(B,H,T,dh)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            if key_padding_mask is not None:
+                scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            dropped = self.dropout(weights)
+            if pool and not self.residual and self.norm_place != "post":
+                share = dropped.mean(2)  # (B,H,T): mean over queries
+                mixed = (share[..., None] * v).sum(2).reshape(b, self.dim)
+                return self.out(mixed), weights
+            mixed = (dropped @ v).transpose(1, 2).reshape(b, t, self.dim)
+        else:
+            # a few tokens (hybrid_csa's 3-4): B×H products of T×dh by dh×T matrices are too small for a batched
+            # matmul to pay off; broadcasting over (B, T_q, T_k, H, dh) is several times faster on CPU
+            q, k, v = qkv.unbind(2)  # 3×(B,T,H,dh)
+            scores = (q[:, :, None] * k[:, None]).sum(-1) / math.sqrt(self.head_dim)  # (B,Tq,Tk,H)
+            if key_padding_mask is not None:
+                scores = scores.masked_fill(key_padding_mask[:, None, :, None], float("-inf"))
+            w = torch.softmax(scores, dim=2)
+            weights = w.permute(0, 3, 1, 2)  # (B,H,Tq,Tk)
+            dropped = self.dropout(w)
+            if pool and not self.residual and self.norm_place != "post":
+                share = dropped.mean(1)  # (B,Tk,H): mean over queries
+                mixed = (share[..., None] * v).sum(1).reshape(b, self.dim)
+                return self.out(mixed), weights
+            mixed = (dropped[..., None] * v[:, None]).sum(2).reshape(b, t, self.dim)
         out = self.out(mixed)
         if self.residual:
             if x is None:
