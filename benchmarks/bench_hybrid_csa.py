@@ -139,12 +139,12 @@ def part_movielens(seeds, epochs):
         ("concat-MLP svd_residual=True", {"fusion": "concat_mlp", "svd_residual": True}),
         ("hybrid_csa svd_residual=True", {"svd_residual": True}),
         ("hybrid_csa svd_residual=True freeze_svd=False", {"svd_residual": True, "freeze_svd": False}),
-        ("hybrid_csa svd_crossfit=5", {"svd_crossfit": 5}),
+        ("hybrid_csa svd_crossfit=10", {"svd_crossfit": 10}),
         (
-            "concat-MLP svd_residual=True svd_crossfit=5",
-            {"fusion": "concat_mlp", "svd_residual": True, "svd_crossfit": 5},
+            "concat-MLP svd_residual=True svd_crossfit=10",
+            {"fusion": "concat_mlp", "svd_residual": True, "svd_crossfit": 10},
         ),
-        ("hybrid_csa svd_residual=True svd_crossfit=5", {"svd_residual": True, "svd_crossfit": 5}),
+        ("hybrid_csa svd_residual=True svd_crossfit=10", {"svd_residual": True, "svd_crossfit": 10}),
     ]
     for label, kw in variants:
         if ONLY and not any(o in label for o in ONLY):
@@ -257,6 +257,12 @@ def part_amazon(seeds, epochs):
         ("hybrid_csa (item text from training reviews)", {}, seeds),
         (f"hybrid_csa svd_reg={reg}", tuned, seeds),
         (f"hybrid_csa svd_reg={reg} svd_residual=True", {**tuned, "svd_residual": True}, seeds),
+        (f"hybrid_csa svd_reg={reg} svd_crossfit=10", {**tuned, "svd_crossfit": 10}, seeds),
+        (
+            f"hybrid_csa svd_reg={reg} svd_residual=True svd_crossfit=10",
+            {**tuned, "svd_residual": True, "svd_crossfit": 10},
+            seeds,
+        ),
         (f'hybrid_csa svd_reg={reg} text_source="item+user"', {**tuned, "text_source": "item+user"}, seeds),
         (f"hybrid_csa svd_reg={reg} freeze_svd=False", {**tuned, "freeze_svd": False}, seeds),
         ("LEAKY hybrid_csa target_review_leakage=True", {"target_review_leakage": True}, seeds),
@@ -326,8 +332,14 @@ def part_coldstart(seeds, epochs):
         ("hybrid_csa", {}),
         ("hybrid_csa cold_item_rate=0.2", {"cold_item_rate": 0.2}),
         ("hybrid_csa svd_residual=True cold_item_rate=0.2", {"svd_residual": True, "cold_item_rate": 0.2}),
+        (
+            "hybrid_csa svd_residual=True svd_crossfit=10 cold_item_rate=0.2",
+            {"svd_residual": True, "svd_crossfit": 10, "cold_item_rate": 0.2},
+        ),
     ]
     for label, kw in variants:
+        if ONLY and not any(o in label for o in ONLY):
+            continue
         cold_runs, warm_runs = [], []
         for s in seeds:
             m = hybrid(seed=s, **kw)
@@ -364,14 +376,21 @@ def main() -> None:
     ap.add_argument("--part", required=True, choices=["movielens", "amazon", "coldstart"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="early-stopping patience in epochs (5 = one warm-restart cycle, so a restart's lr spike cannot end training)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
         "--only",
         default="",
-        help="movielens / amazon: run only the hybrid_csa variants whose label contains one of these",
+        help="run only the hybrid_csa variants whose label contains one of these (baselines always run)",
     )
     args = ap.parse_args()
     ONLY.extend(o for o in args.only.split(",") if o)
+    TRAINER["patience"] = args.patience
     torch.set_num_threads(2)
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = {"movielens": part_movielens, "amazon": part_amazon, "coldstart": part_coldstart}

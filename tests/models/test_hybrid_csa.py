@@ -674,6 +674,10 @@ def test_crossfit_trains_on_vectors_that_never_saw_their_rating():
     assert len(counts) == 3 and counts.max() - counts.min() <= 1  # balanced folds
     p, bu, q, bi = tables
     assert p.shape == (3, train.n_users, 8) and bi.shape == (3, train.n_items)
+    # with svd_biases the bias is one more input dimension of each fold's vectors, as for the full fit
+    _, with_b = HybridCSA(**{**CONFIG, "svd_crossfit": 3, "svd_biases": True})._crossfit(base, train)
+    assert with_b is not None and with_b[0].shape == (3, train.n_users, 9)
+    torch.testing.assert_close(with_b[2][..., -1], bi)
     # fold 0's refit is unchanged when fold 0's own ratings change: a row never sees its rating
     in0 = (fold == 0).numpy()
     flipped = Interactions(
