@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -446,16 +446,27 @@ class HybridCSAModule(TrainableModule):
         text: torch.Tensor,
         *,
         with_weights: bool = False,
+        max_rows: int = _PAIRS,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every (user, item) pair: users (U,) with ``unknown`` (U,), items (I,) with their text token embeddings
-        (I, d_text). Returns (U, I) predictions and, when ``with_weights``, (U, I, T, T) attention."""
-        n_u, n_i = users.shape[0], items.shape[0]
-        u_idx = torch.arange(n_u, device=users.device).repeat_interleave(n_i)
-        i_idx = torch.arange(n_i, device=users.device).repeat(n_u)
-        preds, weights = self.score_pairs(
-            users, unknown, items, text, u_idx, i_idx, i_idx, with_weights=with_weights
+        (I, d_text). Returns (U, I) predictions and, when ``with_weights``, (U, I, T, T) attention. As
+        :meth:`score_pairs`, with the pair indices of each block generated on the fly (none for all U × I)."""
+        n_u, n_i, n_t = users.shape[0], items.shape[0], len(self.token_names)
+        score = self._pair_scorer(users, unknown, items, text, with_weights)
+        preds = torch.empty(n_u * n_i, device=text.device)
+        weights = (
+            torch.empty(n_u * n_i, n_t, n_t, device=text.device)
+            if with_weights and self.attention is not None
+            else None
         )
-        n_t = len(self.token_names)
+        for s in range(0, n_u * n_i, max_rows):
+            e = min(n_u * n_i, s + max_rows)
+            flat = torch.arange(s, e, device=text.device)
+            i_rows = flat % n_i
+            p, w = score(flat // n_i, i_rows, i_rows)
+            preds[s:e] = p
+            if weights is not None and w is not None:
+                weights[s:e] = w
         return preds.view(n_u, n_i), None if weights is None else weights.view(n_u, n_i, n_t, n_t)
 
     def score_pairs(
@@ -479,35 +490,39 @@ class HybridCSAModule(TrainableModule):
         many pairs share it (in eval mode these are per-token maps), so only the T×T attention itself, W^O on the
         pooled vector and the MLP run per pair: a text query against 100 candidates projects one text token,
         not 100. Pairs are scored in blocks of ``max_rows``."""
+        score = self._pair_scorer(users, unknown, items, text, with_weights)
+        blocks = [
+            score(u_idx[s : s + max_rows], i_idx[s : s + max_rows], t_idx[s : s + max_rows])
+            for s in range(0, u_idx.shape[0], max_rows)
+        ]
+        preds = torch.cat([b[0] for b in blocks]) if blocks else torch.zeros(0, device=text.device)
+        ws = [b[1] for b in blocks if b[1] is not None]
+        return preds, (torch.cat(ws) if ws and with_weights else None)
+
+    def _pair_scorer(
+        self,
+        users: torch.Tensor,
+        unknown: torch.Tensor,
+        items: torch.Tensor,
+        text: torch.Tensor,
+        with_weights: bool,
+    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+        """Project the three tables once; return a function scoring a block of pairs given by row indices
+        (u_rows, i_rows, t_rows) into them: predictions (B,) and head-averaged attention (B, T, T) or None."""
         ut = self.user_tokens(users, unknown)
         it = self.item_token(items)
         tt = self.text_token(text)
-        # token tables in token_names order, each with the pair index that reads it
+        # token tables in token_names order, each read by the user, item or text row index of a pair
         tables: list[torch.Tensor] = [tt]
-        index = [t_idx]
+        reader = ["t"]
         if it is not None:
-            tables, index = [ut[0], it, tt], [u_idx, i_idx, t_idx]
+            tables, reader = [ut[0], it, tt], ["u", "i", "t"]
         if self.has_user_text:
-            tables, index = [*tables, ut[-1]], [*index, u_idx]
+            tables, reader = [*tables, ut[-1]], [*reader, "u"]
         att = self.attention
         states = [att.project(t) for t in tables] if att is not None else tables
         keep_x = att is not None and (att.residual or att.norm_place == "post")
-        n_p, n_t = u_idx.shape[0], len(tables)
-        preds = torch.empty(n_p, device=tt.device)
-        weights = torch.empty(n_p, n_t, n_t, device=tt.device) if with_weights and att is not None else None
-        for s in range(0, n_p, max_rows):
-            e = min(n_p, s + max_rows)
-            rows = [ix[s:e] for ix in index]
-            if att is None:
-                p, w = self.fuse(_gather_stack(tables, rows))
-            else:
-                qkv = _gather_stack(states, rows)
-                x = _gather_stack(tables, rows) if keep_x else None
-                z, wh = att.mix(qkv, x, pool=True)
-                p, w = self.mlp(z).squeeze(-1), wh.mean(1)
-            preds[s:e] = p
-            if weights is not None and w is not None:
-                weights[s:e] = w
+        svd: tuple[torch.Tensor, ...] | None = None
         if self.residual:
             u, bu = self.user_rows(users)
             assert bu is not None
@@ -515,10 +530,25 @@ class HybridCSAModule(TrainableModule):
             bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
             q, bi = self.item_rows(items)
             assert bi is not None
-            for s in range(0, n_p, max_rows):
-                ur, ir = u_idx[s : s + max_rows], i_idx[s : s + max_rows]
-                preds[s : s + max_rows] += self.mu + bu[ur] + bi[ir] + (u[ur] * q[ir]).sum(-1)
-        return preds, weights
+            svd = (u, bu, q, bi)
+
+        def score(
+            u_rows: torch.Tensor, i_rows: torch.Tensor, t_rows: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            by = {"u": u_rows, "i": i_rows, "t": t_rows}
+            rows = [by[r] for r in reader]
+            if att is None:
+                p, w = self.fuse(_gather_stack(tables, rows))
+            else:
+                x = _gather_stack(tables, rows) if keep_x else None
+                z, wh = att.mix(_gather_stack(states, rows), x, pool=True)
+                p, w = self.mlp(z).squeeze(-1), wh.mean(1)
+            if svd is not None:
+                u, bu, q, bi = svd
+                p = p + self.mu + bu[u_rows] + bi[i_rows] + (u[u_rows] * q[i_rows]).sum(-1)
+            return p, (w if with_weights else None)
+
+        return score
 
     # -- cold-start items ----------------------------------------------------------------------------------
     def append_items(self, factors: torch.Tensor, text: torch.Tensor) -> None:
