@@ -13,6 +13,9 @@ the ``attnrec.text.fast`` approximations):
 * a repeated query (LRU hit): p50 ms;
 * the full catalogue (``candidates=None``, every item scored by the model): p50 ms.
 
+The two fp32 query paths are also timed against each other alternately (``interleaved_ab``), end to end and
+encoder alone: on a shared machine, numbers taken minutes apart drift more than the difference between them.
+
 For each fast backend also: the cosine agreement of its query embeddings with the fp32 model's, and the test RMSE
 of hybrid_csa fitted end to end with that encoder against the fp32 fit (same seed, same epochs).
 """
@@ -92,6 +95,46 @@ def measure(model: HybridCSA) -> dict[str, float]:
     }
 
 
+def interleaved_ab(model: HybridCSA) -> dict[str, float]:
+    """The default model's two fp32 query paths (sentence-transformers' encode() vs the lean path on the same
+    weights) timed alternately, query by query and batch by batch, so that drift of a shared machine hits both
+    alike: end to end (``recommend_by_text(s)``, k=10, 100 candidates) and encoder alone, with no LRU
+    (``query_cache_size=0``); 300 single queries and 12 batches of 64, the order swapped every turn."""
+    from attnrec.text.fast import FastTextModel
+
+    st = SentenceEncoder(DEFAULT_MODEL, progress=False, query_cache_size=0)
+    lean = SentenceEncoder(
+        DEFAULT_MODEL, progress=False, query_cache_size=0, query_model=FastTextModel(backend="torch")
+    )
+    qs = queries(900)
+    for q in qs[:20]:
+        for enc in (st, lean):
+            model.set_encoder(enc)
+            model.recommend_by_text(q, k=10)
+    times: dict[str, list[float]] = {}
+
+    def turn(i: int, key: str, call) -> None:
+        pair = [("st", st), ("lean", lean)]
+        for name, enc in pair if i % 2 == 0 else pair[::-1]:
+            model.set_encoder(enc)
+            times.setdefault(f"{name}_{key}", []).append(time_ms(lambda enc=enc: call(enc)))
+
+    for i, q in enumerate(qs[20:320]):
+        turn(i, "query", lambda enc, q=q: model.recommend_by_text(q, k=10))
+        turn(i, "encode", lambda enc, q=q: enc.encode_query(q))
+    for j in range(12):
+        batch = qs[320 + 40 * j : 384 + 40 * j]
+        turn(j, "batch64", lambda enc, b=batch: model.recommend_by_texts(b, k=10))
+        turn(j, "encode64", lambda enc, b=batch: enc.encode_queries(b))
+    out: dict[str, float] = {}
+    for what in ("query", "batch64", "encode", "encode64"):
+        st_ms, lean_ms = statistics.median(times[f"st_{what}"]), statistics.median(times[f"lean_{what}"])
+        out[f"sentence_transformers_{what}_median_ms"] = st_ms
+        out[f"lean_{what}_median_ms"] = lean_ms
+        out[f"lean_over_st_{what}"] = lean_ms / st_ms
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -147,6 +190,9 @@ def main() -> None:
         rows[f"attnrec.text.fast {backend}"] = row
         print(json.dumps({"encoder": backend, **row}), flush=True)
     model.set_encoder(default_encoder)
+    rows["fp32 query paths timed alternately"] = interleaved_ab(model)
+    model.set_encoder(default_encoder)
+    print(json.dumps({"encoder": "A/B", **rows["fp32 query paths timed alternately"]}), flush=True)
     write_record("hybrid_csa/latency", rows, args.out, threads=args.threads)
 
 
