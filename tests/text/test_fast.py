@@ -12,7 +12,7 @@ import pytest
 from attnrec.errors import ConfigError, MissingExtraError
 from attnrec.text import SentenceEncoder
 from attnrec.text.encoder import packaged_model_path
-from attnrec.text.fast import FastTextModel, _pad, fast_encoder
+from attnrec.text.fast import FastTextModel, _pad, fast_encoder, int8_full_range
 
 HAS_TEXT = (
     importlib.util.find_spec("sentence_transformers") is not None
@@ -76,7 +76,11 @@ def test_torch_backends_agree_with_fp32(backend: str, reference: np.ndarray) -> 
     cos = (out * reference).sum(1)
     assert out.shape == (5, 384) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
-    assert cos.mean() > (0.9999 if backend == "torch" else 0.98), cos
+    # int8: full-range activations where the CPU has VNNI; 7-bit ones elsewhere agree a little less (x86 without
+    # VNNI would otherwise saturate 16-bit sums); per-tensor weights, the failure this guards against, give ~0.95
+    # mean and ~0.79 worst
+    floor = 0.9999 if backend == "torch" else (0.98 if int8_full_range() else 0.965)
+    assert cos.mean() > floor and cos.min() > floor - 0.02, cos
     assert enc.model_id.split("+")[1] in ({"torch"} if backend == "torch" else {"int8-pc", "int8-pc-rr"})
 
 
@@ -103,7 +107,8 @@ def test_onnx_agrees_pads_batches_and_reuses_the_export(
     second = FastTextModel(backend="onnx", threads=1, home=home).load()
     assert not second.exported and second.onnx_path == first.onnx_path
     assert first.onnx_path.stat().st_mtime_ns == stamp
-    np.testing.assert_array_equal(second.encode(SENTENCES, normalize_embeddings=True), out)
+    # the same file in a new session: equal up to ONNX Runtime's run-to-run float noise (CPU-dependent kernels)
+    np.testing.assert_allclose(second.encode(SENTENCES, normalize_embeddings=True), out, atol=1e-6, rtol=0)
 
 
 @needs_onnx
