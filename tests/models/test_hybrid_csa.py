@@ -665,6 +665,9 @@ def test_crossfit_trains_on_vectors_that_never_saw_their_rating():
         HybridCSA(svd_crossfit=1)
     with pytest.raises(ValueError, match="freeze_svd"):
         HybridCSA(svd_crossfit=3, freeze_svd=False)
+    with pytest.raises(ValueError, match="text_only"):
+        HybridCSA(svd_crossfit=3, fusion="text_only")
+    HybridCSA(svd_crossfit=3, fusion="text_only", svd_residual=True)  # its SVD prediction reads the folds
     m = HybridCSA(**{**CONFIG, "svd_crossfit": 3, "svd_residual": True})
     base = SVD(factors=8, iterations=4)
     base.fit(train, valid)

@@ -145,3 +145,28 @@ def test_hybrid_csa_encodes_queries_on_the_lean_fp32_path_by_default(
     cos = (enc.encode_queries(SENTENCES) * reference).sum(1)
     assert cos.min() > 0.9999, cos  # the same model: the vectors of sentence-transformers' own encode()
     assert HybridCSA(query_backend="sentence-transformers").encoder.query_model is None
+
+
+def test_hybrid_csa_falls_back_to_sentence_transformers_for_a_layout_the_lean_path_cannot_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    from attnrec.models.rating.hybrid_csa import HybridCSA
+
+    folder = tmp_path / "max-pool-model"
+    folder.mkdir()
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"not really weights")
+    with caplog.at_level(logging.WARNING, logger="attnrec.models.rating.hybrid_csa"):
+        enc = HybridCSA(encoder=str(folder)).encoder
+    assert enc.query_model is None  # queries go through sentence-transformers like corpora
+    assert "unsupported modules" in caplog.text and "query_backend='torch'" in caplog.text

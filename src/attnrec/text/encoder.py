@@ -194,11 +194,6 @@ class SentenceEncoder:
         self.query_misses = 0
         self._model: Any = None
         self._model_id: str | None = None
-        if query_model is not None and not callable(getattr(query_model, "encode", None)):
-            raise ConfigError(f"query_model must have .encode(), got {query_model!r}")
-        self.query_model: Any = query_model
-        if query_model is not None:
-            self._configure(query_model)
         if isinstance(model, str | Path):
             self.model_name = str(model)
             self._folder = packaged_model_path(self.model_name)
@@ -213,6 +208,11 @@ class SentenceEncoder:
             self._folder = None
             self._model = model
             self._configure(model)
+        if query_model is not None and not callable(getattr(query_model, "encode", None)):
+            raise ConfigError(f"query_model must have .encode(), got {query_model!r}")
+        self.query_model: Any = query_model
+        if query_model is not None:
+            self._configure(query_model)
 
     def __repr__(self) -> str:
         return f"SentenceEncoder({self.model_name!r}, batch_size={self.batch_size}, cache={self.cache!r})"

@@ -22,8 +22,11 @@ from torch import nn
 from attnrec.errors import ConfigError
 
 NormPlace = Literal["pre", "post", "none"]
-#: sequences of at most this many tokens take the broadcasting path of :meth:`SelfAttentionBlock.mix`
+#: sequences of at most this many tokens, in batches of at most _SHORT_ROWS, take the broadcasting path of
+#: :meth:`SelfAttentionBlock.mix` (its (B, T, T, H, d_h) product is several times faster than a batched matmul of
+#: T×T matrices on CPU, but for large B costs more memory than it saves time)
 _SHORT = 4
+_SHORT_ROWS = 16384
 
 
 class SelfAttentionBlock(nn.Module):
@@ -83,7 +86,7 @@ class SelfAttentionBlock(nn.Module):
         input tokens, is needed only with ``residual``. Without residual or post-norm, pooling comes before
         W^O (it is linear), so a pooled call does T times less output projection."""
         b, t = qkv.shape[:2]
-        if t > _SHORT:
+        if t > _SHORT or b > _SHORT_ROWS:
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3×(B,H,T,dh)
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if key_padding_mask is not None:

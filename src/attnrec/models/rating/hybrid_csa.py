@@ -36,7 +36,7 @@ from torch import nn
 
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
-from attnrec.errors import ConfigError, DataError
+from attnrec.errors import ConfigError, DataError, MissingExtraError
 from attnrec.models.base import FitReport, ModelConfig, TaskKind, TorchRecommender, TrainableModule, register
 from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
 from attnrec.models.layers.interaction import MLP
@@ -113,7 +113,8 @@ class HybridCSAConfig(ModelConfig):
     #: "torch" (default) runs the same fp32 weights on attnrec.text.fast's lean path (no padding, no progress
     #: machinery; the same vectors with less overhead per call), "sentence-transformers" its own encode(), "int8" /
     #: "onnx" / "onnx-int8" the faster approximations (the last two need attnrec[fast]). The lean backends need a
-    #: local or packaged model folder; for a hub name queries use sentence-transformers whatever this says
+    #: local or packaged model folder with Transformer + mean/CLS pooling; otherwise (a hub name, another layout)
+    #: queries use sentence-transformers whatever this says (logged)
     query_backend: Literal["sentence-transformers", "torch", "int8", "onnx", "onnx-int8"] = "torch"
     #: paper-literal: r = the row's own review (leaks the rating; every output is flagged leaky)
     target_review_leakage: bool = False
@@ -139,6 +140,10 @@ class HybridCSAConfig(ModelConfig):
         if self.svd_crossfit and not self.freeze_svd:
             raise ValueError(
                 "svd_crossfit needs freeze_svd=True (fine-tuned vectors are not refitted per fold)"
+            )
+        if self.svd_crossfit and self.fusion == "text_only" and not self.svd_residual:
+            raise ValueError(
+                "svd_crossfit does nothing for fusion='text_only' without svd_residual (no SVD vector is used)"
             )
         if self.svd_residual and self.svd_biases:
             raise ValueError(
@@ -646,7 +651,17 @@ class HybridCSA(TorchRecommender):
             ):
                 from attnrec.text.fast import FastTextModel
 
-                query_model = FastTextModel(name, backend=backend)
+                try:  # the lean path reproduces Transformer + mean/CLS pooling (+ Normalize) folders only
+                    query_model = FastTextModel(name, backend=backend)
+                    query_model.settings  # noqa: B018 - reads and checks the folder's layout (no weights)
+                except (DataError, ConfigError, MissingExtraError) as exc:
+                    log.warning(
+                        "hybrid_csa: query_backend=%r cannot run %r (%s); queries use sentence-transformers",
+                        backend,
+                        name,
+                        exc,
+                    )
+                    query_model = None
             self._encoder = SentenceEncoder(
                 name,
                 cache=EmbeddingCache(cache_home() / "embeddings"),
