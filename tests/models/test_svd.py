@@ -100,7 +100,8 @@ def test_prediction_is_mu_plus_biases_plus_dot(solver):
         full, mu + bu[[0, 3], None] + bi[None, :] + P[[0, 3]] @ Q.T, rtol=1e-5, atol=1e-5
     )
     # both solvers leave the same tensors, so bundles and hybrid models do not depend on the solver
-    assert set(m.state_tensors()) == {"p", "q", "bu", "bi", "mu", "_rating_range"}
+    # (+ the rating counts of the damped bias penalty, the default, so a loaded model keeps its objective)
+    assert set(m.state_tensors()) == {"p", "q", "bu", "bi", "mu", "_rating_range", "user_count", "item_count"}
 
 
 def test_clipping_to_training_rating_range():
@@ -207,6 +208,23 @@ def test_damped_bias_penalty_counts_each_bias_once_in_the_sgd_objective():
             seen_u, seen_i = np.unique(train.users), np.unique(train.items)
             biases = 2.0 * float(mf.bu[seen_u].square().sum() + mf.bi[seen_i].square().sum())
         assert total == pytest.approx(err + factors + biases, rel=1e-5)
+
+
+def test_a_loaded_bundle_keeps_the_damped_objective(tmp_path):
+    from attnrec.serving.bundle import load_bundle, save_bundle
+
+    train, valid, _ = checkerboard()
+    m = SVD(factors=4, iterations=2)
+    m.fit(train, valid)
+    save_bundle(m, tmp_path / "svd")
+    loaded = load_bundle(tmp_path / "svd")
+    u, i, r = (torch.tensor(a) for a in (train.users, train.items, train.ratings))
+    assert loaded.mf.damped
+    with torch.no_grad():
+        assert float(loaded.mf.objective(u, i, r)) == pytest.approx(float(m.mf.objective(u, i, r)), rel=1e-6)
+    np.testing.assert_array_equal(
+        loaded.predict(train.users, train.items), m.predict(train.users, train.items)
+    )
 
 
 def test_als_refit_stays_in_the_full_fit_coordinates_and_never_sees_left_out_rows():

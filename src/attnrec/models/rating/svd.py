@@ -89,8 +89,8 @@ class BiasedMF(TrainableModule):
         if bias_counts is not None:
             self.user_count: torch.Tensor
             self.item_count: torch.Tensor
-            self.register_buffer("user_count", bias_counts[0].float().clamp(min=1.0), persistent=False)
-            self.register_buffer("item_count", bias_counts[1].float().clamp(min=1.0), persistent=False)
+            self.register_buffer("user_count", bias_counts[0].float().clamp(min=1.0))
+            self.register_buffer("item_count", bias_counts[1].float().clamp(min=1.0))
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Unclipped r̂ for aligned index tensors ``users``, ``items`` (B,) -> (B,)."""
@@ -317,7 +317,12 @@ class SVD(TorchRecommender):
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> BiasedMF:
         c = self.config
-        return BiasedMF(self.n_users, self.n_items, c.factors, c.init_std, c.reg, c.reg_bias)
+        # the damped bias penalty's rating counts are saved with the model (bundles written before they were
+        # have none: those load with the per-rating objective; predictions do not depend on it)
+        counts = None
+        if "user_count" in tensors and "item_count" in tensors:
+            counts = (torch.zeros_like(tensors["user_count"]), torch.zeros_like(tensors["item_count"]))
+        return BiasedMF(self.n_users, self.n_items, c.factors, c.init_std, c.reg, c.reg_bias, 0.0, counts)
 
     def train_batches(
         self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
