@@ -314,6 +314,18 @@ class HybridCSAModule(TrainableModule):
             return self.cf_user_factors[fold, users], bu
         return self.user_factors[users], (self.user_bias[users] if self.residual else None)
 
+    def svd_user(
+        self, users: torch.Tensor, unknown: torch.Tensor | None = None, fold: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`user_rows` with ``unknown`` (N,) bool rows swapped for the learned unknown-user vector (and, with
+        svd_residual, its learned bias)."""
+        u, bu = self.user_rows(users, fold)
+        if unknown is not None:
+            u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
+            if bu is not None:
+                bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
+        return u, bu
+
     # -- tokens --------------------------------------------------------------------------------------------
     def user_tokens(
         self,
@@ -326,10 +338,7 @@ class HybridCSAModule(TrainableModule):
         see :meth:`user_rows`."""
         out: list[torch.Tensor] = []
         if self.uses_svd:
-            u = self.user_rows(users, fold)[0]
-            if unknown is not None:
-                u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
-            out.append(self.token_dropout(self.proj_user(u)))
+            out.append(self.token_dropout(self.proj_user(self.svd_user(users, unknown, fold)[0])))
         if self.has_user_text:
             t = self.user_text[users]
             if unknown is not None:
@@ -397,11 +406,8 @@ class HybridCSAModule(TrainableModule):
         """svd_residual: μ + b_u + b_i + p_uᵀq_i for aligned users / items (N,); the unknown user has the learned
         unknown-user vector and bias; ``cold`` rows the text-predicted item vector and bias; ``fold`` each row's
         fold refit (:meth:`user_rows`)."""
-        u, bu = self.user_rows(users, fold)
+        u, bu = self.svd_user(users, unknown, fold)
         assert bu is not None
-        if unknown is not None:
-            u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
-            bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
         q, bi = self.item_rows(items, cold, fold)
         assert bi is not None
         return self.mu + bu + bi + (u * q).sum(-1)
@@ -457,21 +463,13 @@ class HybridCSAModule(TrainableModule):
         (I, d_text). Returns (U, I) predictions and, when ``with_weights``, (U, I, T, T) attention. As
         :meth:`score_pairs`, with the pair indices of each block generated on the fly (none for all U × I)."""
         n_u, n_i, n_t = users.shape[0], items.shape[0], len(self.token_names)
-        score = self._pair_scorer(users, unknown, items, text, with_weights)
-        preds = torch.empty(n_u * n_i, device=text.device)
-        weights = (
-            torch.empty(n_u * n_i, n_t, n_t, device=text.device)
-            if with_weights and self.attention is not None
-            else None
-        )
-        for s in range(0, n_u * n_i, max_rows):
-            e = min(n_u * n_i, s + max_rows)
+
+        def block(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             flat = torch.arange(s, e, device=text.device)
-            i_rows = flat % n_i
-            p, w = score(flat // n_i, i_rows, i_rows)
-            preds[s:e] = p
-            if weights is not None and w is not None:
-                weights[s:e] = w
+            return flat // n_i, flat % n_i, flat % n_i
+
+        score = self._pair_scorer(users, unknown, items, text, with_weights)
+        preds, weights = self._score_blocks(score, n_u * n_i, block, max_rows)
         return preds.view(n_u, n_i), None if weights is None else weights.view(n_u, n_i, n_t, n_t)
 
     def score_pairs(
@@ -496,13 +494,31 @@ class HybridCSAModule(TrainableModule):
         pooled vector and the MLP run per pair: a text query against 100 candidates projects one text token,
         not 100. Pairs are scored in blocks of ``max_rows``."""
         score = self._pair_scorer(users, unknown, items, text, with_weights)
-        blocks = [
-            score(u_idx[s : s + max_rows], i_idx[s : s + max_rows], t_idx[s : s + max_rows])
-            for s in range(0, u_idx.shape[0], max_rows)
-        ]
-        preds = torch.cat([b[0] for b in blocks]) if blocks else torch.zeros(0, device=text.device)
-        ws = [b[1] for b in blocks if b[1] is not None]
-        return preds, (torch.cat(ws) if ws and with_weights else None)
+        return self._score_blocks(
+            score, u_idx.shape[0], lambda s, e: (u_idx[s:e], i_idx[s:e], t_idx[s:e]), max_rows
+        )
+
+    def _score_blocks(
+        self,
+        score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+        n_pairs: int,
+        block: Callable[[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        max_rows: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run ``score`` (:meth:`_pair_scorer`) on pairs [s, e) in blocks of ``max_rows``, ``block(s, e)`` giving
+        their (user, item, text) rows; predictions (n_pairs,) and attention (n_pairs, T, T) when it returns it."""
+        n_t = len(self.token_names)
+        preds = torch.empty(n_pairs, device=self.item_text.device)
+        weights: torch.Tensor | None = None
+        for s in range(0, n_pairs, max_rows):
+            e = min(n_pairs, s + max_rows)
+            p, w = score(*block(s, e))
+            preds[s:e] = p
+            if w is not None:
+                if weights is None:
+                    weights = torch.empty(n_pairs, n_t, n_t, device=preds.device)
+                weights[s:e] = w
+        return preds, weights
 
     def _pair_scorer(
         self,
@@ -529,10 +545,8 @@ class HybridCSAModule(TrainableModule):
         keep_x = att is not None and (att.residual or att.norm_place == "post")
         svd: tuple[torch.Tensor, ...] | None = None
         if self.residual:
-            u, bu = self.user_rows(users)
+            u, bu = self.svd_user(users, unknown)
             assert bu is not None
-            u = torch.where(unknown[:, None], self.unknown_user.expand_as(u), u)
-            bu = torch.where(unknown, self.unknown_user_bias.expand_as(bu), bu)
             q, bi = self.item_rows(items)
             assert bi is not None
             svd = (u, bu, q, bi)
