@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_hybrid_csa.py --part movielens --seeds 0,1,2
     .venv/bin/python benchmarks/bench_hybrid_csa.py --part amazon --seeds 0,1,2
     .venv/bin/python benchmarks/bench_hybrid_csa.py --part coldstart
+    .venv/bin/python benchmarks/bench_hybrid_csa.py --part select --seeds 0 \
+        --variants "svd_residual=true svd_crossfit=10; svd_residual=true svd_crossfit=10 trainer.restart_period=10"
     (latency: benchmarks/bench_hybrid_latency.py)
 
 * movielens: ML-100k, one random 80/10/10 split (seed 2026) for every model; item text = "Title (year). Genres: ...";
@@ -10,6 +12,9 @@
 * amazon: Amazon 2014 Musical Instruments 5-core; global mean, Surprise SVD (same exported split), svd, hybrid_csa
   with leakage-free text (item text from *training* reviews), and, labelled leaky, the paper-literal mode (each row's
   own review as the text token).
+* select: ML-100k, the movielens split; fits each ``--variants`` entry (``;``-separated, each ``key=value`` settings
+  of HybridCSAConfig or ``trainer.key=value``) and reports its best *validation* RMSE only: the test split is never
+  scored, so settings the paper leaves open are chosen without looking at test.
 * coldstart: ML-100k with 10% of items held out entirely (their ratings only in test); their items get SVD vectors
   from text; RMSE on their test ratings vs user-mean and global-mean baselines.
 Embeddings are cached under $ATTNREC_HOME/embeddings, so a second run encodes nothing.
@@ -41,6 +46,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AMAZON = SHARED / "amazon2014-musical-instruments-5core"
 SPLIT_SEED = 2026
 ONLY: list[str] = []  # --only
+VARIANTS: list[str] = []  # --variants (part select)
 TRAINER = {
     "epochs": 15,
     "patience": 3,
@@ -153,6 +159,51 @@ def part_movielens(seeds, epochs):
         res[label] = summarize(runs)
         if kw.get("fusion", "attention") == "attention":
             res[label]["attention_by_history"] = attention_by_history(models, te, tr)
+    return res
+
+
+def parse_variant(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``"a=1 b=true trainer.c=2"`` -> (model settings, trainer settings); values read as JSON, else as strings."""
+    model: dict[str, Any] = {}
+    trainer: dict[str, Any] = {}
+    for item in text.split():
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variants: {item!r} is not key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key.startswith("trainer."):
+            trainer[key.removeprefix("trainer.")] = value
+        else:
+            model[key] = value
+    return model, trainer
+
+
+def part_select(seeds, epochs):
+    """Validation RMSE of each ``--variants`` entry on the movielens split; the test split is not scored."""
+    ds = load_dataset("ml-100k", progress=False)
+    split = random_split(ds, (0.8, 0.1, 0.1), seed=SPLIT_SEED)
+    tr, va, _ = encode_split(split)
+    res: dict[str, Any] = {"data": {"split_seed": SPLIT_SEED, "train": len(tr), "valid": len(va)}}
+    for text in VARIANTS:
+        kw, tkw = parse_variant(text)
+        trainer = TrainerConfig(**{**TRAINER, "epochs": epochs, **tkw})
+        runs = []
+        for s in seeds:
+            report = hybrid(seed=s, **kw).fit(tr, va, trainer=trainer, items=ds.items)
+            runs.append(
+                {
+                    "seed": s,
+                    "valid_rmse": report.best_valid.get("rmse"),
+                    "best_epoch": report.best_epoch,
+                    "epochs_run": report.epochs_run,
+                    "fit_s": report.seconds,
+                }
+            )
+            emit("select", text, s, runs[-1])
+        res[text] = {"valid_rmse_mean": float(np.mean([r["valid_rmse"] for r in runs])), "runs": runs}
     return res
 
 
@@ -373,7 +424,7 @@ def tr_range(tr: Interactions) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", required=True, choices=["movielens", "amazon", "coldstart"])
+    ap.add_argument("--part", required=True, choices=["movielens", "amazon", "coldstart", "select"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument(
@@ -388,12 +439,23 @@ def main() -> None:
         default="",
         help="run only the hybrid_csa variants whose label contains one of these (baselines always run)",
     )
+    ap.add_argument(
+        "--variants",
+        default="",
+        help='part select: ";"-separated settings, e.g. "svd_residual=true svd_crossfit=10 trainer.restart_period=10"',
+    )
     args = ap.parse_args()
+    VARIANTS.extend(v.strip() for v in args.variants.split(";") if v.strip())
     ONLY.extend(o for o in args.only.split(",") if o)
     TRAINER["patience"] = args.patience
     torch.set_num_threads(2)
     seeds = [int(s) for s in args.seeds.split(",")]
-    parts = {"movielens": part_movielens, "amazon": part_amazon, "coldstart": part_coldstart}
+    parts = {
+        "movielens": part_movielens,
+        "amazon": part_amazon,
+        "coldstart": part_coldstart,
+        "select": part_select,
+    }
     fn = parts[args.part]
     result = fn(seeds, args.epochs)
     write_record(f"hybrid_csa/{args.part}", result, args.out)

@@ -202,6 +202,26 @@ def test_attention_on_shared_tokens_projected_once_equals_the_block(norm, residu
     torch.testing.assert_close(pooled, out.mean(1))
 
 
+@pytest.mark.parametrize(
+    ("norm", "residual"), [("pre", False), ("pre", True), ("post", True), ("none", False)]
+)
+def test_mix_tokens_on_shared_tokens_equals_mix_on_the_stack(norm, residual):
+    """Tokens given one by one and broadcast over a (Q, P) batch — one shared by every pair, one per row, one per
+    pair — give mix()'s pooled output and weights on the stacked, broadcast tokens."""
+    torch.manual_seed(0)
+    block = SelfAttentionBlock(8, 2, norm=norm, residual=residual).eval()
+    tokens = [torch.randn(1, 1, 8), torch.randn(3, 5, 8), torch.randn(3, 1, 8)]
+    flat = torch.stack(torch.broadcast_tensors(*tokens), dim=2).reshape(15, 3, 8)
+    want, w_want = block.mix(block.project(flat), flat, pool=True)
+    got, w = block.mix_tokens([block.project(t) for t in tokens], tokens)
+    assert got.shape == (3, 5, 8) and w.shape == (3, 5, 2, 3, 3)
+    torch.testing.assert_close(got.reshape(15, 8), want)
+    torch.testing.assert_close(w.reshape(15, 2, 3, 3), w_want)
+    if residual or norm == "post":
+        with pytest.raises(ConfigError, match="input tokens"):
+            block.mix_tokens([block.project(t) for t in tokens])
+
+
 def test_eq13_mean_pooling_equals_share_weighted_values():
     """With pre-LN and no residual, mean_q Z_q = W_O concat_h(Σ_t share_{h,t} V_{h,t}) + b_O: the shares we
     report are exactly each token's weight in the pooled vector."""
@@ -650,6 +670,25 @@ def test_score_pairs_equals_the_rowwise_forward(kw):
         assert w is None
     else:
         torch.testing.assert_close(w, w_ref)
+    # the (query, candidate) layout of text queries: one user row for every pair (1, 1), a text row per query
+    # (Q, 1), an item per pair (Q, P); max_rows=4 scores it one query row at a time
+    u_one, t_col = torch.tensor([[2]]), torch.tensor([[1], [0]])
+    i_grid = torch.tensor([[0, 3, 1], [2, 2, 0]])
+    with torch.no_grad():
+        got, w = m.score_pairs(
+            users, unknown, items, text, u_one, i_grid, t_col, with_weights=True, max_rows=4
+        )
+        want, w_ref = m(
+            users[2].repeat(6),
+            items[i_grid].reshape(-1),
+            text[t_col.expand(2, 3).reshape(-1)],
+            unknown[2].repeat(6),
+        )
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got.reshape(-1), want)
+    if w_ref is not None:
+        assert w is not None and w.shape == (2, 3, *w_ref.shape[1:])
+        torch.testing.assert_close(w.reshape(w_ref.shape), w_ref)
 
 
 def test_text_query_scores_are_the_models_prediction_for_that_text(fitted: HybridCSA):

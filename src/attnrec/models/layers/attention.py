@@ -14,6 +14,7 @@ pre-norm, as in the standard Transformer variants).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -121,6 +122,47 @@ class SelfAttentionBlock(nn.Module):
         if self.norm_place == "post":
             out = self.norm(out)
         return (out.mean(1) if pool else out), weights
+
+    def mix_tokens(
+        self, qkv: Sequence[torch.Tensor], x: Sequence[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled attention over T tokens given one by one: ``qkv[t]`` ``(..., 3, H, dh)`` (:meth:`project`) and,
+        with ``residual`` or post-norm, ``x[t]`` ``(..., dim)``, all broadcastable to one batch shape S. Returns
+        the mean over tokens of the block's output, ``(*S, dim)``, and the weights ``(*S, H, T, T)``: the same as
+        ``mix(stack(qkv), stack(x), pool=True)`` on the tokens broadcast to S, without building that stack, so
+        a token shared along a batch axis (one user against every pair, one query against its candidates) stays
+        one row. Only the T×T scores and the value sums are formed at the batch shape."""
+        t = len(qkv)
+        if (self.residual or self.norm_place == "post") and (x is None or len(x) != t):
+            raise ConfigError("SelfAttentionBlock.mix_tokens: residual / post-norm needs the input tokens x")
+        q = [a[..., 0, :, :] for a in qkv]
+        k = [a[..., 1, :, :] for a in qkv]
+        v = [a[..., 2, :, :] for a in qkv]
+        scale = 1.0 / math.sqrt(self.head_dim)
+        pairs = torch.broadcast_tensors(*[(qa * kb).sum(-1) for qa in q for kb in k])  # T² × (*S, H)
+        scores = torch.stack(pairs, dim=-1).unflatten(-1, (t, t)) * scale  # (*S, H, Tq, Tk)
+        weights = torch.softmax(scores, dim=-1)
+        dropped = self.dropout(weights)
+
+        def values(w: torch.Tensor) -> torch.Tensor:  # Σ_t w[..., t] v_t: (*S, H, Tk) -> (*S, dim)
+            total = w[..., 0, None] * v[0]
+            for j in range(1, t):
+                total = total + w[..., j, None] * v[j]
+            return total.flatten(-2)
+
+        if not self.residual and self.norm_place != "post":
+            return self.out(values(dropped.mean(-2))), weights
+        assert x is not None
+        pooled: torch.Tensor | None = None
+        for a in range(t):  # each query token's output, then the mean over tokens
+            out = self.out(values(dropped[..., a, :]))
+            if self.residual:
+                out = x[a] + out
+            if self.norm_place == "post":
+                out = self.norm(out)
+            pooled = out if pooled is None else pooled + out
+        assert pooled is not None
+        return pooled / t, weights
 
 
 def attention_shares(weights: torch.Tensor) -> torch.Tensor:

@@ -461,16 +461,12 @@ class HybridCSAModule(TrainableModule):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every (user, item) pair: users (U,) with ``unknown`` (U,), items (I,) with their text token embeddings
         (I, d_text). Returns (U, I) predictions and, when ``with_weights``, (U, I, T, T) attention. As
-        :meth:`score_pairs`, with the pair indices of each block generated on the fly (none for all U × I)."""
-        n_u, n_i, n_t = users.shape[0], items.shape[0], len(self.token_names)
-
-        def block(s: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            flat = torch.arange(s, e, device=text.device)
-            return flat // n_i, flat % n_i, flat % n_i
-
-        score = self._pair_scorer(users, unknown, items, text, with_weights)
-        preds, weights = self._score_blocks(score, n_u * n_i, block, max_rows)
-        return preds.view(n_u, n_i), None if weights is None else weights.view(n_u, n_i, n_t, n_t)
+        :meth:`score_pairs` with user rows (U, 1) against item rows (1, I): nothing is gathered per pair."""
+        rows = torch.arange(users.shape[0], device=text.device)[:, None]
+        cols = torch.arange(items.shape[0], device=text.device)[None, :]
+        return self.score_pairs(
+            users, unknown, items, text, rows, cols, cols, with_weights=with_weights, max_rows=max_rows
+        )
 
     def score_pairs(
         self,
@@ -485,38 +481,34 @@ class HybridCSAModule(TrainableModule):
         with_weights: bool = False,
         max_rows: int = _PAIRS,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Inference on P pairs given by indices (P,) into three tables: users (U,) with ``unknown`` (U,), items
-        (I,) and text embeddings (n_text, d_text); pair p is (users[u_idx[p]], items[i_idx[p]], text[t_idx[p]]).
-        Returns predictions (P,) and, when ``with_weights``, attention (P, T, T) (None for concat_mlp).
+        """Inference on pairs given by indices into three tables: users (U,) with ``unknown`` (U,), items (I,) and
+        text embeddings (n_text, d_text); pair p is (users[u_idx[p]], items[i_idx[p]], text[t_idx[p]]). The three
+        index tensors may have any shapes that broadcast to one shape S ((P,) for a list of pairs; (1, 1), (Q, P)
+        and (Q, 1) for one user's Q queries against P candidates each). Returns predictions (*S) and, when
+        ``with_weights``, attention (*S, T, T) (None for concat_mlp).
 
         Each table row is projected — and, for attention, taken through the pre-norm and Q/K/V — once, however
-        many pairs share it (in eval mode these are per-token maps), so only the T×T attention itself, W^O on the
-        pooled vector and the MLP run per pair: a text query against 100 candidates projects one text token,
-        not 100. Pairs are scored in blocks of ``max_rows``."""
+        many pairs share it (in eval mode these are per-token maps), and a token is gathered only along the axes
+        its index varies on; only the T×T attention itself, W^O on the pooled vector and the MLP run per pair.
+        Pairs are scored in blocks of about ``max_rows`` along the first axis of S."""
+        idx = (u_idx, i_idx, t_idx)
+        shape = np.broadcast_shapes(*(tuple(r.shape) for r in idx))
         score = self._pair_scorer(users, unknown, items, text, with_weights)
-        return self._score_blocks(
-            score, u_idx.shape[0], lambda s, e: (u_idx[s:e], i_idx[s:e], t_idx[s:e]), max_rows
-        )
-
-    def _score_blocks(
-        self,
-        score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-        n_pairs: int,
-        block: Callable[[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-        max_rows: int,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run ``score`` (:meth:`_pair_scorer`) on pairs [s, e) in blocks of ``max_rows``, ``block(s, e)`` giving
-        their (user, item, text) rows; predictions (n_pairs,) and attention (n_pairs, T, T) when it returns it."""
+        if len(shape) == 0:
+            return score(*idx)
         n_t = len(self.token_names)
-        preds = torch.empty(n_pairs, device=self.item_text.device)
+        step = max(1, max_rows // max(1, math.prod(shape[1:])))
+        preds = torch.empty(shape, device=self.item_text.device)
         weights: torch.Tensor | None = None
-        for s in range(0, n_pairs, max_rows):
-            e = min(n_pairs, s + max_rows)
-            p, w = score(*block(s, e))
+        for s in range(0, shape[0], step):
+            e = min(shape[0], s + step)
+            # an index that does not vary along the first axis (size 1 there, or fewer axes) is not sliced
+            block = [r[s:e] if r.dim() == len(shape) and r.shape[0] > 1 else r for r in idx]
+            p, w = score(*block)
             preds[s:e] = p
             if w is not None:
                 if weights is None:
-                    weights = torch.empty(n_pairs, n_t, n_t, device=preds.device)
+                    weights = torch.empty((*shape, n_t, n_t), device=preds.device)
                 weights[s:e] = w
         return preds, weights
 
@@ -528,8 +520,9 @@ class HybridCSAModule(TrainableModule):
         text: torch.Tensor,
         with_weights: bool,
     ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
-        """Project the three tables once; return a function scoring a block of pairs given by row indices
-        (u_rows, i_rows, t_rows) into them: predictions (B,) and head-averaged attention (B, T, T) or None."""
+        """Project the three tables once; return a function scoring the pairs given by row indices (u_rows,
+        i_rows, t_rows) into them, broadcast to one shape S: predictions (*S) and head-averaged attention
+        (*S, T, T) or None."""
         ut = self.user_tokens(users, unknown)
         it = self.item_token(items)
         tt = self.text_token(text)
@@ -556,12 +549,18 @@ class HybridCSAModule(TrainableModule):
         ) -> tuple[torch.Tensor, torch.Tensor | None]:
             by = {"u": u_rows, "i": i_rows, "t": t_rows}
             rows = [by[r] for r in reader]
+            shape = np.broadcast_shapes(tuple(u_rows.shape), tuple(i_rows.shape), tuple(t_rows.shape))
+            w: torch.Tensor | None
             if att is None:
-                p, w = self.fuse(_gather_stack(tables, rows))
+                x = torch.stack(torch.broadcast_tensors(*_gather(tables, rows)), dim=-2)
+                p, w = self.fuse(x.reshape(-1, *x.shape[-2:]))
+                p = p.view(shape)
             else:
-                x = _gather_stack(tables, rows) if keep_x else None
-                z, wh = att.mix(_gather_stack(states, rows), x, pool=True)
-                p, w = self.mlp(z).squeeze(-1), wh.mean(1)
+                xs = _gather(tables, rows) if keep_x else None
+                z, wh = att.mix_tokens(_gather(states, rows), xs)
+                z = z.expand(*shape, z.shape[-1])  # a token set shared by every pair (text_only, one query)
+                p = self.mlp(z.reshape(-1, z.shape[-1])).view(shape)  # BatchNorm1d takes (N, C)
+                w = wh.mean(-3).expand(*shape, len(rows), len(rows))
             if svd is not None:
                 u, bu, q, bi = svd
                 p = p + self.mu + bu[u_rows] + bi[i_rows] + (u[u_rows] * q[i_rows]).sum(-1)
@@ -581,10 +580,13 @@ class HybridCSAModule(TrainableModule):
         self.item_text = torch.cat([self.item_text, text.to(device, torch.float32)])
 
 
-def _gather_stack(tables: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
-    """torch.stack([table[r] for each token], dim=1): (P, T, ...) from per-token tables and row indices (P,)
-    (index_select: several times faster than advanced indexing for row gathers on CPU)."""
-    return torch.stack([t.index_select(0, r) for t, r in zip(tables, rows, strict=True)], dim=1)
+def _gather(tables: list[torch.Tensor], rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[table[r] for each token], for row indices of any shape: (*r.shape, ...) (index_select on the flattened
+    index: several times faster than advanced indexing for row gathers on CPU)."""
+    return [
+        t.index_select(0, r.reshape(-1)).view(*r.shape, *t.shape[1:])
+        for t, r in zip(tables, rows, strict=True)
+    ]
 
 
 # ------------------------------------------------------------------------------------------ cold-start ridge map
@@ -638,6 +640,7 @@ class HybridCSA(TorchRecommender):
         self.encoder_info: dict[str, Any] = {}
         #: whether the last recommend_by_text query was cut to the encoder's maximum length
         self.last_query_truncated = False
+        self._unit_text: tuple[tuple[Any, ...], torch.Tensor] | None = None
         self._encoder: SentenceEncoder | None = None
         self._prep: dict[str, Any] | None = None
         self._memo: tuple[pl.DataFrame, np.ndarray] | None = None
@@ -1194,13 +1197,21 @@ class HybridCSA(TorchRecommender):
     def _rank_for_query(
         self, vec: np.ndarray, user: str | None, k: int, exclude_seen: bool, candidates: int | None
     ) -> pl.DataFrame:
-        return self._rank_for_queries(vec[None], user, k, exclude_seen, candidates).drop("query")
+        return self._rank_for_queries(vec[None], user, k, exclude_seen, candidates, query_column=False)
 
     def _rank_for_queries(
-        self, vecs: np.ndarray, user: str | None, k: int, exclude_seen: bool, candidates: int | None
+        self,
+        vecs: np.ndarray,
+        user: str | None,
+        k: int,
+        exclude_seen: bool,
+        candidates: int | None,
+        *,
+        query_column: bool = True,
     ) -> pl.DataFrame:
         """Top-k per query for query embeddings (Q, d): every query's candidate pool is retrieved by cosine
-        relevance in one (Q, I) product and all Q × pool pairs are scored in one pass (``query`` column first)."""
+        relevance in one (Q, I) product and all Q × pool pairs are scored in one pass (``query`` column first
+        unless ``query_column=False``)."""
         uv, iv = self._vocabs()
         m = self.csa
         known = user is not None and str(user) in uv
@@ -1209,9 +1220,7 @@ class HybridCSA(TorchRecommender):
         with torch.no_grad():
             # a copy: the LRU's rows are read-only
             text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(self.device)
-            item_text = m.item_text
-            norms = text.norm(dim=1)[:, None] * item_text.norm(dim=1)[None, :]
-            relevance = (text @ item_text.T) / norms.clamp_min(1e-12)  # (Q, I)
+            relevance = torch.nn.functional.normalize(text, dim=1) @ self._unit_item_text().T  # (Q, I) cosine
             open_ = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
             if known and exclude_seen and self.seen is not None:
                 open_[torch.from_numpy(self.seen[uidx].indices.astype(np.int64)).to(self.device)] = False
@@ -1222,20 +1231,23 @@ class HybridCSA(TorchRecommender):
             else:
                 pool = torch.topk(relevance.masked_fill(~open_, -torch.inf), size, dim=1).indices
             # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens; the user,
-            # each pooled item and each query are projected once
-            items, i_idx = torch.unique(pool.reshape(-1), return_inverse=True)
+            # each pooled item and each query are projected once, and the pairs are laid out as (query, candidate)
+            # so the user token is shared by all and each query's token by its row (nothing gathered per pair)
+            items, i_idx = torch.unique(pool, return_inverse=True)
+            if size == n_open:  # every query has the same pool: one row of candidates for all
+                i_idx = i_idx[:1]
             preds, att = m.score_pairs(
                 torch.tensor([uidx], device=self.device),
                 torch.tensor([not known], device=self.device),
                 items,
                 text,
-                torch.zeros(n_q * size, dtype=torch.int64, device=self.device),
+                torch.zeros((1, 1), dtype=torch.int64, device=self.device),
                 i_idx,
-                torch.arange(n_q, device=self.device).repeat_interleave(size),
+                torch.arange(n_q, device=self.device)[:, None],
                 with_weights=True,
             )
         # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
-        scores = preds.view(n_q, size).cpu()
+        scores = preds.cpu()  # (Q, size)
         k = min(k, size)
         order = torch.topk(scores, k, dim=1).indices  # (Q, k)
         top = pool.cpu().gather(1, order)  # (Q, k) item indices
@@ -1243,12 +1255,9 @@ class HybridCSA(TorchRecommender):
         w: np.ndarray | None = None
         if att is not None:
             n_t = att.shape[-1]
-            grid = att.view(n_q, size, n_t, n_t).cpu()
-            w = grid[torch.arange(n_q)[:, None], order].reshape(-1, n_t, n_t).numpy()
-        cols: dict[str, Any] = {
-            "query": np.repeat(np.arange(n_q, dtype=np.int32), k),
-            "item_id": pl.Series(iv.ids[flat], dtype=pl.String),
-        }
+            w = att.cpu()[torch.arange(n_q)[:, None], order].reshape(-1, n_t, n_t).numpy()
+        cols: dict[str, Any] = {"query": np.repeat(np.arange(n_q, dtype=np.int32), k)} if query_column else {}
+        cols["item_id"] = pl.Series(iv.ids[flat], dtype=pl.String)
         if self.titles is not None:
             cols["title"] = pl.Series([self.titles[j] for j in flat], dtype=pl.String)
         cols["predicted_rating"] = self._clip(scores.gather(1, order)).reshape(-1).numpy()
@@ -1256,6 +1265,15 @@ class HybridCSA(TorchRecommender):
         cols["relevance"] = relevance.cpu().gather(1, top).reshape(-1).numpy()
         cols["new_user"] = np.full(len(flat), not known)
         return self._flag(pl.DataFrame(cols))
+
+    def _unit_item_text(self) -> torch.Tensor:
+        """The item text embeddings L2-normalised (for query relevance), kept until the table changes (a new
+        tensor after add_items / set_encoder, or an in-place write)."""
+        table = self.csa.item_text
+        key = (id(table), table._version, tuple(table.shape), table.device)
+        if self._unit_text is None or self._unit_text[0] != key:
+            self._unit_text = (key, torch.nn.functional.normalize(table, dim=1))
+        return self._unit_text[1]
 
     # ----------------------------------------------------------------- cold-start items
     def add_items(
