@@ -689,6 +689,33 @@ def test_score_pairs_equals_the_rowwise_forward(kw):
     if w_ref is not None:
         assert w is not None and w.shape == (2, 3, *w_ref.shape[1:])
         torch.testing.assert_close(w.reshape(w_ref.shape), w_ref)
+    # one row wider than max_rows (one user against the catalogue) is scored in pieces along its second axis
+    with torch.no_grad():
+        whole, w_whole = m.score_grid(users[:1], unknown[:1], items, m.item_text[items], with_weights=True)
+        pieces, w_pieces = m.score_grid(
+            users[:1], unknown[:1], items, m.item_text[items], with_weights=True, max_rows=3
+        )
+        rowwise, _ = m(users[:1].repeat(4), items, m.item_text[items], unknown[:1].repeat(4))
+    torch.testing.assert_close(pieces, whole)
+    torch.testing.assert_close(pieces[0], rowwise)
+    if w_whole is not None:
+        torch.testing.assert_close(w_pieces, w_whole)
+
+
+def test_query_relevance_follows_the_item_text_table(fitted: HybridCSA):
+    """The cached inverse norms of the item texts are recomputed when the table is replaced or written in place."""
+    m = fitted.csa
+    original = m.item_text
+    try:
+        inv = fitted._item_text_inv_norm()
+        torch.testing.assert_close(inv, 1 / original.norm(dim=1))
+        m.item_text = original * 2  # a new tensor (as add_items / set_encoder make)
+        torch.testing.assert_close(fitted._item_text_inv_norm(), inv / 2)
+        m.item_text.mul_(2)  # in place: the version counter moves
+        torch.testing.assert_close(fitted._item_text_inv_norm(), inv / 4)
+    finally:
+        m.item_text = original
+    torch.testing.assert_close(fitted._item_text_inv_norm(), inv)
 
 
 def test_text_query_scores_are_the_models_prediction_for_that_text(fitted: HybridCSA):

@@ -156,6 +156,27 @@ def test_hybrid_csa_encodes_queries_on_a_lean_fp32_path_by_default(
     assert HybridCSA(query_backend="torch").encoder.query_model.backend == "torch"  # type: ignore[union-attr]
 
 
+@needs_text
+def test_an_onnx_backend_that_cannot_load_falls_back_when_asked(
+    tmp_path: Path, reference: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """query_backend="auto" asks for ONNX with a PyTorch fallback: an unusable ONNX cache folder (here a file)
+    degrades to the same fp32 vectors on PyTorch, logged; without a fallback the error is raised."""
+    import logging
+
+    pytest.importorskip("onnxruntime")
+    blocked = tmp_path / "home"
+    (blocked / "onnx").parent.mkdir()
+    (blocked / "onnx").write_text("a file where the ONNX cache folder should be")
+    with pytest.raises(OSError):
+        FastTextModel(backend="onnx", home=blocked).load()
+    model = FastTextModel(backend="onnx", home=blocked, fallback="torch")
+    with caplog.at_level(logging.WARNING, logger="attnrec.text.fast"):
+        out = model.encode(SENTENCES, normalize_embeddings=True)
+    assert model.backend == "torch" and "failed to load" in caplog.text
+    assert (out * reference).sum(1).min() > 0.9999
+
+
 def test_hybrid_csa_falls_back_to_sentence_transformers_for_a_layout_the_lean_path_cannot_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -91,6 +91,8 @@ class FastTextModel:
     session; for the torch backends, a value calls ``torch.set_num_threads`` (process-wide) at load; None leaves
     both libraries' defaults. ``spin``: let ONNX Runtime threads spin-wait between operators (lower latency on
     an idle machine, much higher on a busy one). ``home``: the cache folder for exported ONNX files.
+    ``fallback``: a backend to load instead if ``backend`` cannot be loaded (e.g. "torch" when the ONNX export
+    fails or its cache folder is not writable); the failure is logged and :attr:`backend` changes to it.
 
     Nothing is loaded or written at construction except that :attr:`model_id` hashes the weights file (cached per
     file). Loading happens on the first :meth:`encode` (or :meth:`load`).
@@ -104,14 +106,17 @@ class FastTextModel:
         threads: int | None = None,
         spin: bool = False,
         home: str | Path | None = None,
+        fallback: Backend | None = None,
     ) -> None:
-        if backend not in BACKENDS:
+        if backend not in BACKENDS or (fallback is not None and fallback not in BACKENDS):
             raise ConfigError(
                 f"unknown fast encoder backend {backend!r}; expected one of {', '.join(BACKENDS)}"
             )
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1 or None, got {threads}")
         self.backend: Backend = backend
+        #: the backend used instead when ``backend`` fails to load (export, file cache or runtime errors; logged)
+        self.fallback: Backend | None = fallback
         self.threads = threads
         self.spin = spin
         self.home = Path(home).expanduser() if home is not None else None
@@ -188,20 +193,34 @@ class FastTextModel:
         """Load the tokenizer and the backend (exporting/quantising the ONNX file if not cached); returns self."""
         if self._run is not None:
             return self
-        if self.backend.startswith("onnx"):
-            ort = require("onnxruntime", "fast")
         tokenizers = require("tokenizers", "text")
         tok = tokenizers.Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         tok.no_padding()
         count_tok = tokenizers.Tokenizer.from_str(tok.to_str())
         count_tok.no_truncation()
         tok.enable_truncation(self.max_seq_length)
-        if self.backend.startswith("onnx"):
-            self._run = self._load_onnx(ort)
-        else:
-            self._run = self._load_torch()
+        try:
+            run = self._load_backend()
+        except Exception as exc:
+            if self.fallback is None or self.fallback == self.backend:
+                raise
+            log.warning(
+                "fast encoder backend %r failed to load (%s: %s); using %r",
+                self.backend,
+                type(exc).__name__,
+                exc,
+                self.fallback,
+            )
+            self.backend = self.fallback
+            run = self._load_backend()
+        self._run = run
         self._tok, self._count_tok = tok, count_tok
         return self
+
+    def _load_backend(self) -> Any:
+        if self.backend.startswith("onnx"):
+            return self._load_onnx(require("onnxruntime", "fast"))
+        return self._load_torch()
 
     def _load_torch(self) -> Any:
         torch = require("torch", "text")

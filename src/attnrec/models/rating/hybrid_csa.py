@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -493,26 +494,23 @@ class HybridCSAModule(TrainableModule):
         Each table row is projected — and, for attention, taken through the pre-norm and Q/K/V — once, however
         many pairs share it (in eval mode these are per-token maps), and a token is gathered only along the axes
         its index varies on; only the T×T attention itself, W^O on the pooled vector and the MLP run per pair.
-        Pairs are scored in blocks of about ``max_rows`` along the first axis of S."""
+        Pairs are scored in blocks of about ``max_rows``: whole rows along the first axis of S, or pieces of one
+        row along the second when a row alone is larger (one user against a large catalogue)."""
         idx = (u_idx, i_idx, t_idx)
         shape = np.broadcast_shapes(*(tuple(r.shape) for r in idx))
         score = self._pair_scorer(users, unknown, items, text, with_weights)
         if len(shape) == 0:
             return score(*idx)
         n_t = len(self.token_names)
-        step = max(1, max_rows // max(1, math.prod(shape[1:])))
         preds = torch.empty(shape, device=self.item_text.device)
         weights: torch.Tensor | None = None
-        for s in range(0, shape[0], step):
-            e = min(shape[0], s + step)
-            # an index that does not vary along the first axis (size 1 there, or fewer axes) is not sliced
-            block = [r[s:e] if r.dim() == len(shape) and r.shape[0] > 1 else r for r in idx]
-            p, w = score(*block)
-            preds[s:e] = p
+        for sl in _blocks(shape, max_rows):
+            p, w = score(*(_narrow(r, sl, len(shape)) for r in idx))
+            preds[sl] = p
             if w is not None:
                 if weights is None:
                     weights = torch.empty((*shape, n_t, n_t), device=preds.device)
-                weights[s:e] = w
+                weights[sl] = w
         return preds, weights
 
     def _pair_scorer(
@@ -583,6 +581,31 @@ class HybridCSAModule(TrainableModule):
         self.item_text = torch.cat([self.item_text, text.to(device, torch.float32)])
 
 
+def _blocks(shape: tuple[int, ...], max_rows: int) -> Iterator[tuple[slice, ...]]:
+    """Slices of the first one or two axes of ``shape`` covering it in blocks of about ``max_rows`` elements:
+    runs of whole rows along axis 0, or, when one row alone is larger, pieces of one row along axis 1."""
+    row = math.prod(shape[1:])
+    if row <= max_rows or len(shape) == 1:
+        step = max(1, max_rows // max(1, row))
+        for s in range(0, shape[0], step):
+            yield (slice(s, min(shape[0], s + step)),)
+        return
+    step = max(1, max_rows // max(1, math.prod(shape[2:])))
+    for s in range(shape[0]):
+        for c in range(0, shape[1], step):
+            yield slice(s, s + 1), slice(c, min(shape[1], c + step))
+
+
+def _narrow(index: torch.Tensor, block: tuple[slice, ...], ndim: int) -> torch.Tensor:
+    """The part of ``index`` (broadcast, right-aligned, to ``ndim`` axes) that ``block`` (slices of the leading
+    axes) reads: sliced on the axes it varies on, left whole where it has size 1 or no axis."""
+    for axis, sl in enumerate(block):
+        own = axis - (ndim - index.dim())
+        if own >= 0 and index.shape[own] > 1:
+            index = index.narrow(own, sl.start, sl.stop - sl.start)
+    return index
+
+
 def _onnx_available() -> bool:
     """ONNX Runtime and onnx (the exporter's serialiser) are importable: the ``fast`` extra."""
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
@@ -648,7 +671,7 @@ class HybridCSA(TorchRecommender):
         self.encoder_info: dict[str, Any] = {}
         #: whether the last recommend_by_text query was cut to the encoder's maximum length
         self.last_query_truncated = False
-        self._unit_text: tuple[tuple[Any, ...], torch.Tensor] | None = None
+        self._text_norms: tuple[weakref.ref[torch.Tensor], int, torch.Tensor] | None = None
         self._encoder: SentenceEncoder | None = None
         self._prep: dict[str, Any] | None = None
         self._memo: tuple[pl.DataFrame, np.ndarray] | None = None
@@ -670,8 +693,9 @@ class HybridCSA(TorchRecommender):
             from attnrec.text.cache import EmbeddingCache
 
             name, backend = self.config.encoder, self.config.query_backend
-            if backend == "auto":
-                backend = "onnx" if _onnx_available() else "torch"
+            fallback: Literal["torch"] | None = None
+            if backend == "auto":  # ONNX Runtime where installed; PyTorch if it is not, or fails to load
+                backend, fallback = ("onnx", "torch") if _onnx_available() else ("torch", None)
             query_model = None
             if backend != "sentence-transformers" and (
                 packaged_model_path(name) is not None or Path(name).is_dir()
@@ -679,7 +703,7 @@ class HybridCSA(TorchRecommender):
                 from attnrec.text.fast import FastTextModel
 
                 try:  # the lean path reproduces Transformer + mean/CLS pooling (+ Normalize) folders only
-                    query_model = FastTextModel(name, backend=backend)
+                    query_model = FastTextModel(name, backend=backend, fallback=fallback)
                     query_model.settings  # noqa: B018 - reads and checks the folder's layout (no weights)
                 except (DataError, ConfigError, MissingExtraError) as exc:
                     log.warning(
@@ -733,6 +757,7 @@ class HybridCSA(TorchRecommender):
         return super().fit(train, valid, trainer=trainer, items=items, encoder=encoder)
 
     def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
+        self._text_norms = None
         trainer = kw.pop("trainer", None)
         if trainer is None:
             from attnrec.training.trainer import TrainerConfig
@@ -1230,7 +1255,8 @@ class HybridCSA(TorchRecommender):
         with torch.no_grad():
             # a copy: the LRU's rows are read-only
             text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(self.device)
-            relevance = torch.nn.functional.normalize(text, dim=1) @ self._unit_item_text().T  # (Q, I) cosine
+            unit = torch.nn.functional.normalize(text, dim=1)
+            relevance = (unit @ m.item_text.T) * self._item_text_inv_norm()  # (Q, I) cosine
             open_ = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
             if known and exclude_seen and self.seen is not None:
                 open_[torch.from_numpy(self.seen[uidx].indices.astype(np.int64)).to(self.device)] = False
@@ -1276,14 +1302,16 @@ class HybridCSA(TorchRecommender):
         cols["new_user"] = np.full(len(flat), not known)
         return self._flag(pl.DataFrame(cols))
 
-    def _unit_item_text(self) -> torch.Tensor:
-        """The item text embeddings L2-normalised (for query relevance), kept until the table changes (a new
-        tensor after add_items / set_encoder, or an in-place write)."""
+    def _item_text_inv_norm(self) -> torch.Tensor:
+        """1 / ‖item text embedding‖ per item (I,), for query relevance; recomputed when the table is another
+        tensor (fit, add_items, set_encoder, loading) or was written in place. Writes through ``.data`` bypass
+        the version counter: the table's setters (:meth:`fit`, :meth:`add_items`, loading) also clear this."""
         table = self.csa.item_text
-        key = (id(table), table._version, tuple(table.shape), table.device)
-        if self._unit_text is None or self._unit_text[0] != key:
-            self._unit_text = (key, torch.nn.functional.normalize(table, dim=1))
-        return self._unit_text[1]
+        cached = self._text_norms
+        if cached is None or cached[0]() is not table or cached[1] != table._version:
+            inv = 1.0 / table.norm(dim=1).clamp_min(1e-12)
+            self._text_norms = cached = (weakref.ref(table), table._version, inv)
+        return cached[2]
 
     # ----------------------------------------------------------------- cold-start items
     def add_items(
@@ -1320,6 +1348,7 @@ class HybridCSA(TorchRecommender):
         with torch.no_grad():
             factors = text_to_factors(vecs, m.cold_map.cpu())
             m.append_items(factors, vecs)
+        self._text_norms = None
         start = len(iv)
         self.item_vocab = Vocabulary(np.concatenate([iv.ids, np.asarray(ids, dtype=str)]), kind=iv.kind)
         if self.seen is not None:
@@ -1358,6 +1387,7 @@ class HybridCSA(TorchRecommender):
         tensors = dict(tensors)
         lo, hi = tensors.pop("_rating_range").tolist()
         self.rating_range = (lo, hi)
+        self._text_norms = None
         super().load_state_tensors(tensors)
 
     def bundle_json(self) -> dict[str, Any]:
