@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -692,18 +692,19 @@ class HybridCSA(TorchRecommender):
             from attnrec.data.registry import cache_home
             from attnrec.text.cache import EmbeddingCache
 
-            name, backend = self.config.encoder, self.config.query_backend
+            name, configured = self.config.encoder, self.config.query_backend
             fallback: Literal["torch"] | None = None
-            if backend == "auto":  # ONNX Runtime where installed; PyTorch if it is not, or fails to load
+            backend = configured
+            if configured == "auto":  # ONNX Runtime where installed; PyTorch if it is not, or fails to load
                 backend, fallback = ("onnx", "torch") if _onnx_available() else ("torch", None)
             query_model = None
-            if backend != "sentence-transformers" and (
+            if backend not in ("sentence-transformers", "auto") and (
                 packaged_model_path(name) is not None or Path(name).is_dir()
             ):
-                from attnrec.text.fast import FastTextModel
+                from attnrec.text.fast import Backend, FastTextModel  # noqa: F401 - Backend: the cast below
 
                 try:  # the lean path reproduces Transformer + mean/CLS pooling (+ Normalize) folders only
-                    query_model = FastTextModel(name, backend=backend, fallback=fallback)
+                    query_model = FastTextModel(name, backend=cast("Backend", backend), fallback=fallback)
                     query_model.settings  # noqa: B018 - reads and checks the folder's layout (no weights)
                 except (DataError, ConfigError, MissingExtraError) as exc:
                     log.warning(
