@@ -11,7 +11,8 @@ and the ``attnrec.text.fast`` int8 approximations:
 * one query: ``recommend_by_text(q, k=10)`` for 200 distinct queries (none repeats, so the query LRU never hits;
   10 warm-up queries first), p50 / p99 in ms, encoding included;
 * a batch of 64: ``recommend_by_texts(64 distinct queries, k=10)``, median of 8 batches, ms;
-* a repeated query (LRU hit): p50 ms;
+* a repeated query (LRU hit: retrieval, scoring and the result frame, no encoding): p50 ms;
+* the encoder alone on 200 other distinct queries (``encode_query``): p50 ms;
 * the full catalogue (``candidates=None``, every item scored by the model): p50 ms.
 
 The fp32 query paths are also timed against each other in rotation (``interleaved``), end to end and encoder
@@ -86,12 +87,15 @@ def measure(model: HybridCSA) -> dict[str, float]:
         time_ms(lambda b=b: model.recommend_by_texts(qs[210 + 64 * b : 274 + 64 * b], k=10)) for b in range(8)
     ]
     hit = [time_ms(lambda: model.recommend_by_text(qs[20], k=10)) for _ in range(100)]
+    fresh = queries(200, offset=len(qs))  # not in the LRU yet
+    encoder = [time_ms(lambda q=q: model.encoder.encode_query(q)) for q in fresh]
     full = [time_ms(lambda q=q: model.recommend_by_text(q, k=10, candidates=None)) for q in qs[10:60]]
     return {
         "query_p50_ms": percentile(single, 50),
         "query_p99_ms": percentile(single, 99),
         "batch64_median_ms": statistics.median(batches),
         "repeated_query_p50_ms": percentile(hit, 50),
+        "encoder_alone_query_p50_ms": percentile(encoder, 50),
         "full_catalogue_query_p50_ms": percentile(full, 50),
     }
 
