@@ -151,6 +151,10 @@ def part_movielens(seeds, epochs):
             {"fusion": "concat_mlp", "svd_residual": True, "svd_crossfit": 10},
         ),
         ("hybrid_csa svd_residual=True svd_crossfit=10", {"svd_residual": True, "svd_crossfit": 10}),
+        (
+            "hybrid_csa svd_residual=True svd_crossfit=10 pooling=concat",
+            {"svd_residual": True, "svd_crossfit": 10, "pooling": "concat"},
+        ),
     ]
     for label, kw in variants:
         if ONLY and not any(o in label for o in ONLY):

