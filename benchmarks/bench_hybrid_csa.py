@@ -152,8 +152,8 @@ def part_movielens(seeds, epochs):
         ),
         ("hybrid_csa svd_residual=True svd_crossfit=10", {"svd_residual": True, "svd_crossfit": 10}),
         (
-            "hybrid_csa svd_residual=True svd_crossfit=10 pooling=concat",
-            {"svd_residual": True, "svd_crossfit": 10, "pooling": "concat"},
+            "hybrid_csa svd_residual=True svd_crossfit=10 pooling=concat attn_residual=True",
+            {"svd_residual": True, "svd_crossfit": 10, "pooling": "concat", "attn_residual": True},
         ),
     ]
     for label, kw in variants:
