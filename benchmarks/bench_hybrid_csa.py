@@ -318,6 +318,11 @@ def part_amazon(seeds, epochs):
             {**tuned, "svd_residual": True, "svd_crossfit": 10},
             seeds,
         ),
+        (
+            f"hybrid_csa svd_reg={reg} svd_residual=True svd_crossfit=10 pooling=concat attn_residual=True",
+            {**tuned, "svd_residual": True, "svd_crossfit": 10, "pooling": "concat", "attn_residual": True},
+            seeds,
+        ),
         (f'hybrid_csa svd_reg={reg} text_source="item+user"', {**tuned, "text_source": "item+user"}, seeds),
         (f"hybrid_csa svd_reg={reg} freeze_svd=False", {**tuned, "freeze_svd": False}, seeds),
         ("LEAKY hybrid_csa target_review_leakage=True", {"target_review_leakage": True}, seeds),
@@ -390,6 +395,16 @@ def part_coldstart(seeds, epochs):
         (
             "hybrid_csa svd_residual=True svd_crossfit=10 cold_item_rate=0.2",
             {"svd_residual": True, "svd_crossfit": 10, "cold_item_rate": 0.2},
+        ),
+        (
+            "hybrid_csa svd_residual=True svd_crossfit=10 pooling=concat attn_residual=True cold_item_rate=0.2",
+            {
+                "svd_residual": True,
+                "svd_crossfit": 10,
+                "pooling": "concat",
+                "attn_residual": True,
+                "cold_item_rate": 0.2,
+            },
         ),
     ]
     for label, kw in variants:
