@@ -240,6 +240,14 @@ def test_concat_pooling_feeds_the_attended_tokens_side_by_side():
     assert not torch.allclose(pred, swapped)
     with pytest.raises(ValueError, match="concat_mlp"):
         HybridCSA(pooling="concat", fusion="concat_mlp")
+    fitted = fit_model(epochs=2, pooling="concat", attn_residual=True)  # the bundle rebuilds the wider MLP
+    _, _, test = checkerboard()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bundle(fitted, tmp)
+        loaded = load_bundle(tmp)
+    np.testing.assert_array_equal(
+        loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
+    )
 
 
 def test_eq13_mean_pooling_equals_share_weighted_values():
@@ -669,6 +677,8 @@ def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
         {"fusion": "text_only", "user_text": True},
         {"user_text": True, "attn_residual": True, "attn_norm": "post"},
         {"pooling": "concat"},
+        {"pooling": "concat", "fusion": "text_only"},
+        {"pooling": "concat", "fusion": "text_only", "user_text": True},
         {"pooling": "concat", "user_text": True, "attn_residual": True, "attn_norm": "post"},
         {"biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
     ],

@@ -162,8 +162,11 @@ class SelfAttentionBlock(nn.Module):
             if self.norm_place == "post":
                 out = self.norm(out)
             outs.append(out)
-        if pool:
-            return torch.stack(torch.broadcast_tensors(*outs)).mean(0), weights
+        if pool:  # a running sum: no (T, *S, dim) stack
+            total = outs[0]
+            for out in outs[1:]:
+                total = total + out
+            return total / t, weights
         return torch.stack(torch.broadcast_tensors(*outs), dim=-2), weights
 
 

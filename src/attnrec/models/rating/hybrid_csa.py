@@ -427,7 +427,8 @@ class HybridCSAModule(TrainableModule):
     def fuse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Eq. 10-15 on stacked tokens (N, T, d): predictions (N,) and head-averaged attention (N, T, T)
         (None for concat_mlp). Mean pooling (eq. 13) is taken before the attention's output projection W^O, which
-        is linear, so this is the same z at a T-th of that projection's cost."""
+        is linear, so this is the same z at a T-th of that projection's cost (with ``pooling="concat"``, a residual
+        or post-norm, W^O runs on every token)."""
         if self.attention is None:
             return self.mlp(x.flatten(1)).squeeze(-1), None
         mean = self.pooling == "mean"
@@ -501,7 +502,8 @@ class HybridCSAModule(TrainableModule):
 
         Each table row is projected — and, for attention, taken through the pre-norm and Q/K/V — once, however
         many pairs share it (in eval mode these are per-token maps), and a token is gathered only along the axes
-        its index varies on; only the T×T attention itself, W^O on the pooled vector and the MLP run per pair.
+        its index varies on; only the T×T attention itself, W^O (on the pooled vector where pooling allows) and the MLP
+        run per pair.
         Pairs are scored in blocks of about ``max_rows``: whole rows along the first axis of S, or pieces of one
         row along the second when a row alone is larger (one user against a large catalogue)."""
         idx = (u_idx, i_idx, t_idx)
@@ -709,7 +711,7 @@ class HybridCSA(TorchRecommender):
             if configured == "auto":  # ONNX Runtime where installed; PyTorch if it is not, or fails to load
                 backend, fallback = ("onnx", "torch") if _onnx_available() else ("torch", None)
             query_model = None
-            if backend not in ("sentence-transformers", "auto") and (
+            if backend != "sentence-transformers" and (
                 packaged_model_path(name) is not None or Path(name).is_dir()
             ):
                 from attnrec.text.fast import Backend, FastTextModel  # noqa: F401 - Backend: the cast below
