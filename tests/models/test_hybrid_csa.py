@@ -99,6 +99,17 @@ class TestHybridCSAConformance(ConformanceTests):
         assert losses[-1] < 0.5 * losses[0]
 
 
+def assert_bundle_reproduces(fitted: HybridCSA) -> None:
+    """save_bundle + load_bundle gives the same test predictions, bit for bit."""
+    _, _, test = checkerboard()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bundle(fitted, tmp)
+        loaded = load_bundle(tmp)
+    np.testing.assert_array_equal(
+        loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
+    )
+
+
 # ------------------------------------------------------------------------------------------ one test per equation
 def small_module(fusion: str = "attention", user_text: bool = False, **kw: Any) -> HybridCSAModule:
     g = torch.Generator().manual_seed(0)
@@ -240,14 +251,7 @@ def test_concat_pooling_feeds_the_attended_tokens_side_by_side():
     assert not torch.allclose(pred, swapped)
     with pytest.raises(ValueError, match="concat_mlp"):
         HybridCSA(pooling="concat", fusion="concat_mlp")
-    fitted = fit_model(epochs=2, pooling="concat", attn_residual=True)  # the bundle rebuilds the wider MLP
-    _, _, test = checkerboard()
-    with tempfile.TemporaryDirectory() as tmp:
-        save_bundle(fitted, tmp)
-        loaded = load_bundle(tmp)
-    np.testing.assert_array_equal(
-        loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
-    )
+    assert_bundle_reproduces(fit_model(epochs=2, pooling="concat", attn_residual=True))  # the wider MLP
 
 
 def test_eq13_mean_pooling_equals_share_weighted_values():
@@ -593,13 +597,7 @@ def test_svd_residual_adds_the_svd_prediction_and_survives_a_bundle():
         HybridCSA(svd_residual=True, svd_biases=True)
 
     fitted = fit_model(epochs=2, svd_residual=True)
-    train, _, test = checkerboard()
-    with tempfile.TemporaryDirectory() as tmp:
-        save_bundle(fitted, tmp)
-        loaded = load_bundle(tmp)
-    np.testing.assert_array_equal(
-        loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
-    )
+    assert_bundle_reproduces(fitted)
     assert "user_bias" in fitted.state_tensors()
 
 
