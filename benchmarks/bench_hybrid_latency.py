@@ -15,7 +15,8 @@ and the ``attnrec.text.fast`` int8 approximations:
 * the encoder alone on 200 other distinct queries (``encode_query``): p50 ms;
 * the full catalogue (``candidates=None``, every item scored by the model): p50 ms.
 
-The fp32 query paths are also timed against each other in rotation (``interleaved``), end to end and encoder
+The ONNX Runtime paths (the default and onnx-int8) are measured once more with PyTorch, which runs the model side,
+on one thread (ONNX Runtime keeps ``--threads``). The fp32 query paths are also timed against each other in rotation (``interleaved``), end to end and encoder
 alone: on a shared machine, numbers taken minutes apart drift more than the difference between them.
 
 For each fast backend also: the cosine agreement of its query embeddings with the fp32 model's, and the test RMSE
@@ -198,6 +199,24 @@ def main() -> None:
         row["test_rmse_fp32_fit"] = fp32_rmse
         rows[f"attnrec.text.fast {backend}"] = row
         print(json.dumps({"encoder": backend, **row}), flush=True)
+    # the ONNX paths again with PyTorch (the model side: retrieval, scoring, frame) on one thread, ONNX Runtime
+    # unchanged: for 100 candidates PyTorch's second thread costs more in wake-ups than it saves
+    one_thread = (
+        [("fp32, default (query_backend='auto': onnx)", default_encoder)] if default_backend == "onnx" else []
+    )
+    if "onnx-int8" in args.backends.split(","):
+        one_thread.append(
+            ("attnrec.text.fast onnx-int8", fast_encoder(backend="onnx-int8", threads=args.threads))
+        )
+    for label, enc in one_thread:
+        model.set_encoder(enc)
+        torch.set_num_threads(1)
+        try:
+            row = measure(model)
+        finally:
+            torch.set_num_threads(args.threads)
+        rows[f"{label}, PyTorch 1 thread"] = row
+        print(json.dumps({"encoder": f"{label}, PyTorch 1 thread", **row}), flush=True)
     rotation = {
         "st": SentenceEncoder(DEFAULT_MODEL, progress=False, query_cache_size=0),
         "torch": SentenceEncoder(
