@@ -15,8 +15,9 @@ and the ``attnrec.text.fast`` int8 approximations:
 * the encoder alone on 200 other distinct queries (``encode_query``): p50 ms;
 * the full catalogue (``candidates=None``, every item scored by the model): p50 ms.
 
-The ONNX Runtime paths (the default and onnx-int8) are measured once more with PyTorch, which runs the model side,
-on one thread (ONNX Runtime keeps ``--threads``). The fp32 query paths are also timed against each other in rotation (``interleaved``), end to end and encoder
+The ONNX Runtime paths (the default and onnx-int8) are also timed with PyTorch, which runs the model side, on
+``--threads`` and on one thread in alternating blocks (ONNX Runtime keeps ``--threads``). The fp32 query paths are
+also timed against each other in rotation (``interleaved``), end to end and encoder
 alone: on a shared machine, numbers taken minutes apart drift more than the difference between them.
 
 For each fast backend also: the cosine agreement of its query embeddings with the fp32 model's, and the test RMSE
@@ -98,6 +99,29 @@ def measure(model: HybridCSA) -> dict[str, float]:
         "repeated_query_p50_ms": percentile(hit, 50),
         "encoder_alone_query_p50_ms": percentile(encoder, 50),
         "full_catalogue_query_p50_ms": percentile(full, 50),
+    }
+
+
+def torch_threads_ab(model: HybridCSA, threads: int) -> dict[str, float]:
+    """``recommend_by_text`` p50 with PyTorch on ``threads`` and on 1 thread, in alternating blocks of 20 distinct
+    queries (12 blocks each, order swapped every turn), so that drift hits both alike."""
+    qs = queries(960)
+    times: dict[int, list[float]] = {threads: [], 1: []}
+    i = 0
+    for turn in range(24):
+        n = threads if turn % 4 in (0, 3) else 1
+        torch.set_num_threads(n)
+        try:
+            block = [time_ms(lambda q=q: model.recommend_by_text(q, k=10)) for q in qs[i : i + 20]]
+        finally:
+            torch.set_num_threads(threads)
+        times[n] += block[2:]
+        i += 20
+    many, one = statistics.median(times[threads]), statistics.median(times[1])
+    return {
+        f"torch_{threads}_threads_query_p50_ms": many,
+        "torch_1_thread_query_p50_ms": one,
+        "ratio": one / many,
     }
 
 
@@ -199,24 +223,21 @@ def main() -> None:
         row["test_rmse_fp32_fit"] = fp32_rmse
         rows[f"attnrec.text.fast {backend}"] = row
         print(json.dumps({"encoder": backend, **row}), flush=True)
-    # the ONNX paths again with PyTorch (the model side: retrieval, scoring, frame) on one thread, ONNX Runtime
-    # unchanged: for 100 candidates PyTorch's second thread costs more in wake-ups than it saves
-    one_thread = (
-        [("fp32, default (query_backend='auto': onnx)", default_encoder)] if default_backend == "onnx" else []
-    )
-    if "onnx-int8" in args.backends.split(","):
-        one_thread.append(
-            ("attnrec.text.fast onnx-int8", fast_encoder(backend="onnx-int8", threads=args.threads))
+    # the ONNX paths with PyTorch (the model side: retrieval, scoring, frame) on args.threads vs one thread,
+    # alternating blocks of 20 distinct queries (no LRU), ONNX Runtime unchanged
+    onnx_paths = {"onnx-int8": "onnx-int8"}
+    if default_backend == "onnx":
+        onnx_paths = {"default (onnx fp32)": "onnx", **onnx_paths}
+    for label, backend in onnx_paths.items():
+        enc = SentenceEncoder(
+            DEFAULT_MODEL,
+            progress=False,
+            query_cache_size=0,
+            query_model=FastTextModel(backend=backend, threads=args.threads),  # type: ignore[arg-type]
         )
-    for label, enc in one_thread:
         model.set_encoder(enc)
-        torch.set_num_threads(1)
-        try:
-            row = measure(model)
-        finally:
-            torch.set_num_threads(args.threads)
-        rows[f"{label}, PyTorch 1 thread"] = row
-        print(json.dumps({"encoder": f"{label}, PyTorch 1 thread", **row}), flush=True)
+        rows[f"{label}: PyTorch {args.threads} vs 1 thread"] = row = torch_threads_ab(model, args.threads)
+        print(json.dumps({"encoder": f"{label} torch threads", **row}), flush=True)
     rotation = {
         "st": SentenceEncoder(DEFAULT_MODEL, progress=False, query_cache_size=0),
         "torch": SentenceEncoder(
