@@ -417,9 +417,16 @@ def _pooled_module(folder: Path, pooling: str) -> Any:
     torch = require("torch", "text")
     transformers = require("transformers", "text")
     # eager attention exports to plain MatMul/Softmax ONNX ops and matches SDPA's outputs to float rounding
-    hf = transformers.AutoModel.from_pretrained(
-        str(folder), local_files_only=True, attn_implementation="eager"
-    )
+    bars = transformers.utils.logging
+    shown = bars.is_progress_bar_enabled()
+    bars.disable_progress_bar()  # no "Loading weights" bar in a query path or a CLI table
+    try:
+        hf = transformers.AutoModel.from_pretrained(
+            str(folder), local_files_only=True, attn_implementation="eager"
+        )
+    finally:
+        if shown:
+            bars.enable_progress_bar()
     hf.eval()
 
     class Pooled(torch.nn.Module):  # type: ignore[name-defined, misc]
