@@ -167,21 +167,12 @@ def part_movielens(seeds, epochs):
 
 
 def parse_variant(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``"a=1 b=true trainer.c=2"`` -> (model settings, trainer settings); values read as JSON, else as strings."""
-    model: dict[str, Any] = {}
-    trainer: dict[str, Any] = {}
-    for item in text.split():
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--variants: {item!r} is not key=value")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if key.startswith("trainer."):
-            trainer[key.removeprefix("trainer.")] = value
-        else:
-            model[key] = value
+    """``"a=1 b=true trainer.c=2"`` -> (model settings, trainer settings), parsed as the CLI's ``--set``."""
+    from attnrec.cli import _parse_sets
+
+    settings = _parse_sets(text.split(), "--variants")
+    model = {k: v for k, v in settings.items() if not k.startswith("trainer.")}
+    trainer = {k.removeprefix("trainer."): v for k, v in settings.items() if k.startswith("trainer.")}
     return model, trainer
 
 

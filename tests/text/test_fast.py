@@ -175,6 +175,8 @@ def test_an_onnx_backend_that_cannot_load_falls_back_when_asked(
         out = model.encode(SENTENCES, normalize_embeddings=True)
     assert model.backend == "torch" and "failed to load" in caplog.text
     assert (out * reference).sum(1).min() > 0.9999
+    with pytest.raises(ConfigError, match="'onnx-fp16'"):  # an unknown fallback is named, not the backend
+        FastTextModel(backend="onnx", fallback="onnx-fp16")  # type: ignore[arg-type]
 
 
 def test_hybrid_csa_falls_back_to_sentence_transformers_for_a_layout_the_lean_path_cannot_run(

@@ -108,10 +108,11 @@ class FastTextModel:
         home: str | Path | None = None,
         fallback: Backend | None = None,
     ) -> None:
-        if backend not in BACKENDS or (fallback is not None and fallback not in BACKENDS):
-            raise ConfigError(
-                f"unknown fast encoder backend {backend!r}; expected one of {', '.join(BACKENDS)}"
-            )
+        for given in (backend, fallback):
+            if given is not None and given not in BACKENDS:
+                raise ConfigError(
+                    f"unknown fast encoder backend {given!r}; expected one of {', '.join(BACKENDS)}"
+                )
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1 or None, got {threads}")
         self.backend: Backend = backend

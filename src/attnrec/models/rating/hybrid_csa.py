@@ -569,9 +569,8 @@ class HybridCSAModule(TrainableModule):
             else:
                 xs = _gather(tables, rows) if keep_x else None
                 z, wh = att.mix_tokens(_gather(states, rows), xs, pool=self.pooling == "mean")
-                z = (
-                    z.flatten(-2) if self.pooling == "concat" else z
-                )  # (*, T·d): the attended tokens side by side
+                if self.pooling == "concat":  # (*S, T·d): the attended tokens side by side
+                    z = z.flatten(-2)
                 z = z.expand(*shape, z.shape[-1])  # a token set shared by every pair (text_only, one query)
                 p = self.mlp(z.reshape(-1, z.shape[-1])).view(shape)  # BatchNorm1d takes (N, C)
                 w = wh.mean(-3).expand(*shape, len(rows), len(rows))
@@ -771,7 +770,6 @@ class HybridCSA(TorchRecommender):
         return super().fit(train, valid, trainer=trainer, items=items, encoder=encoder)
 
     def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
-        self._text_norms = None
         trainer = kw.pop("trainer", None)
         if trainer is None:
             from attnrec.training.trainer import TrainerConfig
@@ -1319,8 +1317,7 @@ class HybridCSA(TorchRecommender):
 
     def _item_text_inv_norm(self) -> torch.Tensor:
         """1 / ‖item text embedding‖ per item (I,), for query relevance; recomputed when the table is another
-        tensor (fit, add_items, set_encoder, loading) or was written in place. Writes through ``.data`` bypass
-        the version counter: the table's setters (:meth:`fit`, :meth:`add_items`, loading) also clear this."""
+        tensor (fit, add_items, set_encoder, loading) or was written in place (its version counter moved)."""
         table = self.csa.item_text
         cached = self._text_norms
         if cached is None or cached[0]() is not table or cached[1] != table._version:
@@ -1363,7 +1360,6 @@ class HybridCSA(TorchRecommender):
         with torch.no_grad():
             factors = text_to_factors(vecs, m.cold_map.cpu())
             m.append_items(factors, vecs)
-        self._text_norms = None
         start = len(iv)
         self.item_vocab = Vocabulary(np.concatenate([iv.ids, np.asarray(ids, dtype=str)]), kind=iv.kind)
         if self.seen is not None:
@@ -1402,7 +1398,6 @@ class HybridCSA(TorchRecommender):
         tensors = dict(tensors)
         lo, hi = tensors.pop("_rating_range").tolist()
         self.rating_range = (lo, hi)
-        self._text_norms = None
         super().load_state_tensors(tensors)
 
     def bundle_json(self) -> dict[str, Any]:
