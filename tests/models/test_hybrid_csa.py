@@ -18,6 +18,7 @@ from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
 from attnrec.models.rating.hybrid_csa import (
     HybridCSA,
     HybridCSAModule,
+    _projection,
     fit_text_to_factors,
     text_to_factors,
 )
@@ -681,10 +682,16 @@ def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
         {"biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
     ],
 )
-def test_score_pairs_equals_the_rowwise_forward(kw):
+@pytest.mark.parametrize("cache", [True, False])
+def test_score_pairs_equals_the_rowwise_forward(kw, cache):
     """The inference path that projects each user / item / text row once gives the forward pass's predictions
-    and attention for every pair, with unknown users and text indexed apart from items."""
+    and attention for every pair, with unknown users and text indexed apart from items; with every user's and
+    item's tokens kept between calls (the table cache) or projected per call."""
     m = small_module(**kw)
+    if not cache:
+        m.table_cache_bytes = 0
+    with torch.no_grad():
+        assert (m.table_cache() is not None) == cache
     users, unknown = torch.tensor([3, 0, 5]), torch.tensor([False, True, False])
     items, text = torch.tensor([6, 1, 2, 4]), torch.randn(2, 12)
     u_idx = torch.tensor([0, 0, 1, 2, 2, 1, 0])
@@ -730,6 +737,49 @@ def test_score_pairs_equals_the_rowwise_forward(kw):
     torch.testing.assert_close(pieces[0], rowwise)
     if w_whole is not None:
         torch.testing.assert_close(w_pieces, w_whole)
+
+
+def test_the_table_cache_follows_the_module_state():
+    """The cached user and item tables are reused while the module is unchanged and rebuilt after an in-place
+    update, a state load, new items or a replaced submodule; never used in training or under autograd."""
+    m = small_module(biases=(torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), mu=3.0)
+    users, unknown = torch.tensor([3, 0]), torch.tensor([False, True])
+    text = torch.randn(2, 12)
+
+    def check() -> None:  # every (user, item, text) pair against the row-wise forward
+        n_items = m.item_factors.shape[0]
+        items = torch.arange(n_items)
+        u_idx, i_idx, t_idx = torch.tensor([0, 1])[:, None, None], items[None, :, None], torch.tensor([0, 1])
+        with torch.no_grad():
+            got, _ = m.score_pairs(users, unknown, items, text, u_idx, i_idx, t_idx)
+            u, i, t = torch.broadcast_tensors(u_idx, i_idx, t_idx)
+            want, _ = m(users[u.reshape(-1)], i.reshape(-1), text[t.reshape(-1)], unknown[u.reshape(-1)])
+        torch.testing.assert_close(got.reshape(-1), want)
+
+    with torch.no_grad():
+        first = m.table_cache()
+        assert first is not None and m.table_cache() is first
+        assert first[1].tokens[0].shape[0] == 7 and first[0].tokens[0].shape[0] == 6 + 1  # + the unknown user
+    check()
+    with torch.no_grad():
+        m.proj_item[0].weight.mul_(2.0)  # an in-place update (an optimiser step)
+        second = m.table_cache()
+    assert second is not first
+    check()
+    other = small_module(biases=(torch.linspace(1, -1, 6), torch.linspace(-1, 1, 7)), mu=2.0)
+    with torch.no_grad():
+        other.unknown_user.add_(1.0)
+    m.load_state_dict(other.state_dict())
+    check()
+    m.append_items(torch.randn(2, 5), torch.randn(2, 12))  # cold-start items
+    check()
+    m.proj_user = _projection(5, 8).eval()  # a replaced submodule
+    check()
+    m.train()
+    with torch.no_grad():
+        assert m.table_cache() is None
+    m.eval()
+    assert m.table_cache() is None  # autograd on
 
 
 def test_query_relevance_follows_the_item_text_table(fitted: HybridCSA):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnrec.errors import ConfigError, MissingExtraError
+from attnrec.errors import ConfigError, DataError, MissingExtraError
 from attnrec.text import SentenceEncoder
 from attnrec.text.encoder import packaged_model_path
 from attnrec.text.fast import FastTextModel, _pad, fast_encoder, int8_full_range
@@ -109,6 +109,41 @@ def test_onnx_agrees_pads_batches_and_reuses_the_export(
     assert first.onnx_path.stat().st_mtime_ns == stamp
     # the same file in a new session: equal up to ONNX Runtime's run-to-run float noise (CPU-dependent kernels)
     np.testing.assert_allclose(second.encode(SENTENCES, normalize_embeddings=True), out, atol=1e-6, rtol=0)
+
+
+@needs_onnx
+def test_bert_exports_run_fused_and_a_failed_fusion_is_an_error(
+    home: Path, reference: np.ndarray, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import onnx
+
+    model = FastTextModel(backend="onnx", threads=1, home=home).load()
+    assert model.fused and model.onnx_path is not None and model.onnx_path.name.endswith("-fp32-fused.onnx")
+    ops = {n.op_type for n in onnx.load(str(model.onnx_path), load_external_data=False).graph.node}
+    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= ops
+    np.testing.assert_allclose(model.encode(SENTENCES, normalize_embeddings=True), reference, atol=2e-5)
+    assert "-fused" in FastTextModel(backend="onnx-int8", home=home).model_id  # its own embedding-cache key
+    assert "-fused" not in FastTextModel(backend="int8", home=home).model_id
+
+    # a graph ONNX Runtime cannot fuse completely is refused, naming the export, and nothing fused is kept
+    from onnxruntime.transformers import optimizer
+
+    real = optimizer.optimize_model
+
+    def partial(*args: object, **kwargs: object) -> object:
+        fused = real(*args, **kwargs)
+        fused.get_fused_operator_statistics = lambda: {"Attention": 5}  # type: ignore[method-assign]
+        return fused
+
+    monkeypatch.setattr(optimizer, "optimize_model", partial)
+    fresh = tmp_path / "home"
+    (fresh / "onnx").mkdir(parents=True)
+    for f in (home / "onnx").glob("*-fp32.onnx"):  # reuse the plain export, so only the fusion runs
+        (fresh / "onnx" / f.name).symlink_to(f)
+    with pytest.raises(DataError, match="did not fuse every attention layer") as err:
+        FastTextModel(backend="onnx", home=fresh).load()
+    assert "-fp32.onnx" in str(err.value)
+    assert not list((fresh / "onnx").glob("*fused*"))
 
 
 @needs_onnx

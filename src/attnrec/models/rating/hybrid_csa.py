@@ -188,6 +188,17 @@ class HybridBatch:
         return int(self.users.shape[0])
 
 
+@dataclass
+class _Side:
+    """One side's per-row tables for inference (users, items or query texts): the projected tokens (n, d_model)
+    it contributes, in token order; their attention states (``SelfAttentionBlock.project``: (n, 3, H, dh); the
+    tokens themselves for concat_mlp); with svd_residual its SVD factors (n, k) and biases (n,)."""
+
+    tokens: list[torch.Tensor]
+    states: list[torch.Tensor]
+    svd: tuple[torch.Tensor, torch.Tensor] | None
+
+
 # --------------------------------------------------------------------------------------------------- the module
 def _projection(in_dim: int, d_model: int) -> nn.Sequential:
     """Eq. 6-8: a Linear to d_model, then BatchNorm1d (section V-D: "batch normalization after projections")."""
@@ -201,6 +212,9 @@ class HybridCSAModule(TrainableModule):
     Token order: ``token_names`` — ``("user", "item", "text")`` (+ ``"user_text"``) for attention / concat_mlp,
     ``("text",)`` (+ ``"user_text"``) for text_only.
     """
+
+    #: the most memory :meth:`table_cache` may hold (every user's and item's tokens and attention states)
+    table_cache_bytes: int = 256 * 2**20
 
     def __init__(
         self,
@@ -222,6 +236,7 @@ class HybridCSAModule(TrainableModule):
         biases: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self._tables: tuple[list[weakref.ref[torch.Tensor]], list[int], tuple[_Side, _Side]] | None = None
         self.pooling = pooling
         k, d_text = user_factors.shape[1], item_text.shape[1]
         self.fusion, self.freeze_svd = fusion, freeze_svd
@@ -267,6 +282,7 @@ class HybridCSAModule(TrainableModule):
         if self.uses_svd:
             self.proj_user = _projection(k, d_model)
             self.proj_item = _projection(k, d_model)
+        self.d_model = d_model
         self.proj_text = _projection(d_text, d_model)
         if self.has_user_text:
             self.proj_user_text = _projection(d_text, d_model)
@@ -501,14 +517,22 @@ class HybridCSAModule(TrainableModule):
         ``with_weights``, attention (*S, T, T) (None for concat_mlp).
 
         Each table row is projected — and, for attention, taken through the pre-norm and Q/K/V — once, however
-        many pairs share it (in eval mode these are per-token maps), and a token is gathered only along the axes
+        many pairs share it (in eval mode these are per-token maps; every user's and item's once per module
+        state, :meth:`table_cache`), and a token is gathered only along the axes
         its index varies on; only the T×T attention itself, W^O (on the pooled vector where pooling allows) and the MLP
         run per pair.
         Pairs are scored in blocks of about ``max_rows``: whole rows along the first axis of S, or pieces of one
         row along the second when a row alone is larger (one user against a large catalogue)."""
+        cached = self.table_cache()
+        if cached is None:
+            user_side, item_side = self.user_side(users, unknown), self.item_side(items)
+        else:  # rows of the cached tables: every user, then the unknown user; every item
+            user_side, item_side = cached
+            u_idx = torch.where(unknown, self.user_factors.shape[0], users)[u_idx]
+            i_idx = items[i_idx]
         idx = (u_idx, i_idx, t_idx)
         shape = np.broadcast_shapes(*(tuple(r.shape) for r in idx))
-        score = self._pair_scorer(users, unknown, items, text, with_weights)
+        score = self._pair_scorer(user_side, item_side, self.text_side(text), with_weights)
         if len(shape) == 0:
             return score(*idx)
         n_t = len(self.token_names)
@@ -523,37 +547,84 @@ class HybridCSAModule(TrainableModule):
                 weights[sl] = w
         return preds, weights
 
-    def _pair_scorer(
-        self,
-        users: torch.Tensor,
-        unknown: torch.Tensor,
-        items: torch.Tensor,
-        text: torch.Tensor,
-        with_weights: bool,
-    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
-        """Project the three tables once; return a function scoring the pairs given by row indices (u_rows,
-        i_rows, t_rows) into them, broadcast to one shape S: predictions (*S) and head-averaged attention
-        (*S, T, T) or None."""
-        ut = self.user_tokens(users, unknown)
-        it = self.item_token(items)
-        tt = self.text_token(text)
-        # token tables in token_names order, each read by the user, item or text row index of a pair
-        tables: list[torch.Tensor] = [tt]
-        reader = ["t"]
-        if it is not None:
-            tables, reader = [ut[0], it, tt], ["u", "i", "t"]
-        if self.has_user_text:
-            tables, reader = [*tables, ut[-1]], [*reader, "u"]
+    # -- per-row token tables for inference ----------------------------------------------------------------
+    def _side(self, tokens: list[torch.Tensor], svd: tuple[torch.Tensor, torch.Tensor] | None) -> _Side:
         att = self.attention
-        states = [att.project(t) for t in tables] if att is not None else tables
-        keep_x = att is not None and (att.residual or att.norm_place == "post")
-        svd: tuple[torch.Tensor, ...] | None = None
+        return _Side(tokens, [att.project(t) for t in tokens] if att is not None else tokens, svd)
+
+    def user_side(self, users: torch.Tensor, unknown: torch.Tensor) -> _Side:
+        """The user-side tokens of users (U,) (``unknown`` (U,): the learned unknown user instead)."""
+        svd = None
         if self.residual:
             u, bu = self.svd_user(users, unknown)
             assert bu is not None
+            svd = (u, bu)
+        return self._side(self.user_tokens(users, unknown), svd)
+
+    def item_side(self, items: torch.Tensor) -> _Side:
+        """The item token of items (I,) (none for text_only)."""
+        it = self.item_token(items)
+        svd = None
+        if self.residual:
             q, bi = self.item_rows(items)
             assert bi is not None
-            svd = (u, bu, q, bi)
+            svd = (q, bi)
+        return self._side([] if it is None else [it], svd)
+
+    def text_side(self, text: torch.Tensor) -> _Side:
+        """The text token of text embeddings (N, d_text)."""
+        return self._side([self.text_token(text)], None)
+
+    def table_cache(self) -> tuple[_Side, _Side] | None:
+        """Inference only (eval mode, no autograd): every user's side (row ``n_users``: the unknown user) and
+        every item's, computed once and kept while every parameter and buffer of the module is the same tensor
+        at the same version (an optimiser step, ``load_state_dict``, ``add_items`` or ``.to()`` renews them; a
+        write through ``.data`` bypasses the version counter and is not seen). None in training, under
+        autograd, or when the tables would take more than :attr:`table_cache_bytes`."""
+        if self.training or torch.is_grad_enabled():
+            return None
+        tensors = _module_tensors(self, [])
+        cached = self._tables
+        if cached is not None:
+            refs, versions, sides = cached
+            if len(refs) == len(tensors) and all(
+                r() is t and t._version == v for r, v, t in zip(refs, versions, tensors, strict=True)
+            ):
+                return sides
+        self._tables = None
+        n_users, n_items = self.user_factors.shape[0], self.item_factors.shape[0]
+        d = self.d_model
+        per_row = (
+            len(self.token_names) * d * (1 if self.attention is None else 4) + self.cold_map.shape[1] + 1
+        )
+        if (n_users + 1 + n_items) * per_row * 4 > self.table_cache_bytes:
+            return None
+        dev = self.item_text.device
+        users = torch.cat([torch.arange(n_users, device=dev), torch.zeros(1, dtype=torch.int64, device=dev)])
+        unknown = torch.zeros(n_users + 1, dtype=torch.bool, device=dev)
+        unknown[-1] = True
+        sides = (self.user_side(users, unknown), self.item_side(torch.arange(n_items, device=dev)))
+        self._tables = ([weakref.ref(t) for t in tensors], [t._version for t in tensors], sides)
+        return sides
+
+    def _pair_scorer(
+        self, user_side: _Side, item_side: _Side, text_side: _Side, with_weights: bool
+    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+        """A function scoring the pairs given by row indices (u_rows, i_rows, t_rows) into the three sides'
+        tables, broadcast to one shape S: predictions (*S) and head-averaged attention (*S, T, T) or None."""
+        # token tables in token_names order, each read by the user, item or text row index of a pair
+        tables = (user_side.tokens[:1] if self.uses_svd else []) + item_side.tokens + text_side.tokens
+        states = (user_side.states[:1] if self.uses_svd else []) + item_side.states + text_side.states
+        reader = (["u", "i"] if self.uses_svd else []) + ["t"]
+        if self.has_user_text:
+            tables, states = [*tables, user_side.tokens[-1]], [*states, user_side.states[-1]]
+            reader = [*reader, "u"]
+        att = self.attention
+        keep_x = att is not None and (att.residual or att.norm_place == "post")
+        svd: tuple[torch.Tensor, ...] | None = None
+        if self.residual:
+            assert user_side.svd is not None and item_side.svd is not None
+            svd = (*user_side.svd, *item_side.svd)
 
         def score(
             u_rows: torch.Tensor, i_rows: torch.Tensor, t_rows: torch.Tensor
@@ -616,6 +687,17 @@ def _narrow(index: torch.Tensor, block: tuple[slice, ...], ndim: int) -> torch.T
         if own >= 0 and index.shape[own] > 1:
             index = index.narrow(own, sl.start, sl.stop - sl.start)
     return index
+
+
+def _module_tensors(module: nn.Module, out: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every parameter and buffer of ``module`` and its submodules, appended to ``out`` (a plain walk: a few
+    times cheaper than ``parameters()`` + ``buffers()``, which build names; this runs once per query)."""
+    out.extend(t for t in module._parameters.values() if t is not None)
+    out.extend(t for t in module._buffers.values() if t is not None)
+    for child in module._modules.values():
+        if child is not None:
+            _module_tensors(child, out)
+    return out
 
 
 def _onnx_available() -> bool:
@@ -1282,9 +1364,10 @@ class HybridCSA(TorchRecommender):
             # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens; the user,
             # each pooled item and each query are projected once, and the pairs are laid out as (query, candidate)
             # so the user token is shared by all and each query's token by its row (nothing gathered per pair)
-            items, i_idx = torch.unique(pool, return_inverse=True)
-            if size == n_open:  # every query has the same pool: one row of candidates for all
-                i_idx = i_idx[:1]
+            if n_q == 1 or size == n_open:  # one pool (its items are distinct): one row of candidates
+                items, i_idx = pool[0], torch.arange(size, device=self.device)[None]
+            else:
+                items, i_idx = torch.unique(pool, return_inverse=True)
             preds, att = m.score_pairs(
                 torch.tensor([uidx], device=self.device),
                 torch.tensor([not known], device=self.device),
