@@ -3,6 +3,7 @@ cold-start items, explanations and bundles. Texts are encoded by HashingTextMode
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 from typing import Any
@@ -668,20 +669,25 @@ def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
         fitted.recommend_by_texts(["fine", " "])
 
 
-@pytest.mark.parametrize(
-    "kw",
-    [
-        {},
-        {"fusion": "concat_mlp"},
-        {"fusion": "text_only", "user_text": True},
-        {"user_text": True, "attn_residual": True, "attn_norm": "post"},
-        {"pooling": "concat"},
-        {"pooling": "concat", "fusion": "text_only"},
-        {"pooling": "concat", "fusion": "text_only", "user_text": True},
-        {"pooling": "concat", "user_text": True, "attn_residual": True, "attn_norm": "post"},
-        {"biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
-    ],
+#: module variants every inference path is checked on (fusions, user text, norm / residual, pooling, svd residual)
+VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"fusion": "concat_mlp"},
+    {"fusion": "text_only", "user_text": True},
+    {"user_text": True, "attn_residual": True, "attn_norm": "post"},
+    {"pooling": "concat"},
+    {"pooling": "concat", "fusion": "text_only"},
+    {"pooling": "concat", "fusion": "text_only", "user_text": True},
+    {"pooling": "concat", "user_text": True, "attn_residual": True, "attn_norm": "post"},
+    {"biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
+]
+needs_ort = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="needs attnrec[fast]",
 )
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
 @pytest.mark.parametrize("cache", [True, False])
 def test_score_pairs_equals_the_rowwise_forward(kw, cache):
     """The inference path that projects each user / item / text row once gives the forward pass's predictions
@@ -737,6 +743,82 @@ def test_score_pairs_equals_the_rowwise_forward(kw, cache):
     torch.testing.assert_close(pieces[0], rowwise)
     if w_whole is not None:
         torch.testing.assert_close(w_pieces, w_whole)
+
+
+@needs_ort
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_the_onnx_query_graph_equals_pytorch(kw):
+    """query_scorer="onnx": the exported graph retrieves the most relevant items that are not excluded and
+    scores them as score_pairs does, for known and unknown users, any number of queries and pool size."""
+    from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
+
+    m = small_module(**kw)
+    with torch.no_grad():
+        sides = m.table_cache()
+    assert sides is not None
+    runner = QueryRunner(m, sides, threads=1)
+    text = torch.randn(3, 12, generator=torch.Generator().manual_seed(1))
+    exclude = np.zeros(7, dtype=bool)
+    exclude[[1, 4]] = True
+    cosine = torch.nn.functional.normalize(text, dim=1) @ torch.nn.functional.normalize(m.item_text, dim=1).T
+    for user, unknown in ((3, False), (0, True)):
+        row = 6 if unknown else user  # the cached user table's last row is the unknown user
+        for n_q, size in ((3, 4), (1, 2), (2, 5)):
+            pool, rel, pred, w = runner(text[:n_q].numpy(), row, size, exclude)
+            masked = cosine[:n_q].masked_fill(torch.from_numpy(exclude)[None], -torch.inf)
+            want_rel, want_pool = torch.topk(masked, size, dim=1)
+            assert torch.equal(pool, want_pool)
+            torch.testing.assert_close(rel, want_rel)
+            with torch.no_grad():
+                want, w_ref = m.score_pairs(
+                    torch.tensor([user]),
+                    torch.tensor([unknown]),
+                    torch.arange(7),
+                    text[:n_q],
+                    torch.zeros((1, 1), dtype=torch.int64),
+                    pool,
+                    torch.arange(n_q)[:, None],
+                    with_weights=True,
+                )
+            torch.testing.assert_close(pred, want, atol=1e-5, rtol=1e-5)
+            if w_ref is None:
+                assert w is None
+            else:
+                assert w is not None
+                torch.testing.assert_close(w, w_ref, atol=1e-5, rtol=1e-5)
+
+
+@needs_ort
+def test_query_scorer_onnx_ranks_like_pytorch_and_follows_the_model():
+    model = fit_model(epochs=10)  # (a model fitted for 2 epochs predicts many exact ties, ranked arbitrarily)
+
+    def queries() -> list[pl.DataFrame]:
+        return [
+            model.recommend_by_text("group a item", user="u0", k=5),  # known: seen items excluded
+            model.recommend_by_text("group b item", k=4),
+            model.recommend_by_texts(["group a item", "zzz qqq"], user="u1", k=3),
+            model.recommend_by_text("group b item", user="u2", k=6, candidates=None),  # every open item
+        ]
+
+    def same(a: list[pl.DataFrame], b: list[pl.DataFrame]) -> None:
+        for x, y in zip(a, b, strict=True):
+            assert x.columns == y.columns and x["item_id"].to_list() == y["item_id"].to_list()
+            for col in x.columns:
+                if x[col].dtype.is_float():
+                    np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), atol=1e-5)
+
+    torch_frames = queries()
+    model.config.query_scorer = "onnx"
+    onnx_frames = queries()
+    assert model._runner is not None
+    same(torch_frames, onnx_frames)
+    runner = model._runner[1]
+    with torch.no_grad():  # a changed model gets a new graph
+        model.csa.mlp.net[0].weight.mul_(1.5)
+    onnx_frames = queries()
+    assert model._runner[1] is not runner
+    model.config.query_scorer = "torch"
+    same(queries(), onnx_frames)
 
 
 def test_the_table_cache_follows_the_module_state():

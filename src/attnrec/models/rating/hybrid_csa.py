@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -43,6 +43,9 @@ from attnrec.models.base import FitReport, ModelConfig, TaskKind, TorchRecommend
 from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
 from attnrec.models.layers.interaction import MLP
 from attnrec.models.rating.svd import SVD, als_refit
+
+if TYPE_CHECKING:
+    from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
 from attnrec.text.builders import (
     item_text_from_meta,
     item_text_from_reviews,
@@ -123,6 +126,10 @@ class HybridCSAConfig(ModelConfig):
     #: approximations. The lean backends need a local or packaged model folder with Transformer + mean/CLS
     #: pooling; otherwise (a hub name, another layout) queries use sentence-transformers whatever this says (logged)
     query_backend: Literal["auto", "sentence-transformers", "torch", "int8", "onnx", "onnx-int8"] = "auto"
+    #: where a text query's retrieval and scoring run: "torch" (PyTorch, eager) or "onnx" (the same module's
+    #: query step exported to one ONNX Runtime graph per model state, attnrec[fast]; the fast path's model side;
+    #: same results up to float rounding, tied relevance may retrieve in another order)
+    query_scorer: Literal["torch", "onnx"] = "torch"
     #: paper-literal: r = the row's own review (leaks the rating; every output is flagged leaky)
     target_review_leakage: bool = False
     #: share of training rows whose user token is replaced by the learned unknown-user vector
@@ -447,8 +454,14 @@ class HybridCSAModule(TrainableModule):
         or post-norm, W^O runs on every token)."""
         if self.attention is None:
             return self.mlp(x.flatten(1)).squeeze(-1), None
+        return self.fuse_states(self.attention.project(x), x)
+
+    def fuse_states(self, qkv: torch.Tensor, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`fuse` (attention fusions) from the tokens' attention states (N, T, 3, H, dh) (and the tokens
+        x (N, T, d), needed with a residual or post-norm only)."""
+        assert self.attention is not None
         mean = self.pooling == "mean"
-        z, weights = self.attention.mix(self.attention.project(x), x, pool=mean)
+        z, weights = self.attention.mix(qkv, x, pool=mean)
         return self.mlp(z if mean else z.flatten(1)).squeeze(-1), weights.mean(1)
 
     def forward(
@@ -607,20 +620,37 @@ class HybridCSAModule(TrainableModule):
         self._tables = ([weakref.ref(t) for t in tensors], [t._version for t in tensors], sides)
         return sides
 
-    def _pair_scorer(
-        self, user_side: _Side, item_side: _Side, text_side: _Side, with_weights: bool
-    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
-        """A function scoring the pairs given by row indices (u_rows, i_rows, t_rows) into the three sides'
-        tables, broadcast to one shape S: predictions (*S) and head-averaged attention (*S, T, T) or None."""
-        # token tables in token_names order, each read by the user, item or text row index of a pair
+    def token_layout(
+        self, user_side: _Side, item_side: _Side, text_side: _Side
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+        """The token tables and their attention states in ``token_names`` order, and which side's row index
+        reads each ("u", "i" or "t")."""
         tables = (user_side.tokens[:1] if self.uses_svd else []) + item_side.tokens + text_side.tokens
         states = (user_side.states[:1] if self.uses_svd else []) + item_side.states + text_side.states
         reader = (["u", "i"] if self.uses_svd else []) + ["t"]
         if self.has_user_text:
             tables, states = [*tables, user_side.tokens[-1]], [*states, user_side.states[-1]]
             reader = [*reader, "u"]
+        return tables, states, reader
+
+    @property
+    def needs_tokens(self) -> bool:
+        """Whether attention needs the tokens themselves besides their states (a residual or post-norm)."""
         att = self.attention
-        keep_x = att is not None and (att.residual or att.norm_place == "post")
+        return att is not None and (att.residual or att.norm_place == "post")
+
+    def _apply(self, fn: Any, recurse: bool = True) -> HybridCSAModule:
+        self._tables = None  # .to() / .float() may swap tensors' data in place (no new version): rebuild
+        return super()._apply(fn, recurse)
+
+    def _pair_scorer(
+        self, user_side: _Side, item_side: _Side, text_side: _Side, with_weights: bool
+    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+        """A function scoring the pairs given by row indices (u_rows, i_rows, t_rows) into the three sides'
+        tables, broadcast to one shape S: predictions (*S) and head-averaged attention (*S, T, T) or None."""
+        tables, states, reader = self.token_layout(user_side, item_side, text_side)
+        att = self.attention
+        keep_x = self.needs_tokens
         svd: tuple[torch.Tensor, ...] | None = None
         if self.residual:
             assert user_side.svd is not None and item_side.svd is not None
@@ -766,6 +796,7 @@ class HybridCSA(TorchRecommender):
         #: whether the last recommend_by_text query was cut to the encoder's maximum length
         self.last_query_truncated = False
         self._text_norms: tuple[weakref.ref[torch.Tensor], int, torch.Tensor] | None = None
+        self._runner: tuple[tuple[_Side, _Side], QueryRunner] | None = None
         self._encoder: SentenceEncoder | None = None
         self._prep: dict[str, Any] | None = None
         self._memo: tuple[pl.DataFrame, np.ndarray] | None = None
@@ -1347,24 +1378,74 @@ class HybridCSA(TorchRecommender):
         known = user is not None and str(user) in uv
         uidx = uv.index(str(user)) if known else 0
         n_q = vecs.shape[0]
+        seen: np.ndarray | None = None
+        if known and exclude_seen and self.seen is not None:
+            seen = self.seen[uidx].indices.astype(np.int64)
+        n_open = self.n_items - (0 if seen is None else len(np.unique(seen)))
+        size = n_open if candidates is None else min(candidates, n_open)
+        runner = self._query_runner() if n_q * size <= _PAIRS else None
+        if runner is not None:  # retrieval and scoring in one ONNX Runtime call
+            exclude = np.zeros(self.n_items, dtype=bool)
+            if seen is not None:
+                exclude[seen] = True
+            row = uidx if known else m.user_factors.shape[0]  # the unknown user's row of the cached table
+            pool, rel_pool, preds, att = runner(vecs, row, size, exclude)
+        else:
+            pool, rel_pool, preds, att = self._score_queries(vecs, uidx, known, seen, size)
+            # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
+        scores = preds.cpu()  # (Q, size)
+        k = min(k, size)
+        order = torch.topk(scores, k, dim=1).indices  # (Q, k)
+        top = pool.cpu().gather(1, order)  # (Q, k) item indices
+        flat = top.reshape(-1).numpy()
+        w: np.ndarray | None = None
+        if att is not None:
+            n_t = att.shape[-1]
+            w = att.cpu()[torch.arange(n_q)[:, None], order].reshape(-1, n_t, n_t).numpy()
+        # a list of Series from lists / arrays: the cheapest polars constructor for a few rows (BENCHMARKS.md)
+        cols = [pl.Series("query", np.repeat(np.arange(n_q, dtype=np.int32), k))] if query_column else []
+        cols.append(pl.Series("item_id", iv.ids[flat].tolist(), dtype=pl.String))
+        if self.titles is not None:
+            cols.append(pl.Series("title", [self.titles[j] for j in flat], dtype=pl.String))
+        cols.append(pl.Series("predicted_rating", self._clip(scores.gather(1, order)).reshape(-1).numpy()))
+        cols += [pl.Series(name, v) for name, v in self._share_columns(w, len(flat)).items()]
+        cols.append(pl.Series("relevance", rel_pool.cpu().gather(1, order).reshape(-1).numpy()))
+        cols.append(pl.Series("new_user", np.full(len(flat), not known)))
+        return self._flag(pl.DataFrame(cols))
+
+    def _score_queries(
+        self, vecs: np.ndarray, uidx: int, known: bool, seen: np.ndarray | None, size: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """PyTorch's query ranking step: the ``size`` most relevant items not in ``seen`` per query (Q, P), their
+        relevance (Q, P), predictions (Q, P) and attention (Q, P, T, T) (None for concat_mlp)."""
+        m = self.csa
+        n_q = vecs.shape[0]
         with torch.no_grad():
             # a copy: the LRU's rows are read-only
             text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(self.device)
-            unit = torch.nn.functional.normalize(text, dim=1)
-            relevance = (unit @ m.item_text.T) * self._item_text_inv_norm()  # (Q, I) cosine
-            open_ = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
-            if known and exclude_seen and self.seen is not None:
-                open_[torch.from_numpy(self.seen[uidx].indices.astype(np.int64)).to(self.device)] = False
-            n_open = int(open_.sum())
-            size = n_open if candidates is None else min(candidates, n_open)
-            if size == n_open:  # every open item, in index order
-                pool = torch.nonzero(open_).squeeze(1)[None].expand(n_q, -1)
+            relevance = self._relevance(text)  # (Q, I) cosine
+            open_ = None
+            if seen is not None:
+                open_ = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
+                open_[torch.from_numpy(seen).to(self.device)] = False
+            if size == self.n_items - (
+                0 if seen is None else len(np.unique(seen))
+            ):  # every open item, in index order
+                every = (
+                    torch.arange(self.n_items, device=self.device)
+                    if open_ is None
+                    else torch.nonzero(open_)[:, 0]
+                )
+                pool = every[None].expand(n_q, -1)
+                whole = True
             else:
-                pool = torch.topk(relevance.masked_fill(~open_, -torch.inf), size, dim=1).indices
+                masked = relevance if open_ is None else relevance.masked_fill(~open_, -torch.inf)
+                pool = torch.topk(masked, size, dim=1).indices
+                whole = False
             # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens; the user,
             # each pooled item and each query are projected once, and the pairs are laid out as (query, candidate)
             # so the user token is shared by all and each query's token by its row (nothing gathered per pair)
-            if n_q == 1 or size == n_open:  # one pool (its items are distinct): one row of candidates
+            if n_q == 1 or whole:  # one pool (its items are distinct): one row of candidates
                 items, i_idx = pool[0], torch.arange(size, device=self.device)[None]
             else:
                 items, i_idx = torch.unique(pool, return_inverse=True)
@@ -1378,25 +1459,29 @@ class HybridCSA(TorchRecommender):
                 torch.arange(n_q, device=self.device)[:, None],
                 with_weights=True,
             )
-        # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
-        scores = preds.cpu()  # (Q, size)
-        k = min(k, size)
-        order = torch.topk(scores, k, dim=1).indices  # (Q, k)
-        top = pool.cpu().gather(1, order)  # (Q, k) item indices
-        flat = top.reshape(-1).numpy()
-        w: np.ndarray | None = None
-        if att is not None:
-            n_t = att.shape[-1]
-            w = att.cpu()[torch.arange(n_q)[:, None], order].reshape(-1, n_t, n_t).numpy()
-        cols: dict[str, Any] = {"query": np.repeat(np.arange(n_q, dtype=np.int32), k)} if query_column else {}
-        cols["item_id"] = pl.Series(iv.ids[flat], dtype=pl.String)
-        if self.titles is not None:
-            cols["title"] = pl.Series([self.titles[j] for j in flat], dtype=pl.String)
-        cols["predicted_rating"] = self._clip(scores.gather(1, order)).reshape(-1).numpy()
-        cols.update(self._share_columns(w, len(flat)))
-        cols["relevance"] = relevance.cpu().gather(1, top).reshape(-1).numpy()
-        cols["new_user"] = np.full(len(flat), not known)
-        return self._flag(pl.DataFrame(cols))
+        return pool, relevance.gather(1, pool), preds, att
+
+    def _query_runner(self) -> QueryRunner | None:
+        """``query_scorer="onnx"``: the query graph of the current module state in ONNX Runtime, exported when
+        the module's table cache is (re)built; None for "torch", on a non-CPU device, or when the module's tables
+        exceed its table cache."""
+        if self.config.query_scorer != "onnx" or torch.device(self.device).type != "cpu":
+            return None
+        with torch.no_grad():
+            sides = self.csa.table_cache()
+        if sides is None:
+            return None
+        cached = self._runner
+        if cached is None or cached[0] is not sides:
+            from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
+
+            self._runner = cached = (sides, QueryRunner(self.csa, sides, threads=torch.get_num_threads()))
+        return cached[1]
+
+    def _relevance(self, text: torch.Tensor) -> torch.Tensor:
+        """Cosine of each query embedding (Q, d) with every item's text: (Q, I)."""
+        unit = torch.nn.functional.normalize(text, dim=1)
+        return (unit @ self.csa.item_text.T) * self._item_text_inv_norm()
 
     def _item_text_inv_norm(self) -> torch.Tensor:
         """1 / ‖item text embedding‖ per item (I,), for query relevance; recomputed when the table is another
