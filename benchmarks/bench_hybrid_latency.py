@@ -20,6 +20,10 @@ The ONNX Runtime paths (the default and onnx-int8) are also timed with PyTorch, 
 also timed against each other in rotation (``interleaved``), end to end and encoder
 alone: on a shared machine, numbers taken minutes apart drift more than the difference between them.
 
+Where ONNX Runtime is installed, the model side (retrieval, scoring, attention) also as one ONNX Runtime graph
+(``query_scorer="onnx"``): with the default encoder and with onnx-int8 (the fast path), one row each, and the
+four combinations {default, onnx-int8} x {torch, onnx} scorer in rotation.
+
 For each fast backend also: the cosine agreement of its query embeddings with the fp32 model's, and the test RMSE
 of hybrid_csa fitted end to end with that encoder against the fp32 fit (same seed, same epochs).
 """
@@ -125,23 +129,29 @@ def torch_threads_ab(model: HybridCSA, threads: int) -> dict[str, float]:
     }
 
 
-def interleaved(model: HybridCSA, paths: dict[str, SentenceEncoder]) -> dict[str, float]:
-    """The default model's fp32 query paths (``paths``: name -> encoder, all on the same weights) timed in
-    rotation, query by query and batch by batch, so that drift of a shared machine hits all alike: end to end
-    (``recommend_by_text(s)``, k=10, 100 candidates) and encoder alone, with no LRU (``query_cache_size=0``);
-    300 single queries and 12 batches of 64, the order rotated every turn. Medians, and ratios to the first."""
+def interleaved(model: HybridCSA, paths: dict[str, tuple[SentenceEncoder, str]]) -> dict[str, float]:
+    """Query paths (``paths``: name -> (encoder, query_scorer)) timed in rotation, query by query and batch by
+    batch, so that drift of a shared machine hits all alike: end to end (``recommend_by_text(s)``, k=10, 100
+    candidates) and encoder alone, with no LRU (``query_cache_size=0``); 300 single queries and 12 batches of
+    64, the order rotated every turn. Medians, and ratios to the first."""
     names = list(paths)
     qs = queries(900)
+
+    def use(name: str) -> SentenceEncoder:
+        enc, scorer = paths[name]
+        model.set_encoder(enc)
+        model.config.query_scorer = scorer  # type: ignore[assignment]
+        return enc
+
     for q in qs[:20]:
-        for enc in paths.values():
-            model.set_encoder(enc)
+        for name in names:
+            use(name)
             model.recommend_by_text(q, k=10)
     times: dict[str, list[float]] = {}
 
     def turn(i: int, key: str, call) -> None:
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            enc = paths[name]
-            model.set_encoder(enc)
+            enc = use(name)
             times.setdefault(f"{name}_{key}", []).append(time_ms(lambda enc=enc: call(enc)))
 
     for i, q in enumerate(qs[20:320]):
@@ -251,9 +261,43 @@ def main() -> None:
             query_cache_size=0,
             query_model=FastTextModel(backend="onnx", threads=args.threads),
         )
-    rows["fp32 query paths timed in rotation"] = interleaved(model, rotation)
-    model.set_encoder(default_encoder)
+    rows["fp32 query paths timed in rotation"] = interleaved(
+        model, {k: (v, "torch") for k, v in rotation.items()}
+    )
     print(json.dumps({"encoder": "rotation", **rows["fp32 query paths timed in rotation"]}), flush=True)
+    # the model side in ONNX Runtime (query_scorer="onnx"): with the default encoder and as the fast path
+    # (onnx-int8 encoder), one row each, then the four combinations in rotation
+    if default_backend == "onnx":
+        combos = {  # new encoders: an empty LRU (the rows above filled the default encoder's with these queries)
+            "default": SentenceEncoder(
+                DEFAULT_MODEL,
+                progress=False,
+                query_model=FastTextModel(backend="onnx", threads=args.threads),
+            ),
+            "fast path (onnx-int8)": fast_encoder(backend="onnx-int8", threads=args.threads),
+        }
+        for label, enc in combos.items():
+            model.set_encoder(enc)
+            model.config.query_scorer = "onnx"
+            rows[f"{label} encoder + query_scorer='onnx'"] = row = measure(model)
+            print(json.dumps({"encoder": f"{label} + onnx scorer", **row}), flush=True)
+        model.config.query_scorer = "torch"
+        unlru = {
+            "default": SentenceEncoder(
+                DEFAULT_MODEL,
+                progress=False,
+                query_cache_size=0,
+                query_model=FastTextModel(backend="onnx", threads=args.threads),
+            ),
+            "onnx-int8": fast_encoder(backend="onnx-int8", threads=args.threads, query_cache_size=0),
+        }
+        paths = {f"{e}+{s}": (enc, s) for e, enc in unlru.items() for s in ("torch", "onnx")}
+        rows["query scorers timed in rotation"] = interleaved(model, paths)
+        print(
+            json.dumps({"encoder": "scorer rotation", **rows["query scorers timed in rotation"]}), flush=True
+        )
+        model.config.query_scorer = "torch"
+    model.set_encoder(default_encoder)
     write_record("hybrid_csa/latency", rows, args.out, threads=args.threads)
 
 

@@ -164,6 +164,11 @@ def test_max_length_truncates_like_sentence_transformers(home: Path) -> None:
     out, expected = fast.encode(texts), ref.encode(texts)
     assert fast.last_truncated == 1 == ref.last_truncated
     np.testing.assert_allclose(out, expected, atol=2e-5)
+    model = fast.query_runner  # reports what its own last call cut, for one text and for a batch
+    assert isinstance(model, FastTextModel)
+    for given, cut in (([long_text], 1), (["short one"], 0), (texts, 1), ([long_text, long_text], 2)):
+        model.encode(given)
+        assert model.last_truncated == cut, given
     with pytest.raises(ConfigError, match="max_seq_length=600"):
         fast_encoder(backend="onnx", home=home, max_length=600)
 

@@ -155,6 +155,8 @@ class FastTextModel:
         self.exported = False
         #: the ONNX file in use (ONNX backends, after loading)
         self.onnx_path: Path | None = None
+        #: how many texts the last :meth:`encode` call truncated (None before the first)
+        self.last_truncated: int | None = None
 
     def __repr__(self) -> str:
         return f"FastTextModel({self.model_name!r}, backend={self.backend!r}, threads={self.threads})"
@@ -330,12 +332,16 @@ class FastTextModel:
         texts = self._prepare(list(sentences))
         dim = self.get_embedding_dimension()
         if not texts:
+            self.last_truncated = 0
             return np.empty((0, dim), dtype=np.float32)
         if len(texts) == 1:  # the interactive path: no sorting, no padding
-            ids = np.asarray([self._tok.encode(texts[0]).ids], dtype=np.int64)
+            encoding = self._tok.encode(texts[0])
+            self.last_truncated = int(bool(encoding.overflowing))
+            ids = np.asarray([encoding.ids], dtype=np.int64)
             out = np.asarray(self._run(ids, np.ones_like(ids)), dtype=np.float32)
         else:
             encodings = self._tok.encode_batch(texts)
+            self.last_truncated = sum(bool(e.overflowing) for e in encodings)
             lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
             order = np.argsort(-lengths, kind="stable")
             out = np.empty((len(texts), dim), dtype=np.float32)

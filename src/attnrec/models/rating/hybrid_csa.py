@@ -77,6 +77,10 @@ PAPER_TRAINER: dict[str, Any] = {
     "patience": 3,
 }
 _ROWS = 65536  # rows per forward pass when scoring (bounds memory: rows × tokens × d_model floats)
+#: query_scorer="onnx" ranks at most this many (query, candidate) pairs in its graph (which stacks every pair's
+#: tokens); larger batches take PyTorch's mix_tokens path (a batch of 64 queries x 100 candidates ran 4-9% slower
+#: in the graph, BENCHMARKS.md)
+_GRAPH_PAIRS = 2048
 _PAIRS = 16384  # pairs per block in score_pairs (bounds memory: pairs × tokens × 3 d_model floats for Q/K/V)
 
 
@@ -1284,7 +1288,10 @@ class HybridCSA(TorchRecommender):
             enc.query_misses > misses
         ):  # first time: say whether it was cut (a cached query was checked before)
             runner = enc.query_runner
-            truncated = SentenceEncoder._count_truncated(runner, [query])
+            # the lean runner reports what its last call (this query) truncated; others are tokenized again
+            truncated = getattr(runner, "last_truncated", None)
+            if truncated is None:
+                truncated = SentenceEncoder._count_truncated(runner, [query])
             self.last_query_truncated = bool(truncated)
             if truncated:
                 log.warning(
@@ -1383,7 +1390,7 @@ class HybridCSA(TorchRecommender):
             seen = self.seen[uidx].indices.astype(np.int64)
         n_open = self.n_items - (0 if seen is None else len(np.unique(seen)))
         size = n_open if candidates is None else min(candidates, n_open)
-        runner = self._query_runner() if n_q * size <= _PAIRS else None
+        runner = self._query_runner() if n_q * size <= _GRAPH_PAIRS else None
         if runner is not None:  # retrieval and scoring in one ONNX Runtime call
             exclude = np.zeros(self.n_items, dtype=bool)
             if seen is not None:
