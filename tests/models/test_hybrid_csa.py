@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import pickle
+import sys
 import tempfile
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 import torch
 
 from attnrec.data.table import Interactions
-from attnrec.errors import ConfigError, DataError
+from attnrec.errors import ConfigError, DataError, MissingExtraError
 from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
 from attnrec.models.rating.hybrid_csa import (
     HybridCSA,
@@ -680,6 +683,13 @@ VARIANTS: list[dict[str, Any]] = [
     {"pooling": "concat", "fusion": "text_only", "user_text": True},
     {"pooling": "concat", "user_text": True, "attn_residual": True, "attn_norm": "post"},
     {"biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
+    {"fusion": "text_only", "biases": (torch.linspace(-1, 1, 6), torch.linspace(1, -1, 7)), "mu": 3.0},
+    {
+        "fusion": "concat_mlp",
+        "user_text": True,
+        "biases": (torch.linspace(1, -1, 6), torch.linspace(-1, 1, 7)),
+        "mu": 2.0,
+    },
 ]
 needs_ort = pytest.mark.skipif(
     importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
@@ -695,7 +705,7 @@ def test_score_pairs_equals_the_rowwise_forward(kw, cache):
     item's tokens kept between calls (the table cache) or projected per call."""
     m = small_module(**kw)
     if not cache:
-        m.table_cache_bytes = 0
+        m.table_cache_bytes = -1  # (a text_only module without user text has empty tables: 0 bytes)
     with torch.no_grad():
         assert (m.table_cache() is not None) == cache
     users, unknown = torch.tensor([3, 0, 5]), torch.tensor([False, True, False])
@@ -788,9 +798,22 @@ def test_the_onnx_query_graph_equals_pytorch(kw):
                 torch.testing.assert_close(w, w_ref, atol=1e-5, rtol=1e-5)
 
 
+def _same_frames(a: list[pl.DataFrame], b: list[pl.DataFrame]) -> None:
+    for x, y in zip(a, b, strict=True):
+        assert x.columns == y.columns and x["item_id"].to_list() == y["item_id"].to_list()
+        for col in x.columns:
+            if x[col].dtype.is_float():
+                np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), atol=1e-5)
+
+
 @needs_ort
-def test_query_scorer_onnx_ranks_like_pytorch_and_follows_the_model():
-    model = fit_model(epochs=10)  # (a model fitted for 2 epochs predicts many exact ties, ranked arbitrarily)
+@pytest.mark.parametrize("cfg", [{}, {"fusion": "text_only"}])
+def test_query_scorer_onnx_ranks_like_pytorch_and_follows_the_model(cfg):
+    """Both scorers give the same frames: known users (seen items excluded) and new ones, batches in the graph
+    and above its 2,048 pairs (PyTorch), every open item, and a user who has seen everything (no rows). text_only
+    has no item token: every candidate of a query gets the same prediction, so the order is all tie-breaking
+    (relevance, then item index, in both)."""
+    model = fit_model(epochs=10, **cfg)  # (a model fitted for 2 epochs predicts many exact ties)
 
     def queries() -> list[pl.DataFrame]:
         return [
@@ -798,27 +821,62 @@ def test_query_scorer_onnx_ranks_like_pytorch_and_follows_the_model():
             model.recommend_by_text("group b item", k=4),
             model.recommend_by_texts(["group a item", "zzz qqq"], user="u1", k=3),
             model.recommend_by_text("group b item", user="u2", k=6, candidates=None),  # every open item
+            model.recommend_by_texts([f"group a item {i}" for i in range(60)], k=2),  # 2,400 pairs: PyTorch
         ]
-
-    def same(a: list[pl.DataFrame], b: list[pl.DataFrame]) -> None:
-        for x, y in zip(a, b, strict=True):
-            assert x.columns == y.columns and x["item_id"].to_list() == y["item_id"].to_list()
-            for col in x.columns:
-                if x[col].dtype.is_float():
-                    np.testing.assert_allclose(x[col].to_numpy(), y[col].to_numpy(), atol=1e-5)
 
     torch_frames = queries()
     model.config.query_scorer = "onnx"
     onnx_frames = queries()
     assert model._runner is not None
-    same(torch_frames, onnx_frames)
+    _same_frames(torch_frames, onnx_frames)
     runner = model._runner[1]
     with torch.no_grad():  # a changed model gets a new graph
         model.csa.mlp.net[0].weight.mul_(1.5)
     onnx_frames = queries()
     assert model._runner[1] is not runner
     model.config.query_scorer = "torch"
-    same(queries(), onnx_frames)
+    _same_frames(queries(), onnx_frames)
+
+    every = model.seen
+    model.seen = sp.csr_matrix(np.ones(every.shape, dtype=np.float32))  # every user has seen every item
+    try:
+        for scorer in ("torch", "onnx"):
+            model.config.query_scorer = scorer
+            empty = model.recommend_by_text("group a item", user="u0", k=5)
+            assert empty.height == 0 and empty.columns == torch_frames[0].columns
+    finally:
+        model.seen = every
+
+
+@needs_ort
+def test_query_scorer_onnx_falls_back_to_pytorch_or_names_the_missing_extra(
+    fitted: HybridCSA, monkeypatch: pytest.MonkeyPatch, caplog
+):
+    want = fitted.recommend_by_text("group a item", user="u0", k=5)
+    monkeypatch.setattr(fitted.config, "query_scorer", "onnx")
+    monkeypatch.setattr(
+        fitted.csa, "table_cache_bytes", 1024
+    )  # the graph would not fit: PyTorch, logged once
+    with caplog.at_level(logging.INFO, logger="attnrec.models.rating.hybrid_csa"):
+        got = [fitted.recommend_by_text("group a item", user="u0", k=5) for _ in range(2)]
+    assert caplog.text.count("query_scorer='onnx' not used") == 1 and fitted._runner is None
+    _same_frames([want, want], got)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    with pytest.raises(MissingExtraError, match="fast"):
+        fitted.recommend_by_text("group a item", k=5)
+
+
+def test_the_table_cache_is_dropped_by_to_and_not_pickled():
+    m = small_module()
+    with torch.no_grad():
+        assert m.table_cache() is not None
+    restored = pickle.loads(pickle.dumps(m))  # weak references in the cache would not pickle
+    assert restored._tables is None
+    m.double()
+    assert m._tables is None
+    with torch.no_grad():
+        sides = m.table_cache()
+    assert sides is not None and sides[1].tokens[0].dtype == torch.float64
 
 
 def test_the_table_cache_follows_the_module_state():

@@ -24,7 +24,8 @@ Backends (``backend=``):
     models (all-MiniLM-L6-v2 is one) the export then goes through ONNX Runtime's transformer fusions (each
     layer's attention one ``Attention`` op, layer norms fused with their residual add, the embeddings' sum and
     layer norm one op, bias + GELU one op); the fused graph is checked against the plain export (largest
-    difference at most 1e-4 on a padded probe batch) before it is kept.
+    difference at most 1e-4 on a padded probe batch) before it is kept. If the fusions fail, the plain export
+    is used (logged, and recorded so that later loads do not retry).
 ``"onnx-int8"``
     that graph passed through ONNX Runtime's dynamic int8 quantisation (per-channel weights).
 
@@ -196,8 +197,13 @@ class FastTextModel:
 
     @property
     def fused(self) -> bool:
-        """Whether the ONNX backends run the graph through ONNX Runtime's transformer fusions (BERT models)."""
-        return self.backend.startswith("onnx") and self.settings["model_type"] in _FUSED_TYPES
+        """Whether the ONNX backends run the graph through ONNX Runtime's transformer fusions: BERT models,
+        unless an earlier attempt failed here (recorded in ``<stem>-fp32-unfusable.txt`` beside the export;
+        delete it to try again, e.g. after upgrading onnxruntime)."""
+        if not self.backend.startswith("onnx") or self.settings["model_type"] not in _FUSED_TYPES:
+            return False
+        folder, stem = self._onnx_stem()
+        return not (folder / f"{stem}-fp32-unfusable.txt").is_file()
 
     def get_embedding_dimension(self) -> int:
         """Embedding dimension (from the folder's config, no model load)."""
@@ -270,8 +276,8 @@ class FastTextModel:
 
         return run
 
-    def _onnx_file(self) -> Path:
-        """The cached ONNX file of this model and backend, exported / quantised now if absent."""
+    def _onnx_stem(self) -> tuple[Path, str]:
+        """The folder of the cached ONNX files and their common name prefix."""
         from attnrec.text.cache import _slug
 
         home = self.home
@@ -279,8 +285,11 @@ class FastTextModel:
             from attnrec.data.registry import cache_home
 
             home = cache_home()
-        folder = home / "onnx"
-        stem = f"{_slug(self._base_id)}-opset{OPSET}-{self.settings['pooling']}"
+        return home / "onnx", f"{_slug(self._base_id)}-opset{OPSET}-{self.settings['pooling']}"
+
+    def _onnx_file(self) -> Path:
+        """The cached ONNX file of this model and backend, exported / quantised now if absent."""
+        folder, stem = self._onnx_stem()
         fp32 = folder / f"{stem}-fp32.onnx"
         if not fp32.is_file():
             folder.mkdir(parents=True, exist_ok=True)
@@ -290,16 +299,22 @@ class FastTextModel:
             log.info("exported %s to %s in %.1f s", self._base_id, fp32, time.perf_counter() - t)
         src = fp32
         if self.fused:
-            src = folder / f"{stem}-fp32-fused.onnx"
-            if not src.is_file():
-                _atomic_file(src, lambda tmp: _fuse_onnx(fp32, tmp, self.settings))
-                self.exported = True
+            fused = folder / f"{stem}-fp32-fused.onnx"
+            if not fused.is_file():
+                try:
+                    _atomic_file(fused, lambda tmp: _fuse_onnx(fp32, tmp, self.settings))
+                    self.exported = True
+                except Exception as exc:  # noqa: BLE001 - any failure of the optimiser: the plain export works
+                    reason = f"{type(exc).__name__}: {exc}"
+                    log.warning(
+                        "ONNX Runtime's fusions failed for %s (%s); using the plain export", fp32, reason
+                    )
+                    (folder / f"{stem}-fp32-unfusable.txt").write_text(reason + "\n", encoding="utf-8")
+            src = fused if fused.is_file() else fp32
         if self.backend == "onnx":
             return src
-        q8 = (
-            folder
-            / f"{stem}-int8{'-fused' if self.fused else ''}{'-pc' if self.full_range else '-pc-rr'}.onnx"
-        )
+        fused_tag = "-fused" if src != fp32 else ""
+        q8 = folder / f"{stem}-int8{fused_tag}{'-pc' if self.full_range else '-pc-rr'}.onnx"
         if not q8.is_file():
             _atomic_file(q8, lambda tmp: _quantize_onnx(src, tmp, full_range=self.full_range))
             self.exported = True

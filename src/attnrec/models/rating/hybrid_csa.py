@@ -78,8 +78,8 @@ PAPER_TRAINER: dict[str, Any] = {
 }
 _ROWS = 65536  # rows per forward pass when scoring (bounds memory: rows × tokens × d_model floats)
 #: query_scorer="onnx" ranks at most this many (query, candidate) pairs in its graph (which stacks every pair's
-#: tokens); larger batches take PyTorch's mix_tokens path (a batch of 64 queries x 100 candidates ran 4-9% slower
-#: in the graph, BENCHMARKS.md)
+#: tokens); larger batches take PyTorch's mix_tokens path (a batch of 64 queries x 100 candidates was no faster in
+#: the graph, BENCHMARKS.md)
 _GRAPH_PAIRS = 2048
 _PAIRS = 16384  # pairs per block in score_pairs (bounds memory: pairs × tokens × 3 d_model floats for Q/K/V)
 
@@ -247,7 +247,9 @@ class HybridCSAModule(TrainableModule):
         biases: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        self._tables: tuple[list[weakref.ref[torch.Tensor]], list[int], tuple[_Side, _Side]] | None = None
+        self._tables: (
+            tuple[list[weakref.ref[torch.Tensor]], list[tuple[int, int]], tuple[_Side, _Side]] | None
+        ) = None
         self.pooling = pooling
         k, d_text = user_factors.shape[1], item_text.shape[1]
         self.fusion, self.freeze_svd = fusion, freeze_svd
@@ -593,36 +595,51 @@ class HybridCSAModule(TrainableModule):
         return self._side([self.text_token(text)], None)
 
     def table_cache(self) -> tuple[_Side, _Side] | None:
-        """Inference only (eval mode, no autograd): every user's side (row ``n_users``: the unknown user) and
-        every item's, computed once and kept while every parameter and buffer of the module is the same tensor
-        at the same version (an optimiser step, ``load_state_dict``, ``add_items`` or ``.to()`` renews them; a
-        write through ``.data`` bypasses the version counter and is not seen). None in training, under
-        autograd, or when the tables would take more than :attr:`table_cache_bytes`."""
-        if self.training or torch.is_grad_enabled():
+        """Inference only (eval mode, no autograd, no autocast): every user's side (row ``n_users``: the unknown
+        user) and every item's, computed once and kept while every parameter and buffer of the module is the
+        same tensor, on the same storage, at the same version (an optimiser step, ``load_state_dict``,
+        ``add_items``, ``.to()`` or a replaced submodule renews them; a write through ``.data`` into the same
+        storage bypasses the version counter and is not seen). None in training, under autograd or autocast,
+        for inference tensors, or when the tables would take more than :attr:`table_cache_bytes`."""
+        if self.training or torch.is_grad_enabled() or torch.is_autocast_enabled():
+            self._tables = None  # nothing stale held through training
             return None
         tensors = _module_tensors(self, [])
+        try:
+            key = [(t.data_ptr(), t._version) for t in tensors]
+        except RuntimeError:  # inference tensors have no version counter: nothing to key a cache on
+            self._tables = None
+            return None
         cached = self._tables
         if cached is not None:
-            refs, versions, sides = cached
-            if len(refs) == len(tensors) and all(
-                r() is t and t._version == v for r, v, t in zip(refs, versions, tensors, strict=True)
-            ):
+            refs, old, sides = cached
+            if old == key and all(r() is t for r, t in zip(refs, tensors, strict=True)):
                 return sides
         self._tables = None
-        n_users, n_items = self.user_factors.shape[0], self.item_factors.shape[0]
-        d = self.d_model
-        per_row = (
-            len(self.token_names) * d * (1 if self.attention is None else 4) + self.cold_map.shape[1] + 1
-        )
-        if (n_users + 1 + n_items) * per_row * 4 > self.table_cache_bytes:
+        if self.table_bytes() > self.table_cache_bytes:
             return None
+        n_users, n_items = self.user_factors.shape[0], self.item_factors.shape[0]
         dev = self.item_text.device
         users = torch.cat([torch.arange(n_users, device=dev), torch.zeros(1, dtype=torch.int64, device=dev)])
         unknown = torch.zeros(n_users + 1, dtype=torch.bool, device=dev)
         unknown[-1] = True
         sides = (self.user_side(users, unknown), self.item_side(torch.arange(n_items, device=dev)))
-        self._tables = ([weakref.ref(t) for t in tensors], [t._version for t in tensors], sides)
+        self._tables = ([weakref.ref(t) for t in tensors], key, sides)
         return sides
+
+    def table_bytes(self) -> int:
+        """The memory :meth:`table_cache` takes: per user (and the unknown user) and per item, its tokens, their
+        attention states (3 more vectors each) and, with svd_residual, its SVD factors and bias."""
+        per_token = self.d_model * (1 if self.attention is None else 4)
+        k = self.user_factors.shape[1] + 1 if self.residual else 0
+        user_tokens = int(self.uses_svd) + int(self.has_user_text)
+        n_users, n_items = self.user_factors.shape[0] + 1, self.item_factors.shape[0]
+        return 4 * (n_users * (user_tokens * per_token + k) + n_items * (int(self.uses_svd) * per_token + k))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_tables"] = None  # weak references do not pickle; the cache is rebuilt on the next inference
+        return state
 
     def token_layout(
         self, user_side: _Side, item_side: _Side, text_side: _Side
@@ -801,6 +818,7 @@ class HybridCSA(TorchRecommender):
         self.last_query_truncated = False
         self._text_norms: tuple[weakref.ref[torch.Tensor], int, torch.Tensor] | None = None
         self._runner: tuple[tuple[_Side, _Side], QueryRunner] | None = None
+        self._runner_skips: set[str] = set()
         self._encoder: SentenceEncoder | None = None
         self._prep: dict[str, Any] | None = None
         self._memo: tuple[pl.DataFrame, np.ndarray] | None = None
@@ -1390,7 +1408,7 @@ class HybridCSA(TorchRecommender):
             seen = self.seen[uidx].indices.astype(np.int64)
         n_open = self.n_items - (0 if seen is None else len(np.unique(seen)))
         size = n_open if candidates is None else min(candidates, n_open)
-        runner = self._query_runner() if n_q * size <= _GRAPH_PAIRS else None
+        runner = self._query_runner(n_q * size) if self.config.query_scorer == "onnx" else None
         if runner is not None:  # retrieval and scoring in one ONNX Runtime call
             exclude = np.zeros(self.n_items, dtype=bool)
             if seen is not None:
@@ -1399,10 +1417,12 @@ class HybridCSA(TorchRecommender):
             pool, rel_pool, preds, att = runner(vecs, row, size, exclude)
         else:
             pool, rel_pool, preds, att = self._score_queries(vecs, uidx, known, seen, size)
-            # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one
+        # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one.
+        # Both scorers give the pool by relevance, ties by item index; a stable sort keeps that order among tied
+        # scores, so tied items come out the same from either
         scores = preds.cpu()  # (Q, size)
         k = min(k, size)
-        order = torch.topk(scores, k, dim=1).indices  # (Q, k)
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]  # (Q, k)
         top = pool.cpu().gather(1, order)  # (Q, k) item indices
         flat = top.reshape(-1).numpy()
         w: np.ndarray | None = None
@@ -1423,36 +1443,23 @@ class HybridCSA(TorchRecommender):
     def _score_queries(
         self, vecs: np.ndarray, uidx: int, known: bool, seen: np.ndarray | None, size: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """PyTorch's query ranking step: the ``size`` most relevant items not in ``seen`` per query (Q, P), their
-        relevance (Q, P), predictions (Q, P) and attention (Q, P, T, T) (None for concat_mlp)."""
+        """PyTorch's query ranking step: per query the ``size`` most relevant items not in ``seen`` (Q, P), best
+        first, ties by item index (as ONNX's TopK), their relevance (Q, P), predictions (Q, P) and attention
+        (Q, P, T, T) (None for concat_mlp)."""
         m = self.csa
         n_q = vecs.shape[0]
         with torch.no_grad():
             # a copy: the LRU's rows are read-only
             text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(self.device)
             relevance = self._relevance(text)  # (Q, I) cosine
-            open_ = None
             if seen is not None:
-                open_ = torch.ones(self.n_items, dtype=torch.bool, device=self.device)
-                open_[torch.from_numpy(seen).to(self.device)] = False
-            if size == self.n_items - (
-                0 if seen is None else len(np.unique(seen))
-            ):  # every open item, in index order
-                every = (
-                    torch.arange(self.n_items, device=self.device)
-                    if open_ is None
-                    else torch.nonzero(open_)[:, 0]
-                )
-                pool = every[None].expand(n_q, -1)
-                whole = True
-            else:
-                masked = relevance if open_ is None else relevance.masked_fill(~open_, -torch.inf)
-                pool = torch.topk(masked, size, dim=1).indices
-                whole = False
+                relevance[:, torch.from_numpy(seen).to(self.device)] = -torch.inf
+            ranked = torch.sort(relevance, dim=1, descending=True, stable=True)
+            pool, rel_pool = ranked.indices[:, :size], ranked.values[:, :size]
             # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens; the user,
             # each pooled item and each query are projected once, and the pairs are laid out as (query, candidate)
             # so the user token is shared by all and each query's token by its row (nothing gathered per pair)
-            if n_q == 1 or whole:  # one pool (its items are distinct): one row of candidates
+            if n_q == 1:  # one pool (its items are distinct): one row of candidates
                 items, i_idx = pool[0], torch.arange(size, device=self.device)[None]
             else:
                 items, i_idx = torch.unique(pool, return_inverse=True)
@@ -1466,23 +1473,37 @@ class HybridCSA(TorchRecommender):
                 torch.arange(n_q, device=self.device)[:, None],
                 with_weights=True,
             )
-        return pool, relevance.gather(1, pool), preds, att
+        return pool, rel_pool, preds, att
 
-    def _query_runner(self) -> QueryRunner | None:
+    def _query_runner(self, pairs: int) -> QueryRunner | None:
         """``query_scorer="onnx"``: the query graph of the current module state in ONNX Runtime, exported when
-        the module's table cache is (re)built; None for "torch", on a non-CPU device, or when the module's tables
-        exceed its table cache."""
-        if self.config.query_scorer != "onnx" or torch.device(self.device).type != "cpu":
+        the module's table cache is (re)built. Raises MissingExtraError without attnrec[fast]; None (PyTorch
+        runs, logged once per reason) on a non-CPU device, for no pairs or more than 2,048, or when the tables
+        and the item texts baked into the graph would exceed the table cache's budget."""
+        from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
+
+        QueryRunner.check_installed()
+        m = self.csa
+        why = None
+        if torch.device(self.device).type != "cpu":
+            why = f"the model is on {self.device}"
+        elif m.table_bytes() + 4 * m.item_text.numel() > m.table_cache_bytes:
+            why = f"its tables exceed table_cache_bytes ({m.table_cache_bytes})"
+        if why is not None:
+            if why not in self._runner_skips:
+                self._runner_skips.add(why)
+                log.info("hybrid_csa: query_scorer='onnx' not used (%s); queries run in PyTorch", why)
+            return None
+        if not 0 < pairs <= _GRAPH_PAIRS:
             return None
         with torch.no_grad():
-            sides = self.csa.table_cache()
+            sides = m.table_cache()
         if sides is None:
             return None
         cached = self._runner
         if cached is None or cached[0] is not sides:
-            from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
-
-            self._runner = cached = (sides, QueryRunner(self.csa, sides, threads=torch.get_num_threads()))
+            self._runner = None  # let the old graph go before exporting the new one
+            self._runner = cached = (sides, QueryRunner(m, sides, threads=torch.get_num_threads()))
         return cached[1]
 
     def _relevance(self, text: torch.Tensor) -> torch.Tensor:

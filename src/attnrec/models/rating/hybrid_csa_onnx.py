@@ -9,8 +9,9 @@ text token's projection, every pair's attention and MLP, the SVD residual — wr
 per module state with ``torch.onnx.export``; ONNX Runtime then runs it as one call.
 
 The graph is rebuilt whenever :meth:`HybridCSAModule.table_cache` is (any parameter or buffer replaced or updated
-in place), so it never serves a stale model. Results equal the PyTorch path up to float rounding; items whose
-relevance ties may be retrieved in another order.
+in place; as there, a write through ``.data`` into the same storage is not seen). Results equal the PyTorch path up
+to float rounding; ties in relevance go to the lower item index in both (ONNX TopK's rule, a stable sort in
+PyTorch).
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ import torch
 from torch import nn
 
 from attnrec.errors import require
+from attnrec.text.fast import OPSET
 
 if TYPE_CHECKING:
     from attnrec.models.rating.hybrid_csa import HybridCSAModule, _Side
 
 log = logging.getLogger(__name__)
-
-OPSET = 17
 
 
 class QueryGraph(nn.Module):
@@ -100,9 +100,15 @@ class QueryRunner:
     """A :class:`QueryGraph` exported and loaded in ONNX Runtime (``threads`` intra-op threads, no spinning).
     Call it like the graph with NumPy arrays; returns PyTorch tensors (the attention is None for concat_mlp)."""
 
-    def __init__(self, module: HybridCSAModule, sides: tuple[_Side, _Side], *, threads: int) -> None:
-        ort = require("onnxruntime", "fast")
+    @staticmethod
+    def check_installed() -> None:
+        """Raise :class:`MissingExtraError` naming attnrec[fast] unless ONNX Runtime and onnx are importable."""
+        require("onnxruntime", "fast")
         require("onnx", "fast")  # torch.onnx.export serialises through it
+
+    def __init__(self, module: HybridCSAModule, sides: tuple[_Side, _Side], *, threads: int) -> None:
+        self.check_installed()
+        ort = require("onnxruntime", "fast")
         t0 = time.perf_counter()
         graph = QueryGraph(module, sides).eval()
         n_items = int(module.item_text.shape[0])
@@ -129,13 +135,13 @@ class QueryRunner:
                 opset_version=OPSET,
                 dynamo=False,  # the TorchScript exporter: no onnxscript needed
             )
-            graph_bytes = path.read_bytes()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(graph_bytes, opts, providers=["CPUExecutionProvider"])
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # from the file (with any external data the exporter wrote beside it), before the folder goes
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.outputs = outputs
         self.inputs = {
             i.name for i in self.session.get_inputs()
