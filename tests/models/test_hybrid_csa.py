@@ -3,6 +3,7 @@ cold-start items, explanations and bundles. Texts are encoded by HashingTextMode
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import pickle
@@ -23,6 +24,7 @@ from attnrec.models.rating.hybrid_csa import (
     HybridCSA,
     HybridCSAModule,
     _projection,
+    _top_stable,
     fit_text_to_factors,
     text_to_factors,
 )
@@ -861,13 +863,38 @@ def test_query_scorer_onnx_falls_back_to_pytorch_or_names_the_missing_extra(
         got = [fitted.recommend_by_text("group a item", user="u0", k=5) for _ in range(2)]
     assert caplog.text.count("query_scorer='onnx' not used") == 1 and fitted._runner is None
     _same_frames([want, want], got)
+    monkeypatch.setattr(fitted.csa, "table_cache_bytes", 256 * 2**20)
+    fitted.recommend_by_text("group a item", k=5)
+    assert fitted._runner is not None
+    copy.deepcopy(fitted)  # an ONNX Runtime session held by the model does not stop copies / pickles
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
     with pytest.raises(MissingExtraError, match="fast"):
         fitted.recommend_by_text("group a item", k=5)
 
 
+def test_top_stable_is_a_stable_descending_sort_cut_short():
+    """Pools and rankings: ties in item-index order (ONNX TopK's rule), also when ties cross the cut."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (50, 300), generator=g).float()  # many ties; large enough for the topk route
+    x[3] = 1.0  # one row all tied
+    x[5, 7] = -torch.inf  # an excluded item
+    x[6, :290] = 0.0  # a row with a tie crossing no cut
+    for size in (0, 1, 5, 17, 299, 300):
+        want = torch.sort(x, dim=1, descending=True, stable=True)
+        vals, idx = _top_stable(x, size)
+        assert torch.equal(idx, want.indices[:, :size]) and torch.equal(vals, want.values[:, :size])
+
+
+def test_text_queries_reject_a_non_positive_k(fitted: HybridCSA):
+    for call in (lambda: fitted.recommend_by_text("x", k=0), lambda: fitted.recommend_by_texts(["x"], k=-1)):
+        with pytest.raises(DataError, match="k must be positive"):
+            call()
+
+
 def test_the_table_cache_is_dropped_by_to_and_not_pickled():
     m = small_module()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.table_cache() is None  # no reduced-precision tables kept for later
     with torch.no_grad():
         assert m.table_cache() is not None
     restored = pickle.loads(pickle.dumps(m))  # weak references in the cache would not pickle

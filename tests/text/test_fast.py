@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnrec.errors import ConfigError, MissingExtraError
+from attnrec.errors import ConfigError, DataError, MissingExtraError
 from attnrec.text import SentenceEncoder
 from attnrec.text.encoder import packaged_model_path
 from attnrec.text.fast import FastTextModel, _pad, fast_encoder, int8_full_range
@@ -146,6 +146,13 @@ def test_bert_exports_run_fused_and_a_failed_fusion_falls_back_to_the_plain_expo
     (fresh / "onnx").mkdir(parents=True)
     for f in (home / "onnx").glob("*-fp32.onnx"):  # reuse the plain export, so only the fusion runs
         (fresh / "onnx" / f.name).symlink_to(f)
+    # an int8 model whose id (taken before loading) named the fused graph refuses the plain one, once
+    early = FastTextModel(backend="onnx-int8", home=fresh)
+    assert "-fused" in early.model_id
+    with pytest.raises(DataError, match="create the encoder again"):
+        early.load()
+    assert "-fused" in early.model_id  # unchanged under anything that recorded it
+    (fresh / "onnx" / next((fresh / "onnx").glob("*-unfusable.txt")).name).unlink()
     with caplog.at_level(logging.WARNING, logger="attnrec.text.fast"):
         plain = FastTextModel(backend="onnx", home=fresh).load()
     assert "did not fuse every attention layer" in caplog.text and "-fp32.onnx" in caplog.text

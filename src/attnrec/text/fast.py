@@ -25,7 +25,8 @@ Backends (``backend=``):
     layer's attention one ``Attention`` op, layer norms fused with their residual add, the embeddings' sum and
     layer norm one op, bias + GELU one op); the fused graph is checked against the plain export (largest
     difference at most 1e-4 on a padded probe batch) before it is kept. If the fusions fail, the plain export
-    is used (logged, and recorded so that later loads do not retry).
+    is used (logged, and recorded so that later loads do not retry); an int8 model that was to quantise the
+    fused graph then raises once (its embedding-cache key named the fused graph) and works when created again.
 ``"onnx-int8"``
     that graph passed through ONNX Runtime's dynamic int8 quantisation (per-channel weights).
 
@@ -158,6 +159,7 @@ class FastTextModel:
         self.onnx_path: Path | None = None
         #: how many texts the last :meth:`encode` call truncated (None before the first)
         self.last_truncated: int | None = None
+        self._fused: bool | None = None
 
     def __repr__(self) -> str:
         return f"FastTextModel({self.model_name!r}, backend={self.backend!r}, threads={self.threads})"
@@ -199,11 +201,15 @@ class FastTextModel:
     def fused(self) -> bool:
         """Whether the ONNX backends run the graph through ONNX Runtime's transformer fusions: BERT models,
         unless an earlier attempt failed here (recorded in ``<stem>-fp32-unfusable.txt`` beside the export;
-        delete it to try again, e.g. after upgrading onnxruntime)."""
-        if not self.backend.startswith("onnx") or self.settings["model_type"] not in _FUSED_TYPES:
-            return False
-        folder, stem = self._onnx_stem()
-        return not (folder / f"{stem}-fp32-unfusable.txt").is_file()
+        delete it to try again, e.g. after upgrading onnxruntime). Decided once per object, on first use, so
+        that :attr:`model_id` never changes under an encoder that recorded it."""
+        if self._fused is None:
+            folder, stem = self._onnx_stem()
+            self._fused = (
+                self.settings["model_type"] in _FUSED_TYPES
+                and not (folder / f"{stem}-fp32-unfusable.txt").is_file()
+            )
+        return self.backend.startswith("onnx") and self._fused
 
     def get_embedding_dimension(self) -> int:
         """Embedding dimension (from the folder's config, no model load)."""
@@ -299,18 +305,15 @@ class FastTextModel:
             log.info("exported %s to %s in %.1f s", self._base_id, fp32, time.perf_counter() - t)
         src = fp32
         if self.fused:
-            fused = folder / f"{stem}-fp32-fused.onnx"
-            if not fused.is_file():
+            src = folder / f"{stem}-fp32-fused.onnx"
+            if not src.is_file():
                 try:
-                    _atomic_file(fused, lambda tmp: _fuse_onnx(fp32, tmp, self.settings))
+                    _atomic_file(src, lambda tmp: _fuse_onnx(fp32, tmp, self.settings))
                     self.exported = True
-                except Exception as exc:  # noqa: BLE001 - any failure of the optimiser: the plain export works
-                    reason = f"{type(exc).__name__}: {exc}"
-                    log.warning(
-                        "ONNX Runtime's fusions failed for %s (%s); using the plain export", fp32, reason
-                    )
-                    (folder / f"{stem}-fp32-unfusable.txt").write_text(reason + "\n", encoding="utf-8")
-            src = fused if fused.is_file() else fp32
+                except (MemoryError, OSError):  # passing trouble: nothing recorded, the next load tries again
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the optimiser's own failures, of any type
+                    src = self._unfusable(fp32, exc)
         if self.backend == "onnx":
             return src
         fused_tag = "-fused" if src != fp32 else ""
@@ -319,6 +322,25 @@ class FastTextModel:
             _atomic_file(q8, lambda tmp: _quantize_onnx(src, tmp, full_range=self.full_range))
             self.exported = True
         return q8
+
+    def _unfusable(self, fp32: Path, exc: Exception) -> Path:
+        """Record that ``fp32`` cannot be fused here; fp32 falls back to it (the same vectors to 1e-4), int8
+        raises: its :attr:`model_id` already named the fused graph, whose vectors differ from the plain one's."""
+        reason = f"{type(exc).__name__}: {exc}"
+        marker = fp32.with_name(fp32.name.replace("-fp32.onnx", "-fp32-unfusable.txt"))
+        try:
+            marker.write_text(reason + "\n", encoding="utf-8")
+        except OSError as err:  # a read-only cache: the plain export still serves, the next load tries again
+            log.warning("cannot record the failed fusion in %s: %s", marker, err)
+        if self.backend != "onnx":
+            raise DataError(
+                f"ONNX Runtime's fusions failed ({reason}); recorded in {marker.name}: create the encoder again "
+                "to use the plain int8 graph (its own embedding-cache key)",
+                file=fp32,
+            ) from exc
+        log.warning("ONNX Runtime's fusions failed for %s (%s); using the plain export", fp32, reason)
+        self._fused = False  # fp32's model_id does not name the graph: nothing recorded it
+        return fp32
 
     # -- the TextModel interface ------------------------------------------------------------------------
 

@@ -601,7 +601,7 @@ class HybridCSAModule(TrainableModule):
         ``add_items``, ``.to()`` or a replaced submodule renews them; a write through ``.data`` into the same
         storage bypasses the version counter and is not seen). None in training, under autograd or autocast,
         for inference tensors, or when the tables would take more than :attr:`table_cache_bytes`."""
-        if self.training or torch.is_grad_enabled() or torch.is_autocast_enabled():
+        if self.training or torch.is_grad_enabled() or _autocast_on(self.item_text.device.type):
             self._tables = None  # nothing stale held through training
             return None
         tensors = _module_tensors(self, [])
@@ -740,6 +740,33 @@ def _narrow(index: torch.Tensor, block: tuple[slice, ...], ndim: int) -> torch.T
     return index
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``torch.is_autocast_enabled()`` alone is CUDA's only)."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+def _top_stable(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``size`` columns of a stable descending sort of each row of ``x`` (Q, N) — ties in index
+    order, ONNX TopK's rule — as (values, indices), via ``topk`` (a full sort of a large catalogue costs 10-40x
+    more); rows where a tie crosses the cut are fully sorted."""
+    if size >= x.shape[1] or size == 0 or x.numel() <= 8192:  # a small sort costs less than topk + fix-ups
+        ranked = torch.sort(x, dim=1, descending=True, stable=True)
+        return ranked.values[:, :size], ranked.indices[:, :size]
+    vals, idx = torch.topk(x, size, dim=1)
+    idx, perm = torch.sort(idx, dim=1)  # the chosen in index order, then stably by value
+    ranked = torch.sort(vals.gather(1, perm), dim=1, descending=True, stable=True)
+    vals, idx = ranked.values, idx.gather(1, ranked.indices)
+    cut = vals[:, -1:]
+    crossing = ((x == cut).sum(1) > (vals == cut).sum(1)).nonzero()[:, 0]
+    if len(crossing):  # topk may have kept a later tied item than the stable order keeps
+        full = torch.sort(x[crossing], dim=1, descending=True, stable=True)
+        vals[crossing], idx[crossing] = full.values[:, :size], full.indices[:, :size]
+    return vals, idx
+
+
 def _module_tensors(module: nn.Module, out: list[torch.Tensor]) -> list[torch.Tensor]:
     """Every parameter and buffer of ``module`` and its submodules, appended to ``out`` (a plain walk: a few
     times cheaper than ``parameters()`` + ``buffers()``, which build names; this runs once per query)."""
@@ -868,6 +895,12 @@ class HybridCSA(TorchRecommender):
                 query_model=query_model,
             )
         return self._encoder
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_runner"] = None  # an ONNX Runtime session (rebuilt on the next query) does not pickle
+        state["_text_norms"] = None  # nor does a weak reference
+        return state
 
     def set_encoder(self, encoder: SentenceEncoder) -> None:
         """Use ``encoder`` for queries and new items (e.g. after loading a bundle fitted with a custom model)."""
@@ -1348,7 +1381,7 @@ class HybridCSA(TorchRecommender):
         so by default only the ``candidates`` items whose own text is most similar to the query (cosine,
         ``relevance``) are ranked by the model; ``None`` ranks every item by the model alone (the paper's
         section VI-B as written)."""
-        self._check_candidates(candidates)
+        self._check_candidates(candidates, k)
         return self._rank_for_query(self._encode_query(query), user, k, exclude_seen, candidates)
 
     def recommend_by_texts(
@@ -1362,7 +1395,7 @@ class HybridCSA(TorchRecommender):
     ) -> pl.DataFrame:
         """:meth:`recommend_by_text` for a batch of queries, encoded in one model call (queries already in the
         LRU skip it). The frame gains a first column ``query`` (its index in ``queries``)."""
-        self._check_candidates(candidates)
+        self._check_candidates(candidates, k)
         texts = list(queries)
         if not texts:
             raise DataError("no queries", field="queries", value=[], expected="at least one query")
@@ -1374,11 +1407,13 @@ class HybridCSA(TorchRecommender):
         return self._rank_for_queries(vecs, user, k, exclude_seen, candidates)
 
     @staticmethod
-    def _check_candidates(candidates: int | None) -> None:
+    def _check_candidates(candidates: int | None, k: int) -> None:
         if candidates is not None and candidates < 1:
             raise DataError(
                 "candidates must be positive", field="candidates", value=candidates, expected=">= 1"
             )
+        if k < 1:
+            raise DataError("k must be positive", field="k", value=k, expected=">= 1")
 
     def _rank_for_query(
         self, vec: np.ndarray, user: str | None, k: int, exclude_seen: bool, candidates: int | None
@@ -1422,7 +1457,7 @@ class HybridCSA(TorchRecommender):
         # scores, so tied items come out the same from either
         scores = preds.cpu()  # (Q, size)
         k = min(k, size)
-        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]  # (Q, k)
+        order = _top_stable(scores, k)[1]  # (Q, k)
         top = pool.cpu().gather(1, order)  # (Q, k) item indices
         flat = top.reshape(-1).numpy()
         w: np.ndarray | None = None
@@ -1454,8 +1489,7 @@ class HybridCSA(TorchRecommender):
             relevance = self._relevance(text)  # (Q, I) cosine
             if seen is not None:
                 relevance[:, torch.from_numpy(seen).to(self.device)] = -torch.inf
-            ranked = torch.sort(relevance, dim=1, descending=True, stable=True)
-            pool, rel_pool = ranked.indices[:, :size], ranked.values[:, :size]
+            rel_pool, pool = _top_stable(relevance, size)
             # only the pools are scored: each (query, item) pair is one attention over its 3-4 tokens; the user,
             # each pooled item and each query are projected once, and the pairs are laid out as (query, candidate)
             # so the user token is shared by all and each query's token by its row (nothing gathered per pair)
