@@ -442,6 +442,30 @@ def test_recommend_by_text_known_and_unknown_users(fitted: HybridCSA, caplog):
     assert not fitted.last_query_truncated
 
 
+class ReportingModel(HashingTextModel):
+    """A query model that reports what its last encode() truncated (as attnrec.text.fast's does) and must not be
+    tokenized a second time."""
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> np.ndarray:
+        self.last_truncated = sum(len(s.split()) > self.max_seq_length - 2 for s in sentences)
+        return super().encode(sentences, **kwargs)
+
+    def tokenizer(self, texts: list[str], **_: Any) -> dict[str, list[list[int]]]:
+        raise AssertionError("the query was tokenized a second time")
+
+
+def test_a_query_model_that_reports_truncation_is_not_tokenized_again(caplog):
+    model = fit_model(epochs=1)
+    model.set_encoder(
+        SentenceEncoder(HashingTextModel(dim=32), query_model=ReportingModel(dim=32), progress=False)
+    )
+    with caplog.at_level(logging.WARNING, logger="attnrec.models.rating.hybrid_csa"):
+        model.recommend_by_text(" ".join(["cable"] * 200), k=2)
+    assert model.last_query_truncated and "truncated" in caplog.text
+    model.recommend_by_text("short query", k=2)
+    assert not model.last_query_truncated
+
+
 # ------------------------------------------------------------------------------------------ cold start
 def test_ridge_map_recovers_a_planted_linear_relation():
     rng = np.random.default_rng(0)
