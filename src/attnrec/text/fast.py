@@ -51,7 +51,8 @@ import platform
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -247,7 +248,8 @@ class FastTextModel:
 
     def _load_backend(self) -> Any:
         if self.backend.startswith("onnx"):
-            return self._load_onnx(require("onnxruntime", "fast"))
+            require("onnxruntime", "fast")  # before exporting anything
+            return self._load_onnx()
         return self._load_torch()
 
     def _load_torch(self) -> Any:
@@ -265,17 +267,10 @@ class FastTextModel:
 
         return run
 
-    def _load_onnx(self, ort: Any) -> Any:
+    def _load_onnx(self) -> Any:
         path = self._onnx_file()
         self.onnx_path = path
-        opts = ort.SessionOptions()
-        if self.threads is not None:
-            opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = onnx_session(path, threads=self.threads, spin=self.spin)
 
         def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
             return session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
@@ -316,8 +311,10 @@ class FastTextModel:
                     src = self._unfusable(fp32, exc)
         if self.backend == "onnx":
             return src
-        fused_tag = "-fused" if src != fp32 else ""
-        q8 = folder / f"{stem}-int8{fused_tag}{'-pc' if self.full_range else '-pc-rr'}.onnx"
+        q8 = (
+            folder
+            / f"{stem}-int8{'-fused' if self.fused else ''}{'-pc' if self.full_range else '-pc-rr'}.onnx"
+        )
         if not q8.is_file():
             _atomic_file(q8, lambda tmp: _quantize_onnx(src, tmp, full_range=self.full_range))
             self.exported = True
@@ -573,17 +570,12 @@ def _fuse_onnx(src: Path, dst: Path, settings: dict[str, Any]) -> None:
     layer's attention fused, and the same outputs as ``src`` (within 1e-4) on a padded probe batch."""
     optimizer = require("onnxruntime.transformers.optimizer", "fast")
     ort = require("onnxruntime", "fast")
-    quiet = [logging.getLogger(), logging.getLogger("onnxruntime.transformers")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.ERROR)
-    try:  # opt_level=0: the fusions only; the session applies ONNX Runtime's own graph optimisations at load
+    with _quiet(
+        "", "onnxruntime.transformers"
+    ):  # opt_level=0: the fusions only (the session optimises at load)
         model = optimizer.optimize_model(
             str(src), model_type="bert", num_heads=settings["heads"], hidden_size=settings["dim"], opt_level=0
         )
-    finally:
-        for lg, level in zip(quiet, levels, strict=True):
-            lg.setLevel(level)
     fused = model.get_fused_operator_statistics().get("Attention", 0)
     if fused != settings["layers"]:
         raise DataError(
@@ -613,10 +605,7 @@ def _fuse_onnx(src: Path, dst: Path, settings: dict[str, Any]) -> None:
 def _quantize_onnx(src: Path, dst: Path, *, full_range: bool) -> None:
     onnx = require("onnx", "fast")
     quantization = require("onnxruntime.quantization", "fast")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" warning on the root logger
-    try:
+    with _quiet(""):  # it logs a "consider pre-processing" warning on the root logger
         quantization.quantize_dynamic(
             str(src),
             str(dst),
@@ -626,8 +615,36 @@ def _quantize_onnx(src: Path, dst: Path, *, full_range: bool) -> None:
             # the fused graph's contrib ops (Attention, ...) have no type inference: their outputs are float
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
+
+
+def onnx_session(path: Path, *, threads: int | None, spin: bool = False) -> Any:
+    """An ONNX Runtime CPU session for latency-bound calls: ``threads`` intra-op threads (None: ONNX Runtime's
+    default), sequential execution, every graph optimisation, and no spin-waiting unless ``spin`` (on a small
+    shared CPU a spinning pool competes with everything else). Loads from the file, so external data beside
+    it is read."""
+    ort = require("onnxruntime", "fast")
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Raise the named loggers ("" is the root) to ERROR for the block: ONNX Runtime's tools log advice there."""
+    got = [logging.getLogger(name or None) for name in loggers]
+    levels = [lg.level for lg in got]
+    for lg in got:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
-        root.setLevel(level)
+        for lg, level in zip(got, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _atomic_file(path: Path, write: Any) -> None:

@@ -43,9 +43,6 @@ from attnrec.models.base import FitReport, ModelConfig, TaskKind, TorchRecommend
 from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
 from attnrec.models.layers.interaction import MLP
 from attnrec.models.rating.svd import SVD, als_refit
-
-if TYPE_CHECKING:
-    from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
 from attnrec.text.builders import (
     item_text_from_meta,
     item_text_from_reviews,
@@ -54,6 +51,9 @@ from attnrec.text.builders import (
     user_text_from_reviews,
 )
 from attnrec.text.encoder import DEFAULT_MODEL, SentenceEncoder, packaged_model_path
+
+if TYPE_CHECKING:
+    from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class HybridCSAConfig(ModelConfig):
     query_backend: Literal["auto", "sentence-transformers", "torch", "int8", "onnx", "onnx-int8"] = "auto"
     #: where a text query's retrieval and scoring run: "torch" (PyTorch, eager) or "onnx" (the same module's
     #: query step exported to one ONNX Runtime graph per model state, attnrec[fast]; the fast path's model side;
-    #: same results up to float rounding, tied relevance may retrieve in another order)
+    #: the same results up to float rounding, ties included)
     query_scorer: Literal["torch", "onnx"] = "torch"
     #: paper-literal: r = the row's own review (leaks the rating; every output is flagged leaky)
     target_review_leakage: bool = False
@@ -450,6 +450,10 @@ class HybridCSAModule(TrainableModule):
         assert bu is not None
         q, bi = self.item_rows(items, cold, fold)
         assert bi is not None
+        return self.svd_score(u, bu, q, bi)
+
+    def svd_score(self, u: torch.Tensor, bu: torch.Tensor, q: torch.Tensor, bi: torch.Tensor) -> torch.Tensor:
+        """μ + b_u + b_i + p_uᵀq_i from broadcastable user factors (..., k) / biases and item factors / biases."""
         return self.mu + bu + bi + (u * q).sum(-1)
 
     # -- fusion and prediction -----------------------------------------------------------------------------
@@ -698,7 +702,7 @@ class HybridCSAModule(TrainableModule):
                 w = wh.mean(-3).expand(*shape, len(rows), len(rows))
             if svd is not None:
                 u, bu, q, bi = svd
-                p = p + self.mu + bu[u_rows] + bi[i_rows] + (u[u_rows] * q[i_rows]).sum(-1)
+                p = p + self.svd_score(u[u_rows], bu[u_rows], q[i_rows], bi[i_rows])
             return p, (w if with_weights else None)
 
         return score
@@ -750,8 +754,8 @@ def _autocast_on(device_type: str) -> bool:
 
 def _top_stable(x: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``size`` columns of a stable descending sort of each row of ``x`` (Q, N) — ties in index
-    order, ONNX TopK's rule — as (values, indices), via ``topk`` (a full sort of a large catalogue costs 10-40x
-    more); rows where a tie crosses the cut are fully sorted."""
+    order, ONNX TopK's rule — as (values, indices), via ``topk`` (a full sort of a large catalogue
+    costs far more); rows where a tie crosses the cut are fully sorted."""
     if size >= x.shape[1] or size == 0 or x.numel() <= 8192:  # a small sort costs less than topk + fix-ups
         ranked = torch.sort(x, dim=1, descending=True, stable=True)
         return ranked.values[:, :size], ranked.indices[:, :size]

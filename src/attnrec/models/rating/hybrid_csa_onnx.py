@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from attnrec.errors import require
-from attnrec.text.fast import OPSET
+from attnrec.text.fast import OPSET, onnx_session
 
 if TYPE_CHECKING:
     from attnrec.models.rating.hybrid_csa import HybridCSAModule, _Side
@@ -88,9 +88,9 @@ class QueryGraph(nn.Module):
         if m.residual:
             assert self.user_side.svd is not None and self.item_side.svd is not None
             (u, bu), (q, bi) = self.user_side.svd, self.item_side.svd
-            u_row, bu_row = u.index_select(0, user), bu.index_select(0, user)
-            dot = (q.index_select(0, flat).reshape(n_q, n_p, -1) * u_row).sum(-1)
-            pred = pred + m.mu + bu_row + bi.index_select(0, flat).reshape(n_q, n_p) + dot
+            q_rows, bi_rows = q.index_select(0, flat), bi.index_select(0, flat)
+            svd = m.svd_score(u.index_select(0, user), bu.index_select(0, user), q_rows, bi_rows)
+            pred = pred + svd.reshape(n_q, n_p)
         if weights is None:
             return pool, relevance, pred
         return pool, relevance, pred, weights.reshape(n_q, n_p, *weights.shape[1:])
@@ -108,7 +108,6 @@ class QueryRunner:
 
     def __init__(self, module: HybridCSAModule, sides: tuple[_Side, _Side], *, threads: int) -> None:
         self.check_installed()
-        ort = require("onnxruntime", "fast")
         t0 = time.perf_counter()
         graph = QueryGraph(module, sides).eval()
         n_items = int(module.item_text.shape[0])
@@ -121,9 +120,8 @@ class QueryRunner:
         self.with_weights = module.attention is not None
         outputs = ["pool", "relevance", "pred"] + (["weights"] if self.with_weights else [])
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter(
-                "ignore"
-            )  # tracer warnings on shape checks (the graph is only run within them)
+            # tracer warnings on shape checks (the graph is only run within them)
+            warnings.simplefilter("ignore")
             path = Path(tmp) / "query.onnx"
             torch.onnx.export(
                 graph,
@@ -135,17 +133,10 @@ class QueryRunner:
                 opset_version=OPSET,
                 dynamo=False,  # the TorchScript exporter: no onnxscript needed
             )
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # from the file (with any external data the exporter wrote beside it), before the folder goes
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.session = onnx_session(path, threads=threads)  # loaded before the folder goes
         self.outputs = outputs
-        self.inputs = {
-            i.name for i in self.session.get_inputs()
-        }  # the exporter drops unused ones (no user token)
+        # the exporter drops unused inputs (no user token for text_only without user text)
+        self.inputs = {i.name for i in self.session.get_inputs()}
         log.debug("hybrid_csa query graph exported and loaded in %.2f s", time.perf_counter() - t0)
 
     def __call__(
