@@ -14,7 +14,6 @@ import importlib
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,11 +24,11 @@ import scipy.sparse as sp
 import tomli_w
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
-from torch import nn
 
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
+from attnrec.training.types import FitReport, TrainableModule
 
 
 class TaskKind(StrEnum):
@@ -80,17 +79,6 @@ class ModelConfig(BaseModel):
     def from_toml(cls, path: str | Path) -> ModelConfig:
         with open(path, "rb") as fh:
             return cls.parse(tomllib.load(fh), source=str(path))
-
-
-@dataclass
-class FitReport:
-    """What fitting did: epochs, the best validation epoch and metrics, seconds, and the per-epoch history."""
-
-    seconds: float
-    epochs_run: int = 0
-    best_epoch: int | None = None
-    best_valid: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 class Recommender(ABC):
@@ -233,13 +221,6 @@ class Recommender(ABC):
     @abstractmethod
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore from :meth:`state_tensors` after vocabularies are set."""
-
-
-class TrainableModule(nn.Module):
-    """A module the Trainer can fit: it returns a scalar loss for one typed batch."""
-
-    def loss(self, batch: Any) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
 
 
 class TorchRecommender(Recommender):

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from attnrec.errors import ConfigError
-from attnrec.models.base import FitReport, TrainableModule
+from attnrec.training.types import FitReport, TrainableModule
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
