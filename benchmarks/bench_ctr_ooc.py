@@ -4,7 +4,7 @@
 
 Writes a random but Criteo-like file (TAB separated, no header: label with a 25% positive rate, 13 integer counts
 with per-column missing rates, 26 categorical fields of 8-hex-digit hashes with Zipfian frequencies and Criteo-
-like cardinalities) into a temporary folder, runs :func:`attnrec.data.ctr.preprocess_to_shards` on it in a child
+like cardinalities) into a temporary folder, runs :func:`attnrec.data.ctr_shards.preprocess_to_shards` on it in a child
 process, and prints one JSON line: rows/s of the two passes together and the child's peak RSS (goal < 4 GB).
 The temporary folder (file and shards) is deleted afterwards unless ``--keep``.
 """
@@ -69,7 +69,7 @@ def generate(path: Path, rows: int, *, seed: int = 0, chunk: int = 500_000) -> N
 
 
 def _child(src: str, out: str, rows_per_shard: int) -> None:
-    from attnrec.data.ctr import preprocess_to_shards
+    from attnrec.data.ctr_shards import preprocess_to_shards
 
     t0 = time.perf_counter()
     data = preprocess_to_shards(src, "criteo", out, rows_per_shard=rows_per_shard)

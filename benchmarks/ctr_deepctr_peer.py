@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnrec.data.ctr import CTRData, FeatureSchema
+from attnrec.data.ctr import CTRData
+from attnrec.data.schema import FeatureSchema
 from attnrec.errors import DataError
 from attnrec.evaluation.metrics import auc, logloss
 

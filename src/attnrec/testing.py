@@ -236,7 +236,8 @@ def planted_ctr(
     ``s = +1`` when ``a`` is odd (``pattern="first_order"``). A missing ``a``/``b`` (index 0, 5% of rows) counts
     as even. The Bayes AUC is about 0.92 for ``strength=2.5``.
     """
-    from attnrec.data.ctr import CTRData, FeatureSchema, FieldSpec
+    from attnrec.data.ctr import CTRData
+    from attnrec.data.schema import FeatureSchema, FieldSpec
 
     if pattern not in ("interaction", "first_order"):
         raise ConfigError(f"planted_ctr pattern must be 'interaction' or 'first_order', not {pattern!r}")
@@ -371,7 +372,8 @@ class CTRConformanceTests:
         np.testing.assert_array_equal(loaded.predict_proba(test), model.predict_proba(test))
 
     def test_wrong_data_is_a_clear_error(self, fitted: tuple[Any, Any]) -> None:
-        from attnrec.data.ctr import CTRData, FeatureSchema
+        from attnrec.data.ctr import CTRData
+        from attnrec.data.schema import FeatureSchema
         from attnrec.errors import DataError
 
         model, _ = fitted

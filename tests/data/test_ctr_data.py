@@ -12,18 +12,10 @@ import torch
 from pydantic import ValidationError
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import (
-    CTRData,
-    FeatureEncoder,
-    FeatureSchema,
-    FieldSpec,
-    ShardedCTRData,
-    ctr_batches,
-    fnv1a64,
-    log2_bucket,
-    preprocess_to_shards,
-)
+from attnrec.data.ctr import CTRData, FeatureEncoder, ctr_batches, fnv1a64, log2_bucket
+from attnrec.data.ctr_shards import ShardedCTRData, preprocess_to_shards
 from attnrec.data.readers.ctr import read_criteo
+from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.errors import ConfigError, DataError
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from attnrec.data.ctr import FeatureEncoder, FeatureSchema, FieldSpec
+from attnrec.data.ctr import FeatureEncoder
 from attnrec.data.readers.ctr import (
     AVAZU_COLUMNS,
     CRITEO_COLUMNS,
@@ -19,6 +19,7 @@ from attnrec.data.readers.ctr import (
     read_criteo,
     read_ctr_table,
 )
+from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.data.table import Dataset
 from attnrec.errors import DataError
 

@@ -12,15 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import (
-    CTRData,
-    FeatureEncoder,
-    FeatureSchema,
-    FieldSpec,
-    ctr_batches,
-    preprocess_to_shards,
-)
+from attnrec.data.ctr import CTRData, FeatureEncoder, ctr_batches
+from attnrec.data.ctr_shards import preprocess_to_shards
 from attnrec.data.readers.ctr import CTRReaderSpec
+from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.ctr.fm import FM
 from attnrec.models.ctr.lr import LR

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import FeatureSchema, FieldSpec
+from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.errors import DataError
 from attnrec.models.ctr.secn import SeparationCrossLayer
 from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row

@@ -1,10 +1,10 @@
 """Readers of click-through-rate tables: Criteo, Avazu, MovieLens as CTR, and generic CSV/Parquet.
 
 Each reader returns a :class:`CTRTable`: a Polars frame with a 0/1 ``label`` column and the raw feature columns,
-plus a default :class:`~attnrec.data.ctr.FeatureSchema` (``frame, schema = read_criteo(path)`` unpacks it).
+plus a default :class:`~attnrec.data.schema.FeatureSchema` (``frame, schema = read_criteo(path)`` unpacks it).
 
 Text files are read in blocks of bytes (:func:`iter_ctr_chunks`), so the same code serves in-memory reading and
-the streaming passes of :func:`attnrec.data.ctr.preprocess_to_shards`. Each block is checked with NumPy (fields
+the streaming passes of :func:`attnrec.data.ctr_shards.preprocess_to_shards`. Each block is checked with NumPy (fields
 per line, from separator counts) before Polars parses it, so every error names the exact 1-based line: a wrong
 field count, a non-numeric value in a numeric field, a label that is not 0/1 raise
 :class:`~attnrec.errors.DataError`, or, with ``on_bad_lines="skip"``, the row is dropped and counted in
@@ -23,8 +23,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from attnrec.data.ctr import FeatureSchema, FieldSpec
 from attnrec.data.readers.tabular import OnBadLines, RowChecker, parse_float
+from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.data.table import Dataset
 from attnrec.errors import DataError
 

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import FeatureSchema
+from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
 from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
 from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row

@@ -6,7 +6,7 @@ user/item vocabularies, and ``predict``/``score_users``/``recommend`` raise :cla
 * :class:`CTRModule` — the ``nn.Module`` contract: ``forward(batch) -> logits (B,)`` and
   ``loss(batch) = BCE-with-logits + embedding_reg * penalty``, where subclasses implement :meth:`CTRModule.compute`
   returning the logits and the penalty (sum of squares of the embeddings looked up for the batch, per row).
-* :class:`CTRRecommender` — fit on CTRData (or streaming :class:`~attnrec.data.ctr.ShardedCTRData`) with the one
+* :class:`CTRRecommender` — fit on CTRData (or streaming :class:`~attnrec.data.ctr_shards.ShardedCTRData`) with the one
   Trainer, early stopping on validation AUC; ``predict_proba``, ``evaluate`` (AUC, logloss); bundles carry the
   feature schema (and the encoder's vocabularies when one is attached) so a bundle scores raw rows by itself.
 """
@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import CTRData, FeatureEncoder, FeatureSchema, ShardedCTRData, ctr_batches
+from attnrec.data.ctr import CTRData, FeatureEncoder, ctr_batches
+from attnrec.data.ctr_shards import ShardedCTRData
+from attnrec.data.schema import FeatureSchema
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import (
     DEFAULT_VALID_METRIC,
@@ -155,7 +157,8 @@ class CTRRecommender(TorchRecommender):
         """
         if not isinstance(train, CTRData | ShardedCTRData):
             raise ConfigError(
-                f"{self.name} fits CTRData or ShardedCTRData (attnrec.data.ctr), not {type(train).__name__}"
+                f"{self.name} fits CTRData (attnrec.data.ctr) or ShardedCTRData (attnrec.data.ctr_shards), "
+                f"not {type(train).__name__}"
             )
         if len(train) == 0:
             raise ConfigError("the training split is empty")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import FeatureSchema
+from attnrec.data.schema import FeatureSchema
 from attnrec.errors import DataError
 
 
