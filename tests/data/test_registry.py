@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from attnrec.data import registry
-from attnrec.data.registry import FetchError, PypiFallback, cache_home, fetch, load_dataset
+from attnrec.data.registry import FetchError, PypiFallback, fetch, load_dataset
 from attnrec.errors import DataError
 
 INTER = (
@@ -140,14 +140,6 @@ def test_publisher_download_checksum(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     ds = load_dataset("ml-100k", home=tmp_path / "b")
     assert ds.interactions.rows() == [("196", "242", 3.0, 881250949), ("22", "377", 1.0, 878887116)]
     assert ds.notes["fetched_from"] == "grouplens" and calls.download == 2
-
-
-def test_cache_home_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("ATTNREC_HOME", str(tmp_path / "env"))
-    assert cache_home() == tmp_path / "env"
-    assert cache_home(tmp_path / "x") == tmp_path / "x"
-    monkeypatch.delenv("ATTNREC_HOME")
-    assert cache_home() == Path.home() / ".cache" / "attnrec"
 
 
 def test_registry_entries() -> None:

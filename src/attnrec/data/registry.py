@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from attnrec.data.readers.movielens import (
 from attnrec.data.readers.tabular import read_recbole_atomic, read_table
 from attnrec.data.table import Dataset
 from attnrec.errors import AttnrecError, DataError
+from attnrec.paths import cache_home, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -163,23 +163,6 @@ register(
         citation=_ML_CITATION,
     )
 )
-
-
-def cache_home(home: str | Path | None = None) -> Path:
-    """The cache folder: ``home``, else ``$ATTNREC_HOME``, else ``~/.cache/attnrec``."""
-    if home is not None:
-        return Path(home).expanduser()
-    env = os.environ.get("ATTNREC_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "attnrec"
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_sha256(actual: str, expected: str | None, what: str | Path) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from typing import Literal
 import numpy as np
 
 from attnrec.errors import ConfigError, DataError
+from attnrec.paths import path_slug
 
 FORMAT_VERSION = 1
 KEY_BYTES = 32
@@ -56,11 +56,6 @@ def _as_sortable(keys: np.ndarray) -> np.ndarray:
     """``(n, 32)`` uint8 -> ``(n,)`` fixed-width bytes that sort and compare like the digests."""
     keys = np.ascontiguousarray(keys, dtype=np.uint8)
     return keys.view(f"S{KEY_BYTES}").reshape(-1)
-
-
-def _slug(model_id: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id.split("@")[0].rstrip("/").split("/")[-1])[:48]
-    return f"{name or 'model'}-{hashlib.sha256(model_id.encode()).hexdigest()[:12]}"
 
 
 @dataclass
@@ -219,7 +214,7 @@ class EmbeddingCache:
         if not model_id:
             raise ConfigError("EmbeddingCache needs a non-empty model id")
         if model_id not in self._spaces:
-            self._spaces[model_id] = _Space(self.directory / _slug(model_id))
+            self._spaces[model_id] = _Space(self.directory / path_slug(model_id))
         return self._spaces[model_id]
 
     def _refresh(self, model_id: str) -> _Space:

@@ -279,14 +279,10 @@ class FastTextModel:
 
     def _onnx_stem(self) -> tuple[Path, str]:
         """The folder of the cached ONNX files and their common name prefix."""
-        from attnrec.text.cache import _slug
+        from attnrec.paths import cache_home, path_slug
 
-        home = self.home
-        if home is None:
-            from attnrec.data.registry import cache_home
-
-            home = cache_home()
-        return home / "onnx", f"{_slug(self._base_id)}-opset{OPSET}-{self.settings['pooling']}"
+        home = self.home if self.home is not None else cache_home()
+        return home / "onnx", f"{path_slug(self._base_id)}-opset{OPSET}-{self.settings['pooling']}"
 
     def _onnx_file(self) -> Path:
         """The cached ONNX file of this model and backend, exported / quantised now if absent."""
