@@ -62,17 +62,6 @@ class CTRBatch(_Batch):
     multi: torch.Tensor
 
 
-@dataclass
-class SequenceBatch(_Batch):
-    """Sequential recommendation: ``users`` (B,), ``history`` (B, L) item indices left-padded with ``pad``,
-    ``target`` (B,) next item; ``domain`` (B, L) for cross-domain models (zeros when single-domain)."""
-
-    users: torch.Tensor
-    history: torch.Tensor
-    target: torch.Tensor
-    domain: torch.Tensor
-
-
 def _order(n: int, generator: torch.Generator | None, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
 

@@ -1,1 +1,0 @@
-"""attnrec.models.review."""
