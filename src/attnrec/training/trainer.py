@@ -1,12 +1,17 @@
-"""The one training loop: epochs, optimiser and LR schedule, early stopping on a validation metric, best-epoch
-restore, checkpoints with exact resume, seeds, device choice, progress bars and a JSONL log.
+"""The one training loop: epochs, early stopping on a validation metric, best-epoch restore, checkpoints with
+exact resume (refused when the run differs), seeds, device choice, progress bars and a JSONL log.
 
-Models hand in a :class:`~attnrec.models.base.TrainableModule` (``loss(batch)``), a function that yields one
-epoch of typed batches from a seeded ``torch.Generator``, and optionally a validation function returning metrics
-computed on the *validation* split (the Trainer is never given test data).
+Every solver goes through the same loop. SGD models hand in a :class:`~attnrec.training.types.TrainableModule`
+(``loss(batch)``) and a function that yields one epoch of typed batches from a seeded ``torch.Generator``; the
+Trainer wraps them in :class:`SGDSolver` (optimiser, LR schedule, AMP, gradient clipping). Solvers that are not SGD
+(ALS sweeps, graph rebuilds) implement :class:`~attnrec.training.types.EpochSolver` themselves. Either way an
+optional validation function returns metrics computed on the *validation* split (the Trainer never sees test data).
 
 Exact resume: every epoch's randomness (batch order, negatives, dropout) is derived from ``(seed, epoch)``
-alone, so resuming from the checkpoint written after epoch ``e`` replays epochs ``e+1..`` bit for bit.
+alone, so resuming from the checkpoint written after epoch ``e`` replays epochs ``e+1..`` bit for bit. A checkpoint
+is resumed only when the model config, the trainer config (less its logging, progress, path and resume fields) and
+the data fingerprint all match the ones it was written with (:class:`~attnrec.training.types.RunIdentity`);
+otherwise :class:`~attnrec.errors.ConfigError` names what differs.
 
 Distributed data parallel slots in at two places and nowhere else: :meth:`Trainer._prepare_module` (wrap in
 ``DistributedDataParallel``) and :meth:`Trainer._epoch_batches` (keep this rank's shard of each epoch's batches);
@@ -22,14 +27,15 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
 from tqdm.auto import tqdm
 
 from attnrec.errors import ConfigError
-from attnrec.training.types import FitReport, TrainableModule
+from attnrec.training.types import EpochSolver, FitReport, RunIdentity, TrainableModule, config_digest
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -38,6 +44,9 @@ class TrainerConfig(BaseModel):
     """Everything about *how* to train, separate from the model's own hyper-parameters."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    #: fields that do not change what is trained: left out of the identity a checkpoint must match
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"checkpoint_dir", "log_path", "progress", "resume"})
 
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(1024, ge=1)
@@ -58,6 +67,7 @@ class TrainerConfig(BaseModel):
     device: str = "auto"
     amp: bool = False
     checkpoint_dir: Path | None = None
+    #: continue from ``checkpoint_dir``'s checkpoint when there is one (it must match this run); False starts over
     resume: bool = True
     log_path: Path | None = None
     progress: bool = True
@@ -82,8 +92,92 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
 
 
+class SGDSolver:
+    """The :class:`EpochSolver` of gradient-trained modules: one pass of mini-batch steps per epoch.
+
+    Owns the optimiser and the LR schedule (their state is what resume needs beyond the module's weights);
+    ``make_batches(epoch, generator)`` yields the epoch's typed batches.
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        module: TrainableModule,
+        make_batches: Callable[[int, torch.Generator], Iterable[Any]],
+    ) -> None:
+        self.trainer = trainer
+        self.module = trainer._prepare_module(module)
+        self.make_batches = make_batches
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c = self.trainer.config
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.optimizer == "adagrad":
+            return torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        c, opt = self.trainer.config, self.optimizer
+        if c.lr_schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
+        if c.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+        if c.lr_schedule == "cosine_warm_restarts":
+            return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=c.restart_period)
+        return None
+
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+        """One pass over ``make_batches(epoch, generator)``: {"loss": mean batch loss, "lr": the rate after the
+        schedule's step}. A non-finite loss raises :class:`FloatingPointError`."""
+        t, c, module, opt = self.trainer, self.trainer.config, self.module, self.optimizer
+        amp = c.amp and t.device.type == "cuda"
+        module.train()
+        total, n_batches = 0.0, 0
+        bar = tqdm(
+            t._epoch_batches(self.make_batches(epoch, generator)),
+            desc=f"epoch {epoch}/{c.epochs}",
+            disable=not c.progress,
+            leave=False,
+            unit="batch",
+        )
+        for batch in bar:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = module.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"epoch {epoch}: the loss became {loss.item()} (lower the learning rate?)"
+                )
+            loss.backward()
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), c.grad_clip)
+            opt.step()
+            total += float(loss.detach())
+            n_batches += 1
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {"loss": total / max(1, n_batches), "lr": opt.param_groups[0]["lr"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"optimizer": copy.deepcopy(self.optimizer.state_dict())}
+        if self.scheduler is not None:
+            out["scheduler"] = self.scheduler.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
 class Trainer:
-    """Fits a module. One instance per fit."""
+    """Fits a module or drives an :class:`EpochSolver`. One instance per fit."""
 
     def __init__(
         self, config: TrainerConfig | None = None, *, valid_metric: str = "loss", mode: str = "min"
@@ -94,27 +188,6 @@ class Trainer:
         self.device = resolve_device(self.config.device)
 
     # ------------------------------------------------------------------ building blocks
-    def _optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
-        c = self.config
-        params = [p for p in module.parameters() if p.requires_grad]
-        if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        if c.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-        if c.optimizer == "adagrad":
-            return torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay)
-        return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
-
-    def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
-        c = self.config
-        if c.lr_schedule == "step":
-            return torch.optim.lr_scheduler.StepLR(opt, step_size=c.step_size, gamma=c.gamma)
-        if c.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
-        if c.lr_schedule == "cosine_warm_restarts":
-            return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=c.restart_period)
-        return None
-
     def _prepare_module(self, module: TrainableModule) -> TrainableModule:
         return module.to(self.device)
 
@@ -127,27 +200,52 @@ class Trainer:
             return True
         return value < best if self.mode == "min" else value > best
 
+    def identity(self, run: RunIdentity | None) -> dict[str, Any]:
+        """The three parts a checkpoint must match: model config, trainer config (less the fields in
+        ``TrainerConfig.NOT_IDENTITY``) and data fingerprint (None where the caller gave no :class:`RunIdentity`)."""
+        return {
+            "model config": run.model_config if run is not None else None,
+            "trainer config": self.config.model_dump(mode="json", exclude=set(TrainerConfig.NOT_IDENTITY)),
+            "data": run.data if run is not None else None,
+        }
+
     # ------------------------------------------------------------------ the loop
     def fit(
         self,
-        module: TrainableModule,
-        make_batches: Callable[[int, torch.Generator], Iterable[Any]],
+        model: TrainableModule | EpochSolver,
+        make_batches: Callable[[int, torch.Generator], Iterable[Any]] | None = None,
         *,
         validate: Callable[[], dict[str, float]] | None = None,
         seed: int = 0,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+        identity: RunIdentity | None = None,
     ) -> FitReport:
-        """Train ``module`` and return the report; the module ends with the best validation epoch's weights."""
+        """Train and return the report; the model ends with the best validation epoch's weights.
+
+        ``model`` is a :class:`TrainableModule` with ``make_batches`` (SGD) or an :class:`EpochSolver` without.
+        ``identity`` (the model's config and data fingerprint) is stored in checkpoints; a checkpoint written by a
+        run with another identity is never resumed (:class:`ConfigError` names the part that differs).
+        """
         c = self.config
         t0 = time.perf_counter()
-        module = self._prepare_module(module)
-        opt = self._optimizer(module)
-        sched = self._scheduler(opt)
+        solver: EpochSolver
+        if isinstance(model, nn.Module):
+            if make_batches is None:
+                raise ConfigError("Trainer.fit: a module needs make_batches(epoch, generator)")
+            solver = SGDSolver(self, model, make_batches)
+        else:
+            if make_batches is not None:
+                raise ConfigError("Trainer.fit: an EpochSolver makes its own epochs; give no make_batches")
+            solver = model
+        module = solver.module
+        # through JSON, as it is stored: tuples become lists, so a saved identity compares equal to a new one
+        ident = json.loads(json.dumps(self.identity(identity), default=str))
         state: dict[str, Any] = {
             "epoch": 0,
             "best": None,
             "best_epoch": None,
             "bad": 0,
+            "stopped": False,
             "history": [],
             "best_valid": {},
         }
@@ -155,48 +253,30 @@ class Trainer:
         ckpt = c.checkpoint_dir / CHECKPOINT_NAME if c.checkpoint_dir else None
         if ckpt is not None and c.resume and ckpt.exists():
             saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            self._check_identity(ckpt, saved, ident)
             module.load_state_dict(saved["module"])
-            opt.load_state_dict(saved["optimizer"])
-            if sched is not None and "scheduler" in saved:
-                sched.load_state_dict(saved["scheduler"])
+            solver.load_state_dict(saved["solver"])
             best_weights = saved.get("best_weights")
-            state = json.loads(saved["state"])
-        amp = c.amp and self.device.type == "cuda"
-        for epoch in range(state["epoch"] + 1, c.epochs + 1):
-            module.train()
-            gen = epoch_generator(seed, epoch)
+            state = {"stopped": False, **json.loads(saved["state"])}
+        elif c.log_path is not None and c.log_path.exists():
+            c.log_path.unlink()  # a fresh fit starts a fresh log; a resumed one appends
+        bar = tqdm(
+            total=c.epochs,
+            initial=state["epoch"],
+            desc="fit",
+            disable=not c.progress,
+            leave=False,
+            unit="epoch",
+        )
+        first = state["epoch"] + 1 if not state["stopped"] else c.epochs + 1
+        for epoch in range(first, c.epochs + 1):
+            e0 = time.perf_counter()
             torch.manual_seed((seed * 7919 + epoch) % (2**63))
-            total, n_batches, e0 = 0.0, 0, time.perf_counter()
-            bar = tqdm(
-                self._epoch_batches(make_batches(epoch, gen)),
-                desc=f"epoch {epoch}/{c.epochs}",
-                disable=not c.progress,
-                leave=False,
-                unit="batch",
-            )
-            for batch in bar:
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = module.loss(batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"epoch {epoch}: the loss became {loss.item()} (lower the learning rate?)"
-                    )
-                loss.backward()
-                if c.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), c.grad_clip)
-                opt.step()
-                total += float(loss.detach())
-                n_batches += 1
-            if sched is not None:
-                sched.step()
             row: dict[str, float] = {
                 "epoch": epoch,
-                "loss": total / max(1, n_batches),
-                "seconds": time.perf_counter() - e0,
-                "lr": opt.param_groups[0]["lr"],
+                **solver.train_epoch(epoch, epoch_generator(seed, epoch)),
             }
-            stop = False
+            row["seconds"] = time.perf_counter() - e0
             if validate is not None and (epoch % c.valid_every == 0 or epoch == c.epochs):
                 module.eval()
                 with torch.no_grad():
@@ -217,16 +297,19 @@ class Trainer:
                     best_weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
                 else:
                     state["bad"] += 1
-                    stop = c.patience is not None and state["bad"] >= c.patience
+                    state["stopped"] = c.patience is not None and state["bad"] >= c.patience
             state["epoch"] = epoch
             state["history"].append(row)
             self._log(row)
             if ckpt is not None:
-                self._checkpoint(ckpt, module, opt, sched, state, best_weights)
+                self._checkpoint(ckpt, module, solver, state, best_weights, ident)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k == "loss" or k.startswith("valid_")})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
-            if stop:
+            if state["stopped"]:
                 break
+        bar.close()
         if c.restore_best and best_weights is not None:
             module.load_state_dict(best_weights)
         module.eval()
@@ -245,24 +328,55 @@ class Trainer:
                 fh.write(json.dumps(row) + "\n")
 
     @staticmethod
+    def _check_identity(path: Path, saved: dict[str, Any], ident: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` unless the checkpoint at ``path`` was written by a run with identity ``ident``."""
+        fix = (
+            "Start fresh with --overwrite (Python: TrainerConfig(resume=False) or another checkpoint_dir), "
+            "or rerun with the checkpoint's settings to resume it."
+        )
+        if "identity" not in saved:
+            raise ConfigError(
+                f"{path}: the checkpoint records no run identity (written by an older attnrec). {fix}"
+            )
+        old = json.loads(saved["identity"])
+        diffs = [_describe(part, old.get(part), new) for part, new in ident.items() if old.get(part) != new]
+        if diffs:
+            raise ConfigError(
+                f"{path}: the checkpoint was written by a different run: {'; '.join(diffs)}. {fix}"
+            )
+
+    @staticmethod
     def _checkpoint(
         path: Path,
         module: torch.nn.Module,
-        opt: torch.optim.Optimizer,
-        sched: Any,
+        solver: EpochSolver,
         state: dict[str, Any],
         best_weights: dict[str, torch.Tensor] | None,
+        ident: dict[str, Any],
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload: dict[str, Any] = {
             "module": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-            "optimizer": copy.deepcopy(opt.state_dict()),
+            "solver": solver.state_dict(),
             "state": json.dumps(state),
+            "identity": json.dumps(ident, default=str),
+            "identity_hash": {k: config_digest({k: v}) for k, v in ident.items()},
         }
-        if sched is not None:
-            payload["scheduler"] = sched.state_dict()
         if best_weights is not None:
             payload["best_weights"] = best_weights
         tmp = path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def _describe(part: str, old: Any, new: Any) -> str:
+    """``part`` differs: the changed fields of a config (``lr 0.01 -> 0.5``), or the two values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        changed = [
+            f"{k} {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+            for k in keys
+            if old.get(k) != new.get(k)
+        ]
+        return f"{part} differs ({', '.join(changed)})"
+    return f"{part} differs ({old!r} -> {new!r})"
