@@ -21,13 +21,15 @@ from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError, MissingExtraError
 from attnrec.models.layers.attention import SelfAttentionBlock, attention_shares
 from attnrec.models.rating.hybrid_csa import (
+    FitInputs,
     HybridCSA,
     HybridCSAModule,
-    _projection,
-    _top_stable,
     fit_text_to_factors,
     text_to_factors,
 )
+from attnrec.models.rating.hybrid_csa.inference import top_stable
+from attnrec.models.rating.hybrid_csa.inputs import crossfit_tables
+from attnrec.models.rating.hybrid_csa.module import projection
 from attnrec.models.rating.svd import SVD
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import ConformanceTests, checkerboard
@@ -544,11 +546,12 @@ def test_cold_item_rows_use_the_text_maps_in_training_and_for_new_items():
     model = HybridCSA(**CONFIG, cold_item_rate=0.3)
     train, valid, _ = checkerboard()
     model.fit(train, valid, trainer=trainer(epochs=1), items=item_meta(train), encoder=encoder())
-    model._prep = {"item_text": model.csa.item_text, "row_text": None}
+    m = model.csa
+    model._inputs = FitInputs(m.user_factors, m.item_factors, m.item_text, None, None, 0.0, None, None, None)
     batches = list(model.train_batches(train, 0, torch.Generator().manual_seed(0), 64))
     share = float(torch.cat([bt.cold_item for bt in batches]).float().mean())
     assert 0.2 < share < 0.4, share
-    model._prep = None
+    model._inputs = None
 
 
 # ------------------------------------------------------------------------------------------ explanations
@@ -635,7 +638,7 @@ def test_svd_residual_adds_the_svd_prediction_and_survives_a_bundle():
 def test_text_query_candidates_and_the_cli(fitted: HybridCSA, tmp_path, monkeypatch, capsys):
     import sys
 
-    import attnrec.models.rating.hybrid_csa as mod
+    import attnrec.models.rating.hybrid_csa.core as mod  # where the encoder is built
     from attnrec.cli import main
 
     everything = fitted.recommend_by_text("group b item", k=fitted.n_items, candidates=None)
@@ -786,7 +789,7 @@ def test_score_pairs_equals_the_rowwise_forward(kw, cache):
 def test_the_onnx_query_graph_equals_pytorch(kw):
     """query_scorer="onnx": the exported graph retrieves the most relevant items that are not excluded and
     scores them as score_pairs does, for known and unknown users, any number of queries and pool size."""
-    from attnrec.models.rating.hybrid_csa_onnx import QueryRunner
+    from attnrec.models.rating.hybrid_csa.onnx import QueryRunner
 
     m = small_module(**kw)
     with torch.no_grad():
@@ -905,7 +908,7 @@ def test_top_stable_is_a_stable_descending_sort_cut_short():
     x[6, :290] = 0.0  # a row with a tie crossing no cut
     for size in (0, 1, 5, 17, 299, 300):
         want = torch.sort(x, dim=1, descending=True, stable=True)
-        vals, idx = _top_stable(x, size)
+        vals, idx = top_stable(x, size)
         assert torch.equal(idx, want.indices[:, :size]) and torch.equal(vals, want.values[:, :size])
 
 
@@ -922,9 +925,9 @@ def test_the_table_cache_is_dropped_by_to_and_not_pickled():
     with torch.no_grad():
         assert m.table_cache() is not None
     restored = pickle.loads(pickle.dumps(m))  # weak references in the cache would not pickle
-    assert restored._tables is None
+    assert restored._tables.empty
     m.double()
-    assert m._tables is None
+    assert m._tables.empty
     with torch.no_grad():
         sides = m.table_cache()
     assert sides is not None and sides[1].tokens[0].dtype == torch.float64
@@ -964,7 +967,7 @@ def test_the_table_cache_follows_the_module_state():
     check()
     m.append_items(torch.randn(2, 5), torch.randn(2, 12))  # cold-start items
     check()
-    m.proj_user = _projection(5, 8).eval()  # a replaced submodule
+    m.proj_user = projection(5, 8).eval()  # a replaced submodule
     check()
     m.train()
     with torch.no_grad():
@@ -1008,14 +1011,14 @@ def test_crossfit_trains_on_vectors_that_never_saw_their_rating():
     m = HybridCSA(**{**CONFIG, "svd_crossfit": 3, "svd_residual": True})
     base = SVD(factors=8, iterations=4)
     base.fit(train, valid)
-    fold, tables = m._crossfit(base, train)
+    fold, tables = crossfit_tables(base, train, 3, seed=m.config.seed, biases=False)
     assert fold is not None and tables is not None
     counts = np.bincount(fold.numpy())
     assert len(counts) == 3 and counts.max() - counts.min() <= 1  # balanced folds
     p, bu, q, bi = tables
     assert p.shape == (3, train.n_users, 8) and bi.shape == (3, train.n_items)
     # with svd_biases the bias is one more input dimension of each fold's vectors, as for the full fit
-    _, with_b = HybridCSA(**{**CONFIG, "svd_crossfit": 3, "svd_biases": True})._crossfit(base, train)
+    _, with_b = crossfit_tables(base, train, 3, seed=m.config.seed, biases=True)
     assert with_b is not None and with_b[0].shape == (3, train.n_users, 9)
     torch.testing.assert_close(with_b[2][..., -1], bi)
     # fold 0's refit is unchanged when fold 0's own ratings change: a row never sees its rating
@@ -1027,7 +1030,7 @@ def test_crossfit_trains_on_vectors_that_never_saw_their_rating():
         train.user_vocab,
         train.item_vocab,
     )
-    _, again = m._crossfit(base, flipped)
+    _, again = crossfit_tables(base, flipped, 3, seed=m.config.seed, biases=False)
     assert again is not None
     for a, b in zip(tables, again, strict=True):
         torch.testing.assert_close(a[0], b[0])

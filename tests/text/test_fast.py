@@ -203,13 +203,12 @@ def test_hybrid_csa_encodes_queries_on_a_lean_fp32_path_by_default(
 ) -> None:
     """query_backend="auto": the fp32 model in ONNX Runtime where attnrec[fast] is installed, else in PyTorch on
     the lean path; either way the vectors of sentence-transformers' own encode()."""
-    from attnrec.models.rating import hybrid_csa
-    from attnrec.models.rating.hybrid_csa import HybridCSA
+    from attnrec.models.rating.hybrid_csa import HybridCSA, core
 
     if onnx_installed:
         pytest.importorskip("onnxruntime")
     monkeypatch.setenv("ATTNREC_HOME", str(home))
-    monkeypatch.setattr(hybrid_csa, "_onnx_available", lambda: onnx_installed)
+    monkeypatch.setattr(core, "onnx_available", lambda: onnx_installed)
     enc = HybridCSA().encoder
     assert isinstance(enc.query_model, FastTextModel)
     assert enc.query_model.backend == ("onnx" if onnx_installed else "torch")

@@ -31,7 +31,8 @@ from attnrec.errors import require
 from attnrec.text.fast import OPSET, onnx_session
 
 if TYPE_CHECKING:
-    from attnrec.models.rating.hybrid_csa import HybridCSAModule, _Side
+    from attnrec.models.rating.hybrid_csa.inference import TokenTables
+    from attnrec.models.rating.hybrid_csa.module import HybridCSAModule
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class QueryGraph(nn.Module):
     relevance (Q, P), the predicted ratings (Q, P) (unclipped) and, for the attention fusions, the head-averaged
     attention (Q, P, T, T)."""
 
-    def __init__(self, module: HybridCSAModule, sides: tuple[_Side, _Side]) -> None:
+    def __init__(self, module: HybridCSAModule, sides: tuple[TokenTables, TokenTables]) -> None:
         super().__init__()
         self.module = module
         user_side, item_side = sides
@@ -106,7 +107,9 @@ class QueryRunner:
         require("onnxruntime", "fast")
         require("onnx", "fast")  # torch.onnx.export serialises through it
 
-    def __init__(self, module: HybridCSAModule, sides: tuple[_Side, _Side], *, threads: int) -> None:
+    def __init__(
+        self, module: HybridCSAModule, sides: tuple[TokenTables, TokenTables], *, threads: int
+    ) -> None:
         self.check_installed()
         t0 = time.perf_counter()
         graph = QueryGraph(module, sides).eval()

@@ -1,0 +1,290 @@
+"""hybrid_csa: SVD latent factors and sentence embeddings fused by multi-head self-attention (paper 000).
+
+u, i: the user / item rows of a biased-MF (SVD) fitted by ALS on the training split; r: a sentence embedding,
+fused by :class:`~attnrec.models.rating.hybrid_csa.module.HybridCSAModule` (eq. 6-16 there).
+Which text r is matters (``docs/models/hybrid_csa.md``): by default the ITEM's text (metadata, else its training
+reviews), never the review the user wrote about the rated item — that review does not exist at recommendation
+time and states the rating. ``target_review_leakage=True`` is the paper-literal mode, and everything it returns
+is flagged ``leaky``.
+
+:class:`HybridCSA` is the thin recommender: fit (the SVD stage and texts in :mod:`.inputs`, then the one
+Trainer), rating predictions and scores, cold-start items (:mod:`.cold_start`) and bundle I/O; text queries and
+explanations come from the :mod:`.queries` and :mod:`.explain` mixins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+
+from attnrec.data.table import Interactions
+from attnrec.errors import ConfigError
+from attnrec.models.base import TaskKind, register
+from attnrec.models.rating.hybrid_csa.cold_start import (
+    check_new_items,
+    grow_catalogue,
+    new_items_from_frame,
+    text_to_factors,
+)
+from attnrec.models.rating.hybrid_csa.config import PAPER_TRAINER, HybridCSAConfig
+from attnrec.models.rating.hybrid_csa.explain import Explanations
+from attnrec.models.rating.hybrid_csa.inputs import prepare_inputs
+from attnrec.models.rating.hybrid_csa.module import HybridBatch, HybridCSAModule
+from attnrec.models.rating.hybrid_csa.queries import TextQueries
+from attnrec.text.encoder import SentenceEncoder
+from attnrec.training.types import FitReport
+
+
+@register
+class HybridCSA(TextQueries, Explanations):
+    """SVD + sentence-embedding rating model fused by cross self-attention, with text queries, cold-start
+    items and attention explanations. See the module docstring and ``docs/models/hybrid_csa.md``."""
+
+    #: the package, which re-exports this class: bundles record it as their model_class, pickles find it there
+    __module__ = "attnrec.models.rating.hybrid_csa"
+    name = "hybrid_csa"
+    task = TaskKind.RATING
+    config_class = HybridCSAConfig
+    paper = "Gunreddy, Hybrid Recommendation System Using Cross Self Attention Fusion for Electronic Products (paper 000)"
+    #: run_experiment passes the dataset's items table to fit() as ``items=`` for models that set this
+    uses_item_metadata: ClassVar[bool] = True
+    default_trainer: ClassVar[dict[str, Any]] = PAPER_TRAINER
+    config: HybridCSAConfig
+
+    # ----------------------------------------------------------------- fitting
+    def fit(  # type: ignore[override]
+        self,
+        train: Interactions,
+        valid: Interactions | None = None,
+        *,
+        trainer: Any = None,
+        items: pl.DataFrame | None = None,
+        encoder: SentenceEncoder | None = None,
+    ) -> FitReport:
+        """Fit the SVD (ALS, best sweep on ``valid``), encode texts, then train the fusion network with the Trainer
+        (early stopping on ``valid``).
+
+        ``items``: optional item metadata keyed by ``item_id`` (Amazon: title/description/categories/brand;
+        MovieLens: title/year/genres). Item text is that metadata, else (or where it is empty) the item's reviews
+        from ``train`` (a ``review`` column). ``encoder``: a :class:`SentenceEncoder` to use instead of
+        ``config.encoder`` (e.g. ``SentenceEncoder(HashingTextModel())`` in tests). ``trainer``: a TrainerConfig;
+        None means the paper's settings, :data:`PAPER_TRAINER`.
+        """
+        return super().fit(train, valid, trainer=trainer, items=items, encoder=encoder)
+
+    def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
+        trainer = kw.pop("trainer", None)
+        if trainer is None:
+            from attnrec.training.trainer import TrainerConfig
+
+            trainer = TrainerConfig(**PAPER_TRAINER)
+        items = kw.pop("items", None)
+        encoder = kw.pop("encoder", None)
+        if kw:
+            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
+        c = self.config
+        t0 = time.perf_counter()
+        if encoder is not None:
+            self._encoder = encoder
+        self.module = None
+        ratings = train.ratings
+        self.rating_range = (float(ratings.min()), float(ratings.max()))
+        # 1-2. the SVD stage and the encoded texts
+        inputs, self.titles, svd_report = prepare_inputs(
+            c, train, valid, items, lambda texts: self._encode(texts, allow_empty=True)
+        )
+        enc = self.encoder
+        dim = int(inputs.item_text.shape[1])
+        self.encoder_info = {"name": enc.model_name, "model_id": enc.model_id, "dim": dim}
+        self.n_warm_items = train.n_items
+        self._inputs = inputs
+        try:
+            # 3. the fusion network, in the one Trainer
+            report = super()._fit(train, valid, trainer=trainer)
+        finally:
+            self._inputs = None
+            self._memo = None
+            if isinstance(self.module, HybridCSAModule):
+                self.module.set_crossfit(None)  # training only; inference uses the full fit
+        # 4. the cold-start map, on the (possibly fine-tuned) warm item factors
+        self.csa.fit_cold_maps(c.cold_ridge)
+        report.seconds = time.perf_counter() - t0
+        self.svd_report = svd_report
+        if self.leaky:
+            report.best_valid = {**report.best_valid, "leaky": True}
+        return report
+
+    def build_module(self, train: Interactions) -> HybridCSAModule:
+        p = self._inputs
+        if p is None:
+            raise ConfigError("hybrid_csa: build_module is called by fit()")
+        module = self._new_module(p.user_factors, p.item_factors, p.item_text, p.user_text, p.mu, p.biases)
+        module.fit_cold_maps(self.config.cold_ridge)  # cold_item_rate's rows use it during training
+        module.set_crossfit(p.crossfit)
+        return module
+
+    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> HybridCSAModule:
+        user_text = tensors.get("user_text")
+        return self._new_module(
+            torch.zeros_like(tensors["user_factors"]),
+            torch.zeros_like(tensors["item_factors"]),
+            torch.zeros_like(tensors["item_text"]),
+            None if user_text is None else torch.zeros_like(user_text),
+            0.0,
+            (torch.zeros_like(tensors["user_bias"]), torch.zeros_like(tensors["item_bias"]))
+            if "user_bias" in tensors
+            else None,
+        )
+
+    def _new_module(
+        self,
+        uf: torch.Tensor,
+        itf: torch.Tensor,
+        item_text: torch.Tensor,
+        user_text: torch.Tensor | None,
+        mu: float,
+        biases: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> HybridCSAModule:
+        c = self.config
+        return HybridCSAModule(
+            uf,
+            itf,
+            item_text,
+            user_text,
+            d_model=c.d_model,
+            heads=c.heads,
+            dropout=c.dropout,
+            mlp_hidden=c.mlp_hidden,
+            fusion=c.fusion,
+            freeze_svd=c.freeze_svd,
+            attn_norm=c.attn_norm,
+            attn_residual=c.attn_residual,
+            pooling=c.pooling,
+            mu=mu,
+            biases=biases,
+        )
+
+    def train_batches(
+        self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
+    ) -> Iterator[HybridBatch]:
+        """Shuffled batches; ``unknown_user_rate`` of the rows get the unknown-user token. A final batch of one
+        row is skipped (BatchNorm cannot normalise a single row in training mode)."""
+        p = self._inputs
+        assert p is not None
+        users = torch.tensor(train.users, dtype=torch.int64)
+        items = torch.tensor(train.items, dtype=torch.int64)
+        ratings = torch.tensor(train.ratings, dtype=torch.float32)
+        n = len(train)
+        order = torch.randperm(n, generator=generator)
+        unknown = torch.rand(n, generator=generator) < self.config.unknown_user_rate
+        cold = torch.rand(n, generator=generator) < self.config.cold_item_rate
+        rows_text, fold = p.row_text, p.fold
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:
+                continue
+            text = rows_text[idx] if rows_text is not None else p.item_text[items[idx]]
+            folds = None if fold is None else fold[idx]
+            yield HybridBatch(users[idx], items[idx], ratings[idx], text, unknown[idx], cold[idx], folds)
+
+    # ----------------------------------------------------------------- scoring
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Ratings for aligned user / item indices (N,), the text token being each item's text."""
+        self._no_leaky("predict")
+        return self._forward_rows(users, items, None)[0]
+
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """(len(users), n_items) predicted ratings, in blocks of at most 65,536 pairs."""
+        self._no_leaky("score_users")
+        m = self.csa
+        u = torch.tensor(np.asarray(users), dtype=torch.int64, device=self.device)
+        items = torch.arange(self.n_items, device=self.device)
+        with torch.no_grad():
+            preds, _ = m.score_grid(u, torch.zeros_like(u, dtype=torch.bool), items, m.item_text)
+        return self._clip(preds)
+
+    def predict_rows(self, data: Interactions) -> np.ndarray:
+        """Predictions for every row of a split encoded with this model's vocabularies. In leaky mode the text
+        token is each row's own review (the data needs a ``review`` column); otherwise the item's text."""
+        if not self.leaky:
+            return self.predict(data.users, data.items)
+        return self._forward_rows(data.users, data.items, torch.from_numpy(self._row_reviews(data)))[0]
+
+    def evaluate(
+        self,
+        data: Interactions,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        ks: tuple[int, ...] = (10, 20),
+        batch_size: int = 1024,
+    ) -> dict[str, float]:
+        """RMSE / MAE / MSE / n on ``data``. In leaky mode each row is scored with its own review and the dict
+        carries ``"leaky": True``."""
+        if not self.leaky:
+            return super().evaluate(data, exclude=exclude, ks=ks, batch_size=batch_size)
+        from attnrec.evaluation.evaluators import evaluate_rating
+
+        preds = self.predict_rows(data)
+        rows = np.arange(len(data), dtype=np.int64)
+        metrics = evaluate_rating(lambda r, _: preds[r], rows, rows, data.ratings)
+        return {**metrics, "leaky": True}
+
+    # ----------------------------------------------------------------- cold-start items
+    def add_items(
+        self, item_ids: Sequence[object], texts: Sequence[str], *, titles: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Add items never seen in training: their SVD item vectors are predicted from their text embeddings by
+        the ridge map learned on the warm items; they join the item vocabulary (indices returned) and can be
+        predicted, scored and recommended. ``texts``: one non-empty text per id."""
+        _, iv = self._vocabs()
+        ids = check_new_items(item_ids, texts, titles, iv)
+        if not ids:
+            return np.zeros(0, dtype=np.int64)
+        m = self.csa
+        vecs = torch.from_numpy(self._encode(list(texts), allow_empty=False))
+        with torch.no_grad():
+            factors = text_to_factors(vecs, m.cold_map.cpu())
+            m.append_items(factors, vecs)
+        start = len(iv)
+        self.item_vocab, self.seen, self.titles = grow_catalogue(iv, self.seen, self.titles, ids, titles)
+        return np.arange(start, start + len(ids), dtype=np.int64)
+
+    def add_items_from_frame(self, items: pl.DataFrame) -> np.ndarray:
+        """:meth:`add_items` for every item of a metadata frame (same text builder as :meth:`fit`) that the
+        model does not know yet; items whose text is empty are skipped (their count is logged)."""
+        _, iv = self._vocabs()
+        ids, texts, titles = new_items_from_frame(items, iv)
+        return self.add_items(ids, texts, titles=titles)
+
+    # ----------------------------------------------------------------- persistence
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The module's state (SVD factors used, item / user text embeddings, unknown-user vector(s), cold-start
+        map, layers, batch-norm statistics) plus the training rating range."""
+        out = super().state_tensors()
+        out["_rating_range"] = torch.tensor(self.rating_range, dtype=torch.float64)
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        lo, hi = tensors.pop("_rating_range").tolist()
+        self.rating_range = (lo, hi)
+        super().load_state_tensors(tensors)
+
+    def bundle_json(self) -> dict[str, Any]:
+        return {
+            "titles": self.titles,
+            "n_warm_items": self.n_warm_items,
+            "encoder": self.encoder_info,
+            "leaky": self.leaky,
+        }
+
+    def load_bundle_json(self, data: dict[str, Any]) -> None:
+        self.titles = data.get("titles")
+        self.n_warm_items = int(data.get("n_warm_items", 0))
+        self.encoder_info = dict(data.get("encoder") or {})
