@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 import pickle
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,11 +111,14 @@ class TestHybridCSAConformance(ConformanceTests):
 
 
 def assert_bundle_reproduces(fitted: HybridCSA) -> None:
-    """save_bundle + load_bundle gives the same test predictions, bit for bit."""
+    """save_bundle + load_bundle gives the same test predictions, bit for bit; the manifest names the class by
+    the path bundles have always recorded (the package re-exports it from its model.py)."""
     _, _, test = checkerboard()
     with tempfile.TemporaryDirectory() as tmp:
         save_bundle(fitted, tmp)
+        manifest = json.loads((Path(tmp) / "manifest.json").read_text())
         loaded = load_bundle(tmp)
+    assert manifest["model_class"] == "attnrec.models.rating.hybrid_csa:HybridCSA"
     np.testing.assert_array_equal(
         loaded.predict(test.users, test.items), fitted.predict(test.users, test.items)
     )
