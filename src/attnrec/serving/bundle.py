@@ -1,19 +1,49 @@
-"""Model bundles: a directory holding safetensors weights, a JSON manifest (model name, task, config, versions)
-and the vocabularies. Loading never unpickles anything: safetensors and JSON only.
+"""Model bundles: a directory holding safetensors weights, a JSON manifest (model name, task, config, versions,
+checksums) and the vocabularies. Loading never unpickles anything and never imports code the bundle names unless
+the caller opts in.
 
 Layout::
 
     bundle/
-      manifest.json     {"format": 1, "model": name, "task": ..., "config": {...}, "attnrec": version, "extra": {...}}
+      manifest.json     {"format": 2, "model": name, "model_class": "pkg.mod:Class", "task": ..., "config": {...},
+                         "attnrec": version, "torch": version, "extra": {...},
+                         "files": {name: {"sha256": hex digest, "bytes": size}, ...}}
       weights.safetensors  the model's tensors plus the seen-items matrix (``_seen.indptr``, ``_seen.indices``)
       users.json, items.json   vocabularies (external ids by index), when the model has them
       extra.json        the model's other JSON artifacts (e.g. a CTR feature schema)
       items.parquet     optional item metadata (e.g. titles) aligned by item_id
+
+What :func:`load_bundle` guarantees about a bundle it did not write (every failure is a :class:`DataError` naming
+the file, and the field or tensor where there is one):
+
+* **No code runs.** The model class comes from the registry of built-in and registered names
+  (:func:`~attnrec.models.base.available_models`). The manifest's ``model_class`` import path is used only with
+  ``trust_code=True``, for a model whose module the caller has not imported.
+* **Integrity.** Format 2 lists the sha256 and size of every other file; each file is checked before it is parsed,
+  and only listed files are read. Format 1 bundles (no checksums) still load, with a logged warning that they are
+  unverified; saving one again upgrades it.
+* **Regular files inside the bundle only.** A symbolic link, a FIFO, a device or a directory in place of a bundle
+  file is refused before it is opened (a FIFO cannot block the load), and JSON files are capped at
+  :data:`MAX_JSON_BYTES` (a file that grows past it while being read is refused too).
+* **Structure before use.** The manifest is a JSON object with the required keys and types; the vocabularies are
+  lists of strings; the seen-items matrix is a valid CSR structure of shape (n_users, n_items); every floating-point
+  weight is finite; the weights fit the model's config (a missing tensor or wrong shape names the tensor).
+
+The checksums detect corruption, truncation and files mixed up between bundles; they are not a signature: someone
+who can rewrite the bundle can rewrite its manifest, and the guarantee against them is the list above.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +51,48 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 import attnrec
 from attnrec.data.vocab import Vocabulary
-from attnrec.errors import DataError
-from attnrec.models.base import Recommender, get_model_class
+from attnrec.errors import AttnrecError, ConfigError, DataError
+from attnrec.models.base import Recommender, available_models, get_model_class
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+#: the format :func:`save_bundle` writes; :func:`load_bundle` reads this one and format 1 (no checksums)
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+#: the largest JSON file (manifest, vocabularies, extra) a load reads, in bytes
+MAX_JSON_BYTES = 256 * 2**20
+
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+USERS = "users.json"
+ITEMS = "items.json"
+EXTRA = "extra.json"
+ITEM_META = "items.parquet"
+#: every file a bundle may hold besides the manifest; a manifest listing any other name is refused
+BUNDLE_FILES = (WEIGHTS, USERS, ITEMS, EXTRA, ITEM_META)
+
 _SEEN = "_seen."
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MANIFEST_KEYS: dict[str, tuple[type, bool]] = {  # key -> (type, required)
+    "format": (int, True),
+    "model": (str, True),
+    "task": (str, True),
+    "config": (dict, True),
+    "model_class": (str, False),
+    "attnrec": (str, False),
+    "torch": (str, False),
+    "extra": (dict, False),
+    "files": (dict, False),
+}
 
 
+# ------------------------------------------------------------------------------------------------------ save
 def save_bundle(
     model: Recommender,
     path: str | Path,
@@ -39,15 +100,34 @@ def save_bundle(
     items: pl.DataFrame | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` to directory ``path`` (created). ``items``: optional metadata keyed by ``item_id``."""
+    """Write fitted ``model`` to directory ``path`` (created) in format :data:`FORMAT_VERSION`.
+
+    ``items``: optional item metadata keyed by an ``item_id`` column (e.g. titles), returned by
+    :func:`load_bundle_items`. ``extra``: JSON-able run information stored in the manifest. The manifest is written
+    last, atomically, with the sha256 of every other file, so an interrupted save never leaves a bundle that loads.
+    """
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, data: bytes) -> None:
+        (out / name).write_bytes(data)
+        files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_tensors().items()}
     if model.seen is not None:
         seen = model.seen.tocsr()
         tensors[_SEEN + "indptr"] = torch.from_numpy(seen.indptr.astype(np.int64))
         tensors[_SEEN + "indices"] = torch.from_numpy(seen.indices.astype(np.int64))
-    save_file(tensors, str(out / "weights.safetensors"))
+    put(WEIGHTS, save_safetensors(tensors, metadata={"model": model.name}))
+    for name, vocab in ((USERS, model.user_vocab), (ITEMS, model.item_vocab)):
+        if vocab is not None:
+            put(name, json.dumps({"kind": vocab.kind, "ids": vocab.to_json()}).encode())
+    put(EXTRA, json.dumps(model.bundle_json()).encode())
+    if items is not None:
+        buf = io.BytesIO()
+        items.write_parquet(buf)
+        put(ITEM_META, buf.getvalue())
     manifest = {
         "format": FORMAT_VERSION,
         "model": model.name,
@@ -57,63 +137,406 @@ def save_bundle(
         "attnrec": attnrec.__version__,
         "torch": torch.__version__,
         "extra": extra or {},
+        "files": files,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    if model.user_vocab is not None:
-        model.user_vocab.save(out / "users.json")
-    if model.item_vocab is not None:
-        model.item_vocab.save(out / "items.json")
-    (out / "extra.json").write_text(json.dumps(model.bundle_json()))
-    if items is not None:
-        items.write_parquet(out / "items.parquet")
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / MANIFEST)
     return out
 
 
-def load_bundle(path: str | Path) -> Recommender:
-    """Load a bundle written by :func:`save_bundle`; scores are identical to the saved model's."""
-    src = Path(path)
-    manifest_path = src / "manifest.json"
-    if not manifest_path.exists():
+# ------------------------------------------------------------------------------------------------------ load
+def load_bundle(path: str | Path, *, trust_code: bool = False) -> Recommender:
+    """Load a bundle written by :func:`save_bundle`; scores are identical to the saved model's.
+
+    The model class is looked up by the manifest's ``model`` name among registered models (built-ins, and any
+    model whose module has been imported so that ``@register`` ran). ``trust_code=True`` also allows importing the
+    manifest's ``model_class`` path (``package.module:Class``) for a name that is not registered: that runs the
+    named module's code, so pass it only for bundles from someone you trust. See the module docstring for what is
+    checked; any failure raises :class:`~attnrec.errors.DataError` naming the file.
+    """
+    root = _bundle_dir(path)
+    manifest_path = root / MANIFEST
+    manifest = _read_manifest(root)
+    cls = _model_class(manifest, manifest_path, trust_code=trust_code)
+    model = cls(cls.config_class.parse(manifest["config"], source=f"{manifest_path}: field 'config'"))
+    listed = _listed_files(root, manifest)
+    if USERS in listed:
+        model.user_vocab = _read_vocab(root, USERS, manifest, "user")
+    if ITEMS in listed:
+        model.item_vocab = _read_vocab(root, ITEMS, manifest, "item")
+    extra = _read_json(root, EXTRA, manifest) if EXTRA in listed else {}
+    if not isinstance(extra, dict):
         raise DataError(
-            "not a model bundle: manifest.json is missing", file=src, expected="a directory from save_bundle"
+            f"expected a JSON object, got {type(extra).__name__}",
+            file=root / EXTRA,
+            expected="the model's artifacts",
         )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc.msg}", file=manifest_path, line=exc.lineno) from None
-    if manifest.get("format") != FORMAT_VERSION:
+    with _blame(root / EXTRA, "the model's artifacts in it are not valid"):
+        model.load_bundle_json(extra)
+    if WEIGHTS not in listed:
         raise DataError(
-            "unsupported bundle format",
-            file=manifest_path,
-            field="format",
-            value=manifest.get("format"),
-            expected=str(FORMAT_VERSION),
+            "the weights file is missing", file=root / WEIGHTS, expected="a bundle from save_bundle"
         )
-    name = manifest["model"]
-    try:
-        cls = get_model_class(name)
-    except Exception:
-        cls = get_model_class(manifest["model_class"])
-    model = cls(cls.config_class.parse(manifest["config"], source=str(manifest_path)))
-    if (src / "users.json").exists():
-        model.user_vocab = Vocabulary.load(src / "users.json")
-    if (src / "items.json").exists():
-        model.item_vocab = Vocabulary.load(src / "items.json")
-    extra_path = src / "extra.json"
-    model.load_bundle_json(json.loads(extra_path.read_text()) if extra_path.exists() else {})
-    tensors = load_file(str(src / "weights.safetensors"))
-    if _SEEN + "indptr" in tensors and model.user_vocab is not None and model.item_vocab is not None:
-        indptr = tensors.pop(_SEEN + "indptr").numpy()
-        indices = tensors.pop(_SEEN + "indices").numpy()
-        model.seen = sp.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr),
-            shape=(len(model.user_vocab), len(model.item_vocab)),
-        )
-    model.load_state_tensors(tensors)
+    tensors = _read_weights(root, manifest)
+    model.seen = _pop_seen(tensors, model.user_vocab, model.item_vocab, root / WEIGHTS)
+    _load_tensors(model, tensors, root / WEIGHTS)
     return model
 
 
 def load_bundle_items(path: str | Path) -> pl.DataFrame | None:
-    """The item metadata saved with a bundle, if any."""
-    p = Path(path) / "items.parquet"
-    return pl.read_parquet(p) if p.exists() else None
+    """The item metadata saved with a bundle (a frame with an ``item_id`` column), or None when it has none.
+
+    Checked like every bundle file (checksum, regular file inside the bundle); a corrupt file is a DataError.
+    """
+    root = _bundle_dir(path)
+    manifest = _read_manifest(root)
+    if ITEM_META not in _listed_files(root, manifest):
+        return None
+    file = root / ITEM_META
+    data = _read_verified(root, ITEM_META, manifest, limit=None)
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise DataError(f"not a readable Parquet file: {_one_line(exc)}", file=file) from None
+    if "item_id" not in frame.columns:
+        raise DataError(
+            "no item_id column", file=file, value=frame.columns, expected="item metadata keyed by item_id"
+        )
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------------ files
+def _bundle_dir(path: str | Path) -> Path:
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(
+            "not a model bundle: no such directory",
+            file=root,
+            expected="a directory holding manifest.json, written by save_bundle",
+        )
+    return root.resolve()
+
+
+def _read_file(root: Path, name: str, *, limit: int | None) -> bytes:
+    """The bytes of regular file ``root/name``; links, FIFOs, devices and files over ``limit`` bytes are refused
+    before any byte is read (a FIFO is never opened for a blocking read)."""
+    file = root / name
+    try:
+        st = os.lstat(file)
+    except FileNotFoundError:
+        raise DataError("missing from the bundle", file=file, expected="a bundle from save_bundle") from None
+    except OSError as exc:
+        raise DataError(f"cannot be read: {exc.strerror}", file=file) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise DataError(
+            f"is a symbolic link (to {os.readlink(file)!r}); a bundle holds regular files only", file=file
+        )
+    _require_regular(st, file, limit)
+    if file.resolve().parent != root:  # names are fixed, so this holds unless the name itself is hostile
+        raise DataError("resolves outside the bundle directory", file=file, value=str(file.resolve()))
+    flags = (
+        os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    )
+    try:
+        fd = os.open(file, flags)
+    except OSError as exc:  # e.g. swapped for a link after lstat (O_NOFOLLOW)
+        raise DataError(f"cannot be opened: {exc.strerror}", file=file) from None
+    with open(fd, "rb", closefd=True) as fh:
+        _require_regular(os.fstat(fd), file, limit)  # what was opened, not what lstat saw
+        data = fh.read() if limit is None else fh.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise DataError(f"is larger than the {limit:,}-byte limit", file=file)
+    return data
+
+
+def _require_regular(st: os.stat_result, file: Path, limit: int | None) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )
+        raise DataError(f"is {kind}; a bundle holds regular files only", file=file)
+    if limit is not None and st.st_size > limit:
+        raise DataError(f"has {st.st_size:,} bytes, over the {limit:,}-byte limit", file=file)
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest, checked for shape: a JSON object whose keys have the types of ``_MANIFEST_KEYS``, a readable
+    format, and (format 2) a ``files`` table of known names with a sha256 and a size each."""
+    file = root / MANIFEST
+    if not os.path.lexists(file):
+        raise DataError(
+            "not a model bundle: manifest.json is missing", file=root, expected="a directory from save_bundle"
+        )
+    manifest = _parse_json(_read_file(root, MANIFEST, limit=MAX_JSON_BYTES), file)
+    if not isinstance(manifest, dict):
+        raise DataError(
+            f"the manifest is a JSON {type(manifest).__name__}", file=file, expected="a JSON object"
+        )
+    for key, (kind, required) in _MANIFEST_KEYS.items():
+        if key not in manifest:
+            if required:
+                raise DataError("required key is missing", file=file, field=key, expected=kind.__name__)
+            continue
+        value = manifest[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise DataError(
+                f"wrong type {type(value).__name__}",
+                file=file,
+                field=key,
+                value=value,
+                expected=kind.__name__,
+            )
+    if manifest["format"] not in READABLE_FORMATS:
+        raise DataError(
+            "unsupported bundle format",
+            file=file,
+            field="format",
+            value=manifest["format"],
+            expected=" or ".join(str(v) for v in READABLE_FORMATS),
+        )
+    if manifest["format"] >= 2:
+        if "files" not in manifest:
+            raise DataError("required key is missing", file=file, field="files", expected="dict")
+        for name, entry in manifest["files"].items():
+            field = f"files.{name}"
+            if name not in BUNDLE_FILES:
+                raise DataError(
+                    "not a bundle file name", file=file, field=field, expected=", ".join(BUNDLE_FILES)
+                )
+            if not isinstance(entry, dict):
+                raise DataError("wrong type", file=file, field=field, value=entry, expected="an object")
+            digest, size = entry.get("sha256"), entry.get("bytes")
+            if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+                raise DataError(
+                    "bad checksum", file=file, field=f"{field}.sha256", value=digest, expected="64 hex digits"
+                )
+            if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+                raise DataError(
+                    "bad size", file=file, field=f"{field}.bytes", value=size, expected="an integer >= 0"
+                )
+    else:
+        log.warning(
+            "%s: bundle format 1 has no checksums; its files are loaded unverified (save it again)", file
+        )
+    return manifest
+
+
+def _listed_files(root: Path, manifest: dict[str, Any]) -> set[str]:
+    """Files the load may read: those the manifest lists (format 2), or those present (format 1; a link or FIFO
+    counts as present, so that it is refused rather than skipped)."""
+    if manifest["format"] >= 2:
+        return set(manifest["files"])
+    return {name for name in BUNDLE_FILES if os.path.lexists(root / name)}
+
+
+def _read_verified(root: Path, name: str, manifest: dict[str, Any], *, limit: int | None) -> bytes:
+    data = _read_file(root, name, limit=limit)
+    entry = manifest.get("files", {}).get(name) if manifest["format"] >= 2 else None
+    if entry is not None:
+        if len(data) != entry["bytes"]:
+            raise DataError(
+                f"has {len(data):,} bytes but the manifest lists {entry['bytes']:,} (truncated or replaced)",
+                file=root / name,
+            )
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise DataError(
+                f"does not match its sha256 in {MANIFEST} (corrupt or changed since it was saved)",
+                file=root / name,
+            )
+    return data
+
+
+def _parse_json(data: bytes, file: Path) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 at byte {exc.start}", file=file) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=file, line=exc.lineno) from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer too long to convert, nesting too deep
+        raise DataError(f"invalid JSON: {_one_line(exc)}", file=file) from None
+
+
+def _read_json(root: Path, name: str, manifest: dict[str, Any]) -> Any:
+    return _parse_json(_read_verified(root, name, manifest, limit=MAX_JSON_BYTES), root / name)
+
+
+def _read_vocab(root: Path, name: str, manifest: dict[str, Any], kind: str) -> Vocabulary:
+    file = root / name
+    data = _read_json(root, name, manifest)
+    ids = data.get("ids") if isinstance(data, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+        raise DataError(
+            "not a vocabulary",
+            file=file,
+            field="ids",
+            expected='{"kind": ..., "ids": [external ids as strings]}',
+        )
+    with _blame(file, "not a valid vocabulary"):
+        return Vocabulary.from_json(ids, kind=kind)
+
+
+# ------------------------------------------------------------------------------------------------------ model
+def _model_class(manifest: dict[str, Any], manifest_path: Path, *, trust_code: bool) -> type[Recommender]:
+    name = manifest["model"]
+    registry = available_models()
+    if name in registry:
+        cls = registry[name]
+    else:
+        target = manifest.get("model_class")
+        if not trust_code or target is None:
+            how = (
+                f"load_bundle(path, trust_code=True) imports its model_class {target!r}, if you trust this bundle"
+                if target is not None
+                else "the manifest names no model_class to import"
+            )
+            raise DataError(
+                f"model {name!r} is not registered (registered: {', '.join(registry)}); import the module that "
+                f"registers it before loading, or: {how}",
+                file=manifest_path,
+                field="model",
+                value=name,
+            )
+        try:
+            cls = get_model_class(target)
+        except ConfigError as exc:
+            raise DataError(str(exc), file=manifest_path, field="model_class", value=target) from None
+    if manifest["task"] != str(cls.task):
+        raise DataError(
+            f"model {name!r} is a {cls.task} model",
+            file=manifest_path,
+            field="task",
+            value=manifest["task"],
+            expected=str(cls.task),
+        )
+    return cls
+
+
+def _read_weights(root: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    file = root / WEIGHTS
+    data = _read_verified(root, WEIGHTS, manifest, limit=None)
+    try:
+        tensors = load_safetensors(data)
+    except SafetensorError as exc:
+        raise DataError(f"not a readable safetensors file: {_one_line(exc)}", file=file) from None
+    # safetensors checked the header when it loaded; its metadata names the model the weights were saved from
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    saved_for = (header.get("__metadata__") or {}).get("model")
+    if saved_for is not None and saved_for != manifest["model"]:
+        raise DataError(
+            f"the weights were saved from a {saved_for!r} model, the manifest names {manifest['model']!r}",
+            file=file,
+        )
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise DataError(
+                f"{bad} non-finite value(s) (NaN or inf)", file=file, field=key, expected="finite weights"
+            )
+    return tensors
+
+
+def _pop_seen(
+    tensors: dict[str, torch.Tensor], users: Vocabulary | None, items: Vocabulary | None, file: Path
+) -> sp.csr_matrix | None:
+    """The seen-items matrix from the weights, after checking it is a valid CSR structure of the vocabularies'
+    shape (scipy trusts indptr / indices; bad ones read or write out of bounds)."""
+    indptr_t, indices_t = tensors.pop(_SEEN + "indptr", None), tensors.pop(_SEEN + "indices", None)
+    if indptr_t is None and indices_t is None:
+        return None
+    for key, t in ((_SEEN + "indptr", indptr_t), (_SEEN + "indices", indices_t)):
+        if t is None:
+            raise DataError(
+                "missing (the seen-items matrix needs both indptr and indices)", file=file, field=key
+            )
+        if t.dim() != 1 or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise DataError(
+                f"shape {tuple(t.shape)} dtype {t.dtype}", file=file, field=key, expected="1-D integers"
+            )
+    assert indptr_t is not None and indices_t is not None
+    if users is None or items is None:
+        raise DataError(
+            "the bundle has a seen-items matrix but no user/item vocabulary",
+            file=file,
+            field=_SEEN + "indptr",
+        )
+    n_users, n_items = len(users), len(items)
+    indptr, indices = indptr_t.numpy().astype(np.int64), indices_t.numpy().astype(np.int64)
+    if len(indptr) != n_users + 1:
+        raise DataError(
+            f"length {len(indptr)}",
+            file=file,
+            field=_SEEN + "indptr",
+            expected=f"n_users + 1 = {n_users + 1}",
+        )
+    if indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any():
+        raise DataError(
+            "not a CSR row pointer",
+            file=file,
+            field=_SEEN + "indptr",
+            expected=f"non-decreasing from 0 to len(indices) = {len(indices)}",
+        )
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
+        raise DataError(
+            f"item index out of range [{indices.min()}, {indices.max()}]",
+            file=file,
+            field=_SEEN + "indices",
+            expected=f"0..{n_items - 1}",
+        )
+    return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items))
+
+
+def _load_tensors(model: Recommender, tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """``model.load_state_tensors`` with a missing tensor or a shape mismatch turned into a DataError."""
+    try:
+        model.load_state_tensors(tensors)
+    except (AttnrecError, NotImplementedError):
+        raise
+    except KeyError as exc:
+        key = exc.args[0] if exc.args else None
+        raise DataError(
+            f"the weights have no tensor {key!r}",
+            file=file,
+            field=str(key),
+            expected=f"the weights of a {model.name} model",
+        ) from None
+    except (
+        RuntimeError,
+        ValueError,
+        IndexError,
+        TypeError,
+    ) as exc:  # load_state_dict: size mismatch, missing keys
+        raise DataError(
+            f"the weights do not fit a {model.name} model with this config: {_one_line(exc)}", file=file
+        ) from None
+
+
+@contextmanager
+def _blame(file: Path, what: str) -> Iterator[None]:
+    """Turns the errors a model raises on malformed artifacts into a DataError naming ``file``."""
+    try:
+        yield
+    except DataError as exc:
+        if exc.file is not None:
+            raise
+        raise DataError(str(exc), file=file) from None
+    except AttnrecError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(f"{what}: {_one_line(exc)}", file=file) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 500 else text[:500] + "..."
