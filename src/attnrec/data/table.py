@@ -200,6 +200,18 @@ class Interactions:
         m.sum_duplicates()
         return m
 
+    def with_frame(self, frame: pl.DataFrame) -> Interactions:
+        """The same vocabularies over another encoded frame (e.g. with a column dropped)."""
+        return Interactions(frame, self.user_vocab, self.item_vocab)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (16 hex digits) over every column of the encoded frame and the vocabulary sizes."""
+        h = hashlib.sha256(f"{self.n_users}x{self.n_items}".encode())
+        for col in sorted(self.frame.columns):
+            h.update(col.encode())
+            h.update(self.frame[col].hash(seed=0).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def decode(self) -> pl.DataFrame:
         """Back to external ids: ``user_id``, ``item_id`` and the other columns."""
         rest = [c for c in self.frame.columns if c not in ("user", "item")]

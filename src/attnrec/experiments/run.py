@@ -24,11 +24,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import attnrec
+from attnrec.data.side import ReviewCorpus, SideInputs, strip_text
 from attnrec.data.splits import SplitResult, load_presplit, split
 from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
-from attnrec.models.base import Recommender, TaskKind, TorchRecommender, get_model_class
+from attnrec.evaluation.protocols import default_protocol, evaluate
+from attnrec.models.base import Estimator, TaskKind, TorchEstimator, get_model_class
 from attnrec.serving.bundle import save_bundle
 from attnrec.training.trainer import TrainerConfig
 
@@ -68,6 +70,10 @@ class RunConfig(BaseModel):
     ks: tuple[int, ...] = (10, 20)
     out: Path | None = None
     save_model: bool = True
+    #: ``out`` already holds a run: delete its checkpoints, metrics, log and bundle first (CLI ``--overwrite``)
+    overwrite: bool = False
+    #: continue the run in ``out`` from its checkpoint, which must match this run (CLI ``--resume``)
+    resume: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> RunConfig:
@@ -77,6 +83,12 @@ class RunConfig(BaseModel):
             )
         if self.train is not None and self.test is None:
             raise ValueError("pre-split training needs `test` as well as `train`")
+        if self.overwrite and self.resume:
+            raise ValueError("give `overwrite` (start fresh) or `resume` (continue), not both")
+        if (self.overwrite or self.resume) and self.out is None:
+            raise ValueError("`overwrite` and `resume` act on a run directory: give `out` as well")
+        if "resume" in self.trainer:
+            raise ValueError("set the run's `resume` (CLI --resume), not the trainer's")
         return self
 
     @classmethod
@@ -116,7 +128,7 @@ class PreparedData:
 
 @dataclass
 class RunResult:
-    model: Recommender
+    model: Estimator[Any]
     metrics: dict[str, Any]
     data: PreparedData
     out: Path | None
@@ -178,10 +190,9 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
     t_data = time.perf_counter() - t0
 
-    fit_kw: dict[str, Any] = {}
     trainer_cfg: TrainerConfig | None = None
-    if isinstance(model, TorchRecommender) or cfg.trainer:
-        tr = {"progress": progress, **getattr(cls, "default_trainer", {}), **cfg.trainer}
+    if isinstance(model, TorchEstimator) or cfg.trainer:
+        tr = {"progress": progress, **cls.default_trainer, **cfg.trainer}
         if cfg.out is not None:
             tr.setdefault("log_path", cfg.out / "train_log.jsonl")
             tr.setdefault("checkpoint_dir", cfg.out / "checkpoints")
@@ -192,18 +203,26 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
             raise ConfigError(
                 f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
             ) from None
-        fit_kw["trainer"] = trainer_cfg
-    if getattr(cls, "uses_item_metadata", False):
-        fit_kw["items"] = data.dataset.items if data.dataset is not None else None
-    report = model.fit(data.train, data.valid if len(data.valid) else None, **fit_kw)
+    # side inputs come from the training split (reviews) and the dataset's metadata tables; validation and test
+    # reach the model without their review text, so none of it can leak into fitting or scoring
+    side = SideInputs(
+        items=data.dataset.items if data.dataset is not None and "items" in cls.side_inputs else None,
+        users=data.dataset.users if data.dataset is not None and "users" in cls.side_inputs else None,
+        reviews=ReviewCorpus.from_split(data.train) if "reviews" in cls.side_inputs else None,
+    )
+    leaky = model.leaky
+    valid = data.valid if leaky else strip_text(data.valid)
+    test = data.test if leaky else strip_text(data.test)
+    report = model.fit(data.train, valid if len(valid) else None, side=side, trainer=trainer_cfg)
 
     # select on validation, report test once: valid masks train; test masks train + valid
     t0 = time.perf_counter()
-    valid_metrics = model.evaluate(data.valid, exclude=data.train.csr(), ks=cfg.ks) if len(data.valid) else {}
+    protocol = default_protocol(model, cfg.ks)
+    valid_metrics = evaluate(model, valid, protocol, exclude=data.train.csr()) if len(valid) else {}
     seen_tv = data.train.csr() + (
         data.valid.csr() if len(data.valid) else sp.csr_matrix(data.train.csr().shape)
     )
-    test_metrics = model.evaluate(data.test, exclude=seen_tv, ks=cfg.ks)
+    test_metrics = evaluate(model, test, protocol, exclude=seen_tv)
     t_eval = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {
@@ -247,7 +266,7 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
         },
         "device": str(model.device),
         # True only for paper-literal modes that read the target's own review (hybrid_csa): never comparable
-        "leaky": bool(getattr(model, "leaky", False)),
+        "leaky": leaky,
     }
     if cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)

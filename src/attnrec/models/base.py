@@ -1,11 +1,17 @@
 """The contracts every model follows.
 
 * A typed :class:`ModelConfig` (pydantic; unknown keys are errors; round-trips to JSON/TOML; saved in bundles).
-* The *module* (``torch.nn.Module``) computes scores and losses from tensors and typed batches; it knows nothing of ids.
-* The *recommender* (:class:`Recommender`) owns vocabularies, the seen-items matrix, fit, predict/recommend and the
-  tensors that make a bundle. Torch-trained recommenders subclass :class:`TorchRecommender` and hand their module to the
-  one :class:`~attnrec.training.trainer.Trainer`.
+* :class:`Estimator` — the one base: typed config, ``fit(train, valid, side=, trainer=)``, state tensors and bundle
+  JSON, a registry name. What a model can do beyond fitting is declared by the capabilities it inherits
+  (:mod:`attnrec.models.capabilities`: :class:`RatingPredictor`, :class:`ItemScorer`, :class:`RowScorer`).
+* :class:`Recommender` — an estimator over user/item vocabularies (rating and top-K models): it owns the
+  vocabularies and the stored training matrix, the default source of "seen" items for a query.
+* :class:`TorchRecommender` — a recommender whose parameters live in a :class:`TrainableModule` fitted by the one
+  :class:`~attnrec.training.trainer.Trainer`. The module computes scores and losses from tensors; it knows no ids.
 * A registry by plain name with an import-path fallback, so user models plug in.
+
+Validation during fit goes through :mod:`attnrec.evaluation.protocols` (the same protocols the run reports on);
+no model overrides evaluation.
 """
 
 from __future__ import annotations
@@ -13,10 +19,9 @@ from __future__ import annotations
 import importlib
 import tomllib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from enum import StrEnum
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import polars as pl
@@ -25,30 +30,41 @@ import tomli_w
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
+from attnrec.models.capabilities import (
+    DEFAULT_VALID_METRIC,
+    ItemScorer,
+    RatingPredictor,
+    RowScorer,
+    TaskKind,
+)
+from attnrec.models.query import Query
 from attnrec.training.types import FitReport, TrainableModule
 
+if TYPE_CHECKING:
+    from attnrec.training.trainer import TrainerConfig
 
-class TaskKind(StrEnum):
-    """What a model predicts; decides batches, losses and the default evaluation."""
-
-    RATING = "rating"
-    CTR = "ctr"
-    TOPK = "topk"
-    SEQUENTIAL = "sequential"
-
-
-#: the validation metric early stopping watches by default, and whether larger is better
-DEFAULT_VALID_METRIC: dict[TaskKind, tuple[str, str]] = {
-    TaskKind.RATING: ("rmse", "min"),
-    TaskKind.CTR: ("auc", "max"),
-    TaskKind.TOPK: ("ndcg@20", "max"),
-    TaskKind.SEQUENTIAL: ("ndcg@10", "max"),
-}
-
-
+__all__ = [
+    "DEFAULT_VALID_METRIC",
+    "Estimator",
+    "FitReport",
+    "ItemScorer",
+    "ModelConfig",
+    "Query",
+    "RatingPredictor",
+    "Recommender",
+    "RowScorer",
+    "TaskKind",
+    "TorchEstimator",
+    "TorchRecommender",
+    "TrainableModule",
+    "available_models",
+    "get_model_class",
+    "register",
+]
 class ModelConfig(BaseModel):
     """Base of every model's typed config. Unknown keys raise (a typo is an error, not a silent default)."""
 
@@ -81,129 +97,113 @@ class ModelConfig(BaseModel):
             return cls.parse(tomllib.load(fh), source=str(path))
 
 
-class Recommender(ABC):
-    """A trained-or-trainable recommender addressed by external ids. Subclasses set the class attributes."""
+ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+EpochBatches = Callable[[int, torch.Generator], Iterable[Any]]
+
+
+class Estimator(ABC, Generic[ConfigT]):
+    """Base of every model: a typed config, fit, and the tensors and JSON that make a bundle.
+
+    Subclasses set ``name``, ``task``, ``config_class`` (and ``paper``, ``default_trainer``, ``side_inputs``) and
+    inherit the capabilities they have. ``Estimator[SVDConfig]`` types ``self.config``.
+    """
 
     name: ClassVar[str]
     task: ClassVar[TaskKind]
     config_class: ClassVar[type[ModelConfig]]
     paper: ClassVar[str] = ""
+    #: Trainer settings this model's paper prescribes; the run starts from these, then applies its own
+    default_trainer: ClassVar[dict[str, Any]] = {}
+    #: the side inputs (:data:`attnrec.data.side.SIDE_INPUT_KINDS`) this model reads from ``fit(side=...)``
+    side_inputs: ClassVar[frozenset[str]] = frozenset()
+    #: the side inputs without which this model cannot fit
+    required_side_inputs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+    config: ConfigT
+
+    def __init__(self, config: ConfigT | None = None, **overrides: Any) -> None:
         if config is None:
-            config = self.config_class.parse(overrides, source=f"{self.name} config")
+            parsed = self.config_class.parse(overrides, source=f"{self.name} config")
         elif overrides:
-            config = self.config_class.parse({**config.to_dict(), **overrides}, source=f"{self.name} config")
+            parsed = self.config_class.parse({**config.to_dict(), **overrides}, source=f"{self.name} config")
         elif not isinstance(config, self.config_class):
             raise ConfigError(
                 f"{self.name} expects a {self.config_class.__name__}, got {type(config).__name__}"
             )
-        self.config = config
-        self.user_vocab: Vocabulary | None = None
-        self.item_vocab: Vocabulary | None = None
-        self.seen: sp.csr_matrix | None = None
+        else:
+            parsed = config
+        self.config = parsed  # type: ignore[assignment]
         self.device = torch.device("cpu")
 
-    # ----------------------------------------------------------------- fitting
-    def fit(self, train: Interactions, valid: Interactions | None = None, **kw: Any) -> FitReport:
-        """Fit on ``train``; ``valid`` (never test) drives early stopping where the model trains iteratively."""
-        if len(train) == 0:
-            raise ConfigError("the training split is empty")
-        self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
-        self.seen = train.csr()
-        return self._fit(train, valid, **kw)
-
     @abstractmethod
-    def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport: ...
-
-    @property
-    def n_users(self) -> int:
-        return len(self._vocabs()[0])
-
-    @property
-    def n_items(self) -> int:
-        return len(self._vocabs()[1])
-
-    def _vocabs(self) -> tuple[Vocabulary, Vocabulary]:
-        if self.user_vocab is None or self.item_vocab is None:
-            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
-        return self.user_vocab, self.item_vocab
-
-    # ----------------------------------------------------------------- scoring (indices)
-    @abstractmethod
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Scores (ratings for the rating task) for aligned index arrays ``users``, ``items`` of shape (N,)."""
-
-    def score_users(self, users: np.ndarray) -> torch.Tensor:
-        """Scores of every item for each user in ``users``: (len(users), n_items). Override with a matmul."""
-        n = self.n_items
-        uu = np.repeat(users, n)
-        ii = np.tile(np.arange(n, dtype=np.int64), len(users))
-        return torch.from_numpy(self.predict(uu, ii).astype(np.float32)).view(len(users), n)
-
-    # ----------------------------------------------------------------- external ids
-    def predict_ids(self, user_ids: Iterable[object], item_ids: Iterable[object]) -> np.ndarray:
-        """Scores for external id pairs; unknown ids raise :class:`~attnrec.errors.UnknownIdError`."""
-        uv, iv = self._vocabs()
-        return self.predict(uv.lookup(list(user_ids)), iv.lookup(list(item_ids)))
-
-    def recommend(
-        self, user_ids: Iterable[object], k: int = 10, *, exclude_seen: bool = True
-    ) -> pl.DataFrame:
-        """Top-``k`` items for each user: columns ``user_id``, ``rank`` (1-based), ``item_id``, ``score``."""
-        uv, iv = self._vocabs()
-        ext = [str(u) for u in user_ids]
-        users = uv.lookup(ext)
-        k = min(k, self.n_items)
-        parts = []
-        for start in range(0, len(users), 1024):
-            batch = users[start : start + 1024]
-            with torch.no_grad():
-                scores = self.score_users(batch).float().cpu().clone()
-            if exclude_seen and self.seen is not None:
-                sub = self.seen[batch].tocoo()
-                scores[
-                    torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))
-                ] = -torch.inf
-            top = torch.topk(scores, k, dim=1)
-            parts.append((top.values.numpy(), top.indices.numpy()))
-        vals = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.float32)
-        idx = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.int64)
-        keep = np.isfinite(vals).ravel()
-        return pl.DataFrame(
-            {
-                "user_id": np.repeat(np.asarray(ext, dtype=str), k),
-                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(ext)),
-                "item_id": iv.ids[idx.ravel()] if idx.size else np.array([], dtype=str),
-                "score": vals.ravel(),
-            }
-        ).filter(pl.Series(keep))
-
-    # ----------------------------------------------------------------- evaluation
-    def evaluate(
+    def fit(
         self,
-        data: Interactions,
+        train: Any,
+        valid: Any = None,
         *,
-        exclude: sp.csr_matrix | None = None,
-        ks: tuple[int, ...] = (10, 20),
-        batch_size: int = 1024,
-    ) -> dict[str, float]:
-        """Metrics of this model on a split: RMSE/MAE for rating models, full ranking for the others.
+        side: SideInputs | None = None,
+        trainer: TrainerConfig | None = None,
+        run_key: str | None = None,
+    ) -> FitReport:
+        """Fit on ``train``; ``valid`` (never test) drives early stopping where the model trains iteratively.
 
-        ``exclude`` masks items at ranking time (train for validation; train + valid for test).
+        ``side``: the side inputs the run built from the training split (only the kinds in ``side_inputs`` are
+        read); ``trainer``: how to train (None: ``default_trainer``); ``run_key``: a fingerprint of the data the run
+        read, stored in checkpoints so a resume only continues the same run (None: the model fingerprints ``train``
+        and ``valid`` itself).
         """
-        from attnrec.evaluation import evaluators
 
-        if self.task is TaskKind.RATING:
-            return evaluators.evaluate_rating(self.predict, data.users, data.items, data.ratings)
-        truth = data.csr()
-        return evaluators.evaluate_full_ranking(
-            self.score_users,
-            truth,
-            exclude if exclude is not None else self.seen,
-            ks=ks,
-            batch_size=batch_size,
-        )
+    @property
+    def leaky(self) -> bool:
+        """True only in paper-literal modes that read a held-out row's own text (its results are never comparable;
+        the run then passes validation and test text through and flags every result)."""
+        return False
+
+    def check_side(self, side: SideInputs | None) -> SideInputs:
+        """``side`` (or an empty one) after checking the required kinds are present, naming what is missing."""
+        side = side or SideInputs()
+        missing = self.required_side_inputs - side.kinds()
+        if missing:
+            raise ConfigError(
+                f"{self.name} needs side input(s) {sorted(missing)}: pass them in SideInputs (CLI: --items FILE)"
+            )
+        return side
+
+    def make_trainer_config(self, trainer: TrainerConfig | None) -> TrainerConfig:
+        from attnrec.training.trainer import TrainerConfig
+
+        return trainer if trainer is not None else TrainerConfig(**self.default_trainer)
+
+    def train_module(
+        self,
+        module: TrainableModule,
+        epoch_batches: EpochBatches,
+        validate: Callable[[], dict[str, float]] | None,
+        trainer: TrainerConfig,
+        run_key: str | None,
+        data: tuple[object, ...],
+    ) -> FitReport:
+        """Fit ``module`` with the one Trainer, early stopping on this task's validation metric.
+
+        Checkpoints carry this model's config and ``run_key`` (else a fingerprint of ``data``, what fitting reads),
+        so a resume only continues the same run."""
+        from attnrec.training.trainer import Trainer
+        from attnrec.training.types import RunIdentity, data_fingerprint
+
+        metric, mode = DEFAULT_VALID_METRIC[self.task]
+        tr = Trainer(trainer, valid_metric=trainer.valid_metric or metric, mode=trainer.valid_mode or mode)
+        self.device = tr.device
+        identity = RunIdentity(self.config.to_dict(), run_key or data_fingerprint(*data))
+        report = tr.fit(module, epoch_batches, validate=validate, seed=self.config.seed, identity=identity)
+        module.eval()
+        return report
+
+    def validator(self, valid: Any, exclude: sp.csr_matrix | None = None) -> Callable[[], dict[str, float]]:
+        """A function returning metrics on ``valid`` under this model's default protocol (``exclude`` masked)."""
+        from attnrec.evaluation.protocols import default_protocol, evaluate
+
+        protocol = default_protocol(self)
+        return lambda: evaluate(self, valid, protocol, exclude=exclude)
 
     # ----------------------------------------------------------------- persistence
     def bundle_json(self) -> dict[str, Any]:
@@ -223,16 +223,149 @@ class Recommender(ABC):
         """Restore from :meth:`state_tensors` after vocabularies are set."""
 
 
-class TorchRecommender(Recommender):
-    """A recommender whose parameters live in a :class:`TrainableModule` fitted by the one Trainer.
+class Recommender(Estimator[ConfigT], ItemScorer):
+    """An estimator over user and item vocabularies; every one scores items for a query (:class:`ItemScorer`).
 
-    Subclasses implement :meth:`build_module` and :meth:`train_batches`; the loop, devices, early stopping,
-    checkpoints and logging live in the Trainer.
+    It owns the vocabularies and the stored training matrix ``seen``: a query's default source of "seen" items
+    for known users (a history given in the query adds to it).
     """
 
+    def __init__(self, config: ConfigT | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.user_vocab: Vocabulary | None = None
+        self.item_vocab: Vocabulary | None = None
+        self.seen: sp.csr_matrix | None = None
+
+    # ----------------------------------------------------------------- fitting
+    def fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None = None,
+        *,
+        side: SideInputs | None = None,
+        trainer: TrainerConfig | None = None,
+        run_key: str | None = None,
+    ) -> FitReport:
+        if not isinstance(train, Interactions):
+            raise ConfigError(f"{self.name} fits Interactions (attnrec.data.table), not {type(train).__name__}")
+        if len(train) == 0:
+            raise ConfigError("the training split is empty")
+        side = self.check_side(side)
+        self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
+        self.seen = train.csr()
+        return self._fit(train, valid if valid is not None and len(valid) else None, side, trainer, run_key)
+
+    @abstractmethod
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        side: SideInputs,
+        trainer: TrainerConfig | None,
+        run_key: str | None,
+    ) -> FitReport: ...
+
+    @property
+    def n_users(self) -> int:
+        return len(self._vocabs()[0])
+
+    @property
+    def n_items(self) -> int:
+        return len(self._vocabs()[1])
+
+    def _vocabs(self) -> tuple[Vocabulary, Vocabulary]:
+        if self.user_vocab is None or self.item_vocab is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        return self.user_vocab, self.item_vocab
+
+    # ----------------------------------------------------------------- scoring (indices)
+    @abstractmethod
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """Scores of every item for known users ``users`` (B,) int64: (B, n_items) float (a fresh tensor)."""
+
+    def score_history(self, query: Query) -> torch.Tensor:
+        """Scores for rows that carry a history (known or new users); models that take histories override."""
+        raise ConfigError(f"{self.name} does not take a history in a query")
+
+    def score(self, query: Query) -> torch.Tensor:
+        """Scores (len(query), n_items): from the query's history where it has one (the history "now" supersedes
+        the stored state), else from the stored state of known users."""
+        self.check_query(query)
+        if query.history is not None:
+            return self.score_history(query)
+        assert query.users is not None
+        if len(query.users) and query.users.max() >= self.n_users:
+            raise ConfigError(f"query users: index {int(query.users.max())} is out of range 0..{self.n_users - 1}")
+        return self.score_users(query.users)
+
+    def stored_seen(self, users: np.ndarray) -> sp.csr_matrix | None:
+        if self.seen is None:
+            return None
+        known = users >= 0
+        rows = self.seen[np.where(known, users, 0)]
+        if not known.all():
+            rows = sp.diags(known.astype(np.float32)) @ rows
+            rows.eliminate_zeros()
+        return sp.csr_matrix(rows)
+
+    # ----------------------------------------------------------------- external ids
+    def recommend(
+        self, query: Query | Iterable[object], k: int = 10, *, exclude_seen: bool = True
+    ) -> pl.DataFrame:
+        """Top-``k`` items per query row: columns ``row`` (the query row), ``user_id`` (external id; null for a new
+        user), ``rank`` (1-based), ``item_id``, ``score``. ``query``: a :class:`Query`, or external user ids.
+
+        ``exclude_seen=False`` overrides the query's ``exclude`` with ``"none"``.
+        """
+        uv, iv = self._vocabs()
+        if not isinstance(query, Query):
+            query = Query(users=uv.lookup([str(u) for u in query]))
+        if not exclude_seen:
+            query = Query(query.users, query.history, query.domain, query.text, exclude="none")
+        vals, idx = self.top_k(query, k)
+        kk = vals.shape[1]
+        if query.users is not None:
+            labels = [str(uv.ids[u]) if u >= 0 else None for u in query.users]
+        else:
+            labels = [None] * len(query)
+        keep = np.isfinite(vals).ravel()
+        return pl.DataFrame(
+            {
+                "row": np.repeat(np.arange(len(query), dtype=np.int32), kk),
+                "user_id": pl.Series(np.repeat(np.asarray(labels, dtype=object), kk).tolist(), dtype=pl.String),
+                "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(query)),
+                "item_id": iv.ids[idx.ravel()] if idx.size else np.array([], dtype=str),
+                "score": vals.ravel(),
+            }
+        ).filter(pl.Series(keep))
+
+
+class TorchEstimator(Estimator[ConfigT]):
+    """An estimator whose parameters live in a :class:`TrainableModule` (its bundle tensors are the state dict)."""
+
     module: TrainableModule | None = None
-    #: Trainer settings this model's paper prescribes; run_experiment starts from these, then applies the run's own
-    default_trainer: ClassVar[dict[str, Any]] = {}
+
+    @abstractmethod
+    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> TrainableModule:
+        """A fresh module shaped for a loaded bundle (vocabularies, ``seen`` and bundle JSON are already set)."""
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.module is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.module = self.build_module_from_state(tensors)
+        self.module.load_state_dict(tensors, strict=True)
+        self.module.eval()
+
+
+class TorchRecommender(Recommender[ConfigT], TorchEstimator[ConfigT]):
+    """A recommender whose parameters live in a :class:`TrainableModule` fitted by the one Trainer.
+
+    Subclasses implement :meth:`build_module`, :meth:`build_module_from_state` and :meth:`train_batches`; the
+    loop, devices, early stopping, checkpoints and logging live in the Trainer.
+    """
 
     @abstractmethod
     def build_module(self, train: Interactions) -> TrainableModule: ...
@@ -243,45 +376,30 @@ class TorchRecommender(Recommender):
     ) -> Iterator[Any]:
         """One epoch of typed batches, deterministic given ``generator``."""
 
-    def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
-        from attnrec.training.trainer import Trainer, TrainerConfig
-
-        cfg = kw.pop("trainer", None) or TrainerConfig()
-        if kw:
-            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        side: SideInputs,
+        trainer: TrainerConfig | None,
+        run_key: str | None,
+    ) -> FitReport:
+        cfg = self.make_trainer_config(trainer)
         torch.manual_seed(self.config.seed)
         self.module = self.build_module(train)
-        metric, mode = DEFAULT_VALID_METRIC[self.task]
-        trainer = Trainer(cfg, valid_metric=cfg.valid_metric or metric, mode=cfg.valid_mode or mode)
-        self.device = trainer.device
-        validate = None
-        if valid is not None and len(valid):
-            validate = lambda: self.evaluate(valid, exclude=self.seen)  # noqa: E731
-        report = trainer.fit(
+        return self.train_module(
             self.module,
             lambda epoch, gen: self.train_batches(train, epoch, gen, cfg.batch_size),
-            validate=validate,
-            seed=self.config.seed,
+            self.validator(valid, self.seen) if valid is not None else None,
+            cfg,
+            run_key,
+            (train.fingerprint(), None if valid is None else valid.fingerprint()),
         )
-        self.module.eval()
-        return report
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        assert self.module is not None
-        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.module = self.build_module_from_state(tensors)
-        self.module.load_state_dict(tensors, strict=True)
-        self.module.eval()
-
-    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> TrainableModule:
-        """A fresh module shaped for a loaded bundle (vocabularies are already set). Override if shapes need data."""
-        raise NotImplementedError
 
 
 # --------------------------------------------------------------------- registry
-_REGISTRY: dict[str, type[Recommender]] = {}
+EstimatorT = TypeVar("EstimatorT", bound="Estimator[Any]")
+_REGISTRY: dict[str, type[Estimator[Any]]] = {}
 _BUILTIN_MODULES = (
     "attnrec.models.topk.pop",
     "attnrec.models.rating.svd",
@@ -300,7 +418,7 @@ _BUILTIN_MODULES = (
 )
 
 
-def register(cls: type[Recommender]) -> type[Recommender]:
+def register(cls: type[EstimatorT]) -> type[EstimatorT]:
     """Class decorator adding a recommender to the registry under ``cls.name``."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ConfigError(
@@ -315,13 +433,13 @@ def _load_builtins() -> None:
         importlib.import_module(mod)
 
 
-def available_models() -> dict[str, type[Recommender]]:
+def available_models() -> dict[str, type[Estimator[Any]]]:
     """Every registered model by name (built-ins are imported on first call)."""
     _load_builtins()
     return dict(sorted(_REGISTRY.items()))
 
 
-def get_model_class(name: str) -> type[Recommender]:
+def get_model_class(name: str) -> type[Estimator[Any]]:
     """A model class by registered name, or by import path ``package.module:Class`` / ``package.module.Class``."""
     _load_builtins()
     if name in _REGISTRY:
@@ -332,7 +450,7 @@ def get_model_class(name: str) -> type[Recommender]:
             obj = getattr(importlib.import_module(mod_name), cls_name)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot import model {name!r}: {exc}") from None
-        if not (isinstance(obj, type) and issubclass(obj, Recommender)):
-            raise ConfigError(f"{name!r} is not a Recommender subclass")
+        if not (isinstance(obj, type) and issubclass(obj, Estimator)):
+            raise ConfigError(f"{name!r} is not an Estimator subclass")
         return obj
     raise ConfigError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")

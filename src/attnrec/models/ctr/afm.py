@@ -49,12 +49,10 @@ class AFMModule(CTRModule):
 
 
 @register
-class AFM(CTRRecommender):
+class AFM(CTRRecommender[AFMConfig]):
     """Attentional factorization machine."""
 
     name = "afm"
     config_class = AFMConfig
+    module_class = AFMModule
     paper = "Xiao et al., Attentional Factorization Machines, IJCAI 2017"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> AFMModule:
-        return AFMModule(schema, self.config)  # type: ignore[arg-type]

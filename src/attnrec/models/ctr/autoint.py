@@ -76,14 +76,12 @@ class AutoIntModule(CTRModule):
 
 
 @register
-class AutoInt(CTRRecommender):
+class AutoInt(CTRRecommender[AutoIntConfig]):
     """AutoInt: multi-head self-attentive feature interactions."""
 
     name = "autoint"
     config_class = AutoIntConfig
+    module_class = AutoIntModule
     paper = (
         "Song et al., AutoInt: Automatic Feature Interaction Learning via Self-Attentive Networks, CIKM 2019"
     )
-
-    def build_ctr_module(self, schema: FeatureSchema) -> AutoIntModule:
-        return AutoIntModule(schema, self.config)  # type: ignore[arg-type]

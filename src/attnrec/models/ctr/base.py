@@ -1,13 +1,14 @@
 """The shared CTR recommender wrapper and module base.
 
-A CTR model scores *feature rows* (a :class:`~attnrec.data.ctr.CTRData`), not (user, item) pairs: it has no
-user/item vocabularies, and ``predict``/``score_users``/``recommend`` raise :class:`ConfigError` saying so.
+A CTR model scores *feature rows* (a :class:`~attnrec.data.ctr.CTRData`), not (user, item) pairs: it is a
+:class:`~attnrec.models.capabilities.RowScorer` only, with no user/item vocabularies.
 
 * :class:`CTRModule` — the ``nn.Module`` contract: ``forward(batch) -> logits (B,)`` and
   ``loss(batch) = BCE-with-logits + embedding_reg * penalty``, where subclasses implement :meth:`CTRModule.compute`
   returning the logits and the penalty (sum of squares of the embeddings looked up for the batch, per row).
 * :class:`CTRRecommender` — fit on CTRData (or streaming :class:`~attnrec.data.ctr_shards.ShardedCTRData`) with the one
-  Trainer, early stopping on validation AUC; ``predict_proba``, ``evaluate`` (AUC, logloss); bundles carry the
+  Trainer, early stopping on validation AUC (the CTR protocol of :mod:`attnrec.evaluation.protocols`);
+  ``predict_proba``, ``predict_frame``; bundles carry the
   feature schema (and the encoder's vocabularies when one is attached) so a bundle scores raw rows by itself.
 """
 
@@ -17,7 +18,7 @@ import json
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import polars as pl
@@ -29,15 +30,19 @@ from attnrec.data.batches import CTRBatch
 from attnrec.data.ctr import CTRData, FeatureEncoder, ctr_batches
 from attnrec.data.ctr_shards import ShardedCTRData
 from attnrec.data.schema import FeatureSchema
+from attnrec.data.side import SideInputs
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import (
-    DEFAULT_VALID_METRIC,
     FitReport,
     ModelConfig,
+    RowScorer,
     TaskKind,
-    TorchRecommender,
+    TorchEstimator,
     TrainableModule,
 )
+
+if TYPE_CHECKING:
+    from attnrec.training.trainer import TrainerConfig
 
 CTRSource = CTRData | ShardedCTRData
 
@@ -125,28 +130,35 @@ def check_data(schema: FeatureSchema, data: CTRData, *, source: str = "data") ->
             )
 
 
-class CTRRecommender(TorchRecommender):
-    """Base of CTR recommenders. Subclasses set ``name``/``config_class`` and implement :meth:`build_ctr_module`."""
+ConfigT = TypeVar("ConfigT", bound=CTRConfig)
+
+
+class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
+    """Base of CTR models: a :class:`RowScorer` fitted on feature rows. Subclasses set ``name``, ``config_class``,
+    ``module_class`` (built as ``module_class(schema, config)``) and ``paper``."""
 
     task = TaskKind.CTR
     config_class: ClassVar[type[ModelConfig]] = CTRConfig
+    module_class: ClassVar[type[CTRModule]]
 
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: ConfigT | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.schema: FeatureSchema | None = None
         self.encoder: FeatureEncoder | None = None
 
-    @abstractmethod
     def build_ctr_module(self, schema: FeatureSchema) -> CTRModule:
         """A fresh module for a fitted ``schema`` (parameters drawn from the current torch seed)."""
+        return self.module_class(schema, self.config)  # type: ignore[call-arg]
 
     # ----------------------------------------------------------------- fitting
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         train: CTRSource,
         valid: CTRData | None = None,
         *,
-        trainer: Any = None,
+        side: SideInputs | None = None,
+        trainer: TrainerConfig | None = None,
+        run_key: str | None = None,
         encoder: FeatureEncoder | None = None,
     ) -> FitReport:
         """Fit on ``train`` (in memory or sharded); ``valid`` (never test) drives early stopping on AUC.
@@ -157,11 +169,11 @@ class CTRRecommender(TorchRecommender):
         """
         if not isinstance(train, CTRData | ShardedCTRData):
             raise ConfigError(
-                f"{self.name} fits CTRData (attnrec.data.ctr) or ShardedCTRData (attnrec.data.ctr_shards), "
-                f"not {type(train).__name__}"
+                f"{self.name} fits CTRData or ShardedCTRData (attnrec.data.ctr), not {type(train).__name__}"
             )
         if len(train) == 0:
             raise ConfigError("the training split is empty")
+        self.check_side(side)
         schema = train.schema
         if not schema.is_fitted:
             raise DataError(
@@ -174,40 +186,25 @@ class CTRRecommender(TorchRecommender):
         if encoder is not None and encoder.schema != schema:
             raise ConfigError("the encoder's schema differs from the training data's schema")
         self.schema, self.encoder = schema, encoder
-        return self._fit(train, valid, trainer=trainer)
-
-    def _fit(self, train: Any, valid: Any, **kw: Any) -> FitReport:
-        from attnrec.training.trainer import Trainer, TrainerConfig
-
-        cfg = kw.pop("trainer", None) or TrainerConfig.model_validate({})
-        if kw:
-            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
+        cfg = self.make_trainer_config(trainer)
         torch.manual_seed(self.config.seed)
-        self.module = self.build_module(train)
-        metric, mode = DEFAULT_VALID_METRIC[self.task]
-        trainer = Trainer(cfg, valid_metric=cfg.valid_metric or metric, mode=cfg.valid_mode or mode)
-        self.device = trainer.device
-        validate = None
-        if valid is not None and len(valid):
-            validate = lambda: self.evaluate(valid, batch_size=max(cfg.batch_size, 4096))  # noqa: E731
+        self.module = self.build_ctr_module(schema)
         t0 = time.perf_counter()
-        report = trainer.fit(
+        report = self.train_module(
             self.module,
             lambda epoch, gen: self.train_batches(train, epoch, gen, cfg.batch_size),
-            validate=validate,
-            seed=self.config.seed,
+            self.validator(valid) if valid is not None and len(valid) else None,
+            cfg,
+            run_key,
+            (train, valid),
         )
         report.seconds = time.perf_counter() - t0
-        self.module.eval()
         return report
-
-    def build_module(self, train: Any) -> TrainableModule:
-        return self.build_ctr_module(self._schema())
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> TrainableModule:
         return self.build_ctr_module(self._schema())
 
-    def train_batches(  # type: ignore[override]
+    def train_batches(
         self, train: CTRSource, epoch: int, generator: torch.Generator, batch_size: int
     ) -> Iterator[CTRBatch]:
         """One shuffled epoch of :class:`CTRBatch` (two-level shuffle for sharded data)."""
@@ -260,43 +257,6 @@ class CTRRecommender(TorchRecommender):
         if label not in frame.columns:
             frame = frame.with_columns(pl.lit(0.0).alias(label))
         return self.predict_proba(self.encoder.transform(frame, source="<frame>"), batch_size)
-
-    def evaluate(  # type: ignore[override]
-        self, data: CTRSource, *, batch_size: int = 4096, **_: Any
-    ) -> dict[str, float]:
-        """``{"auc", "logloss", "n"}`` on ``data``; AUC is NaN when only one class is present."""
-        from attnrec.evaluation.metrics import auc, logloss
-
-        p = self.predict_proba(data, batch_size)
-        y = data.labels if isinstance(data, CTRData) else np.concatenate([s.labels for s in data])
-        if len(y) == 0:
-            raise DataError("no rows to evaluate", expected="at least one row")
-        both = 0 < y.sum() < len(y)
-        return {
-            "auc": auc(y, p) if both else float("nan"),
-            "logloss": logloss(y, p),
-            "n": float(len(y)),
-        }
-
-    def _no_pairs(self, what: str) -> ConfigError:
-        return ConfigError(
-            f"{self.name} is a CTR model: it scores feature rows, not (user, item) pairs, so {what} is not "
-            "available; use predict_proba(CTRData) or predict_frame(raw rows)"
-        )
-
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        raise self._no_pairs("predict(users, items)")
-
-    def score_users(self, users: np.ndarray) -> torch.Tensor:
-        raise self._no_pairs("score_users")
-
-    def predict_ids(self, user_ids: Iterable[object], item_ids: Iterable[object]) -> np.ndarray:
-        raise self._no_pairs("predict_ids")
-
-    def recommend(
-        self, user_ids: Iterable[object], k: int = 10, *, exclude_seen: bool = True
-    ) -> pl.DataFrame:
-        raise self._no_pairs("recommend")
 
     # ----------------------------------------------------------------- persistence
     def bundle_json(self) -> dict[str, Any]:

@@ -51,12 +51,10 @@ class DCNModule(CTRModule):
 
 
 @register
-class DCN(CTRRecommender):
+class DCN(CTRRecommender[DCNConfig]):
     """Deep & Cross Network v2 (full-rank cross layers)."""
 
     name = "dcn"
     config_class = DCNConfig
+    module_class = DCNModule
     paper = "Wang et al., DCN V2: Improved Deep & Cross Network, WWW 2021"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> DCNModule:
-        return DCNModule(schema, self.config)  # type: ignore[arg-type]

@@ -45,12 +45,10 @@ class DeepFMModule(CTRModule):
 
 
 @register
-class DeepFM(CTRRecommender):
+class DeepFM(CTRRecommender[DeepFMConfig]):
     """DeepFM: FM and an MLP side by side on shared embeddings."""
 
     name = "deepfm"
     config_class = DeepFMConfig
+    module_class = DeepFMModule
     paper = "Guo et al., DeepFM: A Factorization-Machine based Neural Network for CTR Prediction, IJCAI 2017"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> DeepFMModule:
-        return DeepFMModule(schema, self.config)  # type: ignore[arg-type]

@@ -32,12 +32,10 @@ class FMModule(CTRModule):
 
 
 @register
-class FM(CTRRecommender):
+class FM(CTRRecommender[FMConfig]):
     """Factorization machine over the field embeddings."""
 
     name = "fm"
     config_class = FMConfig
+    module_class = FMModule
     paper = "Rendle, Factorization Machines, ICDM 2010"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> FMModule:
-        return FMModule(schema, self.config)  # type: ignore[arg-type]

@@ -28,12 +28,10 @@ class LRModule(CTRModule):
 
 
 @register
-class LR(CTRRecommender):
+class LR(CTRRecommender[LRConfig]):
     """Logistic regression on one-hot fields (and raw numeric values)."""
 
     name = "lr"
     config_class = LRConfig
+    module_class = LRModule
     paper = "baseline"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> LRModule:
-        return LRModule(schema, self.config)  # type: ignore[arg-type]

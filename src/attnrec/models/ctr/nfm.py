@@ -44,12 +44,10 @@ class NFMModule(CTRModule):
 
 
 @register
-class NFM(CTRRecommender):
+class NFM(CTRRecommender[NFMConfig]):
     """Neural factorization machine."""
 
     name = "nfm"
     config_class = NFMConfig
+    module_class = NFMModule
     paper = "He & Chua, Neural Factorization Machines for Sparse Predictive Analytics, SIGIR 2017"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> NFMModule:
-        return NFMModule(schema, self.config)  # type: ignore[arg-type]

@@ -138,12 +138,10 @@ class SECNModule(CTRModule):
 
 
 @register
-class SECN(CTRRecommender):
+class SECN(CTRRecommender[SECNConfig]):
     """Separation embedding cross network with self-attention (paper 003)."""
 
     name = "secn"
     config_class = SECNConfig
+    module_class = SECNModule
     paper = "Liu et al., A Recommendation Model Utilizing Separation Embedding and Self-Attention for Feature Mining"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> SECNModule:
-        return SECNModule(schema, self.config)  # type: ignore[arg-type]

@@ -52,12 +52,10 @@ class XDeepFMModule(CTRModule):
 
 
 @register
-class XDeepFM(CTRRecommender):
+class XDeepFM(CTRRecommender[XDeepFMConfig]):
     """xDeepFM: explicit vector-wise interactions (CIN) plus an MLP."""
 
     name = "xdeepfm"
     config_class = XDeepFMConfig
+    module_class = XDeepFMModule
     paper = "Lian et al., xDeepFM: Combining Explicit and Implicit Feature Interactions, KDD 2018"
-
-    def build_ctr_module(self, schema: FeatureSchema) -> XDeepFMModule:
-        return XDeepFMModule(schema, self.config)  # type: ignore[arg-type]

@@ -23,7 +23,8 @@ from attnrec.data.batches import PairwiseBatch, pairwise_batches
 from attnrec.data.samplers import NegativeSampler
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError
-from attnrec.models.base import ModelConfig, TaskKind, TorchRecommender, TrainableModule, register
+from attnrec.models.base import ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule, register
+from attnrec.models.query import History
 
 
 class BPRConfig(ModelConfig):
@@ -41,6 +42,8 @@ class BPRConfig(ModelConfig):
     n_negatives: int = Field(1, ge=1)
     negative_sampling: Literal["uniform", "popularity"] = "uniform"
     sampling_alpha: float = Field(1.0, ge=0)
+    #: ridge weight per history item when a query's history folds a user in (scoring only; not a training knob)
+    fold_in_reg: float = Field(0.1, gt=0)
 
 
 # --------------------------------------------------------------------------------------------- the math
@@ -105,15 +108,16 @@ class MFModule(TrainableModule):
 # --------------------------------------------------------------------------------------------- the wrapper
 
 
-class PairwiseRecommender(TorchRecommender):
+class PairwiseRecommender(TorchRecommender[BPRConfig]):
     """Shared wrapper of embedding models trained on sampled (user, positive, negatives) triples.
 
     The module must provide ``user_item_embeddings()`` returning the (n_users, d) and (n_items, d) tensors that
-    scores are dot products of; full ranking is then one matmul per user batch.
+    scores are dot products of; full ranking is then one matmul per user batch. A query's history folds a user in
+    (:meth:`fold_in`): new users, or a known user's history "now".
     """
 
     task = TaskKind.TOPK
-    config: BPRConfig
+    query_inputs = frozenset({"users", "history"})
     _sampler: NegativeSampler | None = None
 
     def build_sampler(self, train: Interactions) -> NegativeSampler:
@@ -141,10 +145,30 @@ class PairwiseRecommender(TorchRecommender):
         return eu[_index(users, eu.device)] @ ei.T
 
     @torch.no_grad()
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """e_uᵀ e_i for aligned index arrays (N,), float32."""
-        eu, ei = self._embeddings()
-        return (eu[_index(users, eu.device)] * ei[_index(items, ei.device)]).sum(-1).float().cpu().numpy()
+    def score_history(self, query: Query) -> torch.Tensor:
+        """Scores of all items for users folded in from the query's history: (len(query), n_items)."""
+        assert query.history is not None
+        _, ei = self._embeddings()
+        return self.fold_in(query.history) @ ei.T
+
+    def fold_in(self, history: History) -> torch.Tensor:
+        """User vectors (len(history), d) for histories: the ridge fit of e_u to score 1 on every history item,
+        ``argmin_e Σ_{i∈H} (eᵀe_i − 1)² + λ_f ‖e‖²`` with ``λ_f = fold_in_reg · |H|`` (implicit's fold-in for
+        matrix factorisation). An empty history gives the zero vector (every item scores 0)."""
+        _, ei = self._embeddings()
+        return ridge_fold_in(ei, history, self.config.fold_in_reg)
+
+
+def ridge_fold_in(items: torch.Tensor, history: History, reg: float) -> torch.Tensor:
+    """Solve ``(E_Hᵀ E_H + reg·|H| I) e = E_Hᵀ 1`` for every history row at once: (len(history), d)."""
+    d = items.shape[1]
+    rows = torch.from_numpy(history.row_ids()).to(items.device)
+    e = items[torch.from_numpy(history.items).to(items.device)].float()
+    gram = torch.zeros(len(history), d, d, device=items.device).index_add_(0, rows, e[:, :, None] * e[:, None, :])
+    rhs = torch.zeros(len(history), d, device=items.device).index_add_(0, rows, e)
+    n = torch.from_numpy(history.lengths()).to(items.device).clamp(min=1).float()
+    gram.diagonal(dim1=1, dim2=2).add_((reg * n)[:, None])
+    return torch.linalg.solve(gram, rhs)
 
 
 def _index(idx: np.ndarray, device: torch.device) -> torch.Tensor:

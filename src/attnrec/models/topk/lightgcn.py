@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
@@ -22,6 +23,7 @@ from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError
 from attnrec.models.base import TrainableModule, register
 from attnrec.models.layers.graph import normalized_adjacency, propagate_mean
+from attnrec.models.query import History
 from attnrec.models.topk.bpr import (
     BPRConfig,
     PairwiseRecommender,
@@ -133,6 +135,30 @@ class LightGCN(PairwiseRecommender):
                 "a lightgcn bundle needs its training matrix (the '_seen.*' tensors) to rebuild the graph"
             )
         return self._new_module(self.seen)
+
+    @torch.no_grad()
+    def fold_in(self, history: History) -> torch.Tensor:
+        """A new node's final embedding from its history, by LightGCN's own propagation rule: with e_u⁽⁰⁾ = 0,
+        e_u⁽ᵏ⁺¹⁾ = Σ_{i∈H} e_i⁽ᵏ⁾ / √(|H|·|N_i|) and e_u = mean_{k=0..K} e_u⁽ᵏ⁾, the item layers e_i⁽ᵏ⁾ those of
+        the trained graph (the new edges' effect on the items' own degrees and layers is left out)."""
+        m = self.module
+        if not isinstance(m, LightGCNModule) or self.seen is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        dev = m.item.weight.device
+        layer = torch.cat([m.user.weight, m.item.weight])
+        item_layers = [layer[m.n_users :]]
+        for _ in range(m.n_layers - 1):
+            layer = torch.sparse.mm(m.adj, layer)
+            item_layers.append(layer[m.n_users :])
+        deg = torch.from_numpy(np.asarray(self.seen.sum(axis=0)).ravel().astype(np.float32)).to(dev)
+        items = torch.from_numpy(history.items).to(dev)
+        rows = torch.from_numpy(history.row_ids()).to(dev)
+        n_hist = torch.from_numpy(history.lengths().astype(np.float32)).to(dev)
+        w = 1.0 / torch.sqrt(n_hist[rows].clamp(min=1) * deg[items].clamp(min=1))
+        out = torch.zeros(len(history), m.item.weight.shape[1], device=dev)
+        for item_layer in item_layers:
+            out.index_add_(0, rows, item_layer[items] * w[:, None])
+        return out / (m.n_layers + 1)
 
     def _new_module(self, train_matrix: sp.csr_matrix) -> LightGCNModule:
         c = self.config

@@ -2,41 +2,86 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
-from attnrec.models.base import FitReport, ModelConfig, Recommender, TaskKind, register
+from attnrec.models.base import FitReport, ModelConfig, Query, Recommender, TaskKind, register
+
+if TYPE_CHECKING:
+    from attnrec.training.trainer import TrainerConfig
 
 
 class PopConfig(ModelConfig):
     pass
 
 
+class _Counting:
+    """Pop's fit as an :class:`~attnrec.training.types.EpochSolver` of one epoch: count each item's interactions."""
+
+    def __init__(self, train: Interactions) -> None:
+        self.train = train
+        self.module = nn.Module()
+        self.module.register_buffer("counts", torch.zeros(train.n_items))
+
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+        counts = np.bincount(self.train.items, minlength=self.train.n_items).astype(np.float32)
+        self.module.counts.copy_(torch.from_numpy(counts))
+        return {"interactions": float(len(self.train))}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
 @register
-class Pop(Recommender):
-    """Ranks items by training popularity; the floor every personalised model must beat."""
+class Pop(Recommender[PopConfig]):
+    """Ranks items by training popularity; the floor every personalised model must beat.
+
+    A query's history only changes what is excluded: the scores are the same for everyone.
+    """
 
     name = "pop"
     task = TaskKind.TOPK
     config_class = PopConfig
     paper = "baseline"
+    query_inputs = frozenset({"users", "history"})
 
     counts: torch.Tensor
 
-    def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
-        t0 = time.perf_counter()
-        self.counts = torch.from_numpy(np.bincount(train.items, minlength=train.n_items).astype(np.float32))
-        return FitReport(seconds=time.perf_counter() - t0)
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        side: SideInputs,
+        trainer: TrainerConfig | None,
+        run_key: str | None,
+    ) -> FitReport:
+        from attnrec.training.trainer import Trainer, TrainerConfig
+        from attnrec.training.types import RunIdentity, data_fingerprint
 
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.counts.numpy()[items]
+        # counting is the one epoch of a solver in the one Trainer, so a pop run logs and checkpoints like any other
+        given = trainer if trainer is not None else TrainerConfig(progress=False)
+        solver = _Counting(train)
+        report = Trainer(given.model_copy(update={"epochs": 1, "device": "cpu"})).fit(
+            solver,
+            seed=self.config.seed,
+            identity=RunIdentity(self.config.to_dict(), run_key or data_fingerprint(train, valid)),
+        )
+        self.counts = solver.module.counts
+        return report
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
-        return self.counts.unsqueeze(0).expand(len(users), -1)
+        return self.counts.unsqueeze(0).expand(len(users), -1).clone()
+
+    def score_history(self, query: Query) -> torch.Tensor:
+        return self.counts.unsqueeze(0).expand(len(query), -1).clone()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"counts": self.counts}

@@ -18,7 +18,7 @@ import torch
 
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError, MissingExtraError
-from attnrec.models.base import ModelConfig, TorchRecommender
+from attnrec.models.base import RatingPredictor, TorchRecommender
 from attnrec.models.layers.attention import attention_shares
 from attnrec.models.rating.hybrid_csa.config import ROWS, HybridCSAConfig
 from attnrec.models.rating.hybrid_csa.inference import TokenTables
@@ -38,13 +38,11 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
 
 
-class HybridCSACore(TorchRecommender):
+class HybridCSACore(TorchRecommender[HybridCSAConfig], RatingPredictor):
     """The state and helpers shared by :class:`~attnrec.models.rating.hybrid_csa.HybridCSA`'s parts (not a
     registered model by itself)."""
 
-    config: HybridCSAConfig
-
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: HybridCSAConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.rating_range: tuple[float, float] = (-math.inf, math.inf)
         #: item titles aligned with the item vocabulary (when the items metadata had a ``title`` column)

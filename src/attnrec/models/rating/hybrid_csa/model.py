@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import polars as pl
-import scipy.sparse as sp
 import torch
 
+from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
-from attnrec.errors import ConfigError
-from attnrec.models.base import TaskKind, register
+from attnrec.errors import ConfigError, DataError
+from attnrec.models.base import Query, TaskKind, register
 from attnrec.models.rating.hybrid_csa.cold_start import (
     check_new_items,
     grow_catalogue,
@@ -40,6 +40,9 @@ from attnrec.models.rating.hybrid_csa.queries import TextQueries
 from attnrec.text.encoder import SentenceEncoder
 from attnrec.training.types import FitReport
 
+if TYPE_CHECKING:
+    from attnrec.training.trainer import TrainerConfig
+
 
 @register
 class HybridCSA(TextQueries, Explanations):
@@ -52,46 +55,48 @@ class HybridCSA(TextQueries, Explanations):
     task = TaskKind.RATING
     config_class = HybridCSAConfig
     paper = "Gunreddy, Hybrid Recommendation System Using Cross Self Attention Fusion for Electronic Products (paper 000)"
-    #: run_experiment passes the dataset's items table to fit() as ``items=`` for models that set this
-    uses_item_metadata: ClassVar[bool] = True
+    #: item metadata (titles, descriptions, genres...) gives the item text; without it, training reviews do
+    side_inputs: ClassVar[frozenset[str]] = frozenset({"items"})
+    #: text queries rank every item with the query as the text token (the paper's section VI-B)
+    query_inputs: ClassVar[frozenset[str]] = frozenset({"users", "text"})
     default_trainer: ClassVar[dict[str, Any]] = PAPER_TRAINER
-    config: HybridCSAConfig
 
     # ----------------------------------------------------------------- fitting
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         train: Interactions,
         valid: Interactions | None = None,
         *,
-        trainer: Any = None,
-        items: pl.DataFrame | None = None,
+        side: SideInputs | None = None,
+        trainer: TrainerConfig | None = None,
+        run_key: str | None = None,
         encoder: SentenceEncoder | None = None,
     ) -> FitReport:
         """Fit the SVD (ALS, best sweep on ``valid``), encode texts, then train the fusion network with the Trainer
         (early stopping on ``valid``).
 
-        ``items``: optional item metadata keyed by ``item_id`` (Amazon: title/description/categories/brand;
+        ``side.items``: optional item metadata keyed by ``item_id`` (Amazon: title/description/categories/brand;
         MovieLens: title/year/genres). Item text is that metadata, else (or where it is empty) the item's reviews
         from ``train`` (a ``review`` column). ``encoder``: a :class:`SentenceEncoder` to use instead of
         ``config.encoder`` (e.g. ``SentenceEncoder(HashingTextModel())`` in tests). ``trainer``: a TrainerConfig;
         None means the paper's settings, :data:`PAPER_TRAINER`.
         """
-        return super().fit(train, valid, trainer=trainer, items=items, encoder=encoder)
-
-    def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
-        trainer = kw.pop("trainer", None)
-        if trainer is None:
-            from attnrec.training.trainer import TrainerConfig
-
-            trainer = TrainerConfig(**PAPER_TRAINER)
-        items = kw.pop("items", None)
-        encoder = kw.pop("encoder", None)
-        if kw:
-            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
-        c = self.config
-        t0 = time.perf_counter()
         if encoder is not None:
             self._encoder = encoder
+        return super().fit(train, valid, side=side, trainer=trainer, run_key=run_key)
+
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        side: SideInputs,
+        trainer: TrainerConfig | None,
+        run_key: str | None,
+    ) -> FitReport:
+        trainer = self.make_trainer_config(trainer)
+        items = side.items
+        c = self.config
+        t0 = time.perf_counter()
         self.module = None
         ratings = train.ratings
         self.rating_range = (float(ratings.min()), float(ratings.max()))
@@ -106,7 +111,7 @@ class HybridCSA(TextQueries, Explanations):
         self._inputs = inputs
         try:
             # 3. the fusion network, in the one Trainer
-            report = super()._fit(train, valid, trainer=trainer)
+            report = super()._fit(train, valid, side, trainer, run_key)
         finally:
             self._inputs = None
             self._memo = None
@@ -209,31 +214,43 @@ class HybridCSA(TextQueries, Explanations):
             preds, _ = m.score_grid(u, torch.zeros_like(u, dtype=torch.bool), items, m.item_text)
         return self._clip(preds)
 
-    def predict_rows(self, data: Interactions) -> np.ndarray:
+    def predict_interactions(self, data: Interactions) -> np.ndarray:
         """Predictions for every row of a split encoded with this model's vocabularies. In leaky mode the text
-        token is each row's own review (the data needs a ``review`` column); otherwise the item's text."""
+        token is each row's own review (the data needs a ``review`` column; every result is flagged ``leaky``);
+        otherwise the item's text."""
         if not self.leaky:
             return self.predict(data.users, data.items)
         return self._forward_rows(data.users, data.items, torch.from_numpy(self._row_reviews(data)))[0]
 
-    def evaluate(
-        self,
-        data: Interactions,
-        *,
-        exclude: sp.csr_matrix | None = None,
-        ks: tuple[int, ...] = (10, 20),
-        batch_size: int = 1024,
-    ) -> dict[str, float]:
-        """RMSE / MAE / MSE / n on ``data``. In leaky mode each row is scored with its own review and the dict
-        carries ``"leaky": True``."""
-        if not self.leaky:
-            return super().evaluate(data, exclude=exclude, ks=ks, batch_size=batch_size)
-        from attnrec.evaluation.evaluators import evaluate_rating
-
-        preds = self.predict_rows(data)
-        rows = np.arange(len(data), dtype=np.int64)
-        metrics = evaluate_rating(lambda r, _: preds[r], rows, rows, data.ratings)
-        return {**metrics, "leaky": True}
+    def score(self, query: Query) -> torch.Tensor:
+        """Scores (len(query), n_items): a text query's embedding is the text token of every item (each row's
+        known user, or the learned unknown user for ``-1`` / no user), the prediction unclipped; without text,
+        every item's own text (:meth:`score_users`)."""
+        self.check_query(query)
+        if query.text is None:
+            return super().score(query)
+        self._no_leaky("score")
+        texts = list(query.text)
+        for i, q in enumerate(texts):
+            if not isinstance(q, str) or not q.strip():
+                raise DataError("empty query", field=f"text[{i}]", value=q, expected="a non-empty string")
+        vecs = self.encoder.encode_queries(texts)
+        self._check_dim(vecs.shape[1])
+        n_q = len(texts)
+        users = query.users if query.users is not None else np.full(n_q, -1, dtype=np.int64)
+        dev = self.device
+        rows = torch.arange(n_q, device=dev)[:, None]
+        with torch.no_grad():
+            preds, _ = self.csa.score_pairs(
+                torch.from_numpy(np.maximum(users, 0)).to(dev),
+                torch.from_numpy(users < 0).to(dev),
+                torch.arange(self.n_items, device=dev),
+                torch.from_numpy(np.array(vecs, dtype=np.float32)).to(dev),
+                rows,
+                torch.arange(self.n_items, device=dev)[None],
+                rows,
+            )
+        return preds
 
     # ----------------------------------------------------------------- cold-start items
     def add_items(
