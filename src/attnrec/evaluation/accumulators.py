@@ -27,7 +27,7 @@ from typing import Any, Self
 import numpy as np
 
 from attnrec.errors import ConfigError, DataError
-from attnrec.evaluation.metrics import _binary_labels, _pair, _to_numpy
+from attnrec.evaluation.metrics import _binary_labels, _pair, _to_numpy, logloss
 
 __all__ = [
     "AUCAccumulator",
@@ -70,17 +70,9 @@ class LoglossAccumulator:
         rows = _rows(y, p, ("y_true", "p"))
         if rows is None:
             return
-        yt, q = rows
-        pos = _binary_labels(yt, "y_true")
-        out = (q < 0) | (q > 1)
-        if out.any():
-            i = int(np.flatnonzero(out)[0])
-            raise DataError(
-                f"probability out of range at position {i}", field="p", value=float(q[i]), expected="[0, 1]"
-            )
-        q = np.clip(q, self.eps, 1.0 - self.eps)
-        self.total += float(-(np.log(q[pos]).sum() + np.log1p(-q[~pos]).sum()))
-        self.count += int(yt.size)
+        # the pure metric validates and clips; its mean times the row count is this batch's sum
+        self.total += logloss(rows[0], rows[1], self.eps) * rows[0].size
+        self.count += int(rows[0].size)
 
     def merge(self, other: LoglossAccumulator) -> Self:
         """Add ``other``'s rows to this one (same ``eps``); returns ``self``."""
