@@ -26,7 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from attnrec.data.table import Interactions
-from attnrec.errors import ConfigError, DataError
+from attnrec.errors import ConfigError
+from attnrec.evaluation.accumulators import CTRAccumulator
 from attnrec.evaluation.evaluators import (
     DEFAULT_KS,
     DEFAULT_METRICS,
@@ -34,7 +35,6 @@ from attnrec.evaluation.evaluators import (
     evaluate_rating,
     evaluate_sampled_ranking,
 )
-from attnrec.evaluation.metrics import auc, logloss
 from attnrec.models.capabilities import ItemScorer, RatingPredictor, RowScorer, TaskKind
 from attnrec.models.query import Query
 
@@ -154,18 +154,13 @@ def _ctr(model: RowScorer, data: Any, protocol: CTR) -> dict[str, float]:
     from attnrec.data.ctr_shards import ShardedCTRData
 
     parts = list(data) if isinstance(data, ShardedCTRData) else [data]
-    ys, ps = [], []
+    # state per part, merged: the same reduction shards across processes later (merge is exact)
+    acc = CTRAccumulator()
     for part in parts:
         if not isinstance(part, CTRData):
             raise ConfigError(f"the CTR protocol evaluates CTRData rows, not {type(part).__name__}")
-        ps.append(model.predict_proba(part, protocol.batch_size))
-        ys.append(part.labels)
-    y = np.concatenate(ys) if ys else np.zeros(0)
-    if len(y) == 0:
-        raise DataError("no rows to evaluate", expected="at least one row")
-    p = np.concatenate(ps)
-    both = 0 < y.sum() < len(y)
-    return {"auc": auc(y, p) if both else float("nan"), "logloss": logloss(y, p), "n": float(len(y))}
+        acc.update(part.labels, model.predict_proba(part, protocol.batch_size))
+    return acc.compute()
 
 
 def _sampled(
