@@ -370,8 +370,11 @@ def export_split(result: SplitResult, out_dir: str | Path) -> Path:
     return out
 
 
-def read_interactions_file(path: str | Path) -> pl.DataFrame:
-    """One interaction file (CSV with a header, or Parquet by suffix) as a canonical table; ids stay strings."""
+def read_interactions_file(path: str | Path, columns: Mapping[str, str] | None = None) -> pl.DataFrame:
+    """One interaction file (CSV with a header, or Parquet by suffix) as a canonical table; ids stay strings.
+
+    ``columns`` renames the file's columns to canonical names (``{"userId": "user_id", ...}``); a name the file
+    lacks is an error naming the file and its columns."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", file=path, expected="a CSV or Parquet file")
@@ -380,6 +383,16 @@ def read_interactions_file(path: str | Path) -> pl.DataFrame:
     else:
         # everything as text first so ids keep leading zeros; canonicalize casts rating/timestamp
         df = pl.read_csv(path, infer_schema=False)
+    if columns:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"no column {missing[0]!r} to rename to {columns[missing[0]]!r}",
+                file=path,
+                field=missing[0],
+                expected=f"one of the file's columns {df.columns}",
+            )
+        df = df.rename(dict(columns))
     return canonicalize(df, source=str(path))
 
 
@@ -389,17 +402,18 @@ def load_presplit(
     test: str | Path,
     *,
     protocol: str = "warm",
+    columns: Mapping[str, str] | None = None,
 ) -> SplitResult:
     """Read a split given as three files (CSV or Parquet by suffix) and validate it like every split.
 
     ``valid`` may be ``None`` (an empty valid part). All files must have the same columns. The report has
-    method ``"presplit"`` and the file paths.
+    method ``"presplit"`` and the file paths. ``columns``: see :func:`read_interactions_file`.
     """
     _check_protocol(protocol)
     paths = {"train": Path(train), "test": Path(test)}
     if valid is not None:
         paths["valid"] = Path(valid)
-    tables = {name: read_interactions_file(p) for name, p in paths.items()}
+    tables = {name: read_interactions_file(p, columns) for name, p in paths.items()}
     cols = tables["train"].columns
     for name, t in tables.items():
         if sorted(t.columns) != sorted(cols):
