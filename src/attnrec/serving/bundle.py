@@ -58,7 +58,7 @@ from safetensors.torch import save as save_safetensors
 import attnrec
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import AttnrecError, ConfigError, DataError
-from attnrec.models.base import Recommender, available_models, get_model_class
+from attnrec.models.base import Estimator, Recommender, available_models, get_model_class
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ _MANIFEST_KEYS: dict[str, tuple[type, bool]] = {  # key -> (type, required)
 
 # ------------------------------------------------------------------------------------------------------ save
 def save_bundle(
-    model: Recommender,
+    model: Estimator[Any],
     path: str | Path,
     *,
     items: pl.DataFrame | None = None,
@@ -115,12 +115,15 @@ def save_bundle(
         files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_tensors().items()}
-    if model.seen is not None:
-        seen = model.seen.tocsr()
-        tensors[_SEEN + "indptr"] = torch.from_numpy(seen.indptr.astype(np.int64))
-        tensors[_SEEN + "indices"] = torch.from_numpy(seen.indices.astype(np.int64))
+    vocabs: tuple[Vocabulary | None, Vocabulary | None] = (None, None)
+    if isinstance(model, Recommender):  # the id space: vocabularies and the seen-items matrix
+        vocabs = (model.user_vocab, model.item_vocab)
+        if model.seen is not None:
+            seen = model.seen.tocsr()
+            tensors[_SEEN + "indptr"] = torch.from_numpy(seen.indptr.astype(np.int64))
+            tensors[_SEEN + "indices"] = torch.from_numpy(seen.indices.astype(np.int64))
     put(WEIGHTS, save_safetensors(tensors, metadata={"model": model.name}))
-    for name, vocab in ((USERS, model.user_vocab), (ITEMS, model.item_vocab)):
+    for name, vocab in zip((USERS, ITEMS), vocabs, strict=True):
         if vocab is not None:
             put(name, json.dumps({"kind": vocab.kind, "ids": vocab.to_json()}).encode())
     put(EXTRA, json.dumps(model.bundle_json()).encode())
@@ -146,7 +149,7 @@ def save_bundle(
 
 
 # ------------------------------------------------------------------------------------------------------ load
-def load_bundle(path: str | Path, *, trust_code: bool = False) -> Recommender:
+def load_bundle(path: str | Path, *, trust_code: bool = False) -> Estimator[Any]:
     """Load a bundle written by :func:`save_bundle`; scores are identical to the saved model's.
 
     The model class is looked up by the manifest's ``model`` name among registered models (built-ins, and any
@@ -161,10 +164,17 @@ def load_bundle(path: str | Path, *, trust_code: bool = False) -> Recommender:
     cls = _model_class(manifest, manifest_path, trust_code=trust_code)
     model = cls(cls.config_class.parse(manifest["config"], source=f"{manifest_path}: field 'config'"))
     listed = _listed_files(root, manifest)
-    if USERS in listed:
-        model.user_vocab = _read_vocab(root, USERS, manifest, "user")
-    if ITEMS in listed:
-        model.item_vocab = _read_vocab(root, ITEMS, manifest, "item")
+    users, items = (
+        _read_vocab(root, name, manifest, kind) if name in listed else None
+        for name, kind in ((USERS, "user"), (ITEMS, "item"))
+    )
+    if isinstance(model, Recommender):
+        model.user_vocab, model.item_vocab = users, items
+    elif users is not None or items is not None:
+        raise DataError(
+            f"the bundle has user/item vocabularies, but a {model.name} model has no id space",
+            file=root / (USERS if users is not None else ITEMS),
+        )
     extra = _read_json(root, EXTRA, manifest) if EXTRA in listed else {}
     if not isinstance(extra, dict):
         raise DataError(
@@ -179,7 +189,9 @@ def load_bundle(path: str | Path, *, trust_code: bool = False) -> Recommender:
             "the weights file is missing", file=root / WEIGHTS, expected="a bundle from save_bundle"
         )
     tensors = _read_weights(root, manifest)
-    model.seen = _pop_seen(tensors, model.user_vocab, model.item_vocab, root / WEIGHTS)
+    seen = _pop_seen(tensors, users, items, root / WEIGHTS)
+    if isinstance(model, Recommender):
+        model.seen = seen
     _load_tensors(model, tensors, root / WEIGHTS)
     return model
 
@@ -388,7 +400,7 @@ def _read_vocab(root: Path, name: str, manifest: dict[str, Any], kind: str) -> V
 
 
 # ------------------------------------------------------------------------------------------------------ model
-def _model_class(manifest: dict[str, Any], manifest_path: Path, *, trust_code: bool) -> type[Recommender]:
+def _model_class(manifest: dict[str, Any], manifest_path: Path, *, trust_code: bool) -> type[Estimator[Any]]:
     name = manifest["model"]
     registry = available_models()
     if name in registry:
@@ -497,7 +509,7 @@ def _pop_seen(
     return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items))
 
 
-def _load_tensors(model: Recommender, tensors: dict[str, torch.Tensor], file: Path) -> None:
+def _load_tensors(model: Estimator[Any], tensors: dict[str, torch.Tensor], file: Path) -> None:
     """``model.load_state_tensors`` with a missing tensor or a shape mismatch turned into a DataError."""
     try:
         model.load_state_tensors(tensors)
