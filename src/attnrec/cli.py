@@ -183,9 +183,18 @@ def train_cmd(
     trainer_set: Annotated[
         list[str] | None, typer.Option("--trainer-set", help="trainer option KEY=VALUE")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="--out holds a run: delete its checkpoints, metrics, log and model first")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue the run in --out from its checkpoint (same model, trainer, data)")
+    ] = False,
     progress: bool = True,
 ) -> None:
-    """Train a model, evaluate on validation and test, write metrics.json and a model bundle."""
+    """Train a model, evaluate on validation and test, write metrics.json and a model bundle.
+
+    An --out that already holds a run is refused unless --overwrite (start fresh) or --resume (continue) is given.
+    """
     from attnrec.experiments.run import RunConfig, run_experiment
 
     base: dict[str, Any] = {}
@@ -198,6 +207,8 @@ def train_cmd(
         "valid": valid,
         "test": test,
         "out": out,
+        "overwrite": overwrite or None,
+        "resume": resume or None,
     }.items():
         if value is not None:
             base[key] = value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 import tomllib
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
 from attnrec.evaluation.protocols import default_protocol, evaluate
-from attnrec.models.base import Estimator, TaskKind, TorchEstimator, get_model_class
+from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.serving.bundle import save_bundle
-from attnrec.training.trainer import TrainerConfig
+from attnrec.training.trainer import CHECKPOINT_NAME, TrainerConfig
+from attnrec.training.types import FitReport, data_fingerprint
 
 
 class SplitSpec(BaseModel):
@@ -180,9 +182,48 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
     return PreparedData(dataset, result, train, valid, test, notes)
 
 
+#: what a run writes under ``out`` (what ``overwrite`` deletes; the checkpoint folder may be moved by the trainer)
+RUN_OUTPUTS = ("metrics.json", "train_log.jsonl", "checkpoints", "model")
+
+
+def claim_out(cfg: RunConfig) -> None:
+    """Make ``cfg.out`` ready for this run, or say why not: a directory that already holds a run is deleted with
+    ``overwrite``, continued with ``resume`` (its checkpoint must exist) and otherwise refused, never silently
+    resumed or overwritten."""
+    out = cfg.out
+    if out is None:
+        return
+    ckdir = Path(cfg.trainer.get("checkpoint_dir") or out / "checkpoints")
+    log = Path(cfg.trainer.get("log_path") or out / "train_log.jsonl")
+    held = [p for p in dict.fromkeys([*(out / n for n in RUN_OUTPUTS), ckdir, log]) if p.exists()]
+    if cfg.overwrite:
+        for p in held:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    elif cfg.resume:
+        if not (ckdir / CHECKPOINT_NAME).is_file():
+            raise ConfigError(
+                f"--resume: there is no checkpoint to resume ({ckdir / CHECKPOINT_NAME} does not exist); "
+                "run without --resume (or with --overwrite) to start fresh"
+            )
+    elif held:
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(str(p) for p in held)}): pass --overwrite to delete it and "
+            "start fresh, or --resume to continue it from its checkpoint (resumed only when the model config, "
+            "trainer config and data match)"
+        )
+
+
+def write_log(path: Path, report: FitReport) -> None:
+    """Write ``report``'s history as ``train_log.jsonl`` (one line per epoch; one line for a fit without epochs)."""
+    rows = report.history or [{"epoch": max(1, report.epochs_run), "seconds": report.seconds}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
 def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
-    """Run ``cfg`` end to end; writes the results record when ``cfg.out`` is set."""
+    """Run ``cfg`` end to end; writes the results record when ``cfg.out`` is set (see :func:`claim_out`)."""
     t_start = time.perf_counter()
+    claim_out(cfg)
     cls = get_model_class(cfg.model)
     model = cls(**cfg.model_params)
     torch.manual_seed(model.config.seed)
@@ -190,19 +231,18 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
     t_data = time.perf_counter() - t0
 
-    trainer_cfg: TrainerConfig | None = None
-    if isinstance(model, TorchEstimator) or cfg.trainer:
-        tr = {"progress": progress, **cls.default_trainer, **cfg.trainer}
-        if cfg.out is not None:
-            tr.setdefault("log_path", cfg.out / "train_log.jsonl")
-            tr.setdefault("checkpoint_dir", cfg.out / "checkpoints")
-        try:
-            trainer_cfg = TrainerConfig(**tr)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            raise ConfigError(
-                f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
-            ) from None
+    # every estimator fits through the one Trainer, so every run with `out` logs (and checkpoints) the same way
+    tr = {"progress": progress, **cls.default_trainer, **cfg.trainer, "resume": cfg.resume}
+    if cfg.out is not None:
+        tr.setdefault("log_path", cfg.out / "train_log.jsonl")
+        tr.setdefault("checkpoint_dir", cfg.out / "checkpoints")
+    try:
+        trainer_cfg = TrainerConfig(**tr)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ConfigError(
+            f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
+        ) from None
     # side inputs come from the training split (reviews) and the dataset's metadata tables; validation and test
     # reach the model without their review text, so none of it can leak into fitting or scoring
     side = SideInputs(
@@ -213,7 +253,12 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     leaky = model.leaky
     valid = data.valid if leaky else strip_text(data.valid)
     test = data.test if leaky else strip_text(data.test)
-    report = model.fit(data.train, valid if len(valid) else None, side=side, trainer=trainer_cfg)
+    fit_valid = valid if len(valid) else None
+    run_key = data_fingerprint(data.train, fit_valid)  # the data part of what a checkpoint must match
+    report = model.fit(data.train, fit_valid, side=side, trainer=trainer_cfg, run_key=run_key)
+    if trainer_cfg.log_path is not None and not trainer_cfg.log_path.exists():
+        # a model that trains outside the Trainer still leaves its log
+        write_log(trainer_cfg.log_path, report)
 
     # select on validation, report test once: valid masks train; test masks train + valid
     t0 = time.perf_counter()

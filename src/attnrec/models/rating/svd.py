@@ -17,10 +17,9 @@ See ``docs/models/svd.md`` for the equations mapped to this code and the choices
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,9 +27,22 @@ from pydantic import Field
 from torch import nn
 
 from attnrec.data.batches import RatingBatch, rating_batches
+from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError
-from attnrec.models.base import FitReport, ModelConfig, TaskKind, TorchRecommender, TrainableModule, register
+from attnrec.models.base import (
+    FitReport,
+    ModelConfig,
+    Query,
+    RatingPredictor,
+    TaskKind,
+    TorchRecommender,
+    TrainableModule,
+    register,
+)
+
+if TYPE_CHECKING:
+    from attnrec.training.trainer import TrainerConfig
 
 
 class SVDConfig(ModelConfig):
@@ -274,15 +286,72 @@ def svd_init(
     return q, bi
 
 
+class ALSSolver:
+    """ALS as an :class:`~attnrec.training.types.EpochSolver`: each epoch is one sweep (all users, then all items).
+
+    A sweep starts from the module's Q and b_i (the initialisation writes them there), so the module's tensors
+    are the solver's whole state and a checkpoint of them resumes exactly. The sides are laid out on the module's
+    device.
+    """
+
+    def __init__(self, module: BiasedMF, train: Interactions, config: SVDConfig) -> None:
+        c = config
+        self.module, self.config, self.n_ratings = module, config, len(train)
+        device = module.q.device
+        centred = train.ratings.astype(np.float32) - np.float32(float(module.mu))
+        shape = (train.n_users, train.n_items)
+        self.by_user = ALSSide(train.users, train.items, centred, shape, device)
+        self.by_item = ALSSide(train.items, train.users, centred, (shape[1], shape[0]), device)
+        if c.init == "svd":
+            q, bi = svd_init(
+                self.by_user,
+                self.by_item,
+                c.factors,
+                c.reg_bias,
+                weighted=c.weighted_reg,
+                weighted_bias=c.weighted_reg_bias,
+                init_std=c.init_std,
+            )
+            with torch.no_grad():
+                module.q.copy_(q)
+                module.bi.copy_(bi)
+        # init == "random": the module's N(0, init_std²) Q and zero b_i are the start
+
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
+        """One sweep; {"loss": the penalised objective reached, per training rating} (uses no randomness)."""
+        c, m = self.config, self.module
+        kw = {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias}
+        with torch.no_grad():
+            p, bu, _ = als_half_step(self.by_user, m.q.detach(), m.bi.detach(), c.reg, c.reg_bias, **kw)
+            q, bi, objective = als_half_step(self.by_item, p, bu, c.reg, c.reg_bias, **kw)
+            # the item step's objective holds the squared errors and the item penalty; add the user penalty
+            scale, scale_b = penalty_scales(self.by_user.counts, c.weighted_reg, c.weighted_reg_bias)
+            penalty = scale * c.reg * p.square().sum(1) + scale_b * c.reg_bias * bu.square()
+            objective += float(penalty.sum())
+            for param, value in ((m.p, p), (m.q, q), (m.bu, bu), (m.bi, bi)):
+                param.copy_(value)
+        return {"loss": objective / self.n_ratings}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
 @register
-class SVD(TorchRecommender):
-    """Biased MF (Surprise's SVD) with a vectorised ALS solver and an SGD solver on the one Trainer."""
+class SVD(TorchRecommender[SVDConfig], RatingPredictor):
+    """Biased MF (Surprise's SVD) with a vectorised ALS solver and an SGD solver on the one Trainer.
+
+    A query's history (with ratings as its values; without them each item counts as the top training rating)
+    folds a user in by one ALS half-step against the fixed item factors.
+    """
 
     name = "svd"
     task = TaskKind.RATING
     config_class = SVDConfig
     paper = "Koren, Bell, Volinsky 2009 (Surprise SVD)"
-    config: SVDConfig
+    query_inputs = frozenset({"users", "history"})
 
     #: Trainer settings the ``sgd`` solver uses for every field the caller's TrainerConfig leaves unset
     #: (tuned on the ML-100k validation split)
@@ -329,86 +398,53 @@ class SVD(TorchRecommender):
     ) -> Iterator[RatingBatch]:
         return rating_batches(train, batch_size, generator=generator)
 
-    def _fit(self, train: Interactions, valid: Interactions | None, **kw: Any) -> FitReport:
-        from attnrec.training.trainer import TrainerConfig, resolve_device
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        side: SideInputs,
+        trainer: TrainerConfig | None,
+        run_key: str | None,
+    ) -> FitReport:
+        from attnrec.training.trainer import TrainerConfig
 
-        trainer = kw.pop("trainer", None)
-        if kw:
-            raise ConfigError(f"unknown fit() argument(s): {sorted(kw)}")
         if trainer is not None and not isinstance(trainer, TrainerConfig):
             raise ConfigError(f"fit(trainer=...) expects a TrainerConfig, got {type(trainer).__name__}")
         self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))
         if self.config.solver == "sgd":
             given = trainer.model_dump(exclude_unset=True) if trainer is not None else {}
             cfg = TrainerConfig(**{**self.sgd_trainer_defaults, **given})
-            report = super()._fit(train, valid, trainer=cfg)
+            report = super()._fit(train, valid, side, cfg, run_key)
         else:
-            device = resolve_device(trainer.device) if trainer is not None else torch.device("cpu")
-            report = self._fit_als(train, valid, device)
+            report = self._fit_als(train, valid, trainer, run_key)
         self.mf.eval()
         return report
 
-    def _fit_als(self, train: Interactions, valid: Interactions | None, device: torch.device) -> FitReport:
+    def _fit_als(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        trainer: TrainerConfig | None,
+        run_key: str | None,
+    ) -> FitReport:
+        """ALS sweeps as the epochs of the one Trainer: at most ``iterations`` sweeps, stopping after ``patience``
+        sweeps without a better validation RMSE, the best sweep restored. The caller's TrainerConfig (default: CPU,
+        no progress bar) gives the device, checkpoints, log and progress; epochs and patience are the model's."""
+        from attnrec.training.trainer import Trainer, TrainerConfig
+        from attnrec.training.types import RunIdentity, data_fingerprint
+
         c = self.config
-        t0 = time.perf_counter()
+        given = trainer if trainer is not None else TrainerConfig(device="cpu", progress=False)
+        cfg = given.model_copy(update={"epochs": c.iterations, "patience": c.patience})
+        tr = Trainer(cfg, valid_metric=cfg.valid_metric or "rmse", mode=cfg.valid_mode or "min")
         torch.manual_seed(c.seed)
-        module = self.build_module(train).to(device)
-        self.module, self.device = module, device
-        mu = float(module.mu)
-        centred = train.ratings.astype(np.float32) - np.float32(mu)
-        shape = (train.n_users, train.n_items)
-        by_user = ALSSide(train.users, train.items, centred, shape, device)
-        by_item = ALSSide(train.items, train.users, centred, (shape[1], shape[0]), device)
-        if c.init == "svd":
-            q, bi = svd_init(
-                by_user,
-                by_item,
-                c.factors,
-                c.reg_bias,
-                weighted=c.weighted_reg,
-                weighted_bias=c.weighted_reg_bias,
-                init_std=c.init_std,
-            )
-        else:
-            q, bi = module.q.detach().clone(), torch.zeros(train.n_items, device=device)
-        history: list[dict[str, float]] = []
-        best: tuple[float, int, dict[str, float], dict[str, torch.Tensor]] | None = None
-        stale = 0
-        for sweep in range(1, c.iterations + 1):
-            kw = {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias}
-            p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, **kw)
-            q, bi, objective = als_half_step(by_item, p, bu, c.reg, c.reg_bias, **kw)
-            # the item step's objective holds the squared errors and the item penalty; add the user penalty
-            scale, scale_b = penalty_scales(by_user.counts, c.weighted_reg, c.weighted_reg_bias)
-            penalty = scale * c.reg * p.square().sum(1) + scale_b * c.reg_bias * bu.square()
-            objective += float(penalty.sum())
-            with torch.no_grad():
-                for param, value in ((module.p, p), (module.q, q), (module.bu, bu), (module.bi, bi)):
-                    param.copy_(value)
-            row: dict[str, float] = {
-                "epoch": sweep,
-                "loss": objective / len(train),
-                "seconds": time.perf_counter() - t0,
-            }
-            if valid is not None and len(valid):
-                metrics = self.evaluate(valid)
-                row.update({f"valid_{k}": v for k, v in metrics.items()})
-                if best is None or metrics["rmse"] < best[0]:
-                    state = {k: v.clone() for k, v in module.state_dict().items()}
-                    best, stale = (metrics["rmse"], sweep, metrics, state), 0
-                else:
-                    stale += 1
-            history.append(row)
-            if stale >= c.patience:
-                break
-        if best is not None:
-            module.load_state_dict(best[3])
-        return FitReport(
-            seconds=time.perf_counter() - t0,
-            epochs_run=len(history),
-            best_epoch=best[1] if best else len(history),
-            best_valid=best[2] if best else {},
-            history=history,
+        self.module, self.device = self.build_module(train).to(tr.device), tr.device
+        solver = ALSSolver(self.mf, train, c)
+        return tr.fit(
+            solver,
+            validate=self.validator(valid) if valid is not None else None,
+            seed=c.seed,
+            identity=RunIdentity(c.to_dict(), run_key or data_fingerprint(train, valid)),
         )
 
     @property
@@ -436,6 +472,26 @@ class SVD(TorchRecommender):
         u = torch.tensor(np.asarray(users, dtype=np.int64), device=self.device)
         with torch.no_grad():
             scores = torch.addmm(m.bu[u, None] + m.bi[None, :] + m.mu, m.p[u], m.q.T)
+        return self._clip(scores)
+
+    def score_history(self, query: Query) -> torch.Tensor:
+        """Ratings of every item for users folded in from the query's history: one ALS half-step (the same ridge
+        problem as fitting, item factors and biases fixed) per row, then the usual μ + b_u + b_i + q_iᵀp_u."""
+        assert query.history is not None
+        h, m, c = query.history, self.mf, self.config
+        values = h.values if h.values is not None else np.full(len(h.items), self.rating_range[1], np.float32)
+        side = ALSSide(h.row_ids(), h.items, values - np.float32(m.mu), (len(h), self.n_items), self.device)
+        with torch.no_grad():
+            p, bu, _ = als_half_step(
+                side,
+                m.q.detach(),
+                m.bi.detach(),
+                c.reg,
+                c.reg_bias,
+                weighted=c.weighted_reg,
+                weighted_bias=c.weighted_reg_bias,
+            )
+            scores = torch.addmm(bu[:, None] + m.bi[None, :] + m.mu, p, m.q.T)
         return self._clip(scores)
 
     @property
