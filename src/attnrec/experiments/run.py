@@ -1,8 +1,12 @@
-"""One run, as a straight line: config -> dataset -> filters -> split -> vocabularies -> fit -> evaluate -> record.
+"""One run, as a straight line: config -> data -> split -> encode (train only) -> fit -> evaluate -> record.
 
-:class:`RunConfig` is the typed form of a TOML run file (and of the CLI's flags). :func:`run_experiment` returns
-a :class:`RunResult` and writes, under ``out``: ``metrics.json`` (valid and test metrics, config, data fingerprint,
-seed, versions, timings, split report), ``train_log.jsonl`` (one line per epoch) and ``model/`` (the bundle).
+:class:`RunConfig` is the typed form of a TOML run file (and of the CLI's flags). The model's task picks the data
+pipeline: interactions (:func:`prepare_data`: a dataset, filtered and split, or pre-split files; vocabularies from
+train) or CTR rows (:func:`attnrec.experiments.ctr_run.prepare_ctr`: MovieLens as CTR, or Criteo / Avazu / CSV
+files; a feature encoder fitted on train). Every input is read and checked before the model is fitted.
+:func:`run_experiment` returns a :class:`RunResult` and writes, under ``out``: ``metrics.json`` (valid and test
+metrics, config, data fingerprint, seed, versions, timings, split report), ``train_log.jsonl`` (one line per
+epoch) and ``model/`` (the bundle; a CTR bundle carries its encoder).
 
 Model selection reads the validation split only; the test split is evaluated once, after fitting.
 """
@@ -26,12 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 import attnrec
 from attnrec.data.side import ReviewCorpus, SideInputs, strip_text
-from attnrec.data.splits import SplitResult, load_presplit, split
+from attnrec.data.splits import SplitResult
 from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
-from attnrec.evaluation.protocols import default_protocol, evaluate
+from attnrec.evaluation.protocols import CTR, default_protocol, evaluate
+from attnrec.experiments.ctr_run import CTRSpec, PreparedCTR, prepare_ctr
+from attnrec.experiments.inputs import load_split, read_items
 from attnrec.models.base import Estimator, TaskKind, get_model_class
+from attnrec.models.ctr.base import CTRRecommender
 from attnrec.serving.bundle import save_bundle
 from attnrec.training.trainer import CHECKPOINT_NAME, TrainerConfig
 from attnrec.training.types import FitReport, data_fingerprint
@@ -76,6 +83,14 @@ class RunConfig(BaseModel):
     overwrite: bool = False
     #: continue the run in ``out`` from its checkpoint, which must match this run (CLI ``--resume``)
     resume: bool = False
+    #: the data file's column names -> canonical names, e.g. ``{"userId": "user_id"}`` (CLI ``--columns``)
+    columns: dict[str, str] = {}
+    #: item metadata, CSV/Parquet keyed by ``item_id``: item text for models that read it (CLI ``--items``)
+    items: Path | None = None
+    #: how CTR rows are read: the files' format, a CSV schema, MovieLens' label threshold (``[ctr]``)
+    ctr: CTRSpec = CTRSpec()
+    #: torch CPU threads during the run (CLI ``--threads``); None keeps torch's setting
+    threads: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> RunConfig:
@@ -126,47 +141,24 @@ class PreparedData:
     valid: Interactions
     test: Interactions
     notes: dict[str, Any]
+    #: item metadata keyed by ``item_id`` (``items`` file, else the dataset's table), or None
+    items: pl.DataFrame | None = None
 
 
 @dataclass
 class RunResult:
     model: Estimator[Any]
     metrics: dict[str, Any]
-    data: PreparedData
+    data: PreparedData | PreparedCTR
     out: Path | None
 
 
 def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> PreparedData:
     """Load, filter, split and encode with vocabularies built from the training part only."""
-    from attnrec.data import filters
-    from attnrec.data.registry import load_dataset
-
-    notes: dict[str, Any] = {}
-    dataset: Dataset | None = None
-    if cfg.train is not None:
-        assert cfg.test is not None
-        result = load_presplit(cfg.train, cfg.valid, cfg.test, protocol=cfg.split.protocol)
-    else:
-        assert cfg.data is not None
-        dataset = load_dataset(cfg.data, progress=progress)
-        df = dataset.interactions
-        f = cfg.filters
-        if f.dedup != "none":
-            df, rep = filters.deduplicate(df, policy=f.dedup)
-            notes["dedup"] = rep
-        if f.min_rating is not None:
-            df, rep = filters.binarize(df, f.min_rating)
-            notes["binarize"] = rep
-        if f.user_k or f.item_k:
-            df, rep = filters.kcore(df, f.user_k, f.item_k)
-            notes["kcore"] = rep
-        s = cfg.split
-        kw: dict[str, Any] = {"protocol": s.protocol}
-        if s.method != "leave_last_out":
-            kw["ratios"] = s.ratios
-        if s.method.startswith("random"):
-            kw["seed"] = s.seed
-        result = split(df, s.method, **kw)
+    items = read_items(cfg.items, cfg.columns) if cfg.items is not None else None
+    dataset, result, notes = load_split(cfg, progress=progress)
+    if items is None and dataset is not None:
+        items = dataset.items
     train_df = result.train
     user_vocab = Vocabulary.from_ids(train_df["user_id"], kind="user")
     item_vocab = Vocabulary.from_ids(train_df["item_id"], kind="item")
@@ -179,7 +171,7 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
         raise ConfigError("the test split is empty after encoding: nothing to evaluate")
     if not implicit and not train.has_ratings:
         raise ConfigError(f"model {cfg.model!r} predicts ratings but the data has no rating column")
-    return PreparedData(dataset, result, train, valid, test, notes)
+    return PreparedData(dataset, result, train, valid, test, notes, items)
 
 
 #: what a run writes under ``out`` (what ``overwrite`` deletes; the checkpoint folder may be moved by the trainer)
@@ -220,55 +212,59 @@ def write_log(path: Path, report: FitReport) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
-def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
-    """Run ``cfg`` end to end; writes the results record when ``cfg.out`` is set (see :func:`claim_out`)."""
-    t_start = time.perf_counter()
-    claim_out(cfg)
-    cls = get_model_class(cfg.model)
-    model = cls(**cfg.model_params)
-    torch.manual_seed(model.config.seed)
-    t0 = time.perf_counter()
-    data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
-    t_data = time.perf_counter() - t0
-
-    # every estimator fits through the one Trainer, so every run with `out` logs (and checkpoints) the same way
+def trainer_config(cfg: RunConfig, cls: type[Estimator[Any]], *, progress: bool) -> TrainerConfig:
+    """The run's trainer: the model's ``default_trainer``, then the run's ``trainer`` table, then where it logs."""
     tr = {"progress": progress, **cls.default_trainer, **cfg.trainer, "resume": cfg.resume}
     if cfg.out is not None:
         tr.setdefault("log_path", cfg.out / "train_log.jsonl")
         tr.setdefault("checkpoint_dir", cfg.out / "checkpoints")
     try:
-        trainer_cfg = TrainerConfig(**tr)
+        return TrainerConfig(**tr)
     except ValidationError as exc:
         e = exc.errors()[0]
         raise ConfigError(
             f"trainer field {'.'.join(map(str, e['loc']))!r}: {e['msg']} (got {e.get('input')!r})"
         ) from None
-    # side inputs come from the training split (reviews) and the dataset's metadata tables; validation and test
-    # reach the model without their review text, so none of it can leak into fitting or scoring
-    side = SideInputs(
-        items=data.dataset.items if data.dataset is not None and "items" in cls.side_inputs else None,
-        users=data.dataset.users if data.dataset is not None and "users" in cls.side_inputs else None,
-        reviews=ReviewCorpus.from_split(data.train) if "reviews" in cls.side_inputs else None,
-    )
-    leaky = model.leaky
-    valid = data.valid if leaky else strip_text(data.valid)
-    test = data.test if leaky else strip_text(data.test)
-    fit_valid = valid if len(valid) else None
-    run_key = data_fingerprint(data.train, fit_valid)  # the data part of what a checkpoint must match
-    report = model.fit(data.train, fit_valid, side=side, trainer=trainer_cfg, run_key=run_key)
+
+
+def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
+    """Run ``cfg`` end to end; writes the results record when ``cfg.out`` is set (see :func:`claim_out`).
+
+    ``cfg.threads`` sets torch's CPU threads for the run (restored afterwards)."""
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: RunConfig, progress: bool) -> RunResult:
+    t_start = time.perf_counter()
+    claim_out(cfg)
+    cls = get_model_class(cfg.model)
+    model = cls(**cfg.model_params)
+    trainer_cfg = trainer_config(cfg, cls, progress=progress)
+    torch.manual_seed(model.config.seed)
+    # 1. every input, read and checked before anything is fitted
+    t0 = time.perf_counter()
+    data: PreparedData | PreparedCTR
+    if cls.task is TaskKind.CTR:
+        data = prepare_ctr(cfg, progress=progress)
+    else:
+        data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
+    t_data = time.perf_counter() - t0
+    # 2. fit on train (validation picks the epoch), 3. evaluate: validation, then test once
+    if isinstance(data, PreparedCTR):
+        report, valid_metrics, test_metrics, t_eval = _fit_rows(model, data, trainer_cfg)
+        data_record = _ctr_record(cfg, data)
+    else:
+        report, valid_metrics, test_metrics, t_eval = _fit_interactions(model, data, trainer_cfg, cfg.ks)
+        data_record = _interactions_record(cfg, data)
     if trainer_cfg.log_path is not None and not trainer_cfg.log_path.exists():
         # a model that trains outside the Trainer still leaves its log
         write_log(trainer_cfg.log_path, report)
-
-    # select on validation, report test once: valid masks train; test masks train + valid
-    t0 = time.perf_counter()
-    protocol = default_protocol(model, cfg.ks)
-    valid_metrics = evaluate(model, valid, protocol, exclude=data.train.csr()) if len(valid) else {}
-    seen_tv = data.train.csr() + (
-        data.valid.csr() if len(data.valid) else sp.csr_matrix(data.train.csr().shape)
-    )
-    test_metrics = evaluate(model, test, protocol, exclude=seen_tv)
-    t_eval = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {
         "valid": valid_metrics,
@@ -276,20 +272,10 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
         "model": cls.name,
         "task": str(cls.task),
         "config": model.config.to_dict(),
-        "trainer": trainer_cfg.model_dump(mode="json") if trainer_cfg else None,
+        "trainer": trainer_cfg.model_dump(mode="json"),
         "run": cfg.model_dump(mode="json"),
         "seed": model.config.seed,
-        "data": {
-            "source": cfg.data or str(cfg.train),
-            "fingerprint": frame_fingerprint(
-                pl.concat([data.split.train, data.split.valid, data.split.test], how="diagonal_relaxed")
-            ),
-            "split": data.split.report,
-            "sizes": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
-            "users": data.train.n_users,
-            "items": data.train.n_items,
-            "notes": data.notes,
-        },
+        "data": data_record,
         "fit": {
             "best_epoch": report.best_epoch,
             "epochs_run": report.epochs_run,
@@ -309,14 +295,85 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
             "polars": pl.__version__,
             "python": platform.python_version(),
         },
+        "threads": torch.get_num_threads(),
         "device": str(model.device),
         # True only for paper-literal modes that read the target's own review (hybrid_csa): never comparable
-        "leaky": leaky,
+        "leaky": model.leaky,
     }
     if cfg.out is not None:
         cfg.out.mkdir(parents=True, exist_ok=True)
         (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         if cfg.save_model:
-            items = data.dataset.items if data.dataset is not None else None
+            items = data.items if isinstance(data, PreparedData) else None
             save_bundle(model, cfg.out / "model", items=items, extra={"run": cfg.model_dump(mode="json")})
     return RunResult(model, metrics, data, cfg.out)
+
+
+def _fit_interactions(
+    model: Estimator[Any], data: PreparedData, trainer_cfg: TrainerConfig, ks: tuple[int, ...]
+) -> tuple[FitReport, dict[str, float], dict[str, float], float]:
+    """Fit on encoded interactions and evaluate: ``(report, valid metrics, test metrics, evaluation seconds)``."""
+    cls = type(model)
+    # side inputs come from the training split (reviews) and the metadata tables; validation and test reach the
+    # model without their review text, so none of it can leak into fitting or scoring
+    side = SideInputs(
+        items=data.items if "items" in cls.side_inputs else None,
+        users=data.dataset.users if data.dataset is not None and "users" in cls.side_inputs else None,
+        reviews=ReviewCorpus.from_split(data.train) if "reviews" in cls.side_inputs else None,
+    )
+    valid = data.valid if model.leaky else strip_text(data.valid)
+    test = data.test if model.leaky else strip_text(data.test)
+    fit_valid = valid if len(valid) else None
+    run_key = data_fingerprint(data.train, fit_valid)  # the data part of what a checkpoint must match
+    report = model.fit(data.train, fit_valid, side=side, trainer=trainer_cfg, run_key=run_key)
+
+    # select on validation, report test once: valid masks train; test masks train + valid
+    t0 = time.perf_counter()
+    protocol = default_protocol(model, ks)
+    valid_metrics = evaluate(model, valid, protocol, exclude=data.train.csr()) if len(valid) else {}
+    seen_tv = data.train.csr() + (
+        data.valid.csr() if len(data.valid) else sp.csr_matrix(data.train.csr().shape)
+    )
+    test_metrics = evaluate(model, test, protocol, exclude=seen_tv)
+    return report, valid_metrics, test_metrics, time.perf_counter() - t0
+
+
+def _fit_rows(
+    model: Estimator[Any], data: PreparedCTR, trainer_cfg: TrainerConfig
+) -> tuple[FitReport, dict[str, float], dict[str, float], float]:
+    """Fit a CTR model on encoded rows (keeping the encoder for the bundle) and evaluate with the CTR protocol."""
+    if not isinstance(model, CTRRecommender):
+        raise ConfigError(f"model {model.name!r} has task ctr but is not a CTRRecommender")
+    run_key = data_fingerprint(data.train, data.valid)
+    report = model.fit(data.train, data.valid, trainer=trainer_cfg, run_key=run_key, encoder=data.encoder)
+    t0 = time.perf_counter()
+    valid_metrics = evaluate(model, data.valid, CTR()) if data.valid is not None else {}
+    test_metrics = evaluate(model, data.test, CTR())
+    return report, valid_metrics, test_metrics, time.perf_counter() - t0
+
+
+def _interactions_record(cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
+    return {
+        "source": cfg.data or str(cfg.train),
+        "fingerprint": frame_fingerprint(
+            pl.concat([data.split.train, data.split.valid, data.split.test], how="diagonal_relaxed")
+        ),
+        "split": data.split.report,
+        "sizes": {"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+        "users": data.train.n_users,
+        "items": data.train.n_items,
+        "notes": data.notes,
+    }
+
+
+def _ctr_record(cfg: RunConfig, data: PreparedCTR) -> dict[str, Any]:
+    schema = data.encoder.schema
+    return {
+        "source": cfg.data or str(cfg.train),
+        "fingerprint": data.fingerprint,
+        "split": data.report,
+        "sizes": data.report["sizes"],
+        "fields": schema.names,
+        "label": schema.label,
+        "notes": data.notes,
+    }

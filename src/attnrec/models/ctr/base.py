@@ -140,6 +140,9 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
     task = TaskKind.CTR
     config_class: ClassVar[type[ModelConfig]] = CTRConfig
     module_class: ClassVar[type[CTRModule]]
+    #: the CTR benchmark's settings (BENCHMARKS.md, CTR family): Adam lr 1e-3, batch 256, at most 30 epochs,
+    #: early stopping on validation AUC with patience 3
+    default_trainer: ClassVar[dict[str, Any]] = {"epochs": 30, "patience": 3, "batch_size": 256, "lr": 1e-3}
 
     def __init__(self, config: ConfigT | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

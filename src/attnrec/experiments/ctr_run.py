@@ -1,0 +1,211 @@
+"""The CTR side of a run: raw rows -> split -> a :class:`FeatureEncoder` fitted on train only -> :class:`CTRData`.
+
+Two sources, picked by the run config:
+
+* ``data`` (a registered name such as ``ml-100k``, or a MovieLens folder): MovieLens as CTR
+  (:func:`~attnrec.data.readers.ctr.movielens_ctr`, label = rating >= ``ctr.threshold``); the interactions are
+  filtered and split exactly as an interaction run splits them (:func:`attnrec.experiments.inputs.load_split`),
+  then each part becomes CTR rows.
+* ``train``/``valid``/``test`` files in ``ctr.format``: ``criteo`` (TAB, no header, or the comma-separated
+  header form), ``avazu`` (CSV, with or without its header), ``csv`` (a header row; the ``ctr.feature_schema`` of
+  the run file, else a ``label`` column of 0/1 and every other column a categorical field), or ``movielens``
+  (a MovieLens folder per part).
+
+:func:`read_ctr_rows` reads one file the same way for ``attnrec evaluate`` / ``attnrec predict`` on a bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from attnrec.data.ctr import CTRData, FeatureEncoder
+from attnrec.data.readers.ctr import CTRTable, movielens_ctr, read_avazu, read_criteo, read_ctr_table
+from attnrec.data.schema import FeatureSchema, FieldSpec
+from attnrec.data.table import Dataset
+from attnrec.errors import ConfigError, DataError
+from attnrec.training.types import data_fingerprint
+
+if TYPE_CHECKING:
+    from attnrec.experiments.run import RunConfig
+
+CTRFormat = Literal["criteo", "avazu", "csv", "movielens"]
+CTR_FORMATS: tuple[str, ...] = ("criteo", "avazu", "csv", "movielens")
+
+
+class CTRSpec(BaseModel):
+    """How a CTR run reads its rows (the ``[ctr]`` table of a run file; CLI ``--format``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the format of pre-split ``train``/``valid``/``test`` files (``data`` is always MovieLens as CTR)
+    format: CTRFormat | None = None
+    #: ``csv``: the label and fields; None = a ``label`` column and every other column categorical
+    feature_schema: FeatureSchema | None = None
+    #: ``csv``: the field separator
+    sep: str = Field(",", min_length=1, max_length=1)
+    #: MovieLens as CTR: label 1 when rating >= threshold
+    threshold: float = 4.0
+    #: values seen fewer times in the training rows map to the unknown index
+    min_count: int = Field(1, ge=1)
+
+
+@dataclass
+class PreparedCTR:
+    """The encoded parts of a CTR run: rows, the encoder fitted on train, and what was done to get them."""
+
+    train: CTRData
+    valid: CTRData | None
+    test: CTRData
+    encoder: FeatureEncoder
+    #: a fingerprint of the raw rows of all three parts (labels and fields)
+    fingerprint: str
+    report: dict[str, Any]
+    notes: dict[str, Any]
+
+
+def default_csv_schema(path: Path, sep: str = ",") -> FeatureSchema:
+    """``label`` plus every other column of ``path``'s header as a categorical field."""
+    try:
+        header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read the header: {exc}", file=path, expected="a CSV file with a header") from None
+    if "label" not in header:
+        raise DataError(
+            "no 'label' column",
+            file=path,
+            value=header,
+            expected="a 0/1 'label' column, or [ctr.feature_schema] in the run file naming the label and fields",
+        )
+    return FeatureSchema(fields=[FieldSpec(name=c) for c in header if c != "label"], label="label")
+
+
+def read_ctr_file(
+    path: Path, fmt: str, spec: CTRSpec, schema: FeatureSchema | None = None, *, progress: bool = False
+) -> CTRTable:
+    """One file of CTR rows in ``fmt``. ``schema`` (csv): the fields to read (default: ``spec``'s, else
+    :func:`default_csv_schema`)."""
+    if fmt == "criteo":
+        return read_criteo(path, min_count=spec.min_count)
+    if fmt == "avazu":
+        return read_avazu(path, min_count=spec.min_count)
+    if fmt == "csv":
+        schema = schema or spec.feature_schema or default_csv_schema(path, spec.sep)
+        return read_ctr_table(path, schema, sep=spec.sep)
+    if fmt == "movielens":
+        from attnrec.data.registry import load_dataset
+
+        return movielens_ctr(load_dataset(str(path), progress=progress), threshold=spec.threshold)
+    raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(CTR_FORMATS)}")
+
+
+def _movielens_parts(cfg: RunConfig, progress: bool) -> tuple[list[pl.DataFrame], FeatureSchema, dict[str, Any]]:
+    """MovieLens as CTR, split like an interaction run: (train, valid, test) frames, schema, split report."""
+    from attnrec.experiments.inputs import load_split
+
+    dataset, result, notes = load_split(cfg, progress=progress)
+    assert dataset is not None
+    tables = [
+        movielens_ctr(
+            Dataset(dataset.name, part, items=dataset.items, users=dataset.users, source=dataset.source),
+            threshold=cfg.ctr.threshold,
+            min_count=cfg.ctr.min_count,
+        )
+        for part in (result.train, result.valid, result.test)
+    ]
+    report = {**result.report, "source": "movielens", "threshold": cfg.ctr.threshold, "notes": notes}
+    return [t.frame for t in tables], tables[0].schema, report
+
+
+def _file_parts(cfg: RunConfig, progress: bool) -> tuple[list[pl.DataFrame | None], FeatureSchema, dict[str, Any]]:
+    fmt = cfg.ctr.format
+    if fmt is None:
+        raise ConfigError(
+            f"model {cfg.model!r} scores CTR rows: give --format criteo|avazu|csv|movielens for the "
+            "--train/--valid/--test files (run file: [ctr] format = ...), or --data ml-100k for MovieLens as CTR"
+        )
+    assert cfg.train is not None and cfg.test is not None
+    paths = {"train": cfg.train, "valid": cfg.valid, "test": cfg.test}
+    tables = {k: read_ctr_file(p, fmt, cfg.ctr, progress=progress) for k, p in paths.items() if p is not None}
+    schema = tables["train"].schema
+    for part, t in tables.items():
+        if part != "train" and t.schema.names != schema.names:
+            raise DataError(
+                "the fields differ from the train file's",
+                file=paths[part],
+                value=t.schema.names,
+                expected=f"the fields of {paths['train']}: {schema.names}",
+            )
+    skipped = {k: t.notes["skipped_rows"] for k, t in tables.items() if t.notes.get("skipped_rows")}
+    report = {
+        "method": "presplit",
+        "format": fmt,
+        "files": {k: str(p) for k, p in paths.items() if p is not None},
+        "skipped_rows": skipped,
+    }
+    frames = [tables[k].frame if k in tables else None for k in ("train", "valid", "test")]
+    return frames, schema, report
+
+
+def prepare_ctr(cfg: RunConfig, *, progress: bool = True) -> PreparedCTR:
+    """Read, split and encode a CTR run's rows; the encoder sees the training rows only."""
+    frames: list[pl.DataFrame | None]
+    if cfg.train is not None:
+        frames, schema, report = _file_parts(cfg, progress)
+    else:
+        if cfg.ctr.format not in (None, "movielens"):
+            raise ConfigError(
+                f"--format {cfg.ctr.format}: --data is read as MovieLens as CTR; give criteo/avazu/csv files as "
+                "--train/--valid/--test"
+            )
+        parts, schema, report = _movielens_parts(cfg, progress)
+        frames = list(parts)
+    train_f, valid_f, test_f = frames
+    assert train_f is not None and test_f is not None
+    if cfg.ctr.min_count > 1:
+        schema = FeatureSchema(
+            fields=[f.model_copy(update={"min_count": cfg.ctr.min_count}) for f in schema.fields],
+            label=schema.label,
+        )
+    encoder = FeatureEncoder(schema).fit(train_f)
+    train = encoder.transform(train_f, source="train")
+    valid = encoder.transform(valid_f, source="valid") if valid_f is not None and valid_f.height else None
+    test = encoder.transform(test_f, source="test")
+    oov = dict(encoder.last_oov_counts)
+    if len(test) == 0:
+        raise ConfigError("the test split is empty: nothing to evaluate")
+    sizes = {"train": len(train), "valid": len(valid) if valid is not None else 0, "test": len(test)}
+    report = {**report, "sizes": sizes, "positive_rate": {"train": round(train.positive_rate, 4)}}
+    return PreparedCTR(
+        train,
+        valid,
+        test,
+        encoder,
+        data_fingerprint(*[f for f in frames if f is not None]),
+        report,
+        {"test_unknown_values": {k: v for k, v in oov.items() if v}},
+    )
+
+
+def read_ctr_rows(
+    path: Path, fmt: str | None, encoder: FeatureEncoder, *, sep: str = ",", need_label: bool = True
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Raw rows of ``path`` for a fitted ``encoder`` (``attnrec evaluate`` / ``predict`` on a CTR bundle).
+
+    ``fmt`` as for training; ``csv`` reads the encoder's label and fields. With ``need_label=False`` a csv file
+    without the label column is read too (for predictions). Returns the frame and the reader's notes."""
+    if fmt is None:
+        raise ConfigError("a CTR bundle scores rows: give --format criteo|avazu|csv|movielens for the file")
+    schema = encoder.schema
+    if fmt == "csv" and not need_label:
+        header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
+        if schema.label not in header:
+            frame = pl.read_csv(path, separator=sep, infer_schema=False)
+            casts = [pl.col(f.name).cast(pl.Float64, strict=False) for f in schema.fields if f.kind == "numeric"]
+            return frame.with_columns(casts), {}
+    table = read_ctr_file(path, fmt, CTRSpec(sep=sep), schema if fmt == "csv" else None)
+    return table.frame, dict(table.notes)

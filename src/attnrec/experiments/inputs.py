@@ -1,0 +1,108 @@
+"""What a run reads besides its config: the interactions (a dataset, filtered and split, or pre-split files, with
+the file's columns renamed by ``columns``) and the item metadata of ``items``.
+
+Every input is read and checked here, before any model is built or fitted, so a bad file or a missing column
+fails in seconds with the file and field named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from attnrec.data.splits import SplitResult, load_presplit, split
+from attnrec.data.table import CANONICAL, Dataset
+from attnrec.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from attnrec.experiments.run import RunConfig
+
+#: file suffixes read as one interactions table, where ``columns`` applies
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+
+
+def check_columns(columns: dict[str, str]) -> dict[str, str]:
+    """``columns`` (the file's name -> a canonical name) after checking every target is canonical and used once."""
+    bad = {src: dst for src, dst in columns.items() if dst not in CANONICAL}
+    if bad:
+        src, dst = next(iter(bad.items()))
+        raise ConfigError(
+            f"columns: {src}={dst}: {dst!r} is not a canonical column; expected one of {', '.join(CANONICAL)}"
+        )
+    targets = list(columns.values())
+    dup = sorted({t for t in targets if targets.count(t) > 1})
+    if dup:
+        raise ConfigError(f"columns: more than one file column is mapped to {dup[0]!r}")
+    return columns
+
+
+def load_split(cfg: RunConfig, *, progress: bool = True) -> tuple[Dataset | None, SplitResult, dict[str, Any]]:
+    """The run's interactions, split: ``(dataset or None for pre-split files, split, notes)``.
+
+    ``cfg.data``: a registered dataset or a path, deduplicated / binarised / k-cored by ``cfg.filters`` and split
+    by ``cfg.split``; else the pre-split ``cfg.train``/``valid``/``test`` files. ``cfg.columns`` renames a table
+    file's columns (``{"userId": "user_id"}``)."""
+    from attnrec.data import filters
+    from attnrec.data.registry import load_dataset
+
+    columns = check_columns(dict(cfg.columns))
+    notes: dict[str, Any] = {}
+    if cfg.train is not None:
+        assert cfg.test is not None
+        return None, load_presplit(cfg.train, cfg.valid, cfg.test, protocol=cfg.split.protocol, columns=columns), notes
+    assert cfg.data is not None
+    kw: dict[str, Any] = {"progress": progress}
+    if columns:
+        p = Path(cfg.data).expanduser()
+        name = p.name.lower().removesuffix(".gz")
+        if not (p.is_file() and name.endswith(TABLE_SUFFIXES)):
+            raise ConfigError(
+                f"--columns renames the columns of a CSV/TSV/Parquet file; {cfg.data!r} is not one "
+                "(registered datasets and MovieLens folders have known columns)"
+            )
+        kw["columns"] = {dst: src for src, dst in columns.items()}
+    dataset = load_dataset(cfg.data, **kw)
+    df = dataset.interactions
+    f = cfg.filters
+    if f.dedup != "none":
+        df, notes["dedup"] = filters.deduplicate(df, policy=f.dedup)
+    if f.min_rating is not None:
+        df, notes["binarize"] = filters.binarize(df, f.min_rating)
+    if f.user_k or f.item_k:
+        df, notes["kcore"] = filters.kcore(df, f.user_k, f.item_k)
+    s = cfg.split
+    split_kw: dict[str, Any] = {"protocol": s.protocol}
+    if s.method != "leave_last_out":
+        split_kw["ratios"] = s.ratios
+    if s.method.startswith("random"):
+        split_kw["seed"] = s.seed
+    return dataset, split(df, s.method, **split_kw), notes
+
+
+def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFrame:
+    """An item metadata table (CSV with a header, or Parquet): ``item_id`` and text fields such as ``title``,
+    ``description``, ``genres`` (``a|b``), ``categories``; every value read as text. ``columns`` renames the
+    file's columns where it has them (the same mapping as the interactions, e.g. ``movieId=item_id``)."""
+    if not path.is_file():
+        raise DataError("no such file", file=path, field="--items", expected="an item metadata CSV or Parquet file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pl.read_parquet(path)
+        else:
+            frame = pl.read_csv(path, infer_schema=False, separator="\t" if path.suffix.lower() == ".tsv" else ",")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read: {exc}", file=path, expected="an item metadata CSV or Parquet file") from None
+    rename = {src: dst for src, dst in (columns or {}).items() if src in frame.columns}
+    frame = frame.rename(rename)
+    if "item_id" not in frame.columns:
+        raise DataError(
+            "no item_id column",
+            file=path,
+            value=frame.columns,
+            expected="an item_id column (or --columns mapping the file's id column to item_id)",
+        )
+    if frame.height == 0:
+        raise DataError("no rows", file=path, expected="one row per item")
+    return frame.with_columns(pl.col("item_id").cast(pl.String))
