@@ -39,7 +39,10 @@ class EpochSolver(Protocol):
     exact resume needs (optimiser moments, a rebuilt graph) comes from :meth:`state_dict`.
     """
 
-    module: nn.Module
+    @property
+    def module(self) -> nn.Module:
+        """The parameters being fitted (read-only here: a solver may hold a more specific module type)."""
+        ...
 
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         """Run epoch ``epoch`` (1-based) and return what it measured, e.g. ``{"loss": ...}`` (training data only).

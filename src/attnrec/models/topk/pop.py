@@ -25,12 +25,14 @@ class _Counting:
 
     def __init__(self, train: Interactions) -> None:
         self.train = train
+        self.counts = torch.zeros(train.n_items)
+        # the counts as a module buffer, so checkpoints save them (a resume loads into this same tensor)
         self.module = nn.Module()
-        self.module.register_buffer("counts", torch.zeros(train.n_items))
+        self.module.register_buffer("counts", self.counts)
 
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         counts = np.bincount(self.train.items, minlength=self.train.n_items).astype(np.float32)
-        self.module.counts.copy_(torch.from_numpy(counts))
+        self.counts.copy_(torch.from_numpy(counts))
         return {"interactions": float(len(self.train))}
 
     def state_dict(self) -> dict[str, Any]:
@@ -74,7 +76,7 @@ class Pop(Recommender[PopConfig]):
             seed=self.config.seed,
             identity=RunIdentity(self.config.to_dict(), run_key or data_fingerprint(train, valid)),
         )
-        self.counts = solver.module.counts
+        self.counts = solver.counts
         return report
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
