@@ -143,3 +143,72 @@ def test_exact_resume_after_kill(data, tmp_path):
     assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
     # the checkpoint is loadable with weights_only=True (nothing pickled beyond tensors and plain data)
     torch.load(ckdir / CHECKPOINT_NAME, weights_only=True)
+
+
+KILLED_RUN = """
+import os, signal, sys
+import numpy as np, polars as pl, torch
+from torch import nn
+from attnrec.data.batches import RatingBatch, rating_batches
+from attnrec.data.table import Interactions
+from attnrec.data.vocab import Vocabulary
+from attnrec.training.trainer import Trainer, TrainerConfig
+from attnrec.training.types import RunIdentity, TrainableModule
+
+{toy}
+
+rng = np.random.default_rng(0)
+n = 400
+u, i = rng.integers(0, 20, n), rng.integers(0, 15, n)
+df = pl.DataFrame({{"user_id": u.astype(str), "item_id": i.astype(str), "rating": (u % 3 + i % 2).astype(np.float32)}})
+uv = Vocabulary.from_ids(df["user_id"], kind="user")
+iv = Vocabulary.from_ids(df["item_id"], kind="item")
+data = Interactions.encode(df, uv, iv)[0]
+torch.manual_seed(0)
+model = Toy(data.n_users, data.n_items)
+c = TrainerConfig(progress=False, device="cpu", lr=0.05, epochs=6, lr_schedule="cosine", patience=None,
+                  checkpoint_dir=sys.argv[1], log_path=sys.argv[2])
+
+def die(epoch, row):
+    if epoch == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Trainer(c, valid_metric="rmse").fit(model, lambda e, g: rating_batches(data, 64, generator=g),
+    validate=lambda: {{"rmse": 1.0}}, seed=3, on_epoch_end=die, identity=RunIdentity({{"dim": 4}}, "toy"))
+"""
+
+
+def test_exact_resume_after_kill_9(data, tmp_path):
+    """A real SIGKILL of a training process after epoch 3; a new process's fit resumes it bit for bit."""
+    import inspect
+    import signal
+    import subprocess
+    import sys
+
+    from attnrec.training.types import RunIdentity
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_RUN.format(toy=inspect.getsource(Toy)))
+    ckdir, log = tmp_path / "ck", tmp_path / "log.jsonl"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(ckdir), str(log)], capture_output=True, timeout=120
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [1, 2, 3]
+
+    c = cfg(epochs=6, lr_schedule="cosine", patience=None)
+    torch.manual_seed(0)
+    straight = Toy(data.n_users, data.n_items)
+    Trainer(c, valid_metric="rmse").fit(straight, make_batches(data), validate=lambda: {"rmse": 1.0}, seed=3)
+    torch.manual_seed(99)
+    resumed = Toy(data.n_users, data.n_items)
+    Trainer(c.model_copy(update={"checkpoint_dir": ckdir, "log_path": log}), valid_metric="rmse").fit(
+        resumed,
+        make_batches(data),
+        validate=lambda: {"rmse": 1.0},
+        seed=3,
+        identity=RunIdentity({"dim": 4}, "toy"),
+    )
+    assert torch.equal(resumed.u.weight, straight.u.weight)
+    assert torch.equal(resumed.i.weight, straight.i.weight)
+    assert [json.loads(x)["epoch"] for x in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
