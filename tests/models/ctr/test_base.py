@@ -17,6 +17,7 @@ from attnrec.data.ctr_shards import preprocess_to_shards
 from attnrec.data.readers.ctr import CTRReaderSpec
 from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.errors import ConfigError, DataError
+from attnrec.evaluation.protocols import evaluate
 from attnrec.models.ctr.fm import FM
 from attnrec.models.ctr.lr import LR
 from attnrec.serving.bundle import load_bundle, save_bundle
@@ -89,7 +90,7 @@ def test_fit_on_shards_streams_and_matches_in_memory_scoring(tmp_path: Path) -> 
     report = model.fit(shards, shards.load(), trainer=TrainerConfig(**FAST))
     assert report.epochs_run == 3 and report.best_valid["n"] == 400
     np.testing.assert_array_equal(model.predict_proba(shards), model.predict_proba(shards.load()))
-    assert model.evaluate(shards)["auc"] == pytest.approx(model.evaluate(shards.load())["auc"])
+    assert evaluate(model, shards)["auc"] == pytest.approx(evaluate(model, shards.load())["auc"])
 
 
 def test_loss_is_bce_plus_weighted_embedding_penalty() -> None:
@@ -165,5 +166,5 @@ def test_evaluate_single_class_gives_nan_auc() -> None:
     model = LR()
     model.fit(train, None, trainer=TrainerConfig(**{**FAST, "epochs": 1}))
     ones = valid.subset(np.flatnonzero(valid.labels == 1))
-    metrics = model.evaluate(ones)
+    metrics = evaluate(model, ones)
     assert math.isnan(metrics["auc"]) and metrics["logloss"] > 0 and metrics["n"] == len(ones)

@@ -1,4 +1,4 @@
-"""Every CTR model passes the CTR conformance suite on planted synthetic data (tiny dims, few epochs)."""
+"""Every CTR model passes the conformance suite on planted synthetic data (tiny dims, few epochs)."""
 
 from __future__ import annotations
 
@@ -10,56 +10,56 @@ from attnrec.models.ctr.fm import FM
 from attnrec.models.ctr.lr import LR
 from attnrec.models.ctr.nfm import NFM
 from attnrec.models.ctr.xdeepfm import XDeepFM
-from attnrec.testing import CTRConformanceTests
+from attnrec.testing import ConformanceTests
 
 
-class TestLR(CTRConformanceTests):
+class TestLR(ConformanceTests):
     model_class = LR
     pattern = "first_order"  # LR cannot represent the planted interaction
     trainer = {"epochs": 8, "batch_size": 256, "lr": 0.05, "patience": 3}
 
 
-class TestFM(CTRConformanceTests):
+class TestFM(ConformanceTests):
     model_class = FM
     config = {"embedding_dim": 8}
 
 
-class TestNFM(CTRConformanceTests):
+class TestNFM(ConformanceTests):
     model_class = NFM
     config = {"embedding_dim": 8, "hidden": [16]}
 
 
-class TestAFM(CTRConformanceTests):
+class TestAFM(ConformanceTests):
     model_class = AFM
     config = {"embedding_dim": 8, "attention_dim": 8}
 
 
-class TestDeepFM(CTRConformanceTests):
+class TestDeepFM(ConformanceTests):
     model_class = DeepFM
     config = {"embedding_dim": 8, "hidden": [16]}
 
 
-class TestXDeepFM(CTRConformanceTests):
+class TestXDeepFM(ConformanceTests):
     model_class = XDeepFM
     config = {"embedding_dim": 8, "hidden": [16], "cin_layers": [8, 8]}
 
 
-class TestDCNParallel(CTRConformanceTests):
+class TestDCNParallel(ConformanceTests):
     model_class = DCN
     config = {"embedding_dim": 8, "hidden": [16], "cross_layers": 2}
 
 
-class TestDCNStacked(CTRConformanceTests):
+class TestDCNStacked(ConformanceTests):
     model_class = DCN
     config = {"embedding_dim": 8, "hidden": [16], "cross_layers": 2, "structure": "stacked"}
 
 
-class TestAutoInt(CTRConformanceTests):
+class TestAutoInt(ConformanceTests):
     model_class = AutoInt
     config = {"embedding_dim": 8, "attention_layers": 1, "heads": 2, "head_dim": 4}
 
 
-class TestAutoIntPlus(CTRConformanceTests):
+class TestAutoIntPlus(ConformanceTests):
     model_class = AutoInt
     config = {
         "embedding_dim": 8,

@@ -1,4 +1,4 @@
-"""secn: both readings of the cross product and every attention position pass the CTR conformance suite; the
+"""secn: both readings of the cross product and every attention position pass the conformance suite; the
 module computes the documented pipeline (checked by hand on a tiny case)."""
 
 from __future__ import annotations
@@ -9,24 +9,24 @@ import torch
 
 from attnrec.data.batches import CTRBatch
 from attnrec.models.ctr.secn import SECN, SECNConfig, SECNModule
-from attnrec.testing import CTRConformanceTests, planted_ctr
+from attnrec.testing import ConformanceTests, planted_ctr
 
 
-class TestSECN(CTRConformanceTests):
+class TestSECN(ConformanceTests):
     """The default: H(i-1) * H(i-1) as printed, self-attention after the cross network."""
 
     model_class = SECN
     config = {"embedding_dim": 8, "cross_layers": 2}
 
 
-class TestSECNFirstBefore(CTRConformanceTests):
+class TestSECNFirstBefore(ConformanceTests):
     """The alternative reading: H(0) * H(i-1), self-attention on the embeddings."""
 
     model_class = SECN
     config = {"embedding_dim": 8, "cross_layers": 2, "cross_product": "first", "attention_position": "before"}
 
 
-class TestSECNNoAttentionPerDimension(CTRConformanceTests):
+class TestSECNNoAttentionPerDimension(ConformanceTests):
     model_class = SECN
     config = {
         "embedding_dim": 8,
