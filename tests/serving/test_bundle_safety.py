@@ -247,6 +247,13 @@ def test_changed_truncated_or_missing_files_fail_the_check(svd_dir: Path, name: 
         load_bundle(svd_dir)
 
 
+def test_a_file_of_the_wrong_size_is_refused_before_it_is_read(svd_dir: Path) -> None:
+    huge = 2**33  # sparse: takes no disk, but reading it would take 8 GiB of memory
+    os.truncate(svd_dir / "weights.safetensors", huge)
+    with deadline(20), pytest.raises(DataError, match=rf"has {huge:,} bytes but the manifest lists"):
+        load_bundle(svd_dir)
+
+
 def test_a_changed_item_metadata_file_fails_the_check(pop_dir: Path) -> None:
     with (pop_dir / "items.parquet").open("ab") as fh:
         fh.write(b"x")

@@ -230,9 +230,10 @@ def _bundle_dir(path: str | Path) -> Path:
     return root.resolve()
 
 
-def _read_file(root: Path, name: str, *, limit: int | None) -> bytes:
-    """The bytes of regular file ``root/name``; links, FIFOs, devices and files over ``limit`` bytes are refused
-    before any byte is read (a FIFO is never opened for a blocking read)."""
+def _read_file(root: Path, name: str, *, limit: int | None, size: int | None = None) -> bytes:
+    """The bytes of regular file ``root/name``. Links, FIFOs, devices, files over ``limit`` bytes and (when
+    ``size`` is given, from the manifest) files of another size are refused before any byte is read; a FIFO is
+    never opened for a blocking read."""
     file = root / name
     try:
         st = os.lstat(file)
@@ -244,7 +245,7 @@ def _read_file(root: Path, name: str, *, limit: int | None) -> bytes:
         raise DataError(
             f"is a symbolic link (to {os.readlink(file)!r}); a bundle holds regular files only", file=file
         )
-    _require_regular(st, file, limit)
+    _require_regular(st, file, limit, size)
     if file.resolve().parent != root:  # names are fixed, so this holds unless the name itself is hostile
         raise DataError("resolves outside the bundle directory", file=file, value=str(file.resolve()))
     flags = (
@@ -255,14 +256,16 @@ def _read_file(root: Path, name: str, *, limit: int | None) -> bytes:
     except OSError as exc:  # e.g. swapped for a link after lstat (O_NOFOLLOW)
         raise DataError(f"cannot be opened: {exc.strerror}", file=file) from None
     with open(fd, "rb", closefd=True) as fh:
-        _require_regular(os.fstat(fd), file, limit)  # what was opened, not what lstat saw
-        data = fh.read() if limit is None else fh.read(limit + 1)
-    if limit is not None and len(data) > limit:
-        raise DataError(f"is larger than the {limit:,}-byte limit", file=file)
+        _require_regular(os.fstat(fd), file, limit, size)  # what was opened, not what lstat saw
+        caps = [c for c in (limit, size) if c is not None]
+        cap = min(caps) if caps else None
+        data = fh.read() if cap is None else fh.read(cap + 1)  # one byte more shows a file that grew
+    if cap is not None and len(data) > cap:
+        raise DataError(f"grew past {cap:,} bytes while being read", file=file)
     return data
 
 
-def _require_regular(st: os.stat_result, file: Path, limit: int | None) -> None:
+def _require_regular(st: os.stat_result, file: Path, limit: int | None, size: int | None) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = (
             "a FIFO"
@@ -276,6 +279,10 @@ def _require_regular(st: os.stat_result, file: Path, limit: int | None) -> None:
             else "not a regular file"
         )
         raise DataError(f"is {kind}; a bundle holds regular files only", file=file)
+    if size is not None and st.st_size != size:
+        raise DataError(
+            f"has {st.st_size:,} bytes but the manifest lists {size:,} (truncated or replaced)", file=file
+        )
     if limit is not None and st.st_size > limit:
         raise DataError(f"has {st.st_size:,} bytes, over the {limit:,}-byte limit", file=file)
 
@@ -351,13 +358,12 @@ def _listed_files(root: Path, manifest: dict[str, Any]) -> set[str]:
 
 
 def _read_verified(root: Path, name: str, manifest: dict[str, Any], *, limit: int | None) -> bytes:
-    data = _read_file(root, name, limit=limit)
-    entry = manifest.get("files", {}).get(name) if manifest["format"] >= 2 else None
+    entry = manifest["files"].get(name) if manifest["format"] >= 2 else None
+    data = _read_file(root, name, limit=limit, size=entry["bytes"] if entry is not None else None)
     if entry is not None:
-        if len(data) != entry["bytes"]:
+        if len(data) != entry["bytes"]:  # shrank between stat and read
             raise DataError(
-                f"has {len(data):,} bytes but the manifest lists {entry['bytes']:,} (truncated or replaced)",
-                file=root / name,
+                f"has {len(data):,} bytes but the manifest lists {entry['bytes']:,}", file=root / name
             )
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise DataError(
