@@ -198,8 +198,9 @@ def claim_out(cfg: RunConfig) -> None:
                 "run without --resume (or with --overwrite) to start fresh"
             )
     elif held:
+        names = ", ".join(str(p.relative_to(out)) if p.is_relative_to(out) else str(p) for p in held)
         raise ConfigError(
-            f"{out} already holds a run ({', '.join(str(p) for p in held)}): pass --overwrite to delete it and "
+            f"{out} already holds a run ({names}): pass --overwrite to delete it and "
             "start fresh, or --resume to continue it from its checkpoint (resumed only when the model config, "
             "trainer config and data match)"
         )

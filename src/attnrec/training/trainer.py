@@ -304,7 +304,8 @@ class Trainer:
             if ckpt is not None:
                 self._checkpoint(ckpt, module, solver, state, best_weights, ident)
             bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k == "loss" or k.startswith("valid_")})
+            shown = ("loss", f"valid_{self.valid_metric}")
+            bar.set_postfix({k: f"{row[k]:.4g}" for k in shown if k in row})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
             if state["stopped"]:
