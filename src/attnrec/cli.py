@@ -7,6 +7,7 @@ clear line and exit with status 2; nothing else is swallowed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,19 +51,52 @@ def _parse_sets(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 COUNT_KEYS = {"n", "n_users", "n_rows"}
+#: torch CPU threads when --threads is not given: on the shared 2-core machine one thread was never slower and
+#: often much faster than two (BENCHMARKS.md, "CLI default threads")
+DEFAULT_THREADS = 1
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    """One row per metric, one column per run (valid, test...): narrow enough for an 80-column or piped terminal
+    however many metrics there are; values in fixed 4-decimal format, never truncated."""
     keys: list[str] = []
     for m in rows.values():
-        keys += [k for k in m if k not in keys and k not in COUNT_KEYS]
+        keys += [k for k in m if k not in keys and k not in COUNT_KEYS and isinstance(m[k], int | float)]
     table = Table(title=title)
-    table.add_column("run")
+    table.add_column("metric", no_wrap=True)
+    for name in rows:
+        table.add_column(name, justify="right", no_wrap=True, min_width=9)
     for k in keys:
-        table.add_column(k, justify="right")
-    for name, m in rows.items():
-        table.add_row(name, *[f"{m[k]:.4f}" if k in m else "" for k in keys])
+        table.add_row(k, *[f"{rows[name][k]:.4f}" if k in rows[name] else "" for name in rows])
     return table
+
+
+def _parse_columns(text: str | None) -> dict[str, str]:
+    """``"userId=user_id,movieId=item_id"`` -> ``{"userId": "user_id", "movieId": "item_id"}``."""
+    out: dict[str, str] = {}
+    for pair in (text or "").split(","):
+        if not pair.strip():
+            continue
+        src, sep, dst = pair.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ConfigError(f"--columns {pair!r}: expected FILE_COLUMN=CANONICAL, e.g. userId=user_id")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def _quiet_progress() -> None:
+    """--no-progress: no download or loading bars from Hugging Face libraries either (the sentence encoder)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub is first imported
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(threads or DEFAULT_THREADS)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -156,16 +190,48 @@ def data_split(
 
 
 # ------------------------------------------------------------------------------------------------ train
+CTRFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="CTR rows: criteo | avazu | csv (header; a 0/1 'label' column) | movielens (a MovieLens folder)",
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help=f"torch CPU threads (default {DEFAULT_THREADS}: fastest on a shared machine)"),
+]
+
+
 @app.command("train")
 def train_cmd(
     config: Annotated[Path | None, typer.Option(help="a TOML run file (flags below override it)")] = None,
     model: Annotated[
         str | None, typer.Option(help="model name (see `attnrec models`) or import path")
     ] = None,
-    data: Annotated[str | None, typer.Option(help="registered dataset name or path")] = None,
-    train: Annotated[Path | None, typer.Option(help="pre-split training file (CSV/Parquet)")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="registered dataset name or path (CTR models: MovieLens as CTR, label = rating >= 4)"
+        ),
+    ] = None,
+    train: Annotated[
+        Path | None, typer.Option(help="pre-split training file (CSV/Parquet; CTR: see --format)")
+    ] = None,
     valid: Annotated[Path | None, typer.Option(help="pre-split validation file")] = None,
     test: Annotated[Path | None, typer.Option(help="pre-split test file")] = None,
+    fmt: CTRFormatOpt = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="rename the file's columns, e.g. userId=user_id,movieId=item_id,rating=rating"),
+    ] = None,
+    items: Annotated[
+        Path | None,
+        typer.Option(
+            help="item metadata CSV/Parquet (item_id, title, description, genres...): item text for "
+            "models that read it (hybrid_csa); kept in the bundle for titles"
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="run directory: metrics.json, train_log.jsonl, model/")
     ] = None,
@@ -177,6 +243,7 @@ def train_cmd(
     lr: float | None = None,
     batch_size: int | None = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
+    threads: ThreadsOpt = None,
     param: Annotated[
         list[str] | None, typer.Option("--set", help="model hyper-parameter KEY=VALUE (repeatable)")
     ] = None,
@@ -193,10 +260,13 @@ def train_cmd(
 ) -> None:
     """Train a model, evaluate on validation and test, write metrics.json and a model bundle.
 
+    Every registered model trains here: rating and top-K models on interactions, CTR models on rows.
     An --out that already holds a run is refused unless --overwrite (start fresh) or --resume (continue) is given.
     """
     from attnrec.experiments.run import RunConfig, run_experiment
 
+    if not progress:
+        _quiet_progress()
     base: dict[str, Any] = {}
     if config is not None:
         base = RunConfig.from_toml(config).model_dump(exclude_unset=True)
@@ -206,12 +276,19 @@ def train_cmd(
         "train": train,
         "valid": valid,
         "test": test,
+        "items": items,
         "out": out,
+        "threads": threads,
         "overwrite": overwrite or None,
         "resume": resume or None,
     }.items():
         if value is not None:
             base[key] = value
+    base.setdefault("threads", DEFAULT_THREADS)
+    if columns is not None:
+        base["columns"] = {**base.get("columns", {}), **_parse_columns(columns)}
+    if fmt is not None:
+        base["ctr"] = {**base.get("ctr", {}), "format": fmt}
     if split_method is not None or seed is not None:
         sp: dict[str, Any] = dict(base.get("split", {}))
         if split_method is not None:
@@ -233,7 +310,10 @@ def train_cmd(
         _metrics_table(f"{m['model']} on {m['data']['source']}", {"valid": m["valid"], "test": m["test"]})
     )
     t = m["timings"]
-    console.print(f"fit {t['fit_s']:.2f}s, evaluation {t['eval_s']:.2f}s, total {t['total_s']:.2f}s")
+    console.print(
+        f"fit {t['fit_s']:.2f}s ({m['fit']['epochs_run']} epochs, best {m['fit']['best_epoch']}), "
+        f"evaluation {t['eval_s']:.2f}s, total {t['total_s']:.2f}s, {m['threads']} thread(s)"
+    )
     if result.out is not None:
         console.print(f"results in {result.out / 'metrics.json'}")
 
@@ -242,34 +322,101 @@ def train_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     model_dir: Annotated[Path, typer.Option(help="a model bundle (RUN/model)")],
-    test: Annotated[Path, typer.Option(help="CSV/Parquet with user_id,item_id[,rating]")],
+    test: Annotated[
+        Path, typer.Option(help="CSV/Parquet with user_id,item_id[,rating]; CTR bundles: rows in --format")
+    ],
     exclude: Annotated[
         list[Path] | None, typer.Option(help="extra files whose pairs are masked when ranking")
     ] = None,
     k: Annotated[list[int] | None, typer.Option(help="cut-offs (repeatable)")] = None,
+    fmt: CTRFormatOpt = None,
+    columns: Annotated[str | None, typer.Option(help="rename the file's columns (as for train)")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
-    """Evaluate a saved model on a file; unknown users/items are dropped and counted."""
+    """Evaluate a saved model on a file by its capability: ratings (RMSE/MAE), rankings (recall/NDCG@k over all
+    items, the training items and --exclude masked) or CTR rows (AUC/logloss). Unknown users/items are dropped and
+    counted."""
+    from attnrec.evaluation.protocols import CTR, default_protocol, evaluate
+    from attnrec.models.base import Recommender
+    from attnrec.models.ctr.base import CTRRecommender
+    from attnrec.serving.bundle import load_bundle
+
+    _set_threads(threads)
+    model = load_bundle(model_dir)
+    if isinstance(model, CTRRecommender):
+        rows, notes = _ctr_rows(model, test, fmt, need_label=True)
+        metrics = evaluate(model, rows, CTR())
+        console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
+        console.print(
+            f"{len(rows)} rows" + (f"; {notes['skipped_rows']} skipped" if notes.get("skipped_rows") else "")
+        )
+        return
+    if not isinstance(model, Recommender):
+        raise ConfigError(f"model {model.name!r} in {model_dir} declares no capability `evaluate` can use")
     import scipy.sparse as sp
 
     from attnrec.data.splits import read_interactions_file
     from attnrec.data.table import Interactions
-    from attnrec.serving.bundle import load_bundle
 
-    model = load_bundle(model_dir)
     uv, iv = model._vocabs()
-    data, dropped = Interactions.encode(read_interactions_file(test), uv, iv, unknown="drop")
+    rename = _parse_columns(columns)
+    data, dropped = Interactions.encode(read_interactions_file(test, rename), uv, iv, unknown="drop")
     if len(data) == 0:
         raise ConfigError(f"{test}: no row has a user and item the model knows")
-    mask = model.seen
+    mask = model.seen if model.seen is not None else sp.csr_matrix((len(uv), len(iv)))
     for path in exclude or []:
-        extra, _ = Interactions.encode(read_interactions_file(path), uv, iv, unknown="drop")
-        mask = extra.csr() if mask is None else mask + extra.csr()
-    metrics = model.evaluate(
-        data, exclude=mask if mask is not None else sp.csr_matrix((len(uv), len(iv))), ks=tuple(k or (10, 20))
+        extra, _ = Interactions.encode(read_interactions_file(path, rename), uv, iv, unknown="drop")
+        mask = mask + extra.csr()
+    metrics = evaluate(
+        model, data, default_protocol(model, tuple(k or (10, 20))), exclude=sp.csr_matrix(mask)
     )
     console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
     if dropped:
         console.print(f"[yellow]{dropped} row(s) with unknown user or item were skipped[/]")
+
+
+def _ctr_rows(model: Any, path: Path, fmt: str | None, *, need_label: bool) -> tuple[Any, dict[str, Any]]:
+    """``path``'s rows encoded by a CTR bundle's own encoder (``evaluate``/``predict``), and the reader's notes."""
+    from attnrec.experiments.ctr_run import read_ctr_rows
+
+    if model.encoder is None:
+        raise ConfigError(f"the {model.name} bundle has no feature encoder: it cannot read raw rows")
+    frame, notes = read_ctr_rows(path, fmt, model.encoder, need_label=need_label)
+    if model.encoder.schema.label not in frame.columns:
+        import polars as pl
+
+        frame = frame.with_columns(pl.lit(0).alias(model.encoder.schema.label))
+    return model.encoder.transform(frame, source=str(path)), notes
+
+
+# ------------------------------------------------------------------------------------------------ predict
+@app.command("predict")
+def predict_cmd(
+    model_dir: Annotated[Path, typer.Option(help="a CTR model bundle (RUN/model)")],
+    data: Annotated[
+        Path, typer.Option(help="CTR rows to score, in --format (the label column may be absent)")
+    ],
+    fmt: CTRFormatOpt = None,
+    out: Annotated[Path | None, typer.Option(help="write row,probability to .csv or .parquet")] = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Click probabilities of CTR rows from a CTR bundle (its own feature encoder reads the raw rows)."""
+    import polars as pl
+
+    from attnrec.models.ctr.base import CTRRecommender
+    from attnrec.serving.bundle import load_bundle
+
+    _set_threads(threads)
+    model = load_bundle(model_dir)
+    if not isinstance(model, CTRRecommender):
+        raise ConfigError(
+            f"`attnrec predict` scores CTR rows; model {model.name!r} in {model_dir} is not a CTR model "
+            "(use `attnrec recommend` or `attnrec evaluate`)"
+        )
+    rows, _ = _ctr_rows(model, data, fmt, need_label=False)
+    probs = model.predict_proba(rows)
+    frame = pl.DataFrame({"row": pl.Series(range(1, len(probs) + 1), dtype=pl.Int64), "probability": probs})
+    _write_or_print(frame, out, f"click probabilities from {model.name} for {data}", what="predictions")
 
 
 # ------------------------------------------------------------------------------------------------ recommend
@@ -278,6 +425,10 @@ def recommend_cmd(
     model_dir: Annotated[Path, typer.Option(help="a model bundle (RUN/model)")],
     users: Annotated[str | None, typer.Option(help="comma-separated external user ids")] = None,
     users_file: Annotated[Path | None, typer.Option(help="a file with one user id per line")] = None,
+    history: Annotated[
+        str | None,
+        typer.Option(help="a new user's recent items, comma-separated item ids (models taking histories)"),
+    ] = None,
     k: int = 10,
     out: Annotated[Path | None, typer.Option(help="write recommendations to .csv or .parquet")] = None,
     include_seen: bool = False,
@@ -293,59 +444,109 @@ def recommend_cmd(
     candidates: Annotated[
         int, typer.Option(help="with --query: rank the N items whose text best matches the query; 0 = all")
     ] = 100,
+    threads: ThreadsOpt = None,
+    progress: bool = True,
 ) -> None:
-    """Top-k recommendations for given users, or for a text query (--query, optionally with --user), with titles
-    when the bundle has item metadata."""
+    """Top-k items for known users (--users), for a new user's recent items (--history) or for a text query
+    (--query, optionally with --user), with titles when the bundle has item metadata."""
+    from attnrec.models.base import Query, Recommender
+    from attnrec.models.ctr.base import CTRRecommender
     from attnrec.serving.bundle import load_bundle, load_bundle_items
 
+    if not progress:
+        _quiet_progress()
+    _set_threads(threads)
+    given = [
+        n
+        for n, v in (
+            ("--users/--users-file", users or users_file),
+            ("--history", history),
+            ("--query", query),
+        )
+        if v
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"give one of --users, --history, --query (got {' and '.join(given)})")
+    if user is not None and query is None:
+        raise ConfigError("--user goes with --query; for user recommendations use --users")
+    model = load_bundle(model_dir)
+    if isinstance(model, CTRRecommender):
+        raise ConfigError(
+            f"model {model.name!r} in {model_dir} scores CTR rows, not users or items: "
+            f"use `attnrec predict --model-dir {model_dir} --data FILE --format criteo|avazu|csv|movielens`"
+        )
+    if not isinstance(model, Recommender):
+        raise ConfigError(f"model {model.name!r} in {model_dir} does not recommend items")
     if query is not None:
-        if users or users_file:
-            raise ConfigError("--query takes one optional --user, not --users/--users-file")
-        model = load_bundle(model_dir)
-        by_text = getattr(model, "recommend_by_text", None)
-        if by_text is None:
+        if "text" not in model.query_inputs:
             raise ConfigError(
-                f"model {model.name!r} in {model_dir} does not take text queries (hybrid_csa does)"
+                f"--query: model {model.name!r} in {model_dir} does not take text queries "
+                f"(it takes: {', '.join(sorted(model.query_inputs))}; hybrid_csa does)"
             )
-        recs = by_text(query, user=user, k=k, exclude_seen=not include_seen, candidates=candidates or None)
-        if recs.height and bool(recs["new_user"][0]) and user is not None:
-            console.print(f"user {user!r} is not in the model: served as a new user")
+        from attnrec.models.rating.hybrid_csa.queries import TextQueries
+
+        if isinstance(model, TextQueries):  # retrieve-then-rank with attention shares
+            recs = model.recommend_by_text(
+                query, user=user, k=k, exclude_seen=not include_seen, candidates=candidates or None
+            )
+            if recs.height and bool(recs["new_user"][0]) and user is not None:
+                console.print(f"user {user!r} is not in the model: served as a new user")
+        else:
+            uv, iv = model._vocabs()
+            q = Query.from_ids(uv, iv, user_ids=[user] if user else None, text=[query], unknown_users="new")
+            recs = model.recommend(q, k=k, exclude_seen=not include_seen)
         _write_or_print(recs, out, f"top-{k} from {model.name} for {query!r}")
         return
-    if user is not None:
-        raise ConfigError("--user goes with --query; for user recommendations use --users")
-    ids: list[str] = []
-    if users:
-        ids += [u.strip() for u in users.split(",") if u.strip()]
-    if users_file is not None:
-        ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise ConfigError("no users given: use --users ID[,ID...] or --users-file FILE")
-    model = load_bundle(model_dir)
-    recs = model.recommend(ids, k=k, exclude_seen=not include_seen)
+    if history is not None:
+        if "history" not in model.query_inputs:
+            raise ConfigError(
+                f"--history: model {model.name!r} in {model_dir} does not take a history in a query "
+                f"(it takes: {', '.join(sorted(model.query_inputs))})"
+            )
+        ids = [i.strip() for i in history.split(",") if i.strip()]
+        if not ids:
+            raise ConfigError("--history: no item ids given (expected ITEM[,ITEM...])")
+        uv, iv = model._vocabs()
+        q = Query.from_ids(uv, iv, history_ids=[ids], exclude="history")
+        recs = model.recommend(q, k=k, exclude_seen=not include_seen)
+        title = f"top-{k} from {model.name} for a new user who took {', '.join(ids)}"
+    else:
+        ids = [u.strip() for u in (users or "").split(",") if u.strip()]
+        if users_file is not None:
+            ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+        if not ids:
+            raise ConfigError(
+                "no users given: use --users ID[,ID...], --users-file FILE or --history ITEM[,ITEM...]"
+            )
+        recs = model.recommend(ids, k=k, exclude_seen=not include_seen)
+        title = f"top-{k} from {model.name}"
     items = load_bundle_items(model_dir)
     if items is not None and "title" in items.columns:
         recs = recs.join(items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
-    _write_or_print(recs, out, f"top-{k} from {model.name}")
+    _write_or_print(recs, out, title)
 
 
-def _write_or_print(recs: Any, out: Path | None, title: str) -> None:
+def _write_or_print(recs: Any, out: Path | None, title: str, *, what: str = "recommendations") -> None:
     if out is not None:
         if out.suffix == ".parquet":
             recs.write_parquet(out)
         else:
             recs.write_csv(out)
-        console.print(f"{recs.height} recommendations written to {out}")
+        console.print(f"{recs.height} {what} written to {out}")
     else:
         _print_frame(recs, title)
 
 
 def _print_frame(df: Any, title: str) -> None:
+    """A frame as a table: numbers right-aligned in fixed format and never truncated; text columns wrap."""
+    import polars as pl
+
     table = Table(title=title)
-    for col in df.columns:
-        table.add_column(col)
+    for col, dtype in df.schema.items():
+        numeric = dtype.is_numeric()
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric or dtype == pl.Boolean)
     for row in df.iter_rows():
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*["" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
 
 

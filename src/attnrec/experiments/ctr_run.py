@@ -73,7 +73,9 @@ def default_csv_schema(path: Path, sep: str = ",") -> FeatureSchema:
     try:
         header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"cannot read the header: {exc}", file=path, expected="a CSV file with a header") from None
+        raise DataError(
+            f"cannot read the header: {exc}", file=path, expected="a CSV file with a header"
+        ) from None
     if "label" not in header:
         raise DataError(
             "no 'label' column",
@@ -103,7 +105,9 @@ def read_ctr_file(
     raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(CTR_FORMATS)}")
 
 
-def _movielens_parts(cfg: RunConfig, progress: bool) -> tuple[list[pl.DataFrame], FeatureSchema, dict[str, Any]]:
+def _movielens_parts(
+    cfg: RunConfig, progress: bool
+) -> tuple[list[pl.DataFrame], FeatureSchema, dict[str, Any]]:
     """MovieLens as CTR, split like an interaction run: (train, valid, test) frames, schema, split report."""
     from attnrec.experiments.inputs import load_split
 
@@ -121,7 +125,9 @@ def _movielens_parts(cfg: RunConfig, progress: bool) -> tuple[list[pl.DataFrame]
     return [t.frame for t in tables], tables[0].schema, report
 
 
-def _file_parts(cfg: RunConfig, progress: bool) -> tuple[list[pl.DataFrame | None], FeatureSchema, dict[str, Any]]:
+def _file_parts(
+    cfg: RunConfig, progress: bool
+) -> tuple[list[pl.DataFrame | None], FeatureSchema, dict[str, Any]]:
     fmt = cfg.ctr.format
     if fmt is None:
         raise ConfigError(
@@ -205,7 +211,9 @@ def read_ctr_rows(
         header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
         if schema.label not in header:
             frame = pl.read_csv(path, separator=sep, infer_schema=False)
-            casts = [pl.col(f.name).cast(pl.Float64, strict=False) for f in schema.fields if f.kind == "numeric"]
+            casts = [
+                pl.col(f.name).cast(pl.Float64, strict=False) for f in schema.fields if f.kind == "numeric"
+            ]
             return frame.with_columns(casts), {}
     table = read_ctr_file(path, fmt, CTRSpec(sep=sep), schema if fmt == "csv" else None)
     return table.frame, dict(table.notes)

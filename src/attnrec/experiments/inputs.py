@@ -38,7 +38,9 @@ def check_columns(columns: dict[str, str]) -> dict[str, str]:
     return columns
 
 
-def load_split(cfg: RunConfig, *, progress: bool = True) -> tuple[Dataset | None, SplitResult, dict[str, Any]]:
+def load_split(
+    cfg: RunConfig, *, progress: bool = True
+) -> tuple[Dataset | None, SplitResult, dict[str, Any]]:
     """The run's interactions, split: ``(dataset or None for pre-split files, split, notes)``.
 
     ``cfg.data``: a registered dataset or a path, deduplicated / binarised / k-cored by ``cfg.filters`` and split
@@ -51,7 +53,11 @@ def load_split(cfg: RunConfig, *, progress: bool = True) -> tuple[Dataset | None
     notes: dict[str, Any] = {}
     if cfg.train is not None:
         assert cfg.test is not None
-        return None, load_presplit(cfg.train, cfg.valid, cfg.test, protocol=cfg.split.protocol, columns=columns), notes
+        return (
+            None,
+            load_presplit(cfg.train, cfg.valid, cfg.test, protocol=cfg.split.protocol, columns=columns),
+            notes,
+        )
     assert cfg.data is not None
     kw: dict[str, Any] = {"progress": progress}
     if columns:
@@ -86,14 +92,20 @@ def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFram
     ``description``, ``genres`` (``a|b``), ``categories``; every value read as text. ``columns`` renames the
     file's columns where it has them (the same mapping as the interactions, e.g. ``movieId=item_id``)."""
     if not path.is_file():
-        raise DataError("no such file", file=path, field="--items", expected="an item metadata CSV or Parquet file")
+        raise DataError(
+            "no such file", file=path, field="--items", expected="an item metadata CSV or Parquet file"
+        )
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pl.read_parquet(path)
         else:
-            frame = pl.read_csv(path, infer_schema=False, separator="\t" if path.suffix.lower() == ".tsv" else ",")
+            frame = pl.read_csv(
+                path, infer_schema=False, separator="\t" if path.suffix.lower() == ".tsv" else ","
+            )
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"cannot read: {exc}", file=path, expected="an item metadata CSV or Parquet file") from None
+        raise DataError(
+            f"cannot read: {exc}", file=path, expected="an item metadata CSV or Parquet file"
+        ) from None
     rename = {src: dst for src, dst in (columns or {}).items() if src in frame.columns}
     frame = frame.rename(rename)
     if "item_id" not in frame.columns:

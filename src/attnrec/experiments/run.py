@@ -174,8 +174,15 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
     return PreparedData(dataset, result, train, valid, test, notes, items)
 
 
-#: what a run writes under ``out`` (what ``overwrite`` deletes; the checkpoint folder may be moved by the trainer)
-RUN_OUTPUTS = ("metrics.json", "train_log.jsonl", "checkpoints", "model")
+def run_outputs(cfg: RunConfig) -> list[Path]:
+    """What a run with ``out`` writes, where it may already exist: ``metrics.json``, the log, the checkpoint file
+    and the ``model/`` bundle (``overwrite`` deletes exactly these; a checkpoint folder is never removed whole,
+    since ``trainer.checkpoint_dir`` may point anywhere)."""
+    assert cfg.out is not None
+    ckdir = Path(cfg.trainer.get("checkpoint_dir") or cfg.out / "checkpoints")
+    log = Path(cfg.trainer.get("log_path") or cfg.out / "train_log.jsonl")
+    ckpt = ckdir / CHECKPOINT_NAME
+    return [cfg.out / "metrics.json", log, ckpt, ckpt.with_suffix(".tmp"), cfg.out / "model"]
 
 
 def claim_out(cfg: RunConfig) -> None:
@@ -185,16 +192,15 @@ def claim_out(cfg: RunConfig) -> None:
     out = cfg.out
     if out is None:
         return
-    ckdir = Path(cfg.trainer.get("checkpoint_dir") or out / "checkpoints")
-    log = Path(cfg.trainer.get("log_path") or out / "train_log.jsonl")
-    held = [p for p in dict.fromkeys([*(out / n for n in RUN_OUTPUTS), ckdir, log]) if p.exists()]
+    outputs = run_outputs(cfg)
+    held = [p for p in outputs if p.exists()]
     if cfg.overwrite:
         for p in held:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     elif cfg.resume:
-        if not (ckdir / CHECKPOINT_NAME).is_file():
+        if not outputs[2].is_file():
             raise ConfigError(
-                f"--resume: there is no checkpoint to resume ({ckdir / CHECKPOINT_NAME} does not exist); "
+                f"--resume: there is no checkpoint to resume ({outputs[2]} does not exist); "
                 "run without --resume (or with --overwrite) to start fresh"
             )
     elif held:

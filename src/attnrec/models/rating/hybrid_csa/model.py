@@ -83,6 +83,17 @@ class HybridCSA(TextQueries, Explanations):
         """
         if encoder is not None:
             self._encoder = encoder
+        # checked before anything is fitted (the SVD stage takes seconds to minutes)
+        if (
+            (side is None or side.items is None)
+            and isinstance(train, Interactions)
+            and "review" not in train.frame.columns
+        ):
+            raise ConfigError(
+                "hybrid_csa needs item text and was given neither item metadata nor reviews: pass item metadata "
+                "(CLI: --items FILE, a CSV with item_id and title/description/genres; Python: "
+                "fit(..., side=SideInputs(items=frame))) or training data with a 'review' column"
+            )
         return super().fit(train, valid, side=side, trainer=trainer, run_key=run_key)
 
     def _fit(
