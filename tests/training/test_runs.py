@@ -165,3 +165,17 @@ def test_cli_overwrite_and_resume(ml_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainer"]["lr"] == 0.5
     assert [r["lr"] for r in log_rows(out)] == [0.5, 0.5]
+
+
+def test_overwrite_deletes_only_the_runs_own_files(ml_dir, tmp_path):
+    out, shared = tmp_path / "run", tmp_path / "shared"
+    shared.mkdir()
+    (shared / "keep.txt").write_text("not the run's")
+    (tmp_path / "run").mkdir()
+    (out / "notes.md").write_text("mine")
+    run(ml_dir, out, trainer={"checkpoint_dir": str(shared)})
+    assert (shared / "checkpoint.pt").is_file()
+    run(ml_dir, out, trainer={"checkpoint_dir": str(shared)}, overwrite=True)
+    assert (shared / "keep.txt").read_text() == "not the run's"
+    assert (out / "notes.md").read_text() == "mine"
+    assert [r["epoch"] for r in log_rows(out)] == [1, 2, 3, 4]

@@ -174,7 +174,7 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
     return PreparedData(dataset, result, train, valid, test, notes, items)
 
 
-def run_outputs(cfg: RunConfig) -> list[Path]:
+def run_outputs(cfg: RunConfig) -> dict[str, Path]:
     """What a run with ``out`` writes, where it may already exist: ``metrics.json``, the log, the checkpoint file
     and the ``model/`` bundle (``overwrite`` deletes exactly these; a checkpoint folder is never removed whole,
     since ``trainer.checkpoint_dir`` may point anywhere)."""
@@ -182,7 +182,13 @@ def run_outputs(cfg: RunConfig) -> list[Path]:
     ckdir = Path(cfg.trainer.get("checkpoint_dir") or cfg.out / "checkpoints")
     log = Path(cfg.trainer.get("log_path") or cfg.out / "train_log.jsonl")
     ckpt = ckdir / CHECKPOINT_NAME
-    return [cfg.out / "metrics.json", log, ckpt, ckpt.with_suffix(".tmp"), cfg.out / "model"]
+    return {
+        "metrics": cfg.out / "metrics.json",
+        "log": log,
+        "checkpoint": ckpt,
+        "partial checkpoint": ckpt.with_suffix(".tmp"),
+        "model": cfg.out / "model",
+    }
 
 
 def claim_out(cfg: RunConfig) -> None:
@@ -193,14 +199,14 @@ def claim_out(cfg: RunConfig) -> None:
     if out is None:
         return
     outputs = run_outputs(cfg)
-    held = [p for p in outputs if p.exists()]
+    held = [p for p in outputs.values() if p.exists()]
     if cfg.overwrite:
         for p in held:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     elif cfg.resume:
-        if not outputs[2].is_file():
+        if not outputs["checkpoint"].is_file():
             raise ConfigError(
-                f"--resume: there is no checkpoint to resume ({outputs[2]} does not exist); "
+                f"--resume: there is no checkpoint to resume ({outputs['checkpoint']} does not exist); "
                 "run without --resume (or with --overwrite) to start fresh"
             )
     elif held:
