@@ -73,7 +73,7 @@ class HybridCSACore(TorchRecommender[HybridCSAConfig], RatingPredictor):
         """The sentence encoder; built lazily from ``config.encoder`` with an on-disk cache under
         ``$ATTNREC_HOME/embeddings`` unless one was given to :meth:`fit` or :meth:`set_encoder`."""
         if self._encoder is None:
-            from attnrec.data.registry import cache_home
+            from attnrec.paths import cache_home
             from attnrec.text.cache import EmbeddingCache
 
             name, configured = self.config.encoder, self.config.query_backend
