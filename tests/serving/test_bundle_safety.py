@@ -166,6 +166,9 @@ def test_format_1_bundles_load_unverified_with_a_warning(
     m = manifest(pop_dir)
     del m["files"]
     write_manifest(pop_dir, {**m, "format": 1})
+    # format 1 weights carry no metadata
+    tensors = load_safetensors((pop_dir / "weights.safetensors").read_bytes())
+    (pop_dir / "weights.safetensors").write_bytes(save_safetensors(tensors))
     with caplog.at_level(logging.WARNING, logger="attnrec.serving.bundle"):
         loaded = load_bundle(pop_dir)
     assert_same_model(loaded, pop)
@@ -463,3 +466,58 @@ def test_weights_that_do_not_fit_name_the_tensor(svd_dir: Path, pop_dir: Path) -
     edit_weights(pop_dir, lambda t: t.__delitem__("counts"))
     with pytest.raises(DataError, match=r"weights\.safetensors, field 'counts': the weights have no tensor"):
         load_bundle(pop_dir)
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+def _tamper_model_name(path: Path) -> None:
+    edit_manifest(path, model="this", model_class="this:s")
+
+
+def _tamper_bytes(path: Path) -> None:
+    with (path / "weights.safetensors").open("r+b") as fh:
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(b"\x01" if last == b"\x00" else b"\x00")
+
+
+def _tamper_indptr(path: Path) -> None:
+    edit_weights(path, _set("_seen.indptr", lambda t: _poke(t, 5, int(t[-1]) + 100)))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "needle"),
+    [
+        (_tamper_model_name, "manifest.json, field 'model', value 'this': model 'this' is not registered"),
+        (_tamper_bytes, "weights.safetensors: does not match its sha256"),
+        (_tamper_indptr, "weights.safetensors, field '_seen.indptr'"),
+    ],
+)
+def test_the_cli_reports_a_bad_bundle_in_one_line(
+    pop_dir: Path,
+    tamper: Callable[[Path], None],
+    needle: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from attnrec.cli import main
+
+    def run() -> tuple[int, str, str]:
+        monkeypatch.setattr(
+            sys, "argv", ["attnrec", "recommend", "--model-dir", str(pop_dir), "--users", "u0"]
+        )
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, err = run()
+    assert code == 0 and "u0" in out, err
+    tamper(pop_dir)
+    code, out, err = run()
+    assert code == 2
+    assert "".join(needle.split()) in "".join(err.split())  # the console wraps long lines anywhere
+    assert "Traceback" not in err
