@@ -173,6 +173,10 @@ def test_format_1_bundles_load_unverified_with_a_warning(
         loaded = load_bundle(pop_dir)
     assert_same_model(loaded, pop)
     assert "no checksums" in caplog.text and "manifest.json" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="attnrec.serving.bundle"):
+        assert load_bundle_items(pop_dir) is not None
+    assert caplog.text == ""  # said once per load, not again for the item metadata
     # the file checks still apply to format 1
     (pop_dir / "users.json").unlink()
     (pop_dir / "users.json").symlink_to(pop_dir / "items.json")

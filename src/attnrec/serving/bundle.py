@@ -202,7 +202,9 @@ def load_bundle_items(path: str | Path) -> pl.DataFrame | None:
     Checked like every bundle file (checksum, regular file inside the bundle); a corrupt file is a DataError.
     """
     root = _bundle_dir(path)
-    manifest = _read_manifest(root)
+    manifest = _read_manifest(
+        root, warn=False
+    )  # load_bundle, called first, has said a format 1 is unverified
     if ITEM_META not in _listed_files(root, manifest):
         return None
     file = root / ITEM_META
@@ -287,9 +289,10 @@ def _require_regular(st: os.stat_result, file: Path, limit: int | None, size: in
         raise DataError(f"has {st.st_size:,} bytes, over the {limit:,}-byte limit", file=file)
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
+def _read_manifest(root: Path, *, warn: bool = True) -> dict[str, Any]:
     """The manifest, checked for shape: a JSON object whose keys have the types of ``_MANIFEST_KEYS``, a readable
-    format, and (format 2) a ``files`` table of known names with a sha256 and a size each."""
+    format, and (format 2) a ``files`` table of known names with a sha256 and a size each. ``warn``: log that a
+    format 1 bundle is unverified."""
     file = root / MANIFEST
     if not os.path.lexists(file):
         raise DataError(
@@ -342,7 +345,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
                 raise DataError(
                     "bad size", file=file, field=f"{field}.bytes", value=size, expected="an integer >= 0"
                 )
-    else:
+    elif warn:
         log.warning(
             "%s: bundle format 1 has no checksums; its files are loaded unverified (save it again)", file
         )
