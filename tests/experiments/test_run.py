@@ -4,8 +4,9 @@ import json
 
 import polars as pl
 
+import attnrec.evaluation.protocols as protocols
+import attnrec.experiments.run as run_module
 from attnrec.experiments.run import RunConfig, run_experiment
-from attnrec.models.base import Recommender
 from attnrec.testing import checkerboard
 
 
@@ -20,13 +21,15 @@ def _write_split(tmp_path, implicit):
 def test_selection_reads_validation_only_and_test_once(tmp_path, monkeypatch):
     paths = _write_split(tmp_path, implicit=True)
     calls = []
-    original = Recommender.evaluate
+    original = protocols.evaluate
 
-    def spy(self, data, **kw):
+    def spy(model, data, protocol=None, **kw):
         calls.append(data)
-        return original(self, data, **kw)
+        return original(model, data, protocol, **kw)
 
-    monkeypatch.setattr(Recommender, "evaluate", spy)
+    # validation during fit (Estimator.validator) and the run's own reports both go through protocols.evaluate
+    monkeypatch.setattr(protocols, "evaluate", spy)
+    monkeypatch.setattr(run_module, "evaluate", spy)
     cfg = RunConfig(
         model="bpr",
         **paths,

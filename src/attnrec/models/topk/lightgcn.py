@@ -10,7 +10,7 @@ R is the training matrix. Â is derived state: built from the training data at f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +38,8 @@ class LightGCNConfig(BPRConfig):
     """BPR-MF's options plus ``n_layers`` (K, propagation steps; 0 is plain MF trained the same way)."""
 
     n_layers: int = Field(3, ge=0)
+    #: the benchmark's λ (BPR's validated 1e-3 is not LightGCN's)
+    reg: float = Field(1e-4, ge=0)
 
 
 class LightGCNModule(TrainableModule):
@@ -122,6 +124,9 @@ class LightGCN(PairwiseRecommender):
 
     name = "lightgcn"
     config_class = LightGCNConfig
+    #: the benchmark's settings (BENCHMARKS.md, bpr/lightgcn): batch 2048, Adam lr 5e-3, early stopping on
+    #: validation NDCG@20 with patience 10 within at most 300 epochs
+    default_trainer: ClassVar[dict[str, Any]] = {"epochs": 300, "patience": 10, "batch_size": 2048, "lr": 5e-3}
     paper = "He et al. 2020, LightGCN: Simplifying and Powering Graph Convolution Network for Recommendation (SIGIR)"
     config: LightGCNConfig
 
