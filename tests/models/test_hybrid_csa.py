@@ -1019,6 +1019,26 @@ def test_text_query_scores_are_the_models_prediction_for_that_text(fitted: Hybri
     np.testing.assert_allclose(same["share_text"], recs["share_text"], rtol=1e-5, atol=1e-5)
 
 
+def test_a_text_query_through_score_is_the_models_prediction_for_that_text(fitted: HybridCSA):
+    """score(Query(text=...)): every item with the query as its text token, for a known user or a new one."""
+    from attnrec.models.query import Query
+
+    q = Query(users=np.array([2, -1]), text=["group b item", "group a item"], exclude="none")
+    scores = fitted.score(q).numpy()
+    assert scores.shape == (2, fitted.n_items) and np.isfinite(scores).all()
+    items = fitted.item_vocab.ids.tolist()  # type: ignore[union-attr]
+    known = fitted.explain(["u2"] * len(items), items, texts=["group b item"] * len(items))
+    np.testing.assert_allclose(scores[0], known["predicted_rating"].to_numpy(), rtol=1e-5, atol=1e-5)
+    # the new user (-1) is the learned unknown user: the same scores as an anonymous text query
+    anon = fitted.score(Query(text=["group a item"])).numpy()
+    np.testing.assert_allclose(scores[1], anon[0], rtol=1e-5, atol=1e-5)
+    # the planted pattern: a group-b text puts group-b (odd) items first for a new user
+    vals, idx = fitted.top_k(Query(users=np.array([-1]), text=["group b item"]), 5)
+    assert np.isfinite(vals).all() and np.all(idx % 2 == 1)
+    with pytest.raises(DataError, match="empty query"):
+        fitted.score(Query(text=["  "]))
+
+
 def test_crossfit_trains_on_vectors_that_never_saw_their_rating():
     train, valid, _ = checkerboard()
     with pytest.raises(ValueError, match="0 \\(off\\) or at least 2"):
