@@ -156,3 +156,341 @@ def test_malformed_line_named_and_skippable(tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(["data", "info", str(d), "--on-bad-lines", "skip"], monkeypatch, capsys)
     assert code == 0, err
     assert "skipped_rows" in out and "2" in out
+
+
+# ------------------------------------------------------------------------------------------ CTR models
+def _write_criteo(path: Path, n: int, rng: np.random.Generator) -> None:
+    """Kaggle/Criteo format: TAB separated, no header, label, I1..I13 (empty = missing), C1..C26 (hex);
+    clicks planted on C1."""
+    lines = []
+    for _ in range(n):
+        c1 = int(rng.integers(0, 6))
+        label = int(rng.random() < (0.9 if c1 < 3 else 0.1))
+        ints = [str(rng.integers(0, 50)) if rng.random() > 0.1 else "" for _ in range(13)]
+        cats = [f"{c1:08x}"] + [f"{rng.integers(0, 4):08x}" for _ in range(25)]
+        lines.append("\t".join([str(label), *ints, *cats]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def criteo_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("criteo")
+    rng = np.random.default_rng(5)
+    for part, n in (("train", 800), ("valid", 200), ("test", 200)):
+        _write_criteo(d / f"{part}.txt", n, rng)
+    return d
+
+
+def test_ctr_model_trains_evaluates_and_predicts_on_criteo_files(criteo_dir, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "deepfm"
+    files = [
+        f"--{p}" if i % 2 == 0 else str(criteo_dir / f"{p}.txt")
+        for p in ("train", "valid", "test")
+        for i in (0, 1)
+    ]
+    args = ["train", "--model", "deepfm", *files, "--format", "criteo", "--out", str(run), "--no-progress"]
+    code, out, err = run_cli(
+        [*args, "--epochs", "4", "--lr", "0.02", "--set", "embedding_dim=4"], monkeypatch, capsys
+    )
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "ctr" and metrics["data"]["sizes"] == {"train": 800, "valid": 200, "test": 200}
+    assert metrics["test"]["auc"] > 0.8  # 0.9 / 0.1 click rates by C1
+    assert len((run / "train_log.jsonl").read_text().splitlines()) == 4
+    assert "auc" in out and "logloss" in out
+
+    # evaluate: the bundle's own encoder reads the raw rows; the same AUC as the run's test report
+    code, out, err = run_cli(
+        [
+            "evaluate",
+            "--model-dir",
+            str(run / "model"),
+            "--test",
+            str(criteo_dir / "test.txt"),
+            "--format",
+            "criteo",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    assert f"{metrics['test']['auc']:.4f}" in out
+
+    # predict: one probability per row, higher where the planted click rate is higher
+    preds = tmp_path / "p.csv"
+    code, out, err = run_cli(
+        [
+            "predict",
+            "--model-dir",
+            str(run / "model"),
+            "--data",
+            str(criteo_dir / "test.txt"),
+            "--format",
+            "criteo",
+            "--out",
+            str(preds),
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    p = pl.read_csv(preds)
+    assert p.columns == ["row", "probability"] and p.height == 200
+    c1 = [int(line.split("\t")[14], 16) for line in (criteo_dir / "test.txt").read_text().splitlines()]
+    hi = p["probability"].to_numpy()[np.array(c1) < 3]
+    lo = p["probability"].to_numpy()[np.array(c1) >= 3]
+    assert 0.0 <= p["probability"].min() and p["probability"].max() <= 1.0 and hi.mean() > lo.mean() + 0.3
+
+    # recommend on a CTR bundle says it scores rows and points to predict
+    code, out, err = run_cli(
+        ["recommend", "--model-dir", str(run / "model"), "--users", "1"], monkeypatch, capsys
+    )
+    assert code == 2 and "scores CTR rows" in err and "attnrec predict" in err
+
+
+def test_ctr_files_without_format_name_the_flag(criteo_dir, tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(
+        [
+            "train",
+            "--model",
+            "fm",
+            "--train",
+            str(criteo_dir / "train.txt"),
+            "--test",
+            str(criteo_dir / "test.txt"),
+            "--no-progress",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2 and "--format" in err
+
+
+# ------------------------------------------------------------------------------------------ the newcomer's data
+def _renamed(ml_dir: Path, tmp_path: Path) -> Path:
+    """u.data as a MovieLens ratings.csv-style file with its own column names."""
+    df = pl.read_csv(ml_dir / "u.data", separator="\t", has_header=False, new_columns=["u", "i", "r", "t"])
+    path = tmp_path / "my_ratings.csv"
+    df.rename({"u": "userId", "i": "movieId", "r": "rating", "t": "timestamp"}).write_csv(path)
+    return path
+
+
+COLUMNS = "userId=user_id,movieId=item_id,rating=rating,timestamp=timestamp"
+
+
+def test_renamed_columns_need_and_take_columns(ml_dir, tmp_path, monkeypatch, capsys):
+    path = _renamed(ml_dir, tmp_path)
+    code, out, err = run_cli(
+        ["train", "--model", "svd", "--data", str(path), "--no-progress"], monkeypatch, capsys
+    )
+    assert code == 2 and "user_id" in err  # the file's columns are not the canonical ones
+    code, out, err = run_cli(
+        [
+            "train",
+            "--model",
+            "svd",
+            "--data",
+            str(path),
+            "--columns",
+            COLUMNS,
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["rmse"] < 1.0 and metrics["run"]["columns"]["userId"] == "user_id"
+    # pre-split files with the same names
+    df = pl.read_csv(path).sample(fraction=1.0, shuffle=True, seed=0)
+    parts = {
+        "train": df[: int(0.8 * df.height)],
+        "valid": df[int(0.8 * df.height) : int(0.9 * df.height)],
+        "test": df[int(0.9 * df.height) :],
+    }
+    flags = []
+    for name, part in parts.items():
+        part.write_csv(tmp_path / f"{name}.csv")
+        flags += [f"--{name}", str(tmp_path / f"{name}.csv")]
+    code, out, err = run_cli(
+        ["train", "--model", "pop", *flags, "--columns", COLUMNS, "--no-progress"], monkeypatch, capsys
+    )
+    assert code == 0, err
+    code, out, err = run_cli(
+        ["train", "--model", "pop", *flags, "--columns", "userId=user", "--no-progress"], monkeypatch, capsys
+    )
+    assert code == 2 and "'user' is not a canonical column" in err
+
+
+@pytest.fixture
+def hashing_encoder(monkeypatch):
+    """hybrid_csa's sentence encoder replaced by the offline hashing stand-in."""
+    from attnrec.models.rating.hybrid_csa import HybridCSA
+    from attnrec.text.encoder import HashingTextModel, SentenceEncoder
+
+    enc = SentenceEncoder(HashingTextModel(dim=16))
+    monkeypatch.setattr(HybridCSA, "encoder", property(lambda self: enc))
+    return enc
+
+
+def test_items_file_gives_hybrid_csa_its_text_and_is_checked_before_fitting(
+    ml_dir, tmp_path, monkeypatch, capsys, hashing_encoder
+):
+    from attnrec.models.rating.svd import SVD
+
+    split_dir = tmp_path / "split"
+    assert run_cli(["data", "split", str(ml_dir), "--out", str(split_dir)], monkeypatch, capsys)[0] == 0
+    flags = [x for p in ("train", "valid", "test") for x in (f"--{p}", str(split_dir / f"{p}.csv"))]
+    svd_fits = []
+    original = SVD.fit
+    monkeypatch.setattr(SVD, "fit", lambda self, *a, **kw: svd_fits.append(1) or original(self, *a, **kw))
+
+    # no item text, no reviews: refused before the SVD stage, naming --items
+    code, out, err = run_cli(["train", "--model", "hybrid_csa", *flags, "--no-progress"], monkeypatch, capsys)
+    assert code == 2 and "--items" in err and svd_fits == []
+
+    items = tmp_path / "movies.csv"
+    pl.DataFrame(
+        {
+            "item_id": [str(i) for i in range(1, 51)],
+            "title": [f"Movie {i}" for i in range(1, 51)],
+            "genres": ["Comedy|Animation" if i % 2 else "Horror" for i in range(1, 51)],
+        }
+    ).write_csv(items)
+    run = tmp_path / "hybrid"
+    code, out, err = run_cli(
+        [
+            "train",
+            "--model",
+            "hybrid_csa",
+            *flags,
+            "--items",
+            str(items),
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--set",
+            "d_model=16",
+            "--no-progress",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    assert svd_fits and json.loads((run / "metrics.json").read_text())["test"]["rmse"] < 2.0
+
+    # recommendations carry the items file's titles; a history query is refused, naming --history
+    code, out, err = run_cli(
+        [
+            "recommend",
+            "--model-dir",
+            str(run / "model"),
+            "--users",
+            "1",
+            "--k",
+            "3",
+            "--out",
+            str(tmp_path / "r.csv"),
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    assert pl.read_csv(tmp_path / "r.csv")["title"].str.starts_with("Movie ").all()
+    code, out, err = run_cli(
+        ["recommend", "--model-dir", str(run / "model"), "--history", "1,2"], monkeypatch, capsys
+    )
+    assert code == 2 and "--history" in err and "hybrid_csa" in err
+
+
+def test_recommend_by_history_for_a_new_user(ml_dir, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "bpr"
+    code, out, err = run_cli(
+        [
+            "train",
+            "--model",
+            "bpr",
+            "--data",
+            str(ml_dir),
+            "--out",
+            str(run),
+            "--epochs",
+            "5",
+            "--set",
+            "dim=8",
+            "--no-progress",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    recs_path = tmp_path / "recs.csv"
+    history = ["2", "4", "6", "8", "10"]  # even items: the even user group's
+    code, out, err = run_cli(
+        [
+            "recommend",
+            "--model-dir",
+            str(run / "model"),
+            "--history",
+            ",".join(history),
+            "--k",
+            "10",
+            "--out",
+            str(recs_path),
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    recs = pl.read_csv(recs_path, infer_schema=False)
+    assert recs.height == 10 and recs["user_id"].null_count() == 10  # a new user: no id
+    assert not set(recs["item_id"]) & set(history)  # the history is excluded
+    # the same list as the Python API's query with that history
+    from attnrec.models.base import Query
+    from attnrec.serving.bundle import load_bundle
+
+    model = load_bundle(run / "model")
+    uv, iv = model._vocabs()
+    expected = model.recommend(Query.from_ids(uv, iv, history_ids=[history], exclude="history"), k=10)
+    assert recs["item_id"].to_list() == expected["item_id"].to_list()
+    code, out, err = run_cli(
+        ["recommend", "--model-dir", str(run / "model"), "--history", "1,no-such-item"], monkeypatch, capsys
+    )
+    assert code == 2 and "no-such-item" in err
+
+
+def test_metric_table_is_readable_in_80_columns_through_a_pipe(ml_dir, tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnrec.cli",
+            "train",
+            "--model",
+            "pop",
+            "--data",
+            str(ml_dir),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in proc.stdout
+    # every metric on its own row with both values in full
+    for metric in ("recall@10", "ndcg@20", "precision@20", "hit@10", "mrr@20", "map@20"):
+        row = next(line for line in lines if f" {metric} " in line)
+        values = [v for v in row.replace("│", " ").split() if v.startswith("0.") or v.startswith("1.")]
+        assert len(values) == 2 and all(len(v) == 6 for v in values), row
