@@ -30,6 +30,7 @@ from attnrec.data.registry import load_dataset
 from attnrec.data.splits import export_split, random_split
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
+from attnrec.evaluation.evaluators import evaluate_full_ranking
 from attnrec.models.base import Recommender, get_model_class
 from attnrec.training.trainer import TrainerConfig
 
@@ -60,6 +61,11 @@ def encode(split: Any) -> tuple[Interactions, Interactions, Interactions, dict[s
     return train, valid, test, {"valid": dv, "test": dt}
 
 
+def ranking_metrics(model: Recommender, truth: Interactions, exclude: Any) -> dict[str, float]:
+    """Full-ranking metrics at ``KS`` of ``model`` against ``truth``, items in ``exclude`` (a CSR matrix) masked."""
+    return evaluate_full_ranking(model.score_users, truth.csr(), exclude, ks=KS)
+
+
 def fit_one(
     name: str, params: dict[str, Any], trainer: dict[str, Any], train: Interactions, valid: Interactions
 ) -> tuple[Recommender, dict[str, Any]]:
@@ -70,7 +76,7 @@ def fit_one(
     report = model.fit(train, valid, **kw)
     fit_s = time.perf_counter() - t0
     secs = [h["seconds"] for h in report.history]
-    valid_m = report.best_valid or model.evaluate(valid, exclude=train.csr(), ks=KS)
+    valid_m = report.best_valid or ranking_metrics(model, valid, train.csr())
     return model, {
         "params": params,
         "trainer": {k: v for k, v in trainer.items() if k in TRAINER_KEYS},
@@ -81,6 +87,48 @@ def fit_one(
         "fit_s": fit_s,
         "s_per_epoch": statistics.median(secs) if secs else None,
     }
+
+
+def serve_worker(split_seed: int, split_dir: Path | None) -> None:
+    """Worker of ``fair_topk.py`` (one thread): the split of ``split_seed`` (exported to ``split_dir`` for the peer);
+    ops ``info``, ``fit`` (keeps the best validation NDCG@20 per key) and ``test`` (once per key)."""
+    from fair_common import serve
+
+    torch.set_num_threads(1)
+    split = random_split(load_dataset("ml-100k", progress=False), (0.8, 0.1, 0.1), seed=split_seed)
+    if split_dir is not None:
+        export_split(split, split_dir)
+    train, valid, test, dropped = encode(split)
+    seen_train_valid = (train.csr() + valid.csr()).tocsr()
+    best: dict[str, tuple[Recommender, dict[str, Any]]] = {}
+
+    def handle(req: dict[str, Any]) -> dict[str, Any]:
+        if req["op"] == "info":
+            sizes = {"train": len(train), "valid": len(valid), "test": len(test)}
+            return {"sizes": sizes, "dropped": dropped, "users": train.n_users, "items": train.n_items}
+        if req["op"] == "fit":
+            params, trainer = BASE[req["model"]]
+            trainer = {
+                **trainer,
+                "epochs": req["epochs"],
+                "patience": req["patience"],
+                "progress": False,
+                "device": "cpu",
+                "lr": req["lr"],
+            }
+            model, info = fit_one(
+                req["model"], {**params, "reg": req["reg"], "seed": req["seed"]}, trainer, train, valid
+            )
+            key = req["key"]
+            if key not in best or info["valid_ndcg@20"] > best[key][1]["valid_ndcg@20"]:
+                best[key] = (model, info)
+            return info
+        if req["op"] == "test":
+            model, info = best.pop(req["key"])  # once: a second test request for the key fails
+            return {"chosen": info, "test": ranking_metrics(model, test, seen_train_valid)}
+        raise ValueError(f"unknown op {req['op']!r}")
+
+    serve(handle)
 
 
 def main() -> None:
@@ -101,7 +149,11 @@ def main() -> None:
         "--split-dir", type=Path, default=None, help="also export the split here (for a peer library)"
     )
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--serve", action="store_true", help="(internal) run as a fair_topk.py worker")
     args = ap.parse_args()
+    if args.serve:
+        serve_worker(args.seed, args.split_dir)
+        return
     torch.set_num_threads(args.threads)
 
     split = random_split(load_dataset("ml-100k", progress=False), (0.8, 0.1, 0.1), seed=args.seed)
@@ -143,7 +195,7 @@ def main() -> None:
                 best = (model, info)
         assert best is not None
         model, info = best
-        test_m = model.evaluate(test, exclude=seen_train_valid, ks=KS)  # once, for the chosen point only
+        test_m = ranking_metrics(model, test, seen_train_valid)  # once, for the chosen point only
         rows.append(
             {
                 **info,
