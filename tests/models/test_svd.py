@@ -204,10 +204,10 @@ def test_damped_bias_penalty_counts_each_bias_once_in_the_sgd_objective():
             err = float((r - mf(u, i)).square().sum())
             factors = 0.2 * float((mf.p[u].square().sum(-1) + mf.q[i].square().sum(-1)).sum())
         if weighted_bias:  # λ_b per rating
-            biases = 2.0 * float((mf.bu[u].square() + mf.bi[i].square()).sum())
+            biases = 2.0 * float((mf.bu[u].square() + mf.bi[i].square()).sum().detach())
         else:  # λ_b once per user and per item that has ratings
             seen_u, seen_i = np.unique(train.users), np.unique(train.items)
-            biases = 2.0 * float(mf.bu[seen_u].square().sum() + mf.bi[seen_i].square().sum())
+            biases = 2.0 * float((mf.bu[seen_u].square().sum() + mf.bi[seen_i].square().sum()).detach())
         assert total == pytest.approx(err + factors + biases, rel=1e-5)
 
 

@@ -57,6 +57,23 @@ _UNDECLARED_PARTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: tests that exist only for a model with the capability (a model without it has no such test, not a skip)
+_CAPABILITY_TESTS: dict[type, tuple[str, ...]] = {
+    ItemScorer: (
+        "test_recommend_excludes_seen_and_ranks",
+        "test_unknown_id_is_a_clear_error",
+        "test_undeclared_query_part_is_a_config_error",
+        "test_new_user_history_recovers_planted_pattern",
+        "test_exclude_history",
+    ),
+    RowScorer: (
+        "test_row_scorer_has_no_id_space",
+        "test_validation_drives_early_stopping",
+        "test_wrong_data_is_a_clear_error",
+    ),
+}
+
+
 def assert_same_outputs(a: dict[str, np.ndarray], b: dict[str, np.ndarray], what: str) -> None:
     """Every output array of ``a`` equals ``b``'s, bit for bit (the message names the output)."""
     assert a.keys() == b.keys(), what
@@ -81,6 +98,16 @@ class ConformanceTests:
     min_auc: ClassVar[float] = 0.75
     #: rating models: predicted in-group minus out-of-group mean on test pairs (truth: 5 vs 1)
     min_rating_gap: ClassVar[float] = 2.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model_class = getattr(cls, "model_class", None)
+        if model_class is None:
+            return
+        for capability, names in _CAPABILITY_TESTS.items():
+            if not issubclass(model_class, capability):
+                for name in names:
+                    setattr(cls, name, None)  # not a test of this class (pytest collects only functions)
 
     # ------------------------------------------------------------------ hooks
     @classmethod
@@ -256,7 +283,7 @@ class ConformanceTests:
         _, _, test = self.data()
         # the same items in the same order, values equal up to float rounding: a one-row product and a many-row
         # one sum in different orders (BLAS gemv vs gemm), about one ulp apart
-        close = {"rtol": 1e-6, "atol": 1e-7}
+        rtol, atol = 1e-6, 1e-7
         if isinstance(fitted, ItemScorer):
             for q in (self.scoring_query(), self.history_query()):
                 if q is None:
@@ -266,22 +293,22 @@ class ConformanceTests:
                     vals, idx = fitted.top_k(q, 10, batch_size=size)
                     np.testing.assert_array_equal(idx, many[1], err_msg=f"top_k items, batch_size={size}")
                     np.testing.assert_allclose(
-                        vals, many[0], **close, err_msg=f"top_k scores, batch_size={size}"
+                        vals, many[0], rtol=rtol, atol=atol, err_msg=f"top_k scores, batch_size={size}"
                     )
         if isinstance(fitted, RatingPredictor):
             whole = fitted.predict(test.users, test.items)
             rows = np.array([5, 0, 17, 3, 3])
             np.testing.assert_allclose(
-                fitted.predict(test.users[rows], test.items[rows]), whole[rows], **close
+                fitted.predict(test.users[rows], test.items[rows]), whole[rows], rtol=rtol, atol=atol
             )
             a = evaluate(fitted, test, Rating(batch_size=7))
             assert a == pytest.approx(evaluate(fitted, test, Rating()), rel=1e-6)
         if isinstance(fitted, RowScorer):
             p = fitted.predict_proba(test, batch_size=4096)
-            np.testing.assert_allclose(fitted.predict_proba(test, batch_size=7), p, **close)
+            np.testing.assert_allclose(fitted.predict_proba(test, batch_size=7), p, rtol=rtol, atol=atol)
             rows = np.array([5, 0, 17, 3])
             np.testing.assert_allclose(
-                fitted.predict_proba(test.subset(rows), batch_size=2), p[rows], **close
+                fitted.predict_proba(test.subset(rows), batch_size=2), p[rows], rtol=rtol, atol=atol
             )
 
     def test_loss_decreases(self, fit_result: tuple[Estimator[Any], FitReport]) -> None:
