@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from attnrec.data.side import SIDE_INPUT_KINDS, SideInputs
@@ -410,6 +411,14 @@ class ConformanceTests:
         excluded = np.zeros_like(seen)
         np.put_along_axis(excluded, idx, ~np.isfinite(vals), axis=1)
         np.testing.assert_array_equal(excluded, seen)
+        # an explicit exclusion matrix replaces the stored items; a wrong shape or k < 1 is an error
+        mask = sp.csr_matrix(([1.0, 1.0], ([0, 1], [3, 5])), shape=(2, model.n_items))
+        vals, idx = model.top_k(Query(users=np.arange(2), exclude=mask), model.n_items)
+        assert [set(idx[r][~np.isfinite(vals[r])].tolist()) for r in range(2)] == [{3}, {5}]
+        with pytest.raises(ConfigError, match="exclude: matrix"):
+            model.top_k(Query(users=np.arange(3), exclude=mask), 3)
+        with pytest.raises(ConfigError, match="k must be >= 1"):
+            model.top_k(q, 0)
         if not isinstance(model, Recommender):
             return
         users = ["u0", "u1", "u7"]
