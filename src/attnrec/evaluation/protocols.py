@@ -101,7 +101,7 @@ def _need(model: object, cap: type, protocol: Protocol) -> None:
     if not isinstance(model, cap):
         raise ConfigError(
             f"{getattr(model, 'name', type(model).__name__)} cannot be evaluated with {type(protocol).__name__}: "
-            f"it is not a {cap.__name__}"
+            f"it does not declare the {cap.__name__} capability"
         )
 
 
