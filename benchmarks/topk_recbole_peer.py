@@ -67,6 +67,11 @@ def bpr_l2_class() -> type:
             loss = self.loss((u * p).sum(-1), (u * n).sum(-1))
             return loss + self.reg_weight * self.reg_loss(u, p, n, require_pow=self.require_pow)
 
+    # RecBole pickles its config, which holds the model class, into every checkpoint: the class must be found
+    # by name at module level (it is built here so that importing this module does not need RecBole)
+    BPRL2.__qualname__ = "BPRL2"
+    BPRL2.__module__ = __name__
+    globals()["BPRL2"] = BPRL2
     return BPRL2
 
 
