@@ -1,6 +1,7 @@
 """End-to-end CLI tests on tiny generated data in the real MovieLens-100k file format."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -463,7 +464,6 @@ def test_recommend_by_history_for_a_new_user(ml_dir, tmp_path, monkeypatch, caps
 
 
 def test_metric_table_is_readable_in_80_columns_through_a_pipe(ml_dir, tmp_path):
-    import os
     import subprocess
 
     env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
@@ -494,3 +494,19 @@ def test_metric_table_is_readable_in_80_columns_through_a_pipe(ml_dir, tmp_path)
         row = next(line for line in lines if f" {metric} " in line)
         values = [v for v in row.replace("│", " ").split() if v.startswith("0.") or v.startswith("1.")]
         assert len(values) == 2 and all(len(v) == 6 for v in values), row
+
+
+def test_no_progress_turns_off_hugging_face_bars(monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    hub = pytest.importorskip("huggingface_hub")
+    from attnrec.cli import _quiet_progress
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    try:
+        _quiet_progress()
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # for a library imported later
+        assert not transformers.utils.logging.is_progress_bar_enabled()  # the sentence encoder's loading bar
+        assert hub.utils.are_progress_bars_disabled()
+    finally:
+        transformers.utils.logging.enable_progress_bar()
+        hub.utils.enable_progress_bars()

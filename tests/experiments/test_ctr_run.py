@@ -89,6 +89,12 @@ def test_files_without_a_format_or_without_a_label_are_refused_before_fitting(tm
     paths = write_csv_parts(tmp_path)
     with pytest.raises(ConfigError, match="--format"):
         run_experiment(RunConfig(model="deepfm", **paths), progress=False)
+    with pytest.raises(ConfigError, match="--items"):
+        run_experiment(
+            RunConfig(model="deepfm", **paths, ctr={"format": "csv"}, items=paths["test"]), progress=False
+        )
+    with pytest.raises(ConfigError, match="--format is for CTR models"):
+        run_experiment(RunConfig(model="svd", **paths, ctr={"format": "csv"}), progress=False)
     paths["train"].write_text(paths["train"].read_text().replace("label,", "y,", 1))
     with pytest.raises(DataError, match="label"):
         run_experiment(RunConfig(model="deepfm", **paths, ctr={"format": "csv"}), progress=False)

@@ -159,6 +159,16 @@ def _file_parts(
 
 def prepare_ctr(cfg: RunConfig, *, progress: bool = True) -> PreparedCTR:
     """Read, split and encode a CTR run's rows; the encoder sees the training rows only."""
+    if cfg.items is not None:
+        raise ConfigError(
+            f"--items: model {cfg.model!r} scores CTR rows, whose features come from the rows themselves "
+            "(MovieLens as CTR reads the dataset's own item table)"
+        )
+    if cfg.columns and cfg.train is not None:
+        raise ConfigError(
+            "--columns renames interaction files; a CTR csv names its label and fields in the run file's "
+            "[ctr.feature_schema]"
+        )
     frames: list[pl.DataFrame | None]
     if cfg.train is not None:
         frames, schema, report = _file_parts(cfg, progress)

@@ -11,7 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
-from attnrec.experiments.run import RunConfig, run_experiment
+from attnrec.experiments.run import PreparedData, RunConfig, run_experiment
+from attnrec.models.base import Recommender
 
 DEMO_SPLIT = {"method": "random", "ratios": (0.8, 0.1, 0.1), "seed": 2026}
 DEMO_RUNS: dict[str, dict[str, Any]] = {
@@ -69,10 +70,11 @@ def run_demo(
         )
     )
     gcn = results["lightgcn"]
+    assert isinstance(gcn.model, Recommender)
     recs = gcn.model.recommend([user], k=10)
-    ds = gcn.data.dataset
-    if ds is not None and ds.items is not None and "title" in ds.items.columns:
-        recs = recs.join(ds.items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
+    items = gcn.data.items if isinstance(gcn.data, PreparedData) else None
+    if items is not None and "title" in items.columns:
+        recs = recs.join(items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
     print_frame(
         recs.select([c for c in ("rank", "item_id", "title", "score") if c in recs.columns]),
         f"lightgcn top-10 for user {user} (items they rated are excluded)",

@@ -155,6 +155,11 @@ class RunResult:
 
 def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> PreparedData:
     """Load, filter, split and encode with vocabularies built from the training part only."""
+    if cfg.ctr.format is not None:
+        raise ConfigError(
+            f"--format {cfg.ctr.format}: model {cfg.model!r} reads interactions (user_id, item_id[, rating]); "
+            "--format is for CTR models"
+        )
     items = read_items(cfg.items, cfg.columns) if cfg.items is not None else None
     dataset, result, notes = load_split(cfg, progress=progress)
     if items is None and dataset is not None:
