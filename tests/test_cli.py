@@ -508,5 +508,6 @@ def test_no_progress_turns_off_hugging_face_bars(monkeypatch):
         assert not transformers.utils.logging.is_progress_bar_enabled()  # the sentence encoder's loading bar
         assert hub.utils.are_progress_bars_disabled()
     finally:
+        os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)  # it has priority over enable_progress_bars()
         transformers.utils.logging.enable_progress_bar()
         hub.utils.enable_progress_bars()
