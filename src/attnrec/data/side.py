@@ -44,10 +44,14 @@ class ItemFeatures:
                     expected=f"shape ({len(self.vocab)}, d)",
                 )
             if not np.isfinite(m).all():
-                raise DataError("item feature matrix has non-finite values", field=name, expected="finite numbers")
+                raise DataError(
+                    "item feature matrix has non-finite values", field=name, expected="finite numbers"
+                )
 
     @classmethod
-    def from_frame(cls, frame: pl.DataFrame, vocab: Vocabulary, columns: Mapping[str, list[str]]) -> ItemFeatures:
+    def from_frame(
+        cls, frame: pl.DataFrame, vocab: Vocabulary, columns: Mapping[str, list[str]]
+    ) -> ItemFeatures:
         """Matrices from a table keyed by ``item_id``: ``columns`` maps a feature name to its numeric columns.
         Items of the vocabulary missing from the table get zeros; rows of unknown items are ignored."""
         idx = vocab.lookup(frame["item_id"], missing="minus_one")

@@ -121,7 +121,9 @@ def evaluate(
         _need(model, RowScorer, protocol)
         return _ctr(model, data, protocol)  # type: ignore[arg-type]
     if not isinstance(data, Interactions):
-        raise ConfigError(f"{type(protocol).__name__} evaluates an encoded split (Interactions), not {type(data).__name__}")
+        raise ConfigError(
+            f"{type(protocol).__name__} evaluates an encoded split (Interactions), not {type(data).__name__}"
+        )
     if isinstance(protocol, Rating):
         _need(model, RatingPredictor, protocol)
         assert isinstance(model, RatingPredictor)

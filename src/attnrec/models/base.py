@@ -65,6 +65,8 @@ __all__ = [
     "get_model_class",
     "register",
 ]
+
+
 class ModelConfig(BaseModel):
     """Base of every model's typed config. Unknown keys raise (a typo is an error, not a silent default)."""
 
@@ -247,7 +249,9 @@ class Recommender(Estimator[ConfigT], ItemScorer):
         run_key: str | None = None,
     ) -> FitReport:
         if not isinstance(train, Interactions):
-            raise ConfigError(f"{self.name} fits Interactions (attnrec.data.table), not {type(train).__name__}")
+            raise ConfigError(
+                f"{self.name} fits Interactions (attnrec.data.table), not {type(train).__name__}"
+            )
         if len(train) == 0:
             raise ConfigError("the training split is empty")
         side = self.check_side(side)
@@ -295,7 +299,9 @@ class Recommender(Estimator[ConfigT], ItemScorer):
             return self.score_history(query)
         assert query.users is not None
         if len(query.users) and query.users.max() >= self.n_users:
-            raise ConfigError(f"query users: index {int(query.users.max())} is out of range 0..{self.n_users - 1}")
+            raise ConfigError(
+                f"query users: index {int(query.users.max())} is out of range 0..{self.n_users - 1}"
+            )
         return self.score_users(query.users)
 
     def stored_seen(self, users: np.ndarray) -> sp.csr_matrix | None:
@@ -332,7 +338,9 @@ class Recommender(Estimator[ConfigT], ItemScorer):
         return pl.DataFrame(
             {
                 "row": np.repeat(np.arange(len(query), dtype=np.int32), kk),
-                "user_id": pl.Series(np.repeat(np.asarray(labels, dtype=object), kk).tolist(), dtype=pl.String),
+                "user_id": pl.Series(
+                    np.repeat(np.asarray(labels, dtype=object), kk).tolist(), dtype=pl.String
+                ),
                 "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(query)),
                 "item_id": iv.ids[idx.ravel()] if idx.size else np.array([], dtype=str),
                 "score": vals.ravel(),

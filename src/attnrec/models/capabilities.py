@@ -130,9 +130,9 @@ class ItemScorer(ABC):
             excl = self.exclusion(part)
             if excl is not None:
                 coo = excl.tocoo()
-                scores[torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))] = (
-                    -torch.inf
-                )
+                scores[
+                    torch.from_numpy(coo.row.astype(np.int64)), torch.from_numpy(coo.col.astype(np.int64))
+                ] = -torch.inf
             top = torch.topk(scores, k, dim=1, sorted=True)
             vals.append(top.values.numpy())
             idx.append(top.indices.numpy().astype(np.int64))

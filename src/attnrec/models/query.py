@@ -61,12 +61,18 @@ class History:
 
     @classmethod
     def from_lists(
-        cls, rows: Sequence[Sequence[int]], values: Sequence[Sequence[float]] | None = None
+        cls,
+        rows: Sequence[Sequence[int] | np.ndarray],
+        values: Sequence[Sequence[float] | np.ndarray] | None = None,
     ) -> History:
         """From one list of item indices per row (and optionally one list of values per row)."""
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        items = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if len(rows) else np.zeros(0, np.int64)
+        items = (
+            np.concatenate([np.asarray(r, dtype=np.int64) for r in rows])
+            if len(rows)
+            else np.zeros(0, np.int64)
+        )
         vals = None
         if values is not None:
             if [len(v) for v in values] != lengths.tolist():
@@ -142,7 +148,9 @@ class Query:
         if len(set(sizes.values())) > 1:
             raise ConfigError(f"query parts have different numbers of rows: {sizes}")
         if isinstance(self.exclude, str) and self.exclude not in ("seen", "history", "none"):
-            raise ConfigError(f"query exclude: expected 'seen', 'history', 'none' or a matrix, got {self.exclude!r}")
+            raise ConfigError(
+                f"query exclude: expected 'seen', 'history', 'none' or a matrix, got {self.exclude!r}"
+            )
         if self.users is not None and self.history is None and self.text is None and (self.users < 0).any():
             raise ConfigError("query: a new user (index -1) needs a history or a text")
 

@@ -18,7 +18,7 @@ import json
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import polars as pl
@@ -133,13 +133,20 @@ def check_data(schema: FeatureSchema, data: CTRData, *, source: str = "data") ->
 ConfigT = TypeVar("ConfigT", bound=CTRConfig)
 
 
+class CTRModuleFactory(Protocol):
+    """A CTR module class: built from the fitted schema and the model's config."""
+
+    def __call__(self, schema: FeatureSchema, config: Any, /) -> CTRModule: ...
+
+
 class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
     """Base of CTR models: a :class:`RowScorer` fitted on feature rows. Subclasses set ``name``, ``config_class``,
     ``module_class`` (built as ``module_class(schema, config)``) and ``paper``."""
 
     task = TaskKind.CTR
     config_class: ClassVar[type[ModelConfig]] = CTRConfig
-    module_class: ClassVar[type[CTRModule]]
+    #: the module, built as ``module_class(schema, config)``
+    module_class: ClassVar[CTRModuleFactory]
     #: the CTR benchmark's settings (BENCHMARKS.md, CTR family): Adam lr 1e-3, batch 256, at most 30 epochs,
     #: early stopping on validation AUC with patience 3
     default_trainer: ClassVar[dict[str, Any]] = {"epochs": 30, "patience": 3, "batch_size": 256, "lr": 1e-3}
@@ -151,7 +158,7 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
 
     def build_ctr_module(self, schema: FeatureSchema) -> CTRModule:
         """A fresh module for a fitted ``schema`` (parameters drawn from the current torch seed)."""
-        return self.module_class(schema, self.config)  # type: ignore[call-arg]
+        return type(self).module_class(schema, self.config)
 
     # ----------------------------------------------------------------- fitting
     def fit(
