@@ -32,6 +32,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "surprise": {"reg_all": [0.05, 0.1, 0.2], "lr_all": [0.0025, 0.005, 0.01], "n_epochs": [20, 40, 80]},
 }
 FIXED: dict[str, dict[str, Any]] = {"ours": {"factors": 50}, "surprise": {"n_factors": 50}}
+PEER_VENV = "/work/peer-venv/bin/python"
 LABEL = {"ours": "attnrec svd (ALS)", "surprise": "Surprise SVD"}
 
 
@@ -268,7 +269,9 @@ def main() -> None:
     )
     ap.add_argument("--repeats", type=int, default=5, help="timed fits per row (median reported)")
     ap.add_argument(
-        "--peer-python", default="/work/peer-venv/bin/python", help="a Python with scikit-surprise"
+        "--peer-python",
+        default=PEER_VENV if Path(PEER_VENV).exists() else sys.executable,
+        help="a Python with scikit-surprise (default: /work/peer-venv's, else this one: `pip install .[bench]`)",
     )
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON record here")
     args = ap.parse_args()
