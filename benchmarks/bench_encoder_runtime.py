@@ -26,7 +26,9 @@ batches of 64 of them, plus per-round ratios library / ours.
 Two levels: ``encoder`` is the whole ``encode`` call as a user makes it (fast.py's ``FastTextModel.encode`` vs
 ``SentenceTransformer.encode``, both normalising, no caches); ``graph`` feeds the same pre-tokenised inputs to each
 ONNX file through identical ONNX Runtime sessions (mean pooling in numpy for the library's graphs, which output
-token states), so it compares the graphs alone. Every ONNX Runtime session: ``--threads`` intra-op threads, one
+token states), so it compares the graphs alone; it adds ``ours-plain`` (fast.py's export before its fusions) and
+``ours-int8-plain`` (fast.py's quantiser on that plain export, a control for the library's int8, which quantises
+its unfused graph). Every ONNX Runtime session: ``--threads`` intra-op threads, one
 inter-op thread, sequential, all graph optimisations, no spin-waiting (the library's sessions get the same
 options); torch threads are ``--threads`` too. Agreement: cosine of each ``encoder`` path's vectors to the fp32
 reference on ``--agree`` reviews plus their 8-word prefixes. Prints a markdown summary and the JSON record.
@@ -53,7 +55,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: (library path, our path) pairs whose speed ratios are reported
 PAIRS = (("st-onnx", "ours-onnx"), ("st-O2", "ours-onnx"), ("st-int8", "ours-onnx-int8"))
-GRAPH_PAIRS = (("st-onnx", "ours-plain"), ("st-O2", "ours-onnx"), ("st-int8", "ours-onnx-int8"))
+GRAPH_PAIRS = (
+    ("st-onnx", "ours-plain"),
+    ("st-O2", "ours-onnx"),
+    ("st-int8", "ours-onnx-int8"),
+    ("st-int8", "ours-int8-plain"),
+)
 
 
 def _texts(agree: int, queries: int) -> tuple[list[str], list[str], list[str], str]:
@@ -101,6 +108,12 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         model.load()
         export_s[backend] = round(time.perf_counter() - t, 2)
         assert model.exported and model.onnx_path is not None, backend
+    # fast.py's own quantiser on its plain (unfused) export, as the library quantises its unfused graph: a
+    # graph-level control that tells the quantiser apart from the graph it is given
+    from attnrec.text.fast import _quantize_onnx, int8_full_range
+
+    plain = next((home / "onnx").glob("*-fp32.onnx"))
+    _quantize_onnx(plain, work / "ours-int8-plain.onnx", full_range=int8_full_range())
     import sentence_transformers
     import transformers
 
@@ -280,6 +293,7 @@ def time_paths(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "ours-plain": next(onnx_dir.glob("*-fp32.onnx")),
         "ours-onnx": next(onnx_dir.glob("*-fp32-fused.onnx")),
         "ours-onnx-int8": next(onnx_dir.glob("*-int8-fused-*.onnx")),
+        "ours-int8-plain": work / "ours-int8-plain.onnx",
         **{name: folder / "onnx" / file for name, file in files.items()},
     }
     tok = ours["ours-onnx"]._tok  # the lean path's tokenizer (no padding, truncation at 256)
