@@ -40,6 +40,14 @@ The exported files are cached under ``<home>/onnx/`` (``home``: the argument, el
 second model object reuses them. ONNX backends need the ``fast`` extra (onnxruntime, onnx); every backend needs
 the ``text`` extra (torch, transformers, tokenizers, the bundled model). Once the ONNX file is cached, the ONNX
 backends load without importing torch or transformers.
+
+Why not sentence-transformers' own ONNX options (``SentenceTransformer(..., backend="onnx")``,
+``export_optimized_onnx_model``, ``export_dynamic_quantized_onnx_model``): they run through Hugging Face optimum
+(``optimum-onnx``), whose releases pin a transformers older than the one sentence-transformers 6 needs, so they
+cannot be installed beside the ``text`` extra, and optimum forced onto it fails to import. Measured where they do
+install (``benchmarks/bench_encoder_runtime.py``, BENCHMARKS.md "Encoder runtime"): their graphs run at the speed
+of these (their int8 matches this module's quantiser given the same graph), their vectors agree with fp32 no
+better, and their ``encode`` path is slower per query than the lean path here, which is what this module is for.
 """
 
 from __future__ import annotations
