@@ -511,3 +511,31 @@ def test_no_progress_turns_off_hugging_face_bars(monkeypatch):
         os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)  # it has priority over enable_progress_bars()
         transformers.utils.logging.enable_progress_bar()
         hub.utils.enable_progress_bars()
+
+
+def test_a_wide_result_frame_fits_80_columns_with_every_number_whole(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import attnrec.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=80))
+    frame = pl.DataFrame(
+        {
+            "item_id": ["1533", "1"],
+            "title": ["I Don't Want to Talk About It (Deseo no se habla)", "Toy Story"],
+            "predicted_rating": [4.2971, 3.0],
+            "share_user": [0.2154, 0.1],
+            "share_item": [0.519, 0.6],
+            "share_text": [0.266, 0.3],
+            "relevance": [0.5531, 0.4],
+            "new_user": [True, False],
+        }
+    )
+    cli._print_frame(frame, "a text query")
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for value in ("4.297", "0.215", "0.519", "0.266", "0.553", "True", "False", "1533", "Toy Story"):
+        assert value in text

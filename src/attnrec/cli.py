@@ -538,15 +538,38 @@ def _write_or_print(recs: Any, out: Path | None, title: str, *, what: str = "rec
 
 
 def _print_frame(df: Any, title: str) -> None:
-    """A frame as a table: numbers right-aligned in fixed format and never truncated; text columns wrap."""
+    """A frame as a table that fits the console (80 columns when piped): numbers and flags keep their full
+    fixed-format width (their headers fold when the frame is wide); text columns wrap."""
     import polars as pl
+    from rich import box
 
-    table = Table(title=title)
-    for col, dtype in df.schema.items():
-        numeric = dtype.is_numeric()
-        table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric or dtype == pl.Boolean)
-    for row in df.iter_rows():
-        table.add_row(*["" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    cells = [
+        ["" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        for row in df.iter_rows()
+    ]
+    fixed = [dtype.is_numeric() or dtype == pl.Boolean for dtype in df.schema.values()]
+    value_w = [max([len(r[j]) for r in cells] + [1]) for j in range(len(df.columns))]
+
+    def widths(headers: bool) -> list[int]:
+        return [
+            max(w, len(c) if headers else 5) if f else min(max(w, len(c) if headers else 1), 12)
+            for c, w, f in zip(df.columns, value_w, fixed, strict=True)
+        ]
+
+    wide = widths(True)
+    chosen = wide if sum(wide) + 2 * len(wide) <= console.width else widths(False)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, w, f, dtype in zip(df.columns, chosen, fixed, df.schema.values(), strict=True):
+        right = f and dtype.is_numeric()
+        table.add_column(
+            col,
+            justify="right" if right else "left",
+            overflow="fold",
+            min_width=w,
+            max_width=w if f else None,
+        )
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
 
 
