@@ -121,3 +121,44 @@ def test_movielens_as_ctr_from_a_dataset_folder(tmp_path):
     assert result.metrics["test"]["auc"] > 0.95
     sizes = result.metrics["data"]["sizes"]
     assert sizes["train"] + sizes["valid"] + sizes["test"] == len(rows)
+
+
+def test_avazu_rows_and_unlabelled_csv_rows_from_a_bundle(tmp_path):
+    from attnrec.data.readers.ctr import AVAZU_COLUMNS
+    from attnrec.experiments.ctr_run import read_ctr_rows
+
+    rng = np.random.default_rng(2)
+    paths = {}
+    for part, n in (("train", 600), ("valid", 150), ("test", 150)):
+        lines = [",".join(AVAZU_COLUMNS)]
+        for k in range(n):
+            site = str(rng.integers(0, 6))
+            click = int(rng.random() < (0.9 if site in "012" else 0.1))
+            rest = [str(rng.integers(0, 3)) for _ in AVAZU_COLUMNS[5:]]
+            lines.append(
+                ",".join([str(k), str(click), f"1410{21 + k % 7:02d}{k % 24:02d}", "1005", site, *rest])
+            )
+        paths[part] = tmp_path / f"{part}.csv"
+        paths[part].write_text("\n".join(lines) + "\n")
+    cfg = RunConfig(model="lr", **paths, ctr={"format": "avazu"}, trainer={**FAST, "progress": False})
+    result = run_experiment(cfg, progress=False)
+    assert result.data.encoder.schema.names[:3] == ["hour_of_day", "weekday", "C1"]  # type: ignore[union-attr]
+    assert result.metrics["test"]["auc"] > 0.85
+
+    # a generic CSV bundle scores rows without their label column (attnrec predict)
+    (tmp_path / "csv").mkdir()
+    csv = write_csv_parts(tmp_path / "csv")
+    run_experiment(
+        RunConfig(
+            model="lr", **csv, ctr={"format": "csv"}, trainer={**FAST, "progress": False}, out=tmp_path / "r"
+        ),
+        progress=False,
+    )
+    model = load_bundle(tmp_path / "r" / "model")
+    unlabelled = tmp_path / "new.csv"
+    unlabelled.write_text("site,hour,price\na,3,0.5\nf,3,0.5\n")
+    frame, _ = read_ctr_rows(unlabelled, "csv", model.encoder, need_label=False)
+    p = model.predict_frame(frame)
+    assert p.shape == (2,) and p[0] > p[1] + 0.5  # site a clicks, site f does not
+    with pytest.raises(DataError, match="label"):
+        read_ctr_rows(unlabelled, "csv", model.encoder, need_label=True)
