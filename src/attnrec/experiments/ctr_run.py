@@ -18,40 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
 
 from attnrec.data.ctr import CTRData, FeatureEncoder
 from attnrec.data.readers.ctr import CTRTable, movielens_ctr, read_avazu, read_criteo, read_ctr_table
 from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.data.table import Dataset
 from attnrec.errors import ConfigError, DataError
+from attnrec.experiments.config import CTR_FORMATS, CTRSpec, RunConfig
 from attnrec.training.types import data_fingerprint
-
-if TYPE_CHECKING:
-    from attnrec.experiments.run import RunConfig
-
-CTRFormat = Literal["criteo", "avazu", "csv", "movielens"]
-CTR_FORMATS: tuple[str, ...] = ("criteo", "avazu", "csv", "movielens")
-
-
-class CTRSpec(BaseModel):
-    """How a CTR run reads its rows (the ``[ctr]`` table of a run file; CLI ``--format``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    #: the format of pre-split ``train``/``valid``/``test`` files (``data`` is always MovieLens as CTR)
-    format: CTRFormat | None = None
-    #: ``csv``: the label and fields; None = a ``label`` column and every other column categorical
-    feature_schema: FeatureSchema | None = None
-    #: ``csv``: the field separator
-    sep: str = Field(",", min_length=1, max_length=1)
-    #: MovieLens as CTR: label 1 when rating >= threshold
-    threshold: float = 4.0
-    #: values seen fewer times in the training rows map to the unknown index
-    min_count: int = Field(1, ge=1)
 
 
 @dataclass

@@ -8,16 +8,14 @@ fails in seconds with the file and field named.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
 from attnrec.data.splits import SplitResult, load_presplit, split
 from attnrec.data.table import CANONICAL, Dataset
 from attnrec.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from attnrec.experiments.run import RunConfig
+from attnrec.experiments.config import RunConfig
 
 #: file suffixes read as one interactions table, where ``columns`` applies
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")

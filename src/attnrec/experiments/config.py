@@ -1,0 +1,123 @@
+"""The typed form of a run: :class:`RunConfig` (a TOML run file, or the CLI's flags) and its parts.
+
+A leaf of ``experiments/``: the run (``run.py``), its input readers (``inputs.py``) and the CTR rows
+(``ctr_run.py``) all read it; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from attnrec.data.schema import FeatureSchema
+from attnrec.errors import ConfigError
+
+CTRFormat = Literal["criteo", "avazu", "csv", "movielens"]
+CTR_FORMATS: tuple[str, ...] = ("criteo", "avazu", "csv", "movielens")
+
+
+class CTRSpec(BaseModel):
+    """How a CTR run reads its rows (the ``[ctr]`` table of a run file; CLI ``--format``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the format of pre-split ``train``/``valid``/``test`` files (``data`` is always MovieLens as CTR)
+    format: CTRFormat | None = None
+    #: ``csv``: the label and fields; None = a ``label`` column and every other column categorical
+    feature_schema: FeatureSchema | None = None
+    #: ``csv``: the field separator
+    sep: str = Field(",", min_length=1, max_length=1)
+    #: MovieLens as CTR: label 1 when rating >= threshold
+    threshold: float = 4.0
+    #: values seen fewer times in the training rows map to the unknown index
+    min_count: int = Field(1, ge=1)
+
+
+class SplitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["random", "random_per_user", "temporal", "temporal_per_user", "leave_last_out"] = "random"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2026
+    protocol: Literal["warm", "cold_start"] = "warm"
+
+
+class FilterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dedup: Literal["none", "last", "first", "mean"] = "none"
+    user_k: int = Field(0, ge=0)
+    item_k: int = Field(0, ge=0)
+    min_rating: float | None = None
+
+
+class RunConfig(BaseModel):
+    """A whole run. ``data`` is a registered dataset name or a path; or give pre-split ``train``/``valid``/``test``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    data: str | None = None
+    train: Path | None = None
+    valid: Path | None = None
+    test: Path | None = None
+    split: SplitSpec = SplitSpec()
+    filters: FilterSpec = FilterSpec()
+    model_params: dict[str, Any] = {}
+    trainer: dict[str, Any] = {}
+    ks: tuple[int, ...] = (10, 20)
+    out: Path | None = None
+    save_model: bool = True
+    #: ``out`` already holds a run: delete its checkpoints, metrics, log and bundle first (CLI ``--overwrite``)
+    overwrite: bool = False
+    #: continue the run in ``out`` from its checkpoint, which must match this run (CLI ``--resume``)
+    resume: bool = False
+    #: the data file's column names -> canonical names, e.g. ``{"userId": "user_id"}`` (CLI ``--columns``)
+    columns: dict[str, str] = {}
+    #: item metadata, CSV/Parquet keyed by ``item_id``: item text for models that read it (CLI ``--items``)
+    items: Path | None = None
+    #: how CTR rows are read: the files' format, a CSV schema, MovieLens' label threshold (``[ctr]``)
+    ctr: CTRSpec = CTRSpec()
+    #: torch CPU threads during the run (CLI ``--threads``); None keeps torch's setting
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunConfig:
+        if (self.data is None) == (self.train is None):
+            raise ValueError(
+                "give either `data` (a dataset name or path) or pre-split `train` and `test` files"
+            )
+        if self.train is not None and self.test is None:
+            raise ValueError("pre-split training needs `test` as well as `train`")
+        if self.overwrite and self.resume:
+            raise ValueError("give `overwrite` (start fresh) or `resume` (continue), not both")
+        if (self.overwrite or self.resume) and self.out is None:
+            raise ValueError("`overwrite` and `resume` act on a run directory: give `out` as well")
+        if "resume" in self.trainer:
+            raise ValueError("set the run's `resume` (CLI --resume), not the trainer's")
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], *, source: str = "run config") -> RunConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            msgs = [
+                f"{source}: field {'.'.join(str(x) for x in e['loc']) or '<root>'!r}: {e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors()
+            ]
+            raise ConfigError("; ".join(msgs)) from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        return cls.parse(data, source=str(path))
