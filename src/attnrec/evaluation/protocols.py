@@ -119,7 +119,8 @@ def evaluate(
     protocol = protocol if protocol is not None else default_protocol(model)
     if isinstance(protocol, CTR):
         _need(model, RowScorer, protocol)
-        return _ctr(model, data, protocol)  # type: ignore[arg-type]
+        assert isinstance(model, RowScorer)
+        return _ctr(model, data, protocol)
     if not isinstance(data, Interactions):
         raise ConfigError(
             f"{type(protocol).__name__} evaluates an encoded split (Interactions), not {type(data).__name__}"

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from attnrec.experiments.run import PreparedData, RunConfig, run_experiment
 from attnrec.models.base import Recommender
+from attnrec.models.rating.hybrid_csa import HybridCSA
 
 DEMO_SPLIT = {"method": "random", "ratios": (0.8, 0.1, 0.1), "seed": 2026}
 DEMO_RUNS: dict[str, dict[str, Any]] = {
@@ -79,9 +80,9 @@ def run_demo(
         recs.select([c for c in ("rank", "item_id", "title", "score") if c in recs.columns]),
         f"lightgcn top-10 for user {user} (items they rated are excluded)",
     )
-    if "hybrid_csa" in results:
-        hybrid = results["hybrid_csa"].model
-        by_text = hybrid.recommend_by_text(DEMO_QUERY, k=5)  # type: ignore[attr-defined]
+    hybrid = results["hybrid_csa"].model if "hybrid_csa" in results else None
+    if isinstance(hybrid, HybridCSA):
+        by_text = hybrid.recommend_by_text(DEMO_QUERY, k=5)
         print_frame(
             by_text.select("item_id", "title", "predicted_rating", "share_user", "share_item", "share_text"),
             f"hybrid_csa for a new user asking {DEMO_QUERY!r}",
