@@ -194,8 +194,13 @@ CTRFormatOpt = Annotated[
     str | None,
     typer.Option(
         "--format",
-        help="CTR rows: criteo | avazu | csv (header; a 0/1 'label' column) | movielens (a MovieLens folder)",
+        help="CTR rows: criteo | avazu | csv (header; a 0/1 'label' column) | movielens (a MovieLens folder); "
+        "evaluate/predict default to the bundle's run's format",
     ),
+]
+SepOpt = Annotated[
+    str | None,
+    typer.Option(help="CTR csv rows: the field separator (default: the one the bundle's run read)"),
 ]
 ThreadsOpt = Annotated[
     int | None,
@@ -326,17 +331,31 @@ def evaluate_cmd(
         Path, typer.Option(help="CSV/Parquet with user_id,item_id[,rating]; CTR bundles: rows in --format")
     ],
     exclude: Annotated[
-        list[Path] | None, typer.Option(help="extra files whose pairs are masked when ranking")
+        list[Path] | None,
+        typer.Option(
+            help="rankings: more files whose pairs are masked besides the training items (repeatable); "
+            "a run's test numbers need its split's valid.csv here"
+        ),
     ] = None,
-    k: Annotated[list[int] | None, typer.Option(help="cut-offs (repeatable)")] = None,
+    k: Annotated[
+        list[int] | None, typer.Option(help="rankings: cut-offs (repeatable; default 10 and 20)")
+    ] = None,
     fmt: CTRFormatOpt = None,
-    columns: Annotated[str | None, typer.Option(help="rename the file's columns (as for train)")] = None,
+    sep: SepOpt = None,
+    columns: Annotated[
+        str | None, typer.Option(help="interaction files: rename the file's columns (as for train)")
+    ] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Evaluate a saved model on a file by its capability: ratings (RMSE/MAE), rankings (recall/NDCG@k over all
-    items, the training items and --exclude masked) or CTR rows (AUC/logloss). Unknown users/items are dropped and
-    counted."""
-    from attnrec.evaluation.protocols import CTR, default_protocol, evaluate
+    items) or CTR rows (AUC/logloss, read as the run read them: its format, separator and label threshold).
+    Unknown users/items are dropped and counted.
+
+    Rankings mask the model's training items, plus every --exclude file's pairs; the items masked are printed. A
+    run masked train + valid when it scored its test split, so reproducing its test numbers from the exported
+    split needs `--exclude valid.csv`.
+    """
+    from attnrec.evaluation.protocols import CTR, Rating, default_protocol, evaluate
     from attnrec.models.base import Recommender
     from attnrec.models.ctr.base import CTRRecommender
     from attnrec.serving.bundle import load_bundle
@@ -344,13 +363,21 @@ def evaluate_cmd(
     _set_threads(threads)
     model = load_bundle(model_dir)
     if isinstance(model, CTRRecommender):
-        rows, notes = _ctr_rows(model, test, fmt, need_label=True)
+        unused = [flag for flag, v in (("--columns", columns), ("--exclude", exclude), ("--k", k)) if v]
+        if unused:
+            raise ConfigError(
+                f"{', '.join(unused)}: model {model.name!r} scores CTR rows, read by its own feature encoder "
+                "(AUC/logloss over rows): these apply to interaction files and rankings only"
+            )
+        rows, notes = _ctr_rows(model, model_dir, test, fmt, sep, need_label=True)
         metrics = evaluate(model, rows, CTR())
         console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
         console.print(
             f"{len(rows)} rows" + (f"; {notes['skipped_rows']} skipped" if notes.get("skipped_rows") else "")
         )
         return
+    if fmt is not None or sep is not None:
+        raise ConfigError(f"--format/--sep read CTR rows; model {model.name!r} reads interaction files")
     if not isinstance(model, Recommender):
         raise ConfigError(f"model {model.name!r} in {model_dir} declares no capability `evaluate` can use")
     import scipy.sparse as sp
@@ -358,6 +385,13 @@ def evaluate_cmd(
     from attnrec.data.splits import read_interactions_file
     from attnrec.data.table import Interactions
 
+    protocol = default_protocol(model, tuple(k or (10, 20)))
+    if isinstance(protocol, Rating) and (k or exclude):
+        flags = " and ".join(f for f, v in (("--k", k), ("--exclude", exclude)) if v)
+        raise ConfigError(
+            f"{flags} does not apply: model {model.name!r} predicts ratings, evaluated by RMSE/MAE on every row "
+            "(no ranking cut-off, nothing masked)"
+        )
     uv, iv = model._vocabs()
     rename = _parse_columns(columns)
     data, dropped = Interactions.encode(read_interactions_file(test, rename), uv, iv, unknown="drop")
@@ -367,21 +401,31 @@ def evaluate_cmd(
     for path in exclude or []:
         extra, _ = Interactions.encode(read_interactions_file(path, rename), uv, iv, unknown="drop")
         mask = mask + extra.csr()
-    metrics = evaluate(
-        model, data, default_protocol(model, tuple(k or (10, 20))), exclude=sp.csr_matrix(mask)
-    )
+    metrics = evaluate(model, data, protocol, exclude=sp.csr_matrix(mask))
     console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
+    if not isinstance(protocol, Rating):
+        console.print(
+            "masked: training items"
+            + "".join(f" + {path}" for path in exclude or [])
+            + ("" if exclude else " (a run's test numbers also mask its valid split: --exclude valid.csv)")
+        )
     if dropped:
         console.print(f"[yellow]{dropped} row(s) with unknown user or item were skipped[/]")
 
 
-def _ctr_rows(model: Any, path: Path, fmt: str | None, *, need_label: bool) -> tuple[Any, dict[str, Any]]:
-    """``path``'s rows encoded by a CTR bundle's own encoder (``evaluate``/``predict``), and the reader's notes."""
-    from attnrec.experiments.ctr_run import read_ctr_rows
+def _ctr_rows(
+    model: Any, model_dir: Path, path: Path, fmt: str | None, sep: str | None, *, need_label: bool
+) -> tuple[Any, dict[str, Any]]:
+    """``path``'s rows encoded by a CTR bundle's own encoder (``evaluate``/``predict``), read with the run's
+    :class:`CTRSpec` (``--format`` and ``--sep`` override its format and separator), and the reader's notes."""
+    from attnrec.experiments.ctr_run import read_ctr_rows, saved_ctr_spec
 
     if model.encoder is None:
         raise ConfigError(f"the {model.name} bundle has no feature encoder: it cannot read raw rows")
-    frame, notes = read_ctr_rows(path, fmt, model.encoder, need_label=need_label)
+    spec = saved_ctr_spec(model_dir)
+    if sep is not None:
+        spec = spec.model_copy(update={"sep": sep})
+    frame, notes = read_ctr_rows(path, fmt or spec.format, model.encoder, spec=spec, need_label=need_label)
     if model.encoder.schema.label not in frame.columns:
         import polars as pl
 
@@ -397,10 +441,12 @@ def predict_cmd(
         Path, typer.Option(help="CTR rows to score, in --format (the label column may be absent)")
     ],
     fmt: CTRFormatOpt = None,
+    sep: SepOpt = None,
     out: Annotated[Path | None, typer.Option(help="write row,probability to .csv or .parquet")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Click probabilities of CTR rows from a CTR bundle (its own feature encoder reads the raw rows)."""
+    """Click probabilities of CTR rows from a CTR bundle (its own feature encoder reads the raw rows, as the run
+    read them: its format, separator and label threshold unless --format/--sep say otherwise)."""
     import polars as pl
 
     from attnrec.models.ctr.base import CTRRecommender
@@ -413,7 +459,7 @@ def predict_cmd(
             f"`attnrec predict` scores CTR rows; model {model.name!r} in {model_dir} is not a CTR model "
             "(use `attnrec recommend` or `attnrec evaluate`)"
         )
-    rows, _ = _ctr_rows(model, data, fmt, need_label=False)
+    rows, _ = _ctr_rows(model, model_dir, data, fmt, sep, need_label=False)
     probs = model.predict_proba(rows)
     frame = pl.DataFrame({"row": pl.Series(range(1, len(probs) + 1), dtype=pl.Int64), "probability": probs})
     _write_or_print(frame, out, f"click probabilities from {model.name} for {data}", what="predictions")
@@ -442,8 +488,11 @@ def recommend_cmd(
         str | None, typer.Option(help="with --query: the user asking (unknown ids are served as a new user)")
     ] = None,
     candidates: Annotated[
-        int, typer.Option(help="with --query: rank the N items whose text best matches the query; 0 = all")
-    ] = 100,
+        int | None,
+        typer.Option(
+            help="with --query: rank the N items whose text best matches the query (default 100); 0 = all"
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     progress: bool = True,
 ) -> None:
@@ -469,6 +518,8 @@ def recommend_cmd(
         raise ConfigError(f"give one of --users, --history, --query (got {' and '.join(given)})")
     if user is not None and query is None:
         raise ConfigError("--user goes with --query; for user recommendations use --users")
+    if candidates is not None and query is None:
+        raise ConfigError("--candidates goes with --query (it picks the items a text query ranks)")
     model = load_bundle(model_dir)
     if isinstance(model, CTRRecommender):
         raise ConfigError(
@@ -487,7 +538,11 @@ def recommend_cmd(
 
         if isinstance(model, TextQueries):  # retrieve-then-rank with attention shares
             recs = model.recommend_by_text(
-                query, user=user, k=k, exclude_seen=not include_seen, candidates=candidates or None
+                query,
+                user=user,
+                k=k,
+                exclude_seen=not include_seen,
+                candidates=100 if candidates is None else candidates or None,
             )
             if recs.height and bool(recs["new_user"][0]) and user is not None:
                 console.print(f"user {user!r} is not in the model: served as a new user")
@@ -513,7 +568,11 @@ def recommend_cmd(
     else:
         ids = [u.strip() for u in (users or "").split(",") if u.strip()]
         if users_file is not None:
-            ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+            try:
+                lines = users_file.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"--users-file {users_file}: cannot read it ({exc.strerror})") from None
+            ids += [line.strip() for line in lines if line.strip()]
         if not ids:
             raise ConfigError(
                 "no users given: use --users ID[,ID...], --users-file FILE or --history ITEM[,ITEM...]"

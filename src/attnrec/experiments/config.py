@@ -92,6 +92,15 @@ class RunConfig(BaseModel):
             )
         if self.train is not None and self.test is None:
             raise ValueError("pre-split training needs `test` as well as `train`")
+        if self.train is not None:
+            # pre-split files are used as given: a split method/seed or a filter would be silently ignored
+            unused = [f"split.{k}" for k in sorted(self.split.model_fields_set - {"protocol"})]
+            unused += [f"filters.{k}" for k in sorted(self.filters.model_fields_set)]
+            if unused:
+                raise ValueError(
+                    f"{', '.join(unused)} (CLI --split/--seed) split or filter `data`; the pre-split "
+                    "train/valid/test files are used as they are: drop them, or give `data` instead"
+                )
         if self.overwrite and self.resume:
             raise ValueError("give `overwrite` (start fresh) or `resume` (continue), not both")
         if (self.overwrite or self.resume) and self.out is None:

@@ -16,11 +16,13 @@ Two sources, picked by the run config:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import ValidationError
 
 from attnrec.data.ctr import CTRData, FeatureEncoder
 from attnrec.data.readers.ctr import CTRTable, movielens_ctr, read_avazu, read_criteo, read_ctr_table
@@ -184,23 +186,58 @@ def prepare_ctr(cfg: RunConfig, *, progress: bool = True) -> PreparedCTR:
     )
 
 
+def bundle_ctr_spec(cfg: RunConfig) -> dict[str, Any]:
+    """The run's :class:`CTRSpec` as its bundle stores it (manifest ``extra.ctr``); rows from ``data`` were read
+    as MovieLens, so that format is named."""
+    fmt = cfg.ctr.format or ("movielens" if cfg.data is not None else None)
+    return cfg.ctr.model_copy(update={"format": fmt}).model_dump(mode="json")
+
+
+def saved_ctr_spec(model_dir: Path) -> CTRSpec:
+    """The :class:`CTRSpec` a CTR bundle was trained with (format, threshold, sep, min_count, feature schema);
+    the defaults for a bundle saved before the spec was stored. Call after ``load_bundle`` has verified it."""
+    from attnrec.serving.bundle import MANIFEST
+
+    path = Path(model_dir) / MANIFEST
+    try:
+        extra = json.loads(path.read_text()).get("extra", {})
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read: {exc}", file=path, expected="a bundle manifest") from None
+    spec = extra.get("ctr") if isinstance(extra, dict) else None
+    if spec is None:
+        return CTRSpec()
+    try:
+        return CTRSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise DataError(
+            f"invalid: {exc.errors()[0]['msg']}", file=path, field="extra.ctr", value=spec
+        ) from None
+
+
 def read_ctr_rows(
-    path: Path, fmt: str | None, encoder: FeatureEncoder, *, sep: str = ",", need_label: bool = True
+    path: Path,
+    fmt: str | None,
+    encoder: FeatureEncoder,
+    *,
+    spec: CTRSpec | None = None,
+    need_label: bool = True,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Raw rows of ``path`` for a fitted ``encoder`` (``attnrec evaluate`` / ``predict`` on a CTR bundle).
 
-    ``fmt`` as for training; ``csv`` reads the encoder's label and fields. With ``need_label=False`` a csv file
+    ``fmt`` as for training; ``spec``: how the run read its rows (:func:`saved_ctr_spec`: the csv separator,
+    MovieLens' label threshold); ``csv`` reads the encoder's label and fields. With ``need_label=False`` a csv file
     without the label column is read too (for predictions). Returns the frame and the reader's notes."""
     if fmt is None:
         raise ConfigError("a CTR bundle scores rows: give --format criteo|avazu|csv|movielens for the file")
+    spec = spec or CTRSpec()
     schema = encoder.schema
     if fmt == "csv" and not need_label:
-        header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
+        header = pl.read_csv(path, separator=spec.sep, n_rows=0, infer_schema=False).columns
         if schema.label not in header:
-            frame = pl.read_csv(path, separator=sep, infer_schema=False)
+            frame = pl.read_csv(path, separator=spec.sep, infer_schema=False)
             casts = [
                 pl.col(f.name).cast(pl.Float64, strict=False) for f in schema.fields if f.kind == "numeric"
             ]
             return frame.with_columns(casts), {}
-    table = read_ctr_file(path, fmt, CTRSpec(sep=sep), schema if fmt == "csv" else None)
+    table = read_ctr_file(path, fmt, spec, schema if fmt == "csv" else None)
     return table.frame, dict(table.notes)

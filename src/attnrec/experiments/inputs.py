@@ -7,6 +7,7 @@ fails in seconds with the file and field named.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from attnrec.data.splits import SplitResult, load_presplit, split
 from attnrec.data.table import CANONICAL, Dataset
 from attnrec.errors import ConfigError, DataError
 from attnrec.experiments.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 #: file suffixes read as one interactions table, where ``columns`` applies
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
@@ -116,3 +119,45 @@ def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFram
     if frame.height == 0:
         raise DataError("no rows", file=path, expected="one row per item")
     return frame.with_columns(pl.col("item_id").cast(pl.String))
+
+
+def check_item_text(
+    items: pl.DataFrame | None, train_item_ids: list[str], *, source: str, has_reviews: bool
+) -> float:
+    """The share of training items that ``items`` gives a text (title, description, genres...), checked before
+    anything is fitted for a model that reads item metadata.
+
+    No training item with text and no training reviews to fall back on is a :class:`DataError` naming ``source``,
+    the coverage and a sample of unmatched ids (the model would train on empty texts); partial coverage is logged
+    as a warning with its share. ``items`` None with reviews is coverage 0 (the model reads the reviews)."""
+    from attnrec.text.builders import item_text_from_meta
+
+    n = len(train_item_ids)
+    if items is None or n == 0:
+        return 0.0
+    texts = item_text_from_meta(items, on_empty="keep")
+    with_text = set(texts.filter(pl.col("text").str.len_chars() > 0)["item_id"].to_list())
+    missing = [i for i in train_item_ids if i not in with_text]
+    share = 1.0 - len(missing) / n
+    if missing and len(missing) == n and not has_reviews:
+        file_ids = items["item_id"].head(5).to_list()
+        raise DataError(
+            f"no training item has a text: 0 of {n} training items match a row with text "
+            f"(unmatched training ids, e.g. {missing[:5]}; the file's ids, e.g. {file_ids}), and the training data "
+            "has no 'review' column to fall back on",
+            file=source,
+            field="item_id",
+            expected="item ids that match the interactions' item_id (use --columns to map the file's id column)",
+        )
+    if missing:
+        log.warning(
+            "%s: %d of %d training items (%.1f%%) have metadata text; the other %d (e.g. %s) %s",
+            source,
+            n - len(missing),
+            n,
+            100 * share,
+            len(missing),
+            missing[:3],
+            "fall back on their training reviews" if has_reviews else "get an empty text",
+        )
+    return share

@@ -14,12 +14,13 @@ Model selection reads the validation split only; the test split is evaluated onc
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -35,13 +36,15 @@ from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
 from attnrec.evaluation.protocols import CTR, default_protocol, evaluate
 from attnrec.experiments.config import RunConfig
-from attnrec.experiments.ctr_run import PreparedCTR, prepare_ctr
-from attnrec.experiments.inputs import load_split, read_items
+from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, prepare_ctr
+from attnrec.experiments.inputs import check_item_text, load_split, read_items
 from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.serving.bundle import save_bundle
 from attnrec.training.trainer import CHECKPOINT_NAME, TrainerConfig
 from attnrec.training.types import FitReport, data_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,19 +112,16 @@ def run_outputs(cfg: RunConfig) -> dict[str, Path]:
     }
 
 
-def claim_out(cfg: RunConfig) -> None:
-    """Make ``cfg.out`` ready for this run, or say why not: a directory that already holds a run is deleted with
-    ``overwrite``, continued with ``resume`` (its checkpoint must exist) and otherwise refused, never silently
-    resumed or overwritten."""
+def check_out(cfg: RunConfig) -> None:
+    """Say now, before any input is read, whether ``cfg.out`` can take this run; deletes nothing (see
+    :func:`claim_out`): a directory that already holds a run needs ``overwrite`` or ``resume`` (whose checkpoint
+    must exist); it is never silently resumed or overwritten."""
     out = cfg.out
-    if out is None:
+    if out is None or cfg.overwrite:
         return
     outputs = run_outputs(cfg)
     held = [p for p in outputs.values() if p.exists()]
-    if cfg.overwrite:
-        for p in held:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    elif cfg.resume:
+    if cfg.resume:
         if not outputs["checkpoint"].is_file():
             raise ConfigError(
                 f"--resume: there is no checkpoint to resume ({outputs['checkpoint']} does not exist); "
@@ -134,6 +134,17 @@ def claim_out(cfg: RunConfig) -> None:
             "start fresh, or --resume to continue it from its checkpoint (resumed only when the model config, "
             "trainer config and data match)"
         )
+
+
+def claim_out(cfg: RunConfig) -> None:
+    """Make ``cfg.out`` ready for this run: :func:`check_out`, then with ``overwrite`` delete the run it holds.
+    The run calls it after every input has been read and checked, just before fitting, so a bad input never
+    costs the old run."""
+    check_out(cfg)
+    if cfg.out is not None and cfg.overwrite:
+        for p in run_outputs(cfg).values():
+            if p.exists():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def write_log(path: Path, report: FitReport) -> None:
@@ -158,6 +169,61 @@ def trainer_config(cfg: RunConfig, cls: type[Estimator[Any]], *, progress: bool)
         ) from None
 
 
+@runtime_checkable
+class SetsTrainer(Protocol):
+    """A model whose solver sets some trainer fields itself (svd's ALS sweeps, pop's one counting pass)."""
+
+    def trainer_overrides(self) -> dict[str, tuple[Any, str]]:
+        """``{field: (the value the solver uses, how to change it or why it does not apply)}``."""
+        ...
+
+    def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
+        """The TrainerConfig a fit with ``trainer`` really uses."""
+        ...
+
+
+def check_trainer(cfg: RunConfig, model: Estimator[Any]) -> None:
+    """Refuse a trainer field the run sets (``[trainer]``, ``--epochs``...) that the model's solver overrides
+    with another value: it would be silently ignored."""
+    if not isinstance(model, SetsTrainer):
+        return
+    for field, (value, why) in model.trainer_overrides().items():
+        if field in cfg.trainer and cfg.trainer[field] != value:
+            raise ConfigError(f"trainer field {field!r} = {cfg.trainer[field]!r} is not used: {why}")
+
+
+def effective_trainer(model: Estimator[Any], trainer_cfg: TrainerConfig) -> TrainerConfig:
+    """What ``model.fit(trainer=trainer_cfg)`` trains with (recorded in metrics.json)."""
+    return model.effective_trainer(trainer_cfg) if isinstance(model, SetsTrainer) else trainer_cfg
+
+
+def check_side(cfg: RunConfig, cls: type[Estimator[Any]]) -> None:
+    """Refuse ``items`` where nothing would read it: a model without item metadata among its ``side_inputs``
+    keeps the table only in its bundle (for titles), so a run that saves no bundle would drop it."""
+    if cfg.items is None or "items" in cls.side_inputs or cls.task is TaskKind.CTR:
+        return
+    if cfg.out is None or not cfg.save_model:
+        raise ConfigError(
+            f"--items {cfg.items}: model {cls.name!r} reads no item metadata, and this run saves no bundle to "
+            "keep it in (for titles): drop --items, or give --out"
+        )
+    log.info(
+        "%s: model %r reads no item metadata; the table is kept in the bundle for titles", cfg.items, cls.name
+    )
+
+
+def _check_item_text(cfg: RunConfig, cls: type[Estimator[Any]], data: PreparedData) -> None:
+    if "items" not in cls.side_inputs or data.items is None:
+        return
+    source = str(cfg.items) if cfg.items is not None else f"the item table of {cfg.data}"
+    check_item_text(
+        data.items,
+        [str(i) for i in data.train.item_vocab.ids],
+        source=source,
+        has_reviews="review" in data.train.frame.columns,
+    )
+
+
 def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     """Run ``cfg`` end to end; writes the results record when ``cfg.out`` is set (see :func:`claim_out`).
 
@@ -173,19 +239,23 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
 
 def _run(cfg: RunConfig, progress: bool) -> RunResult:
     t_start = time.perf_counter()
-    claim_out(cfg)
+    # 1. the model, its trainer and every input, built, read and checked before out is touched or anything fitted
     cls = get_model_class(cfg.model)
     model = cls(**cfg.model_params)
     trainer_cfg = trainer_config(cfg, cls, progress=progress)
+    check_trainer(cfg, model)
+    check_side(cfg, cls)
+    check_out(cfg)
     torch.manual_seed(model.config.seed)
-    # 1. every input, read and checked before anything is fitted
     t0 = time.perf_counter()
     data: PreparedData | PreparedCTR
     if cls.task is TaskKind.CTR:
         data = prepare_ctr(cfg, progress=progress)
     else:
         data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
+        _check_item_text(cfg, cls, data)
     t_data = time.perf_counter() - t0
+    claim_out(cfg)  # only now is an --overwrite'n run deleted
     # 2. fit on train (validation picks the epoch), 3. evaluate: validation, then test once
     if isinstance(data, PreparedCTR):
         report, valid_metrics, test_metrics, t_eval = _fit_rows(model, data, trainer_cfg)
@@ -203,7 +273,8 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
         "model": cls.name,
         "task": str(cls.task),
         "config": model.config.to_dict(),
-        "trainer": trainer_cfg.model_dump(mode="json"),
+        # what the fit trained with, after the solver's own settings (svd's ALS sweeps, pop's one pass)
+        "trainer": effective_trainer(model, trainer_cfg).model_dump(mode="json"),
         "run": cfg.model_dump(mode="json"),
         "seed": model.config.seed,
         "data": data_record,
@@ -236,7 +307,10 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
         (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         if cfg.save_model:
             items = data.items if isinstance(data, PreparedData) else None
-            save_bundle(model, cfg.out / "model", items=items, extra={"run": cfg.model_dump(mode="json")})
+            extra: dict[str, Any] = {"run": cfg.model_dump(mode="json")}
+            if isinstance(data, PreparedCTR):  # `attnrec evaluate/predict` read rows as the run read them
+                extra["ctr"] = bundle_ctr_spec(cfg)
+            save_bundle(model, cfg.out / "model", items=items, extra=extra)
     return RunResult(model, metrics, data, cfg.out)
 
 

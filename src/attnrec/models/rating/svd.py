@@ -412,13 +412,33 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
             raise ConfigError(f"fit(trainer=...) expects a TrainerConfig, got {type(trainer).__name__}")
         self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))
         if self.config.solver == "sgd":
-            given = trainer.model_dump(exclude_unset=True) if trainer is not None else {}
-            cfg = TrainerConfig(**{**self.sgd_trainer_defaults, **given})
-            report = super()._fit(train, valid, side, cfg, run_key)
+            report = super()._fit(train, valid, side, self.effective_trainer(trainer), run_key)
         else:
             report = self._fit_als(train, valid, trainer, run_key)
         self.mf.eval()
         return report
+
+    def trainer_overrides(self) -> dict[str, tuple[Any, str]]:
+        """Trainer fields the ALS solver sets itself: ``{field: (value, how to change it)}`` (none for SGD)."""
+        c = self.config
+        if c.solver == "sgd":
+            return {}
+        return {
+            "epochs": (c.iterations, "svd's ALS sweeps are set by --set iterations=N"),
+            "patience": (c.patience, "svd's ALS patience is set by --set patience=N"),
+        }
+
+    def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
+        """The TrainerConfig a fit with ``trainer`` really uses: SGD fills the fields ``trainer`` leaves unset
+        from :attr:`sgd_trainer_defaults`; ALS (default: CPU, no progress bar) takes epochs and patience from the
+        model config (:meth:`trainer_overrides`)."""
+        from attnrec.training.trainer import TrainerConfig
+
+        if self.config.solver == "sgd":
+            given = trainer.model_dump(exclude_unset=True) if trainer is not None else {}
+            return TrainerConfig(**{**self.sgd_trainer_defaults, **given})
+        base = trainer if trainer is not None else TrainerConfig(device="cpu", progress=False)
+        return base.model_copy(update={k: v for k, (v, _) in self.trainer_overrides().items()})
 
     def _fit_als(
         self,
@@ -430,12 +450,11 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
         """ALS sweeps as the epochs of the one Trainer: at most ``iterations`` sweeps, stopping after ``patience``
         sweeps without a better validation RMSE, the best sweep restored. The caller's TrainerConfig (default: CPU,
         no progress bar) gives the device, checkpoints, log and progress; epochs and patience are the model's."""
-        from attnrec.training.trainer import Trainer, TrainerConfig
+        from attnrec.training.trainer import Trainer
         from attnrec.training.types import RunIdentity, data_fingerprint
 
         c = self.config
-        given = trainer if trainer is not None else TrainerConfig(device="cpu", progress=False)
-        cfg = given.model_copy(update={"epochs": c.iterations, "patience": c.patience})
+        cfg = self.effective_trainer(trainer)
         tr = Trainer(cfg, valid_metric=cfg.valid_metric or "rmse", mode=cfg.valid_mode or "min")
         torch.manual_seed(c.seed)
         self.module, self.device = self.build_module(train).to(tr.device), tr.device
@@ -460,6 +479,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Ratings μ + b_u + b_i + q_iᵀp_u (clipped when ``clip``) for aligned index arrays (N,) -> (N,)."""
+        users, items = self.check_pairs(users, items)
         u = torch.tensor(np.asarray(users, dtype=np.int64), device=self.device)
         i = torch.tensor(np.asarray(items, dtype=np.int64), device=self.device)
         with torch.no_grad():
@@ -467,16 +487,17 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
         return self._clip(out).cpu().numpy()
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
-        """Ratings of every item for ``users``: (len(users), n_items), one matmul."""
+        """Scores of every item for ``users``: (len(users), n_items), one matmul; NOT clipped (ranking on clipped
+        ratings would tie every item predicted above the top rating)."""
         m = self.mf
         u = torch.tensor(np.asarray(users, dtype=np.int64), device=self.device)
         with torch.no_grad():
             scores = torch.addmm(m.bu[u, None] + m.bi[None, :] + m.mu, m.p[u], m.q.T)
-        return self._clip(scores)
+        return scores
 
     def score_history(self, query: Query) -> torch.Tensor:
         """Ratings of every item for users folded in from the query's history: one ALS half-step (the same ridge
-        problem as fitting, item factors and biases fixed) per row, then the usual μ + b_u + b_i + q_iᵀp_u."""
+        problem as fitting, item factors and biases fixed) per row, then the usual μ + b_u + b_i + q_iᵀp_u (unclipped, as :meth:`score_users`)."""
         assert query.history is not None
         h, m, c = query.history, self.mf, self.config
         values = h.values if h.values is not None else np.full(len(h.items), self.rating_range[1], np.float32)
@@ -492,7 +513,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
                 weighted_bias=c.weighted_reg_bias,
             )
             scores = torch.addmm(bu[:, None] + m.bi[None, :] + m.mu, p, m.q.T)
-        return self._clip(scores)
+        return scores
 
     @property
     def user_factors(self) -> np.ndarray:

@@ -65,19 +65,32 @@ class Pop(Recommender[PopConfig]):
         trainer: TrainerConfig | None,
         run_key: str | None,
     ) -> FitReport:
-        from attnrec.training.trainer import Trainer, TrainerConfig
+        from attnrec.training.trainer import Trainer
         from attnrec.training.types import RunIdentity, data_fingerprint
 
         # counting is the one epoch of a solver in the one Trainer, so a pop run logs and checkpoints like any other
-        given = trainer if trainer is not None else TrainerConfig(progress=False)
         solver = _Counting(train)
-        report = Trainer(given.model_copy(update={"epochs": 1, "device": "cpu"})).fit(
+        report = Trainer(self.effective_trainer(trainer)).fit(
             solver,
             seed=self.config.seed,
             identity=RunIdentity(self.config.to_dict(), run_key or data_fingerprint(train, valid)),
         )
         self.counts = solver.counts
         return report
+
+    def trainer_overrides(self) -> dict[str, tuple[Any, str]]:
+        """Trainer fields pop's counting sets itself: ``{field: (value, why)}``."""
+        return {
+            "epochs": (1, "pop counts its items in one pass: --epochs does not apply"),
+            "device": ("cpu", "pop counts on the CPU: --device does not apply"),
+        }
+
+    def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
+        """The TrainerConfig a fit with ``trainer`` (default: no progress bar) really uses: one epoch, on the CPU."""
+        from attnrec.training.trainer import TrainerConfig
+
+        base = trainer if trainer is not None else TrainerConfig(progress=False)
+        return base.model_copy(update={k: v for k, (v, _) in self.trainer_overrides().items()})
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
         return self.counts.unsqueeze(0).expand(len(users), -1).clone()
