@@ -43,6 +43,9 @@ def test_strip_text_drops_reviews_and_keeps_the_rest() -> None:
     assert out.frame.columns == [c for c in v.frame.columns if c != "review"]
     np.testing.assert_array_equal(out.users, v.users)
     assert strip_text(out) is out  # nothing to strip: the same object
+    # an allowlist, not a denylist: a summary or vote column (which can state the rating) goes too
+    extra = v.with_frame(v.frame.with_columns(pl.lit("Five Stars").alias("summary"), pl.lit(3).alias("vote")))
+    assert set(strip_text(extra).frame.columns) <= {"user", "item", "rating", "timestamp", "domain"}
 
 
 def test_item_features_must_align_with_the_vocabulary() -> None:

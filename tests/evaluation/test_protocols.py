@@ -132,12 +132,13 @@ def test_sampled_ranking_protocol_is_the_sampled_evaluator(bpr: BPR):
     train, _, test = checkerboard(implicit=True)
     protocol = SampledRanking(n_negatives=10, seed=4, ks=(1, 5), metrics=("hit", "ndcg"), batch_size=9)
     got = evaluate(bpr, test, protocol, exclude=train.csr())
+    # negatives never include the user's own held-out items: the masked items plus the evaluated split's positives
     want = evaluate_sampled_ranking(
         bpr.score_pairs,
         test.users,
         test.items,
         bpr.n_items,
-        train.csr(),
+        (train.csr() + test.csr()).tocsr(),
         n_negatives=10,
         seed=4,
         ks=(1, 5),
@@ -146,6 +147,27 @@ def test_sampled_ranking_protocol_is_the_sampled_evaluator(bpr: BPR):
         ties="pessimistic",
     )
     assert got == want
+
+
+def test_sampled_negatives_are_never_the_users_other_held_out_items():
+    from attnrec.evaluation import protocols
+
+    train, _, test = checkerboard(implicit=True)
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []
+
+    class Recording(Pop):
+        def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+            drawn.append((users.copy(), items.copy()))
+            return super().score_pairs(users, items)
+
+    model = Recording()
+    model.fit(train)
+    protocols.evaluate(model, test, SampledRanking(n_negatives=5, seed=0), exclude=train.csr())
+    truth = test.csr()
+    for users, items in drawn:
+        u, i = users.reshape(-1, 6), items.reshape(-1, 6)
+        negs_u, negs_i = u[:, 1:].ravel(), i[:, 1:].ravel()
+        assert truth[negs_u, negs_i].sum() == 0
 
 
 # ------------------------------------------------------------------------------------------ per-domain pools

@@ -233,3 +233,69 @@ def test_lightgcn_fold_in_of_a_users_own_row_is_their_propagated_embedding_less_
     # the scores of a history query are that vector against the propagated items
     scores = m.score(Query(users=np.full(3, -1), history=_own_history(train, users[:3], with_values=False)))
     torch.testing.assert_close(scores, folded[:3] @ ei.T)
+
+
+# ------------------------------------------------------------------ review findings (2026-12-05)
+def test_inputs_that_would_be_silently_reinterpreted_are_refused(svd: SVD):
+    train, _, _ = checkerboard()
+    with pytest.raises(ConfigError, match="not the string"):
+        svd.recommend("u1", k=2)  # would iterate as users "u", "1"
+    with pytest.raises(ConfigError, match="one text per row"):
+        Query(text="comedy")
+    with pytest.raises(ConfigError, match="integer indices"):
+        Query(users=np.array([0.7]))
+    with pytest.raises(ConfigError, match="integer indices"):
+        Query(users=np.array(["3"]))
+    with pytest.raises(ConfigError, match="not the string"):
+        Query.from_ids(train.user_vocab, train.item_vocab, user_ids="u1")
+    with pytest.raises(ConfigError, match="sparse matrix"):
+        Query(users=np.arange(2), exclude=np.ones((2, svd.n_items)))  # type: ignore[arg-type]
+    # any scipy sparse type is an exclusion matrix
+    arr = sp.csr_array(([1.0], ([0], [3])), shape=(1, svd.n_items))
+    vals, idx = svd.top_k(Query(users=np.array([0]), exclude=arr), svd.n_items)
+    assert set(idx[0][~np.isfinite(vals[0])].tolist()) == {3}
+
+
+def test_out_of_range_indices_are_clear_errors(svd: SVD):
+    h = History.from_lists([[1, 2]])
+    with pytest.raises(ConfigError, match="out of range"):
+        svd.top_k(Query(users=np.array([10**6]), history=h), 3)
+    with pytest.raises(ConfigError, match="users index -1 is out of range"):
+        svd.predict(np.array([-1]), np.array([3]))  # -1 would read the last user's row
+    with pytest.raises(ConfigError, match="items index 99 is out of range"):
+        svd.predict(np.array([0]), np.array([99]))
+
+
+def test_a_known_user_with_an_empty_history_row_keeps_the_stored_profile():
+    train, valid, _ = checkerboard(implicit=True)
+    for model in (BPR(dim=8), LightGCN(dim=8, n_layers=2)):
+        model.fit(train, valid, trainer=TrainerConfig(epochs=3, progress=False))
+        q = Query(users=np.array([0, -1, 3]), history=History.from_lists([[], [1, 3], [5]]))
+        got = model.score(q)
+        torch.testing.assert_close(got[0], model.score_users(np.array([0]))[0])
+        torch.testing.assert_close(got[1:2], model.score(Query(history=History.from_lists([[1, 3]]))))
+        # a known user WITH a history is scored from the history ("now"), not the stored profile
+        assert not torch.allclose(got[2], model.score_users(np.array([3]))[0])
+
+
+def test_svd_ranks_on_unclipped_scores_and_predicts_clipped(svd: SVD):
+    import copy
+
+    narrow = copy.copy(svd)
+    narrow.rating_range = (2.0, 4.0)  # as if training had seen ratings 2..4: most predictions leave the range
+    scores = narrow.score_users(np.arange(3))
+    assert float(scores.max()) > 4.0 and float(scores.min()) < 2.0
+    # the ranking distinguishes items that clipping would tie at 4.0
+    top = torch.topk(scores[0], 5).values
+    assert len(set(top.tolist())) == 5
+    users, items = np.repeat(np.arange(3), svd.n_items), np.tile(np.arange(svd.n_items), 3)
+    np.testing.assert_allclose(
+        narrow.predict(users, items), np.clip(scores.numpy().ravel(), 2.0, 4.0), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_lightgcn_without_layers_folds_in_to_zero():
+    train, valid, _ = checkerboard(implicit=True)
+    model = LightGCN(dim=8, n_layers=0)
+    model.fit(train, valid, trainer=TrainerConfig(epochs=1, progress=False))
+    assert torch.count_nonzero(model.fold_in(History.from_lists([[1, 2, 3]]))) == 0

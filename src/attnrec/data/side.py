@@ -6,8 +6,8 @@
 * :class:`ReviewCorpus` — review texts of the TRAINING split only.
 
 The leakage guarantee lives here, not in each model: :meth:`ReviewCorpus.from_split` is the only constructor, it
-records the fingerprint of the split it was built from, and :func:`strip_text` removes review text from the
-validation and test splits before a model sees them (``experiments.run`` does both), so no validation or test
+records the fingerprint of the split it was built from, and :func:`strip_text` keeps only ids, rating, timestamp and
+domain of the validation and test splits before a model sees them (``experiments.run`` does both), so no validation or test
 review can reach a model's ``fit`` or its scoring.
 """
 
@@ -113,8 +113,14 @@ class SideInputs:
         return frozenset(k for k in SIDE_INPUT_KINDS if getattr(self, k) is not None)
 
 
+#: what a model may see of a validation or test row: who, what, the target, when, and the domain
+HELD_OUT_COLUMNS = ("user", "item", "rating", "timestamp", "domain")
+
+
 def strip_text(data: Interactions) -> Interactions:
-    """``data`` without its review text: what a model may see of a validation or test split."""
-    if "review" not in data.frame.columns:
+    """``data`` with only :data:`HELD_OUT_COLUMNS`: what a model may see of a validation or test split (no review,
+    summary, votes or any other column the source carried, which can state the target)."""
+    keep = [c for c in data.frame.columns if c in HELD_OUT_COLUMNS]
+    if keep == data.frame.columns:
         return data
-    return data.with_frame(data.frame.drop("review"))
+    return data.with_frame(data.frame.select(keep))

@@ -169,7 +169,15 @@ def _ctr(model: RowScorer, data: Any, protocol: CTR) -> dict[str, float]:
 def _sampled(
     model: ItemScorer, data: Interactions, protocol: SampledRanking, exclude: sp.csr_matrix | None
 ) -> dict[str, float]:
+    if protocol.pool not in ("all", "domain"):
+        raise ConfigError(f"SampledRanking pool: expected 'all' or 'domain', got {protocol.pool!r}")
     users, items = data.users, data.items
+    # a negative is never an item the user has interacted with: the masked items and every positive of the split
+    # being evaluated (the user's other held-out items are not negatives)
+    own = data.csr()
+    exclude = own if exclude is None else (sp.csr_matrix(exclude) + own).tocsr()
+    if len(data) == 0:
+        raise ConfigError("SampledRanking: the split has no rows to rank")
     if protocol.pool == "all":
         return evaluate_sampled_ranking(
             model.score_pairs,

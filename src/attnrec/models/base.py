@@ -291,18 +291,40 @@ class Recommender(Estimator[ConfigT], ItemScorer):
         """Scores for rows that carry a history (known or new users); models that take histories override."""
         raise ConfigError(f"{self.name} does not take a history in a query")
 
-    def score(self, query: Query) -> torch.Tensor:
-        """Scores (len(query), n_items): from the query's history where it has one (the history "now" supersedes
-        the stored state), else from the stored state of known users."""
-        self.check_query(query)
-        if query.history is not None:
-            return self.score_history(query)
-        assert query.users is not None
-        if len(query.users) and query.users.max() >= self.n_users:
+    def check_query(self, query: Query) -> None:
+        super().check_query(query)
+        if query.users is not None and len(query.users) and query.users.max() >= self.n_users:
             raise ConfigError(
-                f"query users: index {int(query.users.max())} is out of range 0..{self.n_users - 1}"
+                f"query users: index {int(query.users.max())} is out of range 0..{self.n_users - 1} (-1: a new user)"
             )
-        return self.score_users(query.users)
+
+    def check_pairs(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``users``, ``items`` as int64 arrays of one length, every index in range (``-1`` is not a user here)."""
+        u, i = np.asarray(users), np.asarray(items)
+        for name, arr, n in (("users", u, self.n_users), ("items", i, self.n_items)):
+            if arr.dtype.kind not in "iu":
+                raise ConfigError(f"{self.name}: {name} must be integer indices, got dtype {arr.dtype}")
+            if arr.size and (arr.min() < 0 or arr.max() >= n):
+                bad = int(arr[(arr < 0) | (arr >= n)][0])
+                raise ConfigError(f"{self.name}: {name} index {bad} is out of range 0..{n - 1}")
+        if u.shape != i.shape:
+            raise ConfigError(f"{self.name}: users {u.shape} and items {i.shape} differ in shape")
+        return u.astype(np.int64), i.astype(np.int64)
+
+    def score(self, query: Query) -> torch.Tensor:
+        """Scores (len(query), n_items). A row with a history is scored from it (the history "now" supersedes the
+        stored state); a known user's row with an empty history, or a query without one, from the stored state."""
+        self.check_query(query)
+        if query.history is None:
+            assert query.users is not None
+            return self.score_users(query.users)
+        scores = self.score_history(query)
+        if query.users is not None:
+            stored = np.flatnonzero((query.users >= 0) & (query.history.lengths() == 0))
+            if len(stored):
+                rows = torch.from_numpy(stored).to(scores.device)
+                scores[rows] = self.score_users(query.users[stored]).to(scores)
+        return scores
 
     def stored_seen(self, users: np.ndarray) -> sp.csr_matrix | None:
         if self.seen is None:
@@ -324,6 +346,8 @@ class Recommender(Estimator[ConfigT], ItemScorer):
         ``exclude_seen=False`` overrides the query's ``exclude`` with ``"none"``.
         """
         uv, iv = self._vocabs()
+        if isinstance(query, str | bytes):
+            raise ConfigError(f"recommend: give a list of user ids (or a Query), not the string {query!r}")
         if not isinstance(query, Query):
             query = Query(users=uv.lookup([str(u) for u in query]))
         if not exclude_seen:

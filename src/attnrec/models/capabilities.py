@@ -94,7 +94,7 @@ class ItemScorer(ABC):
     def exclusion(self, query: Query) -> sp.csr_matrix | None:
         """The (len(query), n_items) 0/1 matrix of items never to recommend for ``query``, or None."""
         ex = query.exclude
-        if isinstance(ex, sp.spmatrix):
+        if not isinstance(ex, str):
             m = sp.csr_matrix(ex)
             if m.shape != (len(query), self.n_items):
                 raise ConfigError(

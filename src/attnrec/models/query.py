@@ -130,10 +130,23 @@ class Query:
 
     def __post_init__(self) -> None:
         if self.users is not None:
-            users = np.asarray(self.users, dtype=np.int64).reshape(-1)
+            raw = np.asarray(self.users).reshape(-1)
+            if raw.size and raw.dtype.kind not in "iu":
+                raise ConfigError(
+                    f"query users: expected integer indices (Query.from_ids maps external ids), got dtype {raw.dtype}"
+                )
+            users = raw.astype(np.int64)
             object.__setattr__(self, "users", users)
             if users.size and users.min() < -1:
                 raise ConfigError(f"query users: index {int(users.min())} is invalid (-1 marks a new user)")
+        if isinstance(self.text, str | bytes):
+            raise ConfigError("query text: give one text per row (a list), not a single string")
+        if not isinstance(self.exclude, str):
+            if not sp.issparse(self.exclude):
+                raise ConfigError(
+                    f"query exclude: expected 'seen', 'history', 'none' or a sparse matrix, got {type(self.exclude).__name__}"
+                )
+            object.__setattr__(self, "exclude", sp.csr_matrix(self.exclude))
         sizes = {
             name: n
             for name, n in (
@@ -150,6 +163,10 @@ class Query:
         if isinstance(self.exclude, str) and self.exclude not in ("seen", "history", "none"):
             raise ConfigError(
                 f"query exclude: expected 'seen', 'history', 'none' or a matrix, got {self.exclude!r}"
+            )
+        if not isinstance(self.exclude, str) and self.exclude.shape[0] != len(self):
+            raise ConfigError(
+                f"query exclude: the matrix has {self.exclude.shape[0]} rows for {len(self)} query rows"
             )
         if self.users is not None and self.history is None and self.text is None and (self.users < 0).any():
             raise ConfigError("query: a new user (index -1) needs a history or a text")
@@ -186,7 +203,7 @@ class Query:
                 None if h.values is None else h.values[sl],
                 None if h.timestamps is None else h.timestamps[sl],
             )
-        excl = self.exclude[rows] if isinstance(self.exclude, sp.spmatrix) else self.exclude
+        excl = self.exclude if isinstance(self.exclude, str) else self.exclude[rows]
         return Query(
             users=None if self.users is None else self.users[rows],
             history=hist,
@@ -212,6 +229,9 @@ class Query:
         unknown users raise unless ``unknown_users="new"``, which marks them ``-1`` (they then need a history or
         text)."""
         users = None
+        for name, arg in (("user_ids", user_ids), ("history_ids", history_ids), ("text", text)):
+            if isinstance(arg, str | bytes):
+                raise ConfigError(f"Query.from_ids: {name} must be a list, not the string {arg!r}")
         if user_ids is not None:
             if user_vocab is None:
                 raise ConfigError("this model has no user vocabulary: query by history or text instead")

@@ -415,8 +415,11 @@ class ConformanceTests:
         mask = sp.csr_matrix(([1.0, 1.0], ([0, 1], [3, 5])), shape=(2, model.n_items))
         vals, idx = model.top_k(Query(users=np.arange(2), exclude=mask), model.n_items)
         assert [set(idx[r][~np.isfinite(vals[r])].tolist()) for r in range(2)] == [{3}, {5}]
-        with pytest.raises(ConfigError, match="exclude: matrix"):
+        with pytest.raises(ConfigError, match="exclude: the matrix has 2 rows for 3 query rows"):
             model.top_k(Query(users=np.arange(3), exclude=mask), 3)
+        wide = sp.csr_matrix((2, model.n_items + 1))
+        with pytest.raises(ConfigError, match=r"exclude: matrix is \(2, \d+\)"):
+            model.top_k(Query(users=np.arange(2), exclude=wide), 3)
         with pytest.raises(ConfigError, match="k must be >= 1"):
             model.top_k(q, 0)
         if not isinstance(model, Recommender):

@@ -165,7 +165,9 @@ def ridge_fold_in(items: torch.Tensor, history: History, reg: float) -> torch.Te
     d = items.shape[1]
     rows = torch.from_numpy(history.row_ids()).to(items.device)
     e = items[torch.from_numpy(history.items).to(items.device)].float()
-    gram = torch.zeros(len(history), d, d, device=items.device).index_add_(0, rows, e[:, :, None] * e[:, None, :])
+    gram = torch.zeros(len(history), d, d, device=items.device).index_add_(
+        0, rows, e[:, :, None] * e[:, None, :]
+    )
     rhs = torch.zeros(len(history), d, device=items.device).index_add_(0, rows, e)
     n = torch.from_numpy(history.lengths()).to(items.device).clamp(min=1).float()
     gram.diagonal(dim1=1, dim2=2).add_((reg * n)[:, None])
@@ -185,7 +187,12 @@ class BPR(PairwiseRecommender):
     paper = "Rendle et al. 2009, BPR: Bayesian Personalized Ranking from Implicit Feedback (UAI)"
     #: the benchmark's settings with lr chosen on validation (BENCHMARKS.md): batch 2048, Adam lr 1e-3, early
     #: stopping on validation NDCG@20 with patience 10 within at most 300 epochs
-    default_trainer: ClassVar[dict[str, Any]] = {"epochs": 300, "patience": 10, "batch_size": 2048, "lr": 1e-3}
+    default_trainer: ClassVar[dict[str, Any]] = {
+        "epochs": 300,
+        "patience": 10,
+        "batch_size": 2048,
+        "lr": 1e-3,
+    }
 
     def build_module(self, train: Interactions) -> MFModule:
         self._sampler = self.build_sampler(train)

@@ -126,7 +126,12 @@ class LightGCN(PairwiseRecommender):
     config_class = LightGCNConfig
     #: the benchmark's settings (BENCHMARKS.md, bpr/lightgcn): batch 2048, Adam lr 5e-3, early stopping on
     #: validation NDCG@20 with patience 10 within at most 300 epochs
-    default_trainer: ClassVar[dict[str, Any]] = {"epochs": 300, "patience": 10, "batch_size": 2048, "lr": 5e-3}
+    default_trainer: ClassVar[dict[str, Any]] = {
+        "epochs": 300,
+        "patience": 10,
+        "batch_size": 2048,
+        "lr": 5e-3,
+    }
     paper = "He et al. 2020, LightGCN: Simplifying and Powering Graph Convolution Network for Recommendation (SIGIR)"
     config: LightGCNConfig
 
@@ -151,7 +156,7 @@ class LightGCN(PairwiseRecommender):
             raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
         dev = m.item.weight.device
         layer = torch.cat([m.user.weight, m.item.weight])
-        item_layers = [layer[m.n_users :]]
+        item_layers = [layer[m.n_users :]] if m.n_layers else []  # e_i⁽ᵏ⁾ for k = 0..K-1
         for _ in range(m.n_layers - 1):
             layer = torch.sparse.mm(m.adj, layer)
             item_layers.append(layer[m.n_users :])

@@ -213,17 +213,19 @@ class HybridCSA(TextQueries, Explanations):
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Ratings for aligned user / item indices (N,), the text token being each item's text."""
         self._no_leaky("predict")
+        users, items = self.check_pairs(users, items)
         return self._forward_rows(users, items, None)[0]
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
-        """(len(users), n_items) predicted ratings, in blocks of at most 65,536 pairs."""
+        """(len(users), n_items) predicted ratings, in blocks of at most 65,536 pairs; unclipped, so a ranking does not
+        tie every item predicted above the top rating."""
         self._no_leaky("score_users")
         m = self.csa
         u = torch.tensor(np.asarray(users), dtype=torch.int64, device=self.device)
         items = torch.arange(self.n_items, device=self.device)
         with torch.no_grad():
             preds, _ = m.score_grid(u, torch.zeros_like(u, dtype=torch.bool), items, m.item_text)
-        return self._clip(preds)
+        return preds
 
     def predict_interactions(self, data: Interactions) -> np.ndarray:
         """Predictions for every row of a split encoded with this model's vocabularies. In leaky mode the text
