@@ -7,7 +7,7 @@
 Two long-lived workers (``fair_common.py``), each at one thread: attnrec (``bench_topk.py --serve``, which makes the
 random 80/10/10 split of ``--split-seed`` and exports it) and RecBole (``topk_recbole_peer.py --serve``, in its own
 venv, reading the exported files). Requests alternate: ours, peer, ours, peer. For each model: both libraries fit
-every point of the same grid (``GRIDS``: lr × λ, λ being the same penalty in both, see topk_recbole_peer.py) with the
+every point of the same grid (``GRIDS[--grid]``: lr × λ, λ being the same penalty in both, see topk_recbole_peer.py) with the
 first model seed, early stopping on validation NDCG@20 (patience 10, at most 300 epochs); each library's point with
 the best validation NDCG@20 is tested once; then that point is refitted with each further seed and tested once.
 Test metrics are each library's own full-ranking evaluator (train + valid masked). ``--chosen-from`` takes the
@@ -27,9 +27,13 @@ from fair_common import Worker, fmt_pm, grid_points, machine_state, record_heade
 
 #: the validation grids, the same for both libraries. lightgcn leaves out lr 2e-3 (bench_topk.py's "small" grid has
 #: it): at 1 thread RecBole's LightGCN needs about 2 s an epoch here and that lr runs the longest.
-GRIDS: dict[str, dict[str, list[float]]] = {
-    "bpr": {"lr": [1e-3, 5e-3, 2e-2], "reg": [1e-5, 1e-4, 1e-3]},
-    "lightgcn": {"lr": [5e-3, 1e-2], "reg": [1e-5, 1e-4, 1e-3]},
+GRIDS: dict[str, dict[str, dict[str, list[float]]]] = {
+    "default": {
+        "bpr": {"lr": [1e-3, 5e-3, 2e-2], "reg": [1e-5, 1e-4, 1e-3]},
+        "lightgcn": {"lr": [5e-3, 1e-2], "reg": [1e-5, 1e-4, 1e-3]},
+    },
+    # both libraries chose the corner lr 1e-3, λ 1e-3 of the default bpr grid: this one is centred on it
+    "wide": {"bpr": {"lr": [5e-4, 1e-3, 2e-3], "reg": [1e-3, 3e-3, 1e-2]}},
 }
 LIBS = ("ours", "recbole")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -44,6 +48,7 @@ def main() -> None:
     )
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="default", help="which GRIDS entry")
     ap.add_argument("--chosen-from", type=Path, default=None, help="reuse the chosen points of this record")
     ap.add_argument(
         "--peer-python", default="/work/peer-venv/bin/python", help="a Python with recbole==1.2.1"
@@ -75,7 +80,7 @@ def main() -> None:
         **record_header("fair/topk_vs_recbole"),
         "split": {"seed": args.split_seed, "dir": str(split_dir), **info},
         "seeds": args.seeds,
-        "grids": {m: GRIDS[m] for m in args.models.split(",")} if earlier is None else None,
+        "grids": {m: GRIDS[args.grid][m] for m in args.models.split(",")} if earlier is None else None,
         "chosen_from": str(args.chosen_from) if args.chosen_from else None,
         "fits": [],
         "tests": {},
@@ -85,7 +90,7 @@ def main() -> None:
     for model in args.models.split(","):
         first = args.seeds[0]
         if earlier is None:
-            for point in grid_points(GRIDS[model]):
+            for point in grid_points(GRIDS[args.grid][model]):
                 for lib, w in workers.items():
                     reply = w.call(op="fit", model=model, key=f"{model}/{first}", seed=first, **point, **base)
                     record["fits"].append({"lib": lib, "model": model, "seed": first, "grid": True, **reply})
