@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -539,3 +540,155 @@ def test_a_wide_result_frame_fits_80_columns_with_every_number_whole(monkeypatch
     assert max(len(line) for line in text.splitlines()) <= 80
     for value in ("4.297", "0.215", "0.519", "0.266", "0.553", "True", "False", "1533", "Toy Story"):
         assert value in text
+
+
+# ------------------------------------------------------------------------------------------ review fixes
+def _metric(out: str, name: str) -> float:
+    """The value of metric ``name`` in a printed metrics table."""
+    m = re.search(rf"\b{re.escape(name)}\s*\S\s*(-?[0-9.]+)", out)
+    assert m, out
+    return float(m.group(1))
+
+
+def test_ctr_bundle_reads_rows_with_its_runs_threshold_and_separator(tmp_path, monkeypatch, capsys):
+    # MovieLens as CTR with threshold 3: rating 3 (every third item) is a click, 1 is not; threshold 4 has none
+    ml = tmp_path / "ml"
+    ml.mkdir()
+    rng = np.random.default_rng(3)
+    rows = [
+        f"{u}\t{i}\t{3 if i % 3 == 0 else 1}\t{880000000 + u * 100 + i}"
+        for u in range(1, 61)
+        for i in range(1, 41)
+        if rng.random() < 0.4
+    ]
+    (ml / "u.data").write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "ml.toml"
+    cfg.write_text(f'model = "lr"\ndata = "{ml}"\nout = "{tmp_path / "lr"}"\n[ctr]\nthreshold = 3.0\n')
+    fast = ["--epochs", "6", "--lr", "0.05", "--batch-size", "64", "--no-progress"]
+    code, out, err = run_cli(["train", "--config", str(cfg), *fast], monkeypatch, capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "lr" / "metrics.json").read_text())["test"]["auc"] > 0.95
+    # no --format: the bundle's run read MovieLens with threshold 3, and so does evaluate
+    code, out, err = run_cli(
+        ["evaluate", "--model-dir", str(tmp_path / "lr" / "model"), "--test", str(ml)], monkeypatch, capsys
+    )
+    assert code == 0, err
+    assert _metric(out, "auc") > 0.95
+    code, out, err = run_cli(
+        [
+            "evaluate",
+            "--model-dir",
+            str(tmp_path / "lr" / "model"),
+            "--test",
+            str(ml),
+            "--format",
+            "movielens",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    assert _metric(out, "auc") > 0.95
+
+    # a ';'-separated CSV run: evaluate and predict read the files with ';' (no --sep needed)
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    for part, n in (("train", 600), ("test", 200)):
+        sites = rng.choice(list("abcdef"), n)
+        labels = (rng.random(n) < np.where(np.isin(sites, ["a", "b"]), 0.9, 0.1)).astype(int)
+        lines = ["label;site"] + [f"{y};{s}" for y, s in zip(labels, sites, strict=True)]
+        (csv_dir / f"{part}.csv").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "csv.toml"
+    cfg.write_text(
+        f'model = "lr"\ntrain = "{csv_dir / "train.csv"}"\ntest = "{csv_dir / "test.csv"}"\n'
+        f'out = "{tmp_path / "csvrun"}"\n[ctr]\nformat = "csv"\nsep = ";"\n'
+    )
+    code, out, err = run_cli(["train", "--config", str(cfg), *fast], monkeypatch, capsys)
+    assert code == 0, err
+    run_auc = json.loads((tmp_path / "csvrun" / "metrics.json").read_text())["test"]["auc"]
+    bundle = str(tmp_path / "csvrun" / "model")
+    test_csv = str(csv_dir / "test.csv")
+    code, out, err = run_cli(["evaluate", "--model-dir", bundle, "--test", test_csv], monkeypatch, capsys)
+    assert code == 0, err
+    assert f"{run_auc:.4f}" in out
+    code, out, err = run_cli(
+        ["predict", "--model-dir", bundle, "--data", test_csv, "--out", str(tmp_path / "p.csv")],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    assert pl.read_csv(tmp_path / "p.csv").height == 200
+    # flags that a CTR bundle does not use are refused
+    for flag in (["--columns", "site=item_id"], ["--k", "5"]):
+        code, out, err = run_cli(
+            ["evaluate", "--model-dir", bundle, "--test", test_csv, *flag], monkeypatch, capsys
+        )
+        assert code == 2 and flag[0] in err and "CTR rows" in err
+
+
+def test_evaluate_says_what_it_masks_and_reproduces_the_run_with_exclude_valid(
+    ml_dir, tmp_path, monkeypatch, capsys
+):
+    split_dir = tmp_path / "split"
+    assert run_cli(["data", "split", str(ml_dir), "--out", str(split_dir)], monkeypatch, capsys)[0] == 0
+    flags = [x for p in ("train", "valid", "test") for x in (f"--{p}", str(split_dir / f"{p}.csv"))]
+    for model in ("pop", "svd"):
+        code, out, err = run_cli(
+            ["train", "--model", model, *flags, "--out", str(tmp_path / model), "--no-progress"],
+            monkeypatch,
+            capsys,
+        )
+        assert code == 0, err
+    run_ndcg = json.loads((tmp_path / "pop" / "metrics.json").read_text())["test"]["ndcg@10"]
+    evaluate = [
+        "evaluate",
+        "--model-dir",
+        str(tmp_path / "pop" / "model"),
+        "--test",
+        str(split_dir / "test.csv"),
+    ]
+    code, out, err = run_cli(evaluate, monkeypatch, capsys)
+    assert code == 0, err
+    assert "masked: training items" in out and "--exclude valid.csv" in out
+    valid = str(split_dir / "valid.csv")
+    code, out, err = run_cli([*evaluate, "--exclude", valid], monkeypatch, capsys)
+    assert code == 0, err
+    assert "".join(f"masked: training items + {valid}".split()) in "".join(out.split())
+    assert _metric(out, "ndcg@10") == pytest.approx(run_ndcg, abs=1e-4)
+    code, out, err = run_cli(["evaluate", "--help"], monkeypatch, capsys)
+    assert "--exclude valid.csv" in " ".join(out.split()).replace("│ ", "").replace(" │", "")
+
+    # a rating bundle has no cut-off and masks nothing: --k / --exclude are refused, not ignored
+    svd_eval = [
+        "evaluate",
+        "--model-dir",
+        str(tmp_path / "svd" / "model"),
+        "--test",
+        str(split_dir / "test.csv"),
+    ]
+    code, out, err = run_cli([*svd_eval, "--k", "5"], monkeypatch, capsys)
+    assert code == 2 and "--k does not apply" in err and "predicts ratings" in err
+    # --split / --seed with pre-split files are refused, not ignored
+    code, out, err = run_cli(["train", "--model", "pop", *flags, "--seed", "3"], monkeypatch, capsys)
+    assert code == 2 and "split.seed" in err
+
+
+def test_recommend_refuses_what_it_would_ignore_in_one_line(ml_dir, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "pop"
+    assert (
+        run_cli(
+            ["train", "--model", "pop", "--data", str(ml_dir), "--out", str(run), "--no-progress"],
+            monkeypatch,
+            capsys,
+        )[0]
+        == 0
+    )
+    bundle = str(run / "model")
+    code, out, err = run_cli(
+        ["recommend", "--model-dir", bundle, "--users-file", str(tmp_path / "nope.txt")], monkeypatch, capsys
+    )
+    assert code == 2 and "nope.txt" in err and "Traceback" not in err
+    code, out, err = run_cli(
+        ["recommend", "--model-dir", bundle, "--users", "1", "--candidates", "5"], monkeypatch, capsys
+    )
+    assert code == 2 and "--candidates goes with --query" in err
