@@ -146,3 +146,17 @@ def test_partial_item_text_coverage_is_a_warning_with_its_share(caplog):
     assert check_item_text(items, ["d", "e"], source="items.csv", has_reviews=True) == 0.0
     with pytest.raises(DataError, match="0 of 2 training items"):
         check_item_text(items, ["d", "e"], source="items.csv", has_reviews=False)
+
+
+def test_hybrid_csa_fit_refuses_metadata_that_matches_no_training_item(monkeypatch):
+    """The Python API (no run to check the items file first): refused before the SVD stage."""
+    import attnrec.models.rating.hybrid_csa.model as hybrid_model
+    from attnrec.data.side import SideInputs
+
+    stages = []
+    monkeypatch.setattr(hybrid_model, "prepare_inputs", lambda *a, **kw: stages.append(1))
+    train, valid, _ = checkerboard()
+    bad = pl.DataFrame({"item_id": ["zzz"], "title": ["x"]})
+    with pytest.raises(DataError, match=r"0 of 40 match .*'i0'.*'zzz'"):
+        hybrid_model.HybridCSA().fit(train, valid, side=SideInputs(items=bad))
+    assert stages == []

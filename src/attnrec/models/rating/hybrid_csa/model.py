@@ -94,6 +94,17 @@ class HybridCSA(TextQueries, Explanations):
                 "(CLI: --items FILE, a CSV with item_id and title/description/genres; Python: "
                 "fit(..., side=SideInputs(items=frame))) or training data with a 'review' column"
             )
+        if side is not None and side.items is not None and isinstance(train, Interactions):
+            # ids that match no training item would train on empty texts (a run checks text coverage earlier)
+            known = set(side.items["item_id"].cast(pl.String).to_list())
+            ids = [str(i) for i in train.item_vocab.ids]
+            if not known.intersection(ids) and "review" not in train.frame.columns:
+                raise DataError(
+                    f"no training item is in the item metadata: 0 of {len(ids)} match (training ids, e.g. "
+                    f"{ids[:5]}; metadata ids, e.g. {sorted(known)[:5]}) and there are no reviews to fall back on",
+                    field="side.items.item_id",
+                    expected="the interactions' item ids",
+                )
         return super().fit(train, valid, side=side, trainer=trainer, run_key=run_key)
 
     def _fit(
