@@ -117,7 +117,11 @@ def serve_worker(split_seed: int, split_dir: Path | None) -> None:
                 "lr": req["lr"],
             }
             model, info = fit_one(
-                req["model"], {**params, "reg": req["reg"], "seed": req["seed"]}, trainer, train, valid
+                req["model"],
+                {**params, "reg": req["reg"], "seed": req["seed"], **req.get("set", {})},
+                trainer,
+                train,
+                valid,
             )
             key = req["key"]
             if key not in best or info["valid_ndcg@20"] > best[key][1]["valid_ndcg@20"]:

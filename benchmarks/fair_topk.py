@@ -49,6 +49,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--grid", choices=sorted(GRIDS), default="default", help="which GRIDS entry")
+    ap.add_argument(
+        "--ours-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an attnrec model setting for every fit of ours (a diagnostic, e.g. init=xavier; VALUE parsed as JSON "
+        "when it parses, else a string)",
+    )
     ap.add_argument("--chosen-from", type=Path, default=None, help="reuse the chosen points of this record")
     ap.add_argument(
         "--peer-python", default="/work/peer-venv/bin/python", help="a Python with recbole==1.2.1"
@@ -87,12 +95,23 @@ def main() -> None:
         "chosen": {},
     }
     base = {"epochs": args.epochs, "patience": args.patience}
+    ours_set = dict(parse_setting(kv) for kv in args.ours_set)
+    record["ours_set"] = ours_set
+    extra = {"ours": {"set": ours_set} if ours_set else {}, "recbole": {}}
     for model in args.models.split(","):
         first = args.seeds[0]
         if earlier is None:
             for point in grid_points(GRIDS[args.grid][model]):
                 for lib, w in workers.items():
-                    reply = w.call(op="fit", model=model, key=f"{model}/{first}", seed=first, **point, **base)
+                    reply = w.call(
+                        op="fit",
+                        model=model,
+                        key=f"{model}/{first}",
+                        seed=first,
+                        **point,
+                        **base,
+                        **extra[lib],
+                    )
                     record["fits"].append({"lib": lib, "model": model, "seed": first, "grid": True, **reply})
                     write_json(record, args.out)
             seeds_left = args.seeds[1:]
@@ -113,7 +132,15 @@ def main() -> None:
         record["chosen"][model] = chosen
         for seed in seeds_left:  # the chosen point with each further seed: fit, then test once, interleaved
             for lib, w in workers.items():
-                reply = w.call(op="fit", model=model, key=f"{model}/{seed}", seed=seed, **chosen[lib], **base)
+                reply = w.call(
+                    op="fit",
+                    model=model,
+                    key=f"{model}/{seed}",
+                    seed=seed,
+                    **chosen[lib],
+                    **base,
+                    **extra[lib],
+                )
                 record["fits"].append({"lib": lib, "model": model, "seed": seed, "grid": False, **reply})
                 t = {"seed": seed, **w.call(op="test", key=f"{model}/{seed}")}
                 record["tests"].setdefault(f"{lib}/{model}", []).append(t)
@@ -123,6 +150,17 @@ def main() -> None:
         w.close()
     write_json(record, args.out)
     print_table(record)
+
+
+def parse_setting(kv: str) -> tuple[str, Any]:
+    """``"init=xavier"`` -> ("init", "xavier"); ``"dim=32"`` -> ("dim", 32): the value as JSON when it parses."""
+    key, sep, raw = kv.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--ours-set {kv!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def print_table(record: dict[str, Any]) -> None:
