@@ -41,6 +41,7 @@ import torch
 
 from attnrec.data.ctr import CTRData, FeatureEncoder
 from attnrec.data.readers.ctr import CTRTable, movielens_ctr, read_avazu, read_criteo
+from attnrec.evaluation.protocols import evaluate
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.training.trainer import TrainerConfig
 
@@ -174,7 +175,7 @@ def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         device="cpu",
     )
     report = model.fit(train, valid, trainer=tc)
-    m = model.evaluate(test)
+    m = evaluate(model, test)
     return {
         "auc": float(m["auc"]),
         "logloss": float(m["logloss"]),

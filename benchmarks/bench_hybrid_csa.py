@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _compat import evaluate, side
 from _record import write_record
 
 from attnrec.data.registry import load_dataset
@@ -84,7 +85,7 @@ def svd_runs(part, label, seeds, tr, va, te, **kw):
     for s in seeds:
         m = SVD(factors=50, seed=s, **kw)
         fit_s = timed_fit(m, tr, va)
-        runs.append({"seed": s, **m.evaluate(te), "fit_s": fit_s})
+        runs.append({"seed": s, **evaluate(m, te), "fit_s": fit_s})
         models.append(m)
         emit(part, label, s, runs[-1])
     return runs, models
@@ -95,8 +96,8 @@ def fit_hybrid_runs(part, label, kw, seeds, tr, va, te, trainer, items):
     runs, models = [], []
     for s in seeds:
         m = hybrid(seed=s, **kw)
-        report = m.fit(tr, va, trainer=trainer, items=items)
-        metrics = m.evaluate(te)
+        report = m.fit(tr, va, trainer=trainer, **side(items))
+        metrics = evaluate(m, te)
         runs.append(
             {
                 "seed": s,
@@ -187,7 +188,7 @@ def part_select(seeds, epochs):
         trainer = TrainerConfig(**{**TRAINER, "epochs": epochs, **tkw})
         runs = []
         for s in seeds:
-            report = hybrid(seed=s, **kw).fit(tr, va, trainer=trainer, items=ds.items)
+            report = hybrid(seed=s, **kw).fit(tr, va, trainer=trainer, **side(ds.items))
             runs.append(
                 {
                     "seed": s,
@@ -404,12 +405,12 @@ def part_coldstart(seeds, epochs):
         cold_runs, warm_runs = [], []
         for s in seeds:
             m = hybrid(seed=s, **kw)
-            report = m.fit(tr, va, trainer=trainer, items=ds.items)
-            warm = m.evaluate(te)
+            report = m.fit(tr, va, trainer=trainer, **side(ds.items))
+            warm = evaluate(m, te)
             added = m.add_items_from_frame(cold_meta)
             cold_data, dropped = Interactions.encode(cold_rows, m.user_vocab, m.item_vocab, unknown="drop")
             assert dropped == 0 and len(added) == len(cold), (dropped, len(added))
-            metrics = m.evaluate(cold_data)
+            metrics = evaluate(m, cold_data)
             extra = {
                 "fit_s": report.seconds,
                 "best_epoch": report.best_epoch,
@@ -443,6 +444,7 @@ def main() -> None:
         default=3,
         help="early-stopping patience in epochs (5 = one warm-restart cycle, so a restart's lr spike cannot end training)",
     )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2026-11-23 rows used 2)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
         "--only",
@@ -458,7 +460,7 @@ def main() -> None:
     VARIANTS.extend(v.strip() for v in args.variants.split(";") if v.strip())
     ONLY.extend(o for o in args.only.split(",") if o)
     TRAINER["patience"] = args.patience
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = {
         "movielens": part_movielens,

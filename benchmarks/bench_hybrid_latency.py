@@ -1,6 +1,7 @@
 """hybrid_csa text-query latency in process, model loaded (issue 4), with the default and the fast encoders.
 
-    .venv/bin/python benchmarks/bench_hybrid_latency.py [--threads 2] [--epochs 2] [--out bench_results/hybrid_latency.json]
+    .venv/bin/python benchmarks/bench_hybrid_latency.py [--threads 2] [--epochs 2] [--rows all|headline] \
+        [--out bench_results/hybrid_latency.json]
 
 hybrid_csa is fitted on ML-100k (random 80/10/10, seed 2026; latency does not depend on how long it trained, so
 ``--epochs`` is small). Then, for each way of encoding queries — the default all-MiniLM-L6-v2 at fp32 through
@@ -24,6 +25,10 @@ Where ONNX Runtime is installed, the model side (retrieval, scoring, attention) 
 (``query_scorer="onnx"``): with the default encoder and with onnx-int8 (the fast path), one row each, and the
 four combinations {default, onnx-int8} x {torch, onnx} scorer in rotation.
 
+``--rows headline`` times only the two headline paths, each with its ONNX Runtime sessions on ``--threads``: the
+default (fp32 encoder in ONNX Runtime, PyTorch scorer) and the fast path (onnx-int8 + ``query_scorer="onnx"``), one
+row each and then the two in rotation (the issue-12 check that they reproduce after the platform move).
+
 For each fast backend also: the cosine agreement of its query embeddings with the fp32 model's, and the test RMSE
 of hybrid_csa fitted end to end with that encoder against the fp32 fit (same seed, same epochs).
 """
@@ -38,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _compat import evaluate, side
 from _record import write_record
 
 from attnrec.data.registry import load_dataset
@@ -172,11 +178,47 @@ def interleaved(model: HybridCSA, paths: dict[str, tuple[SentenceEncoder, str]])
     return out
 
 
+def headline(model: HybridCSA, threads: int) -> dict[str, dict[str, float]]:
+    """The two headline query paths, ONNX Runtime and PyTorch both on ``threads``: the default encoder (fp32 in
+    ONNX Runtime, PyTorch scorer) and the fast path (onnx-int8 encoder, ``query_scorer="onnx"``); one
+    :func:`measure` row each on fresh encoders (empty LRU), then the two in rotation with no LRU."""
+    from attnrec.text.fast import FastTextModel, fast_encoder
+
+    def default(**kw) -> SentenceEncoder:  # the default query_backend="auto" path, its ONNX threads pinned
+        query_model = FastTextModel(backend="onnx", threads=threads)
+        return SentenceEncoder(DEFAULT_MODEL, progress=False, query_model=query_model, **kw)
+
+    paths = {
+        "default": (default(), default(query_cache_size=0), "torch"),
+        "fast path (onnx-int8 + query_scorer='onnx')": (
+            fast_encoder(backend="onnx-int8", threads=threads),
+            fast_encoder(backend="onnx-int8", threads=threads, query_cache_size=0),
+            "onnx",
+        ),
+    }
+    rows: dict[str, dict[str, float]] = {}
+    for label, (enc, _, scorer) in paths.items():
+        model.set_encoder(enc)
+        model.config.query_scorer = scorer  # type: ignore[assignment]
+        rows[label] = measure(model)
+        print(json.dumps({"encoder": label, **rows[label]}), flush=True)
+    rows["in rotation"] = interleaved(model, {k: (v[1], v[2]) for k, v in paths.items()})
+    print(json.dumps({"encoder": "rotation", **rows["in rotation"]}), flush=True)
+    model.config.query_scorer = "torch"
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--backends", default="int8,onnx-int8")
+    ap.add_argument(
+        "--rows",
+        choices=["all", "headline"],
+        default="all",
+        help="headline: only the default path and the fast path (one row each, then the two in rotation)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -193,11 +235,16 @@ def main() -> None:
 
     def fit(encoder: SentenceEncoder | None) -> HybridCSA:
         m = HybridCSA(seed=0)
-        m.fit(tr, va, trainer=trainer, items=ds.items, encoder=encoder)
+        m.fit(tr, va, trainer=trainer, encoder=encoder, **side(ds.items))
         return m
 
     model = fit(None)
-    fp32_rmse = model.evaluate(te)["rmse"]
+    fp32_rmse = evaluate(model, te)["rmse"]
+    if args.rows == "headline":
+        rows = headline(model, args.threads)
+        rows["test_rmse_fp32_fit"] = {"rmse": fp32_rmse}
+        write_record("hybrid_csa/latency", rows, args.out, threads=args.threads, rows="headline")
+        return
     default_encoder = model.encoder  # query_backend="auto": ONNX Runtime fp32 with attnrec[fast], else torch
     default_backend = getattr(default_encoder.query_model, "backend", "sentence-transformers")
     plain = SentenceEncoder(DEFAULT_MODEL, cache=default_encoder.cache, progress=False)
@@ -229,7 +276,7 @@ def main() -> None:
         row["query_cosine_to_fp32_mean"] = float(cos.mean())
         row["query_cosine_to_fp32_min"] = float(cos.min())
         refit = fit(fast_encoder(backend=backend, threads=args.threads))
-        row["test_rmse"] = refit.evaluate(te)["rmse"]
+        row["test_rmse"] = evaluate(refit, te)["rmse"]
         row["test_rmse_fp32_fit"] = fp32_rmse
         rows[f"attnrec.text.fast {backend}"] = row
         print(json.dumps({"encoder": backend, **row}), flush=True)
