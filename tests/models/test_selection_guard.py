@@ -109,7 +109,7 @@ def _run(name: str, tmp_path: Path, poison: bool, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(run_module, "evaluate", spy)
     # a trainer field the model's solver sets itself (svd's ALS sweeps, pop's one pass) is an error when given
     model = cls(**SMALL.get(name, {}))
-    fixed = model.trainer_overrides() if isinstance(model, run_module.SetsTrainer) else {}
+    fixed = model.trainer_overrides()
     trainer = {k: v for k, v in TRAINER.items() if k not in fixed}
     cfg = RunConfig(model=name, **paths, model_params=SMALL.get(name, {}), trainer=trainer, **extra)
     return run_experiment(cfg, progress=False), calls

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -169,24 +169,9 @@ def trainer_config(cfg: RunConfig, cls: type[Estimator[Any]], *, progress: bool)
         ) from None
 
 
-@runtime_checkable
-class SetsTrainer(Protocol):
-    """A model whose solver sets some trainer fields itself (svd's ALS sweeps, pop's one counting pass)."""
-
-    def trainer_overrides(self) -> dict[str, tuple[Any, str]]:
-        """``{field: (the value the solver uses, how to change it or why it does not apply)}``."""
-        ...
-
-    def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
-        """The TrainerConfig a fit with ``trainer`` really uses."""
-        ...
-
-
 def check_trainer(cfg: RunConfig, model: Estimator[Any]) -> None:
     """Refuse a trainer field the run sets (``[trainer]``, ``--epochs``...) that the model's solver overrides
     with another value: it would be silently ignored."""
-    if not isinstance(model, SetsTrainer):
-        return
     for field, (value, why) in model.trainer_overrides().items():
         if field in cfg.trainer and cfg.trainer[field] != value:
             raise ConfigError(f"trainer field {field!r} = {cfg.trainer[field]!r} is not used: {why}")
@@ -194,7 +179,7 @@ def check_trainer(cfg: RunConfig, model: Estimator[Any]) -> None:
 
 def effective_trainer(model: Estimator[Any], trainer_cfg: TrainerConfig) -> TrainerConfig:
     """What ``model.fit(trainer=trainer_cfg)`` trains with (recorded in metrics.json)."""
-    return model.effective_trainer(trainer_cfg) if isinstance(model, SetsTrainer) else trainer_cfg
+    return model.effective_trainer(trainer_cfg)
 
 
 def check_side(cfg: RunConfig, cls: type[Estimator[Any]]) -> None:

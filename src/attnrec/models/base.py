@@ -176,6 +176,15 @@ class Estimator(ABC, Generic[ConfigT]):
 
         return trainer if trainer is not None else TrainerConfig(**self.default_trainer)
 
+    def trainer_overrides(self) -> dict[str, Any]:
+        """Trainer fields this model's solver sets itself: ``{field: (the value it uses, how to change it or why the
+        field does not apply)}`` (svd's ALS sweeps, pop's one counting pass). The run refuses a different value."""
+        return {}
+
+    def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
+        """The TrainerConfig a fit with ``trainer`` really uses (recorded in the run's metrics)."""
+        return self.make_trainer_config(trainer)
+
     def train_module(
         self,
         module: TrainableModule,
