@@ -7,7 +7,7 @@
         --variants "svd_residual=true svd_crossfit=10; svd_residual=true svd_crossfit=10 trainer.restart_period=10"
     (latency: benchmarks/bench_hybrid_latency.py)
 
-* movielens: ML-100k, one random 80/10/10 split (seed 2026) for every model; item text = "Title (year). Genres: ...";
+* movielens: ML-100k, one random 80/10/10 split (seed 2026, or ``--split-seed``) for every model; item text = "Title (year). Genres: ...";
   svd (50 factors), text-only, concat-MLP and hybrid_csa (attention); test RMSE mean ± std over model seeds.
 * amazon: Amazon 2014 Musical Instruments 5-core; global mean, Surprise SVD (same exported split), svd, hybrid_csa
   with leakage-free text (item text from *training* reviews), and, labelled leaky, the paper-literal mode (each row's
@@ -85,7 +85,7 @@ def svd_runs(part, label, seeds, tr, va, te, **kw):
     for s in seeds:
         m = SVD(factors=50, seed=s, **kw)
         fit_s = timed_fit(m, tr, va)
-        runs.append({"seed": s, **evaluate(m, te), "fit_s": fit_s})
+        runs.append({"seed": s, **evaluate(m, te), "fit_s": fit_s, "valid_rmse": evaluate(m, va)["rmse"]})
         models.append(m)
         emit(part, label, s, runs[-1])
     return runs, models
@@ -445,6 +445,12 @@ def main() -> None:
         help="early-stopping patience in epochs (5 = one warm-restart cycle, so a restart's lr spike cannot end training)",
     )
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the 2026-11-23 rows used 2)")
+    ap.add_argument(
+        "--split-seed",
+        type=int,
+        default=SPLIT_SEED,
+        help="seed of the random 80/10/10 split (and of coldstart's held-out items); 2026 for the 2026-11-23 rows",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
         "--only",
@@ -457,6 +463,8 @@ def main() -> None:
         help='part select: ";"-separated settings, e.g. "svd_residual=true svd_crossfit=10 trainer.restart_period=10"',
     )
     args = ap.parse_args()
+    global SPLIT_SEED
+    SPLIT_SEED = args.split_seed
     VARIANTS.extend(v.strip() for v in args.variants.split(";") if v.strip())
     ONLY.extend(o for o in args.only.split(",") if o)
     TRAINER["patience"] = args.patience
@@ -470,7 +478,7 @@ def main() -> None:
     }
     fn = parts[args.part]
     result = fn(seeds, args.epochs)
-    write_record(f"hybrid_csa/{args.part}", result, args.out)
+    write_record(f"hybrid_csa/{args.part}", result, args.out, split_seed=SPLIT_SEED, threads=args.threads)
 
 
 if __name__ == "__main__":
