@@ -434,6 +434,7 @@ def tr_range(tr: Interactions) -> tuple[float, float]:
 
 
 def main() -> None:
+    global SPLIT_SEED  # read by every part; set once from --split-seed
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", required=True, choices=["movielens", "amazon", "coldstart", "select"])
     ap.add_argument("--seeds", default="0,1,2")
@@ -463,7 +464,6 @@ def main() -> None:
         help='part select: ";"-separated settings, e.g. "svd_residual=true svd_crossfit=10 trainer.restart_period=10"',
     )
     args = ap.parse_args()
-    global SPLIT_SEED
     SPLIT_SEED = args.split_seed
     VARIANTS.extend(v.strip() for v in args.variants.split(";") if v.strip())
     ONLY.extend(o for o in args.only.split(",") if o)
