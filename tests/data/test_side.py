@@ -56,7 +56,9 @@ def test_item_features_must_align_with_the_vocabulary() -> None:
         ItemFeatures(vocab, {"text": np.full((3, 4), np.nan, np.float32)})
     frame = pl.DataFrame({"item_id": ["c", "a", "zz"], "x": [3.0, 1.0, 9.0], "y": [30.0, 10.0, 90.0]})
     feats = ItemFeatures.from_frame(frame, vocab, {"xy": ["x", "y"]})
-    np.testing.assert_array_equal(feats["xy"], [[1, 10], [0, 0], [3, 30]])  # "b" absent: zeros; "zz" unknown: ignored
+    np.testing.assert_array_equal(
+        feats["xy"], [[1, 10], [0, 0], [3, 30]]
+    )  # "b" absent: zeros; "zz" unknown: ignored
     with pytest.raises(DataError, match="no such item feature"):
         feats["nope"]
     assert SideInputs(item_features=feats).kinds() == {"item_features"}

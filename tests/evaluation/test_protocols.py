@@ -252,13 +252,21 @@ def test_a_missing_capability_is_a_clear_error(svd: SVD, bpr: BPR, lr: LR):
     _, _, ratings = checkerboard()
     _, _, implicit = checkerboard(implicit=True)
     _, _, rows = planted_ctr(pattern="first_order")
-    with pytest.raises(ConfigError, match="bpr cannot be evaluated with Rating: it does not declare the RatingPredictor capability"):
+    with pytest.raises(
+        ConfigError,
+        match="bpr cannot be evaluated with Rating: it does not declare the RatingPredictor capability",
+    ):
         evaluate(bpr, implicit, Rating())
-    with pytest.raises(ConfigError, match="lr cannot be evaluated with FullRanking: it does not declare the ItemScorer capability"):
+    with pytest.raises(
+        ConfigError,
+        match="lr cannot be evaluated with FullRanking: it does not declare the ItemScorer capability",
+    ):
         evaluate(lr, implicit, FullRanking())
     with pytest.raises(ConfigError, match="lr cannot be evaluated with SampledRanking"):
         evaluate(lr, implicit, SampledRanking(n_negatives=3))
-    with pytest.raises(ConfigError, match="svd cannot be evaluated with CTR: it does not declare the RowScorer capability"):
+    with pytest.raises(
+        ConfigError, match="svd cannot be evaluated with CTR: it does not declare the RowScorer capability"
+    ):
         evaluate(svd, rows, CTR())
     with pytest.raises(ConfigError, match="evaluates an encoded split"):
         evaluate(bpr, rows, FullRanking())
