@@ -178,46 +178,40 @@ def _sampled(
     exclude = own if exclude is None else (sp.csr_matrix(exclude) + own).tocsr()
     if len(data) == 0:
         raise ConfigError("SampledRanking: the split has no rows to rank")
+    # one group of rows per negative pool: every item, or the items of each positive's domain
+    groups: list[tuple[np.ndarray, np.ndarray | None, int]]
     if protocol.pool == "all":
-        return evaluate_sampled_ranking(
-            model.score_pairs,
-            users,
-            items,
-            model.n_items,
-            exclude,
-            n_negatives=protocol.n_negatives,
-            seed=protocol.seed,
-            ks=protocol.ks,
-            metrics=protocol.metrics,
-            batch_size=protocol.batch_size,
-            ties=protocol.ties,
-        )
-    doms = protocol.item_domains
-    if doms is None or len(doms) != model.n_items:
-        raise ConfigError(
-            "SampledRanking(pool='domain') needs item_domains: one domain id per item of the model's vocabulary"
-        )
-    parts: list[tuple[int, dict[str, float]]] = []
-    row_dom = doms[items]
-    for d in np.unique(row_dom):
-        sel = row_dom == d
-        res = evaluate_sampled_ranking(
+        groups = [(np.ones(len(data), dtype=bool), None, protocol.seed)]
+    else:
+        doms = protocol.item_domains
+        if doms is None or len(doms) != model.n_items:
+            raise ConfigError(
+                "SampledRanking(pool='domain') needs item_domains: one domain id per item of the model's vocabulary"
+            )
+        row_dom = doms[items]
+        groups = [
+            (row_dom == d, np.flatnonzero(doms == d), protocol.seed + int(d)) for d in np.unique(row_dom)
+        ]
+    parts = [
+        evaluate_sampled_ranking(
             model.score_pairs,
             users[sel],
             items[sel],
             model.n_items,
             exclude,
             n_negatives=protocol.n_negatives,
-            seed=protocol.seed + int(d),
+            seed=seed,
             ks=protocol.ks,
             metrics=protocol.metrics,
             batch_size=protocol.batch_size,
-            candidates=np.flatnonzero(doms == d),
+            candidates=pool,
             ties=protocol.ties,
         )
-        parts.append((int(sel.sum()), res))
-    total = sum(n for n, _ in parts)
-    keys = [k for k in parts[0][1] if k != "n_rows"]
-    out = {k: sum(n * r[k] for n, r in parts) / total for k in keys}
+        for sel, pool, seed in groups
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(r["n_rows"] for r in parts)
+    out = {k: sum(r["n_rows"] * r[k] for r in parts) / total for k in parts[0] if k != "n_rows"}
     out["n_rows"] = float(total)
     return out
