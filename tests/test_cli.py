@@ -692,3 +692,31 @@ def test_recommend_refuses_what_it_would_ignore_in_one_line(ml_dir, tmp_path, mo
         ["recommend", "--model-dir", bundle, "--users", "1", "--candidates", "5"], monkeypatch, capsys
     )
     assert code == 2 and "--candidates goes with --query" in err
+
+
+def test_a_wide_frame_with_long_text_keeps_every_value_at_80_columns(monkeypatch):
+    """Six columns with a long title: rich must wrap the text, not crop the last column of a piped table."""
+    import io
+
+    import polars as pl
+    from rich.console import Console
+
+    from attnrec import cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=80, force_terminal=False))
+    df = pl.DataFrame(
+        {
+            "item_id": ["408", "114"],
+            "title": ["Close Shave, A", "Wallace & Gromit: The Best of Aardman Animation"],
+            "predicted_rating": [4.477, 4.391],
+            "share_user": [0.509, 0.477],
+            "share_item": [0.387, 0.434],
+            "share_text": [0.104, 0.089],
+        }
+    )
+    cli._print_frame(df, "a text query")
+    out = buf.getvalue()
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for value in ("4.477", "4.391", "0.509", "0.477", "0.387", "0.434", "0.104", "0.089", "Aardman"):
+        assert value in out, (value, out)

@@ -616,7 +616,8 @@ def _print_frame(df: Any, title: str) -> None:
         ]
 
     wide = widths(True)
-    chosen = wide if sum(wide) + 2 * len(wide) <= console.width else widths(False)
+    # each column costs its width plus 3: one space of padding either side and the box's column separator
+    chosen = wide if sum(wide) + 3 * len(wide) <= console.width else widths(False)
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for col, w, f, dtype in zip(df.columns, chosen, fixed, df.schema.values(), strict=True):
         right = f and dtype.is_numeric()
@@ -625,7 +626,9 @@ def _print_frame(df: Any, title: str) -> None:
             justify="right" if right else "left",
             overflow="fold",
             min_width=w,
-            max_width=w if f else None,
+            # text columns too: left unbounded, rich grows them to their longest value and then crops the last
+            # column of a piped 80-column table instead of wrapping
+            max_width=w,
         )
     for row in cells:
         table.add_row(*row)
