@@ -27,7 +27,7 @@ from typing import Any, Self
 import numpy as np
 
 from attnrec.errors import ConfigError, DataError
-from attnrec.evaluation.metrics import _binary_labels, _pair, _to_numpy, logloss
+from attnrec.evaluation.metrics import _binary_labels, _pair, _to_numpy, logloss, require_both_classes
 
 __all__ = [
     "AUCAccumulator",
@@ -174,13 +174,7 @@ class AUCAccumulator:
         """
         pos, neg = self.positives, self.negatives
         n_pos, n_neg = int(pos.sum()), int(neg.sum())
-        if n_pos == 0 or n_neg == 0:
-            raise DataError(
-                "only one class present; AUC is undefined",
-                field="y_true",
-                value=f"{n_pos} positives, {n_neg} negatives",
-                expected="both 0 and 1 labels",
-            )
+        require_both_classes(n_pos, n_neg)
         neg_below = np.cumsum(neg) - neg
         # twice the numerator is an integer; float64 keeps it exact up to 2**53
         twice = np.dot(pos.astype(np.float64), (2 * neg_below + neg).astype(np.float64))

@@ -122,6 +122,17 @@ def _binary_labels(y: np.ndarray, name: str) -> np.ndarray:
     return y.astype(bool)
 
 
+def require_both_classes(n_pos: int, n_neg: int) -> None:
+    """Raise :class:`DataError` unless both labels occur (AUC is undefined with one class)."""
+    if n_pos == 0 or n_neg == 0:
+        raise DataError(
+            "only one class present; AUC is undefined",
+            field="y_true",
+            value=f"{n_pos} positives, {n_neg} negatives",
+            expected="both 0 and 1 labels",
+        )
+
+
 def auc(y_true: Any, y_score: Any) -> float:
     """Area under the ROC curve, exact, via the Mann-Whitney rank statistic.
 
@@ -137,13 +148,7 @@ def auc(y_true: Any, y_score: Any) -> float:
     pos = _binary_labels(y, "y_true")
     n_pos = int(pos.sum())
     n_neg = pos.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise DataError(
-            "only one class present; AUC is undefined",
-            field="y_true",
-            value=f"{n_pos} positives, {n_neg} negatives",
-            expected="both 0 and 1 labels",
-        )
+    require_both_classes(n_pos, n_neg)
     ranks = rankdata(s, method="average")
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 

@@ -16,7 +16,6 @@ Two sources, picked by the run config:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,14 +195,11 @@ def bundle_ctr_spec(cfg: RunConfig) -> dict[str, Any]:
 def saved_ctr_spec(model_dir: Path) -> CTRSpec:
     """The :class:`CTRSpec` a CTR bundle was trained with (format, threshold, sep, min_count, feature schema);
     the defaults for a bundle saved before the spec was stored. Call after ``load_bundle`` has verified it."""
-    from attnrec.serving.bundle import MANIFEST
+    from attnrec.serving.bundle import MANIFEST, bundle_extra
 
     path = Path(model_dir) / MANIFEST
-    try:
-        extra = json.loads(path.read_text()).get("extra", {})
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read: {exc}", file=path, expected="a bundle manifest") from None
-    spec = extra.get("ctr") if isinstance(extra, dict) else None
+    extra = bundle_extra(model_dir)
+    spec = extra.get("ctr")
     if spec is None:
         return CTRSpec()
     try:

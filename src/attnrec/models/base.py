@@ -182,8 +182,11 @@ class Estimator(ABC, Generic[ConfigT]):
         return {}
 
     def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
-        """The TrainerConfig a fit with ``trainer`` really uses (recorded in the run's metrics)."""
-        return self.make_trainer_config(trainer)
+        """The TrainerConfig a fit with ``trainer`` really uses (recorded in the run's metrics): ``trainer`` (default:
+        ``default_trainer``) with the fields of :meth:`trainer_overrides` set to the solver's values."""
+        cfg = self.make_trainer_config(trainer)
+        fixed = {k: v for k, (v, _) in self.trainer_overrides().items()}
+        return cfg.model_copy(update=fixed) if fixed else cfg
 
     def train_module(
         self,

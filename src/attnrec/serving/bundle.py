@@ -196,6 +196,13 @@ def load_bundle(path: str | Path, *, trust_code: bool = False) -> Estimator[Any]
     return model
 
 
+def bundle_extra(path: str | Path) -> dict[str, Any]:
+    """The ``extra`` table a run stored in a bundle's manifest (e.g. a CTR run's read settings), read through the
+    same checks as :func:`load_bundle` (regular file, size cap, manifest shape)."""
+    extra = _read_manifest(_bundle_dir(path), warn=False).get("extra", {})
+    return extra if isinstance(extra, dict) else {}
+
+
 def load_bundle_items(path: str | Path) -> pl.DataFrame | None:
     """The item metadata saved with a bundle (a frame with an ``item_id`` column), or None when it has none.
 

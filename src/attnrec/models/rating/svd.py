@@ -437,8 +437,9 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
         if self.config.solver == "sgd":
             given = trainer.model_dump(exclude_unset=True) if trainer is not None else {}
             return TrainerConfig(**{**self.sgd_trainer_defaults, **given})
-        base = trainer if trainer is not None else TrainerConfig(device="cpu", progress=False)
-        return base.model_copy(update={k: v for k, (v, _) in self.trainer_overrides().items()})
+        return super().effective_trainer(
+            trainer if trainer is not None else TrainerConfig(device="cpu", progress=False)
+        )
 
     def _fit_als(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ class Pop(Recommender[PopConfig]):
     config_class = PopConfig
     paper = "baseline"
     query_inputs = frozenset({"users", "history"})
+    #: counting is instant: no progress bar by default
+    default_trainer: ClassVar[dict[str, Any]] = {"progress": False}
 
     counts: torch.Tensor
 
@@ -84,13 +86,6 @@ class Pop(Recommender[PopConfig]):
             "epochs": (1, "pop counts its items in one pass: --epochs does not apply"),
             "device": ("cpu", "pop counts on the CPU: --device does not apply"),
         }
-
-    def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
-        """The TrainerConfig a fit with ``trainer`` (default: no progress bar) really uses: one epoch, on the CPU."""
-        from attnrec.training.trainer import TrainerConfig
-
-        base = trainer if trainer is not None else TrainerConfig(progress=False)
-        return base.model_copy(update={k: v for k, (v, _) in self.trainer_overrides().items()})
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
         return self.counts.unsqueeze(0).expand(len(users), -1).clone()
