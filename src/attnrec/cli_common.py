@@ -1,0 +1,145 @@
+"""Helpers of the command line (:mod:`attnrec.cli`): option parsing, tables that fit the console, CTR row reading.
+
+Kept apart so that ``cli.py`` stays the list of commands; nothing here parses argv or prints unless handed a console.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from attnrec.errors import ConfigError
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: JSON when it parses (numbers, booleans, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_sets(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` options (``flag`` names them in errors) as a dict of parsed values."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+COUNT_KEYS = {"n", "n_users", "n_rows"}
+#: torch CPU threads when --threads is not given: on the shared 2-core machine one thread was never slower and
+#: often much faster than two (BENCHMARKS.md, "CLI default threads")
+DEFAULT_THREADS = 1
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    """One row per metric, one column per run (valid, test...): narrow enough for an 80-column or piped terminal
+    however many metrics there are; values in fixed 4-decimal format, never truncated."""
+    keys: list[str] = []
+    for m in rows.values():
+        keys += [k for k in m if k not in keys and k not in COUNT_KEYS and isinstance(m[k], int | float)]
+    table = Table(title=title)
+    table.add_column("metric", no_wrap=True)
+    for name in rows:
+        table.add_column(name, justify="right", no_wrap=True, min_width=9)
+    for k in keys:
+        table.add_row(k, *[f"{rows[name][k]:.4f}" if k in rows[name] else "" for name in rows])
+    return table
+
+
+def parse_columns(text: str | None) -> dict[str, str]:
+    """``"userId=user_id,movieId=item_id"`` -> ``{"userId": "user_id", "movieId": "item_id"}``."""
+    out: dict[str, str] = {}
+    for pair in (text or "").split(","):
+        if not pair.strip():
+            continue
+        src, sep, dst = pair.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ConfigError(f"--columns {pair!r}: expected FILE_COLUMN=CANONICAL, e.g. userId=user_id")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def quiet_progress() -> None:
+    """--no-progress: no download or loading bars from Hugging Face libraries either (the sentence encoder)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub is first imported
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def set_threads(threads: int | None) -> None:
+    """torch CPU threads: ``threads``, else :data:`DEFAULT_THREADS`."""
+    import torch
+
+    torch.set_num_threads(threads or DEFAULT_THREADS)
+
+
+def ctr_rows(
+    model: Any, model_dir: Path, path: Path, fmt: str | None, sep: str | None, *, need_label: bool
+) -> tuple[Any, dict[str, Any]]:
+    """``path``'s rows encoded by a CTR bundle's own encoder (``evaluate``/``predict``), read with the run's
+    :class:`CTRSpec` (``--format`` and ``--sep`` override its format and separator), and the reader's notes."""
+    from attnrec.experiments.ctr_run import read_ctr_rows, saved_ctr_spec
+
+    if model.encoder is None:
+        raise ConfigError(f"the {model.name} bundle has no feature encoder: it cannot read raw rows")
+    spec = saved_ctr_spec(model_dir)
+    if sep is not None:
+        spec = spec.model_copy(update={"sep": sep})
+    frame, notes = read_ctr_rows(path, fmt or spec.format, model.encoder, spec=spec, need_label=need_label)
+    if model.encoder.schema.label not in frame.columns:
+        import polars as pl
+
+        frame = frame.with_columns(pl.lit(0).alias(model.encoder.schema.label))
+    return model.encoder.transform(frame, source=str(path)), notes
+
+
+def print_frame(console: Console, df: Any, title: str) -> None:
+    """A frame as a table that fits the console (80 columns when piped): numbers and flags keep their full
+    fixed-format width (their headers fold when the frame is wide); text columns wrap."""
+    import polars as pl
+    from rich import box
+
+    cells = [
+        ["" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        for row in df.iter_rows()
+    ]
+    fixed = [dtype.is_numeric() or dtype == pl.Boolean for dtype in df.schema.values()]
+    value_w = [max([len(r[j]) for r in cells] + [1]) for j in range(len(df.columns))]
+
+    def widths(headers: bool) -> list[int]:
+        return [
+            max(w, len(c) if headers else 5) if f else min(max(w, len(c) if headers else 1), 12)
+            for c, w, f in zip(df.columns, value_w, fixed, strict=True)
+        ]
+
+    wide = widths(True)
+    # each column costs its width plus 3: one space of padding either side and the box's column separator
+    chosen = wide if sum(wide) + 3 * len(wide) <= console.width else widths(False)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, w, f, dtype in zip(df.columns, chosen, fixed, df.schema.values(), strict=True):
+        right = f and dtype.is_numeric()
+        table.add_column(
+            col,
+            justify="right" if right else "left",
+            overflow="fold",
+            min_width=w,
+            # text columns too: left unbounded, rich grows them to their longest value and then crops the last
+            # column of a piped 80-column table instead of wrapping
+            max_width=w,
+        )
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
