@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
+from attnrec.data.readers.markup import markup_changes, strip_markup, strip_markup_list
 from attnrec.data.readers.tabular import (
     OnBadLines,
     RowChecker,
@@ -39,6 +41,8 @@ from attnrec.data.readers.tabular import (
 )
 from attnrec.data.table import Dataset
 from attnrec.errors import DataError
+
+log = logging.getLogger(__name__)
 
 JsonStyle = Literal["json", "python"]
 
@@ -284,21 +288,62 @@ def _read_meta(p: Path, checker: RowChecker) -> pl.DataFrame:
         return _str_list(text(path))
 
     price = text("$.price").str.replace_all(r"[$,\s]", "").cast(pl.Float64, strict=False)
+    raw = {
+        "title": text("$.title"),
+        "description": as_list("$.description"),
+        "categories": as_list(paths["categories"]),
+        "main_category": text(paths["main_category"]),
+        "brand": text(paths["brand"]),
+        "features": as_list(paths["features"]),
+    }
+    clean = _clean_meta_text(raw, p)
     out = pl.DataFrame(
         {
             "item_id": frame["item_id"],
-            "title": text("$.title"),
-            "description": as_list("$.description").list.join("\n").replace("", None),
-            "categories": as_list(paths["categories"]),
-            "main_category": text(paths["main_category"]),
-            "brand": text(paths["brand"]).replace("", None),
+            "title": clean["title"],
+            "description": clean["description"].list.join("\n").replace("", None),
+            "categories": clean["categories"],
+            "main_category": clean["main_category"],
+            "brand": clean["brand"],
             "price": price,
             "also_buy": as_list(paths["also_buy"]),
             "also_view": as_list(paths["also_view"]),
-            "features": as_list(paths["features"]),
+            "features": clean["features"],
         }
     )
     return out.unique("item_id", keep="first", maintain_order=True)
+
+
+def _clean_meta_text(raw: dict[str, pl.Series], path: Path) -> dict[str, pl.Series]:
+    """Every text field of the metadata as plain text (:func:`~attnrec.data.readers.markup.strip_markup`), with
+    one log line saying what was cleaned and how many titles were markup only (those become missing: the item's
+    text then comes from its other fields, or its training reviews, and it is shown without a title)."""
+    out: dict[str, pl.Series] = {}
+    cleaned: dict[str, int] = {}
+    emptied_titles = 0
+    for name, values in raw.items():
+        is_list = isinstance(values.dtype, pl.List)
+        flat = values.explode() if is_list else values
+        flat_clean = strip_markup(flat, keep_alt=name == "main_category")
+        n_marked, n_emptied = markup_changes(flat, flat_clean)
+        if n_marked:
+            cleaned[name] = n_marked
+        if name == "title":
+            emptied_titles = n_emptied
+        out[name] = strip_markup_list(values) if is_list else flat_clean
+    if cleaned:
+        n_titles = int(raw["title"].is_not_null().sum())
+        what = ", ".join(f"{name} {n}" for name, n in cleaned.items())
+        log.info("%s: HTML markup / entities cleaned in %s values", path.name, what)
+        if emptied_titles:
+            log.warning(
+                "%s: %d of %d titles were HTML markup only; they are missing now (item text uses the other "
+                "metadata fields, else training reviews; no title is shown)",
+                path.name,
+                emptied_titles,
+                n_titles,
+            )
+    return out
 
 
 def _str_list(raw: pl.Series) -> pl.Series:
