@@ -48,6 +48,11 @@ class ConfigError(AttnrecError, ValueError):
     """A bad configuration value or an unknown key."""
 
 
+class OutputError(AttnrecError, OSError):
+    """A result cannot be written where it was asked for (a file where a folder is expected, no permission, a full
+    disk) or its folder is in use by another run; names the path. Nothing half-written is left behind."""
+
+
 class UnknownIdError(AttnrecError, KeyError):
     """An external user or item id that the vocabulary does not know."""
 
