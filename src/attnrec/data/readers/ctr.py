@@ -13,7 +13,6 @@ field count, a non-numeric value in a numeric field, a label that is not 0/1 rai
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from attnrec.data.readers.files import open_input
 from attnrec.data.readers.tabular import OnBadLines, RowChecker, parse_float
 from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.data.table import Dataset
@@ -113,15 +113,8 @@ def avazu_schema(*, min_count: int = 1) -> FeatureSchema:
 
 
 def _open(path: Path) -> IO[bytes]:
-    if not path.is_file():
-        raise DataError("no such file", file=path, expected="an existing file")
-    fh: IO[bytes] = path.open("rb")
-    magic = fh.read(2)
-    fh.seek(0)
-    if magic == b"\x1f\x8b":
-        fh.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return fh
+    # the shared byte layer: gzip or plain, regular files only, the gzip-bomb limit (blocks bound the memory)
+    return open_input(path, streaming=True)
 
 
 def _first_line(path: Path) -> tuple[str, int]:

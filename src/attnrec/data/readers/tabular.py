@@ -1,7 +1,8 @@
 """Shared reading machinery and the generic readers: delimited text, Parquet and RecBole atomic files.
 
 Every text reader here works on a table of ``(line, text)`` rows built by Polars from the whole file (gzip or
-plain), so that each value keeps the 1-based line number it came from: a malformed row raises
+plain, read through :mod:`attnrec.data.readers.files` with its size limits), so that each value keeps the 1-based
+physical line number it came from (the header is line 1): a malformed row raises
 :class:`~attnrec.errors.DataError` naming file, line, field and value, or, with ``on_bad_lines="skip"``, is
 dropped and counted (:class:`RowChecker`). Splitting, casting and checking are Polars expressions over whole
 columns; there is no Python loop over rows.
@@ -9,7 +10,6 @@ columns; there is no Python loop over rows.
 
 from __future__ import annotations
 
-import gzip
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,63 +17,17 @@ from typing import Literal
 
 import polars as pl
 
+from attnrec.data.readers.files import decode_text as decode_text
+from attnrec.data.readers.files import open_input
+from attnrec.data.readers.files import read_bytes as read_bytes
+from attnrec.data.readers.files import text_lines as text_lines
 from attnrec.data.table import Dataset
-from attnrec.errors import DataError
+from attnrec.errors import ConfigError, DataError
 
 OnBadLines = Literal["error", "skip"]
 
 #: how many skipped line numbers a dataset's notes keep (the count is always exact)
 MAX_NOTED_LINES = 10
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def read_bytes(path: str | Path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic number (whatever its suffix)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError("no such file", file=p, expected="an existing file")
-    data = p.read_bytes()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"corrupt gzip file: {exc}", file=p, expected="a complete gzip stream") from exc
-    return data
-
-
-def decode_text(data: bytes, path: str | Path, *, encoding: str = "utf-8") -> str:
-    """Decode a whole file; a byte that is not valid ``encoding`` raises DataError with its line number."""
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"bytes that are not {encoding} at byte {exc.start}",
-            file=path,
-            line=line,
-            value=data[exc.start : exc.start + 8],
-            expected=f"{encoding} text",
-        ) from exc
-
-
-def text_lines(text: str, path: str | Path, *, skip_first: int = 0) -> pl.DataFrame:
-    """Split text into a ``(line: Int64, text: String)`` frame of its non-blank lines (``\\r\\n`` accepted).
-
-    ``line`` is the 1-based line number in the file; the first ``skip_first`` lines (headers) are left out.
-    Raises DataError when no data line remains (an empty file).
-    """
-    lines = (
-        pl.DataFrame({"text": [text]})
-        .select(pl.col("text").str.split("\n"))
-        .explode("text")
-        .with_row_index("line", offset=1)
-        .with_columns(pl.col("line").cast(pl.Int64), pl.col("text").str.strip_suffix("\r"))
-        .filter((pl.col("line") > skip_first) & (pl.col("text").str.strip_chars() != ""))
-    )
-    if lines.height == 0:
-        raise DataError("empty file: no data lines", file=path, expected="at least one data line")
-    return lines
 
 
 class RowChecker:
@@ -84,7 +38,7 @@ class RowChecker:
 
     def __init__(self, path: str | Path, on_bad_lines: OnBadLines = "error") -> None:
         if on_bad_lines not in ("error", "skip"):
-            raise ValueError(f"on_bad_lines must be 'error' or 'skip', not {on_bad_lines!r}")
+            raise ConfigError(f"on_bad_lines must be 'error' or 'skip', not {on_bad_lines!r}")
         self.path = str(path)
         self.on_bad_lines = on_bad_lines
         self.skipped = 0
@@ -109,7 +63,7 @@ class RowChecker:
             row = int(bad.arg_true()[0])
             value = values[row] if values is not None else None
             raise DataError(
-                message,
+                message.replace("{}", str(value)),
                 file=self.path,
                 line=int(df["line"][row]),
                 field=field,
@@ -222,14 +176,50 @@ def parse_int(
 
 
 def require_nonempty(df: pl.DataFrame, cols: list[str], checker: RowChecker) -> pl.DataFrame:
-    """Ids must be present and non-blank: a missing one is a bad row."""
+    """Ids (String columns) trimmed of surrounding whitespace; they must be present and non-blank: a missing one
+    is a bad row."""
     for col in cols:
         raw = df[col]
-        bad = raw.is_null() | (raw.str.strip_chars() == "")
+        df = df.with_columns(raw.str.strip_chars().alias(col))
+        bad = raw.is_null() | (df[col] == "")
         df = checker.reject(
             df, bad, message="missing or empty id", field=col, values=raw, expected="a non-empty id"
         )
     return df
+
+
+def normalise_ids(df: pl.DataFrame, cols: list[str], checker: RowChecker) -> pl.DataFrame:
+    """Id columns as trimmed, non-empty strings, the same whatever the file's column type.
+
+    The rule: text ids are kept as written, less surrounding whitespace (``" 1"`` is ``"1"``; ``"007"`` stays
+    ``"007"``); integer ids are written in decimal; float ids (Parquet, or pandas' output where a column had a
+    missing value) must be integral and are written as integers (``1.0`` is ``"1"``), a fractional one is a bad
+    row; a list, struct or binary id column is a DataError naming the column and the file.
+    """
+    for col in cols:
+        dtype = df.schema[col]
+        if dtype.is_nested() or dtype in (pl.Binary, pl.Object, pl.Null):
+            raise DataError(
+                f"an id column of type {dtype}",
+                file=checker.path,
+                field=col,
+                expected="one text or integer id per row",
+            )
+        if dtype.is_float() or dtype == pl.Decimal:
+            raw = df[col].cast(pl.Float64)
+            integral = raw.is_finite() & (raw == raw.floor()) & (raw.abs() < 2.0**63)
+            df = checker.reject(
+                df.with_columns(raw.alias(col)),
+                raw.is_not_null() & ~integral,
+                message="a fractional id",
+                field=col,
+                values=raw,
+                expected="an integer id (a float id must have no fractional part)",
+            )
+            df = df.with_columns(pl.col(col).cast(pl.Int64))
+        if df.schema[col] != pl.String:
+            df = df.with_columns(pl.col(col).cast(pl.String))
+    return require_nonempty(df, cols, checker)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -258,8 +248,9 @@ def read_table(
     the file) unless ``timestamp_format`` (a strftime pattern) is given, then strings are parsed to Unix
     seconds (UTC).
 
-    Line numbers in errors are exact for unquoted text; for CSV with quoted fields (read by Polars' CSV
-    reader) they count one line per record.
+    Ids are normalised by :func:`normalise_ids` (trimmed text; integral float ids as integers). Line numbers in
+    errors are 1-based physical lines (the header is line 1); for CSV with quoted fields spanning lines (read by
+    Polars' CSV reader) they count one line per record.
     """
     p = Path(path)
     label = name or _stem(p)
@@ -276,6 +267,17 @@ def read_table(
     return Dataset(label, frame.drop("line"), source=str(p), notes=checker.notes())
 
 
+def read_interactions(path: str | Path, rename: Mapping[str, str] | None = None) -> pl.DataFrame:
+    """One interactions file a user hands us (``train --train/--valid/--test``, ``evaluate --test/--exclude``):
+    CSV with a header (``.tsv``: tab-separated; gzip or plain) or Parquet, read by :func:`read_table` with its
+    checks and line numbers. ``rename`` maps the file's column names to canonical ones (``{"userId": "user_id"}``).
+    Returns the canonical frame (ids as strings)."""
+    p = Path(path)
+    columns = {dst: src for src, dst in (rename or {}).items()}
+    sep = "\t" if p.name.lower().removesuffix(".gz").endswith(".tsv") else ","
+    return read_table(p, columns or None, sep=sep).interactions
+
+
 def _stem(p: Path) -> str:
     name = p.name
     for suffix in (".gz", ".parquet", ".pq", ".csv", ".tsv", ".txt", ".dat", ".json", ".jsonl"):
@@ -288,10 +290,11 @@ def _is_parquet(p: Path) -> bool:
 
 
 def _read_parquet(p: Path) -> pl.DataFrame:
-    if not p.is_file():
-        raise DataError("no such file", file=p, expected="an existing file")
     try:
-        frame = pl.read_parquet(p)
+        with open_input(p) as fh:
+            frame = pl.read_parquet(fh)
+    except DataError:
+        raise
     except Exception as exc:  # polars raises several kinds for a broken file
         raise DataError(f"cannot read Parquet: {exc}", file=p, expected="a Parquet file") from exc
     if frame.height == 0:
@@ -307,6 +310,15 @@ def _read_delimited(
     if has_header:
         header_line = int(all_lines["line"][0])
         names = [h.strip().strip('"') for h in str(all_lines["text"][0]).split(sep)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise DataError(
+                "a column name appears twice in the header",
+                file=p,
+                line=header_line,
+                field=dup[0],
+                expected="distinct column names",
+            )
         body = all_lines.slice(1)
         if body.height == 0:
             raise DataError(
@@ -332,6 +344,8 @@ def _read_delimited(
         raise DataError(
             f"cannot parse as delimited text: {exc}", file=p, expected=f"fields separated by {sep!r}"
         ) from exc
+    if frame.height == body.height:  # one record per non-blank line: the exact line numbers are known
+        return frame.with_columns(body["line"]), checker
     frame = frame.with_row_index("line", offset=header_line + 1).with_columns(pl.col("line").cast(pl.Int64))
     return frame, checker
 
@@ -388,9 +402,7 @@ def _resolve_columns(
 def _cast_canonical(
     frame: pl.DataFrame, checker: RowChecker, *, timestamp_format: str | None
 ) -> pl.DataFrame:
-    for col in ("user_id", "item_id"):
-        frame = frame.with_columns(pl.col(col).cast(pl.String))
-    frame = require_nonempty(frame, ["user_id", "item_id"], checker)
+    frame = normalise_ids(frame, ["user_id", "item_id"], checker)
     if "rating" in frame.columns:
         if frame.schema["rating"] != pl.String:
             frame = frame.with_columns(pl.col("rating").cast(pl.String))

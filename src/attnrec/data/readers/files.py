@@ -1,0 +1,236 @@
+"""The byte layer under every reader of a user's file: open (gzip or plain), size limits, decoding, lines.
+
+Every path that reads a file a user hands us (``data info``/``data split``, ``train --data/--train/--valid/--test``,
+``evaluate --test/--exclude``, ``recommend --users-file``, ``--items``, CTR rows) reads it through here, so a bad
+file fails the same way everywhere: a :class:`~attnrec.errors.DataError` naming the file and, where it applies,
+the line and the value.
+
+**Line numbers** are 1-based physical line numbers of the file as a text editor shows them (after gunzipping):
+the header, when there is one, is line 1, and blank lines are counted although they are skipped.
+
+**Limits.** A file read whole into memory may hold at most ``$ATTNREC_MAX_INPUT_BYTES`` bytes
+(:data:`DEFAULT_MAX_BYTES` by default; for a gzip file this counts the inflated bytes), and a gzip file may inflate
+to at most ``$ATTNREC_MAX_GZIP_RATIO`` times its compressed size (:data:`DEFAULT_MAX_RATIO`; checked once more than
+:data:`RATIO_FLOOR` bytes came out, so small files never trip it). Both stop a decompression bomb after a bounded
+amount of work, and the error names the variable to raise. Streaming readers (the CTR block reader) keep only the
+ratio limit, since their memory is bounded by a block.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from attnrec.errors import ConfigError, DataError
+
+#: environment variable: the most bytes (inflated) a file read whole may hold
+MAX_BYTES_ENV = "ATTNREC_MAX_INPUT_BYTES"
+#: environment variable: the most a gzip file may inflate, as a multiple of its compressed size
+MAX_RATIO_ENV = "ATTNREC_MAX_GZIP_RATIO"
+DEFAULT_MAX_BYTES = 4 << 30
+# Text data compresses about 3-20x with gzip; a stream of zeros about 1000x.
+DEFAULT_MAX_RATIO = 100.0
+#: inflated bytes below which the ratio limit is not checked
+RATIO_FLOOR = 64 << 20
+
+GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """``max_bytes``: most bytes (inflated) of a file read whole, None for a streaming read; ``max_ratio``: most a
+    gzip file may inflate relative to its compressed size."""
+
+    max_bytes: int | None
+    max_ratio: float
+
+    @classmethod
+    def from_env(cls, *, streaming: bool = False) -> ReadLimits:
+        """The limits set by ``$ATTNREC_MAX_INPUT_BYTES`` / ``$ATTNREC_MAX_GZIP_RATIO`` (defaults when unset)."""
+        max_bytes = None if streaming else int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
+        return cls(max_bytes, _env_number(MAX_RATIO_ENV, DEFAULT_MAX_RATIO))
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # also rejects NaN
+        raise ConfigError(f"${name}={raw!r}: expected a positive number")
+    return value
+
+
+def regular_file(path: str | Path) -> Path:
+    """``path`` after checking it names an existing regular file (a FIFO, device or folder is refused: reading one
+    could block forever or never end)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("no such file", file=p, expected="an existing file")
+    if not p.is_file():
+        raise DataError(
+            "not a regular file", file=p, expected="a regular file (not a folder, FIFO or device)"
+        )
+    return p
+
+
+class _GuardedGzip(io.RawIOBase):
+    """A gzip stream that raises DataError when it inflates past a limit or is corrupt, instead of OSError or
+    MemoryError later."""
+
+    def __init__(self, path: Path, limits: ReadLimits) -> None:
+        self.path = path
+        self.limits = limits
+        self._raw = path.open("rb")
+        self._gz = gzip.GzipFile(fileobj=self._raw, mode="rb")
+        self.inflated = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _read(self, n: int) -> bytes:
+        try:
+            data = self._gz.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(
+                f"corrupt gzip file: {exc}", file=self.path, expected="a complete gzip stream"
+            ) from None
+        self.inflated += len(data)
+        self._check()
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        # RawIOBase.readall would read in 8 KiB pieces
+        return b"".join(iter(lambda: self._read(_CHUNK), b""))
+
+    def _check(self) -> None:
+        lim = self.limits
+        if lim.max_bytes is not None and self.inflated > lim.max_bytes:
+            raise DataError(
+                f"gzip file inflates to more than {lim.max_bytes} bytes",
+                file=self.path,
+                expected=f"at most ${MAX_BYTES_ENV}={lim.max_bytes} bytes; set {MAX_BYTES_ENV} higher to read it",
+            )
+        if self.inflated > RATIO_FLOOR and self.inflated > lim.max_ratio * max(self._raw.tell(), 1):
+            raise DataError(
+                f"gzip file inflates more than {lim.max_ratio:g} times its compressed size (a decompression bomb?)",
+                file=self.path,
+                expected=f"at most ${MAX_RATIO_ENV}={lim.max_ratio:g}; set {MAX_RATIO_ENV} higher to read it",
+            )
+
+    def close(self) -> None:
+        try:
+            self._gz.close()
+        finally:
+            self._raw.close()
+            super().close()
+
+
+def open_input(path: str | Path, limits: ReadLimits | None = None, *, streaming: bool = False) -> IO[bytes]:
+    """A binary stream of the file's bytes, gunzipped when it starts with the gzip magic number (whatever its
+    suffix), under ``limits`` (default: from the environment; ``streaming`` drops the total-size limit)."""
+    p = regular_file(path)
+    lim = limits or ReadLimits.from_env(streaming=streaming)
+    with p.open("rb") as fh:
+        magic = fh.read(2)
+    if magic == GZIP_MAGIC:
+        return io.BufferedReader(_GuardedGzip(p, lim), buffer_size=_CHUNK)
+    if lim.max_bytes is not None and p.stat().st_size > lim.max_bytes:
+        raise DataError(
+            f"file is larger than {lim.max_bytes} bytes ({p.stat().st_size})",
+            file=p,
+            expected=f"at most ${MAX_BYTES_ENV}={lim.max_bytes} bytes; set {MAX_BYTES_ENV} higher to read it",
+        )
+    return p.open("rb")
+
+
+def read_bytes(path: str | Path, limits: ReadLimits | None = None) -> bytes:
+    """The whole file's bytes (gunzipped when gzip), within the size limits."""
+    with open_input(path, limits) as fh:
+        return fh.read()
+
+
+def decode_text(data: bytes, path: str | Path, *, encoding: str = "utf-8") -> str:
+    """Decode a whole file (a UTF-8 byte-order mark is dropped). A byte that is not valid ``encoding``, or a NUL
+    byte (binary data, or UTF-16 text), raises DataError with its line number."""
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataError(
+            f"a NUL byte at byte {nul} (binary data, or UTF-16 text?)",
+            file=path,
+            line=data.count(b"\n", 0, nul) + 1,
+            value=data[max(0, nul - 8) : nul + 8],
+            expected=f"{encoding} text",
+        )
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"bytes that are not {encoding} at byte {exc.start}",
+            file=path,
+            line=data.count(b"\n", 0, exc.start) + 1,
+            value=data[exc.start : exc.start + 8],
+            expected=f"{encoding} text",
+        ) from None
+
+
+def read_text(path: str | Path, *, encoding: str = "utf-8", limits: ReadLimits | None = None) -> str:
+    """The whole file as text: :func:`read_bytes` then :func:`decode_text`."""
+    return decode_text(read_bytes(path, limits), path, encoding=encoding)
+
+
+def text_lines(text: str, path: str | Path, *, skip_first: int = 0) -> pl.DataFrame:
+    """Split text into a ``(line: Int64, text: String)`` frame of its non-blank lines (``\\r\\n`` accepted).
+
+    ``line`` is the 1-based physical line number in the file; the first ``skip_first`` lines (headers) are left
+    out. Raises DataError when no data line remains (an empty file).
+    """
+    lines = (
+        pl.DataFrame({"text": [text]})
+        .select(pl.col("text").str.split("\n"))
+        .explode("text")
+        .with_row_index("line", offset=1)
+        .with_columns(pl.col("line").cast(pl.Int64), pl.col("text").str.strip_suffix("\r"))
+        .filter((pl.col("line") > skip_first) & (pl.col("text").str.strip_chars() != ""))
+    )
+    if lines.height == 0:
+        raise DataError("empty file: no data lines", file=path, expected="at least one data line")
+    return lines
+
+
+def read_id_list(path: str | Path, *, what: str = "user id") -> list[str]:
+    """Ids from a file with one id per line (gzip or plain UTF-8; blank lines skipped, spaces around an id trimmed).
+
+    A line holding a separator (comma, tab) is an error naming its line: the file is a table, not a list."""
+    lines = text_lines(read_text(path), path)
+    ids = lines["text"].str.strip_chars()
+    bad = ids.str.contains(r"[,\t]")
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise DataError(
+            f"more than one field on a line of a {what} list",
+            file=path,
+            line=int(lines["line"][row]),
+            value=ids[row],
+            expected=f"one {what} per line",
+        )
+    return ids.to_list()
