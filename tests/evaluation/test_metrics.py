@@ -21,6 +21,7 @@ from sklearn.metrics import (
 from attnrec.errors import ConfigError, DataError
 from attnrec.evaluation.metrics import (
     auc,
+    graded_ndcg_at_k,
     hit_at_k,
     logloss,
     mae,
@@ -256,3 +257,51 @@ def test_ranking_metric_properties(rows: list[list[bool]], extra: int) -> None:
     perfect[0, :n] = True
     for fn in (ndcg_at_k, map_at_k, recall_at_k):
         assert fn(perfect, [n], 6)[0] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------ graded ndcg of rows
+
+
+def test_graded_ndcg_by_hand_with_a_tie() -> None:
+    # user 7: (true, pred) = (5, .9), (3, .8), (4, .1); gains 2^r - 1 = 31, 7, 15
+    #   DCG = 31 + 7/log2(3) + 15/2; IDCG (5, 4, 3) = 31 + 15/log2(3) + 7/2
+    # user 3: (2, .5), (4, .5) tied at ranks 1-2: each gets (1 + 1/log2(3)) / 2; gains 3 + 15 = 18
+    #   IDCG = 15 + 3/log2(3)
+    # user 9: one row -> 1
+    users = [7, 3, 7, 9, 3, 7]
+    true = [5, 2, 3, 1, 4, 4]
+    pred = [0.9, 0.5, 0.8, 0.3, 0.5, 0.1]
+    ids, nd = graded_ndcg_at_k(users, true, pred, 10)
+    np.testing.assert_array_equal(ids, [3, 7, 9])
+    u3 = 18 * (1 + 1 / L3) / 2 / (15 + 3 / L3)
+    u7 = (31 + 7 / L3 + 7.5) / (31 + 15 / L3 + 3.5)
+    np.testing.assert_allclose(nd, [u3, u7, 1.0], rtol=1e-12)
+    # = 18 * 0.8154649 / 16.8927893 and 42.9165105 / 43.9639500
+    np.testing.assert_allclose(nd, [0.8689132, 0.9761751, 1.0], rtol=1e-6)
+    # k=1: user 7's top row is its best (1.0); user 3's tie spreads ranks 1-2 with discounts 1 and 0: 18 * 0.5 / 15
+    _, nd1 = graded_ndcg_at_k(users, true, pred, 1)
+    np.testing.assert_allclose(nd1, [0.6, 1.0, 1.0], rtol=1e-12)
+
+
+def test_graded_ndcg_matches_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(5)
+    n_users, n_rows = 30, 12
+    true = rng.integers(1, 6, (n_users, n_rows)).astype(np.float64)
+    pred = rng.integers(1, 5, (n_users, n_rows)).astype(np.float64)  # many ties
+    users = np.repeat(np.arange(n_users), n_rows)
+    perm = rng.permutation(users.size)  # rows of a user need not be contiguous
+    for k in (1, 3, 10):
+        _, ours = graded_ndcg_at_k(users[perm], true.ravel()[perm], pred.ravel()[perm], k)
+        ref = [ndcg_score(np.exp2(true[u : u + 1]) - 1, pred[u : u + 1], k=k) for u in range(n_users)]
+        np.testing.assert_allclose(ours, ref, rtol=1e-12)
+
+
+def test_graded_ndcg_rejects_bad_input() -> None:
+    with pytest.raises(DataError, match="groups"):
+        graded_ndcg_at_k([1, 2], [3.0, 4.0, 5.0], [1.0, 2.0, 3.0], 10)
+    with pytest.raises(DataError, match="negative relevance"):
+        graded_ndcg_at_k([1, 1], [3.0, -1.0], [1.0, 2.0], 10)
+    with pytest.raises(DataError, match="positive relevance"):
+        graded_ndcg_at_k([1, 1, 2], [0.0, 0.0, 3.0], [1.0, 2.0, 3.0], 10)
+    with pytest.raises(ConfigError):
+        graded_ndcg_at_k([1], [3.0], [1.0], 0)

@@ -27,6 +27,11 @@ Ranking metrics
 
     Users with no relevant item have no defined recall, ndcg or map; passing one raises :class:`DataError`
     (evaluators skip such users and report how many users were evaluated).
+
+Graded ranking of rated rows
+    :func:`graded_ndcg_at_k` ranks each user's held-out rows by predicted rating and uses the true rating as
+    graded relevance, ``ndcg@k = DCG / IDCG`` with ``DCG = sum_{r<=k} (2^rel_r - 1) / log2(r + 1)`` (the form
+    of SAFMR's eq. 16); rows tied on the prediction share the mean discount of the positions they occupy.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from attnrec.errors import ConfigError, DataError
 __all__ = [
     "RANKING_METRICS",
     "auc",
+    "graded_ndcg_at_k",
     "hit_at_k",
     "logloss",
     "mae",
@@ -275,6 +281,58 @@ def map_at_k(hits: Any, n_relevant: Any, k: int) -> np.ndarray:
     h, n = _check_hits(hits, n_relevant, k)
     prec_at_r = np.cumsum(h, axis=1) / np.arange(1, k + 1, dtype=np.float64)
     return (prec_at_r * h).sum(axis=1) / np.minimum(n, k)
+
+
+def graded_ndcg_at_k(groups: Any, y_true: Any, y_pred: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group ndcg@k of rated rows ranked by prediction, with the true rating as graded relevance.
+
+    ``groups`` (user ids), ``y_true`` (relevance, e.g. ratings, >= 0) and ``y_pred`` (scores) are 1-D arrays of
+    equal length, one entry per rated row. Within each group the rows are ranked by ``y_pred`` (descending);
+    DCG = sum_{r<=k} (2^rel_r - 1) / log2(r + 1), IDCG the same over the rows sorted by ``y_true``. Rows tied
+    on ``y_pred`` each get the mean discount of the positions the tie occupies (discount 0 past ``k``), so the
+    value is the expectation over a random order of the tie, not an artefact of input order; this equals
+    scikit-learn's ``ndcg_score`` (``ignore_ties=False``) on gains ``2^rel - 1``. A group with one row scores 1.
+
+    Returns ``(group_ids, ndcg)``: the sorted distinct groups, shape ``(n_groups,)``, and their ndcg@k as
+    float64. A group whose rows all have relevance 0 has no defined ndcg: :class:`DataError`.
+    """
+    rel, pred = _pair(y_true, y_pred, ("y_true", "y_pred"))
+    g = _to_numpy(groups, "groups")
+    if g.shape != rel.shape:
+        raise DataError(
+            "wrong shape", field="groups", value=g.shape, expected=f"shape {rel.shape} like y_true"
+        )
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    if (rel < 0).any():
+        pos = int(np.flatnonzero(rel < 0)[0])
+        raise DataError(
+            f"negative relevance at position {pos}", field="y_true", value=float(rel[pos]), expected=">= 0"
+        )
+    gain = np.exp2(rel) - 1.0
+    uniq, gid = np.unique(g, return_inverse=True)
+    n = len(gid)
+    by_pred = np.lexsort((-pred, gid))  # group-major, best prediction first
+    by_true = np.lexsort((-rel, gid))
+    gs = gid[by_pred]  # the same group-major order for both sorts, so one position array serves both
+    starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+    rank0 = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))  # 0-based rank within the group
+    disc = np.where(rank0 < k, 1.0 / np.log2(rank0 + 2.0), 0.0)
+    ps = pred[by_pred]
+    ties = np.flatnonzero(np.r_[True, (gs[1:] != gs[:-1]) | (ps[1:] != ps[:-1])])
+    sizes = np.diff(np.r_[ties, n])
+    tied_disc = np.repeat(np.add.reduceat(disc, ties) / sizes, sizes)
+    dcg = np.bincount(gs, weights=gain[by_pred] * tied_disc, minlength=len(uniq))
+    idcg = np.bincount(gid[by_true], weights=gain[by_true] * disc, minlength=len(uniq))
+    if (idcg <= 0).any():
+        bad = uniq[int(np.flatnonzero(idcg <= 0)[0])]
+        raise DataError(
+            "a group has no row with positive relevance",
+            field="groups",
+            value=bad,
+            expected="some y_true > 0",
+        )
+    return uniq, dcg / idcg
 
 
 #: metric name -> per-user function, as used in keys like ``"ndcg@10"``.
