@@ -267,7 +267,7 @@ def test_load_presplit_errors_name_the_file(tmp_path: Path) -> None:
     assert (
         exc2.value.file == str(tmp_path / "test.csv")
         and exc2.value.field == "rating"
-        and exc2.value.line == 1
+        and exc2.value.line == 2  # the file's physical line: the header is line 1
     )
     (tmp_path / "test.csv").write_text("user_id,item_id,rating\nb,z,1\n")
     with pytest.raises(DataError, match="test part is empty after removing 1") as exc3:

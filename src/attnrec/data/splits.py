@@ -375,25 +375,10 @@ def read_interactions_file(path: str | Path, columns: Mapping[str, str] | None =
 
     ``columns`` renames the file's columns to canonical names (``{"userId": "user_id", ...}``); a name the file
     lacks is an error naming the file and its columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=path, expected="a CSV or Parquet file")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df = pl.read_parquet(path)
-    else:
-        # everything as text first so ids keep leading zeros; canonicalize casts rating/timestamp
-        df = pl.read_csv(path, infer_schema=False)
-    if columns:
-        missing = [c for c in columns if c not in df.columns]
-        if missing:
-            raise DataError(
-                f"no column {missing[0]!r} to rename to {columns[missing[0]]!r}",
-                file=path,
-                field=missing[0],
-                expected=f"one of the file's columns {df.columns}",
-            )
-        df = df.rename(dict(columns))
-    return canonicalize(df, source=str(path))
+    from attnrec.data.readers.tabular import read_interactions
+
+    # the readers' machinery (limits, decoding, line numbers, id normalisation), as for `data info`
+    return canonicalize(read_interactions(path, columns), source=str(path))
 
 
 def load_presplit(

@@ -238,6 +238,7 @@ def read_table(
     timestamp_format: str | None = None,
     encoding: str = "utf-8",
     name: str | None = None,
+    allow_empty: bool = False,
 ) -> Dataset:
     """Read a CSV/TSV (gzip or plain) or Parquet file of interactions into a :class:`Dataset`.
 
@@ -246,7 +247,7 @@ def read_table(
     the file must already use canonical names (with a header) or hold user, item[, rating[, timestamp]] in
     that order. Other columns are kept under their own names. ``timestamp`` must be an integer (seconds, as in
     the file) unless ``timestamp_format`` (a strftime pattern) is given, then strings are parsed to Unix
-    seconds (UTC).
+    seconds (UTC). A file with a header and no rows is an error unless ``allow_empty`` (an empty part of a split).
 
     Ids are normalised by :func:`normalise_ids` (trimmed text; integral float ids as integers). Line numbers in
     errors are 1-based physical lines (the header is line 1); for CSV with quoted fields spanning lines (read by
@@ -255,12 +256,14 @@ def read_table(
     p = Path(path)
     label = name or _stem(p)
     if _is_parquet(p):
-        frame = _read_parquet(p)
+        frame = _read_parquet(p, allow_empty=allow_empty)
         frame = frame.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
         checker = RowChecker(p, on_bad_lines)
     else:
         text = decode_text(read_bytes(p), p, encoding=encoding)
-        frame, checker = _read_delimited(text, p, sep=sep, has_header=has_header, on_bad_lines=on_bad_lines)
+        frame, checker = _read_delimited(
+            text, p, sep=sep, has_header=has_header, on_bad_lines=on_bad_lines, allow_empty=allow_empty
+        )
     mapping = _resolve_columns(frame, columns, p, has_header=has_header or _is_parquet(p))
     frame = frame.rename({src: dst for dst, src in mapping.items() if src != dst and src in frame.columns})
     frame = _cast_canonical(frame, checker, timestamp_format=timestamp_format)
@@ -271,11 +274,11 @@ def read_interactions(path: str | Path, rename: Mapping[str, str] | None = None)
     """One interactions file a user hands us (``train --train/--valid/--test``, ``evaluate --test/--exclude``):
     CSV with a header (``.tsv``: tab-separated; gzip or plain) or Parquet, read by :func:`read_table` with its
     checks and line numbers. ``rename`` maps the file's column names to canonical ones (``{"userId": "user_id"}``).
-    Returns the canonical frame (ids as strings)."""
+    Returns the canonical frame (ids as strings); a header without rows is an empty frame (an empty split part)."""
     p = Path(path)
     columns = {dst: src for src, dst in (rename or {}).items()}
     sep = "\t" if p.name.lower().removesuffix(".gz").endswith(".tsv") else ","
-    return read_table(p, columns or None, sep=sep).interactions
+    return read_table(p, columns or None, sep=sep, allow_empty=True).interactions
 
 
 def _stem(p: Path) -> str:
@@ -289,7 +292,7 @@ def _is_parquet(p: Path) -> bool:
     return p.suffix.lower() in (".parquet", ".pq")
 
 
-def _read_parquet(p: Path) -> pl.DataFrame:
+def _read_parquet(p: Path, *, allow_empty: bool = False) -> pl.DataFrame:
     try:
         with open_input(p) as fh:
             frame = pl.read_parquet(fh)
@@ -297,13 +300,13 @@ def _read_parquet(p: Path) -> pl.DataFrame:
         raise
     except Exception as exc:  # polars raises several kinds for a broken file
         raise DataError(f"cannot read Parquet: {exc}", file=p, expected="a Parquet file") from exc
-    if frame.height == 0:
+    if frame.height == 0 and not allow_empty:
         raise DataError("empty file: no rows", file=p, expected="at least one row")
     return frame
 
 
 def _read_delimited(
-    text: str, p: Path, *, sep: str, has_header: bool, on_bad_lines: OnBadLines
+    text: str, p: Path, *, sep: str, has_header: bool, on_bad_lines: OnBadLines, allow_empty: bool = False
 ) -> tuple[pl.DataFrame, RowChecker]:
     checker = RowChecker(p, on_bad_lines)
     all_lines = text_lines(text, p)
@@ -320,7 +323,7 @@ def _read_delimited(
                 expected="distinct column names",
             )
         body = all_lines.slice(1)
-        if body.height == 0:
+        if body.height == 0 and not allow_empty:
             raise DataError(
                 "empty file: a header and no data lines", file=p, expected="at least one data line"
             )
@@ -329,7 +332,7 @@ def _read_delimited(
         body = all_lines
         first = str(all_lines["text"][0])
         names = [str(i) for i in range(len(first.split(sep)))]
-    if '"' not in text:
+    if '"' not in text or body.height == 0:
         return split_fields(body, sep, names, checker), checker
     # quoted CSV: Polars' CSV reader handles the quoting; one record per line is assumed for line numbers
     try:
