@@ -1,8 +1,9 @@
 """Where attnrec keeps files on disk, and small helpers to name and check them.
 
-A leaf module (standard library only): the dataset registry (downloads), the embedding cache and the ONNX
-exports of :mod:`attnrec.text` all put their files under :func:`cache_home`, and none of them has to import
-another to find it.
+A leaf module (standard library and :mod:`attnrec.errors` only): the dataset registry (downloads), the embedding
+cache and the ONNX exports of :mod:`attnrec.text` all put their files under :func:`cache_home`, and none of them
+has to import another to find it. Results are written through :func:`atomic_write` / :func:`atomic_dir` (all or nothing), into
+folders checked by :func:`prepare_output_dir` before any work and locked by :class:`DirLock` for the run.
 """
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from attnrec.errors import OutputError
 
 #: environment variable that moves the cache folder
 HOME_ENV = "ATTNREC_HOME"
@@ -42,3 +48,177 @@ def path_slug(name: str) -> str:
     """
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name.split("@")[0].rstrip("/").split("/")[-1])[:48]
     return f"{readable or 'model'}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+# ------------------------------------------------------------------------------------------------ safe outputs
+def temp_name(path: Path) -> Path:
+    """The temporary sibling a write of ``path`` goes through: hidden, per process, ending in ``.tmp`` (so a left-over
+    one is recognisable), on the same filesystem so that :func:`os.replace` onto ``path`` is atomic."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``exc``'s reason in words (``No space left on device``), without Python's ``[Errno 28]`` prefix."""
+    return exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc)) or type(exc).__name__
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], *, what: str = "file") -> Path:
+    """Write ``path`` all at once: ``write(tmp)`` fills a temporary sibling, which then replaces ``path``.
+
+    A failure (a full disk, an interrupt) leaves ``path`` as it was and no temporary file; an :class:`OSError`
+    becomes :class:`~attnrec.errors.OutputError` naming ``path`` and ``what`` it is. (Atomic against the process
+    failing, not against power loss: no fsync.)"""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(f"{path}: cannot write the {what}: {describe_os_error(exc)}") from exc
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, what: str = "file") -> Path:
+    """:func:`atomic_write` of UTF-8 text."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what=what)
+
+
+@contextmanager
+def atomic_dir(path: str | Path, *, what: str = "folder") -> Iterator[Path]:
+    """Build a folder all at once: the ``with`` body fills the yielded temporary sibling, which is then renamed to
+    ``path`` (an existing ``path`` is replaced). On any failure the temporary folder is removed and ``path`` is left
+    as it was; an :class:`OSError` becomes :class:`~attnrec.errors.OutputError` naming ``path``."""
+    path = Path(path)
+    tmp = temp_name(path)
+    old = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        yield tmp
+        if path.exists():
+            os.replace(
+                path, old
+            )  # a folder cannot be renamed onto a non-empty one: move the old one aside first
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(f"{path}: cannot write the {what}: {describe_os_error(exc)}") from exc
+        raise
+
+
+def prepare_output_dir(path: str | Path, *, flag: str = "--out") -> list[Path]:
+    """Check that ``path`` can be a results folder before any work is done, and create it (with missing parents).
+
+    Refused with :class:`~attnrec.errors.OutputError` naming ``flag`` and the path: ``path`` or one of its parents is
+    a file, or the folder (or the nearest existing parent) is not writable. Returns the folders it created, deepest
+    last, so that a failed run can remove them again (:func:`remove_empty_dirs`)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path}: is a file, not a folder (give a folder for the results)")
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputError(f"{flag} {path}: {probe} is a file, so the folder cannot be created there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "the folder is" if probe == path else f"cannot create it: {probe} is"
+        raise OutputError(f"{flag} {path}: {what} not writable")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: cannot create the folder: {describe_os_error(exc)}") from None
+    return missing[::-1]
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove those of ``dirs`` (as :func:`prepare_output_dir` returned them) that are still empty, deepest first."""
+    for d in reversed(dirs):
+        try:
+            d.rmdir()
+        except OSError:
+            return  # not empty (the run wrote there) or already gone: its parents stay too
+
+
+#: the lock file of a run folder
+LOCK_NAME = ".attnrec.lock"
+
+
+class DirLock:
+    """An exclusive lock on a folder for one run: ``fcntl.flock`` on ``LOCK_NAME`` inside it, holding the owner's pid.
+
+    A second run on the same folder fails at once with :class:`~attnrec.errors.OutputError` naming the folder and
+    the holder's pid. The kernel drops the lock when its process dies (even by ``kill -9``), so a lock file left by
+    a dead run is never stale: the next run takes it. POSIX only (where ``fcntl`` is missing, no lock is taken);
+    not reliable on network filesystems without ``flock`` support."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def holder(self) -> str:
+        """The pid recorded in the lock file ('unknown' when it cannot be read)."""
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def acquire(self) -> DirLock:
+        """Take the lock or raise :class:`~attnrec.errors.OutputError`; returns self."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(
+                    f"{self.path}: cannot create the run's lock file: {describe_os_error(exc)}"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(
+                    f"{self.folder} is in use by another attnrec run (pid {self.holder()}, lock file {self.path}): "
+                    "wait for it to finish, or give another --out"
+                ) from None
+            try:  # the previous holder unlinks the file on release: a lock on an unlinked file protects nothing
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock and its file (unlinked while still held, so no other run can lock a file about to vanish)."""
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> DirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -35,9 +34,32 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attnrec.errors import ConfigError
+from attnrec.paths import atomic_write, atomic_write_text
 from attnrec.training.types import EpochSolver, FitReport, RunIdentity, TrainableModule, config_digest
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+#: the TrainerConfig fields that only gradient training reads (the optimiser, its schedule, the batches, AMP): a solver
+#: that is not SGD (ALS sweeps, counting) never reads them, so a run that sets one is refused
+SGD_FIELDS: frozenset[str] = frozenset(
+    {
+        "batch_size",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "momentum",
+        "lr_schedule",
+        "step_size",
+        "gamma",
+        "restart_period",
+        "grad_clip",
+        "amp",
+    }
+)
+#: the fields of early stopping on a validation metric (unused by a solver that validates nothing)
+VALIDATION_FIELDS: frozenset[str] = frozenset(
+    {"valid_metric", "valid_mode", "valid_every", "patience", "restore_best"}
+)
 
 
 class TrainerConfig(BaseModel):
@@ -73,18 +95,38 @@ class TrainerConfig(BaseModel):
     progress: bool = True
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``."""
+    """``auto`` picks cuda, then mps, then cpu; anything else is passed to ``torch.device``, and must exist here:
+    ``cuda`` on a build or machine without CUDA (or ``cuda:3`` on a one-GPU machine) is a :class:`ConfigError`
+    at once, not a failure after the data is loaded."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"trainer field 'device': {exc}") from None
+    fix = "use --device cpu, or auto (cuda, then mps, then cpu)"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            )
+            raise ConfigError(f"trainer field 'device' = {name!r}: {why}; {fix}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer field 'device' = {name!r}: there are {torch.cuda.device_count()} CUDA device(s); {fix}"
+            )
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"trainer field 'device' = {name!r}: MPS is not available here; {fix}")
+    return device
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -300,7 +342,7 @@ class Trainer:
                     state["stopped"] = c.patience is not None and state["bad"] >= c.patience
             state["epoch"] = epoch
             state["history"].append(row)
-            self._log(row)
+            self._log(state["history"])
             if ckpt is not None:
                 self._checkpoint(ckpt, module, solver, state, best_weights, ident)
             bar.update(1)
@@ -322,11 +364,13 @@ class Trainer:
             history=state["history"],
         )
 
-    def _log(self, row: dict[str, float]) -> None:
-        if self.config.log_path is not None:
-            self.config.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.config.log_path, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+    def _log(self, history: list[dict[str, float]]) -> None:
+        """Rewrite the log whole from the history (atomically): a kill mid-write leaves the previous log, and a
+        resumed fit's log holds exactly the checkpoint's epochs and the new ones, never an epoch twice."""
+        path = self.config.log_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in history), what="training log")
 
     @staticmethod
     def _check_identity(path: Path, saved: dict[str, Any], ident: dict[str, Any]) -> None:
@@ -365,9 +409,8 @@ class Trainer:
         }
         if best_weights is not None:
             payload["best_weights"] = best_weights
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+        # atomic: a kill or a full disk mid-write leaves the previous checkpoint intact and no temporary file
+        atomic_write(path, lambda tmp: torch.save(payload, tmp), what="checkpoint")
 
 
 def _describe(part: str, old: Any, new: Any) -> str:
