@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -34,7 +34,8 @@ app.add_typer(data_app, name="data")
 console = Console()
 
 OnBadLines = Annotated[
-    str, typer.Option(help="'error' stops at the first malformed line; 'skip' skips and counts them.")
+    Literal["error", "skip"],
+    typer.Option(help="'error' stops at the first malformed line; 'skip' skips and counts them."),
 ]
 
 
@@ -102,6 +103,7 @@ def data_split(
 ) -> None:
     """Split a dataset and export it with the original ids, so other libraries run on exactly the same split."""
     from attnrec.data import filters
+    from attnrec.data.readers.tabular import skipped_summary
     from attnrec.data.registry import load_dataset
     from attnrec.data.splits import export_split, split
 
@@ -121,7 +123,15 @@ def data_split(
     if method.startswith("random"):
         kw["seed"] = seed
     result = split(df, method, **kw)
+    skipped = skipped_summary(ds.notes)
+    if skipped is not None:
+        result.report["skipped_bad_lines"] = skipped
     export_split(result, out)
+    if skipped is not None:
+        console.print(
+            f"skipped {skipped['count']} malformed row(s) of {skipped['file']} "
+            f"(first lines: {', '.join(str(n) for n in skipped['first_lines'])}); recorded in split.json"
+        )
     sizes = result.report.get("sizes", {})
     console.print(f"[green]split written to {out}[/]: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
     if result.report.get("dropped"):
@@ -486,11 +496,9 @@ def recommend_cmd(
     else:
         ids = [u.strip() for u in (users or "").split(",") if u.strip()]
         if users_file is not None:
-            try:
-                lines = users_file.read_text().splitlines()
-            except OSError as exc:
-                raise ConfigError(f"--users-file {users_file}: cannot read it ({exc.strerror})") from None
-            ids += [line.strip() for line in lines if line.strip()]
+            from attnrec.data.readers.files import read_id_list
+
+            ids += read_id_list(users_file, what="user id")
         if not ids:
             raise ConfigError(
                 "no users given: use --users ID[,ID...], --users-file FILE or --history ITEM[,ITEM...]"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -77,11 +77,11 @@ class RowChecker:
         return df.filter(~bad)
 
     def notes(self) -> dict[str, object]:
-        """``skipped_rows`` (count) and ``skipped_lines`` (the first few line numbers) when rows were
-        skipped."""
+        """``skipped_rows`` (count), ``skipped_lines`` (the first few line numbers) and ``skipped_file`` (the file
+        they are lines of) when rows were skipped."""
         if not self.skipped:
             return {}
-        return {"skipped_rows": self.skipped, "skipped_lines": list(self.lines)}
+        return {"skipped_rows": self.skipped, "skipped_lines": list(self.lines), "skipped_file": self.path}
 
 
 def merge_notes(*checkers: RowChecker) -> dict[str, object]:
@@ -93,8 +93,26 @@ def merge_notes(*checkers: RowChecker) -> dict[str, object]:
     notes: dict[str, object] = {"skipped_rows": total}
     first = next(c for c in checkers if c.skipped)
     notes["skipped_lines"] = list(first.lines)
+    notes["skipped_file"] = first.path
     notes["skipped_by_file"] = {Path(c.path).name: c.skipped for c in checkers if c.skipped}
     return notes
+
+
+def skipped_summary(notes: Mapping[str, object]) -> dict[str, Any] | None:
+    """What a reader skipped with ``on_bad_lines="skip"``, from a dataset's notes, for reports such as
+    ``split.json``: ``{"count", "file", "first_lines", "by_file"?}`` (``first_lines`` are lines of ``file``);
+    None when nothing was skipped."""
+    count = notes.get("skipped_rows")
+    if not count:
+        return None
+    out: dict[str, Any] = {
+        "count": count,
+        "file": notes.get("skipped_file"),
+        "first_lines": notes.get("skipped_lines", []),
+    }
+    if "skipped_by_file" in notes:
+        out["by_file"] = notes["skipped_by_file"]
+    return out
 
 
 def split_fields(
