@@ -7,12 +7,15 @@ fails in seconds with the file and field named.
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from attnrec.data.readers.files import open_input, read_text
+from attnrec.data.readers.tabular import RowChecker, normalise_ids
 from attnrec.data.splits import SplitResult, load_presplit, split
 from attnrec.data.table import CANONICAL, Dataset
 from attnrec.errors import ConfigError, DataError
@@ -92,21 +95,7 @@ def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFram
     """An item metadata table (CSV with a header, or Parquet): ``item_id`` and text fields such as ``title``,
     ``description``, ``genres`` (``a|b``), ``categories``; every value read as text. ``columns`` renames the
     file's columns where it has them (the same mapping as the interactions, e.g. ``movieId=item_id``)."""
-    if not path.is_file():
-        raise DataError(
-            "no such file", file=path, field="--items", expected="an item metadata CSV or Parquet file"
-        )
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_csv(
-                path, infer_schema=False, separator="\t" if path.suffix.lower() == ".tsv" else ","
-            )
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(
-            f"cannot read: {exc}", file=path, expected="an item metadata CSV or Parquet file"
-        ) from None
+    frame = _read_item_table(path)
     rename = {src: dst for src, dst in (columns or {}).items() if src in frame.columns}
     frame = frame.rename(rename)
     if "item_id" not in frame.columns:
@@ -118,7 +107,23 @@ def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFram
         )
     if frame.height == 0:
         raise DataError("no rows", file=path, expected="one row per item")
-    return frame.with_columns(pl.col("item_id").cast(pl.String))
+    checker = RowChecker(path)
+    frame = frame.with_row_index("line", offset=2).with_columns(pl.col("line").cast(pl.Int64))
+    return normalise_ids(frame, ["item_id"], checker).drop("line")
+
+
+def _read_item_table(path: Path) -> pl.DataFrame:
+    """The raw table, read through the readers' byte layer (size limits, gzip, decoding errors with their line)."""
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            with open_input(path) as fh:
+                return pl.read_parquet(fh)
+        sep = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
+        return pl.read_csv(io.StringIO(read_text(path)), infer_schema=False, separator=sep)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(
+            f"cannot read: {exc}", file=path, expected="an item metadata CSV or Parquet file"
+        ) from None
 
 
 def check_item_text(
