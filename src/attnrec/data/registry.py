@@ -239,7 +239,61 @@ def _read_marker(d: Path) -> dict[str, Any] | None:
 
 
 def _write_marker(d: Path, info: dict[str, Any]) -> None:
+    """Write the cache marker, with the size, mtime and SHA-256 of every file under ``d`` (see
+    :func:`_verify_cache`)."""
+    info = {**info, "files": _file_records(d)}
     (d / _MARKER).write_text(json.dumps(info, indent=1, sort_keys=True))
+
+
+def _file_records(d: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for f in sorted(d.rglob("*")):
+        if f.is_file() and f.name != _MARKER:
+            st = f.stat()
+            out[f.relative_to(d).as_posix()] = {
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "sha256": sha256_file(f),
+            }
+    return out
+
+
+def _verify_cache(d: Path, info: dict[str, Any], name: str) -> None:
+    """Check a cached copy against the records its marker took at fetch time, before it is used.
+
+    Fast path: a file whose size and mtime are unchanged is taken as is; otherwise its SHA-256 is computed, and a
+    different hash (an edited or corrupt file) or a missing file is a DataError telling the user to fetch again. A
+    file touched but unchanged gets its new mtime recorded. A marker written before files were recorded gets its
+    records now."""
+    files = info.get("files")
+    if not isinstance(files, dict):
+        log.warning("%s: the cache at %s predates per-file checksums; recording them now", name, d)
+        _write_marker(d, {k: v for k, v in info.items() if k != "files"})
+        return
+    refetch = f"delete {d} and run `attnrec data fetch {name}` to fetch it again"
+    touched = False
+    for rel, rec in files.items():
+        f = d / rel
+        if not f.is_file():
+            raise DataError(
+                "a file of the cached dataset is missing", file=f, expected=f"the file fetched; {refetch}"
+            )
+        st = f.stat()
+        if st.st_size == rec.get("size") and st.st_mtime_ns == rec.get("mtime_ns"):
+            continue
+        actual = sha256_file(f)
+        if actual != rec.get("sha256"):
+            raise DataError(
+                "the cached file changed since it was fetched (edited or corrupt)",
+                file=f,
+                field="sha256",
+                value=actual,
+                expected=f"{rec.get('sha256')}, as fetched; {refetch}",
+            )
+        rec.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        touched = True
+    if touched:
+        (d / _MARKER).write_text(json.dumps(info, indent=1, sort_keys=True))
 
 
 def _safe_extract(archive: Path, dest: Path, folder: str) -> Path:
@@ -312,8 +366,13 @@ def _cached(root: Path, spec: DatasetSpec) -> FetchResult | None:
     for d in candidates:
         info = _read_marker(d)
         if info is not None:
+            _verify_cache(d, info, spec.name)
             return FetchResult(
-                spec.name, (d / info.get("path", ".")).resolve(), str(info["source"]), True, info
+                spec.name,
+                (d / info.get("path", ".")).resolve(),
+                str(info["source"]),
+                True,
+                {k: v for k, v in info.items() if k != "files"},
             )
     return None
 
