@@ -79,8 +79,22 @@ def _record_hybrid_csa(monkeypatch: pytest.MonkeyPatch, seen: list[str]) -> dict
     return {"text_source": "item+user"}
 
 
+def _record_review_models(monkeypatch: pytest.MonkeyPatch, seen: list[str]) -> dict[str, Any]:
+    """The review models (DeepCoNN, TransNet, safmr) read text only through their base's tokenizer: record it."""
+    from attnrec.models.review import base
+
+    tokenize = base.tokenize
+
+    def recording(texts: Any) -> Any:
+        seen.extend(str(t) for t in texts.to_list())
+        return tokenize(texts)
+
+    monkeypatch.setattr(base, "tokenize", recording)
+    return {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "review_count": 3, "review_length": 6}
+
+
 #: how each model that takes side inputs is watched; a new such model must add its hook here
-TEXT_HOOKS = {"hybrid_csa": _record_hybrid_csa}
+TEXT_HOOKS = {"hybrid_csa": _record_hybrid_csa, "deepconn": _record_review_models}
 
 
 def test_every_model_with_side_inputs_has_a_leakage_hook() -> None:

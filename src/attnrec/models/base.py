@@ -448,6 +448,7 @@ _BUILTIN_MODULES = (
     "attnrec.models.topk.pop",
     "attnrec.models.rating.svd",
     "attnrec.models.rating.hybrid_csa",
+    "attnrec.models.review.deepconn",
     "attnrec.models.topk.bpr",
     "attnrec.models.topk.lightgcn",
     "attnrec.models.ctr.lr",

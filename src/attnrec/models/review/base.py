@@ -1,0 +1,367 @@
+"""What the review-text rating models (DeepCoNN, TransNet, safmr) share.
+
+* :class:`ReviewConfig` — the text pipeline and CNN options (the safmr paper's Table 3 defaults);
+* :class:`ReviewModule` — the ``nn.Module`` base: the users' and items' documents as int32 buffers (saved in the
+  bundle, so a loaded model predicts without the training file), the training rows' target reviews (training
+  only, never saved), and the per-batch gathers; a subclass supplies the towers, the test-time rating
+  ``rate(user_vectors, item_vectors)`` and the training loss;
+* :class:`FactorizationMachine` — Rendle's FM on a dense vector (DeepCoNN's and TransNet's rating layer);
+* :class:`ReviewRatingModel` — the estimator: builds vocabulary and documents from the training reviews
+  (:class:`~attnrec.data.side.ReviewCorpus`, checked to come from the training split), trains on the one Trainer,
+  predicts from the user's and item's documents only (never a target review).
+
+A user or item whose training reviews hold no words (empty or missing text; or no review column at all) gets an
+all-padding document: its vector is the towers' output for padding. :meth:`ReviewRatingModel.has_text` flags such
+pairs and :meth:`ReviewRatingModel.predict` logs their count.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import Field
+from torch import nn
+
+from attnrec.data.reviews import ReviewBatch, ReviewDocuments, WordVocab, tokenize
+from attnrec.data.side import ReviewCorpus, SideInputs
+from attnrec.data.table import Interactions
+from attnrec.errors import ConfigError, DataError
+from attnrec.models.base import (
+    FitReport,
+    ModelConfig,
+    RatingPredictor,
+    TaskKind,
+    TorchRecommender,
+    TrainableModule,
+)
+from attnrec.models.layers.interaction import fm_second_order
+from attnrec.models.layers.text_cnn import TextCNN
+
+log = logging.getLogger(__name__)
+
+#: documents encoded per forward pass at prediction time, and (user, item) pairs rated per pass
+_DOC_CHUNK = 256
+_PAIR_CHUNK = 16384
+
+
+class ReviewConfig(ModelConfig):
+    """Options every review model shares. Defaults: the safmr paper's Table 3 (kernels, sizes, dropout, review
+    count and length, 50,000 words); ``word_dim`` is ours (Table 3 gives none). Training settings (15 epochs,
+    batch 128, Adam lr 0.008 decayed by 0.99 per epoch) are the models' ``default_trainer``."""
+
+    review_count: int = Field(10, ge=1)
+    review_length: int = Field(80, ge=1)
+    max_words: int = Field(50_000, ge=1)
+    word_dim: int = Field(64, ge=1)
+    #: "random": N(0, 1) word embeddings; "skipgram": vectors trained on the training reviews (needs gensim)
+    word_vectors: Literal["random", "skipgram"] = "random"
+    skipgram_epochs: int = Field(5, ge=1)
+    skipgram_window: int = Field(5, ge=1)
+    freeze_words: bool = False
+    n_kernels: int = Field(100, ge=1)
+    kernel_size: int = Field(3, ge=1)
+    cnn_out: int = Field(50, ge=1)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    #: in training, remove a row's own review from its user's and item's documents, as it is absent at test time
+    hide_target_review: bool = True
+
+
+ReviewConfigT = TypeVar("ReviewConfigT", bound=ReviewConfig)
+
+
+class FactorizationMachine(nn.Module):
+    """ŷ = w0 + Σ_i w_i z_i + Σ_{i<j} <v_i, v_j> z_i z_j for a dense z (B, n) -> (B,) (Rendle 2010, eq. 1)."""
+
+    def __init__(self, n: int, factors: int) -> None:
+        super().__init__()
+        self.w0 = nn.Parameter(torch.zeros(()))
+        self.linear = nn.Linear(n, 1, bias=False)
+        self.v = nn.Parameter(torch.randn(n, factors) * 0.01)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        pair = fm_second_order(z.unsqueeze(-1) * self.v)  # feature i's embedding is z_i v_i
+        return self.w0 + self.linear(z).squeeze(-1) + pair
+
+
+class ReviewModule(TrainableModule):
+    """Documents as buffers and the gathers every review model needs; subclasses add towers and losses.
+
+    ``user_docs`` (n_users, R, L) and ``item_docs`` (n_items, R, L) are saved with the weights; ``row_tokens``,
+    ``user_slot`` and ``item_slot`` (see :class:`ReviewDocuments`) are set by :meth:`attach_training` and are
+    not saved (the target reviews are a training-time input only).
+    """
+
+    user_docs: torch.Tensor
+    item_docs: torch.Tensor
+    row_tokens: torch.Tensor
+    user_slot: torch.Tensor
+    item_slot: torch.Tensor
+
+    def __init__(self, n_users: int, n_items: int, config: ReviewConfig) -> None:
+        super().__init__()
+        shape = (config.review_count, config.review_length)
+        self.register_buffer("user_docs", torch.zeros((n_users, *shape), dtype=torch.int32))
+        self.register_buffer("item_docs", torch.zeros((n_items, *shape), dtype=torch.int32))
+        for name in ("row_tokens", "user_slot", "item_slot"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.hide_target_review = config.hide_target_review
+
+    def set_documents(self, docs: ReviewDocuments) -> None:
+        """Copy the documents in (shapes must match the module's)."""
+        self.user_docs.copy_(torch.from_numpy(docs.user_docs))
+        self.item_docs.copy_(torch.from_numpy(docs.item_docs))
+
+    def attach_training(self, docs: ReviewDocuments) -> None:
+        """Set the training-only inputs: the target review of every training row and its document slots."""
+        dev = self.user_docs.device
+        self.row_tokens = torch.from_numpy(docs.row_tokens).to(dev)
+        self.user_slot = torch.from_numpy(docs.user_slot).to(dev)
+        self.item_slot = torch.from_numpy(docs.item_slot).to(dev)
+
+    def documents(
+        self, users: torch.Tensor, items: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened documents (B, R·L) of ``users`` and ``items``; with training ``rows`` (and
+        ``hide_target_review``) each row's own review is blanked out of both documents."""
+        ud, idoc = self.user_docs[users], self.item_docs[items]
+        if rows is not None and self.hide_target_review:
+            slots = torch.arange(ud.shape[1], device=ud.device)
+            ud = ud * (slots != self.user_slot[rows, None]).unsqueeze(-1)
+            idoc = idoc * (slots != self.item_slot[rows, None]).unsqueeze(-1)
+        return ud.flatten(1), idoc.flatten(1)
+
+    def target(self, rows: torch.Tensor) -> torch.Tensor:
+        """The target reviews (B, L) of training rows ``rows``."""
+        if self.row_tokens.shape[0] == 0:
+            raise ConfigError("the target reviews are a training input only: this module has none attached")
+        return self.row_tokens[rows]
+
+    @abstractmethod
+    def user_vectors(self, docs: torch.Tensor) -> torch.Tensor:
+        """User representations (B, d_u) from user documents (B, R·L)."""
+
+    @abstractmethod
+    def item_vectors(self, docs: torch.Tensor) -> torch.Tensor:
+        """Item representations (B, d_i) from item documents (B, R·L)."""
+
+    @abstractmethod
+    def rate(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
+        """Test-time predicted ratings (B,) from aligned user and item representations (no target review)."""
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Test-time ratings (B,) of (user, item) index pairs from their documents."""
+        ud, idoc = self.documents(users, items)
+        return self.rate(self.user_vectors(ud), self.item_vectors(idoc))
+
+
+def text_cnn(config: ReviewConfig, vocab_size: int, word_vectors: np.ndarray | None, **kw: Any) -> TextCNN:
+    """A :class:`TextCNN` with the config's sizes."""
+    return TextCNN(
+        vocab_size,
+        config.word_dim,
+        config.n_kernels,
+        config.kernel_size,
+        config.cnn_out,
+        config.dropout,
+        word_vectors,
+        freeze_words=config.freeze_words,
+        **kw,
+    )
+
+
+def rating_loss(pred: torch.Tensor, target: torch.Tensor, kind: Literal["l1", "l2"]) -> torch.Tensor:
+    """Mean absolute (``l1``) or squared (``l2``) error over the batch."""
+    diff = pred - target
+    return diff.abs().mean() if kind == "l1" else diff.square().mean()
+
+
+class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
+    """Base estimator of the review models: documents from the training reviews, test-time ratings from the
+    user's and item's documents. Subclasses set ``name``, ``config_class``, ``paper`` and :meth:`new_module`."""
+
+    task = TaskKind.RATING
+    query_inputs = frozenset({"users"})
+    side_inputs = frozenset({"reviews"})
+    required_side_inputs = frozenset({"reviews"})
+    #: the safmr paper's Table 3 (DeepCoNN and TransNet are trained with the same settings there)
+    default_trainer: ClassVar[dict[str, Any]] = {
+        "epochs": 15,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "lr": 0.008,
+        "lr_schedule": "step",
+        "step_size": 1,
+        "gamma": 0.99,
+    }
+
+    def __init__(self, config: ReviewConfigT | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.vocab: WordVocab | None = None
+        self.text_stats: dict[str, int] = {}
+        self._docs: ReviewDocuments | None = None
+        self._word_vectors: np.ndarray | None = None
+
+    @abstractmethod
+    def new_module(self, vocab_size: int, word_vectors: np.ndarray | None) -> ReviewModule:
+        """A fresh module over ``self.n_users`` users and ``self.n_items`` items."""
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        side: SideInputs,
+        trainer: Any,
+        run_key: str | None,
+    ) -> FitReport:
+        c = self.config
+        corpus = side.reviews
+        assert corpus is not None  # check_side required it
+        corpus.check_built_from(train)
+        if len(corpus) == 0:  # a training split without a review column: every document is padding
+            corpus = ReviewCorpus(
+                train.frame.select("user", "item", pl.lit("").alias("review")), corpus.source_fingerprint
+            )
+        tokens = tokenize(corpus.frame["review"])
+        self.vocab = WordVocab.build(tokens, c.max_words)
+        stamps = train.column("timestamp") if "timestamp" in train.frame.columns else None
+        self._docs = ReviewDocuments.build(
+            corpus,
+            self.vocab,
+            train.n_users,
+            train.n_items,
+            review_count=c.review_count,
+            review_length=c.review_length,
+            timestamps=stamps,
+            tokens=tokens,
+        )
+        self.text_stats = {**self._docs.stats(), "words": len(self.vocab.words)}
+        log.info("%s: text of the training split: %s", self.name, self.text_stats)
+        self._word_vectors = None
+        if c.word_vectors == "skipgram":
+            from attnrec.text.word2vec import skipgram_vectors
+
+            self._word_vectors = skipgram_vectors(
+                tokens,
+                self.vocab,
+                c.word_dim,
+                seed=c.seed,
+                epochs=c.skipgram_epochs,
+                window=c.skipgram_window,
+            )
+        try:
+            return super()._fit(train, valid, side, trainer, run_key)
+        finally:
+            self._docs, self._word_vectors = None, None  # fitting inputs: the module holds what it needs
+
+    def build_module(self, train: Interactions) -> ReviewModule:
+        assert self._docs is not None and self.vocab is not None
+        module = self.new_module(len(self.vocab), self._word_vectors)
+        module.set_documents(self._docs)
+        module.attach_training(self._docs)
+        return module
+
+    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> ReviewModule:
+        if self.vocab is None:
+            raise ConfigError(f"{self.name}: the bundle has no word vocabulary (extra.json 'words')")
+        return self.new_module(len(self.vocab), None)
+
+    def train_batches(
+        self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
+    ) -> Iterator[ReviewBatch]:
+        users, items = (
+            torch.tensor(train.users, dtype=torch.int64),
+            torch.tensor(train.items, dtype=torch.int64),
+        )
+        ratings = torch.tensor(train.ratings, dtype=torch.float32)
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield ReviewBatch(idx, users[idx], items[idx], ratings[idx])
+
+    # ------------------------------------------------------------------ scoring
+    @property
+    def review_module(self) -> ReviewModule:
+        if not isinstance(self.module, ReviewModule):
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        return self.module
+
+    def _vectors(self, which: Literal["user", "item"], idx: torch.Tensor) -> torch.Tensor:
+        """Test-time representations of users or items ``idx`` (N,), encoded in fixed-size chunks."""
+        m = self.review_module
+        docs, encode = (m.user_docs, m.user_vectors) if which == "user" else (m.item_docs, m.item_vectors)
+        parts = [encode(docs[idx[s : s + _DOC_CHUNK]].flatten(1)) for s in range(0, len(idx), _DOC_CHUNK)]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def _rate_pairs(self, uvec: torch.Tensor, ivec: torch.Tensor) -> torch.Tensor:
+        m = self.review_module
+        parts = [
+            m.rate(uvec[s : s + _PAIR_CHUNK], ivec[s : s + _PAIR_CHUNK])
+            for s in range(0, len(uvec), _PAIR_CHUNK)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, device=uvec.device)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Predicted ratings (N,) float32 of aligned (user, item) index arrays, from their training documents only.
+        Pairs whose user or item has no training text (all-padding document) are counted in the log."""
+        u, i = self.check_pairs(users, items)
+        m = self.review_module
+        m.eval()
+        if len(u) == 0:
+            return np.zeros(0, dtype=np.float32)
+        lacking = int((~self.has_text(u, i)).sum())
+        if lacking:
+            log.info(
+                "%s: %d of %d pairs have a user or item without training text", self.name, lacking, len(u)
+            )
+        dev = m.user_docs.device
+        uu, uinv = np.unique(u, return_inverse=True)
+        ii, iinv = np.unique(i, return_inverse=True)
+        with torch.no_grad():
+            uvec = self._vectors("user", torch.from_numpy(uu).to(dev))
+            ivec = self._vectors("item", torch.from_numpy(ii).to(dev))
+            out = self._rate_pairs(uvec[torch.from_numpy(uinv).to(dev)], ivec[torch.from_numpy(iinv).to(dev)])
+        return out.float().cpu().numpy()
+
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """Predicted ratings of every item (B, n_items) for users (B,): each user and item encoded once."""
+        m = self.review_module
+        m.eval()
+        dev = m.user_docs.device
+        with torch.no_grad():
+            uvec = self._vectors("user", torch.as_tensor(np.asarray(users, dtype=np.int64), device=dev))
+            ivec = self._vectors("item", torch.arange(self.n_items, device=dev))
+            b, n = len(uvec), len(ivec)
+            flat = self._rate_pairs(uvec.repeat_interleave(n, dim=0), ivec.repeat(b, 1))
+        return flat.reshape(b, n)
+
+    def has_text(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(N,) bool: True where both the user's and the item's documents hold a word (False: the all-padding
+        fallback was used for at least one side)."""
+        m = self.review_module
+        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=m.user_docs.device)
+        i = torch.as_tensor(np.asarray(items, dtype=np.int64), device=m.user_docs.device)
+        return (
+            ((m.user_docs[u] != 0).flatten(1).any(1) & (m.item_docs[i] != 0).flatten(1).any(1)).cpu().numpy()
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def bundle_json(self) -> dict[str, Any]:
+        """The word vocabulary (documents are tensors of the bundle) and the training-text counts."""
+        if self.vocab is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        return {"words": list(self.vocab.words), "text_stats": self.text_stats}
+
+    def load_bundle_json(self, data: dict[str, Any]) -> None:
+        words = data.get("words")
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise DataError("not the word vocabulary", field="words", expected="a list of strings")
+        self.vocab = WordVocab(tuple(words))
+        stats = data.get("text_stats", {})
+        self.text_stats = {str(k): int(v) for k, v in stats.items()} if isinstance(stats, dict) else {}
