@@ -84,8 +84,8 @@ def test_leave_last_out_row_order_without_timestamp_and_ties() -> None:
 def test_global_temporal_hand_case() -> None:
     df = pl.DataFrame(
         {
-            "user_id": ["a", "b", "a", "b", "a", "b", "a", "b", "a", "b"],
-            "item_id": ["x", "x", "y", "y", "x", "y", "y", "x", "x", "y"],
+            "user_id": ["a", "b", "c", "d", "e"] * 2,
+            "item_id": ["x"] * 5 + ["y"] * 5,
             "timestamp": [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
         }
     )
@@ -98,7 +98,7 @@ def test_global_temporal_hand_case() -> None:
 
 
 def test_random_split_sizes_and_seed() -> None:
-    df = _table(n=100)
+    df = _table(n=140, n_users=30, n_items=40).unique(["user_id", "item_id"], maintain_order=True).head(100)
     a = random_split(df, seed=3)
     b = random_split(df, seed=3)
     c = random_split(df, seed=4)
@@ -109,7 +109,7 @@ def test_random_split_sizes_and_seed() -> None:
 
 
 def test_per_user_random_cut_per_user() -> None:
-    df = pl.DataFrame({"user_id": ["a"] * 10 + ["b"] * 5, "item_id": [f"i{k % 5}" for k in range(15)]})
+    df = pl.DataFrame({"user_id": ["a"] * 10 + ["b"] * 5, "item_id": [f"i{k}" for k in range(15)]})
     r = random_split(df, seed=1, per_user=True, protocol="cold_start")
     per_part = {
         name: dict(part.group_by("user_id").len().rows()) for name, part in r.parts().items() if part.height
@@ -138,8 +138,8 @@ def _cold_case() -> pl.DataFrame:
     # time order puts a new user (z) and a new item (new) only in the last rows
     return pl.DataFrame(
         {
-            "user_id": ["a", "b", "a", "b", "a", "b", "a", "z", "a", "z"],
-            "item_id": ["x", "y", "y", "x", "x", "y", "new", "x", "y", "y"],
+            "user_id": ["a", "b", "a", "b", "c", "c", "a", "z", "a", "z"],
+            "item_id": ["x", "y", "y", "x", "x", "w", "new", "x", "w", "y"],
             "timestamp": list(range(10)),
         }
     )
@@ -147,15 +147,15 @@ def _cold_case() -> pl.DataFrame:
 
 def test_warm_protocol_drops_and_reports_unseen_rows() -> None:
     r = temporal_split(_cold_case(), ratios=(0.6, 0.2, 0.2))
-    # valid: (a,new,6) unknown item, (z,x,7) unknown user; test: (a,y,8) kept, (z,y,9) unknown user
+    # valid: (a,new,6) unknown item, (z,x,7) unknown user; test: (a,w,8) kept, (z,y,9) unknown user
     assert r.report["dropped"]["valid"] == {"rows": 2, "unknown_user": 1, "unknown_item": 1}
     assert r.report["dropped"]["test"] == {"rows": 1, "unknown_user": 1, "unknown_item": 0}
     assert r.report["dropped"]["total"] == 3
     assert r.valid.height == 0
-    assert r.test.rows() == [("a", "y", 8)]
+    assert r.test.rows() == [("a", "w", 8)]
     assert r.report["assigned"] == {"train": 6, "valid": 2, "test": 2}
     assert r.report["sizes"] == {"train": 6, "valid": 0, "test": 1}
-    assert r.report["seen_pairs"]["test"] == 1  # (a, y) is also in train
+    assert r.report["seen_pairs"]["test"] == 0  # no held-out pair is also in train
     assert set(r.test["user_id"]) <= set(r.train["user_id"])
 
 
@@ -324,6 +324,13 @@ def _check_partition(df: pl.DataFrame, r: SplitResult) -> None:
     if r.protocol == "warm":
         held = pl.concat([r.valid, r.test])
         assert set(held["user_id"]) <= train_users and set(held["item_id"]) <= train_items
+    # a (user, item) pair is never in two parts
+    pairs = [set(part.select("user_id", "item_id").rows()) for part in r.parts().values()]
+    assert not (pairs[0] & pairs[1]) and not (pairs[0] & pairs[2]) and not (pairs[1] & pairs[2])
+    assert r.report["seen_pairs"] == {"valid": 0, "test": 0}
+    assert sum(r.report["duplicates"]["shared_pairs"].values()) == 0
+    n_pairs = df.select("user_id", "item_id").n_unique()
+    assert r.report["duplicates"]["rows"] == df.height - n_pairs
     # rows are unchanged, not just their ids
     for part in r.parts().values():
         assert part.equals(df.filter(pl.col("row").is_in(part["row"].implode())))
@@ -344,7 +351,8 @@ PROTOCOL = st.sampled_from(["warm", "cold_start"])
 def test_random_split_properties(df: pl.DataFrame, seed: int, ratios, protocol: str) -> None:  # type: ignore[no-untyped-def]
     r = _run(df, "random", seed=seed, ratios=ratios, protocol=protocol)
     _check_partition(df, r)
-    assert r.report["assigned"] == _expected(df.height, ratios)
+    # ratios are shares of distinct pairs; every copy of a pair follows it
+    assert r.report["assigned_pairs"] == _expected(df.select("user_id", "item_id").n_unique(), ratios)
     assert r.train.height == r.report["assigned"]["train"]  # train is never trimmed
     again = split(df, "random", seed=seed, ratios=ratios, protocol=protocol)
     assert _rows(again) == _rows(r)
@@ -355,8 +363,8 @@ def test_random_split_properties(df: pl.DataFrame, seed: int, ratios, protocol: 
 def test_random_per_user_properties(df: pl.DataFrame, seed: int, ratios, protocol: str) -> None:  # type: ignore[no-untyped-def]
     r = _run(df, "random_per_user", seed=seed, ratios=ratios, protocol=protocol)
     _check_partition(df, r)
-    counts = dict(df.group_by("user_id").len().rows())
-    train_counts = dict(r.train.group_by("user_id").len().rows())
+    counts = dict(df.group_by("user_id").agg(pl.col("item_id").n_unique()).rows())
+    train_counts = dict(r.train.group_by("user_id").agg(pl.col("item_id").n_unique()).rows())
     for user, cnt in counts.items():
         assert train_counts.get(user, 0) == _expected(cnt, ratios)["train"]
     assert _rows(split(df, "random_per_user", seed=seed, ratios=ratios, protocol=protocol)) == _rows(r)
@@ -367,11 +375,16 @@ def test_random_per_user_properties(df: pl.DataFrame, seed: int, ratios, protoco
 def test_temporal_global_properties(df: pl.DataFrame, ratios, protocol: str) -> None:  # type: ignore[no-untyped-def]
     r = _run(df, "temporal", ratios=ratios, protocol=protocol)
     _check_partition(df, r)
-    assert r.report["assigned"] == _expected(df.height, ratios)
-    assert r.train["timestamp"].max() <= r.test["timestamp"].min()
+    assert r.report["assigned_pairs"] == _expected(df.select("user_id", "item_id").n_unique(), ratios)
+    # a pair is ordered by its latest row: no train row is later than any held-out pair's latest row
+    latest = {
+        name: part.group_by("user_id", "item_id").agg(pl.col("timestamp").max())["timestamp"]
+        for name, part in r.parts().items()
+    }
+    assert r.train["timestamp"].max() <= latest["test"].min()
     if r.valid.height:
-        assert r.train["timestamp"].max() <= r.valid["timestamp"].min()
-        assert r.valid["timestamp"].max() <= r.test["timestamp"].min()
+        assert r.train["timestamp"].max() <= latest["valid"].min()
+        assert latest["valid"].max() <= latest["test"].min()
     assert _rows(split(df, "temporal", ratios=ratios, protocol=protocol)) == _rows(r)
 
 
@@ -381,11 +394,12 @@ def test_temporal_per_user_properties(df: pl.DataFrame, ratios, protocol: str) -
     r = _run(df, "temporal_per_user", ratios=ratios, protocol=protocol)
     _check_partition(df, r)
     last_train = dict(r.train.group_by("user_id").agg(pl.col("timestamp").max()).rows())
-    first_test = dict(r.test.group_by("user_id").agg(pl.col("timestamp").min()).rows())
+    test_latest = r.test.group_by("user_id", "item_id").agg(pl.col("timestamp").max())
+    first_test = dict(test_latest.group_by("user_id").agg(pl.col("timestamp").min()).rows())
     for user, t in first_test.items():
         assert last_train.get(user, -1) <= t
-    counts = dict(df.group_by("user_id").len().rows())
-    train_counts = dict(r.train.group_by("user_id").len().rows())
+    counts = dict(df.group_by("user_id").agg(pl.col("item_id").n_unique()).rows())
+    train_counts = dict(r.train.group_by("user_id").agg(pl.col("item_id").n_unique()).rows())
     assert all(train_counts.get(u, 0) == _expected(c, ratios)["train"] for u, c in counts.items())
 
 
@@ -394,11 +408,12 @@ def test_temporal_per_user_properties(df: pl.DataFrame, ratios, protocol: str) -
 def test_leave_last_out_properties(df: pl.DataFrame, n_valid: int, protocol: str) -> None:
     r = _run(df, "leave_last_out", n_valid=n_valid, protocol=protocol)
     _check_partition(df, r)
-    # the latest row of each user (ties: the later input row) is that user's test row
+    # the pair of each user's latest row (ties: the later input row) is that user's test pair, every copy of it
     latest = df.sort(["timestamp", "row"]).group_by("user_id", maintain_order=True).last()
-    counts = dict(df.group_by("user_id").len().rows())
+    counts = dict(df.group_by("user_id").agg(pl.col("item_id").n_unique()).rows())
     eligible = {u for u, c in counts.items() if c >= n_valid + 2}
-    expect = sorted(latest.filter(pl.col("user_id").is_in(sorted(eligible)))["row"].to_list())
+    test_pairs = latest.filter(pl.col("user_id").is_in(sorted(eligible))).select("user_id", "item_id")
+    expect = sorted(df.join(test_pairs, on=["user_id", "item_id"])["row"].to_list())
     test_rows = sorted(r.test["row"].to_list())
     if protocol == "cold_start":
         assert test_rows == expect
@@ -406,4 +421,5 @@ def test_leave_last_out_properties(df: pl.DataFrame, n_valid: int, protocol: str
         assert set(test_rows) <= set(expect)
         assert len(expect) - len(test_rows) == r.report["dropped"]["test"]["rows"]
     assert r.report["train_only_users"] == len(counts) - len(eligible)
-    assert r.valid.height + r.report["dropped"]["valid"]["rows"] == n_valid * len(eligible)
+    valid_pairs = r.valid.select("user_id", "item_id").n_unique()
+    assert r.report["assigned_pairs"]["valid"] == n_valid * len(eligible) >= valid_pairs

@@ -7,6 +7,11 @@ users), then validates the result the same way:
   and how many (and why) is written into the report — never silently. ``protocol="cold_start"`` keeps them
   (and still counts them), for models that score unseen users/items from features.
 * an empty train or an empty test part is a :class:`DataError` naming the part and what was expected.
+* a (user, item) pair never lands in two parts: the unit a split assigns is the *pair*, and every row that repeats
+  it goes with it (ratios are shares of distinct pairs; temporal splits order a pair by its latest row, so no
+  train row is later than the latest row of any held-out pair). How many rows repeat a pair is reported
+  (``duplicates``) and logged; ``filters.deduplicate`` keeps one row per pair instead. Pre-split files are used as
+  given: pairs they share are counted (``shared_pairs``) and logged as a warning.
 
 Rows keep their original external ids and all their columns (canonical columns first, in canonical
 order); within a part rows stay in input order. Random splits are seeded; temporal splits break timestamp
@@ -16,6 +21,7 @@ ties by input row order, so the same table always gives the same split.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +44,15 @@ _KEY = "__split_key"
 _PART = "__split_part"
 _SHORT = "__split_short"
 _HELPERS = (_ROW, _KEY, _PART, _SHORT)
+_PAIR = ["user_id", "item_id"]
+
+#: Unix seconds of 1973-03-03 and of 2286-11-20: a timestamp column whose values fall on both sides of this band
+#: mixes units (seconds and milliseconds), which a temporal split would order wrongly
+_SECONDS_BAND = (10**8, 10**10)
 
 Ratios = tuple[float, float, float] | Sequence[float]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,6 +78,10 @@ class SplitResult:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+
+
+def _source(df: pl.DataFrame | Dataset) -> str:
+    return (df.source or df.name) if isinstance(df, Dataset) else "<table>"
 
 
 def _table(df: pl.DataFrame | Dataset, source: str = "<table>") -> pl.DataFrame:
@@ -103,20 +120,63 @@ def _check_ratios(ratios: Ratios) -> tuple[float, float, float]:
     return vals[0], vals[1], vals[2]
 
 
-def _need_timestamp(frame: pl.DataFrame, method: str) -> None:
+def _need_timestamp(frame: pl.DataFrame, method: str, source: str = "<table>") -> None:
+    """Refuse timestamps a temporal order cannot use: missing, empty, negative, or a mix of seconds and
+    milliseconds (values on both sides of :data:`_SECONDS_BAND`); each error names the first such row."""
     if "timestamp" not in frame.columns:
         raise DataError(
-            f"the {method} split needs timestamps", field="timestamp", expected="a 'timestamp' column (Int64)"
+            f"the {method} split needs timestamps",
+            file=source,
+            field="timestamp",
+            expected="a 'timestamp' column (Int64)",
         )
-    nulls = frame["timestamp"].is_null()
+    ts = frame["timestamp"]
+    nulls = ts.is_null()
     if nulls.any():
         row = int(nulls.arg_true()[0])
         raise DataError(
-            f"the {method} split needs a timestamp on every row",
+            f"the {method} split needs a timestamp on every row (data row {row + 1} has none)",
+            file=source,
             line=row + 1,
             field="timestamp",
             expected="no empty timestamps",
         )
+    negative = ts < 0
+    if negative.any():
+        row = int(negative.arg_true()[0])
+        raise DataError(
+            f"negative timestamp at data row {row + 1} ({int(negative.sum())} row(s) in all)",
+            file=source,
+            field="timestamp",
+            value=int(ts[row]),
+            expected="Unix times >= 0 (seconds or milliseconds since 1970)",
+        )
+    secs, millis = ts < _SECONDS_BAND[1], ts >= _SECONDS_BAND[1] * 10
+    if secs.any() and millis.any() and int(ts.max()) >= _SECONDS_BAND[0] * 1000:  # type: ignore[operator]
+        r_s, r_ms = int(secs.arg_true()[0]), int(millis.arg_true()[0])
+        raise DataError(
+            f"timestamps mix units: {int(millis.sum())} row(s) look like milliseconds (data row {r_ms + 1}: "
+            f"{int(ts[r_ms])}) and {int(secs.sum())} like seconds (data row {r_s + 1}: {int(ts[r_s])}); "
+            f"a {method} split would order them wrongly",
+            file=source,
+            field="timestamp",
+            value=int(ts[r_s]),
+            expected="one unit for the whole column (convert milliseconds to seconds)",
+        )
+
+
+def _units(frame: pl.DataFrame, *, latest: bool) -> pl.DataFrame:
+    """One representative row per (user_id, item_id) pair, in input order: the pair's first input row, or with
+    ``latest`` its latest row in (timestamp, input row) order (input row order without timestamps). A split cuts
+    these rows and :func:`_spread` sends every copy of a pair to its representative's part."""
+    order = ["timestamp", _ROW] if latest and "timestamp" in frame.columns else [_ROW]
+    keep = "last" if latest else "first"
+    return frame.sort(order).unique(_PAIR, keep=keep, maintain_order=True).sort(_ROW)
+
+
+def _spread(frame: pl.DataFrame, units: pl.DataFrame, cols: Sequence[str] = (_PART,)) -> pl.DataFrame:
+    """``frame`` with ``cols`` of each row's pair representative in ``units`` (see :func:`_units`)."""
+    return frame.join(units.select(*_PAIR, *cols), on=_PAIR, how="left", maintain_order="left")
 
 
 def _time_order(frame: pl.DataFrame) -> pl.DataFrame:
@@ -157,7 +217,17 @@ def _finalize(
     _check_protocol(protocol)
     files = files or {}
     assigned = {name: int((frame[_PART] == k).sum()) for k, name in enumerate(PARTS)}
-    report = {**report, "protocol": protocol, "input_rows": frame.height, "assigned": assigned}
+    assigned_pairs = {
+        name: frame.filter(pl.col(_PART) == k).select(_PAIR).n_unique() for k, name in enumerate(PARTS)
+    }
+    report = {
+        **report,
+        "protocol": protocol,
+        "input_rows": frame.height,
+        "assigned": assigned,
+        "assigned_pairs": assigned_pairs,
+        "duplicates": _duplicates(frame, report.get("method"), files.get("train")),
+    }
     if assigned["train"] == 0:
         raise DataError(
             "the train part is empty",
@@ -224,6 +294,45 @@ def _finalize(
     return SplitResult(parts[0], parts[1], parts[2], report=report, protocol=protocol)
 
 
+def _duplicates(frame: pl.DataFrame, method: object, source: str | None) -> dict[str, Any]:
+    """Rows that repeat a (user, item) pair, and pairs found in more than one part (0 for every split made here;
+    pre-split files can share pairs): ``{"rows", "pairs", "shared_pairs": {"train/valid", "train/test",
+    "valid/test"}}``; both logged as warnings when not 0."""
+    per_pair = frame.group_by(_PAIR).agg(
+        pl.len().alias("n"), *[(pl.col(_PART) == k).any().alias(name) for k, name in enumerate(PARTS)]
+    )
+    repeated = per_pair.filter(pl.col("n") > 1)
+    out: dict[str, Any] = {
+        "rows": int(repeated["n"].sum()) - repeated.height,
+        "pairs": repeated.height,
+        "shared_pairs": {
+            f"{a}/{b}": int((per_pair[a] & per_pair[b]).sum())
+            for a, b in (("train", "valid"), ("train", "test"), ("valid", "test"))
+        },
+    }
+    where = source or "the data"
+    if out["rows"]:
+        log.warning(
+            "%s: %d row(s) repeat %d (user, item) pair(s); every copy of a pair is kept in one part, so no pair "
+            "is in two of train/valid/test (dedup last|first|mean keeps one row per pair instead)",
+            where,
+            out["rows"],
+            out["pairs"],
+        )
+    shared = sum(out["shared_pairs"].values())
+    if shared:
+        # only pre-split files get here: every split made by this module assigns whole pairs
+        log.warning(
+            "%s: the %s files share %d (user, item) pair(s) between parts (%s): those held-out rows repeat a pair "
+            "the model trains on",
+            where,
+            method,
+            shared,
+            ", ".join(f"{k}: {v}" for k, v in out["shared_pairs"].items()),
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- splits
 
 
@@ -244,8 +353,9 @@ def random_split(
     r = _check_ratios(ratios)
     _check_protocol(protocol)
     frame = _table(df)
-    key = np.random.default_rng(seed).permutation(frame.height).astype(np.int64)
-    frame = _cut(frame.with_columns(pl.Series(_KEY, key)), r, per_user)
+    units = _units(frame, latest=False)
+    key = np.random.default_rng(seed).permutation(units.height).astype(np.int64)
+    frame = _spread(frame, _cut(units.with_columns(pl.Series(_KEY, key)), r, per_user))
     report = {"method": "random_per_user" if per_user else "random", "seed": int(seed), "ratios": list(r)}
     return _finalize(frame, report, protocol)
 
@@ -268,8 +378,8 @@ def temporal_split(
     _check_protocol(protocol)
     frame = _table(df)
     method = "temporal_per_user" if per_user else "temporal"
-    _need_timestamp(frame, method)
-    frame = _cut(_time_order(frame), r, per_user)
+    _need_timestamp(frame, method, _source(df))
+    frame = _spread(frame, _cut(_time_order(_units(frame, latest=True)), r, per_user))
     return _finalize(frame, {"method": method, "seed": None, "ratios": list(r)}, protocol)
 
 
@@ -292,12 +402,13 @@ def leave_last_out(
         )
     _check_protocol(protocol)
     frame = _table(df)
+    units = _units(frame, latest=True)
     if "timestamp" in frame.columns:
-        _need_timestamp(frame, "leave_last_out")
-        frame = _time_order(frame)
+        _need_timestamp(frame, "leave_last_out", _source(df))
+        units = _time_order(units)
         order = "timestamp"
     else:
-        frame = frame.with_columns(pl.col(_ROW).alias(_KEY))
+        units = units.with_columns(pl.col(_ROW).alias(_KEY))
         order = "row"
     pos = (pl.col(_KEY).rank("ordinal").cast(pl.Int64) - 1).over("user_id")
     cnt = pl.len().cast(pl.Int64).over("user_id")
@@ -312,7 +423,7 @@ def leave_last_out(
         .otherwise(0)
         .cast(pl.Int8)
     )
-    frame = frame.with_columns(part.alias(_PART), short.alias(_SHORT))
+    frame = _spread(frame, units.with_columns(part.alias(_PART), short.alias(_SHORT)), (_PART, _SHORT))
     shorts = frame.filter(pl.col(_SHORT))
     report = {
         "method": "leave_last_out",
