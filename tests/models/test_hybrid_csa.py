@@ -427,12 +427,13 @@ def test_recommend_by_text_known_and_unknown_users(fitted: HybridCSA, caplog):
         "share_item",
         "share_text",
         "relevance",
+        "score",
         "new_user",
     ]
     assert recs.height == 5 and not recs["new_user"].any()
     seen = set(train.decode().filter(pl.col("user_id") == "u0")["item_id"].to_list())
     assert not seen & set(recs["item_id"].to_list())
-    assert np.all(np.diff(recs["predicted_rating"].to_numpy()) <= 1e-6)
+    assert np.all(np.diff(recs["score"].to_numpy()) <= 1e-6)  # ranked by the blend of relevance and rating
     # u0 is in group 0: its top items are group "a" items (even indices), as the planted pattern says
     assert all(t.startswith("group a") for t in recs["title"].to_list())
     total = recs.select(pl.col("share_user") + pl.col("share_item") + pl.col("share_text"))
@@ -714,7 +715,7 @@ def test_batch_of_queries_matches_one_at_a_time(fitted: HybridCSA):
         np.testing.assert_allclose(part["predicted_rating"], ref["predicted_rating"], rtol=1e-5, atol=1e-5)
         for col in ("share_user", "share_item", "share_text"):
             np.testing.assert_allclose(part[col], ref[col], rtol=1e-5, atol=1e-5)
-        scores = part["predicted_rating"].to_numpy()
+        scores = part["score"].to_numpy()
         assert (np.diff(scores) <= 1e-6).all()  # best first
     assert enc.query_hits > hits  # the single queries were LRU hits
     with pytest.raises(DataError, match=r"queries\[1\]"):

@@ -183,3 +183,214 @@ def test_real_gift_cards_metadata_has_no_markup_left() -> None:
     assert int(titles.str.contains("&amp;").sum()) == 0
     assert markup_left(items) == dict.fromkeys(markup_left(items), 0)
     assert "Maggiano's Gift Card" in titles.to_list()
+
+
+# ------------------------------------------------------------------------------------------ text queries
+COLOURS = [
+    "crimson",
+    "amber",
+    "olive",
+    "teal",
+    "navy",
+    "violet",
+    "ivory",
+    "coral",
+    "slate",
+    "mint",
+    "ochre",
+    "plum",
+]
+THINGS = [
+    "scarf",
+    "mug",
+    "lamp",
+    "notebook",
+    "candle",
+    "blanket",
+    "teapot",
+    "wallet",
+    "poster",
+    "clock",
+    "vase",
+]
+THINGS += ["kite", "puzzle", "apron"]
+N_ITEMS = 157  # the catalogue of the issue's probe
+NO_META = 6  # items with no metadata row: their text is their training reviews
+TARGET = "crimson wool scarf"  # the clear query's best text match, which users rate low
+
+
+def catalogue() -> tuple[object, object, pl.DataFrame]:
+    """(train, valid, items) of a 157-item catalogue with distinct titles ("<colour> <thing>"), the target item's
+    title being the query; its ratings are 2, every other item's 4-5, so ranking by predicted rating alone buries it.
+    The ``NO_META`` items before the target have no metadata row; every training row has a review."""
+    import numpy as np
+
+    from attnrec.data.table import Interactions
+    from attnrec.data.vocab import Vocabulary
+
+    titles = [f"{c} {t}" for t in THINGS for c in COLOURS][: N_ITEMS - 1] + [TARGET]
+    titles[0] = "crimson silk tie"  # the target's words appear elsewhere only one at a time
+    rng = np.random.default_rng(0)
+    n_users = 60
+    quality = rng.uniform(4.0, 5.0, N_ITEMS)
+    quality[-1] = 2.0
+    mask = rng.random((n_users, N_ITEMS)) < 0.2
+    u, i = np.nonzero(mask)
+    r = np.clip(np.round(quality[i] + rng.normal(0, 0.3, len(u))), 1, 5)
+    users = Vocabulary([f"u{k}" for k in range(n_users)], kind="user")
+    items = Vocabulary([f"i{k}" for k in range(N_ITEMS)], kind="item")
+    part = rng.random(len(u))
+
+    def make(sel: np.ndarray) -> Interactions:
+        df = pl.DataFrame(
+            {
+                "user_id": users.ids[u[sel]],
+                "item_id": items.ids[i[sel]],
+                "rating": r[sel].astype(np.float32),
+                "review": [f"about the {titles[k]}: fine" for k in i[sel]],
+            }
+        )
+        return Interactions.encode(df, users, items)[0]
+
+    train, valid = make(part >= 0.15), make(part < 0.15)
+    valid = valid.with_frame(
+        valid.frame.drop("review")
+    )  # what a model may see of validation (side.strip_text)
+    keep = [k for k in range(N_ITEMS) if not N_ITEMS - 1 - NO_META <= k < N_ITEMS - 1]
+    meta = pl.DataFrame({"item_id": items.ids[keep], "title": [titles[k] for k in keep]})
+    return train, valid, meta
+
+
+@pytest.fixture(scope="module")
+def fitted_catalogue() -> tuple[object, str]:
+    """hybrid_csa fitted on :func:`catalogue` with a hashing encoder (fast, offline); and the fit's log text."""
+    import torch
+
+    from attnrec.data.side import SideInputs
+    from attnrec.models.rating.hybrid_csa import HybridCSA
+    from attnrec.text import HashingTextModel, SentenceEncoder
+    from attnrec.training.trainer import TrainerConfig
+
+    train, valid, meta = catalogue()
+    model = HybridCSA(svd_factors=8, svd_iterations=3, d_model=16, heads=2, mlp_hidden=8, seed=0)
+    handler = _Collect()
+    logging.getLogger("attnrec").addHandler(handler)
+    old_level, old_threads = logging.getLogger("attnrec").level, torch.get_num_threads()
+    logging.getLogger("attnrec").setLevel(logging.INFO)
+    torch.set_num_threads(1)
+    try:
+        model.fit(
+            train,  # type: ignore[arg-type]
+            valid,  # type: ignore[arg-type]
+            side=SideInputs(items=meta),
+            trainer=TrainerConfig(epochs=2, lr=1e-2, batch_size=128, progress=False, device="cpu"),
+            encoder=SentenceEncoder(HashingTextModel(dim=64), progress=False),
+        )
+    finally:
+        logging.getLogger("attnrec").removeHandler(handler)
+        logging.getLogger("attnrec").setLevel(old_level)
+        torch.set_num_threads(old_threads)
+    return model, "\n".join(handler.lines)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def target_rank(recs: pl.DataFrame) -> int | None:
+    ids = recs["item_id"].to_list()
+    return ids.index(f"i{N_ITEMS - 1}") + 1 if f"i{N_ITEMS - 1}" in ids else None
+
+
+def test_the_best_text_match_of_a_clear_query_is_in_the_top_k(fitted_catalogue) -> None:
+    model, _ = fitted_catalogue
+    recs = model.recommend_by_text(TARGET, k=5)
+    rel = recs["relevance"].to_list()
+    assert target_rank(recs) is not None, recs
+    assert recs.filter(pl.col("item_id") == f"i{N_ITEMS - 1}")["relevance"][0] == pytest.approx(1.0, abs=1e-5)
+    assert max(rel) == pytest.approx(1.0, abs=1e-5)
+    assert recs["score"].is_sorted(descending=True)
+    # the same for a known user, whose seen items are excluded, and in a batch
+    assert target_rank(model.recommend_by_text(TARGET, user="u1", k=5, exclude_seen=False)) is not None
+    batch = model.recommend_by_texts([TARGET, "teal lamp"], k=5)
+    assert target_rank(batch.filter(pl.col("query") == 0)) is not None
+    assert "teal lamp" in batch.filter(pl.col("query") == 1)["title"].to_list()
+
+
+def test_ranking_by_rating_alone_is_what_lost_it(fitted_catalogue) -> None:
+    """The failure of the probe, kept reachable as text_weight=0: the predicted rating buries the match."""
+    model, _ = fitted_catalogue
+    by_rating = model.recommend_by_text(TARGET, k=5, text_weight=0.0)
+    assert target_rank(by_rating) is None
+    assert by_rating["predicted_rating"].is_sorted(descending=True)
+    by_text = model.recommend_by_text(TARGET, k=5, text_weight=1.0)
+    assert target_rank(by_text) == 1 and by_text["relevance"].is_sorted(descending=True)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(Exception, match="text_weight"):
+            model.recommend_by_text(TARGET, k=5, text_weight=bad)
+
+
+def test_the_candidate_pool_is_sized_to_the_catalogue() -> None:
+    from attnrec.models.rating.hybrid_csa.text_blend import pool_size
+
+    assert pool_size(157, 157, 5) == 50  # ten candidates a slot, a third of this catalogue, not 100 of 157
+    assert pool_size(157, 157, 10) == 100
+    assert pool_size(157, 30, 10) == 30  # never more than the user has not seen
+    assert pool_size(100_000, 100_000, 10) == 1000  # a tenth of the catalogue, at most 1,000
+    assert pool_size(100_000, 100_000, 200) == 2000
+
+
+def test_the_weight_is_chosen_on_validation_and_kept_in_the_bundle(fitted_catalogue, tmp_path: Path) -> None:
+    from attnrec.models.rating.hybrid_csa.text_blend import WEIGHT_GRID
+    from attnrec.serving.bundle import load_bundle, save_bundle
+    from attnrec.text import HashingTextModel, SentenceEncoder
+
+    model, log_text = fitted_catalogue
+    report = model.text_weight_report
+    assert report is not None and report["queries"] > 50
+    assert list(report["mrr"]) == [f"{w:.1f}" for w in WEIGHT_GRID]
+    best = max(report["mrr"].values())
+    assert report["mrr"][f"{model.text_weight:.1f}"] == best and model.text_weight == report["chosen"]
+    # titles are distinct here, so text carries the queries: rating alone does worse than the chosen blend
+    assert report["mrr"]["0.0"] < best and 0.0 < model.text_weight
+    assert (
+        f"text-query weight {model.text_weight:.1f} chosen on {report['queries']} validation queries"
+        in log_text
+    )
+    save_bundle(model, tmp_path / "model")
+    loaded = load_bundle(tmp_path / "model")
+    assert loaded.text_weight == model.text_weight and loaded.text_weight_report == report
+    loaded.set_encoder(SentenceEncoder(HashingTextModel(dim=64), progress=False))
+    assert loaded.recommend_by_text(TARGET, k=5).equals(model.recommend_by_text(TARGET, k=5))
+
+
+def test_a_fixed_weight_skips_the_choice_and_a_bad_stored_weight_is_refused(fitted_catalogue) -> None:
+    from attnrec.errors import DataError
+
+    model, _ = fitted_catalogue
+    extra = model.bundle_json()
+    for bad in (1.5, "0.3", True, None):
+        with pytest.raises(DataError, match="text_weight"):
+            model._load_text_weight({**extra, "text_weight": bad})
+    old = {
+        k: v for k, v in extra.items() if not k.startswith("text_weight")
+    }  # a bundle from before the blend
+    model._load_text_weight(old)
+    assert model.text_weight == 0.5 and model.text_weight_report is None
+    model._load_text_weight(extra)
+
+
+# ------------------------------------------------------------------------------------------ log lines
+def test_the_item_text_log_line_says_what_happens_once(fitted_catalogue) -> None:
+    _, log_text = fitted_catalogue
+    assert "texts_for_vocab" not in log_text  # the old line: twice, and wrong (those items had reviews)
+    lines = [ln for ln in log_text.splitlines() if "item text for" in ln]
+    assert lines == [
+        f"hybrid_csa item text for {N_ITEMS} items: {N_ITEMS - NO_META} from metadata, {NO_META} from their "
+        f"training reviews (no metadata text), 0 with no text (encoded as ''), {NO_META} without a title"
+    ]

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
-from attnrec.errors import ConfigError
+from attnrec.errors import ConfigError, DataError
 from attnrec.models.capabilities import (
     DEFAULT_VALID_METRIC,
     ItemScorer,
@@ -62,7 +62,9 @@ __all__ = [
     "TorchRecommender",
     "TrainableModule",
     "available_models",
+    "check_state_tensors",
     "get_model_class",
+    "pop_rating_range",
     "register",
 ]
 
@@ -225,7 +227,15 @@ class Estimator(ABC, Generic[ConfigT]):
         return {}
 
     def load_bundle_json(self, data: dict[str, Any]) -> None:
-        """Restore what :meth:`bundle_json` wrote; called before :meth:`load_state_tensors`."""
+        """Restore what :meth:`bundle_json` wrote; called before :meth:`load_state_tensors`. Malformed content
+        raises :class:`~attnrec.errors.DataError` naming the field (the bundle adds the file)."""
+        return None
+
+    def restrict_to_bundle(self) -> None:
+        """Called by ``load_bundle`` for a bundle the caller did not mark as trusted, right after the config is
+        parsed: refuse config values that would load code or files from outside the bundle or reach the network
+        (e.g. a text encoder named by a path or a hub id), and keep what is built lazily later offline. Raises
+        :class:`~attnrec.errors.DataError` naming the config field. Models with no such value need nothing."""
         return None
 
     @abstractmethod
@@ -399,9 +409,55 @@ class TorchEstimator(Estimator[ConfigT]):
         return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.module = self.build_module_from_state(tensors)
-        self.module.load_state_dict(tensors, strict=True)
+        module = self.build_module_from_state(tensors)
+        check_state_tensors(module.state_dict(), tensors, self.name)
+        module.load_state_dict(tensors, strict=True)
+        self.module = module
         self.module.eval()
+
+
+def check_state_tensors(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], model: str
+) -> None:
+    """Loaded ``given`` tensors against a freshly built module's state dict ``expected``: the same names, and per
+    tensor the same shape and dtype (``load_state_dict`` alone would cast dtypes and widen a 1-element tensor to
+    a scalar), and no negative BatchNorm variance (it makes every score NaN). Raises DataError naming the tensor."""
+    for key, want in expected.items():
+        got = given.get(key)
+        if got is None:
+            raise DataError(
+                f"the weights have no tensor {key!r}", field=key, expected=f"the weights of a {model} model"
+            )
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise DataError(
+                f"shape {tuple(got.shape)} dtype {got.dtype}",
+                field=key,
+                expected=f"shape {tuple(want.shape)} dtype {want.dtype} for this {model} config",
+            )
+        if key.endswith("running_var") and bool((got < 0).any()):
+            raise DataError("negative variance", field=key, expected="running variances >= 0")
+    unexpected = sorted(set(given) - set(expected))
+    if unexpected:
+        raise DataError(
+            f"{len(unexpected)} tensor(s) a {model} model does not have: {', '.join(unexpected[:5])}",
+            field=unexpected[0],
+        )
+
+
+def pop_rating_range(tensors: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """Remove and return the ``_rating_range`` tensor a rating model stores beside its module: (low, high) of the
+    training ratings. Raises DataError unless it is two finite floats with low <= high."""
+    t = tensors.pop("_rating_range", None)
+    if t is None:
+        raise DataError("the weights have no tensor '_rating_range'", field="_rating_range")
+    if t.shape != (2,) or not t.is_floating_point():
+        raise DataError(
+            f"shape {tuple(t.shape)} dtype {t.dtype}", field="_rating_range", expected="(low, high)"
+        )
+    lo, hi = (float(v) for v in t.tolist())
+    if not lo <= hi:
+        raise DataError("low above high", field="_rating_range", value=(lo, hi), expected="low <= high")
+    return lo, hi
 
 
 class TorchRecommender(Recommender[ConfigT], TorchEstimator[ConfigT]):

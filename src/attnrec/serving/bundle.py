@@ -16,21 +16,32 @@ Layout::
 What :func:`load_bundle` guarantees about a bundle it did not write (every failure is a :class:`DataError` naming
 the file, and the field or tensor where there is one):
 
-* **No code runs.** The model class comes from the registry of built-in and registered names
+* **No code runs, nothing is fetched.** The model class comes from the registry of built-in and registered names
   (:func:`~attnrec.models.base.available_models`). The manifest's ``model_class`` import path is used only with
-  ``trust_code=True``, for a model whose module the caller has not imported.
+  ``trust_code=True``, for a model whose module the caller has not imported. A config value that would load code
+  or files from outside the bundle, or reach the network, is refused unless ``trust_code=True``
+  (:meth:`~attnrec.models.base.Estimator.restrict_to_bundle`): hybrid_csa's ``config.encoder`` must be a
+  registered offline text model (the packaged all-MiniLM-L6-v2), never a folder or a hub id.
 * **Integrity.** Format 2 lists the sha256 and size of every other file; each file is checked before it is parsed,
   and only listed files are read. Format 1 bundles (no checksums) still load, with a logged warning that they are
   unverified; saving one again upgrades it.
 * **Regular files inside the bundle only.** A symbolic link, a FIFO, a device or a directory in place of a bundle
-  file is refused before it is opened (a FIFO cannot block the load), and JSON files are capped at
-  :data:`MAX_JSON_BYTES` (a file that grows past it while being read is refused too).
+  file is refused before it is opened (a FIFO cannot block the load); the manifest is capped at
+  :data:`MAX_MANIFEST_BYTES` and other JSON files at :data:`MAX_JSON_BYTES` (a file that grows past its cap or
+  its listed size while being read is refused too).
 * **Structure before use.** The manifest is a JSON object with the required keys and types; the vocabularies are
-  lists of strings; the seen-items matrix is a valid CSR structure of shape (n_users, n_items); every floating-point
-  weight is finite; the weights fit the model's config (a missing tensor or wrong shape names the tensor).
+  lists of strings, both present for a recommender; the seen-items matrix is a valid CSR structure of shape
+  (n_users, n_items) stored as int64; every floating-point tensor is finite; every tensor has the name, shape and
+  dtype the model's config gives it, with one row per vocabulary entry where it is indexed by user or item; the
+  model's JSON artifacts have the types and lengths it needs (e.g. a CTR feature encoder matches the schema).
 
-The checksums detect corruption, truncation and files mixed up between bundles; they are not a signature: someone
-who can rewrite the bundle can rewrite its manifest, and the guarantee against them is the list above.
+What the checksums prove, and what not: they detect corruption, truncation, an edit of a file alone (an edited
+``mu``, swapped ids) and files mixed up between bundles (the weights also carry the name of the model they were
+saved from). They are not a signature: someone who can rewrite a file can rewrite the manifest's checksum for
+it, and a bundle written from a diverged model has valid checksums. Against those, the guarantees are the
+structural checks above, and the finiteness check (a NaN or inf tensor is refused whatever its checksum); a
+plausible edited value that keeps the structure (a shifted ``mu``, two ids swapped with the manifest rewritten)
+loads. Verify the provenance of a bundle (e.g. a signature over ``manifest.json``) before trusting its numbers.
 """
 
 from __future__ import annotations
@@ -65,7 +76,10 @@ log = logging.getLogger(__name__)
 #: the format :func:`save_bundle` writes; :func:`load_bundle` reads this one and format 1 (no checksums)
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
-#: the largest JSON file (manifest, vocabularies, extra) a load reads, in bytes
+#: the largest manifest a load reads, in bytes (a config and a run's settings: kilobytes)
+MAX_MANIFEST_BYTES = 4 * 2**20
+#: the largest other JSON file (vocabularies, extra) a load reads, in bytes: a catalogue of millions of ids with
+#: their titles is tens of megabytes; a file must also have the size its manifest lists
 MAX_JSON_BYTES = 256 * 2**20
 
 MANIFEST = "manifest.json"
@@ -163,12 +177,20 @@ def load_bundle(path: str | Path, *, trust_code: bool = False) -> Estimator[Any]
     manifest = _read_manifest(root)
     cls = _model_class(manifest, manifest_path, trust_code=trust_code)
     model = cls(cls.config_class.parse(manifest["config"], source=f"{manifest_path}: field 'config'"))
+    if not trust_code:  # before anything else is read: e.g. a text encoder named by path or hub id is refused
+        with _blame(manifest_path, "the config is not allowed in a bundle"):
+            model.restrict_to_bundle()
     listed = _listed_files(root, manifest)
     users, items = (
         _read_vocab(root, name, manifest, kind) if name in listed else None
         for name, kind in ((USERS, "user"), (ITEMS, "item"))
     )
     if isinstance(model, Recommender):
+        if users is None or items is None:
+            raise DataError(
+                f"missing: a {model.name} model needs its user and item vocabularies",
+                file=root / (USERS if users is None else ITEMS),
+            )
         model.user_vocab, model.item_vocab = users, items
     elif users is not None or items is not None:
         raise DataError(
@@ -305,7 +327,7 @@ def _read_manifest(root: Path, *, warn: bool = True) -> dict[str, Any]:
         raise DataError(
             "not a model bundle: manifest.json is missing", file=root, expected="a directory from save_bundle"
         )
-    manifest = _parse_json(_read_file(root, MANIFEST, limit=MAX_JSON_BYTES), file)
+    manifest = _parse_json(_read_file(root, MANIFEST, limit=MAX_MANIFEST_BYTES), file)
     if not isinstance(manifest, dict):
         raise DataError(
             f"the manifest is a JSON {type(manifest).__name__}", file=file, expected="a JSON object"
@@ -488,9 +510,9 @@ def _pop_seen(
             raise DataError(
                 "missing (the seen-items matrix needs both indptr and indices)", file=file, field=key
             )
-        if t.dim() != 1 or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        if t.dim() != 1 or t.dtype != torch.int64:  # what save_bundle writes
             raise DataError(
-                f"shape {tuple(t.shape)} dtype {t.dtype}", file=file, field=key, expected="1-D integers"
+                f"shape {tuple(t.shape)} dtype {t.dtype}", file=file, field=key, expected="1-D torch.int64"
             )
     assert indptr_t is not None and indices_t is not None
     if users is None or items is None:
@@ -529,6 +551,8 @@ def _load_tensors(model: Estimator[Any], tensors: dict[str, torch.Tensor], file:
     """``model.load_state_tensors`` with a missing tensor or a shape mismatch turned into a DataError."""
     try:
         model.load_state_tensors(tensors)
+    except DataError as exc:
+        raise _with_file(exc, file) from None
     except (AttnrecError, NotImplementedError):
         raise
     except KeyError as exc:
@@ -556,13 +580,25 @@ def _blame(file: Path, what: str) -> Iterator[None]:
     try:
         yield
     except DataError as exc:
-        if exc.file is not None:
-            raise
-        raise DataError(str(exc), file=file) from None
+        raise _with_file(exc, file) from None
     except AttnrecError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise DataError(f"{what}: {_one_line(exc)}", file=file) from None
+
+
+def _with_file(exc: DataError, file: Path) -> DataError:
+    """``exc`` (raised by a model, which does not know the bundle's paths) naming ``file``; unchanged if it names one."""
+    if exc.file is not None:
+        return exc
+
+    def like(message: str, at: Path | None) -> DataError:
+        return DataError(
+            message, file=at, line=exc.line, field=exc.field, value=exc.value, expected=exc.expected
+        )
+
+    prefix, suffix = str(like("\0", None)).split("\0")  # the same layout around the bare message
+    return like(str(exc).removeprefix(prefix).removesuffix(suffix), file)
 
 
 def _one_line(exc: BaseException) -> str:

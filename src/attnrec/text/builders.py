@@ -38,6 +38,7 @@ def item_text_from_meta(
     sep: str = ". ",
     max_chars: int | None = None,
     on_empty: OnEmpty = "keep",
+    report: bool = True,
 ) -> pl.DataFrame:
     """One text per item from metadata columns: ``"title. description. Categories: a, b. Brand: x"``.
 
@@ -46,7 +47,8 @@ def item_text_from_meta(
     columns are stripped, list columns (e.g. ``categories`` as ``List[str]``, nested lists too) are joined
     with ``", "``, other types are cast to text; null or empty parts are left out. ``labels`` maps a field to
     the prefix written before it (default :data:`DEFAULT_LABELS`). Duplicate keys keep their first row (the
-    count is logged). ``max_chars`` cuts each text to that many characters.
+    count is logged). ``max_chars`` cuts each text to that many characters. ``report=False`` leaves the log line
+    about empty texts to the caller (which knows what it falls back to; the duplicate-key line stays).
 
     Returns ``(key, text)``, one row per distinct key, in first-appearance order.
     """
@@ -74,7 +76,7 @@ def item_text_from_meta(
     if dups:
         log.warning("item_text_from_meta: %d duplicate %s rows; the first row of each is used", dups, key)
         out = out.unique(subset=key, keep="first", maintain_order=True)
-    return _finish(out, key, max_chars, on_empty, "item_text_from_meta")
+    return _finish(out, key, max_chars, on_empty, "item_text_from_meta", report)
 
 
 def item_text_from_reviews(
@@ -86,6 +88,7 @@ def item_text_from_reviews(
     order_by: str | None = "timestamp",
     sep: str = "\n",
     on_empty: OnEmpty = "keep",
+    report: bool = True,
 ) -> pl.DataFrame:
     """One text per item: its reviews from the TRAINING split, oldest first, joined and cut at ``max_chars``.
 
@@ -99,11 +102,12 @@ def item_text_from_reviews(
     ordered by ``order_by`` (stable; file order when that column is absent or None). Whole reviews past
     ``max_chars`` are skipped before joining, so popular items cost no more than ``max_chars`` each; the joined
     text is then cut to exactly ``max_chars`` characters (the encoder truncates tokens later anyway).
+    ``report=False``: no log line about empty texts (the caller reports what it does with them).
 
     Returns ``(key, text)``, one row per key present in ``train_df``.
     """
     return _reviews_text(
-        train_df, key, review_col, max_chars, order_by, sep, on_empty, "item_text_from_reviews"
+        train_df, key, review_col, max_chars, order_by, sep, on_empty, "item_text_from_reviews", report
     )
 
 
@@ -125,12 +129,13 @@ def user_text_from_reviews(
 
 
 def movielens_item_text(
-    items_df: pl.DataFrame, *, key: str = "item_id", on_empty: OnEmpty = "keep"
+    items_df: pl.DataFrame, *, key: str = "item_id", on_empty: OnEmpty = "keep", report: bool = True
 ) -> pl.DataFrame:
     """``"Title (year). Genres: a, b"`` per movie from a MovieLens items table (``title``, ``year``, ``genres``).
 
     ``year`` may be missing or null (``"Title. Genres: ..."``); ``genres`` may be ``List[str]`` (as the readers
-    give it) or a ``"a|b"`` string; no genres gives just ``"Title (year)"``.
+    give it) or a ``"a|b"`` string; no genres gives just ``"Title (year)"``. ``report``: as in
+    :func:`item_text_from_meta`.
     """
     _need(items_df, [key, "title"], "MovieLens items table")
     title = pl.col("title").cast(pl.String).str.strip_chars()
@@ -152,16 +157,17 @@ def movielens_item_text(
         parts.append(pl.concat_str(pl.lit("Genres: "), joined))
     text = pl.concat_str(parts, separator=". ", ignore_nulls=True).fill_null("")
     return _finish(
-        items_df.select(pl.col(key), text.alias("text")), key, None, on_empty, "movielens_item_text"
+        items_df.select(pl.col(key), text.alias("text")), key, None, on_empty, "movielens_item_text", report
     )
 
 
 def texts_for_vocab(
-    texts: pl.DataFrame, vocab: Vocabulary, *, key: str = "item_id", fill: str = ""
+    texts: pl.DataFrame, vocab: Vocabulary, *, key: str = "item_id", fill: str = "", report: bool = True
 ) -> pl.Series:
     """Texts aligned with a vocabulary: element ``i`` is the text of ``vocab.ids[i]`` (``fill`` when absent).
 
-    Ids absent from ``texts`` are counted in a log line; ids in ``texts`` unknown to the vocabulary are
+    Ids absent from ``texts`` are counted in a log line (``report=False``: not here, for a caller that fills
+    them from another source and reports the outcome itself); ids in ``texts`` unknown to the vocabulary are
     ignored (e.g. metadata of items filtered out by a k-core). Encode the result with
     ``encoder.encode(series, allow_empty=True)`` to get an ``(len(vocab), dim)`` matrix.
     """
@@ -176,7 +182,7 @@ def texts_for_vocab(
         maintain_order="left",
     )
     missing = joined["text"].null_count()
-    if missing:
+    if missing and report:
         log.warning(
             "texts_for_vocab: %d of %d %s ids have no text; using %r", missing, len(vocab), vocab.kind, fill
         )
@@ -217,6 +223,7 @@ def _reviews_text(
     sep: str,
     on_empty: OnEmpty,
     who: str,
+    report: bool = True,
 ) -> pl.DataFrame:
     _need(df, [key, review_col], "training table")
     if max_chars < 1:
@@ -239,10 +246,12 @@ def _reviews_text(
     out = keys.join(joined, on=key, how="left", maintain_order="left").with_columns(
         pl.col("text").fill_null("")
     )
-    return _finish(out, key, None, on_empty, who)
+    return _finish(out, key, None, on_empty, who, report)
 
 
-def _finish(out: pl.DataFrame, key: str, max_chars: int | None, on_empty: OnEmpty, who: str) -> pl.DataFrame:
+def _finish(
+    out: pl.DataFrame, key: str, max_chars: int | None, on_empty: OnEmpty, who: str, report: bool = True
+) -> pl.DataFrame:
     if on_empty not in ("keep", "drop", "error"):
         raise DataError(
             "bad on_empty", field="on_empty", value=on_empty, expected="'keep', 'drop' or 'error'"
@@ -261,7 +270,8 @@ def _finish(out: pl.DataFrame, key: str, max_chars: int | None, on_empty: OnEmpt
                 expected="some text",
             )
         action = "dropped" if on_empty == "drop" else "kept with text ''"
-        log.warning("%s: %d of %d %s have no text (%s), %s", who, n_empty, out.height, key, first, action)
+        if report or on_empty == "drop":
+            log.warning("%s: %d of %d %s have no text (%s), %s", who, n_empty, out.height, key, first, action)
         if on_empty == "drop":
             out = out.filter(~empty)
     return out

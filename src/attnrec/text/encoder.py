@@ -5,6 +5,11 @@ The default model is all-MiniLM-L6-v2 (384 dimensions, the model the hybrid_csa 
 package folder, so nothing is fetched from the Hugging Face hub; any other sentence-transformers model name or
 local folder works too. sentence-transformers is imported lazily, only when a model is first needed.
 
+A model named by a bundle someone else wrote is restricted to the registered offline models
+(:data:`PACKAGED_MODELS`, :func:`require_offline_model`, ``SentenceEncoder(..., offline_only=True)``): a folder
+or hub id there could run code (a sentence-transformers folder names the module classes it imports) or wait on
+the network.
+
 :class:`HashingTextModel` is a tiny dependency-free stand-in with the same interface, for tests and smoke runs.
 """
 
@@ -23,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
-from attnrec.errors import ConfigError, DataError, require
+from attnrec.errors import ConfigError, DataError, MissingExtraError, require
 from attnrec.text.cache import EmbeddingCache, text_keys
 
 log = logging.getLogger(__name__)
@@ -87,6 +92,19 @@ class HashingTextModel:
 
 def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
+
+
+def require_offline_model(name: str, *, field: str = "encoder") -> None:
+    """Refuse a text model name that is not a registered offline model (a key of :data:`PACKAGED_MODELS`): what
+    a bundle from someone else may name. Raises DataError naming ``field`` and the registered names."""
+    if name not in PACKAGED_MODELS:
+        raise DataError(
+            "not a registered offline text model: a bundle may name a folder or hub model only when the caller "
+            "trusts it (load_bundle(..., trust_code=True), CLI --trust-bundle)",
+            field=field,
+            value=name,
+            expected=" or ".join(repr(n) for n in PACKAGED_MODELS),
+        )
 
 
 def packaged_model_path(name: str) -> Path | None:
@@ -154,6 +172,9 @@ class SentenceEncoder:
     main model (e.g. :class:`~attnrec.text.fast.FastTextModel` on the same weights: a lighter per-call path for
     interactive queries); :meth:`encode` (corpora, the on-disk cache) always uses the main model.
 
+    ``offline_only``: ``model`` must be a registered offline model name (:func:`require_offline_model`), loaded
+    from its installed package and never from the hub or a folder of that name (for a name a bundle gave).
+
     Nothing is loaded at construction; the model loads on the first call that needs it.
     """
 
@@ -169,6 +190,7 @@ class SentenceEncoder:
         progress: bool = True,
         query_cache_size: int = 1024,
         query_model: TextModel | None = None,
+        offline_only: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -194,10 +216,13 @@ class SentenceEncoder:
         self.query_misses = 0
         self._model: Any = None
         self._model_id: str | None = None
+        self.offline_only = offline_only
         if isinstance(model, str | Path):
             self.model_name = str(model)
+            if offline_only:
+                require_offline_model(self.model_name, field="model")
             self._folder = packaged_model_path(self.model_name)
-            if self._folder is None and Path(model).is_dir():
+            if self._folder is None and not offline_only and Path(model).is_dir():
                 self._folder = Path(model)
         else:
             if not callable(getattr(model, "encode", None)):
@@ -223,6 +248,8 @@ class SentenceEncoder:
     def model(self) -> Any:
         """The loaded model (loads it on first access)."""
         if self._model is None:
+            if self._folder is None and self.offline_only:  # never the hub in its place
+                raise MissingExtraError(PACKAGED_MODELS[self.model_name][0], "text")
             st = require("sentence_transformers", "text")
             source = str(self._folder) if self._folder is not None else self.model_name
             kwargs: dict[str, Any] = {"device": resolve_device(self.device)}

@@ -283,4 +283,13 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
             )
         self.schema = FeatureSchema.model_validate(data["schema"])
         enc = data.get("encoder")
+        if enc is not None and not (isinstance(enc, dict) and "schema" in enc):
+            raise DataError("not a feature encoder", field="encoder", expected='{"schema", "vocabularies"}')
         self.encoder = FeatureEncoder.from_json(json.dumps(enc)) if enc else None
+        # the encoder's indices address the model's tables: a different schema would read past them
+        if self.encoder is not None and self.encoder.schema != self.schema:
+            raise DataError(
+                "the feature encoder's schema differs from the model's",
+                field="encoder.schema",
+                expected="the schema under 'schema'",
+            )

@@ -38,6 +38,7 @@ from attnrec.models.base import (
     TaskKind,
     TorchRecommender,
     TrainableModule,
+    pop_rating_range,
     register,
 )
 
@@ -389,8 +390,8 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
         # the damped bias penalty's rating counts are saved with the model (bundles written before they were
         # have none: those load with the per-rating objective; predictions do not depend on it)
         counts = None
-        if "user_count" in tensors and "item_count" in tensors:
-            counts = (torch.zeros_like(tensors["user_count"]), torch.zeros_like(tensors["item_count"]))
+        if "user_count" in tensors and "item_count" in tensors:  # shaped by the vocabularies, checked on load
+            counts = (torch.zeros(self.n_users), torch.zeros(self.n_items))
         return BiasedMF(self.n_users, self.n_items, c.factors, c.init_std, c.reg, c.reg_bias, 0.0, counts)
 
     def train_batches(
@@ -549,8 +550,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         tensors = dict(tensors)
-        lo, hi = tensors.pop("_rating_range").tolist()
-        self.rating_range = (lo, hi)
+        self.rating_range = pop_rating_range(tensors)
         super().load_state_tensors(tensors)
 
 

@@ -10,7 +10,15 @@ from torch import nn
 
 from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
-from attnrec.models.base import FitReport, ModelConfig, Query, Recommender, TaskKind, register
+from attnrec.models.base import (
+    FitReport,
+    ModelConfig,
+    Query,
+    Recommender,
+    TaskKind,
+    check_state_tensors,
+    register,
+)
 
 if TYPE_CHECKING:
     from attnrec.training.trainer import TrainerConfig
@@ -97,4 +105,5 @@ class Pop(Recommender[PopConfig]):
         return {"counts": self.counts}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        check_state_tensors({"counts": torch.zeros(self.n_items)}, tensors, self.name)  # one count per item
         self.counts = tensors["counts"]

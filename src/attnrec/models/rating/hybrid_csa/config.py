@@ -79,6 +79,11 @@ class HybridCSAConfig(ModelConfig):
     #: query step exported to one ONNX Runtime graph per model state, attnrec[fast]; the fast path's model side;
     #: the same results up to float rounding, ties included)
     query_scorer: Literal["torch", "onnx"] = "torch"
+    #: not in the paper: the weight w of text relevance when a text query's candidates are ranked, score =
+    #: w·z(relevance) + (1−w)·z(predicted rating) over the pool (text_blend.py). None (default): chosen on
+    #: validation by fit (a grid of 0, 0.1, ..., 1; the criterion is in docs/models/hybrid_csa.md), 0.5 without
+    #: a validation split; a number fixes it. Each query may override it (recommend_by_text(text_weight=...))
+    text_weight: float | None = Field(None, ge=0, le=1)
     #: paper-literal: r = the row's own review (leaks the rating; every output is flagged leaky)
     target_review_leakage: bool = False
     #: share of training rows whose user token is replaced by the learned unknown-user vector

@@ -57,6 +57,8 @@ class HybridCSACore(TorchRecommender[HybridCSAConfig], RatingPredictor):
         self._runner: tuple[tuple[TokenTables, TokenTables], QueryRunner] | None = None
         self._runner_skips: set[str] = set()
         self._encoder: SentenceEncoder | None = None
+        #: set by loading an untrusted bundle: the encoder may only be a registered offline model (no hub, no path)
+        self.offline_only = False
         self._inputs: FitInputs | None = None
         self._memo: tuple[pl.DataFrame, np.ndarray] | None = None
         #: what the SVD stage of the last fit did (its best ALS sweep on validation)
@@ -83,7 +85,7 @@ class HybridCSACore(TorchRecommender[HybridCSAConfig], RatingPredictor):
                 backend, fallback = ("onnx", "torch") if onnx_available() else ("torch", None)
             query_model = None
             if backend != "sentence-transformers" and (
-                packaged_model_path(name) is not None or Path(name).is_dir()
+                packaged_model_path(name) is not None or (not self.offline_only and Path(name).is_dir())
             ):
                 from attnrec.text.fast import Backend, FastTextModel  # noqa: F401 - Backend: the cast below
 
@@ -103,6 +105,7 @@ class HybridCSACore(TorchRecommender[HybridCSAConfig], RatingPredictor):
                 cache=EmbeddingCache(cache_home() / "embeddings"),
                 progress=False,
                 query_model=query_model,
+                offline_only=self.offline_only,
             )
         return self._encoder
 

@@ -4,6 +4,7 @@ the training batches read."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from attnrec.text.builders import (
     user_text_from_reviews,
 )
 from attnrec.training.types import FitReport
+
+log = logging.getLogger(__name__)
 
 #: svd_crossfit's refits: user factors (K, n_users, k), user biases (K, n_users), item factors (K, n_items, k),
 #: item biases (K, n_items)
@@ -58,10 +61,11 @@ def prepare_inputs(
     valid: Interactions | None,
     items: pl.DataFrame | None,
     encode: Callable[[pl.Series], np.ndarray],
-) -> tuple[FitInputs, list[str] | None, FitReport]:
+) -> tuple[FitInputs, list[str] | None, pl.Series, FitReport]:
     """Fit the SVD on ``train`` (``valid`` picks its best ALS sweep) and encode the texts with ``encode`` (texts
     (n,) -> (n, d_text) float32; empty texts allowed). Returns the inputs, the item titles aligned with the item
-    vocabulary (None without a ``title`` column in ``items``) and the SVD stage's report."""
+    vocabulary (None without a ``title`` column in ``items``), the item texts that were encoded (aligned with the
+    item vocabulary) and the SVD stage's report."""
     c = config
     leaky = c.target_review_leakage
     train_df = train.decode()
@@ -101,7 +105,7 @@ def prepare_inputs(
         fold=folds,
         crossfit=crossfit,
     )
-    return inputs, titles, svd_report
+    return inputs, titles, texts, svd_report
 
 
 def crossfit_tables(
@@ -126,38 +130,63 @@ def item_texts(
     train_df: pl.DataFrame, items: pl.DataFrame | None, vocab: Vocabulary, *, max_chars: int
 ) -> tuple[pl.Series, list[str] | None]:
     """Item texts aligned with ``vocab`` and titles (or None): metadata text, with items whose metadata is
-    empty or absent falling back to their TRAINING reviews (each item's joined reviews cut to ``max_chars``)."""
+    empty or absent falling back to their TRAINING reviews (each item's joined reviews cut to ``max_chars``).
+
+    One log line says what each item got: how many texts come from metadata, how many from training reviews,
+    how many are empty (encoded as ``""``), and how many items have no title (INFO; WARNING when some text is
+    empty)."""
     meta = titles = None
     if items is not None:
-        meta = texts_for_vocab(meta_text(items), vocab)
+        meta = texts_for_vocab(meta_text(items, report=False), vocab, report=False)
         if "title" in items.columns:
             t = items.select(pl.col("item_id"), pl.col("title").cast(pl.String).fill_null("").alias("text"))
-            titles = texts_for_vocab(t, vocab).to_list()
+            titles = texts_for_vocab(t, vocab, report=False).to_list()
     reviews = None
     if "review" in train_df.columns:
-        built = item_text_from_reviews(train_df, max_chars=max_chars)
-        reviews = texts_for_vocab(built, vocab)
+        built = item_text_from_reviews(train_df, max_chars=max_chars, report=False)
+        reviews = texts_for_vocab(built, vocab, report=False)
     if meta is None and reviews is None:
         raise ConfigError(
             "hybrid_csa needs item text: pass items= (item metadata with item_id and title/description/...) "
             "to fit(), or training data with a 'review' column"
         )
+    n = len(vocab)
+    blank = pl.Series([""] * n, dtype=pl.String)
+    has_meta = _has_text(meta if meta is not None else blank)
+    has_reviews = _has_text(reviews if reviews is not None else blank)
+    from_meta = int(has_meta.sum())
+    from_reviews = int((~has_meta & has_reviews).sum())
+    empty = n - from_meta - from_reviews
+    untitled = sum(not t.strip() for t in titles) if titles is not None else None
+    parts = [f"{from_meta} from metadata"] if meta is not None else []
+    if reviews is not None:
+        fallback = " (no metadata text)" if meta is not None else ""
+        parts.append(f"{from_reviews} from their training reviews{fallback}")
+    parts.append(f"{empty} with no text (encoded as '')")
+    if untitled:
+        parts.append(f"{untitled} without a title")
+    log.log(
+        logging.WARNING if empty else logging.INFO,
+        "hybrid_csa item text for %d items: %s",
+        n,
+        ", ".join(parts),
+    )
     if meta is None:
         assert reviews is not None
         return reviews, titles
-    if reviews is not None:
-        both = pl.DataFrame({"meta": meta, "reviews": reviews})
-        meta = both.select(
-            pl.when(pl.col("meta").str.strip_chars().str.len_bytes() > 0)
-            .then(pl.col("meta"))
-            .otherwise(pl.col("reviews"))
-        ).to_series()
-    return meta, titles
+    if reviews is None:
+        return meta, titles
+    return pl.select(pl.when(pl.lit(has_meta)).then(pl.lit(meta)).otherwise(pl.lit(reviews))).to_series(), titles
 
 
-def meta_text(items: pl.DataFrame) -> pl.DataFrame:
+def _has_text(texts: pl.Series) -> pl.Series:
+    return texts.str.strip_chars().str.len_bytes() > 0
+
+
+def meta_text(items: pl.DataFrame, *, report: bool = True) -> pl.DataFrame:
     """(item_id, text) from metadata: MovieLens style (title/year/genres) when there is a ``genres`` column
-    and no ``description``, else the Amazon style fields."""
+    and no ``description``, else the Amazon style fields. ``report=False``: empty texts are not logged here
+    (:func:`item_texts` reports the outcome after its fallback)."""
     if "genres" in items.columns and "description" not in items.columns:
-        return movielens_item_text(items)
-    return item_text_from_meta(items)
+        return movielens_item_text(items, report=report)
+    return item_text_from_meta(items, report=report)

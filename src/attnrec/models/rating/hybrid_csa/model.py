@@ -25,7 +25,7 @@ import torch
 from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
-from attnrec.models.base import Query, TaskKind, register
+from attnrec.models.base import Query, TaskKind, pop_rating_range, register
 from attnrec.models.rating.hybrid_csa.cold_start import (
     check_new_items,
     grow_catalogue,
@@ -157,6 +157,15 @@ class HybridCSA(TextQueries, Explanations):
         return module
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> HybridCSAModule:
+        # the module takes its sizes from these tensors: each must have one row per user / item of the vocabularies
+        rows = {"user_factors": self.n_users, "item_factors": self.n_items, "item_text": self.n_items}
+        rows |= {"user_text": self.n_users, "user_bias": self.n_users, "item_bias": self.n_items}
+        for key, n in rows.items():
+            t = tensors.get(key)
+            if t is not None and (t.dim() not in (1, 2) or t.shape[0] != n):
+                raise DataError(
+                    f"shape {tuple(t.shape)}", field=key, expected=f"{n} rows, one per vocabulary entry"
+                )
         user_text = tensors.get("user_text")
         return self._new_module(
             torch.zeros_like(tensors["user_factors"]),
@@ -313,8 +322,7 @@ class HybridCSA(TextQueries, Explanations):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         tensors = dict(tensors)
-        lo, hi = tensors.pop("_rating_range").tolist()
-        self.rating_range = (lo, hi)
+        self.rating_range = pop_rating_range(tensors)
         super().load_state_tensors(tensors)
 
     def bundle_json(self) -> dict[str, Any]:
@@ -326,6 +334,27 @@ class HybridCSA(TextQueries, Explanations):
         }
 
     def load_bundle_json(self, data: dict[str, Any]) -> None:
-        self.titles = data.get("titles")
-        self.n_warm_items = int(data.get("n_warm_items", 0))
-        self.encoder_info = dict(data.get("encoder") or {})
+        titles, warm, info = data.get("titles"), data.get("n_warm_items", 0), data.get("encoder") or {}
+        if titles is not None and (
+            not isinstance(titles, list)
+            or len(titles) != self.n_items
+            or not all(isinstance(t, str) for t in titles)
+        ):
+            raise DataError(
+                "not a title per item", field="titles", expected=f"{self.n_items} strings, or null"
+            )
+        if not isinstance(warm, int) or isinstance(warm, bool) or not 0 <= warm <= self.n_items:
+            raise DataError("out of range", field="n_warm_items", value=warm, expected=f"0..{self.n_items}")
+        if not isinstance(info, dict):
+            raise DataError(
+                "not an object", field="encoder", value=info, expected='{"name", "model_id", "dim"}'
+            )
+        self.titles, self.n_warm_items, self.encoder_info = titles, warm, dict(info)
+
+    def restrict_to_bundle(self) -> None:
+        """A bundle's ``config.encoder`` may name only a registered offline text model (see
+        :func:`~attnrec.text.encoder.require_offline_model`); the encoder built for its queries stays offline."""
+        from attnrec.text.encoder import require_offline_model
+
+        require_offline_model(self.config.encoder, field="config.encoder")
+        self.offline_only = True

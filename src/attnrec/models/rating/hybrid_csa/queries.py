@@ -1,28 +1,45 @@
 """hybrid_csa's text queries: a free-text query's embedding is the text token of every candidate item. The
-candidates are retrieved by cosine relevance of the items' own text, then ranked by the model, in PyTorch or in one
-ONNX Runtime graph per module state (``query_scorer="onnx"``, :mod:`.onnx`) that is kept while the state is."""
+candidates are retrieved by cosine relevance of the items' own text and scored by the model, in PyTorch or in one
+ONNX Runtime graph per module state (``query_scorer="onnx"``, :mod:`.onnx`) that is kept while the state is, then
+ranked by a blend of relevance and predicted rating whose weight is chosen on validation (:mod:`.text_blend`)."""
 
 from __future__ import annotations
 
 import logging
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
 import torch
 
+from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.rating.hybrid_csa.config import GRAPH_PAIRS
 from attnrec.models.rating.hybrid_csa.core import HybridCSACore
 from attnrec.models.rating.hybrid_csa.inference import top_stable
+from attnrec.models.rating.hybrid_csa.text_blend import (
+    DEFAULT_TEXT_WEIGHT,
+    MAX_VALID_QUERIES,
+    POSITIVE_AT,
+    VALID_K,
+    WEIGHT_GRID,
+    blend_scores,
+    choose_weight,
+    pool_size,
+    query_text,
+    reciprocal_ranks,
+)
 from attnrec.text.encoder import SentenceEncoder
 
 if TYPE_CHECKING:
     from attnrec.models.rating.hybrid_csa.onnx import QueryRunner
 
 log = logging.getLogger(__name__)
+
+#: a text query's candidate pool: a number of items, "auto" (:func:`~.text_blend.pool_size`) or None (every item)
+Candidates = int | Literal["auto"] | None
 
 
 class TextQueries(HybridCSACore):
@@ -66,22 +83,28 @@ class TextQueries(HybridCSACore):
         k: int = 10,
         *,
         exclude_seen: bool = True,
-        candidates: int | None = 100,
+        candidates: Candidates = "auto",
+        text_weight: float | None = None,
     ) -> pl.DataFrame:
         """Top-``k`` items for a free-text query: the query's embedding is the text token of every candidate
         item (the item keeps its SVD token; its own text is not used). A known ``user`` brings their SVD vector
         (and seen items are excluded when ``exclude_seen``); an unknown or absent user gets the learned
         unknown-user vector and ``new_user=True``. Columns: ``item_id``, ``title`` (when known),
         ``predicted_rating``, ``share_user``, ``share_item``, ``share_text`` (+ ``share_user_text``),
-        ``relevance``, ``new_user``. An over-long query is truncated (logged; :attr:`last_query_truncated`).
-        Repeated queries hit the encoder's in-memory LRU.
+        ``relevance``, ``score``, ``new_user``. An over-long query is truncated (logged;
+        :attr:`last_query_truncated`). Repeated queries hit the encoder's in-memory LRU.
 
-        ``candidates``: retrieve-then-rank. The model scores a rating, not relevance (the query only modulates it),
-        so by default only the ``candidates`` items whose own text is most similar to the query (cosine,
-        ``relevance``) are ranked by the model; ``None`` ranks every item by the model alone (the paper's
-        section VI-B as written)."""
-        self._check_candidates(candidates, k)
-        return self._rank_for_query(self._encode_query(query), user, k, exclude_seen, candidates)
+        Retrieve, score, rank: the ``candidates`` items whose own text is most similar to the query (cosine,
+        ``relevance``) are scored by the model (``predicted_rating``) and ranked by ``score`` = w · z(relevance) +
+        (1 − w) · z(predicted_rating), z standardising over the pool (:mod:`.text_blend`). The model predicts a
+        rating, which the query only modulates, so ranking by it alone loses the item the query asks for.
+        ``text_weight`` is w for this query (default :attr:`text_weight`, chosen on validation at fit and kept in
+        the bundle; 0 ranks by the rating alone, 1 by relevance alone). ``candidates``: ``"auto"`` sizes the pool
+        to the catalogue (:func:`~.text_blend.pool_size`), a number fixes it, ``None`` scores every item."""
+        self._check_candidates(candidates, k, text_weight)
+        return self._rank_for_query(
+            self._encode_query(query), user, k, exclude_seen, candidates, text_weight
+        )
 
     def recommend_by_texts(
         self,
@@ -90,11 +113,12 @@ class TextQueries(HybridCSACore):
         k: int = 10,
         *,
         exclude_seen: bool = True,
-        candidates: int | None = 100,
+        candidates: Candidates = "auto",
+        text_weight: float | None = None,
     ) -> pl.DataFrame:
         """:meth:`recommend_by_text` for a batch of queries, encoded in one model call (queries already in the
         LRU skip it). The frame gains a first column ``query`` (its index in ``queries``)."""
-        self._check_candidates(candidates, k)
+        self._check_candidates(candidates, k, text_weight)
         texts = list(queries)
         if not texts:
             raise DataError("no queries", field="queries", value=[], expected="at least one query")
@@ -103,21 +127,38 @@ class TextQueries(HybridCSACore):
                 raise DataError("empty query", field=f"queries[{i}]", value=q, expected="a non-empty string")
         vecs = self.encoder.encode_queries(texts)
         self._check_dim(vecs.shape[1])
-        return self._rank_for_queries(vecs, user, k, exclude_seen, candidates)
+        return self._rank_for_queries(vecs, user, k, exclude_seen, candidates, text_weight)
 
     @staticmethod
-    def _check_candidates(candidates: int | None, k: int) -> None:
-        if candidates is not None and candidates < 1:
+    def _check_candidates(candidates: Candidates, k: int, text_weight: float | None = None) -> None:
+        if candidates != "auto" and candidates is not None and (
+            isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+        ):
             raise DataError(
-                "candidates must be positive", field="candidates", value=candidates, expected=">= 1"
+                "candidates must be a positive number of items, 'auto' or None (every item)",
+                field="candidates",
+                value=candidates,
+                expected=">= 1, 'auto' or None",
             )
         if k < 1:
             raise DataError("k must be positive", field="k", value=k, expected=">= 1")
+        if text_weight is not None and not 0.0 <= text_weight <= 1.0:  # NaN fails too
+            raise DataError(
+                "the text weight is a share", field="text_weight", value=text_weight, expected="0 <= w <= 1"
+            )
 
     def _rank_for_query(
-        self, vec: np.ndarray, user: str | None, k: int, exclude_seen: bool, candidates: int | None
+        self,
+        vec: np.ndarray,
+        user: str | None,
+        k: int,
+        exclude_seen: bool,
+        candidates: Candidates,
+        text_weight: float | None,
     ) -> pl.DataFrame:
-        return self._rank_for_queries(vec[None], user, k, exclude_seen, candidates, query_column=False)
+        return self._rank_for_queries(
+            vec[None], user, k, exclude_seen, candidates, text_weight, query_column=False
+        )
 
     def _rank_for_queries(
         self,
@@ -125,13 +166,14 @@ class TextQueries(HybridCSACore):
         user: str | None,
         k: int,
         exclude_seen: bool,
-        candidates: int | None,
+        candidates: Candidates,
+        text_weight: float | None = None,
         *,
         query_column: bool = True,
     ) -> pl.DataFrame:
         """Top-k per query for query embeddings (Q, d): every query's candidate pool is retrieved by cosine
-        relevance in one (Q, I) product and all Q × pool pairs are scored in one pass (``query`` column first
-        unless ``query_column=False``)."""
+        relevance in one (Q, I) product, all Q × pool pairs are scored in one pass and ranked by the blend
+        (``query`` column first unless ``query_column=False``)."""
         uv, iv = self._vocabs()
         m = self.csa
         known = user is not None and str(user) in uv
@@ -141,7 +183,10 @@ class TextQueries(HybridCSACore):
         if known and exclude_seen and self.seen is not None:
             seen = self.seen[uidx].indices.astype(np.int64)
         n_open = self.n_items - (0 if seen is None else len(np.unique(seen)))
-        size = n_open if candidates is None else min(candidates, n_open)
+        if candidates == "auto":
+            size = pool_size(self.n_items, n_open, k)
+        else:
+            size = n_open if candidates is None else min(candidates, n_open)
         runner = self._query_runner(n_q * size) if self.config.query_scorer == "onnx" else None
         if runner is not None:  # retrieval and scoring in one ONNX Runtime call
             exclude = np.zeros(self.n_items, dtype=bool)
@@ -151,10 +196,12 @@ class TextQueries(HybridCSACore):
             pool, rel_pool, preds, att = runner(vecs, row, size, exclude)
         else:
             pool, rel_pool, preds, att = self._score_queries(vecs, uidx, known, seen, size)
-        # rank by the unclipped score (clipping ties every item above the top rating); report the clipped one.
+        # blend the unclipped prediction (clipping ties every item above the top rating); report the clipped one.
         # Both scorers give the pool by relevance, ties by item index; a stable sort keeps that order among tied
         # scores, so tied items come out the same from either
-        scores = preds.cpu()  # (Q, size)
+        preds = preds.cpu()  # (Q, size)
+        weight = self.text_weight if text_weight is None else float(text_weight)
+        scores = blend_scores(rel_pool.cpu(), preds, weight)
         k = min(k, size)
         order = top_stable(scores, k)[1]  # (Q, k)
         top = pool.cpu().gather(1, order)  # (Q, k) item indices
@@ -168,11 +215,114 @@ class TextQueries(HybridCSACore):
         cols.append(pl.Series("item_id", iv.ids[flat].tolist(), dtype=pl.String))
         if self.titles is not None:
             cols.append(pl.Series("title", [self.titles[j] for j in flat], dtype=pl.String))
-        cols.append(pl.Series("predicted_rating", self._clip(scores.gather(1, order)).reshape(-1).numpy()))
+        cols.append(pl.Series("predicted_rating", self._clip(preds.gather(1, order)).reshape(-1).numpy()))
         cols += [pl.Series(name, v) for name, v in self._share_columns(w, len(flat)).items()]
         cols.append(pl.Series("relevance", rel_pool.cpu().gather(1, order).reshape(-1).numpy()))
+        cols.append(pl.Series("score", scores.gather(1, order).reshape(-1).numpy()))
         cols.append(pl.Series("new_user", np.full(len(flat), not known)))
         return self._flag(pl.DataFrame(cols))
+
+    def _fit_text_weight(self, valid: Interactions | None, texts: pl.Series) -> None:
+        """Set :attr:`text_weight` at the end of fit: ``config.text_weight`` when given, else chosen on ``valid``
+        (:meth:`_choose_text_weight`), else (no validation split, or the leaky mode, which answers no text query)
+        :data:`~.text_blend.DEFAULT_TEXT_WEIGHT`."""
+        fixed = self.config.text_weight
+        self.text_weight, self.text_weight_report = DEFAULT_TEXT_WEIGHT, None
+        if fixed is not None:
+            self.text_weight = fixed
+        elif valid is not None and not self.leaky:
+            self.text_weight, self.text_weight_report = self._choose_text_weight(valid, texts)
+        else:
+            log.info(
+                "hybrid_csa: text-query weight %.1f (the default: no validation split to choose it on)",
+                self.text_weight,
+            )
+
+    def _text_weight_json(self) -> dict[str, Any]:
+        """The bundle's record of the text-query weight (``extra.json``)."""
+        return {"text_weight": self.text_weight, "text_weight_report": self.text_weight_report}
+
+    def _load_text_weight(self, data: dict[str, Any]) -> None:
+        """:attr:`text_weight` from a bundle's ``extra.json``, checked; a bundle saved before the blend existed
+        (it ranked by the rating alone) gets :data:`~.text_blend.DEFAULT_TEXT_WEIGHT`."""
+        weight = data.get("text_weight", DEFAULT_TEXT_WEIGHT)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0.0 <= weight <= 1.0:
+            raise DataError(
+                "not a text-query weight",
+                file="extra.json",
+                field="text_weight",
+                value=weight,
+                expected="a number from 0 to 1",
+            )
+        report = data.get("text_weight_report")
+        self.text_weight = float(weight)
+        self.text_weight_report = dict(report) if isinstance(report, dict) else None
+
+    def _choose_text_weight(self, valid: Interactions, texts: pl.Series) -> tuple[float, dict[str, Any]]:
+        """Choose the blend's text weight on validation (docs/models/hybrid_csa.md, "Text queries").
+
+        Each query is a validation positive (u, i, r ≥ :data:`~.text_blend.POSITIVE_AT` of the training range): the
+        query is item i's title (else the first words of its text: metadata or TRAINING reviews, ``texts`` aligned
+        with the item vocabulary; no validation text exists here), asked by user u, whose training items are
+        excluded. Its pool is the default one for k = 10. For each weight of the grid, the reciprocal rank of i in
+        the blended ranking; the weight with the best mean wins (:func:`~.text_blend.choose_weight`). At most
+        :data:`~.text_blend.MAX_VALID_QUERIES` queries, a sample seeded by ``config.seed``. Returns the weight and a
+        report (criterion, queries, mean reciprocal rank per weight)."""
+        lo, hi = self.rating_range
+        users, items = np.asarray(valid.users), np.asarray(valid.items)
+        ok = (np.asarray(valid.ratings) >= lo + POSITIVE_AT * (hi - lo)) & (items < self.n_items)
+        if self.seen is not None:  # a validation pair also in training is no unseen target
+            ok &= np.asarray(self.seen[users, items]).ravel() == 0
+        rows = np.flatnonzero(ok)
+        rng = np.random.default_rng(self.config.seed)
+        if len(rows) > MAX_VALID_QUERIES:
+            rows = np.sort(rng.choice(rows, MAX_VALID_QUERIES, replace=False))
+        report: dict[str, Any] = {
+            "criterion": "mean reciprocal rank of a validation positive for a query made from its title",
+            "queries": int(len(rows)),
+        }
+        if not len(rows):
+            report["chosen"] = self.text_weight
+            return self.text_weight, report
+        u, target = torch.from_numpy(users[rows]), items[rows]
+        vecs = self.encoder.encode_queries([query_text(self.titles, texts, int(i)) for i in target])
+        self._check_dim(vecs.shape[1])
+        dev = self.device
+        with torch.no_grad():
+            text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(dev)
+            relevance = self._relevance(text).cpu()  # (R, I)
+            if self.seen is not None:
+                relevance[torch.from_numpy(self.seen[users[rows]].toarray() > 0)] = -torch.inf
+            n_open = int((relevance > -torch.inf).sum(1).min())
+            size = pool_size(self.n_items, n_open, VALID_K)
+            rel_pool, pool = top_stable(relevance, size)
+            cand, i_idx = torch.unique(pool, return_inverse=True)
+            n_r = len(rows)
+            preds, _ = self.csa.score_pairs(
+                u.to(dev),
+                torch.zeros(n_r, dtype=torch.bool, device=dev),
+                cand.to(dev),
+                text,
+                torch.arange(n_r, device=dev)[:, None],
+                i_idx.to(dev),
+                torch.arange(n_r, device=dev)[:, None],
+            )
+        hit = pool == torch.from_numpy(target)[:, None]
+        col = torch.where(hit.any(1), hit.int().argmax(1), torch.full((n_r,), -1))
+        rr = {w: reciprocal_ranks(blend_scores(rel_pool, preds.cpu(), w), col) for w in WEIGHT_GRID}
+        weight = choose_weight(rr)
+        report["mrr"] = {f"{w:.1f}": round(float(v.mean()), 4) for w, v in rr.items()}
+        report["chosen"] = weight
+        log.info(
+            "hybrid_csa: text-query weight %.1f chosen on %d validation queries (MRR %.3f; rating only %.3f, text "
+            "only %.3f)",
+            weight,
+            len(rows),
+            float(rr[weight].mean()),
+            float(rr[0.0].mean()),
+            float(rr[1.0].mean()),
+        )
+        return weight, report
 
     def _score_queries(
         self, vecs: np.ndarray, uidx: int, known: bool, seen: np.ndarray | None, size: int
