@@ -24,6 +24,7 @@ from attnrec.models.rating.hybrid_csa.config import ROWS, HybridCSAConfig
 from attnrec.models.rating.hybrid_csa.inference import TokenTables
 from attnrec.models.rating.hybrid_csa.inputs import FitInputs
 from attnrec.models.rating.hybrid_csa.module import HybridCSAModule
+from attnrec.models.rating.hybrid_csa.text_blend import DEFAULT_TEXT_WEIGHT
 from attnrec.text.encoder import SentenceEncoder, packaged_model_path
 from attnrec.training.types import FitReport
 
@@ -53,6 +54,11 @@ class HybridCSACore(TorchRecommender[HybridCSAConfig], RatingPredictor):
         self.encoder_info: dict[str, Any] = {}
         #: whether the last recommend_by_text query was cut to the encoder's maximum length
         self.last_query_truncated = False
+        #: the weight w of text relevance in a text query's ranking (text_blend.py): chosen on validation by fit
+        #: (unless config.text_weight fixes it), saved in the bundle
+        self.text_weight: float = DEFAULT_TEXT_WEIGHT
+        #: how fit chose text_weight (criterion, queries, mean reciprocal rank per weight), None when it did not
+        self.text_weight_report: dict[str, Any] | None = None
         self._text_norms: tuple[weakref.ref[torch.Tensor], int, torch.Tensor] | None = None
         self._runner: tuple[tuple[TokenTables, TokenTables], QueryRunner] | None = None
         self._runner_skips: set[str] = set()

@@ -123,7 +123,7 @@ class HybridCSA(TextQueries, Explanations):
         ratings = train.ratings
         self.rating_range = (float(ratings.min()), float(ratings.max()))
         # 1-2. the SVD stage and the encoded texts
-        inputs, self.titles, svd_report = prepare_inputs(
+        inputs, self.titles, texts, svd_report = prepare_inputs(
             c, train, valid, items, lambda texts: self._encode(texts, allow_empty=True)
         )
         enc = self.encoder
@@ -141,6 +141,8 @@ class HybridCSA(TextQueries, Explanations):
                 self.module.set_crossfit(None)  # training only; inference uses the full fit
         # 4. the cold-start map, on the (possibly fine-tuned) warm item factors
         self.csa.fit_cold_maps(c.cold_ridge)
+        # 5. the text-query blend's weight: fixed by the config, else chosen on validation
+        self._fit_text_weight(valid, texts)
         report.seconds = time.perf_counter() - t0
         self.svd_report = svd_report
         if self.leaky:
@@ -331,6 +333,7 @@ class HybridCSA(TextQueries, Explanations):
             "n_warm_items": self.n_warm_items,
             "encoder": self.encoder_info,
             "leaky": self.leaky,
+            **self._text_weight_json(),
         }
 
     def load_bundle_json(self, data: dict[str, Any]) -> None:
@@ -350,6 +353,7 @@ class HybridCSA(TextQueries, Explanations):
                 "not an object", field="encoder", value=info, expected='{"name", "model_id", "dim"}'
             )
         self.titles, self.n_warm_items, self.encoder_info = titles, warm, dict(info)
+        self._load_text_weight(data)
 
     def restrict_to_bundle(self) -> None:
         """A bundle's ``config.encoder`` may name only a registered offline text model (see
