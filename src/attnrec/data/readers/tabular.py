@@ -352,10 +352,11 @@ def _read_delimited(
         names = [str(i) for i in range(len(first.split(sep)))]
     if '"' not in text or body.height == 0:
         return split_fields(body, sep, names, checker), checker
-    # quoted CSV: Polars' CSV reader handles the quoting; one record per line is assumed for line numbers
+    # quoted CSV: Polars' CSV reader handles the quoting. It is given the non-blank lines only (it would read a
+    # blank line as a row of nulls), so with one record per line the rows map back to their line numbers.
     try:
         frame = pl.read_csv(
-            io.StringIO(text),
+            io.StringIO("\n".join(all_lines["text"].to_list()) + "\n"),
             separator=sep,
             has_header=has_header,
             infer_schema=False,
