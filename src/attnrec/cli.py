@@ -1,27 +1,29 @@
 """The command line: parses, calls the library, prints. No logic lives here.
 
-Errors that attnrec raises on purpose (bad data, bad config, unknown ids, missing extras) are printed as one
-clear line and exit with status 2; nothing else is swallowed.
+Errors that attnrec raises on purpose (bad data, bad config, unknown ids, missing extras, unwritable outputs) and
+operating-system failures on the user's paths are printed as one clear ``error:`` line and exit with status 2
+(:func:`attnrec.cli_common.run_app`); a bug keeps its traceback, and ``ATTNREC_DEBUG=1`` shows every traceback.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from attnrec.cli_common import DEFAULT_THREADS, print_frame
+from attnrec.cli_common import DEFAULT_THREADS, check_output_file, print_frame, run_app, write_frame
 from attnrec.cli_common import ctr_rows as _ctr_rows
 from attnrec.cli_common import metrics_table as _metrics_table
 from attnrec.cli_common import parse_columns as _parse_columns
 from attnrec.cli_common import parse_sets as _parse_sets
 from attnrec.cli_common import quiet_progress as _quiet_progress
 from attnrec.cli_common import set_threads as _set_threads
-from attnrec.errors import AttnrecError, ConfigError
+from attnrec.errors import ConfigError
+from attnrec.paths import check_output_dir
 
 app = typer.Typer(
     add_completion=False,
@@ -65,7 +67,9 @@ def data_fetch(
     from attnrec.data.registry import fetch
 
     res = fetch(name, home=home)
-    console.print(f"[green]{name}[/] ready at {res.path} (source: {res.source})")
+    console.print(
+        f"[green]{escape(name)}[/] ready at {escape(str(res.path))} (source: {escape(str(res.source))})"
+    )
 
 
 @data_app.command("info")
@@ -77,11 +81,11 @@ def data_info(
     from attnrec.data.registry import load_dataset
 
     ds = load_dataset(source, on_bad_lines=on_bad_lines)
-    table = Table(title=f"dataset {ds.name}", show_header=False)
+    table = Table(title=escape(f"dataset {ds.name}"), show_header=False)
     for k, v in ds.info().items():
-        table.add_row(k, f"{v:.6f}" if isinstance(v, float) else str(v))
+        table.add_row(escape(k), f"{v:.6f}" if isinstance(v, float) else escape(str(v)))
     for k, v in ds.notes.items():
-        table.add_row(k, str(v))
+        table.add_row(escape(k), escape(str(v)))
     console.print(table)
 
 
@@ -107,6 +111,7 @@ def data_split(
     from attnrec.data.registry import load_dataset
     from attnrec.data.splits import export_split, split
 
+    check_output_dir(out)  # before the dataset is read: a file at --out fails at once
     ds = load_dataset(source, on_bad_lines=on_bad_lines)
     df = ds.interactions
     if dedup != "none":
@@ -133,9 +138,14 @@ def data_split(
             f"(first lines: {', '.join(str(n) for n in skipped['first_lines'])}); recorded in split.json"
         )
     sizes = result.report.get("sizes", {})
-    console.print(f"[green]split written to {out}[/]: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    console.print(
+        f"[green]split written to {escape(str(out))}[/]: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+    )
     if result.report.get("dropped"):
-        console.print(f"dropped from valid/test (user or item unseen in train): {result.report['dropped']}")
+        console.print(
+            f"dropped from valid/test (user or item unseen in train): {result.report['dropped']}",
+            markup=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -269,7 +279,7 @@ def train_cmd(
         f"evaluation {t['eval_s']:.2f}s, total {t['total_s']:.2f}s, {m['threads']} thread(s)"
     )
     if result.out is not None:
-        console.print(f"results in {result.out / 'metrics.json'}")
+        console.print(f"results in {result.out / 'metrics.json'}", markup=False)
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
@@ -287,7 +297,7 @@ def evaluate_cmd(
         ),
     ] = None,
     k: Annotated[
-        list[int] | None, typer.Option(help="rankings: cut-offs (repeatable; default 10 and 20)")
+        list[int] | None, typer.Option(min=1, help="rankings: cut-offs (repeatable; default 10 and 20)")
     ] = None,
     fmt: CTRFormatOpt = None,
     sep: SepOpt = None,
@@ -356,7 +366,8 @@ def evaluate_cmd(
         console.print(
             "masked: training items"
             + "".join(f" + {path}" for path in exclude or [])
-            + ("" if exclude else " (a run's test numbers also mask its valid split: --exclude valid.csv)")
+            + ("" if exclude else " (a run's test numbers also mask its valid split: --exclude valid.csv)"),
+            markup=False,
         )
     if dropped:
         console.print(f"[yellow]{dropped} row(s) with unknown user or item were skipped[/]")
@@ -381,6 +392,7 @@ def predict_cmd(
     from attnrec.serving.bundle import load_bundle
 
     _set_threads(threads)
+    check_output_file(out)
     model = load_bundle(model_dir)
     if not isinstance(model, CTRRecommender):
         raise ConfigError(
@@ -403,7 +415,7 @@ def recommend_cmd(
         str | None,
         typer.Option(help="a new user's recent items, comma-separated item ids (models taking histories)"),
     ] = None,
-    k: int = 10,
+    k: Annotated[int, typer.Option(min=1, help="how many items per user")] = 10,
     out: Annotated[Path | None, typer.Option(help="write recommendations to .csv or .parquet")] = None,
     include_seen: bool = False,
     query: Annotated[
@@ -418,7 +430,8 @@ def recommend_cmd(
     candidates: Annotated[
         int | None,
         typer.Option(
-            help="with --query: rank the N items whose text best matches the query (default 100); 0 = all"
+            min=0,
+            help="with --query: rank the N items whose text best matches the query (default 100); 0 = all",
         ),
     ] = None,
     threads: ThreadsOpt = None,
@@ -448,6 +461,12 @@ def recommend_cmd(
         raise ConfigError("--user goes with --query; for user recommendations use --users")
     if candidates is not None and query is None:
         raise ConfigError("--candidates goes with --query (it picks the items a text query ranks)")
+    if candidates and candidates < k:
+        raise ConfigError(
+            f"--candidates {candidates} is fewer than --k {k}: at most {candidates} items could be ranked "
+            f"(give --candidates >= {k}, or 0 for all items)"
+        )
+    check_output_file(out)
     model = load_bundle(model_dir)
     if isinstance(model, CTRRecommender):
         raise ConfigError(
@@ -473,7 +492,7 @@ def recommend_cmd(
                 candidates=100 if candidates is None else candidates or None,
             )
             if recs.height and bool(recs["new_user"][0]) and user is not None:
-                console.print(f"user {user!r} is not in the model: served as a new user")
+                console.print(f"user {user!r} is not in the model: served as a new user", markup=False)
         else:
             uv, iv = model._vocabs()
             q = Query.from_ids(uv, iv, user_ids=[user] if user else None, text=[query], unknown_users="new")
@@ -513,11 +532,8 @@ def recommend_cmd(
 
 def _write_or_print(recs: Any, out: Path | None, title: str, *, what: str = "recommendations") -> None:
     if out is not None:
-        if out.suffix == ".parquet":
-            recs.write_parquet(out)
-        else:
-            recs.write_csv(out)
-        console.print(f"{recs.height} {what} written to {out}")
+        write_frame(recs, out)
+        console.print(f"{recs.height} {what} written to {out}", markup=False)
     else:
         _print_frame(recs, title)
 
@@ -547,12 +563,9 @@ def demo_cmd(
 
 
 def main() -> None:
-    """Entry point: run the app, turning attnrec's own errors into one clear line (exit status 2)."""
-    try:
-        app()
-    except AttnrecError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+    """Entry point: run the app; attnrec's own errors and OS failures on the user's paths print one ``error:`` line
+    (exit status 2), Ctrl-C one line (130); a bug shows its traceback (every error does with ATTNREC_DEBUG=1)."""
+    run_app(app)
 
 
 if __name__ == "__main__":

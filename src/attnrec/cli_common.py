@@ -5,16 +5,20 @@ Kept apart so that ``cli.py`` stays the list of commands; nothing here parses ar
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from attnrec.errors import ConfigError
+from attnrec.errors import AttnrecError, ConfigError, OutputError
+from attnrec.paths import atomic_write, check_output_dir, describe_os_error, prepare_output_dir
 
 
 def parse_value(text: str) -> Any:
@@ -48,7 +52,7 @@ def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     keys: list[str] = []
     for m in rows.values():
         keys += [k for k in m if k not in keys and k not in COUNT_KEYS and isinstance(m[k], int | float)]
-    table = Table(title=title)
+    table = Table(title=escape(title))
     table.add_column("metric", no_wrap=True)
     for name in rows:
         table.add_column(name, justify="right", no_wrap=True, min_width=9)
@@ -128,11 +132,11 @@ def print_frame(console: Console, df: Any, title: str) -> None:
     wide = widths(True)
     # each column costs its width plus 3: one space of padding either side and the box's column separator
     chosen = wide if sum(wide) + 3 * len(wide) <= console.width else widths(False)
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
     for col, w, f, dtype in zip(df.columns, chosen, fixed, df.schema.values(), strict=True):
         right = f and dtype.is_numeric()
         table.add_column(
-            col,
+            escape(col),
             justify="right" if right else "left",
             overflow="fold",
             min_width=w,
@@ -141,5 +145,93 @@ def print_frame(console: Console, df: Any, title: str) -> None:
             max_width=w,
         )
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # item titles and ids are data, never markup ("[REC]")
     console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------ errors
+#: set to 1 to see the traceback of any error, the clean ones included
+DEBUG_ENV = "ATTNREC_DEBUG"
+#: errno values that say something about the place written to, not about attnrec's code
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def debug_enabled() -> bool:
+    """``$ATTNREC_DEBUG`` is set to something other than ``0``: show tracebacks for every error."""
+    return os.environ.get(DEBUG_ENV, "0").strip() not in ("", "0")
+
+
+def error_message(exc: BaseException) -> str | None:
+    """The one line the CLI prints for ``exc``, or None for a genuine bug (its traceback is shown).
+
+    attnrec's own errors; an operating-system failure on a path (a missing file, no permission, a folder where a
+    file is expected, a full disk); a file that is not UTF-8 text; running out of memory. Anything else is a bug."""
+    hint = f" ({DEBUG_ENV}=1 shows where)"
+    if isinstance(exc, AttnrecError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        reason = describe_os_error(exc)
+        if exc.filename is not None:
+            second = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+            return f"{exc.filename}{second}: {reason}"
+        path_kinds = (
+            FileNotFoundError,
+            FileExistsError,
+            PermissionError,
+            IsADirectoryError,
+            NotADirectoryError,
+        )
+        if isinstance(
+            exc, path_kinds
+        ):  # raised without a filename attribute (polars puts the path in the text)
+            return str(exc)
+        if exc.errno in _WRITE_ERRNOS:
+            return reason + hint
+        return None
+    if isinstance(exc, UnicodeDecodeError):
+        byte = exc.object[exc.start : exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
+        return f"a file is not {exc.encoding} text: byte 0x{byte} at offset {exc.start} ({exc.reason}){hint}"
+    if isinstance(exc, MemoryError):
+        return "out of memory: the input is too large for this machine's memory" + hint
+    return None
+
+
+def run_app(app: Callable[[], object]) -> None:
+    """Run the Typer ``app`` as the ``attnrec`` command: a clean error is one ``error:`` line on stderr and exit
+    status 2; Ctrl-C is one line and status 130; a bug keeps its traceback (any error with ``ATTNREC_DEBUG=1``)."""
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 130:  # click turns Ctrl-C inside a command into exit status 130, silently
+            err.print("interrupted", style="bold red", highlight=False)
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted", style="bold red", highlight=False)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - sorted into clean errors and bugs just below
+        message = None if debug_enabled() else error_message(exc)
+        if message is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        sys.exit(2)
+
+
+def check_output_file(path: Path | None, flag: str = "--out") -> None:
+    """Before any work: a results file ``path`` must not be a folder, and its folder must exist or be creatable
+    (:func:`write_frame` creates it); :class:`~attnrec.errors.OutputError` names ``flag`` and the path otherwise."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise OutputError(f"{flag} {path}: is a folder; give a file name ending in .csv or .parquet")
+    check_output_dir(path.parent, flag=f"{flag} {path}: its folder")
+
+
+def write_frame(frame: Any, path: Path) -> None:
+    """Write a polars frame to ``path`` (Parquet for a ``.parquet`` suffix, else CSV), atomically; a missing
+    folder is created, as ``train`` creates its ``--out``."""
+    prepare_output_dir(path.parent)
+    if path.suffix == ".parquet":
+        atomic_write(path, frame.write_parquet, what="results")
+    else:
+        atomic_write(path, frame.write_csv, what="results")
