@@ -8,8 +8,9 @@ The package, one concern a file (imports only go down this list; no cycle):
     cold_start.py  the ridge map text -> SVD item factors; adding never-seen items
     module.py      HybridCSAModule, the nn.Module (eq. 6-16), and the training batch
     onnx.py        the text-query step as one ONNX Runtime graph (query_scorer="onnx")
+    text_blend.py  a text query's ranking: blend of relevance and rating, pool size, the weight's criterion
     core.py        the recommender's shared state: encoder, fitted module, row-wise forward, share columns
-    queries.py     recommend_by_text(s): retrieve by relevance, rank by the model
+    queries.py     recommend_by_text(s): retrieve by relevance, score by the model, rank by the blend
     explain.py     explain, attention_report
     model.py       HybridCSA, the registered recommender: fit, predict / score, add_items, bundle I/O
 
