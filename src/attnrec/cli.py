@@ -431,7 +431,17 @@ def recommend_cmd(
         int | None,
         typer.Option(
             min=0,
-            help="with --query: rank the N items whose text best matches the query (default 100); 0 = all",
+            help="with --query: rank the N items whose text best matches the query (default: sized to the "
+            "catalogue, max(10*k, min(10% of the items, 1000))); 0 = all",
+        ),
+    ] = None,
+    text_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="with --query: the weight w of text relevance in the ranking, w*z(relevance) + "
+            "(1-w)*z(predicted rating) (default: the bundle's, chosen on validation); 1 = by text only",
         ),
     ] = None,
     threads: ThreadsOpt = None,
@@ -461,6 +471,10 @@ def recommend_cmd(
         raise ConfigError("--user goes with --query; for user recommendations use --users")
     if candidates is not None and query is None:
         raise ConfigError("--candidates goes with --query (it picks the items a text query ranks)")
+    if text_weight is not None and query is None:
+        raise ConfigError(
+            "--text-weight goes with --query (it weighs a text query's relevance in the ranking)"
+        )
     if candidates and candidates < k:
         raise ConfigError(
             f"--candidates {candidates} is fewer than --k {k}: at most {candidates} items could be ranked "
@@ -489,11 +503,14 @@ def recommend_cmd(
                 user=user,
                 k=k,
                 exclude_seen=not include_seen,
-                candidates=100 if candidates is None else candidates or None,
+                candidates="auto" if candidates is None else candidates or None,
+                text_weight=text_weight,
             )
             if recs.height and bool(recs["new_user"][0]) and user is not None:
                 console.print(f"user {user!r} is not in the model: served as a new user", markup=False)
         else:
+            if text_weight is not None:
+                raise ConfigError(f"--text-weight: model {model.name!r} ranks text queries by its own score")
             uv, iv = model._vocabs()
             q = Query.from_ids(uv, iv, user_ids=[user] if user else None, text=[query], unknown_users="new")
             recs = model.recommend(q, k=k, exclude_seen=not include_seen)
