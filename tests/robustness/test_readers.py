@@ -24,10 +24,11 @@ import polars as pl
 import pytest
 
 from attnrec.data import registry
-from attnrec.data.readers.ctr import read_criteo
+from attnrec.data.readers.ctr import read_criteo, read_ctr_table
 from attnrec.data.readers.files import MAX_BYTES_ENV, MAX_RATIO_ENV, RATIO_FLOOR, read_bytes, read_id_list
 from attnrec.data.readers.tabular import RowChecker, read_interactions, read_table
 from attnrec.data.registry import fetch, load_dataset
+from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.data.splits import load_presplit
 from attnrec.errors import ConfigError, DataError
 
@@ -425,3 +426,33 @@ def test_users_file_bom_crlf_gzip_read_the_same(
         assert_ok(probe)
         outs.append(pl.read_csv(out)["user_id"].cast(pl.String).to_list())
     assert outs[0] == ["1", "1", "2", "2"] and outs[0] == outs[1] == outs[2]
+
+
+# -------------------------------------------------------------------------- CTR rows: the same byte layer
+CTR_SCHEMA = FeatureSchema(fields=[FieldSpec(name="city"), FieldSpec(name="price", kind="numeric")])
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "fragment"),
+    [
+        (b"label,city,price\n1,paris,2\n0,p\xe9ris,3\n", 3, "not utf-8"),
+        (b"label,city,price\n1,paris,2\n\n0,ro\x00me,3\n", 4, "NUL byte"),
+        (b"label,city,price\n1,paris,2\n0,rome\n", 3, "wrong number of fields"),
+        (b'label,city,price\n1,"paris",2\n\n0,"rome, it",x\n', 4, "price"),  # quoted: Polars' reader
+    ],
+)
+def test_ctr_rows_errors_name_the_line(data: bytes, line: int, fragment: str, tmp_path: Path) -> None:
+    p = tmp_path / "rows.csv"
+    p.write_bytes(data)
+    with pytest.raises(DataError) as err:
+        read_ctr_table(p, CTR_SCHEMA)
+    assert err.value.file == str(p) and err.value.line == line and fragment.lower() in str(err.value).lower()
+
+
+def test_ctr_rows_with_bom_and_crlf_read_as_plain(tmp_path: Path) -> None:
+    plain = b"label,city,price\n1,paris,2\n0,rome,3\n"
+    (tmp_path / "plain.csv").write_bytes(plain)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + plain.replace(b"\n", b"\r\n"))
+    want = read_ctr_table(tmp_path / "plain.csv", CTR_SCHEMA).frame
+    assert want.height == 2
+    assert read_ctr_table(tmp_path / "bom.csv", CTR_SCHEMA).frame.equals(want)

@@ -22,8 +22,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from attnrec.data.readers.files import open_input
-from attnrec.data.readers.tabular import OnBadLines, RowChecker, parse_float
+from attnrec.data.readers.files import BOM, decode_text, open_input, read_text
+from attnrec.data.readers.tabular import OnBadLines, RowChecker, parse_float, read_delimited
 from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.data.table import Dataset
 from attnrec.errors import DataError
@@ -121,7 +121,7 @@ def _first_line(path: Path) -> tuple[str, int]:
     """The first non-blank line (without its end) and its 1-based number."""
     with _open(path) as fh:
         for number, raw in enumerate(fh, start=1):
-            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            text = raw.removeprefix(BOM).decode("utf-8", errors="replace").rstrip("\r\n")
             if text.strip():
                 return text, number
     raise DataError("empty file: no data lines", file=path, expected="at least one data line")
@@ -134,6 +134,8 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     with _open(path) as fh:
         try:
             while buf := fh.read(block_bytes):
+                if line == 1 and not rest:
+                    buf = buf.removeprefix(BOM)
                 data = rest + buf if rest else buf
                 cut = data.rfind(b"\n")
                 if cut < 0:
@@ -176,6 +178,8 @@ def _parse_block(
     keep = data_row & ~bad
     if not keep.any():
         return None
+    # bytes that are not UTF-8, or a NUL byte: an error naming its line (Polars would name neither)
+    decode_text(chunk, checker.path, first_line=first_line)
     if not keep.all():
         chunk = arr[np.repeat(keep, lengths + 1)].tobytes()
     try:
@@ -418,24 +422,16 @@ def read_ctr_table(
     """A generic CTR table: CSV/TSV with a header (gzip or plain) or Parquet, holding ``schema.label`` and fields.
 
     Numeric fields are parsed to Float64 (empty = missing); multi-valued fields stay strings (split on the
-    field's ``sep`` at encoding) or lists. Quoted CSV is read with Polars' CSV reader; line numbers in errors
-    then count one line per record.
+    field's ``sep`` at encoding) or lists. Quoted CSV is read whole by
+    :func:`~attnrec.data.readers.tabular.read_delimited` (Polars' CSV reader; line numbers exact unless a quoted
+    field spans lines).
     """
     p = Path(path)
     spec = CTRReaderSpec(format="table", feature_schema=schema, sep=sep)
     if p.suffix.lower() in (".parquet", ".pq") or b'"' not in _head_bytes(p):
         frame, notes = _read_all(p, spec, on_bad_lines)
         return CTRTable(frame, schema, notes)
-    checker = RowChecker(p, on_bad_lines)
-    try:
-        df = pl.read_csv(p, separator=sep, infer_schema=False)
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(
-            f"cannot parse as CSV: {exc}", file=p, expected=f"fields separated by {sep!r}"
-        ) from exc
-    if df.height == 0:
-        raise DataError("empty file: no data lines", file=p, expected="at least one data line")
-    df = df.with_row_index("line", offset=2).with_columns(pl.col("line").cast(pl.Int64))
+    df, checker = read_delimited(read_text(p), p, sep=sep, has_header=True, on_bad_lines=on_bad_lines)
     df = _normalise_table(df, schema, checker, p)
     return CTRTable(df.drop("line"), schema, checker.notes())
 

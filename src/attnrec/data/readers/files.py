@@ -41,7 +41,8 @@ DEFAULT_MAX_RATIO = 100.0
 RATIO_FLOOR = 64 << 20
 
 GZIP_MAGIC = b"\x1f\x8b"
-_BOM = b"\xef\xbb\xbf"
+#: the UTF-8 byte-order mark (some Windows tools start a file with it); never part of the data
+BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
 
 
@@ -167,17 +168,18 @@ def read_bytes(path: str | Path, limits: ReadLimits | None = None) -> bytes:
         return fh.read()
 
 
-def decode_text(data: bytes, path: str | Path, *, encoding: str = "utf-8") -> str:
+def decode_text(data: bytes, path: str | Path, *, encoding: str = "utf-8", first_line: int = 1) -> str:
     """Decode a whole file (a UTF-8 byte-order mark is dropped). A byte that is not valid ``encoding``, or a NUL
-    byte (binary data, or UTF-16 text), raises DataError with its line number."""
-    if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(_BOM):
-        data = data[len(_BOM) :]
+    byte (binary data, or UTF-16 text), raises DataError with its line number (``data`` may be a block of a file
+    that starts on line ``first_line``)."""
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(BOM):
+        data = data[len(BOM) :]
     nul = data.find(b"\x00")
     if nul >= 0:
         raise DataError(
             f"a NUL byte at byte {nul} (binary data, or UTF-16 text?)",
             file=path,
-            line=data.count(b"\n", 0, nul) + 1,
+            line=data.count(b"\n", 0, nul) + first_line,
             value=data[max(0, nul - 8) : nul + 8],
             expected=f"{encoding} text",
         )
@@ -187,7 +189,7 @@ def decode_text(data: bytes, path: str | Path, *, encoding: str = "utf-8") -> st
         raise DataError(
             f"bytes that are not {encoding} at byte {exc.start}",
             file=path,
-            line=data.count(b"\n", 0, exc.start) + 1,
+            line=data.count(b"\n", 0, exc.start) + first_line,
             value=data[exc.start : exc.start + 8],
             expected=f"{encoding} text",
         ) from None

@@ -279,7 +279,7 @@ def read_table(
         checker = RowChecker(p, on_bad_lines)
     else:
         text = decode_text(read_bytes(p), p, encoding=encoding)
-        frame, checker = _read_delimited(
+        frame, checker = read_delimited(
             text, p, sep=sep, has_header=has_header, on_bad_lines=on_bad_lines, allow_empty=allow_empty
         )
     mapping = _resolve_columns(frame, columns, p, has_header=has_header or _is_parquet(p))
@@ -323,9 +323,12 @@ def _read_parquet(p: Path, *, allow_empty: bool = False) -> pl.DataFrame:
     return frame
 
 
-def _read_delimited(
+def read_delimited(
     text: str, p: Path, *, sep: str, has_header: bool, on_bad_lines: OnBadLines, allow_empty: bool = False
 ) -> tuple[pl.DataFrame, RowChecker]:
+    """Delimited ``text`` of file ``p`` as String columns (named by the header, else ``"0"``, ``"1"``...) plus
+    ``line`` (1-based physical line), and the file's row checker. Unquoted text is split by Polars expressions;
+    text with quotes goes to Polars' CSV reader (a wrong field count there is a DataError without a line)."""
     checker = RowChecker(p, on_bad_lines)
     all_lines = text_lines(text, p)
     if has_header:
