@@ -18,6 +18,7 @@ from attnrec.evaluation.accumulators import (
     MeanAccumulator,
     RatingAccumulator,
 )
+from attnrec.evaluation.calibration import expected_calibration_error
 from attnrec.evaluation.metrics import auc, logloss, rating_metrics
 
 
@@ -106,6 +107,7 @@ def test_any_split_any_merge_order_is_exact(data: list[tuple[int, int]], n_shard
             merged.compute()
         assert math.isnan(ctr["auc"])
     assert ctr["logloss"] == pytest.approx(logloss(y, p), rel=1e-11)
+    assert ctr["ece"] == pytest.approx(expected_calibration_error(y, p), abs=1e-12)
     assert ctr["n"] == len(y)
 
 

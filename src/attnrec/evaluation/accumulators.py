@@ -11,7 +11,9 @@ shard by shard across processes (each rank accumulates its rows, the states are 
   scores) and ties between a positive and a negative count one half, as in
   :func:`~attnrec.evaluation.metrics.auc` and scikit-learn's ``roc_auc_score``. Memory grows with the number
   of distinct scores (about 24 bytes each; at most one per row).
-* :class:`CTRAccumulator`: both of the above from one ``update(labels, probabilities)``.
+* :class:`CTRAccumulator`: both of the above from one ``update(labels, probabilities)``, plus the expected
+  calibration error over equal-mass bins, which follows exactly from the AUC state (distinct probabilities with
+  their positive and negative counts; :mod:`attnrec.evaluation.calibration`).
 * :class:`RatingAccumulator`: MSE, RMSE and MAE of predicted ratings (sums of squared and absolute errors).
 * :class:`MeanAccumulator`: a weighted mean of values (e.g. per-batch losses weighted by batch size).
 
@@ -27,6 +29,7 @@ from typing import Any, Self
 import numpy as np
 
 from attnrec.errors import ConfigError, DataError
+from attnrec.evaluation.calibration import DEFAULT_BINS, ReliabilityCurve, reliability_from_counts
 from attnrec.evaluation.metrics import _binary_labels, _pair, _to_numpy, logloss, require_both_classes
 
 __all__ = [
@@ -200,12 +203,18 @@ class CTRAccumulator:
         self.logloss.merge(other.logloss)
         return self
 
+    def reliability(self, n_bins: int = DEFAULT_BINS) -> ReliabilityCurve:
+        """The equal-mass reliability curve of every row seen (exact, from the AUC state)."""
+        return reliability_from_counts(self.auc.scores, self.auc.positives, self.auc.negatives, n_bins)
+
     def compute(self) -> dict[str, float]:
-        """``{"auc", "logloss", "n"}``; ``auc`` is NaN when the rows hold one class only."""
+        """``{"auc", "logloss", "ece", "n"}``; ``auc`` is NaN when the rows hold one class only; ``ece`` over
+        :data:`~attnrec.evaluation.calibration.DEFAULT_BINS` equal-mass bins."""
         both = self.auc.n_positive > 0 and self.auc.n_negative > 0
         return {
             "auc": self.auc.compute() if both else math.nan,
             "logloss": self.logloss.compute(),
+            "ece": self.reliability().ece(),
             "n": float(self.logloss.count),
         }
 
