@@ -394,3 +394,32 @@ def test_the_item_text_log_line_says_what_happens_once(fitted_catalogue) -> None
         f"hybrid_csa item text for {N_ITEMS} items: {N_ITEMS - NO_META} from metadata, {NO_META} from their "
         f"training reviews (no metadata text), 0 with no text (encoded as ''), {NO_META} without a title"
     ]
+
+
+def test_recommend_query_on_the_cli_finds_the_match_and_checks_the_weight(
+    fitted_catalogue, cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import attnrec.models.rating.hybrid_csa.core as core  # where a loaded bundle builds its encoder
+    from attnrec.serving.bundle import save_bundle
+    from attnrec.text import HashingTextModel, SentenceEncoder
+
+    from .conftest import assert_clean_error, assert_ok
+
+    class Offline(SentenceEncoder):  # the bundle's encoder, without the real sentence model
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(HashingTextModel(dim=64), progress=False)
+
+    monkeypatch.setattr(core, "SentenceEncoder", Offline)
+    model, _ = fitted_catalogue
+    bundle, out = tmp_path / "model", tmp_path / "recs.csv"
+    save_bundle(model, bundle)
+    base = ["recommend", "--model-dir", bundle, "--query", TARGET, "--k", "5", "--out", out]
+    assert_ok(cli(base))
+    assert target_rank(pl.read_csv(out)) is not None
+    assert_ok(cli([*base, "--text-weight", "0"]))
+    assert target_rank(pl.read_csv(out)) is None  # the rating alone, as before the blend
+    assert_clean_error(cli([*base, "--text-weight", "1.5"]), "--text-weight", "less than or equal to 1")
+    assert_clean_error(cli([*base, "--text-weight", "nan"]), "--text-weight")
+    assert_clean_error(
+        cli([*base[:3], "--users", "u1", "--text-weight", "0.5"]), "--text-weight goes with --query"
+    )
