@@ -35,8 +35,9 @@ MAX_BYTES_ENV = "ATTNREC_MAX_INPUT_BYTES"
 #: environment variable: the most a gzip file may inflate, as a multiple of its compressed size
 MAX_RATIO_ENV = "ATTNREC_MAX_GZIP_RATIO"
 DEFAULT_MAX_BYTES = 4 << 30
-# Text data compresses about 3-20x with gzip; a stream of zeros about 1000x.
-DEFAULT_MAX_RATIO = 100.0
+# Far above the ratio of real data files (repetitive review text included) and far below what deflate reaches on
+# a run of one byte (its maximum), so a bomb stops after RATIO_FLOOR inflated bytes.
+DEFAULT_MAX_RATIO = 250.0
 #: inflated bytes below which the ratio limit is not checked
 RATIO_FLOOR = 64 << 20
 
