@@ -115,32 +115,36 @@ def atomic_dir(path: str | Path, *, what: str = "folder") -> Iterator[Path]:
         raise
 
 
-def prepare_output_dir(path: str | Path, *, flag: str = "--out") -> list[Path]:
-    """Check that ``path`` can be a results folder before any work is done, and create it (with missing parents).
-
-    Refused with :class:`~attnrec.errors.OutputError` naming ``flag`` and the path: ``path`` or one of its parents is
-    a file, or the folder (or the nearest existing parent) is not writable. Returns the folders it created, deepest
-    last, so that a failed run can remove them again (:func:`remove_empty_dirs`)."""
+def check_output_dir(path: str | Path, *, flag: str = "--out") -> list[Path]:
+    """Check, creating nothing, that ``path`` can be a results folder: refused with
+    :class:`~attnrec.errors.OutputError` naming ``flag`` and the path when ``path`` or one of its parents is a file,
+    or the folder (or the nearest existing parent) is not writable. Returns the folders still missing, outermost
+    first."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{flag} {path}: is a file, not a folder (give a folder for the results)")
     missing: list[Path] = []
     probe = path
-    while not probe.exists():
+    while not probe.exists() and probe.parent != probe:
         missing.append(probe)
-        if probe.parent == probe:
-            break
         probe = probe.parent
-    if probe.exists() and not probe.is_dir():
+    if not probe.is_dir():
         raise OutputError(f"{flag} {path}: {probe} is a file, so the folder cannot be created there")
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "the folder is" if probe == path else f"cannot create it: {probe} is"
         raise OutputError(f"{flag} {path}: {what} not writable")
+    return missing[::-1]
+
+
+def prepare_output_dir(path: str | Path, *, flag: str = "--out") -> list[Path]:
+    """:func:`check_output_dir`, then create the folder (with missing parents) before any work is done. Returns
+    the folders it created, outermost first, so that a failed run can remove them again (:func:`remove_empty_dirs`)."""
+    missing = check_output_dir(path, flag=flag)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{flag} {path}: cannot create the folder: {describe_os_error(exc)}") from None
-    return missing[::-1]
+    return missing
 
 
 def remove_empty_dirs(dirs: list[Path]) -> None:
