@@ -116,6 +116,27 @@ def test_text_cnn_matches_a_direct_convolution() -> None:
     assert net.feature_map(torch.tensor([[2]])).shape == (1, 2)  # shorter than the kernel: padded
 
 
+def test_text_cnn_gathered_windows_equal_conv1d_relu_max_and_its_gradients() -> None:
+    """The gather/arg-max computation is nn.Conv1d -> ReLU -> max over time, forward and backward."""
+    torch.manual_seed(1)
+    net = TextCNN(vocab_size=30, word_dim=5, n_kernels=7, kernel_size=3, out_dim=2, dropout=0.0)
+    tokens = torch.randint(0, 30, (9, 40))
+    tokens[:, 25:] = 0  # a padded tail, as in documents
+    weights = torch.randn(7)
+
+    def grads(pooled: torch.Tensor) -> list[torch.Tensor]:
+        net.zero_grad()
+        (pooled * weights).sum().backward()
+        return [p.grad.clone() for p in (net.embedding.weight, net.conv.weight, net.conv.bias)]  # type: ignore[union-attr]
+
+    fast = net.feature_map(tokens)
+    fast_grads = grads(fast)
+    ref = torch.relu(net.conv(net.embedding(tokens).transpose(1, 2))).amax(dim=2)
+    torch.testing.assert_close(fast, ref)
+    for got, want in zip(fast_grads, grads(ref), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_text_cnn_padding_is_zero_and_word_vectors_load() -> None:
     vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
     net = TextCNN(4, 3, 2, 2, 1, 0.0, vectors)
