@@ -39,6 +39,13 @@ OnBadLines = Annotated[
     Literal["error", "skip"],
     typer.Option(help="'error' stops at the first malformed line; 'skip' skips and counts them."),
 ]
+RatingRangeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the ratings' scale LOW,HIGH, e.g. 1,5: a rating outside it is an error (--on-bad-lines skip: "
+        "dropped and counted) and predictions are clipped to it; default: inferred from the training ratings"
+    ),
+]
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -101,9 +108,14 @@ def data_split(
     user_k: Annotated[int, typer.Option(help="k-core: minimum interactions per user")] = 0,
     item_k: Annotated[int, typer.Option(help="k-core: minimum interactions per item")] = 0,
     dedup: Annotated[
-        str, typer.Option(help="none | last | first | mean, on repeated (user, item) pairs")
+        str,
+        typer.Option(
+            help="repeated (user, item) pairs: none keeps every row (all copies of a pair in one part) | "
+            "last | first | mean keep one row per pair"
+        ),
     ] = "none",
     on_bad_lines: OnBadLines = "error",
+    rating_range: RatingRangeOpt = None,
 ) -> None:
     """Split a dataset and export it with the original ids, so other libraries run on exactly the same split."""
     from attnrec.data import filters
@@ -114,6 +126,16 @@ def data_split(
     check_output_dir(out)  # before the dataset is read: a file at --out fails at once
     ds = load_dataset(source, on_bad_lines=on_bad_lines)
     df = ds.interactions
+    if rating_range is not None:
+        from attnrec.data.table import check_rating_range, parse_rating_range
+
+        df, _ = check_rating_range(
+            df,
+            parse_rating_range(rating_range),
+            source=ds.source or ds.name,
+            on_bad_lines=on_bad_lines,
+            lines=ds.lines,
+        )
     if dedup != "none":
         df, _ = filters.deduplicate(df, policy=dedup)  # type: ignore[arg-type]  # validated by deduplicate
     if user_k or item_k:
@@ -220,6 +242,11 @@ def train_cmd(
     resume: Annotated[
         bool, typer.Option(help="continue the run in --out from its checkpoint (same model, trainer, data)")
     ] = False,
+    rating_range: RatingRangeOpt = None,
+    on_bad_lines: Annotated[
+        Literal["error", "skip"] | None,
+        typer.Option(help="a malformed line or an out-of-range rating: 'error' stops; 'skip' drops and counts"),
+    ] = None,
     progress: bool = True,
 ) -> None:
     """Train a model, evaluate on validation and test, write metrics.json and a model bundle.
@@ -227,6 +254,7 @@ def train_cmd(
     Every registered model trains here: rating and top-K models on interactions, CTR models on rows.
     An --out that already holds a run is refused unless --overwrite (start fresh) or --resume (continue) is given.
     """
+    from attnrec.data.table import parse_rating_range
     from attnrec.experiments.run import RunConfig, run_experiment
 
     if not progress:
@@ -245,6 +273,8 @@ def train_cmd(
         "threads": threads,
         "overwrite": overwrite or None,
         "resume": resume or None,
+        "rating_range": parse_rating_range(rating_range) if rating_range is not None else None,
+        "on_bad_lines": on_bad_lines,
     }.items():
         if value is not None:
             base[key] = value

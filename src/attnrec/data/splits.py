@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from attnrec.data.table import CANONICAL, Dataset, canonicalize
+from attnrec.data.table import CANONICAL, Dataset, canonicalize, enforce_rating_range
 from attnrec.errors import ConfigError, DataError
 
 PARTS: tuple[str, str, str] = ("train", "valid", "test")
@@ -107,16 +107,25 @@ def _check_protocol(protocol: str) -> None:
         raise ConfigError(f"unknown split protocol {protocol!r}; expected one of {list(PROTOCOLS)}")
 
 
-def _check_ratios(ratios: Ratios) -> tuple[float, float, float]:
-    vals = [float(r) for r in ratios]
+def check_ratios(ratios: Ratios) -> tuple[float, float, float]:
+    """``(train, valid, test)`` shares: three finite numbers >= 0 summing to 1, train and test > 0; else a
+    :class:`ConfigError` naming the values (NaN included)."""
+    try:
+        vals = [float(r) for r in ratios]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"split ratios {tuple(ratios)!r}: expected three numbers (train, valid, test)"
+        ) from None
+    # shown in parentheses: a console that reads markup would take "[nan, ...]" for a style tag and drop it
+    shown = "(" + ", ".join(f"{r:g}" for r in vals) + ")"
     if len(vals) != 3 or not all(math.isfinite(r) and r >= 0 for r in vals):
         raise ConfigError(
-            f"split ratios {list(ratios)!r}: expected three non-negative numbers (train, valid, test)"
+            f"split ratios {shown}: expected three finite non-negative numbers (train, valid, test), e.g. 0.8,0.1,0.1"
         )
     if abs(sum(vals) - 1.0) > 1e-6:
-        raise ConfigError(f"split ratios {vals!r} sum to {sum(vals):g}; expected them to sum to 1")
+        raise ConfigError(f"split ratios {shown} sum to {sum(vals):g}; expected them to sum to 1")
     if vals[0] <= 0 or vals[2] <= 0:
-        raise ConfigError(f"split ratios {vals!r}: expected a positive train ratio and a positive test ratio")
+        raise ConfigError(f"split ratios {shown}: expected a positive train ratio and a positive test ratio")
     return vals[0], vals[1], vals[2]
 
 
@@ -152,7 +161,7 @@ def _need_timestamp(frame: pl.DataFrame, method: str, source: str = "<table>") -
             expected="Unix times >= 0 (seconds or milliseconds since 1970)",
         )
     secs, millis = ts < _SECONDS_BAND[1], ts >= _SECONDS_BAND[1] * 10
-    if secs.any() and millis.any() and int(ts.max()) >= _SECONDS_BAND[0] * 1000:  # type: ignore[operator]
+    if secs.any() and millis.any():
         r_s, r_ms = int(secs.arg_true()[0]), int(millis.arg_true()[0])
         raise DataError(
             f"timestamps mix units: {int(millis.sum())} row(s) look like milliseconds (data row {r_ms + 1}: "
@@ -170,8 +179,7 @@ def _units(frame: pl.DataFrame, *, latest: bool) -> pl.DataFrame:
     ``latest`` its latest row in (timestamp, input row) order (input row order without timestamps). A split cuts
     these rows and :func:`_spread` sends every copy of a pair to its representative's part."""
     order = ["timestamp", _ROW] if latest and "timestamp" in frame.columns else [_ROW]
-    keep = "last" if latest else "first"
-    return frame.sort(order).unique(_PAIR, keep=keep, maintain_order=True).sort(_ROW)
+    return frame.sort(order).unique(_PAIR, keep="last" if latest else "first", maintain_order=True).sort(_ROW)
 
 
 def _spread(frame: pl.DataFrame, units: pl.DataFrame, cols: Sequence[str] = (_PART,)) -> pl.DataFrame:
@@ -350,7 +358,7 @@ def random_split(
     ``per_user=True``: each user's rows are shuffled and cut by the same rule, so every user keeps about
     ``r_train`` of their history in train (users with one row stay in train).
     """
-    r = _check_ratios(ratios)
+    r = check_ratios(ratios)
     _check_protocol(protocol)
     frame = _table(df)
     units = _units(frame, latest=False)
@@ -374,7 +382,7 @@ def temporal_split(
     ratios.
     Needs a ``timestamp`` column without empty values (:class:`DataError` naming the field otherwise).
     """
-    r = _check_ratios(ratios)
+    r = check_ratios(ratios)
     _check_protocol(protocol)
     frame = _table(df)
     method = "temporal_per_user" if per_user else "temporal"
@@ -499,11 +507,16 @@ def load_presplit(
     *,
     protocol: str = "warm",
     columns: Mapping[str, str] | None = None,
+    rating_range: tuple[float, float] | None = None,
+    on_bad_lines: str = "error",
 ) -> SplitResult:
     """Read a split given as three files (CSV or Parquet by suffix) and validate it like every split.
 
     ``valid`` may be ``None`` (an empty valid part). All files must have the same columns. The report has
-    method ``"presplit"`` and the file paths. ``columns``: see :func:`read_interactions_file`.
+    method ``"presplit"``, the file paths, ``rating_range`` (see :func:`~attnrec.data.table.enforce_rating_range`:
+    every file checked against ``rating_range``, an error or with ``on_bad_lines="skip"`` dropped and counted; or
+    the range inferred from the train file) and ``duplicates`` (pairs the files share, also logged as a warning).
+    ``columns``: see :func:`read_interactions_file`.
     """
     _check_protocol(protocol)
     paths = {"train": Path(train), "test": Path(test)}
@@ -519,6 +532,8 @@ def load_presplit(
                 value=t.columns,
                 expected=f"the same columns as {paths['train']}: {cols}",
             )
+    sources = {name: str(p) for name, p in paths.items()}
+    tables, scale = enforce_rating_range(tables, rating_range, sources=sources, on_bad_lines=on_bad_lines)
     if "valid" not in tables:
         tables["valid"] = tables["train"].clear()
     frame = pl.concat(
@@ -531,8 +546,27 @@ def load_presplit(
     frame = frame.select(canon + [c for c in frame.columns if c not in CANONICAL])
     frame = frame.with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64))
     files = {name: str(p) for name, p in paths.items()}
-    report = {"method": "presplit", "seed": None, "ratios": None, "files": files}
+    report = {"method": "presplit", "seed": None, "ratios": None, "files": files, "rating_range": scale}
     return _finalize(frame, report, protocol, files=files)
+
+
+def with_rating_range(
+    result: SplitResult,
+    declared: tuple[float, float] | None,
+    *,
+    source: str,
+    on_bad_lines: str = "error",
+) -> SplitResult:
+    """``result`` with its ratings checked against the ``declared`` scale, or the scale inferred from its train
+    part (see :func:`~attnrec.data.table.enforce_rating_range`); the scale goes into the report as
+    ``rating_range`` (None for implicit data) and the sizes count what is left."""
+    sources = {name: f"the {name} part of {source}" for name in PARTS}
+    parts, scale = enforce_rating_range(result.parts(), declared, sources=sources, on_bad_lines=on_bad_lines)
+    result.train, result.valid, result.test = parts["train"], parts["valid"], parts["test"]
+    if scale is not None and scale["skipped"]:
+        result.report["sizes"] = {name: parts[name].height for name in PARTS}
+    result.report["rating_range"] = scale
+    return result
 
 
 def read_split(

@@ -13,6 +13,8 @@ Three layers, each a thin wrapper over a Polars DataFrame (columnar, never lists
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +22,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from attnrec.data.vocab import Vocabulary
-from attnrec.errors import DataError
+from attnrec.errors import ConfigError, DataError
 
 #: canonical columns of the raw table and their Polars types; only user_id and item_id are required.
 CANONICAL: dict[str, pl.DataType] = {
@@ -32,6 +34,11 @@ CANONICAL: dict[str, pl.DataType] = {
     "review": pl.String(),
 }
 REQUIRED = ("user_id", "item_id")
+
+log = logging.getLogger(__name__)
+
+#: how many line numbers of dropped out-of-range rows a report keeps (the count is always exact)
+MAX_NOTED_LINES = 20
 
 
 def canonicalize(df: pl.DataFrame, *, source: str = "<table>") -> pl.DataFrame:
@@ -84,9 +91,16 @@ class Dataset:
     users: pl.DataFrame | None = None
     source: str = ""
     notes: dict[str, object] = field(default_factory=dict)
+    #: the 1-based line of the source file each interaction row came from (Int64, aligned with the rows), when the
+    #: reader knows it; errors about a row's value name this line
+    lines: pl.Series | None = None
 
     def __post_init__(self) -> None:
         self.interactions = canonicalize(self.interactions, source=self.source or self.name)
+        if self.lines is not None and len(self.lines) != self.interactions.height:
+            raise ValueError(
+                f"Dataset.lines has {len(self.lines)} entries for {self.interactions.height} rows"
+            )
 
     def __len__(self) -> int:
         return self.interactions.height
@@ -119,6 +133,152 @@ class Dataset:
         return frame_fingerprint(self.interactions)
 
 
+def parse_rating_range(
+    text: str | tuple[float, float] | list[float], *, flag: str = "--rating-range"
+) -> tuple[float, float]:
+    """``"1,5"`` (or a pair) -> ``(1.0, 5.0)``: two finite numbers, low < high; else a :class:`ConfigError`
+    naming ``flag`` and the value."""
+    parts = [x.strip() for x in text.split(",")] if isinstance(text, str) else list(text)
+    try:
+        lo, hi = (float(x) for x in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag} {text!r}: expected two numbers LOW,HIGH, e.g. 1,5") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ConfigError(f"{flag} {text!r}: expected two finite numbers with LOW < HIGH, e.g. 1,5")
+    return lo, hi
+
+
+def check_rating_range(
+    df: pl.DataFrame,
+    rating_range: tuple[float, float],
+    *,
+    source: str,
+    on_bad_lines: str = "error",
+    lines: pl.Series | None = None,
+    why: str = "declared",
+) -> tuple[pl.DataFrame, dict[str, object] | None]:
+    """Refuse (``on_bad_lines="error"``) or drop and count (``"skip"``) the rows whose rating lies outside the
+    closed interval ``rating_range`` (a table without a ``rating`` column passes unchanged: implicit feedback).
+
+    The error names ``source``, the line of the first such row (``lines[row]`` when the reader gave line numbers,
+    else its 1-based data row), the value, and how many rows are out of range; ``why`` says where the range came
+    from (``declared``, ``inferred from ...``). Returns ``(kept rows, report or None)``; the report holds ``rows``
+    (dropped) and ``first_lines``. NaN and infinite ratings never get here: :func:`canonicalize` refuses them.
+    """
+    if "rating" not in df.columns:
+        return df, None
+    lo, hi = rating_range
+    out = ~df["rating"].cast(pl.Float64).is_between(lo, hi).fill_null(True)
+    n_bad = int(out.sum())
+    if n_bad == 0:
+        return df, None
+    rows = out.arg_true()
+    where = lines.gather(rows) if lines is not None else rows + 1
+    if on_bad_lines != "skip":
+        first = int(rows[0])
+        at = (
+            f"line {int(where[0])}"
+            if lines is not None
+            else f"data row {int(where[0])}: user {df['user_id'][first]!r}, item {df['item_id'][first]!r}"
+        )
+        raise DataError(
+            f"rating out of the {why} range [{lo:g}, {hi:g}] ({n_bad} row(s) in all; the first at {at}; "
+            "--on-bad-lines skip drops and counts them)",
+            file=source,
+            line=int(where[0]) if lines is not None else None,
+            field="rating",
+            value=df["rating"][first],
+            expected=f"a rating in [{lo:g}, {hi:g}] (--rating-range LOW,HIGH declares the range)",
+        )
+    report: dict[str, object] = {
+        "rows": n_bad,
+        "range": [lo, hi],
+        "file": source,
+        ("first_lines" if lines is not None else "first_data_rows"): where.head(MAX_NOTED_LINES).to_list(),
+    }
+    return df.filter(~out), report
+
+
+def enforce_rating_range(
+    parts: dict[str, pl.DataFrame],
+    declared: tuple[float, float] | None,
+    *,
+    sources: dict[str, str],
+    on_bad_lines: str = "error",
+    lines: dict[str, pl.Series] | None = None,
+) -> tuple[dict[str, pl.DataFrame], dict[str, object] | None]:
+    """The rating scale of a split's ``parts`` (``train``/``valid``/``test`` tables), checked on every row.
+
+    ``declared`` (low, high): every part is checked against it; a rating outside it is a :class:`DataError`
+    naming the part's source (``sources[name]``), line (``lines[name]`` when known) and value, or with
+    ``on_bad_lines="skip"`` the row is dropped and counted. None: the scale is inferred from the train part's min
+    and max and said in a logged warning (with the distinct values, so a stray 500 shows); held-out ratings
+    outside it are counted (``outside_inferred``) and warned about, not refused. Returns the parts (rows dropped
+    where skipped) and ``{"range", "source": "declared"|"inferred", "skipped": {part: report}}`` (None for
+    implicit data: no ``rating`` column).
+    """
+    train = parts["train"]
+    if "rating" not in train.columns:
+        return parts, None
+    if declared is not None:
+        scale, why, check = (float(declared[0]), float(declared[1])), "declared", list(parts)
+    else:
+        r = train["rating"]
+        scale, check = (float(r.min()), float(r.max())), [n for n in parts if n != "train"]  # type: ignore[arg-type]
+        why = f"inferred ({sources.get('train', 'train')})"
+        values = r.unique().sort()
+        shown = ", ".join(f"{v:g}" for v in values.head(12).to_list()) + (", ..." if len(values) > 12 else "")
+        log.warning(
+            "rating range not declared: inferred [%g, %g] from the training ratings (%d distinct value(s): %s); "
+            "predictions are clipped to it and held-out ratings outside it are refused; declare the scale with "
+            "--rating-range LOW,HIGH (run file: rating_range = [LOW, HIGH])",
+            scale[0],
+            scale[1],
+            len(values),
+            shown,
+        )
+    out, skipped, outside = dict(parts), {}, {}
+    if declared is None:
+        # a guessed scale: a held-out rating beyond the training min/max may be real (a 1 that train lacks), so
+        # it is counted and said, not refused; a declared scale is what makes it an error
+        for name in check:
+            bad = ~parts[name]["rating"].cast(pl.Float64).is_between(*scale).fill_null(True)
+            if bad.any():
+                first = int(bad.arg_true()[0])
+                outside[name] = int(bad.sum())
+                log.warning(
+                    "%s: %d rating(s) outside the training range [%g, %g] (the first: %g, data row %d); they are "
+                    "evaluated as given, against predictions clipped to the range; --rating-range declares the "
+                    "scale and refuses them",
+                    sources.get(name, name),
+                    outside[name],
+                    *scale,
+                    float(parts[name]["rating"][first]),
+                    first + 1,
+                )
+        check = []
+    for name in check:
+        out[name], rep = check_rating_range(
+            parts[name],
+            scale,
+            source=sources.get(name, name),
+            on_bad_lines=on_bad_lines,
+            lines=(lines or {}).get(name),
+            why=why,
+        )
+        if rep is not None:
+            skipped[name] = rep
+            log.warning(
+                "%s: %d row(s) with a rating outside [%g, %g] skipped", rep["file"], rep["rows"], *scale
+            )
+    return out, {
+        "range": list(scale),
+        "source": "declared" if declared is not None else "inferred",
+        "skipped": skipped,
+        **({"outside_inferred": outside} if outside else {}),
+    }
+
+
 def frame_fingerprint(df: pl.DataFrame) -> str:
     h = hashlib.sha256()
     for col in sorted(c for c in df.columns if c in CANONICAL):
@@ -138,12 +298,22 @@ class Interactions:
     frame: pl.DataFrame
     user_vocab: Vocabulary
     item_vocab: Vocabulary
+    #: the ratings' scale (low, high), declared by the run or inferred from its training split; rating models clip
+    #: predictions to it (:meth:`rating_bounds`). None: not known, the rows' own min and max stand in
+    rating_range: tuple[float, float] | None = None
 
     @classmethod
     def encode(
-        cls, df: pl.DataFrame, user_vocab: Vocabulary, item_vocab: Vocabulary, *, unknown: str = "error"
+        cls,
+        df: pl.DataFrame,
+        user_vocab: Vocabulary,
+        item_vocab: Vocabulary,
+        *,
+        unknown: str = "error",
+        rating_range: tuple[float, float] | None = None,
     ) -> tuple[Interactions, int]:
-        """Encode a table with external ids. ``unknown="drop"`` drops rows with unknown ids and returns the count."""
+        """Encode a table with external ids. ``unknown="drop"`` drops rows with unknown ids and returns the count.
+        ``rating_range``: see :attr:`rating_range`."""
         u = user_vocab.lookup(df["user_id"], missing="minus_one")
         i = item_vocab.lookup(df["item_id"], missing="minus_one")
         keep = (u >= 0) & (i >= 0)
@@ -153,7 +323,7 @@ class Interactions:
             item_vocab.lookup(df["item_id"])
         rest = [c for c in df.columns if c not in ("user_id", "item_id")]
         frame = pl.DataFrame({"user": u, "item": i}).hstack(df.select(rest)).filter(pl.Series(keep))
-        return cls(frame, user_vocab, item_vocab), dropped
+        return cls(frame, user_vocab, item_vocab, rating_range), dropped
 
     def __len__(self) -> int:
         return self.frame.height
@@ -186,6 +356,14 @@ class Interactions:
     def has_ratings(self) -> bool:
         return "rating" in self.frame.columns
 
+    def rating_bounds(self) -> tuple[float, float]:
+        """The scale predictions are clipped to: :attr:`rating_range` when the run gave one, else the min and max
+        of these rows' ratings."""
+        if self.rating_range is not None:
+            return float(self.rating_range[0]), float(self.rating_range[1])
+        r = self.ratings
+        return float(r.min()), float(r.max())
+
     def column(self, name: str) -> np.ndarray:
         if name not in self.frame.columns:
             raise DataError("missing column", field=name, expected=f"one of {self.frame.columns}")
@@ -202,7 +380,7 @@ class Interactions:
 
     def with_frame(self, frame: pl.DataFrame) -> Interactions:
         """The same vocabularies over another encoded frame (e.g. with a column dropped)."""
-        return Interactions(frame, self.user_vocab, self.item_vocab)
+        return Interactions(frame, self.user_vocab, self.item_vocab, self.rating_range)
 
     def fingerprint(self) -> str:
         """SHA-256 (16 hex digits) over every column of the encoded frame and the vocabulary sizes."""

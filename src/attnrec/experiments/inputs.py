@@ -16,8 +16,8 @@ import polars as pl
 
 from attnrec.data.readers.files import open_input, read_text
 from attnrec.data.readers.tabular import RowChecker, normalise_ids
-from attnrec.data.splits import SplitResult, load_presplit, split
-from attnrec.data.table import CANONICAL, Dataset
+from attnrec.data.splits import SplitResult, load_presplit, split, with_rating_range
+from attnrec.data.table import CANONICAL, Dataset, check_rating_range
 from attnrec.errors import ConfigError, DataError
 from attnrec.experiments.config import RunConfig
 
@@ -57,11 +57,17 @@ def load_split(
     notes: dict[str, Any] = {}
     if cfg.train is not None:
         assert cfg.test is not None
-        return (
-            None,
-            load_presplit(cfg.train, cfg.valid, cfg.test, protocol=cfg.split.protocol, columns=columns),
-            notes,
+        result = load_presplit(
+            cfg.train,
+            cfg.valid,
+            cfg.test,
+            protocol=cfg.split.protocol,
+            columns=columns,
+            rating_range=cfg.rating_range,
+            on_bad_lines=cfg.on_bad_lines,
         )
+        notes["rating_range"] = result.report["rating_range"]
+        return None, result, notes
     assert cfg.data is not None
     kw: dict[str, Any] = {"progress": progress}
     if columns:
@@ -73,8 +79,19 @@ def load_split(
                 "(registered datasets and MovieLens folders have known columns)"
             )
         kw["columns"] = {dst: src for src, dst in columns.items()}
-    dataset = load_dataset(cfg.data, **kw)
+    dataset = load_dataset(cfg.data, on_bad_lines=cfg.on_bad_lines, **kw)
     df = dataset.interactions
+    source = dataset.source or dataset.name
+    skipped = None
+    if cfg.rating_range is not None:  # before any filter, while rows still match the file's lines
+        df, skipped = check_rating_range(
+            df, cfg.rating_range, source=source, on_bad_lines=cfg.on_bad_lines, lines=dataset.lines
+        )
+        if skipped is not None:
+            lo, hi = cfg.rating_range
+            log.warning(
+                "%s: %d row(s) with a rating outside [%g, %g] skipped", source, skipped["rows"], lo, hi
+            )
     f = cfg.filters
     if f.dedup != "none":
         df, notes["dedup"] = filters.deduplicate(df, policy=f.dedup)
@@ -88,7 +105,13 @@ def load_split(
         split_kw["ratios"] = s.ratios
     if s.method.startswith("random"):
         split_kw["seed"] = s.seed
-    return dataset, split(df, s.method, **split_kw), notes
+    result = with_rating_range(
+        split(df, s.method, **split_kw), cfg.rating_range, source=source, on_bad_lines=cfg.on_bad_lines
+    )
+    if skipped is not None and result.report["rating_range"] is not None:
+        result.report["rating_range"]["skipped"] = {"input": skipped}
+    notes["rating_range"] = result.report["rating_range"]
+    return dataset, result, notes
 
 
 def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFrame:

@@ -167,7 +167,7 @@ def read_amazon(
         checkers.append(meta_checker)
     label = name or _dataset_name(p)
     notes: dict[str, object] = {"format": f"amazon-{version}", "encoding": style} | merge_notes(*checkers)
-    return Dataset(label, fields.drop("line"), items=items, source=str(p), notes=notes)
+    return Dataset(label, fields.drop("line"), items=items, source=str(p), notes=notes, lines=fields["line"])
 
 
 _REQUIRED_KEYS = {

@@ -285,7 +285,7 @@ def read_table(
     mapping = _resolve_columns(frame, columns, p, has_header=has_header or _is_parquet(p))
     frame = frame.rename({src: dst for dst, src in mapping.items() if src != dst and src in frame.columns})
     frame = _cast_canonical(frame, checker, timestamp_format=timestamp_format)
-    return Dataset(label, frame.drop("line"), source=str(p), notes=checker.notes())
+    return Dataset(label, frame.drop("line"), source=str(p), notes=checker.notes(), lines=frame["line"])
 
 
 def read_interactions(path: str | Path, rename: Mapping[str, str] | None = None) -> pl.DataFrame:

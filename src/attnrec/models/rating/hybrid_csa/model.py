@@ -120,8 +120,7 @@ class HybridCSA(TextQueries, Explanations):
         c = self.config
         t0 = time.perf_counter()
         self.module = None
-        ratings = train.ratings
-        self.rating_range = (float(ratings.min()), float(ratings.max()))
+        self.rating_range = train.rating_bounds()
         # 1-2. the SVD stage and the encoded texts
         inputs, self.titles, texts, svd_report = prepare_inputs(
             c, train, valid, items, lambda texts: self._encode(texts, allow_empty=True)
