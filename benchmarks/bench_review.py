@@ -100,10 +100,20 @@ MODELS: dict[str, dict[str, Any]] = {
     "deepconn": {"worker": "ours", "model": "deepconn", "fixed": {}, "grid": {}},
     "transnet": {"worker": "ours", "model": "transnet", "fixed": {}, "grid": {}},
     "safmr": {"worker": "ours", "model": "safmr", "fixed": {}, "grid": {}},
+    # the issue's ablations and the other word-vector option
+    "safmr_fm": {"worker": "ours", "model": "safmr", "fixed": {"attention": False}, "grid": {}},
+    "safmr_no_transform": {
+        "worker": "ours",
+        "model": "safmr",
+        "fixed": {"transform_loss": False},
+        "grid": {},
+    },
+    "safmr_skipgram": {"worker": "ours", "model": "safmr", "fixed": {"word_vectors": "skipgram"}, "grid": {}},
 }
 GROUPS = {
     "baselines": ["global_mean", "surprise_baseline", "surprise_svd", "svd", "hft"],
     "review": ["deepconn", "transnet", "safmr"],
+    "ablations": ["safmr_fm", "safmr_no_transform", "safmr_skipgram"],
 }
 
 
@@ -323,12 +333,28 @@ def run(args: argparse.Namespace) -> None:
             w.close()
 
 
-def _fit(
-    workers: dict[str, Worker], dataset: str, label: str, req: dict[str, Any], seed: int, parts: list[str]
-) -> tuple[dict[str, Any], list[float]]:
+def _measure(
+    workers: dict[str, Worker],
+    truth: Truth,
+    dataset: str,
+    label: str,
+    req: dict[str, Any],
+    seed: int,
+    parts: list[str],
+) -> dict[str, Any]:
+    """One fit of ``label`` by its worker: the metrics of each part in ``parts``, fit seconds, load before/after."""
     load = os.getloadavg()[0]
     reply = workers[MODELS[label]["worker"]].call(op="fit", dataset=dataset, seed=seed, parts=parts, **req)
-    return reply, [load, os.getloadavg()[0]]
+    return {
+        "dataset": dataset,
+        "model": label,
+        "seed": seed,
+        **{p: truth.metrics(p, reply["pred"][p]) for p in parts},
+        "fit_s": reply["fit_s"],
+        "load": [load, os.getloadavg()[0]],
+        "info": reply["info"],
+        "utc": time.strftime("%H:%M:%S", time.gmtime()),
+    }
 
 
 def run_dataset(
@@ -347,20 +373,8 @@ def run_dataset(
             if key in done:
                 continue
             req = model_request(label, points[label][i], {})
-            reply, load = _fit(workers, dataset, label, req, args.seeds[0], ["valid"])
-            row = {
-                "key": key,
-                "kind": "grid",
-                "dataset": dataset,
-                "model": label,
-                "point": points[label][i],
-                "seed": args.seeds[0],
-                "valid": truth.metrics("valid", reply["pred"]["valid"]),
-                "fit_s": reply["fit_s"],
-                "load": load,
-                "info": reply["info"],
-                "utc": time.strftime("%H:%M:%S", time.gmtime()),
-            }
+            measured = _measure(workers, truth, dataset, label, req, args.seeds[0], ["valid"])
+            row = {"key": key, "kind": "grid", "point": points[label][i], **measured}
             append_result(args.results, row)
             done[key] = row
     chosen = {m: choose(done, dataset, m) for m in tuned}
@@ -370,21 +384,13 @@ def run_dataset(
             if key in done:
                 continue
             req = model_request(label, chosen.get(label, {}), chosen)
-            reply, load = _fit(workers, dataset, label, req, seed, ["valid", "test"])
+            measured = _measure(workers, truth, dataset, label, req, seed, ["valid", "test"])
             row = {
                 "key": key,
                 "kind": "test",
-                "dataset": dataset,
-                "model": label,
-                "seed": seed,
                 "params": req["params"],
                 "chosen": chosen.get(label),
-                "valid": truth.metrics("valid", reply["pred"]["valid"]),
-                "test": truth.metrics("test", reply["pred"]["test"]),
-                "fit_s": reply["fit_s"],
-                "load": load,
-                "info": reply["info"],
-                "utc": time.strftime("%H:%M:%S", time.gmtime()),
+                **measured,
             }
             append_result(args.results, row)
             done[key] = row
@@ -412,6 +418,9 @@ LABELS = {
     "deepconn": "attnrec deepconn",
     "transnet": "attnrec transnet",
     "safmr": "attnrec safmr",
+    "safmr_fm": "safmr `attention=False` (plain FM, eq. 5)",
+    "safmr_no_transform": "safmr `transform_loss=False` (source network alone)",
+    "safmr_skipgram": 'safmr `word_vectors="skipgram"`',
 }
 
 
