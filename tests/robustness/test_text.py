@@ -423,3 +423,19 @@ def test_recommend_query_on_the_cli_finds_the_match_and_checks_the_weight(
     assert_clean_error(
         cli([*base[:3], "--users", "u1", "--text-weight", "0.5"]), "--text-weight goes with --query"
     )
+
+
+def test_the_weights_choice_is_the_same_in_small_blocks(
+    fitted_catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validation queries are ranked in blocks that bound memory on a large catalogue; blocks change nothing."""
+    import attnrec.models.rating.hybrid_csa.queries as queries
+    from attnrec.models.rating.hybrid_csa.inputs import item_texts
+
+    model, _ = fitted_catalogue
+    train, valid, meta = catalogue()
+    texts, _ = item_texts(train.decode(), meta, train.item_vocab, max_chars=2000)  # type: ignore[attr-defined]
+    whole = model._choose_text_weight(valid, texts)
+    assert whole == (model.text_weight, model.text_weight_report)
+    monkeypatch.setattr(queries, "VALID_BLOCK", N_ITEMS * 7)  # 7 queries a block
+    assert model._choose_text_weight(valid, texts) == whole

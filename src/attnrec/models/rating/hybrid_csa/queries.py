@@ -23,6 +23,7 @@ from attnrec.models.rating.hybrid_csa.text_blend import (
     DEFAULT_TEXT_WEIGHT,
     MAX_VALID_QUERIES,
     POSITIVE_AT,
+    VALID_BLOCK,
     VALID_K,
     WEIGHT_GRID,
     blend_scores,
@@ -102,9 +103,7 @@ class TextQueries(HybridCSACore):
         the bundle; 0 ranks by the rating alone, 1 by relevance alone). ``candidates``: ``"auto"`` sizes the pool
         to the catalogue (:func:`~.text_blend.pool_size`), a number fixes it, ``None`` scores every item."""
         self._check_candidates(candidates, k, text_weight)
-        return self._rank_for_query(
-            self._encode_query(query), user, k, exclude_seen, candidates, text_weight
-        )
+        return self._rank_for_query(self._encode_query(query), user, k, exclude_seen, candidates, text_weight)
 
     def recommend_by_texts(
         self,
@@ -131,8 +130,10 @@ class TextQueries(HybridCSACore):
 
     @staticmethod
     def _check_candidates(candidates: Candidates, k: int, text_weight: float | None = None) -> None:
-        if candidates != "auto" and candidates is not None and (
-            isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+        if (
+            candidates != "auto"
+            and candidates is not None
+            and (isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1)
         ):
             raise DataError(
                 "candidates must be a positive number of items, 'auto' or None (every item)",
@@ -287,29 +288,36 @@ class TextQueries(HybridCSACore):
         u, target = torch.from_numpy(users[rows]), items[rows]
         vecs = self.encoder.encode_queries([query_text(self.titles, texts, int(i)) for i in target])
         self._check_dim(vecs.shape[1])
+        seen = self.seen[users[rows]] if self.seen is not None else None
+        size = pool_size(
+            self.n_items, self.n_items - (int(seen.getnnz(axis=1).max()) if seen is not None else 0), VALID_K
+        )
+        step = max(1, VALID_BLOCK // self.n_items)  # queries per block: bounds the (queries, items) relevance
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         dev = self.device
         with torch.no_grad():
-            text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(dev)
-            relevance = self._relevance(text).cpu()  # (R, I)
-            if self.seen is not None:
-                relevance[torch.from_numpy(self.seen[users[rows]].toarray() > 0)] = -torch.inf
-            n_open = int((relevance > -torch.inf).sum(1).min())
-            size = pool_size(self.n_items, n_open, VALID_K)
-            rel_pool, pool = top_stable(relevance, size)
-            cand, i_idx = torch.unique(pool, return_inverse=True)
-            n_r = len(rows)
-            preds, _ = self.csa.score_pairs(
-                u.to(dev),
-                torch.zeros(n_r, dtype=torch.bool, device=dev),
-                cand.to(dev),
-                text,
-                torch.arange(n_r, device=dev)[:, None],
-                i_idx.to(dev),
-                torch.arange(n_r, device=dev)[:, None],
-            )
-        hit = pool == torch.from_numpy(target)[:, None]
-        col = torch.where(hit.any(1), hit.int().argmax(1), torch.full((n_r,), -1))
-        rr = {w: reciprocal_ranks(blend_scores(rel_pool, preds.cpu(), w), col) for w in WEIGHT_GRID}
+            for s in range(0, len(rows), step):
+                text = torch.from_numpy(np.array(vecs[s : s + step], dtype=np.float32)).to(dev)
+                n_b = text.shape[0]
+                relevance = self._relevance(text).cpu()  # (n_b, I)
+                if seen is not None:
+                    relevance[torch.from_numpy(seen[s : s + step].toarray() > 0)] = -torch.inf
+                rel_pool, pool = top_stable(relevance, size)
+                cand, i_idx = torch.unique(pool, return_inverse=True)
+                preds, _ = self.csa.score_pairs(
+                    u[s : s + step].to(dev),
+                    torch.zeros(n_b, dtype=torch.bool, device=dev),
+                    cand.to(dev),
+                    text,
+                    torch.arange(n_b, device=dev)[:, None],
+                    i_idx.to(dev),
+                    torch.arange(n_b, device=dev)[:, None],
+                )
+                hit = pool == torch.from_numpy(target[s : s + step])[:, None]
+                col = torch.where(hit.any(1), hit.int().argmax(1), torch.full((n_b,), -1))
+                parts.append((rel_pool, preds.cpu(), col))
+        rel_pool, preds, col = (torch.cat([p[j] for p in parts]) for j in range(3))
+        rr = {w: reciprocal_ranks(blend_scores(rel_pool, preds, w), col) for w in WEIGHT_GRID}
         weight = choose_weight(rr)
         report["mrr"] = {f"{w:.1f}": round(float(v.mean()), 4) for w, v in rr.items()}
         report["chosen"] = weight

@@ -29,6 +29,8 @@ MAX_VALID_QUERIES = 256
 POSITIVE_AT = 0.75
 #: words of an item's text used as its validation query when it has no title
 QUERY_WORDS = 12
+#: (validation query, item) relevance entries computed at once when choosing the weight (bounds memory)
+VALID_BLOCK = 1 << 22
 #: the pool the validation queries are ranked in is the default pool for this k (the CLI's default --k)
 VALID_K = 10
 
