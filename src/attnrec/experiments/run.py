@@ -6,7 +6,9 @@ train) or CTR rows (:func:`attnrec.experiments.ctr_run.prepare_ctr`: MovieLens a
 files; a feature encoder fitted on train). Every input is read and checked before the model is fitted.
 :func:`run_experiment` returns a :class:`RunResult` and writes, under ``out``: ``metrics.json`` (valid and test
 metrics, config, data fingerprint, seed, versions, timings, split report), ``train_log.jsonl`` (one line per
-epoch) and ``model/`` (the bundle; a CTR bundle carries its encoder).
+epoch) and ``model/`` (the bundle; a CTR bundle carries its encoder). ``out`` is checked (a writable folder) and
+locked against a second run before anything is read; every file is written atomically, the bundle before
+``metrics.json``.
 
 Model selection reads the validation split only; the test split is evaluated once, after fitting.
 """
@@ -18,6 +20,8 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +44,9 @@ from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, prepare_ct
 from attnrec.experiments.inputs import check_item_text, load_split, read_items
 from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
+from attnrec.paths import DirLock, atomic_dir, atomic_write_text, prepare_output_dir, remove_empty_dirs
 from attnrec.serving.bundle import save_bundle
-from attnrec.training.trainer import CHECKPOINT_NAME, TrainerConfig
+from attnrec.training.trainer import CHECKPOINT_NAME, TrainerConfig, resolve_device
 from attnrec.training.types import FitReport, data_fingerprint
 
 log = logging.getLogger(__name__)
@@ -83,20 +88,11 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
     train_df = result.train
     user_vocab = Vocabulary.from_ids(train_df["user_id"], kind="user")
     item_vocab = Vocabulary.from_ids(train_df["item_id"], kind="item")
-    scale = notes.get("rating_range")  # declared or inferred: rating models clip predictions to it
-    rr = (float(scale["range"][0]), float(scale["range"][1])) if scale else None
-    train, _ = Interactions.encode(train_df, user_vocab, item_vocab, rating_range=rr)
-    valid, drop_v = Interactions.encode(result.valid, user_vocab, item_vocab, unknown="drop", rating_range=rr)
-    test, drop_t = Interactions.encode(result.test, user_vocab, item_vocab, unknown="drop", rating_range=rr)
+    train, _ = Interactions.encode(train_df, user_vocab, item_vocab)
+    valid, drop_v = Interactions.encode(result.valid, user_vocab, item_vocab, unknown="drop")
+    test, drop_t = Interactions.encode(result.test, user_vocab, item_vocab, unknown="drop")
     if drop_v or drop_t:
         notes["unknown_ids_dropped"] = {"valid": drop_v, "test": drop_t}
-        log.warning(
-            "model %r scores known users and items only: %d valid and %d test row(s) with a user or item not in "
-            "train are not evaluated (cold start)",
-            cfg.model,
-            drop_v,
-            drop_t,
-        )
     if len(test) == 0:
         raise ConfigError("the test split is empty after encoding: nothing to evaluate")
     if not implicit and not train.has_ratings:
@@ -112,13 +108,17 @@ def run_outputs(cfg: RunConfig) -> dict[str, Path]:
     ckdir = Path(cfg.trainer.get("checkpoint_dir") or cfg.out / "checkpoints")
     log = Path(cfg.trainer.get("log_path") or cfg.out / "train_log.jsonl")
     ckpt = ckdir / CHECKPOINT_NAME
-    return {
+    outputs = {
         "metrics": cfg.out / "metrics.json",
         "log": log,
         "checkpoint": ckpt,
-        "partial checkpoint": ckpt.with_suffix(".tmp"),
         "model": cfg.out / "model",
     }
+    # what a run killed mid-write leaves: the temporary siblings of atomic writes (see attnrec.paths.temp_name)
+    for name, p in list(outputs.items()):
+        for i, left in enumerate(sorted(p.parent.glob(f".{p.name}.*.tmp")) if p.parent.is_dir() else []):
+            outputs[f"partial {name} {i}"] = left
+    return outputs
 
 
 def check_out(cfg: RunConfig) -> None:
@@ -150,17 +150,20 @@ def claim_out(cfg: RunConfig) -> None:
     The run calls it after every input has been read and checked, just before fitting, so a bad input never
     costs the old run."""
     check_out(cfg)
-    if cfg.out is not None and cfg.overwrite:
-        for p in run_outputs(cfg).values():
-            if p.exists():
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if cfg.out is None:
+        return
+    for name, p in run_outputs(cfg).items():
+        # the lock is held: a temporary file here was left by a killed run, and is garbage for resume too
+        if p.exists() and (cfg.overwrite or name.startswith("partial")):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def write_log(path: Path, report: FitReport) -> None:
-    """Write ``report``'s history as ``train_log.jsonl`` (one line per epoch; one line for a fit without epochs)."""
+    """Write ``report``'s history as ``train_log.jsonl`` (one line per epoch; one line for a fit without epochs),
+    atomically."""
     rows = report.history or [{"epoch": max(1, report.epochs_run), "seconds": report.seconds}]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows), what="training log")
 
 
 def trainer_config(cfg: RunConfig, cls: type[Estimator[Any]], *, progress: bool) -> TrainerConfig:
@@ -178,12 +181,20 @@ def trainer_config(cfg: RunConfig, cls: type[Estimator[Any]], *, progress: bool)
         ) from None
 
 
-def check_trainer(cfg: RunConfig, model: Estimator[Any]) -> None:
-    """Refuse a trainer field the run sets (``[trainer]``, ``--epochs``...) that the model's solver overrides
-    with another value: it would be silently ignored."""
+def check_trainer(cfg: RunConfig, model: Estimator[Any], trainer_cfg: TrainerConfig) -> None:
+    """Refuse a trainer field the run sets (``[trainer]``, ``--epochs``, ``--lr``...) that the model's solver
+    overrides with another value or never reads: it would be silently ignored, yet recorded. Then check the device
+    the fit would use exists (``--device cuda`` on a CPU build), before any data is read."""
+    unused = model.unused_trainer_fields()
+    for field in cfg.trainer:
+        if field in unused:
+            raise ConfigError(
+                f"trainer field {field!r} = {cfg.trainer[field]!r} is not used: {unused[field]}"
+            )
     for field, (value, why) in model.trainer_overrides().items():
         if field in cfg.trainer and cfg.trainer[field] != value:
             raise ConfigError(f"trainer field {field!r} = {cfg.trainer[field]!r} is not used: {why}")
+    resolve_device(model.effective_trainer(trainer_cfg).device)
 
 
 def effective_trainer(model: Estimator[Any], trainer_cfg: TrainerConfig) -> TrainerConfig:
@@ -226,9 +237,26 @@ def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run(cfg, progress)
+        with _claimed_out(cfg.out):
+            return _run(cfg, progress)
     finally:
         torch.set_num_threads(threads)
+
+
+@contextmanager
+def _claimed_out(out: Path | None) -> Iterator[None]:
+    """Before any work: ``out`` must be a folder this process can write (created if missing) and no other run may
+    hold it (:class:`~attnrec.paths.DirLock`, held for the whole run). Folders created here and left empty by a
+    failed run are removed again."""
+    if out is None:
+        yield
+        return
+    created = prepare_output_dir(out)
+    try:
+        with DirLock(out):
+            yield
+    finally:
+        remove_empty_dirs(created)
 
 
 def _run(cfg: RunConfig, progress: bool) -> RunResult:
@@ -237,7 +265,7 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
     cls = get_model_class(cfg.model)
     model = cls(**cfg.model_params)
     trainer_cfg = trainer_config(cfg, cls, progress=progress)
-    check_trainer(cfg, model)
+    check_trainer(cfg, model, trainer_cfg)
     check_side(cfg, cls)
     check_out(cfg)
     torch.manual_seed(model.config.seed)
@@ -297,16 +325,18 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
         "leaky": model.leaky,
     }
     if cfg.out is not None:
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        (cfg.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        # the bundle first, then metrics.json: each appears whole or not at all, and a metrics.json always has its
+        # model beside it (a full disk fails the run with nothing half-written; the checkpoint lets --resume finish)
         if cfg.save_model:
             items = data.items if isinstance(data, PreparedData) else None
             extra: dict[str, Any] = {"run": cfg.model_dump(mode="json")}
-            if isinstance(data, PreparedData) and data.notes.get("rating_range"):
-                extra["rating_range"] = data.notes["rating_range"]  # the scale, and whether declared or inferred
             if isinstance(data, PreparedCTR):  # `attnrec evaluate/predict` read rows as the run read them
                 extra["ctr"] = bundle_ctr_spec(cfg)
-            save_bundle(model, cfg.out / "model", items=items, extra=extra)
+            with atomic_dir(cfg.out / "model", what="model bundle") as tmp:
+                save_bundle(model, tmp, items=items, extra=extra)
+        atomic_write_text(
+            cfg.out / "metrics.json", json.dumps(metrics, indent=2, default=str), what="metrics"
+        )
     return RunResult(model, metrics, data, cfg.out)
 
 

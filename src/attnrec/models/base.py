@@ -183,6 +183,11 @@ class Estimator(ABC, Generic[ConfigT]):
         field does not apply)}`` (svd's ALS sweeps, pop's one counting pass). The run refuses a different value."""
         return {}
 
+    def unused_trainer_fields(self) -> dict[str, str]:
+        """Trainer fields this model's solver never reads: ``{field: why}`` (svd's ALS has no learning rate, pop's
+        counting no batches). The run refuses any value for them rather than record a setting that did nothing."""
+        return {}
+
     def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
         """The TrainerConfig a fit with ``trainer`` really uses (recorded in the run's metrics): ``trainer`` (default:
         ``default_trainer``) with the fields of :meth:`trainer_overrides` set to the solver's values."""
@@ -505,6 +510,7 @@ _BUILTIN_MODULES = (
     "attnrec.models.rating.svd",
     "attnrec.models.rating.hybrid_csa",
     "attnrec.models.review.deepconn",
+    "attnrec.models.review.transnet",
     "attnrec.models.topk.bpr",
     "attnrec.models.topk.lightgcn",
     "attnrec.models.ctr.lr",

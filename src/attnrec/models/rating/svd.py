@@ -411,7 +411,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
 
         if trainer is not None and not isinstance(trainer, TrainerConfig):
             raise ConfigError(f"fit(trainer=...) expects a TrainerConfig, got {type(trainer).__name__}")
-        self.rating_range = train.rating_bounds()
+        self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))
         if self.config.solver == "sgd":
             report = super()._fit(train, valid, side, self.effective_trainer(trainer), run_key)
         else:
@@ -428,6 +428,15 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
             "epochs": (c.iterations, "svd's ALS sweeps are set by --set iterations=N"),
             "patience": (c.patience, "svd's ALS patience is set by --set patience=N"),
         }
+
+    def unused_trainer_fields(self) -> dict[str, str]:
+        """ALS solves each sweep in closed form: no optimiser, learning rate, batches or AMP (none for SGD)."""
+        from attnrec.training.trainer import SGD_FIELDS
+
+        if self.config.solver == "sgd":
+            return {}
+        why = "svd's ALS solves each sweep in closed form and never reads it (--set solver=sgd trains by SGD)"
+        return dict.fromkeys(sorted(SGD_FIELDS), why)
 
     def effective_trainer(self, trainer: TrainerConfig | None) -> TrainerConfig:
         """The TrainerConfig a fit with ``trainer`` really uses: SGD fills the fields ``trainer`` leaves unset

@@ -95,6 +95,13 @@ class Pop(Recommender[PopConfig]):
             "device": ("cpu", "pop counts on the CPU: --device does not apply"),
         }
 
+    def unused_trainer_fields(self) -> dict[str, str]:
+        """Counting has no optimiser, batches or validation to stop on."""
+        from attnrec.training.trainer import SGD_FIELDS, VALIDATION_FIELDS
+
+        why = "pop counts its items in one pass and never reads it"
+        return dict.fromkeys(sorted(SGD_FIELDS | VALIDATION_FIELDS), why)
+
     def score_users(self, users: np.ndarray) -> torch.Tensor:
         return self.counts.unsqueeze(0).expand(len(users), -1).clone()
 
