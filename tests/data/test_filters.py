@@ -40,11 +40,14 @@ pairs_strategy = st.lists(
 @given(pairs=pairs_strategy, user_k=st.integers(0, 4), item_k=st.integers(0, 4))
 def test_kcore_properties(pairs: list[tuple[str, str]], user_k: int, item_k: int) -> None:
     df = frame(pairs)
-    out, rep = kcore(df, user_k, item_k)
+    out, rep = kcore(df, user_k, item_k, allow_empty=True)
+    if out.height == 0 and df.height:
+        with pytest.raises(DataError, match="removes every one of the"):
+            kcore(df, user_k, item_k)
     if out.height:
         assert out.group_by("user_id").len()["len"].min() >= user_k  # type: ignore[operator]
         assert out.group_by("item_id").len()["len"].min() >= item_k  # type: ignore[operator]
-    again, rep2 = kcore(out, user_k, item_k)
+    again, rep2 = kcore(out, user_k, item_k, allow_empty=True)
     assert again.equals(out) and rep2.removed == 0
     assert rep.removed == df.height - out.height
     # the k-core is a sub-multiset of rows in the original order

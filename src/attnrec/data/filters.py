@@ -47,14 +47,15 @@ def _need(df: pl.DataFrame, cols: tuple[str, ...], what: str) -> None:
 
 
 def kcore(
-    df: pl.DataFrame, user_k: int, item_k: int, *, max_rounds: int = 10_000
+    df: pl.DataFrame, user_k: int, item_k: int, *, max_rounds: int = 10_000, allow_empty: bool = False
 ) -> tuple[pl.DataFrame, FilterReport]:
     """Keep the largest sub-table where every user has >= ``user_k`` rows and every item >= ``item_k`` rows.
 
     Rows are counted (a repeated user-item pair counts twice; deduplicate first if that is not wanted).
     Removing users can push items under their threshold and back, so the pass is repeated until nothing
     changes (a fixed point, which is unique). Row order is kept. The report holds ``rounds`` and users/items
-    before and after.
+    before and after. Thresholds that leave no row at all are a :class:`DataError` naming them and the counts
+    (an empty table would fail later with a less useful message), unless ``allow_empty``.
     """
     _need(df, ("user_id", "item_id"), "k-core")
     if user_k < 0 or item_k < 0:
@@ -70,6 +71,14 @@ def kcore(
         if nxt.height == out.height:
             break
         out = nxt
+    if out.height == 0 and before > 0 and not allow_empty:
+        raise DataError(
+            f"the k-core filter (user_k={user_k}, item_k={item_k}) removes every one of the {before} rows "
+            f"({users_before} users, {items_before} items) after {rounds} round(s)",
+            field="user_k/item_k",
+            value={"user_k": user_k, "item_k": item_k},
+            expected="thresholds the data can meet (lower --user-k / --item-k)",
+        )
     report = FilterReport(
         "kcore",
         before,
@@ -116,7 +125,16 @@ def deduplicate(df: pl.DataFrame, policy: DedupPolicy = "last") -> tuple[pl.Data
 
 
 def binarize(df: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, FilterReport]:
-    """Implicit feedback: keep the rows with ``rating >= threshold`` (rating column kept as it is)."""
+    """Implicit feedback: keep the rows with ``rating >= threshold`` (rating column kept as it is); a threshold
+    above every rating is a :class:`DataError`."""
     _need(df, ("rating",), "binarize")
     out = df.filter(pl.col("rating") >= threshold)
+    if out.height == 0 and df.height > 0:
+        raise DataError(
+            f"no rating reaches the threshold {threshold:g}: binarising removes all {df.height} rows "
+            f"(the highest rating is {df['rating'].max()})",
+            field="rating",
+            value=threshold,
+            expected="a threshold at or below the highest rating (min_rating)",
+        )
     return out, FilterReport("binarize", df.height, out.height, {"threshold": threshold})
