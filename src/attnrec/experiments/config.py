@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from attnrec.data.schema import FeatureSchema
 from attnrec.errors import ConfigError
@@ -43,6 +43,16 @@ class SplitSpec(BaseModel):
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2026
     protocol: Literal["warm", "cold_start"] = "warm"
+
+    @model_validator(mode="after")
+    def _ratios(self) -> SplitSpec:
+        from attnrec.data.splits import check_ratios
+
+        try:
+            check_ratios(self.ratios)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class FilterSpec(BaseModel):
@@ -83,6 +93,12 @@ class RunConfig(BaseModel):
     ctr: CTRSpec = CTRSpec()
     #: torch CPU threads during the run (CLI ``--threads``); None keeps torch's setting
     threads: int | None = Field(None, ge=1)
+    #: the ratings' scale ``[low, high]`` (CLI ``--rating-range 1,5``): a rating outside it in any input is an error
+    #: (or, with ``on_bad_lines = "skip"``, dropped and counted) and predictions are clipped to it; None: inferred
+    #: from the training split, said on the console and recorded (metrics.json, the bundle)
+    rating_range: tuple[float, float] | None = None
+    #: a malformed line or an out-of-range rating: ``error`` stops at the first, ``skip`` drops and counts them
+    on_bad_lines: Literal["error", "skip"] = "error"
 
     @model_validator(mode="after")
     def _one_source(self) -> RunConfig:
@@ -108,6 +124,16 @@ class RunConfig(BaseModel):
         if "resume" in self.trainer:
             raise ValueError("set the run's `resume` (CLI --resume), not the trainer's")
         return self
+
+    @field_validator("rating_range")
+    @classmethod
+    def _scale(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        from attnrec.data.table import parse_rating_range
+
+        try:
+            return None if value is None else parse_rating_range(value, flag="rating_range")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @classmethod
     def parse(cls, data: dict[str, Any], *, source: str = "run config") -> RunConfig:

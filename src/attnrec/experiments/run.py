@@ -88,11 +88,20 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
     train_df = result.train
     user_vocab = Vocabulary.from_ids(train_df["user_id"], kind="user")
     item_vocab = Vocabulary.from_ids(train_df["item_id"], kind="item")
-    train, _ = Interactions.encode(train_df, user_vocab, item_vocab)
-    valid, drop_v = Interactions.encode(result.valid, user_vocab, item_vocab, unknown="drop")
-    test, drop_t = Interactions.encode(result.test, user_vocab, item_vocab, unknown="drop")
+    scale = notes.get("rating_range")  # declared or inferred: rating models clip predictions to it
+    rr = (float(scale["range"][0]), float(scale["range"][1])) if scale else None
+    train, _ = Interactions.encode(train_df, user_vocab, item_vocab, rating_range=rr)
+    valid, drop_v = Interactions.encode(result.valid, user_vocab, item_vocab, unknown="drop", rating_range=rr)
+    test, drop_t = Interactions.encode(result.test, user_vocab, item_vocab, unknown="drop", rating_range=rr)
     if drop_v or drop_t:
         notes["unknown_ids_dropped"] = {"valid": drop_v, "test": drop_t}
+        log.warning(
+            "model %r scores known users and items only: %d valid and %d test row(s) with a user or item not in "
+            "train are not evaluated (cold start)",
+            cfg.model,
+            drop_v,
+            drop_t,
+        )
     if len(test) == 0:
         raise ConfigError("the test split is empty after encoding: nothing to evaluate")
     if not implicit and not train.has_ratings:
@@ -330,6 +339,8 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
         if cfg.save_model:
             items = data.items if isinstance(data, PreparedData) else None
             extra: dict[str, Any] = {"run": cfg.model_dump(mode="json")}
+            if isinstance(data, PreparedData) and data.notes.get("rating_range"):
+                extra["rating_range"] = data.notes["rating_range"]  # the scale, and whether declared or inferred
             if isinstance(data, PreparedCTR):  # `attnrec evaluate/predict` read rows as the run read them
                 extra["ctr"] = bundle_ctr_spec(cfg)
             with atomic_dir(cfg.out / "model", what="model bundle") as tmp:

@@ -411,7 +411,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
 
         if trainer is not None and not isinstance(trainer, TrainerConfig):
             raise ConfigError(f"fit(trainer=...) expects a TrainerConfig, got {type(trainer).__name__}")
-        self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))
+        self.rating_range = train.rating_bounds()
         if self.config.solver == "sgd":
             report = super()._fit(train, valid, side, self.effective_trainer(trainer), run_key)
         else:
