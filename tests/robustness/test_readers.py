@@ -140,6 +140,7 @@ def test_bom_crlf_spaces_and_tabs_read_as_the_plain_file(tmp_path: Path) -> None
     variants = {
         "bom.csv": b"\xef\xbb\xbf" + GOOD.encode(),
         "crlf.csv": GOOD.replace("\n", "\r\n").encode(),
+        "cr_only.csv": GOOD.replace("\n", "\r").encode(),
         "spaces.csv": GOOD.replace(",", ", ").encode(),
         "padded.csv": "".join(" " + ln.replace(",", " ,\t") for ln in GOOD.splitlines(True)).encode(),
         "gz_no_suffix.csv": gzip.compress(GOOD.encode()),
@@ -150,6 +151,12 @@ def test_bom_crlf_spaces_and_tabs_read_as_the_plain_file(tmp_path: Path) -> None
         (tmp_path / name).write_bytes(data)
         assert _ids(tmp_path / name) == want, name
         assert read_interactions(tmp_path / name).equals(read_interactions(plain)), name
+
+
+def test_wrong_separator_is_named(tmp_path: Path, cli: Callable[..., Probe]) -> None:
+    p = tmp_path / "tabs.csv"
+    p.write_text(GOOD.replace(",", "\t"))
+    assert_clean_error(cli(["data", "info", p]), "tabs.csv", "missing column 'user_id'", "separated by tab")
 
 
 def test_spaces_after_commas_evaluate_like_the_clean_file(

@@ -202,11 +202,14 @@ def read_text(path: str | Path, *, encoding: str = "utf-8", limits: ReadLimits |
 
 
 def text_lines(text: str, path: str | Path, *, skip_first: int = 0) -> pl.DataFrame:
-    """Split text into a ``(line: Int64, text: String)`` frame of its non-blank lines (``\\r\\n`` accepted).
+    """Split text into a ``(line: Int64, text: String)`` frame of its non-blank lines (``\\r\\n`` and lone
+    ``\\r`` line ends accepted).
 
     ``line`` is the 1-based physical line number in the file; the first ``skip_first`` lines (headers) are left
     out. Raises DataError when no data line remains (an empty file).
     """
+    if "\n" not in text and "\r" in text:  # old Mac line ends
+        text = text.replace("\r", "\n")
     lines = (
         pl.DataFrame({"text": [text]})
         .select(pl.col("text").str.split("\n"))

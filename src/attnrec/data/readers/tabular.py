@@ -375,6 +375,15 @@ def read_delimited(
     return frame, checker
 
 
+def _separator_hint(present: list[str]) -> str:
+    """A hint when the header split into one column holding another likely separator."""
+    if len(present) == 1:
+        for name, sep in (("tab", "\t"), ("';'", ";"), ("'|'", "|"), ("'::'", "::")):
+            if sep in present[0]:
+                return f"; the header is one column: are its fields separated by {name}?"
+    return ""
+
+
 def _resolve_columns(
     frame: pl.DataFrame, columns: Mapping[str, str | int] | None, p: Path, *, has_header: bool
 ) -> dict[str, str]:
@@ -385,7 +394,7 @@ def _resolve_columns(
         for canon in ("user_id", "item_id"):
             if canon not in present:
                 raise DataError(
-                    f"missing column {canon!r}",
+                    f"missing column {canon!r}{_separator_hint(present)}",
                     file=p,
                     field=canon,
                     expected=f"a {canon!r} column, or columns= mapping it (file has {present})",
