@@ -287,3 +287,11 @@ def test_a_cuda_index_past_the_last_device_is_refused(cli, ml, tmp_path, no_data
         train(ml, tmp_path / "run", "--model", "bpr", "--device", f"cuda:{torch.cuda.device_count()}")
     )
     assert_clean_error(probe, "device", "CUDA device(s)")
+
+
+@pytest.mark.parametrize("field", ["checkpoint_dir", "log_path"])
+def test_a_trainer_path_under_a_file_fails_before_any_work(cli, ml, tmp_path, no_data, field) -> None:
+    (tmp_path / "f").write_text("x")
+    probe = cli([*train(ml, tmp_path / "run", "--model", "pop"), "--trainer-set", f"{field}={tmp_path}/f/x"])
+    assert_clean_error(probe, field, "is a file")
+    assert not (tmp_path / "run").exists()

@@ -37,14 +37,21 @@ from attnrec.data.side import ReviewCorpus, SideInputs, strip_text
 from attnrec.data.splits import SplitResult
 from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
-from attnrec.errors import ConfigError
+from attnrec.errors import ConfigError, OutputError
 from attnrec.evaluation.protocols import CTR, default_protocol, evaluate
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, prepare_ctr
 from attnrec.experiments.inputs import check_item_text, load_split, read_items
 from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
-from attnrec.paths import DirLock, atomic_dir, atomic_write_text, prepare_output_dir, remove_empty_dirs
+from attnrec.paths import (
+    DirLock,
+    atomic_dir,
+    atomic_write_text,
+    check_output_dir,
+    prepare_output_dir,
+    remove_empty_dirs,
+)
 from attnrec.serving.bundle import save_bundle
 from attnrec.training.trainer import CHECKPOINT_NAME, TrainerConfig, resolve_device
 from attnrec.training.types import FitReport, data_fingerprint
@@ -268,6 +275,20 @@ def _claimed_out(out: Path | None) -> Iterator[None]:
         remove_empty_dirs(created)
 
 
+def _check_trainer_paths(trainer_cfg: TrainerConfig) -> None:
+    """Where the fit writes its checkpoints and log (``trainer.checkpoint_dir`` / ``trainer.log_path`` may point
+    outside ``out``) must be writable: said now, not after the first epoch."""
+    if trainer_cfg.checkpoint_dir is not None:
+        check_output_dir(trainer_cfg.checkpoint_dir, flag="trainer field 'checkpoint_dir'")
+    log = trainer_cfg.log_path
+    if log is not None:
+        if log.is_dir():
+            raise OutputError(
+                f"trainer field 'log_path' {log}: is a folder (give a file for the training log)"
+            )
+        check_output_dir(log.parent, flag=f"trainer field 'log_path' {log}: its folder")
+
+
 def _run(cfg: RunConfig, progress: bool) -> RunResult:
     t_start = time.perf_counter()
     # 1. the model, its trainer and every input, built, read and checked before out is touched or anything fitted
@@ -277,6 +298,7 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
     check_trainer(cfg, model, trainer_cfg)
     check_side(cfg, cls)
     check_out(cfg)
+    _check_trainer_paths(trainer_cfg)
     torch.manual_seed(model.config.seed)
     t0 = time.perf_counter()
     data: PreparedData | PreparedCTR
@@ -340,7 +362,8 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
             items = data.items if isinstance(data, PreparedData) else None
             extra: dict[str, Any] = {"run": cfg.model_dump(mode="json")}
             if isinstance(data, PreparedData) and data.notes.get("rating_range"):
-                extra["rating_range"] = data.notes["rating_range"]  # the scale, and whether declared or inferred
+                # the scale, and whether declared or inferred
+                extra["rating_range"] = data.notes["rating_range"]
             if isinstance(data, PreparedCTR):  # `attnrec evaluate/predict` read rows as the run read them
                 extra["ctr"] = bundle_ctr_spec(cfg)
             with atomic_dir(cfg.out / "model", what="model bundle") as tmp:
