@@ -187,6 +187,14 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option(min=1, help=f"torch CPU threads (default {DEFAULT_THREADS}: fastest on a shared machine)"),
 ]
+TrustBundleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-bundle",
+        help="the bundle is from someone you trust: it may import the model class it names and load the text "
+        "encoder it names from a folder or the Hugging Face hub (otherwise only registered models, offline)",
+    ),
+]
 
 
 @app.command("train")
@@ -335,6 +343,7 @@ def evaluate_cmd(
         str | None, typer.Option(help="interaction files: rename the file's columns (as for train)")
     ] = None,
     threads: ThreadsOpt = None,
+    trust_bundle: TrustBundleOpt = False,
 ) -> None:
     """Evaluate a saved model on a file by its capability: ratings (RMSE/MAE), rankings (recall/NDCG@k over all
     items) or CTR rows (AUC/logloss, read as the run read them: its format, separator and label threshold).
@@ -350,7 +359,7 @@ def evaluate_cmd(
     from attnrec.serving.bundle import load_bundle
 
     _set_threads(threads)
-    model = load_bundle(model_dir)
+    model = load_bundle(model_dir, trust_code=trust_bundle)
     if isinstance(model, CTRRecommender):
         unused = [flag for flag, v in (("--columns", columns), ("--exclude", exclude), ("--k", k)) if v]
         if unused:
@@ -413,6 +422,7 @@ def predict_cmd(
     sep: SepOpt = None,
     out: Annotated[Path | None, typer.Option(help="write row,probability to .csv or .parquet")] = None,
     threads: ThreadsOpt = None,
+    trust_bundle: TrustBundleOpt = False,
 ) -> None:
     """Click probabilities of CTR rows from a CTR bundle (its own feature encoder reads the raw rows, as the run
     read them: its format, separator and label threshold unless --format/--sep say otherwise)."""
@@ -423,7 +433,7 @@ def predict_cmd(
 
     _set_threads(threads)
     check_output_file(out)
-    model = load_bundle(model_dir)
+    model = load_bundle(model_dir, trust_code=trust_bundle)
     if not isinstance(model, CTRRecommender):
         raise ConfigError(
             f"`attnrec predict` scores CTR rows; model {model.name!r} in {model_dir} is not a CTR model "
@@ -475,6 +485,7 @@ def recommend_cmd(
         ),
     ] = None,
     threads: ThreadsOpt = None,
+    trust_bundle: TrustBundleOpt = False,
     progress: bool = True,
 ) -> None:
     """Top-k items for known users (--users), for a new user's recent items (--history) or for a text query
@@ -511,7 +522,7 @@ def recommend_cmd(
             f"(give --candidates >= {k}, or 0 for all items)"
         )
     check_output_file(out)
-    model = load_bundle(model_dir)
+    model = load_bundle(model_dir, trust_code=trust_bundle)
     if isinstance(model, CTRRecommender):
         raise ConfigError(
             f"model {model.name!r} in {model_dir} scores CTR rows, not users or items: "
