@@ -392,7 +392,13 @@ def evaluate_cmd(
         )
     uv, iv = model._vocabs()
     rename = _parse_columns(columns)
-    data, dropped = Interactions.encode(read_interactions_file(test, rename), uv, iv, unknown="drop")
+    held = read_interactions_file(test, rename)
+    if isinstance(protocol, Rating):  # the run's rating scale, stored in the bundle: declared ones are enforced
+        from attnrec.data.table import check_heldout_scale
+        from attnrec.serving.bundle import bundle_extra
+
+        held = check_heldout_scale(held, bundle_extra(model_dir).get("rating_range"), source=str(test))
+    data, dropped = Interactions.encode(held, uv, iv, unknown="drop")
     if len(data) == 0:
         raise ConfigError(f"{test}: no row has a user and item the model knows")
     mask = model.seen if model.seen is not None else sp.csr_matrix((len(uv), len(iv)))

@@ -277,6 +277,17 @@ def _finalize(
         bad = held.filter(pl.col("u") | pl.col("i"))[_ROW]
         frame = frame.filter(~pl.col(_ROW).is_in(bad.implode()))
         dropped = {name: dict(v) for name, v in unseen.items()}
+        if bad.len():
+            log.warning(
+                "%s: %d valid and %d test row(s) left out of evaluation: their user or item is not in train "
+                "(cold start: %d of them with an unknown user, %d with an unknown item; protocol 'cold_start' "
+                "keeps them)",
+                files.get("test") or "the data",
+                unseen["valid"]["rows"],
+                unseen["test"]["rows"],
+                unseen["valid"]["unknown_user"] + unseen["test"]["unknown_user"],
+                unseen["valid"]["unknown_item"] + unseen["test"]["unknown_item"],
+            )
     else:
         dropped = {name: {"rows": 0, "unknown_user": 0, "unknown_item": 0} for name in unseen}
     sizes = {name: int((frame[_PART] == k).sum()) for k, name in enumerate(PARTS)}
@@ -319,7 +330,7 @@ def _duplicates(frame: pl.DataFrame, method: object, source: str | None) -> dict
         },
     }
     where = source or "the data"
-    if out["rows"]:
+    if out["rows"] and method != "presplit":
         log.warning(
             "%s: %d row(s) repeat %d (user, item) pair(s); every copy of a pair is kept in one part, so no pair "
             "is in two of train/valid/test (dedup last|first|mean keeps one row per pair instead)",

@@ -156,13 +156,14 @@ def check_rating_range(
     on_bad_lines: str = "error",
     lines: pl.Series | None = None,
     why: str = "declared",
+    skip_hint: bool = True,
 ) -> tuple[pl.DataFrame, dict[str, object] | None]:
     """Refuse (``on_bad_lines="error"``) or drop and count (``"skip"``) the rows whose rating lies outside the
     closed interval ``rating_range`` (a table without a ``rating`` column passes unchanged: implicit feedback).
 
     The error names ``source``, the line of the first such row (``lines[row]`` when the reader gave line numbers,
     else its 1-based data row), the value, and how many rows are out of range; ``why`` says where the range came
-    from (``declared``, ``inferred from ...``). Returns ``(kept rows, report or None)``; the report holds ``rows``
+    from (``declared``, ``inferred from ...``); ``skip_hint`` adds that ``--on-bad-lines skip`` drops them. Returns ``(kept rows, report or None)``; the report holds ``rows``
     (dropped) and ``first_lines``. NaN and infinite ratings never get here: :func:`canonicalize` refuses them.
     """
     if "rating" not in df.columns:
@@ -182,8 +183,8 @@ def check_rating_range(
             else f"data row {int(where[0])}: user {df['user_id'][first]!r}, item {df['item_id'][first]!r}"
         )
         raise DataError(
-            f"rating out of the {why} range [{lo:g}, {hi:g}] ({n_bad} row(s) in all; the first at {at}; "
-            "--on-bad-lines skip drops and counts them)",
+            f"rating out of the {why} range [{lo:g}, {hi:g}] ({n_bad} row(s) in all; the first at {at}"
+            + ("; --on-bad-lines skip drops and counts them)" if skip_hint else ")"),
             file=source,
             line=int(where[0]) if lines is not None else None,
             field="rating",
@@ -230,8 +231,8 @@ def enforce_rating_range(
         shown = ", ".join(f"{v:g}" for v in values.head(12).to_list()) + (", ..." if len(values) > 12 else "")
         log.warning(
             "rating range not declared: inferred [%g, %g] from the training ratings (%d distinct value(s): %s); "
-            "predictions are clipped to it and held-out ratings outside it are refused; declare the scale with "
-            "--rating-range LOW,HIGH (run file: rating_range = [LOW, HIGH])",
+            "predictions are clipped to it; declare the scale with --rating-range LOW,HIGH (run file: "
+            "rating_range = [LOW, HIGH]) to refuse ratings outside it",
             scale[0],
             scale[1],
             len(values),
@@ -242,20 +243,9 @@ def enforce_rating_range(
         # a guessed scale: a held-out rating beyond the training min/max may be real (a 1 that train lacks), so
         # it is counted and said, not refused; a declared scale is what makes it an error
         for name in check:
-            bad = ~parts[name]["rating"].cast(pl.Float64).is_between(*scale).fill_null(True)
-            if bad.any():
-                first = int(bad.arg_true()[0])
-                outside[name] = int(bad.sum())
-                log.warning(
-                    "%s: %d rating(s) outside the training range [%g, %g] (the first: %g, data row %d); they are "
-                    "evaluated as given, against predictions clipped to the range; --rating-range declares the "
-                    "scale and refuses them",
-                    sources.get(name, name),
-                    outside[name],
-                    *scale,
-                    float(parts[name]["rating"][first]),
-                    first + 1,
-                )
+            n = _warn_outside(parts[name], scale, sources.get(name, name))
+            if n:
+                outside[name] = n
         check = []
     for name in check:
         out[name], rep = check_rating_range(
@@ -277,6 +267,44 @@ def enforce_rating_range(
         "skipped": skipped,
         **({"outside_inferred": outside} if outside else {}),
     }
+
+
+def _warn_outside(df: pl.DataFrame, scale: tuple[float, float], source: str) -> int:
+    """Count (and log as a warning) the ratings of ``df`` outside an *inferred* ``scale``; returns the count."""
+    if "rating" not in df.columns:
+        return 0
+    bad = ~df["rating"].cast(pl.Float64).is_between(*scale).fill_null(True)
+    n = int(bad.sum())
+    if n:
+        first = int(bad.arg_true()[0])
+        log.warning(
+            "%s: %d rating(s) outside the training range [%g, %g] (the first: %g, data row %d); they are evaluated "
+            "as given, against predictions clipped to the range; --rating-range declares the scale and refuses them",
+            source,
+            n,
+            *scale,
+            float(df["rating"][first]),
+            first + 1,
+        )
+    return n
+
+
+def check_heldout_scale(
+    df: pl.DataFrame, scale: object, *, source: str, lines: pl.Series | None = None
+) -> pl.DataFrame:
+    """Held-out rows (``attnrec evaluate --test``) against the rating scale a run stored in its bundle (``scale``:
+    ``{"range": [low, high], "source": "declared"|"inferred"}``, or None for a run without ratings or a bundle
+    written before scales were stored): a rating outside a declared scale is a :class:`DataError` naming
+    ``source``, the line and the value; outside an inferred one it is counted in a logged warning."""
+    if not isinstance(scale, dict) or not isinstance(scale.get("range"), list) or len(scale["range"]) != 2:
+        return df
+    lo, hi = float(scale["range"][0]), float(scale["range"][1])
+    if scale.get("source") == "declared":
+        return check_rating_range(df, (lo, hi), source=source, lines=lines, why="declared", skip_hint=False)[
+            0
+        ]
+    _warn_outside(df, (lo, hi), source)
+    return df
 
 
 def frame_fingerprint(df: pl.DataFrame) -> str:
