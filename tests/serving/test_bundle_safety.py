@@ -34,6 +34,15 @@ from attnrec.models.topk.pop import Pop
 from attnrec.serving import bundle
 from attnrec.serving.bundle import load_bundle, load_bundle_items, save_bundle
 from attnrec.testing import checkerboard
+from attnrec.testing.tamper import (
+    edit_manifest,
+    edit_weights,
+    manifest,
+    poke,
+    rewrite,
+    set_tensor,
+    write_manifest,
+)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -69,38 +78,6 @@ def pop_dir(saved: dict[str, Path], tmp_path: Path) -> Path:
 @pytest.fixture
 def svd_dir(saved: dict[str, Path], tmp_path: Path) -> Path:
     return Path(shutil.copytree(saved["svd"], tmp_path / "svd"))
-
-
-def manifest(path: Path) -> dict[str, Any]:
-    return json.loads((path / "manifest.json").read_text())
-
-
-def write_manifest(path: Path, data: Any) -> None:
-    (path / "manifest.json").write_text(json.dumps(data))
-
-
-def edit_manifest(path: Path, **changes: Any) -> None:
-    write_manifest(path, {**manifest(path), **changes})
-
-
-def rewrite(path: Path, name: str, data: bytes) -> None:
-    """Replace a bundle file and record its new checksum, as an attacker who edits the manifest too would."""
-    (path / name).write_bytes(data)
-    m = manifest(path)
-    m["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    write_manifest(path, m)
-
-
-def edit_weights(
-    path: Path, change: Callable[[dict[str, torch.Tensor]], None], model: str | None = None
-) -> None:
-    tensors = load_safetensors((path / "weights.safetensors").read_bytes())
-    change(tensors)
-    rewrite(
-        path,
-        "weights.safetensors",
-        save_safetensors(tensors, metadata={"model": model or manifest(path)["model"]}),
-    )
 
 
 @contextmanager
@@ -403,19 +380,7 @@ def test_extra_json_must_be_an_object(pop_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ tensors
-def _set(
-    key: str, value: Callable[[torch.Tensor], torch.Tensor]
-) -> Callable[[dict[str, torch.Tensor]], None]:
-    def change(t: dict[str, torch.Tensor]) -> None:
-        t[key] = value(t[key])
-
-    return change
-
-
-def _poke(t: torch.Tensor, index: int, value: int) -> torch.Tensor:
-    t = t.clone()
-    t[index] = value
-    return t
+_set, _poke = set_tensor, poke
 
 
 @pytest.mark.parametrize(
