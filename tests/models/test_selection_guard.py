@@ -40,6 +40,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "dcn": {"embedding_dim": 4, "hidden": [8], "cross_layers": 1},
     "autoint": {"embedding_dim": 4, "attention_layers": 1, "heads": 2, "head_dim": 2},
     "secn": {"embedding_dim": 4, "cross_layers": 1},
+    "deepconn": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "review_count": 3, "review_length": 6},
+    "transnet": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "review_count": 3, "review_length": 6},
 }
 EVALUATE = protocols.evaluate  # the real one, whatever a test patches
 TRAINER = {"epochs": 3, "patience": None, "lr": 0.02, "batch_size": 128, "progress": False, "device": "cpu"}

@@ -5,6 +5,12 @@
 """
 
 from attnrec.testing.conformance import ConformanceTests, assert_same_outputs
-from attnrec.testing.data import checkerboard, planted_ctr
+from attnrec.testing.data import checkerboard, planted_ctr, review_checkerboard
 
-__all__ = ["ConformanceTests", "assert_same_outputs", "checkerboard", "planted_ctr"]
+__all__ = [
+    "ConformanceTests",
+    "assert_same_outputs",
+    "checkerboard",
+    "planted_ctr",
+    "review_checkerboard",
+]

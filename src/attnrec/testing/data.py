@@ -3,6 +3,7 @@
 * :func:`checkerboard` — interactions (ratings or implicit) of a two-group checkerboard (after implicit's test):
   users and items fall into two groups by the parity of their index; users rate (or interact with) items of their
   own group highly and the others lowly. A model that learns anything about users and items recovers it.
+* :func:`review_checkerboard` — the rating checkerboard with training reviews that name each side's group.
 * :func:`planted_ctr` — CTR feature rows whose click depends on a planted (interaction or first-order) pattern.
 """
 
@@ -57,6 +58,18 @@ def checkerboard(
         return Interactions.encode(df, uvocab, ivocab)[0]
 
     return make(part < 0.8), make((part >= 0.8) & (part < 0.9)), make(part >= 0.9)
+
+
+@cache
+def review_checkerboard() -> tuple[Interactions, Interactions, Interactions]:
+    """:func:`checkerboard` (ratings) whose TRAINING rows carry a ``review``: the user's group word (``ga``/``gb``),
+    the item's (``ha``/``hb``) and a filler word, so a model that reads only review text can recover the
+    pattern. Validation and test rows have no review (as after ``strip_text``)."""
+    train, valid, test = checkerboard()
+    g = np.where(train.users % 2 == 0, "ga", "gb")
+    h = np.where(train.items % 2 == 0, "ha", "hb")
+    text = [f"{a} {b} word{k % 7}" for k, (a, b) in enumerate(zip(g, h, strict=True))]
+    return train.with_frame(train.frame.with_columns(pl.Series("review", text))), valid, test
 
 
 @cache

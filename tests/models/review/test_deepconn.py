@@ -16,7 +16,7 @@ from attnrec.errors import ConfigError
 from attnrec.models.layers.text_cnn import TextCNN
 from attnrec.models.review.base import FactorizationMachine
 from attnrec.models.review.deepconn import DeepCoNN
-from attnrec.testing import ConformanceTests, checkerboard
+from attnrec.testing import ConformanceTests, checkerboard, review_checkerboard
 from attnrec.training.trainer import TrainerConfig
 
 #: tiny sizes: the documents of the checkerboard are short
@@ -31,33 +31,12 @@ SMALL: dict[str, Any] = {
 TRAINER: dict[str, Any] = {"epochs": 20, "lr": 0.01, "batch_size": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def with_reviews(data: Interactions) -> Interactions:
-    """Checkerboard rows with a review naming the user's group (ga/gb) and the item's (ha/hb) and a filler word."""
-    g = np.where(data.users % 2 == 0, "ga", "gb")
-    h = np.where(data.items % 2 == 0, "ha", "hb")
-    text = [f"{a} {b} word{k % 7}" for k, (a, b) in enumerate(zip(g, h, strict=True))]
-    return data.with_frame(data.frame.with_columns(pl.Series("review", text)))
-
-
 def fit_one_epoch(train: Interactions) -> DeepCoNN:
     """A small DeepCoNN after one epoch on ``train`` and its own reviews."""
     model = DeepCoNN(**SMALL)
     side = SideInputs(reviews=ReviewCorpus.from_split(train))
     model.fit(train, side=side, trainer=TrainerConfig(epochs=1, progress=False, device="cpu"))
     return model
-
-
-def review_data() -> tuple[Interactions, Interactions, Interactions]:
-    train, valid, test = checkerboard()
-    return with_reviews(train), valid, test
 
 
 class TestDeepCoNNConformance(ConformanceTests):
@@ -67,7 +46,7 @@ class TestDeepCoNNConformance(ConformanceTests):
 
     @classmethod
     def data(cls) -> tuple[Any, Any, Any]:
-        return review_data()
+        return review_checkerboard()
 
     @classmethod
     def side_inputs(cls) -> SideInputs:
@@ -87,7 +66,7 @@ def test_fm_term_on_a_hand_computed_case() -> None:
 
 def test_deepconn_rates_the_user_item_concatenation() -> None:
     """ŷ = FM([x_u; y_i]): the user's vector fills the FM's first half, the item's the second."""
-    train, _, _ = review_data()
+    train, _, _ = review_checkerboard()
     model = fit_one_epoch(train)
     m = model.review_module
     u, i = torch.randn(2, 4), torch.randn(2, 4)
@@ -152,7 +131,7 @@ def test_text_cnn_padding_is_zero_and_word_vectors_load() -> None:
 
 
 def test_users_without_text_fall_back_to_padding_and_are_counted(caplog: pytest.LogCaptureFixture) -> None:
-    train, _, test = review_data()
+    train, _, test = review_checkerboard()
     # user u writes empty reviews only: an all-padding document
     u = int(test.users[0])
     blank = pl.when(pl.col("user") == u).then(pl.lit("")).otherwise(pl.col("review")).alias("review")
@@ -179,7 +158,7 @@ def test_no_review_column_trains_on_padding_and_reviews_are_required() -> None:
 
 
 def test_hide_target_review_blanks_the_rows_own_review() -> None:
-    train, _, _ = review_data()
+    train, _, _ = review_checkerboard()
     model = fit_one_epoch(train)
     m = model.review_module
     rows = torch.nonzero(m.user_slot >= 0).flatten()[:5]

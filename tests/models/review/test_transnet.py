@@ -1,0 +1,132 @@
+"""TransNet: conformance, the three losses (which part each trains), the transform loss pulling the source
+representation toward the target review's, and test-time scoring without any target review."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from attnrec.data.reviews import ReviewBatch
+from attnrec.data.side import ReviewCorpus, SideInputs
+from attnrec.models.review.transnet import TransNet, TransNetModule
+from attnrec.testing import ConformanceTests, review_checkerboard
+from attnrec.training.trainer import TrainerConfig
+
+#: tiny sizes: the documents of the checkerboard are short. The source network learns the pattern only once the
+#: target network's representation carries it (it imitates it), so it gets more kernels than DeepCoNN's test
+TRANSNET_SMALL: dict[str, Any] = {
+    "word_dim": 8,
+    "n_kernels": 16,
+    "cnn_out": 16,
+    "review_count": 3,
+    "review_length": 6,
+    "max_words": 100,
+    "dropout": 0.0,
+}
+TRAINER: dict[str, Any] = {"epochs": 15, "lr": 0.01, "batch_size": 64, "patience": None}
+
+
+class TestTransNetConformance(ConformanceTests):
+    model_class = TransNet
+    config = TRANSNET_SMALL
+    trainer = TRAINER
+
+    @classmethod
+    def data(cls) -> tuple[Any, Any, Any]:
+        return review_checkerboard()
+
+    @classmethod
+    def side_inputs(cls) -> SideInputs:
+        return SideInputs(reviews=ReviewCorpus.from_split(cls.data()[0]))
+
+
+def fitted_module(**config: Any) -> tuple[TransNet, ReviewBatch]:
+    """A TransNet after one epoch on the review checkerboard, and a batch of 64 training rows."""
+    train, _, _ = review_checkerboard()
+    model = TransNet(**{**TRANSNET_SMALL, **config})
+    side = SideInputs(reviews=ReviewCorpus.from_split(train))
+    model.fit(train, side=side, trainer=TrainerConfig(epochs=1, progress=False, device="cpu"))
+    rows = torch.arange(64)
+    batch = ReviewBatch(
+        rows,
+        torch.tensor(train.users[:64]),
+        torch.tensor(train.items[:64]),
+        torch.tensor(train.ratings[:64], dtype=torch.float32),
+    )
+    return model, batch
+
+
+def _grad_owners(module: TransNetModule, loss: torch.Tensor) -> set[str]:
+    module.zero_grad(set_to_none=True)
+    loss.backward()
+    return {
+        name.split(".")[0]
+        for name, p in module.named_parameters()
+        if p.grad is not None and bool(p.grad.abs().sum() > 0)
+    }
+
+
+def test_each_loss_trains_only_its_part() -> None:
+    model, batch = fitted_module()
+    m = model.review_module
+    assert isinstance(m, TransNetModule)
+    m.train()
+    assert _grad_owners(m, m.loss_parts(batch)["target"]) == {"target_net", "fm_target"}
+    assert _grad_owners(m, m.loss_parts(batch)["transform"]) == {"user_net", "item_net", "transform"}
+    assert _grad_owners(m, m.loss_parts(batch)["source"]) == {"fm_source"}
+
+
+def test_transform_loss_is_the_squared_distance_to_the_target_representation() -> None:
+    model, batch = fitted_module()
+    m = model.review_module
+    assert isinstance(m, TransNetModule)
+    m.eval()
+    with torch.no_grad():
+        x_t = m.target_net(m.row_tokens[batch.rows])
+        ud, idoc = m.documents(batch.users, batch.items, batch.rows)
+        z = m.transformed(m.user_vectors(ud), m.item_vectors(idoc))
+        expected = float(((z - x_t) ** 2).sum(1).mean())
+        assert float(m.loss_parts(batch)["transform"]) == pytest.approx(expected, rel=1e-6)
+        assert expected > 0
+
+
+def test_transform_loss_moves_the_source_representation_toward_the_target() -> None:
+    model, batch = fitted_module()
+    m = model.review_module
+    assert isinstance(m, TransNetModule)
+    m.train()
+
+    def distance() -> tuple[float, torch.Tensor]:
+        with torch.no_grad():
+            x_t = m.target_net(m.row_tokens[batch.rows])
+            ud, idoc = m.documents(batch.users, batch.items, batch.rows)
+            z = m.transformed(m.user_vectors(ud), m.item_vectors(idoc))
+        return float((z - x_t).norm(dim=1).mean()), x_t
+
+    before, target_before = distance()
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    for _ in range(30):
+        opt.zero_grad()
+        m.loss_parts(batch)["transform"].backward()
+        opt.step()
+    after, target_after = distance()
+    torch.testing.assert_close(target_after, target_before)  # the target network did not move toward z
+    assert after < 0.5 * before, (before, after)
+
+
+def test_test_time_scores_use_the_source_network_only() -> None:
+    model, batch = fitted_module()
+    m = model.review_module
+    assert isinstance(m, TransNetModule)
+    _, _, test = review_checkerboard()
+    pred = model.predict(test.users, test.items)
+    with torch.no_grad():
+        m.eval()
+        ud, idoc = m.documents(torch.tensor(test.users), torch.tensor(test.items))
+        by_hand = m.fm_source(m.transformed(m.user_net(ud), m.item_net(idoc)))
+    np.testing.assert_allclose(pred, by_hand.numpy(), rtol=1e-5, atol=1e-6)
+    m.row_tokens = torch.zeros(0, dtype=torch.int64)  # no target review is needed to score
+    np.testing.assert_array_equal(model.predict(test.users, test.items), pred)
