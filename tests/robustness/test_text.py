@@ -355,7 +355,10 @@ def test_the_weight_is_chosen_on_validation_and_kept_in_the_bundle(fitted_catalo
     assert report is not None and report["queries"] > 50
     assert list(report["mrr"]) == [f"{w:.1f}" for w in WEIGHT_GRID]
     best = max(report["mrr"].values())
-    assert report["mrr"][f"{model.text_weight:.1f}"] == best and model.text_weight == report["chosen"]
+    # the one-standard-error rule: within one SE of the best, the weight closest to an even blend
+    close = [w for w in WEIGHT_GRID if report["mrr"][f"{w:.1f}"] >= best - report["se"] - 1e-4]
+    assert model.text_weight == report["chosen"] == min(close, key=lambda w: (abs(w - 0.5), w))
+    assert 0 < report["se"] < 0.1
     # titles are distinct here, so text carries the queries: rating alone does worse than the chosen blend
     assert report["mrr"]["0.0"] < best and 0.0 < model.text_weight
     assert (
@@ -439,3 +442,22 @@ def test_the_weights_choice_is_the_same_in_small_blocks(
     assert whole == (model.text_weight, model.text_weight_report)
     monkeypatch.setattr(queries, "VALID_BLOCK", N_ITEMS * 7)  # 7 queries a block
     assert model._choose_text_weight(valid, texts) == whole
+
+
+def test_choose_weight_moves_from_an_even_blend_only_as_far_as_the_evidence_asks() -> None:
+    import numpy as np
+
+    from attnrec.models.rating.hybrid_csa.text_blend import choose_weight
+
+    noisy = {
+        0.0: np.array([0.1, 0.1, 0.1, 0.1]),
+        0.5: np.array([0.8, 0.8, 0.8, 0.8]),
+        1.0: np.array([1.0, 0.7, 1.0, 0.7]),
+    }
+    # 1.0: mean 0.85, standard error 0.173 / 2 = 0.087; 0.5 (mean 0.8) is within it, and is the even blend
+    w, se = choose_weight(noisy)
+    assert (w, se) == (0.5, pytest.approx(np.std([1, 0.7, 1, 0.7], ddof=1) / 2))
+    sharp = {0.0: np.full(4, 0.1), 0.5: np.full(4, 0.8), 1.0: np.full(4, 0.85)}
+    assert choose_weight(sharp) == (1.0, 0.0)  # no spread: the best mean wins
+    tie = {0.3: np.full(3, 0.5), 0.7: np.full(3, 0.5)}
+    assert choose_weight(tie) == (0.3, 0.0)  # equally close to 0.5: the smaller

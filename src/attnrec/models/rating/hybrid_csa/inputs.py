@@ -176,7 +176,8 @@ def item_texts(
         return reviews, titles
     if reviews is None:
         return meta, titles
-    return pl.select(pl.when(pl.lit(has_meta)).then(pl.lit(meta)).otherwise(pl.lit(reviews))).to_series(), titles
+    chosen = pl.select(pl.when(pl.lit(has_meta)).then(pl.lit(meta)).otherwise(pl.lit(reviews)))
+    return chosen.to_series(), titles
 
 
 def _has_text(texts: pl.Series) -> pl.Series:

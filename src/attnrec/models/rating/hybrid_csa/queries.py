@@ -266,9 +266,9 @@ class TextQueries(HybridCSACore):
         query is item i's title (else the first words of its text: metadata or TRAINING reviews, ``texts`` aligned
         with the item vocabulary; no validation text exists here), asked by user u, whose training items are
         excluded. Its pool is the default one for k = 10. For each weight of the grid, the reciprocal rank of i in
-        the blended ranking; the weight with the best mean wins (:func:`~.text_blend.choose_weight`). At most
+        the blended ranking; :func:`~.text_blend.choose_weight` picks by the one-standard-error rule. At most
         :data:`~.text_blend.MAX_VALID_QUERIES` queries, a sample seeded by ``config.seed``. Returns the weight and a
-        report (criterion, queries, mean reciprocal rank per weight)."""
+        report (criterion, queries, mean reciprocal rank per weight, the standard error of the best)."""
         lo, hi = self.rating_range
         users, items = np.asarray(valid.users), np.asarray(valid.items)
         ok = (np.asarray(valid.ratings) >= lo + POSITIVE_AT * (hi - lo)) & (items < self.n_items)
@@ -318,8 +318,9 @@ class TextQueries(HybridCSACore):
                 parts.append((rel_pool, preds.cpu(), col))
         rel_pool, preds, col = (torch.cat([p[j] for p in parts]) for j in range(3))
         rr = {w: reciprocal_ranks(blend_scores(rel_pool, preds, w), col) for w in WEIGHT_GRID}
-        weight = choose_weight(rr)
+        weight, se = choose_weight(rr)
         report["mrr"] = {f"{w:.1f}": round(float(v.mean()), 4) for w, v in rr.items()}
+        report["se"] = round(se, 4)
         report["chosen"] = weight
         log.info(
             "hybrid_csa: text-query weight %.1f chosen on %d validation queries (MRR %.3f; rating only %.3f, text "

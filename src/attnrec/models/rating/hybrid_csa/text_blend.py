@@ -73,10 +73,21 @@ def query_text(titles: list[str] | None, texts: pl.Series, item: int) -> str:
     return title or " ".join(str(texts[item]).split()[:QUERY_WORDS])
 
 
-def choose_weight(rr: dict[float, np.ndarray]) -> float:
-    """The weight of the grid with the highest mean reciprocal rank; ties go to the one closest to
-    :data:`DEFAULT_TEXT_WEIGHT` (no evidence for either signal)."""
+def choose_weight(rr: dict[float, np.ndarray]) -> tuple[float, float]:
+    """The weight to use, from each grid weight's reciprocal ranks on the validation queries (same queries, same
+    order): the one-standard-error rule — of the weights whose mean is within one standard error of the best mean
+    (the best weight's rank spread over the number of queries), the one closest to :data:`DEFAULT_TEXT_WEIGHT`
+    (ties: the smaller). So a weight is moved away from an even blend only as far as the evidence asks: a
+    difference the sample cannot resolve does not push w to 0 or 1, which would drop one signal entirely. Returns
+    the weight and the standard error used."""
     means = {w: float(v.mean()) for w, v in rr.items()}
-    best = max(means.values())
-    tied = [w for w, m in means.items() if m >= best - 1e-9]
-    return min(tied, key=lambda w: (abs(w - DEFAULT_TEXT_WEIGHT), w))
+    best = max(means, key=lambda w: (means[w], -_off_even(w)))
+    values = rr[best]
+    se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    close = [w for w, m in means.items() if m >= means[best] - se - 1e-12]
+    return min(close, key=lambda w: (_off_even(w), w)), se
+
+
+def _off_even(w: float) -> float:
+    # rounded: 0.7 - 0.5 and 0.5 - 0.3 differ in the last bit
+    return round(abs(w - DEFAULT_TEXT_WEIGHT), 9)
