@@ -187,10 +187,12 @@ def test_parquet_ids_are_normalised(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("column", "fragments"),
     [
-        (pl.Series("user_id", [1.0, 2.5, 3.0]), ("user_id", "2.5", "fractional")),
+        (pl.Series("user_id", [1.0, 2.5, 3.0]), ("user_id", "ids.parquet:2", "2.5", "whole number")),
         (pl.Series("user_id", [[1], [2], [3]]), ("user_id", "list")),
         (pl.Series("user_id", [{"a": 1}, {"a": 2}, {"a": 3}]), ("user_id", "struct")),
         (pl.Series("user_id", [b"a", b"b", b"c"]), ("user_id", "binary")),
+        (pl.Series("user_id", [True, False, True]), ("user_id", "boolean")),
+        (pl.Series("user_id", [1e20, 2.0, 3.0]), ("user_id", "whole number")),
     ],
 )
 def test_bad_parquet_id_columns_are_clear_errors(
@@ -205,6 +207,28 @@ def test_bad_parquet_id_columns_are_clear_errors(
         assert frag.lower() in str(err.value).lower()
     assert_clean_error(cli(["data", "info", p]), "ids.parquet", *fragments)
     assert_clean_error(cli(["evaluate", "--model-dir", bundle, "--test", p]), "ids.parquet", *fragments)
+
+
+def test_list_rating_column_is_a_clear_error(tmp_path: Path, cli: Callable[..., Probe]) -> None:
+    p = tmp_path / "lists.parquet"
+    pl.DataFrame({"user_id": [1, 2], "item_id": [3, 4], "rating": [[1], [2]]}).write_parquet(p)
+    assert_clean_error(cli(["data", "info", p]), "lists.parquet", "rating", "list")
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [('{"reviewerID": "u", "asin": ["B1"], "overall": 4, "unixReviewTime": 9}', "item_id"),
+     ('{"reviewerID": {"id": 1}, "asin": "B1", "overall": 4, "unixReviewTime": 9}', "user_id")],
+)  # fmt: skip
+def test_json_ids_that_are_arrays_or_objects_are_bad_rows(line: str, field: str, tmp_path: Path) -> None:
+    good = '{"reviewerID": "u", "asin": "B0", "overall": 5, "unixReviewTime": 8}'
+    p = tmp_path / "reviews.json"
+    p.write_text(good + "\n" + line + "\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(p)
+    assert err.value.line == 2 and err.value.field == field and "JSON array or object" in str(err.value)
+    ds = load_dataset(p, on_bad_lines="skip")
+    assert ds.interactions["item_id"].to_list() == ["B0"] and ds.notes["skipped_lines"] == [2]
 
 
 def test_header_only_file(tmp_path: Path, cli: Callable[..., Probe]) -> None:

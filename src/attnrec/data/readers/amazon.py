@@ -36,6 +36,7 @@ from attnrec.data.readers.tabular import (
     parse_float,
     parse_int,
     read_bytes,
+    reject_structured_ids,
     require_nonempty,
     text_lines,
 )
@@ -147,7 +148,8 @@ def read_amazon(
         fields, version = _fields_2014_2018(lines), "2014/2018"
     for col, key in _REQUIRED_KEYS[version].items():
         _require_field(fields, col, key, p)
-    fields = require_nonempty(fields, ["user_id", "item_id"], checker)
+    ids = ["user_id", "item_id"]
+    fields = require_nonempty(reject_structured_ids(fields, ids, checker), ids, checker)
     fields = parse_float(fields, "rating", checker)
     fields = parse_int(fields, "timestamp", checker)
     if "vote" in fields.columns:

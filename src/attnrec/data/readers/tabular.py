@@ -206,17 +206,34 @@ def require_nonempty(df: pl.DataFrame, cols: list[str], checker: RowChecker) -> 
     return df
 
 
+def reject_structured_ids(df: pl.DataFrame, cols: list[str], checker: RowChecker) -> pl.DataFrame:
+    """JSON readers: an id that is a JSON array or object (JSON path lookups return those as JSON text, e.g.
+    ``["B0001"]``) is a bad row, not an id."""
+    for col in cols:
+        raw = df[col]
+        bad = raw.str.contains(r"^\s*\[.*\]\s*$") | raw.str.contains(r"^\s*\{.*\}\s*$")
+        df = checker.reject(
+            df,
+            bad,
+            message="an id that is a JSON array or object",
+            field=col,
+            values=raw,
+            expected="a string or number id",
+        )
+    return df
+
+
 def normalise_ids(df: pl.DataFrame, cols: list[str], checker: RowChecker) -> pl.DataFrame:
     """Id columns as trimmed, non-empty strings, the same whatever the file's column type.
 
     The rule: text ids are kept as written, less surrounding whitespace (``" 1"`` is ``"1"``; ``"007"`` stays
     ``"007"``); integer ids are written in decimal; float ids (Parquet, or pandas' output where a column had a
     missing value) must be integral and are written as integers (``1.0`` is ``"1"``), a fractional one is a bad
-    row; a list, struct or binary id column is a DataError naming the column and the file.
+    row; a list, struct, boolean or binary id column is a DataError naming the column and the file.
     """
     for col in cols:
         dtype = df.schema[col]
-        if dtype.is_nested() or dtype in (pl.Binary, pl.Object, pl.Null):
+        if dtype.is_nested() or dtype in (pl.Binary, pl.Boolean, pl.Object, pl.Null):
             raise DataError(
                 f"an id column of type {dtype}",
                 file=checker.path,
@@ -229,10 +246,10 @@ def normalise_ids(df: pl.DataFrame, cols: list[str], checker: RowChecker) -> pl.
             df = checker.reject(
                 df.with_columns(raw.alias(col)),
                 raw.is_not_null() & ~integral,
-                message="a fractional id",
+                message="a float id that is not a whole number below 2**63",
                 field=col,
                 values=raw,
-                expected="an integer id (a float id must have no fractional part)",
+                expected="an integer id (a float id must be a whole number)",
             )
             df = df.with_columns(pl.col(col).cast(pl.Int64))
         if df.schema[col] != pl.String:
@@ -437,6 +454,14 @@ def _cast_canonical(
     frame: pl.DataFrame, checker: RowChecker, *, timestamp_format: str | None
 ) -> pl.DataFrame:
     frame = normalise_ids(frame, ["user_id", "item_id"], checker)
+    for col in ("rating", "timestamp"):
+        if col in frame.columns and (frame.schema[col].is_nested() or frame.schema[col] == pl.Binary):
+            raise DataError(
+                f"a {col} column of type {frame.schema[col]}",
+                file=checker.path,
+                field=col,
+                expected="one number per row",
+            )
     if "rating" in frame.columns:
         if frame.schema["rating"] != pl.String:
             frame = frame.with_columns(pl.col("rating").cast(pl.String))
