@@ -95,13 +95,13 @@ def ctr_rows(
 ) -> tuple[Any, dict[str, Any]]:
     """``path``'s rows encoded by a CTR bundle's own encoder (``evaluate``/``predict``), read with the run's
     :class:`CTRSpec` (``--format`` and ``--sep`` override its format and separator), and the reader's notes."""
-    from attnrec.experiments.ctr_run import read_ctr_rows, saved_ctr_spec
+    from attnrec.experiments.ctr_run import check_sep, read_ctr_rows, saved_ctr_spec
 
     if model.encoder is None:
         raise ConfigError(f"the {model.name} bundle has no feature encoder: it cannot read raw rows")
     spec = saved_ctr_spec(model_dir)
     if sep is not None:
-        spec = spec.model_copy(update={"sep": sep})
+        spec = spec.model_copy(update={"sep": check_sep(sep, "--sep")})
     frame, notes = read_ctr_rows(path, fmt or spec.format, model.encoder, spec=spec, need_label=need_label)
     if model.encoder.schema.label not in frame.columns:
         import polars as pl

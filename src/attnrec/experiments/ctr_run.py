@@ -46,14 +46,29 @@ class PreparedCTR:
     notes: dict[str, Any]
 
 
+def check_sep(sep: str, flag: str = "ctr.sep") -> str:
+    """``sep`` if it is one single-byte character (the CSV readers split on one byte), else a ConfigError."""
+    if len(sep.encode()) != 1:
+        raise ConfigError(f"{flag} {sep!r}: expected one single-byte character, e.g. ',' or ';' or a tab")
+    return sep
+
+
+def csv_header(path: Path, sep: str = ",") -> list[str]:
+    """The column names on the first line of a CSV file (gzip or plain), read through the readers' byte layer: a
+    folder, a missing file, an over-size file or bytes that are not UTF-8 are a DataError naming the file."""
+    from attnrec.data.readers.files import decode_text, open_input
+
+    with open_input(path, streaming=True) as fh:
+        first = fh.readline(1 << 20)
+    names = [h.strip().strip('"') for h in decode_text(first, path).rstrip("\r\n").split(sep)]
+    if names == [""]:
+        raise DataError("empty file: no header line", file=path, line=1, expected="a CSV file with a header")
+    return names
+
+
 def default_csv_schema(path: Path, sep: str = ",") -> FeatureSchema:
     """``label`` plus every other column of ``path``'s header as a categorical field."""
-    try:
-        header = pl.read_csv(path, separator=sep, n_rows=0, infer_schema=False).columns
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(
-            f"cannot read the header: {exc}", file=path, expected="a CSV file with a header"
-        ) from None
+    header = csv_header(path, sep)
     if "label" not in header:
         raise DataError(
             "no 'label' column",
@@ -74,6 +89,7 @@ def read_ctr_file(
     if fmt == "avazu":
         return read_avazu(path, min_count=spec.min_count)
     if fmt == "csv":
+        check_sep(spec.sep)
         schema = schema or spec.feature_schema or default_csv_schema(path, spec.sep)
         return read_ctr_table(path, schema, sep=spec.sep)
     if fmt == "movielens":
@@ -227,13 +243,14 @@ def read_ctr_rows(
         raise ConfigError("a CTR bundle scores rows: give --format criteo|avazu|csv|movielens for the file")
     spec = spec or CTRSpec()
     schema = encoder.schema
-    if fmt == "csv" and not need_label:
-        header = pl.read_csv(path, separator=spec.sep, n_rows=0, infer_schema=False).columns
-        if schema.label not in header:
-            frame = pl.read_csv(path, separator=spec.sep, infer_schema=False)
-            casts = [
-                pl.col(f.name).cast(pl.Float64, strict=False) for f in schema.fields if f.kind == "numeric"
-            ]
-            return frame.with_columns(casts), {}
+    if fmt == "csv" and not need_label and schema.label not in csv_header(path, spec.sep):
+        from attnrec.data.readers.files import read_text
+        from attnrec.data.readers.tabular import read_delimited
+
+        frame, checker = read_delimited(
+            read_text(path), Path(path), sep=spec.sep, has_header=True, on_bad_lines="error"
+        )
+        casts = [pl.col(f.name).cast(pl.Float64, strict=False) for f in schema.fields if f.kind == "numeric"]
+        return frame.drop("line").with_columns(casts), checker.notes()
     table = read_ctr_file(path, fmt, spec, schema if fmt == "csv" else None)
     return table.frame, dict(table.notes)
