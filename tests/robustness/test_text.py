@@ -461,3 +461,35 @@ def test_choose_weight_moves_from_an_even_blend_only_as_far_as_the_evidence_asks
     assert choose_weight(sharp) == (1.0, 0.0)  # no spread: the best mean wins
     tie = {0.3: np.full(3, 0.5), 0.7: np.full(3, 0.5)}
     assert choose_weight(tie) == (0.3, 0.0)  # equally close to 0.5: the smaller
+
+
+def test_2014_and_2023_metadata_are_cleaned_the_same_way(tmp_path: Path) -> None:
+    old = tmp_path / "meta_Musical_Instruments.json"
+    old.write_text(
+        "{'asin': 'A1', 'title': 'Fender &amp; Co <b>Strings</b>', 'description': 'Bright.<br/>Long-lasting &quot;tone&quot;', "
+        "'categories': [['Musical Instruments', '<span>Strings</span>']], 'brand': 'D&#39;Addario'}\n",
+        encoding="utf-8",
+    )
+    row = read_amazon_meta(old).row(0, named=True)
+    assert row["title"] == "Fender & Co Strings"
+    assert row["description"] == 'Bright. Long-lasting "tone"'
+    assert row["categories"] == ["Musical Instruments", "Strings"] and row["brand"] == "D'Addario"
+    new = write_jsonl(
+        tmp_path / "meta_2023.jsonl.gz",
+        [
+            {
+                "parent_asin": "P1",
+                "title": SPAN_TITLE,
+                "description": ["<p>Warm &amp; soft</p>"],
+                "features": ["<li>Wool</li>"],
+                "categories": ["Home", "&lt;3 Kitchen", "&lt;i&gt;&lt;/i&gt;"],
+                "main_category": "Home",
+                "store": "Acme &amp; Sons",
+            }
+        ],
+    )
+    row = read_amazon_meta(new).row(0, named=True)
+    assert row["title"] is None and row["description"] == "Warm & soft" and row["features"] == ["Wool"]
+    assert (
+        row["categories"] == ["Home", "<3 Kitchen"] and row["brand"] == "Acme & Sons"
+    )  # escaped tags are tags
