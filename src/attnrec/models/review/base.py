@@ -90,13 +90,17 @@ class FactorizationMachine(nn.Module):
 
 
 class ReviewModule(TrainableModule):
-    """Documents as buffers and the gathers every review model needs; subclasses add towers and losses.
+    """Documents as buffers and the gathers every review model needs; subclasses add the towers ``user_net`` and
+    ``item_net``, :meth:`rate` and the loss.
 
     ``user_docs`` (n_users, R, L) and ``item_docs`` (n_items, R, L) are saved with the weights; ``row_tokens``,
     ``user_slot`` and ``item_slot`` (see :class:`ReviewDocuments`) are set by :meth:`attach_training` and are
     not saved (the target reviews are a training-time input only).
     """
 
+    #: the towers a subclass builds (or it overrides :meth:`user_vectors` / :meth:`item_vectors`)
+    user_net: TextCNN
+    item_net: TextCNN
     user_docs: torch.Tensor
     item_docs: torch.Tensor
     row_tokens: torch.Tensor
@@ -142,13 +146,13 @@ class ReviewModule(TrainableModule):
             raise ConfigError("the target reviews are a training input only: this module has none attached")
         return self.row_tokens[rows]
 
-    @abstractmethod
     def user_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        """User representations (B, d_u) from user documents (B, R·L)."""
+        """User representations (B, d_u) from user documents (B, R·L): the ``user_net`` tower by default."""
+        return self.user_net(docs)
 
-    @abstractmethod
     def item_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        """Item representations (B, d_i) from item documents (B, R·L)."""
+        """Item representations (B, d_i) from item documents (B, R·L): the ``item_net`` tower by default."""
+        return self.item_net(docs)
 
     @abstractmethod
     def rate(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:

@@ -45,12 +45,6 @@ class DeepCoNNModule(ReviewModule):
         self.fm = FactorizationMachine(2 * config.cnn_out, config.fm_factors)
         self.loss_kind = config.loss
 
-    def user_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        return self.user_net(docs)
-
-    def item_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        return self.item_net(docs)
-
     def rate(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
         return self.fm(torch.cat([user_vecs, item_vecs], dim=1))
 

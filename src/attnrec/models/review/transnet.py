@@ -60,12 +60,6 @@ class TransNetModule(ReviewModule):
         self.loss_kind = config.loss
         self.transform_weight = config.transform_weight
 
-    def user_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        return self.user_net(docs)
-
-    def item_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        return self.item_net(docs)
-
     def transformed(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
         """z_L (B, n): the source network's approximation of the target review's representation."""
         z = torch.cat([user_vecs, item_vecs], dim=1)
