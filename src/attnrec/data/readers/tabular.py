@@ -286,7 +286,7 @@ def read_table(
 
     Ids are normalised by :func:`normalise_ids` (trimmed text; integral float ids as integers). Line numbers in
     errors are 1-based physical lines (the header is line 1); for CSV with quoted fields spanning lines (read by
-    Polars' CSV reader) they count one line per record.
+    Polars' CSV reader) they count one line per record; for Parquet they are 1-based row numbers.
     """
     p = Path(path)
     label = name or _stem(p)
@@ -310,10 +310,16 @@ def read_interactions(path: str | Path, rename: Mapping[str, str] | None = None)
     CSV with a header (``.tsv``: tab-separated; gzip or plain) or Parquet, read by :func:`read_table` with its
     checks and line numbers. ``rename`` maps the file's column names to canonical ones (``{"userId": "user_id"}``).
     Returns the canonical frame (ids as strings); a header without rows is an empty frame (an empty split part)."""
+    return read_interactions_dataset(path, rename).interactions
+
+
+def read_interactions_dataset(path: str | Path, rename: Mapping[str, str] | None = None) -> Dataset:
+    """:func:`read_interactions` as a :class:`Dataset`, whose ``lines`` give each row's line in the file (for
+    errors about a value found later, such as a rating outside the run's scale)."""
     p = Path(path)
     columns = {dst: src for src, dst in (rename or {}).items()}
     sep = "\t" if p.name.lower().removesuffix(".gz").endswith(".tsv") else ","
-    return read_table(p, columns or None, sep=sep, allow_empty=True).interactions
+    return read_table(p, columns or None, sep=sep, allow_empty=True)
 
 
 def _stem(p: Path) -> str:
