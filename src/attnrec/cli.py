@@ -23,7 +23,7 @@ from attnrec.cli_common import parse_sets as _parse_sets
 from attnrec.cli_common import quiet_progress as _quiet_progress
 from attnrec.cli_common import set_threads as _set_threads
 from attnrec.errors import ConfigError
-from attnrec.paths import check_output_dir
+from attnrec.paths import check_output_dir, staged_files
 
 app = typer.Typer(
     add_completion=False,
@@ -122,6 +122,7 @@ def data_split(
     from attnrec.data.readers.tabular import skipped_summary
     from attnrec.data.registry import load_dataset
     from attnrec.data.splits import export_split, split
+    from attnrec.data.table import Dataset
 
     check_output_dir(out)  # before the dataset is read: a file at --out fails at once
     ds = load_dataset(source, on_bad_lines=on_bad_lines)
@@ -149,11 +150,12 @@ def data_split(
         kw["ratios"] = r
     if method.startswith("random"):
         kw["seed"] = seed
-    result = split(df, method, **kw)
+    result = split(Dataset(ds.name, df, source=ds.source), method, **kw)  # errors name the file
     skipped = skipped_summary(ds.notes)
     if skipped is not None:
         result.report["skipped_bad_lines"] = skipped
-    export_split(result, out)
+    with staged_files(out, last="split.json", what="split") as staging:  # each file whole, split.json last
+        export_split(result, staging)
     if skipped is not None:
         console.print(
             f"skipped {skipped['count']} malformed row(s) of {skipped['file']} "
@@ -380,7 +382,7 @@ def evaluate_cmd(
         raise ConfigError(f"model {model.name!r} in {model_dir} declares no capability `evaluate` can use")
     import scipy.sparse as sp
 
-    from attnrec.data.splits import read_interactions_file
+    from attnrec.data.splits import read_interactions_file, read_interactions_with_lines
     from attnrec.data.table import Interactions
 
     protocol = default_protocol(model, tuple(k or (10, 20)))
@@ -392,12 +394,13 @@ def evaluate_cmd(
         )
     uv, iv = model._vocabs()
     rename = _parse_columns(columns)
-    held = read_interactions_file(test, rename)
+    held, held_lines = read_interactions_with_lines(test, rename)
     if isinstance(protocol, Rating):  # the run's rating scale, stored in the bundle: declared ones are enforced
         from attnrec.data.table import check_heldout_scale
         from attnrec.serving.bundle import bundle_extra
 
-        held = check_heldout_scale(held, bundle_extra(model_dir).get("rating_range"), source=str(test))
+        scale = bundle_extra(model_dir).get("rating_range")
+        held = check_heldout_scale(held, scale, source=str(test), lines=held_lines)
     data, dropped = Interactions.encode(held, uv, iv, unknown="drop")
     if len(data) == 0:
         raise ConfigError(f"{test}: no row has a user and item the model knows")

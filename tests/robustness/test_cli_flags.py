@@ -218,3 +218,69 @@ def test_an_unreadable_users_file_is_one_line(cli, place, tmp_path) -> None:
     f.write_text("1\n")
     f.chmod(0)
     assert_clean_error(cli(["recommend", "--model-dir", place["bundle"], "--users-file", f]), "users.txt")
+
+
+def test_a_full_disk_during_data_split_leaves_no_part_of_the_split(cli, place, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "split"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    real = Path.write_text
+
+    def no_room_for_the_report(self: Path, text: str, *a: object, **kw: object) -> int:
+        if self.name == "split.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, text, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", no_room_for_the_report)
+    probe = cli(["data", "split", place["ml"], "--out", out])
+    assert_clean_error(probe, str(out), "no space left on device")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.md"]  # no train.csv without its split.json
+    assert_nothing_partial(tmp_path)
+    monkeypatch.setattr(Path, "write_text", real)
+    assert_ok(cli(["data", "split", place["ml"], "--out", out]))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes.md",
+        "split.json",
+        "test.csv",
+        "train.csv",
+        "valid.csv",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ CTR rows
+@pytest.fixture(scope="module")
+def ctr_bundle(tmp_path_factory: pytest.TempPathFactory, ml: Path) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("ctr") / "run"
+    cfg = {"model": "lr", "data": str(ml), "out": str(out), "trainer": {"epochs": 1}}
+    run_experiment(RunConfig.parse(cfg), progress=False)
+    return out / "model"
+
+
+@pytest.mark.parametrize(
+    ("data", "extra", "fragments"),
+    [
+        ("{missing}", [], ["missing.csv"]),
+        ("{folder}", [], ["folder", "regular file"]),
+        ("{latin1}", [], ["latin1.txt:1", "utf-8"]),
+        ("{rows}", ["--sep", ";;"], ["--sep", "';;'"]),
+        ("{rows}", ["--sep", "é"], ["--sep", "'é'"]),
+        ("{rows}", ["--format", "nope"], ["--format"]),
+    ],
+)
+def test_predict_on_bad_ctr_rows_is_one_line(
+    cli, place, ctr_bundle, tmp_path, data, extra, fragments
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("user,item,genres,year\n1,2,Comedy,1995\n")
+    names = {**{k: str(v) for k, v in place.items()}, "rows": str(rows)}
+    args = ["predict", "--model-dir", ctr_bundle, "--data", data.format(**names), "--format", "csv", *extra]
+    assert_clean_error(cli(args), *fragments)
+
+
+def test_predict_reads_unlabelled_ctr_rows(cli, ctr_bundle, tmp_path) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("user,item,genres,year\n1,2,Comedy,1995\n3,4,Drama,1990\n")
+    out = tmp_path / "p.csv"
+    assert_ok(cli(["predict", "--model-dir", ctr_bundle, "--data", rows, "--format", "csv", "--out", out]))
+    probs = pl.read_csv(out)["probability"]
+    assert probs.len() == 2 and bool(((probs > 0) & (probs < 1)).all())
