@@ -90,6 +90,7 @@ def run_demo(
     for name, r in results.items():
         t = r.metrics["timings"]
         console.print(
-            f"{name}: fit {t['fit_s']:.1f}s, evaluation {t['eval_s']:.1f}s; record in {out / name / 'metrics.json'}"
+            f"{name}: fit {t['fit_s']:.1f}s, evaluation {t['eval_s']:.1f}s; record in {out / name / 'metrics.json'}",
+            markup=False,  # a path is never markup
         )
     return {k: v.metrics for k, v in results.items()}
