@@ -493,3 +493,27 @@ def test_2014_and_2023_metadata_are_cleaned_the_same_way(tmp_path: Path) -> None
     assert (
         row["categories"] == ["Home", "<3 Kitchen"] and row["brand"] == "Acme & Sons"
     )  # escaped tags are tags
+
+
+def test_without_validation_positives_the_weight_is_the_documented_default(fitted_catalogue) -> None:
+    from attnrec.models.rating.hybrid_csa.inputs import item_texts
+
+    model, _ = fitted_catalogue
+    train, valid, meta = catalogue()
+    texts, _ = item_texts(train.decode(), meta, train.item_vocab, max_chars=2000)  # type: ignore[attr-defined]
+    chosen, report = model.text_weight, model.text_weight_report
+    try:
+        model._fit_text_weight(None, texts)  # no validation split
+        assert (model.text_weight, model.text_weight_report) == (0.5, None)
+        lows = valid.with_frame(valid.frame.with_columns(pl.lit(1.0, dtype=pl.Float32).alias("rating")))
+        model._fit_text_weight(lows, texts)  # no positive to make a query from
+        assert model.text_weight == 0.5 and model.text_weight_report["queries"] == 0
+        blank = pl.Series([""] * len(texts), dtype=pl.String)  # positives, but no text to make a query
+        titles, model.titles = model.titles, None
+        try:
+            model._fit_text_weight(valid, blank)
+        finally:
+            model.titles = titles
+        assert model.text_weight == 0.5 and model.text_weight_report["queries"] == 0
+    finally:
+        model.text_weight, model.text_weight_report = chosen, report

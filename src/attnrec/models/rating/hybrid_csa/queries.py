@@ -278,15 +278,22 @@ class TextQueries(HybridCSACore):
         rng = np.random.default_rng(self.config.seed)
         if len(rows) > MAX_VALID_QUERIES:
             rows = np.sort(rng.choice(rows, MAX_VALID_QUERIES, replace=False))
+        queries = [query_text(self.titles, texts, int(i)) for i in items[rows]]
+        keep = np.array([bool(q.strip()) for q in queries], dtype=bool)  # an item with no text makes no query
+        rows, queries = rows[keep], [q for q, k in zip(queries, keep, strict=True) if k]
         report: dict[str, Any] = {
             "criterion": "mean reciprocal rank of a validation positive for a query made from its title",
             "queries": int(len(rows)),
         }
         if not len(rows):
             report["chosen"] = self.text_weight
+            log.info(
+                "hybrid_csa: text-query weight %.1f (the default: no validation positive with text to choose it on)",
+                self.text_weight,
+            )
             return self.text_weight, report
         u, target = torch.from_numpy(users[rows]), items[rows]
-        vecs = self.encoder.encode_queries([query_text(self.titles, texts, int(i)) for i in target])
+        vecs = self.encoder.encode_queries(queries)
         self._check_dim(vecs.shape[1])
         seen = self.seen[users[rows]] if self.seen is not None else None
         size = pool_size(
