@@ -587,4 +587,5 @@ def read_recbole_atomic(directory: str | Path, name: str, *, on_bad_lines: OnBad
         users=tables["user"],
         source=str(inter_path),
         notes=merge_notes(*checkers),
+        lines=frame["line"],
     )
