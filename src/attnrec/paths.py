@@ -193,8 +193,9 @@ class DirLock:
     a dead run is never stale: the next run takes it. POSIX only (where ``fcntl`` is missing, no lock is taken);
     not reliable on network filesystems without ``flock`` support."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, hint: str = "give another --out") -> None:
         self.folder = Path(folder)
+        self.hint = hint
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
 
@@ -224,7 +225,7 @@ class DirLock:
                 os.close(fd)
                 raise OutputError(
                     f"{self.folder} is in use by another attnrec run (pid {self.holder()}, lock file {self.path}): "
-                    "wait for it to finish, or give another --out"
+                    f"wait for it to finish, or {self.hint}"
                 ) from None
             try:  # the previous holder unlinks the file on release: a lock on an unlinked file protects nothing
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino

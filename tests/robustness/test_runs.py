@@ -295,3 +295,25 @@ def test_a_trainer_path_under_a_file_fails_before_any_work(cli, ml, tmp_path, no
     probe = cli([*train(ml, tmp_path / "run", "--model", "pop"), "--trainer-set", f"{field}={tmp_path}/f/x"])
     assert_clean_error(probe, field, "is a file")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fit_locks_its_checkpoint_folder_outside_a_run(ml, tmp_path) -> None:
+    """The Python API too: a second fit writing the same checkpoints fails at once, naming the holder."""
+    from attnrec.data.registry import load_dataset
+    from attnrec.data.table import Interactions
+    from attnrec.data.vocab import Vocabulary
+    from attnrec.errors import OutputError
+    from attnrec.models.topk.pop import Pop
+
+    df = load_dataset(str(ml)).interactions
+    data, _ = Interactions.encode(
+        df, Vocabulary.from_ids(df["user_id"], kind="user"), Vocabulary.from_ids(df["item_id"], kind="item")
+    )
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    trainer = trainer_mod.TrainerConfig(checkpoint_dir=ckpt, progress=False, epochs=1)
+    with DirLock(ckpt), pytest.raises(OutputError, match=rf"{ckpt} is in use .*pid {os.getpid()}"):
+        Pop().fit(data, trainer=trainer)
+    assert not (ckpt / "checkpoint.pt").exists()
+    Pop().fit(data, trainer=trainer)  # free again
+    assert (ckpt / "checkpoint.pt").is_file() and not (ckpt / LOCK_NAME).exists()

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attnrec.errors import ConfigError
-from attnrec.paths import atomic_write, atomic_write_text
+from attnrec.paths import DirLock, atomic_write, atomic_write_text
 from attnrec.training.types import EpochSolver, FitReport, RunIdentity, TrainableModule, config_digest
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -266,8 +266,25 @@ class Trainer:
 
         ``model`` is a :class:`TrainableModule` with ``make_batches`` (SGD) or an :class:`EpochSolver` without.
         ``identity`` (the model's config and data fingerprint) is stored in checkpoints; a checkpoint written by a
-        run with another identity is never resumed (:class:`ConfigError` names the part that differs).
+        run with another identity is never resumed (:class:`ConfigError` names the part that differs). The
+        checkpoint folder is locked for the fit (:class:`~attnrec.paths.DirLock`): a second fit writing the same
+        checkpoints fails at once instead of resuming the first one's in-flight state.
         """
+        if self.config.checkpoint_dir is None:
+            return self._fit(model, make_batches, validate, seed, on_epoch_end, identity)
+        self.config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with DirLock(self.config.checkpoint_dir, hint="give this fit another trainer checkpoint_dir"):
+            return self._fit(model, make_batches, validate, seed, on_epoch_end, identity)
+
+    def _fit(
+        self,
+        model: TrainableModule | EpochSolver,
+        make_batches: Callable[[int, torch.Generator], Iterable[Any]] | None,
+        validate: Callable[[], dict[str, float]] | None,
+        seed: int,
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+        identity: RunIdentity | None,
+    ) -> FitReport:
         c = self.config
         t0 = time.perf_counter()
         solver: EpochSolver
