@@ -255,7 +255,9 @@ def train_cmd(
     rating_range: RatingRangeOpt = None,
     on_bad_lines: Annotated[
         Literal["error", "skip"] | None,
-        typer.Option(help="a malformed line or an out-of-range rating: 'error' stops; 'skip' drops and counts"),
+        typer.Option(
+            help="a malformed line or an out-of-range rating: 'error' stops; 'skip' drops and counts"
+        ),
     ] = None,
     progress: bool = True,
 ) -> None:
@@ -395,7 +397,8 @@ def evaluate_cmd(
     uv, iv = model._vocabs()
     rename = _parse_columns(columns)
     held, held_lines = read_interactions_with_lines(test, rename)
-    if isinstance(protocol, Rating):  # the run's rating scale, stored in the bundle: declared ones are enforced
+    # the run's rating scale, stored in the bundle: declared ones are enforced
+    if isinstance(protocol, Rating):
         from attnrec.data.table import check_heldout_scale
         from attnrec.serving.bundle import bundle_extra
 
@@ -564,6 +567,7 @@ def recommend_cmd(
             uv, iv = model._vocabs()
             q = Query.from_ids(uv, iv, user_ids=[user] if user else None, text=[query], unknown_users="new")
             recs = model.recommend(q, k=k, exclude_seen=not include_seen)
+        _say_if_short(recs.height, k, 1)
         _write_or_print(recs, out, f"top-{k} from {model.name} for {query!r}")
         return
     if history is not None:
@@ -579,6 +583,7 @@ def recommend_cmd(
         q = Query.from_ids(uv, iv, history_ids=[ids], exclude="history")
         recs = model.recommend(q, k=k, exclude_seen=not include_seen)
         title = f"top-{k} from {model.name} for a new user who took {', '.join(ids)}"
+        _say_if_short(recs.height, k, 1)
     else:
         ids = [u.strip() for u in (users or "").split(",") if u.strip()]
         if users_file is not None:
@@ -591,10 +596,20 @@ def recommend_cmd(
             )
         recs = model.recommend(ids, k=k, exclude_seen=not include_seen)
         title = f"top-{k} from {model.name}"
+        _say_if_short(recs.height, k, len(ids))
     items = load_bundle_items(model_dir)
     if items is not None and "title" in items.columns:
         recs = recs.join(items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
     _write_or_print(recs, out, title)
+
+
+def _say_if_short(rows: int, k: int, queries: int) -> None:
+    """A "top-k" table with fewer than k rows a query says so: the catalogue (less the excluded items) ran out."""
+    if rows < k * queries:
+        console.print(
+            f"[yellow]{rows} recommendation(s) for {queries} quer{'y' if queries == 1 else 'ies'}, fewer than the "
+            f"{k * queries} asked (k={k}): no more items could be ranked (a small catalogue, or seen items excluded)[/]"
+        )
 
 
 def _write_or_print(recs: Any, out: Path | None, title: str, *, what: str = "recommendations") -> None:

@@ -284,3 +284,12 @@ def test_predict_reads_unlabelled_ctr_rows(cli, ctr_bundle, tmp_path) -> None:
     assert_ok(cli(["predict", "--model-dir", ctr_bundle, "--data", rows, "--format", "csv", "--out", out]))
     probs = pl.read_csv(out)["probability"]
     assert probs.len() == 2 and bool(((probs > 0) & (probs < 1)).all())
+
+
+def test_a_top_k_larger_than_what_can_be_ranked_says_so(cli, place) -> None:
+    probe = cli(["recommend", "--model-dir", place["bundle"], "--users", "1", "--k", "500"])
+    assert_ok(probe)
+    assert "fewer than the 500 asked (k=500)" in probe.out
+    quiet = cli(["recommend", "--model-dir", place["bundle"], "--users", "1", "--k", "3"])
+    assert_ok(quiet)
+    assert "fewer than" not in quiet.out
