@@ -172,3 +172,21 @@ def test_hide_target_review_blanks_the_rows_own_review() -> None:
         assert (view[slot] == 0).all() and (shown[k].reshape(R, L)[slot] == m.row_tokens[r]).all()
         others = [s for s in range(R) if s != slot]
         assert torch.equal(view[others], shown[k].reshape(R, L)[others])
+
+
+def test_skipgram_option_initialises_both_towers_from_the_training_reviews() -> None:
+    pytest.importorskip("gensim", reason="gensim (the 'reviews' extra) is not installed")
+    from attnrec.data.reviews import tokenize
+    from attnrec.text.word2vec import skipgram_vectors
+
+    train, _, _ = review_checkerboard()
+    model = DeepCoNN(**{**SMALL, "word_vectors": "skipgram", "freeze_words": True, "skipgram_epochs": 1})
+    side = SideInputs(reviews=ReviewCorpus.from_split(train))
+    model.fit(train, side=side, trainer=TrainerConfig(epochs=1, progress=False, device="cpu"))
+    assert model.vocab is not None
+    expected = skipgram_vectors(
+        tokenize(train.frame["review"]), model.vocab, SMALL["word_dim"], seed=model.config.seed, epochs=1
+    )
+    m = model.review_module
+    for tower in (m.user_net, m.item_net):
+        np.testing.assert_array_equal(tower.embedding.weight.detach().numpy(), expected)
