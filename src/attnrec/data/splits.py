@@ -220,6 +220,7 @@ def _finalize(
     report: dict[str, Any],
     protocol: str,
     files: Mapping[str, str] | None = None,
+    source: str = "<table>",
 ) -> SplitResult:
     """Validate an assignment (``_PART`` column: 0/1/2) and build the result; see the module docstring."""
     _check_protocol(protocol)
@@ -234,7 +235,7 @@ def _finalize(
         "input_rows": frame.height,
         "assigned": assigned,
         "assigned_pairs": assigned_pairs,
-        "duplicates": _duplicates(frame, report.get("method"), files.get("train")),
+        "duplicates": _duplicates(frame, report.get("method"), files.get("train") or source),
     }
     if assigned["train"] == 0:
         raise DataError(
@@ -282,7 +283,7 @@ def _finalize(
                 "%s: %d valid and %d test row(s) left out of evaluation: their user or item is not in train "
                 "(cold start: %d of them with an unknown user, %d with an unknown item; protocol 'cold_start' "
                 "keeps them)",
-                files.get("test") or "the data",
+                files.get("test") or source,
                 unseen["valid"]["rows"],
                 unseen["test"]["rows"],
                 unseen["valid"]["unknown_user"] + unseen["test"]["unknown_user"],
@@ -376,7 +377,7 @@ def random_split(
     key = np.random.default_rng(seed).permutation(units.height).astype(np.int64)
     frame = _spread(frame, _cut(units.with_columns(pl.Series(_KEY, key)), r, per_user))
     report = {"method": "random_per_user" if per_user else "random", "seed": int(seed), "ratios": list(r)}
-    return _finalize(frame, report, protocol)
+    return _finalize(frame, report, protocol, source=_source(df))
 
 
 def temporal_split(
@@ -399,7 +400,7 @@ def temporal_split(
     method = "temporal_per_user" if per_user else "temporal"
     _need_timestamp(frame, method, _source(df))
     frame = _spread(frame, _cut(_time_order(_units(frame, latest=True)), r, per_user))
-    return _finalize(frame, {"method": method, "seed": None, "ratios": list(r)}, protocol)
+    return _finalize(frame, {"method": method, "seed": None, "ratios": list(r)}, protocol, source=_source(df))
 
 
 def leave_last_out(
@@ -454,7 +455,7 @@ def leave_last_out(
         "train_only_users": int(shorts["user_id"].n_unique()),
         "train_only_rows": shorts.height,
     }
-    return _finalize(frame.drop(_SHORT), report, protocol)
+    return _finalize(frame.drop(_SHORT), report, protocol, source=_source(df))
 
 
 def split(df: pl.DataFrame | Dataset, method: str, **kw: Any) -> SplitResult:
@@ -505,10 +506,18 @@ def read_interactions_file(path: str | Path, columns: Mapping[str, str] | None =
 
     ``columns`` renames the file's columns to canonical names (``{"userId": "user_id", ...}``); a name the file
     lacks is an error naming the file and its columns."""
-    from attnrec.data.readers.tabular import read_interactions
+    return read_interactions_with_lines(path, columns)[0]
+
+
+def read_interactions_with_lines(
+    path: str | Path, columns: Mapping[str, str] | None = None
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """:func:`read_interactions_file` and the line of the file each row came from (None when not known)."""
+    from attnrec.data.readers.tabular import read_interactions_dataset
 
     # the readers' machinery (limits, decoding, line numbers, id normalisation), as for `data info`
-    return canonicalize(read_interactions(path, columns), source=str(path))
+    ds = read_interactions_dataset(path, columns)
+    return canonicalize(ds.interactions, source=str(path)), ds.lines
 
 
 def load_presplit(
@@ -533,7 +542,9 @@ def load_presplit(
     paths = {"train": Path(train), "test": Path(test)}
     if valid is not None:
         paths["valid"] = Path(valid)
-    tables = {name: read_interactions_file(p, columns) for name, p in paths.items()}
+    read = {name: read_interactions_with_lines(p, columns) for name, p in paths.items()}
+    tables = {name: frame for name, (frame, _) in read.items()}
+    lines = {name: ln for name, (_, ln) in read.items() if ln is not None}
     cols = tables["train"].columns
     for name, t in tables.items():
         if sorted(t.columns) != sorted(cols):
@@ -544,7 +555,9 @@ def load_presplit(
                 expected=f"the same columns as {paths['train']}: {cols}",
             )
     sources = {name: str(p) for name, p in paths.items()}
-    tables, scale = enforce_rating_range(tables, rating_range, sources=sources, on_bad_lines=on_bad_lines)
+    tables, scale = enforce_rating_range(
+        tables, rating_range, sources=sources, on_bad_lines=on_bad_lines, lines=lines
+    )
     if "valid" not in tables:
         tables["valid"] = tables["train"].clear()
     frame = pl.concat(

@@ -243,7 +243,7 @@ def enforce_rating_range(
         # a guessed scale: a held-out rating beyond the training min/max may be real (a 1 that train lacks), so
         # it is counted and said, not refused; a declared scale is what makes it an error
         for name in check:
-            n = _warn_outside(parts[name], scale, sources.get(name, name))
+            n = _warn_outside(parts[name], scale, sources.get(name, name), (lines or {}).get(name))
             if n:
                 outside[name] = n
         check = []
@@ -269,7 +269,9 @@ def enforce_rating_range(
     }
 
 
-def _warn_outside(df: pl.DataFrame, scale: tuple[float, float], source: str) -> int:
+def _warn_outside(
+    df: pl.DataFrame, scale: tuple[float, float], source: str, lines: pl.Series | None = None
+) -> int:
     """Count (and log as a warning) the ratings of ``df`` outside an *inferred* ``scale``; returns the count."""
     if "rating" not in df.columns:
         return 0
@@ -278,13 +280,14 @@ def _warn_outside(df: pl.DataFrame, scale: tuple[float, float], source: str) -> 
     if n:
         first = int(bad.arg_true()[0])
         log.warning(
-            "%s: %d rating(s) outside the training range [%g, %g] (the first: %g, data row %d); they are evaluated "
+            "%s: %d rating(s) outside the training range [%g, %g] (the first: %g, %s %d); they are evaluated "
             "as given, against predictions clipped to the range; --rating-range declares the scale and refuses them",
             source,
             n,
             *scale,
             float(df["rating"][first]),
-            first + 1,
+            "line" if lines is not None else "data row",
+            int(lines[first]) if lines is not None else first + 1,
         )
     return n
 
@@ -303,7 +306,7 @@ def check_heldout_scale(
         return check_rating_range(df, (lo, hi), source=source, lines=lines, why="declared", skip_hint=False)[
             0
         ]
-    _warn_outside(df, (lo, hi), source)
+    _warn_outside(df, (lo, hi), source, lines)
     return df
 
 

@@ -106,7 +106,10 @@ def load_split(
     if s.method.startswith("random"):
         split_kw["seed"] = s.seed
     result = with_rating_range(
-        split(df, s.method, **split_kw), cfg.rating_range, source=source, on_bad_lines=cfg.on_bad_lines
+        split(Dataset(dataset.name, df, source=source), s.method, **split_kw),
+        cfg.rating_range,
+        source=source,
+        on_bad_lines=cfg.on_bad_lines,
     )
     if skipped is not None and result.report["rating_range"] is not None:
         result.report["rating_range"]["skipped"] = {"input": skipped}
