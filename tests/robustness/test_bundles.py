@@ -17,6 +17,7 @@ each fitted once per module on tiny data, through the CLI (``recommend``, ``eval
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import sys
@@ -359,6 +360,51 @@ def test_wrong_shape_or_dtype_weights_name_the_tensor(
     assert_refused(cli, kind, path, built, "weights.safetensors", needle)
 
 
+@pytest.mark.parametrize(
+    ("kind", "key", "tensor"),
+    [
+        ("svd", "factors", "p"),
+        ("bpr", "dim", "user.weight"),
+        ("lightgcn", "dim", "user.weight"),
+        ("hybrid_csa", "d_model", "proj_user.0.weight"),
+    ],
+)
+def test_a_config_naming_a_huge_size_is_refused_before_allocating_it(
+    kind: str, key: str, tensor: str, copy: Callable[[str], Path], built: dict[str, Path]
+) -> None:
+    """The weights' shapes are checked against the config's on the meta device: 10**12 columns would be terabytes
+    (a regression shows as torch's "can't allocate memory" instead of the expected shape), and sizes whose product
+    overflows are refused as a config that cannot be built."""
+    path = copy(kind)
+    edit_manifest(path, config={**manifest(path)["config"], key: 10**8})
+    with pytest.raises(
+        DataError, match=rf"weights\.safetensors, field '{re.escape(tensor)}': shape .*expected shape"
+    ):
+        load_bundle(path)
+    if kind == "hybrid_csa":  # d_model x 3 d_model elements overflow int64: a config that cannot be built
+        edit_manifest(path, config={**manifest(path)["config"], key: 10**12})
+        with pytest.raises(DataError, match=rf"field 'config': the config does not give a {kind} model"):
+            load_bundle(path)
+
+
+def test_a_ctr_schema_naming_a_huge_vocabulary_is_refused_before_allocating_it(
+    copy: Callable[[str], Path], cli: Callable[..., Probe], built: dict[str, Path]
+) -> None:
+    path = copy("lr")
+
+    def huge(d: dict[str, Any]) -> dict[str, Any]:
+        for schema in (d["schema"], d["encoder"]["schema"]):
+            schema["fields"][0]["vocab_size"] = 10**12
+        return d
+
+    edit_json(path, "extra.json", huge)
+    # the encoder's vocabulary no longer fits the schema; with the encoder gone, the table's shape is what is wrong
+    assert_refused(cli, "lr", path, built, "extra.json", "vocabulary has")
+    edit_json(path, "extra.json", lambda d: {**d, "encoder": None})
+    with pytest.raises(DataError, match=r"field 'linear.weights.table.weight': shape .*expected shape"):
+        load_bundle(path)
+
+
 @pytest.mark.parametrize(("kind", "tensor"), [("svd", "bi"), ("pop", "counts"), ("lr", "linear.bias")])
 def test_a_missing_or_extra_tensor_is_named(
     kind: str, tensor: str, copy: Callable[[str], Path], cli: Callable[..., Probe], built: dict[str, Path]
@@ -656,3 +702,20 @@ def test_every_file_of_every_kind_is_covered_by_a_checksum(built: dict[str, Path
         listed = set(manifest(built[kind])["files"])
         on_disk = {p.name for p in built[kind].iterdir()} - {"manifest.json"}
         assert listed == on_disk and "weights.safetensors" in listed, kind
+
+
+def test_the_packaged_encoder_of_an_untrusted_bundle_loads_offline(
+    copy: Callable[[str], Path], no_network: list[object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The encoder a text query builds from the bundle's config: the packaged all-MiniLM-L6-v2, no connection."""
+    pytest.importorskip("sentence_transformers", reason="needs attnrec[text]")
+    if encoder_module.packaged_model_path("all-MiniLM-L6-v2") is None:
+        pytest.skip("needs the packaged all-MiniLM-L6-v2 (attnrec[text])")
+    monkeypatch.setenv("ATTNREC_HOME", str(tmp_path))  # the embedding cache
+    path = copy("hybrid_csa")
+    edit_manifest(path, config={**manifest(path)["config"], "query_backend": "torch"})
+    model = load_bundle(path)
+    assert isinstance(model, HybridCSA) and model.encoder.offline_only
+    vector = model.encoder.encode_query("a funny animated movie")
+    assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
+    assert no_network == []

@@ -403,6 +403,9 @@ class TorchEstimator(Estimator[ConfigT]):
     """An estimator whose parameters live in a :class:`TrainableModule` (its bundle tensors are the state dict)."""
 
     module: TrainableModule | None = None
+    #: loading builds the module once on the meta device to check the weights' shapes before allocating any;
+    #: False for a module that computes at build (a sparse graph): its build_module_from_state checks the shapes
+    shapes_on_meta: ClassVar[bool] = True
 
     @abstractmethod
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> TrainableModule:
@@ -414,6 +417,16 @@ class TorchEstimator(Estimator[ConfigT]):
         return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        # shapes first, on the meta device: a config naming a huge size must not allocate it
+        if self.shapes_on_meta:
+            try:
+                with torch.device("meta"):
+                    expected = self.build_module_from_state(tensors).state_dict()
+            except (RuntimeError, NotImplementedError) as exc:  # e.g. sizes whose product overflows
+                raise DataError(
+                    f"the config does not give a {self.name} model that can be built: {exc}", field="config"
+                ) from None
+            check_state_tensors(expected, tensors, self.name)
         module = self.build_module_from_state(tensors)
         check_state_tensors(module.state_dict(), tensors, self.name)
         module.load_state_dict(tensors, strict=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from attnrec.data.batches import PairwiseBatch
 from attnrec.data.table import Interactions
-from attnrec.errors import ConfigError
+from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import TrainableModule, register
 from attnrec.models.layers.graph import normalized_adjacency, propagate_mean
 from attnrec.models.query import History
@@ -124,6 +124,8 @@ class LightGCN(PairwiseRecommender):
 
     name = "lightgcn"
     config_class = LightGCNConfig
+    #: the sparse graph cannot be built on the meta device: build_module_from_state checks the shapes itself
+    shapes_on_meta = False
     #: the benchmark's settings (BENCHMARKS.md, bpr/lightgcn): batch 2048, Adam lr 5e-3, early stopping on
     #: validation NDCG@20 with patience 10 within at most 300 epochs
     default_trainer: ClassVar[dict[str, Any]] = {
@@ -144,6 +146,15 @@ class LightGCN(PairwiseRecommender):
             raise ConfigError(
                 "a lightgcn bundle needs its training matrix (the '_seen.*' tensors) to rebuild the graph"
             )
+        # the graph cannot be built on the meta device: check the tables' shapes before allocating them
+        for key, rows in (("user.weight", self.n_users), ("item.weight", self.n_items)):
+            t = tensors.get(key)
+            if t is None or tuple(t.shape) != (rows, self.config.dim):
+                raise DataError(
+                    "missing" if t is None else f"shape {tuple(t.shape)}",
+                    field=key,
+                    expected=f"shape ({rows}, {self.config.dim}) for this lightgcn config",
+                )
         return self._new_module(self.seen)
 
     @torch.no_grad()
