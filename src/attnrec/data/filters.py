@@ -132,7 +132,7 @@ def binarize(df: pl.DataFrame, threshold: float) -> tuple[pl.DataFrame, FilterRe
     if out.height == 0 and df.height > 0:
         raise DataError(
             f"no rating reaches the threshold {threshold:g}: binarising removes all {df.height} rows "
-            f"(the highest rating is {df['rating'].max()})",
+            f"(the highest rating is {df['rating'].max()!r})",
             field="rating",
             value=threshold,
             expected="a threshold at or below the highest rating (min_rating)",
