@@ -15,7 +15,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from attnrec.cli_common import DEFAULT_THREADS, check_output_file, print_frame, run_app, write_frame
+from attnrec.cli_common import (
+    DEFAULT_THREADS,
+    CTRFormatOpt,
+    OnBadLines,
+    RatingRangeOpt,
+    SepOpt,
+    ThreadsOpt,
+    TrustBundleOpt,
+    check_output_file,
+    print_frame,
+    run_app,
+    write_frame,
+)
 from attnrec.cli_common import ctr_rows as _ctr_rows
 from attnrec.cli_common import metrics_table as _metrics_table
 from attnrec.cli_common import parse_columns as _parse_columns
@@ -34,18 +46,6 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Fetch, inspect and split datasets.")
 app.add_typer(data_app, name="data")
 console = Console()
-
-OnBadLines = Annotated[
-    Literal["error", "skip"],
-    typer.Option(help="'error' stops at the first malformed line; 'skip' skips and counts them."),
-]
-RatingRangeOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="the ratings' scale LOW,HIGH, e.g. 1,5: a rating outside it is an error (--on-bad-lines skip: "
-        "dropped and counted) and predictions are clipped to it; default: inferred from the training ratings"
-    ),
-]
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -173,30 +173,6 @@ def data_split(
 
 
 # ------------------------------------------------------------------------------------------------ train
-CTRFormatOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--format",
-        help="CTR rows: criteo | avazu | csv (header; a 0/1 'label' column) | movielens (a MovieLens folder); "
-        "evaluate/predict default to the bundle's run's format",
-    ),
-]
-SepOpt = Annotated[
-    str | None,
-    typer.Option(help="CTR csv rows: the field separator (default: the one the bundle's run read)"),
-]
-ThreadsOpt = Annotated[
-    int | None,
-    typer.Option(min=1, help=f"torch CPU threads (default {DEFAULT_THREADS}: fastest on a shared machine)"),
-]
-TrustBundleOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-bundle",
-        help="the bundle is from someone you trust: it may import the model class it names and load the text "
-        "encoder it names from a folder or the Hugging Face hub (otherwise only registered models, offline)",
-    ),
-]
 
 
 @app.command("train")

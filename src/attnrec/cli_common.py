@@ -11,8 +11,9 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -44,6 +45,43 @@ COUNT_KEYS = {"n", "n_users", "n_rows"}
 #: torch CPU threads when --threads is not given: on the shared 2-core machine one thread was never slower and
 #: often much faster than two (BENCHMARKS.md, "CLI default threads")
 DEFAULT_THREADS = 1
+
+# typer options that several commands share
+OnBadLines = Annotated[
+    Literal["error", "skip"],
+    typer.Option(help="'error' stops at the first malformed line; 'skip' skips and counts them."),
+]
+RatingRangeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="the ratings' scale LOW,HIGH, e.g. 1,5: a rating outside it is an error (--on-bad-lines skip: "
+        "dropped and counted) and predictions are clipped to it; default: inferred from the training ratings"
+    ),
+]
+CTRFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="CTR rows: criteo | avazu | csv (header; a 0/1 'label' column) | movielens (a MovieLens folder); "
+        "evaluate/predict default to the bundle's run's format",
+    ),
+]
+SepOpt = Annotated[
+    str | None,
+    typer.Option(help="CTR csv rows: the field separator (default: the one the bundle's run read)"),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help=f"torch CPU threads (default {DEFAULT_THREADS}: fastest on a shared machine)"),
+]
+TrustBundleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-bundle",
+        help="the bundle is from someone you trust: it may import the model class it names and load the text "
+        "encoder it names from a folder or the Hugging Face hub (otherwise only registered models, offline)",
+    ),
+]
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
