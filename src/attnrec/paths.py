@@ -118,18 +118,19 @@ def atomic_dir(path: str | Path, *, what: str = "folder") -> Iterator[Path]:
 @contextmanager
 def staged_files(folder: str | Path, *, last: str | None = None, what: str = "files") -> Iterator[Path]:
     """Put several files into ``folder`` (created), each whole: the ``with`` body writes them into the yielded
-    temporary sibling folder, then each replaces its namesake in ``folder`` (``last`` moved last, e.g. the report
-    that says the others are complete). Other files in ``folder`` are kept. On a failure while writing, nothing
-    reaches ``folder``; the temporary folder is always removed; an :class:`OSError` becomes
-    :class:`~attnrec.errors.OutputError` naming ``folder``."""
+    temporary folder (hidden, inside ``folder``, so that ``.`` works and no write lands beside it), then each
+    replaces its namesake in ``folder`` (``last`` moved last, e.g. the report that says the others are complete).
+    Other files in ``folder`` are kept. On a failure while writing, nothing reaches ``folder``; the temporary
+    folder is always removed; an :class:`OSError` becomes :class:`~attnrec.errors.OutputError` naming ``folder``."""
     folder = Path(folder)
-    tmp = temp_name(folder)
+    tmp = folder / f".attnrec-staging.{os.getpid()}.tmp"
+    created: list[Path] = []
     try:
+        created = prepare_output_dir(folder)
         if tmp.exists():
             shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp.mkdir()
         yield tmp
-        folder.mkdir(parents=True, exist_ok=True)
         for f in sorted(tmp.iterdir(), key=lambda p: (p.name == last, p.name)):
             os.replace(f, folder / f.name)
     except OSError as exc:
@@ -138,6 +139,7 @@ def staged_files(folder: str | Path, *, last: str | None = None, what: str = "fi
         raise OutputError(f"{folder}: cannot write the {what}: {describe_os_error(exc)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_dirs(created)  # a failed write leaves no folder it made
 
 
 def check_output_dir(path: str | Path, *, flag: str = "--out") -> list[Path]:

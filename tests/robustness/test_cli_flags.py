@@ -293,3 +293,18 @@ def test_a_top_k_larger_than_what_can_be_ranked_says_so(cli, place) -> None:
     quiet = cli(["recommend", "--model-dir", place["bundle"], "--users", "1", "--k", "3"])
     assert_ok(quiet)
     assert "fewer than" not in quiet.out
+
+
+def test_data_split_into_the_current_folder_and_a_failed_one_leaves_no_folder(
+    cli, place, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert_ok(cli(["data", "split", place["ml"], "--out", "."]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split.json", "test.csv", "train.csv", "valid.csv"]
+
+    def no_room(self: Path, *a: object, **kw: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pl.DataFrame, "write_csv", no_room)
+    assert_clean_error(cli(["data", "split", place["ml"], "--out", tmp_path / "new" / "s"]), "no space left")
+    assert not (tmp_path / "new").exists()
