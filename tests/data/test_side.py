@@ -94,7 +94,12 @@ def _record_review_models(monkeypatch: pytest.MonkeyPatch, seen: list[str]) -> d
 
 
 #: how each model that takes side inputs is watched; a new such model must add its hook here
-TEXT_HOOKS = {"hybrid_csa": _record_hybrid_csa, "deepconn": _record_review_models, "transnet": _record_review_models}
+TEXT_HOOKS = {
+    "hybrid_csa": _record_hybrid_csa,
+    "deepconn": _record_review_models,
+    "transnet": _record_review_models,
+    "safmr": _record_review_models,
+}
 
 
 def test_every_model_with_side_inputs_has_a_leakage_hook() -> None:

@@ -524,6 +524,7 @@ _BUILTIN_MODULES = (
     "attnrec.models.rating.hybrid_csa",
     "attnrec.models.review.deepconn",
     "attnrec.models.review.transnet",
+    "attnrec.models.review.safmr",
     "attnrec.models.topk.bpr",
     "attnrec.models.topk.lightgcn",
     "attnrec.models.ctr.lr",

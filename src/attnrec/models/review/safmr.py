@@ -1,0 +1,156 @@
+"""safmr (paper 002): CNN review encoders, a self-attention factorization machine, and TransNet's target and source
+networks trained with L1 rating losses and an L2 transform loss; only the source network predicts.
+
+The math is in :mod:`attnrec.models.review.safmr_module`; equations mapped to code, and every choice where the
+paper is vague, in ``docs/models/safmr.md``. This file holds the config, the estimator and the attention
+diagnostics (per-prediction attention over the CNN feature matrix, and mean |cos| between the attention's input
+and output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import Field
+
+from attnrec.data.table import Interactions
+from attnrec.errors import ConfigError, DataError
+from attnrec.models.base import register
+from attnrec.models.layers.attention import attention_shares
+from attnrec.models.review.base import ReviewConfig, ReviewRatingModel
+from attnrec.models.review.safmr_module import FMOutput, SAFMRModule, mean_abs_cosine
+
+#: (user, item) pairs per forward pass of the diagnostics (each keeps an (n, n) attention matrix per pair)
+_EXPLAIN_CHUNK = 4096
+
+
+class SAFMRConfig(ReviewConfig):
+    """safmr options: the shared text options (Table 3 defaults) plus the FM factor size (the paper gives none;
+    TransNet's k = 8), the number of transform layers (Table 3: 2) and the two ablation switches."""
+
+    factors: int = Field(8, ge=1)
+    transform_layers: int = Field(2, ge=1)
+    #: self-attention over the feature matrix (eqs. 6-8); False: the plain FM of eq. 5 in both networks
+    attention: bool = True
+    #: the target network and the transform loss (eqs. 12-13); False: the source network alone, trained on eq. 14
+    transform_loss: bool = True
+    #: the rating losses (eqs. 11, 12, 14): "l1" as the paper (absolute error); "l2" squared error (MSE's own loss)
+    loss: Literal["l1", "l2"] = "l1"
+
+
+@register
+class SAFMR(ReviewRatingModel[SAFMRConfig]):
+    """SAFMR: self-attention FM over CNN review features, TransNet-style target and source networks."""
+
+    name = "safmr"
+    config_class = SAFMRConfig
+    paper = "SAFMR: a deep recommendation model based on self-attention factorization (paper 002)"
+
+    def __init__(self, config: SAFMRConfig | None = None, **overrides: object) -> None:
+        super().__init__(config, **overrides)
+        self._global_bias = 0.0
+
+    def build_module(self, train: Interactions) -> SAFMRModule:
+        # both heads start w_0 at the mean training rating (docs/models/safmr.md, choice 8)
+        self._global_bias = float(np.mean(train.ratings)) if len(train) else 0.0
+        module = super().build_module(train)
+        assert isinstance(module, SAFMRModule)
+        return module
+
+    def new_module(self, vocab_size: int, word_vectors: np.ndarray | None) -> SAFMRModule:
+        c = self.config
+        return SAFMRModule(
+            self.n_users,
+            self.n_items,
+            vocab_size,
+            c,
+            word_vectors,
+            factors=c.factors,
+            transform_layers=c.transform_layers,
+            attention=c.attention,
+            transform_loss=c.transform_loss,
+            loss=c.loss,
+            global_bias=self._global_bias,
+        )
+
+    @property
+    def safmr_module(self) -> SAFMRModule:
+        m = self.review_module
+        assert isinstance(m, SAFMRModule)
+        return m
+
+    # ------------------------------------------------------------------ attention diagnostics
+    def attention(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The source head's attention for (user, item) index pairs, as at prediction time.
+
+        Returns ``(pred (N,), shares (N, n), abs_cos (N,))``: the predicted rating; the share of attention each
+        of the n CNN features receives (the mean over query features of X̂'s column, eq. 7; each row sums to 1);
+        and the mean over features of |cos(e_i, (X̂ S)_i)| between the attention's input and output rows."""
+        if not self.config.attention:
+            raise ConfigError("safmr was trained with attention=False: its heads have no attention to report")
+        u, i = self.check_pairs(users, items)
+        m = self.safmr_module
+        m.eval()
+        dev = m.user_docs.device
+        preds, shares, cos = [], [], []
+        with torch.no_grad():
+            for s in range(0, len(u), _EXPLAIN_CHUNK):
+                uu = torch.from_numpy(u[s : s + _EXPLAIN_CHUNK]).to(dev)
+                ii = torch.from_numpy(i[s : s + _EXPLAIN_CHUNK]).to(dev)
+                ud, idoc = m.documents(uu, ii)
+                out: FMOutput = m.source(m.user_vectors(ud), m.item_vectors(idoc))
+                assert out.weights is not None and out.mixed is not None
+                preds.append(out.pred)
+                shares.append(attention_shares(out.weights))
+                cos.append(mean_abs_cosine(out.features, out.mixed))
+        n = self.config.cnn_out
+        if not preds:
+            return np.zeros(0, np.float32), np.zeros((0, n), np.float32), np.zeros(0, np.float32)
+        return tuple(torch.cat(t).float().cpu().numpy() for t in (preds, shares, cos))  # type: ignore[return-value]
+
+    def explain(self, user_ids: Sequence[object], item_ids: Sequence[object]) -> pl.DataFrame:
+        """Attention per prediction by external ids: ``user_id, item_id, predicted_rating, attention`` (list of n
+        shares, one per CNN feature, summing to 1), ``top_feature`` / ``top_share`` (the feature with the largest
+        share), ``abs_cos`` (mean |cos| between the attention's input and output rows) and ``has_text`` (False:
+        the user's or item's document is all padding, the documented fallback)."""
+        uv, iv = self._vocabs()
+        users, items = self.check_pairs(uv.lookup(list(user_ids)), iv.lookup(list(item_ids)))
+        pred, shares, cos = self.attention(users, items)
+        return pl.DataFrame(
+            {
+                "user_id": pl.Series(uv.ids[users], dtype=pl.String),
+                "item_id": pl.Series(iv.ids[items], dtype=pl.String),
+                "predicted_rating": pred,
+                "attention": pl.Series(list(shares), dtype=pl.List(pl.Float32)),
+                "top_feature": shares.argmax(1).astype(np.int32) if len(shares) else np.zeros(0, np.int32),
+                "top_share": shares.max(1) if len(shares) else np.zeros(0, np.float32),
+                "abs_cos": cos,
+                "has_text": self.has_text(users, items),
+            }
+        )
+
+    def attention_summary(self, data: Interactions) -> dict[str, float]:
+        """Means over ``data``'s rows (encoded with this model's vocabularies): ``abs_cos`` (|cos(X, X')| of the
+        attention input and output), ``top_share`` (largest feature share), ``entropy`` of the shares in nats
+        (uniform over n features: ln n), and ``n`` rows."""
+        if len(data.user_vocab) != self.n_users or len(data.item_vocab) != self.n_items:
+            raise DataError(
+                "attention_summary needs data encoded with this model's vocabularies",
+                field="data",
+                value=len(data.user_vocab),
+                expected=f"{self.n_users} users",
+            )
+        _, shares, cos = self.attention(data.users, data.items)
+        if not len(shares):
+            return {"n": 0.0}
+        entropy = -(shares * np.log(np.clip(shares, 1e-12, None))).sum(1)
+        return {
+            "n": float(len(shares)),
+            "abs_cos": float(cos.mean()),
+            "top_share": float(shares.max(1).mean()),
+            "entropy": float(entropy.mean()),
+        }
