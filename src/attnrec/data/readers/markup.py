@@ -56,6 +56,8 @@ def strip_markup(values: pl.Series, *, keep_alt: bool = False) -> pl.Series:
             break
         distinct = out.filter(escaped).unique()
         decoded = pl.Series([html.unescape(v) for v in distinct.to_list()], dtype=pl.String)
+        if (decoded == distinct).all():  # "AT&T": looks like an entity, is none
+            break
         table = pl.DataFrame({"_raw": distinct, "_dec": decoded})
         frame = pl.DataFrame({"_raw": out}).join(table, on="_raw", how="left", maintain_order="left")
         out = frame.select(pl.coalesce("_dec", "_raw")).to_series()
