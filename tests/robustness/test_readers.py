@@ -9,6 +9,7 @@ variable to raise; an edited cached dataset is caught by its checksum; skipped r
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import gzip
 import hashlib
@@ -72,6 +73,8 @@ BAD_FILES: dict[str, tuple[bytes, tuple[str, ...]]] = {
     "blank_line_then_bad.csv": ((HEADER + "1,10,4\n\n\n2,x,nan\n").encode(), (":5", "rating")),
     "crlf_bad.csv": ((HEADER + "1,10,4\r\n2,11,oops\r\n").replace("\n", "\r\n").encode(), (":3", "oops")),
     "quoted_bad.csv": ((HEADER + '1,"10",4\n\n2,"a, b",x\n').encode(), (":4", "rating", "'x'")),
+    "zipped.csv": (b"PK\x03\x04" + bytes(40), ("a zip file", "unpack")),
+    "bzipped.csv": (bz2.compress(GOOD.encode()), ("a bzip2 file",)),
     "dup_header.csv": (b"user_id,user_id,rating\n1,2,3\n", (":1", "appears twice", "user_id")),
     "no_user_column.csv": (b"user,item_id,rating\n1,2,3\n", ("user_id",)),
 }

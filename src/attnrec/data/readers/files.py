@@ -45,6 +45,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 #: the UTF-8 byte-order mark (some Windows tools start a file with it); never part of the data
 BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
+#: compressed or archive formats we do not read, by their magic bytes (named in the error)
+_OTHER_ARCHIVES = (
+    ("zip", b"PK\x03\x04"),
+    ("bzip2", b"BZh"),
+    ("xz", b"\xfd7zXZ\x00"),
+    ("zstd", b"\x28\xb5\x2f\xfd"),
+    ("7z", b"7z\xbc\xaf\x27\x1c"),
+)
 
 
 @dataclass(frozen=True)
@@ -151,8 +159,15 @@ def open_input(path: str | Path, limits: ReadLimits | None = None, *, streaming:
     p = regular_file(path)
     lim = limits or ReadLimits.from_env(streaming=streaming)
     with p.open("rb") as fh:
-        magic = fh.read(2)
-    if magic == GZIP_MAGIC:
+        head = fh.read(6)
+    for kind, sig in _OTHER_ARCHIVES:
+        if head.startswith(sig):
+            raise DataError(
+                f"a {kind} file",
+                file=p,
+                expected=f"gzip or plain text, or Parquet (unpack the {kind} file first)",
+            )
+    if head[:2] == GZIP_MAGIC:
         return io.BufferedReader(_GuardedGzip(p, lim), buffer_size=_CHUNK)
     if lim.max_bytes is not None and p.stat().st_size > lim.max_bytes:
         raise DataError(
