@@ -407,3 +407,36 @@ def test_heldout_users_unknown_to_a_known_user_model_are_counted(
     assert report["sizes"]["test"] == 12  # the 12 rows of known users are evaluated
     with pytest.raises(ConfigError):
         split(pl.DataFrame({"user_id": ["a"], "item_id": ["x"]}), "random", ratios=(float("nan"), 0.5, 0.5))
+
+
+def test_hybrid_csa_clips_to_the_run_scale_and_keeps_it_in_the_bundle(tmp_path: Path) -> None:
+    from attnrec.data.side import SideInputs
+    from attnrec.models.rating.hybrid_csa import HybridCSA
+    from attnrec.serving.bundle import load_bundle, save_bundle
+    from attnrec.testing import checkerboard
+    from attnrec.text import HashingTextModel, SentenceEncoder
+    from attnrec.training.trainer import TrainerConfig
+
+    train, _, _ = checkerboard()  # ratings 1 (out of group) and 5 (in group)
+    train.rating_range = (2.85, 2.95)  # a scale inside the barely trained predictions: clipping shows
+    items = pl.DataFrame(
+        {"item_id": train.item_vocab.ids, "title": [f"item {k}" for k in range(train.n_items)]}
+    )
+    model = HybridCSA(svd_factors=4, svd_iterations=2, d_model=8, heads=2, mlp_hidden=8)
+    model.fit(
+        train,
+        None,
+        trainer=TrainerConfig(epochs=1, progress=False, device="cpu", batch_size=256),
+        side=SideInputs(items=items),
+        encoder=SentenceEncoder(HashingTextModel(dim=16), progress=False),
+    )
+    pred = model.predict(train.users, train.items)
+    assert model.rating_range == (2.85, 2.95)
+    clip = model.config
+    model.config = clip.model_copy(update={"clip": False})
+    raw = model.predict(train.users, train.items)
+    model.config = clip
+    assert raw.max() > 2.95 and raw.min() < 2.85  # something to clip at both ends
+    np.testing.assert_allclose(pred, np.clip(raw, 2.85, 2.95), rtol=1e-6)
+    save_bundle(model, tmp_path / "b")
+    assert load_bundle(tmp_path / "b").rating_range == (2.85, 2.95)  # type: ignore[attr-defined]
