@@ -159,7 +159,8 @@ def data_split(
     if skipped is not None:
         console.print(
             f"skipped {skipped['count']} malformed row(s) of {skipped['file']} "
-            f"(first lines: {', '.join(str(n) for n in skipped['first_lines'])}); recorded in split.json"
+            f"(first lines: {', '.join(str(n) for n in skipped['first_lines'])}); recorded in split.json",
+            markup=False,
         )
     sizes = result.report.get("sizes", {})
     console.print(
