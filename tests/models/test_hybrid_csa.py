@@ -1021,15 +1021,19 @@ def test_text_query_scores_are_the_models_prediction_for_that_text(fitted: Hybri
 
 
 def test_a_text_query_through_score_is_the_models_prediction_for_that_text(fitted: HybridCSA):
-    """score(Query(text=...)): every item with the query as its text token, for a known user or a new one."""
+    """score(Query(text=...)): every item with the query as its text token, for a known user or a new one, ranked
+    as recommend_by_text ranks every item (the blend of relevance and that prediction)."""
     from attnrec.models.query import Query
 
     q = Query(users=np.array([2, -1]), text=["group b item", "group a item"], exclude="none")
     scores = fitted.score(q).numpy()
     assert scores.shape == (2, fitted.n_items) and np.isfinite(scores).all()
     items = fitted.item_vocab.ids.tolist()  # type: ignore[union-attr]
-    known = fitted.explain(["u2"] * len(items), items, texts=["group b item"] * len(items))
-    np.testing.assert_allclose(scores[0], known["predicted_rating"].to_numpy(), rtol=1e-5, atol=1e-5)
+    every = fitted.recommend_by_text(
+        "group b item", user="u2", k=fitted.n_items, candidates=None, exclude_seen=False
+    )
+    by_id = dict(zip(every["item_id"], every["score"], strict=True))
+    np.testing.assert_allclose(scores[0], [by_id[i] for i in items], rtol=1e-5, atol=1e-5)
     # the new user (-1) is the learned unknown user: the same scores as an anonymous text query
     anon = fitted.score(Query(text=["group a item"])).numpy()
     np.testing.assert_allclose(scores[1], anon[0], rtol=1e-5, atol=1e-5)

@@ -320,6 +320,10 @@ def test_the_best_text_match_of_a_clear_query_is_in_the_top_k(fitted_catalogue) 
     batch = model.recommend_by_texts([TARGET, "teal lamp"], k=5)
     assert target_rank(batch.filter(pl.col("query") == 0)) is not None
     assert "teal lamp" in batch.filter(pl.col("query") == 1)["title"].to_list()
+    # the estimator path (model.recommend(Query(text=...)), as the README shows it) ranks the same way
+    from attnrec.models.query import Query
+
+    assert target_rank(model.recommend(Query(text=[TARGET]), k=5)) is not None
 
 
 def test_ranking_by_rating_alone_is_what_lost_it(fitted_catalogue) -> None:

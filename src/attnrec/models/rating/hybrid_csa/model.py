@@ -37,6 +37,7 @@ from attnrec.models.rating.hybrid_csa.explain import Explanations
 from attnrec.models.rating.hybrid_csa.inputs import prepare_inputs
 from attnrec.models.rating.hybrid_csa.module import HybridBatch, HybridCSAModule
 from attnrec.models.rating.hybrid_csa.queries import TextQueries
+from attnrec.models.rating.hybrid_csa.text_blend import blend_scores
 from attnrec.text.encoder import SentenceEncoder
 from attnrec.training.types import FitReport
 
@@ -257,9 +258,11 @@ class HybridCSA(TextQueries, Explanations):
         return self._forward_rows(data.users, data.items, torch.from_numpy(self._row_reviews(data)))[0]
 
     def score(self, query: Query) -> torch.Tensor:
-        """Scores (len(query), n_items): a text query's embedding is the text token of every item (each row's
-        known user, or the learned unknown user for ``-1`` / no user), the prediction unclipped; without text,
-        every item's own text (:meth:`score_users`)."""
+        """Scores (len(query), n_items). A text query ranks as :meth:`recommend_by_text` does with every item a
+        candidate: w·z(relevance) + (1 − w)·z(prediction) over the catalogue (w = :attr:`text_weight`), where the
+        prediction (unclipped) has the query's embedding as the text token of every item (each row's known user,
+        or the learned unknown user for ``-1`` / no user). Without text: the predicted rating with every item's own
+        text (:meth:`score_users`)."""
         self.check_query(query)
         if query.text is None:
             return super().score(query)
@@ -275,16 +278,18 @@ class HybridCSA(TextQueries, Explanations):
         dev = self.device
         rows = torch.arange(n_q, device=dev)[:, None]
         with torch.no_grad():
+            text = torch.from_numpy(np.array(vecs, dtype=np.float32)).to(dev)
             preds, _ = self.csa.score_pairs(
                 torch.from_numpy(np.maximum(users, 0)).to(dev),
                 torch.from_numpy(users < 0).to(dev),
                 torch.arange(self.n_items, device=dev),
-                torch.from_numpy(np.array(vecs, dtype=np.float32)).to(dev),
+                text,
                 rows,
                 torch.arange(self.n_items, device=dev)[None],
                 rows,
             )
-        return preds
+            # ranked by the prediction alone, the item the query asks for is lost (text_blend.py)
+            return blend_scores(self._relevance(text), preds, self.text_weight)
 
     # ----------------------------------------------------------------- cold-start items
     def add_items(
