@@ -317,3 +317,14 @@ def test_a_fit_locks_its_checkpoint_folder_outside_a_run(ml, tmp_path) -> None:
     assert not (ckpt / "checkpoint.pt").exists()
     Pop().fit(data, trainer=trainer)  # free again
     assert (ckpt / "checkpoint.pt").is_file() and not (ckpt / LOCK_NAME).exists()
+
+
+def test_what_a_killed_write_left_is_a_run_and_is_cleared_by_overwrite(cli, ml, tmp_path) -> None:
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    (out / ".metrics.json.999.tmp").write_text("{")  # a run killed while writing its metrics
+    (out / ".model.999.tmp").mkdir()  # ... or its bundle
+    assert_clean_error(cli(train(ml, out, "--model", "pop")), "already holds a run", ".metrics.json.999.tmp")
+    assert_ok(cli([*train(ml, out, "--model", "pop"), "--overwrite"]))
+    assert_nothing_partial(out)
+    assert (out / "metrics.json").is_file()
