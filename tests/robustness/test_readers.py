@@ -305,6 +305,20 @@ def test_size_limits_from_the_environment(
         read_bytes(packed)
 
 
+def test_parquet_that_decodes_past_the_limit_is_refused_before_decoding(
+    tmp_path: Path, cli: Callable[..., Probe], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "repeated.parquet"
+    pl.DataFrame({"user_id": [1] * 50_000, "item_id": [2] * 50_000}).write_parquet(p)
+    assert p.stat().st_size < 20_000  # small on disk, 800 kB decoded
+    monkeypatch.setenv(MAX_BYTES_ENV, "100000")
+    assert_clean_error(cli(["data", "info", p]), "repeated.parquet", "50000 rows", MAX_BYTES_ENV)
+    with pytest.raises(DataError, match=MAX_BYTES_ENV):
+        read_interactions(p)
+    monkeypatch.setenv(MAX_BYTES_ENV, "1000000")
+    assert read_interactions(p).height == 50_000
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
 def test_fifo_and_folder_are_refused_without_blocking(tmp_path: Path, cli: Callable[..., Probe]) -> None:
     fifo = tmp_path / "pipe.csv"

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from attnrec.data.readers.files import open_input, read_text
+from attnrec.data.readers.files import check_parquet_size, open_input, read_text
 from attnrec.data.readers.tabular import RowChecker, normalise_ids
 from attnrec.data.splits import SplitResult, load_presplit, split, with_rating_range
 from attnrec.data.table import CANONICAL, Dataset, check_rating_range
@@ -142,6 +142,7 @@ def _read_item_table(path: Path) -> pl.DataFrame:
     """The raw table, read through the readers' byte layer (size limits, gzip, decoding errors with their line)."""
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
+            check_parquet_size(path)
             with open_input(path) as fh:
                 return pl.read_parquet(fh)
         sep = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","

@@ -178,6 +178,32 @@ def open_input(path: str | Path, limits: ReadLimits | None = None, *, streaming:
     return p.open("rb")
 
 
+def check_parquet_size(path: str | Path, limits: ReadLimits | None = None) -> None:
+    """Refuse a Parquet file whose columns would take more than ``$ATTNREC_MAX_INPUT_BYTES`` decoded, estimated from
+    its footer before anything is decoded (a small file of one repeated value can otherwise fill the memory); a
+    footer that cannot be read is left to the reader to report."""
+    import pyarrow.parquet as pq
+
+    p = regular_file(path)
+    lim = limits or ReadLimits.from_env()
+    if lim.max_bytes is None:
+        return
+    try:
+        meta = pq.read_metadata(p)
+    except Exception:  # noqa: BLE001 - a broken footer: the Parquet reader's own error names it
+        return
+    # encoded pages can be tiny (run-length encoding of one repeated value): at least 8 bytes per decoded value
+    encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    total = max(encoded, meta.num_rows * meta.num_columns * 8)
+    if total > lim.max_bytes:
+        raise DataError(
+            f"Parquet file decodes to at least {total} bytes ({meta.num_rows} rows x {meta.num_columns} columns), "
+            f"more than {lim.max_bytes}",
+            file=p,
+            expected=f"at most ${MAX_BYTES_ENV}={lim.max_bytes} bytes; set {MAX_BYTES_ENV} higher to read it",
+        )
+
+
 def read_bytes(path: str | Path, limits: ReadLimits | None = None) -> bytes:
     """The whole file's bytes (gunzipped when gzip), within the size limits."""
     with open_input(path, limits) as fh:

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from attnrec.data.readers.files import check_parquet_size, open_input
 from attnrec.data.readers.files import decode_text as decode_text
-from attnrec.data.readers.files import open_input
 from attnrec.data.readers.files import read_bytes as read_bytes
 from attnrec.data.readers.files import text_lines as text_lines
 from attnrec.data.table import Dataset
@@ -334,6 +334,7 @@ def _is_parquet(p: Path) -> bool:
 
 
 def _read_parquet(p: Path, *, allow_empty: bool = False) -> pl.DataFrame:
+    check_parquet_size(p)
     try:
         with open_input(p) as fh:
             frame = pl.read_parquet(fh)
