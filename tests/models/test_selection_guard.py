@@ -42,7 +42,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "secn": {"embedding_dim": 4, "cross_layers": 1},
     "deepconn": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "review_count": 3, "review_length": 6},
     "transnet": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "review_count": 3, "review_length": 6},
-    "safmr": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "factors": 4, "review_count": 3},
+    "safmr": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "fm_factors": 4, "review_count": 3},
 }
 EVALUATE = protocols.evaluate  # the real one, whatever a test patches
 TRAINER = {"epochs": 3, "patience": None, "lr": 0.02, "batch_size": 128, "progress": False, "device": "cpu"}

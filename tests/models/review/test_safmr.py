@@ -33,7 +33,7 @@ SMALL: dict[str, Any] = {
     "word_dim": 8,
     "n_kernels": 8,
     "cnn_out": 8,
-    "factors": 8,
+    "fm_factors": 8,
     "review_count": 3,
     "review_length": 2,
     "max_words": 100,

@@ -32,7 +32,7 @@ class SAFMRConfig(ReviewConfig):
     """safmr options: the shared text options (Table 3 defaults) plus the FM factor size (the paper gives none;
     TransNet's k = 8), the number of transform layers (Table 3: 2) and the two ablation switches."""
 
-    factors: int = Field(8, ge=1)
+    fm_factors: int = Field(8, ge=1)
     transform_layers: int = Field(2, ge=1)
     #: self-attention over the feature matrix (eqs. 6-8); False: the plain FM of eq. 5 in both networks
     attention: bool = True
@@ -69,7 +69,7 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
             vocab_size,
             c,
             word_vectors,
-            factors=c.factors,
+            factors=c.fm_factors,
             transform_layers=c.transform_layers,
             attention=c.attention,
             transform_loss=c.transform_loss,
