@@ -99,8 +99,13 @@ def test_text_cnn_gathered_windows_equal_conv1d_relu_max_and_its_gradients() -> 
     """The gather/arg-max computation is nn.Conv1d -> ReLU -> max over time, forward and backward."""
     torch.manual_seed(1)
     net = TextCNN(vocab_size=30, word_dim=5, n_kernels=7, kernel_size=3, out_dim=2, dropout=0.0)
-    tokens = torch.randint(0, 30, (9, 40))
-    tokens[:, 25:] = 0  # a padded tail, as in documents
+    tokens = torch.randint(1, 30, (9, 40))
+    tokens[torch.rand(9, 40) < 0.3] = 0  # padding inside, as between the reviews of a document
+    tokens[2:, 25:] = 0  # a padded tail
+    tokens[0] = 0  # a document without a word
+    tokens[1] = torch.arange(1, 41) % 29 + 1  # and one without padding
+    with torch.no_grad():
+        net.conv.bias[0] = 5.0  # kernel 0: a padding window (value b) is the max where there is one
     weights = torch.randn(7)
 
     def grads(pooled: torch.Tensor) -> list[torch.Tensor]:

@@ -38,38 +38,65 @@ class _MaxPooledWindows(torch.autograd.Function):
     """relu(max_t (b + Σ_j P_j[tokens[:, t + j]])) over the T - v + 1 windows: (B, n_kernels).
 
     ``tables`` (v, U, K) are the per-kernel-row word tables, ``bias`` (K,), ``inv`` (B, T) int64 rows of the
-    tables. The backward pass sends each kernel's gradient to the words of its arg-max window only (the
-    gradient of a max), and only where the maximum is positive (the ReLU)."""
+    tables, ``real`` (B, T) bool: the token is a word (not padding). A window of padding only has the
+    pre-activation ``b`` exactly (padding's vector is zero), so only windows holding a word are computed — packed
+    to the left, rows sorted by their count so a chunk is as wide as its longest row — and ``b`` is a candidate
+    of the max for rows with a padding window. The backward pass sends each kernel's gradient to the words of its
+    arg-max window only (the gradient of a max), and only where the maximum is positive (the ReLU)."""
 
     @staticmethod
-    def forward(ctx: Any, tables: torch.Tensor, bias: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-        v, _, k = tables.shape
+    def forward(
+        ctx: Any, tables: torch.Tensor, bias: torch.Tensor, inv: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        v, u, k = tables.shape
         b, t = inv.shape
         windows = t - v + 1
+        has_word = real[:, :windows].clone()
+        for j in range(1, v):
+            has_word |= real[:, j : j + windows]
+        counts = has_word.sum(1)
+        # window starts of each row, those holding a word first (in order); rows sorted by how many they have
+        starts = torch.sort((~has_word).to(torch.int8), dim=1, stable=True).indices
+        order = torch.argsort(counts)
+        # row u of each table is -inf: the slots past a row's count can never be its max
+        ext = torch.cat([tables, tables.new_full((v, 1, k), float("-inf"))], 1)
+        ext[0, :u] += bias
+        best = tables.new_full((b, k), float("-inf"))
+        where = torch.full((b, k), -1, dtype=torch.int64, device=tables.device)
         rows = max(1, _CHUNK_FLOATS // max(1, windows * k))
-        best = torch.empty((b, k), dtype=tables.dtype, device=tables.device)
-        where = torch.empty((b, k), dtype=torch.int64, device=tables.device)
         for s in range(0, b, rows):
-            part = inv[s : s + rows]
-            acc = nn.functional.embedding(part[:, :windows], tables[0]) + bias
+            r = order[s : s + rows]
+            width = int(counts[r].max())
+            if width == 0:
+                continue
+            st = starts[r, :width]
+            beyond = torch.arange(width, device=st.device) >= counts[r, None]
+            part = inv[r]
+            acc = nn.functional.embedding(torch.gather(part, 1, st).masked_fill_(beyond, u), ext[0])
             for j in range(1, v):
-                acc += nn.functional.embedding(part[:, j : j + windows], tables[j])
-            best[s : s + rows], where[s : s + rows] = acc.max(dim=1)
+                acc += nn.functional.embedding(torch.gather(part, 1, st + j).masked_fill_(beyond, u), ext[j])
+            m, arg = acc.max(dim=1)
+            best[r], where[r] = m, torch.gather(st, 1, arg)
+        take = (counts < windows)[:, None] & (bias > best)  # a padding window (value b) is the max
+        best = torch.where(take, bias.expand_as(best), best)
+        where = where.masked_fill(take, -1)
         ctx.save_for_backward(inv, where, best)
         ctx.table_shape = tables.shape
         return best.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         inv, where, best = ctx.saved_tensors
         v, u, k = ctx.table_shape
         g = grad * (best > 0)
-        kernels = torch.arange(k, device=g.device).expand_as(where)
+        words_max = where >= 0  # a padding window's max reaches the bias only
+        kernels = torch.arange(k, device=g.device).expand_as(where)[words_max]
+        at = where.clamp_min(0)
         grad_tables = torch.zeros((v, u * k), dtype=g.dtype, device=g.device)
         for j in range(v):
-            words = torch.gather(inv, 1, where + j)  # (B, K): the word at row j of each arg-max window
-            grad_tables[j].index_add_(0, (words * k + kernels).flatten(), g.flatten())
-        return grad_tables.view(v, u, k), g.sum(0), None
+            words = torch.gather(inv, 1, at + j)[words_max]  # the word at row j of each arg-max window
+            grad_tables[j].index_add_(0, words * k + kernels, g[words_max])
+        return grad_tables.view(v, u, k), g.sum(0), None, None
 
 
 class TextCNN(nn.Module):
@@ -122,9 +149,14 @@ class TextCNN(nn.Module):
             raise ConfigError(f"TextCNN: tokens must be (B, T), got shape {tuple(tokens.shape)}")
         if tokens.shape[1] < self.kernel_size:
             tokens = nn.functional.pad(tokens, (0, self.kernel_size - tokens.shape[1]))
-        words, inv = torch.unique(tokens.long(), return_inverse=True)
-        tables = torch.einsum("ud,kdv->vuk", self.embedding(words), self.conv.weight)
-        out = _MaxPooledWindows.apply(tables, self.conv.bias, inv)
+        tokens = tokens.long()
+        words, inv = torch.unique(tokens, return_inverse=True)
+        w = self.conv.weight  # (K, d, v)
+        k, d, v = w.shape
+        # P_j = E W_jᵀ for every kernel row j at once: (U, d) @ (d, v K) -> (v, U, K)
+        flat = self.embedding(words) @ w.permute(1, 2, 0).reshape(d, v * k)
+        tables = flat.view(-1, v, k).transpose(0, 1).contiguous()
+        out = _MaxPooledWindows.apply(tables, self.conv.bias, inv, tokens != 0)
         assert isinstance(out, torch.Tensor)
         return out
 
