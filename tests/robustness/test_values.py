@@ -14,6 +14,7 @@ Fixtures are generated tiny (tens of rows); the real All Beauty file is used whe
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from attnrec.data.table import Interactions, check_rating_range, enforce_rating_
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError, DataError
 
-from .conftest import Probe, assert_clean_error, assert_nothing_partial, assert_ok, cli_process
+from .conftest import Probe, assert_clean_error, assert_nothing_partial, assert_ok
 
 HEADER = "user_id,item_id,rating,timestamp\n"
 ALL_BEAUTY = Path("/work/shared/data/amazon2018-all-beauty-5core/All_Beauty_5.json.gz")
@@ -95,13 +96,14 @@ def test_out_of_range_rows_skipped_and_counted(
     assert manifest["extra"]["rating_range"]["range"] == [1.0, 5.0]
 
 
-def test_inferred_range_is_said_on_the_console_and_stored(tmp_path: Path) -> None:
+def test_inferred_range_is_said_on_the_console_and_stored(
+    cli: Callable[..., Probe], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = _write(tmp_path / "scores.csv", _with_value(_rows(), 0, "500"))
     out = tmp_path / "run"
-    # a child process: what a user's terminal shows (no test logging capture in between)
-    probe = cli_process(
-        ["train", "--model", "svd", "--data", data, "--out", out, "--split", "temporal", "--no-progress"]
-    )
+    # as in the `attnrec` command, no logging handler is configured: Python prints warnings on stderr
+    monkeypatch.setattr(logging.root, "handlers", [])
+    probe = _train(cli, data, out, "--split", "temporal")
     assert_ok(probe)  # the 500 is the earliest row: in train
     assert "rating range not declared: inferred [1, 500]" in probe.err
     assert "1, 2, 3, 4, 5, 500" in probe.err and "--rating-range" in probe.err
