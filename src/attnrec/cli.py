@@ -24,6 +24,7 @@ from attnrec.cli_common import (
     ThreadsOpt,
     TrustBundleOpt,
     check_output_file,
+    output_path,
     print_frame,
     run_app,
     write_frame,
@@ -99,7 +100,10 @@ def data_info(
 @data_app.command("split")
 def data_split(
     source: Annotated[str, typer.Argument(help="a registered dataset name or a path")],
-    out: Annotated[Path, typer.Option(help="directory for train.csv, valid.csv, test.csv and split.json")],
+    out: Annotated[
+        Path,
+        typer.Option(parser=output_path, help="directory for train.csv, valid.csv, test.csv and split.json"),
+    ],
     method: Annotated[
         str, typer.Option(help="random | random_per_user | temporal | temporal_per_user | leave_last_out")
     ] = "random",
@@ -206,7 +210,8 @@ def train_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="run directory: metrics.json, train_log.jsonl, model/")
+        Path | None,
+        typer.Option(parser=output_path, help="run directory: metrics.json, train_log.jsonl, model/"),
     ] = None,
     split_method: Annotated[
         str | None, typer.Option("--split", help="split method when --data is given")
@@ -409,7 +414,9 @@ def predict_cmd(
     ],
     fmt: CTRFormatOpt = None,
     sep: SepOpt = None,
-    out: Annotated[Path | None, typer.Option(help="write row,probability to .csv or .parquet")] = None,
+    out: Annotated[
+        Path | None, typer.Option(parser=output_path, help="write row,probability to .csv or .parquet")
+    ] = None,
     threads: ThreadsOpt = None,
     trust_bundle: TrustBundleOpt = False,
 ) -> None:
@@ -445,7 +452,9 @@ def recommend_cmd(
         typer.Option(help="a new user's recent items, comma-separated item ids (models taking histories)"),
     ] = None,
     k: Annotated[int, typer.Option(min=1, help="how many items per user")] = 10,
-    out: Annotated[Path | None, typer.Option(help="write recommendations to .csv or .parquet")] = None,
+    out: Annotated[
+        Path | None, typer.Option(parser=output_path, help="write recommendations to .csv or .parquet")
+    ] = None,
     include_seen: bool = False,
     query: Annotated[
         str | None,
@@ -604,7 +613,9 @@ def _print_frame(df: Any, title: str) -> None:
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[Path, typer.Option(help="where the demo's runs go")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(parser=output_path, help="where the demo's runs go")] = Path(
+        "runs/demo"
+    ),
     user: Annotated[str, typer.Option(help="whose recommendations to show")] = "1",
     progress: bool = True,
 ) -> None:

@@ -22,6 +22,13 @@ from attnrec.errors import AttnrecError, ConfigError, OutputError
 from attnrec.paths import atomic_write, check_output_dir, describe_os_error, prepare_output_dir
 
 
+def output_path(text: str) -> Path:
+    """An ``--out`` value: refused when empty (an unset shell variable would otherwise mean this folder)."""
+    if not text.strip():
+        raise typer.BadParameter("an empty path (an unset variable?): give a path, or . for this folder")
+    return Path(text)
+
+
 def parse_value(text: str) -> Any:
     """A --set value: JSON when it parses (numbers, booleans, lists), else the text itself."""
     try:

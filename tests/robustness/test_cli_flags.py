@@ -102,6 +102,10 @@ NEW_USER = [
     (["data", "fetch", "ml-100k", "--home", "{file}"], ["file.txt"]),
     (["demo", "--out", "{file}"], ["file.txt", "is a file"]),
     (["models", "--bogus"], ["--bogus"]),
+    (["train", "--model", "pop", "--data", "{ml}", "--out", ""], ["--out", "empty path"]),
+    (["data", "split", "{ml}", "--out", " "], ["--out", "empty path"]),
+    (["recommend", "--model-dir", "{bundle}", "--users", "1", "--out", ""], ["--out", "empty path"]),
+    (["demo", "--out", ""], ["--out", "empty path"]),
 ]
 
 
