@@ -16,6 +16,7 @@ each fitted once per module on tiny data, through the CLI (``recommend``, ``eval
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from polars.exceptions import PanicException
 from safetensors.torch import load_file
 
 from attnrec.data.side import SideInputs
@@ -40,7 +42,7 @@ from attnrec.models.topk.bpr import BPR
 from attnrec.models.topk.lightgcn import LightGCN
 from attnrec.models.topk.pop import Pop
 from attnrec.serving import bundle as bundle_module
-from attnrec.serving.bundle import load_bundle, save_bundle
+from attnrec.serving.bundle import load_bundle, load_bundle_items, save_bundle
 from attnrec.testing import checkerboard
 from attnrec.testing.tamper import (
     edit_json,
@@ -465,6 +467,66 @@ def test_a_corrupt_items_parquet_is_one_line(
     rewrite(path, "items.parquet", b"PAR1 but not Parquet")
     load_bundle(path)  # the model itself is fine; the titles are read when recommendations are shown
     assert_clean_error(cli(cli_args("pop", path, built)), "items.parquet", "not a readable Parquet file")
+
+
+@pytest.mark.parametrize(
+    ("frame", "needle"),
+    [
+        (pl.DataFrame({"item_id": [1, 2], "title": ["a", "b"]}), "field 'item_id': column type Int64"),
+        (pl.DataFrame({"item_id": ["i1", "i2"], "title": [["a"], ["b"]]}), "field 'title': column type List"),
+        (
+            pl.DataFrame({"item_id": ["i1", "i1"], "title": ["a", "b"]}),
+            "field 'item_id': repeated or missing",
+        ),
+        (pl.DataFrame({"id": ["i1"]}), "no item_id column"),
+    ],
+)
+def test_item_metadata_that_would_break_or_repeat_recommendations_is_refused(
+    frame: pl.DataFrame,
+    needle: str,
+    copy: Callable[[str], Path],
+    cli: Callable[..., Probe],
+    built: dict[str, Path],
+) -> None:
+    path = copy("pop")
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    rewrite(path, "items.parquet", buf.getvalue())
+    assert_clean_error(cli(cli_args("pop", path, built)), "items.parquet", needle)
+
+
+def test_a_corrupt_parquet_never_escapes_as_a_panic(copy: Callable[[str], Path]) -> None:
+    """Byte flips in items.parquet (checksum rewritten): the Parquet reader fails, or panics (a BaseException that
+    once escaped as a traceback); either is a DataError, and an undamaged-looking frame still has unique ids."""
+    path = copy("hybrid_csa")
+    good = (path / "items.parquet").read_bytes()
+    rng = np.random.default_rng(7)
+    refused = panics = 0
+    for _ in range(60):
+        data = np.frombuffer(good, dtype=np.uint8).copy()
+        data[rng.integers(0, len(data), 6)] = rng.integers(0, 256, 6, dtype=np.uint8)
+        rewrite(path, "items.parquet", data.tobytes())
+        try:
+            pl.read_parquet(io.BytesIO(data.tobytes()))
+        except PanicException:
+            panics += 1
+        except pl.exceptions.PolarsError:
+            pass
+        try:
+            frame = load_bundle_items(path)
+        except DataError as exc:
+            assert "items.parquet" in str(exc)
+            refused += 1
+        else:
+            assert frame is not None and frame["item_id"].n_unique() == frame.height
+    assert refused > 30 and panics >= 1  # the probe includes the panic class
+
+
+def test_saved_item_metadata_has_one_string_row_per_item(built: dict[str, Path], tmp_path: Path) -> None:
+    model = load_bundle(built["pop"])
+    items = pl.DataFrame({"item_id": [3, 3, 1], "title": ["first", "second", "one"]})
+    frame = load_bundle_items(save_bundle(model, tmp_path / "pop", items=items))
+    assert frame is not None and frame.rows() == [("3", "first"), ("1", "one")]
 
 
 @pytest.mark.parametrize(

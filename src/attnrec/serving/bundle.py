@@ -62,6 +62,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
+from polars.exceptions import PanicException
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -143,7 +144,7 @@ def save_bundle(
     put(EXTRA, json.dumps(model.bundle_json()).encode())
     if items is not None:
         buf = io.BytesIO()
-        items.write_parquet(buf)
+        _item_metadata(items).write_parquet(buf)
         put(ITEM_META, buf.getvalue())
     manifest = {
         "format": FORMAT_VERSION,
@@ -160,6 +161,22 @@ def save_bundle(
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / MANIFEST)
     return out
+
+
+def _item_metadata(items: pl.DataFrame) -> pl.DataFrame:
+    """``items`` as :func:`load_bundle_items` accepts it: string ``item_id`` (and ``title``), one row per item (the
+    first of repeated ids, e.g. Amazon metadata listing a product twice)."""
+    if "item_id" not in items.columns:
+        raise ConfigError(f"item metadata needs an item_id column, got {items.columns}")
+    strings = [pl.col(c).cast(pl.String) for c in ("item_id", "title") if c in items.columns]
+    frame = items.with_columns(strings).filter(pl.col("item_id").is_not_null())
+    unique = frame.unique("item_id", keep="first", maintain_order=True)
+    if unique.height < frame.height:
+        log.info(
+            "item metadata: %d repeated item id row(s) dropped (the first is kept)",
+            frame.height - unique.height,
+        )
+    return unique
 
 
 # ------------------------------------------------------------------------------------------------------ load
@@ -238,13 +255,21 @@ def load_bundle_items(path: str | Path) -> pl.DataFrame | None:
         return None
     file = root / ITEM_META
     data = _read_verified(root, ITEM_META, manifest, limit=None)
-    try:
+    try:  # a corrupt file can make the reader panic (a BaseException) as well as fail
         frame = pl.read_parquet(io.BytesIO(data))
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+    except (pl.exceptions.PolarsError, OSError, ValueError, PanicException) as exc:
         raise DataError(f"not a readable Parquet file: {_one_line(exc)}", file=file) from None
     if "item_id" not in frame.columns:
         raise DataError(
             "no item_id column", file=file, value=frame.columns, expected="item metadata keyed by item_id"
+        )
+    for column in ("item_id", "title"):  # what recommendations are joined on and show
+        if column in frame.columns and frame[column].dtype != pl.String:
+            raise DataError(f"column type {frame[column].dtype}", file=file, field=column, expected="strings")
+    ids = frame["item_id"]
+    if ids.null_count() or ids.n_unique() != len(ids):  # a repeated id would repeat a recommendation row
+        raise DataError(
+            "repeated or missing item ids", file=file, field="item_id", expected="one row per item"
         )
     return frame
 
