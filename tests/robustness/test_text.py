@@ -126,6 +126,23 @@ def test_a_markup_only_title_falls_back_to_the_other_fields_in_the_item_text(tmp
     text = dict(meta_text(items).iter_rows())
     assert text["B001"] == "Redeemable at our stores. Categories: Gift Cards. Brand: Dave & Buster's"
     assert all("<" not in t.replace("< 5", "").replace("<3", "") for t in text.values())
+    # what hybrid_csa embeds and shows: the item texts and titles it keeps (in its bundle) for recommendations
+    from attnrec.data.vocab import Vocabulary
+    from attnrec.models.rating.hybrid_csa.inputs import item_texts
+
+    vocab = Vocabulary(["B001", "B002", "B003", "B004"], kind="item")
+    train = pl.DataFrame({"item_id": ["B001"], "review": ["a fine card"]})
+    texts, titles = item_texts(train, items, vocab, max_chars=100)
+    assert titles == [
+        "",
+        "Maggiano's Gift Card",
+        "Vacuum Cleaner --- 12 Month Warranty >>> THT Trading",
+        "Starbucks Card",
+    ]
+    assert (
+        texts[0] == text["B001"]
+        and texts[3] == "Starbucks Card. Coffee. Categories: Gift Cards. Brand: Starbucks"
+    )
 
 
 def test_reviews_with_metadata_read_clean_metadata(tmp_path: Path) -> None:
