@@ -12,9 +12,11 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from attnrec.errors import OutputError
 
@@ -192,14 +194,19 @@ class DirLock:
 
     A second run on the same folder fails at once with :class:`~attnrec.errors.OutputError` naming the folder and
     the holder's pid. The kernel drops the lock when its process dies (even by ``kill -9``), so a lock file left by
-    a dead run is never stale: the next run takes it. POSIX only (where ``fcntl`` is missing, no lock is taken);
-    not reliable on network filesystems without ``flock`` support."""
+    a dead run is never stale: the next run takes it. The lock nests within one thread (a run on ``out`` whose
+    trainer checkpoints into ``out`` itself takes it twice); another thread or process is refused. POSIX only (where
+    ``fcntl`` is missing, no lock is taken); not reliable on network filesystems without ``flock`` support."""
+
+    #: the locks this process holds: resolved folder -> (thread id, nesting depth)
+    _held: ClassVar[dict[Path, tuple[int, int]]] = {}
 
     def __init__(self, folder: str | Path, *, hint: str = "give another --out") -> None:
         self.folder = Path(folder)
         self.hint = hint
         self.path = self.folder / LOCK_NAME
         self._fd: int | None = None
+        self._nested = False
 
     def holder(self) -> str:
         """The pid recorded in the lock file ('unknown' when it cannot be read)."""
@@ -213,6 +220,12 @@ class DirLock:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
+            return self
+        key = self.folder.resolve()
+        owner = self._held.get(key)
+        if owner is not None and owner[0] == threading.get_ident():
+            self._held[key] = (owner[0], owner[1] + 1)
+            self._nested = True
             return self
         while True:
             try:
@@ -239,12 +252,20 @@ class DirLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        self._held[key] = (threading.get_ident(), 1)
         return self
 
     def release(self) -> None:
         """Drop the lock and its file (unlinked while still held, so no other run can lock a file about to vanish)."""
+        key = self.folder.resolve()
+        if self._nested:
+            thread, depth = self._held[key]
+            self._held[key] = (thread, depth - 1)
+            self._nested = False
+            return
         if self._fd is None:
             return
+        self._held.pop(key, None)
         self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None

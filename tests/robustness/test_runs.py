@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -207,22 +209,35 @@ def test_a_second_run_on_a_locked_folder_fails_fast_naming_the_holder(ml, tmp_pa
     assert not (out / LOCK_NAME).exists()
 
 
-def test_a_lock_left_by_a_killed_run_is_taken(cli, ml, tmp_path) -> None:
-    out = tmp_path / "run"
-    out.mkdir()
-    code = f"from attnrec.paths import DirLock; DirLock({str(out)!r}).acquire(); print('locked', flush=True); input()"
+@contextmanager
+def lock_held_by_another_process(folder: Path) -> Iterator[subprocess.Popen[str]]:
+    """A child process that takes ``folder``'s DirLock and holds it until killed (by ``kill -9`` on exit)."""
+    code = f"from attnrec.paths import DirLock; DirLock({str(folder)!r}).acquire(); print('locked', flush=True); input()"
     holder = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        assert_clean_error(cli(train(ml, out, "--model", "pop")), f"pid {holder.pid}")
+        yield holder
     finally:
         holder.kill()  # kill -9: the kernel drops its flock; the lock file stays behind, naming a dead pid
         holder.wait()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken(cli, ml, tmp_path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    with lock_held_by_another_process(out) as holder:
+        assert_clean_error(cli(train(ml, out, "--model", "pop")), f"pid {holder.pid}")
     assert (out / LOCK_NAME).exists()
     assert_ok(cli(train(ml, out, "--model", "pop")))
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_run_whose_checkpoints_go_into_out_itself_takes_the_lock_twice(cli, ml, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert_ok(cli([*train(ml, out, "--model", "pop"), "--trainer-set", f"checkpoint_dir={out}"]))
+    assert (out / "checkpoint.pt").is_file() and not (out / LOCK_NAME).exists()
 
 
 def test_the_lock_is_released_when_a_run_fails(cli, ml, tmp_path) -> None:
@@ -312,8 +327,9 @@ def test_a_fit_locks_its_checkpoint_folder_outside_a_run(ml, tmp_path) -> None:
     ckpt = tmp_path / "ck"
     ckpt.mkdir()
     trainer = trainer_mod.TrainerConfig(checkpoint_dir=ckpt, progress=False, epochs=1)
-    with DirLock(ckpt), pytest.raises(OutputError, match=rf"{ckpt} is in use .*pid {os.getpid()}"):
-        Pop().fit(data, trainer=trainer)
+    with lock_held_by_another_process(ckpt) as holder:
+        with pytest.raises(OutputError, match=rf"{ckpt} is in use .*pid {holder.pid}"):
+            Pop().fit(data, trainer=trainer)
     assert not (ckpt / "checkpoint.pt").exists()
     Pop().fit(data, trainer=trainer)  # free again
     assert (ckpt / "checkpoint.pt").is_file() and not (ckpt / LOCK_NAME).exists()
@@ -328,3 +344,27 @@ def test_what_a_killed_write_left_is_a_run_and_is_cleared_by_overwrite(cli, ml, 
     assert_ok(cli([*train(ml, out, "--model", "pop"), "--overwrite"]))
     assert_nothing_partial(out)
     assert (out / "metrics.json").is_file()
+
+
+def test_the_lock_nests_in_one_thread_and_refuses_another(tmp_path) -> None:
+    import threading
+
+    from attnrec.errors import OutputError
+
+    refused: list[str] = []
+
+    def other_thread() -> None:
+        try:
+            DirLock(tmp_path).acquire()
+        except OutputError as exc:
+            refused.append(str(exc))
+
+    with DirLock(tmp_path):
+        with DirLock(tmp_path):
+            pass
+        assert (tmp_path / LOCK_NAME).exists()  # the inner release leaves the outer lock held
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    assert len(refused) == 1 and f"pid {os.getpid()}" in refused[0]
+    assert not (tmp_path / LOCK_NAME).exists()
