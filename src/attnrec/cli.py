@@ -131,16 +131,14 @@ def data_split(
     check_output_dir(out)  # before the dataset is read: a file at --out fails at once
     ds = load_dataset(source, on_bad_lines=on_bad_lines)
     df = ds.interactions
-    if rating_range is not None:
+    scale: dict[str, Any] | None = None
+    if rating_range is not None:  # declared: every rating checked, skipped rows counted in split.json
         from attnrec.data.table import check_rating_range, parse_rating_range
 
-        df, _ = check_rating_range(
-            df,
-            parse_rating_range(rating_range),
-            source=ds.source or ds.name,
-            on_bad_lines=on_bad_lines,
-            lines=ds.lines,
-        )
+        lo_hi = parse_rating_range(rating_range)
+        source_name = ds.source or ds.name
+        df, off = check_rating_range(df, lo_hi, source=source_name, on_bad_lines=on_bad_lines, lines=ds.lines)
+        scale = {"range": list(lo_hi), "source": "declared", "skipped": {"input": off} if off else {}}
     if dedup != "none":
         df, _ = filters.deduplicate(df, policy=dedup)  # type: ignore[arg-type]  # validated by deduplicate
     if user_k or item_k:
@@ -155,6 +153,8 @@ def data_split(
     if method.startswith("random"):
         kw["seed"] = seed
     result = split(Dataset(ds.name, df, source=ds.source), method, **kw)  # errors name the file
+    if scale is not None:
+        result.report["rating_range"] = scale
     skipped = skipped_summary(ds.notes)
     if skipped is not None:
         result.report["skipped_bad_lines"] = skipped
@@ -238,7 +238,7 @@ def train_cmd(
     on_bad_lines: Annotated[
         Literal["error", "skip"] | None,
         typer.Option(
-            help="a malformed line or an out-of-range rating: 'error' stops; 'skip' drops and counts"
+            help="a malformed line (--data) or an out-of-range rating: 'error' stops; 'skip' drops and counts"
         ),
     ] = None,
     progress: bool = True,

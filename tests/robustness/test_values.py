@@ -96,6 +96,26 @@ def test_out_of_range_rows_skipped_and_counted(
     assert manifest["extra"]["rating_range"]["range"] == [1.0, 5.0]
 
 
+def test_data_split_skips_and_records_out_of_range_rows(
+    cli: Callable[..., Probe], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _write(tmp_path / "scores.csv", _with_value(_rows(), 7, "500"))  # line 9
+    out = tmp_path / "split"
+    base = ["data", "split", data, "--out", out, "--rating-range", "1,5"]
+    assert_clean_error(cli(base), "scores.csv:9", "rating", "500.0")
+    assert_ok(cli([*base, "--on-bad-lines", "skip"]))
+    assert "scores.csv: 1 row(s) with a rating outside [1, 5] skipped (first lines 9)" in caplog.text
+    report = json.loads((out / "split.json").read_text())
+    assert report["rating_range"]["skipped"]["input"]["first_lines"] == [9]
+    assert report["input_rows"] == 71
+
+
+def test_ctr_runs_refuse_the_rating_flags(cli: Callable[..., Probe], tmp_path: Path) -> None:
+    for flags in (["--rating-range", "1,5"], ["--on-bad-lines", "skip"]):
+        probe = cli(["train", "--model", "fm", "--data", tmp_path / "nowhere", *flags])
+        assert_clean_error(probe, flags[0].lstrip("-").replace("-", "_"), "CTR rows")
+
+
 def test_inferred_range_is_said_on_the_console_and_stored(
     cli: Callable[..., Probe], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

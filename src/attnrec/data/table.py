@@ -191,12 +191,22 @@ def check_rating_range(
             value=df["rating"][first],
             expected=f"a rating in [{lo:g}, {hi:g}] (--rating-range LOW,HIGH declares the range)",
         )
+    first_key = "first_lines" if lines is not None else "first_data_rows"
     report: dict[str, object] = {
         "rows": n_bad,
         "range": [lo, hi],
         "file": source,
-        ("first_lines" if lines is not None else "first_data_rows"): where.head(MAX_NOTED_LINES).to_list(),
+        first_key: where.head(MAX_NOTED_LINES).to_list(),
     }
+    log.warning(
+        "%s: %d row(s) with a rating outside [%g, %g] skipped (%s %s)",
+        source,
+        n_bad,
+        lo,
+        hi,
+        first_key.replace("_", " "),
+        ", ".join(str(x) for x in where.head(5).to_list()) + (", ..." if n_bad > 5 else ""),
+    )
     return df.filter(~out), report
 
 
@@ -258,9 +268,6 @@ def enforce_rating_range(
         )
         if rep is not None:
             skipped[name] = rep
-            log.warning(
-                "%s: %d row(s) with a rating outside [%g, %g] skipped", rep["file"], rep["rows"], *scale
-            )
     return out, {
         "range": list(scale),
         "source": "declared" if declared is not None else "inferred",

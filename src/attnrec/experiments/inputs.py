@@ -87,11 +87,6 @@ def load_split(
         df, skipped = check_rating_range(
             df, cfg.rating_range, source=source, on_bad_lines=cfg.on_bad_lines, lines=dataset.lines
         )
-        if skipped is not None:
-            lo, hi = cfg.rating_range
-            log.warning(
-                "%s: %d row(s) with a rating outside [%g, %g] skipped", source, skipped["rows"], lo, hi
-            )
     f = cfg.filters
     if f.dedup != "none":
         df, notes["dedup"] = filters.deduplicate(df, policy=f.dedup)

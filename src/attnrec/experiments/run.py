@@ -303,6 +303,12 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
     t0 = time.perf_counter()
     data: PreparedData | PreparedCTR
     if cls.task is TaskKind.CTR:
+        unused = [f for f in ("rating_range", "on_bad_lines") if f in cfg.model_fields_set]
+        if unused:  # CTR rows have a 0/1 label and are read strictly: these would be silently ignored
+            raise ConfigError(
+                f"{', '.join(unused)} (--rating-range/--on-bad-lines): model {cls.name!r} reads CTR rows with a 0/1 "
+                "label, read strictly; these apply to interaction data"
+            )
         data = prepare_ctr(cfg, progress=progress)
     else:
         data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
