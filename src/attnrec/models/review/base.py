@@ -341,9 +341,13 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         with torch.no_grad():
             uvec = self._vectors("user", torch.as_tensor(np.asarray(users, dtype=np.int64), device=dev))
             ivec = self._vectors("item", torch.arange(self.n_items, device=dev))
-            b, n = len(uvec), len(ivec)
-            flat = self._rate_pairs(uvec.repeat_interleave(n, dim=0), ivec.repeat(b, 1))
-        return flat.reshape(b, n)
+            n = len(ivec)
+            step = max(1, _PAIR_CHUNK // max(1, n))  # users per pass: the pairs of a pass stay ~_PAIR_CHUNK
+            rows = [
+                m.rate(block.repeat_interleave(n, dim=0), ivec.repeat(len(block), 1)).reshape(len(block), n)
+                for block in uvec.split(step)
+            ]
+        return torch.cat(rows) if rows else torch.zeros((0, n), device=dev)
 
     def has_text(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """(N,) bool: True where both the user's and the item's documents hold a word (False: the all-padding
