@@ -187,7 +187,9 @@ def test_heldout_file_against_the_scale(
     assert_clean_error(probe, "test.csv:4", "rating", "500.0", "declared range [1, 5]")
 
 
-def test_implicit_data_is_unaffected(cli: Callable[..., Probe], tmp_path: Path) -> None:
+def test_implicit_data_is_unaffected(
+    cli: Callable[..., Probe], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     rows = [",".join(r.split(",")[:2]) + "\n" for r in _rows()]
     data = _write(tmp_path / "clicks.csv", rows, header="user_id,item_id\n")
     out = tmp_path / "run"
@@ -197,6 +199,14 @@ def test_implicit_data_is_unaffected(cli: Callable[..., Probe], tmp_path: Path) 
     assert_ok(probe)
     assert "rating range" not in probe.text
     assert json.loads((out / "metrics.json").read_text())["data"]["notes"]["rating_range"] is None
+    # a top-K model on rated data: no scale is inferred or announced (it predicts no ratings)
+    rated = _write(tmp_path / "scores.csv", _rows())
+    probe = cli(["train", "--model", "pop", "--data", rated, "--out", tmp_path / "run2", "--no-progress"])
+    assert_ok(probe)
+    assert "rating range" not in caplog.text
+    assert (
+        json.loads((tmp_path / "run2" / "metrics.json").read_text())["data"]["notes"]["rating_range"] is None
+    )
 
 
 def _fit_svd(rating_range: tuple[float, float] | None) -> tuple[object, Interactions]:

@@ -529,6 +529,7 @@ def load_presplit(
     columns: Mapping[str, str] | None = None,
     rating_range: tuple[float, float] | None = None,
     on_bad_lines: str = "error",
+    infer_rating_range: bool = True,
 ) -> SplitResult:
     """Read a split given as three files (CSV or Parquet by suffix) and validate it like every split.
 
@@ -556,7 +557,12 @@ def load_presplit(
             )
     sources = {name: str(p) for name, p in paths.items()}
     tables, scale = enforce_rating_range(
-        tables, rating_range, sources=sources, on_bad_lines=on_bad_lines, lines=lines
+        tables,
+        rating_range,
+        sources=sources,
+        on_bad_lines=on_bad_lines,
+        lines=lines,
+        infer=infer_rating_range,
     )
     if "valid" not in tables:
         tables["valid"] = tables["train"].clear()
@@ -580,12 +586,15 @@ def with_rating_range(
     *,
     source: str,
     on_bad_lines: str = "error",
+    infer: bool = True,
 ) -> SplitResult:
     """``result`` with its ratings checked against the ``declared`` scale, or the scale inferred from its train
     part (see :func:`~attnrec.data.table.enforce_rating_range`); the scale goes into the report as
     ``rating_range`` (None for implicit data) and the sizes count what is left."""
     sources = {name: f"the {name} part of {source}" for name in PARTS}
-    parts, scale = enforce_rating_range(result.parts(), declared, sources=sources, on_bad_lines=on_bad_lines)
+    parts, scale = enforce_rating_range(
+        result.parts(), declared, sources=sources, on_bad_lines=on_bad_lines, infer=infer
+    )
     result.train, result.valid, result.test = parts["train"], parts["valid"], parts["test"]
     if scale is not None and scale["skipped"]:
         result.report["sizes"] = {name: parts[name].height for name in PARTS}

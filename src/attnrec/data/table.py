@@ -217,6 +217,7 @@ def enforce_rating_range(
     sources: dict[str, str],
     on_bad_lines: str = "error",
     lines: dict[str, pl.Series] | None = None,
+    infer: bool = True,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, object] | None]:
     """The rating scale of a split's ``parts`` (``train``/``valid``/``test`` tables), checked on every row.
 
@@ -226,10 +227,11 @@ def enforce_rating_range(
     and max and said in a logged warning (with the distinct values, so a stray 500 shows); held-out ratings
     outside it are counted (``outside_inferred``) and warned about, not refused. Returns the parts (rows dropped
     where skipped) and ``{"range", "source": "declared"|"inferred", "skipped": {part: report}}`` (None for
-    implicit data: no ``rating`` column).
+    implicit data: no ``rating`` column; and with ``infer`` False when nothing is declared, for a run whose model
+    predicts no ratings).
     """
     train = parts["train"]
-    if "rating" not in train.columns:
+    if "rating" not in train.columns or (declared is None and not infer):
         return parts, None
     if declared is not None:
         scale, why, check = (float(declared[0]), float(declared[1])), "declared", list(parts)

@@ -43,13 +43,15 @@ def check_columns(columns: dict[str, str]) -> dict[str, str]:
 
 
 def load_split(
-    cfg: RunConfig, *, progress: bool = True
+    cfg: RunConfig, *, progress: bool = True, rating_scale: bool = False
 ) -> tuple[Dataset | None, SplitResult, dict[str, Any]]:
     """The run's interactions, split: ``(dataset or None for pre-split files, split, notes)``.
 
     ``cfg.data``: a registered dataset or a path, deduplicated / binarised / k-cored by ``cfg.filters`` and split
     by ``cfg.split``; else the pre-split ``cfg.train``/``valid``/``test`` files. ``cfg.columns`` renames a table
-    file's columns (``{"userId": "user_id"}``)."""
+    file's columns (``{"userId": "user_id"}``). Ratings are checked against ``cfg.rating_range`` when declared;
+    otherwise, with ``rating_scale`` (a model that predicts ratings), the scale is inferred from the training
+    split; ``notes["rating_range"]`` says which (None: neither)."""
     from attnrec.data import filters
     from attnrec.data.registry import load_dataset
 
@@ -65,6 +67,7 @@ def load_split(
             columns=columns,
             rating_range=cfg.rating_range,
             on_bad_lines=cfg.on_bad_lines,
+            infer_rating_range=rating_scale,
         )
         notes["rating_range"] = result.report["rating_range"]
         return None, result, notes
@@ -105,6 +108,7 @@ def load_split(
         cfg.rating_range,
         source=source,
         on_bad_lines=cfg.on_bad_lines,
+        infer=rating_scale,
     )
     if skipped is not None and result.report["rating_range"] is not None:
         result.report["rating_range"]["skipped"] = {"input": skipped}

@@ -89,7 +89,8 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
             "--format is for CTR models"
         )
     items = read_items(cfg.items, cfg.columns) if cfg.items is not None else None
-    dataset, result, notes = load_split(cfg, progress=progress)
+    # the rating scale is inferred (and said) only for a model that predicts ratings; a declared one is always checked
+    dataset, result, notes = load_split(cfg, progress=progress, rating_scale=not implicit)
     if items is None and dataset is not None:
         items = dataset.items
     train_df = result.train
