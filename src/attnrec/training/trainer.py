@@ -58,7 +58,7 @@ SGD_FIELDS: frozenset[str] = frozenset(
 )
 #: the fields of early stopping on a validation metric (unused by a solver that validates nothing)
 VALIDATION_FIELDS: frozenset[str] = frozenset(
-    {"valid_metric", "valid_mode", "valid_every", "patience", "restore_best"}
+    {"valid_metric", "valid_mode", "valid_also", "valid_every", "patience", "restore_best"}
 )
 
 
@@ -83,6 +83,10 @@ class TrainerConfig(BaseModel):
     grad_clip: float | None = None
     valid_metric: str | None = None
     valid_mode: Literal["min", "max"] | None = None
+    #: more validation metrics that extend patience, each with its direction (``{"auc": "max"}``): an epoch where
+    #: the selection metric *or* any of these improves on its own best resets the count, so training stops only when
+    #: none improves for ``patience`` epochs. The restored weights stay those of the best ``valid_metric`` epoch.
+    valid_also: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
     valid_every: int = Field(1, ge=1)
     patience: int | None = Field(5, ge=1)
     restore_best: bool = True
@@ -307,6 +311,7 @@ class Trainer:
             "stopped": False,
             "history": [],
             "best_valid": {},
+            "best_also": {},
         }
         best_weights: dict[str, torch.Tensor] | None = None
         ckpt = c.checkpoint_dir / CHECKPOINT_NAME if c.checkpoint_dir else None
@@ -316,7 +321,7 @@ class Trainer:
             module.load_state_dict(saved["module"])
             solver.load_state_dict(saved["solver"])
             best_weights = saved.get("best_weights")
-            state = {"stopped": False, **json.loads(saved["state"])}
+            state = {"stopped": False, "best_also": {}, **json.loads(saved["state"])}
         elif c.log_path is not None and c.log_path.exists():
             c.log_path.unlink()  # a fresh fit starts a fresh log; a resumed one appends
         bar = tqdm(
@@ -340,20 +345,28 @@ class Trainer:
                 module.eval()
                 with torch.no_grad():
                     metrics = validate()
-                if self.valid_metric not in metrics:
-                    raise ConfigError(
-                        f"trainer field 'valid_metric': {self.valid_metric!r} is not computed; have {sorted(metrics)}"
-                    )
+                watched = [(self.valid_metric, "valid_metric"), *((k, "valid_also") for k in c.valid_also)]
+                for name, field in watched:
+                    if name not in metrics:
+                        raise ConfigError(
+                            f"trainer field {field!r}: {name!r} is not computed; have {sorted(metrics)}"
+                        )
                 row.update({f"valid_{k}": float(v) for k, v in metrics.items()})
                 value = float(metrics[self.valid_metric])
+                improved = False
                 if math.isfinite(value) and self._better(value, state["best"]):
                     state.update(
-                        best=value,
-                        best_epoch=epoch,
-                        bad=0,
-                        best_valid={k: float(v) for k, v in metrics.items()},
+                        best=value, best_epoch=epoch, best_valid={k: float(v) for k, v in metrics.items()}
                     )
                     best_weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+                    improved = True
+                for name, mode in c.valid_also.items():
+                    v, old = float(metrics[name]), state["best_also"].get(name)
+                    if math.isfinite(v) and (old is None or (v < old if mode == "min" else v > old)):
+                        state["best_also"][name] = v
+                        improved = True
+                if improved:
+                    state["bad"] = 0
                 else:
                     state["bad"] += 1
                     state["stopped"] = c.patience is not None and state["bad"] >= c.patience
