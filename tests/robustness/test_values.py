@@ -472,3 +472,19 @@ def test_hybrid_csa_clips_to_the_run_scale_and_keeps_it_in_the_bundle(tmp_path: 
     np.testing.assert_allclose(pred, np.clip(raw, 2.85, 2.95), rtol=1e-6)
     save_bundle(model, tmp_path / "b")
     assert load_bundle(tmp_path / "b").rating_range == (2.85, 2.95)  # type: ignore[attr-defined]
+
+
+def test_negative_seed_and_constant_timestamps(
+    cli: Callable[..., Probe], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _write(tmp_path / "scores.csv", _rows())
+    assert_clean_error(
+        cli(["data", "split", data, "--out", tmp_path / "s1", "--seed", "-1"]), "seed -1", ">= 0"
+    )
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'model = "svd"\ndata = "{data}"\n[split]\nseed = -5\n')
+    assert_clean_error(cli(["train", "--config", cfg]), "run.toml", "split.seed", "-5")
+    # one timestamp on every row: a temporal split is the file's order, and says so
+    same = _write(tmp_path / "same.csv", [",".join(r.split(",")[:3]) + ",1600000000\n" for r in _rows()])
+    assert_ok(cli(["data", "split", same, "--out", tmp_path / "s2", "--method", "temporal_per_user"]))
+    assert "same.csv: every row has the same timestamp (1600000000)" in caplog.text

@@ -150,6 +150,13 @@ def _need_timestamp(frame: pl.DataFrame, method: str, source: str = "<table>") -
             field="timestamp",
             expected="no empty timestamps",
         )
+    if ts.len() > 1 and ts.n_unique() == 1:
+        log.warning(
+            "%s: every row has the same timestamp (%d): the %s split orders rows by their place in the file",
+            source,
+            int(ts[0]),  # type: ignore[arg-type]
+            method,
+        )
     negative = ts < 0
     if negative.any():
         row = int(negative.arg_true()[0])
@@ -372,6 +379,10 @@ def random_split(
     """
     r = check_ratios(ratios)
     _check_protocol(protocol)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(
+            f"split seed {seed!r}: expected an integer >= 0 (numpy's generators take no negative seed)"
+        )
     frame = _table(df)
     units = _units(frame, latest=False)
     key = np.random.default_rng(seed).permutation(units.height).astype(np.int64)

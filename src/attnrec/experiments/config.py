@@ -41,7 +41,7 @@ class SplitSpec(BaseModel):
 
     method: Literal["random", "random_per_user", "temporal", "temporal_per_user", "leave_last_out"] = "random"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 2026
+    seed: int = Field(2026, ge=0)
     protocol: Literal["warm", "cold_start"] = "warm"
 
     @model_validator(mode="after")
