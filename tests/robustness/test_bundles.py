@@ -749,6 +749,30 @@ def test_json_reads_are_capped_and_the_error_states_the_limit(
     assert_refused(cli, "svd", path, built, name, f"{size:,} bytes, over the {size - 1:,}-byte limit")
 
 
+@pytest.mark.parametrize(
+    "scale",
+    [
+        {"range": ["x", 5], "source": "declared"},
+        {"range": [float("nan"), 5], "source": "declared"},
+        {"range": [5, 1], "source": "inferred"},
+        {"range": 5, "source": "declared"},
+        {"range": [1, 5], "source": "guessed"},
+        "1-5",
+    ],
+)
+def test_a_stored_rating_scale_is_checked(
+    scale: object, copy: Callable[[str], Path], cli: Callable[..., Probe], built: dict[str, Path]
+) -> None:
+    """``evaluate`` enforces the run's stored scale on held-out ratings: a tampered one was a traceback (a string)
+    or refused every rating (NaN, low above high)."""
+    path = copy("svd")
+    edit_manifest(path, extra={**manifest(path)["extra"], "rating_range": scale})
+    probe = cli(["evaluate", "--model-dir", path, "--test", built["rating_csv"]])
+    assert_clean_error(probe, "manifest.json", "field 'extra.rating_range")
+    with pytest.raises(DataError, match=r"manifest\.json, field 'extra\.rating_range"):
+        load_bundle(path)
+
+
 def test_a_recommender_without_its_vocabularies_is_refused(
     copy: Callable[[str], Path], cli: Callable[..., Probe], built: dict[str, Path]
 ) -> None:

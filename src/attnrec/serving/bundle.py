@@ -50,6 +50,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -371,6 +372,7 @@ def _read_manifest(root: Path, *, warn: bool = True) -> dict[str, Any]:
                 value=value,
                 expected=kind.__name__,
             )
+    _check_rating_range(manifest.get("extra", {}).get("rating_range"), file)
     if manifest["format"] not in READABLE_FORMATS:
         raise DataError(
             "unsupported bundle format",
@@ -404,6 +406,34 @@ def _read_manifest(root: Path, *, warn: bool = True) -> dict[str, Any]:
             "%s: bundle format 1 has no checksums; its files are loaded unverified (save it again)", file
         )
     return manifest
+
+
+def _check_rating_range(scale: Any, file: Path) -> None:
+    """A run's stored rating scale (``extra.rating_range``: ``{"range": [low, high], "source": "declared" |
+    "inferred", ...}`` or null), which ``attnrec evaluate`` enforces on held-out ratings."""
+    if scale is None:
+        return
+    bounds = scale.get("range") if isinstance(scale, dict) else None
+    finite = [
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for v in (bounds if isinstance(bounds, list) else [])
+    ]
+    if not (isinstance(bounds, list) and finite == [True, True] and bounds[0] <= bounds[1]):
+        raise DataError(
+            "not a rating scale",
+            file=file,
+            field="extra.rating_range",
+            value=scale,
+            expected='{"range": [low, high], "source": ...} with finite low <= high',
+        )
+    if scale.get("source") not in ("declared", "inferred"):
+        raise DataError(
+            "unknown source",
+            file=file,
+            field="extra.rating_range.source",
+            value=scale.get("source"),
+            expected="'declared' or 'inferred'",
+        )
 
 
 def _listed_files(root: Path, manifest: dict[str, Any]) -> set[str]:
