@@ -60,10 +60,12 @@ class SplitResult:
     """Three parts of one table plus a JSON-serialisable report of how they were made.
 
     ``train``/``valid``/``test`` hold the original columns and external ids. ``report`` holds ``method``,
-    ``seed``, ``ratios``, ``protocol``, ``input_rows``, ``assigned`` (rows per part before validation),
-    ``sizes``, ``users``, ``items`` (per part, after validation), ``unseen`` (valid/test rows whose user or
-    item is not in train), ``dropped`` (rows removed for that, per part, with reasons) and ``seen_pairs``
-    (valid/test rows whose (user, item) pair also occurs in train; kept, reported so repeats are visible).
+    ``seed``, ``ratios``, ``protocol``, ``input_rows``, ``assigned`` / ``assigned_pairs`` (rows / distinct pairs
+    per part before validation), ``sizes``, ``users``, ``items`` (per part, after validation), ``unseen``
+    (valid/test rows whose user or item is not in train), ``dropped`` (rows removed for that, per part, with
+    reasons), ``seen_pairs`` (valid/test rows whose (user, item) pair also occurs in train: 0 for every split made
+    here, possibly not for pre-split files), ``duplicates`` (rows repeating a pair, and pairs shared between
+    parts) and, where a run set it, ``rating_range`` (the scale, declared or inferred, and rows skipped).
     """
 
     train: pl.DataFrame
