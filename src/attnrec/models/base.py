@@ -464,13 +464,13 @@ def check_state_tensors(
 
 def pop_rating_range(tensors: dict[str, torch.Tensor]) -> tuple[float, float]:
     """Remove and return the ``_rating_range`` tensor a rating model stores beside its module: (low, high) of the
-    training ratings. Raises DataError unless it is two finite floats with low <= high."""
+    training ratings. Raises DataError unless it is two finite float64 values with low <= high."""
     t = tensors.pop("_rating_range", None)
     if t is None:
         raise DataError("the weights have no tensor '_rating_range'", field="_rating_range")
-    if t.shape != (2,) or not t.is_floating_point():
+    if t.shape != (2,) or t.dtype != torch.float64:
         raise DataError(
-            f"shape {tuple(t.shape)} dtype {t.dtype}", field="_rating_range", expected="(low, high)"
+            f"shape {tuple(t.shape)} dtype {t.dtype}", field="_rating_range", expected="(low, high) float64"
         )
     lo, hi = (float(v) for v in t.tolist())
     if not lo <= hi:

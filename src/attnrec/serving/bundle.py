@@ -544,8 +544,11 @@ def _read_weights(root: Path, manifest: dict[str, Any]) -> dict[str, torch.Tenso
             file=file,
         )
     for key, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
+        if not t.is_floating_point():
+            continue
+        finite = torch.isfinite(t if t.element_size() > 1 else t.float())  # no isfinite for float8 types
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
             raise DataError(
                 f"{bad} non-finite value(s) (NaN or inf)", file=file, field=key, expected="finite weights"
             )
