@@ -125,7 +125,13 @@ def test_predict_proba_is_sigmoid_of_logits_and_row_ordered() -> None:
     model = FM(embedding_dim=4)
     model.fit(train, valid, trainer=TrainerConfig(**FAST))
     logits = model.predict_logits(test, batch_size=50)
-    np.testing.assert_allclose(model.predict_proba(test), 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_proba(test, calibrated=False), 1 / (1 + np.exp(-logits)), rtol=1e-6
+    )
+    # the default config fits temperature scaling on valid: σ(z / T), T > 0
+    cal = model.calibrator
+    assert cal is not None and cal.method == "temperature" and cal.b == 0.0 and cal.a != 1.0
+    np.testing.assert_allclose(model.predict_proba(test), 1 / (1 + np.exp(-cal.a * logits)), rtol=1e-5)
     batch = next(ctr_batches(test, 7, shuffle=False))
     with torch.no_grad():
         np.testing.assert_allclose(model.module(batch).numpy(), logits[:7], rtol=1e-6)

@@ -14,17 +14,19 @@ A CTR model scores *feature rows* (a :class:`~attnrec.data.ctr.CTRData`), not (u
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from scipy.special import expit
 
 from attnrec.data.batches import CTRBatch
 from attnrec.data.ctr import CTRData, FeatureEncoder, ctr_batches
@@ -32,6 +34,7 @@ from attnrec.data.ctr_shards import ShardedCTRData
 from attnrec.data.schema import FeatureSchema
 from attnrec.data.side import SideInputs
 from attnrec.errors import ConfigError, DataError
+from attnrec.evaluation.calibration import Calibrator, fit_calibrator
 from attnrec.models.base import (
     FitReport,
     ModelConfig,
@@ -51,6 +54,11 @@ class CTRConfig(ModelConfig):
     """Options every CTR model has."""
 
     embedding_reg: float = Field(0.0, ge=0, description="weight of the L2 penalty on the batch's embeddings")
+    calibration: Literal["none", "temperature", "platt"] = Field(
+        "temperature",
+        description="post-hoc scaling of the logits fitted on the validation split after training "
+        "(temperature: σ(z/T), keeps the ranking; platt: σ(a·z + b)); none, or no validation split: raw",
+    )
 
 
 class EmbeddingCTRConfig(CTRConfig):
@@ -155,6 +163,8 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         super().__init__(config, **overrides)
         self.schema: FeatureSchema | None = None
         self.encoder: FeatureEncoder | None = None
+        #: post-hoc scaling of the logits fitted on validation after training (``config.calibration``); None: raw
+        self.calibrator: Calibrator | None = None
 
     def build_ctr_module(self, schema: FeatureSchema) -> CTRModule:
         """A fresh module for a fitted ``schema`` (parameters drawn from the current torch seed)."""
@@ -171,7 +181,8 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         run_key: str | None = None,
         encoder: FeatureEncoder | None = None,
     ) -> FitReport:
-        """Fit on ``train`` (in memory or sharded); ``valid`` (never test) drives early stopping on AUC.
+        """Fit on ``train`` (in memory or sharded); ``valid`` (never test) drives early stopping (``default_trainer``)
+        and then fits the calibrator of ``config.calibration`` on the restored model's validation logits.
 
         ``trainer`` is a :class:`~attnrec.training.trainer.TrainerConfig`; ``encoder``, the fitted
         :class:`FeatureEncoder` that produced the data, is kept so the bundle can encode raw rows
@@ -195,7 +206,7 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
             check_data(schema, valid, source="valid")
         if encoder is not None and encoder.schema != schema:
             raise ConfigError("the encoder's schema differs from the training data's schema")
-        self.schema, self.encoder = schema, encoder
+        self.schema, self.encoder, self.calibrator = schema, encoder, None
         cfg = self.make_trainer_config(trainer)
         torch.manual_seed(self.config.seed)
         self.module = self.build_ctr_module(schema)
@@ -208,8 +219,27 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
             run_key,
             (train, valid),
         )
+        if valid is not None and len(valid) and self.config.calibration != "none":
+            self.calibrator = self.fit_calibration(valid)
         report.seconds = time.perf_counter() - t0
         return report
+
+    def fit_calibration(self, valid: CTRData) -> Calibrator | None:
+        """The calibrator of ``config.calibration`` fitted on ``valid``'s raw probabilities (the VALIDATION split:
+        test must never reach it); None when the labels hold one class (nothing to fit)."""
+        labels = np.asarray(valid.labels)
+        if labels.min() == labels.max():
+            return None
+        method = self.config.calibration
+        assert method != "none"
+        return fit_calibrator(labels, self.predict_proba(valid, calibrated=False), method)
+
+    def uncalibrated(self) -> CTRRecommender[ConfigT]:
+        """A view of this model that scores raw probabilities (shares the module; no calibrator): evaluate both
+        to report the raw model beside the calibrated one."""
+        view = copy.copy(self)
+        view.calibrator = None
+        return view
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> TrainableModule:
         return self.build_ctr_module(self._schema())
@@ -249,11 +279,19 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
             return np.zeros(0, dtype=np.float32)
         return torch.cat(out).numpy()
 
-    def predict_proba(self, data: CTRSource, batch_size: int = 4096) -> np.ndarray:
-        """Click probabilities of every row of ``data``, float32 (N,) in [0, 1], in row order."""
-        return torch.sigmoid(torch.from_numpy(self.predict_logits(data, batch_size))).numpy()
+    def predict_proba(
+        self, data: CTRSource, batch_size: int = 4096, *, calibrated: bool = True
+    ) -> np.ndarray:
+        """Click probabilities of every row of ``data``, float32 (N,) in [0, 1], in row order: ``σ(a·z + b)`` of the
+        logits ``z`` with the fitted calibrator's ``(a, b)``, or ``σ(z)`` when there is none or ``calibrated=False``."""
+        z = self.predict_logits(data, batch_size).astype(np.float64)
+        if calibrated and self.calibrator is not None:
+            z = self.calibrator.a * z + self.calibrator.b
+        return expit(z).astype(np.float32)
 
-    def predict_frame(self, frame: pl.DataFrame, batch_size: int = 4096) -> np.ndarray:
+    def predict_frame(
+        self, frame: pl.DataFrame, batch_size: int = 4096, *, calibrated: bool = True
+    ) -> np.ndarray:
         """Click probabilities of raw rows (the reader's columns), using the attached encoder.
 
         A frame without the label column is scored too (the label is not used).
@@ -266,14 +304,17 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         label = self.encoder.schema.label
         if label not in frame.columns:
             frame = frame.with_columns(pl.lit(0.0).alias(label))
-        return self.predict_proba(self.encoder.transform(frame, source="<frame>"), batch_size)
+        return self.predict_proba(
+            self.encoder.transform(frame, source="<frame>"), batch_size, calibrated=calibrated
+        )
 
     # ----------------------------------------------------------------- persistence
     def bundle_json(self) -> dict[str, Any]:
-        """The feature schema, and the encoder (schema + vocabularies) when one is attached."""
+        """The feature schema, the encoder (schema + vocabularies) when one is attached, and the calibrator."""
         return {
             "schema": self._schema().model_dump(mode="json"),
             "encoder": json.loads(self.encoder.to_json()) if self.encoder is not None else None,
+            "calibrator": self.calibrator.to_json() if self.calibrator is not None else None,
         }
 
     def load_bundle_json(self, data: dict[str, Any]) -> None:
@@ -293,3 +334,8 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
                 field="encoder.schema",
                 expected="the schema under 'schema'",
             )
+        cal = data.get("calibrator")
+        # a bundle written before calibration existed has no key: raw probabilities, as it was saved
+        self.calibrator = (
+            Calibrator.from_json(cal, source="extra.json: calibrator") if cal is not None else None
+        )

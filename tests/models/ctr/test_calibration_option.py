@@ -1,0 +1,113 @@
+"""CTR models' post-hoc calibration: fitted on validation only, applied in predict_proba, switchable, in the bundle."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnrec.errors import DataError
+from attnrec.evaluation.calibration import Calibrator, fit_calibrator
+from attnrec.evaluation.metrics import auc, logloss
+from attnrec.evaluation.protocols import evaluate
+from attnrec.models.ctr.deepfm import DeepFM
+from attnrec.models.ctr.fm import FM
+from attnrec.serving.bundle import load_bundle, save_bundle
+from attnrec.testing.data import planted_ctr
+from attnrec.training.trainer import TrainerConfig
+
+# a high learning rate and several epochs: an over-confident model that calibration has something to correct
+FAST = {"epochs": 6, "batch_size": 128, "lr": 0.05, "progress": False, "device": "cpu", "patience": None}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted_ctr(n_rows=3000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, valid, _ = data
+    model = DeepFM(embedding_dim=4, hidden=[16], seed=0)
+    model.fit(train, valid, trainer=TrainerConfig(**FAST))
+    return model
+
+
+def test_temperature_is_fitted_on_valid_and_keeps_the_ranking(data, fitted) -> None:
+    _, valid, test = data
+    cal = fitted.calibrator
+    raw_valid = fitted.predict_proba(valid, calibrated=False)
+    assert cal == fit_calibrator(valid.labels, raw_valid, "temperature")
+    assert cal.temperature > 1.0  # the over-trained model is over-confident
+    raw, scaled = fitted.predict_proba(test, calibrated=False), fitted.predict_proba(test)
+    assert auc(test.labels, scaled) == pytest.approx(auc(test.labels, raw), abs=1e-12)
+    assert logloss(valid.labels, fitted.predict_proba(valid)) < logloss(valid.labels, raw_valid)
+
+
+def test_uncalibrated_view_reports_the_raw_model(data, fitted) -> None:
+    _, _, test = data
+    raw = evaluate(fitted.uncalibrated(), test)
+    cal = evaluate(fitted, test)
+    assert fitted.calibrator is not None  # the view did not change the model
+    assert raw["logloss"] == pytest.approx(logloss(test.labels, fitted.predict_proba(test, calibrated=False)))
+    assert cal["logloss"] == pytest.approx(logloss(test.labels, fitted.predict_proba(test)))
+    assert raw["logloss"] != cal["logloss"] and raw["auc"] == pytest.approx(cal["auc"], abs=1e-9)
+
+
+def test_none_and_no_valid_leave_raw_probabilities(data) -> None:
+    train, valid, test = data
+    off = FM(embedding_dim=4, calibration="none")
+    off.fit(train, valid, trainer=TrainerConfig(**{**FAST, "epochs": 2}))
+    assert off.calibrator is None
+    np.testing.assert_array_equal(off.predict_proba(test), off.predict_proba(test, calibrated=False))
+    novalid = FM(embedding_dim=4)
+    novalid.fit(train, None, trainer=TrainerConfig(**{**FAST, "epochs": 2}))
+    assert novalid.calibrator is None
+
+
+def test_platt_has_an_offset(data) -> None:
+    train, valid, test = data
+    model = FM(embedding_dim=4, calibration="platt")
+    model.fit(train, valid, trainer=TrainerConfig(**{**FAST, "epochs": 2}))
+    cal = model.calibrator
+    assert cal is not None and cal.method == "platt" and cal.b != 0.0
+    z = model.predict_logits(test).astype(np.float64)
+    np.testing.assert_allclose(model.predict_proba(test), 1 / (1 + np.exp(-(cal.a * z + cal.b))), rtol=1e-5)
+
+
+def test_calibrator_travels_in_the_bundle(tmp_path: Path, data, fitted) -> None:
+    _, _, test = data
+    save_bundle(fitted, tmp_path / "b")
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.calibrator == fitted.calibrator
+    np.testing.assert_array_equal(loaded.predict_proba(test), fitted.predict_proba(test))
+    np.testing.assert_array_equal(
+        loaded.predict_proba(test, calibrated=False), fitted.predict_proba(test, calibrated=False)
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"method": "temperature", "a": -1.0, "b": 0.0}, "a"),
+        ({"method": "isotonic", "a": 1.0, "b": 0.0}, "method"),
+        ({"method": "temperature", "a": 1.0, "b": 0.5}, "b"),
+        ("T=2", None),
+    ],
+)
+def test_a_bad_calibrator_in_the_bundle_json_is_named(fitted, bad, field) -> None:
+    extra = fitted.bundle_json()
+    extra["calibrator"] = bad
+    clone = DeepFM(fitted.config)
+    with pytest.raises(DataError, match="calibrat") as err:
+        clone.load_bundle_json(extra)
+    if field is not None:
+        assert err.value.field == field
+
+
+def test_an_old_bundle_without_a_calibrator_scores_raw(fitted) -> None:
+    extra = fitted.bundle_json()
+    del extra["calibrator"]
+    clone = DeepFM(fitted.config)
+    clone.load_bundle_json(extra)
+    assert clone.calibrator is None
+    assert isinstance(fitted.calibrator, Calibrator)
