@@ -437,6 +437,12 @@ def test_heldout_users_unknown_to_a_known_user_model_are_counted(
     report = json.loads((out / "metrics.json").read_text())["data"]
     assert report["split"]["dropped"]["test"] == {"rows": 2, "unknown_user": 2, "unknown_item": 0}
     assert report["sizes"]["test"] == 12  # the 12 rows of known users are evaluated
+    # protocol cold_start keeps them in the split; svd scores known users only: the run says how many it skips
+    caplog.clear()
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'model = "svd"\ntrain = "{train}"\ntest = "{test}"\n[split]\nprotocol = "cold_start"\n')
+    assert_ok(cli(["train", "--config", cfg, "--no-progress"]))
+    assert "scores known users and items only: 0 valid and 2 test row(s)" in caplog.text
     with pytest.raises(ConfigError):
         split(pl.DataFrame({"user_id": ["a"], "item_id": ["x"]}), "random", ratios=(float("nan"), 0.5, 0.5))
 
