@@ -448,6 +448,7 @@ def test_a_missing_or_extra_tensor_is_named(
         ),
         ("hybrid_csa", "extra.json", lambda d: {**d, "n_warm_items": -1}, ("field 'n_warm_items'", "0..40")),
         ("hybrid_csa", "extra.json", lambda d: {**d, "encoder": "x"}, ("field 'encoder'", "not an object")),
+        ("hybrid_csa", "extra.json", lambda d: {**d, "text_weight": 7}, ("field 'text_weight'", "0 to 1")),
         ("lr", "extra.json", lambda d: {**d, "schema": {"fields": 3}}, ("extra.json", "not valid")),
         ("lr", "extra.json", lambda d: {"encoder": d["encoder"]}, ("field 'schema'", "no feature schema")),
         (

@@ -646,8 +646,9 @@ def _blame(file: Path, what: str) -> Iterator[None]:
 
 
 def _with_file(exc: DataError, file: Path) -> DataError:
-    """``exc`` (raised by a model, which does not know the bundle's paths) naming ``file``; unchanged if it names one."""
-    if exc.file is not None:
+    """``exc`` (raised by a model, which does not know the bundle's paths) naming ``file``; unchanged if it names
+    another file (a model naming just ``extra.json`` gets its full path)."""
+    if exc.file is not None and exc.file != file.name:
         return exc
 
     def like(message: str, at: Path | None) -> DataError:
