@@ -229,6 +229,12 @@ class ModelSlot:
             return list(rec.titles)
         return None
 
+    def user_ids(self, offset: int = 0, limit: int = 100) -> list[str]:
+        """Known user ids ``offset .. offset + limit - 1`` in vocabulary order (none for a CTR model)."""
+        if self.recommender is None:
+            return []
+        return [str(u) for u in self.recommender._vocabs()[0].ids[offset : offset + limit].tolist()]
+
     def title(self, index: int) -> str | None:
         return None if self.titles is None else self.titles[index]
 
