@@ -37,6 +37,7 @@ from attnrec.cli_common import quiet_progress as _quiet_progress
 from attnrec.cli_common import set_threads as _set_threads
 from attnrec.errors import ConfigError
 from attnrec.paths import check_output_dir, staged_files
+from attnrec.serving.cli import serve_cmd
 
 app = typer.Typer(
     add_completion=False,
@@ -609,6 +610,10 @@ def _write_or_print(recs: Any, out: Path | None, title: str, *, what: str = "rec
 def _print_frame(df: Any, title: str) -> None:
     """A result frame on this module's console (tests swap the console)."""
     print_frame(console, df, title)
+
+
+# the command's body is in serving/cli.py (uvicorn and the app are imported only when it runs)
+app.command("serve")(serve_cmd)
 
 
 @app.command("demo")
