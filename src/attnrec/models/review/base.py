@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import polars as pl
@@ -42,6 +42,9 @@ from attnrec.models.base import (
 )
 from attnrec.models.layers.interaction import fm_second_order
 from attnrec.models.layers.text_cnn import TextCNN
+
+if TYPE_CHECKING:
+    from attnrec.training.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +224,7 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         train: Interactions,
         valid: Interactions | None,
         side: SideInputs,
-        trainer: Any,
+        trainer: TrainerConfig | None,
         run_key: str | None,
     ) -> FitReport:
         c = self.config
