@@ -110,11 +110,13 @@ MODELS: dict[str, dict[str, Any]] = {
         "grid": {},
     },
     "safmr_skipgram": {"worker": "ours", "model": "safmr", "fixed": {"word_vectors": "skipgram"}, "grid": {}},
+    # the paper's L1 rating loss fits the median rating; the metric here is MSE
+    "safmr_l2": {"worker": "ours", "model": "safmr", "fixed": {"loss": "l2"}, "grid": {}},
 }
 GROUPS = {
     "baselines": ["global_mean", "surprise_baseline", "surprise_svd", "svd", "hft"],
     "review": ["deepconn", "transnet", "safmr"],
-    "ablations": ["safmr_fm", "safmr_no_transform", "safmr_skipgram"],
+    "ablations": ["safmr_fm", "safmr_no_transform", "safmr_skipgram", "safmr_l2"],
 }
 
 
@@ -422,6 +424,7 @@ LABELS = {
     "safmr_fm": "safmr `attention=False` (plain FM, eq. 5)",
     "safmr_no_transform": "safmr `transform_loss=False` (source network alone)",
     "safmr_skipgram": 'safmr `word_vectors="skipgram"`',
+    "safmr_l2": 'safmr `loss="l2"` (squared-error rating loss)',
 }
 
 
