@@ -112,11 +112,12 @@ MODELS: dict[str, dict[str, Any]] = {
     "safmr_skipgram": {"worker": "ours", "model": "safmr", "fixed": {"word_vectors": "skipgram"}, "grid": {}},
     # the paper's L1 rating loss fits the median rating; the metric here is MSE
     "safmr_l2": {"worker": "ours", "model": "safmr", "fixed": {"loss": "l2"}, "grid": {}},
+    "transnet_l2": {"worker": "ours", "model": "transnet", "fixed": {"loss": "l2"}, "grid": {}},
 }
 GROUPS = {
     "baselines": ["global_mean", "surprise_baseline", "surprise_svd", "svd", "hft"],
     "review": ["deepconn", "transnet", "safmr"],
-    "ablations": ["safmr_fm", "safmr_no_transform", "safmr_skipgram", "safmr_l2"],
+    "ablations": ["safmr_fm", "safmr_no_transform", "safmr_skipgram", "safmr_l2", "transnet_l2"],
 }
 
 
@@ -425,6 +426,7 @@ LABELS = {
     "safmr_no_transform": "safmr `transform_loss=False` (source network alone)",
     "safmr_skipgram": 'safmr `word_vectors="skipgram"`',
     "safmr_l2": 'safmr `loss="l2"` (squared-error rating loss)',
+    "transnet_l2": 'transnet `loss="l2"`',
 }
 
 
