@@ -321,6 +321,9 @@ def test_a_malformed_bundle_file_is_one_line_naming_it(
     path = copy(kind)
     tamper(path)
     assert_refused(cli, kind, path, built, *fragments)
+    if kind in ("svd", "lr"):  # evaluate loads the same way
+        test = built["rating_csv" if kind == "svd" else "ctr_csv"]
+        assert_clean_error(cli(["evaluate", "--model-dir", path, "--test", test]), str(path), *fragments)
 
 
 @pytest.mark.parametrize(
