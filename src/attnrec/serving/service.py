@@ -562,17 +562,19 @@ def _top(
 
 
 def _rows_frame(rows: Sequence[Mapping[str, str | int | float | None]]) -> pl.DataFrame:
-    """CTR rows (field -> value) as a frame: a column of numbers (and nulls) is Float64, any other String."""
+    """CTR rows (field -> value) as a frame: a column of integers (and nulls) is Int64, of numbers Float64, any
+    other String; so ``3`` and ``"3"`` are the same token of a categorical field, as a file's reader gives it."""
     names = list(dict.fromkeys(k for row in rows for k in row))
     cols = {}
     for name in names:
         vals = [row.get(name) for row in rows]
-        numeric = all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in vals)
-        cols[name] = (
-            pl.Series(name, vals, dtype=pl.Float64)
-            if numeric
-            else pl.Series(name, [None if v is None else str(v) for v in vals], dtype=pl.String)
-        )
+        given = [v for v in vals if v is not None]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in given):
+            cols[name] = pl.Series(name, vals, dtype=pl.Int64)
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in given):
+            cols[name] = pl.Series(name, vals, dtype=pl.Float64)
+        else:
+            cols[name] = pl.Series(name, [None if v is None else str(v) for v in vals], dtype=pl.String)
     return pl.DataFrame(cols)
 
 

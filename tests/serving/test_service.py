@@ -1,0 +1,199 @@
+"""The serving core in-process: every path of ModelSlot against the model's own API on bundles from real runs,
+cold start flagged (never an exception), capabilities refused with the field named, and the atomic swap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from attnrec.models.query import Query
+from attnrec.serving.schemas import ExplainRequest, Pair, PredictRequest, RecommendRequest
+from attnrec.serving.service import ModelSlot, NotFoundError, ServiceState, UnsupportedError
+
+
+@pytest.fixture(scope="module")
+def state(serve_bundles: dict[str, Path]) -> ServiceState:
+    st = ServiceState(serve_bundles, default="svd")
+    st.warmup()
+    return st
+
+
+def ids(resp) -> list[str]:
+    return [it.item_id for it in resp.items]
+
+
+def test_known_user_is_the_models_recommend(state: ServiceState) -> None:
+    for name in ("svd", "bpr", "hybrid"):
+        slot = state.slot(name)
+        got = slot.recommend(RecommendRequest(user_id="1", k=5))
+        want = slot.recommender.recommend(["1"], k=5)
+        assert got.path == "known_user" and not got.new_user and not got.cold_start
+        assert ids(got) == want["item_id"].to_list()
+        np.testing.assert_allclose([it.score for it in got.items], want["score"].to_numpy(), rtol=1e-6)
+        assert [it.rank for it in got.items] == [1, 2, 3, 4, 5]
+        assert got.items[0].title is not None and got.items[0].title.endswith(f" {got.items[0].item_id}")
+
+
+def test_seen_items_are_excluded_unless_asked(state: ServiceState) -> None:
+    slot = state.slot("bpr")
+    seen = set(slot.item_ids[slot.recommender.seen[slot._users["1"]].indices].tolist())
+    assert seen
+    every = slot.recommend(RecommendRequest(user_id="1", k=1000))
+    assert not seen & set(ids(every)) and len(every.items) == slot.recommender.n_items - len(seen)
+    with_seen = slot.recommend(RecommendRequest(user_id="1", k=1000, exclude_seen=False))
+    assert seen <= set(ids(with_seen))
+
+
+def test_unknown_user_gets_the_popular_items_flagged(state: ServiceState) -> None:
+    slot = state.slot("svd")
+    got = slot.recommend(RecommendRequest(user_id="nobody", k=4))
+    assert (got.path, got.new_user, got.cold_start) == ("new_user", True, True)
+    counts = np.bincount(slot.recommender.seen.indices, minlength=slot.recommender.n_items)
+    assert [it.score for it in got.items] == sorted(counts, reverse=True)[:4]
+    assert any("nobody" in n for n in got.notes)
+
+
+def test_history_path_folds_in_and_lists_unknown_items(state: ServiceState) -> None:
+    slot = state.slot("bpr")
+    got = slot.recommend(RecommendRequest(items=["1", "3", "no-such-item"], k=5))
+    rec = slot.recommender
+    want = rec.recommend(Query.from_ids(rec.user_vocab, rec.item_vocab, history_ids=[["1", "3"]]), k=5)
+    assert got.path == "history" and got.new_user and not got.cold_start
+    assert ids(got) == want["item_id"].to_list() and not {"1", "3"} & set(ids(got))
+    assert got.unknown_items == ["no-such-item"]
+    # only unknown items, no user: the cold-start answer, flagged
+    cold = slot.recommend(RecommendRequest(items=["zz"], k=3))
+    assert cold.cold_start and cold.path == "new_user" and cold.unknown_items == ["zz"]
+
+
+def test_allow_and_deny_lists(state: ServiceState) -> None:
+    slot = state.slot("svd")
+    top = ids(slot.recommend(RecommendRequest(user_id="2", k=3)))
+    denied = slot.recommend(RecommendRequest(user_id="2", k=3, deny=[top[0], "unknown-id"]))
+    assert ids(denied) == [*top[1:], ids(denied)[2]] and top[0] not in ids(denied)
+    assert denied.unknown_items == ["unknown-id"]
+    allowed = slot.recommend(RecommendRequest(user_id="2", k=10, allow=["4", "6", "8"], exclude_seen=False))
+    assert sorted(ids(allowed)) == ["4", "6", "8"]
+    assert [it.score for it in allowed.items] == sorted((it.score for it in allowed.items), reverse=True)
+
+
+def test_text_query_takes_hybrid_csas_path_with_shares(state: ServiceState) -> None:
+    slot = state.slot("hybrid")
+    got = slot.recommend(RecommendRequest(query="a comedy film", user_id="3", k=4))
+    want = slot.recommender.recommend_by_text("a comedy film", user="3", k=4)
+    assert got.path == "text" and not got.new_user and got.query_truncated is False
+    assert ids(got) == want["item_id"].to_list()
+    for it in got.items:
+        assert it.shares is not None and it.predicted_rating is not None
+        assert it.shares.user + it.shares.item + it.shares.text == pytest.approx(1.0, abs=1e-4)
+    new = slot.recommend(RecommendRequest(query="a comedy film", user_id="stranger", k=2))
+    assert new.path == "text" and new.new_user and not new.cold_start
+    # with an allow list the generic path ranks by the model's text score, within the list
+    allowed = slot.recommend(RecommendRequest(query="space", k=5, allow=["2", "4"]))
+    assert sorted(ids(allowed)) == ["2", "4"]
+
+
+def test_a_part_the_model_does_not_take_is_refused_naming_the_field(state: ServiceState) -> None:
+    with pytest.raises(UnsupportedError, match="does not take text") as e:
+        state.slot("svd").recommend(RecommendRequest(query="anything"))
+    assert e.value.field == "query"
+    with pytest.raises(UnsupportedError) as e:
+        state.slot("hybrid").recommend(RecommendRequest(items=["1"]))
+    assert e.value.field == "items"
+    with pytest.raises(UnsupportedError) as e:
+        state.slot("svd").recommend(RecommendRequest(user_id="1", domain="books"))
+    assert e.value.field == "domain"
+    with pytest.raises(UnsupportedError, match="CTR rows"):
+        state.slot("lr").recommend(RecommendRequest(user_id="1"))
+
+
+def test_predict_pairs_rows_and_unknown_ids(state: ServiceState) -> None:
+    svd = state.slot("svd")
+    pairs = [Pair(user_id="1", item_id="3"), Pair(user_id="x", item_id="3"), Pair(user_id="2", item_id="y")]
+    got = svd.predict(PredictRequest(pairs=pairs))
+    assert got.kind == "rating"
+    rec = svd.recommender
+    want = rec.predict(rec.user_vocab.lookup(["1"]), rec.item_vocab.lookup(["3"]))[0]
+    assert got.predictions[0].value == pytest.approx(float(want), rel=1e-6)
+    assert [p.cold_start for p in got.predictions] == [None, "unknown_user", "unknown_item"]
+    assert got.predictions[1].value is None
+    assert state.slot("bpr").predict(PredictRequest(pairs=pairs[:1])).kind == "score"
+    lr = state.slot("lr")
+    rows = [{"site": "a", "hour": 3}, {"site": "never-seen", "hour": None}]
+    probs = lr.predict(PredictRequest(rows=rows))
+    want_p = lr.model.predict_frame(pl.DataFrame({"site": ["a", "never-seen"], "hour": ["3", None]}))
+    assert probs.kind == "probability"
+    # the JSON number 3 is the token "3" the CSV reader gave the categorical field at training
+    np.testing.assert_allclose([p.value for p in probs.predictions], want_p, rtol=1e-6)
+    as_text = lr.predict(PredictRequest(rows=[{"site": "a", "hour": "3"}])).predictions[0].value
+    assert as_text == pytest.approx(probs.predictions[0].value, rel=1e-6)
+    with pytest.raises(UnsupportedError):
+        svd.predict(PredictRequest(rows=rows))
+
+
+def test_similar_items_by_cosine(state: ServiceState) -> None:
+    slot = state.slot("svd")
+    got = slot.similar("3", k=3)
+    q = slot.recommender.item_factors
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    cos = q @ q[slot._items["3"]]
+    cos[slot._items["3"]] = -np.inf
+    want = slot.item_ids[np.argsort(-cos, kind="stable")[:3]].tolist()
+    assert ids(got) == want and got.space == "svd item factors"
+    np.testing.assert_allclose([it.score for it in got.items], np.sort(cos)[::-1][:3], rtol=1e-5)
+    assert state.slot("bpr").similar("3", k=2).space == "bpr item embeddings"
+    with pytest.raises(NotFoundError):
+        slot.similar("no-such-item")
+    with pytest.raises(UnsupportedError, match="no item vectors"):
+        state.slot("pop").similar("3")
+
+
+def test_explain_is_hybrid_csas_attention(state: ServiceState) -> None:
+    slot = state.slot("hybrid")
+    got = slot.explain(ExplainRequest(user_id="2", item_ids=["1", "2"]))
+    want = slot.recommender.explain(["2", "2"], ["1", "2"])
+    np.testing.assert_allclose(
+        [e.predicted_rating for e in got.explanations], want["predicted_rating"].to_numpy(), rtol=1e-6
+    )
+    assert [e.shares.text for e in got.explanations] == pytest.approx(want["share_text"].to_list())
+    with pytest.raises(NotFoundError) as e:
+        slot.explain(ExplainRequest(user_id="ghost", item_ids=["1"]))
+    assert e.value.field == "user_id"
+    with pytest.raises(UnsupportedError, match="no attention"):
+        state.slot("svd").explain(ExplainRequest(user_id="1", item_ids=["1"]))
+
+
+def test_metadata_names_model_bundle_and_data(state: ServiceState, serve_bundles: dict[str, Path]) -> None:
+    meta = state.slot("bpr").metadata()
+    assert meta["model"] == "bpr" and meta["config"]["dim"] == 8 and meta["warmed"]
+    assert meta["query_inputs"] == ["history", "users"] and meta["similar_items"] and not meta["explain"]
+    assert len(meta["bundle"]["fingerprint"]) == 64 and meta["bundle"]["written_with"]["attnrec"]
+    assert isinstance(meta["data_fingerprint"], str) and meta["data_fingerprint"]
+    assert meta["versions"]["torch"]
+
+
+def test_reload_swaps_a_new_slot_and_the_old_one_keeps_serving(serve_bundles: dict[str, Path]) -> None:
+    st = ServiceState({"svd": serve_bundles["svd"]})
+    old = st.slot()
+    before = ids(old.recommend(RecommendRequest(user_id="1", k=3)))
+    (fresh,) = st.reload()
+    assert st.slot() is fresh and fresh is not old and st.reloads == 1 and fresh.warmed
+    assert ids(old.recommend(RecommendRequest(user_id="1", k=3))) == before
+    assert ids(fresh.recommend(RecommendRequest(user_id="1", k=3))) == before
+    with pytest.raises(NotFoundError):
+        st.reload("other")
+
+
+def test_a_broken_bundle_on_reload_leaves_the_old_one(serve_bundles: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(serve_bundles["svd"], tmp_path / "svd"))
+    st = ServiceState({"svd": folder})
+    old = st.slot()
+    (folder / "weights.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(Exception, match="weights"):
+        st.reload()
+    assert st.slot() is old and isinstance(old, ModelSlot)
