@@ -449,26 +449,32 @@ def _test_rows(done: dict[str, dict[str, Any]], dataset: str) -> Iterator[tuple[
 
 
 def print_tables(path: Path, split_root: Path) -> None:
+    """One markdown table per dataset (mean ± sample std over the seeds present), then the goals."""
     done = load_results(path)
-    datasets = list(dict.fromkeys(r["dataset"] for r in done.values()))
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in done.values())]
     for dataset in datasets:
         split = json.loads((split_root / dataset / "split.json").read_text())
-        print(f"\n#### {dataset}: {split['sizes']}, {split['duplicate_policy']}\n")
+        print(f"\n`{dataset}` ({split['sizes']['train']:,} / {split['sizes']['test']:,} train / test rows)\n")
         print(
             "| model | chosen on validation | seeds | valid MSE | test MSE | test RMSE | test MAE | NDCG@10 "
-            "| fit s (median) | load 1-min (median) |"
+            "| best epoch / run | fit s (median) | load |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for m, rows in _test_rows(done, dataset):
             chosen = rows[0].get("chosen") or {}
             what = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "–"
             fit = statistics.median(r["fit_s"] for r in rows)
             load = statistics.median(r["load"][0] for r in rows)
+            epochs = ", ".join(
+                f"{r['info']['best_epoch']}/{r['info']['epochs_run']}"
+                for r in rows
+                if "best_epoch" in r["info"]
+            )
             print(
                 f"| {LABELS.get(m, m)} | {what} | {','.join(str(r['seed']) for r in rows)} "
                 f"| {_pm([r['valid']['mse'] for r in rows])} | {_pm([r['test']['mse'] for r in rows])} "
                 f"| {_pm([r['test']['rmse'] for r in rows])} | {_pm([r['test']['mae'] for r in rows])} "
-                f"| {_pm([r['test']['ndcg10'] for r in rows])} | {fit:.1f} | {load:.1f} |"
+                f"| {_pm([r['test']['ndcg10'] for r in rows])} | {epochs or '–'} | {fit:.1f} | {load:.1f} |"
             )
     print()
     print_goals(done)
