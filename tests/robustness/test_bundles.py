@@ -463,6 +463,12 @@ def test_a_missing_or_extra_tensor_is_named(
         (
             "lr",
             "extra.json",
+            lambda d: {**d, "calibrator": {"method": "temperature", "a": -1.0, "b": 0.0}},
+            ("calibrator, field 'a'", "slope must be positive"),
+        ),
+        (
+            "lr",
+            "extra.json",
             lambda d: {**d, "encoder": {**d["encoder"], "schema": {**d["encoder"]["schema"], "label": "y"}}},
             ("field 'encoder.schema'", "differs from the model's"),
         ),

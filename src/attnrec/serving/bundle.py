@@ -647,17 +647,18 @@ def _blame(file: Path, what: str) -> Iterator[None]:
 
 def _with_file(exc: DataError, file: Path) -> DataError:
     """``exc`` (raised by a model, which does not know the bundle's paths) naming ``file``; unchanged if it names
-    another file (a model naming just ``extra.json`` gets its full path)."""
-    if exc.file is not None and exc.file != file.name:
+    another file (a model naming just ``extra.json``, or ``extra.json: part``, gets the full path)."""
+    if exc.file is not None and not exc.file.startswith(file.name):
         return exc
+    at = file if exc.file is None else f"{file}{exc.file.removeprefix(file.name)}"
 
-    def like(message: str, at: Path | None) -> DataError:
+    def like(message: str, where: str | Path | None) -> DataError:
         return DataError(
-            message, file=at, line=exc.line, field=exc.field, value=exc.value, expected=exc.expected
+            message, file=where, line=exc.line, field=exc.field, value=exc.value, expected=exc.expected
         )
 
-    prefix, suffix = str(like("\0", None)).split("\0")  # the same layout around the bare message
-    return like(str(exc).removeprefix(prefix).removesuffix(suffix), file)
+    prefix, suffix = str(like("\0", exc.file)).split("\0")  # the same layout around the bare message
+    return like(str(exc).removeprefix(prefix).removesuffix(suffix), at)
 
 
 def _one_line(exc: BaseException) -> str:
