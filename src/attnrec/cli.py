@@ -483,12 +483,20 @@ def recommend_cmd(
             "(1-w)*z(predicted rating) (default: the bundle's, chosen on validation); 1 = by text only",
         ),
     ] = None,
+    all_users: Annotated[
+        bool,
+        typer.Option(
+            "--all-users",
+            help="every known user, streamed in batches to --out (.parquet or .csv), written atomically",
+        ),
+    ] = False,
     threads: ThreadsOpt = None,
     trust_bundle: TrustBundleOpt = False,
     progress: bool = True,
 ) -> None:
-    """Top-k items for known users (--users), for a new user's recent items (--history) or for a text query
-    (--query, optionally with --user), with titles when the bundle has item metadata."""
+    """Top-k items for known users (--users, or --all-users into a file), for a new user's recent items
+    (--history) or for a text query (--query, optionally with --user), with titles when the bundle has item
+    metadata."""
     from attnrec.models.base import Query, Recommender
     from attnrec.models.ctr.base import CTRRecommender
     from attnrec.serving.bundle import load_bundle, load_bundle_items
@@ -502,11 +510,14 @@ def recommend_cmd(
             ("--users/--users-file", users or users_file),
             ("--history", history),
             ("--query", query),
+            ("--all-users", all_users),
         )
         if v
     ]
     if len(given) > 1:
-        raise ConfigError(f"give one of --users, --history, --query (got {' and '.join(given)})")
+        raise ConfigError(f"give one of --users, --history, --query, --all-users (got {' and '.join(given)})")
+    if all_users and out is None:
+        raise ConfigError("--all-users writes a file: give --out recs.parquet (or .csv)")
     if user is not None and query is None:
         raise ConfigError("--user goes with --query; for user recommendations use --users")
     if candidates is not None and query is None:
@@ -529,6 +540,16 @@ def recommend_cmd(
         )
     if not isinstance(model, Recommender):
         raise ConfigError(f"model {model.name!r} in {model_dir} does not recommend items")
+    if all_users:
+        from attnrec.serving.batch import recommend_all_users
+
+        assert out is not None
+        rep = recommend_all_users(
+            model, out, k=k, exclude_seen=not include_seen, items=load_bundle_items(model_dir)
+        )
+        console.print(f"{rep.rows} recommendations for {rep.users} users written to {out}", markup=False)
+        _say_if_short(rep.rows, k, rep.users)
+        return
     if query is not None:
         if "text" not in model.query_inputs:
             raise ConfigError(
