@@ -279,6 +279,14 @@ def test_global_bias_starts_at_the_training_mean() -> None:
     assert float(np.mean(train.ratings)) != pytest.approx(3.0)
 
 
+def test_random_word_vectors_have_unit_norm() -> None:
+    """Choice 15: N(0, 1/word_dim) vectors (TextCNN's own N(0, 1) would have norm √word_dim); padding is zero."""
+    model = fitted_model(epochs=1, word_dim=32)
+    norms = model.new_module(500, None).user_net.embedding.weight.detach().norm(dim=1)
+    assert float(norms[0]) == 0.0
+    assert 0.9 < float(norms[1:].mean()) < 1.1
+
+
 def test_prediction_reads_no_target_review(tmp_path: Any) -> None:
     """Only the source network predicts: the target reviews can be anything, or absent (a loaded bundle)."""
     model = fitted_model(epochs=2)

@@ -63,6 +63,14 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
 
     def new_module(self, vocab_size: int, word_vectors: np.ndarray | None) -> SAFMRModule:
         c = self.config
+        if word_vectors is None:
+            # random word vectors of unit expected norm, N(0, 1/word_dim): with TextCNN's N(0, 1) the pooled
+            # features of an 800-word document are large enough to saturate the tanh outputs (eq. 4) from the
+            # start and training stalls (docs/models/safmr.md, choice 15)
+            rng = np.random.default_rng(c.seed)
+            word_vectors = (rng.standard_normal((vocab_size, c.word_dim)) / np.sqrt(c.word_dim)).astype(
+                np.float32
+            )
         return SAFMRModule(
             self.n_users,
             self.n_items,
