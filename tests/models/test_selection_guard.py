@@ -110,9 +110,9 @@ def _run(name: str, tmp_path: Path, poison: bool, monkeypatch: pytest.MonkeyPatc
     # the run's own evaluations and every validation pass during fit (models import it at call time)
     monkeypatch.setattr(protocols, "evaluate", spy)
     monkeypatch.setattr(run_module, "evaluate", spy)
-    # a trainer field the model's solver sets itself (svd's ALS sweeps, pop's one pass) is an error when given
+    # a trainer field the model's solver sets itself or never reads (svd's ALS, pop's one pass) is an error when given
     model = cls(**SMALL.get(name, {}))
-    fixed = model.trainer_overrides()
+    fixed = {**model.trainer_overrides(), **model.unused_trainer_fields()}
     trainer = {k: v for k, v in TRAINER.items() if k not in fixed}
     cfg = RunConfig(model=name, **paths, model_params=SMALL.get(name, {}), trainer=trainer, **extra)
     return run_experiment(cfg, progress=False), calls
