@@ -1,8 +1,10 @@
-"""CTR benchmark: the nine attnrec CTR models, and DeepCTR-Torch's DeepFM/xDeepFM as a peer, on identical splits.
+"""CTR benchmark: the nine attnrec CTR models, DeepCTR-Torch's DeepFM/xDeepFM and FuxiCTR's DeepFM/DCNv2 as peers,
+on identical splits.
 
-    .venv/bin/pip install deepctr-torch          # the peer (optional: --peer '' skips it)
+    .venv/bin/pip install --no-deps --target ../ctr-peers-lib deepctr-torch==0.3.0 fuxictr==2.3.10 h5py pyyaml
+    git clone https://github.com/reczoo/FuxiCTR ../fuxictr-src       # FuxiCTR's model zoo (DeepFM, DCNv2)
     .venv/bin/python benchmarks/bench_ctr.py --datasets movielens,criteo,avazu --seeds 0,1,2 \\
-        --out bench_results/ctr.json
+        --peer-path ../ctr-peers-lib --fuxictr-zoo ../fuxictr-src/model_zoo --out bench_results/ctr.json
 
 Protocol (details and reasons: docs/models/ctr_benchmarks.md):
 
@@ -13,9 +15,12 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
   each with its own train/dev/test files.
 * Vocabularies (and Criteo's log2 buckets) are fitted on train only; valid/test values unseen in train map to
   the per-field OOV row.
-* Every model and the peer: embedding dim 16, Adam lr 1e-3, batch 256, no L2 terms, early stopping on validation
-  AUC (patience 3, at most ``--max-epochs``), best epoch restored, test scored once. Model seeds vary, the data do
-  not. DeepFM/xDeepFM use MLP [64, 32] with dropout 0.1 and CIN [16, 16] (split-half, linear) in both libraries.
+* Every model and the peers: embedding dim 16, Adam lr 1e-3, batch 256, no L2 terms, early stopping by ``--stop``
+  (default ``both``: keep the best validation logloss, stop when neither logloss nor AUC improved for 3 epochs;
+  ``auc``: the old rule), at most ``--max-epochs``, restored epoch scored on test once — raw, and after
+  temperature scaling fitted on the validation split (attnrec: the model's own ``calibration``; peers: the same
+  fit on their validation probabilities). Model seeds vary, the data do not. DeepFM/xDeepFM/DCN use MLP [64, 32]
+  with dropout 0.1 and CIN [16, 16] (split-half, linear) in every library.
 * Seconds per epoch: the training pass only (no validation), median over the epochs run, then over seeds.
   ``--threads`` (default 1) torch threads for both libraries. Runs are interleaved (per seed: every attnrec model,
   then the peers) so background load hits both libraries alike.
@@ -45,6 +50,9 @@ from attnrec.evaluation.protocols import evaluate
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.training.trainer import TrainerConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ctr_peer_common import DIRECTIONS, STOP_RULES  # noqa: E402 - the benchmark folder is not a package
+
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctr-criteo-avazu-8k"
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
 DATASETS = ("movielens", "criteo", "avazu")
@@ -66,6 +74,10 @@ class BenchSettings:
     dropout: float = 0.1
     cin_layers: list[int] = field(default_factory=lambda: [16, 16])
     split_seed: int = 2026
+    #: early-stopping rule (ctr_peer_common.STOP_RULES): both, logloss or auc
+    stop: str = "both"
+    #: FuxiCTR's model zoo folder (its DeepFM and DCNv2 sources)
+    fuxictr_zoo: str = ""
 
 
 def model_class(name: str) -> type[CTRRecommender]:
@@ -161,10 +173,12 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
     """Fit attnrec model ``spec`` (a name, optionally with ``:key=value`` config overrides, see
-    :func:`parse_spec`) on train with early stopping on valid AUC and score test once."""
+    :func:`parse_spec`) on train with early stopping by ``s.stop`` on valid; score test once, raw (``auc``,
+    ``logloss``, ``ece``) and with the model's calibrator fitted on valid (``cal_*``)."""
     train, valid, test = splits
     name, overrides = parse_spec(spec)
     model = model_class(name)(**{**model_params(name, seed, s), **overrides})
+    metric, also = STOP_RULES[s.stop]
     tc = TrainerConfig(
         epochs=s.max_epochs,
         patience=s.patience,
@@ -173,31 +187,34 @@ def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         optimizer="adam",
         progress=False,
         device="cpu",
+        valid_metric=metric,
+        valid_mode=DIRECTIONS[metric],  # type: ignore[arg-type]
+        valid_also={m: DIRECTIONS[m] for m in also},  # type: ignore[misc]
     )
     report = model.fit(train, valid, trainer=tc)
-    m = evaluate(model, test)
+    raw, cal = evaluate(model.uncalibrated(), test), evaluate(model, test)
     return {
-        "auc": float(m["auc"]),
-        "logloss": float(m["logloss"]),
+        **{k: float(raw[k]) for k in ("auc", "logloss", "ece")},
+        **{f"cal_{k}": float(cal[k]) for k in ("auc", "logloss", "ece")},
+        "temperature": model.calibrator.temperature if model.calibrator is not None else 1.0,
         "s_per_epoch": float(statistics.median(h["seconds"] for h in report.history)),
         "best_epoch": report.best_epoch,
         "epochs_run": report.epochs_run,
         "valid_auc": float(report.best_valid.get("auc", float("nan"))),
+        "valid_logloss": float(report.best_valid.get("logloss", float("nan"))),
     }
 
 
-def peer_module() -> Any:
-    """``benchmarks/ctr_deepctr_peer.py`` as a module (also when this file is imported from elsewhere)."""
+def peer_module(name: str = "ctr_deepctr_peer") -> Any:
+    """``benchmarks/<name>.py`` (a peer runner) as a module (also when this file is imported from elsewhere)."""
     import importlib.util
 
-    if "ctr_deepctr_peer" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "ctr_deepctr_peer", Path(__file__).with_name("ctr_deepctr_peer.py")
-        )
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules["ctr_deepctr_peer"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules["ctr_deepctr_peer"]
+    return sys.modules[name]
 
 
 def run_deepctr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
@@ -217,18 +234,46 @@ def run_deepctr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         batch_size=s.batch_size,
         max_epochs=s.max_epochs,
         patience=s.patience,
+        stop=s.stop,
     )
 
 
+def run_fuxictr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """The second peer: FuxiCTR's ``name`` (deepfm/dcn) on the same encoded splits and settings."""
+    train, valid, test = splits
+    if not s.fuxictr_zoo:
+        raise SystemExit(
+            "the FuxiCTR peer needs --fuxictr-zoo (FuxiCTR's model_zoo folder), or --fuxictr-peer ''"
+        )
+    return peer_module("ctr_fuxictr_peer").run_peer(
+        name,
+        train,
+        valid,
+        test,
+        zoo=Path(s.fuxictr_zoo),
+        seed=seed,
+        embedding_dim=s.embedding_dim,
+        hidden=list(s.hidden),
+        dropout=s.dropout,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        max_epochs=s.max_epochs,
+        patience=s.patience,
+        stop=s.stop,
+    )
+
+
+SCORES = ("auc", "logloss", "ece", "cal_auc", "cal_logloss", "cal_ece", "temperature")
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and (population) std of test AUC/logloss over seeds, median seconds per epoch."""
-    a = np.array([r["auc"] for r in runs], dtype=float)
-    ll = np.array([r["logloss"] for r in runs], dtype=float)
+    """Mean and (population) std over seeds of every test score (raw and calibrated), median seconds per epoch."""
+    out: dict[str, Any] = {}
+    for key in SCORES:
+        v = np.array([r.get(key, float("nan")) for r in runs], dtype=float)
+        out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), float(v.std())
     return {
-        "auc_mean": float(a.mean()),
-        "auc_std": float(a.std()),
-        "logloss_mean": float(ll.mean()),
-        "logloss_std": float(ll.std()),
+        **out,
         "s_per_epoch": float(np.median([r["s_per_epoch"] for r in runs])),
         "epochs_run": [r["epochs_run"] for r in runs],
         "best_epoch": [r["best_epoch"] for r in runs],
@@ -237,17 +282,24 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """dataset x (library, model) table: AUC mean ± std, logloss mean ± std, median s/epoch, epochs run."""
+    """dataset x (library, model) table: test AUC, logloss and ECE raw, logloss and ECE after temperature scaling
+    (mean ± std), the mean fitted temperature, median s/epoch, epochs run (restored epoch)."""
     lines = [
-        "| dataset | library | model | test AUC | test logloss | s/epoch | epochs run (best) |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | library | model | test AUC | logloss | ECE | calibrated logloss | calibrated ECE | T | "
+        "s/epoch | epochs run (restored) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def ms(r: dict[str, Any], key: str) -> str:
+        return f"{r[key + '_mean']:.4f} ± {r[key + '_std']:.4f}"
+
     for key, r in results.items():
         ds, lib, name = key.split("/")
         runs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"], strict=True))
         lines.append(
-            f"| {ds} | {lib} | {name} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
-            f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | {r['s_per_epoch']:.3f} | {runs} |"
+            f"| {ds} | {lib} | {name} | {ms(r, 'auc')} | {ms(r, 'logloss')} | {ms(r, 'ece')} | "
+            f"{ms(r, 'cal_logloss')} | {ms(r, 'cal_ece')} | {r['temperature_mean']:.2f} | "
+            f"{r['s_per_epoch']:.3f} | {runs} |"
         )
     return "\n".join(lines)
 
@@ -276,6 +328,7 @@ def run_suite(
     models: Sequence[str] = MODELS,
     peers: Sequence[str] = ("deepfm", "xdeepfm"),
     settings: BenchSettings | None = None,
+    fuxictr_peers: Sequence[str] = (),
     data_dir: Path = DEFAULT_DATA_DIR,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -287,9 +340,11 @@ def run_suite(
     for ds in datasets:
         splits, info[ds] = load_splits(ds, data_dir, s.split_seed)
         log(f"# {ds}: {info[ds]['rows']} rows, positive rate {info[ds]['positive_rate']}")
-        jobs = [("attnrec", m, run_attnrec) for m in models] + [
-            ("deepctr-torch", m, run_deepctr) for m in peers
-        ]
+        jobs = (
+            [("attnrec", m, run_attnrec) for m in models]
+            + [("deepctr-torch", m, run_deepctr) for m in peers]
+            + [("fuxictr", m, run_fuxictr) for m in fuxictr_peers]
+        )
         runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
         for seed in seeds:  # interleaved: background load affects every library alike
             for lib, m, fn in jobs:
@@ -299,6 +354,7 @@ def run_suite(
                 runs[f"{ds}/{lib}/{m}"].append(row)
                 log(
                     f"{ds}/{lib}/{m} seed {seed}: AUC {row['auc']:.4f} logloss {row['logloss']:.4f} "
+                    f"ECE {row['ece']:.4f} calibrated logloss {row['cal_logloss']:.4f} ECE {row['cal_ece']:.4f} "
                     f"s/epoch {row['s_per_epoch']:.3f} epochs {row['epochs_run']} (best {row['best_epoch']})"
                 )
         for key, rows in runs.items():
@@ -317,6 +373,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="comma-separated; a model may carry config overrides, e.g. secn:cross_product=first:cross_layers=2",
     )
     ap.add_argument("--peer", default="deepfm,xdeepfm", help="DeepCTR-Torch models ('' for none)")
+    ap.add_argument(
+        "--fuxictr-peer",
+        default="deepfm,dcn",
+        help="FuxiCTR models, run when --fuxictr-zoo is given ('' for none)",
+    )
+    ap.add_argument(
+        "--fuxictr-zoo", default="", help="FuxiCTR's model_zoo folder (its DeepFM and DCNv2 sources)"
+    )
+    ap.add_argument(
+        "--peer-path",
+        default="",
+        help="a folder added to sys.path where the peers are installed (pip --target)",
+    )
+    ap.add_argument("--stop", default="both", choices=sorted(STOP_RULES), help="early-stopping rule")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -327,14 +397,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.peer_path:
+        sys.path.append(
+            str(Path(args.peer_path).resolve())
+        )  # appended: the venv's torch and NumPy stay first
     settings = BenchSettings(
         max_epochs=args.max_epochs,
         patience=args.patience,
         batch_size=args.batch_size,
         embedding_reg=args.embedding_reg,
         split_seed=args.split_seed,
+        stop=args.stop,
+        fuxictr_zoo=args.fuxictr_zoo,
     )
     peers = [p for p in args.peer.split(",") if p]
+    # FuxiCTR's models live in its model zoo, outside the package: its rows run when the zoo is given
+    fuxictr_peers = [p for p in args.fuxictr_peer.split(",") if p] if args.fuxictr_zoo else []
     t0 = time.perf_counter()
     record = run_suite(
         [d for d in args.datasets.split(",") if d],
@@ -342,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         [m for m in args.models.split(",") if m],
         peers,
         settings,
+        fuxictr_peers,
         args.data_dir,
         log=lambda msg: print(msg, flush=True),
     )
@@ -350,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     versions: dict[str, Any] = {"torch": torch.__version__, "numpy": np.__version__}
     if peers:
         versions["deepctr-torch"] = peer_module().deepctr_version()
+    if fuxictr_peers:
+        versions["fuxictr"] = peer_module("ctr_fuxictr_peer").fuxictr_version()
     argv_used = list(sys.argv[1:] if argv is None else argv)
     record = {
         "bench": "ctr",

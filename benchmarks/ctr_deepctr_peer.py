@@ -6,8 +6,9 @@ The peer gets the integer-encoded columns and vocabulary sizes of attnrec's :cla
 (fitted on train only): one ``SparseFeat`` per categorical field, one ``DenseFeat`` per numeric field and one
 mean-pooled ``VarLenSparseFeat`` (0 = padding, masked) per multi-valued field, so both libraries see the same
 rows, fields and indices. Training uses DeepCTR-Torch's own ``fit`` (one call per epoch, so the early-stopping rule
-can be the one attnrec's Trainer applies: keep the weights of the best validation AUC, stop after ``patience``
-epochs without a strict improvement, score test once with the best weights). Seconds per epoch time that
+can be the one attnrec's Trainer applies, :class:`ctr_peer_common.StopRule`: by default keep the weights of the
+best validation logloss and stop when neither logloss nor AUC improved for ``patience`` epochs; score test once
+with the kept weights, raw and temperature-scaled on valid). Seconds per epoch time that
 ``fit(epochs=1)`` call: DeepCTR's training pass including its per-call tensor/DataLoader set-up, no validation.
 
 Compatibility: deepctr-torch 0.3.0 runs unchanged on torch 2.13 / NumPy 2.4 for what is used here; the only
@@ -18,11 +19,10 @@ float32, so indices must stay below 2**24 (checked).
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
-import statistics
-import time
+import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,9 @@ import torch
 from attnrec.data.ctr import CTRData
 from attnrec.data.schema import FeatureSchema
 from attnrec.errors import DataError
-from attnrec.evaluation.metrics import auc, logloss
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ctr_peer_common import StopRule, train_with_rule  # noqa: E402 - the benchmark folder is no package
 
 PEER_MODELS = ("deepfm", "xdeepfm")
 _FLOAT_EXACT = 2**24  # DeepCTR-Torch feeds every input as float32; larger integers would lose precision
@@ -150,11 +152,14 @@ def run_peer(
     batch_size: int = 256,
     max_epochs: int = 30,
     patience: int = 3,
-) -> dict[str, float]:
-    """Fit DeepCTR-Torch's ``name`` with early stopping on validation AUC and score test once.
+    stop: str = "both",
+) -> dict[str, Any]:
+    """Fit DeepCTR-Torch's ``name`` under the benchmark's early-stopping rule ``stop``
+    (:class:`ctr_peer_common.StopRule`, the rule of attnrec's Trainer) and score test once.
 
-    Returns ``auc``, ``logloss`` (test), ``s_per_epoch`` (median training seconds per epoch), ``best_epoch``,
-    ``epochs_run``, ``valid_auc`` (at the best epoch).
+    Returns :func:`ctr_peer_common.report_scores`'s fields (test AUC/logloss/ECE raw and temperature-scaled on
+    valid), ``s_per_epoch`` (median training seconds per epoch), ``best_epoch``, ``epochs_run``, ``valid_auc`` and
+    ``valid_logloss`` (at the restored epoch).
     """
     torch.manual_seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - DeepCTR-Torch draws from NumPy's global state in places
@@ -172,28 +177,21 @@ def run_peer(
     model.compile(torch.optim.Adam(model.parameters(), lr=lr), "binary_crossentropy")
     xtr, xva, xte = model_inputs(train), model_inputs(valid), model_inputs(test)
     ytr = np.ascontiguousarray(train.labels, dtype=np.float32)
-    best, best_state, bad, best_epoch, secs = -np.inf, None, 0, 0, []
-    epoch = 0
-    for epoch in range(1, max_epochs + 1):
-        t0 = time.perf_counter()
+
+    def train_epoch(epoch: int) -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             model.fit(dict(xtr), ytr, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
-        secs.append(time.perf_counter() - t0)
-        v = auc(valid.labels, model.predict(dict(xva), batch_size=4096).ravel())
-        if np.isfinite(v) and v > best:
-            best, best_state, bad, best_epoch = v, copy.deepcopy(model.state_dict()), 0, epoch
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    p = model.predict(dict(xte), batch_size=4096).ravel()
-    return {
-        "auc": float(auc(test.labels, p)),
-        "logloss": float(logloss(test.labels, p)),
-        "s_per_epoch": float(statistics.median(secs)),
-        "best_epoch": best_epoch,
-        "epochs_run": epoch,
-        "valid_auc": float(best),
-    }
+
+    def scores(x: dict[str, np.ndarray]) -> np.ndarray:
+        return model.predict(dict(x), batch_size=4096).ravel().astype(np.float64)
+
+    return train_with_rule(
+        model,
+        train_epoch,
+        lambda: scores(xva),
+        lambda: scores(xte),
+        valid.labels,
+        test.labels,
+        StopRule.named(stop, patience),
+        max_epochs,
+    )
