@@ -229,11 +229,15 @@ class ModelSlot:
             return list(rec.titles)
         return None
 
-    def user_ids(self, offset: int = 0, limit: int = 100) -> list[str]:
-        """Known user ids ``offset .. offset + limit - 1`` in vocabulary order (none for a CTR model)."""
+    def user_ids(self, offset: int = 0, limit: int = 100, prefix: str = "") -> list[str]:
+        """Known user ids ``offset .. offset + limit - 1`` in vocabulary order, of those starting with ``prefix``
+        when one is given (the page's user picker suggests them as the id is typed); none for a CTR model."""
         if self.recommender is None:
             return []
-        return [str(u) for u in self.recommender._vocabs()[0].ids[offset : offset + limit].tolist()]
+        ids = self.recommender._vocabs()[0].ids
+        if prefix:
+            ids = ids[np.char.startswith(ids, prefix)]
+        return [str(u) for u in ids[offset : offset + limit].tolist()]
 
     def title(self, index: int) -> str | None:
         return None if self.titles is None else self.titles[index]
@@ -302,8 +306,7 @@ class ModelSlot:
                 scores, excl = self._popular, None
             else:
                 scores = rec.score(query)[0].float()
-                ex = rec.exclusion(query)
-                excl = None if ex is None else ex.indices
+                excl = self._exclusion(rec, query)
         idx, vals = _top(scores, req.k, excl, allow, deny)
         items = [
             RecommendedItem(rank=r + 1, item_id=str(self.item_ids[j]), score=float(v), title=self.title(j))
@@ -319,6 +322,18 @@ class ModelSlot:
             unknown_items=unknown,
             notes=notes,
         )
+
+    @staticmethod
+    def _exclusion(rec: Recommender[Any], query: Query) -> np.ndarray | None:
+        """The item indices ``query``'s one row never gets (``ItemScorer.exclusion``). A known user's stored
+        items are a slice of the seen CSR: the hot path skips building a sparse row (scipy's fancy indexing
+        costs more than scoring a 10k-item catalogue)."""
+        users, seen = query.users, rec.seen
+        if query.exclude == "seen" and query.history is None and users is not None and seen is not None:
+            u = int(users[0])
+            return seen.indices[seen.indptr[u] : seen.indptr[u + 1]] if u >= 0 else None
+        ex = rec.exclusion(query)
+        return None if ex is None else ex.indices
 
     def _hybrid_text(
         self, rec: HybridCSA, req: RecommendRequest, known: bool, unknown: list[str], notes: list[str]
