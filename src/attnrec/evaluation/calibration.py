@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,8 +36,10 @@ from attnrec.evaluation.metrics import _binary_labels, _pair, _to_numpy
 __all__ = [
     "Calibrator",
     "ReliabilityCurve",
+    "ece_noise_floor",
     "expected_calibration_error",
     "fit_calibrator",
+    "plot_reliability",
     "reliability_curve",
     "reliability_from_counts",
 ]
@@ -104,7 +107,9 @@ def reliability_from_counts(
     n = float(count.sum())
     if n == 0:
         empty = np.zeros(n_bins)
-        return ReliabilityCurve(empty, np.full(n_bins, np.nan), np.full(n_bins, np.nan), empty.copy(), empty.copy())
+        return ReliabilityCurve(
+            empty, np.full(n_bins, np.nan), np.full(n_bins, np.nan), empty.copy(), empty.copy()
+        )
     at = np.concatenate([[0.0], np.cumsum(count)])  # row position where each score's group starts / ends
     cum_p = np.concatenate([[0.0], np.cumsum(count * s)])
     cum_y = np.concatenate([[0.0], np.cumsum(pos)])
@@ -125,7 +130,9 @@ def _counts(y_true: Any, p: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y, prob = _pair(_to_numpy(y_true, "y_true"), _to_numpy(p, "p"), ("y_true", "p"))
     if prob.size and (prob.min() < 0 or prob.max() > 1):
         bad = prob[(prob < 0) | (prob > 1)][0]
-        raise DataError("probability outside [0, 1]", field="p", value=float(bad), expected="values in [0, 1]")
+        raise DataError(
+            "probability outside [0, 1]", field="p", value=float(bad), expected="values in [0, 1]"
+        )
     positive = _binary_labels(y, "y_true")
     uniq, inv = np.unique(prob, return_inverse=True)
     return (
@@ -194,7 +201,9 @@ class Calibrator:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise DataError("not a finite number", file=source, field=name, value=v)
         if a <= 0:
-            raise DataError("the slope must be positive (it would reverse the ranking)", file=source, field="a", value=a)
+            raise DataError(
+                "the slope must be positive (it would reverse the ranking)", file=source, field="a", value=a
+            )
         if method == "temperature" and b != 0:
             raise DataError("temperature scaling has no offset", file=source, field="b", value=b)
         return cls(method, float(a), float(b))
@@ -229,3 +238,65 @@ def fit_calibrator(y_true: Any, p: Any, method: CalibrationMethod = "temperature
     a = float(res.x[0])
     b = float(res.x[1]) if method == "platt" else 0.0
     return Calibrator(method, a, b)
+
+
+def ece_noise_floor(
+    p: Any, n_bins: int = DEFAULT_BINS, draws: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """``(mean, 95th percentile)`` of the ECE a *perfectly calibrated* model shows on a test set with these
+    probabilities ``p`` (n,): labels drawn as Bernoulli(p) ``draws`` times (NumPy ``default_rng(seed)``).
+
+    On a few hundred rows this floor is several hundredths with 15 bins (each bin's observed rate has a binomial
+    standard error of ``sqrt(p(1-p)/(n/n_bins))``), so a measured ECE is read against it, not against zero.
+    """
+    prob = np.asarray(p, dtype=np.float64).ravel()
+    if prob.size == 0 or draws < 1:
+        raise ConfigError("ece_noise_floor needs probabilities and draws >= 1")
+    rng = np.random.default_rng(seed)
+    values = np.array(
+        [expected_calibration_error(rng.random(prob.size) < prob, prob, n_bins) for _ in range(draws)]
+    )
+    return float(values.mean()), float(np.quantile(values, 0.95))
+
+
+def plot_reliability(
+    curves: dict[str, ReliabilityCurve], path: str | Path, *, title: str | None = None
+) -> Path:
+    """Write a reliability diagram of ``curves`` (label -> curve; e.g. raw and calibrated) to ``path`` (the format
+    from its suffix: .png, .svg, .pdf): observed positive rate against mean predicted probability per equal-mass
+    bin, the diagonal of perfect calibration, and each curve's ECE in the legend. Needs the ``plots`` extra."""
+    from attnrec.errors import require
+
+    # a bare Figure, not pyplot: no global backend or figure registry is touched
+    figure = require("matplotlib.figure", "plots")
+    out = Path(path)
+    fig = figure.Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    hi = 0.0
+    for label, c in curves.items():
+        keep = c.mass > 0
+        ax.plot(
+            c.mean_predicted[keep],
+            c.observed[keep],
+            marker="o",
+            ms=3,
+            label=f"{label} (ECE {c.ece():.3f})",
+        )
+        hi = max(
+            hi,
+            float(np.nanmax(c.mean_predicted[keep], initial=0)),
+            float(np.nanmax(c.observed[keep], initial=0)),
+        )
+    hi = min(1.0, hi * 1.05 + 0.01)
+    ax.plot([0, hi], [0, hi], color="grey", lw=0.8, ls="--", label="perfect calibration")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("mean predicted probability (equal-mass bins)")
+    ax.set_ylabel("observed positive rate")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
