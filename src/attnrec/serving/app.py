@@ -372,10 +372,11 @@ def _model_routes(router: APIRouter, get_slot: Callable[..., ModelSlot], op: str
     def users(
         limit: int = QueryParam(100, ge=1, le=MAX_K),
         offset: int = QueryParam(0, ge=0),
+        prefix: str = QueryParam("", max_length=512, description="only ids that start with this"),
         slot: ModelSlot = slot_dep,
     ) -> list[str]:
         """Known user ids, in vocabulary order (for a page's user picker)."""
-        return slot.user_ids(offset, limit)
+        return slot.user_ids(offset, limit, prefix)
 
     @router.get("/metadata", operation_id=f"{op}metadata")
     def model_metadata(slot: ModelSlot = slot_dep) -> dict[str, Any]:
