@@ -67,6 +67,10 @@ DEFAULT_MAX_BODY_BYTES = 2 * 2**20
 PAGE = Path(__file__).parent / "static" / "index.html"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": ErrorBody,
+        "description": "a body that cannot be parsed (not UTF-8 JSON) or a bad Content-Length",
+    },
     401: {"model": ErrorBody, "description": "missing or wrong API key"},
     404: {"model": ErrorBody, "description": "unknown model, user or item"},
     413: {"model": ErrorBody, "description": "request body too large"},
