@@ -286,7 +286,8 @@ class Truth:
         truth = frame["rating"].cast(float).to_numpy()
         if len(pred) != len(truth):
             raise RuntimeError(f"{part}: {len(pred)} predictions for {len(truth)} rows")
-        est = np.clip(np.asarray(pred, dtype=float), *RATING_RANGE)
+        raw = np.asarray(pred, dtype=float)
+        est = np.clip(raw, *RATING_RANGE)
         users = frame["user_id"].to_numpy().astype(str)
         _, codes, counts = np.unique(users, return_inverse=True, return_counts=True)
         _, ndcg = graded_ndcg_at_k(codes, truth, est, 10)  # one value per code 0..n-1, as counts
@@ -296,6 +297,9 @@ class Truth:
             "ndcg10": float(ndcg[multi].mean()),
             "ndcg10_all": float(ndcg.mean()),
             "ndcg_users": int(multi.sum()),
+            # share of predictions at or past the top of the scale: a model that collapses to the median (L1) sits
+            # there, and its ties rank like the global mean's
+            "at_top": float(np.mean(raw >= RATING_RANGE[1])),
         }
 
 
