@@ -331,16 +331,25 @@ def evaluate_cmd(
     ] = None,
     threads: ThreadsOpt = None,
     trust_bundle: TrustBundleOpt = False,
+    reliability: Annotated[
+        Path | None,
+        typer.Option(
+            help="CTR bundles: write the reliability curve (raw and calibrated): .json data, or .png/.svg/.pdf "
+            "plot (plots extra)"
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a saved model on a file by its capability: ratings (RMSE/MAE), rankings (recall/NDCG@k over all
-    items) or CTR rows (AUC/logloss, read as the run read them: its format, separator and label threshold).
+    items) or CTR rows (AUC/logloss/ECE, read as the run read them: its format, separator and label threshold;
+    a calibrated bundle is reported calibrated and raw).
     Unknown users/items are dropped and counted.
 
     Rankings mask the model's training items, plus every --exclude file's pairs; the items masked are printed. A
     run masked train + valid when it scored its test split, so reproducing its test numbers from the exported
     split needs `--exclude valid.csv`.
     """
-    from attnrec.evaluation.protocols import CTR, Rating, default_protocol, evaluate
+    from attnrec.cli_common import ctr_metric_rows, write_reliability
+    from attnrec.evaluation.protocols import Rating, default_protocol, evaluate
     from attnrec.models.base import Recommender
     from attnrec.models.ctr.base import CTRRecommender
     from attnrec.serving.bundle import load_bundle
@@ -355,12 +364,15 @@ def evaluate_cmd(
                 "(AUC/logloss over rows): these apply to interaction files and rankings only"
             )
         rows, notes = _ctr_rows(model, model_dir, test, fmt, sep, need_label=True)
-        metrics = evaluate(model, rows, CTR())
-        console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
+        console.print(_metrics_table(f"{model.name} on {test}", ctr_metric_rows(model, rows)))
         console.print(
             f"{len(rows)} rows" + (f"; {notes['skipped_rows']} skipped" if notes.get("skipped_rows") else "")
         )
+        if reliability is not None:
+            console.print(f"reliability curve in {write_reliability(model, rows, reliability)}", markup=False)
         return
+    if reliability is not None:
+        raise ConfigError(f"--reliability applies to CTR bundles; model {model.name!r} is not a CTR model")
     if fmt is not None or sep is not None:
         raise ConfigError(f"--format/--sep read CTR rows; model {model.name!r} reads interaction files")
     if not isinstance(model, Recommender):

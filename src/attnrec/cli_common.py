@@ -280,3 +280,34 @@ def write_frame(frame: Any, path: Path) -> None:
         atomic_write(path, frame.write_parquet, what="results")
     else:
         atomic_write(path, frame.write_csv, what="results")
+
+
+def ctr_metric_rows(model: Any, rows: Any) -> dict[str, dict[str, float]]:
+    """A CTR model's metrics on encoded ``rows`` for a table: ``{"test": ...}`` when it has no calibrator, else
+    ``{"test (<method>)": calibrated, "test (raw)": uncalibrated}`` (the raw model reported separately)."""
+    from attnrec.evaluation.protocols import CTR, evaluate
+
+    metrics = evaluate(model, rows, CTR())
+    if model.calibrator is None:
+        return {"test": metrics}
+    return {
+        f"test ({model.calibrator.method})": metrics,
+        "test (raw)": evaluate(model.uncalibrated(), rows, CTR()),
+    }
+
+
+def write_reliability(model: Any, rows: Any, path: Path, n_bins: int = 15) -> Path:
+    """Write the reliability curves of a CTR model on encoded ``rows`` (raw, and calibrated when it has a
+    calibrator): ``.json`` holds the per-bin data and ECE, any other suffix (.png, .svg, .pdf) a plot (plots extra)."""
+    from attnrec.evaluation.calibration import plot_reliability, reliability_curve
+    from attnrec.paths import atomic_write_text
+
+    labels = rows.labels
+    curves = {"raw": reliability_curve(labels, model.predict_proba(rows, calibrated=False), n_bins)}
+    if model.calibrator is not None:
+        curves[model.calibrator.method] = reliability_curve(labels, model.predict_proba(rows), n_bins)
+    if path.suffix.lower() == ".json":
+        data = {name: {"ece": c.ece(), "max_gap": c.max_gap(), **c.as_dict()} for name, c in curves.items()}
+        atomic_write_text(path, json.dumps(data, indent=1), what="reliability curve")
+        return path
+    return plot_reliability(curves, path, title=f"{model.name}: reliability ({len(rows)} rows)")

@@ -254,3 +254,16 @@ def read_ctr_rows(
         return frame.drop("line").with_columns(casts), checker.notes()
     table = read_ctr_file(path, fmt, spec, schema if fmt == "csv" else None)
     return table.frame, dict(table.notes)
+
+
+def evaluate_ctr(model: Any, rows: CTRData) -> dict[str, float]:
+    """CTR-protocol metrics (AUC, logloss, ECE, n) of ``model`` on ``rows`` as it predicts (calibrated when it holds
+    a calibrator), plus ``raw_auc``, ``raw_logloss``, ``raw_ece`` of the uncalibrated model in that case, so a run's
+    metrics.json reports the raw model beside the calibrated one."""
+    from attnrec.evaluation.protocols import CTR, evaluate
+
+    metrics = evaluate(model, rows, CTR())
+    if getattr(model, "calibrator", None) is not None:
+        raw = evaluate(model.uncalibrated(), rows, CTR())
+        metrics.update({f"raw_{k}": raw[k] for k in ("auc", "logloss", "ece")})
+    return metrics

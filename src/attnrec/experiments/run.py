@@ -38,9 +38,9 @@ from attnrec.data.splits import SplitResult
 from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError, OutputError
-from attnrec.evaluation.protocols import CTR, default_protocol, evaluate
+from attnrec.evaluation.protocols import default_protocol, evaluate
 from attnrec.experiments.config import RunConfig
-from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, prepare_ctr
+from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, evaluate_ctr, prepare_ctr
 from attnrec.experiments.inputs import check_item_text, load_split, read_items
 from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
@@ -419,8 +419,8 @@ def _fit_rows(
     run_key = data_fingerprint(data.train, data.valid)
     report = model.fit(data.train, data.valid, trainer=trainer_cfg, run_key=run_key, encoder=data.encoder)
     t0 = time.perf_counter()
-    valid_metrics = evaluate(model, data.valid, CTR()) if data.valid is not None else {}
-    test_metrics = evaluate(model, data.test, CTR())
+    valid_metrics = evaluate_ctr(model, data.valid) if data.valid is not None else {}
+    test_metrics = evaluate_ctr(model, data.test)
     return report, valid_metrics, test_metrics, time.perf_counter() - t0
 
 
