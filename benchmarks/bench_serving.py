@@ -1,0 +1,179 @@
+"""Serving benchmarks (issue 17): HTTP latency under a fixed load, maximum throughput, text queries, and the ANN index
+against exact top-k at a million items.
+
+``http``: starts ``attnrec serve BUNDLE`` (one uvicorn worker, one torch thread, 127.0.0.1, warmed up) and runs
+``benchmarks/load_client.py`` against it **as a separate process**: first the open-loop fixed rate (``--rate`` for
+``--duration`` s), then closed loops at each ``--concurrency`` (``--max-duration`` s each) for the throughput; the
+server is stopped at the end. ``--text``: text queries (hybrid_csa bundles). Prints each run's JSON and a table.
+
+``ann``: ``--items`` generated item vectors (``--dim``, Gaussian clusters) and ``--queries`` query vectors; exact top-10
+(:func:`attnrec.serving.ann.exact_top_k`, one query at a time and all at once) against FAISS IVF-Flat at several
+``nprobe`` (and HNSW with ``--hnsw``): build time, per-query latency, recall@10 against exact. FAISS and torch at
+``--threads``.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_serving.py http --bundle /tmp/b10k/model --rate 200 --duration 60
+    OMP_NUM_THREADS=1 python benchmarks/bench_serving.py ann --items 1000000 --dim 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnrec.serving.ann import FaissIndex, exact_top_k, recall_at_k
+from attnrec.testing.serve import serve_process
+
+HERE = Path(__file__).parent
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages (this machine is shared)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_client(url: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """``load_client.py --url URL ARGS`` in its own process; its JSON result."""
+    cmd = [sys.executable, str(HERE / "load_client.py"), "--url", url, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["load_after"] = load()
+    return result
+
+
+def http(a: argparse.Namespace) -> None:
+    runs: list[dict[str, Any]] = []
+    serve_args = [str(a.bundle), "--threads", "1"]
+    common = ["--k", "10"] + (["--text"] if a.text else [])
+    with tempfile.TemporaryDirectory() as tmp, serve_process(serve_args, log=Path(tmp) / "serve.log") as srv:
+        print(f"server {srv.url} pid {srv.proc.pid}; load {load()}", flush=True)
+        if a.rate > 0:
+            r = run_client(
+                srv.url, [*common, "--rate", str(a.rate), "--duration", str(a.duration)], a.duration + 120
+            )
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+        for c in a.concurrency:
+            r = run_client(
+                srv.url,
+                [*common, "--concurrency", str(c), "--duration", str(a.max_duration)],
+                a.max_duration + 120,
+            )
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+    print(f"\n{a.bundle} ({'text queries' if a.text else 'known users'}, k=10), load after: {load()}\n")
+    print("| load | requests | errors | throughput req/s | p50 ms | p90 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        what = (
+            f"open loop {r['rate_rps']:.0f} req/s"
+            if r["mode"] == "open"
+            else f"closed, {r['concurrency']} workers"
+        )
+        print(
+            f"| {what} | {r['sent']} | {r['errors'] + r['skipped']} | {r['throughput_rps']:.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} |"
+        )
+
+
+def clustered_vectors(n: int, d: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` item vectors around 1,000 Gaussian centres (spread 0.5 of a unit-variance centre) and ``n_queries``
+    query vectors drawn the same way from the same centres: what trained embeddings look like, roughly."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, d)).astype(np.float32)
+    items = centres[rng.integers(0, 1000, n)]
+    items += 0.5 * rng.normal(size=(n, d)).astype(np.float32)
+    queries = centres[rng.integers(0, 1000, n_queries)] + 0.5 * rng.normal(size=(n_queries, d)).astype(
+        np.float32
+    )
+    return items, queries.astype(np.float32)
+
+
+def timed_single(search: Any, queries: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """Each query alone (a request's shape): the top-10 and p50/p99 ms."""
+    out, times = [], []
+    for q in queries:
+        t = time.perf_counter()
+        out.append(search(q[None, :])[1][0])
+        times.append(time.perf_counter() - t)
+    ms = np.asarray(times) * 1e3
+    return np.stack(out), {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def ann(a: argparse.Namespace) -> None:
+    torch.set_num_threads(a.threads)
+    t = time.perf_counter()
+    items, queries = clustered_vectors(a.items, a.dim, a.queries, a.seed)
+    print(
+        f"{a.items} x {a.dim} items, {a.queries} queries generated in {time.perf_counter() - t:.1f} s; load {load()}"
+    )
+    rows: list[tuple[str, str, dict[str, float], float]] = []
+    exact, ex_t = timed_single(lambda q: exact_top_k(items, q, 10), queries)
+    t = time.perf_counter()
+    batch = exact_top_k(items, queries, 10)[1]
+    all_ms = (time.perf_counter() - t) * 1e3
+    assert (batch == exact).mean() > 0.999  # the same exact answer either way (ties aside)
+    rows.append(("exact (chunked matmul)", "-", ex_t, 1.0))
+    print(f"exact: {ex_t}; all {a.queries} at once {all_ms:.0f} ms; load {load()}", flush=True)
+    t = time.perf_counter()
+    ivf = FaissIndex(items, kind="ivf_flat", threads=a.threads, seed=a.seed)
+    build = time.perf_counter() - t
+    for nprobe in a.nprobe:
+        ivf.index.nprobe = nprobe
+        got, tt = timed_single(ivf.search, queries)
+        rec = recall_at_k(exact, got, 10)
+        rows.append((f"FAISS IVF-Flat, nlist {ivf.nlist}, nprobe {nprobe}", f"{build:.1f}", tt, rec))
+        print(f"ivf nprobe={nprobe}: {tt} recall@10 {rec:.4f}; load {load()}", flush=True)
+    if a.hnsw:
+        t = time.perf_counter()
+        hnsw = FaissIndex(items, kind="hnsw", threads=a.threads)
+        build = time.perf_counter() - t
+        for ef in a.ef_search:
+            hnsw.index.hnsw.efSearch = ef
+            got, tt = timed_single(hnsw.search, queries)
+            rec = recall_at_k(exact, got, 10)
+            rows.append((f"FAISS HNSW, M 32, efSearch {ef}", f"{build:.1f}", tt, rec))
+            print(f"hnsw ef={ef}: {tt} recall@10 {rec:.4f}; load {load()}", flush=True)
+    print(
+        f"\n{a.items} items x {a.dim} d, {a.queries} single queries, k=10, {a.threads} thread(s); load {load()}\n"
+    )
+    print("| index | build s | p50 ms / query | p99 ms / query | recall@10 vs exact |")
+    print("|---|---|---|---|---|")
+    for name, b, tt, rec in rows:
+        print(f"| {name} | {b} | {tt['p50_ms']:.2f} | {tt['p99_ms']:.2f} | {rec:.4f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    h = sub.add_parser("http", help="HTTP load against attnrec serve")
+    h.add_argument("--bundle", type=Path, required=True)
+    h.add_argument("--rate", type=float, default=200.0, help="open-loop rate (0: skip)")
+    h.add_argument("--duration", type=float, default=60.0)
+    h.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 4, 16])
+    h.add_argument("--max-duration", type=float, default=20.0)
+    h.add_argument("--text", action="store_true")
+    n = sub.add_parser("ann", help="FAISS vs exact top-k on generated vectors")
+    n.add_argument("--items", type=int, default=1_000_000)
+    n.add_argument("--dim", type=int, default=64)
+    n.add_argument("--queries", type=int, default=200)
+    n.add_argument("--nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[8, 32, 64])
+    n.add_argument("--hnsw", action="store_true")
+    n.add_argument("--ef-search", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128])
+    n.add_argument("--threads", type=int, default=1)
+    n.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    http(a) if a.cmd == "http" else ann(a)
+
+
+if __name__ == "__main__":
+    main()
