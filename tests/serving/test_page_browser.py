@@ -84,11 +84,18 @@ def server(serve_bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def keyed_server(serve_bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``attnrec serve`` on the svd bundle (no text, no attention; histories) behind an API key."""
+    """``attnrec serve`` on the svd bundle (no text, no attention; histories) and pop (``/models/pop/``) behind an
+    API key."""
     from attnrec.testing.serve import serve_process
 
     log = tmp_path_factory.mktemp("serve-log") / "svd.log"
-    args = [str(serve_bundles["svd"]), "--api-key-env", "PAGE_TEST_KEY"]
+    args = [
+        str(serve_bundles["svd"]),
+        "--model",
+        f"pop={serve_bundles['pop']}",
+        "--api-key-env",
+        "PAGE_TEST_KEY",
+    ]
     auth = {"Authorization": f"Bearer {KEY}"}
     with serve_process(args, log=log, env={"PAGE_TEST_KEY": KEY}, headers=auth) as srv:
         yield srv.url
@@ -312,10 +319,11 @@ def test_errors_are_shown_in_the_page_and_api_strings_stay_text(
     assert not error.is_displayed()
 
 
-def test_a_keyed_service_and_a_model_without_text(
+def test_a_keyed_service_of_two_models_without_text(
     keyed_server: str, browser: Any, artefacts: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     auth = {"Authorization": f"Bearer {KEY}"}
     open_page(browser, keyed_server, "svd")
@@ -350,3 +358,18 @@ def test_a_keyed_service_and_a_model_without_text(
     assert status == 200 and answer["path"] == "history" and answer["unknown_items"] == ["nope"]
     assert_same_list(browser.execute_script(READ_LIST), answer["items"])
     assert "nope" in browser.find_element(By.ID, "notes").text
+
+    # the service's other bundle: picked in the page, asked under /models/pop/
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "model-select")).select_by_value("pop")
+    WebDriverWait(browser, WAIT_S).until(lambda d: "pop" in d.find_element(By.ID, "model").text)
+    assert browser.execute_script(READ_LIST) == []  # the other model's list is gone
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=user]").click()
+    fill(browser, "user-id", "2")
+    assert submit(browser) == "done", error.text
+    status, answer = _post(
+        keyed_server + "/models/pop/recommend", {"user_id": "2", "k": 10, "exclude_seen": True}, auth
+    )
+    assert status == 200 and answer["model"] == "pop"
+    assert_same_list(browser.execute_script(READ_LIST), answer["items"])
