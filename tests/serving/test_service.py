@@ -197,3 +197,51 @@ def test_a_broken_bundle_on_reload_leaves_the_old_one(serve_bundles: dict[str, P
     with pytest.raises(Exception, match="weights"):
         st.reload()
     assert st.slot() is old and isinstance(old, ModelSlot)
+
+
+def test_warmup_builds_the_lazy_state_before_any_request(serve_bundles: dict[str, Path]) -> None:
+    st = ServiceState({"hybrid": serve_bundles["hybrid"]})
+    rec = st.slot().recommender
+    assert rec._encoder is None and not st.ready()["hybrid"]  # the text encoder is built on first use
+    st.warmup()
+    assert rec._encoder is not None and st.ready() == {"hybrid": True}
+
+
+def test_concurrent_requests_get_what_sequential_ones_get(state: ServiceState) -> None:
+    """Requests share one model object: none may see another's state (text queries, histories, users)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hybrid, bpr = state.slot("hybrid"), state.slot("bpr")
+    calls = [
+        *(
+            lambda q=q: hybrid.recommend(RecommendRequest(query=q, user_id="4", k=5))
+            for q in ("comedy", "space")
+        ),
+        *(lambda u=u: bpr.recommend(RecommendRequest(user_id=u, k=5)) for u in ("1", "2", "3")),
+        *(lambda h=h: bpr.recommend(RecommendRequest(items=h, k=5)) for h in (["1"], ["2", "4"])),
+    ] * 4
+    want = [c().model_dump() for c in calls]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: c().model_dump(), calls))
+    assert got == want
+
+
+def test_lightgcn_history_and_similar_items(tmp_path: Path) -> None:
+    from attnrec.models.topk.lightgcn import LightGCN
+    from attnrec.serving.bundle import save_bundle
+    from attnrec.testing import checkerboard
+    from attnrec.training.trainer import TrainerConfig
+
+    train, valid, _ = checkerboard(implicit=True)
+    model = LightGCN(dim=8)
+    model.fit(train, valid, trainer=TrainerConfig(epochs=2, progress=False, device="cpu"))
+    slot = ModelSlot("lightgcn", save_bundle(model, tmp_path / "lightgcn"))
+    slot.warmup()
+    assert slot.warmed and slot.titles is None
+    got = slot.recommend(RecommendRequest(items=["i0", "i2"], k=5))
+    want = model.recommend(
+        Query.from_ids(model.user_vocab, model.item_vocab, history_ids=[["i0", "i2"]]), k=5
+    )
+    assert got.path == "history" and ids(got) == want["item_id"].to_list()
+    sim = slot.similar("i0", k=3)
+    assert sim.space == "lightgcn item embeddings" and len(sim.items) == 3 and sim.items[0].title is None
