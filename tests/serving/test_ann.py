@@ -17,6 +17,7 @@ from attnrec.models.query import Query
 from attnrec.serving.ann import (
     ExactIndex,
     FaissIndex,
+    ModelIndex,
     build_index,
     exact_top_k,
     recall_at_k,
@@ -122,16 +123,32 @@ def test_retrieval_space_reproduces_the_models_scores(serve_bundles: dict[str, P
     offset = np.zeros(len(users), np.float32) if space.offset is None else space.offset.numpy()
     got = (space.users @ space.items.T).numpy() + offset[:, None]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    # and the index's top-10 with the stored exclusion equals the model's own top_k
-    seen = model.exclusion(Query(users=users))
-    vals, idx = ExactIndex(space.items).search(space.users, 10, exclude=seen)
+    # and the index's top-10 with the stored exclusion equals the model's own top_k, svd's offsets included
+    index = ModelIndex.for_model(model, ann=False)
+    assert index is not None and not index.approximate
+    vals, idx = index.top_k(users, 10, exclude=model.exclusion(Query(users=users)))
     mvals, midx = model.top_k(Query(users=users), 10)
-    np.testing.assert_allclose(vals + offset[:, None], mvals, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(vals, mvals, rtol=1e-4, atol=1e-4)
     assert (idx == midx).mean() > 0.99  # ties between near-equal float sums may swap
+
+
+@needs_faiss
+def test_model_index_with_faiss_honours_exclusion(serve_bundles: dict[str, Path]) -> None:
+    model = load_bundle(serve_bundles["bpr"])
+    assert isinstance(model, Recommender)
+    index = ModelIndex.for_model(model, ann=True, threads=1)
+    assert index is not None and index.approximate
+    users = np.arange(model.n_users, dtype=np.int64)
+    seen = model.exclusion(Query(users=users))
+    _, idx = index.top_k(users, 5, exclude=seen)
+    _, want = model.top_k(Query(users=users), 5)
+    assert recall_at_k(want, idx, 5) >= RECALL_BOUND  # 40 items in one list: the search is exhaustive here
+    assert not any(seen[r, j] for r in range(len(users)) for j in idx[r] if j >= 0)
 
 
 def test_models_without_a_space(serve_bundles: dict[str, Path]) -> None:
     assert retrieval_space(load_bundle(serve_bundles["pop"])) is None
+    assert ModelIndex.for_model(load_bundle(serve_bundles["hybrid"])) is None
     hybrid = retrieval_space(load_bundle(serve_bundles["hybrid"]))
     assert hybrid is not None and hybrid.users is None
     assert torch.allclose(hybrid.items.norm(dim=1), torch.ones(hybrid.items.shape[0]), atol=1e-5)

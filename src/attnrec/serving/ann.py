@@ -29,7 +29,9 @@ Which models expose a retrieval space (:func:`retrieval_space`, dispatch on the 
 The hook for the service: :func:`build_index` returns an :class:`ExactIndex` below ``ann_threshold`` items (or when
 FAISS is not installed and ANN was not asked for) and a :class:`FaissIndex` above it; both answer
 ``search(queries, k, exclude=None)`` with ``(scores (Q, k) float32, items (Q, k) int64)``, ``-inf`` / ``-1`` padding
-where fewer than ``k`` items remain.
+where fewer than ``k`` items remain. :class:`ModelIndex` puts one over a model's space: ``ModelIndex.for_model(model)``
+(None without a user space), then ``top_k(users, k, exclude=model.exclusion(query))`` answers a known user's
+recommendation like ``model.top_k`` without scoring every item when the index is FAISS.
 """
 
 from __future__ import annotations
@@ -299,3 +301,48 @@ def retrieval_space(model: Estimator[Any]) -> RetrievalSpace | None:
                 eu.detach().float().cpu(), ei.detach().float().cpu(), None, f"{model.name} embeddings"
             )
     return None
+
+
+class ModelIndex:
+    """Top-k for a model's known users through an index over its retrieval space (the service's hook).
+
+    ``ModelIndex.for_model(model)`` is None for a model without a user space (pop, hybrid_csa, CTR); otherwise
+    :meth:`top_k` answers like ``model.top_k(Query(users=...), k)`` — scores include svd's ``μ + b_u`` — exactly
+    (:class:`ExactIndex`) or approximately (:class:`FaissIndex`, chosen by :func:`build_index`).
+    """
+
+    def __init__(self, space: RetrievalSpace, index: ExactIndex | FaissIndex) -> None:
+        if space.users is None:
+            raise ConfigError(f"ModelIndex: {space.what} has no user vectors")
+        self.space, self.index = space, index
+
+    @classmethod
+    def for_model(
+        cls,
+        model: Estimator[Any],
+        *,
+        ann: bool | None = None,
+        ann_threshold: int = ANN_THRESHOLD,
+        **faiss_options: Any,
+    ) -> ModelIndex | None:
+        """The index for ``model``'s items (see :func:`build_index`), or None when it has no user space."""
+        space = retrieval_space(model)
+        if space is None or space.users is None:
+            return None
+        return cls(space, build_index(space.items, ann=ann, ann_threshold=ann_threshold, **faiss_options))
+
+    @property
+    def approximate(self) -> bool:
+        return isinstance(self.index, FaissIndex)
+
+    def top_k(
+        self, users: np.ndarray, k: int, *, exclude: sp.spmatrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (Q, k) float32, items (Q, k) int64)`` for known user indices ``users`` (Q,); ``exclude`` as in
+        :func:`exact_top_k` (e.g. ``model.exclusion(Query(users=users))``); ``-inf`` / ``-1`` padding."""
+        assert self.space.users is not None
+        u = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        vals, idx = self.index.search(self.space.users[u], k, exclude=exclude)
+        if self.space.offset is not None:
+            vals = vals + self.space.offset[u].numpy()[:, None]
+        return vals, idx
