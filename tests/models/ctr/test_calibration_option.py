@@ -111,3 +111,16 @@ def test_an_old_bundle_without_a_calibrator_scores_raw(fitted) -> None:
     clone.load_bundle_json(extra)
     assert clone.calibrator is None
     assert isinstance(fitted.calibrator, Calibrator)
+
+
+def test_default_trainer_keeps_the_best_logloss_epoch(data) -> None:
+    train, valid, _ = data
+    cfg = FM().make_trainer_config(None)
+    assert (cfg.valid_metric, cfg.valid_mode, cfg.valid_also) == ("logloss", "min", {"auc": "max"})
+    assert FM().make_trainer_config(TrainerConfig(valid_metric="auc")).valid_mode == "max"
+    model = FM(embedding_dim=4)
+    fast = {**FM.default_trainer, "epochs": 6, "lr": 0.05, "batch_size": 128, "progress": False, "device": "cpu"}
+    report = model.fit(train, valid, trainer=TrainerConfig(**fast))
+    lls = [h["valid_logloss"] for h in report.history]
+    assert report.best_epoch == 1 + int(np.argmin(lls))
+    assert report.best_valid["logloss"] == min(lls)

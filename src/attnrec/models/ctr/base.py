@@ -7,9 +7,10 @@ A CTR model scores *feature rows* (a :class:`~attnrec.data.ctr.CTRData`), not (u
   ``loss(batch) = BCE-with-logits + embedding_reg * penalty``, where subclasses implement :meth:`CTRModule.compute`
   returning the logits and the penalty (sum of squares of the embeddings looked up for the batch, per row).
 * :class:`CTRRecommender` — fit on CTRData (or streaming :class:`~attnrec.data.ctr_shards.ShardedCTRData`) with the one
-  Trainer, early stopping on validation AUC (the CTR protocol of :mod:`attnrec.evaluation.protocols`);
-  ``predict_proba``, ``predict_frame``; bundles carry the
-  feature schema (and the encoder's vocabularies when one is attached) so a bundle scores raw rows by itself.
+  Trainer, early stopping on validation logloss and AUC (``default_trainer``), then temperature scaling fitted on
+  the validation split (``config.calibration``); ``predict_proba``, ``predict_frame``; bundles carry the
+  feature schema (and the encoder's vocabularies when one is attached) and the calibrator, so a bundle scores raw
+  rows by itself.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from attnrec.training.trainer import TrainerConfig
 
 CTRSource = CTRData | ShardedCTRData
+#: the direction of each metric the CTR validator computes
+CTR_METRIC_MODES: dict[str, Literal["min", "max"]] = {"auc": "max", "logloss": "min", "ece": "min"}
 
 
 class CTRConfig(ModelConfig):
@@ -155,9 +158,17 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
     config_class: ClassVar[type[ModelConfig]] = CTRConfig
     #: the module, built as ``module_class(schema, config)``
     module_class: ClassVar[CTRModuleFactory]
-    #: the CTR benchmark's settings (BENCHMARKS.md, CTR family): Adam lr 1e-3, batch 256, at most 30 epochs,
-    #: early stopping on validation AUC with patience 3
-    default_trainer: ClassVar[dict[str, Any]] = {"epochs": 30, "patience": 3, "batch_size": 256, "lr": 1e-3}
+    #: the CTR benchmark's settings (docs/models/ctr_benchmarks.md): Adam lr 1e-3, batch 256, at most 30 epochs;
+    #: keep the epoch of the best validation logloss and stop when neither logloss nor AUC improved for 3 epochs
+    #: (on AUC alone, training ran on while the logits grew and the probabilities became over-confident)
+    default_trainer: ClassVar[dict[str, Any]] = {
+        "epochs": 30,
+        "patience": 3,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "valid_metric": "logloss",
+        "valid_also": {"auc": "max"},
+    }
 
     def __init__(self, config: ConfigT | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -165,6 +176,14 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         self.encoder: FeatureEncoder | None = None
         #: post-hoc scaling of the logits fitted on validation after training (``config.calibration``); None: raw
         self.calibrator: Calibrator | None = None
+
+    def make_trainer_config(self, trainer: TrainerConfig | None) -> TrainerConfig:
+        """``trainer`` (None: ``default_trainer``) with ``valid_mode`` filled in from the CTR metric's direction when
+        it is unset (``valid_metric = "auc"`` alone maximises, ``"logloss"`` or ``"ece"`` minimises)."""
+        cfg = super().make_trainer_config(trainer)
+        if cfg.valid_mode is None and cfg.valid_metric in CTR_METRIC_MODES:
+            cfg = cfg.model_copy(update={"valid_mode": CTR_METRIC_MODES[cfg.valid_metric]})
+        return cfg
 
     def build_ctr_module(self, schema: FeatureSchema) -> CTRModule:
         """A fresh module for a fitted ``schema`` (parameters drawn from the current torch seed)."""
