@@ -1,14 +1,13 @@
-"""`attnrec serve` as a real uvicorn process on 127.0.0.1 (a free port), started here and stopped at the end:
+"""`attnrec serve` as a real uvicorn process on 127.0.0.1 (a free port; attnrec.testing.serve starts and stops it):
 it binds loopback by default, answers over HTTP with the API key from the environment, reloads on SIGHUP while
 requests keep flowing (none fails), and shuts down gracefully on SIGTERM."""
 
 from __future__ import annotations
 
-import os
+import inspect
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,62 +22,31 @@ for _mod in ("fastapi", "httpx", "prometheus_client", "uvicorn"):
 
 import httpx  # noqa: E402
 
+from attnrec.serving.cli import serve_cmd  # noqa: E402
+from attnrec.testing.serve import serve_process  # noqa: E402
+
 AUTH = {"Authorization": "Bearer process-key"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(
     serve_bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    port = free_port()
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
-    env = {**os.environ, "ATTNREC_TEST_KEY": "process-key", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-c",
-        "from attnrec.cli import main; main()",
-        "serve",
+    args = [
         str(serve_bundles["svd"]),
         "--model",
         f"bpr={serve_bundles['bpr']}",
-        "--port",
-        str(port),
         "--api-key-env",
         "ATTNREC_TEST_KEY",
-        "--threads",
-        "1",
     ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"attnrec serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/ready", headers=AUTH, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"attnrec serve not ready in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base, proc, log
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serve_process(args, log=log, env={"ATTNREC_TEST_KEY": "process-key"}, headers=AUTH) as srv:
+        yield srv.url, srv.proc, log
+
+
+def test_the_default_bind_is_loopback() -> None:
+    # the process below is started with --host 127.0.0.1 by the helper; the default is checked here
+    assert inspect.signature(serve_cmd).parameters["host"].default == "127.0.0.1"
 
 
 def test_serves_over_http_on_loopback(server: tuple[str, subprocess.Popen[bytes], Path]) -> None:
