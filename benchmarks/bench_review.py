@@ -113,11 +113,25 @@ MODELS: dict[str, dict[str, Any]] = {
     # the paper's L1 rating loss fits the median rating; the metric here is MSE
     "safmr_l2": {"worker": "ours", "model": "safmr", "fixed": {"loss": "l2"}, "grid": {}},
     "transnet_l2": {"worker": "ours", "model": "transnet", "fixed": {"loss": "l2"}, "grid": {}},
+    # the two ablations again on the squared-error loss (under L1 every variant may sit at the median)
+    "safmr_l2_fm": {
+        "worker": "ours",
+        "model": "safmr",
+        "fixed": {"loss": "l2", "attention": False},
+        "grid": {},
+    },
+    "safmr_l2_no_transform": {
+        "worker": "ours",
+        "model": "safmr",
+        "fixed": {"loss": "l2", "transform_loss": False},
+        "grid": {},
+    },
 }
 GROUPS = {
     "baselines": ["global_mean", "surprise_baseline", "surprise_svd", "svd", "hft"],
     "review": ["deepconn", "transnet", "safmr"],
     "ablations": ["safmr_fm", "safmr_no_transform", "safmr_skipgram", "safmr_l2", "transnet_l2"],
+    "ablations_l2": ["safmr_l2", "safmr_l2_fm", "safmr_l2_no_transform", "transnet_l2"],
 }
 
 
@@ -431,6 +445,8 @@ LABELS = {
     "safmr_skipgram": 'safmr `word_vectors="skipgram"`',
     "safmr_l2": 'safmr `loss="l2"` (squared-error rating loss)',
     "transnet_l2": 'transnet `loss="l2"`',
+    "safmr_l2_fm": 'safmr `loss="l2" attention=False`',
+    "safmr_l2_no_transform": 'safmr `loss="l2" transform_loss=False`',
 }
 
 
