@@ -252,6 +252,10 @@ def test_user_query_shows_the_api_answer_with_attention_bars(
     assert all(abs(sum(s["shares"].values()) - 1) < 1e-4 for s in shown)
     assert browser.find_element(By.ID, "legend").is_displayed()
 
+    # everything the page loaded came from the service itself: no external asset
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert fetched and all(url.startswith(server + "/") for url in fetched), fetched
+
 
 def test_text_query_shows_the_api_answer(
     server: str, browser: Any, artefacts: Path, capsys: pytest.CaptureFixture[str]
