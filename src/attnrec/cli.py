@@ -557,7 +557,11 @@ def recommend_cmd(
 
         assert out is not None
         rep = recommend_all_users(
-            model, out, k=k, exclude_seen=not include_seen, items=load_bundle_items(model_dir)
+            model,
+            out,
+            k=k,
+            exclude_seen=not include_seen,
+            items=load_bundle_items(model_dir, trust_code=trust_bundle),
         )
         console.print(f"{rep.rows} recommendations for {rep.users} users written to {out}", markup=False)
         _say_if_short(rep.rows, k, rep.users)
@@ -617,7 +621,7 @@ def recommend_cmd(
         recs = model.recommend(ids, k=k, exclude_seen=not include_seen)
         title = f"top-{k} from {model.name}"
         _say_if_short(recs.height, k, len(ids))
-    items = load_bundle_items(model_dir)
+    items = load_bundle_items(model_dir, trust_code=trust_bundle)
     if items is not None and "title" in items.columns:
         recs = recs.join(items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
     _write_or_print(recs, out, title)

@@ -142,22 +142,29 @@ def copy(built: dict[str, Path], tmp_path: Path) -> Callable[[str], Path]:
     return lambda kind: Path(shutil.copytree(built[kind], tmp_path / kind))
 
 
-def cli_args(kind: str, path: Path, built: dict[str, Path]) -> list[str | Path]:
+def cli_args(kind: str, path: Path, built: dict[str, Path], *, trust: bool = False) -> list[str | Path]:
     """The CLI command that serves a bundle of ``kind``: recommend for recommenders, predict for CTR."""
+    flag: list[str | Path] = ["--trust-bundle"] if trust else []
     if kind == "lr":
-        return ["predict", "--model-dir", path, "--data", built["ctr_csv"]]
-    return ["recommend", "--model-dir", path, "--users", "u1", "--k", "3"]
+        return ["predict", "--model-dir", path, "--data", built["ctr_csv"], *flag]
+    return ["recommend", "--model-dir", path, "--users", "u1", "--k", "3", *flag]
 
 
 def assert_refused(
-    cli: Callable[..., Probe], kind: str, path: Path, built: dict[str, Path], *fragments: str
+    cli: Callable[..., Probe],
+    kind: str,
+    path: Path,
+    built: dict[str, Path],
+    *fragments: str,
+    trust: bool = False,
 ) -> str:
-    """Refused the same clean way by the library and by the CLI, naming every fragment. Returns the CLI's line."""
+    """Refused the same clean way by the library and by the CLI, naming every fragment. Returns the CLI's line.
+    ``trust``: load as a caller who trusts the bundle (``trust_code=True``, ``--trust-bundle``)."""
     with pytest.raises(DataError) as err:
-        load_bundle(path)
+        load_bundle(path, trust_code=trust)
     for frag in fragments:
         assert frag in str(err.value), f"{frag!r} not in {err.value}"
-    return assert_clean_error(cli(cli_args(kind, path, built)), str(path), *fragments)
+    return assert_clean_error(cli(cli_args(kind, path, built, trust=trust)), str(path), *fragments)
 
 
 @pytest.fixture
@@ -770,11 +777,12 @@ def test_json_reads_are_capped_and_the_error_states_the_limit(
 ) -> None:
     path = copy("svd")
     m = manifest(path)
-    del m["files"]  # format 1 lists no sizes: the cap is what bounds the read
+    del m["files"]  # format 1 lists no sizes: the cap is what bounds the read (of a trusted format 1 bundle)
     write_manifest(path, {**m, "format": 1})
     size = (path / name).stat().st_size
     monkeypatch.setattr(bundle_module, cap, size - 1)
-    assert_refused(cli, "svd", path, built, name, f"{size:,} bytes, over the {size - 1:,}-byte limit")
+    limit = f"{size:,} bytes, over the {size - 1:,}-byte limit"
+    assert_refused(cli, "svd", path, built, name, limit, trust=True)
 
 
 @pytest.mark.parametrize(

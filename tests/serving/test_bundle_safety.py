@@ -137,7 +137,7 @@ def test_item_metadata_round_trips(saved: dict[str, Path], svd_dir: Path, pop: P
     assert load_bundle_items(svd_dir) is None
 
 
-def test_format_1_bundles_load_unverified_with_a_warning(
+def test_format_1_bundles_load_unverified_with_a_warning_only_when_trusted(
     pop_dir: Path, pop: Pop, caplog: pytest.LogCaptureFixture
 ) -> None:
     m = manifest(pop_dir)
@@ -146,19 +146,25 @@ def test_format_1_bundles_load_unverified_with_a_warning(
     # format 1 weights carry no metadata
     tensors = load_safetensors((pop_dir / "weights.safetensors").read_bytes())
     (pop_dir / "weights.safetensors").write_bytes(save_safetensors(tensors))
+    # untrusted, a downgrade to format 1 must not skip the checksums
+    for load in (load_bundle, load_bundle_items):
+        with pytest.raises(
+            DataError, match=r"manifest\.json, field 'format', value 1: .*no checksums.*re-save"
+        ):
+            load(pop_dir)
     with caplog.at_level(logging.WARNING, logger="attnrec.serving.bundle"):
-        loaded = load_bundle(pop_dir)
+        loaded = load_bundle(pop_dir, trust_code=True)
     assert_same_model(loaded, pop)
     assert "no checksums" in caplog.text and "manifest.json" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="attnrec.serving.bundle"):
-        assert load_bundle_items(pop_dir) is not None
+        assert load_bundle_items(pop_dir, trust_code=True) is not None
     assert caplog.text == ""  # said once per load, not again for the item metadata
     # the file checks still apply to format 1
     (pop_dir / "users.json").unlink()
     (pop_dir / "users.json").symlink_to(pop_dir / "items.json")
     with pytest.raises(DataError, match=r"users\.json.*symbolic link"):
-        load_bundle(pop_dir)
+        load_bundle(pop_dir, trust_code=True)
 
 
 # ------------------------------------------------------------------------------------------------ code in the manifest

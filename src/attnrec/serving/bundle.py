@@ -23,8 +23,10 @@ the file, and the field or tensor where there is one):
   (:meth:`~attnrec.models.base.Estimator.restrict_to_bundle`): hybrid_csa's ``config.encoder`` must be a
   registered offline text model (the packaged all-MiniLM-L6-v2), never a folder or a hub id.
 * **Integrity.** Format 2 lists the sha256 and size of every other file; each file is checked before it is parsed,
-  and only listed files are read. Format 1 bundles (no checksums) still load, with a logged warning that they are
-  unverified; saving one again upgrades it.
+  and only listed files are read. A format 1 bundle (no checksums) is refused unless the caller trusts it
+  (``trust_code=True``, the CLI's ``--trust-bundle``): anyone who can rewrite a bundle could otherwise downgrade
+  it to format 1 to skip the checks. Trusted, it loads with a logged warning; :func:`resave_hint` says how
+  saving it again upgrades it.
 * **Regular files inside the bundle only.** A symbolic link, a FIFO, a device or a directory in place of a bundle
   file is refused before it is opened (a FIFO cannot block the load); the manifest is capped at
   :data:`MAX_MANIFEST_BYTES` and other JSON files at :data:`MAX_JSON_BYTES` (a file that grows past its cap or
@@ -75,7 +77,8 @@ from attnrec.models.base import Estimator, Recommender, available_models, get_mo
 
 log = logging.getLogger(__name__)
 
-#: the format :func:`save_bundle` writes; :func:`load_bundle` reads this one and format 1 (no checksums)
+#: the format :func:`save_bundle` writes; :func:`load_bundle` reads this one, and format 1 (no checksums) only
+#: from a caller who trusts the bundle
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 #: the largest manifest a load reads, in bytes (a config and a run's settings: kilobytes)
@@ -192,7 +195,7 @@ def load_bundle(path: str | Path, *, trust_code: bool = False) -> Estimator[Any]
     """
     root = _bundle_dir(path)
     manifest_path = root / MANIFEST
-    manifest = _read_manifest(root)
+    manifest = _read_manifest(root, trust=trust_code)
     cls = _model_class(manifest, manifest_path, trust_code=trust_code)
     model = cls(cls.config_class.parse(manifest["config"], source=f"{manifest_path}: field 'config'"))
     if not trust_code:  # before anything else is read: e.g. a text encoder named by path or hub id is refused
@@ -239,18 +242,20 @@ def load_bundle(path: str | Path, *, trust_code: bool = False) -> Estimator[Any]
 def bundle_extra(path: str | Path) -> dict[str, Any]:
     """The ``extra`` table a run stored in a bundle's manifest (e.g. a CTR run's read settings), read through the
     same checks as :func:`load_bundle` (regular file, size cap, manifest shape)."""
-    extra = _read_manifest(_bundle_dir(path), warn=False).get("extra", {})
+    # the manifest is not under a checksum in any format: its extra table is as trustworthy in format 1
+    extra = _read_manifest(_bundle_dir(path), trust=True, warn=False).get("extra", {})
     return extra if isinstance(extra, dict) else {}
 
 
-def load_bundle_items(path: str | Path) -> pl.DataFrame | None:
+def load_bundle_items(path: str | Path, *, trust_code: bool = False) -> pl.DataFrame | None:
     """The item metadata saved with a bundle (a frame with an ``item_id`` column), or None when it has none.
 
     Checked like every bundle file (checksum, regular file inside the bundle); a corrupt file is a DataError.
+    ``trust_code``: as for :func:`load_bundle` (a format 1 bundle, unverified, is read only when trusted).
     """
     root = _bundle_dir(path)
     manifest = _read_manifest(
-        root, warn=False
+        root, trust=trust_code, warn=False
     )  # load_bundle, called first, has said a format 1 is unverified
     if ITEM_META not in _listed_files(root, manifest):
         return None
@@ -344,10 +349,20 @@ def _require_regular(st: os.stat_result, file: Path, limit: int | None, size: in
         raise DataError(f"has {st.st_size:,} bytes, over the {limit:,}-byte limit", file=file)
 
 
-def _read_manifest(root: Path, *, warn: bool = True) -> dict[str, Any]:
+def resave_hint(path: str | Path) -> str:
+    """How to upgrade the format 1 bundle at ``path`` to the current format (checksums), as one sentence."""
+    return (
+        "re-save it once from Python, if you trust it: from attnrec.serving.bundle import bundle_extra, "
+        f"load_bundle, load_bundle_items, save_bundle; p = {str(path)!r}; save_bundle(load_bundle(p, "
+        "trust_code=True), NEW_DIR, items=load_bundle_items(p, trust_code=True), extra=bundle_extra(p)) "
+        "(or pass --trust-bundle to use it as it is)"
+    )
+
+
+def _read_manifest(root: Path, *, trust: bool, warn: bool = True) -> dict[str, Any]:
     """The manifest, checked for shape: a JSON object whose keys have the types of ``_MANIFEST_KEYS``, a readable
-    format, and (format 2) a ``files`` table of known names with a sha256 and a size each. ``warn``: log that a
-    format 1 bundle is unverified."""
+    format, and (format 2) a ``files`` table of known names with a sha256 and a size each. A format 1 manifest
+    (no checksums) is refused unless ``trust``. ``warn``: log that a trusted format 1 bundle is unverified."""
     file = root / MANIFEST
     if not os.path.lexists(file):
         raise DataError(
@@ -401,6 +416,16 @@ def _read_manifest(root: Path, *, warn: bool = True) -> dict[str, Any]:
                 raise DataError(
                     "bad size", file=file, field=f"{field}.bytes", value=size, expected="an integer >= 0"
                 )
+    elif not trust:
+        # an untrusted format 1 would let whoever rewrote the bundle skip every checksum by downgrading it
+        raise DataError(
+            "bundle format 1 has no checksums, so its files cannot be verified; it is loaded only from a "
+            "source you trust",
+            file=file,
+            field="format",
+            value=1,
+            expected=f"a format {FORMAT_VERSION} bundle: {resave_hint(root)}",
+        )
     elif warn:
         log.warning(
             "%s: bundle format 1 has no checksums; its files are loaded unverified (save it again)", file

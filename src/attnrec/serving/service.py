@@ -141,7 +141,7 @@ def load_slot_parts(
     for _ in range(_LOAD_TRIES):
         before, _m = _manifest_digest(root)
         model = load_bundle(root, trust_code=trust_code)
-        items = load_bundle_items(root)
+        items = load_bundle_items(root, trust_code=trust_code)
         after, manifest = _manifest_digest(root)
         if before == after:
             info = BundleInfo(root, manifest, after, _data_fingerprint(root), time.time())
