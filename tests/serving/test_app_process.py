@@ -109,3 +109,35 @@ def test_sigterm_stops_it(server: tuple[str, subprocess.Popen[bytes], Path]) -> 
     assert "Finished server process" in log.read_text()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/health", timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--model", "no-equals-sign"], {}, "expected NAME=DIR"),
+        (["--model", "a=x", "--model", "a=y"], {}, "given twice"),
+        ([], {}, "no bundle to serve"),
+        (["BUNDLE", "--api-key-env", "ATTNREC_UNSET_KEY"], {}, "ATTNREC_UNSET_KEY"),
+        (["BUNDLE", "--model", "svd=/no/such/folder"], {}, "/no/such/folder"),
+    ],
+)
+def test_serve_refuses_bad_options_in_one_line(
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+    serve_bundles: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sys
+
+    from attnrec.cli import main
+
+    monkeypatch.delenv("ATTNREC_UNSET_KEY", raising=False)
+    argv = [str(serve_bundles["svd"]) if a == "BUNDLE" else a for a in args]
+    monkeypatch.setattr(sys, "argv", ["attnrec", "serve", *argv, "--port", "1"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error:" in err and message in err.replace("\n", "")
+    assert "Traceback" not in err
