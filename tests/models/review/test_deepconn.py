@@ -247,3 +247,20 @@ def test_cli_trains_evaluates_and_recommends_from_an_amazon_review_file(
     cli("recommend", "--model-dir", str(run / "model"), "--users", "U0,U1", "--k", "3", "--out", str(recs))
     top = pl.read_csv(recs)
     assert top.height == 6 and set(top["user_id"]) == {"U0", "U1"}
+
+
+def test_predictions_are_clipped_to_the_training_scale_and_the_bundle_keeps_it(tmp_path: Path) -> None:
+    from attnrec.serving.bundle import load_bundle, save_bundle
+
+    train, _, test = review_checkerboard()
+    model = fit_one_epoch(train)
+    assert model.rating_range == (float(train.ratings.min()), float(train.ratings.max()))
+    model.rating_range = (2.0, 3.0)  # narrower than any fit: every prediction hits a bound
+    pred = model.predict(test.users, test.items)
+    assert pred.min() >= 2.0 and pred.max() <= 3.0
+    raw = model.score_users(test.users[:1]).numpy()[0]  # rankings are not clipped
+    np.testing.assert_allclose(np.clip(raw[test.items[:1]], 2.0, 3.0), pred[:1], rtol=1e-5)
+    save_bundle(model, tmp_path / "b")
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.rating_range == (2.0, 3.0)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(loaded.predict(test.users, test.items), pred)  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ from attnrec.models.base import (
     TaskKind,
     TorchRecommender,
     TrainableModule,
+    pop_rating_range,
 )
 from attnrec.models.layers.interaction import fm_second_order
 from attnrec.models.layers.text_cnn import TextCNN
@@ -213,6 +214,8 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         self.text_stats: dict[str, int] = {}
         self._docs: ReviewDocuments | None = None
         self._word_vectors: np.ndarray | None = None
+        #: the training rating scale (low, high) that :meth:`predict` clips to
+        self.rating_range: tuple[float, float] = (-np.inf, np.inf)
 
     @abstractmethod
     def new_module(self, vocab_size: int, word_vectors: np.ndarray | None) -> ReviewModule:
@@ -228,6 +231,7 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         run_key: str | None,
     ) -> FitReport:
         c = self.config
+        self.rating_range = train.rating_bounds()
         corpus = side.reviews
         assert corpus is not None  # check_side required it
         corpus.check_built_from(train)
@@ -315,8 +319,9 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         return torch.cat(parts) if parts else torch.zeros(0, device=uvec.device)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Predicted ratings (N,) float32 of aligned (user, item) index arrays, from their training documents only.
-        Pairs whose user or item has no training text (all-padding document) are counted in the log."""
+        """Predicted ratings (N,) float32 of aligned (user, item) index arrays, from their training documents only,
+        clipped to the training rating scale. Pairs whose user or item has no training text (all-padding document)
+        are counted in the log."""
         u, i = self.check_pairs(users, items)
         m = self.review_module
         m.eval()
@@ -334,10 +339,11 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
             uvec = self._vectors("user", torch.from_numpy(uu).to(dev))
             ivec = self._vectors("item", torch.from_numpy(ii).to(dev))
             out = self._rate_pairs(uvec[torch.from_numpy(uinv).to(dev)], ivec[torch.from_numpy(iinv).to(dev)])
-        return out.float().cpu().numpy()
+        return out.clamp(*self.rating_range).float().cpu().numpy()
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
-        """Predicted ratings of every item (B, n_items) for users (B,): each user and item encoded once."""
+        """Predicted ratings of every item (B, n_items) for users (B,), each user and item encoded once; not
+        clipped (a ranking on clipped ratings would tie every item predicted above the top rating)."""
         m = self.review_module
         m.eval()
         dev = m.user_docs.device
@@ -363,6 +369,17 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         )
 
     # ------------------------------------------------------------------ persistence
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The module's state (weights and the documents) plus the training rating range."""
+        out = super().state_tensors()
+        out["_rating_range"] = torch.tensor(self.rating_range, dtype=torch.float64)
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        self.rating_range = pop_rating_range(tensors)
+        super().load_state_tensors(tensors)
+
     def bundle_json(self) -> dict[str, Any]:
         """The word vocabulary (documents are tensors of the bundle) and the training-text counts."""
         if self.vocab is None:
