@@ -41,11 +41,21 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_client(url: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """``load_client.py --url URL ARGS`` in its own process; its JSON result."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, in seconds (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_client(url: str, args: list[str], timeout: float, server_pid: int) -> dict[str, Any]:
+    """``load_client.py --url URL ARGS`` in its own process; its JSON result, with the server's CPU time per
+    completed request (``server_cpu_ms_per_req``: the cost of a request whatever the machine's load; it includes the
+    client's warm-up requests, a few dozen out of thousands)."""
     cmd = [sys.executable, str(HERE / "load_client.py"), "--url", url, *args]
+    before = cpu_seconds(server_pid)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["server_cpu_ms_per_req"] = 1e3 * (cpu_seconds(server_pid) - before) / max(result["ok"], 1)
     result["load_after"] = load()
     return result
 
@@ -58,7 +68,10 @@ def http(a: argparse.Namespace) -> None:
         print(f"server {srv.url} pid {srv.proc.pid}; load {load()}", flush=True)
         if a.rate > 0:
             r = run_client(
-                srv.url, [*common, "--rate", str(a.rate), "--duration", str(a.duration)], a.duration + 120
+                srv.url,
+                [*common, "--rate", str(a.rate), "--duration", str(a.duration)],
+                a.duration + 120,
+                srv.proc.pid,
             )
             runs.append(r)
             print(json.dumps(r), flush=True)
@@ -67,12 +80,16 @@ def http(a: argparse.Namespace) -> None:
                 srv.url,
                 [*common, "--concurrency", str(c), "--duration", str(a.max_duration)],
                 a.max_duration + 120,
+                srv.proc.pid,
             )
             runs.append(r)
             print(json.dumps(r), flush=True)
     print(f"\n{a.bundle} ({'text queries' if a.text else 'known users'}, k=10), load after: {load()}\n")
-    print("| load | requests | errors | throughput req/s | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| load | requests | errors + not sent | throughput req/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| server CPU ms / req | client CPU ms / req |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         what = (
             f"open loop {r['rate_rps']:.0f} req/s"
@@ -81,7 +98,8 @@ def http(a: argparse.Namespace) -> None:
         )
         print(
             f"| {what} | {r['sent']} | {r['errors'] + r['skipped']} | {r['throughput_rps']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} |"
+            f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
+            f"{r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_ms_per_req']:.2f} |"
         )
 
 

@@ -138,7 +138,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 errors += 1
                 error_kinds[kind] = error_kinds.get(kind, 0) + 1
 
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         end = start + args.duration
         if args.concurrency:
 
@@ -167,12 +167,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.wait(pending, timeout=args.timeout)
             mode = {"mode": "open", "rate_rps": args.rate}
         elapsed = time.perf_counter() - start
+        cpu_ms = 1e3 * (time.process_time() - cpu0) / max(len(lat) + errors, 1)
         return summary(
             lat,
             errors,
             skipped,
             elapsed,
-            {**mode, "duration_s": args.duration, "text": args.text, "k": args.k, "error_kinds": error_kinds},
+            {
+                **mode,
+                "duration_s": args.duration,
+                "text": args.text,
+                "k": args.k,
+                "error_kinds": error_kinds,
+                "client_cpu_ms_per_req": cpu_ms,
+            },
         )
 
 
