@@ -39,7 +39,7 @@ SMALL: dict[str, Any] = {
     "max_words": 100,
     "dropout": 0.0,
 }
-TRAINER: dict[str, Any] = {"epochs": 20, "lr": 0.01, "batch_size": 64, "patience": None}
+TRAINER: dict[str, Any] = {"epochs": 14, "lr": 0.01, "batch_size": 64, "patience": None}
 
 
 @pytest.fixture(autouse=True, scope="module")
