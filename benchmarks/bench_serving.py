@@ -4,7 +4,10 @@ against exact top-k at a million items.
 ``http``: starts ``attnrec serve BUNDLE`` (one uvicorn worker, one torch thread, 127.0.0.1, warmed up) and runs
 ``benchmarks/load_client.py`` against it **as a separate process**: first the open-loop fixed rate (``--rate`` for
 ``--duration`` s), then closed loops at each ``--concurrency`` (``--max-duration`` s each) for the throughput; the
-server is stopped at the end. ``--text``: text queries (hybrid_csa bundles). Prints each run's JSON and a table.
+server is stopped at the end. ``--text``: text queries (hybrid_csa bundles). ``--stacks h11,httptools``: the same
+plan on uvicorn's pure-Python parser + asyncio, then on httptools + uvloop (an A/B of the server stack; ``cli``, the
+default, is ``attnrec serve`` as a user runs it). Each run also reports the server's and the client's CPU time per
+request, which the machine's load does not inflate the way it does latencies. Prints each run's JSON and a table.
 
 ``ann``: ``--items`` generated item vectors (``--dim``, Gaussian clusters) and ``--queries`` query vectors; exact top-10
 (:func:`attnrec.serving.ann.exact_top_k`, one query at a time and all at once) against FAISS IVF-Flat at several
@@ -24,6 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,7 @@ import numpy as np
 import torch
 
 from attnrec.serving.ann import FaissIndex, exact_top_k, recall_at_k
-from attnrec.testing.serve import serve_process
+from attnrec.testing.serve import free_port, serve_process
 
 HERE = Path(__file__).parent
 
@@ -60,36 +66,76 @@ def run_client(url: str, args: list[str], timeout: float, server_pid: int) -> di
     return result
 
 
+#: how ``--stacks`` names a server: ``cli`` is ``attnrec serve`` (uvicorn picks httptools + uvloop when installed,
+#: else h11 + asyncio); the others run the same app under uvicorn with the HTTP parser and event loop forced
+STACKS = {"cli": None, "h11": ("h11", "asyncio"), "httptools": ("httptools", "uvloop")}
+LAUNCH = """
+import sys, torch, uvicorn
+from attnrec.serving.app import create_app
+torch.set_num_threads(1)
+uvicorn.run(create_app({"default": sys.argv[1]}), host="127.0.0.1", port=int(sys.argv[2]), http=sys.argv[3],
+            loop=sys.argv[4], access_log=False, log_level="warning")
+"""
+
+
+@contextmanager
+def server(bundle: Path, stack: str, log: Path) -> Iterator[tuple[str, int]]:
+    """A server for ``bundle`` on the ``stack`` (see :data:`STACKS`), ready (``/ready`` 200): (url, pid)."""
+    spec = STACKS[stack]
+    if spec is None:
+        with serve_process([str(bundle), "--threads", "1"], log=log) as srv:
+            yield srv.url, srv.proc.pid
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        cmd = [sys.executable, "-c", LAUNCH, str(bundle), str(port), *spec]
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def http(a: argparse.Namespace) -> None:
     runs: list[dict[str, Any]] = []
-    serve_args = [str(a.bundle), "--threads", "1"]
     common = ["--k", "10"] + (["--text"] if a.text else [])
-    with tempfile.TemporaryDirectory() as tmp, serve_process(serve_args, log=Path(tmp) / "serve.log") as srv:
-        print(f"server {srv.url} pid {srv.proc.pid}; load {load()}", flush=True)
-        if a.rate > 0:
-            r = run_client(
-                srv.url,
-                [*common, "--rate", str(a.rate), "--duration", str(a.duration)],
-                a.duration + 120,
-                srv.proc.pid,
-            )
-            runs.append(r)
-            print(json.dumps(r), flush=True)
-        for c in a.concurrency:
-            r = run_client(
-                srv.url,
-                [*common, "--concurrency", str(c), "--duration", str(a.max_duration)],
-                a.max_duration + 120,
-                srv.proc.pid,
-            )
-            runs.append(r)
-            print(json.dumps(r), flush=True)
+    for stack in a.stacks:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            server(a.bundle, stack, Path(tmp) / "serve.log") as (url, pid),
+        ):
+            print(f"server ({stack}) {url} pid {pid}; load {load()}", flush=True)
+            plan = [["--rate", str(a.rate), "--duration", str(a.duration)]] if a.rate > 0 else []
+            plan += [["--concurrency", str(c), "--duration", str(a.max_duration)] for c in a.concurrency]
+            for extra in plan:
+                r = run_client(url, [*common, *extra], float(extra[-1]) + 120, pid)
+                r["stack"] = stack
+                runs.append(r)
+                print(json.dumps(r), flush=True)
     print(f"\n{a.bundle} ({'text queries' if a.text else 'known users'}, k=10), load after: {load()}\n")
     print(
-        "| load | requests | errors + not sent | throughput req/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| server | load | requests | errors + not sent | throughput req/s | p50 ms | p90 ms | p99 ms | max ms "
         "| server CPU ms / req | client CPU ms / req |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         what = (
             f"open loop {r['rate_rps']:.0f} req/s"
@@ -97,7 +143,7 @@ def http(a: argparse.Namespace) -> None:
             else f"closed, {r['concurrency']} workers"
         )
         print(
-            f"| {what} | {r['sent']} | {r['errors'] + r['skipped']} | {r['throughput_rps']:.0f} | "
+            f"| {r['stack']} | {what} | {r['sent']} | {r['errors'] + r['skipped']} | {r['throughput_rps']:.0f} | "
             f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
             f"{r['server_cpu_ms_per_req']:.2f} | {r['client_cpu_ms_per_req']:.2f} |"
         )
@@ -180,6 +226,12 @@ def main() -> None:
     h.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 4, 16])
     h.add_argument("--max-duration", type=float, default=20.0)
     h.add_argument("--text", action="store_true")
+    h.add_argument(
+        "--stacks",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=["cli"],
+        help=f"servers to run in turn, each the whole plan: {', '.join(STACKS)} (e.g. h11,httptools,httptools,h11)",
+    )
     n = sub.add_parser("ann", help="FAISS vs exact top-k on generated vectors")
     n.add_argument("--items", type=int, default=1_000_000)
     n.add_argument("--dim", type=int, default=64)
