@@ -238,7 +238,22 @@ def error_message(exc: BaseException) -> str | None:
         return f"a file is not {exc.encoding} text: byte 0x{byte} at offset {exc.start} ({exc.reason}){hint}"
     if isinstance(exc, MemoryError):
         return "out of memory: the input is too large for this machine's memory" + hint
+    if isinstance(exc, RuntimeError) and _is_torch_oom(exc):
+        # torch reports a failed allocation as a RuntimeError (its CUDA one is torch.OutOfMemoryError, a subclass)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (
+            f"out of memory: {first} (a model size such as --set dim=..., the batch size or the data is too large "
+            "for this machine)" + hint
+        )
     return None
+
+
+def _is_torch_oom(exc: RuntimeError) -> bool:
+    """A torch allocation failure (CPU allocator or CUDA out of memory), told apart from other RuntimeErrors."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "can't allocate memory" in text or "CUDA out of memory" in text
 
 
 def run_app(app: Callable[[], object]) -> None:

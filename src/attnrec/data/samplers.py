@@ -96,6 +96,10 @@ class NegativeSampler:
         self._free = support.size - np.rint(pos_in_support).astype(np.int64)
         self._free_mass = 1.0 - np.bincount(self._rows, weights=self._p[self._items], minlength=self.n_users)
 
+    def stuck_users(self) -> np.ndarray:
+        """Indices of the users no negative can be drawn for (every drawable item is a positive), int64, sorted."""
+        return np.flatnonzero(self._free <= 0).astype(np.int64)
+
     @property
     def probabilities(self) -> np.ndarray:
         """Item probabilities before excluding positives, shape ``(n_items,)``, summing to 1."""

@@ -15,7 +15,12 @@ from typing import Any
 import polars as pl
 
 from attnrec.data.readers.files import check_parquet_size, open_input, read_text
-from attnrec.data.readers.tabular import RowChecker, normalise_ids
+from attnrec.data.readers.tabular import (
+    RowChecker,
+    delimited_parse_error,
+    normalise_ids,
+    reject_reserved_columns,
+)
 from attnrec.data.splits import SplitResult, load_presplit, split, with_rating_range
 from attnrec.data.table import CANONICAL, Dataset, check_rating_range
 from attnrec.errors import ConfigError, DataError
@@ -121,6 +126,9 @@ def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFram
     ``description``, ``genres`` (``a|b``), ``categories``; every value read as text. ``columns`` renames the
     file's columns where it has them (the same mapping as the interactions, e.g. ``movieId=item_id``)."""
     frame = _read_item_table(path)
+    reject_reserved_columns(
+        frame.columns, path, header_line=None if path.suffix.lower() in (".parquet", ".pq") else 1
+    )
     rename = {src: dst for src, dst in (columns or {}).items() if src in frame.columns}
     frame = frame.rename(rename)
     if "item_id" not in frame.columns:
@@ -145,7 +153,12 @@ def _read_item_table(path: Path) -> pl.DataFrame:
             with open_input(path) as fh:
                 return pl.read_parquet(fh)
         sep = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
-        return pl.read_csv(io.StringIO(read_text(path)), infer_schema=False, separator=sep)
+        text = read_text(path)
+        try:
+            return pl.read_csv(io.StringIO(text), infer_schema=False, separator=sep)
+        except pl.exceptions.PolarsError as exc:
+            header = text.split("\n", 1)[0]
+            raise delimited_parse_error(exc, text, path, sep, len(header.split(sep))) from None
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(
             f"cannot read: {exc}", file=path, expected="an item metadata CSV or Parquet file"

@@ -10,7 +10,9 @@ columns; there is no Python loop over rows.
 
 from __future__ import annotations
 
+import csv
 import io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -113,6 +115,51 @@ def skipped_summary(notes: Mapping[str, object]) -> dict[str, Any] | None:
     if "skipped_by_file" in notes:
         out["by_file"] = notes["skipped_by_file"]
     return out
+
+
+#: the column every reader keeps each row's line number in; a file may not use the name for a column of its own
+LINE_COLUMN = "line"
+
+
+def reject_reserved_columns(columns: list[str], path: str | Path, *, header_line: int | None = 1) -> None:
+    """A file column named like the readers' line-number column would collide with it: a DataError naming it
+    (and the header's line; None for Parquet, which has none)."""
+    if LINE_COLUMN in columns:
+        raise DataError(
+            f"a column is named {LINE_COLUMN!r}, a name attnrec keeps for line numbers",
+            file=path,
+            line=header_line,
+            field=LINE_COLUMN,
+            expected="another name for that column (rename it in the file)",
+        )
+
+
+def delimited_parse_error(
+    exc: Exception, text: str, path: str | Path, sep: str, n_fields: int | None
+) -> DataError:
+    """Polars' CSV reader failed on ``text`` (file ``path``): a one-line DataError naming the physical line.
+
+    Polars' message spans lines, gives a byte offset and advises reader options that do not apply; the line is
+    found again with Python's strict CSV parser (only on this error path), which reports the first malformed
+    quoting or a record with a number of fields other than ``n_fields``."""
+    line: int | None = None
+    reason: str | None = None
+    reader = csv.reader(io.StringIO(text), delimiter=sep, strict=True)
+    try:
+        for row in reader:
+            if n_fields is not None and any(c.strip() for c in row) and len(row) != n_fields:
+                line, reason = reader.line_num, f"wrong number of fields: found {len(row)}"
+                break
+    except csv.Error as err:
+        line, reason = reader.line_num, f"malformed quoting ({err})"
+    if reason is None:
+        message = str(exc)
+        core = re.search(r"Original error: ```(.*?)```", message, re.S)
+        reason = " ".join((core.group(1) if core else message.split("\n\n")[0]).split())
+    expected = f"fields separated by {sep!r}, a field with the separator or a quote inside double quotes"
+    if n_fields is not None:
+        expected += f" ({n_fields} fields a line)"
+    return DataError(f"cannot parse as delimited text: {reason}", file=path, line=line, expected=expected)
 
 
 def split_fields(
@@ -292,6 +339,7 @@ def read_table(
     label = name or _stem(p)
     if _is_parquet(p):
         frame = _read_parquet(p, allow_empty=allow_empty)
+        reject_reserved_columns(frame.columns, p, header_line=None)
         frame = frame.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
         checker = RowChecker(p, on_bad_lines)
     else:
@@ -358,6 +406,7 @@ def read_delimited(
     if has_header:
         header_line = int(all_lines["line"][0])
         names = [h.strip().strip('"') for h in str(all_lines["text"][0]).split(sep)]
+        reject_reserved_columns(names, p, header_line=header_line)
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise DataError(
@@ -390,9 +439,7 @@ def read_delimited(
             new_columns=None if has_header else names,
         )
     except pl.exceptions.PolarsError as exc:
-        raise DataError(
-            f"cannot parse as delimited text: {exc}", file=p, expected=f"fields separated by {sep!r}"
-        ) from exc
+        raise delimited_parse_error(exc, text, p, sep, len(names)) from None
     if frame.height == body.height:  # one record per non-blank line: the exact line numbers are known
         return frame.with_columns(body["line"]), checker
     frame = frame.with_row_index("line", offset=header_line + 1).with_columns(pl.col("line").cast(pl.Int64))

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from attnrec.data.batches import PairwiseBatch, pairwise_batches
 from attnrec.data.samplers import NegativeSampler
 from attnrec.data.table import Interactions
-from attnrec.errors import ConfigError
+from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule, register
 from attnrec.models.query import History
 
@@ -123,7 +123,20 @@ class PairwiseRecommender(TorchRecommender[BPRConfig]):
 
     def build_sampler(self, train: Interactions) -> NegativeSampler:
         c = self.config
-        return NegativeSampler(train.csr(), distribution=c.negative_sampling, alpha=c.sampling_alpha)
+        sampler = NegativeSampler(train.csr(), distribution=c.negative_sampling, alpha=c.sampling_alpha)
+        stuck = sampler.stuck_users()
+        if stuck.size:
+            # said before the first epoch, by the ids in the user's file (the sampler only knows indices)
+            ids = train.user_vocab.ids[stuck[:5]].tolist()
+            raise DataError(
+                f"{stuck.size} training user(s) have every item as a positive: pairwise training has no negative "
+                f"item to contrast them with",
+                field="user_id",
+                value=ids[0] if stuck.size == 1 else ids,
+                expected="every training user with at least one item they have not interacted with "
+                "(drop those users, or add items)",
+            )
+        return sampler
 
     def train_batches(
         self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
