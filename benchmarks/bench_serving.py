@@ -193,7 +193,7 @@ def ann(a: argparse.Namespace) -> None:
     build = time.perf_counter() - t
     for nprobe in a.nprobe:
         ivf.index.nprobe = nprobe
-        got, tt = timed_single(ivf.search, queries)
+        got, tt = timed_single(lambda q: ivf.search(q, 10), queries)
         rec = recall_at_k(exact, got, 10)
         rows.append((f"FAISS IVF-Flat, nlist {ivf.nlist}, nprobe {nprobe}", f"{build:.1f}", tt, rec))
         print(f"ivf nprobe={nprobe}: {tt} recall@10 {rec:.4f}; load {load()}", flush=True)
@@ -203,7 +203,7 @@ def ann(a: argparse.Namespace) -> None:
         build = time.perf_counter() - t
         for ef in a.ef_search:
             hnsw.index.hnsw.efSearch = ef
-            got, tt = timed_single(hnsw.search, queries)
+            got, tt = timed_single(lambda q: hnsw.search(q, 10), queries)
             rec = recall_at_k(exact, got, 10)
             rows.append((f"FAISS HNSW, M 32, efSearch {ef}", f"{build:.1f}", tt, rec))
             print(f"hnsw ef={ef}: {tt} recall@10 {rec:.4f}; load {load()}", flush=True)

@@ -7,7 +7,7 @@ catalogues up to about a million items.
 
 Approximate (:class:`FaissIndex`, FAISS from the ``ann`` extra, imported on first use): an inverted-file index over
 the raw vectors (``IndexIVFFlat``, inner-product metric; ``nlist`` lists, default ``round(4·√N)`` capped so that
-each list gets about 39 training points; k-means trained on at most ``train_size`` items drawn with ``seed``;
+each list gets about 39 training points; k-means trained on ``max(train_size, 40 · nlist)`` items drawn with ``seed``;
 ``nprobe`` lists visited per query, default 32), or a graph index (``IndexHNSWFlat``, ``M`` = 32,
 ``efConstruction`` = 80, ``efSearch`` = 128). Exclusion is done by over-fetching: each query asks for ``k`` plus
 its number of excluded items (capped at ``max_overfetch``) and drops the excluded ones. :func:`recall_at_k` measures
@@ -203,7 +203,8 @@ class FaissIndex:
             quantizer = faiss.IndexFlatIP(d)
             index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)
-            sample = x if n <= train_size else x[rng.choice(n, train_size, replace=False)]
+            size = max(train_size, 40 * self.nlist)  # FAISS asks for at least 39 points per list
+            sample = x if n <= size else x[rng.choice(n, size, replace=False)]
             index.cp.seed = seed
             index.train(sample)
             index.nprobe = self.nprobe = min(nprobe, self.nlist)
