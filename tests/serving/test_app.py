@@ -129,6 +129,16 @@ def test_predict_pairs_rows_and_batch_limit(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "site"]
 
 
+@pytest.mark.parametrize("big", [99999999999999999999999, -9223372036854775809, 2**63])
+def test_predict_rows_with_an_integer_outside_int64(client: TestClient, big: int) -> None:
+    # JSON integers are unbounded: one past int64 is a token like any other, never a 500
+    for hour in (big, [big, 2.5]):
+        rows = [{"site": "a", "hour": h} for h in (hour if isinstance(hour, list) else [hour, 3])]
+        r = client.post("/models/lr/predict", json={"rows": rows}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert all(0 < p["value"] < 1 for p in r.json()["predictions"])
+
+
 def test_similar_and_explain_routes(client: TestClient) -> None:
     sim = client.get("/models/bpr/items/3/similar?k=4", headers=AUTH).json()
     assert (

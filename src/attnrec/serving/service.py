@@ -576,17 +576,25 @@ def _top(
     return idx_t.numpy().astype(np.int64), top.values[keep].numpy()
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _is_int64(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v in _INT64
+
+
 def _rows_frame(rows: Sequence[Mapping[str, str | int | float | None]]) -> pl.DataFrame:
     """CTR rows (field -> value) as a frame: a column of integers (and nulls) is Int64, of numbers Float64, any
-    other String; so ``3`` and ``"3"`` are the same token of a categorical field, as a file's reader gives it."""
+    other String; so ``3`` and ``"3"`` are the same token of a categorical field, as a file's reader gives it.
+    An integer outside int64 (JSON integers are unbounded) makes its column String, as a file's reader would."""
     names = list(dict.fromkeys(k for row in rows for k in row))
     cols = {}
     for name in names:
         vals = [row.get(name) for row in rows]
         given = [v for v in vals if v is not None]
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in given):
+        if all(_is_int64(v) for v in given):
             cols[name] = pl.Series(name, vals, dtype=pl.Int64)
-        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in given):
+        elif all(isinstance(v, float) or _is_int64(v) for v in given):
             cols[name] = pl.Series(name, vals, dtype=pl.Float64)
         else:
             cols[name] = pl.Series(name, [None if v is None else str(v) for v in vals], dtype=pl.String)
