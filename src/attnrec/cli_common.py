@@ -129,9 +129,13 @@ def quiet_progress() -> None:
 
 
 def set_threads(threads: int | None) -> None:
-    """torch CPU threads: ``threads``, else :data:`DEFAULT_THREADS`."""
+    """torch CPU threads: ``threads`` (at most the usable CPUs, else a ConfigError), else :data:`DEFAULT_THREADS`."""
     import torch
 
+    from attnrec.experiments.config import check_threads
+
+    if threads is not None:
+        check_threads(threads)
     torch.set_num_threads(threads or DEFAULT_THREADS)
 
 
@@ -277,6 +281,10 @@ def run_app(app: Callable[[], object]) -> None:
         sys.exit(2)
 
 
+#: the results files --out writes, by suffix (any case)
+RESULT_SUFFIXES = (".csv", ".parquet")
+
+
 def check_output_file(path: Path | None, flag: str = "--out") -> None:
     """Before any work: a results file ``path`` must not be a folder, and its folder must exist or be creatable
     (:func:`write_frame` creates it); :class:`~attnrec.errors.OutputError` names ``flag`` and the path otherwise."""
@@ -284,6 +292,9 @@ def check_output_file(path: Path | None, flag: str = "--out") -> None:
         return
     if path.is_dir():
         raise OutputError(f"{flag} {path}: is a folder; give a file name ending in .csv or .parquet")
+    if path.suffix.lower() not in RESULT_SUFFIXES:
+        # anything else was written as CSV under the name given (a recs.json holding CSV)
+        raise OutputError(f"{flag} {path}: give a file name ending in .csv or .parquet (the format written)")
     check_output_dir(path.parent, flag=f"{flag} {path}: its folder")
 
 
@@ -291,7 +302,7 @@ def write_frame(frame: Any, path: Path) -> None:
     """Write a polars frame to ``path`` (Parquet for a ``.parquet`` suffix, else CSV), atomically; a missing
     folder is created, as ``train`` creates its ``--out``."""
     prepare_output_dir(path.parent)
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         atomic_write(path, frame.write_parquet, what="results")
     else:
         atomic_write(path, frame.write_csv, what="results")

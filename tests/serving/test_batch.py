@@ -12,7 +12,7 @@ import pytest
 
 from attnrec.cli import main
 from attnrec.errors import OutputError
-from attnrec.models.base import Recommender
+from attnrec.models.base import RatingPredictor, Recommender
 from attnrec.serving.batch import recommend_all_users
 from attnrec.serving.bundle import load_bundle
 
@@ -50,12 +50,15 @@ def test_all_users_cli_equals_per_user_recommend(
     model = load_bundle(bundle)
     assert isinstance(model, Recommender)
     users = [str(u) for u in model._vocabs()[0].ids]
-    assert got.columns == ["user_id", "rank", "item_id", "score", "title"]
+    rating = ["predicted_rating"] if isinstance(model, RatingPredictor) else []  # clipped, beside the score
+    assert got.columns == ["user_id", "rank", "item_id", "score", *rating, "title"]
     assert got["user_id"].unique(maintain_order=True).to_list() == users
     want = model.recommend(users, k=5)
     assert got["item_id"].to_list() == want["item_id"].to_list()
     assert got["rank"].to_list() == want["rank"].to_list()
     np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=1e-6)
+    for column in rating:
+        np.testing.assert_allclose(got[column].to_numpy(), want[column].to_numpy(), rtol=1e-6)
     assert got["title"].null_count() == 0  # the bundle has u.item titles
     assert f"{got.height} recommendations for {len(users)} users" in text
     assert not list(out.parent.glob(".*.tmp"))

@@ -6,6 +6,7 @@ A leaf of ``experiments/``: the run (``run.py``), its input readers (``inputs.py
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,23 @@ class FilterSpec(BaseModel):
     user_k: int = Field(0, ge=0)
     item_k: int = Field(0, ge=0)
     min_rating: float | None = None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # macOS, Windows
+        return max(os.cpu_count() or 1, 1)
+
+
+def check_threads(threads: int, *, flag: str = "--threads") -> None:
+    """Refuse a CPU thread count past :func:`usable_cpus`: more threads than CPUs only slow torch down, and tens of
+    thousands of them exhaust the process's thread limit, which the Rust and OpenMP runtimes answer with a native
+    abort. Raises ConfigError naming ``flag``, the value and the limit."""
+    cpus = usable_cpus()
+    if not 1 <= threads <= cpus:
+        raise ConfigError(f"{flag} {threads}: expected 1 to {cpus} (the CPUs this process may use)")
 
 
 class RunConfig(BaseModel):
@@ -124,6 +142,13 @@ class RunConfig(BaseModel):
         if "resume" in self.trainer:
             raise ValueError("set the run's `resume` (CLI --resume), not the trainer's")
         return self
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: int | None) -> int | None:
+        if value is not None:
+            check_threads(value, flag="threads")
+        return value
 
     @field_validator("rating_range")
     @classmethod

@@ -368,7 +368,10 @@ class Recommender(Estimator[ConfigT], ItemScorer):
         self, query: Query | Iterable[object], k: int = 10, *, exclude_seen: bool = True
     ) -> pl.DataFrame:
         """Top-``k`` items per query row: columns ``row`` (the query row), ``user_id`` (external id; null for a new
-        user), ``rank`` (1-based), ``item_id``, ``score``. ``query``: a :class:`Query`, or external user ids.
+        user), ``rank`` (1-based), ``item_id``, ``score`` (the ranking score) and, for a model that predicts
+        ratings (:class:`RatingPredictor`), ``predicted_rating``: the rating it predicts for the pair, clipped to
+        the run's scale as :meth:`RatingPredictor.predict` gives it (``score`` is unclipped: on a 1-5 scale it can
+        read 5.3). ``query``: a :class:`Query`, or external user ids.
 
         ``exclude_seen=False`` overrides the query's ``exclude`` with ``"none"``.
         """
@@ -386,17 +389,16 @@ class Recommender(Estimator[ConfigT], ItemScorer):
         else:
             labels = [None] * len(query)
         keep = np.isfinite(vals).ravel()
-        return pl.DataFrame(
-            {
-                "row": np.repeat(np.arange(len(query), dtype=np.int32), kk),
-                "user_id": pl.Series(
-                    np.repeat(np.asarray(labels, dtype=object), kk).tolist(), dtype=pl.String
-                ),
-                "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(query)),
-                "item_id": iv.ids[idx.ravel()] if idx.size else np.array([], dtype=str),
-                "score": vals.ravel(),
-            }
-        ).filter(pl.Series(keep))
+        cols: dict[str, Any] = {
+            "row": np.repeat(np.arange(len(query), dtype=np.int32), kk),
+            "user_id": pl.Series(np.repeat(np.asarray(labels, dtype=object), kk).tolist(), dtype=pl.String),
+            "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(query)),
+            "item_id": iv.ids[idx.ravel()] if idx.size else np.array([], dtype=str),
+            "score": vals.ravel(),
+        }
+        if isinstance(self, RatingPredictor):
+            cols["predicted_rating"] = self.ratings_from_scores(vals.ravel())
+        return pl.DataFrame(cols).filter(pl.Series(keep))
 
 
 class TorchEstimator(Estimator[ConfigT]):

@@ -51,9 +51,25 @@ class RatingPredictor(ABC):
 
     name: ClassVar[str]
 
+    #: the rating scale (low, high) predictions are clipped to; set by fit from the run's scale, stored in bundles
+    rating_range: tuple[float, float] = (-np.inf, np.inf)
+
     @abstractmethod
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Ratings, float (N,), for int64 index arrays ``users`` and ``items`` of shape (N,)."""
+
+    def clips_predictions(self) -> bool:
+        """Whether :meth:`predict` clips to :attr:`rating_range` (a model whose config can turn it off overrides)."""
+        return True
+
+    def ratings_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """Predicted ratings from ranking scores of the same pairs (any shape): a rating model ranks on its
+        unclipped prediction (clipping would tie every item predicted above the top rating), so its rating is
+        that score clipped to the scale, as :meth:`predict` gives it. -inf (an excluded item) stays -inf."""
+        if not self.clips_predictions():
+            return scores
+        lo, hi = self.rating_range
+        return np.where(np.isfinite(scores), np.clip(scores, lo, hi), scores)
 
     def predict_interactions(self, data: Interactions) -> np.ndarray:
         """Ratings for the rows of an encoded split (override when a row carries more than its ids)."""

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from attnrec.errors import ConfigError
-from attnrec.models.base import Recommender
+from attnrec.models.base import RatingPredictor, Recommender
 from attnrec.models.query import Query
 from attnrec.paths import atomic_write, prepare_output_dir
 
@@ -54,6 +54,9 @@ def _batch_frame(
         "item_id": pl.Series(item_ids.astype(str), dtype=pl.String),
         "score": pl.Series(vals.ravel()[keep], dtype=pl.Float32),
     }
+    # a rating model's rating, clipped to the scale, beside its unclipped ranking score
+    if isinstance(model, RatingPredictor):
+        cols["predicted_rating"] = pl.Series(model.ratings_from_scores(vals.ravel()[keep]), dtype=pl.Float32)
     if titles is not None:
         cols["title"] = pl.Series([titles.get(i) for i in cols["item_id"].to_list()], dtype=pl.String)
     short = int((np.isfinite(vals).sum(axis=1) < min(k, model.n_items)).sum())
@@ -124,5 +127,7 @@ def recommend_all_users(
                 _batch_frame(model, np.zeros(0, np.int64), k, exclude_seen, titles)[0].write_csv(f)
 
     prepare_output_dir(out.parent)
-    atomic_write(out, write_parquet if out.suffix == ".parquet" else write_csv, what="recommendations")
+    atomic_write(
+        out, write_parquet if out.suffix.lower() == ".parquet" else write_csv, what="recommendations"
+    )
     return BatchReport(out, n, rows, short)

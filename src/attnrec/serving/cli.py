@@ -60,6 +60,7 @@ def serve_cmd(
     uvicorn = require("uvicorn", "serve")
     import torch
 
+    from attnrec.experiments.config import check_threads
     from attnrec.serving.app import create_app
 
     bundles = parse_models(model_dir, model or [])
@@ -69,6 +70,7 @@ def serve_cmd(
         if not key:
             raise ConfigError(f"--api-key-env {api_key_env}: the environment variable is unset or empty")
     if threads is not None:
+        check_threads(threads)
         torch.set_num_threads(threads)
     app = create_app(
         bundles,

@@ -426,7 +426,8 @@ class ConformanceTests:
             return
         users = ["u0", "u1", "u7"]
         recs = model.recommend(users, k=5)
-        assert recs.columns == ["row", "user_id", "rank", "item_id", "score"]
+        rating = ["predicted_rating"] if isinstance(model, RatingPredictor) else []
+        assert recs.columns == ["row", "user_id", "rank", "item_id", "score", *rating]
         assert recs["user_id"].to_list() == [u for u in users for _ in range(5)]
         assert recs["row"].to_list() == [r for r in range(3) for _ in range(5)]
         pairs = set(
@@ -436,6 +437,10 @@ class ConformanceTests:
         uidx = train.user_vocab.lookup(recs["user_id"].to_list())
         iidx = train.item_vocab.lookup(recs["item_id"].to_list())
         np.testing.assert_allclose(recs["score"].to_numpy(), model.score_pairs(uidx, iidx), rtol=1e-6)
+        if isinstance(model, RatingPredictor):  # the rating shown is the one predict gives for the pair
+            np.testing.assert_allclose(
+                recs["predicted_rating"].to_numpy(), model.predict(uidx, iidx), rtol=1e-5
+            )
         for _, grp in recs.group_by("row"):
             assert grp["rank"].to_list() == list(range(1, grp.height + 1))
             assert np.all(np.diff(grp.sort("rank")["score"].to_numpy()) <= 1e-6)

@@ -488,6 +488,9 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
     def _clip(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(*self.rating_range) if self.config.clip else x
 
+    def clips_predictions(self) -> bool:
+        return self.config.clip
+
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Ratings μ + b_u + b_i + q_iᵀp_u (clipped when ``clip``) for aligned index arrays (N,) -> (N,)."""
         users, items = self.check_pairs(users, items)

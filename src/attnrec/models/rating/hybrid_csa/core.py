@@ -146,6 +146,9 @@ class HybridCSACore(TorchRecommender[HybridCSAConfig], RatingPredictor):
     def _clip(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(*self.rating_range) if self.config.clip else x
 
+    def clips_predictions(self) -> bool:
+        return self.config.clip
+
     def _no_leaky(self, what: str) -> None:
         if self.leaky:
             raise ConfigError(
