@@ -271,3 +271,44 @@ def test_reload_under_concurrent_requests_fails_none(serve_bundles: dict[str, Pa
     r404 = create_app({"bpr": serve_bundles["bpr"]}, warmup=False)
     with TestClient(r404) as c:
         assert c.post("/admin/reload", json={"model": "svd"}).status_code == 404
+
+
+def test_reload_of_a_bad_bundle_is_a_422_with_the_reason(
+    serve_bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(serve_bundles["pop"], tmp_path / "pop"))
+    app = create_app({"pop": folder}, warmup=False)
+    with TestClient(app) as c:
+        (folder / "manifest.json").write_text("{not json")
+        r = c.post("/admin/reload", json={})
+        assert r.status_code == 422
+        msg = r.json()["detail"][0]["msg"]
+        assert "manifest.json" in msg and "invalid JSON" in msg
+        folder.rename(tmp_path / "moved")
+        r = c.post("/admin/reload", json={"model": "pop"})
+        assert r.status_code == 422 and "no such directory" in r.json()["detail"][0]["msg"]
+        assert c.post("/recommend", json={"user_id": "1"}).status_code == 200  # the old bundle serves on
+        assert 'attnrec_reloads_total{outcome="failed"} 2.0' in c.get("/metrics").text
+
+
+def test_serve_on_a_malformed_manifest_is_one_error_line(
+    serve_bundles: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+    import sys
+
+    from attnrec.cli import main
+
+    folder = Path(shutil.copytree(serve_bundles["pop"], tmp_path / "pop"))
+    (folder / "manifest.json").write_text('{"format": 2,')
+    monkeypatch.setattr(sys, "argv", ["attnrec", "serve", str(folder), "--port", "1"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error:" in err and "invalid JSON" in err
+    assert "manifest.json" in err.replace("\n", "") and "Traceback" not in err

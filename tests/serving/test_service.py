@@ -3,15 +3,17 @@ cold start flagged (never an exception), capabilities refused with the field nam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from attnrec.errors import DataError
 from attnrec.models.query import Query
 from attnrec.serving.schemas import ExplainRequest, Pair, PredictRequest, RecommendRequest
-from attnrec.serving.service import ModelSlot, NotFoundError, ServiceState, UnsupportedError
+from attnrec.serving.service import ModelSlot, NotFoundError, ServiceError, ServiceState, UnsupportedError
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +199,62 @@ def test_a_broken_bundle_on_reload_leaves_the_old_one(serve_bundles: dict[str, P
     with pytest.raises(Exception, match="weights"):
         st.reload()
     assert st.slot() is old and isinstance(old, ModelSlot)
+
+
+def test_a_bad_manifest_or_a_gone_folder_on_reload_is_a_service_error(
+    serve_bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(serve_bundles["pop"], tmp_path / "pop"))
+    st = ServiceState({"pop": folder})
+    old = st.slot()
+    good = (folder / "manifest.json").read_bytes()
+    for bad, reason in ((b"{not json", "invalid JSON"), (b"[1, 2]", "a JSON list")):
+        (folder / "manifest.json").write_bytes(bad)
+        with pytest.raises(ServiceError, match=reason) as err:
+            st.reload()
+        assert err.value.status == 422 and "manifest.json" in str(err.value)
+        assert st.slot() is old
+    (folder / "manifest.json").write_bytes(good)
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(ServiceError, match="no such directory"):
+        st.reload()
+    assert st.slot() is old and st.reloads == 0
+
+
+def test_a_fifo_manifest_is_refused_not_waited_on(serve_bundles: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import shutil
+    import threading
+
+    folder = Path(shutil.copytree(serve_bundles["pop"], tmp_path / "pop"))
+    st = ServiceState({"pop": folder})
+    good = (folder / "manifest.json").read_bytes()
+    (folder / "manifest.json").unlink()
+    os.mkfifo(folder / "manifest.json")
+    # a plain open() of a FIFO blocks until a writer comes: run each load in a thread with a deadline
+    outcome: list[BaseException] = []
+
+    def attempt(load: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                load()
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(timeout=10)
+        assert not t.is_alive(), "the load blocked on the FIFO"
+
+    attempt(lambda: ServiceState({"pop": folder}))
+    attempt(st.reload)
+    assert [type(e) for e in outcome] == [DataError, ServiceError]
+    assert all("manifest.json: is a FIFO" in str(e) for e in outcome)
+    (folder / "manifest.json").unlink()
+    (folder / "manifest.json").write_bytes(good)
+    assert len(st.reload()) == 1  # the reload lock was let go
 
 
 def test_warmup_builds_the_lazy_state_before_any_request(serve_bundles: dict[str, Path]) -> None:

@@ -359,20 +359,29 @@ def resave_hint(path: str | Path) -> str:
     )
 
 
-def _read_manifest(root: Path, *, trust: bool, warn: bool = True) -> dict[str, Any]:
-    """The manifest, checked for shape: a JSON object whose keys have the types of ``_MANIFEST_KEYS``, a readable
-    format, and (format 2) a ``files`` table of known names with a sha256 and a size each. A format 1 manifest
-    (no checksums) is refused unless ``trust``. ``warn``: log that a trusted format 1 bundle is unverified."""
+def read_manifest_bytes(path: str | Path) -> tuple[bytes, dict[str, Any]]:
+    """``path``'s manifest.json, bytes and JSON object, read with load_bundle's file checks (else DataError)."""
+    root = _bundle_dir(path)
     file = root / MANIFEST
     if not os.path.lexists(file):
         raise DataError(
             "not a model bundle: manifest.json is missing", file=root, expected="a directory from save_bundle"
         )
-    manifest = _parse_json(_read_file(root, MANIFEST, limit=MAX_MANIFEST_BYTES), file)
+    raw = _read_file(root, MANIFEST, limit=MAX_MANIFEST_BYTES)
+    manifest = _parse_json(raw, file)
     if not isinstance(manifest, dict):
         raise DataError(
             f"the manifest is a JSON {type(manifest).__name__}", file=file, expected="a JSON object"
         )
+    return raw, manifest
+
+
+def _read_manifest(root: Path, *, trust: bool, warn: bool = True) -> dict[str, Any]:
+    """The manifest, checked for shape: a JSON object whose keys have the types of ``_MANIFEST_KEYS``, a readable
+    format, and (format 2) a ``files`` table of known names with a sha256 and a size each. A format 1 manifest
+    (no checksums) is refused unless ``trust``. ``warn``: log that a trusted format 1 bundle is unverified."""
+    file = root / MANIFEST
+    manifest = read_manifest_bytes(root)[1]
     for key, (kind, required) in _MANIFEST_KEYS.items():
         if key not in manifest:
             if required:

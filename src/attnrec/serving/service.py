@@ -54,7 +54,7 @@ from attnrec.models.query import History, Query
 from attnrec.models.rating.hybrid_csa import HybridCSA
 from attnrec.models.rating.svd import SVD
 from attnrec.models.topk.bpr import PairwiseRecommender
-from attnrec.serving.bundle import MANIFEST, MAX_MANIFEST_BYTES, load_bundle, load_bundle_items
+from attnrec.serving.bundle import MAX_MANIFEST_BYTES, load_bundle, load_bundle_items, read_manifest_bytes
 from attnrec.serving.schemas import (
     ExplainRequest,
     ExplainResponse,
@@ -114,10 +114,9 @@ class BundleInfo:
 
 
 def _manifest_digest(root: Path) -> tuple[str, dict[str, Any]]:
-    # load_bundle has checked this file (a regular file under the cap); read it again for the fingerprint
-    with open(root / MANIFEST, "rb") as f:
-        raw = f.read(MAX_MANIFEST_BYTES + 1)
-    return hashlib.sha256(raw).hexdigest(), json.loads(raw)
+    # read before load_bundle too: through its checks (a FIFO would block a plain open, a folder may be gone)
+    raw, manifest = read_manifest_bytes(root)
+    return hashlib.sha256(raw).hexdigest(), manifest
 
 
 def _data_fingerprint(root: Path) -> str | None:
@@ -649,8 +648,8 @@ class ServiceState:
     def reload(self, name: str | None = None, *, warmup: bool = True) -> list[ModelSlot]:
         """Load ``name``'s bundle (every model for None) afresh from its folder, warm it up, then swap it in.
 
-        A bundle that fails to load or warm up raises and changes nothing: the previous one keeps serving.
-        Reloads run one at a time.
+        A bundle that fails to load (a :class:`ServiceError` with the reason: a 422) or warm up raises and changes
+        nothing: the previous one keeps serving. Reloads run one at a time.
         """
         if name is not None and name not in self.paths:
             raise NotFoundError(
@@ -658,7 +657,14 @@ class ServiceState:
             )
         with self._reload_lock:
             names = [name] if name is not None else list(self.paths)
-            fresh = {n: ModelSlot(n, self.paths[n], trust_code=self.trust_code) for n in names}
+            fresh = {}
+            for n in names:
+                try:
+                    fresh[n] = ModelSlot(n, self.paths[n], trust_code=self.trust_code)
+                except ServiceError:
+                    raise
+                except (OSError, ValueError, AttnrecError) as exc:  # a folder gone, a file bad: not a 500
+                    raise ServiceError(f"model {n!r}: the new bundle failed to load: {exc}") from exc
             if warmup:
                 for s in fresh.values():
                     s.warmup()
