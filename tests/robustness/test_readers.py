@@ -26,7 +26,14 @@ import pytest
 
 from attnrec.data import registry
 from attnrec.data.readers.ctr import read_criteo, read_ctr_table
-from attnrec.data.readers.files import MAX_BYTES_ENV, MAX_RATIO_ENV, RATIO_FLOOR, read_bytes, read_id_list
+from attnrec.data.readers.files import (
+    MAX_BYTES_ENV,
+    MAX_RATIO_ENV,
+    RATIO_FLOOR,
+    check_parquet_size,
+    read_bytes,
+    read_id_list,
+)
 from attnrec.data.readers.tabular import RowChecker, read_interactions, read_table
 from attnrec.data.registry import fetch, load_dataset
 from attnrec.data.schema import FeatureSchema, FieldSpec
@@ -317,6 +324,28 @@ def test_parquet_that_decodes_past_the_limit_is_refused_before_decoding(
         read_interactions(p)
     monkeypatch.setenv(MAX_BYTES_ENV, "1000000")
     assert read_interactions(p).height == 50_000
+
+
+def test_parquet_list_cells_count_their_values_towards_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 1_000_000  # one row whose list cell holds a million int64: 8 MB decoded from a file of about 1 kB
+    cell = pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), pa.array(np.zeros(n, np.int64)))
+    p = tmp_path / "one_row.parquet"
+    pq.write_table(pa.table({"user_id": [1], "item_id": [2], "history": cell}), p)
+    assert p.stat().st_size < 20_000
+    monkeypatch.setenv(MAX_BYTES_ENV, "1000000")
+    with pytest.raises(DataError, match=r"1 rows x 3 columns, 1000002 values") as err:
+        check_parquet_size(p)
+    assert MAX_BYTES_ENV in str(err.value) and "one_row.parquet" in str(err.value)
+    with pytest.raises(DataError, match=MAX_BYTES_ENV):
+        read_interactions(p)
+    monkeypatch.setenv(MAX_BYTES_ENV, "9000000")
+    check_parquet_size(p)  # 8,000,016 bytes fit
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")

@@ -192,13 +192,16 @@ def check_parquet_size(path: str | Path, limits: ReadLimits | None = None) -> No
         meta = pq.read_metadata(p)
     except Exception:  # noqa: BLE001 - a broken footer: the Parquet reader's own error names it
         return
-    # encoded pages can be tiny (run-length encoding of one repeated value): at least 8 bytes per decoded value
-    encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    total = max(encoded, meta.num_rows * meta.num_columns * 8)
+    # encoded pages can be tiny (run-length encoding of one repeated value): at least 8 bytes per decoded value,
+    # counted at the leaves (a list cell holds many values: one row can hold millions)
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    encoded = sum(g.total_byte_size for g in groups)
+    values = sum(g.column(j).num_values for g in groups for j in range(g.num_columns))
+    total = max(encoded, meta.num_rows * meta.num_columns * 8, values * 8)
     if total > lim.max_bytes:
         raise DataError(
-            f"Parquet file decodes to at least {total} bytes ({meta.num_rows} rows x {meta.num_columns} columns), "
-            f"more than {lim.max_bytes}",
+            f"Parquet file decodes to at least {total} bytes ({meta.num_rows} rows x {meta.num_columns} columns, "
+            f"{values} values), more than {lim.max_bytes}",
             file=p,
             expected=f"at most ${MAX_BYTES_ENV}={lim.max_bytes} bytes; set {MAX_BYTES_ENV} higher to read it",
         )
