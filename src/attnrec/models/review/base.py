@@ -348,7 +348,7 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         m.eval()
         dev = m.user_docs.device
         with torch.no_grad():
-            uvec = self._vectors("user", torch.as_tensor(np.asarray(users, dtype=np.int64), device=dev))
+            uvec = self._vectors("user", torch.tensor(np.asarray(users, dtype=np.int64), device=dev))
             ivec = self._vectors("item", torch.arange(self.n_items, device=dev))
             n = len(ivec)
             step = max(1, _PAIR_CHUNK // max(1, n))  # users per pass: the pairs of a pass stay ~_PAIR_CHUNK
@@ -362,8 +362,8 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         """(N,) bool: True where both the user's and the item's documents hold a word (False: the all-padding
         fallback was used for at least one side)."""
         m = self.review_module
-        u = torch.as_tensor(np.asarray(users, dtype=np.int64), device=m.user_docs.device)
-        i = torch.as_tensor(np.asarray(items, dtype=np.int64), device=m.user_docs.device)
+        u = torch.tensor(np.asarray(users, dtype=np.int64), device=m.user_docs.device)
+        i = torch.tensor(np.asarray(items, dtype=np.int64), device=m.user_docs.device)
         return (
             ((m.user_docs[u] != 0).flatten(1).any(1) & (m.item_docs[i] != 0).flatten(1).any(1)).cpu().numpy()
         )
