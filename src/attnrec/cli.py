@@ -406,7 +406,10 @@ def evaluate_cmd(
     for path in exclude or []:
         extra, _ = Interactions.encode(read_interactions_file(path, rename), uv, iv, unknown="drop")
         mask = mask + extra.csr()
-    metrics = evaluate(model, data, protocol, exclude=sp.csr_matrix(mask))
+    mask = sp.csr_matrix(mask)
+    if not isinstance(protocol, Rating):
+        _check_heldout_not_masked(data, mask, test, exclude or [])
+    metrics = evaluate(model, data, protocol, exclude=mask)
     console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
     if not isinstance(protocol, Rating):
         console.print(
@@ -417,6 +420,28 @@ def evaluate_cmd(
         )
     if dropped:
         console.print(f"[yellow]{dropped} row(s) with unknown user or item were skipped[/]")
+
+
+def _check_heldout_not_masked(data: Any, mask: Any, test: Path, exclude: list[Path]) -> None:
+    """A held-out pair among the masked items can never be ranked, so it counts as a miss: all of them masked
+    (the training file given as --test, or --test also given to --exclude) is an error, not a table of zeros;
+    some of them is a warning with the count."""
+    import numpy as np
+
+    masked = int((np.asarray(mask[data.users, data.items]).ravel() != 0).sum())
+    if masked == 0:
+        return
+    where = "the model's training items" + "".join(f" + {p}" for p in exclude)
+    if masked == len(data):
+        raise ConfigError(
+            f"{test}: every one of its {masked} held-out (user, item) pairs is masked ({where}), so none can be "
+            "ranked and every metric would be 0: is --test the training file, or also given to --exclude?"
+        )
+    console.print(
+        f"warning: {masked} of {len(data)} held-out pairs in {test} are masked ({where}) and count as misses",
+        style="yellow",
+        markup=False,
+    )
 
 
 @app.command("predict")

@@ -273,3 +273,39 @@ def test_recommend_out_writes_the_format_its_name_says(
         return
     assert_ok(probe)
     assert pl.read_parquet(out).height == 2
+
+
+def test_a_columns_mapping_onto_a_name_the_file_has_is_one_line(
+    svd_run: Path, cli: Callable[..., Probe]
+) -> None:
+    """``--columns user_id=item_id`` on a file with both columns was a Polars DuplicateError traceback."""
+    data = svd_run.parent.parent / "r.csv"
+    probe = cli(["evaluate", "--model-dir", svd_run, "--test", data, "--columns", "user_id=item_id"])
+    assert_clean_error(probe, "r.csv", "field 'item_id'", "'user_id' is mapped to 'item_id'")
+
+
+def test_evaluating_on_pairs_that_are_all_masked_is_an_error_not_zeros(
+    tmp_path: Path, cli: Callable[..., Probe]
+) -> None:
+    """The training file as --test, or --test also given to --exclude, printed a table of zeros with exit 0."""
+    rows = ROWS[::2], ROWS[1::2]
+    train, test = (
+        _write(tmp_path / f"{n}.csv", HEADER + "".join(r))
+        for n, r in zip(("train", "test"), rows, strict=True)
+    )
+    run_experiment(
+        RunConfig.parse({"model": "pop", "train": train, "test": test, "out": tmp_path / "r"}), progress=False
+    )
+    bundle = tmp_path / "r" / "model"
+    line = assert_clean_error(
+        cli(["evaluate", "--model-dir", bundle, "--test", train]), "train.csv", "every one of its 15"
+    )
+    assert "--exclude" in line
+    assert_clean_error(
+        cli(["evaluate", "--model-dir", bundle, "--test", test, "--exclude", test]), "every one of its"
+    )
+    # some masked: scored, with a warning that counts them
+    mixed = _write(tmp_path / "mixed.csv", HEADER + "".join(rows[1]) + rows[0][0])
+    probe = cli(["evaluate", "--model-dir", bundle, "--test", mixed])
+    assert_ok(probe)
+    assert "1 of 16 held-out pairs" in " ".join(probe.out.split())

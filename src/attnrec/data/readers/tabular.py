@@ -501,6 +501,15 @@ def _resolve_columns(
                 expected=f"a mapping for {canon!r} in columns= (file has {present})",
             )
         out.setdefault(canon, canon)
+    renamed = {src for canon, src in out.items() if src != canon}
+    for canon, src in out.items():
+        if src != canon and canon in present and canon not in renamed:  # two columns would have one name
+            raise DataError(
+                f"column {src!r} is mapped to {canon!r}, but the file has a {canon!r} column of its own",
+                file=p,
+                field=canon,
+                expected="a mapping onto a name the file does not use (or map its own column to another name)",
+            )
     return out
 
 
