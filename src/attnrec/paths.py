@@ -249,8 +249,14 @@ class DirLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            os.close(fd)  # e.g. a full disk: the lock goes with the file, else held for the process's life
+            raise OutputError(
+                f"{self.path}: cannot write the run's lock file: {describe_os_error(exc)}"
+            ) from None
         self._fd = fd
         self._held[key] = (threading.get_ident(), 1)
         return self

@@ -368,3 +368,24 @@ def test_the_lock_nests_in_one_thread_and_refuses_another(tmp_path) -> None:
         t.join()
     assert len(refused) == 1 and f"pid {os.getpid()}" in refused[0]
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_lock_file_that_cannot_be_written_leaves_no_lock_held(tmp_path, monkeypatch) -> None:
+    from attnrec.errors import OutputError
+
+    real_write, calls = os.write, []
+
+    def full_disk_once(fd: int, data: bytes) -> int:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk_once)
+    with pytest.raises(OutputError, match="cannot write the run's lock file") as err:
+        DirLock(tmp_path).acquire()
+    assert str(tmp_path / LOCK_NAME) in str(err.value)
+    monkeypatch.undo()
+    with DirLock(tmp_path):  # the failed attempt let go of the lock (a leaked descriptor would still hold it)
+        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    assert not (tmp_path / LOCK_NAME).exists()
