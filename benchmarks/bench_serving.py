@@ -36,7 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnrec.serving.ann import FaissIndex, exact_top_k, recall_at_k
+from attnrec.models.base import Recommender
+from attnrec.models.query import Query
+from attnrec.serving.ann import FaissIndex, ModelIndex, exact_top_k, recall_at_k
+from attnrec.serving.bundle import load_bundle
 from attnrec.testing.serve import free_port, serve_process
 
 HERE = Path(__file__).parent
@@ -216,6 +219,52 @@ def ann(a: argparse.Namespace) -> None:
         print(f"| {name} | {b} | {tt['p50_ms']:.2f} | {tt['p99_ms']:.2f} | {rec:.4f} |")
 
 
+def index(a: argparse.Namespace) -> None:
+    """A bundle's known users through :class:`ModelIndex`: exact against FAISS IVF-Flat, the users' training items
+    excluded, one user a request (the service's shape), k=10."""
+    torch.set_num_threads(a.threads)
+    model = load_bundle(a.bundle)
+    assert isinstance(model, Recommender)
+    users = np.random.default_rng(a.seed).choice(model.n_users, min(a.queries, model.n_users), replace=False)
+    seen = model.exclusion(Query(users=users))
+    rows = []
+    exact_index = ModelIndex.for_model(model, ann=False)
+    assert exact_index is not None
+    for label, idx in (
+        [("exact (chunked matmul)", exact_index)]
+        + [
+            (
+                f"FAISS IVF-Flat, nprobe {p}",
+                ModelIndex.for_model(model, ann=True, threads=a.threads, nprobe=p),
+            )
+            for p in a.nprobe
+        ]
+        + [
+            (
+                f"FAISS HNSW, M 32, efSearch {ef}",
+                ModelIndex.for_model(model, ann=True, kind="hnsw", ef_search=ef),
+            )
+            for ef in a.ef_search
+        ]
+    ):
+        assert idx is not None
+        out, times = [], []
+        for r, u in enumerate(users):
+            t = time.perf_counter()
+            out.append(idx.top_k(np.array([u]), 10, exclude=seen[r])[1][0])
+            times.append(time.perf_counter() - t)
+        ms = np.asarray(times) * 1e3
+        rows.append((label, np.stack(out), float(np.percentile(ms, 50)), float(np.percentile(ms, 99))))
+    exact = rows[0][1]
+    print(
+        f"\n{a.bundle}: {model.name}, {model.n_items} items, {len(users)} users one at a time, k=10; load {load()}\n"
+    )
+    print("| index | p50 ms / user | p99 ms / user | recall@10 vs exact |")
+    print("|---|---|---|---|")
+    for label, got, p50, p99 in rows:
+        print(f"| {label} | {p50:.3f} | {p99:.3f} | {recall_at_k(exact, got, 10):.4f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -241,8 +290,15 @@ def main() -> None:
     n.add_argument("--ef-search", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128])
     n.add_argument("--threads", type=int, default=1)
     n.add_argument("--seed", type=int, default=0)
+    x = sub.add_parser("index", help="a bundle's known users: ModelIndex exact vs FAISS")
+    x.add_argument("--bundle", type=Path, required=True)
+    x.add_argument("--queries", type=int, default=500)
+    x.add_argument("--nprobe", type=lambda s: [int(v) for v in s.split(",")], default=[8, 32])
+    x.add_argument("--ef-search", type=lambda s: [int(v) for v in s.split(",") if v], default=[])
+    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    http(a) if a.cmd == "http" else ann(a)
+    {"http": http, "ann": ann, "index": index}[a.cmd](a)
 
 
 if __name__ == "__main__":
