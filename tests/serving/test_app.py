@@ -312,3 +312,37 @@ def test_serve_on_a_malformed_manifest_is_one_error_line(
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "error:" in err and "invalid JSON" in err
     assert "manifest.json" in err.replace("\n", "") and "Traceback" not in err
+
+
+def test_with_a_key_the_schema_needs_it_and_the_docs_pages_are_off(client: TestClient) -> None:
+    assert client.get("/openapi.json").status_code == 401
+    for path in ("/docs", "/redoc"):  # these pages fetch the schema without the key: not served
+        assert client.get(path).status_code == 404 and client.get(path, headers=AUTH).status_code == 404
+    schema = client.get("/openapi.json", headers=AUTH)
+    assert schema.status_code == 200 and "/recommend" in schema.json()["paths"]
+
+
+def test_without_a_key_the_docs_pages_are_served(serve_bundles: dict[str, Path]) -> None:
+    with TestClient(create_app({"pop": serve_bundles["pop"]}, warmup=False)) as c:
+        assert c.get("/docs").status_code == 200 and c.get("/redoc").status_code == 200
+        assert "/admin/reload" in c.get("/openapi.json").json()["paths"]
+
+
+def test_reload_takes_only_a_json_body(serve_bundles: dict[str, Path]) -> None:
+    # what a cross-site page can send without a CORS preflight: a form, text/plain, or a POST with no body
+    simple = [
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "multipart/form-data; boundary=x"},
+        {"content-type": "text/plain"},
+        {},
+    ]
+    with TestClient(create_app({"pop": serve_bundles["pop"]}, warmup=False)) as c:
+        for headers in simple:
+            for body in (b"", b"{}"):
+                r = c.post("/admin/reload", content=body, headers=headers)
+                assert r.status_code == 415 and "application/json" in r.json()["detail"], (headers, body)
+        assert c.get("/models").json()["reloads"] == 0
+        r = c.post(
+            "/admin/reload", content=b"{}", headers={"content-type": "application/json; charset=utf-8"}
+        )
+        assert r.status_code == 200 and c.get("/models").json()["reloads"] == 1

@@ -11,7 +11,10 @@ Routes (each model also under ``/models/{name}/...``; the un-prefixed ones serve
 * ``GET /`` — the page (``serving/static/index.html``), when it is installed.
 
 Safety: an optional API key (``Authorization: Bearer KEY``) guards every route except ``/health`` and the static
-page (which holds no data; its requests carry the key); request bodies are capped (``max_body_bytes``, 413);
+page (which holds no data; its requests carry the key); with a key, ``/openapi.json`` needs it too and the
+``/docs`` and ``/redoc`` pages (which fetch the schema without it) are off. ``POST /admin/reload`` takes only
+``Content-Type: application/json``, so a cross-site form or fetch (no CORS preflight) cannot trigger a reload.
+Request bodies are capped (``max_body_bytes``, 413);
 pydantic validation answers 422 naming the field, and so does a request the model cannot serve (same body
 shape: ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``); no CORS unless ``cors_origins`` is given;
 bundles are loaded only through the safe loader. The CLI (``attnrec serve``) binds 127.0.0.1 by default.
@@ -189,7 +192,8 @@ def create_app(
     un-prefixed routes. Bundles are loaded here, so a bad one fails before anything is served; warm-up runs
     in the background at start-up (``/ready`` says when it is done; with ``warmup=False`` loaded is ready).
 
-    ``api_key``: when set, every route but ``/health`` and ``/`` needs ``Authorization: Bearer <api_key>``.
+    ``api_key``: when set, every route but ``/health`` and ``/`` needs ``Authorization: Bearer <api_key>`` (the
+    ``/docs`` and ``/redoc`` pages are off: they would fetch the schema without the key).
     ``cors_origins``: origins allowed by CORS (none by default). ``max_body_bytes``: larger bodies get a 413.
     ``trust_code``: passed to the bundle loader (see :func:`~attnrec.serving.bundle.load_bundle`).
     ``reload_on_sighup``: SIGHUP reloads every bundle (needs the event loop in the main thread, as under uvicorn).
@@ -234,6 +238,10 @@ def create_app(
         summary="recommendations from attnrec bundles",
         version=runtime_versions()["attnrec"],
         lifespan=lifespan,
+        # with a key, the schema is a guarded route below, and the docs pages (which fetch it without) are off
+        openapi_url=None if api_key is not None else "/openapi.json",
+        docs_url=None if api_key is not None else "/docs",
+        redoc_url=None if api_key is not None else "/redoc",
     )
     app.state.service = state
     app.state.metrics = metrics
@@ -305,7 +313,20 @@ def create_app(
             "versions": {**runtime_versions(), "fastapi": fastapi.__version__},
         }
 
-    @guarded.post("/admin/reload", tags=["admin"])
+    if api_key is not None:
+
+        @guarded.get("/openapi.json", include_in_schema=False)
+        def openapi_schema() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+    @guarded.post(
+        "/admin/reload",
+        tags=["admin"],
+        dependencies=[Depends(_json_only)],
+        responses={
+            415: {"model": ErrorBody, "description": "a body that is not Content-Type: application/json"}
+        },
+    )
     def admin_reload(body: ReloadRequest | None = None) -> ReloadResponse:
         """Load the bundle(s) again from their folders, warm up, and swap them in; in-flight requests finish on the
         old ones. A bundle that fails leaves the old one serving (422 with the reason)."""
@@ -321,6 +342,14 @@ def create_app(
     app.include_router(guarded)
 
     return app
+
+
+def _json_only(request: Request) -> None:
+    """Refuse (415) a request that is not ``Content-Type: application/json``: browsers send a cross-site form post,
+    or a fetch whose type is a form's or absent, without a CORS preflight; a JSON one needs the preflight."""
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/json":
+        raise HTTPException(415, "send a JSON body with Content-Type: application/json (e.g. {})")
 
 
 def _summary(slot: ModelSlot) -> dict[str, Any]:
