@@ -130,6 +130,14 @@ def data_split(
     from attnrec.data.table import Dataset
 
     check_output_dir(out)  # before the dataset is read: a file at --out fails at once
+    if dedup not in ("none", "last", "first", "mean"):
+        raise ConfigError(f"--dedup {dedup!r}: expected none, last, first or mean")
+    written = [out / name for name in ("train.csv", "valid.csv", "test.csv", "split.json")]
+    if Path(source).exists() and any(p.exists() and p.samefile(source) for p in written):
+        # the split would be written over the file it is read from (say a split's train.csv split into its folder)
+        raise ConfigError(
+            f"--out {out}: the split would overwrite its own input {source}; give another folder"
+        )
     ds = load_dataset(source, on_bad_lines=on_bad_lines)
     df = ds.interactions
     scale: dict[str, Any] | None = None

@@ -159,6 +159,20 @@ def ctr_rows(
     return model.encoder.transform(frame, source=str(path)), notes
 
 
+#: control characters (C0 but newline and tab, DEL, C1) and bidirectional overrides: in a title or an id they
+#: would reach the terminal as commands (colours, the window title, reordered text); printed as escapes instead
+_UNPRINTABLE = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    if chr(c) not in "\n\t"
+}
+
+
+def visible(text: str) -> str:
+    """``text`` with terminal control characters and bidi overrides written as ``\\xNN`` / ``\\uNNNN`` escapes."""
+    return text.translate(_UNPRINTABLE)
+
+
 def print_frame(console: Console, df: Any, title: str) -> None:
     """A frame as a table that fits the console (80 columns when piped): numbers and flags keep their full
     fixed-format width (their headers fold when the frame is wide); text columns wrap."""
@@ -166,7 +180,7 @@ def print_frame(console: Console, df: Any, title: str) -> None:
     from rich import box
 
     cells = [
-        ["" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        ["" if v is None else f"{v:.3f}" if isinstance(v, float) else visible(str(v)) for v in row]
         for row in df.iter_rows()
     ]
     fixed = [dtype.is_numeric() or dtype == pl.Boolean for dtype in df.schema.values()]
@@ -181,11 +195,11 @@ def print_frame(console: Console, df: Any, title: str) -> None:
     wide = widths(True)
     # each column costs its width plus 3: one space of padding either side and the box's column separator
     chosen = wide if sum(wide) + 3 * len(wide) <= console.width else widths(False)
-    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=escape(visible(title)), box=box.SIMPLE_HEAD, pad_edge=False)
     for col, w, f, dtype in zip(df.columns, chosen, fixed, df.schema.values(), strict=True):
         right = f and dtype.is_numeric()
         table.add_column(
-            escape(col),
+            escape(visible(col)),
             justify="right" if right else "left",
             overflow="fold",
             min_width=w,
@@ -194,7 +208,8 @@ def print_frame(console: Console, df: Any, title: str) -> None:
             max_width=w,
         )
     for row in cells:
-        table.add_row(*map(escape, row))  # item titles and ids are data, never markup ("[REC]")
+        # item titles and ids are data, never markup ("[REC]") nor terminal control sequences
+        table.add_row(*map(escape, row))
     console.print(table)
 
 

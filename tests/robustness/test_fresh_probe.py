@@ -309,3 +309,56 @@ def test_evaluating_on_pairs_that_are_all_masked_is_an_error_not_zeros(
     probe = cli(["evaluate", "--model-dir", bundle, "--test", mixed])
     assert_ok(probe)
     assert "1 of 16 held-out pairs" in " ".join(probe.out.split())
+
+
+def test_a_run_file_saved_with_a_byte_order_mark_reads(tmp_path: Path, cli: Callable[..., Probe]) -> None:
+    """A run file from Notepad (UTF-8 with a BOM) was 'invalid TOML: Invalid statement (line 1, column 1)'."""
+    data = _write(tmp_path / "r.csv", HEADER + "".join(ROWS))
+    text = f'model = "pop"\ntrain = "{data}"\ntest = "{data}"\nout = "{tmp_path / "run"}"\n'
+    cfg = _write(tmp_path / "run.toml", b"\xef\xbb\xbf" + text.encode())
+    assert_ok(cli(["train", "--config", cfg]))
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_data_split_flags_and_its_own_input(tmp_path: Path, cli: Callable[..., Probe]) -> None:
+    """``--dedup bogus`` listed every policy but the default 'none'; splitting a split's train.csv into its own
+    folder overwrote that input (and the old split) with exit 0."""
+    data = _write(tmp_path / "r.csv", HEADER + "".join(ROWS))
+    assert_clean_error(
+        cli(["data", "split", data, "--out", tmp_path / "s", "--dedup", "bogus"]), "none, last"
+    )
+    assert not (tmp_path / "s").exists()
+    assert_ok(cli(["data", "split", data, "--out", tmp_path / "s", "--ratios", "0.6,0.2,0.2"]))
+    before = (tmp_path / "s" / "train.csv").read_bytes()
+    probe = cli(["data", "split", tmp_path / "s" / "train.csv", "--out", tmp_path / "s"])
+    assert_clean_error(probe, "overwrite its own input")
+    assert (tmp_path / "s" / "train.csv").read_bytes() == before
+
+
+def test_item_titles_print_as_text_never_as_terminal_commands(
+    tmp_path: Path, cli: Callable[..., Probe], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Titles from --items (or a bundle someone hands you) reached the terminal raw: an ESC colour sequence, an
+    OSC window-title command, a right-to-left override; HTML entities stayed entities; a repeated id was silent."""
+    data = _write(tmp_path / "r.csv", HEADER + "".join(ROWS))
+    titles = [
+        "\x1b[31mRED\x1b]0;pwned\x07",
+        "&lt;b&gt;Bold&lt;/b&gt; &amp; co",
+        "\u202eevil",
+        "D",
+        "E",
+        "F",
+        "G",
+        "H",
+    ]
+    body = "".join(f'{i},"{t}"\n' for i, t in enumerate(titles)) + '0,"again"\n'
+    items = _write(tmp_path / "items.csv", "item_id,title\n" + body)
+    out = tmp_path / "run"
+    probe = cli(["train", "--model", "pop", "--train", data, "--test", data, "--items", items, "--out", out])
+    assert_ok(probe)
+    assert "1 item id(s) appear on more than one row (e.g. '0' on lines 2, 10)" in caplog.text
+    probe = cli(["recommend", "--model-dir", out / "model", "--history", "7", "--k", "8", "--include-seen"])
+    assert_ok(probe)
+    assert "\x1b" not in probe.out and "\x07" not in probe.out and "\u202e" not in probe.out
+    assert "\\x1b[31mRED" in probe.out and "\\u202eevil" in probe.out
+    assert "Bold & co" in probe.out and "&lt;" not in probe.out

@@ -175,7 +175,9 @@ class RunConfig(BaseModel):
     def from_toml(cls, path: str | Path) -> RunConfig:
         try:
             with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+                raw = fh.read()
+            # a byte-order mark (Windows editors write one) is not TOML, but says nothing about the content
+            data = tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except OSError as exc:  # a folder, no permission

@@ -142,7 +142,31 @@ def read_items(path: Path, columns: dict[str, str] | None = None) -> pl.DataFram
         raise DataError("no rows", file=path, expected="one row per item")
     checker = RowChecker(path)
     frame = frame.with_row_index("line", offset=2).with_columns(pl.col("line").cast(pl.Int64))
-    return normalise_ids(frame, ["item_id"], checker).drop("line")
+    frame = normalise_ids(frame, ["item_id"], checker)
+    repeated = frame.filter(pl.col("item_id").is_duplicated())
+    if repeated.height:  # the bundle keeps the first row of an id: say which rows lose, and where
+        first = repeated.filter(pl.col("item_id") == repeated["item_id"][0])
+        log.warning(
+            "%s: %d item id(s) appear on more than one row (e.g. %r on lines %s); the first row of each is used",
+            path,
+            repeated["item_id"].n_unique(),
+            first["item_id"][0],
+            ", ".join(str(n) for n in first["line"].head(5).to_list()),
+        )
+    return _plain_text(frame.drop("line"), path)
+
+
+def _plain_text(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Every text column but ``item_id`` as plain text (HTML tags stripped, entities decoded, whitespace runs made
+    one space; a value left empty is null), as Amazon metadata is read; how many values changed is logged."""
+    from attnrec.data.readers.markup import markup_changes, strip_markup
+
+    columns = [c for c, t in frame.schema.items() if c != "item_id" and t == pl.String]
+    cleaned = {c: strip_markup(frame[c]) for c in columns}
+    changed = sum(markup_changes(frame[c], cleaned[c])[0] for c in columns)
+    if changed:
+        log.info("%s: %d text value(s) held HTML markup or entities; read as plain text", path, changed)
+    return frame.with_columns(cleaned.values()) if cleaned else frame
 
 
 def _read_item_table(path: Path) -> pl.DataFrame:
