@@ -116,6 +116,8 @@ def test_sigterm_stops_it(server: tuple[str, subprocess.Popen[bytes], Path]) -> 
     [
         (["--model", "no-equals-sign"], {}, "expected NAME=DIR"),
         (["--model", "a=x", "--model", "a=y"], {}, "given twice"),
+        (["--model", "a=x", "--model", " a=y"], {}, "given twice"),  # the name as served, stripped
+        (["BUNDLE", "--model", "default =y"], {}, "given twice"),
         ([], {}, "no bundle to serve"),
         (["BUNDLE", "--api-key-env", "ATTNREC_UNSET_KEY"], {}, "ATTNREC_UNSET_KEY"),
         (["BUNDLE", "--model", "svd=/no/such/folder"], {}, "/no/such/folder"),

@@ -26,12 +26,17 @@ Which models expose a retrieval space (:func:`retrieval_space`, dispatch on the 
   vectors, exposed with ``users=None`` (queries are encoded texts, normalised by the caller).
 * pop, the review and CTR models: no item vectors (None).
 
-The hook for the service: :func:`build_index` returns an :class:`ExactIndex` below ``ann_threshold`` items (or when
-FAISS is not installed and ANN was not asked for) and a :class:`FaissIndex` above it; both answer
-``search(queries, k, exclude=None)`` with ``(scores (Q, k) float32, items (Q, k) int64)``, ``-inf`` / ``-1`` padding
-where fewer than ``k`` items remain. :class:`ModelIndex` puts one over a model's space: ``ModelIndex.for_model(model)``
-(None without a user space), then ``top_k(users, k, exclude=model.exclusion(query))`` answers a known user's
-recommendation like ``model.top_k`` without scoring every item when the index is FAISS.
+:func:`build_index` returns an :class:`ExactIndex` below ``ann_threshold`` items (or when FAISS is not installed and
+ANN was not asked for) and a :class:`FaissIndex` above it; both answer ``search(queries, k, exclude=None)`` with
+``(scores (Q, k) float32, items (Q, k) int64)``, ``-inf`` / ``-1`` padding where fewer than ``k`` items remain.
+:class:`ModelIndex` puts one over a model's space: ``ModelIndex.for_model(model)`` (None without a user space), then
+``top_k(users, k, exclude=model.exclusion(query))`` answers a known user's recommendation like ``model.top_k``
+without scoring every item when the index is FAISS.
+
+Not wired into the HTTP service: :mod:`attnrec.serving.service` scores every item with the model's own ``score``
+and takes the top-k itself (its allow / deny lists, domains and histories are not index queries). These indexes
+are for callers that serve known users from a large catalogue, and for ``benchmarks/bench_serving.py`` (exact
+against FAISS on a bundle's users).
 """
 
 from __future__ import annotations
@@ -305,7 +310,7 @@ def retrieval_space(model: Estimator[Any]) -> RetrievalSpace | None:
 
 
 class ModelIndex:
-    """Top-k for a model's known users through an index over its retrieval space (the service's hook).
+    """Top-k for a model's known users through an index over its retrieval space (not used by the HTTP service).
 
     ``ModelIndex.for_model(model)`` is None for a model without a user space (pop, hybrid_csa, CTR); otherwise
     :meth:`top_k` answers like ``model.top_k(Query(users=...), k)`` — scores include svd's ``μ + b_u`` — exactly

@@ -20,9 +20,10 @@ def parse_models(model_dir: Path | None, models: list[str]) -> dict[str, Path]:
         name, sep, folder = spec.partition("=")
         if not sep or not name.strip() or not folder.strip():
             raise ConfigError(f"--model {spec!r}: expected NAME=DIR (e.g. --model bpr=runs/bpr/model)")
+        name = name.strip()  # " a" would otherwise slip past the check and replace "a"
         if name in out:
             raise ConfigError(f"--model {spec!r}: the name {name!r} is given twice")
-        out[name.strip()] = Path(folder.strip())
+        out[name] = Path(folder.strip())
     if not out:
         raise ConfigError("no bundle to serve: give RUN/model, or --model NAME=DIR")
     return out
