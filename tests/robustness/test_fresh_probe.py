@@ -362,3 +362,33 @@ def test_item_titles_print_as_text_never_as_terminal_commands(
     assert "\x1b" not in probe.out and "\x07" not in probe.out and "\u202e" not in probe.out
     assert "\\x1b[31mRED" in probe.out and "\\u202eevil" in probe.out
     assert "Bold & co" in probe.out and "&lt;" not in probe.out
+
+
+@pytest.mark.parametrize(
+    ("header", "fragments"),
+    [
+        ("label,a,label\n1,x,1\n", (":1", "appears twice", "'label'")),
+        ("label,line\n1,x\n0,y\n", (":1", "'line'")),
+    ],
+)
+def test_ctr_csv_headers_that_collide_are_one_line(
+    header: str, fragments: tuple[str, ...], tmp_path: Path, cli: Callable[..., Probe]
+) -> None:
+    """A repeated CTR column was Polars' 'more fields than defined in Schema' on line 2 with advice to truncate
+    ragged lines; a column named 'line' was a DuplicateError traceback."""
+    data = _write(tmp_path / "ctr.csv", header)
+    args = [
+        "train",
+        "--model",
+        "lr",
+        "--format",
+        "csv",
+        "--train",
+        data,
+        "--test",
+        data,
+        "--out",
+        tmp_path / "r",
+    ]
+    line = assert_clean_error(cli(args), "ctr.csv", *fragments)
+    assert "truncate_ragged_lines" not in line

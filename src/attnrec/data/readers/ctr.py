@@ -23,7 +23,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from attnrec.data.readers.files import BOM, decode_text, open_input, read_text
-from attnrec.data.readers.tabular import OnBadLines, RowChecker, parse_float, read_delimited
+from attnrec.data.readers.tabular import (
+    OnBadLines,
+    RowChecker,
+    parse_float,
+    read_delimited,
+    reject_reserved_columns,
+)
 from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.data.table import Dataset
 from attnrec.errors import DataError
@@ -304,7 +310,18 @@ def _layout(path: Path, spec: CTRReaderSpec) -> tuple[str, list[str], int]:
                 )
             return ",", AVAZU_COLUMNS, number
         return ",", AVAZU_COLUMNS, 0
-    return spec.sep, [h.strip().strip('"') for h in first.split(spec.sep)], number
+    names = [h.strip().strip('"') for h in first.split(spec.sep)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:  # Polars would report the next line as having too many fields
+        raise DataError(
+            "a column name appears twice in the header",
+            file=path,
+            line=number,
+            field=dup[0],
+            expected="distinct names",
+        )
+    reject_reserved_columns(names, path, header_line=number)
+    return spec.sep, names, number
 
 
 def iter_ctr_chunks(
@@ -359,6 +376,8 @@ def _iter_parquet(
         raise DataError(f"cannot read Parquet: {exc}", file=p, expected="a Parquet file") from exc
     if pf.metadata.num_rows == 0:
         raise DataError("empty file: no rows", file=p, expected="at least one row")
+    # a column of that name would be overwritten by the row numbers below, silently
+    reject_reserved_columns(pf.schema_arrow.names, p, header_line=None)
     start = 1
     for batch in pf.iter_batches(batch_size=262_144):
         df = pl.from_arrow(batch)
