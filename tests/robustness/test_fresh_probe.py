@@ -392,3 +392,17 @@ def test_ctr_csv_headers_that_collide_are_one_line(
     ]
     line = assert_clean_error(cli(args), "ctr.csv", *fragments)
     assert "truncate_ragged_lines" not in line
+
+
+def test_library_calls_with_a_wrong_type_are_clean_errors(svd_run: Path, tmp_path: Path) -> None:
+    """``recommend(ids, k=2.5)`` was torch's TypeError from topk; ``read_table(path, sep="")`` a bare ValueError."""
+    from attnrec.data.readers.tabular import read_table
+    from attnrec.errors import ConfigError
+
+    model = load_bundle(svd_run)
+    for k in (2.5, True, "3"):
+        with pytest.raises(ConfigError, match=r"k must be >= 1 \(an integer\)"):
+            model.recommend(["u1"], k=k)  # type: ignore[arg-type]
+    assert model.recommend(["u1"], k=np.int64(2)).height == 2
+    with pytest.raises(ConfigError, match="separator is empty"):
+        read_table(svd_run.parent.parent / "r.csv", sep="")

@@ -134,8 +134,8 @@ class ItemScorer(ABC):
         ``torch.topk``'s order.
         Scored in blocks of ``batch_size`` rows, so memory is ``batch_size x n_items`` floats.
         """
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ConfigError(f"k must be >= 1 (an integer), got {k!r}")
         self.check_query(query)
         k = min(k, self.n_items)
         vals, idx = [], []

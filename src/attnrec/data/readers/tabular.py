@@ -337,6 +337,8 @@ def read_table(
     """
     p = Path(path)
     label = name or _stem(p)
+    if not sep:
+        raise ConfigError(f"{p}: the separator is empty; expected a character such as ',' or '\\t'")
     if _is_parquet(p):
         frame = _read_parquet(p, allow_empty=allow_empty)
         reject_reserved_columns(frame.columns, p, header_line=None)
