@@ -227,6 +227,7 @@ def index(a: argparse.Namespace) -> None:
     assert isinstance(model, Recommender)
     users = np.random.default_rng(a.seed).choice(model.n_users, min(a.queries, model.n_users), replace=False)
     seen = model.exclusion(Query(users=users))
+    assert seen is not None  # a bundle's recommender stores its training items
     rows = []
     exact_index = ModelIndex.for_model(model, ann=False)
     assert exact_index is not None
