@@ -23,10 +23,12 @@ from attnrec.cli_common import (
     SepOpt,
     ThreadsOpt,
     TrustBundleOpt,
+    check_heldout_not_masked,
     check_output_file,
     output_path,
     print_frame,
     run_app,
+    say_if_short,
     write_frame,
 )
 from attnrec.cli_common import ctr_rows as _ctr_rows
@@ -416,7 +418,7 @@ def evaluate_cmd(
         mask = mask + extra.csr()
     mask = sp.csr_matrix(mask)
     if not isinstance(protocol, Rating):
-        _check_heldout_not_masked(data, mask, test, exclude or [])
+        check_heldout_not_masked(console, data, mask, test, exclude or [])
     metrics = evaluate(model, data, protocol, exclude=mask)
     console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
     if not isinstance(protocol, Rating):
@@ -428,28 +430,6 @@ def evaluate_cmd(
         )
     if dropped:
         console.print(f"[yellow]{dropped} row(s) with unknown user or item were skipped[/]")
-
-
-def _check_heldout_not_masked(data: Any, mask: Any, test: Path, exclude: list[Path]) -> None:
-    """A held-out pair among the masked items can never be ranked, so it counts as a miss: all of them masked
-    (the training file given as --test, or --test also given to --exclude) is an error, not a table of zeros;
-    some of them is a warning with the count."""
-    import numpy as np
-
-    masked = int((np.asarray(mask[data.users, data.items]).ravel() != 0).sum())
-    if masked == 0:
-        return
-    where = "the model's training items" + "".join(f" + {p}" for p in exclude)
-    if masked == len(data):
-        raise ConfigError(
-            f"{test}: every one of its {masked} held-out (user, item) pairs is masked ({where}), so none can be "
-            "ranked and every metric would be 0: is --test the training file, or also given to --exclude?"
-        )
-    console.print(
-        f"warning: {masked} of {len(data)} held-out pairs in {test} are masked ({where}) and count as misses",
-        style="yellow",
-        markup=False,
-    )
 
 
 @app.command("predict")
@@ -597,7 +577,7 @@ def recommend_cmd(
             items=load_bundle_items(model_dir, trust_code=trust_bundle),
         )
         console.print(f"{rep.rows} recommendations for {rep.users} users written to {out}", markup=False)
-        _say_if_short(rep.rows, k, rep.users)
+        say_if_short(console, rep.rows, k, rep.users)
         return
     if query is not None:
         if "text" not in model.query_inputs:
@@ -624,7 +604,7 @@ def recommend_cmd(
             uv, iv = model._vocabs()
             q = Query.from_ids(uv, iv, user_ids=[user] if user else None, text=[query], unknown_users="new")
             recs = model.recommend(q, k=k, exclude_seen=not include_seen)
-        _say_if_short(recs.height, k, 1)
+        say_if_short(console, recs.height, k, 1)
         _write_or_print(recs, out, f"top-{k} from {model.name} for {query!r}")
         return
     if history is not None:
@@ -640,7 +620,7 @@ def recommend_cmd(
         q = Query.from_ids(uv, iv, history_ids=[ids], exclude="history")
         recs = model.recommend(q, k=k, exclude_seen=not include_seen)
         title = f"top-{k} from {model.name} for a new user who took {', '.join(ids)}"
-        _say_if_short(recs.height, k, 1)
+        say_if_short(console, recs.height, k, 1)
     else:
         ids = [u.strip() for u in (users or "").split(",") if u.strip()]
         if users_file is not None:
@@ -653,20 +633,11 @@ def recommend_cmd(
             )
         recs = model.recommend(ids, k=k, exclude_seen=not include_seen)
         title = f"top-{k} from {model.name}"
-        _say_if_short(recs.height, k, len(ids))
+        say_if_short(console, recs.height, k, len(ids))
     items = load_bundle_items(model_dir, trust_code=trust_bundle)
     if items is not None and "title" in items.columns:
         recs = recs.join(items.select("item_id", "title"), on="item_id", how="left", maintain_order="left")
     _write_or_print(recs, out, title)
-
-
-def _say_if_short(rows: int, k: int, queries: int) -> None:
-    """A "top-k" table with fewer than k rows a query says so: the catalogue (less the excluded items) ran out."""
-    if rows < k * queries:
-        console.print(
-            f"[yellow]{rows} recommendation(s) for {queries} quer{'y' if queries == 1 else 'ies'}, fewer than the "
-            f"{k * queries} asked (k={k}): no more items could be ranked (a small catalogue, or seen items excluded)[/]"
-        )
 
 
 def _write_or_print(recs: Any, out: Path | None, title: str, *, what: str = "recommendations") -> None:

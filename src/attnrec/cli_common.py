@@ -352,3 +352,34 @@ def write_reliability(model: Any, rows: Any, path: Path, n_bins: int = 15) -> Pa
         atomic_write_text(path, json.dumps(data, indent=1), what="reliability curve")
         return path
     return plot_reliability(curves, path, title=f"{model.name}: reliability ({len(rows)} rows)")
+
+
+def check_heldout_not_masked(console: Console, data: Any, mask: Any, test: Path, exclude: list[Path]) -> None:
+    """A held-out pair among the masked items can never be ranked, so it counts as a miss: all of them masked
+    (the training file given as --test, or --test also given to --exclude) is an error, not a table of zeros;
+    some of them is a warning with the count."""
+    import numpy as np
+
+    masked = int((np.asarray(mask[data.users, data.items]).ravel() != 0).sum())
+    if masked == 0:
+        return
+    where = "the model's training items" + "".join(f" + {p}" for p in exclude)
+    if masked == len(data):
+        raise ConfigError(
+            f"{test}: every one of its {masked} held-out (user, item) pairs is masked ({where}), so none can be "
+            "ranked and every metric would be 0: is --test the training file, or also given to --exclude?"
+        )
+    console.print(
+        f"warning: {masked} of {len(data)} held-out pairs in {test} are masked ({where}) and count as misses",
+        style="yellow",
+        markup=False,
+    )
+
+
+def say_if_short(console: Console, rows: int, k: int, queries: int) -> None:
+    """A "top-k" table with fewer than k rows a query says so: the catalogue (less the excluded items) ran out."""
+    if rows < k * queries:
+        console.print(
+            f"[yellow]{rows} recommendation(s) for {queries} quer{'y' if queries == 1 else 'ies'}, fewer than the "
+            f"{k * queries} asked (k={k}): no more items could be ranked (a small catalogue, or seen items excluded)[/]"
+        )
