@@ -307,9 +307,18 @@ class ModelSlot:
                 scores = rec.score(query)[0].float()
                 excl = self._exclusion(rec, query)
         idx, vals = _top(scores, req.k, excl, allow, deny)
+        # a rating model ranks on its unclipped score; its rating is that score clipped to the scale (as predict)
+        rated = query is not None and isinstance(rec, RatingPredictor)
+        ratings = rec.ratings_from_scores(np.asarray(vals, dtype=np.float64)) if rated else [None] * len(vals)
         items = [
-            RecommendedItem(rank=r + 1, item_id=str(self.item_ids[j]), score=float(v), title=self.title(j))
-            for r, (j, v) in enumerate(zip(idx.tolist(), vals.tolist(), strict=True))
+            RecommendedItem(
+                rank=r + 1,
+                item_id=str(self.item_ids[j]),
+                score=float(v),
+                title=self.title(j),
+                predicted_rating=None if rating is None else float(rating),
+            )
+            for r, (j, v, rating) in enumerate(zip(idx.tolist(), vals.tolist(), ratings, strict=True))
         ]
         return RecommendResponse(
             model=self.name,
