@@ -308,8 +308,9 @@ class ModelSlot:
                 excl = self._exclusion(rec, query)
         idx, vals = _top(scores, req.k, excl, allow, deny)
         # a rating model ranks on its unclipped score; its rating is that score clipped to the scale (as predict)
-        rated = query is not None and isinstance(rec, RatingPredictor)
-        ratings = rec.ratings_from_scores(np.asarray(vals, dtype=np.float64)) if rated else [None] * len(vals)
+        ratings: Sequence[float | None] = [None] * len(vals)
+        if query is not None and isinstance(rec, RatingPredictor):
+            ratings = rec.ratings_from_scores(np.asarray(vals, dtype=np.float64)).tolist()
         items = [
             RecommendedItem(
                 rank=r + 1,
