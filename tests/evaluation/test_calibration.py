@@ -10,6 +10,7 @@ from attnrec.evaluation.calibration import (
     Calibrator,
     expected_calibration_error,
     fit_calibrator,
+    fit_calibrator_logits,
     reliability_curve,
     reliability_from_counts,
 )
@@ -105,3 +106,15 @@ def test_calibrator_json_round_trip_and_checks() -> None:
             Calibrator.from_json(bad, "extra.json")
     with pytest.raises(DataError, match="both classes"):
         fit_calibrator([1, 1], [0.2, 0.3])
+
+
+def test_fitting_on_logits_sees_the_confident_rows_float32_probabilities_hide() -> None:
+    rng = np.random.default_rng(4)
+    z = rng.normal(0, 12, 5000)  # logits far past float32's ~16.6 saturation
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-z / 4))).astype(int)  # truly T = 4
+    on_logits = fit_calibrator_logits(y, z, "temperature")
+    assert on_logits.temperature == pytest.approx(4.0, rel=0.1)
+    p32 = (1 / (1 + np.exp(-z))).astype(np.float32)
+    assert fit_calibrator(y, p32, "temperature").temperature < on_logits.temperature  # capped logits under-estimate
+    with pytest.raises(DataError, match="non-finite"):
+        fit_calibrator_logits([0, 1], [0.0, np.inf])

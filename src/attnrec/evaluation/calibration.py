@@ -39,6 +39,7 @@ __all__ = [
     "ece_noise_floor",
     "expected_calibration_error",
     "fit_calibrator",
+    "fit_calibrator_logits",
     "plot_reliability",
     "reliability_curve",
     "reliability_from_counts",
@@ -213,15 +214,24 @@ def fit_calibrator(y_true: Any, p: Any, method: CalibrationMethod = "temperature
     """Fit temperature (``a`` only) or Platt (``a, b``) scaling to minimise the logloss of ``(y_true, p)``.
 
     Call it with the VALIDATION split's labels and raw model probabilities only. Raises :class:`DataError` when
-    the labels hold one class (the fit would push the probabilities to 0 or 1).
+    the labels hold one class (the fit would push the probabilities to 0 or 1). Where the model's logits are at
+    hand, prefer :func:`fit_calibrator_logits`: a probability rounded to float32 caps ``|logit|`` near 16, so the
+    most confident rows, which calibration is for, would be fitted on the wrong logits.
     """
+    y, prob = _pair(_to_numpy(y_true, "y_true"), _to_numpy(p, "p"), ("y_true", "p"))
+    return fit_calibrator_logits(y, _logit(prob), method)
+
+
+def fit_calibrator_logits(y_true: Any, logits: Any, method: CalibrationMethod = "temperature") -> Calibrator:
+    """:func:`fit_calibrator` on the model's raw logits ``z`` (n,) (the calibrator maps ``z`` to ``σ(a z + b)``)."""
     if method not in ("temperature", "platt"):
         raise ConfigError(f"unknown calibration method {method!r}; expected 'temperature' or 'platt'")
-    y, prob = _pair(_to_numpy(y_true, "y_true"), _to_numpy(p, "p"), ("y_true", "p"))
+    y, z = _pair(_to_numpy(y_true, "y_true"), _to_numpy(logits, "logits"), ("y_true", "logits"))
+    if not np.isfinite(z).all():
+        raise DataError("non-finite logit", field="logits", value=float(z[~np.isfinite(z)][0]))
     t = _binary_labels(y, "y_true").astype(np.float64)
     if t.size == 0 or t.min() == t.max():
         raise DataError("calibration needs both classes in the validation labels", field="y_true")
-    z = _logit(prob)
 
     def nll(theta: np.ndarray) -> tuple[float, np.ndarray]:
         a, b = theta[0], (theta[1] if method == "platt" else 0.0)

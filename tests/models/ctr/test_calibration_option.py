@@ -5,10 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnrec.errors import DataError
-from attnrec.evaluation.calibration import Calibrator, fit_calibrator
+from attnrec.errors import ConfigError, DataError
+from attnrec.evaluation.calibration import Calibrator, fit_calibrator_logits
 from attnrec.evaluation.metrics import auc, logloss
 from attnrec.evaluation.protocols import evaluate
+from attnrec.experiments.config import RunConfig
+from attnrec.experiments.run import trainer_config
 from attnrec.models.ctr.deepfm import DeepFM
 from attnrec.models.ctr.fm import FM
 from attnrec.serving.bundle import load_bundle, save_bundle
@@ -35,8 +37,9 @@ def fitted(data):
 def test_temperature_is_fitted_on_valid_and_keeps_the_ranking(data, fitted) -> None:
     _, valid, test = data
     cal = fitted.calibrator
+    # fitted on the validation logits themselves (float32 probabilities would cap the confident rows' |z| near 16)
+    assert cal == fit_calibrator_logits(valid.labels, fitted.predict_logits(valid).astype(np.float64), "temperature")
     raw_valid = fitted.predict_proba(valid, calibrated=False)
-    assert cal == fit_calibrator(valid.labels, raw_valid, "temperature")
     assert cal.temperature > 1.0  # the over-trained model is over-confident
     raw, scaled = fitted.predict_proba(test, calibrated=False), fitted.predict_proba(test)
     assert auc(test.labels, scaled) == pytest.approx(auc(test.labels, raw), abs=1e-12)
@@ -124,3 +127,15 @@ def test_default_trainer_keeps_the_best_logloss_epoch(data) -> None:
     lls = [h["valid_logloss"] for h in report.history]
     assert report.best_epoch == 1 + int(np.argmin(lls))
     assert report.best_valid["logloss"] == min(lls)
+
+
+def test_a_valid_mode_that_contradicts_the_metric_is_refused() -> None:
+    # an older run file's valid_mode = "max" (meant for AUC) must not maximise the default logloss
+    model = FM(embedding_dim=4, seed=0)
+    run = RunConfig(model="fm", train=Path("t.csv"), test=Path("s.csv"), trainer={"valid_mode": "max"}, ctr={"format": "csv"})
+    merged = trainer_config(run, FM, progress=False)  # the model's default_trainer under the run file's table
+    assert merged.valid_metric == "logloss" and merged.valid_mode == "max"
+    with pytest.raises(ConfigError, match="contradicts"):
+        model.make_trainer_config(merged)
+    assert model.make_trainer_config(TrainerConfig(valid_metric="auc", valid_mode="max")).valid_mode == "max"
+    assert model.make_trainer_config(TrainerConfig(valid_metric="auc")).valid_mode == "max"

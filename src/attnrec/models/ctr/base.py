@@ -35,7 +35,7 @@ from attnrec.data.ctr_shards import ShardedCTRData
 from attnrec.data.schema import FeatureSchema
 from attnrec.data.side import SideInputs
 from attnrec.errors import ConfigError, DataError
-from attnrec.evaluation.calibration import Calibrator, fit_calibrator
+from attnrec.evaluation.calibration import Calibrator, fit_calibrator_logits
 from attnrec.models.base import (
     FitReport,
     ModelConfig,
@@ -181,8 +181,16 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         """``trainer`` (None: ``default_trainer``) with ``valid_mode`` filled in from the CTR metric's direction when
         it is unset (``valid_metric = "auc"`` alone maximises, ``"logloss"`` or ``"ece"`` minimises)."""
         cfg = super().make_trainer_config(trainer)
-        if cfg.valid_mode is None and cfg.valid_metric in CTR_METRIC_MODES:
-            cfg = cfg.model_copy(update={"valid_mode": CTR_METRIC_MODES[cfg.valid_metric]})
+        if cfg.valid_metric in CTR_METRIC_MODES:
+            mode = CTR_METRIC_MODES[cfg.valid_metric]
+            if cfg.valid_mode is None:
+                cfg = cfg.model_copy(update={"valid_mode": mode})
+            elif cfg.valid_mode != mode:
+                # e.g. an older run file's valid_mode = "max" (meant for AUC) against the logloss default
+                raise ConfigError(
+                    f"trainer valid_mode = {cfg.valid_mode!r} contradicts valid_metric = {cfg.valid_metric!r}, "
+                    f"which is {'maximised' if mode == 'max' else 'minimised'}: set valid_metric too, or drop valid_mode"
+                )
         return cfg
 
     def build_ctr_module(self, schema: FeatureSchema) -> CTRModule:
@@ -251,7 +259,8 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
             return None
         method = self.config.calibration
         assert method != "none"
-        return fit_calibrator(labels, self.predict_proba(valid, calibrated=False), method)
+        # on the logits themselves: float32 probabilities would cap |z| near 16 on the most confident rows
+        return fit_calibrator_logits(labels, self.predict_logits(valid).astype(np.float64), method)
 
     def uncalibrated(self) -> CTRRecommender[ConfigT]:
         """A view of this model that scores raw probabilities (shares the module; no calibrator): evaluate both
