@@ -33,10 +33,10 @@ ANN was not asked for) and a :class:`FaissIndex` above it; both answer ``search(
 ``top_k(users, k, exclude=model.exclusion(query))`` answers a known user's recommendation like ``model.top_k``
 without scoring every item when the index is FAISS.
 
-Not wired into the HTTP service: :mod:`attnrec.serving.service` scores every item with the model's own ``score``
-and takes the top-k itself (its allow / deny lists, domains and histories are not index queries). These indexes
-are for callers that serve known users from a large catalogue, and for ``benchmarks/bench_serving.py`` (exact
-against FAISS on a bundle's users).
+The HTTP service builds a :class:`ModelIndex` per slot at warm-up (:mod:`attnrec.serving.retrieval`: from
+``ann_threshold`` items, or when started with ``ann="exact"`` / ``"faiss"``) and serves only known users without
+allow / deny lists or a domain from it; every other request scores every item with the model's own ``score``.
+``benchmarks/bench_serving.py`` measures exact against FAISS on a bundle's users.
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ def retrieval_space(model: Estimator[Any]) -> RetrievalSpace | None:
 
 
 class ModelIndex:
-    """Top-k for a model's known users through an index over its retrieval space (not used by the HTTP service).
+    """Top-k for a model's known users through an index over its retrieval space (the service's known-user path).
 
     ``ModelIndex.for_model(model)`` is None for a model without a user space (pop, hybrid_csa, CTR); otherwise
     :meth:`top_k` answers like ``model.top_k(Query(users=...), k)`` — scores include svd's ``μ + b_u`` — exactly

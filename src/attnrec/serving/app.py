@@ -187,6 +187,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     trust_code: bool = False,
     reload_on_sighup: bool = False,
+    ann: str = "auto",
 ) -> FastAPI:
     """The service over ``models`` (name -> bundle folder); ``default`` (the first name if None) answers the
     un-prefixed routes. Bundles are loaded here, so a bad one fails before anything is served; warm-up runs
@@ -197,8 +198,10 @@ def create_app(
     ``cors_origins``: origins allowed by CORS (none by default). ``max_body_bytes``: larger bodies get a 413.
     ``trust_code``: passed to the bundle loader (see :func:`~attnrec.serving.bundle.load_bundle`).
     ``reload_on_sighup``: SIGHUP reloads every bundle (needs the event loop in the main thread, as under uvicorn).
+    ``ann``: the known-user index built at warm-up — ``auto`` (from 1M items: FAISS IVF-Flat if installed), ``exact``
+    or ``faiss`` (:mod:`attnrec.serving.retrieval`).
     """
-    state = ServiceState(models, default=default, trust_code=trust_code)
+    state = ServiceState(models, default=default, trust_code=trust_code, ann=ann)
     metrics = _Metrics()
 
     def reload(name: str | None) -> list[ModelSlot]:

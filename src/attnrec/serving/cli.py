@@ -54,6 +54,10 @@ def serve_cmd(
     trust_bundle: Annotated[
         bool, typer.Option("--trust-bundle", help="the bundles are from someone you trust (may import code)")
     ] = False,
+    ann: Annotated[
+        str,
+        typer.Option(help="known-user top-k: auto (FAISS from 1M items), exact, or faiss (ann extra)"),
+    ] = "auto",
 ) -> None:
     """Serve bundles over HTTP: POST /recommend, /predict, /explain, GET /items/ID/similar, /health, /ready,
     /metadata, /metrics, and the page at /. SIGHUP or POST /admin/reload reloads the bundles from their folders."""
@@ -81,6 +85,7 @@ def serve_cmd(
         max_body_bytes=max_body_bytes,
         trust_code=trust_bundle,
         reload_on_sighup=True,
+        ann=ann,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and key is None:
         typer.echo(

@@ -55,6 +55,15 @@ from attnrec.models.rating.hybrid_csa import HybridCSA
 from attnrec.models.rating.svd import SVD
 from attnrec.models.topk.bpr import PairwiseRecommender
 from attnrec.serving.bundle import MAX_MANIFEST_BYTES, load_bundle, load_bundle_items, read_manifest_bytes
+from attnrec.serving.retrieval import (
+    ModelIndex,
+    check_ann,
+    index_kind,
+    index_note,
+    index_top,
+    scores_top,
+    slot_index,
+)
 from attnrec.serving.schemas import (
     ExplainRequest,
     ExplainResponse,
@@ -194,8 +203,9 @@ def _item_space(model: Estimator[Any]) -> tuple[torch.Tensor, str] | None:
 class ModelSlot:
     """One loaded bundle, served under ``name``; immutable once built (a reload builds a new slot)."""
 
-    def __init__(self, name: str, path: str | Path, *, trust_code: bool = False) -> None:
-        self.name = name
+    def __init__(self, name: str, path: str | Path, *, trust_code: bool = False, ann: str = "auto") -> None:
+        self.name, self.ann = name, check_ann(ann)
+        self.index: ModelIndex | None = None  # over the item vectors, built at warm-up (serving/retrieval.py)
         self.model, self.info, items = load_slot_parts(Path(path), trust_code=trust_code)
         self.lock = threading.Lock()
         self.warmed = False
@@ -300,13 +310,20 @@ class ModelSlot:
         else:
             query, path = None, "new_user"
             notes.append("cold start: the most popular training items")
+        fast = self.index is not None and path == "known_user" and allow is deny is req.domain is None
         with self.lock, torch.no_grad():
             if query is None:
                 scores, excl = self._popular, None
+            elif fast:  # an index over the model's item vectors (retrieval.py): no full scoring
+                assert self.index is not None and query.users is not None
+                excl = self._exclusion(rec, query)
+                idx, vals = index_top(self.index, int(query.users[0]), req.k, excl, rec.n_items)
+                notes.append(index_note(self.index))
             else:
                 scores = rec.score(query)[0].float()
                 excl = self._exclusion(rec, query)
-        idx, vals = _top(scores, req.k, excl, allow, deny)
+        if not fast:
+            idx, vals = scores_top(scores, req.k, excl, allow, deny)
         # a rating model ranks on its unclipped score; its rating is that score clipped to the scale (as predict)
         ratings: Sequence[float | None] = [None] * len(vals)
         if query is not None and isinstance(rec, RatingPredictor):
@@ -444,7 +461,7 @@ class ModelSlot:
             raise NotFoundError(f"item {item_id!r} is not in model {self.name!r}", field="item_id")
         space, what = self._space
         cos = space @ space[j]
-        idx, vals = _top(cos, k, np.array([j]), None, None)
+        idx, vals = scores_top(cos, k, np.array([j]), None, None)
         return SimilarResponse(
             model=self.name,
             item_id=item_id,
@@ -499,6 +516,7 @@ class ModelSlot:
         try:
             rec = self.recommender
             if rec is not None and rec.n_users and rec.n_items:
+                self.index = slot_index(rec, self.ann)
                 user, item = str(rec._vocabs()[0].ids[0]), str(self.item_ids[0])
                 self.recommend(RecommendRequest(user_id=user))
                 if "history" in rec.query_inputs:
@@ -526,6 +544,7 @@ class ModelSlot:
             "capabilities": caps,
             "query_inputs": sorted(rec.query_inputs) if rec is not None else [],
             "similar_items": self._space is not None,
+            "index": index_kind(self.index),
             "explain": isinstance(m, HybridCSA),
             "n_users": rec.n_users if rec is not None else None,
             "n_items": rec.n_items if rec is not None else None,
@@ -553,36 +572,6 @@ def runtime_versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def _top(
-    scores: torch.Tensor,
-    k: int,
-    exclude: np.ndarray | None,
-    allow: np.ndarray | None,
-    deny: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` of (n_items,) ``scores``: item indices and scores, excluded/denied items never among them,
-    only ``allow`` items when given; fewer than ``k`` when too few remain. Ties come in ``torch.topk``'s order."""
-    s = scores
-    for idx in (exclude, deny):
-        if idx is not None and len(idx):
-            if s is scores:
-                s = scores.clone()  # never write into a tensor the model or the slot owns
-            s[torch.from_numpy(np.asarray(idx, dtype=np.int64))] = -torch.inf
-    cand = None
-    if allow is not None:
-        cand = torch.from_numpy(np.unique(allow))
-        s = s[cand]
-    kk = min(k, s.shape[0])
-    if kk == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    top = torch.topk(s, kk, sorted=True)
-    keep = torch.isfinite(top.values)
-    idx_t = top.indices[keep]
-    if cand is not None:
-        idx_t = cand[idx_t]
-    return idx_t.numpy().astype(np.int64), top.values[keep].numpy()
 
 
 _INT64 = range(-(2**63), 2**63)
@@ -620,7 +609,12 @@ class ServiceState:
     """
 
     def __init__(
-        self, bundles: Mapping[str, str | Path], *, default: str | None = None, trust_code: bool = False
+        self,
+        bundles: Mapping[str, str | Path],
+        *,
+        default: str | None = None,
+        trust_code: bool = False,
+        ann: str = "auto",
     ) -> None:
         if not bundles:
             raise ServiceError("no model to serve: give at least one bundle")
@@ -628,8 +622,10 @@ class ServiceState:
         self.default = default if default is not None else next(iter(self.paths))
         if self.default not in self.paths:
             raise ServiceError(f"default model {self.default!r} is not among {sorted(self.paths)}")
-        self.trust_code = trust_code
-        self._slots = {name: ModelSlot(name, p, trust_code=trust_code) for name, p in self.paths.items()}
+        self.trust_code, self.ann = trust_code, check_ann(ann)  # ann: see serving/retrieval.py
+        self._slots = {
+            name: ModelSlot(name, p, trust_code=trust_code, ann=self.ann) for name, p in self.paths.items()
+        }
         self._reload_lock = threading.Lock()
         self.reloads = 0
 
@@ -670,7 +666,7 @@ class ServiceState:
             fresh = {}
             for n in names:
                 try:
-                    fresh[n] = ModelSlot(n, self.paths[n], trust_code=self.trust_code)
+                    fresh[n] = ModelSlot(n, self.paths[n], trust_code=self.trust_code, ann=self.ann)
                 except ServiceError:
                     raise
                 except (OSError, ValueError, AttnrecError) as exc:  # a folder gone, a file bad: not a 500
