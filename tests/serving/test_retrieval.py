@@ -5,6 +5,7 @@ note and in /metadata; filtered requests stay exact; the default (auto) on a sma
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,20 @@ def test_auto_on_a_small_catalogue_builds_no_index_and_exact_builds_one(
 def test_an_unknown_ann_mode_is_named(serve_bundles: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="'ivf'"):
         ServiceState({"bpr": serve_bundles["bpr"]}, ann="ivf")
+
+
+@needs_faiss
+def test_create_app_passes_the_option_to_http(serve_bundles: dict[str, Path]) -> None:
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'attnrec[serve]'")
+    from fastapi.testclient import TestClient
+
+    from attnrec.serving.app import create_app
+
+    with TestClient(create_app({"bpr": serve_bundles["bpr"]}, ann="faiss")) as c:
+        for _ in range(600):  # warm-up (which builds the index) runs in the background
+            if c.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        assert c.get("/metadata").json()["index"].startswith("faiss_ivf_flat")
+        notes = c.post("/recommend", json={"user_id": "1", "k": 3}).json()["notes"]
+        assert any(n.startswith("approximate (FAISS IVF-Flat") for n in notes)
