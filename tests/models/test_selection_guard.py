@@ -141,12 +141,16 @@ def test_selection_reads_validation_only_and_test_once_last(name: str, tmp_path:
     assert a["valid"] == b["valid"]
     # the poison is live: the test metrics change
     assert a["test"] != b["test"]
-    # every evaluation but the last read the validation split; the last one is the test split, once
+    # every evaluation before the first test read is on the validation split; test is read only at the end, once per
+    # reported view of the final model (a CTR run reports the calibrated and the raw probabilities), never followed
+    # by another validation read (selection is over by then)
     for result, seen in ((clean, calls), (poisoned, poisoned_calls)):
         valid, test = result.data.valid, result.data.test
-        assert len(seen) >= 2 and _same_split(seen[-1], test)
-        assert all(_same_split(c, valid) and not _same_split(c, test) for c in seen[:-1])
+        first_test = next(i for i, c in enumerate(seen) if _same_split(c, test))
+        assert first_test >= 1 and all(_same_split(c, test) for c in seen[first_test:])
+        assert len(seen) - first_test == (2 if "raw_auc" in result.metrics["test"] else 1)
+        assert all(_same_split(c, valid) and not _same_split(c, test) for c in seen[:first_test])
         epochs_validated = sum(
             any(k.startswith("valid_") for k in row) for row in result.metrics["fit"]["history"]
         )
-        assert len(seen) - 1 >= epochs_validated + 1  # each validated epoch, then the final validation report
+        assert first_test >= epochs_validated + 1  # each validated epoch, then the final validation report
