@@ -22,8 +22,11 @@ from attnrec.errors import AttnrecError, ConfigError, OutputError
 from attnrec.paths import atomic_write, check_output_dir, describe_os_error, prepare_output_dir
 
 
-def output_path(text: str) -> Path:
-    """An ``--out`` value: refused when empty (an unset shell variable would otherwise mean this folder)."""
+def output_path(text: str | Path) -> Path:
+    """An ``--out`` value: refused when empty (an unset shell variable would otherwise mean this folder). A default
+    that is already a Path (``demo --out``'s) passes through."""
+    if isinstance(text, Path):
+        return text
     if not text.strip():
         raise typer.BadParameter("an empty path (an unset variable?): give a path, or . for this folder")
     return Path(text)

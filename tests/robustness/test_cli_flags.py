@@ -312,3 +312,14 @@ def test_data_split_into_the_current_folder_and_a_failed_one_leaves_no_folder(
     monkeypatch.setattr(pl.DataFrame, "write_csv", no_room)
     assert_clean_error(cli(["data", "split", place["ml"], "--out", tmp_path / "new" / "s"]), "no space left")
     assert not (tmp_path / "new").exists()
+
+
+def test_demo_with_its_default_out_reaches_the_demo(cli, monkeypatch, tmp_path) -> None:
+    """`attnrec demo` with no options: its default --out (a Path) goes through the --out parser to the demo."""
+    import attnrec.experiments.demo as demo
+
+    seen: dict[str, object] = {}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: seen.update(out=out, user=kw["user"]))
+    assert_ok(cli(["demo"]))
+    assert seen == {"out": Path("runs/demo"), "user": "1"}
