@@ -414,11 +414,19 @@ class TorchEstimator(Estimator[ConfigT]):
         """A fresh module shaped for a loaded bundle (vocabularies, ``seen`` and bundle JSON are already set)."""
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The module's state; a rating model (:class:`RatingPredictor`) adds ``_rating_range``, the scale its
+        predictions are clipped to."""
         if self.module is None:
             raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
-        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        out = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        if isinstance(self, RatingPredictor):
+            out["_rating_range"] = torch.tensor(self.rating_range, dtype=torch.float64)
+        return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if isinstance(self, RatingPredictor):
+            tensors = dict(tensors)
+            self.rating_range = pop_rating_range(tensors)
         # shapes first, on the meta device: a config naming a huge size must not allocate it
         if self.shapes_on_meta:
             try:

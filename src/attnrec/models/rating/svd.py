@@ -38,7 +38,6 @@ from attnrec.models.base import (
     TaskKind,
     TorchRecommender,
     TrainableModule,
-    pop_rating_range,
     register,
 )
 
@@ -553,17 +552,6 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
     def global_mean(self) -> float:
         """μ, the mean training rating."""
         return float(self.mf.mu)
-
-    # ------------------------------------------------------------------ persistence
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = super().state_tensors()
-        out["_rating_range"] = torch.tensor(self.rating_range, dtype=torch.float64)
-        return out
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        tensors = dict(tensors)
-        self.rating_range = pop_rating_range(tensors)
-        super().load_state_tensors(tensors)
 
 
 def als_refit(

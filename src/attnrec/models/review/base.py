@@ -39,7 +39,6 @@ from attnrec.models.base import (
     TaskKind,
     TorchRecommender,
     TrainableModule,
-    pop_rating_range,
 )
 from attnrec.models.layers.interaction import fm_second_order
 from attnrec.models.layers.text_cnn import TextCNN
@@ -369,17 +368,6 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         )
 
     # ------------------------------------------------------------------ persistence
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The module's state (weights and the documents) plus the training rating range."""
-        out = super().state_tensors()
-        out["_rating_range"] = torch.tensor(self.rating_range, dtype=torch.float64)
-        return out
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        tensors = dict(tensors)
-        self.rating_range = pop_rating_range(tensors)
-        super().load_state_tensors(tensors)
-
     def bundle_json(self) -> dict[str, Any]:
         """The word vocabulary (documents are tensors of the bundle) and the training-text counts."""
         if self.vocab is None:

@@ -25,7 +25,7 @@ import torch
 from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
-from attnrec.models.base import Query, TaskKind, pop_rating_range, register
+from attnrec.models.base import Query, TaskKind, register
 from attnrec.models.rating.hybrid_csa.cold_start import (
     check_new_items,
     grow_catalogue,
@@ -319,18 +319,6 @@ class HybridCSA(TextQueries, Explanations):
         return self.add_items(ids, texts, titles=titles)
 
     # ----------------------------------------------------------------- persistence
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The module's state (SVD factors used, item / user text embeddings, unknown-user vector(s), cold-start
-        map, layers, batch-norm statistics) plus the training rating range."""
-        out = super().state_tensors()
-        out["_rating_range"] = torch.tensor(self.rating_range, dtype=torch.float64)
-        return out
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        tensors = dict(tensors)
-        self.rating_range = pop_rating_range(tensors)
-        super().load_state_tensors(tensors)
-
     def bundle_json(self) -> dict[str, Any]:
         return {
             "titles": self.titles,
