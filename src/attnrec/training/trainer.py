@@ -25,6 +25,8 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -97,6 +99,25 @@ class TrainerConfig(BaseModel):
     resume: bool = True
     log_path: Path | None = None
     progress: bool = True
+
+
+#: what runs after every epoch of every fit inside :func:`epoch_callbacks` (a tuner's pruning)
+EpochCallback = Callable[[int, dict[str, float]], None]
+_EPOCH_CALLBACKS: ContextVar[tuple[EpochCallback, ...]] = ContextVar("attnrec_epoch_callbacks", default=())
+
+
+@contextmanager
+def epoch_callbacks(*callbacks: EpochCallback) -> Iterator[None]:
+    """Call each ``callback(epoch, row)`` after every epoch of any fit inside the ``with`` block, with the row the
+    log gets (``loss``, ``seconds``, and ``valid_<metric>`` on validation epochs). Code that fits a model through the
+    model's own ``fit`` (a tuner pruning on the validation metric) sees each epoch without every model passing a
+    callback down. An exception a callback raises stops the fit and propagates; a model that fits an inner model
+    (hybrid_csa's svd) reports the inner fit's epochs too."""
+    token = _EPOCH_CALLBACKS.set(_EPOCH_CALLBACKS.get() + callbacks)
+    try:
+        yield
+    finally:
+        _EPOCH_CALLBACKS.reset(token)
 
 
 def _mps_available() -> bool:
@@ -380,6 +401,8 @@ class Trainer:
             bar.set_postfix({k: f"{row[k]:.4g}" for k in shown if k in row})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
+            for callback in _EPOCH_CALLBACKS.get():
+                callback(epoch, row)
             if state["stopped"]:
                 break
         bar.close()
