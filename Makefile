@@ -13,7 +13,7 @@ STAMP := $(VENV)/.attnrec-installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[dev,text,fast,serve,ann,reviews,plots]"
+	$(PY) -m pip install -e ".[dev,text,fast,serve,ann,reviews,plots,tune]"
 	touch $(STAMP)
 
 install: $(STAMP)
