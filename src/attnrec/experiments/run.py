@@ -381,23 +381,38 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
     return RunResult(model, metrics, data, cfg.out)
 
 
-def _fit_interactions(
-    model: Estimator[Any], data: PreparedData, trainer_cfg: TrainerConfig, ks: tuple[int, ...]
-) -> tuple[FitReport, dict[str, float], dict[str, float], float]:
-    """Fit on encoded interactions and evaluate: ``(report, valid metrics, test metrics, evaluation seconds)``."""
+def fit_interactions(
+    model: Estimator[Any],
+    train: Interactions,
+    valid: Interactions,
+    trainer_cfg: TrainerConfig,
+    *,
+    items: pl.DataFrame | None = None,
+    users: pl.DataFrame | None = None,
+) -> tuple[FitReport, Interactions]:
+    """Fit ``model`` on ``train``, ``valid`` (possibly empty) driving early stopping; reads no test data (a run and
+    every trial of ``attnrec tune`` fit through here). Returns the report and ``valid`` as the model may see it."""
     cls = type(model)
     # side inputs come from the training split (reviews) and the metadata tables; validation and test reach the
     # model without their review text, so none of it can leak into fitting or scoring
     side = SideInputs(
-        items=data.items if "items" in cls.side_inputs else None,
-        users=data.dataset.users if data.dataset is not None and "users" in cls.side_inputs else None,
-        reviews=ReviewCorpus.from_split(data.train) if "reviews" in cls.side_inputs else None,
+        items=items if "items" in cls.side_inputs else None,
+        users=users if "users" in cls.side_inputs else None,
+        reviews=ReviewCorpus.from_split(train) if "reviews" in cls.side_inputs else None,
     )
-    valid = data.valid if model.leaky else strip_text(data.valid)
-    test = data.test if model.leaky else strip_text(data.test)
+    valid = valid if model.leaky else strip_text(valid)
     fit_valid = valid if len(valid) else None
-    run_key = data_fingerprint(data.train, fit_valid)  # the data part of what a checkpoint must match
-    report = model.fit(data.train, fit_valid, side=side, trainer=trainer_cfg, run_key=run_key)
+    run_key = data_fingerprint(train, fit_valid)  # the data part of what a checkpoint must match
+    return model.fit(train, fit_valid, side=side, trainer=trainer_cfg, run_key=run_key), valid
+
+
+def _fit_interactions(
+    model: Estimator[Any], data: PreparedData, trainer_cfg: TrainerConfig, ks: tuple[int, ...]
+) -> tuple[FitReport, dict[str, float], dict[str, float], float]:
+    """Fit on encoded interactions and evaluate: ``(report, valid metrics, test metrics, evaluation seconds)``."""
+    users = data.dataset.users if data.dataset is not None else None
+    report, valid = fit_interactions(model, data.train, data.valid, trainer_cfg, items=data.items, users=users)
+    test = data.test if model.leaky else strip_text(data.test)
 
     # select on validation, report test once: valid masks train; test masks train + valid
     t0 = time.perf_counter()
