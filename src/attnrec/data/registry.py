@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from attnrec.data.readers.amazon import read_amazon
+from attnrec.data.readers.cdsr import LOCAL_DATASETS, load_local
 from attnrec.data.readers.movielens import (
     read_movielens,
     read_movielens_1m,
@@ -122,8 +123,8 @@ def register(spec: DatasetSpec) -> None:
 
 
 def available() -> list[str]:
-    """Names of the registered datasets."""
-    return sorted(REGISTRY)
+    """Names of the registered datasets (fetched ones, and local research copies: ``readers/cdsr.py``)."""
+    return sorted([*REGISTRY, *LOCAL_DATASETS])
 
 
 register(
@@ -440,6 +441,8 @@ def load_dataset(name_or_path: str | Path, **kw: Any) -> Dataset:
         ds.name = key
         ds.notes["fetched_from"] = res.source
         return ds
+    if isinstance(name_or_path, str) and key in LOCAL_DATASETS:
+        return load_local(key, **kw)
     p = Path(name_or_path).expanduser()
     if not p.exists():
         raise DataError(

@@ -126,6 +126,19 @@ class Dataset:
             out["rating_values"] = sorted(df["rating"].unique().drop_nulls().to_list())[:20]
         if "timestamp" in df.columns:
             out["time_range"] = [df["timestamp"].min(), df["timestamp"].max()]
+        if "domain" in df.columns:  # cross-domain data: counts per domain
+            per = df.group_by("domain").agg(
+                pl.len().alias("interactions"),
+                pl.col("user_id").n_unique().alias("users"),
+                pl.col("item_id").n_unique().alias("items"),
+            )
+            out["domains"] = {
+                str(r["domain"]): {k: r[k] for k in ("interactions", "users", "items")}
+                for r in per.sort("domain").iter_rows(named=True)
+            }
+            if self.items is not None and "domain" in self.items.columns:
+                cat = self.items.group_by("domain").len().sort("domain")
+                out["catalogue_items"] = dict(zip(cat["domain"].cast(str), cat["len"], strict=True))
         return out
 
     def fingerprint(self) -> str:
