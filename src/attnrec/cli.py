@@ -37,6 +37,7 @@ from attnrec.cli_common import parse_columns as _parse_columns
 from attnrec.cli_common import parse_sets as _parse_sets
 from attnrec.cli_common import quiet_progress as _quiet_progress
 from attnrec.cli_common import set_threads as _set_threads
+from attnrec.cli_scale import tune_cmd
 from attnrec.errors import ConfigError
 from attnrec.paths import check_output_dir, staged_files
 from attnrec.serving.cli import serve_cmd
@@ -655,6 +656,7 @@ def _print_frame(df: Any, title: str) -> None:
 
 # the command's body is in serving/cli.py (uvicorn and the app are imported only when it runs)
 app.command("serve")(serve_cmd)
+app.command("tune")(tune_cmd)  # the body is in cli_scale.py (Optuna is imported only when it runs)
 
 
 @app.command("demo")

@@ -1,0 +1,95 @@
+"""``attnrec tune`` (hyper-parameter search with Optuna) and ``attnrec data ingest`` (streaming ingest of Amazon
+dumps): commands registered in :mod:`attnrec.cli`. Thin: they parse, call :mod:`attnrec.experiments.tune` and
+:mod:`attnrec.data.ingest`, and print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from attnrec.cli_common import DEFAULT_THREADS, ThreadsOpt, metrics_table, output_path, quiet_progress
+
+console = Console()
+
+
+def tune_cmd(
+    config: Annotated[Path, typer.Option(help="the TOML run file: model, data, split, fixed settings")],
+    space: Annotated[
+        Path, typer.Option(help="the TOML space file: [study], [model.<field>], [trainer.<field>]")
+    ],
+    trials: Annotated[int, typer.Option(min=1, help="trials in the study, all workers together")],
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL shared by the workers (default: sqlite:///OUT/study.db)"),
+    ] = None,
+    study_name: Annotated[
+        str | None, typer.Option(help="default: MODEL-<digest of the run and space files>")
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(parser=output_path, help="report, best_run.toml and the tested best run (OUT/best)"),
+    ] = Path("runs/tune"),
+    worker: Annotated[
+        int, typer.Option(min=0, help="this worker's number: the sampler's seed is seed + worker")
+    ] = 0,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="stop asking for trials after this many seconds")
+    ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(help="when every trial has finished, retrain the best and test it (once per study)"),
+    ] = True,
+    threads: ThreadsOpt = None,
+    progress: bool = False,
+) -> None:
+    """Search hyper-parameters on the validation split (Optuna; the `tune` extra). Workers started with the same
+    files and --storage join one study; together they run --trials trials. When all have finished, the best trial
+    is retrained into OUT/best and tested once; the report is OUT/report.md."""
+    import optuna
+
+    from attnrec.errors import ConfigError
+    from attnrec.experiments.config import RunConfig
+    from attnrec.experiments.tune import SearchSpace, tune
+
+    if not progress:
+        quiet_progress()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = RunConfig.from_toml(config)
+    if threads is not None or cfg.threads is None:
+        cfg = cfg.model_copy(update={"threads": threads or DEFAULT_THREADS})
+    if cfg.out is not None:
+        raise ConfigError(
+            f"{config}: `out` is for `attnrec train`; tune writes into --out ({out}) and OUT/best"
+        )
+    search_space = SearchSpace.from_toml(space)
+
+    def say(t: optuna.trial.FrozenTrial) -> None:
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
+        )
+        value = "" if t.value is None else f" {t.value:.5g}"
+        console.print(f"trial {t.number}: {t.state.name.lower()}{value}  {params}", markup=False)
+
+    result = tune(
+        cfg,
+        search_space,
+        n_trials=trials,
+        out=out,
+        storage=storage,
+        name=study_name,
+        worker=worker,
+        timeout=timeout,
+        retrain=retrain,
+        progress=progress,
+        on_trial=say,
+    )
+    console.print(f"study {result.study.study_name}: {result.note}", markup=False)
+    if result.best is not None:
+        m = result.best.metrics
+        console.print(
+            metrics_table(f"best trial, retrained: {m['model']}", {"valid": m["valid"], "test": m["test"]})
+        )
+    console.print(f"report in {result.files['report']}", markup=False)
