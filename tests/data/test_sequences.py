@@ -138,3 +138,16 @@ def test_item_domains_errors() -> None:
         Sequences.from_interactions(data, max_len=0)
     no_dom = data.with_frame(data.frame.drop("domain"))
     assert Sequences.from_interactions(no_dom).domain_names == ("all",)
+
+
+def test_item_domains_from_the_catalogue() -> None:
+    data = _data(ROWS, items=["a0", "a1", "a2", "b0", "b1", "c9"])  # c9 only in the catalogue
+    cat = pl.DataFrame(
+        {"item_id": ["zz", "c9", "b1", "b0", "a2", "a1", "a0"], "domain": ["A", "B", "B", "B", "A", "A", "A"]}
+    )
+    doms, names = item_domains_of(data, cat)
+    assert names == ("A", "B") and doms.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(DataError, match="have no row"):
+        item_domains_of(data, cat.filter(pl.col("item_id") != "c9"))
+    with pytest.raises(DataError, match="have no row"):  # no catalogue domain: from the rows, c9 has none
+        item_domains_of(data, cat.drop("domain"))

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import polars as pl
 
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
@@ -339,12 +340,29 @@ class Sequences:
         return self.items[:, -1] - 1
 
 
-def item_domains_of(data: Interactions) -> tuple[np.ndarray, tuple[str, ...]]:
-    """``(item_domains (n_items,) int64, domain_names)`` from ``data``'s ``domain`` column: names sorted, ids
-    in that order. Every item index must occur in ``data`` with exactly one domain (an item seen in two domains
-    is a :class:`DataError` naming it); without a ``domain`` column, every item is in the one domain ``"all"``.
-    Build this from the whole dataset, not a split, so that items that occur only in held-out rows get a domain.
+def item_domains_of(
+    data: Interactions, items: pl.DataFrame | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``(item_domains (n_items,) int64, domain_names)`` for ``data``'s item vocabulary: names sorted, ids in
+    that order.
+
+    ``items``: the catalogue (``item_id``, ``domain``; the ``items`` side input / ``Dataset.items`` of the CDSR
+    readers), used when it has a ``domain`` column: every vocabulary item must be listed (rows of other items are
+    ignored). Otherwise from ``data``'s ``domain`` column: every item index must occur in ``data``. An item in
+    two domains is a :class:`DataError` naming it; without any domain, every item is in the one domain ``"all"``.
+    A run's vocabulary holds items that occur only in held-out rows (their domain comes from the catalogue).
     """
+    if items is not None and "domain" in items.columns:
+        idx = data.item_vocab.lookup(items["item_id"], missing="minus_one")
+        keep = idx >= 0
+        cat = Interactions(
+            pl.DataFrame({"user": np.zeros(int(keep.sum()), np.int64), "item": idx[keep]}).with_columns(
+                items["domain"].cast(pl.String).filter(pl.Series(keep))
+            ),
+            data.user_vocab,
+            data.item_vocab,
+        )
+        return item_domains_of(cat)
     if "domain" not in data.frame.columns:
         return np.zeros(data.n_items, dtype=np.int64), ("all",)
     dom = data.frame["domain"].cast(str)
