@@ -371,16 +371,16 @@ def item_domains_of(
         row = int(dom.is_null().arg_true()[0])
         raise DataError("empty domain", line=row + 1, field="domain", expected=f"one of {list(names)}")
     ids = np.searchsorted(np.array(names, dtype=object), dom.to_numpy().astype(object)).astype(np.int64)
-    items = data.items
+    idx = data.items
     out = np.full(data.n_items, -1, dtype=np.int64)
-    out[items] = ids
-    clash = out[items] != ids
+    out[idx] = ids
+    clash = out[idx] != ids
     if clash.any():
         k = int(np.flatnonzero(clash)[0])
         raise DataError(
             "item in two domains",
             field="domain",
-            value=f"item {data.item_vocab.ids[items[k]]!r}: {names[out[items[k]]]!r} and {names[ids[k]]!r}",
+            value=f"item {data.item_vocab.ids[idx[k]]!r}: {names[out[idx[k]]]!r} and {names[ids[k]]!r}",
             expected="one domain per item",
         )
     missing = out < 0
