@@ -260,7 +260,8 @@ def evaluate_ctr(model: Any, rows: CTRData) -> dict[str, float]:
     """CTR-protocol metrics (AUC, logloss, ECE, n) of ``model`` on ``rows`` as it predicts (calibrated when it holds
     a calibrator), plus ``raw_auc``, ``raw_logloss``, ``raw_ece`` of the uncalibrated model in that case, so a run's
     metrics.json reports the raw model beside the calibrated one."""
-    from attnrec.evaluation.protocols import CTR, evaluate
+    from attnrec.evaluation.protocols import CTR
+    from attnrec.evaluation.sharded import evaluate  # sharded across ranks in a distributed run
 
     metrics = evaluate(model, rows, CTR())
     if getattr(model, "calibrator", None) is not None:

@@ -38,10 +38,12 @@ from attnrec.data.splits import SplitResult
 from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError, OutputError
-from attnrec.evaluation.protocols import default_protocol, evaluate
+from attnrec.evaluation.protocols import default_protocol
+from attnrec.evaluation.sharded import evaluate  # protocols.evaluate, sharded across ranks in a distributed run
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, evaluate_ctr, prepare_ctr
 from attnrec.experiments.inputs import check_item_text, load_split, read_items
+from attnrec.experiments.ranks import rank_session
 from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.paths import (
@@ -249,12 +251,13 @@ def _check_item_text(cfg: RunConfig, cls: type[Estimator[Any]], data: PreparedDa
 def run_experiment(cfg: RunConfig, *, progress: bool = True) -> RunResult:
     """Run ``cfg`` end to end; writes the results record when ``cfg.out`` is set (see :func:`claim_out`).
 
-    ``cfg.threads`` sets torch's CPU threads for the run (restored afterwards)."""
+    ``cfg.threads`` sets torch's CPU threads for the run (restored afterwards). Launched by torchrun (or
+    ``attnrec train --nproc``), every rank runs it and rank 0 alone writes ``out`` (:mod:`.ranks`)."""
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        with _claimed_out(cfg.out):
+        with rank_session(cfg, progress) as (cfg, progress), _claimed_out(cfg.out):
             return _run(cfg, progress)
     finally:
         torch.set_num_threads(threads)

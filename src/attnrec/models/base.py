@@ -220,8 +220,10 @@ class Estimator(ABC, Generic[ConfigT]):
         return report
 
     def validator(self, valid: Any, exclude: sp.csr_matrix | None = None) -> Callable[[], dict[str, float]]:
-        """A function returning metrics on ``valid`` under this model's default protocol (``exclude`` masked)."""
-        from attnrec.evaluation.protocols import default_protocol, evaluate
+        """A function returning metrics on ``valid`` under this model's default protocol (``exclude`` masked),
+        sharded across ranks in a distributed fit (:mod:`attnrec.evaluation.sharded`)."""
+        from attnrec.evaluation.protocols import default_protocol
+        from attnrec.evaluation.sharded import evaluate
 
         protocol = default_protocol(self)
         return lambda: evaluate(self, valid, protocol, exclude=exclude)

@@ -13,9 +13,11 @@ is resumed only when the model config, the trainer config (less its logging, pro
 the data fingerprint all match the ones it was written with (:class:`~attnrec.training.types.RunIdentity`);
 otherwise :class:`~attnrec.errors.ConfigError` names what differs.
 
-Distributed data parallel slots in at two places and nowhere else: :meth:`Trainer._prepare_module` (wrap in
-``DistributedDataParallel``) and :meth:`Trainer._epoch_batches` (keep this rank's shard of each epoch's batches);
-checkpoints and logs are written by rank 0.
+Distributed data parallel (:mod:`attnrec.training.distributed`) needs nothing from a model: under a process
+group, :class:`SGDSolver` steps through ``DistributedDataParallel`` and :meth:`Trainer._epoch_batches` keeps this
+rank's rows of every global batch, weighted so that ranks together take the single-process step; an
+:class:`EpochSolver` runs replicated, rank 0's parameters broadcast after each epoch. Checkpoints, the log, the
+checkpoint lock and progress bars are rank 0's; a resume is read by rank 0 and broadcast to every rank.
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ from tqdm.auto import tqdm
 
 from attnrec.errors import ConfigError
 from attnrec.paths import DirLock, atomic_write, atomic_write_text
+from attnrec.training.distributed import (
+    DistributedError,
+    all_gather_objects,
+    all_reduce_sum,
+    broadcast_module,
+    broadcast_object,
+    collective,
+    context,
+    rank_device,
+    shard_batch,
+    wrap_module,
+)
 from attnrec.training.types import EpochSolver, FitReport, RunIdentity, TrainableModule, config_digest
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -174,6 +188,8 @@ class SGDSolver:
     ) -> None:
         self.trainer = trainer
         self.module = trainer._prepare_module(module)
+        #: batch -> loss: ``module.loss``, or the same through DistributedDataParallel under a process group
+        self.step = wrap_module(self.module, trainer.device)
         self.make_batches = make_batches
         self.optimizer = self._optimizer()
         self.scheduler = self._scheduler()
@@ -201,32 +217,44 @@ class SGDSolver:
 
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         """One pass over ``make_batches(epoch, generator)``: {"loss": mean batch loss, "lr": the rate after the
-        schedule's step}. A non-finite loss raises :class:`FloatingPointError`."""
+        schedule's step}. A non-finite loss raises :class:`FloatingPointError`.
+
+        Under a process group each rank computes its rows of every global batch; the local loss is scaled by the
+        rank's weight (:func:`~attnrec.training.distributed.shard_batch`) before backward, so DDP's mean over ranks
+        is the global batch's gradient, and the reported loss is the global batches' mean (one all-reduce)."""
         t, c, module, opt = self.trainer, self.trainer.config, self.module, self.optimizer
         amp = c.amp and t.device.type == "cuda"
+        ctx = t.dist
         module.train()
         total, n_batches = 0.0, 0
         bar = tqdm(
             t._epoch_batches(self.make_batches(epoch, generator)),
             desc=f"epoch {epoch}/{c.epochs}",
-            disable=not c.progress,
+            disable=not t.progress,
             leave=False,
             unit="batch",
         )
-        for batch in bar:
+        for batch, weight in bar:
             opt.zero_grad(set_to_none=True)
             with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = module.loss(batch)
+                loss = self.step(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"epoch {epoch}: the loss became {loss.item()} (lower the learning rate?)"
+                    + (f" on rank {ctx.rank}" if ctx.active else "")
                 )
-            loss.backward()
+            if ctx.active:
+                collective("the gradient all-reduce", (loss * weight).backward)
+                total += float(loss.detach()) * weight / ctx.world
+            else:
+                loss.backward()
+                total += float(loss.detach())
             if c.grad_clip:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), c.grad_clip)
             opt.step()
-            total += float(loss.detach())
             n_batches += 1
+        if ctx.active:
+            total = all_reduce_sum([total], t.device, "summing the epoch's loss")[0]
         if self.scheduler is not None:
             self.scheduler.step()
         return {"loss": total / max(1, n_batches), "lr": opt.param_groups[0]["lr"]}
@@ -252,15 +280,26 @@ class Trainer:
         self.config = config or TrainerConfig()
         self.valid_metric = valid_metric
         self.mode = mode
-        self.device = resolve_device(self.config.device)
+        #: this process's place among the ranks of the default process group (one process when there is none)
+        self.dist = context()
+        self.device = rank_device(resolve_device(self.config.device))
+        #: progress bars are rank 0's
+        self.progress = self.config.progress and self.dist.is_main
 
     # ------------------------------------------------------------------ building blocks
     def _prepare_module(self, module: TrainableModule) -> TrainableModule:
         return module.to(self.device)
 
-    def _epoch_batches(self, batches: Iterable[Any]) -> Iterator[Any]:
+    def _epoch_batches(self, batches: Iterable[Any]) -> Iterator[tuple[Any, float]]:
+        """``(batch on the device, weight of its loss)``: the whole batch with weight 1 on one process; under a
+        process group this rank's rows of each global batch (:func:`~attnrec.training.distributed.shard_batch`)."""
+        ctx = self.dist
         for batch in batches:
-            yield batch.to(self.device)
+            if ctx.active:
+                local, weight = shard_batch(batch, ctx.rank, ctx.world)
+                yield local.to(self.device), weight
+            else:
+                yield batch.to(self.device), 1.0
 
     def _better(self, value: float, best: float | None) -> bool:
         if best is None:
@@ -295,7 +334,7 @@ class Trainer:
         checkpoint folder is locked for the fit (:class:`~attnrec.paths.DirLock`): a second fit writing the same
         checkpoints fails at once instead of resuming the first one's in-flight state.
         """
-        if self.config.checkpoint_dir is None:
+        if self.config.checkpoint_dir is None or not self.dist.is_main:
             return self._fit(model, make_batches, validate, seed, on_epoch_end, identity)
         self.config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         with DirLock(self.config.checkpoint_dir, hint="give this fit another trainer checkpoint_dir"):
@@ -335,21 +374,27 @@ class Trainer:
             "best_also": {},
         }
         best_weights: dict[str, torch.Tensor] | None = None
-        ckpt = c.checkpoint_dir / CHECKPOINT_NAME if c.checkpoint_dir else None
-        if ckpt is not None and c.resume and ckpt.exists():
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-            self._check_identity(ckpt, saved, ident)
+        main = self.dist.is_main
+        # checkpoints are rank 0's: it reads one to resume and hands it (or the reason it cannot) to every rank
+        ckpt = c.checkpoint_dir / CHECKPOINT_NAME if c.checkpoint_dir and main else None
+        saved = (
+            self._read_checkpoint(ckpt, ident) if ckpt is not None and c.resume and ckpt.exists() else None
+        )
+        saved = broadcast_object(saved, "reading the checkpoint to resume") if self.dist.active else saved
+        if isinstance(saved, ConfigError):
+            raise saved
+        if saved is not None:
             module.load_state_dict(saved["module"])
             solver.load_state_dict(saved["solver"])
             best_weights = saved.get("best_weights")
             state = {"stopped": False, "best_also": {}, **json.loads(saved["state"])}
-        elif c.log_path is not None and c.log_path.exists():
+        elif main and c.log_path is not None and c.log_path.exists():
             c.log_path.unlink()  # a fresh fit starts a fresh log; a resumed one appends
         bar = tqdm(
             total=c.epochs,
             initial=state["epoch"],
             desc="fit",
-            disable=not c.progress,
+            disable=not self.progress,
             leave=False,
             unit="epoch",
         )
@@ -361,6 +406,9 @@ class Trainer:
                 "epoch": epoch,
                 **solver.train_epoch(epoch, epoch_generator(seed, epoch)),
             }
+            if self.dist.active and not isinstance(solver, SGDSolver):
+                # a solver that is not SGD ran the same epoch on every rank: rank 0's result is the one kept
+                broadcast_module(module, f"sharing epoch {epoch}'s parameters")
             row["seconds"] = time.perf_counter() - e0
             if validate is not None and (epoch % c.valid_every == 0 or epoch == c.epochs):
                 module.eval()
@@ -393,7 +441,8 @@ class Trainer:
                     state["stopped"] = c.patience is not None and state["bad"] >= c.patience
             state["epoch"] = epoch
             state["history"].append(row)
-            self._log(state["history"])
+            if main:
+                self._log(state["history"])
             if ckpt is not None:
                 self._checkpoint(ckpt, module, solver, state, best_weights, ident)
             bar.update(1)
@@ -409,6 +458,8 @@ class Trainer:
         if c.restore_best and best_weights is not None:
             module.load_state_dict(best_weights)
         module.eval()
+        if self.dist.active:
+            self._check_replicas(module)
         return FitReport(
             seconds=time.perf_counter() - t0,
             epochs_run=state["epoch"],
@@ -424,6 +475,29 @@ class Trainer:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in history), what="training log")
+
+    @classmethod
+    def _read_checkpoint(cls, path: Path, ident: dict[str, Any]) -> dict[str, Any] | ConfigError:
+        """The checkpoint at ``path``, or the :class:`ConfigError` saying why this run cannot resume it (returned,
+        not raised, so that rank 0 can hand it to the other ranks before every rank raises it)."""
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            cls._check_identity(path, saved, ident)
+        except ConfigError as exc:
+            return exc
+        return saved  # type: ignore[no-any-return]
+
+    def _check_replicas(self, module: nn.Module) -> None:
+        """Every rank must end with the same parameters (DDP and the epoch broadcasts keep them equal): a
+        per-tensor sum, gathered and compared exactly, catches a model whose ranks diverged."""
+        sums = [float(p.detach().double().sum()) for p in module.parameters()]
+        gathered = all_gather_objects(sums, "comparing the ranks' final parameters")
+        bad = [r for r, s in enumerate(gathered) if s != gathered[0]]
+        if bad:
+            raise DistributedError(
+                f"ranks {bad} ended with parameters that differ from rank 0's: the model's training is not the "
+                "same on every rank (a loss or solver that reads rank-local state)"
+            )
 
     @staticmethod
     def _check_identity(path: Path, saved: dict[str, Any], ident: dict[str, Any]) -> None:
