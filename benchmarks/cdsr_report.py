@@ -1,0 +1,266 @@
+"""Tables, correlations and plots of the cross-domain sequential study (``cdsr_study.py``) and the ABXI peer run.
+
+Pure functions over the study's records (one JSON object per finished run, see ``cdsr_study.run_record``) and over
+the ABXI runner's JSON lines (``cdsr_peer_abxi.py``). Plots need matplotlib (the ``plots`` extra), imported only
+when a plot is drawn.
+
+Record fields used here: ``variant``, ``family`` (``sasrec`` / ``gca`` / ``matched`` / ``peer``), ``seed``,
+``n_params``, ``test`` and ``valid`` ({domain: {metric: value}}), ``cos`` ({domain: mean |cos(X, X')| of that
+domain's GCA modules at the best epoch}), ``s_per_epoch``, ``curve`` (per-epoch validation metrics and elapsed
+seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+TABLE_METRICS = ("hr@10", "ndcg@10", "mrr", "auc")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every JSON object of a JSON-lines file (a missing file is no records; a torn last line is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # an interrupted run can leave a partial last line; the run is simply redone
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.4f}"
+    return f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}"
+
+
+def domains_of(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The target domains that occur in the records' test metrics, sorted."""
+    return sorted({d for r in records for d in r.get("test", {})})
+
+
+def domain_table(
+    records: Sequence[dict[str, Any]], domain: str, metrics: Sequence[str] = TABLE_METRICS
+) -> str:
+    """A Markdown table for one target domain: one row per variant (mean ± sample std over its seeds) with the
+    test metrics, mean |cos| of the domain's GCA modules, parameter count and seconds per epoch."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if domain in r.get("test", {}):
+            groups[r["variant"]].append(r)
+    head = ["variant", "seeds", *[f"test {m}" for m in metrics]]
+    head += ["|cos(X,X')|", "params", "s/epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant in sorted(groups, key=lambda v: (groups[v][0].get("family", ""), v)):
+        rs = groups[variant]
+        row = [variant, str(len(rs))]
+        row += [_mean_std([r["test"][domain].get(m, float("nan")) for r in rs]) for m in metrics]
+        row.append(_mean_std([r.get("cos", {}).get(domain, float("nan")) for r in rs]))
+        row.append(f"{int(np.mean([r['n_params'] for r in rs])):,}" if rs[0].get("n_params") else "–")
+        spe = [r["s_per_epoch"] for r in rs if r.get("s_per_epoch") is not None]
+        row.append(f"{np.median(spe):.1f}" if spe else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int]:
+    """Pearson and Spearman correlation of paired values (NaN pairs dropped); NaN coefficients below 3 pairs."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[keep], ya[keep]
+    out: dict[str, float | int] = {"n": int(keep.sum())}
+    if len(xa) < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
+        out.update(
+            pearson=float("nan"), pearson_p=float("nan"), spearman=float("nan"), spearman_p=float("nan")
+        )
+        return out
+    p = stats.pearsonr(xa, ya)
+    s = stats.spearmanr(xa, ya)
+    out.update(
+        pearson=float(p.statistic),
+        pearson_p=float(p.pvalue),
+        spearman=float(s.statistic),
+        spearman_p=float(s.pvalue),
+    )
+    return out
+
+
+def cos_points(records: Sequence[dict[str, Any]], domain: str) -> tuple[list[float], list[float], list[str]]:
+    """(|cos| values, test NDCG@10, variant names) of every run that has a |cos| for ``domain``."""
+    xs, ys, names = [], [], []
+    for r in records:
+        c = r.get("cos", {}).get(domain)
+        if c is None or domain not in r.get("test", {}):
+            continue
+        xs.append(float(c))
+        ys.append(float(r["test"][domain]["ndcg@10"]))
+        names.append(r["variant"])
+    return xs, ys, names
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - the plots extra is installed in CI
+        raise ImportError("the study's plots need matplotlib: pip install 'attnrec[plots]'") from e
+    return plt
+
+
+def plot_cos_scatter(records: Sequence[dict[str, Any]], out: Path) -> dict[str, dict[str, float | int]]:
+    """Scatter of |cos(X, X')| against test NDCG@10, one panel per domain (the paper's figure); returns the
+    correlations per domain and writes ``out`` (PNG)."""
+    plt = _pyplot()
+    domains = domains_of(records)
+    fig, axes = plt.subplots(1, max(1, len(domains)), figsize=(5 * max(1, len(domains)), 4), squeeze=False)
+    corr: dict[str, dict[str, float | int]] = {}
+    for ax, dom in zip(axes[0], domains, strict=False):
+        xs, ys, _ = cos_points(records, dom)
+        corr[dom] = correlation(xs, ys)
+        ax.scatter(xs, ys, s=18, alpha=0.8)
+        c = corr[dom]
+        ax.set_title(f"domain {dom}: Pearson {c['pearson']:.2f}, Spearman {c['spearman']:.2f} (n={c['n']})")
+        ax.set_xlabel("mean |cos(X, X')| at the best epoch")
+        ax.set_ylabel("test NDCG@10")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return corr
+
+
+def plot_params(records: Sequence[dict[str, Any]], out: Path) -> None:
+    """Test NDCG@10 against parameter count, one panel per domain, one colour per family; writes ``out``."""
+    plt = _pyplot()
+    domains = domains_of(records)
+    fig, axes = plt.subplots(1, max(1, len(domains)), figsize=(5 * max(1, len(domains)), 4), squeeze=False)
+    for ax, dom in zip(axes[0], domains, strict=False):
+        fams: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+        for r in records:
+            if dom in r.get("test", {}) and r.get("n_params"):
+                fams[r.get("family", "?")][0].append(r["n_params"])
+                fams[r.get("family", "?")][1].append(r["test"][dom]["ndcg@10"])
+        for fam, (xs, ys) in sorted(fams.items()):
+            ax.scatter(xs, ys, s=18, label=fam)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("test NDCG@10")
+        ax.set_title(f"domain {dom}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- the ABXI peer
+
+
+def abxi_summary(lines: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """From ``cdsr_peer_abxi.py``'s JSON lines: header facts, the per-epoch curve (validation and test NDCG@10 per
+    domain, cumulative training seconds) and the test metrics at the epoch ABXI's own rule selects (best summed
+    validation MRR). None when there is no finished epoch."""
+    header = next((x for x in lines if x.get("kind") == "header"), None)
+    epochs = [x for x in lines if x.get("kind") == "epoch"]
+    if header is None or not epochs:
+        return None
+    elapsed = 0.0
+    curve = []
+    for e in epochs:
+        elapsed += e["train_s"]
+        curve.append(
+            {
+                "epoch": e["epoch"],
+                "train_s_cum": elapsed,
+                "train_s": e["train_s"],
+                "loadavg": e["loadavg_before"],
+                "valid": {d: e["val"][d]["ndcg@10"] for d in e["val"]},
+                "test": {d: e["test"][d]["ndcg@10"] for d in e["test"]},
+            }
+        )
+    chosen = [
+        e for e in epochs if e["abxi_selected"]
+    ] or epochs  # warm-up only: no selection yet, the last epoch
+    sel = chosen[-1]
+    return {
+        "commit": header["commit"],
+        "command": header["command"],
+        "n_params": header["n_params"],
+        "threads": header["threads"],
+        "epochs": len(epochs),
+        "selected_epoch": sel["epoch"],
+        "test": {
+            d: {k: v for k, v in sel["test"][d].items() if k != "abxi_cal_metrics"} for d in sel["test"]
+        },
+        "valid": {d: {k: v for k, v in sel["val"][d].items() if k != "abxi_cal_metrics"} for d in sel["val"]},
+        "s_per_epoch": float(np.median([e["train_s"] for e in epochs])),
+        "curve": curve,
+    }
+
+
+def value_at(
+    curve: Sequence[dict[str, Any]],
+    key: str,
+    domain: str,
+    *,
+    epoch: int | None = None,
+    seconds: float | None = None,
+) -> float | None:
+    """Best validation-selected ``key`` ("valid"/"test") NDCG@10 of ``domain`` reached within ``epoch`` epochs or
+    ``seconds`` of training (the row at the best validation NDCG@10 so far); None when nothing was reached yet."""
+    rows = [
+        c
+        for c in curve
+        if (epoch is None or c["epoch"] <= epoch) and (seconds is None or c["train_s_cum"] <= seconds)
+    ]
+    rows = [c for c in rows if domain in c.get("valid", {}) and domain in c.get(key, {})]
+    if not rows:
+        return None
+    best = max(rows, key=lambda c: c["valid"][domain])
+    return float(best[key][domain])
+
+
+def plot_curves(abxi: dict[str, Any] | None, ours: dict[str, Sequence[dict[str, Any]]], out: Path) -> None:
+    """Validation NDCG@10 per domain against epoch (top) and cumulative training seconds (bottom), ABXI beside
+    each of ``ours`` ({label: curve}); writes ``out``."""
+    plt = _pyplot()
+    curves = dict(ours)
+    if abxi is not None:
+        curves = {"ABXI (peer)": abxi["curve"], **curves}
+    domains = sorted({d for c in curves.values() for row in c for d in row.get("valid", {})})
+    fig, axes = plt.subplots(2, max(1, len(domains)), figsize=(5 * max(1, len(domains)), 7), squeeze=False)
+    for j, dom in enumerate(domains):
+        for label, curve in curves.items():
+            pts = [
+                (c["epoch"], c["train_s_cum"], c["valid"][dom]) for c in curve if dom in c.get("valid", {})
+            ]
+            if not pts:
+                continue
+            e, t, v = zip(*pts, strict=True)
+            axes[0][j].plot(e, v, marker=".", label=label)
+            axes[1][j].plot(t, v, marker=".", label=label)
+        axes[0][j].set_xlabel("epoch")
+        axes[1][j].set_xlabel("training seconds (1 thread)")
+        axes[1][j].set_xscale("log")
+        for i in range(2):
+            axes[i][j].set_ylabel(f"valid NDCG@10, domain {dom}")
+            axes[i][j].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,374 @@
+"""The cross-domain sequential study of issue 16: sasrec (A only, B only, mixed), gca variants and their
+parameter-matched baselines, over seeds; per-domain tables, |cos(X, X')| against NDCG@10, NDCG@10 against
+parameter count, and the ABXI peer rows.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cdsr_study.py --data abxi-food-kitchen \
+        --out bench_results/cdsr/study [--seeds 0,1,2] [--variants sasrec-mixed,gca[1]-sigmoid-ln,...] \
+        [--epochs 200] [--patience 10] [--set dim=64] [--abxi bench_results/cdsr/abxi_afk_s3407.jsonl] [--dry-run]
+
+Every run goes through the library's own run path (``attnrec.experiments.run.run_experiment``: the dataset,
+leave-one-out split, fit with early stopping on validation NDCG@10, test read once at the best epoch, per-domain
+sampled metrics), one thread. Resumable: each finished run appends one JSON line to ``OUT/results.jsonl`` and is
+skipped next time (key = variant + seed + settings); an interrupted run starts over. ``--report`` (also done after
+the runs) writes ``OUT/report.md`` (a table per domain, the correlations), ``OUT/cos_vs_ndcg.png``,
+``OUT/ndcg_vs_params.png`` and ``OUT/curves.png`` (validation NDCG@10 per epoch and per training second, ABXI's
+beside ours).
+
+The grid (``--n-blocks`` blocks, default 3): ``sasrec-A``, ``sasrec-B``, ``sasrec-mixed``; ``gca[P]-ACT-LN`` for
+P in [0], [1], [2], [0,1,2], ACT in sigmoid/tanh, LN in ln/noln (the issue's positions x activation x LayerNorm);
+``matched-gca[P]``: the gca backbone without modules (``positions=[]``) with its feed-forward widened to the
+parameter count of ``gca[P]`` within 2% (the modules' count does not depend on ACT or LN beyond LN's 4d weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cdsr_report as rep  # noqa: E402 - the benchmark folder is no package
+
+POSITION_SETS: tuple[tuple[int, ...], ...] = ((0,), (1,), (2,), (0, 1, 2))
+MATCH_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the study: a registered model and its parameters (on top of the shared backbone settings)."""
+
+    name: str
+    family: str  # sasrec / gca / matched
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _pos_name(p: Sequence[int]) -> str:
+    return "gca[" + ",".join(str(i) for i in p) + "]"
+
+
+def grid(n_blocks: int = 3) -> list[Variant]:
+    """Every variant of the study before parameter matching (matched baselines are added by
+    :func:`matched_variant`, which needs the data's item count)."""
+    out = [
+        Variant("sasrec-A", "sasrec", "sasrec", {"domain": "A"}),
+        Variant("sasrec-B", "sasrec", "sasrec", {"domain": "B"}),
+        Variant("sasrec-mixed", "sasrec", "sasrec", {}),
+    ]
+    positions = [p for p in POSITION_SETS if max(p) < n_blocks]
+    for p in positions:
+        for act in ("sigmoid", "tanh"):
+            for ln in (True, False):
+                name = f"{_pos_name(p)}-{act}-{'ln' if ln else 'noln'}"
+                out.append(
+                    Variant(name, "gca", "gca", {"positions": list(p), "gate_act": act, "layer_norm": ln})
+                )
+    return out
+
+
+def count_params(model: str, params: dict[str, Any], n_items: int, domain_names: tuple[str, ...]) -> int:
+    """Trainable parameters of the registered ``model``'s module with ``params`` for ``n_items`` items and these
+    domains (the module is built, not trained)."""
+    from attnrec.models.base import get_model_class
+
+    est = get_model_class(model)(**params)
+    module = est.new_module(n_items, len(domain_names))  # type: ignore[attr-defined]
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def matched_variant(
+    target: Variant,
+    backbone: dict[str, Any],
+    n_items: int,
+    domain_names: tuple[str, ...],
+    counter: Callable[[str, dict[str, Any], int, tuple[str, ...]], int] = count_params,
+) -> tuple[Variant, int, int]:
+    """The parameter-matched baseline of ``target`` (a gca variant): the same backbone with no GCA module and the
+    feed-forward width (``ffn_dim``) that brings its parameter count closest to ``target``'s, which must be within
+    2%. Returns ``(variant, its count, the target's count)``. Counting is monotone in ``ffn_dim``, so a bisection
+    over widths finds it."""
+    base = {**backbone, **target.params}
+    goal = counter(target.model, base, n_items, domain_names)
+    plain = {k: v for k, v in base.items() if k not in ("gate_act", "layer_norm", "gate_form", "gate_hidden")}
+    plain["positions"] = []
+    dim = int(plain.get("dim", 64))
+    lo, hi = int(plain.get("ffn_dim") or dim), int(plain.get("ffn_dim") or dim) * 64
+
+    def n(width: int) -> int:
+        return counter(target.model, {**plain, "ffn_dim": width}, n_items, domain_names)
+
+    if n(lo) > goal:
+        raise ValueError(
+            f"{target.name}: the backbone alone already has more parameters than the target {goal}"
+        )
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if n(mid) <= goal:
+            lo = mid
+        else:
+            hi = mid - 1
+    width = min((lo, lo + 1), key=lambda w: abs(n(w) - goal))
+    got = n(width)
+    if abs(got - goal) > MATCH_TOLERANCE * goal:
+        raise ValueError(f"{target.name}: closest baseline has {got} parameters vs {goal} (beyond 2%)")
+    name = "matched-" + target.name.split("-")[0]
+    return Variant(name, "matched", target.model, {"positions": [], "ffn_dim": width}), got, goal
+
+
+def run_key(variant: Variant, seed: int, backbone: dict[str, Any], trainer: dict[str, Any], data: str) -> str:
+    """A stable key of one run: variant, seed, every setting and the data (a changed setting is a new run)."""
+    blob = json.dumps(
+        {"v": variant.name, "p": variant.params, "s": seed, "b": backbone, "t": trainer, "d": data},
+        sort_keys=True,
+    )
+    return f"{variant.name}|s{seed}|{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def domain_metrics(flat: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per-domain metrics from the run's flat metric names (``"A/ndcg@10"``); names without a domain are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        if "/" not in key or not isinstance(value, int | float):
+            continue
+        dom, metric = key.split("/", 1)
+        out.setdefault(dom, {})[metric.replace("hit@", "hr@")] = float(value)
+    return out
+
+
+def cos_by_domain(best_valid: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """``(per module, per query domain mean)`` |cos(X, X')| from the best epoch's validation row, whose keys are
+    ``abs_cos[A<-B@1]`` (query domain A, key domain B, after block 1)."""
+    modules = {k[len("abs_cos[") : -1]: float(v) for k, v in best_valid.items() if k.startswith("abs_cos[")}
+    per: dict[str, list[float]] = {}
+    for name, value in modules.items():
+        per.setdefault(name.split("<-", 1)[0], []).append(value)
+    return modules, {d: sum(v) / len(v) for d, v in per.items()}
+
+
+def curve_of(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-epoch validation NDCG@10 per domain and cumulative training seconds from a fit's history rows."""
+    out, elapsed = [], 0.0
+    for row in history:
+        elapsed += float(row.get("seconds", 0.0))
+        valid = {k[len("valid_") :]: v for k, v in row.items() if k.startswith("valid_")}
+        per = domain_metrics(valid)
+        out.append(
+            {
+                "epoch": int(row["epoch"]),
+                "train_s_cum": elapsed,
+                "valid": {d: m["ndcg@10"] for d, m in per.items() if "ndcg@10" in m},
+            }
+        )
+    return out
+
+
+def run_one(
+    variant: Variant, seed: int, data: str, backbone: dict[str, Any], trainer: dict[str, Any], threads: int
+) -> dict[str, Any]:
+    """Fit and evaluate one run through ``run_experiment`` (no bundle written); returns its study record."""
+    from attnrec.experiments.config import RunConfig, SplitSpec
+    from attnrec.experiments.run import run_experiment
+
+    params = {**backbone, **variant.params, "seed": seed}
+    cfg = RunConfig(
+        model=variant.model,
+        data=data,
+        split=SplitSpec(method="leave_last_out"),
+        model_params=params,
+        trainer=trainer,
+        threads=threads,
+        save_model=False,
+    )
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.perf_counter()
+    res = run_experiment(cfg, progress=False)
+    wall = time.perf_counter() - t0
+    m = res.metrics
+    fit = m["fit"]
+    modules, cos = cos_by_domain(fit.get("best_valid", {}))
+    history = fit.get("history", [])
+    secs = [float(r["seconds"]) for r in history if "seconds" in r]
+    module = res.model.module
+    return {
+        "variant": variant.name,
+        "family": variant.family,
+        "model": variant.model,
+        "params": params,
+        "seed": seed,
+        "data": data,
+        "n_params": int(sum(p.numel() for p in module.parameters())) if module is not None else None,
+        "valid": domain_metrics(m["valid"]),
+        "test": domain_metrics(m["test"]),
+        "cos": cos,
+        "cos_modules": modules,
+        "best_epoch": fit.get("best_epoch"),
+        "epochs_run": fit.get("epochs_run"),
+        "s_per_epoch": sorted(secs)[len(secs) // 2] if secs else None,
+        "fit_s": m["timings"]["fit_s"],
+        "wall_s": wall,
+        "threads": m["threads"],
+        "trainer": trainer,
+        "loadavg_before": load_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "curve": curve_of(history),
+    }
+
+
+def write_report(out: Path, abxi_path: Path | None) -> str:
+    """``report.md`` and the plots from ``out/results.jsonl`` (and the ABXI runner's lines); returns the text."""
+    records = [r for r in rep.read_jsonl(out / "results.jsonl") if "variant" in r]
+    abxi = rep.abxi_summary(rep.read_jsonl(abxi_path)) if abxi_path is not None else None
+    rows = list(records)
+    if abxi is not None:
+        rows.append(
+            {
+                "variant": f"ABXI peer ({abxi['epochs']} ep, ABXI-selected ep {abxi['selected_epoch']})",
+                "family": "peer",
+                "seed": None,
+                "n_params": abxi["n_params"],
+                "test": abxi["test"],
+                "s_per_epoch": abxi["s_per_epoch"],
+            }
+        )
+    parts = [f"# CDSR study ({len(records)} runs)\n"]
+    for dom in rep.domains_of(rows):
+        parts += [f"## Domain {dom} (test, mean ± std over seeds)\n", rep.domain_table(rows, dom), ""]
+    if records:
+        corr = rep.plot_cos_scatter(records, out / "cos_vs_ndcg.png")
+        rep.plot_params(rows, out / "ndcg_vs_params.png")
+        parts.append("## |cos(X, X')| vs test NDCG@10 (gca runs)\n")
+        for dom, c in corr.items():
+            parts.append(
+                f"- domain {dom}: n={c['n']}, Pearson {c['pearson']:.3f} (p={c['pearson_p']:.3g}), "
+                f"Spearman {c['spearman']:.3f} (p={c['spearman_p']:.3g})"
+            )
+        parts.append("")
+    ours = {f"{r['variant']} s{r['seed']}": r["curve"] for r in records if r.get("curve")}
+    if ours or abxi is not None:
+        rep.plot_curves(abxi, ours, out / "curves.png")
+    if abxi is not None and records:
+        parts.append("## Equal-epoch / equal-wall-time (validation-selected test NDCG@10)\n")
+        parts.append("| run | domain | ours | ABXI at same epoch | ABXI at same training seconds |")
+        parts.append("|---|---|---|---|---|")
+        for r in records:
+            if not r.get("curve"):
+                continue
+            ep, secs = r["curve"][-1]["epoch"], r["curve"][-1]["train_s_cum"]
+            for dom, m in sorted(r["test"].items()):
+                a_ep = rep.value_at(abxi["curve"], "test", dom, epoch=ep)
+                a_t = rep.value_at(abxi["curve"], "test", dom, seconds=secs)
+                fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+                parts.append(
+                    f"| {r['variant']} s{r['seed']} ({ep} ep, {secs:.0f} s) | {dom} | {m['ndcg@10']:.4f} | "
+                    f"{fmt(a_ep)} | {fmt(a_t)} |"
+                )
+        parts.append("")
+    text = "\n".join(parts)
+    (out / "report.md").write_text(text)
+    return text
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _data_shape(data: str) -> tuple[int, tuple[str, ...]]:
+    """Item count and sorted domain names of the dataset (for parameter counting: the item table is the same
+    size in a gca model and its baseline, so only the 2% tolerance depends on it)."""
+    from attnrec.data.registry import load_dataset
+
+    frame = load_dataset(data).interactions
+    names = (
+        tuple(sorted(str(d) for d in frame["domain"].unique().to_list()))
+        if "domain" in frame.columns
+        else ("all",)
+    )
+    return int(frame["item_id"].n_unique()), names
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the grid (skipping finished runs), then write the report."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--data", default="abxi-food-kitchen", help="registered dataset name or path")
+    p.add_argument("--out", type=Path, default=Path("bench_results/cdsr/study"))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--variants", default="all", help="comma list of variant names, or 'all'")
+    p.add_argument("--n-blocks", type=int, default=3)
+    p.add_argument(
+        "--set", action="append", default=[], help="backbone setting key=value (JSON value), repeatable"
+    )
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--abxi", type=Path, default=None, help="cdsr_peer_abxi.py's JSON lines (the peer rows)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and parameter counts, run nothing")
+    p.add_argument("--report", action="store_true", help="only write the report from the finished runs")
+    a = p.parse_args(argv)
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.report:
+        print(write_report(a.out, a.abxi))
+        return
+    backbone = {"n_blocks": a.n_blocks, **_parse_set(a.set)}
+    trainer = {"epochs": a.epochs, "patience": a.patience}
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    variants = grid(a.n_blocks)
+    wanted = None if a.variants == "all" else set(a.variants.split(","))
+    need_matched = wanted is None or any(w.startswith("matched-") for w in wanted)
+    if need_matched:
+        n_items, names = _data_shape(a.data)
+        for v in [
+            v
+            for v in variants
+            if v.family == "gca" and v.params["gate_act"] == "sigmoid" and v.params["layer_norm"]
+        ]:
+            mv, got, goal = matched_variant(v, backbone, n_items, names)
+            print(
+                f"{mv.name}: ffn_dim {mv.params['ffn_dim']} -> {got:,} params vs {v.name} {goal:,}",
+                flush=True,
+            )
+            variants.append(mv)
+    if wanted is not None:
+        unknown = wanted - {v.name for v in variants}
+        if unknown:
+            raise SystemExit(f"unknown variants {sorted(unknown)}; known: {[v.name for v in variants]}")
+        variants = [v for v in variants if v.name in wanted]
+    results = a.out / "results.jsonl"
+    done = {r.get("key") for r in rep.read_jsonl(results)}
+    todo = [(v, s) for v in variants for s in seeds if run_key(v, s, backbone, trainer, a.data) not in done]
+    print(f"{len(variants) * len(seeds)} runs, {len(todo)} to do", flush=True)
+    for v, s in todo:
+        if a.dry_run:
+            print(f"  {v.name} seed {s}: {v.model} {v.params}")
+            continue
+        rec = run_one(v, s, a.data, backbone, trainer, a.threads)
+        rec["key"] = run_key(v, s, backbone, trainer, a.data)
+        rec["command"] = " ".join([sys.executable, *sys.argv])
+        with results.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        best = {d: round(m.get("ndcg@10", float("nan")), 4) for d, m in rec["test"].items()}
+        print(
+            f"{v.name} seed {s}: test NDCG@10 {best}, |cos| {rec['cos']}, {rec['s_per_epoch']} s/epoch",
+            flush=True,
+        )
+    if not a.dry_run:
+        print(write_report(a.out, a.abxi))
+
+
+if __name__ == "__main__":
+    main()
