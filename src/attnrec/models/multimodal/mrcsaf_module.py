@@ -1,0 +1,376 @@
+"""MR-CSAF's math on tensors (Li et al., Systems 2025): the adaptive modality selector, the item-graph convolution
+over the selector-weighted modality graphs, the cross-self-attention fusion, the per-modality user-item propagation
+and the losses. Equation numbers are the paper's; ``docs/models/mrcsaf.md`` maps each one to the code and gives the
+choices made where the paper is vague. The module knows no ids: the estimator (``mrcsaf.py``) builds the graphs.
+
+Shapes: I items, U users, M modalities, d the embedding size, F_m modality m's raw feature size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from attnrec.data.batches import PairwiseBatch
+from attnrec.errors import ConfigError
+from attnrec.models.multimodal.base import MultimodalModule
+from attnrec.models.multimodal.freedom import FreedomConfig
+from attnrec.models.topk.bpr import bpr_loss, init_embedding
+
+Variant = Literal["full", "selector_only", "csa_only"]
+Attention = Literal["knn", "full"]
+
+
+# --------------------------------------------------------------------------------------------- selector
+
+
+class ModalitySelector(nn.Module):
+    """Eqs. 4-5: ω_i = softmax(W₂ σ(W₁ e_i + b₁) + b₂) over the M modalities, σ = ReLU; rows sum to one."""
+
+    def __init__(self, in_dim: int, n_modalities: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(in_dim, hidden)
+        self.out = nn.Linear(hidden, n_modalities)
+
+    def forward(self, joint: torch.Tensor) -> torch.Tensor:
+        """``joint`` (R, Σ F_m), the concatenated modality features of R items -> (R, M) weights."""
+        return torch.softmax(self.out(torch.relu(self.hidden(joint))), dim=-1)
+
+
+# --------------------------------------------------------------------------------------------- attention
+
+
+def attend_full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(Q Kᵀ / √d) V over every item (eqs. 10-13, 16): (I, d) each -> (I, d).
+
+    Runs through ``scaled_dot_product_attention``, whose fused kernels keep the (I, I) weights out of memory
+    (blocks of rows plus one log-sum-exp per row), so memory stays O(I·d) while time is O(I²·d).
+    """
+    return F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
+
+
+def attend_knn(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    neighbours: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The same softmax attention restricted to each item's graph neighbours: row i attends over the keys and
+    values of ``neighbours[i]`` (I, K) only, where ``mask`` (I, K) is True (padding is False; every row needs one
+    True). (I, d) each -> (I, d); time and memory O(I·K·d).
+
+    With ``neighbours`` listing every item in each row this equals :func:`attend_full` (tested).
+    """
+    scores = torch.einsum("id,ikd->ik", q, k[neighbours]) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return torch.einsum("ik,ikd->id", weights, v[neighbours])
+
+
+#: neighbour lists of one modality graph: indices (I, K) and validity mask (I, K)
+Neighbours = tuple[torch.Tensor, torch.Tensor]
+
+
+class CrossSelfAttentionFusion(nn.Module):
+    """Eqs. 8-18 for M ≥ 1 modalities.
+
+    Per modality m: Q_m = e_m W_Q^m, K_m = e_m W_K^m, V_m = e_m W_V^m (eqs. 8-9, no bias: the paper has none).
+    Cross (eqs. 10-15): c_m = e_m + mean over m' ≠ m of softmax(Q_m K_m'ᵀ/√d) V_m' — modality m's queries read
+    the other modalities; with two modalities this is exactly the paper's pair, with more the mean keeps the
+    residual's scale independent of M (with one, c_m = e_m). Self (eqs. 16-17): ẽ_m = e_m + softmax(Q_m K_mᵀ/√d) V_m.
+    Fusion (eq. 18): ė_m = W [c_m ; ẽ_m] + b with one W (d × 2d) shared by the modalities, as the paper writes it.
+
+    ``attention="knn"`` restricts every softmax to the key modality's kNN graph neighbours of the item (the
+    modality graphs of eq. 3); ``"full"`` attends over all items as the equations are written.
+    """
+
+    def __init__(self, dim: int, n_modalities: int, attention: Attention) -> None:
+        super().__init__()
+        self.dim, self.n_modalities, self.attention = dim, n_modalities, attention
+        self.query = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n_modalities))
+        self.key = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n_modalities))
+        self.value = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n_modalities))
+        self.fuse = nn.Linear(2 * dim, dim)
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, neighbours: Neighbours | None
+    ) -> torch.Tensor:
+        if self.attention == "full":
+            return attend_full(q, k, v)
+        if neighbours is None:
+            raise ConfigError("knn attention needs the modality graphs' neighbour lists")
+        return attend_knn(q, k, v, *neighbours)
+
+    def forward(
+        self, e: Sequence[torch.Tensor], neighbours: Sequence[Neighbours] | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``e``: M tensors (I, d); ``neighbours``: per modality its graph's (indices, mask) (knn attention only).
+
+        Returns the fused ė_m (M × (I, d)) and the cross-attention outputs Δe_m (M × (I, d), the mean over the
+        other modalities; zeros with one modality) that the |cos(X, X')| diagnostic compares with e_m.
+        """
+        if len(e) != self.n_modalities:
+            raise ConfigError(f"cross-self-attention built for {self.n_modalities} modalities, got {len(e)}")
+        nb: list[Neighbours | None] = list(neighbours) if neighbours is not None else [None] * len(e)
+        q = [self.query[m](x) for m, x in enumerate(e)]
+        k = [self.key[m](x) for m, x in enumerate(e)]
+        v = [self.value[m](x) for m, x in enumerate(e)]
+        fused, cross_out = [], []
+        for m, x in enumerate(e):
+            others = [o for o in range(len(e)) if o != m]
+            cross = torch.zeros_like(x)
+            for o in others:
+                cross = cross + self._attend(q[m], k[o], v[o], nb[o])
+            if others:
+                cross = cross / len(others)
+            c = x + cross  # eqs. 14-15
+            tilde = x + self._attend(q[m], k[m], v[m], nb[m])  # eqs. 16-17
+            fused.append(self.fuse(torch.cat([c, tilde], dim=-1)))  # eq. 18
+            cross_out.append(cross)
+        return fused, cross_out
+
+
+def mean_abs_cosine(x: torch.Tensor, x_prime: torch.Tensor) -> float:
+    """Mean over rows of |cos(x_i, x'_i)| ((R, d) each), rows where either vector is zero left out (their direction
+    is undefined); NaN when no row qualifies. (The sequential family's ``layers/diagnostics.py`` holds the same
+    measure; this copy stays until that module is in the tree.)"""
+    a, b = x.double(), x_prime.double()
+    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    keep = (na > 1e-12) & (nb > 1e-12)
+    if not bool(keep.any()):
+        return float("nan")
+    return float(((a * b).sum(-1)[keep] / (na * nb)[keep]).abs().mean())
+
+
+# --------------------------------------------------------------------------------------------- item graph
+
+
+def weighted_graph_conv(
+    indices: torch.Tensor,
+    values: torch.Tensor,
+    weights: torch.Tensor,
+    x: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One layer of eq. 7 on S = Σ_m diag(ω_m) S̃_m (eq. 6 with per-item weights: row i of every S̃_m is scaled by
+    item i's own ω_im): returns (S x)[rows], differentiable in ``weights`` and ``x``.
+
+    ``indices`` (2, nnz) and ``values`` (M, nnz): the M modality graphs on one sparsity pattern (``union_values``);
+    ``weights`` (len(rows), M) for the requested ``rows`` (sorted, unique) or (I, M) with ``rows`` None; ``x``
+    (I, D). Only edges leaving the requested rows are touched, so a training step costs O(batch items × k × D).
+    """
+    src, dst = indices[0], indices[1]
+    if rows is None:
+        local, keep = src, None
+    else:
+        pos = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        pos[rows] = torch.arange(rows.numel(), device=x.device)
+        local = pos[src]
+        keep = local >= 0
+        local, dst = local[keep], dst[keep]
+    vals = values if keep is None else values[:, keep]
+    edge = (weights[local] * vals.T).sum(-1)  # S_ij = Σ_m ω_im S̃^m_ij per stored edge
+    out = x.new_zeros(weights.shape[0], x.shape[1])
+    return out.index_add(0, local, edge.unsqueeze(1) * x[dst])
+
+
+def neighbour_lists(indices: torch.Tensor, values: torch.Tensor, n_items: int) -> Neighbours:
+    """The edges of one graph (``values`` (nnz,) on ``indices`` (2, nnz) sorted by row; zeros are no edge) as
+    padded per-row lists: (I, K) column indices and their mask, K the largest row length. Padding points at the
+    row's own item and is masked out."""
+    keep = values != 0
+    src, dst = indices[0][keep], indices[1][keep]
+    counts = torch.bincount(src, minlength=n_items)
+    width = max(int(counts.max()) if counts.numel() else 0, 1)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(src.numel(), device=src.device) - starts[src]
+    idx = torch.arange(n_items, device=src.device).unsqueeze(1).repeat(1, width)
+    mask = torch.zeros(n_items, width, dtype=torch.bool, device=src.device)
+    idx[src, slot] = dst
+    mask[src, slot] = True
+    return idx, mask
+
+
+# --------------------------------------------------------------------------------------------- the model
+
+
+class MRCSAFConfig(FreedomConfig):
+    """mrcsaf's options: FREEDOM's (``n_layers`` user-item layers, ``n_mm_layers`` item-graph layers, ``dropout``
+    edge pruning, ``reg_weight`` = ω of eq. 29, ``modality_weights`` = the fixed weights the ``csa_only`` variant
+    uses in place of the selector) plus:
+
+    ``variant``: ``"full"`` (selector + cross-self-attention fusion, the paper's MR-CSAF), ``"selector_only"``
+    (the paper's AMS ablation: ė_m = e_m), ``"csa_only"`` (the paper's CSAF ablation: fixed modality weights);
+    ``attention``: ``"knn"`` (each softmax over the key modality's kNN neighbours) or ``"full"`` (over all items,
+    O(I²) time); ``selector_hidden``: the selector's hidden width (the paper's d_hidden).
+    """
+
+    variant: Variant = "full"
+    attention: Attention = "knn"
+    selector_hidden: int = Field(16, ge=1)
+    #: the paper's ω of eq. 29 (its Figure 5: 1e-5 best on every dataset)
+    reg_weight: float = Field(1e-5, ge=0.0)
+
+
+class MRCSAFModule(MultimodalModule):
+    """MR-CSAF on the family's shared state (features, projections, graphs as buffers; the user-item graph).
+
+    The ID tables are per modality, side by side: ``user`` (U, M·d) holds e_U^m in columns m·d … (m+1)·d and
+    ``item`` (I, M·d) holds e^m likewise (Xavier). ``graph_values`` (M, nnz) are the M normalised modality graphs
+    S̃_m; the selector (eqs. 4-5) and the fusion (eqs. 8-18) are present as the variant asks.
+    """
+
+    config: MRCSAFConfig
+
+    def __init__(self, *args: Any, fixed_weights: Sequence[float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        c, n_mod = self.config, len(self.modalities)
+        if len(fixed_weights) != n_mod:
+            raise ConfigError(f"mrcsaf: {n_mod} modalities but {len(fixed_weights)} fixed weights")
+        self.n_modalities = n_mod
+        width = n_mod * c.dim
+        self.user = nn.Embedding(self.n_users, width)
+        self.item = nn.Embedding(self.n_items, width)
+        init_embedding(self.user.weight, "xavier", c.init_std)
+        init_embedding(self.item.weight, "xavier", c.init_std)
+        in_dim = sum(self.feature(m).shape[1] for m in self.modalities)
+        self.selector = (
+            ModalitySelector(in_dim, n_mod, c.selector_hidden) if c.variant != "csa_only" else None
+        )
+        self.fusion = (
+            CrossSelfAttentionFusion(c.dim, n_mod, c.attention) if c.variant != "selector_only" else None
+        )
+        self.fixed_weights = torch.tensor([float(w) for w in fixed_weights])
+        self._neighbours: list[Neighbours] | None = None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MRCSAFModule:
+        out = super()._apply(fn, recurse)
+        self.fixed_weights, self._neighbours = fn(self.fixed_weights), None
+        return out  # type: ignore[return-value]
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._neighbours = None  # the graph buffers may change
+        super()._load_from_state_dict(*args, **kwargs)
+
+    # ---------------------------------------------------------------- the pieces
+    def modality_weights(self, rows: torch.Tensor | None = None, chunk: int = 8192) -> torch.Tensor:
+        """ω per item (eqs. 4-5) for ``rows`` (or every item, in chunks): (R, M), rows summing to one; the fixed
+        weights repeated when the selector is off. The selector reads each modality's features scaled to unit
+        length (the geometry the graphs of eq. 2 are built from), concatenated (eq. 4)."""
+        n = self.n_items if rows is None else rows.numel()
+        if self.selector is None:
+            return self.fixed_weights.to(self.device).expand(n, -1)
+        parts = []
+        for start in range(0, n, chunk):
+            idx = torch.arange(start, min(n, start + chunk), device=self.device)
+            if rows is not None:
+                idx = rows[idx]
+            joint = torch.cat([F.normalize(self.feature(m)[idx].float(), dim=1) for m in self.modalities], 1)
+            parts.append(self.selector(joint))
+        return torch.cat(parts) if parts else self.fixed_weights.new_zeros(0, self.n_modalities)
+
+    def modality_tables(self, table: torch.Tensor) -> list[torch.Tensor]:
+        """A side-by-side (N, M·d) table as its M modality blocks (N, d)."""
+        return list(table.split(self.config.dim, dim=1))
+
+    def neighbours(self) -> list[Neighbours]:
+        """Per modality graph, its padded neighbour lists (knn attention), built once from the graph buffers."""
+        if self._neighbours is None:
+            idx, vals = self.graph_indices, self.graph_values
+            self._neighbours = [neighbour_lists(idx, vals[m], self.n_items) for m in range(self.n_modalities)]
+        return self._neighbours
+
+    def fused_items(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """ė_m (eq. 18) and the cross-attention outputs Δe_m; with the fusion off ė_m = e_m and no Δe."""
+        e = self.modality_tables(self.item.weight)
+        if self.fusion is None:
+            return e, []
+        return self.fusion(e, self.neighbours() if self.config.attention == "knn" else None)
+
+    def item_graph_part(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """h = [h_1 | … | h_M] (eq. 7 after ``n_mm_layers`` layers on S from h⁰_m = e_m): (R or I, M·d)."""
+        x = self.item.weight
+        if self.config.n_mm_layers == 0:
+            return x if rows is None else x[rows]
+        if rows is not None and self.config.n_mm_layers == 1:
+            return weighted_graph_conv(
+                self.graph_indices, self.graph_values, self.modality_weights(rows), x, rows
+            )
+        w = self.modality_weights()
+        for _ in range(self.config.n_mm_layers):
+            x = weighted_graph_conv(self.graph_indices, self.graph_values, w, x)
+        return x if rows is None else x[rows]
+
+    def propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eqs. 19-23 for every modality at once: E⁰ = [e_U^m ; ė_m] side by side, the layer mean over
+        ``n_layers`` products with the user-item graph; users (U, M·d) and ṗ (I, M·d)."""
+        fused, _ = self.fused_items()
+        e0 = torch.cat([self.user.weight, torch.cat(fused, dim=1)], dim=0)
+        out = self.propagate_ui(e0, self.config.n_layers)
+        return out[: self.n_users], out[self.n_users :]
+
+    def compute_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Users (U, M·d) and items p = h + ṗ (I, M·d, eq. 24): their dot product is Σ_m u_mᵀ p_m (eq. 25
+        summed over the modalities), the ranking score."""
+        users, p_dot = self.propagated()
+        return users, p_dot + self.item_graph_part()
+
+    def loss(self, batch: PairwiseBatch) -> torch.Tensor:
+        """Eq. 29: Σ_m BPR(y^m) + ω Σ_m feature-BPR (eqs. 26-28), each BPR term a batch mean. The item-graph part
+        and the selector are evaluated on the batch's items only (the same loss and gradients)."""
+        users, p_dot = self.propagated()
+        pos, neg = batch.pos, batch.neg
+        rows, inverse = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
+        items = p_dot[rows] + self.item_graph_part(rows)  # eq. 24
+        md = (self.n_modalities, self.config.dim)
+        u = users[batch.users].reshape(-1, *md)
+        p = items[inverse[: len(pos)]].reshape(-1, *md)
+        n = items[inverse[len(pos) :]].reshape(*neg.shape, *md)
+        loss = self._bpr_per_modality(u, p, n)
+        if self.config.reg_weight > 0:
+            loss = loss + self.config.reg_weight * self._feature_loss(u, pos, neg)
+        return loss
+
+    @staticmethod
+    def _bpr_per_modality(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Eq. 26: Σ_m mean −log σ(y^m_up − y^m_un); ``u``, ``p`` (B, M, d), ``n`` (B, M, d) or (B, k, M, d)."""
+        pos = (u * p).sum(-1)  # (B, M)
+        neg = (u * n).sum(-1) if n.dim() == 3 else (u.unsqueeze(1) * n).sum(-1).transpose(1, 2)
+        total = pos.new_zeros(())
+        for m in range(u.shape[1]):
+            total = total + bpr_loss(pos[:, m], neg[:, m])
+        return total
+
+    def _feature_loss(self, u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """Eq. 28: Σ_m mean −log σ(u_mᵀ(f^m_i − f^m_j)), f^m = W_m x^m + b_m (eq. 27), u_m the propagated user
+        block of modality m; only the batch's items are projected."""
+        total = u.new_zeros(())
+        for m, name in enumerate(self.modalities):
+            fp, fn = self.projected(name, pos), self.projected(name, neg)
+            um = u[:, m]
+            s_neg = (um * fn).sum(-1) if fn.dim() == 2 else (um.unsqueeze(1) * fn).sum(-1)
+            total = total + bpr_loss((um * fp).sum(-1), s_neg)
+        return total
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, Any]:
+        """``modality_weights``: (I, M) numpy, the selector's ω per item (the fixed weights when it is off);
+        ``abs_cos``: per modality name, the mean over items of |cos(e_m, Δe_m)| between the item embedding (the
+        cross-attention's query stream) and its cross-attention output (absent when the fusion is off or there
+        is a single modality)."""
+        out: dict[str, Any] = {"modality_weights": self.modality_weights().cpu().numpy()}
+        if self.fusion is not None and self.n_modalities > 1:
+            e = self.modality_tables(self.item.weight)
+            _, cross = self.fused_items()
+            out["abs_cos"] = {
+                m: mean_abs_cosine(x, c) for m, x, c in zip(self.modalities, e, cross, strict=True)
+            }
+        return out

@@ -1,0 +1,335 @@
+"""mrcsaf: the conformance suite, and the paper's equations on hand-made cases (graphs, selector, item-graph
+convolution, cross-self-attention, ablation switches, diagnostics)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from attnrec.data.batches import PairwiseBatch
+from attnrec.data.side import ItemFeatures, SideInputs
+from attnrec.errors import DataError
+from attnrec.models.layers.graph import normalized_adjacency
+from attnrec.models.layers.item_graph import modality_graph, union_values
+from attnrec.models.multimodal.mrcsaf import MRCSAF
+from attnrec.models.multimodal.mrcsaf_module import (
+    CrossSelfAttentionFusion,
+    MRCSAFConfig,
+    MRCSAFModule,
+    attend_full,
+    attend_knn,
+    neighbour_lists,
+    weighted_graph_conv,
+)
+from attnrec.serving.bundle import load_bundle, save_bundle
+from attnrec.testing import ConformanceTests, checkerboard
+from attnrec.training.trainer import TrainerConfig
+
+
+def planted_features(n_items: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Two modalities carrying the checkerboard's item group (item index % 2) under noise, of different widths."""
+    rng = np.random.default_rng(seed)
+    group = np.arange(n_items) % 2
+    text = np.eye(2, dtype=np.float32)[group] * 2 + rng.normal(0, 0.3, (n_items, 2)).astype(np.float32)
+    meta = np.concatenate([np.eye(2)[group], rng.integers(0, 2, (n_items, 3))], 1).astype(np.float32)
+    return {"text": np.hstack([text, rng.normal(0, 0.3, (n_items, 4)).astype(np.float32)]), "meta": meta}
+
+
+def item_side(train: Any, seed: int = 0) -> SideInputs:
+    return SideInputs(
+        item_features=ItemFeatures(train.item_vocab, planted_features(len(train.item_vocab), seed))
+    )
+
+
+class TestMRCSAFConformance(ConformanceTests):
+    model_class = MRCSAF
+    config = {"dim": 16, "feat_dim": 16, "knn_k": 5, "dropout": 0.3}
+    trainer = {"epochs": 30, "lr": 0.02, "batch_size": 128}
+
+    @classmethod
+    def side_inputs(cls) -> SideInputs:
+        return item_side(cls.data()[0])
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def tiny_module(features: dict[str, np.ndarray], n_users: int = 3, k: int = 2, **config: Any) -> MRCSAFModule:
+    """A module over hand-made features and a small random user-item graph."""
+    n_items = next(iter(features.values())).shape[0]
+    rng = np.random.default_rng(0)
+    dense = (rng.random((n_users, n_items)) < 0.5).astype(np.float32)
+    dense[0, 0] = 1.0
+    r = sp.csr_matrix(dense)
+    cfg = MRCSAFConfig(**{"dim": 4, "feat_dim": 4, "knn_k": k, **config})
+    graphs = [modality_graph(x, k) for x in features.values()]
+    return MRCSAFModule(
+        n_users,
+        n_items,
+        cfg,
+        {m: x.shape[1] for m, x in features.items()},
+        normalized_adjacency(r),
+        features=features,
+        graph=union_values(graphs),
+        fixed_weights=[1 / len(features)] * len(features),
+    )
+
+
+def dense_graphs(m: MRCSAFModule) -> torch.Tensor:
+    """The module's M modality graphs as dense (M, I, I)."""
+    out = torch.zeros(m.n_modalities, m.n_items, m.n_items)
+    r, c = m.graph_indices
+    out[:, r, c] = m.graph_values
+    return out
+
+
+FEATS = {
+    # item 4 has no features: it keeps only its self-loop and is nobody's neighbour
+    "a": np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0, 0]], dtype=np.float32),
+    "b": np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [0, 0.8, 0.2], [1, 1, 1]], dtype=np.float32),
+}
+
+
+# --------------------------------------------------------------------------------------------- eqs. 2-3
+
+
+def test_modality_graphs_are_the_normalised_cosine_knn_graphs_of_a_hand_made_case():
+    g = dense_graphs(tiny_module(FEATS, k=2))
+    # modality a, k=2 with self: 0:{0,1} 1:{1,0} 2:{2,3} 3:{3,2}; D = 2 on those rows, 4 (featureless) has D = 1
+    want_a = torch.zeros(5, 5)
+    for i, j in [(0, 0), (0, 1), (1, 1), (1, 0), (2, 2), (2, 3), (3, 3), (3, 2)]:
+        want_a[i, j] = 0.5  # 1 / sqrt(2 * 2)
+    want_a[4, 4] = 1.0
+    torch.testing.assert_close(g[0], want_a)
+    # modality b: cos(0,2)=0.994 > cos(0,4)=0.577; 1's nearest is 3 (0.970); 4's nearest: 3 (cos 0.808)
+    nearest_b = {0: 2, 1: 3, 2: 0, 3: 1, 4: 3}
+    want_b = torch.zeros(5, 5)
+    for i, j in nearest_b.items():
+        want_b[i, i] = want_b[i, j] = 0.5
+    torch.testing.assert_close(g[1], want_b)
+
+
+def test_neighbour_lists_pad_and_mask_short_rows():
+    m = tiny_module(FEATS, k=2)
+    idx, mask = neighbour_lists(m.graph_indices, m.graph_values[0], m.n_items)
+    assert idx.shape == (5, 2)
+    assert mask.tolist() == [[True, True]] * 4 + [[True, False]]
+    assert [set(idx[i][mask[i]].tolist()) for i in range(5)] == [{0, 1}, {0, 1}, {2, 3}, {2, 3}, {4}]
+    assert idx[4, 1] == 4  # padding points at the row's own item
+
+
+# --------------------------------------------------------------------------------------------- eqs. 4-7
+
+
+def test_selector_weights_sum_to_one_per_item_and_differ_between_items():
+    m = tiny_module(FEATS)
+    w = m.modality_weights().detach()
+    assert w.shape == (5, 2)
+    torch.testing.assert_close(w.sum(1), torch.ones(5))
+    assert bool((w > 0).all())
+    assert float((w[:, 0] - w[0, 0]).abs().max()) > 1e-4  # per item, not one global weight
+    rows = torch.tensor([1, 3])
+    torch.testing.assert_close(m.modality_weights(rows), w[rows])
+    torch.testing.assert_close(m.modality_weights(chunk=2), w)  # chunking changes nothing
+
+
+def test_item_graph_convolution_is_the_selector_weighted_sum_of_the_modality_graphs():
+    m = tiny_module(FEATS)
+    w = m.modality_weights()
+    s = (w.T[:, :, None] * dense_graphs(m)).sum(0)  # eq. 6: S_ij = Σ_m ω_im S̃^m_ij
+    x = m.item.weight
+    torch.testing.assert_close(m.item_graph_part(), s @ x)  # eq. 7, one layer
+    rows = torch.tensor([0, 2, 4])
+    torch.testing.assert_close(m.item_graph_part(rows), (s @ x)[rows])  # the training path: batch rows only
+    m2 = tiny_module(FEATS, n_mm_layers=2)
+    w2 = m2.modality_weights()
+    s2 = (w2.T[:, :, None] * dense_graphs(m2)).sum(0)
+    torch.testing.assert_close(m2.item_graph_part(rows), (s2 @ s2 @ m2.item.weight)[rows])
+
+
+def test_weighted_graph_conv_passes_gradients_to_the_selector_weights():
+    idx = torch.tensor([[0, 0, 1], [0, 1, 1]])
+    vals = torch.tensor([[0.5, 0.5, 1.0], [1.0, 0.0, 1.0]])
+    w = torch.tensor([[0.25, 0.75], [0.5, 0.5]], requires_grad=True)
+    x = torch.tensor([[1.0], [2.0]])
+    out = weighted_graph_conv(idx, vals, w, x)
+    # row 0: 0.25·(0.5·1 + 0.5·2) + 0.75·(1·1) = 1.125; row 1: 0.5·2 + 0.5·2 = 2
+    torch.testing.assert_close(out, torch.tensor([[1.125], [2.0]]))
+    out.sum().backward()
+    assert w.grad is not None
+    torch.testing.assert_close(w.grad, torch.tensor([[1.5, 1.0], [2.0, 2.0]]))
+
+
+# --------------------------------------------------------------------------------------------- eqs. 8-18
+
+
+def _identity_fusion(attention: str) -> CrossSelfAttentionFusion:
+    f = CrossSelfAttentionFusion(2, 2, attention)  # type: ignore[arg-type]
+    with torch.no_grad():
+        for lin in (*f.query, *f.key, *f.value):
+            lin.weight.copy_(torch.eye(2))
+        f.fuse.weight.copy_(torch.cat([torch.eye(2), torch.eye(2)], 1))  # ė = c + ẽ
+        f.fuse.bias.zero_()
+    return f
+
+
+def test_cross_self_attention_on_a_hand_computed_case():
+    e_a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    e_b = torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    fused, cross = _identity_fusion("full")([e_a, e_b])
+    # item 0 of modality a: cross scores e_a[0]·e_b[j]/√2 = [0, 1/√2] -> weights [p0, p1]
+    p0 = 1 / (1 + math.exp(1 / math.sqrt(2)))
+    p1 = 1 - p0
+    delta_cross = p0 * e_b[0] + p1 * e_b[1]  # = [p1, 2 p0]  (eqs. 10, 12)
+    torch.testing.assert_close(cross[0][0], delta_cross)
+    # self scores e_a[0]·e_a[j]/√2 = [1/√2, 0] -> weights [p1, p0]; Δ = [p1, p0] (eq. 16)
+    delta_self = torch.tensor([p1, p0])
+    want = (e_a[0] + delta_cross) + (e_a[0] + delta_self)  # eq. 18 with W = [I I], b = 0
+    torch.testing.assert_close(fused[0][0], want)
+    # knn attention over every item is the full attention
+    everyone = (torch.tensor([[0, 1], [1, 0]]), torch.ones(2, 2, dtype=torch.bool))
+    fused_knn, _ = _identity_fusion("knn")([e_a, e_b], [everyone, everyone])
+    for a, b in zip(fused, fused_knn, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_knn_attention_equals_full_attention_over_all_items_and_respects_the_mask():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(6, 4, generator=g) for _ in range(3))
+    perm = torch.stack([torch.randperm(6, generator=g) for _ in range(6)])
+    torch.testing.assert_close(attend_knn(q, k, v, perm), attend_full(q, k, v))
+    mask = torch.zeros(6, 6, dtype=torch.bool)
+    mask[:, 0] = True  # one visible key per row: the output is that key's value
+    torch.testing.assert_close(attend_knn(q, k, v, perm, mask), v[perm[:, 0]])
+
+
+def test_more_than_two_modalities_average_the_cross_attention_over_the_others():
+    f = CrossSelfAttentionFusion(3, 3, "full")
+    e = [torch.randn(4, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    _, cross = f(e)
+    q = f.query[0](e[0])
+    want = (
+        attend_full(q, f.key[1](e[1]), f.value[1](e[1])) + attend_full(q, f.key[2](e[2]), f.value[2](e[2]))
+    ) / 2
+    torch.testing.assert_close(cross[0], want)
+
+
+# --------------------------------------------------------------------------------------------- ablations
+
+
+def test_variants_switch_off_exactly_their_part():
+    full, sel, csa = (tiny_module(FEATS, variant=v) for v in ("full", "selector_only", "csa_only"))
+    assert full.selector is not None and full.fusion is not None
+    assert sel.selector is not None and sel.fusion is None
+    assert csa.selector is None and csa.fusion is not None
+    names = {
+        v: {n.split(".")[0] for n, _ in m.named_parameters()}
+        for v, m in (("full", full), ("sel", sel), ("csa", csa))
+    }
+    assert names["full"] - names["sel"] == {"fusion"}
+    assert names["full"] - names["csa"] == {"selector"}
+    # selector_only: the user-item branch propagates the raw ID blocks (ė_m = e_m)
+    fused, cross = sel.fused_items()
+    torch.testing.assert_close(torch.cat(fused, 1), sel.item.weight)
+    assert cross == []
+    # csa_only: the fixed weights, the same for every item
+    torch.testing.assert_close(csa.modality_weights(), torch.full((5, 2), 0.5))
+    s = (0.5 * dense_graphs(csa)).sum(0)
+    torch.testing.assert_close(csa.item_graph_part(), s @ csa.item.weight)
+    # full: the fused blocks differ from the raw ones
+    assert not torch.allclose(torch.cat(full.fused_items()[0], 1), full.item.weight)
+
+
+# --------------------------------------------------------------------------------------------- eqs. 24-29
+
+
+def test_loss_on_batch_rows_equals_the_loss_from_all_item_embeddings():
+    m = tiny_module(FEATS, reg_weight=0.1)
+    m.train()
+    batch = PairwiseBatch(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0]))
+    users, items = m.compute_embeddings()
+    u = users[batch.users].reshape(3, 2, 4)
+    p, n = items[batch.pos].reshape(3, 2, 4), items[batch.neg].reshape(3, 2, 4)
+    bpr = sum(
+        torch.nn.functional.softplus(-((u[:, k] * (p[:, k] - n[:, k])).sum(-1))).mean() for k in range(2)
+    )
+    feat = 0.0
+    for k, name in enumerate(m.modalities):
+        f = m.proj[name](m.feature(name))
+        feat = (
+            feat + torch.nn.functional.softplus(-((u[:, k] * (f[batch.pos] - f[batch.neg])).sum(-1))).mean()
+        )
+    torch.testing.assert_close(m.loss(batch), bpr + 0.1 * feat)
+
+
+def test_score_is_the_sum_over_modalities_of_user_item_dot_products():
+    m = tiny_module(FEATS)
+    m.eval()
+    with torch.no_grad():
+        users, items = m.user_item_embeddings()
+        users_p, p_dot = m.propagated()
+        h = m.item_graph_part()
+    torch.testing.assert_close(items, p_dot + h)  # eq. 24
+    per_modality = sum(users[:, k * 4 : (k + 1) * 4] @ items[:, k * 4 : (k + 1) * 4].T for k in range(2))
+    torch.testing.assert_close(users @ items.T, per_modality)  # eq. 25 summed over m
+
+
+# --------------------------------------------------------------------------------------------- diagnostics and the estimator
+
+
+def test_diagnostics_report_weights_and_abs_cos_of_the_cross_attention():
+    m = tiny_module(FEATS, attention="full")
+    with torch.no_grad():
+        # W_V = 0 for modality b: modality a's cross-attention output is zero, its |cos| undefined (NaN);
+        # W_V = identity and W_K = 0 for modality a: modality b's queries attend uniformly over all items, so
+        # its cross output is the mean e_a row for every item
+        m.fusion.value[1].weight.zero_()  # type: ignore[union-attr]
+        m.fusion.value[0].weight.copy_(torch.eye(4))  # type: ignore[union-attr]
+        m.fusion.key[0].weight.zero_()  # uniform attention: Δe_b = mean of the e_a rows for every item
+    d = m.diagnostics()
+    assert d["modality_weights"].shape == (5, 2)
+    np.testing.assert_allclose(d["modality_weights"].sum(1), 1.0, rtol=1e-6)
+    assert math.isnan(d["abs_cos"]["a"])
+    e_a, e_b = m.modality_tables(m.item.weight)
+    mean_a = e_a.detach().mean(0)
+    want = torch.nn.functional.cosine_similarity(e_b.detach(), mean_a.expand_as(e_b), dim=1).abs().mean()
+    assert d["abs_cos"]["b"] == pytest.approx(float(want), rel=1e-5)
+    assert "abs_cos" not in tiny_module(FEATS, variant="selector_only").diagnostics()
+
+
+def _fit_small(**config: Any) -> tuple[MRCSAF, Any]:
+    train, valid, _ = checkerboard(implicit=True)
+    model = MRCSAF(**{"dim": 8, "feat_dim": 8, "knn_k": 4, **config})
+    model.fit(
+        train,
+        valid,
+        side=item_side(train),
+        trainer=TrainerConfig(epochs=2, batch_size=256, progress=False, device="cpu"),
+    )
+    return model, train
+
+
+@pytest.mark.parametrize("variant", ["selector_only", "csa_only"])
+def test_ablation_bundles_round_trip(tmp_path, variant):  # type: ignore[no-untyped-def]
+    model, _ = _fit_small(variant=variant, attention="full")
+    save_bundle(model, tmp_path / "m")
+    loaded = load_bundle(tmp_path / "m")
+    assert isinstance(loaded, MRCSAF)
+    users = np.arange(5)
+    torch.testing.assert_close(loaded.score_users(users), model.score_users(users))
+    d = loaded.diagnostics()
+    assert d["modalities"] == ["meta", "text"]
+    np.testing.assert_allclose(d["modality_weights"], model.diagnostics()["modality_weights"], rtol=1e-6)
+
+
+def test_a_bundle_with_wrong_table_width_is_refused():
+    model, _ = _fit_small()
+    tensors = {k: v.clone() for k, v in model.module.state_dict().items()}  # type: ignore[union-attr]
+    tensors["user.weight"] = tensors["user.weight"][:, :8]
+    with pytest.raises(DataError, match="user.weight"):
+        model.build_module_from_state(tensors)
