@@ -221,6 +221,10 @@ def train_cmd(
             "models that read it (hybrid_csa); kept in the bundle for titles"
         ),
     ] = None,
+    modalities: Annotated[
+        str | None,
+        typer.Option(help="item features of multimodal models: text,meta (from item metadata), NAME=FILE.npy"),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(parser=output_path, help="run directory: metrics.json, train_log.jsonl, model/"),
@@ -254,6 +258,7 @@ def train_cmd(
         ),
     ] = None,
     progress: bool = True,
+    nproc: Annotated[int, typer.Option(help="data-parallel processes (DDP; docs/scaling.md)")] = 1,
 ) -> None:
     """Train a model, evaluate on validation and test, write metrics.json and a model bundle.
 
@@ -261,7 +266,8 @@ def train_cmd(
     An --out that already holds a run is refused unless --overwrite (start fresh) or --resume (continue) is given.
     """
     from attnrec.data.table import parse_rating_range
-    from attnrec.experiments.run import RunConfig, run_experiment
+    from attnrec.experiments.launch import run_distributed
+    from attnrec.experiments.run import RunConfig
 
     if not progress:
         _quiet_progress()
@@ -275,6 +281,7 @@ def train_cmd(
         "valid": valid,
         "test": test,
         "items": items,
+        "modalities": modalities.split(",") if modalities else None,
         "out": out,
         "threads": threads,
         "overwrite": overwrite or None,
@@ -304,7 +311,7 @@ def train_cmd(
     if "model" not in base:
         raise ConfigError("no model given: use --model NAME or a --config file with `model = ...`")
     cfg = RunConfig.parse(base, source=str(config) if config else "command line")
-    result = run_experiment(cfg, progress=progress)
+    result = run_distributed(cfg, nproc, progress=progress)  # nproc 1: run_experiment in this process
     m = result.metrics
     console.print(
         _metrics_table(f"{m['model']} on {m['data']['source']}", {"valid": m["valid"], "test": m["test"]})

@@ -59,7 +59,7 @@ def run_distributed(cfg: RunConfig, nproc: int, *, progress: bool = True) -> Lau
         start_method="spawn",
     )
     try:
-        results = elastic_launch(config, _worker)(cfg.model_dump_json(), progress)
+        results = elastic_launch(config, _worker)(cfg.model_dump_json(exclude_unset=True), progress)
     except ChildFailedError as exc:
         raise DistributedError(describe_failure(exc, nproc)) from None
     return LaunchResult(results[0], cfg.out)
