@@ -40,6 +40,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "dcn": {"embedding_dim": 4, "hidden": [8], "cross_layers": 1},
     "autoint": {"embedding_dim": 4, "attention_layers": 1, "heads": 2, "head_dim": 2},
     "secn": {"embedding_dim": 4, "cross_layers": 1},
+    "freedom": {"dim": 8, "feat_dim": 8, "knn_k": 4},
     "deepconn": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "review_count": 3, "review_length": 6},
     "transnet": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "review_count": 3, "review_length": 6},
     "safmr": {"word_dim": 8, "n_kernels": 8, "cnn_out": 4, "fm_factors": 4, "review_count": 3},
@@ -101,6 +102,12 @@ def _run(name: str, tmp_path: Path, poison: bool, monkeypatch: pytest.MonkeyPatc
         items = pl.DataFrame({"item_id": ids, "title": [f"group {'ab'[k % 2]} item {k}" for k in range(40)]})
         extra["items"] = tmp_path / "items.csv"
         items.write_csv(extra["items"])
+    if "item_features" in cls.side_inputs:  # a multi-hot modality of the items' genres, built by the run
+        genres = [f"g{k % 2}|s{k % 5}" for k in range(40)]
+        items = pl.DataFrame({"item_id": [f"i{k}" for k in range(40)], "genres": genres})
+        extra["items"] = tmp_path / "items.csv"
+        items.write_csv(extra["items"])
+        extra["modalities"] = ["meta"]
     calls: list[Any] = []
 
     def spy(model: Any, data: Any, *args: Any, **kw: Any) -> dict[str, float]:

@@ -107,6 +107,9 @@ class RunConfig(BaseModel):
     columns: dict[str, str] = {}
     #: item metadata, CSV/Parquet keyed by ``item_id``: item text for models that read it (CLI ``--items``)
     items: Path | None = None
+    #: item-feature modalities for models that take ``item_features`` (CLI ``--modalities``): ``text``, ``meta``
+    #: (built from the item metadata) and ``NAME=FILE.npy``; empty: text and meta where the metadata has them
+    modalities: list[str] = []
     #: how CTR rows are read: the files' format, a CSV schema, MovieLens' label threshold (``[ctr]``)
     ctr: CTRSpec = CTRSpec()
     #: torch CPU threads during the run (CLI ``--threads``); None keeps torch's setting

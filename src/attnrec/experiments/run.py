@@ -33,7 +33,7 @@ import torch
 from pydantic import ValidationError
 
 import attnrec
-from attnrec.data.side import ReviewCorpus, SideInputs, strip_text
+from attnrec.data.side import ItemFeatures, ReviewCorpus, SideInputs, strip_text
 from attnrec.data.splits import SplitResult
 from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
@@ -43,6 +43,7 @@ from attnrec.evaluation.sharded import evaluate  # protocols.evaluate, sharded a
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, evaluate_ctr, prepare_ctr
 from attnrec.experiments.inputs import check_item_text, load_split, read_items
+from attnrec.experiments.modalities_run import build_item_features, check_run_modalities
 from attnrec.experiments.ranks import rank_session
 from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
@@ -73,6 +74,8 @@ class PreparedData:
     notes: dict[str, Any]
     #: item metadata keyed by ``item_id`` (``items`` file, else the dataset's table), or None
     items: pl.DataFrame | None = None
+    #: item-feature modalities aligned to the training items (models taking ``item_features``), or None
+    item_features: ItemFeatures | None = None
 
 
 @dataclass
@@ -224,7 +227,8 @@ def effective_trainer(model: Estimator[Any], trainer_cfg: TrainerConfig) -> Trai
 def check_side(cfg: RunConfig, cls: type[Estimator[Any]]) -> None:
     """Refuse ``items`` where nothing would read it: a model without item metadata among its ``side_inputs``
     keeps the table only in its bundle (for titles), so a run that saves no bundle would drop it."""
-    if cfg.items is None or "items" in cls.side_inputs or cls.task is TaskKind.CTR:
+    check_run_modalities(cfg.modalities, "item_features" in cls.side_inputs, cls.name)
+    if cfg.items is None or cls.side_inputs & {"items", "item_features"} or cls.task is TaskKind.CTR:
         return
     if cfg.out is None or not cfg.save_model:
         raise ConfigError(
@@ -317,6 +321,10 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
     else:
         data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
         _check_item_text(cfg, cls, data)
+        if "item_features" in cls.side_inputs:  # built from item metadata and files only, never a split
+            data.item_features, data.notes["modalities"] = build_item_features(
+                cfg.modalities, data.items, data.train.item_vocab, progress=progress
+            )
     t_data = time.perf_counter() - t0
     claim_out(cfg)  # only now is an --overwrite'n run deleted
     # 2. fit on train (validation picks the epoch), 3. evaluate: validation, then test once
@@ -392,6 +400,7 @@ def fit_interactions(
     *,
     items: pl.DataFrame | None = None,
     users: pl.DataFrame | None = None,
+    item_features: ItemFeatures | None = None,
 ) -> tuple[FitReport, Interactions]:
     """Fit ``model`` on ``train``, ``valid`` (possibly empty) driving early stopping; reads no test data (a run and
     every trial of ``attnrec tune`` fit through here). Returns the report and ``valid`` as the model may see it."""
@@ -402,6 +411,7 @@ def fit_interactions(
         items=items if "items" in cls.side_inputs else None,
         users=users if "users" in cls.side_inputs else None,
         reviews=ReviewCorpus.from_split(train) if "reviews" in cls.side_inputs else None,
+        item_features=item_features if "item_features" in cls.side_inputs else None,
     )
     valid = valid if model.leaky else strip_text(valid)
     fit_valid = valid if len(valid) else None
@@ -414,7 +424,9 @@ def _fit_interactions(
 ) -> tuple[FitReport, dict[str, float], dict[str, float], float]:
     """Fit on encoded interactions and evaluate: ``(report, valid metrics, test metrics, evaluation seconds)``."""
     users = data.dataset.users if data.dataset is not None else None
-    report, valid = fit_interactions(model, data.train, data.valid, trainer_cfg, items=data.items, users=users)
+    report, valid = fit_interactions(
+        model, data.train, data.valid, trainer_cfg, items=data.items, users=users, item_features=data.item_features
+    )
     test = data.test if model.leaky else strip_text(data.test)
 
     # select on validation, report test once: valid masks train; test masks train + valid

@@ -539,6 +539,7 @@ _BUILTIN_MODULES = (
     "attnrec.models.review.safmr",
     "attnrec.models.topk.bpr",
     "attnrec.models.topk.lightgcn",
+    "attnrec.models.multimodal.freedom",
     "attnrec.models.ctr.lr",
     "attnrec.models.ctr.fm",
     "attnrec.models.ctr.nfm",

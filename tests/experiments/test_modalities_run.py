@@ -1,0 +1,140 @@
+"""The run path of the multimodal family: --modalities builds item features from metadata and .npy files, and a
+freedom model trains, evaluates and recommends from the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from attnrec.cli import main
+from attnrec.errors import ConfigError
+from attnrec.experiments.modalities_run import parse_modalities
+from attnrec.testing import checkerboard
+
+
+def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(sys, "argv", ["attnrec", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    d = tmp_path_factory.mktemp("mm")
+    paths = {}
+    for name, part in zip(("train", "valid", "test"), checkerboard(implicit=True), strict=True):
+        paths[name] = d / f"{name}.csv"
+        part.decode().write_csv(paths[name])
+    ids = [f"i{k}" for k in range(40)]
+    pl.DataFrame({"item_id": ids, "genres": [f"g{k % 2}|s{k % 5}" for k in range(40)]}).write_csv(
+        d / "items.csv"
+    )
+    paths["items"] = d / "items.csv"
+    # an image-like matrix for items 0..37 only (rows follow i_id_mapping.csv): i38, i39 have no features
+    rng = np.random.default_rng(0)
+    img = np.eye(2)[np.arange(38) % 2] + rng.normal(0, 0.2, (38, 2))
+    np.save(d / "img_feat.npy", img.astype(np.float32))
+    pl.DataFrame({"item_id": ids[:38], "itemID": np.arange(38)}).write_csv(
+        d / "i_id_mapping.csv", separator="\t"
+    )
+    paths["img"] = d / "img_feat.npy"
+    return paths
+
+
+def test_parse_modalities(files):  # type: ignore[no-untyped-def]
+    assert parse_modalities(["text", f"img={files['img']}"]) == (["text"], {"img": files["img"]})
+    for bad, needle in (
+        (["pixels"], "expected one of"),
+        (["text", "text"], "twice"),
+        ([f"1x={files['img']}"], "not a new name"),
+        (["img=/no/such.npy"], "no such file"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            parse_modalities(bad)
+
+
+def test_freedom_trains_evaluates_and_recommends_from_the_cli(files, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    run = tmp_path / "run"
+    base = ["--train", str(files["train"]), "--valid", str(files["valid"]), "--test", str(files["test"])]
+    code, out, err = run_cli(
+        [
+            "train",
+            "--model",
+            "freedom",
+            *base,
+            "--items",
+            str(files["items"]),
+            "--modalities",
+            f"meta,img={files['img']}",
+            "--out",
+            str(run),
+            "--epochs",
+            "8",
+            "--lr",
+            "0.02",
+            "--set",
+            "dim=8",
+            "--set",
+            "feat_dim=8",
+            "--set",
+            "knn_k=4",
+            "--no-progress",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    metrics = json.loads((run / "metrics.json").read_text())
+    mods = metrics["data"]["notes"]["modalities"]
+    assert mods["img"]["featureless"] == 2 and mods["img"]["dim"] == 2
+    assert mods["meta"]["featureless"] == 0 and mods["meta"]["dim"] == 7  # g0, g1, s0..s4
+    assert metrics["test"]["recall@20"] > 0.5  # the planted two-group pattern
+    code, out, err = run_cli(
+        ["evaluate", "--model-dir", str(run / "model"), "--test", str(files["test"])], monkeypatch, capsys
+    )
+    assert code == 0, err and "recall@20" in out
+    recs_path = tmp_path / "recs.csv"
+    code, out, err = run_cli(
+        [
+            "recommend",
+            "--model-dir",
+            str(run / "model"),
+            "--users",
+            "u0,u1",
+            "--k",
+            "5",
+            "--out",
+            str(recs_path),
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    recs = pl.read_csv(recs_path, infer_schema=False)
+    group = {"u0": 0, "u1": 1}
+    in_group = [int(i[1:]) % 2 == group[u] for u, i in recs.select("user_id", "item_id").rows()]
+    assert recs.height == 10 and np.mean(in_group) >= 0.8
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "freedom"], "needs item features"),
+        (["--model", "freedom", "--modalities", "text"], "has none"),
+        (["--model", "bpr", "--modalities", "meta"], "reads no item features"),
+    ],
+)
+def test_missing_or_misplaced_modalities_are_one_clear_line(files, args, needle, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    base = ["--train", str(files["train"]), "--test", str(files["test"]), "--epochs", "1", "--no-progress"]
+    code, _, err = run_cli(["train", *args, *base], monkeypatch, capsys)
+    assert code != 0 and needle in err
