@@ -201,9 +201,10 @@ class MultimodalModule(TrainableModule):
         """Σ_m BPR(u, f_m(pos), f_m(neg)) over the modalities, f_m the projection (FREEDOM's feature loss, mrcsaf
         eq. 28): ``users`` (B, feat_dim) user vectors, ``pos``/``neg`` (B,) item indices."""
         total = users.new_zeros(())
-        for m in self.modalities:
-            f = self.projected(m)
-            total = total + bpr_loss(*pair_scores(users, f[pos], f[neg]))
+        for (
+            m
+        ) in self.modalities:  # only the batch's rows are projected: the same values, a fraction of the work
+            total = total + bpr_loss(*pair_scores(users, self.projected(m, pos), self.projected(m, neg)))
         return total
 
     def set_train_adj(self, adj: torch.Tensor | None) -> None:

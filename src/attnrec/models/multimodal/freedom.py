@@ -142,4 +142,5 @@ class Freedom(MultimodalRecommender):
     def epoch_graph(self, train: Interactions, generator: torch.Generator) -> torch.Tensor | None:
         if self.config.dropout <= 0:
             return None
-        return prune_edges(train.csr(), self.config.dropout, generator)
+        assert self.seen is not None  # fit() set it: the training matrix, built once
+        return prune_edges(self.seen, self.config.dropout, generator)
