@@ -549,6 +549,8 @@ _BUILTIN_MODULES = (
     "attnrec.models.ctr.dcn",
     "attnrec.models.ctr.autoint",
     "attnrec.models.ctr.secn",
+    "attnrec.models.sequential.sasrec",
+    "attnrec.models.sequential.gca",
 )
 
 

@@ -1,0 +1,381 @@
+"""What sasrec and gca share: the config fields of a SASRec-family backbone, the next-item loss, the batches, and
+the recommender wrapper (stored training sequences, call-time histories, a target domain per query).
+
+A module computes, for every position ``t`` of a left-padded mixed sequence, the state that predicts the item
+at ``t + 1`` (:meth:`SequentialModule.states`): one state for every target domain (``(B, W, D, d)``; a
+domain-agnostic model such as SASRec has ``D = 1``). The score of item ``i`` is ``⟨state for i's domain, e_i⟩``
+with the input item table ``e`` (shared input/output embedding, as SASRec).
+
+Loss (``loss="sampled_softmax"``, the default): per target position, softmax cross-entropy of the target against
+``n_negatives`` items drawn uniformly per batch from each domain (every position whose target is in domain D
+shares D's draws; a draw equal to the target is masked out). ``loss="bce"``: SASRec's binary cross-entropy with
+one uniform negative of the target's domain per position. docs/models/sasrec.md gives the reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from attnrec.data.batches import _Batch
+from attnrec.data.sequences import DEFAULT_MAX_LEN, Sequences
+from attnrec.data.table import Interactions
+from attnrec.errors import ConfigError, DataError
+from attnrec.models.base import ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule
+from attnrec.models.layers.diagnostics import CosineMeter
+
+#: the bundle tensor holding the stored training sequences (``(n_users, max_len)`` item index + 1)
+SEQ_TENSOR = "_sequences"
+#: the bundle tensor holding each item's domain id
+DOMAIN_TENSOR = "_item_domains"
+
+
+class SequentialConfig(ModelConfig):
+    """A SASRec-family backbone: ``dim`` (d), ``n_blocks`` causal self-attention blocks of ``heads`` heads and a
+    feed-forward of ``ffn_dim`` (None: d), ``dropout`` everywhere (embeddings, attention weights, sublayers),
+    LayerNorm placed ``norm`` ("pre" as SASRec, or "post"), sequences cut to the last ``max_len`` items.
+    ``loss``/``n_negatives``: see the module docstring."""
+
+    dim: int = Field(64, ge=1)
+    n_blocks: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    ffn_dim: int | None = Field(None, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    norm: Literal["pre", "post"] = "pre"
+    max_len: int = Field(DEFAULT_MAX_LEN, ge=2)
+    loss: Literal["sampled_softmax", "bce"] = "sampled_softmax"
+    n_negatives: int = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> SequentialConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
+        return self
+
+    @property
+    def hidden(self) -> int:
+        return self.ffn_dim or self.dim
+
+
+ConfigT = TypeVar("ConfigT", bound=SequentialConfig)
+
+
+@dataclass
+class SequenceBatch(_Batch):
+    """Training sequences of a batch of users: ``items`` (B, W) item index + 1 (0 = padding, left-padded),
+    ``domains`` (B, W) domain ids (-1 = padding), ``negatives``: (D, n) item indices per domain
+    (sampled_softmax) or (B, W - 1) one per target position (bce)."""
+
+    items: torch.Tensor
+    domains: torch.Tensor
+    negatives: torch.Tensor
+
+
+class SequentialModule(TrainableModule):
+    """Item table + next-item loss; subclasses implement :meth:`states`."""
+
+    def __init__(self, n_items: int, config: SequentialConfig, n_domains: int) -> None:
+        super().__init__()
+        self.config, self.n_domains = config, n_domains
+        self.item = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
+        nn.init.normal_(self.item.weight, std=config.dim**-0.5)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+        #: when set, modules with a cross-attention add |cos(X, X')| per module here during forward
+        self.meters: dict[str, CosineMeter] | None = None
+
+    def states(self, items: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """(B, W, D', d): the state at each position that predicts the next item, per target domain (D' = 1 for
+        a domain-agnostic model). Position t depends on items at positions <= t only."""
+        raise NotImplementedError
+
+    def last_states(self, items: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """(B, D', d): the states after each row's latest item (what scores the next item)."""
+        return self.states(items, domains)[:, -1]
+
+    def loss(self, batch: SequenceBatch) -> torch.Tensor:
+        items, domains = batch.items, batch.domains
+        s = self.states(items, domains)[:, :-1]  # position t predicts t + 1
+        target, tdom = items[:, 1:], domains[:, 1:]
+        valid = (items[:, :-1] > 0) & (target > 0)
+        h = s[valid]  # (N, D', d)
+        tdom_v = tdom[valid]
+        if h.shape[1] > 1:
+            h = h[torch.arange(len(h), device=h.device), tdom_v]
+        else:
+            h = h[:, 0]
+        tgt = target[valid]
+        pos = (h * self.item(tgt)).sum(-1)
+        if self.config.loss == "bce":
+            neg_ids = batch.negatives[valid]
+            neg = (h * self.item(neg_ids + 1)).sum(-1)
+            keep = (neg_ids + 1 != tgt).float()
+            return (F.softplus(-pos).sum() + (F.softplus(neg) * keep).sum()) / max(len(tgt), 1)
+        negs = batch.negatives  # (D, n)
+        d, n = negs.shape
+        logits = (h @ self.item(negs.reshape(-1) + 1).T).view(-1, d, n)
+        logits = logits[torch.arange(len(h), device=h.device), tdom_v]  # (N, n): the target domain's draws
+        hit = (negs[tdom_v] + 1) == tgt[:, None]
+        logits = logits.masked_fill(hit, float("-inf"))
+        full = torch.cat([pos[:, None], logits], dim=1)
+        return F.cross_entropy(full, torch.zeros(len(full), dtype=torch.long, device=full.device))
+
+    def item_scores(
+        self, items: torch.Tensor, domains: torch.Tensor, item_domains: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, n_items) score of every item after each row's latest item, each item by its own domain's state."""
+        last = self.last_states(items, domains)  # (B, D', d)
+        table = self.item.weight[1:]
+        if last.shape[1] == 1:
+            return last[:, 0] @ table.T
+        per_domain = torch.einsum("bkd,nd->bkn", last, table)  # (B, D, n_items)
+        index = item_domains[None, None, :].expand(len(last), 1, -1)
+        return per_domain.gather(1, index)[:, 0]
+
+
+ModuleT = TypeVar("ModuleT", bound=SequentialModule)
+
+
+class DomainItems:
+    """Items grouped by domain for uniform sampling within a domain: ``sorted_items`` ordered by domain, and
+    each domain's ``start`` and ``count`` in it."""
+
+    def __init__(self, item_domains: np.ndarray, n_domains: int) -> None:
+        order = np.argsort(item_domains, kind="stable")
+        self.sorted_items = torch.from_numpy(order.astype(np.int64))
+        counts = np.bincount(item_domains, minlength=n_domains).astype(np.int64)
+        self.count = torch.from_numpy(counts)
+        self.start = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
+
+    def sample(self, domains: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One uniform item of ``domains[...]``'s domain per entry (same shape); padding (-1) draws from domain 0."""
+        d = domains.clamp(min=0)
+        u = torch.rand(domains.shape, generator=generator)
+        k = (u * self.count[d]).long().clamp(max=self.count[d] - 1)
+        return self.sorted_items[self.start[d] + k]
+
+
+class SequentialRecommender(TorchRecommender[ConfigT]):
+    """Wrapper of a sequential module: builds the users' training sequences (:class:`Sequences`) at fit, stores
+    them in the bundle, scores a known user from them and a query's history (known or new user) from the history
+    (oldest first), restricted to ``query.domain``'s items when the query names a domain."""
+
+    task = TaskKind.SEQUENTIAL
+    query_inputs = frozenset({"users", "history", "domain"})
+    #: epochs and batches: the SASRec paper's Adam lr 1e-3 and batch 128; early stopping on validation NDCG@10
+    default_trainer: ClassVar[dict[str, Any]] = {
+        "epochs": 200,
+        "patience": 10,
+        "batch_size": 128,
+        "lr": 1e-3,
+    }
+    #: scoring rows per forward pass (memory: rows x n_items floats)
+    score_batch: ClassVar[int] = 1024
+
+    def __init__(self, config: ConfigT | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.sequences: Sequences | None = None
+        self.domain_names: tuple[str, ...] = ()
+        self._domain_items: DomainItems | None = None
+
+    # ----------------------------------------------------------------- to implement
+    def new_module(self, n_items: int, n_domains: int) -> SequentialModule:
+        raise NotImplementedError
+
+    def input_sequences(self, seqs: Sequences) -> Sequences:
+        """What the module reads of the mixed sequences (sasrec with a ``domain`` keeps one domain's view)."""
+        return seqs
+
+    def check_domains(self, names: tuple[str, ...]) -> None:
+        """Refuse data whose domains this model cannot use (gca needs exactly two)."""
+        return None
+
+    # ----------------------------------------------------------------- fitting
+    def build_module(self, train: Interactions) -> TrainableModule:
+        seqs = Sequences.from_interactions(train, max_len=self.config.max_len)
+        self.check_domains(seqs.domain_names)
+        self.sequences, self.domain_names = seqs, seqs.domain_names
+        self._domain_items = DomainItems(seqs.item_domains, seqs.n_domains)
+        return self.new_module(train.n_items, seqs.n_domains)
+
+    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> TrainableModule:
+        return self.new_module(self.n_items, len(self.domain_names))
+
+    def train_batches(
+        self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
+    ) -> Iterator[SequenceBatch]:
+        if self.sequences is None or self._domain_items is None:
+            raise ConfigError(f"{self.name}: train_batches() called before build_module()")
+        seqs = self.input_sequences(self.sequences)
+        rows = np.flatnonzero(seqs.lengths >= 2)  # a row needs an input and a target
+        if not len(rows):
+            raise DataError(
+                "no training sequence has two items", field="user", expected="users with >= 2 training items"
+            )
+        order = rows[torch.randperm(len(rows), generator=generator).numpy()]
+        items, domains = torch.from_numpy(seqs.items), torch.from_numpy(seqs.domains)
+        for start in range(0, len(order), batch_size):
+            idx = torch.from_numpy(order[start : start + batch_size])
+            width = int(seqs.lengths[idx.numpy()].max())
+            b_items, b_dom = items[idx, -width:], domains[idx, -width:]
+            if self.config.loss == "bce":
+                neg = self._domain_items.sample(b_dom[:, 1:], generator)
+            else:
+                wanted = torch.arange(len(self.domain_names))[:, None].expand(-1, self.config.n_negatives)
+                neg = self._domain_items.sample(wanted, generator)
+            yield SequenceBatch(b_items, b_dom, neg)
+
+    # ----------------------------------------------------------------- scoring
+    def _module(self) -> SequentialModule:
+        if self.module is None or self.sequences is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        assert isinstance(self.module, SequentialModule)
+        return self.module
+
+    def domain_index(self, name: str) -> int:
+        if name not in self.domain_names:
+            raise ConfigError(
+                f"query domain {name!r} is not one of this model's domains {list(self.domain_names)}"
+            )
+        return self.domain_names.index(name)
+
+    @torch.no_grad()
+    def score_sequences(self, seqs: Sequences, domain: str | None = None) -> torch.Tensor:
+        """(len(seqs), n_items) scores of the next item after each sequence; with ``domain``, items of other
+        domains score -inf."""
+        module = self._module()
+        seqs = self.input_sequences(seqs)
+        device = next(module.parameters()).device
+        item_domains = torch.from_numpy(seqs.item_domains).to(device)
+        parts = []
+        for start in range(0, len(seqs), self.score_batch):
+            part = slice(start, start + self.score_batch)
+            items = torch.from_numpy(seqs.items[part]).to(device)
+            doms = torch.from_numpy(seqs.domains[part]).to(device)
+            parts.append(module.item_scores(items, doms, item_domains))
+        scores = torch.cat(parts) if parts else torch.zeros(0, self.n_items, device=device)
+        if domain is not None:
+            scores[:, item_domains != self.domain_index(domain)] = float("-inf")
+        return scores
+
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        self._module()
+        assert self.sequences is not None
+        return self.score_sequences(self.sequences.take(np.asarray(users, dtype=np.int64)))
+
+    def score_history(self, query: Query) -> torch.Tensor:
+        assert query.history is not None
+        self._module()
+        assert self.sequences is not None
+        h = query.history
+        seqs = Sequences.from_history(
+            h.items,
+            h.offsets,
+            self.sequences.item_domains,
+            self.domain_names,
+            max_len=self.config.max_len,
+            users=query.users,
+        )
+        return self.score_sequences(seqs)
+
+    def score(self, query: Query) -> torch.Tensor:
+        scores = super().score(query)
+        if query.domain is not None:
+            assert self.sequences is not None
+            other = self.sequences.item_domains != self.domain_index(query.domain)
+            scores[:, torch.from_numpy(other).to(scores.device)] = float("-inf")
+        return scores
+
+    # ----------------------------------------------------------------- diagnostics
+    @torch.no_grad()
+    def orthogonality(self, seqs: Sequences | None = None) -> dict[str, float]:
+        """Mean |cos(X, X')| of every cross-attention module over the non-padding query positions that see at
+        least one key, on ``seqs`` (default: the stored training sequences), in eval mode. Empty for a model
+        without cross-attention."""
+        module = self._module()
+        seqs = self.input_sequences(seqs if seqs is not None else self.sequences)  # type: ignore[arg-type]
+        was_training = module.training
+        module.eval()
+        module.meters = {}
+        try:
+            device = next(module.parameters()).device
+            for start in range(0, len(seqs), self.score_batch):
+                part = slice(start, start + self.score_batch)
+                module.states(
+                    torch.from_numpy(seqs.items[part]).to(device),
+                    torch.from_numpy(seqs.domains[part]).to(device),
+                )
+            return {f"abs_cos[{k}]": m.value for k, m in sorted(module.meters.items())}
+        finally:
+            module.meters = None
+            module.train(was_training)
+
+    def validator(self, valid: Any, exclude: Any = None) -> Any:
+        """Validation metrics plus the |cos(X, X')| of every cross-attention module (logged each epoch as
+        ``valid_abs_cos[...]``, and kept with the best epoch's metrics)."""
+        base = super().validator(valid, exclude)
+        return lambda: {**base(), **self.orthogonality()}
+
+    # ----------------------------------------------------------------- persistence
+    def bundle_json(self) -> dict[str, Any]:
+        return {"domain_names": list(self.domain_names)}
+
+    def load_bundle_json(self, data: dict[str, Any]) -> None:
+        names = data.get("domain_names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise DataError("expected a non-empty list of domain names", field="domain_names", value=names)
+        self.check_domains(tuple(names))
+        self.domain_names = tuple(names)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = super().state_tensors()
+        assert self.sequences is not None
+        out[SEQ_TENSOR] = torch.from_numpy(self.sequences.items.copy())
+        out[DOMAIN_TENSOR] = torch.from_numpy(self.sequences.item_domains.copy())
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        seq = tensors.pop(SEQ_TENSOR, None)
+        dom = tensors.pop(DOMAIN_TENSOR, None)
+        want = {SEQ_TENSOR: (self.n_users, self.config.max_len), DOMAIN_TENSOR: (self.n_items,)}
+        for key, t in ((SEQ_TENSOR, seq), (DOMAIN_TENSOR, dom)):
+            if t is None or t.dtype != torch.int64 or tuple(t.shape) != want[key]:
+                got = "missing" if t is None else f"shape {tuple(t.shape)} dtype {t.dtype}"
+                raise DataError(got, field=key, expected=f"int64 of shape {want[key]}")
+        assert seq is not None and dom is not None
+        item_domains = dom.numpy().copy()
+        if item_domains.min() < 0 or item_domains.max() >= len(self.domain_names):
+            raise DataError(
+                "domain id out of range", field=DOMAIN_TENSOR, expected=f"0..{len(self.domain_names) - 1}"
+            )
+        items = seq.numpy().copy()
+        if items.min() < 0 or items.max() > self.n_items:
+            raise DataError("item out of range", field=SEQ_TENSOR, expected=f"0..{self.n_items} (item + 1)")
+        self.sequences = _sequences_from_items(items, item_domains, self.domain_names)
+        self._domain_items = DomainItems(item_domains, len(self.domain_names))
+        super().load_state_tensors(tensors)
+
+
+def _sequences_from_items(items: np.ndarray, item_domains: np.ndarray, names: tuple[str, ...]) -> Sequences:
+    """Rebuild :class:`Sequences` from the stored (U, L) left-padded item + 1 array."""
+    real = items > 0
+    domains = np.where(real, item_domains[np.maximum(items - 1, 0)], -1)
+    lengths = real.sum(1).astype(np.int64)
+    order = np.where(real, np.cumsum(real, axis=1) - 1, -1)
+    return Sequences(
+        items=items,
+        domains=domains.astype(np.int64),
+        order=order.astype(np.int64),
+        lengths=lengths,
+        users=np.arange(len(items), dtype=np.int64),
+        item_domains=item_domains.astype(np.int64),
+        domain_names=names,
+    )
