@@ -10,6 +10,8 @@ protocol           needs                   metrics
 :class:`FullRanking` ItemScorer            recall/ndcg/precision/hit/mrr/map@k over all items, ``exclude`` masked
 :class:`SampledRanking` ItemScorer         the same @k against ``n_negatives`` drawn per row from a pool
                                            (all items, or the items of the positive's own domain)
+:class:`SequentialRanking` ItemScorer      next item per target domain, sampled (999 domain negatives) and
+                                           full within the domain, from a context (``evaluation/sequential.py``)
 =================  ======================  ==================================================================
 
 Models never evaluate themselves: the run, the CLI, benchmarks and validation during fit all call
@@ -35,6 +37,7 @@ from attnrec.evaluation.evaluators import (
     evaluate_rating,
     evaluate_sampled_ranking,
 )
+from attnrec.evaluation.sequential import SequentialRanking, evaluate_sequential
 from attnrec.models.capabilities import ItemScorer, RatingPredictor, RowScorer, TaskKind
 from attnrec.models.query import Query
 
@@ -82,7 +85,7 @@ class SampledRanking:
     batch_size: int = 1024
 
 
-Protocol = Rating | CTR | FullRanking | SampledRanking
+Protocol = Rating | CTR | FullRanking | SampledRanking | SequentialRanking
 
 
 def default_protocol(model: object, ks: Sequence[int] = DEFAULT_KS) -> Protocol:
@@ -136,6 +139,8 @@ def evaluate(
         return evaluate_rating(lambda r, _: pred[r], rows, rows, data.ratings, protocol.batch_size)
     _need(model, ItemScorer, protocol)
     assert isinstance(model, ItemScorer)
+    if isinstance(protocol, SequentialRanking):  # next item per target domain (evaluation/sequential.py)
+        return evaluate_sequential(model, data, protocol, exclude)
     if isinstance(protocol, FullRanking):
         return evaluate_full_ranking(
             _score_users(model),
