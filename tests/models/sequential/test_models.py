@@ -178,3 +178,23 @@ def test_parameter_count_and_matched_baseline() -> None:
             "gca", match["config"], 100
         )
     assert count_parameters("sasrec", {"dim": 16, "max_len": 10}, 100) < backbone
+
+
+def test_item_domains_come_from_the_catalogue() -> None:
+    """An item with no training row (held-out only) takes its domain from the items side input."""
+    from attnrec.data.side import SideInputs
+    from attnrec.errors import DataError
+
+    train, valid, _ = two_domain_checkerboard()
+    train = train.with_frame(train.frame.filter(pl.col("item") != N_ITEMS - 1))
+    trainer = TrainerConfig(epochs=1, batch_size=16, progress=False, device="cpu")
+    with pytest.raises(DataError, match="no row to give them a domain"):
+        SASRec(dim=8, n_negatives=4).fit(train, trainer=trainer)
+    ids = train.item_vocab.ids
+    catalogue = pl.DataFrame(
+        {"item_id": ids, "domain": np.where(np.arange(len(ids)) < N_ITEMS // 2, "A", "B")}
+    )
+    model = GCA(dim=8, n_blocks=1, positions=[0], n_negatives=4)
+    model.fit(train, side=SideInputs(items=catalogue), trainer=trainer)
+    assert model.sequences is not None and model.sequences.item_domains[N_ITEMS - 1] == 1
+    assert np.isfinite(model.score(Query(users=np.array([0]), domain="B", exclude="none"))[0, N_ITEMS - 1])

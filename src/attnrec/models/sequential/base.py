@@ -16,20 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
+import polars as pl
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
 from attnrec.data.batches import _Batch
-from attnrec.data.sequences import DEFAULT_MAX_LEN, Sequences
+from attnrec.data.sequences import DEFAULT_MAX_LEN, Sequences, item_domains_of
+from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
-from attnrec.models.base import ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule
+from attnrec.models.base import FitReport, ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule
 from attnrec.models.layers.diagnostics import CosineMeter
+
+if TYPE_CHECKING:
+    from attnrec.training.trainer import TrainerConfig
 
 #: the bundle tensor holding the stored training sequences (``(n_users, max_len)`` item index + 1)
 SEQ_TENSOR = "_sequences"
@@ -169,6 +174,8 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
 
     task = TaskKind.SEQUENTIAL
     query_inputs = frozenset({"users", "history", "domain"})
+    #: the item catalogue (item_id, domain): each item's domain, also for items never in a training row
+    side_inputs: ClassVar[frozenset[str]] = frozenset({"items"})
     #: epochs and batches: the SASRec paper's Adam lr 1e-3 and batch 128; early stopping on validation NDCG@10
     default_trainer: ClassVar[dict[str, Any]] = {
         "epochs": 200,
@@ -184,6 +191,7 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
         self.sequences: Sequences | None = None
         self.domain_names: tuple[str, ...] = ()
         self._domain_items: DomainItems | None = None
+        self._catalogue: pl.DataFrame | None = None
 
     # ----------------------------------------------------------------- to implement
     def new_module(self, n_items: int, n_domains: int) -> SequentialModule:
@@ -198,8 +206,22 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
         return None
 
     # ----------------------------------------------------------------- fitting
+    def _fit(
+        self,
+        train: Interactions,
+        valid: Interactions | None,
+        side: SideInputs,
+        trainer: TrainerConfig | None,
+        run_key: str | None,
+    ) -> FitReport:
+        self._catalogue = side.items
+        return super()._fit(train, valid, side, trainer, run_key)
+
     def build_module(self, train: Interactions) -> TrainableModule:
-        seqs = Sequences.from_interactions(train, max_len=self.config.max_len)
+        # item domains from the catalogue (the items side input) when given: a run's vocabulary holds items seen
+        # only in held-out rows, which training rows cannot place in a domain
+        item_domains, names = item_domains_of(train, self._catalogue)
+        seqs = Sequences.from_interactions(train, item_domains, names, max_len=self.config.max_len)
         self.check_domains(seqs.domain_names)
         self.sequences, self.domain_names = seqs, seqs.domain_names
         self._domain_items = DomainItems(seqs.item_domains, seqs.n_domains)
