@@ -36,25 +36,27 @@ def side_for(train) -> SideInputs:  # type: ignore[no-untyped-def]
     return SideInputs(item_features=ItemFeatures(train.item_vocab, group_features(len(train.item_vocab))))
 
 
-class _MMConformance(ConformanceTests):
+class _ItemFeaturesHook:
+    """The conformance hooks of the three models: tiny trainer settings and planted item features."""
+
     trainer = {"epochs": 30, "lr": 0.02, "batch_size": 128}
 
     @classmethod
     def side_inputs(cls) -> SideInputs:
-        return side_for(cls.data()[0])
+        return side_for(checkerboard(implicit=True)[0])
 
 
-class TestVBPRConformance(_MMConformance):
+class TestVBPRConformance(_ItemFeaturesHook, ConformanceTests):
     model_class = VBPR
     config = {"dim": 8, "feat_dim": 8}
 
 
-class TestLatticeConformance(_MMConformance):
+class TestLatticeConformance(_ItemFeaturesHook, ConformanceTests):
     model_class = Lattice
     config = {"dim": 8, "feat_dim": 8, "knn_k": 4}
 
 
-class TestBM3Conformance(_MMConformance):
+class TestBM3Conformance(_ItemFeaturesHook, ConformanceTests):
     model_class = BM3
     config = {"dim": 8, "feat_dim": 8}
     # bootstrapping without negatives separates the groups more slowly than BPR
