@@ -38,9 +38,21 @@ class ModalitySelector(nn.Module):
         self.hidden = nn.Linear(in_dim, hidden)
         self.out = nn.Linear(hidden, n_modalities)
 
-    def forward(self, joint: torch.Tensor) -> torch.Tensor:
-        """``joint`` (R, Σ F_m), the concatenated modality features of R items -> (R, M) weights."""
-        return torch.softmax(self.out(torch.relu(self.hidden(joint))), dim=-1)
+    def forward(
+        self, parts: Sequence[torch.Tensor], scales: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Weights (R, M) of R items from their modality features ``parts`` (M × (R, F_m)), each row scaled by
+        ``scales`` (M × (R,)) if given: ``hidden`` is applied to the concatenation [s_1 x_1; …; s_M x_M] (eq. 4)
+        without building it, as Σ_m s_m (x_m W₁_mᵀ) over W₁'s column blocks (one less copy of R × Σ F_m)."""
+        w = self.hidden.weight
+        acc, offset = self.hidden.bias, 0
+        for m, x in enumerate(parts):
+            h = x @ w[:, offset : offset + x.shape[1]].T
+            acc = acc + (h if scales is None else h * scales[m].unsqueeze(1))
+            offset += x.shape[1]
+        if offset != w.shape[1]:
+            raise ConfigError(f"modality selector built for {w.shape[1]} input features, got {offset}")
+        return torch.softmax(self.out(torch.relu(acc)), dim=-1)
 
 
 # --------------------------------------------------------------------------------------------- attention
@@ -250,14 +262,15 @@ class MRCSAFModule(MultimodalModule):
         )
         self.fixed_weights = torch.tensor([float(w) for w in fixed_weights])
         self._neighbours: list[Neighbours] | None = None
+        self._inv_norms: list[torch.Tensor] | None = None
 
     def _apply(self, fn: Any, recurse: bool = True) -> MRCSAFModule:
         out = super()._apply(fn, recurse)
-        self.fixed_weights, self._neighbours = fn(self.fixed_weights), None
+        self.fixed_weights, self._neighbours, self._inv_norms = fn(self.fixed_weights), None, None
         return out  # type: ignore[return-value]
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._neighbours = None  # the graph buffers may change
+        self._neighbours = self._inv_norms = None  # the graph and feature buffers may change
         super()._load_from_state_dict(*args, **kwargs)
 
     # ---------------------------------------------------------------- the pieces
@@ -268,14 +281,25 @@ class MRCSAFModule(MultimodalModule):
         n = self.n_items if rows is None else rows.numel()
         if self.selector is None:
             return self.fixed_weights.to(self.device).expand(n, -1)
-        parts = []
+        out = []
         for start in range(0, n, chunk):
             idx = torch.arange(start, min(n, start + chunk), device=self.device)
             if rows is not None:
                 idx = rows[idx]
-            joint = torch.cat([F.normalize(self.feature(m)[idx].float(), dim=1) for m in self.modalities], 1)
-            parts.append(self.selector(joint))
-        return torch.cat(parts) if parts else self.fixed_weights.new_zeros(0, self.n_modalities)
+            out.append(self.selector_at(idx, [self.feature(m)[idx] for m in self.modalities]))
+        return torch.cat(out) if out else self.fixed_weights.new_zeros(0, self.n_modalities)
+
+    def selector_at(self, rows: torch.Tensor, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The selector's ω (R, M) for items ``rows`` whose raw features ``parts`` (M × (R, F_m)) are gathered."""
+        assert self.selector is not None
+        return self.selector(parts, [self.inverse_norms()[m][rows] for m in range(self.n_modalities)])
+
+    def inverse_norms(self) -> list[torch.Tensor]:
+        """Per modality 1/‖x_i‖ (I,) (0 for an all-zero row): the selector's unit-length scaling, computed once."""
+        if self._inv_norms is None:
+            norms = [self.feature(m).float().norm(dim=1) for m in self.modalities]
+            self._inv_norms = [torch.where(n > 0, 1 / n.clamp(min=1e-12), torch.zeros_like(n)) for n in norms]
+        return self._inv_norms
 
     def modality_tables(self, table: torch.Tensor) -> list[torch.Tensor]:
         """A side-by-side (N, M·d) table as its M modality blocks (N, d)."""
@@ -295,15 +319,17 @@ class MRCSAFModule(MultimodalModule):
             return e, []
         return self.fusion(e, self.neighbours() if self.config.attention == "knn" else None)
 
-    def item_graph_part(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """h = [h_1 | … | h_M] (eq. 7 after ``n_mm_layers`` layers on S from h⁰_m = e_m): (R or I, M·d)."""
+    def item_graph_part(
+        self, rows: torch.Tensor | None = None, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """h = [h_1 | … | h_M] (eq. 7 after ``n_mm_layers`` layers on S from h⁰_m = e_m): (R or I, M·d).
+        ``weights``: the selector's ω at ``rows`` when the caller has them already."""
         x = self.item.weight
         if self.config.n_mm_layers == 0:
             return x if rows is None else x[rows]
         if rows is not None and self.config.n_mm_layers == 1:
-            return weighted_graph_conv(
-                self.graph_indices, self.graph_values, self.modality_weights(rows), x, rows
-            )
+            w_rows = self.modality_weights(rows) if weights is None else weights
+            return weighted_graph_conv(self.graph_indices, self.graph_values, w_rows, x, rows)
         w = self.modality_weights()
         for _ in range(self.config.n_mm_layers):
             x = weighted_graph_conv(self.graph_indices, self.graph_values, w, x)
@@ -329,14 +355,20 @@ class MRCSAFModule(MultimodalModule):
         users, p_dot = self.propagated()
         pos, neg = batch.pos, batch.neg
         rows, inverse = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
-        items = p_dot[rows] + self.item_graph_part(rows)  # eq. 24
+        pos_at, neg_at = inverse[: len(pos)], inverse[len(pos) :].reshape(neg.shape)
+        # each distinct batch item's raw features are gathered once, for the selector and the projections
+        need_x = self.selector is not None or self.config.reg_weight > 0
+        x_rows = [self.feature(m)[rows] for m in self.modalities] if need_x else []
+        w_rows = self.selector_at(rows, x_rows) if self.selector is not None else None
+        items = p_dot[rows] + self.item_graph_part(rows, w_rows)  # eq. 24
         md = (self.n_modalities, self.config.dim)
         u = users[batch.users].reshape(-1, *md)
-        p = items[inverse[: len(pos)]].reshape(-1, *md)
-        n = items[inverse[len(pos) :]].reshape(*neg.shape, *md)
-        loss = self._bpr_per_modality(u, p, n)
+        loss = self._bpr_per_modality(
+            u, items[pos_at].reshape(-1, *md), items[neg_at].reshape(*neg.shape, *md)
+        )
         if self.config.reg_weight > 0:
-            loss = loss + self.config.reg_weight * self._feature_loss(u, pos, neg)
+            f_rows = [self.proj[m](x) for m, x in zip(self.modalities, x_rows, strict=True)]
+            loss = loss + self.config.reg_weight * self._feature_loss(u, f_rows, pos_at, neg_at)
         return loss
 
     @staticmethod
@@ -349,12 +381,16 @@ class MRCSAFModule(MultimodalModule):
             total = total + bpr_loss(pos[:, m], neg[:, m])
         return total
 
-    def _feature_loss(self, u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """Eq. 28: Σ_m mean −log σ(u_mᵀ(f^m_i − f^m_j)), f^m = W_m x^m + b_m (eq. 27), u_m the propagated user
-        block of modality m; only the batch's items are projected."""
+    @staticmethod
+    def _feature_loss(
+        u: torch.Tensor, f_rows: Sequence[torch.Tensor], pos_at: torch.Tensor, neg_at: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 28: Σ_m mean −log σ(u_mᵀ(f^m_i − f^m_j)), u_m the propagated user block of modality m and
+        ``f_rows`` the projections f^m = W_m x^m + b_m (eq. 27) of the batch's distinct items, which ``pos_at``
+        and ``neg_at`` index into (the same loss and gradients as projecting every item)."""
         total = u.new_zeros(())
-        for m, name in enumerate(self.modalities):
-            fp, fn = self.projected(name, pos), self.projected(name, neg)
+        for m, f in enumerate(f_rows):
+            fp, fn = f[pos_at], f[neg_at]
             um = u[:, m]
             s_neg = (um * fn).sum(-1) if fn.dim() == 2 else (um.unsqueeze(1) * fn).sum(-1)
             total = total + bpr_loss((um * fp).sum(-1), s_neg)

@@ -1,0 +1,221 @@
+"""Training cost of freedom vs mrcsaf on a generated Amazon-Sports-shaped set (issue 15's efficiency goal:
+mrcsaf's seconds per epoch ≤ 1.5 × freedom's).
+
+The set has Sports' sizes as MMRec ships it (35,598 users, 18,357 items, 296,337 interactions) and its two
+modalities' widths (4096-d image CNN features, 384-d sentence embeddings); the interactions are drawn with a
+popularity skew and every user has at least 5; the features carry a low-rank item structure under noise (image
+features non-negative like a ReLU CNN's, text rows unit length). Only the 80 % training part is fitted (timing does
+not need the held-out parts; no validation runs, so an epoch is training alone).
+
+Every (round, model) fit runs in its own child process at 1 thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads
+(1)``), so its peak RSS (``ru_maxrss``) is its own; rounds interleave the models (freedom, mrcsaf, freedom, …) so
+that load drift hits both. ``uptime`` is recorded before every fit.
+
+    python benchmarks/bench_mm_efficiency.py --epochs 3 --rounds 2 --out bench_results/multimodal/efficiency.json
+
+``--full-attention-batches N`` also times N training steps of mrcsaf with ``attention="full"`` (softmax over all
+items, the equations as printed), reported per step and extrapolated to an epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _record import write_record  # noqa: E402
+
+SPORTS = {"users": 35_598, "items": 18_357, "interactions": 296_337, "image": 4096, "text": 384}
+
+
+def sports_like(seed: int = 0, scale: float = 1.0) -> tuple[Any, dict[str, np.ndarray]]:
+    """The training part (80 %) of a Sports-shaped implicit set and its two feature matrices (float32)."""
+    import polars as pl
+
+    from attnrec.data.table import Interactions
+    from attnrec.data.vocab import Vocabulary
+
+    rng = np.random.default_rng(seed)
+    n_users, n_items = int(SPORTS["users"] * scale), int(SPORTS["items"] * scale)
+    target = int(SPORTS["interactions"] * scale)
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8  # item popularity, Zipf-like
+    pop = rng.permutation(pop / pop.sum())
+    extra = rng.multinomial(target - 5 * n_users, np.full(n_users, 1.0 / n_users))
+    users = np.repeat(np.arange(n_users), 5 + extra)
+    items = rng.choice(n_items, size=len(users), p=pop)
+    pairs = np.unique(users.astype(np.int64) * n_items + items)  # a user-item pair once
+    u, i = pairs // n_items, pairs % n_items
+    train = rng.random(len(u)) < 0.8
+    uvocab = Vocabulary([f"u{k}" for k in range(n_users)], kind="user")
+    ivocab = Vocabulary([f"i{k}" for k in range(n_items)], kind="item")
+    df = pl.DataFrame({"user_id": uvocab.ids[u[train]], "item_id": ivocab.ids[i[train]]})
+    data = Interactions.encode(df, uvocab, ivocab)[0]
+    latent = rng.normal(size=(n_items, 32)).astype(np.float32)
+    feats = {}
+    for name in ("image", "text"):
+        width = SPORTS[name]
+        proj = rng.normal(size=(32, width)).astype(np.float32)
+        x = latent @ proj + rng.normal(scale=2.0, size=(n_items, width)).astype(np.float32)
+        if name == "image":
+            np.maximum(x, 0, out=x)
+        else:
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+        feats[name] = x
+    return data, feats
+
+
+def child(args: argparse.Namespace) -> None:
+    """One fit in this process; prints one JSON line."""
+    import torch
+
+    torch.set_num_threads(1)
+    from attnrec.data.side import ItemFeatures, SideInputs
+    from attnrec.models.base import get_model_class
+    from attnrec.training.trainer import TrainerConfig
+
+    t0 = time.perf_counter()
+    train, feats = sports_like(args.seed, args.scale)
+    side = SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
+    t_data = time.perf_counter() - t0
+    config = json.loads(args.config) if args.config else {}
+    model = get_model_class(args.child)(**config)
+    out: dict[str, Any] = {"model": args.child, "config": config, "train_interactions": len(train)}
+    if args.full_attention_batches:
+        out.update(_full_attention_steps(model, train, side, args.full_attention_batches))
+    else:
+        trainer = TrainerConfig(epochs=args.epochs, batch_size=2048, lr=1e-3, progress=False, device="cpu")
+        t1 = time.perf_counter()
+        report = model.fit(train, None, side=side, trainer=trainer)
+        out["fit_seconds"] = time.perf_counter() - t1
+        out["epoch_seconds"] = [float(r["seconds"]) for r in report.history]
+    out["data_seconds"] = t_data
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _full_attention_steps(model: Any, train: Any, side: Any, n: int) -> dict[str, Any]:
+    """Time ``n`` training steps (loss, backward, Adam) of a model built as fit builds it, without the Trainer."""
+    import torch
+
+    from attnrec.data.modalities import select_modalities
+
+    assert side.item_features is not None
+    model.user_vocab, model.item_vocab, model.seen = train.user_vocab, train.item_vocab, train.csr()
+    model._features = select_modalities(side.item_features, train.item_vocab, model.config.modalities)
+    model.modality_dims = {m: int(x.shape[1]) for m, x in model._features.items()}
+    t0 = time.perf_counter()
+    module = model.build_module(train)
+    build = time.perf_counter() - t0
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    batches = model.train_batches(train, 1, torch.Generator().manual_seed(0), 2048)
+    steps = []
+    module.train()
+    for _ in range(n):
+        batch = next(batches)
+        t = time.perf_counter()
+        opt.zero_grad()
+        module.loss(batch).backward()
+        opt.step()
+        steps.append(time.perf_counter() - t)
+    n_batches = -(-len(train) // 2048)
+    return {
+        "build_seconds": build,
+        "step_seconds": steps,
+        "epoch_seconds_extrapolated": float(np.mean(steps)) * n_batches,
+    }
+
+
+def uptime() -> str:
+    """The load averages, as `uptime` prints them."""
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run_child(model: str, args: argparse.Namespace, config: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        model,
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--scale",
+        str(args.scale),
+        "--config",
+        json.dumps(config),
+    ]
+    for k, v in flags.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    load = uptime()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{model} child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    out["load_before"] = load
+    print(json.dumps(out), file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--models", default="freedom,mrcsaf")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0, help="shrink the set (tests); 1.0 is Sports' size")
+    p.add_argument("--full-attention-batches", type=int, default=0)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--config", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    runs = [run_child(m, args, {}) for _ in range(args.rounds) for m in models]
+    summary: dict[str, Any] = {}
+    for m in models:
+        # the first epoch of each fit is left out of the mean: it pays for allocator and cache warm-up
+        per_fit = [r["epoch_seconds"][1:] or r["epoch_seconds"] for r in runs if r["model"] == m]
+        secs = [s for fit in per_fit for s in fit]
+        summary[m] = {
+            "epoch_seconds_mean": float(np.mean(secs)),
+            "epoch_seconds_min": float(np.min(secs)),
+            "epoch_seconds_max": float(np.max(secs)),
+            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs if r["model"] == m),
+        }
+    if "freedom" in summary and "mrcsaf" in summary:
+        summary["ratio_mrcsaf_over_freedom"] = (
+            summary["mrcsaf"]["epoch_seconds_mean"] / summary["freedom"]["epoch_seconds_mean"]
+        )
+    if args.full_attention_batches:
+        summary["mrcsaf_full_attention"] = run_child(
+            "mrcsaf", args, {"attention": "full"}, full_attention_batches=args.full_attention_batches
+        )
+    write_record(
+        "mm_efficiency",
+        {"summary": summary, "runs": runs},
+        args.out,
+        threads=1,
+        sizes=SPORTS,
+        scale=args.scale,
+        machine=os.uname().nodename,
+        cpus=os.cpu_count(),
+    )
+
+
+if __name__ == "__main__":
+    main()
