@@ -65,7 +65,11 @@ def sports_like(seed: int = 0, scale: float = 1.0) -> tuple[Any, dict[str, np.nd
     for name in ("image", "text"):
         width = SPORTS[name]
         proj = rng.normal(size=(32, width)).astype(np.float32)
-        x = latent @ proj + rng.normal(scale=2.0, size=(n_items, width)).astype(np.float32)
+        x = np.empty((n_items, width), dtype=np.float32)
+        for start in range(0, n_items, 2048):  # in row blocks: no full-size temporaries in the peak RSS
+            block = latent[start : start + 2048] @ proj
+            block += rng.normal(scale=2.0, size=block.shape).astype(np.float32)
+            x[start : start + 2048] = block
         if name == "image":
             np.maximum(x, 0, out=x)
         else:
@@ -79,6 +83,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
+    import attnrec.models.multimodal.freedom
+    import attnrec.models.multimodal.mrcsaf  # noqa: F401  (registered by import, whatever the built-ins list)
     from attnrec.data.side import ItemFeatures, SideInputs
     from attnrec.models.base import get_model_class
     from attnrec.training.trainer import TrainerConfig
