@@ -42,6 +42,7 @@ def tune_cmd(
         bool,
         typer.Option(help="when every trial has finished, retrain the best and test it (once per study)"),
     ] = True,
+    plots: Annotated[bool, typer.Option(help="draw history.png and importance.png (the plots extra)")] = True,
     threads: ThreadsOpt = None,
     progress: bool = False,
 ) -> None:
@@ -83,6 +84,7 @@ def tune_cmd(
         worker=worker,
         timeout=timeout,
         retrain=retrain,
+        plots=plots,
         progress=progress,
         on_trial=say,
     )

@@ -29,7 +29,8 @@ import os
 import socket
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -405,10 +406,16 @@ def search(
     worker: int = 0,
     timeout: float | None = None,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    lock: Path | None = None,
 ) -> optuna.Study:
     """Run trials in ``study`` (default: a new in-memory one) until it holds ``n_trials`` trials, whoever ran them,
     or ``timeout`` seconds pass. A trial whose loss diverges (``FloatingPointError``) is recorded as failed and the
-    search goes on; any other error fails the trial and stops the worker."""
+    search goes on; any other error fails the trial and stops the worker.
+
+    ``lock``: a file the workers of one machine lock while they count the trials and ask for one, so that the study
+    ends with exactly ``n_trials`` (``tune`` passes ``<db>.lock`` for SQLite). Workers on several machines sharing a
+    database server have no common file: two that ask in the same instant for the last trial make one surplus
+    trial, recorded as failed with the user attribute ``surplus``."""
     optuna = require("optuna", "tune")
     cls = get_model_class(cfg.model)
     space.check_model(cls)
@@ -419,11 +426,14 @@ def search(
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     try:
-        while len(study.get_trials(deepcopy=False)) < n_trials:
-            if timeout is not None and time.perf_counter() - t0 > timeout:
-                break
-            trial = study.ask()
-            if trial.number >= n_trials:  # another worker asked in the same instant and took the last one
+        while timeout is None or time.perf_counter() - t0 <= timeout:
+            with _asking(lock):
+                if len(study.get_trials(deepcopy=False)) >= n_trials:
+                    break
+                trial = study.ask()
+            if (
+                trial.number >= n_trials
+            ):  # a worker on another machine asked in the same instant: its trial counts
                 trial.set_user_attr("surplus", f"the study had {n_trials} trials when this one was asked")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 break
@@ -433,6 +443,25 @@ def search(
     finally:
         torch.set_num_threads(threads)
     return study
+
+
+@contextmanager
+def _asking(lock: Path | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock`` (blocking; nothing when None or off POSIX)."""
+    if lock is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _tell(
@@ -515,12 +544,13 @@ def tune(
     worker: int = 0,
     timeout: float | None = None,
     retrain: bool = True,
+    plots: bool = True,
     progress: bool = False,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
 ) -> TuneResult:
     """``attnrec tune``: join (or create) the study in ``storage`` (default ``sqlite:///<out>/study.db``), run trials
     until it holds ``n_trials``, then — once no worker is still running one — retrain the best trial into
-    ``out/best`` and test it, once per study; last, write the report into ``out``."""
+    ``out/best`` and test it, once per study; last, write the report into ``out`` (``plots``: with its two PNGs)."""
     from attnrec.experiments.tune_report import write_report
 
     if n_trials < 1:
@@ -531,6 +561,7 @@ def tune(
     study = open_study(cfg, space, storage=storage, name=name, worker=worker)
     if len(study.get_trials(deepcopy=False)) < n_trials:
         data = SearchData.from_run(cfg, progress=progress)
+        sqlite = storage.startswith("sqlite:///")
         search(
             cfg,
             data,
@@ -540,6 +571,7 @@ def tune(
             worker=worker,
             timeout=timeout,
             on_trial=on_trial,
+            lock=Path(storage.removeprefix("sqlite:///") + ".lock") if sqlite else None,
         )
         del data
     best, note = (
@@ -547,7 +579,7 @@ def tune(
     )
     complete = study.get_trials(deepcopy=False, states=(require("optuna", "tune").trial.TrialState.COMPLETE,))
     best_run = best_run_config(cfg, study, out / "best") if complete else None
-    files = write_report(study, out, storage=storage, n_trials=n_trials, best_run=best_run)
+    files = write_report(study, out, storage=storage, n_trials=n_trials, best_run=best_run, plots=plots)
     return TuneResult(study, out, files, best, note)
 
 

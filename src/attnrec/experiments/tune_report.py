@@ -67,7 +67,13 @@ def trials_frame(study: optuna.Study) -> pl.DataFrame:
 
 
 def write_report(
-    study: optuna.Study, out: Path, *, storage: str | None, n_trials: int, best_run: RunConfig | None = None
+    study: optuna.Study,
+    out: Path,
+    *,
+    storage: str | None,
+    n_trials: int,
+    best_run: RunConfig | None = None,
+    plots: bool = True,
 ) -> dict[str, Path]:
     """Write the report files into ``out`` (see the module docstring; ``best_run``: the best trial's run file, which
     :func:`~attnrec.experiments.tune.best_run_config` makes); returns name -> path of those written."""
@@ -104,7 +110,8 @@ def write_report(
             "- not tested yet (the best trial is retrained and tested once, when every trial has finished)"
         )
     lines += ["", _markdown(_ranked(complete, frame, direction)), ""]
-    files.update(_plots(study, out, lines))
+    if plots:
+        files.update(_plots(study, out, lines))
     files["report"] = out / "report.md"
     atomic_write_text(files["report"], "\n".join(lines) + "\n", what="tuning report")
     return files
