@@ -201,10 +201,13 @@ class MultimodalModule(TrainableModule):
         """Σ_m BPR(u, f_m(pos), f_m(neg)) over the modalities, f_m the projection (FREEDOM's feature loss, mrcsaf
         eq. 28): ``users`` (B, feat_dim) user vectors, ``pos``/``neg`` (B,) item indices."""
         total = users.new_zeros(())
-        for (
-            m
-        ) in self.modalities:  # only the batch's rows are projected: the same values, a fraction of the work
-            total = total + bpr_loss(*pair_scores(users, self.projected(m, pos), self.projected(m, neg)))
+        # only the batch's distinct items are projected (at most min(n_items, |pos| + |neg|) rows): the same
+        # values as projecting every item, a fraction of the work on wide modalities or large catalogues
+        rows, inverse = torch.unique(torch.cat([pos.reshape(-1), neg.reshape(-1)]), return_inverse=True)
+        inv_pos, inv_neg = inverse[: pos.numel()].view(pos.shape), inverse[pos.numel() :].view(neg.shape)
+        for m in self.modalities:
+            f = self.projected(m, rows)
+            total = total + bpr_loss(*pair_scores(users, f[inv_pos], f[inv_neg]))
         return total
 
     def set_train_adj(self, adj: torch.Tensor | None) -> None:
