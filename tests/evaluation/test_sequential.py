@@ -162,3 +162,20 @@ def test_take_history_and_errors() -> None:
     test = _split([(0, 1)])
     with pytest.raises(ConfigError, match="needs item_domains"):
         evaluate(Fixed(np.zeros((3, 9))), test, SequentialRanking())
+
+
+def test_short_domain_caps_or_errors() -> None:
+    train = _split([(0, 0), (0, 1), (1, 5)])
+    test = _split([(0, 2), (1, 6)])
+    scores = np.random.default_rng(0).normal(size=(3, 9))
+    with pytest.raises(DataError, match="user '0' has only 2 item"):
+        evaluate(Fixed(scores), test, SequentialRanking(DOMS, ("A", "B"), n_negatives=3), exclude=train.csr())
+    m = evaluate(
+        Fixed(scores),
+        test,
+        SequentialRanking(DOMS, ("A", "B"), n_negatives=3, on_short="cap"),
+        exclude=train.csr(),
+    )
+    assert m["A/n_negatives"] == 2.0 and m["B/n_negatives"] == 2.0
+    # every admissible item drawn: sampled == full ranking
+    assert m["A/mrr"] == pytest.approx(m["A/full/mrr"]) and m["B/auc"] == pytest.approx(m["B/full/auc"])

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from attnrec.data.readers.amazon import read_amazon
-from attnrec.data.readers.cdsr import LOCAL_DATASETS, load_local
+from attnrec.data.readers.cdsr import LOCAL_DATASETS, detect_cdsr, load_local
 from attnrec.data.readers.movielens import (
     read_movielens,
     read_movielens_1m,
@@ -459,6 +459,9 @@ def _is_json(p: Path) -> bool:
 
 
 def _load_path(p: Path, kw: dict[str, Any]) -> Dataset:
+    cdsr = detect_cdsr(p)  # ABXI / C2DSR / LLMCDSR folders (readers/cdsr.py)
+    if cdsr is not None:
+        return cdsr(p, **{k: v for k, v in kw.items() if k == "on_bad_lines"})
     if p.is_dir():
         jsons = sorted(c for c in p.iterdir() if c.is_file() and _is_json(c))
         if jsons and not any(p.glob("*.inter")):

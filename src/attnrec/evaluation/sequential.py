@@ -31,6 +31,7 @@ draws them unseeded, anew at every evaluation.)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +45,8 @@ from attnrec.evaluation.evaluators import sample_negatives
 from attnrec.models.capabilities import ItemScorer
 from attnrec.models.query import History, Query
 
+log = logging.getLogger(__name__)
+
 #: rows per negative-sampling chunk (fixed, so that the negatives do not depend on the scoring batch size)
 SAMPLE_CHUNK = 2048
 
@@ -52,7 +55,9 @@ SAMPLE_CHUNK = 2048
 class SequentialRanking:
     """The per-target-domain protocol (see the module docstring). ``item_domains`` (n_items,) domain id per item
     index and ``domain_names`` (id -> name) are required; ``context`` is the History the rows are scored from
-    (None: the model's stored state)."""
+    (None: the model's stored state). ``on_short``: when a row has fewer admissible negatives than
+    ``n_negatives`` (a small domain), ``"error"`` (a DataError naming the user) or ``"cap"`` (every row of that
+    domain gets as many as the shortest row has; logged, and reported as ``{domain}/n_negatives``)."""
 
     item_domains: np.ndarray | None = None
     domain_names: tuple[str, ...] = ()
@@ -63,6 +68,7 @@ class SequentialRanking:
     ties: Literal["optimistic", "pessimistic"] = "optimistic"
     batch_size: int = 512
     context: History | None = None
+    on_short: Literal["error", "cap"] = "error"
 
 
 def context_history(parts: list[Interactions], n_users: int) -> History:
@@ -171,15 +177,15 @@ def evaluate_sequential(
         name = names[int(d)]
         pool = np.flatnonzero(doms == d)
         sums: dict[str, float] = {}
+        hist_all = None if ctx is None else take_history(ctx, users[sel])
+        excl_all = _exclusion(users[sel], hist_all, exclude, model.n_items)
+        n_neg = _negatives_for(excl_all, pool, targets[sel], users[sel], protocol, data, name)
         for c, start in enumerate(range(0, len(sel), SAMPLE_CHUNK)):
             rows = sel[start : start + SAMPLE_CHUNK]
-            hist = None if ctx is None else take_history(ctx, users[rows])
-            excl = _exclusion(users[rows], hist, exclude, model.n_items)
-            _check_room(excl, pool, targets[rows], users[rows], protocol.n_negatives, data, name)
+            hist = None if hist_all is None else take_history(hist_all, np.arange(start, start + len(rows)))
+            excl = excl_all[start : start + len(rows)]
             rng = np.random.default_rng([protocol.seed, int(d), c])
-            neg = sample_negatives(
-                np.arange(len(rows)), targets[rows], model.n_items, excl, protocol.n_negatives, rng, pool
-            )
+            neg = sample_negatives(np.arange(len(rows)), targets[rows], model.n_items, excl, n_neg, rng, pool)
             for b in range(0, len(rows), protocol.batch_size):
                 part = slice(b, b + protocol.batch_size)
                 query = Query(
@@ -198,35 +204,49 @@ def evaluate_sequential(
         per_domain.append(res)
         out.update({f"{name}/{key}": v for key, v in res.items()})
         out[f"{name}/n_rows"] = n
+        out[f"{name}/n_negatives"] = float(n_neg)
     for key in per_domain[0]:
         out[key] = float(np.mean([r[key] for r in per_domain]))
     out["n_rows"] = float(len(data))
     return out
 
 
-def _check_room(
+def _negatives_for(
     excl: sp.csr_matrix,
     pool: np.ndarray,
     targets: np.ndarray,
     users: np.ndarray,
-    n_negatives: int,
+    protocol: SequentialRanking,
     data: Interactions,
     domain: str,
-) -> None:
-    """A DataError naming the user when a row has fewer admissible negatives than ``n_negatives``."""
+) -> int:
+    """How many negatives the rows of one domain get: ``protocol.n_negatives``; when a row has fewer admissible
+    items, a DataError naming the user, or with ``on_short="cap"`` the smallest room of any row (logged; the
+    count is reported as ``{domain}/n_negatives``)."""
     in_pool = np.asarray(excl[:, pool].sum(axis=1)).ravel()
     tgt_excluded = np.asarray(excl[np.arange(len(targets)), targets]).ravel() > 0
     room = len(pool) - in_pool - (~tgt_excluded)
-    short = room < n_negatives
-    if short.any():
-        r = int(np.flatnonzero(short)[0])
-        raise DataError(
-            f"user {str(data.user_vocab.ids[users[r]])!r} has only {int(room[r])} item(s) of domain {domain!r} to "
-            f"sample negatives from ({int(short.sum())} row(s) in all)",
-            field="n_negatives",
-            value=n_negatives,
-            expected=f"<= {int(room[r])}, or a domain with more items",
+    short = room < protocol.n_negatives
+    if not short.any():
+        return protocol.n_negatives
+    r = int(np.flatnonzero(short)[0])
+    if protocol.on_short == "cap" and room.min() >= 1:
+        log.info(
+            "domain %r: %d row(s) have fewer than %d items to draw negatives from; every row of the domain gets "
+            "%d negatives",
+            domain,
+            int(short.sum()),
+            protocol.n_negatives,
+            int(room.min()),
         )
+        return int(room.min())
+    raise DataError(
+        f"user {str(data.user_vocab.ids[users[r]])!r} has only {int(room[r])} item(s) of domain {domain!r} to "
+        f"sample negatives from ({int(short.sum())} row(s) in all)",
+        field="n_negatives",
+        value=protocol.n_negatives,
+        expected=f"<= {int(room[r])}, or a domain with more items",
+    )
 
 
 def _score_rows(
@@ -263,7 +283,7 @@ def _score_rows(
     if bool(torch.isnan(neg_scores).any()):
         raise DataError("NaN score of a sampled negative", field="score", expected="non-NaN scores")
     rank = 1 + beats(neg_scores, t_score).sum(1)
-    n_s = torch.full((b,), protocol.n_negatives + 1, device=dev)
+    n_s = torch.full((b,), neg.shape[1] + 1, device=dev)
     out = _rank_metrics(rank, n_s, protocol.ks)
     if protocol.full:
         cand = scores[:, torch.from_numpy(pool).to(dev)].clone()

@@ -45,6 +45,7 @@ from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, evaluate_c
 from attnrec.experiments.inputs import check_item_text, load_split, read_items
 from attnrec.experiments.modalities_run import build_item_features, check_run_modalities
 from attnrec.experiments.ranks import rank_session
+from attnrec.experiments.seq_run import prepare_sequences, sequential_protocols
 from attnrec.models.base import Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.paths import (
@@ -318,6 +319,8 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
                 "label, read strictly; these apply to interaction data"
             )
         data = prepare_ctr(cfg, progress=progress)
+    elif cls.task is TaskKind.SEQUENTIAL:  # leave-one-out sequences over the whole item catalogue (seq_run.py)
+        data = PreparedData(**prepare_sequences(cfg, progress=progress))
     else:
         data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
         _check_item_text(cfg, cls, data)
@@ -431,12 +434,14 @@ def _fit_interactions(
 
     # select on validation, report test once: valid masks train; test masks train + valid
     t0 = time.perf_counter()
-    protocol = default_protocol(model, ks)
+    protocol = test_protocol = default_protocol(model, ks)
+    if type(model).task is TaskKind.SEQUENTIAL:  # per target domain; test scored from train + valid (seq_run.py)
+        protocol, test_protocol = sequential_protocols(data.train, data.valid, data.items)
     valid_metrics = evaluate(model, valid, protocol, exclude=data.train.csr()) if len(valid) else {}
     seen_tv = data.train.csr() + (
         data.valid.csr() if len(data.valid) else sp.csr_matrix(data.train.csr().shape)
     )
-    test_metrics = evaluate(model, test, protocol, exclude=seen_tv)
+    test_metrics = evaluate(model, test, test_protocol, exclude=seen_tv)
     return report, valid_metrics, test_metrics, time.perf_counter() - t0
 
 

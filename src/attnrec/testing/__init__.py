@@ -6,11 +6,14 @@
 
 from attnrec.testing.conformance import ConformanceTests, assert_same_outputs
 from attnrec.testing.data import checkerboard, planted_ctr, review_checkerboard
+from attnrec.testing.sequences import planted_sequence_items, planted_sequences
 
 __all__ = [
     "ConformanceTests",
     "assert_same_outputs",
     "checkerboard",
     "planted_ctr",
+    "planted_sequence_items",
+    "planted_sequences",
     "review_checkerboard",
 ]

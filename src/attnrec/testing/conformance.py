@@ -48,6 +48,7 @@ from attnrec.models.base import (
 )
 from attnrec.models.query import QUERY_INPUTS, History, Query
 from attnrec.testing.data import checkerboard, planted_ctr
+from attnrec.testing.sequences import planted_sequence_items, planted_sequences
 from attnrec.training.trainer import TrainerConfig
 
 #: a query part the model does not declare, one per kind (users are declared by every id-based model)
@@ -113,9 +114,12 @@ class ConformanceTests:
     # ------------------------------------------------------------------ hooks
     @classmethod
     def data(cls) -> tuple[Any, Any, Any]:
-        """(train, valid, test) by task: planted CTR rows, or a checkerboard (implicit unless rating)."""
+        """(train, valid, test) by task: planted CTR rows, planted two-domain sequences (sequential), or a
+        checkerboard (implicit unless rating)."""
         if cls.model_class.task is TaskKind.CTR:
             return planted_ctr(pattern=cls.pattern)
+        if cls.model_class.task is TaskKind.SEQUENTIAL:
+            return planted_sequences()
         return checkerboard(implicit=cls.model_class.task is not TaskKind.RATING)
 
     @classmethod
@@ -125,7 +129,10 @@ class ConformanceTests:
 
     @classmethod
     def side_inputs(cls) -> SideInputs | None:
-        """The side inputs passed to ``fit`` (built from the training split only)."""
+        """The side inputs passed to ``fit`` (built from the training split only); a sequential model gets the
+        item catalogue with its domains."""
+        if cls.model_class.task is TaskKind.SEQUENTIAL:
+            return SideInputs(items=planted_sequence_items())
         return None
 
     @classmethod

@@ -470,6 +470,21 @@ def read_sequence_table(
 
 # ------------------------------------------------------------------------------------------------ registry
 
+
+def detect_cdsr(folder: Path) -> Callable[..., Dataset] | None:
+    """The reader of a CDSR folder by the files it holds (ABXI: ``*_preprocessed.txt`` + ``map_item*.txt``;
+    C2DSR: ``items_a.txt[.gz]``; LLMCDSR: ``num.txt`` + ``item_set_A.json``), or None."""
+    if not folder.is_dir():
+        return None
+    if any(folder.glob("*_preprocessed.txt")) and any(folder.glob("map_item*.txt")):
+        return read_abxi
+    if (folder / "items_a.txt").is_file() or (folder / "items_a.txt.gz").is_file():
+        return read_c2dsr
+    if (folder / "num.txt").is_file() and (folder / "item_set_A.json").is_file():
+        return read_llmcdsr
+    return None
+
+
 #: environment variable: folders (``os.pathsep``-separated) holding local research copies of CDSR data
 DATA_ENV = "ATTNREC_DATA"
 

@@ -1,0 +1,118 @@
+"""The data and protocols of a sequential run (task ``sequential``: sasrec, gca), hooked into ``run.py``.
+
+What differs from an interactions run, and why:
+
+* **Split**: leave-one-out per user (the last interaction to test, the one before it to validation, by timestamp
+  then file order), whatever ``split.method`` says (another explicit method is refused). Pre-split files are
+  taken as given.
+* **Item vocabulary**: the whole catalogue (the dataset's ``items`` table, e.g. ABXI's item map, plus every item
+  of the interactions; for pre-split files train + valid and an ``--items`` table), not the training items only:
+  ABXI draws negatives from every item of the target's domain and counts every held-out row, also those whose
+  item never occurs in train. Held-out rows are therefore kept (split protocol ``cold_start``); a test row whose
+  item is outside the vocabulary (pre-split files only) is dropped and counted.
+* **Item domains**: from the catalogue's ``domain`` column (else the interactions'); the model gets the
+  catalogue as its ``items`` side input (:func:`attnrec.data.sequences.item_domains_of`).
+* **Protocols** (:class:`~attnrec.evaluation.sequential.SequentialRanking`): validation from the model's stored
+  training sequences with ``exclude`` = train; test from the context train + validation item per user
+  (:func:`~attnrec.evaluation.sequential.context_history`) with ``exclude`` = train + valid. No test item is
+  ever part of an input or of the vocabulary's construction beyond the catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import polars as pl
+
+from attnrec.data.sequences import item_domains_of
+from attnrec.data.table import Dataset, Interactions
+from attnrec.data.vocab import Vocabulary
+from attnrec.errors import ConfigError
+from attnrec.evaluation.sequential import SequentialRanking, context_history
+from attnrec.experiments.config import RunConfig
+from attnrec.experiments.inputs import load_split, read_items
+
+log = logging.getLogger(__name__)
+
+
+def prepare_sequences(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Load, split leave-one-out and encode a sequential run's data (see the module docstring). Returns the
+    fields of ``run.PreparedData``: ``dataset``, ``split``, ``train``, ``valid``, ``test``, ``notes``, ``items``."""
+    if cfg.ctr.format is not None:
+        raise ConfigError(f"--format {cfg.ctr.format}: model {cfg.model!r} reads interaction sequences")
+    method = cfg.split.method
+    if "method" in cfg.split.model_fields_set and method != "leave_last_out":
+        raise ConfigError(
+            f"split method {method!r}: model {cfg.model!r} is evaluated leave-one-out (last item test, the one "
+            "before validation); use split.method = 'leave_last_out' or leave it unset"
+        )
+    items = read_items(cfg.items, cfg.columns) if cfg.items is not None else None
+    # held-out rows whose item is not in train are kept (cold_start): the vocabulary is the catalogue
+    split = cfg.split.model_copy(update={"method": "leave_last_out", "protocol": "cold_start"})
+    dataset, result, notes = load_split(cfg.model_copy(update={"split": split}), progress=progress)
+    if dataset is None:  # pre-split files: what train and valid hold (test rows with other items are dropped)
+        catalogue = [result.train["item_id"], result.valid["item_id"]]
+    else:
+        catalogue = [dataset.interactions["item_id"]]
+        if items is None:
+            items = dataset.items
+    if items is not None:
+        catalogue.append(items["item_id"])
+    notes["split_rule"] = "leave-one-out per user (timestamp, then file order); item vocabulary = catalogue"
+    train_df = result.train
+    user_vocab = Vocabulary.from_ids(train_df["user_id"], kind="user")
+    item_vocab = Vocabulary.from_ids(pl.concat([c.cast(pl.String) for c in catalogue]), kind="item")
+    train, _ = Interactions.encode(train_df, user_vocab, item_vocab)
+    valid, drop_v = Interactions.encode(result.valid, user_vocab, item_vocab, unknown="drop")
+    test, drop_t = Interactions.encode(result.test, user_vocab, item_vocab, unknown="drop")
+    if drop_v or drop_t:
+        notes["unknown_ids_dropped"] = {"valid": drop_v, "test": drop_t}
+        log.warning(
+            "%d valid and %d test row(s) with a user not in train or an item outside the catalogue are not "
+            "evaluated",
+            drop_v,
+            drop_t,
+        )
+    if len(test) == 0:
+        raise ConfigError("the test split is empty after encoding: nothing to evaluate")
+    if items is None or "domain" not in items.columns:
+        items = _catalogue_from_rows(dataset, result.parts())
+    item_domains, names = item_domains_of(train, items)  # checks every item has exactly one domain
+    notes["domains"] = {n: int((item_domains == d).sum()) for d, n in enumerate(names)}
+    return {
+        "dataset": dataset,
+        "split": result,
+        "train": train,
+        "valid": valid,
+        "test": test,
+        "notes": notes,
+        "items": items,
+    }
+
+
+def _catalogue_from_rows(dataset: Dataset | None, parts: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
+    """``item_id, domain`` from the interaction rows (the dataset's; for pre-split files train's and valid's,
+    never test's), or None without domains."""
+    if dataset is not None:
+        frames = [dataset.interactions]
+    else:
+        frames = [parts[k] for k in ("train", "valid") if parts[k].height]
+    if not all("domain" in f.columns for f in frames):
+        return None
+    rows = pl.concat([f.select("item_id", pl.col("domain").cast(pl.String)) for f in frames])
+    return rows.unique(maintain_order=True)
+
+
+def sequential_protocols(
+    train: Interactions, valid: Interactions, items: pl.DataFrame | None, **kw: Any
+) -> tuple[SequentialRanking, SequentialRanking]:
+    """``(validation protocol, test protocol)``: the test one scores each user from train + the validation item.
+    ``kw`` sets other :class:`SequentialRanking` fields (``n_negatives``, ``seed``, ``ks``, ``full``...)."""
+    item_domains, names = item_domains_of(train, items)
+    # a small domain (test data, toy sets) caps the negatives at what every row can draw, reported per domain
+    kw.setdefault("on_short", "cap")
+    protocol = SequentialRanking(item_domains=item_domains, domain_names=names, **kw)
+    parts = [train, valid] if len(valid) else [train]
+    return protocol, replace(protocol, context=context_history(parts, train.n_users))

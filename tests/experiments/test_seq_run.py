@@ -1,0 +1,106 @@
+"""The sequential run's data path (leave-one-out over the whole catalogue, item domains, protocols) and the
+planted two-domain sequences the conformance suite fits sequential models on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from attnrec.data.sequences import Sequences, item_domains_of
+from attnrec.errors import ConfigError
+from attnrec.experiments.config import RunConfig
+from attnrec.experiments.seq_run import prepare_sequences, sequential_protocols
+from attnrec.testing import planted_sequence_items, planted_sequences
+
+
+def _abxi_folder(root: Path) -> Path:
+    d = root / "abxi"
+    d.mkdir()
+    # item 5 (B) occurs only as a test target; item 6 (A) is in the catalogue only
+    (d / "x_50_preprocessed.txt").write_text("0 1|1 3|2 2|3 4|4\n1 3|1 1|2 4|3 5|4\n2 2|1 4|2 1|3\n")
+    m = {"a1": [1, 0], "a2": [2, 0], "b3": [3, 1], "b4": [4, 1], "b5": [5, 1], "a6": [6, 0]}
+    (d / "map_item_50.txt").write_text(json.dumps(m))
+    return d
+
+
+def test_prepare_sequences_loo_catalogue_and_context(tmp_path: Path) -> None:
+    d = _abxi_folder(tmp_path)
+    cfg = RunConfig(model="pop", data=str(d))
+    data = prepare_sequences(cfg, progress=False)
+    train, valid, test = data["train"], data["valid"], data["test"]
+    assert train.n_items == 6  # the whole catalogue, a6 and b5 included
+    assert len(valid) == 3 and len(test) == 3
+    dec = test.decode().sort("user_id")
+    assert dec["item_id"].to_list() == ["b4", "b5", "a1"]  # the last item of each line
+    assert valid.decode().sort("user_id")["item_id"].to_list() == ["a2", "b4", "b4"]
+    doms, names = item_domains_of(train, data["items"])
+    assert names == ("A", "B")
+    assert dict(zip(train.item_vocab.ids.tolist(), doms.tolist(), strict=True)) == {
+        "a1": 0,
+        "a2": 0,
+        "a6": 0,
+        "b3": 1,
+        "b4": 1,
+        "b5": 1,
+    }
+    v, t = sequential_protocols(train, valid, data["items"])
+    assert v.context is None and t.context is not None and v.on_short == "cap"
+    u0 = train.user_vocab.index("0")
+    ids = train.item_vocab.ids
+    assert [ids[i] for i in t.context.row(u0)] == [
+        "a1",
+        "b3",
+        "a2",
+    ]  # train + the validation item, no test item
+
+
+def test_prepare_sequences_refuses_another_split_method(tmp_path: Path) -> None:
+    cfg = RunConfig(model="pop", data=str(_abxi_folder(tmp_path)), split={"method": "random"})
+    with pytest.raises(ConfigError, match="leave-one-out"):
+        prepare_sequences(cfg, progress=False)
+
+
+def test_presplit_files_catalogue_never_reads_test_items(tmp_path: Path) -> None:
+    parts = {
+        "train": [("u", "a", "A", 1), ("u", "b", "B", 2)],
+        "valid": [("u", "c", "A", 3)],
+        "test": [("u", "z", "B", 4)],
+    }
+    paths = {}
+    for name, rows in parts.items():
+        paths[name] = tmp_path / f"{name}.csv"
+        pl.DataFrame(rows, schema=["user_id", "item_id", "domain", "timestamp"], orient="row").write_csv(
+            paths[name]
+        )
+    cfg = RunConfig(model="pop", train=paths["train"], valid=paths["valid"], test=paths["test"])
+    with pytest.raises(ConfigError, match="test split is empty"):
+        prepare_sequences(cfg, progress=False)  # z is unknown: dropped, nothing left to test
+    pl.DataFrame(
+        [("u", "b", "B", 4)], schema=["user_id", "item_id", "domain", "timestamp"], orient="row"
+    ).write_csv(paths["test"])
+    data = prepare_sequences(cfg, progress=False)
+    assert sorted(data["train"].item_vocab.ids.tolist()) == ["a", "b", "c"]
+
+
+def test_planted_sequences_pattern() -> None:
+    train, valid, test = planted_sequences()
+    assert len(valid) == len(test) == train.n_users == 60
+    doms, names = item_domains_of(train, planted_sequence_items())
+    seq = Sequences.from_interactions(train.with_frame(train.frame), doms, names, max_len=10)
+    items = seq.items - 1
+    users = np.arange(60)
+    real = seq.mask
+    # every item of a user has the user's parity (the checkerboard groups)
+    assert np.all((items % 2 == (users % 2)[:, None])[real])
+    # domains alternate, and the item after a lead item is its twin in the other domain (+/- 20)
+    assert np.all(seq.domains[:, 1:] != seq.domains[:, :-1])
+    lead_first = items[:, 0::2], items[:, 1::2]
+    assert np.all(np.abs(lead_first[0] - lead_first[1]) == 20)
+    # held-out targets fall in both domains
+    assert set(valid.frame["domain"]) == {"A", "B"} and set(test.frame["domain"]) == {"A", "B"}
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        planted_sequences(n_items=10)
