@@ -1,0 +1,264 @@
+"""Multimodal top-K (issue 15): our bpr, lightgcn, vbpr, lattice, bm3, freedom, mrcsaf and its ablations, against
+MMRec's own FREEDOM/LATTICE/BM3/VBPR/LightGCN and Cornac's VBPR on the same exported split files.
+
+    .venv/bin/python benchmarks/bench_multimodal.py --dataset ml-100k [--seeds 0,1,2] [--models ...]
+        [--peers mmrec,cornac] [--epochs 1000] [--patience 20] [--split-seed 2026] [--work /work/mm-bench]
+    .venv/bin/python benchmarks/bench_multimodal.py --report bench_results/multimodal/ml-100k.jsonl
+
+The straight line (MMRec's protocol, which the MR-CSAF paper follows): the dataset → ``random_split(per_user=True,
+ratios 8:1:1, seed=--split-seed)`` → vocabularies from train (valid/test rows of unseen ids dropped, counted) →
+item modalities aligned to the item vocabulary → the split and modalities written as an MMRec folder
+(``attnrec.data.readers.mmrec.write_mmrec``: ``text`` → ``text_feat.npy``, ``meta`` → ``image_feat.npy``, the
+slot MMRec's two-modality models read as their second modality) → for each seed, each row: fit with Adam lr 1e-3,
+batch 2048, early stopping on validation Recall@20 with patience 20 (at most ``--epochs``), then test once at the
+best epoch; the row's MMRec/Cornac peer runs right after it on the same files (interleaved, one thread each).
+Metrics: full ranking over all items, training items masked (valid items are not masked at test, as MMRec).
+
+Modalities: MovieLens-100k — ``text``: MiniLM (all-MiniLM-L6-v2, 384-d) of "Title (year). Genres: ..."; ``meta``:
+multi-hot of genres + release-decade buckets. Gift Cards 5-core — ``text``: MiniLM of title/description/categories/
+brand from its metadata file; ``meta``: multi-hot of categories/brand/also_buy. No images exist here.
+Each run is one JSON line in ``--out`` (appended as it finishes, so a stopped run keeps what it measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_topk import encode  # noqa: E402
+from mm_peer_mmrec import mmrec_commit, run_cornac_vbpr, run_mmrec  # noqa: E402
+
+from attnrec.data.readers.mmrec import write_mmrec  # noqa: E402
+from attnrec.data.side import ItemFeatures, SideInputs  # noqa: E402
+from attnrec.data.splits import random_split  # noqa: E402
+from attnrec.data.table import Interactions  # noqa: E402
+from attnrec.evaluation.evaluators import evaluate_full_ranking  # noqa: E402
+from attnrec.models.base import get_model_class  # noqa: E402
+from attnrec.models.topk.bpr import PairwiseRecommender  # noqa: E402
+from attnrec.training.trainer import TrainerConfig  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KS = (10, 20)
+_MM = {"dim": 64, "feat_dim": 64, "knn_k": 10}
+_FREEDOM = {**_MM, "n_layers": 2, "n_mm_layers": 1, "dropout": 0.8, "modality_weights": {"meta": 0.1}}
+#: row → (registered model, settings). The same values as mm_peer_mmrec.MMREC_SETTINGS for the peers' rows;
+#: no row is tuned (one setting each, MMRec's published defaults / first grid values)
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bpr": ("bpr", {"dim": 64, "init": "xavier", "reg": 1e-4}),
+    "lightgcn": ("lightgcn", {"dim": 64, "init": "xavier", "n_layers": 2, "reg": 1e-4}),
+    "vbpr": ("vbpr", {**_MM, "reg": 1e-4}),
+    "lattice": ("lattice", {**_MM, "n_layers": 2, "n_item_layers": 1, "lambda_coeff": 0.9, "reg": 1e-4}),
+    "bm3": ("bm3", {**_MM, "n_layers": 1, "dropout": 0.3, "reg": 0.1, "cl_weight": 2.0}),
+    "freedom": ("freedom", {**_FREEDOM, "reg_weight": 1e-4}),
+    "mrcsaf": ("mrcsaf", {**_FREEDOM, "reg_weight": 1e-5, "variant": "full"}),
+    "mrcsaf-selector": ("mrcsaf", {**_FREEDOM, "reg_weight": 1e-5, "variant": "selector_only"}),
+    "mrcsaf-csa": ("mrcsaf", {**_FREEDOM, "reg_weight": 1e-5, "variant": "csa_only"}),
+}
+MMREC_OF = {"freedom": "FREEDOM", "lattice": "LATTICE", "bm3": "BM3", "vbpr": "VBPR", "lightgcn": "LightGCN"}
+
+
+def load(
+    dataset: str, split_seed: int
+) -> tuple[Interactions, Interactions, Interactions, dict[str, Any], Any]:
+    """The split (encoded) and the raw dataset of ``dataset`` (``ml-100k`` or ``gift-cards``)."""
+    from attnrec.data.registry import load_dataset
+
+    if dataset == "ml-100k":
+        ds = load_dataset("ml-100k", progress=False)
+    elif dataset == "gift-cards":
+        ds = load_dataset(SHARED / "amazon2018-gift-cards-5core", progress=False)
+    else:
+        raise SystemExit(f"unknown dataset {dataset!r}")
+    split = random_split(ds, (0.8, 0.1, 0.1), seed=split_seed, per_user=True)
+    train, valid, test, dropped = encode(split)
+    return train, valid, test, dropped, ds
+
+
+def modalities(dataset: str, ds: Any, train: Interactions) -> dict[str, np.ndarray]:
+    """``text`` (MiniLM embedding) and ``meta`` (multi-hot) aligned to the training item vocabulary."""
+    from attnrec.data.modalities import multihot_modality, text_modality
+    from attnrec.paths import cache_home
+    from attnrec.text.builders import item_text_from_meta, movielens_item_text, texts_for_vocab
+    from attnrec.text.cache import EmbeddingCache
+    from attnrec.text.encoder import SentenceEncoder
+
+    vocab = train.item_vocab
+    if dataset == "ml-100k":
+        texts = movielens_item_text(ds.items)
+        meta, _ = multihot_modality(ds.items, vocab, ["genres", "year"])
+    else:
+        texts = item_text_from_meta(ds.items)
+        meta, _ = multihot_modality(ds.items, vocab)
+    enc = SentenceEncoder(device="cpu", progress=False, cache=EmbeddingCache(cache_home() / "embeddings"))
+    text = text_modality(texts_for_vocab(texts, vocab), enc)
+    return {"text": text, "meta": meta}
+
+
+def load_avg() -> float:
+    """The 1-minute load average (the machine is shared: noted beside every timing)."""
+    return os.getloadavg()[0]
+
+
+def fit_ours(
+    row: str,
+    seed: int,
+    split: tuple[Interactions, Interactions, Interactions],
+    feats: dict[str, np.ndarray],
+    epochs: int,
+    patience: int,
+) -> dict[str, Any]:
+    """Fit row ``row`` with ``seed``; validation metrics at the best epoch and test metrics read once after."""
+    train, valid, test = split
+    name, params = ROWS[row]
+    cls = get_model_class(name)
+    model = cls(**params, seed=seed)
+    side = SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
+    kw: dict[str, Any] = {"side": side} if "item_features" in cls.side_inputs else {}
+    trainer = TrainerConfig(
+        epochs=epochs,
+        patience=patience,
+        batch_size=2048,
+        lr=1e-3,
+        valid_metric="recall@20",
+        progress=False,
+        device="cpu",
+    )
+    load0, t0 = load_avg(), time.perf_counter()
+    report = model.fit(train, valid, trainer=trainer, **kw)
+    fit_s = time.perf_counter() - t0
+    secs = [h["seconds"] for h in report.history]
+    assert isinstance(model, PairwiseRecommender)
+    test_m = evaluate_full_ranking(model.score_users, test.csr(), train.csr(), ks=KS)
+    return {
+        "library": "attnrec",
+        "model": row,
+        "seed": seed,
+        "params": params,
+        "best_epoch": report.best_epoch,
+        "epochs_run": report.epochs_run,
+        "fit_s": fit_s,
+        "s_per_epoch": statistics.median(secs) if secs else None,
+        "valid": {k: v for k, v in report.best_valid.items() if k.startswith(("recall@", "ndcg@"))},
+        "test": {k: float(v) for k, v in test_m.items() if k.startswith(("recall@", "ndcg@"))},
+        "load": [load0, load_avg()],
+    }
+
+
+def cornac_row(
+    folder: Path, name: str, seed: int, epochs: int, test: Interactions, train: Interactions, work: Path
+) -> dict[str, Any]:
+    """Cornac's VBPR for ``epochs`` (our vbpr's validated epoch count for the seed), scored by our evaluator."""
+    out = work / f"cornac_scores_{seed}.npy"
+    load0 = load_avg()
+    rec = run_cornac_vbpr(
+        folder, name, seed, ["text_feat.npy", "image_feat.npy"], epochs=epochs, reg=1e-4, out=out
+    )
+    scores = torch.from_numpy(np.load(out))
+
+    def score(users: np.ndarray) -> torch.Tensor:
+        return scores[torch.from_numpy(np.asarray(users, dtype=np.int64))]
+
+    test_m = evaluate_full_ranking(score, test.csr(), train.csr(), ks=KS)
+    rec["test"] = {k: float(v) for k, v in test_m.items() if k.startswith(("recall@", "ndcg@"))}
+    rec["load"] = [load0, load_avg()]
+    return rec
+
+
+def report(path: Path) -> None:
+    """Markdown table (mean ± std over seeds) of a results file."""
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        rows.setdefault((r["library"], r["model"]), []).append(r)
+    print(
+        "| library | model | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (lib, model), rs in rows.items():
+        cells = []
+        for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"):
+            v = [r["test"][k] for r in rs]
+            cells.append(f"{np.mean(v):.4f} ± {np.std(v):.4f}")
+        ep = [r.get("best_epoch") for r in rs]
+        spe = [r["s_per_epoch"] for r in rs if r.get("s_per_epoch") is not None]
+        loads = [x for r in rs for x in r.get("load", [])]
+        load_s = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+        spe_s = f"{np.mean(spe):.3f}" if spe else "-"
+        print(f"| {lib} | {model} | {len(rs)} | " + " | ".join(cells) + f" | {ep} | {spe_s} | {load_s} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "gift-cards"])
+    ap.add_argument("--split-seed", type=int, default=2026)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--models", default=",".join(ROWS))
+    ap.add_argument("--peers", default="mmrec,cornac", help="comma list of mmrec, cornac (empty: none)")
+    ap.add_argument("--epochs", type=int, default=1000)
+    ap.add_argument("--patience", type=int, default=20)
+    ap.add_argument(
+        "--work", type=Path, default=Path("/work/mm-bench"), help="exported MMRec folders go here"
+    )
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--report", type=Path, default=None, help="print the table of a results file and exit")
+    args = ap.parse_args()
+    if args.report is not None:
+        report(args.report)
+        return
+    torch.set_num_threads(1)
+    out = args.out or Path(f"bench_results/multimodal/{args.dataset}.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    train, valid, test, dropped, ds = load(args.dataset, args.split_seed)
+    feats = modalities(args.dataset, ds, train)
+    name = args.dataset.replace("-", "_")
+    folder = args.work / name
+    write_mmrec(folder, name, train, valid, test, {"text": feats["text"], "image": feats["meta"]})
+    header = {
+        "dataset": args.dataset,
+        "split_seed": args.split_seed,
+        "users": train.n_users,
+        "items": train.n_items,
+        "sizes": [len(train), len(valid), len(test)],
+        "dropped": dropped,
+        "modalities": {k: list(v.shape) for k, v in feats.items()},
+        "folder": str(folder),
+        "mmrec_commit": mmrec_commit(),
+        "machine": platform.processor() or platform.machine(),
+        "command": " ".join(sys.argv),
+        "threads": 1,
+    }
+    print(json.dumps(header), flush=True)
+    peers = {p for p in args.peers.split(",") if p}
+
+    def emit(rec: dict[str, Any]) -> None:
+        rec["dataset"] = args.dataset
+        print(json.dumps(rec), flush=True)
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for row in args.models.split(","):
+            ours = fit_ours(row, seed, (train, valid, test), feats, args.epochs, args.patience)
+            emit(ours)
+            if "mmrec" in peers and row in MMREC_OF:
+                load0 = load_avg()
+                rec = run_mmrec(MMREC_OF[row], folder, name, seed, epochs=args.epochs, patience=args.patience)
+                emit({**rec, "load": [load0, load_avg()]})
+            if "cornac" in peers and row == "vbpr":
+                emit(cornac_row(folder, name, seed, ours["best_epoch"] or 1, test, train, args.work))
+
+
+if __name__ == "__main__":
+    main()
