@@ -57,6 +57,9 @@ class SequentialConfig(ModelConfig):
     max_len: int = Field(DEFAULT_MAX_LEN, ge=2)
     loss: Literal["sampled_softmax", "bce"] = "sampled_softmax"
     n_negatives: int = Field(128, ge=1)
+    #: batch users of similar length together (batches in random order): padding, half of the work at random,
+    #: mostly disappears; False draws each batch's users uniformly
+    bucket_by_length: bool = True
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> SequentialConfig:
@@ -242,8 +245,13 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
                 "no training sequence has two items", field="user", expected="users with >= 2 training items"
             )
         order = rows[torch.randperm(len(rows), generator=generator).numpy()]
+        starts = np.arange(0, len(order), batch_size)
+        if self.config.bucket_by_length:
+            # a stable sort of the shuffled rows by length: equal lengths stay in random order
+            order = order[np.argsort(seqs.lengths[order], kind="stable")]
+            starts = starts[torch.randperm(len(starts), generator=generator).numpy()]
         items, domains = torch.from_numpy(seqs.items), torch.from_numpy(seqs.domains)
-        for start in range(0, len(order), batch_size):
+        for start in starts:
             idx = torch.from_numpy(order[start : start + batch_size])
             width = int(seqs.lengths[idx.numpy()].max())
             b_items, b_dom = items[idx, -width:], domains[idx, -width:]

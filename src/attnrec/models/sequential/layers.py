@@ -22,6 +22,24 @@ GateAct = Literal["sigmoid", "tanh"]
 GateForm = Literal["scalar", "vector", "ffn"]
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, ``x · 1[u >= p] / (1 - p)`` with ``u ~ U(0, 1)`` from the global generator in training,
+    the identity in eval. Same distribution as ``nn.Dropout``; on CPU a uniform draw and a compare take about
+    two thirds of the time of ``nn.Dropout``'s Bernoulli sampling, which dominated an epoch's profile."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
 def causal_mask(real: torch.Tensor) -> torch.Tensor:
     """Self-attention visibility ``(B, 1, W, W)`` bool for left-padded rows with ``real`` ``(B, W)`` True at
     items: query ``i`` sees key ``j`` iff ``j <= i`` and ``j`` is an item. The diagonal is always visible, so a
@@ -57,7 +75,7 @@ class MaskedAttention(nn.Module):
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """``query`` (B, Wq, d), ``key`` (= value input) (B, Wk, d), ``visible`` (B, 1, Wq, Wk) bool ->
@@ -82,7 +100,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.inner = nn.Linear(dim, hidden)
         self.outer = nn.Linear(hidden, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.outer(self.dropout(F.relu(self.inner(x))))
@@ -99,7 +117,7 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre = norm == "pre"
 
     def forward(self, x: torch.Tensor, visible: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -133,7 +151,7 @@ class SequenceEncoder(nn.Module):
             [TransformerBlock(dim, heads, ffn_dim, dropout, norm) for _ in range(n_blocks)]
         )
         self.final_norm: nn.Module = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def embed(self, item_vectors: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """``item_vectors`` (B, W, d) (already looked up) -> the first block's input ``√d·e + p``, dropped out,
