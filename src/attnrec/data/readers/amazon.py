@@ -63,6 +63,12 @@ def json_lines(path: str | Path, checker: RowChecker) -> tuple[pl.DataFrame, Jso
     p = Path(path)
     lines = text_lines(decode_text(read_bytes(p), p), p)
     style = detect_json_style(str(lines["text"][0]))
+    return json_objects(lines, style, checker), style
+
+
+def json_objects(lines: pl.DataFrame, style: JsonStyle, checker: RowChecker) -> pl.DataFrame:
+    """``(line, text)`` rows (all of a file, or one block of it) as JSON objects: Python literals converted, lines
+    that are not an object rejected by ``checker``."""
     if style == "python":
         converted: list[str | None] = []
         for text in lines["text"]:
@@ -86,7 +92,7 @@ def json_lines(path: str | Path, checker: RowChecker) -> tuple[pl.DataFrame, Jso
         lines = checker.reject(
             lines, bad, message="not a JSON object", values=lines["text"], expected="one JSON object per line"
         )
-    return lines, style
+    return lines
 
 
 def _literal_to_json(text: str) -> str | None:
@@ -142,23 +148,7 @@ def read_amazon(
     p = Path(path)
     checker = RowChecker(p, on_bad_lines)
     lines, style = json_lines(p, checker)
-    if _has_key(lines, "user_id") or _has_key(lines, "parent_asin"):
-        fields, version = _fields_2023(lines), "2023"
-    else:
-        fields, version = _fields_2014_2018(lines), "2014/2018"
-    for col, key in _REQUIRED_KEYS[version].items():
-        _require_field(fields, col, key, p)
-    ids = ["user_id", "item_id"]
-    fields = require_nonempty(reject_structured_ids(fields, ids, checker), ids, checker)
-    fields = parse_float(fields, "rating", checker)
-    fields = parse_int(fields, "timestamp", checker)
-    if "vote" in fields.columns:
-        fields = fields.with_columns(pl.col("vote").str.replace_all(",", ""))
-        fields = parse_int(fields, "vote", checker, required=False)
-    if "verified" in fields.columns:
-        fields = fields.with_columns((pl.col("verified").str.to_lowercase() == "true").alias("verified"))
-    if version == "2023":
-        fields = fields.with_columns(pl.col("timestamp").alias("timestamp_ms"), pl.col("timestamp") // 1000)
+    fields, version = review_fields(lines, p, checker)
     if domain is not None:
         fields = fields.with_columns(pl.lit(domain).alias("domain"))
     items = None
@@ -170,6 +160,37 @@ def read_amazon(
     label = name or _dataset_name(p)
     notes: dict[str, object] = {"format": f"amazon-{version}", "encoding": style} | merge_notes(*checkers)
     return Dataset(label, fields.drop("line"), items=items, source=str(p), notes=notes, lines=fields["line"])
+
+
+AmazonVersion = Literal["2014/2018", "2023"]
+
+
+def detect_version(lines: pl.DataFrame) -> AmazonVersion:
+    """``"2023"`` when the first lines carry ``user_id`` or ``parent_asin``, else ``"2014/2018"``."""
+    return "2023" if _has_key(lines, "user_id") or _has_key(lines, "parent_asin") else "2014/2018"
+
+
+def review_fields(
+    lines: pl.DataFrame, path: Path, checker: RowChecker, *, version: AmazonVersion | None = None
+) -> tuple[pl.DataFrame, AmazonVersion]:
+    """The interaction columns (module docstring) of JSON-object lines — a whole file, or one block of a file read
+    in a stream, which passes the ``version`` its first block had — plus ``line``; bad rows go to ``checker``."""
+    version = version or detect_version(lines)
+    fields = _fields_2023(lines) if version == "2023" else _fields_2014_2018(lines)
+    for col, key in _REQUIRED_KEYS[version].items():
+        _require_field(fields, col, key, path)
+    ids = ["user_id", "item_id"]
+    fields = require_nonempty(reject_structured_ids(fields, ids, checker), ids, checker)
+    fields = parse_float(fields, "rating", checker)
+    fields = parse_int(fields, "timestamp", checker)
+    if "vote" in fields.columns:
+        fields = fields.with_columns(pl.col("vote").str.replace_all(",", ""))
+        fields = parse_int(fields, "vote", checker, required=False)
+    if "verified" in fields.columns:
+        fields = fields.with_columns((pl.col("verified").str.to_lowercase() == "true").alias("verified"))
+    if version == "2023":
+        fields = fields.with_columns(pl.col("timestamp").alias("timestamp_ms"), pl.col("timestamp") // 1000)
+    return fields, version
 
 
 _REQUIRED_KEYS = {
