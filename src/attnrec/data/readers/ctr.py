@@ -23,6 +23,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from attnrec.data.readers.files import BOM, decode_text, open_input, read_text
+from attnrec.data.readers.files import iter_blocks as _blocks
 from attnrec.data.readers.tabular import (
     OnBadLines,
     RowChecker,
@@ -131,31 +132,6 @@ def _first_line(path: Path) -> tuple[str, int]:
             if text.strip():
                 return text, number
     raise DataError("empty file: no data lines", file=path, expected="at least one data line")
-
-
-def _blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """``(text ending in a newline, number of its first line)`` blocks of about ``block_bytes`` bytes."""
-    line = 1
-    rest = b""
-    with _open(path) as fh:
-        try:
-            while buf := fh.read(block_bytes):
-                if line == 1 and not rest:
-                    buf = buf.removeprefix(BOM)
-                data = rest + buf if rest else buf
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                chunk, rest = data[: cut + 1], data[cut + 1 :]
-                yield chunk, line
-                line += chunk.count(b"\n")
-        except (OSError, EOFError) as exc:
-            raise DataError(
-                f"cannot read: {exc}", file=path, expected="a readable (gzip or plain) file"
-            ) from exc
-    if rest:
-        yield rest + b"\n", line
 
 
 def _parse_block(
