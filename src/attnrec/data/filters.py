@@ -96,6 +96,63 @@ def kcore(
     return out, report
 
 
+def kcore_lazy(
+    table: pl.LazyFrame, user_k: int, item_k: int, *, max_rounds: int = 10_000
+) -> tuple[pl.DataFrame, pl.DataFrame, FilterReport]:
+    """:func:`kcore` of a table too large for memory (``pl.scan_parquet(...)``), out of core: each round is one
+    streaming scan of ``user_id``/``item_id`` with two lazy group-bys, restricted by semi-joins to the ids kept so
+    far; only the kept ids and their row counts are ever in memory. Same fixed point and report as :func:`kcore`.
+
+    Returns ``(users, items, report)``: frames ``user_id, count`` and ``item_id, count`` of the ids kept, with their
+    rows in the k-core (semi-join the table on both to get its rows). ``user_k = item_k = 0`` gives one round: the
+    counts of every id."""
+    if user_k < 0 or item_k < 0:
+        raise ConfigError(f"k-core thresholds must be >= 0, got user_k={user_k}, item_k={item_k}")
+    pairs = table.select("user_id", "item_id")
+    kept: tuple[pl.DataFrame, pl.DataFrame] | None = None
+    first: tuple[int, int, int] | None = None
+    rounds = 0
+    while rounds < max_rounds:
+        rows = pairs
+        if kept is not None:
+            rows = rows.join(kept[0].lazy().select("user_id"), on="user_id", how="semi")
+            rows = rows.join(kept[1].lazy().select("item_id"), on="item_id", how="semi")
+        users, items = pl.collect_all(
+            [rows.group_by(key).agg(pl.len().alias("count")) for key in ("user_id", "item_id")],
+            engine="streaming",
+        )
+        rounds += 1
+        if first is None:
+            first = (int(users["count"].sum()), users.height, items.height)
+        ok_users, ok_items = users.filter(pl.col("count") >= user_k), items.filter(pl.col("count") >= item_k)
+        kept = (users, items)
+        if ok_users.height == users.height and ok_items.height == items.height:
+            break
+        kept = (ok_users, ok_items)
+    assert kept is not None and first is not None
+    users, items = kept
+    before, users_before, items_before = first
+    after = int(users["count"].sum()) if users.height else 0
+    if after == 0 and before > 0:
+        raise DataError(
+            f"the k-core filter (user_k={user_k}, item_k={item_k}) removes every one of the {before} rows "
+            f"({users_before} users, {items_before} items) after {rounds} round(s)",
+            field="user_k/item_k",
+            value={"user_k": user_k, "item_k": item_k},
+            expected="thresholds the data can meet (lower --user-k / --item-k)",
+        )
+    details: dict[str, object] = {
+        "user_k": user_k,
+        "item_k": item_k,
+        "rounds": rounds,
+        "users_before": users_before,
+        "users_after": users.height,
+        "items_before": items_before,
+        "items_after": items.height,
+    }
+    return users, items, FilterReport("kcore", before, after, details)
+
+
 def deduplicate(df: pl.DataFrame, policy: DedupPolicy = "last") -> tuple[pl.DataFrame, FilterReport]:
     """One row per (user_id, item_id).
 
