@@ -8,13 +8,14 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 import torch
 
 from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError, DataError
 from attnrec.evaluation.protocols import evaluate
-from attnrec.evaluation.sequential import SequentialRanking, context_history, take_history
+from attnrec.evaluation.sequential import SequentialRanking, context_history, draw_negatives, take_history
 from attnrec.models.capabilities import ItemScorer
 from attnrec.models.query import History, Query
 
@@ -179,3 +180,30 @@ def test_short_domain_caps_or_errors() -> None:
     assert m["A/n_negatives"] == 2.0 and m["B/n_negatives"] == 2.0
     # every admissible item drawn: sampled == full ranking
     assert m["A/mrr"] == pytest.approx(m["A/full/mrr"]) and m["B/auc"] == pytest.approx(m["B/full/auc"])
+
+
+@pytest.mark.parametrize(
+    "n", [3, 40, 70]
+)  # rejection (n small against the pool) and random keys (n > pool / 2)
+def test_draw_negatives_distinct_admissible_uniform(n: int) -> None:
+    rng = np.random.default_rng(0)
+    n_items, b = 120, 400
+    pool = np.arange(20, 120)  # 100 items
+    excl = sp.random(b, n_items, density=0.1, random_state=1, format="csr")
+    targets = rng.integers(20, 120, b)
+    neg = draw_negatives(excl, targets, pool, n, np.random.default_rng(3))
+    assert neg.shape == (b, n)
+    dense = excl.toarray() > 0
+    for r in range(b):
+        row = neg[r]
+        assert len(set(row.tolist())) == n
+        assert np.all((row >= 20) & (row < 120)) and targets[r] not in row and not dense[r, row].any()
+    # uniform over the admissible items: every item of an unconstrained row equally likely
+    free = sp.csr_matrix((5000, n_items))
+    counts = np.bincount(
+        draw_negatives(free, np.full(5000, 20), pool, n, np.random.default_rng(4)).ravel(), minlength=n_items
+    )
+    expected = counts[21:120].sum() / 99
+    assert counts[20] == 0 and np.abs(counts[21:120] - expected).max() < 5 * np.sqrt(expected)
+    again = draw_negatives(excl, targets, pool, n, np.random.default_rng(3))
+    assert np.array_equal(neg, again)
