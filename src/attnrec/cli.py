@@ -37,7 +37,7 @@ from attnrec.cli_common import parse_columns as _parse_columns
 from attnrec.cli_common import parse_sets as _parse_sets
 from attnrec.cli_common import quiet_progress as _quiet_progress
 from attnrec.cli_common import set_threads as _set_threads
-from attnrec.cli_scale import tune_cmd
+from attnrec.cli_scale import ingest_cmd, tune_cmd
 from attnrec.errors import ConfigError
 from attnrec.paths import check_output_dir, staged_files
 from attnrec.serving.cli import serve_cmd
@@ -50,6 +50,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Fetch, inspect and split datasets.")
 app.add_typer(data_app, name="data")
+data_app.command("ingest")(ingest_cmd)  # streaming Amazon dumps -> Parquet (cli_scale.py)
 console = Console()
 
 

@@ -95,3 +95,58 @@ def tune_cmd(
             metrics_table(f"best trial, retrained: {m['model']}", {"valid": m["valid"], "test": m["test"]})
         )
     console.print(f"report in {result.files['report']}", markup=False)
+
+
+def ingest_cmd(
+    files: Annotated[
+        list[Path], typer.Argument(help="Amazon review files (2014 / 2018 / 2023 JSON lines, gzip)")
+    ],
+    out: Annotated[
+        Path, typer.Option(parser=output_path, help="folder for the Parquet files and manifest.json")
+    ],
+    user_k: Annotated[
+        int, typer.Option(min=0, help="keep users with at least this many reviews (k-core)")
+    ] = 0,
+    item_k: Annotated[
+        int, typer.Option(min=0, help="keep items with at least this many reviews (k-core)")
+    ] = 0,
+    text: Annotated[bool, typer.Option(help="keep the review text and summary columns")] = True,
+    on_bad_lines: Annotated[
+        str,
+        typer.Option(help="a malformed line: 'error' stops with its file and line; 'skip' drops and counts"),
+    ] = "error",
+    block_mb: Annotated[
+        int, typer.Option(min=1, help="MiB of text parsed at a time (memory is a few blocks)")
+    ] = 32,
+) -> None:
+    """Stream review dumps of any size into Parquet in one pass: OUT/reviews.parquet (every row),
+    OUT/interactions.parquet (the k-core, with user_index / item_index), OUT/users.parquet and OUT/items.parquet
+    (the vocabularies), OUT/manifest.json. `attnrec train --data OUT/interactions.parquet` reads the result."""
+    from attnrec.data.ingest import ingest_amazon
+    from attnrec.errors import ConfigError
+
+    if on_bad_lines not in ("error", "skip"):
+        raise ConfigError(f"--on-bad-lines {on_bad_lines!r}: expected 'error' or 'skip'")
+    report = ingest_amazon(
+        files,
+        out,
+        user_k=user_k,
+        item_k=item_k,
+        text=text,
+        on_bad_lines=on_bad_lines,  # type: ignore[arg-type]
+        block_bytes=block_mb << 20,
+    )
+    for src in report.sources:
+        skipped = f", {src.skipped_rows} bad line(s) skipped" if src.skipped_rows else ""
+        console.print(
+            f"{src.path}: amazon {src.version} ({src.encoding}), {src.rows} rows{skipped}", markup=False
+        )
+    k = report.kcore
+    console.print(
+        f"k-core (users >= {user_k}, items >= {item_k}): {report.rows_read} -> {report.rows_kept} rows, "
+        f"{k['users_before']} -> {report.users} users, {k['items_before']} -> {report.items} items, "
+        f"{k['rounds']} round(s)",
+        markup=False,
+    )
+    secs = ", ".join(f"{name} {s:.1f}s" for name, s in report.seconds.items())
+    console.print(f"{secs}; written to {report.out}", markup=False)

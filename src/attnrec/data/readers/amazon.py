@@ -157,7 +157,7 @@ def read_amazon(
         meta_checker = RowChecker(meta, on_bad_lines)
         items = _read_meta(Path(meta), meta_checker)
         checkers.append(meta_checker)
-    label = name or _dataset_name(p)
+    label = name or dataset_name(p)
     notes: dict[str, object] = {"format": f"amazon-{version}", "encoding": style} | merge_notes(*checkers)
     return Dataset(label, fields.drop("line"), items=items, source=str(p), notes=notes, lines=fields["line"])
 
@@ -174,10 +174,13 @@ def review_fields(
     lines: pl.DataFrame, path: Path, checker: RowChecker, *, version: AmazonVersion | None = None
 ) -> tuple[pl.DataFrame, AmazonVersion]:
     """The interaction columns (module docstring) of JSON-object lines — a whole file, or one block of a file read
-    in a stream, which passes the ``version`` its first block had — plus ``line``; bad rows go to ``checker``."""
+    in a stream, which passes the ``version`` its first block had — plus ``line``; bad rows go to ``checker``.
+    A required key missing from every line is an error for a whole file or a first block (``version`` None); in a
+    later block the lines without it are bad rows like any other."""
+    first = version is None
     version = version or detect_version(lines)
     fields = _fields_2023(lines) if version == "2023" else _fields_2014_2018(lines)
-    for col, key in _REQUIRED_KEYS[version].items():
+    for col, key in _REQUIRED_KEYS[version].items() if first else ():
         _require_field(fields, col, key, path)
     ids = ["user_id", "item_id"]
     fields = require_nonempty(reject_structured_ids(fields, ids, checker), ids, checker)
@@ -204,7 +207,8 @@ _REQUIRED_KEYS = {
 }
 
 
-def _dataset_name(p: Path) -> str:
+def dataset_name(p: Path) -> str:
+    """A dataset's name from its file: ``reviews_Books_5.json.gz`` -> ``Books_5``."""
     name = p.name
     for suffix in (".gz", ".jsonl", ".json"):
         name = name.removesuffix(suffix)
