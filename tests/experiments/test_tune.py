@@ -343,3 +343,18 @@ def test_cli_refuses_a_run_file_with_out(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
     assert result.exit_code != 0
     assert "`out` is for `attnrec train`" in str(result.output) + str(result.exception)
+
+
+def test_a_trial_whose_worker_died_is_marked_failed(tmp_path: Path) -> None:
+    import socket
+
+    from attnrec.experiments.tune import fail_dead_trials
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study = optuna.create_study()
+    host = socket.gethostname()
+    for worker in (f"{host}:{gone.pid}:0", f"{host}:{os.getpid()}:1", f"elsewhere:{gone.pid}:2"):
+        study.ask().set_user_attr("worker", worker)
+    assert fail_dead_trials(study) == [0]
+    assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "RUNNING"]

@@ -559,6 +559,7 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study = open_study(cfg, space, storage=storage, name=name, worker=worker)
+    fail_dead_trials(study)
     if len(study.get_trials(deepcopy=False)) < n_trials:
         data = SearchData.from_run(cfg, progress=progress)
         sqlite = storage.startswith("sqlite:///")
@@ -581,6 +582,28 @@ def tune(
     best_run = best_run_config(cfg, study, out / "best") if complete else None
     files = write_report(study, out, storage=storage, n_trials=n_trials, best_run=best_run, plots=plots)
     return TuneResult(study, out, files, best, note)
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Mark failed the running trials of workers on this machine whose process is gone (killed mid-trial), so the
+    study can finish; returns their numbers. Trials of other machines are left as they are."""
+    optuna = require("optuna", "tune")
+    host, dead = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker_host, _, rest = str(t.user_attrs.get("worker", "")).partition(":")
+        pid = rest.partition(":")[0]
+        if worker_host != host or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            dead.append(t.number)
+        except PermissionError:  # alive, another user's
+            continue
+    if dead:
+        log.warning("trial(s) %s: their worker process is gone; marked failed", dead)
+    return dead
 
 
 def _retrain_once(
