@@ -208,6 +208,26 @@ def test_knn_attention_equals_full_attention_over_all_items_and_respects_the_mas
     torch.testing.assert_close(attend_knn(q, k, v, perm, mask), v[perm[:, 0]])
 
 
+def test_fused_knn_attention_equals_attention_over_projected_neighbour_keys_and_values():
+    # the module folds W_K into the queries and applies W_V after the weighted sum: the same as attend_knn on
+    # explicit keys K_o = e_o W_Kᵀ and values V_o = e_o W_Vᵀ at each item's neighbours
+    g = torch.Generator().manual_seed(1)
+    f = CrossSelfAttentionFusion(4, 2, "knn")
+    e = [torch.randn(7, 4, generator=g) for _ in range(2)]
+    nb = []
+    for _ in range(2):
+        idx = torch.randint(0, 7, (7, 3), generator=g)
+        mask = torch.rand(7, 3, generator=g) > 0.3
+        mask[:, 0] = True
+        nb.append((idx, mask))
+    att = f.attend_all(e, nb)
+    for o in range(2):
+        k, v = f.key[o](e[o]), f.value[o](e[o])
+        for m in range(2):
+            want = attend_knn(f.query[m](e[m]), k, v, *nb[o])
+            torch.testing.assert_close(att[o][:, m], want)
+
+
 def test_more_than_two_modalities_average_the_cross_attention_over_the_others():
     f = CrossSelfAttentionFusion(3, 3, "full")
     e = [torch.randn(4, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]

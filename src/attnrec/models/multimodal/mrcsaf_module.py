@@ -45,7 +45,8 @@ class ModalitySelector(nn.Module):
         ``scales`` (M × (R,)) if given: ``hidden`` is applied to the concatenation [s_1 x_1; …; s_M x_M] (eq. 4)
         without building it, as Σ_m s_m (x_m W₁_mᵀ) over W₁'s column blocks (one less copy of R × Σ F_m)."""
         w = self.hidden.weight
-        acc, offset = self.hidden.bias, 0
+        acc: torch.Tensor = self.hidden.bias
+        offset = 0
         for m, x in enumerate(parts):
             h = x @ w[:, offset : offset + x.shape[1]].T
             acc = acc + (h if scales is None else h * scales[m].unsqueeze(1))
@@ -112,14 +113,33 @@ class CrossSelfAttentionFusion(nn.Module):
         self.value = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n_modalities))
         self.fuse = nn.Linear(2 * dim, dim)
 
-    def _attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, neighbours: Neighbours | None
-    ) -> torch.Tensor:
-        if self.attention == "full":
-            return attend_full(q, k, v)
-        if neighbours is None:
-            raise ConfigError("knn attention needs the modality graphs' neighbour lists")
-        return attend_knn(q, k, v, *neighbours)
+    def attend_all(
+        self, e: Sequence[torch.Tensor], neighbours: Sequence[Neighbours] | None
+    ) -> list[torch.Tensor]:
+        """``out[o]`` (I, M, d): row i, column m is softmax(Q_m K_oᵀ/√d) V_o at item i — every query modality m
+        against key modality o (o = m: the self-attention of eq. 16; o ≠ m: the cross-attention of eqs. 10-13).
+
+        With knn attention the keys and values of modality o are never formed per neighbour: q_m · (W_K e_j) =
+        (q_m W_K) · e_j and Σ_j a_ij W_V e_j = W_V Σ_j a_ij e_j, so one gather of e_o at the neighbours (I, K, d)
+        serves the M query modalities, and one batched product per key modality scores them all.
+        """
+        q = [self.query[m](x) for m, x in enumerate(e)]
+        out = []
+        for o, x in enumerate(e):
+            if self.attention == "full":
+                k, v = self.key[o](x), self.value[o](x)
+                out.append(torch.stack([attend_full(qm, k, v) for qm in q], dim=1))
+                continue
+            if neighbours is None:
+                raise ConfigError("knn attention needs the modality graphs' neighbour lists")
+            idx, mask = neighbours[o]
+            gathered = torch.index_select(x, 0, idx.reshape(-1)).view(*idx.shape, -1)  # (I, K, d)
+            folded = torch.stack([qm @ self.key[o].weight for qm in q], dim=1)  # (I, M, d)
+            scores = torch.bmm(folded, gathered.transpose(1, 2)) / math.sqrt(self.dim)  # (I, M, K)
+            scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+            mixed = torch.bmm(torch.softmax(scores, dim=-1), gathered)  # (I, M, d)
+            out.append(self.value[o](mixed))
+        return out
 
     def forward(
         self, e: Sequence[torch.Tensor], neighbours: Sequence[Neighbours] | None = None
@@ -131,20 +151,17 @@ class CrossSelfAttentionFusion(nn.Module):
         """
         if len(e) != self.n_modalities:
             raise ConfigError(f"cross-self-attention built for {self.n_modalities} modalities, got {len(e)}")
-        nb: list[Neighbours | None] = list(neighbours) if neighbours is not None else [None] * len(e)
-        q = [self.query[m](x) for m, x in enumerate(e)]
-        k = [self.key[m](x) for m, x in enumerate(e)]
-        v = [self.value[m](x) for m, x in enumerate(e)]
+        att = self.attend_all(e, neighbours)
         fused, cross_out = [], []
         for m, x in enumerate(e):
             others = [o for o in range(len(e)) if o != m]
             cross = torch.zeros_like(x)
             for o in others:
-                cross = cross + self._attend(q[m], k[o], v[o], nb[o])
+                cross = cross + att[o][:, m]  # eqs. 10-13
             if others:
                 cross = cross / len(others)
             c = x + cross  # eqs. 14-15
-            tilde = x + self._attend(q[m], k[m], v[m], nb[m])  # eqs. 16-17
+            tilde = x + att[m][:, m]  # eqs. 16-17
             fused.append(self.fuse(torch.cat([c, tilde], dim=-1)))  # eq. 18
             cross_out.append(cross)
         return fused, cross_out
