@@ -400,6 +400,7 @@ def evaluate_cmd(
 
     from attnrec.data.splits import read_interactions_file, read_interactions_with_lines
     from attnrec.data.table import Interactions
+    from attnrec.experiments.seq_run import bundle_protocol  # sequential: per target domain, from a context
 
     protocol = default_protocol(model, tuple(k or (10, 20)))
     if isinstance(protocol, Rating) and (k or exclude):
@@ -422,13 +423,13 @@ def evaluate_cmd(
     if len(data) == 0:
         raise ConfigError(f"{test}: no row has a user and item the model knows")
     mask = model.seen if model.seen is not None else sp.csr_matrix((len(uv), len(iv)))
-    for path in exclude or []:
-        extra, _ = Interactions.encode(read_interactions_file(path, rename), uv, iv, unknown="drop")
-        mask = mask + extra.csr()
+    files = [read_interactions_file(path, rename) for path in exclude or []]
+    extras = [Interactions.encode(f, uv, iv, unknown="drop")[0] for f in files]
+    mask = sum((e.csr() for e in extras), mask)
     mask = sp.csr_matrix(mask)
     if not isinstance(protocol, Rating):
         check_heldout_not_masked(console, data, mask, test, exclude or [])
-    metrics = evaluate(model, data, protocol, exclude=mask)
+    metrics = evaluate(model, data, bundle_protocol(model, extras, tuple(k or ())) or protocol, exclude=mask)
     console.print(_metrics_table(f"{model.name} on {test}", {"test": metrics}))
     if not isinstance(protocol, Rating):
         console.print(

@@ -116,3 +116,28 @@ def sequential_protocols(
     protocol = SequentialRanking(item_domains=item_domains, domain_names=names, **kw)
     parts = [train, valid] if len(valid) else [train]
     return protocol, replace(protocol, context=context_history(parts, train.n_users))
+
+
+def bundle_protocol(
+    model: object, extra: list[Interactions], ks: tuple[int, ...] | None = None
+) -> SequentialRanking | None:
+    """The protocol ``attnrec evaluate`` scores a loaded sequential model with (None for any other model): per
+    target domain, each user scored from the model's stored training sequences followed by the rows of ``extra``
+    (the ``--exclude`` files: a run's test numbers need its valid split there, the validation item being part of
+    the test-time input); ``ks`` default (1, 5, 10)."""
+    from attnrec.models.sequential.base import SequentialRecommender
+
+    if not isinstance(model, SequentialRecommender) or model.sequences is None:
+        return None
+    seqs = model.sequences
+    uv, iv = model._vocabs()
+    rows, items, ts = seqs.flat()
+    cols: dict[str, Any] = {"user": rows, "item": items}
+    if ts is not None:
+        cols["timestamp"] = ts
+    stored = Interactions(pl.DataFrame(cols), uv, iv)
+    kw: dict[str, Any] = {"ks": tuple(ks)} if ks else {}
+    protocol = SequentialRanking(
+        item_domains=seqs.item_domains, domain_names=seqs.domain_names, on_short="cap", **kw
+    )
+    return replace(protocol, context=context_history([stored, *extra], len(uv)))
