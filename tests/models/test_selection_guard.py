@@ -41,6 +41,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "autoint": {"embedding_dim": 4, "attention_layers": 1, "heads": 2, "head_dim": 2},
     "secn": {"embedding_dim": 4, "cross_layers": 1},
     "freedom": {"dim": 8, "feat_dim": 8, "knn_k": 4},
+    "mrcsaf": {"dim": 8, "feat_dim": 8, "knn_k": 4},
     "vbpr": {"dim": 8, "feat_dim": 8},
     "lattice": {"dim": 8, "feat_dim": 8, "knn_k": 4},
     "bm3": {"dim": 8, "feat_dim": 8},
