@@ -104,3 +104,65 @@ def test_planted_sequences_pattern() -> None:
     assert set(valid.frame["domain"]) == {"A", "B"} and set(test.frame["domain"]) == {"A", "B"}
     with pytest.raises(ConfigError, match="multiple of 4"):
         planted_sequences(n_items=10)
+
+
+def _cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    import sys
+
+    from attnrec.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["attnrec", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_train_evaluate_recommend_sequential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train -> metrics per target domain; evaluate the bundle with --exclude valid.csv -> the run's test numbers;
+    recommend for a known user and for a history."""
+    monkeypatch.setenv("COLUMNS", "200")
+    paths = {}
+    for name, part in zip(("train", "valid", "test"), planted_sequences(), strict=True):
+        paths[name] = tmp_path / f"{name}.csv"
+        part.decode().write_csv(paths[name])
+    out = tmp_path / "run"
+    args = ["train", "--model", "sasrec", "--train", str(paths["train"]), "--valid", str(paths["valid"])]
+    args += [
+        "--test",
+        str(paths["test"]),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    code, text = _cli([*args, "--set", "dim=8", "--set", "n_blocks=1"], monkeypatch, capsys)
+    assert code == 0, text
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert test["A/n_rows"] + test["B/n_rows"] == 60 and test["n_rows"] == 60
+    args = ["evaluate", "--model-dir", str(out / "model"), "--test", str(paths["test"])]
+    code, text = _cli([*args, "--exclude", str(paths["valid"])], monkeypatch, capsys)
+    assert code == 0, text
+    row = next(line for line in text.splitlines() if "A/mrr " in line)
+    assert float(row.split("│")[2]) == pytest.approx(test["A/mrr"], abs=1e-4)
+    code, text = _cli(
+        ["recommend", "--model-dir", str(out / "model"), "--users", "u0", "--k", "3"], monkeypatch, capsys
+    )
+    assert code == 0 and text.count(" u0 ") == 3, text
+    code, text = _cli(
+        ["recommend", "--model-dir", str(out / "model"), "--history", "i0,i20,i2", "--k", "3"],
+        monkeypatch,
+        capsys,
+    )
+    rows = text.split("─")[-1]
+    assert code == 0 and rows.count(" 0 ") == 3 and not any(f" {i} " in rows for i in ("i0", "i20", "i2")), text
