@@ -543,6 +543,7 @@ _BUILTIN_MODULES = (
     "attnrec.models.multimodal.vbpr",
     "attnrec.models.multimodal.lattice",
     "attnrec.models.multimodal.bm3",
+    "attnrec.models.multimodal.mrcsaf",
     "attnrec.models.ctr.lr",
     "attnrec.models.ctr.fm",
     "attnrec.models.ctr.nfm",
