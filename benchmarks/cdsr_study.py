@@ -4,7 +4,8 @@ parameter count, and the ABXI peer rows.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cdsr_study.py --data abxi-food-kitchen \
         --out bench_results/cdsr/study [--seeds 0,1,2] [--variants sasrec-mixed,gca[1]-sigmoid-ln,...] \
-        [--epochs 200] [--patience 10] [--set dim=64] [--abxi bench_results/cdsr/abxi_afk_s3407.jsonl] [--dry-run]
+        [--epochs 200] [--patience 10] [--set dim=64] [--abxi bench_results/cdsr/abxi_afk_s3407.jsonl] \
+        [--recbole bench_results/cdsr/recbole_sasrec.jsonl] [--dry-run | --report]
 
 Every run goes through the library's own run path (``attnrec.experiments.run.run_experiment``: the dataset,
 leave-one-out split, fit with early stopping on validation NDCG@10, test read once at the best epoch, per-domain
@@ -205,11 +206,23 @@ def run_one(
     }
 
 
-def write_report(out: Path, abxi_path: Path | None) -> str:
-    """``report.md`` and the plots from ``out/results.jsonl`` (and the ABXI runner's lines); returns the text."""
+def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = None) -> str:
+    """``report.md`` and the plots from ``out/results.jsonl`` (and the ABXI runner's lines, and
+    ``cdsr_peer_recbole.py``'s records as single-domain peer rows); returns the text."""
     records = [r for r in rep.read_jsonl(out / "results.jsonl") if "variant" in r]
     abxi = rep.abxi_summary(rep.read_jsonl(abxi_path)) if abxi_path is not None else None
     rows = list(records)
+    for r in rep.read_jsonl(recbole_path) if recbole_path is not None else []:
+        rows.append(
+            {
+                "variant": f"RecBole SASRec {r['domain']} only (peer, {r['epochs_run']} ep)",
+                "family": "peer",
+                "seed": None,
+                "n_params": r["n_params"],
+                "test": {r["domain"]: r["test"]},
+                "s_per_epoch": r["s_per_epoch"],
+            }
+        )
     if abxi is not None:
         rows.append(
             {
@@ -299,13 +312,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--abxi", type=Path, default=None, help="cdsr_peer_abxi.py's JSON lines (the peer rows)")
+    p.add_argument(
+        "--recbole", type=Path, default=None, help="cdsr_peer_recbole.py's JSON lines (sanity rows)"
+    )
     p.add_argument("--dry-run", action="store_true", help="list the runs and parameter counts, run nothing")
     p.add_argument("--report", action="store_true", help="only write the report from the finished runs")
     a = p.parse_args(argv)
 
     a.out.mkdir(parents=True, exist_ok=True)
     if a.report:
-        print(write_report(a.out, a.abxi))
+        print(write_report(a.out, a.abxi, a.recbole))
         return
     backbone = {"n_blocks": a.n_blocks, **_parse_set(a.set)}
     trainer = {"epochs": a.epochs, "patience": a.patience}
@@ -349,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             flush=True,
         )
     if not a.dry_run:
-        print(write_report(a.out, a.abxi))
+        print(write_report(a.out, a.abxi, a.recbole))
 
 
 if __name__ == "__main__":

@@ -141,7 +141,13 @@ def test_report_written_with_plots_and_abxi(tmp_path: Path) -> None:
     assert rep.value_at(summary["curve"], "test", "A", seconds=25.0) == pytest.approx(0.2)  # 2 epochs in 25 s
     assert rep.value_at(summary["curve"], "test", "A", epoch=1) == pytest.approx(0.1)
     assert rep.value_at(summary["curve"], "test", "A", seconds=5.0) is None
-    text = study.write_report(out, abxi_path)
+    recbole = tmp_path / "recbole.jsonl"
+    recbole.write_text(
+        json.dumps({"domain": "A", "epochs_run": 4, "n_params": 7, "s_per_epoch": 1.0, "test": metrics})
+        + "\n"
+    )
+    text = study.write_report(out, abxi_path, recbole)
+    assert "| RecBole SASRec A only (peer, 4 ep) | 1 | 0.3000 | 0.1500 | 0.1200 | 0.8000 |" in text
     assert "Pearson -1.000" in text and "Spearman -1.000" in text  # NDCG = 0.5 - |cos| exactly
     assert "ABXI peer (3 ep, ABXI-selected ep 2)" in text
     for png in ("cos_vs_ndcg.png", "ndcg_vs_params.png", "curves.png"):
