@@ -23,7 +23,7 @@ from attnrec.data.ctr import CTRData
 from attnrec.data.table import Interactions
 from attnrec.experiments.run import RunConfig, run_experiment
 from attnrec.models.base import TaskKind, available_models, get_model_class
-from attnrec.testing import checkerboard, planted_ctr
+from attnrec.testing import checkerboard, planted_ctr, planted_sequence_items, planted_sequences
 from attnrec.text import HashingTextModel, SentenceEncoder
 
 #: small settings for the built-in models (a model not listed runs with its defaults)
@@ -73,7 +73,10 @@ def _write_parts(task: TaskKind, folder: Path, poison: bool) -> dict[str, Path]:
         if poison:
             frames[2] = frames[2].with_columns((1 - pl.col("label")).alias("label"))
     else:
-        frames = [p.decode() for p in checkerboard(implicit=task is not TaskKind.RATING)]
+        implicit = task is not TaskKind.RATING
+        # sequential models: two domains, leave-one-out sequences (the conformance suite's data)
+        parts = planted_sequences() if task is TaskKind.SEQUENTIAL else checkerboard(implicit=implicit)
+        frames = [p.decode() for p in parts]
         if poison and task is TaskKind.RATING:
             frames[2] = frames[2].with_columns((6.0 - pl.col("rating")).alias("rating"))
         elif poison:  # implicit: every test item moves to the other group (i_k -> i_{k+1})
@@ -104,6 +107,8 @@ def _run(name: str, tmp_path: Path, poison: bool, monkeypatch: pytest.MonkeyPatc
     if "items" in cls.side_inputs:
         ids = [f"i{k}" for k in range(40)]
         items = pl.DataFrame({"item_id": ids, "title": [f"group {'ab'[k % 2]} item {k}" for k in range(40)]})
+        if cls.task is TaskKind.SEQUENTIAL:  # the catalogue's item domains
+            items = items.with_columns(planted_sequence_items()["domain"])
         extra["items"] = tmp_path / "items.csv"
         items.write_csv(extra["items"])
     if "item_features" in cls.side_inputs:  # a multi-hot modality of the items' genres, built by the run
