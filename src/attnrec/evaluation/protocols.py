@@ -38,7 +38,7 @@ from attnrec.evaluation.evaluators import (
     evaluate_sampled_ranking,
 )
 from attnrec.evaluation.sequential import SequentialRanking, evaluate_sequential
-from attnrec.models.capabilities import ItemScorer, RatingPredictor, RowScorer, TaskKind
+from attnrec.models.capabilities import DomainItemScorer, ItemScorer, RatingPredictor, RowScorer, TaskKind
 from attnrec.models.query import Query
 
 
@@ -95,6 +95,11 @@ def default_protocol(model: object, ks: Sequence[int] = DEFAULT_KS) -> Protocol:
         return CTR()
     if isinstance(model, RatingPredictor) and task == TaskKind.RATING:
         return Rating()
+    if isinstance(model, DomainItemScorer) and task == TaskKind.SEQUENTIAL:
+        # ABXI's protocol: per target domain, 999 seeded negatives of that domain; a small domain caps them
+        return SequentialRanking(
+            item_domains=model.item_domains(), domain_names=tuple(model.domain_names), on_short="cap"
+        )
     if isinstance(model, ItemScorer):
         return FullRanking(ks=tuple(ks))
     raise ConfigError(f"{type(model).__name__} declares no capability an evaluation protocol can use")

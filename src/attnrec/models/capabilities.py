@@ -164,6 +164,21 @@ class ItemScorer(ABC):
         return scores[torch.from_numpy(inv), torch.from_numpy(np.asarray(items, dtype=np.int64))].numpy()
 
 
+class DomainItemScorer(ItemScorer):
+    """An :class:`ItemScorer` whose items each belong to one domain (the cross-domain sequential models): its
+    default protocol ranks per target domain against negatives of that domain
+    (:class:`~attnrec.evaluation.sequential.SequentialRanking`)."""
+
+    @property
+    @abstractmethod
+    def domain_names(self) -> tuple[str, ...]:
+        """The domains' names, by domain id."""
+
+    @abstractmethod
+    def item_domains(self) -> np.ndarray:
+        """(n_items,) int64: the domain id of every item index."""
+
+
 class RowScorer(ABC):
     """Scores feature rows (CTR): probabilities that each row's label is 1."""
 

@@ -14,6 +14,7 @@ one uniform negative of the target's domain per position. docs/models/sasrec.md 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
@@ -31,6 +32,7 @@ from attnrec.data.side import SideInputs
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import FitReport, ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule
+from attnrec.models.capabilities import DomainItemScorer
 from attnrec.models.layers.diagnostics import CosineMeter
 
 if TYPE_CHECKING:
@@ -170,7 +172,7 @@ class DomainItems:
         return self.sorted_items[self.start[d] + k]
 
 
-class SequentialRecommender(TorchRecommender[ConfigT]):
+class SequentialRecommender(TorchRecommender[ConfigT], DomainItemScorer):
     """Wrapper of a sequential module: builds the users' training sequences (:class:`Sequences`) at fit, stores
     them in the bundle, scores a known user from them and a query's history (known or new user) from the history
     (oldest first), restricted to ``query.domain``'s items when the query names a domain."""
@@ -192,9 +194,11 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
     def __init__(self, config: ConfigT | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.sequences: Sequences | None = None
-        self.domain_names: tuple[str, ...] = ()
+        self._domain_names: tuple[str, ...] = ()
         self._domain_items: DomainItems | None = None
         self._catalogue: pl.DataFrame | None = None
+        self._scorer_copy: SequentialModule | None = None
+        self._scorer_key: tuple[int, tuple[int, ...]] | None = None
 
     # ----------------------------------------------------------------- to implement
     def new_module(self, n_items: int, n_domains: int) -> SequentialModule:
@@ -276,11 +280,27 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
             )
         return self.domain_names.index(name)
 
+    def _scorer(self) -> SequentialModule:
+        """The module scoring runs on: a float64 copy of the fitted one (float32 on MPS, which has no float64).
+
+        Why: a row's float32 scores depend, in their last bits, on which other rows share its batch (the matrix
+        kernels sum in a shape-dependent order, and the per-domain views are as wide as the batch's longest).
+        In float64 those differences sit far below float32's resolution, so the float32 scores returned do not
+        depend on the batch. The copy is remade whenever a parameter changed (tensor version counters)."""
+        module = self._module()
+        if next(module.parameters()).device.type == "mps":
+            return module
+        key = (id(module), tuple(p._version for p in module.parameters()))
+        if self._scorer_key != key or self._scorer_copy is None:
+            self._scorer_copy = copy.deepcopy(module).double().eval()
+            self._scorer_key = key
+        return self._scorer_copy
+
     @torch.no_grad()
     def score_sequences(self, seqs: Sequences, domain: str | None = None) -> torch.Tensor:
-        """(len(seqs), n_items) scores of the next item after each sequence; with ``domain``, items of other
-        domains score -inf."""
-        module = self._module()
+        """(len(seqs), n_items) float32 scores of the next item after each sequence; with ``domain``, items of
+        other domains score -inf."""
+        module = self._scorer()
         seqs = self.input_sequences(seqs)
         device = next(module.parameters()).device
         item_domains = torch.from_numpy(seqs.item_domains).to(device)
@@ -289,7 +309,7 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
             part = slice(start, start + self.score_batch)
             items = torch.from_numpy(seqs.items[part]).to(device)
             doms = torch.from_numpy(seqs.domains[part]).to(device)
-            parts.append(module.item_scores(items, doms, item_domains))
+            parts.append(module.item_scores(items, doms, item_domains).float())
         scores = torch.cat(parts) if parts else torch.zeros(0, self.n_items, device=device)
         if domain is not None:
             scores[:, item_domains != self.domain_index(domain)] = float("-inf")
@@ -348,10 +368,26 @@ class SequentialRecommender(TorchRecommender[ConfigT]):
             module.train(was_training)
 
     def validator(self, valid: Any, exclude: Any = None) -> Any:
-        """Validation metrics plus the |cos(X, X')| of every cross-attention module (logged each epoch as
+        """Validation under the default protocol (a :class:`DomainItemScorer`'s: per target domain, 999 seeded
+        negatives of the target's domain, scored from the stored training sequences; ``ndcg@10`` is the mean over
+        domains), plus the |cos(X, X')| of every cross-attention module (logged each epoch as
         ``valid_abs_cos[...]``, and kept with the best epoch's metrics)."""
         base = super().validator(valid, exclude)
         return lambda: {**base(), **self.orthogonality()}
+
+    # ----------------------------------------------------------------- DomainItemScorer
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        return self._domain_names
+
+    @domain_names.setter
+    def domain_names(self, names: tuple[str, ...]) -> None:
+        self._domain_names = tuple(names)
+
+    def item_domains(self) -> np.ndarray:
+        if self.sequences is None:
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        return self.sequences.item_domains
 
     # ----------------------------------------------------------------- persistence
     def bundle_json(self) -> dict[str, Any]:
