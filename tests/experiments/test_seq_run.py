@@ -165,4 +165,21 @@ def test_cli_train_evaluate_recommend_sequential(
         capsys,
     )
     rows = text.split("─")[-1]
-    assert code == 0 and rows.count(" 0 ") == 3 and not any(f" {i} " in rows for i in ("i0", "i20", "i2")), text
+    assert code == 0 and rows.count(" 0 ") == 3 and not any(f" {i} " in rows for i in ("i0", "i20", "i2")), (
+        text
+    )
+
+
+def test_generic_table_is_checked_as_sequences(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    rows = "user_id,item_id,domain,timestamp\nu,i1,A,3\nu,i2,B,1\nu,i3,A,2\nu,i4,B,4\nv,i1,A,1\nw,i2,B,1\nw,i3,A,2\nw,i4,B,3\n"
+    f.write_text(rows)
+    data = prepare_sequences(RunConfig(model="pop", data=str(f)), progress=False)
+    assert data["notes"]["sequences"] == {
+        "short_sequences": {"min_len": 3, "users": 1, "rows": 1},
+        "out_of_order_sorted": {"users": 1},
+    }
+    train, test = data["train"], data["test"]
+    assert sorted(train.user_vocab.ids.tolist()) == ["u", "w"]  # v (one item) dropped
+    assert sorted(test.decode()["item_id"].to_list()) == ["i4", "i4"]  # u's last by time is i4
+    assert data["valid"].decode().sort("user_id")["item_id"].to_list() == ["i1", "i3"]

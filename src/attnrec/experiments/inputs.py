@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,11 @@ def check_columns(columns: dict[str, str]) -> dict[str, str]:
 
 
 def load_split(
-    cfg: RunConfig, *, progress: bool = True, rating_scale: bool = False
+    cfg: RunConfig,
+    *,
+    progress: bool = True,
+    rating_scale: bool = False,
+    checked: Callable[[Dataset], Dataset] | None = None,
 ) -> tuple[Dataset | None, SplitResult, dict[str, Any]]:
     """The run's interactions, split: ``(dataset or None for pre-split files, split, notes)``.
 
@@ -56,7 +61,8 @@ def load_split(
     by ``cfg.split``; else the pre-split ``cfg.train``/``valid``/``test`` files. ``cfg.columns`` renames a table
     file's columns (``{"userId": "user_id"}``). Ratings are checked against ``cfg.rating_range`` when declared;
     otherwise, with ``rating_scale`` (a model that predicts ratings), the scale is inferred from the training
-    split; ``notes["rating_range"]`` says which (None: neither)."""
+    split; ``notes["rating_range"]`` says which (None: neither). ``checked`` is applied to the loaded dataset
+    before anything else (a sequential run's sequence checks: ``readers/cdsr.py``'s ``as_sequences``)."""
     from attnrec.data import filters
     from attnrec.data.registry import load_dataset
 
@@ -88,6 +94,7 @@ def load_split(
             )
         kw["columns"] = {dst: src for src, dst in columns.items()}
     dataset = load_dataset(cfg.data, on_bad_lines=cfg.on_bad_lines, **kw)
+    dataset = checked(dataset) if checked is not None else dataset
     df = dataset.interactions
     source = dataset.source or dataset.name
     skipped = None

@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from attnrec.data.readers.cdsr import as_sequences
 from attnrec.data.sequences import item_domains_of
 from attnrec.data.table import Dataset, Interactions
 from attnrec.data.vocab import Vocabulary
@@ -51,13 +52,16 @@ def prepare_sequences(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any
     items = read_items(cfg.items, cfg.columns) if cfg.items is not None else None
     # held-out rows whose item is not in train are kept (cold_start): the vocabulary is the catalogue
     split = cfg.split.model_copy(update={"method": "leave_last_out", "protocol": "cold_start"})
-    dataset, result, notes = load_split(cfg.model_copy(update={"split": split}), progress=progress)
+    dataset, result, notes = load_split(
+        cfg.model_copy(update={"split": split}), progress=progress, checked=as_sequences
+    )
     if dataset is None:  # pre-split files: what train and valid hold (test rows with other items are dropped)
         catalogue = [result.train["item_id"], result.valid["item_id"]]
     else:
         catalogue = [dataset.interactions["item_id"]]
         if items is None:
             items = dataset.items
+        notes["sequences"] = {k: dataset.notes.get(k) for k in ("short_sequences", "out_of_order_sorted")}
     if items is not None:
         catalogue.append(items["item_id"])
     notes["split_rule"] = "leave-one-out per user (timestamp, then file order); item vocabulary = catalogue"

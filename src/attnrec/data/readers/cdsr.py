@@ -433,14 +433,28 @@ def read_sequence_table(
     **kw: Any,
 ) -> Dataset:
     """A generic table (CSV/TSV/Parquet, read by :func:`~attnrec.data.readers.tabular.read_table`) with
-    ``user_id, item_id, domain, timestamp`` columns, checked like the other CDSR formats. ``domains``: the
-    declared domain names (default: those present). An item listed under two domains is a DataError."""
+    ``user_id, item_id, domain, timestamp`` columns, checked like the other CDSR formats
+    (:func:`as_sequences`)."""
     from attnrec.data.readers.tabular import read_table
 
     ds = read_table(path, name=name, **kw)
+    if "domain" not in ds.interactions.columns:
+        raise DataError("missing column", file=path, field="domain", expected="a domain column for CDSR data")
+    return as_sequences(ds, domains=domains, min_len=min_len)
+
+
+def as_sequences(ds: Dataset, *, domains: Sequence[str] | None = None, min_len: int = MIN_LEN) -> Dataset:
+    """A dataset read by another reader (a table) checked as sequences (:func:`finish_sequences`: short
+    sequences dropped and counted, timestamps sorted and counted, declared domains), with a catalogue built from
+    its rows (an item under two domains is a DataError naming its first line). A dataset a CDSR reader made
+    (it has ``notes["short_sequences"]``) is returned as it is; so is one without a ``domain`` column apart from
+    the length and order checks (one domain, ``"all"``)."""
+    if "short_sequences" in ds.notes:
+        return ds
+    source = ds.source or ds.name
     df = ds.interactions
     if "domain" not in df.columns:
-        raise DataError("missing column", file=path, field="domain", expected="a domain column for CDSR data")
+        df = df.with_columns(pl.lit("all").alias("domain"))
     lines = ds.lines if ds.lines is not None else pl.Series(range(1, df.height + 1), dtype=pl.Int64)
     df = df.with_columns(lines.alias("line"))
     names = list(domains) if domains is not None else sorted(df["domain"].drop_nulls().unique().to_list())
@@ -449,17 +463,19 @@ def read_sequence_table(
     if two.height:
         raise DataError(
             "item in two domains",
-            file=path,
+            file=source,
             line=int(two["line"][0]),
             field="domain",
             value=f"item {two['item_id'][0]!r}: {two['domain'][0].to_list()}",
             expected="one domain per item",
         )
     cat = items.select("item_id", pl.col("domain").list.first())
+    if ds.items is not None:  # keep the metadata (titles) beside the domains
+        cat = cat.join(ds.items.drop("domain", strict=False), on="item_id", how="left")
     return finish_sequences(
         df,
         name=ds.name,
-        source=path,
+        source=source,
         items=cat,
         domains=names,
         min_len=min_len,
