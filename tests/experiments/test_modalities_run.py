@@ -138,3 +138,20 @@ def test_missing_or_misplaced_modalities_are_one_clear_line(files, args, needle,
     base = ["--train", str(files["train"]), "--test", str(files["test"]), "--epochs", "1", "--no-progress"]
     code, _, err = run_cli(["train", *args, *base], monkeypatch, capsys)
     assert code != 0 and needle in err
+
+
+def test_tuning_trials_get_the_item_features(files):  # type: ignore[no-untyped-def]
+    from attnrec.experiments.config import RunConfig
+    from attnrec.experiments.tune import SearchData
+
+    cfg = RunConfig(
+        model="freedom",
+        train=files["train"],
+        valid=files["valid"],
+        test=files["test"],
+        items=files["items"],
+        modalities=["meta"],
+    )
+    data = SearchData.from_run(cfg)
+    assert data.item_features is not None and data.item_features["meta"].shape == (40, 7)
+    assert data.notes["modalities"]["meta"]["dim"] == 7

@@ -120,7 +120,13 @@ def prepare_data(cfg: RunConfig, *, implicit: bool, progress: bool = True) -> Pr
         raise ConfigError("the test split is empty after encoding: nothing to evaluate")
     if not implicit and not train.has_ratings:
         raise ConfigError(f"model {cfg.model!r} predicts ratings but the data has no rating column")
-    return PreparedData(dataset, result, train, valid, test, notes, items)
+    item_features = None
+    # item features come from the item metadata and feature files only, never from a split
+    if "item_features" in get_model_class(cfg.model).side_inputs:
+        item_features, notes["modalities"] = build_item_features(
+            cfg.modalities, items, item_vocab, progress=progress
+        )
+    return PreparedData(dataset, result, train, valid, test, notes, items, item_features)
 
 
 def run_outputs(cfg: RunConfig) -> dict[str, Path]:
@@ -324,10 +330,6 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
     else:
         data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
         _check_item_text(cfg, cls, data)
-        if "item_features" in cls.side_inputs:  # built from item metadata and files only, never a split
-            data.item_features, data.notes["modalities"] = build_item_features(
-                cfg.modalities, data.items, data.train.item_vocab, progress=progress
-            )
     t_data = time.perf_counter() - t0
     claim_out(cfg)  # only now is an --overwrite'n run deleted
     # 2. fit on train (validation picks the epoch), 3. evaluate: validation, then test once
@@ -428,7 +430,13 @@ def _fit_interactions(
     """Fit on encoded interactions and evaluate: ``(report, valid metrics, test metrics, evaluation seconds)``."""
     users = data.dataset.users if data.dataset is not None else None
     report, valid = fit_interactions(
-        model, data.train, data.valid, trainer_cfg, items=data.items, users=users, item_features=data.item_features
+        model,
+        data.train,
+        data.valid,
+        trainer_cfg,
+        items=data.items,
+        users=users,
+        item_features=data.item_features,
     )
     test = data.test if model.leaky else strip_text(data.test)
 

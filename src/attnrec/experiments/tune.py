@@ -40,6 +40,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from attnrec.data.ctr import CTRData, FeatureEncoder
+from attnrec.data.side import ItemFeatures
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, require
 from attnrec.evaluation.protocols import default_protocol, evaluate
@@ -217,6 +218,8 @@ class SearchData:
     valid: Interactions | CTRData
     items: pl.DataFrame | None = None
     users: pl.DataFrame | None = None
+    #: item-feature modalities of the multimodal family (``--modalities``), aligned to the training items
+    item_features: ItemFeatures | None = None
     #: CTR rows: the feature encoder fitted on the training rows
     encoder: FeatureEncoder | None = None
     notes: dict[str, Any] = field(default_factory=dict)
@@ -235,7 +238,14 @@ class SearchData:
         if len(data.valid) == 0:
             raise ConfigError(_NO_VALID)
         users = data.dataset.users if data.dataset is not None else None
-        return cls(data.train, data.valid, items=data.items, users=users, notes=data.notes)
+        return cls(
+            data.train,
+            data.valid,
+            items=data.items,
+            users=users,
+            item_features=data.item_features,
+            notes=data.notes,
+        )
 
 
 _NO_VALID = (
@@ -379,7 +389,13 @@ def run_trial(
         else:
             assert isinstance(data.train, Interactions) and isinstance(data.valid, Interactions)
             report, valid = fit_interactions(
-                model, data.train, data.valid, trainer_cfg, items=data.items, users=data.users
+                model,
+                data.train,
+                data.valid,
+                trainer_cfg,
+                items=data.items,
+                users=data.users,
+                item_features=data.item_features,
             )
             metrics = evaluate(model, valid, default_protocol(model, cfg.ks), exclude=data.train.csr())
     if metric not in metrics:
