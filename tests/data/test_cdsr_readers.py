@@ -186,6 +186,8 @@ def test_shared_c2dsr_and_llmcdsr_counts(monkeypatch: pytest.MonkeyPatch) -> Non
     fk = registry.load_dataset("c2dsr-food-kitchen").info()
     assert fk["users"] == 16579 and fk["interactions"] == 80447 + 82787
     assert fk["catalogue_items"] == {"A": 29207, "B": 34886}
+    ov = registry.load_dataset("llmcdsr-food-kitchen-overlap").info()
+    assert ov["users"] == 7501 and ov["domains"]["A"]["interactions"] == 45849  # type: ignore[index]
     ll = registry.load_dataset("llmcdsr-food-kitchen").info()
     assert ll["interactions"] == 37281 + 265817 + 99170 + 18133 + 15726
     assert ll["catalogue_items"] == {"A": 8661, "B": 27637}

@@ -532,6 +532,12 @@ LOCAL_DATASETS: dict[str, LocalDataset] = {
             "Amazon Food (A) + Kitchen (B), LLMCDSR's processing, with item titles; order only",
         ),
         LocalDataset(
+            "llmcdsr-food-kitchen-overlap",
+            "cdsr-food-kitchen-llmcdsr",
+            partial(read_llmcdsr, name="llmcdsr-food-kitchen-overlap", files=("train_overlap",)),
+            "LLMCDSR's Food-Kitchen, only its users with both domains (train_overlap.txt)",
+        ),
+        LocalDataset(
             "c2dsr-food-kitchen",
             "cdsr-c2dsr-partial/Food-Kitchen",
             partial(read_c2dsr, name="c2dsr-food-kitchen"),
