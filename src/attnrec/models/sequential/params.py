@@ -52,10 +52,10 @@ def matched_baseline(
     """The parameter-matched baseline of the gca model ``config``: the same backbone (``positions=[]``), widened
     until its parameter count is within ``tolerance`` of the GCA model's.
 
-    ``widen="dim"``: the model width d is raised in steps of ``heads`` to the count closest to the target; if that
-    is still outside the tolerance (each step adds about ``n_items`` · heads parameters), the feed-forward width
-    is then set to close the rest. ``widen="ffn"``: d is kept and only the feed-forward width grows.
-    Returns ``{"config", "params", "target", "relative_gap"}`` (gap = baseline / target - 1)."""
+    ``widen="dim"``: the model width d is raised in steps of ``heads`` to the count closest to the target (each
+    step adds about ``n_items`` · heads parameters), then the feed-forward width is solved for to close the rest.
+    ``widen="ffn"``: d is kept and only the feed-forward width grows. Returns ``{"config", "params", "target",
+    "relative_gap"}`` (gap = baseline / target - 1); a :class:`ConfigError` if no width gets within ``tolerance``."""
     target = count_parameters("gca", config, n_items)
     base = {**config, "positions": []}
     heads = int(base.get("heads", 2))
@@ -72,15 +72,20 @@ def matched_baseline(
                 break
         base["dim"] = best[1]
     count = count_parameters("gca", base, n_items)
-    if abs(count / target - 1) > tolerance:
-        # the count is linear in the feed-forward width: solve for it from two points
-        f0 = int(base.get("ffn_dim") or base.get("dim", dim))
-        n0 = count_parameters("gca", {**base, "ffn_dim": f0}, n_items)
-        n1 = count_parameters("gca", {**base, "ffn_dim": f0 + 1}, n_items)
-        f = max(1, f0 + round((target - n0) / (n1 - n0)))
-        base["ffn_dim"] = f
-        count = count_parameters("gca", base, n_items)
-    return {"config": base, "params": count, "target": target, "relative_gap": count / target - 1}
+    # the count is linear in the feed-forward width: solve for the width that closes the rest of the gap
+    f0 = int(base.get("ffn_dim") or base.get("dim", dim))
+    n0 = count_parameters("gca", {**base, "ffn_dim": f0}, n_items)
+    n1 = count_parameters("gca", {**base, "ffn_dim": f0 + 1}, n_items)
+    f = max(1, f0 + round((target - n0) / (n1 - n0)))
+    refined = count_parameters("gca", {**base, "ffn_dim": f}, n_items)
+    if abs(refined - target) < abs(count - target):
+        base["ffn_dim"], count = f, refined
+    gap = count / target - 1
+    if abs(gap) > tolerance:
+        raise ConfigError(
+            f"matched_baseline: the closest backbone has {count} parameters, {gap:+.1%} from the GCA model's {target}"
+        )
+    return {"config": base, "params": count, "target": target, "relative_gap": gap}
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
