@@ -156,11 +156,80 @@ class ALSSide:
         self.indices = torch.from_numpy(cols[order].astype(np.int64)).to(self.device)
         self.values = torch.from_numpy(values[order].astype(np.float32)).to(self.device)
         self.counts = torch.from_numpy(counts.astype(np.float32)).to(self.device)
-        self.binary = _sparse_csr(self.indptr, self.indices, torch.ones_like(self.values), shape)
+        self._blocks = _length_blocks(counts, indptr, self.device)
+        #: the column of every CSR position, then ``n_cols`` for the padding position ``nnz`` (a zero row)
+        self._cols = torch.cat([self.indices, torch.tensor([shape[1]], device=self.device)])
+
+    def solve(
+        self, fixed: torch.Tensor, y: torch.Tensor, rhs: torch.Tensor, diag: torch.Tensor
+    ) -> torch.Tensor:
+        """(n_rows, m): every row's ridge solution x_u = (F_uᵀF_u + D_u)⁻¹ F_uᵀ y_u, where F_u (n_u, m) holds the
+        rows of ``fixed`` (n_cols, m) the row observes, y_u its targets (``y``, (nnz,) in CSR order), ``rhs`` (n_rows,
+        m) = F_uᵀ y_u and D_u = diag(``diag[u]``) (n_rows, m).
+
+        Rows are taken in blocks of similar length (:func:`_length_blocks`), gathered into (rows, length, m) and
+        solved with batched matmuls and Cholesky factorisations. A row with fewer entries than m, when D_u > 0,
+        is solved in its dual form x_u = D_u⁻¹F_uᵀ(F_u D_u⁻¹F_uᵀ + I)⁻¹ y_u: an n_u × n_u system instead of an
+        m × m one. On sparse catalogues most rows are that short, and the m × m factorisations were most of a
+        sweep's cost. A singular m × m system (D_u = 0 and fewer than m entries) gets the minimum-norm
+        least-squares solution. Empty rows get 0."""
+        m = fixed.shape[1]
+        padded = torch.cat([fixed, fixed.new_zeros(1, m)])
+        y = torch.cat([y, y.new_zeros(1)])
+        dual_ok = bool((diag > 0).all())
+        x = fixed.new_zeros(self.shape[0], m)
+        for rows, pos in self._blocks:
+            block = padded[self._cols[pos]]  # (R, W, m); padding rows are zero and drop out of both forms
+            if dual_ok and pos.shape[1] < m:
+                scaled = block / diag[rows, None, :]
+                kernel = torch.bmm(scaled, block.mT)
+                kernel.diagonal(dim1=1, dim2=2).add_(1.0)
+                chol, _ = torch.linalg.cholesky_ex(kernel)  # I + PSD: always positive definite
+                w = torch.cholesky_solve(y[pos].unsqueeze(-1), chol)
+                x[rows] = torch.bmm(scaled.mT, w).squeeze(-1)
+                continue
+            gram = torch.bmm(block.mT, block)
+            gram.diagonal(dim1=1, dim2=2).add_(diag[rows])
+            chol, info = torch.linalg.cholesky_ex(gram)
+            b = rhs[rows].unsqueeze(-1)
+            sol = torch.cholesky_solve(b, chol).squeeze(-1)
+            bad = torch.nonzero(info).flatten()
+            if len(bad):
+                sol[bad] = (torch.linalg.pinv(gram[bad], hermitian=True) @ b[bad]).squeeze(-1)
+            x[rows] = sol
+        return x
 
     def residual(self, fixed_bias: torch.Tensor) -> torch.Tensor:
         """Y with y_ui = r_ui − μ − b_col(i): the targets of this side's ridge problems, sparse CSR."""
         return _sparse_csr(self.indptr, self.indices, self.values - fixed_bias[self.indices], self.shape)
+
+
+#: about the most gathered floats one block of :meth:`ALSSide.solve` holds at 64 factors (64 MiB): memory stays
+#: flat as the data grows
+_BLOCK_FLOATS = 1 << 24
+
+
+def _length_blocks(
+    counts: np.ndarray, indptr: np.ndarray, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(rows (R,), positions (R, width))`` blocks for :meth:`ALSSide.solve`: rows whose lengths lie in one class
+    (2^(j-1), 2^j], and the CSR positions of their entries row by row, padded with ``nnz`` (a zero entry) to the
+    class's longest row. A class is cut into blocks of about ``_BLOCK_FLOATS / 64`` entries. Empty rows are in
+    no block."""
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    nonempty = np.flatnonzero(counts > 0)
+    nnz = int(indptr[-1])
+    if len(nonempty) == 0:
+        return out
+    cls = np.ceil(np.log2(counts[nonempty])).astype(np.int64)
+    for j in np.unique(cls):
+        rows = nonempty[cls == j]
+        width = int(counts[rows].max())
+        for chunk in np.array_split(rows, -(-len(rows) * width // (_BLOCK_FLOATS // 64))):
+            offset = np.arange(width)[None, :]
+            pos = np.where(offset < counts[chunk, None], indptr[chunk, None] + offset, nnz)
+            out.append((torch.from_numpy(chunk).to(device), torch.from_numpy(pos).to(device)))
+    return out
 
 
 def penalty_scales(
@@ -172,12 +241,6 @@ def penalty_scales(
     ones = torch.ones_like(n)
     wb = weighted if weighted_bias is None else weighted_bias
     return (n if weighted else ones), (n if wb else ones)
-
-
-def _tril_flat_index(m: int, device: torch.device) -> torch.Tensor:
-    """Flat positions (row * m + col) of the lower triangle of an m×m matrix, row-major."""
-    rows, cols = torch.tril_indices(m, m, device=device)
-    return rows * m + cols
 
 
 def als_half_step(
@@ -197,9 +260,8 @@ def als_half_step(
         (Σ_{i∈I(u)} q̃_i q̃_iᵀ + s_u Λ) x_u = Σ_{i∈I(u)} y_ui q̃_i,    Λ = diag(λ, …, λ, λ_b),
 
     s_u = max(n_u, 1) (weighted-λ) or 1 (plain), for the factor entries; the bias entry's scale follows
-    ``weighted_bias`` (default: ``weighted``) the same way. The normal matrices of all rows are one sparse × dense product
-    ``R_bin @ tril(Q̃ ⊗ Q̃)`` ((n_rows, n_cols) @ (n_cols, (k+1)(k+2)/2): only the lower triangle, which is all
-    the Cholesky factorisation reads), the right-hand sides ``Y @ Q̃``; one batched Cholesky solves them.
+    ``weighted_bias`` (default: ``weighted``) the same way. The right-hand sides are ``Y @ Q̃``;
+    :meth:`ALSSide.solve` solves the systems in batches of rows of similar length (short rows in their dual form).
     ``fixed`` (n_cols, k) and ``fixed_bias`` (n_cols,) are the other side's factors and biases.
 
     ``objective`` is the value reached, Σ_u [‖y_u − Q̃_u x_u‖² + s_u x_uᵀΛx_u], read off the solved systems at no
@@ -210,27 +272,12 @@ def als_half_step(
     m = k + 1
     dev = side.device
     qt = torch.cat([fixed.to(dev, torch.float32), torch.ones(n_cols, 1, device=dev)], dim=1)
-    flat = _tril_flat_index(m, dev)
-    # (n_cols, m(m+1)/2): row i holds the lower triangle of q̃_i q̃_iᵀ, row-major (row j of it: q̃_ij q̃_i[:j+1]);
-    # one slice product per j is several times faster than gathering both index vectors
-    kron = torch.cat([qt[:, j : j + 1] * qt[:, : j + 1] for j in range(m)], dim=1)
-    gram = torch.zeros(n_rows, m * m, device=dev)
-    gram.index_copy_(1, flat, torch.sparse.mm(side.binary, kron))
-    gram = gram.view(n_rows, m, m)
     resid = side.residual(fixed_bias.to(dev, torch.float32))
     rhs = torch.sparse.mm(resid, qt)
     scale, scale_b = penalty_scales(side.counts, weighted, weighted_bias)
     penalty = scale[:, None] * torch.full((m,), float(reg), device=dev)
     penalty[:, k] = scale_b * float(reg_bias)
-    gram.diagonal(dim1=1, dim2=2).add_(penalty)
-    chol, info = torch.linalg.cholesky_ex(gram)
-    x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
-    bad = torch.nonzero(info).flatten()
-    if len(bad):
-        # singular systems (λ = 0 and a row with fewer than k+1 ratings): the minimum-norm least-squares solution
-        g = gram[bad].tril()
-        g = g + g.tril(-1).mT
-        x[bad] = (torch.linalg.pinv(g, hermitian=True) @ rhs[bad].unsqueeze(-1)).squeeze(-1)
+    x = side.solve(qt, resid.values(), rhs, penalty)
     objective = float(resid.values().double().square().sum() - (x.double() * rhs.double()).sum())
     return x[:, :k], x[:, k], objective
 
