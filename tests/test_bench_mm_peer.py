@@ -1,0 +1,48 @@
+"""benchmarks/mm_peer_mmrec.py: MMRec's log is parsed into per-epoch seconds and best-valid-epoch metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "mm_peer_mmrec.py"
+
+LOG = """06 Dec 03:02    INFO epoch 0 training [time: 0.50s, train loss: 0.6721]
+06 Dec 03:02    INFO epoch 0 evaluating [time: 0.02s, valid_score: 0.200000]
+06 Dec 03:02    INFO test result: 
+recall@10: 0.9    ndcg@10: 0.9
+06 Dec 03:02    INFO epoch 1 training [time: 0.70s, train loss: 0.6742]
+06 Dec 03:02    INFO epoch 1 evaluating [time: 0.02s, valid_score: 0.300000]
+06 Dec 03:02    INFO epoch 2 training [time: 0.60s, train loss: 0.6748]
+06 Dec 03:02    INFO epoch 2 evaluating [time: 0.02s, valid_score: 0.300000]
+06 Dec 03:02    INFO best valid result: recall@10: 0.2000    recall@20: 0.3000    ndcg@20: 0.1131    map@20: 0.06
+06 Dec 03:02    INFO test result: recall@10: 0.1167    recall@20: 0.2833    ndcg@10: 0.0451    precision@5: 0.0067
+"""
+
+
+@pytest.fixture(scope="module")
+def peer():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("mm_peer_mmrec", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_log_reads_epochs_and_the_best_valid_epoch_metrics(peer):  # type: ignore[no-untyped-def]
+    out = peer.parse_log(LOG)
+    assert out["epoch_seconds"] == [0.5, 0.7, 0.6]
+    assert out["valid_recall@20"] == [0.2, 0.3, 0.3]
+    assert out["best_epoch"] == 2  # 1-based, the first of the tied best epochs
+    assert out["valid"] == {"recall@10": 0.2, "recall@20": 0.3, "ndcg@20": 0.1131}
+    # the per-epoch 'test result:' header line has no metrics on it; the final one is read
+    assert out["test"] == {"recall@10": 0.1167, "recall@20": 0.2833, "ndcg@10": 0.0451}
+
+
+def test_every_peer_setting_is_a_one_point_grid(peer):  # type: ignore[no-untyped-def]
+    # MMRec picks its "BEST" line on test across a grid: every grid key must hold exactly one value
+    for model, settings in peer.MMREC_SETTINGS.items():
+        for key, value in settings.items():
+            assert not isinstance(value, list) or len(value) == 1, (model, key)
