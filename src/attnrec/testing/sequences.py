@@ -10,7 +10,9 @@ B for the others:
   next lead item follows from the last lead item (a within-domain pattern);
 * ``y_t = twin(x_t)``: the next item of the other domain follows from the last lead item (a cross-domain
   pattern), and also ``y_{t+1} = y_t + 2``;
-* with probability ``noise`` an item is replaced by a random item of the same group and domain.
+* a share ``noise`` of the users takes a random subset of its group's items instead (twins included), in a
+  random order, which teaches a model the group rather than the next item; no item repeats within a user while
+  ``length <= n_items / 2``.
 
 :func:`planted_sequences` returns the leave-one-out split (last item test, the one before validation, the rest
 train), encoded with one vocabulary over every item; :func:`planted_sequence_items` the catalogue (``item_id``,
@@ -61,18 +63,18 @@ def planted_sequences(
     start = rng.integers(0, per_group, n_users)
     # the t-th A item of user u: the (start + t)-th item of its parity in A, cyclically
     a_rank = (start[:, None] + np.arange(steps)[None, :]) % per_group
-    if noise > 0:
-        flip = rng.random(a_rank.shape) < noise
-        a_rank = np.where(flip, rng.integers(0, per_group, a_rank.shape), a_rank)
-    b_rank = a_rank.copy()
-    if noise > 0:
-        flip = rng.random(b_rank.shape) < noise
-        b_rank = np.where(flip, rng.integers(0, per_group, b_rank.shape), b_rank)
+    # noisy users walk their group's items in a random order (still no repeat while steps <= per_group)
+    shuffled = rng.permuted(np.tile(np.arange(per_group), (n_users, 1)), axis=1)[:, : min(steps, per_group)]
+    noisy = rng.random(n_users) < noise
+    a_rank[noisy, : shuffled.shape[1]] = shuffled[noisy]
+    b_rank = a_rank
     # half the users lead with domain B (then the A items are the twins), so held-out targets fall in both
     lead_b = (rng.random(n_users) < 0.5)[:, None]
     a = np.where(lead_b, half, 0) + 2 * a_rank + group[:, None]
     b = np.where(lead_b, 0, half) + 2 * b_rank + group[:, None]
     seq = np.stack([a, b], axis=2).reshape(n_users, -1)[:, :length]  # a_0, b_0, a_1, b_1, ...
+    # noisy users' items come in a random order (domains interleave at random too)
+    seq[noisy] = rng.permuted(seq[noisy], axis=1)
     users = np.repeat(np.arange(n_users), length)
     items = seq.reshape(-1)
     pos = np.tile(np.arange(length), n_users)
