@@ -183,3 +183,24 @@ def test_generic_table_is_checked_as_sequences(tmp_path: Path) -> None:
     assert sorted(train.user_vocab.ids.tolist()) == ["u", "w"]  # v (one item) dropped
     assert sorted(test.decode()["item_id"].to_list()) == ["i4", "i4"]  # u's last by time is i4
     assert data["valid"].decode().sort("user_id")["item_id"].to_list() == ["i1", "i3"]
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(
+    not (SHARED / "cdsr-abxi-food-kitchen").is_dir(), reason="shared data absent (../shared/data)"
+)
+def test_abxi_split_matches_abxi_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ABXI's own loader (file order, last item test, the one before valid) gives these target counts per domain
+    (computed from ABXI's dataloader by the peer runner; /work/notes/SEQ_ABXI.md)."""
+    monkeypatch.setenv("ATTNREC_DATA", str(SHARED))
+    data = prepare_sequences(RunConfig(model="pop", data="abxi-food-kitchen"), progress=False)
+    train, valid, test = data["train"], data["valid"], data["test"]
+    assert train.n_items == 28095 and train.n_users == 7144
+    assert valid.frame["domain"].value_counts().sort("domain")["count"].to_list() == [2837, 4307]
+    assert test.frame["domain"].value_counts().sort("domain")["count"].to_list() == [2419, 4725]
+    assert len(train) == 173548 - 2 * 7144
+    doms, names = item_domains_of(train, data["items"])
+    assert names == ("A", "B") and int((doms == 0).sum()) == 11837
