@@ -6,14 +6,24 @@ position: |cos| near 1 means the module mostly re-weights what ``X`` already hol
 that it adds a direction ``X`` lacked ("orthogonal alignment"). The paper reports this per module at the best
 epoch and relates it to NDCG@10.
 
-The function is model-agnostic (tensors in, a number out), so any attention-fusion module can report it: the
-sequential ``gca`` modules, and the attention blocks of hybrid_csa, secn and safmr (their input tokens against
-their attention outputs).
+The functions are model-agnostic (tensors in, a number out), so any attention-fusion module can report it: the
+sequential ``gca`` modules feed :class:`CosineMeter` themselves, and :func:`attention_orthogonality` measures the
+self-attention layers of hybrid_csa, secn and autoint (their input tokens against their attention read-out) on
+any forward pass. (safmr and mrcsaf report their own |cos| through their models' diagnostics.)
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
+from torch import nn
+
+from attnrec.models.layers.attention import SelfAttentionBlock
+from attnrec.models.layers.interaction import InteractingLayer
 
 #: a vector whose norm is below this counts as zero: its cosine is undefined and the position is left out
 _TINY = 1e-12
@@ -58,3 +68,91 @@ def mean_abs_cosine(x: torch.Tensor, x_prime: torch.Tensor, mask: torch.Tensor |
     meter = CosineMeter()
     meter.add(x, x_prime, mask)
     return meter.value
+
+
+def self_attention_output(
+    layer: nn.Module, x: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``X'``, the attention read-out of a self-attention layer for its input tokens ``x`` ``(B, T, d)``: the
+    value mix ``softmax(QKᵀ/s) V`` (heads concatenated), after the output projection ``W^O`` where the layer has
+    one, before any residual, norm or activation. ``weights`` ``(B, H, T, T)``: the layer's own attention (else
+    recomputed from ``x``, without dropout).
+
+    Layers: :class:`~attnrec.models.layers.attention.SelfAttentionBlock` (hybrid_csa; its pre-norm is part of
+    the projection) and :class:`~attnrec.models.layers.interaction.InteractingLayer` (secn, autoint)."""
+    b, t, _ = x.shape
+    if isinstance(layer, SelfAttentionBlock):
+        # the class's projection: attention_orthogonality wraps the instance's to watch its inputs
+        q, k, v = SelfAttentionBlock.project(layer, x).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, dh)
+        if weights is None:
+            weights = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(layer.head_dim), dim=-1)
+        return layer.out((weights @ v).transpose(1, 2).reshape(b, t, layer.dim))
+    if isinstance(layer, InteractingLayer):
+
+        def heads(z: torch.Tensor) -> torch.Tensor:
+            return z.view(b, t, layer.n_heads, layer.head_dim).transpose(1, 2)
+
+        v = heads(layer.value(x))
+        if weights is None:
+            scores = heads(layer.query(x)) @ heads(layer.key(x)).transpose(-1, -2)
+            weights = torch.softmax(scores / layer.head_dim**0.5 if layer.scaled else scores, dim=-1)
+        return (weights @ v).transpose(1, 2).reshape(b, t, -1)
+    raise TypeError(f"self_attention_output: not a known self-attention layer: {type(layer).__name__}")
+
+
+@contextmanager
+def attention_orthogonality(root: nn.Module) -> Iterator[dict[str, CosineMeter]]:
+    """While the context is open, every self-attention layer under ``root`` (see :func:`self_attention_output`)
+    adds the |cos(X, X')| of each call to a :class:`CosineMeter`, keyed by the layer's name in ``root`` (the
+    paper's diagnostic beyond cross-domain models: hybrid_csa's token attention, secn's and autoint's field
+    attention). Run any forward pass inside, then read ``meters[name].value``::
+
+        with attention_orthogonality(model.module) as meters:
+            model.predict_proba(data)            # secn: its forward calls the attention
+        {name: m.value for name, m in meters.items()}
+
+    An :class:`InteractingLayer` records through a forward hook. A :class:`SelfAttentionBlock` records whenever
+    its ``project`` receives stacked tokens ``(B, T, d)`` (hybrid_csa's training forward; its pair scorer projects
+    token tables one by one and is not seen: measure hybrid_csa on a forward pass such as ``module.loss(batch)``).
+    A layer whose output width differs from its input's (an InteractingLayer with ``heads · head_dim != d``) has
+    no |cos| and is skipped. Nothing is left attached on exit."""
+    meters: dict[str, CosineMeter] = {}
+    undo: list[Callable[[], None]] = []
+
+    def record(name: str, x: torch.Tensor, x_prime: torch.Tensor) -> None:
+        if x.shape == x_prime.shape:
+            meters.setdefault(name, CosineMeter()).add(x.detach(), x_prime.detach())
+
+    for name, layer in root.named_modules():
+        if isinstance(layer, InteractingLayer):
+
+            def hook(mod: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
+                with torch.no_grad():
+                    record(name, args[0], self_attention_output(mod, args[0], out[1]))
+
+            undo.append(layer.register_forward_hook(hook).remove)
+        elif isinstance(layer, SelfAttentionBlock):
+            original = layer.project
+
+            def project(
+                x: torch.Tensor,
+                layer: SelfAttentionBlock = layer,
+                name: str = name,
+                original: Callable[[torch.Tensor], torch.Tensor] = original,
+            ) -> torch.Tensor:
+                if x.dim() == 3:
+                    with torch.no_grad():
+                        record(name, x, self_attention_output(layer, x))
+                return original(x)
+
+            layer.project = project  # type: ignore[method-assign]
+
+            def restore(layer: SelfAttentionBlock = layer) -> None:
+                del layer.project  # the instance attribute: the class's method shows again
+
+            undo.append(restore)
+    try:
+        yield meters
+    finally:
+        for step in undo:
+            step()
