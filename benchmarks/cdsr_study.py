@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     trainer = {"epochs": a.epochs, "patience": a.patience}
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     variants = grid(a.n_blocks)
-    wanted = None if a.variants == "all" else set(a.variants.split(","))
+    wanted = None if a.variants == "all" else [w for w in a.variants.split(",") if w]
     need_matched = wanted is None or any(w.startswith("matched-") for w in wanted)
     if need_matched:
         n_items = _n_items(a.data)
@@ -342,10 +342,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{mv.name}: {mv.params} -> {got:,} params vs {v.name} {goal:,}", flush=True)
             variants.append(mv)
     if wanted is not None:
-        unknown = wanted - {v.name for v in variants}
+        unknown = set(wanted) - {v.name for v in variants}
         if unknown:
             raise SystemExit(f"unknown variants {sorted(unknown)}; known: {[v.name for v in variants]}")
-        variants = [v for v in variants if v.name in wanted]
+        by_name = {v.name: v for v in variants}
+        variants = [
+            by_name[w] for w in dict.fromkeys(wanted)
+        ]  # in the order asked: the most wanted run first
     results = a.out / "results.jsonl"
     done = {r.get("key") for r in rep.read_jsonl(results)}
     todo = [(v, s) for v in variants for s in seeds if run_key(v, s, backbone, trainer, a.data) not in done]
