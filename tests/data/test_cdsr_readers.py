@@ -49,6 +49,7 @@ def test_abxi_reads_order_domains_and_catalogue(tmp_path: Path) -> None:
         "B": {"interactions": 3, "users": 2, "items": 2},
     }
     assert info["catalogue_items"] == {"A": 2, "B": 2}
+    assert info["sequence_length"] == [3, 3.5, 4]
 
 
 def test_abxi_out_of_order_sorted_stably_and_counted(tmp_path: Path) -> None:
@@ -174,6 +175,7 @@ def test_shared_abxi_counts_match_source_md(monkeypatch: pytest.MonkeyPatch) -> 
     assert info["domains"]["A"]["interactions"] == 83663  # type: ignore[index]
     assert info["domains"]["B"]["interactions"] == 89885  # type: ignore[index]
     assert info["catalogue_items"] == {"A": 11837, "B": 16258}
+    assert info["sequence_length"] == [10, 24.29, 50]  # SOURCE.md: 10..50, mean 24.3
     assert ds.notes["out_of_order_sorted"] == {"users": 0}
 
 

@@ -136,6 +136,8 @@ class Dataset:
                 str(r["domain"]): {k: r[k] for k in ("interactions", "users", "items")}
                 for r in per.sort("domain").iter_rows(named=True)
             }
+            lengths = df.group_by("user_id").len()["len"]
+            out["sequence_length"] = [int(lengths.min()), round(float(lengths.mean()), 2), int(lengths.max())]  # type: ignore[arg-type]
             if self.items is not None and "domain" in self.items.columns:
                 cat = self.items.group_by("domain").len().sort("domain")
                 out["catalogue_items"] = dict(zip(cat["domain"].cast(str), cat["len"], strict=True))
