@@ -127,3 +127,22 @@ def test_modality_weights():
         modality_weights(["a", "b"], {"c": 0.5})
     with pytest.raises(ConfigError):
         modality_weights(["a", "b"], {"a": 0.5, "b": 0.2})
+
+
+def test_trained_features_move_and_leave_the_callers_matrix_alone():
+    train, valid, _ = checkerboard(implicit=True)
+    from attnrec.training.trainer import TrainerConfig
+
+    side = item_side(train)
+    before = {k: v.copy() for k, v in side.item_features.matrices.items()}  # type: ignore[union-attr]
+    model = Freedom(dim=8, feat_dim=8, knn_k=4, train_features=True, reg_weight=1.0)
+    model.fit(
+        train, valid, side=side, trainer=TrainerConfig(epochs=2, batch_size=256, progress=False, device="cpu")
+    )
+    m = model.module
+    assert isinstance(m, FreedomModule)
+    assert not torch.equal(
+        m.feature("text"), torch.from_numpy(before["text"])
+    )  # fine-tuned (MMRec's default)
+    for k, v in side.item_features.matrices.items():  # type: ignore[union-attr]
+        np.testing.assert_array_equal(v, before[k])

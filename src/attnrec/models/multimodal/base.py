@@ -118,8 +118,8 @@ class MultimodalModule(TrainableModule):
                 if features is not None
                 else torch.zeros(n_items, width)
             )
-            if config.train_features:
-                self.register_parameter(f"feat_{name}", nn.Parameter(value))
+            if config.train_features:  # a copy: training must not write into the caller's feature matrix
+                self.register_parameter(f"feat_{name}", nn.Parameter(value.clone()))
             else:
                 self.register_buffer(f"feat_{name}", value)
         self.proj = nn.ModuleDict({m: nn.Linear(w, config.feat_dim) for m, w in feat_dims.items()})
