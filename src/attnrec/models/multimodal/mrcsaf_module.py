@@ -162,7 +162,9 @@ class CrossSelfAttentionFusion(nn.Module):
                 cross = cross / len(others)
             c = x + cross  # eqs. 14-15
             tilde = x + att[m][:, m]  # eqs. 16-17
-            fused.append(self.fuse(torch.cat([c, tilde], dim=-1)))  # eq. 18
+            # eq. 18, W [c ; ẽ] + b as W_c c + W_ẽ ẽ + b (no concatenated copy)
+            w = self.fuse.weight
+            fused.append(F.linear(c, w[:, : self.dim], self.fuse.bias) + tilde @ w[:, self.dim :].T)
             cross_out.append(cross)
         return fused, cross_out
 
@@ -353,11 +355,18 @@ class MRCSAFModule(MultimodalModule):
         return x if rows is None else x[rows]
 
     def propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eqs. 19-23 for every modality at once: E⁰ = [e_U^m ; ė_m] side by side, the layer mean over
-        ``n_layers`` products with the user-item graph; users (U, M·d) and ṗ (I, M·d)."""
+        """Eqs. 19-23 per modality: E⁰_m = [e_U^m ; ė_m], the layer mean over ``n_layers`` products with the
+        user-item graph; returns the blocks side by side, users (U, M·d) and ṗ (I, M·d). (One product per d-wide
+        block: on a Sports-sized graph that is faster than one product of the M·d-wide table.)"""
         fused, _ = self.fused_items()
-        e0 = torch.cat([self.user.weight, torch.cat(fused, dim=1)], dim=0)
-        out = self.propagate_ui(e0, self.config.n_layers)
+        users = self.modality_tables(self.user.weight)
+        out = torch.cat(
+            [
+                self.propagate_ui(torch.cat([u, f], dim=0), self.config.n_layers)
+                for u, f in zip(users, fused, strict=True)
+            ],
+            dim=1,
+        )
         return out[: self.n_users], out[self.n_users :]
 
     def compute_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
