@@ -203,3 +203,26 @@ def test_item_domains_come_from_the_catalogue() -> None:
     model.fit(train, side=SideInputs(items=catalogue), trainer=trainer)
     assert model.sequences is not None and model.sequences.item_domains[N_ITEMS - 1] == 1
     assert torch.isfinite(model.score(Query(users=np.array([0]), domain="B", exclude="none"))[0, N_ITEMS - 1])
+
+
+def test_bundle_sequences_are_checked(fitted_gca: GCA) -> None:
+    """The stored training sequences travel in the bundle; a missing, reshaped or out-of-range one is refused."""
+    from attnrec.errors import DataError
+    from attnrec.models.sequential.base import SEQ_TENSOR
+
+    tensors = fitted_gca.state_tensors()
+    assert tensors[SEQ_TENSOR].shape == (fitted_gca.n_users, fitted_gca.config.max_len)
+    bad_cases = {
+        "missing": {k: v for k, v in tensors.items() if k != SEQ_TENSOR},
+        "shape": {**tensors, SEQ_TENSOR: tensors[SEQ_TENSOR][:, 1:]},
+        "range": {**tensors, SEQ_TENSOR: tensors[SEQ_TENSOR] + N_ITEMS + 1},
+    }
+    for bad in bad_cases.values():
+        clone = GCA(fitted_gca.config)
+        clone.user_vocab, clone.item_vocab, clone.domain_names = (
+            fitted_gca.user_vocab,
+            fitted_gca.item_vocab,
+            fitted_gca.domain_names,
+        )
+        with pytest.raises(DataError, match=SEQ_TENSOR):
+            clone.load_state_tensors(bad)
