@@ -12,14 +12,17 @@ the error it raised.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from attnrec.errors import ConfigError
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.run import run_experiment
 from attnrec.training.distributed import DistributedError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,6 +47,17 @@ def run_distributed(cfg: RunConfig, nproc: int, *, progress: bool = True) -> Lau
     if nproc == 1:
         result = run_experiment(cfg, progress=progress)
         return LaunchResult(result.metrics, result.out)
+    results = launch(_worker, (cfg.model_dump_json(exclude_unset=True), progress), nproc)
+    return LaunchResult(results[0], cfg.out)
+
+
+def launch(
+    entrypoint: Callable[..., T], args: tuple[Any, ...], nproc: int, *, start_method: str = "spawn"
+) -> dict[int, T]:
+    """``entrypoint(*args)`` on ``nproc`` local processes started by torch's elastic launcher (a c10d rendezvous
+    on a free port of 127.0.0.1, no restarts; with ``spawn`` ``entrypoint`` must be importable): each rank's
+    return value by rank. Raises :class:`~attnrec.training.distributed.DistributedError` naming every failed
+    rank. ``start_method="fork"`` saves each rank importing torch again (tests); spawn is the safe default."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -56,13 +70,12 @@ def run_distributed(cfg: RunConfig, nproc: int, *, progress: bool = True) -> Lau
         rdzv_endpoint="127.0.0.1:0",  # a free port on this machine, as torchrun --standalone
         max_restarts=0,
         monitor_interval=0.2,
-        start_method="spawn",
+        start_method=start_method,
     )
     try:
-        results = elastic_launch(config, _worker)(cfg.model_dump_json(exclude_unset=True), progress)
+        return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
         raise DistributedError(describe_failure(exc, nproc)) from None
-    return LaunchResult(results[0], cfg.out)
 
 
 def describe_failure(exc: Any, nproc: int) -> str:

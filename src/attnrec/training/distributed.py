@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,8 +128,16 @@ def _failed(what: str, exc: BaseException) -> DistributedError:
     ctx = context()
     return DistributedError(
         f"rank {ctx.rank} of {ctx.world}: {what} failed, most likely because another rank died or stopped "
-        f"responding (timeout {timeout_seconds():g} s, {TIMEOUT_ENV}): {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        f"responding (timeout {timeout_seconds():g} s, {TIMEOUT_ENV}): {_backend_message(exc)}"
     )
+
+
+def _backend_message(exc: BaseException) -> str:
+    """The backend's own words, without gloo's source location and advice: ``Connection closed by peer
+    [127.0.0.1]:port``, ``Timed out waiting 5000ms for recv operation``..."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    return text.split(". This is typically")[0]
 
 
 def collective(what: str, fn: Callable[[], T]) -> T:
