@@ -72,7 +72,9 @@ def tune_cmd(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
         )
         value = "" if t.value is None else f" {t.value:.5g}"
-        console.print(f"trial {t.number}: {t.state.name.lower()}{value}  {params}", markup=False)
+        console.print(
+            f"trial {t.number}: {t.state.name.lower()}{value}  {params}", markup=False, soft_wrap=True
+        )
 
     result = tune(
         cfg,
