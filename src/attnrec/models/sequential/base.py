@@ -14,7 +14,6 @@ one uniform negative of the target's domain per position. docs/models/sasrec.md 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
@@ -142,6 +141,10 @@ class SequentialModule(TrainableModule):
     ) -> torch.Tensor:
         """(B, n_items) score of every item after each row's latest item, each item by its own domain's state."""
         last = self.last_states(items, domains)  # (B, D', d)
+        if len(last) == 1:
+            # one row would take a matrix-vector kernel whose sums round differently from the matrix-matrix one
+            # used for two rows or more: a duplicate row keeps a row's scores independent of its batch
+            return self.item_scores(items.expand(2, -1), domains.expand(2, -1), item_domains)[:1]
         table = self.item.weight[1:]
         if last.shape[1] == 1:
             return last[:, 0] @ table.T
@@ -197,8 +200,6 @@ class SequentialRecommender(TorchRecommender[ConfigT], DomainItemScorer):
         self._domain_names: tuple[str, ...] = ()
         self._domain_items: DomainItems | None = None
         self._catalogue: pl.DataFrame | None = None
-        self._scorer_copy: SequentialModule | None = None
-        self._scorer_key: tuple[int, tuple[int, ...]] | None = None
 
     # ----------------------------------------------------------------- to implement
     def new_module(self, n_items: int, n_domains: int) -> SequentialModule:
@@ -280,27 +281,12 @@ class SequentialRecommender(TorchRecommender[ConfigT], DomainItemScorer):
             )
         return self.domain_names.index(name)
 
-    def _scorer(self) -> SequentialModule:
-        """The module scoring runs on: a float64 copy of the fitted one (float32 on MPS, which has no float64).
-
-        Why: a row's float32 scores depend, in their last bits, on which other rows share its batch (the matrix
-        kernels sum in a shape-dependent order, and the per-domain views are as wide as the batch's longest).
-        In float64 those differences sit far below float32's resolution, so the float32 scores returned do not
-        depend on the batch. The copy is remade whenever a parameter changed (tensor version counters)."""
-        module = self._module()
-        if next(module.parameters()).device.type == "mps":
-            return module
-        key = (id(module), tuple(p._version for p in module.parameters()))
-        if self._scorer_key != key or self._scorer_copy is None:
-            self._scorer_copy = copy.deepcopy(module).double().eval()
-            self._scorer_key = key
-        return self._scorer_copy
-
     @torch.no_grad()
     def score_sequences(self, seqs: Sequences, domain: str | None = None) -> torch.Tensor:
-        """(len(seqs), n_items) float32 scores of the next item after each sequence; with ``domain``, items of
-        other domains score -inf."""
-        module = self._scorer()
+        """(len(seqs), n_items) scores of the next item after each sequence; with ``domain``, items of other
+        domains score -inf. A row's scores do not depend on the rows scored with it (eval mode: no trimmed
+        views; a single row is scored as two)."""
+        module = self._module()
         seqs = self.input_sequences(seqs)
         device = next(module.parameters()).device
         item_domains = torch.from_numpy(seqs.item_domains).to(device)
@@ -309,7 +295,7 @@ class SequentialRecommender(TorchRecommender[ConfigT], DomainItemScorer):
             part = slice(start, start + self.score_batch)
             items = torch.from_numpy(seqs.items[part]).to(device)
             doms = torch.from_numpy(seqs.domains[part]).to(device)
-            parts.append(module.item_scores(items, doms, item_domains).float())
+            parts.append(module.item_scores(items, doms, item_domains))
         scores = torch.cat(parts) if parts else torch.zeros(0, self.n_items, device=device)
         if domain is not None:
             scores[:, item_domains != self.domain_index(domain)] = float("-inf")

@@ -108,7 +108,8 @@ class GCAModule(SequentialModule):
 
     def states(self, items: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
         mixed = self.mixed(self.item(items), items > 0)
-        views = [domain_view(items, domains, d) for d in range(2)]
+        # trimmed views in training only: in eval a row's scores must not depend on the rows batched with it
+        views = [domain_view(items, domains, d, trim=self.training) for d in range(2)]
         real = [v[0] > 0 for v in views]
         self_vis = [causal_mask(r) for r in real]
         cross_vis = [cross_mask(views[d][1], views[1 - d][1]) for d in range(2)]

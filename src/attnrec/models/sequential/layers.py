@@ -240,9 +240,12 @@ class GatedCrossAttention(nn.Module):
         return x + self.gate(x, x_prime) * x_prime, x_prime
 
 
-def domain_view(items: torch.Tensor, domains: torch.Tensor, domain: int) -> tuple[torch.Tensor, torch.Tensor]:
+def domain_view(
+    items: torch.Tensor, domains: torch.Tensor, domain: int, *, trim: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The items of one domain of left-padded mixed sequences, left-padded again (as
-    :meth:`attnrec.data.sequences.Sequences.view`), trimmed to the batch's longest view (at least 1 column).
+    :meth:`attnrec.data.sequences.Sequences.view`), trimmed to the batch's longest view (at least 1 column) when
+    ``trim``, else as wide as the mixed sequence (a row's result then does not depend on the other rows).
 
     ``items``, ``domains`` (B, L) -> ``(view_items (B, W), view_cols (B, W))``: ``view_cols`` is each kept item's
     column in the mixed sequence (-1 at padding), its time for cross-attention masks."""
@@ -250,7 +253,7 @@ def domain_view(items: torch.Tensor, domains: torch.Tensor, domain: int) -> tupl
     # a stable sort on the keep flag moves the domain's items to the right, in their order
     perm = torch.argsort(keep.to(torch.int8), dim=1, stable=True)
     kept = keep.gather(1, perm)
-    width = max(int(kept.sum(1).max()) if kept.numel() else 0, 1)
+    width = max(int(kept.sum(1).max()) if kept.numel() else 0, 1) if trim else keep.shape[1]
     perm, kept = perm[:, -width:], kept[:, -width:]
     view_items = torch.where(kept, items.gather(1, perm), torch.zeros_like(perm))
     view_cols = torch.where(kept, perm, torch.full_like(perm, -1))
