@@ -41,6 +41,7 @@ import torch
 
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
+from attnrec.evaluation.evaluators import _isin_sorted
 from attnrec.models.capabilities import ItemScorer
 from attnrec.models.query import History, Query
 
@@ -126,7 +127,7 @@ def draw_negatives(
     if 2 * n > size:
         keys = rng.random((b, size))
         cand = np.arange(b, dtype=np.int64)[:, None] * n_items + pool[None, :]
-        bad = _isin(cand, excl_keys) | (cand == tgt_keys[:, None])
+        bad = _isin_sorted(cand, excl_keys) | (cand == tgt_keys[:, None])
         keys[bad] = np.inf
         first = np.argpartition(keys, n - 1, axis=1)[:, :n] if n < size else np.argsort(keys, axis=1)
         first = np.take_along_axis(first, np.argsort(np.take_along_axis(keys, first, 1), axis=1), 1)
@@ -138,7 +139,7 @@ def draw_negatives(
     while len(todo):
         draw = pool[rng.integers(0, size, (len(todo), k))]
         keys = todo[:, None] * n_items + draw
-        ok = ~(_isin(keys, excl_keys) | (keys == tgt_keys[todo][:, None]))
+        ok = ~(_isin_sorted(keys, excl_keys) | (keys == tgt_keys[todo][:, None]))
         # a repeat within a row is not admissible: after a stable sort, every later copy is marked
         order = np.argsort(draw, axis=1, kind="stable")
         srt = np.take_along_axis(draw, order, axis=1)
@@ -160,13 +161,6 @@ def _keys(m: sp.csr_matrix) -> np.ndarray:
     m.sum_duplicates()
     rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
     return rows * m.shape[1] + m.indices.astype(np.int64)
-
-
-def _isin(keys: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
-    if sorted_ref.size == 0:
-        return np.zeros(keys.shape, dtype=bool)
-    at = np.searchsorted(sorted_ref, keys)
-    return sorted_ref[np.minimum(at, sorted_ref.size - 1)] == keys
 
 
 def _rank_metrics(rank: torch.Tensor, n_cands: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:
