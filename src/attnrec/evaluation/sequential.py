@@ -25,8 +25,12 @@ masked in the full ranking.
 
 **Negatives are the split's, not the model's**: they depend only on the rows, the exclusions, ``seed`` and the
 domain, drawn in fixed chunks of :data:`SAMPLE_CHUNK` rows (``numpy`` generator seeded by ``(seed, domain id,
-chunk)``), so every model evaluated on a split meets the same negatives whatever its batch size. (ABXI's own code
-draws them unseeded, anew at every evaluation.)
+chunk)``), so every model evaluated on a split meets the same negatives whatever its batch size.
+
+Deliberate differences from ABXI's code (commit 72e52c9, ``models/data/dataloader.py``): it draws the negatives
+unseeded, anew at every evaluation; and its domain-B pool starts one id early (``arange(n_item_a, n_item + 1)``), so
+the last A item can be a B negative. Ours are seeded and the pools are exactly the domains' items. Its model
+selection sums the per-domain validation MRR; early stopping here watches the mean per-domain NDCG@10 (issue 16).
 """
 
 from __future__ import annotations
