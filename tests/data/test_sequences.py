@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attnrec.data.sequences import PAD_DOMAIN, Sequences, item_domains_of
 from attnrec.data.table import Interactions
@@ -151,3 +153,61 @@ def test_item_domains_from_the_catalogue() -> None:
         item_domains_of(data, cat.filter(pl.col("item_id") != "c9"))
     with pytest.raises(DataError, match="have no row"):  # no catalogue domain: from the rows, c9 has none
         item_domains_of(data, cat.drop("domain"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7)), max_size=60),
+    max_len=st.integers(1, 9),
+    cut=st.integers(0, 60),
+)
+def test_property_against_python_reference(rows: list[tuple[int, int]], max_len: int, cut: int) -> None:
+    """from_arrays keeps each row's last max_len items in order, left-padded; view(d) is the reference filtered to
+    d; building in two steps (append) equals building at once."""
+    doms = np.array([0, 1, 0, 1, 1, 0, 0, 1])
+    users = np.array([r[0] for r in rows], dtype=np.int64)
+    items = np.array([r[1] for r in rows], dtype=np.int64)
+    seq = Sequences.from_arrays(users, items, 6, doms, ("A", "B"), max_len=max_len)
+    for u in range(6):
+        ref = [i for uu, i in rows if uu == u][-max_len:]
+        pad = max_len - len(ref)
+        assert seq.items[u].tolist() == [0] * pad + [i + 1 for i in ref]
+        assert seq.order[u].tolist() == [-1] * pad + list(range(len(ref)))
+        assert seq.lengths[u] == len(ref)
+        for d in (0, 1):
+            sub = [i + 1 for i in ref if doms[i] == d]
+            assert seq.view(d).items[u].tolist() == [0] * (max_len - len(sub)) + sub
+    # append: the first `cut` rows as stored sequences, the rest appended after them
+    head, tail = rows[:cut], rows[cut:]
+    first = Sequences.from_arrays(
+        np.array([r[0] for r in head], dtype=np.int64),
+        np.array([r[1] for r in head], dtype=np.int64),
+        6,
+        doms,
+        ("A", "B"),
+        max_len=max_len,
+    )
+    uv = Vocabulary([str(u) for u in range(6)], kind="user")
+    iv = Vocabulary([str(i) for i in range(8)], kind="item")
+    extra = Interactions(
+        pl.DataFrame(
+            {"user": [r[0] for r in tail], "item": [r[1] for r in tail]},
+            schema={"user": pl.Int64, "item": pl.Int64},
+        ),
+        uv,
+        iv,
+    )
+    both = first.append(extra)
+    # what the stored sequences kept of `head` (each user's last max_len), then every appended row
+    truncated_first = [
+        (u, i) for k, (u, i) in enumerate(head) if sum(1 for x, _ in head[k:] if x == u) <= max_len
+    ]
+    direct = Sequences.from_arrays(
+        np.array([r[0] for r in truncated_first + tail], dtype=np.int64),
+        np.array([r[1] for r in truncated_first + tail], dtype=np.int64),
+        6,
+        doms,
+        ("A", "B"),
+        max_len=max_len,
+    )
+    assert np.array_equal(both.items, direct.items) and np.array_equal(both.domains, direct.domains)
