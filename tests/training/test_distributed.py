@@ -122,6 +122,14 @@ def test_a_dead_rank_fails_the_others_collectives() -> None:
     assert "DistributedError: rank 0 of 2" in str(info.value) or "exit code 17" in str(info.value)
 
 
+def test_ranks_fitting_different_runs_are_refused() -> None:
+    spec = {**TOPK_RATING[1], "rank_config": {"1": {"dim": 4}}}
+    with pytest.raises(
+        ProcessRaisedException, match=r"not fitting the same run \(rank 1: model config differ"
+    ):
+        fit_on_ranks([spec])
+
+
 # ------------------------------------------------------------------ the parts, without processes
 def test_shard_batch_splits_rows_and_weights_to_the_global_mean() -> None:
     b = PairwiseBatch(torch.arange(5), torch.arange(5) + 10, torch.arange(10).reshape(5, 2))

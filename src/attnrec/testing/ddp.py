@@ -70,6 +70,9 @@ class Killed(Exception):
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """:func:`fit_and_score`, or ``{"killed": epoch}`` when ``spec["kill_at_epoch"]`` stops the fit there (the
     epoch's SGD step is never taken; the checkpoint of the epoch before it is on disk)."""
+    if dist.is_initialized() and str(dist.get_rank()) in spec.get("rank_config", {}):
+        # a rank fitting another config than the others (the Trainer must refuse it)
+        spec = {**spec, "config": {**spec.get("config", {}), **spec["rank_config"][str(dist.get_rank())]}}
     kill = spec.get("kill_at_epoch")
     if kill is None:
         return fit_and_score(spec)

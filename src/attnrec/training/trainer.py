@@ -351,6 +351,10 @@ class Trainer:
     ) -> FitReport:
         c = self.config
         t0 = time.perf_counter()
+        # through JSON, as it is stored: tuples become lists, so a saved identity compares equal to a new one
+        ident = json.loads(json.dumps(self.identity(identity), default=str))
+        if self.dist.active:
+            self._check_same_run(ident)  # before DDP compares parameter shapes, with a clearer message
         solver: EpochSolver
         if isinstance(model, nn.Module):
             if make_batches is None:
@@ -361,8 +365,6 @@ class Trainer:
                 raise ConfigError("Trainer.fit: an EpochSolver makes its own epochs; give no make_batches")
             solver = model
         module = solver.module
-        # through JSON, as it is stored: tuples become lists, so a saved identity compares equal to a new one
-        ident = json.loads(json.dumps(self.identity(identity), default=str))
         state: dict[str, Any] = {
             "epoch": 0,
             "best": None,
@@ -486,6 +488,23 @@ class Trainer:
         except ConfigError as exc:
             return exc
         return saved  # type: ignore[no-any-return]
+
+    def _check_same_run(self, ident: dict[str, Any]) -> None:
+        """Every rank must fit the same run (model config, trainer config, data fingerprint): a rank that read
+        other data or another config would train something else behind the same all-reduces."""
+        digests = all_gather_objects(
+            {k: config_digest({k: v}) for k, v in ident.items()}, "comparing the ranks' runs"
+        )
+        bad = [
+            f"rank {r}: {', '.join(k for k in d if d[k] != digests[0][k])}"
+            for r, d in enumerate(digests)
+            if d != digests[0]
+        ]
+        if bad:
+            raise DistributedError(
+                f"the ranks are not fitting the same run ({'; '.join(bad)} differ from rank 0's): every rank "
+                "must read the same data with the same model and trainer settings"
+            )
 
     def _check_replicas(self, module: nn.Module) -> None:
         """Every rank must end with the same parameters (DDP and the epoch broadcasts keep them equal): a
