@@ -146,3 +146,30 @@ def test_trained_features_move_and_leave_the_callers_matrix_alone():
     )  # fine-tuned (MMRec's default)
     for k, v in side.item_features.matrices.items():  # type: ignore[union-attr]
         np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"modalities": [["bad name", 3]], "graph_shape": [1, 5]}, "modalities"),
+        ({"modalities": [["text", 0]], "graph_shape": [1, 5]}, "modalities"),
+        ({"modalities": [["text", 3]], "graph_shape": [1]}, "graph_shape"),
+    ],
+)
+def test_malformed_bundle_json_names_the_field(extra, field):  # type: ignore[no-untyped-def]
+    with pytest.raises(DataError, match=f"field '{field}'"):
+        Freedom().load_bundle_json(extra)
+
+
+def test_bundle_with_wrong_feature_width_is_refused(tmp_path):  # type: ignore[no-untyped-def]
+    import json
+
+    model, _ = _fit()
+    save_bundle(model, tmp_path / "b")
+    state = {k: v.clone() for k, v in model.state_tensors().items()}
+    state["feat_text"] = torch.zeros(state["feat_text"].shape[0], 3)
+    fresh = Freedom(**model.config.to_dict())
+    fresh.user_vocab, fresh.item_vocab, fresh.seen = model.user_vocab, model.item_vocab, model.seen
+    fresh.load_bundle_json(json.loads(json.dumps(model.bundle_json())))
+    with pytest.raises(DataError, match="feat_text"):
+        fresh.load_state_tensors(state)
