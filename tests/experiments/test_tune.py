@@ -358,3 +358,17 @@ def test_a_trial_whose_worker_died_is_marked_failed(tmp_path: Path) -> None:
         study.ask().set_user_attr("worker", worker)
     assert fail_dead_trials(study) == [0]
     assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING", "RUNNING"]
+
+
+def test_workers_opening_a_new_sqlite_storage_together_all_succeed(tmp_path: Path) -> None:
+    """Creating Optuna's schema is a race (its version row is unique): on SQLite the workers take turns."""
+    code = "import sys; from attnrec.experiments.tune_storage import open_storage; open_storage(sys.argv[1]); print('ok')"
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs

@@ -29,8 +29,7 @@ import os
 import socket
 import time
 import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,6 +46,7 @@ from attnrec.evaluation.protocols import default_protocol, evaluate
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.ctr_run import evaluate_ctr, prepare_ctr
 from attnrec.experiments.run import RunResult, check_trainer, fit_interactions, prepare_data, trainer_config
+from attnrec.experiments.tune_storage import asking, open_storage, sqlite_lock
 from attnrec.models.base import DEFAULT_VALID_METRIC, Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.training.trainer import TrainerConfig, epoch_callbacks
@@ -280,25 +280,6 @@ def _identity_digest(cfg: RunConfig, space: SearchSpace) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def open_storage(url: str | None) -> Any:
-    """An Optuna storage: None = in memory (one process); ``sqlite:///path`` waits up to 60 s on a locked file, so
-    workers on one machine share it; any other database URL goes to Optuna's RDB storage as is."""
-    optuna = require("optuna", "tune")
-    if url is None:
-        return None
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except Exception as exc:  # two workers creating the schema at once: the loser retries and finds it
-            if attempt == 4 or "locked" not in str(exc) and "exists" not in str(exc):
-                raise ConfigError(f"--storage {url}: cannot open it ({type(exc).__name__}: {exc})") from None
-            time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
-
-
 def open_study(
     cfg: RunConfig,
     space: SearchSpace,
@@ -443,7 +424,7 @@ def search(
     t0 = time.perf_counter()
     try:
         while timeout is None or time.perf_counter() - t0 <= timeout:
-            with _asking(lock):
+            with asking(lock):
                 if len(study.get_trials(deepcopy=False)) >= n_trials:
                     break
                 trial = study.ask()
@@ -459,25 +440,6 @@ def search(
     finally:
         torch.set_num_threads(threads)
     return study
-
-
-@contextmanager
-def _asking(lock: Path | None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock`` (blocking; nothing when None or off POSIX)."""
-    if lock is None:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _tell(
@@ -578,7 +540,6 @@ def tune(
     fail_dead_trials(study)
     if len(study.get_trials(deepcopy=False)) < n_trials:
         data = SearchData.from_run(cfg, progress=progress)
-        sqlite = storage.startswith("sqlite:///")
         search(
             cfg,
             data,
@@ -588,7 +549,7 @@ def tune(
             worker=worker,
             timeout=timeout,
             on_trial=on_trial,
-            lock=Path(storage.removeprefix("sqlite:///") + ".lock") if sqlite else None,
+            lock=sqlite_lock(storage),
         )
         del data
     best, note = (
