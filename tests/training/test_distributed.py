@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
@@ -148,6 +149,17 @@ def test_a_rank_without_rows_joins_with_weight_zero() -> None:
     (p0, w0), (p1, w1) = shard_batch(b, 0, 2), shard_batch(b, 1, 2)
     assert (w0, w1) == (0.0, 2.0) and len(p0) == 1 and len(p1) == 1
     assert shard_bounds(7, 0, 3) == (0, 2) and shard_bounds(7, 2, 3) == (4, 7)
+
+
+@dataclass
+class _SharedNegatives(PairwiseBatch):
+    shared_fields: ClassVar[frozenset[str]] = frozenset({"neg"})
+
+
+def test_a_batch_declares_fields_shared_by_all_rows() -> None:
+    b = _SharedNegatives(torch.arange(4), torch.arange(4), torch.arange(8).reshape(4, 2))  # neg (D=4, n=2)
+    part, w = shard_batch(b, 1, 2)
+    assert torch.equal(part.users, torch.tensor([2, 3])) and torch.equal(part.neg, b.neg) and w == 1.0
 
 
 def test_a_batch_that_is_not_a_dataclass_is_a_clear_error() -> None:

@@ -203,8 +203,10 @@ def shard_batch(batch: T, rank: int, world: int) -> tuple[T, float]:
     """This rank's rows of a global ``batch`` and the weight of its local loss, ``world * n_local / n_global``.
 
     ``batch`` is a dataclass of tensors (``attnrec.data.batches``) with ``len()``: every tensor field whose first
-    dimension is the batch's length is sliced, other fields are kept whole. A rank left without rows (a global
-    batch smaller than ``world``) gets the first row with weight 0, so it still joins the gradient all-reduce.
+    dimension is the batch's length is sliced, other fields are kept whole. A batch class declares the fields that
+    are shared by all rows whatever their shape (negatives drawn once per batch, ``(D, n)``, where ``D`` may equal
+    the batch size) in a class variable ``shared_fields: ClassVar[frozenset[str]]``. A rank left without rows (a
+    global batch smaller than ``world``) gets the first row with weight 0, so it still joins the all-reduce.
     """
     if not (dataclasses.is_dataclass(batch) and not isinstance(batch, type)):
         raise ConfigError(
@@ -218,7 +220,11 @@ def shard_batch(batch: T, rank: int, world: int) -> tuple[T, float]:
     weight = world * (hi - lo) / n
     if hi == lo:
         lo, hi, weight = 0, 1, 0.0
-    parts = {f.name: _rows(getattr(batch, f.name), n, lo, hi) for f in dataclasses.fields(batch)}
+    shared: frozenset[str] = getattr(type(batch), "shared_fields", frozenset())
+    parts = {
+        f.name: getattr(batch, f.name) if f.name in shared else _rows(getattr(batch, f.name), n, lo, hi)
+        for f in dataclasses.fields(batch)
+    }
     return dataclasses.replace(batch, **parts), weight  # type: ignore[type-var]
 
 
