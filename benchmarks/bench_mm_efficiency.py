@@ -13,6 +13,11 @@ that load drift hits both. ``uptime`` is recorded before every fit.
 
     python benchmarks/bench_mm_efficiency.py --epochs 2 --rounds 2 --out bench_results/mm_efficiency/sports_shape.json
 
+``--cpu-steps N`` measures CPU seconds (``time.process_time``) per training step instead, both models built in one
+process and stepped in turn, which load on the other cores inflates far less than wall time:
+
+    python benchmarks/bench_mm_efficiency.py --cpu-steps 20 --out bench_results/mm_efficiency/cpu_steps.json
+
 ``--full-attention-batches N`` also times N training steps of mrcsaf with ``attention="full"`` (softmax over all
 items, the equations as printed), reported per step and extrapolated to an epoch.
 """
@@ -176,6 +181,56 @@ def _full_attention_steps(model: Any, train: Any, side: Any, n: int) -> dict[str
     }
 
 
+def cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
+    """CPU seconds (``time.process_time``) per training step of each model, built in this one process and stepped
+    in turn (model A step, model B step, ...): a measure that load on other cores does not inflate as it does wall
+    time. Each step is loss, backward and an Adam update on one batch of 2,048, on the epoch's pruned graph."""
+    import torch
+
+    import attnrec.models.multimodal.freedom
+    import attnrec.models.multimodal.mrcsaf  # noqa: F401  (registered by import)
+    from attnrec.data.modalities import select_modalities
+    from attnrec.data.side import ItemFeatures
+    from attnrec.models.base import get_model_class
+
+    torch.set_num_threads(1)
+    _cache_graphs(Path(args.graph_dir) / f"mm_eff_graphs_seed{args.seed}_scale{args.scale}.pt")
+    train, feats = sports_like(args.seed, args.scale)
+    side = ItemFeatures(train.item_vocab, feats)
+    state: dict[str, tuple[Any, Any, list[Any], list[float]]] = {}
+    for name in models:
+        model = get_model_class(name)()
+        model.user_vocab, model.item_vocab, model.seen = train.user_vocab, train.item_vocab, train.csr()
+        model._features = select_modalities(side, train.item_vocab, model.config.modalities)
+        model.modality_dims = {m: int(x.shape[1]) for m, x in model._features.items()}
+        module = model.build_module(train)
+        module.set_train_adj(model.epoch_graph(train, torch.Generator().manual_seed(0)))
+        module.train()
+        batches = list(model.train_batches(train, 1, torch.Generator().manual_seed(0), 2048))
+        state[name] = (module, torch.optim.Adam(module.parameters(), lr=1e-3), batches, [])
+    n_batches = len(next(iter(state.values()))[2])
+    for step in range(args.cpu_steps + 1):
+        for module, opt, batches, times in state.values():
+            t = time.process_time()
+            opt.zero_grad()
+            module.loss(batches[step % n_batches]).backward()
+            opt.step()
+            if step:  # the first step of each model warms allocators and caches
+                times.append(time.process_time() - t)
+    out: dict[str, Any] = {"batches_per_epoch": n_batches, "steps": args.cpu_steps, "load_after": uptime()}
+    for name, (_, _, _, times) in state.items():
+        out[name] = {
+            "cpu_seconds_per_step_median": float(np.median(times)),
+            "cpu_seconds_per_step": times,
+            "cpu_seconds_per_epoch_estimate": float(np.median(times)) * n_batches,
+        }
+    if "freedom" in out and "mrcsaf" in out:
+        out["ratio_mrcsaf_over_freedom"] = (
+            out["mrcsaf"]["cpu_seconds_per_step_median"] / out["freedom"]["cpu_seconds_per_step_median"]
+        )
+    return out
+
+
 def uptime() -> str:
     """The load averages, as `uptime` prints them."""
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -221,6 +276,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="shrink the set (tests); 1.0 is Sports' size")
     p.add_argument("--full-attention-batches", type=int, default=0)
+    p.add_argument(
+        "--cpu-steps",
+        type=int,
+        default=0,
+        help="instead of timed fits: CPU seconds per training step of each model, stepped in turn in one process",
+    )
     p.add_argument("--out", type=Path)
     p.add_argument("--graph-dir", default="/tmp", help="where the kNN graphs are cached between the fits")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -231,6 +292,12 @@ def main() -> None:
         child(args)
         return
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.cpu_steps:
+        load = uptime()
+        result = cpu_steps(args, models)
+        result["load_before"] = load
+        write_record("mm_efficiency_cpu_steps", result, args.out, threads=1, sizes=SPORTS, scale=args.scale)
+        return
     runs = [run_child(m, args, {}) for _ in range(args.rounds) for m in models]
     summary: dict[str, Any] = {}
     for m in models:

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from attnrec.data.batches import PairwiseBatch
 from attnrec.errors import ConfigError
+from attnrec.models.layers.diagnostics import mean_abs_cosine
 from attnrec.models.multimodal.base import MultimodalModule
 from attnrec.models.multimodal.freedom import FreedomConfig
 from attnrec.models.topk.bpr import bpr_loss, init_embedding
@@ -62,8 +63,9 @@ class ModalitySelector(nn.Module):
 def attend_full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(Q Kᵀ / √d) V over every item (eqs. 10-13, 16): (I, d) each -> (I, d).
 
-    Runs through ``scaled_dot_product_attention``, whose fused kernels keep the (I, I) weights out of memory
-    (blocks of rows plus one log-sum-exp per row), so memory stays O(I·d) while time is O(I²·d).
+    Time O(I²·d) per call. Through ``scaled_dot_product_attention``: on a GPU its fused kernels keep the (I, I)
+    weights out of memory, but on the CPU a training step keeps them for the backward pass (O(I²) memory; several
+    GiB at 18k items, BENCHMARKS.md "Multimodal efficiency"). For small item sets, or as the paper-literal check.
     """
     return F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
 
@@ -167,18 +169,6 @@ class CrossSelfAttentionFusion(nn.Module):
             fused.append(F.linear(c, w[:, : self.dim], self.fuse.bias) + tilde @ w[:, self.dim :].T)
             cross_out.append(cross)
         return fused, cross_out
-
-
-def mean_abs_cosine(x: torch.Tensor, x_prime: torch.Tensor) -> float:
-    """Mean over rows of |cos(x_i, x'_i)| ((R, d) each), rows where either vector is zero left out (their direction
-    is undefined); NaN when no row qualifies. (The sequential family's ``layers/diagnostics.py`` holds the same
-    measure; this copy stays until that module is in the tree.)"""
-    a, b = x.double(), x_prime.double()
-    na, nb = a.norm(dim=-1), b.norm(dim=-1)
-    keep = (na > 1e-12) & (nb > 1e-12)
-    if not bool(keep.any()):
-        return float("nan")
-    return float(((a * b).sum(-1)[keep] / (na * nb)[keep]).abs().mean())
 
 
 # --------------------------------------------------------------------------------------------- item graph
