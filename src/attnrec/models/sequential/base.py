@@ -357,10 +357,23 @@ class SequentialRecommender(TorchRecommender[ConfigT], DomainItemScorer):
     def validator(self, valid: Any, exclude: Any = None) -> Any:
         """Validation under the default protocol (a :class:`DomainItemScorer`'s: per target domain, 999 seeded
         negatives of the target's domain, scored from the stored training sequences; ``ndcg@10`` is the mean over
-        domains), plus the |cos(X, X')| of every cross-attention module (logged each epoch as
-        ``valid_abs_cos[...]``, and kept with the best epoch's metrics)."""
+        domains), plus the |cos(X, X')| of every cross-attention module over the validation rows' input sequences
+        (logged each epoch as ``valid_abs_cos[...]``, and kept with the best epoch's metrics)."""
         base = super().validator(valid, exclude)
-        return lambda: {**base(), **self.orthogonality()}
+
+        def run() -> dict[str, float]:
+            # |cos| is read off the validation's own forward passes (each validation row's input sequence, once),
+            # not a second pass over every user
+            module = self._module()
+            module.meters = {}
+            try:
+                metrics = base()
+                cos = {f"abs_cos[{k}]": m.value for k, m in sorted(module.meters.items())}
+            finally:
+                module.meters = None
+            return {**metrics, **cos}
+
+        return run
 
     # ----------------------------------------------------------------- DomainItemScorer
     @property
