@@ -58,6 +58,12 @@ TOPK_RATING = [
         "trainer": {"epochs": 2, "batch_size": 100, "lr": 0.01},
     },
 ]
+# review-text rating models (reviews of the training split as side inputs); dropout 0 (masks differ per rank)
+_REVIEW = {"dropout": 0.0, "word_dim": 8, "review_count": 3, "review_length": 6, "max_words": 100}
+REVIEW_SPECS = [
+    {"model": m, "config": _REVIEW, "trainer": {"epochs": 2, "lr": 0.01, "batch_size": 64}}
+    for m in ("deepconn", "safmr")
+]
 CTR_SPECS = [
     {
         "model": "deepfm",
@@ -68,9 +74,9 @@ CTR_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("family", ["topk", "rating"])
+@pytest.mark.parametrize("family", ["topk", "rating", "review"])
 def test_topk_and_rating_families_match_one_process(family: str) -> None:
-    specs = TOPK_RATING[:2] if family == "topk" else TOPK_RATING[2:]
+    specs = {"topk": TOPK_RATING[:2], "rating": TOPK_RATING[2:], "review": REVIEW_SPECS}[family]
     ranks = fit_on_ranks(specs)
     for i, spec in enumerate(specs):
         _close(fit_and_score(spec), [r[i] for r in ranks], f"{spec['model']} {spec['config']}")

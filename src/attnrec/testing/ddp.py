@@ -23,21 +23,25 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from attnrec.data.side import ReviewCorpus, SideInputs
 from attnrec.evaluation.protocols import default_protocol
 from attnrec.evaluation.sharded import evaluate
 from attnrec.models.base import TaskKind, get_model_class
-from attnrec.testing.data import checkerboard, planted_ctr
+from attnrec.testing.data import checkerboard, planted_ctr, review_checkerboard
 from attnrec.testing.serve import free_port
 from attnrec.training.distributed import all_gather_objects, process_group_from_env
 from attnrec.training.trainer import SGDSolver, TrainerConfig
 
 
 def task_data(name: str) -> tuple[Any, Any, Any]:
-    """(train, valid, test) synthetic data for model ``name``'s task."""
-    task = get_model_class(name).task
-    if task is TaskKind.CTR:
+    """(train, valid, test) synthetic data for model ``name``'s task (reviews on the training rows of a model that
+    reads them)."""
+    cls = get_model_class(name)
+    if cls.task is TaskKind.CTR:
         return planted_ctr(2000)
-    return checkerboard(implicit=task is not TaskKind.RATING)
+    if "reviews" in cls.side_inputs:
+        return review_checkerboard()
+    return checkerboard(implicit=cls.task is not TaskKind.RATING)
 
 
 def fit_and_score(spec: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +52,8 @@ def fit_and_score(spec: dict[str, Any]) -> dict[str, Any]:
     train, valid, _ = task_data(spec["model"])
     model = get_model_class(spec["model"])(**spec.get("config", {}))
     trainer = TrainerConfig(**{"progress": False, **spec.get("trainer", {})})
-    report = model.fit(train, valid, trainer=trainer)
+    side = SideInputs(reviews=ReviewCorpus.from_split(train)) if "reviews" in model.side_inputs else None
+    report = model.fit(train, valid, side=side, trainer=trainer)
     exclude = train.csr() if hasattr(train, "csr") else None
     metrics = evaluate(model, valid, default_protocol(model), exclude=exclude)
     module = getattr(model, "module", None)
