@@ -17,6 +17,7 @@ that load drift hits both. ``uptime`` is recorded before every fit.
 process and stepped in turn, which load on the other cores inflates far less than wall time:
 
     python benchmarks/bench_mm_efficiency.py --cpu-steps 20 --out bench_results/mm_efficiency/cpu_steps.json
+    python benchmarks/bench_mm_efficiency.py --cpu-steps 10 --models freedom,mrcsaf,mrcsaf:selector_only,mrcsaf:csa_only
 
 ``--full-attention-batches N`` also times N training steps of mrcsaf with ``attention="full"`` (softmax over all
 items, the equations as printed), reported per step and extrapolated to an epoch.
@@ -199,7 +200,9 @@ def cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
     side = ItemFeatures(train.item_vocab, feats)
     state: dict[str, tuple[Any, Any, list[Any], list[float]]] = {}
     for name in models:
-        model = get_model_class(name)()
+        # "mrcsaf:selector_only" is mrcsaf with variant=selector_only (the ablations' cost)
+        base, _, variant = name.partition(":")
+        model = get_model_class(base)(**({"variant": variant} if variant else {}))
         model.user_vocab, model.item_vocab, model.seen = train.user_vocab, train.item_vocab, train.csr()
         model._features = select_modalities(side, train.item_vocab, model.config.modalities)
         model.modality_dims = {m: int(x.shape[1]) for m, x in model._features.items()}
