@@ -92,19 +92,22 @@ def knn_graph(
     if k < 1:
         raise ConfigError(f"knn k must be >= 1, got {k}")
     x = x.float()
-    if not bool(torch.isfinite(x).all()):
-        raise DataError("item features have NaN or inf values", field=name, expected="finite numbers")
     n = x.shape[0]
     k = min(k, n)
+    chunk = max(1, block_elements // max(n, 1))
+    # checked per block: torch.isfinite on the whole matrix allocates temporaries of its size
+    for start in range(0, n, chunk):
+        if not bool(torch.isfinite(x[start : start + chunk]).all()):
+            raise DataError("item features have NaN or inf values", field=name, expected="finite numbers")
     norms = x.norm(dim=1)
     has = norms > 0
-    xn = x / norms.clamp(min=1e-12)[:, None]  # zero rows stay zero
-    chunk = max(1, block_elements // max(n, 1))
+    inv = 1.0 / norms.clamp(min=1e-12)  # rows are scaled per block: no normalised copy of the features
     rows_out, cols_out = [], []
     big_neg = torch.finfo(torch.float32).min
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        sim = xn[start:stop] @ xn.T  # (chunk, n)
+        sim = x[start:stop] @ x.T  # (chunk, n)
+        sim.mul_(inv[start:stop, None]).mul_(inv[None, :])
         sim[:, ~has] = big_neg  # a featureless item is nobody's neighbour
         local = torch.arange(stop - start)
         if include_self:
