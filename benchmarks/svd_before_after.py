@@ -36,6 +36,7 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("svd_before", args.before)
     assert spec is not None and spec.loader is not None
     before = importlib.util.module_from_spec(spec)
+    sys.modules["svd_before"] = before  # pydantic resolves the config's annotations through it
     spec.loader.exec_module(before)
     folder = Path(tempfile.mkdtemp())
     info = generate(args.items, folder)
