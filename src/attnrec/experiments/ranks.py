@@ -27,9 +27,9 @@ def run_device(cfg: RunConfig) -> torch.device:
 
 def rank_view(cfg: RunConfig) -> RunConfig:
     """What a rank other than 0 runs: ``cfg`` without ``out`` (rank 0 writes everything), and without an item
-    table that only the bundle would keep (the model does not read it)."""
+    table that only the bundle would keep (the model reads neither it nor item features built from it)."""
     update: dict[str, object] = {"out": None}
-    if cfg.items is not None and "items" not in get_model_class(cfg.model).side_inputs:
+    if cfg.items is not None and not get_model_class(cfg.model).side_inputs & {"items", "item_features"}:
         update["items"] = None
     return cfg.model_copy(update=update)
 
