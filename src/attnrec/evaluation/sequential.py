@@ -355,7 +355,8 @@ def _score_rows(
         cand[r_ex, c_ex] = float("-inf")
         if bool(torch.isnan(cand).any()):
             raise DataError("NaN score in the target's domain", field="score", expected="non-NaN scores")
-        f_rank = 1 + beats(cand, t_score).sum(1)
+        # the pool holds the target itself: under ties="pessimistic" (>=) it would beat itself, one rank too many
+        f_rank = 1 + beats(cand, t_score).sum(1) - int(protocol.ties == "pessimistic")
         n_f = torch.full((b,), len(pool), device=dev) - torch.bincount(r_ex, minlength=b)
         out.update({f"full/{k}": v for k, v in _rank_metrics(f_rank, n_f, protocol.ks).items()})
     return out
