@@ -110,9 +110,8 @@ def test_a_killed_rank_fails_the_job_naming_it() -> None:
     assert text.startswith("distributed run on 2 processes failed: rank "), text
     assert "rank 1 (killed by SIGKILL" in text or (
         "rank 0 (exit code 1: DistributedError: rank 0 of 2: waiting for the other ranks failed, most likely "
-        "because another rank died or stopped responding (timeout 20 s, ATTNREC_DIST_TIMEOUT): Connection closed "
-        "by peer" in text
-    ), text
+        "because another rank died or stopped responding (timeout 20 s, ATTNREC_DIST_TIMEOUT): " in text
+    ), text  # then gloo's own words, which vary: "Connection closed by peer", "Read error ... reset by peer"
 
 
 def test_a_rank_that_stops_responding_times_out_with_a_clear_error() -> None:
