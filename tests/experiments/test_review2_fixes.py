@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
 
+from attnrec.data.splits import leave_last_out
 from attnrec.evaluation.sequential import SequentialRanking, _score_rows
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.ranks import rank_view
+from attnrec.experiments.seq_run import prepare_sequences
 
 
 @pytest.mark.parametrize("ties", ["optimistic", "pessimistic"])
@@ -45,3 +50,37 @@ def test_rank_view_keeps_the_items_of_models_reading_item_features(model: str) -
 def test_rank_view_drops_the_items_of_models_reading_neither() -> None:
     cfg = RunConfig(model="bpr", data="ml-100k", items="/nonexistent/meta.csv")
     assert rank_view(cfg).items is None
+
+
+def _write(path: Path, rows: list[tuple[str, str, str, int]]) -> Path:
+    path.write_text(
+        "user_id,item_id,domain,timestamp\n" + "".join(f"{u},{i},{d},{t}\n" for u, i, d, t in rows)
+    )
+    return path
+
+
+def test_sequential_leave_one_out_splits_positions_not_pairs(tmp_path: Path) -> None:
+    # REVIEW2 F4: u = a@1 b@2 a@3 c@4 b@5: ABXI's split is train [a, b, a], valid c, test b (b@2 stays in train)
+    rows = [("u", i, "A", t) for t, i in enumerate(["a", "b", "a", "c", "b"], start=1)]
+    rows += [("v", i, "A", t) for t, i in enumerate(["x", "y", "z", "a"], start=1)]
+    data = prepare_sequences(
+        RunConfig(model="sasrec", data=str(_write(tmp_path / "t.csv", rows))), progress=False
+    )
+    parts = {k: data["split"].parts()[k].sort("timestamp") for k in ("train", "valid", "test")}
+
+    def of(part: str, user: str) -> list[tuple[str, int]]:
+        return parts[part].filter(pl.col("user_id") == user).select("item_id", "timestamp").rows()
+
+    assert of("train", "u") == [("a", 1), ("b", 2), ("a", 3)]
+    assert of("valid", "u") == [("c", 4)]
+    assert of("test", "u") == [("b", 5)]
+    assert of("train", "v") == [("x", 1), ("y", 2)]
+    assert len(data["test"]) == 2  # one test row per user
+    assert data["split"].report["units"] == "position"
+
+
+def test_leave_last_out_keeps_pair_units_by_default() -> None:
+    df = pl.DataFrame({"user_id": ["u"] * 5, "item_id": list("abacb"), "timestamp": [1, 2, 3, 4, 5]})
+    r = leave_last_out(df, protocol="cold_start")
+    assert r.test["timestamp"].to_list() == [2, 5]  # both copies of (u, b) go with the pair's latest row
+    assert leave_last_out(df, protocol="cold_start", units="position").test["timestamp"].to_list() == [5]

@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -244,7 +244,9 @@ def _finalize(
         "input_rows": frame.height,
         "assigned": assigned,
         "assigned_pairs": assigned_pairs,
-        "duplicates": _duplicates(frame, report.get("method"), files.get("train") or source),
+        "duplicates": _duplicates(
+            frame, report.get("method"), files.get("train") or source, report.get("units") == "position"
+        ),
     }
     if assigned["train"] == 0:
         raise DataError(
@@ -323,10 +325,13 @@ def _finalize(
     return SplitResult(parts[0], parts[1], parts[2], report=report, protocol=protocol)
 
 
-def _duplicates(frame: pl.DataFrame, method: object, source: str | None) -> dict[str, Any]:
-    """Rows that repeat a (user, item) pair, and pairs found in more than one part (0 for every split made here;
-    pre-split files can share pairs): ``{"rows", "pairs", "shared_pairs": {"train/valid", "train/test",
-    "valid/test"}}``; both logged as warnings when not 0."""
+def _duplicates(
+    frame: pl.DataFrame, method: object, source: str | None, positional: bool = False
+) -> dict[str, Any]:
+    """Rows that repeat a (user, item) pair, and pairs found in more than one part (0 for every pair-unit split
+    made here; pre-split files and positional leave-one-out can share pairs): ``{"rows", "pairs",
+    "shared_pairs": {"train/valid", "train/test", "valid/test"}}``; logged as warnings when not 0 (a positional
+    split's shared pairs are re-consumed items, logged at info level)."""
     per_pair = frame.group_by(_PAIR).agg(
         pl.len().alias("n"), *[(pl.col(_PART) == k).any().alias(name) for k, name in enumerate(PARTS)]
     )
@@ -340,7 +345,7 @@ def _duplicates(frame: pl.DataFrame, method: object, source: str | None) -> dict
         },
     }
     where = source or "the data"
-    if out["rows"] and method != "presplit":
+    if out["rows"] and method != "presplit" and not positional:
         log.warning(
             "%s: %d row(s) repeat %d (user, item) pair(s); every copy of a pair is kept in one part, so no pair "
             "is in two of train/valid/test (dedup last|first|mean keeps one row per pair instead)",
@@ -349,7 +354,14 @@ def _duplicates(frame: pl.DataFrame, method: object, source: str | None) -> dict
             out["pairs"],
         )
     shared = sum(out["shared_pairs"].values())
-    if shared:
+    if shared and positional:
+        log.info(
+            "%s: %d (user, item) pair(s) recur in two parts (an item consumed again later in the sequence; "
+            "positional leave-one-out keeps each occurrence in its place)",
+            where,
+            shared,
+        )
+    elif shared:
         # only pre-split files get here: every split made by this module assigns whole pairs
         log.warning(
             "%s: the %s files share %d (user, item) pair(s) between parts (%s): those held-out rows repeat a pair "
@@ -422,26 +434,34 @@ def leave_last_out(
     n_test: int = 1,
     *,
     protocol: str = "warm",
+    units: Literal["pair", "position"] = "pair",
 ) -> SplitResult:
     """Per user: the last ``n_test`` rows to test, the ``n_valid`` before them to valid, the rest to train.
 
     "Last" is by timestamp (ties by input row order), or by input row order when there is no ``timestamp``
     column. Users with fewer than ``n_valid + n_test + 1`` rows stay train-only; their count is reported as
     ``train_only_users`` (with ``train_only_rows``).
+
+    ``units="pair"`` cuts (user, item) pairs (each pair's latest row decides; every copy of a pair goes to that
+    part, so no pair is in two parts). ``units="position"`` cuts rows, the sequential protocol (SASRec/ABXI:
+    train = seq[:-2], valid = seq[-2], test = seq[-1]): an item consumed again stays at each of its positions.
     """
+    if units not in ("pair", "position"):
+        raise ConfigError(f"leave_last_out: units={units!r}; expected 'pair' or 'position'")
     if n_valid < 0 or n_test < 1:
         raise ConfigError(
             f"leave_last_out: n_valid={n_valid}, n_test={n_test}; expected n_valid >= 0, n_test >= 1"
         )
     _check_protocol(protocol)
     frame = _table(df)
-    units = _units(frame, latest=True)
+    by_pair = units == "pair"
+    cut = _units(frame, latest=True) if by_pair else frame
     if "timestamp" in frame.columns:
         _need_timestamp(frame, "leave_last_out", _source(df))
-        units = _time_order(units)
+        cut = _time_order(cut)
         order = "timestamp"
     else:
-        units = units.with_columns(pl.col(_ROW).alias(_KEY))
+        cut = cut.with_columns(pl.col(_ROW).alias(_KEY))
         order = "row"
     pos = (pl.col(_KEY).rank("ordinal").cast(pl.Int64) - 1).over("user_id")
     cnt = pl.len().cast(pl.Int64).over("user_id")
@@ -456,7 +476,8 @@ def leave_last_out(
         .otherwise(0)
         .cast(pl.Int8)
     )
-    frame = _spread(frame, units.with_columns(part.alias(_PART), short.alias(_SHORT)), (_PART, _SHORT))
+    cut = cut.with_columns(part.alias(_PART), short.alias(_SHORT))
+    frame = _spread(frame, cut, (_PART, _SHORT)) if by_pair else cut.drop(_KEY)
     shorts = frame.filter(pl.col(_SHORT))
     report = {
         "method": "leave_last_out",
@@ -465,6 +486,7 @@ def leave_last_out(
         "n_valid": int(n_valid),
         "n_test": int(n_test),
         "order": order,
+        "units": units,
         "train_only_users": int(shorts["user_id"].n_unique()),
         "train_only_rows": shorts.height,
     }

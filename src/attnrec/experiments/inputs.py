@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ def load_split(
     progress: bool = True,
     rating_scale: bool = False,
     checked: Callable[[Dataset], Dataset] | None = None,
+    split_options: Mapping[str, Any] | None = None,
 ) -> tuple[Dataset | None, SplitResult, dict[str, Any]]:
     """The run's interactions, split: ``(dataset or None for pre-split files, split, notes)``.
 
@@ -62,7 +63,8 @@ def load_split(
     file's columns (``{"userId": "user_id"}``). Ratings are checked against ``cfg.rating_range`` when declared;
     otherwise, with ``rating_scale`` (a model that predicts ratings), the scale is inferred from the training
     split; ``notes["rating_range"]`` says which (None: neither). ``checked`` is applied to the loaded dataset
-    before anything else (a sequential run's sequence checks: ``readers/cdsr.py``'s ``as_sequences``)."""
+    before anything else (a sequential run's sequence checks: ``readers/cdsr.py``'s ``as_sequences``);
+    ``split_options`` go to the split function (a sequential run's ``units="position"``)."""
     from attnrec.data import filters
     from attnrec.data.registry import load_dataset
 
@@ -115,6 +117,7 @@ def load_split(
         split_kw["ratios"] = s.ratios
     if s.method.startswith("random"):
         split_kw["seed"] = s.seed
+    split_kw.update(split_options or {})
     result = with_rating_range(
         split(Dataset(dataset.name, df, source=source), s.method, **split_kw),
         cfg.rating_range,

@@ -2,9 +2,9 @@
 
 What differs from an interactions run, and why:
 
-* **Split**: leave-one-out per user (the last interaction to test, the one before it to validation, by timestamp
-  then file order), whatever ``split.method`` says (another explicit method is refused). Pre-split files are
-  taken as given.
+* **Split**: positional leave-one-out per user (the last interaction to test, the one before it to validation, by timestamp
+  then file order; rows, not (user, item) pairs: an item consumed again keeps each of its positions), whatever
+  ``split.method`` says (another explicit method is refused). Pre-split files are taken as given.
 * **Item vocabulary**: the whole catalogue (the dataset's ``items`` table, e.g. ABXI's item map, plus every item
   of the interactions; for pre-split files train + valid and an ``--items`` table), not the training items only:
   ABXI draws negatives from every item of the target's domain and counts every held-out row, also those whose
@@ -52,8 +52,12 @@ def prepare_sequences(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any
     items = read_items(cfg.items, cfg.columns) if cfg.items is not None else None
     # held-out rows whose item is not in train are kept (cold_start): the vocabulary is the catalogue
     split = cfg.split.model_copy(update={"method": "leave_last_out", "protocol": "cold_start"})
+    # positions, not (user, item) pairs: an item consumed again stays at each of its places in the sequence
     dataset, result, notes = load_split(
-        cfg.model_copy(update={"split": split}), progress=progress, checked=as_sequences
+        cfg.model_copy(update={"split": split}),
+        progress=progress,
+        checked=as_sequences,
+        split_options={"units": "position"},
     )
     if dataset is None:  # pre-split files: what train and valid hold (test rows with other items are dropped)
         catalogue = [result.train["item_id"], result.valid["item_id"]]
