@@ -205,3 +205,26 @@ def test_describe_failure_names_each_rank_and_its_error() -> None:
         "distributed run on 2 processes failed: rank 0 (exit code 1: attnrec.training.distributed.DistributedError: "
         "rank 0 of 2: x); rank 1 (killed by SIGKILL)"
     )
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "bce"])
+def test_sequence_batches_split_by_target_positions(loss: str) -> None:
+    # the sequential loss is a mean over target positions and sampled-softmax negatives (D, n) are every row's:
+    # two ranks' weighted losses average to the whole batch's, also when the batch has D rows (REVIEW2 F1)
+    from attnrec.models.sequential.base import SequenceBatch
+    from attnrec.models.sequential.sasrec import SASRecConfig, SASRecModule
+
+    torch.manual_seed(0)
+    cfg = SASRecConfig(dim=8, heads=1, n_blocks=1, dropout=0.0, max_len=5, loss=loss, n_negatives=5)
+    module = SASRecModule(20, cfg, 2).eval()
+    items = torch.tensor([[0, 3, 4, 5, 6], [0, 0, 0, 7, 8], [1, 2, 3, 4, 9]])
+    domains = torch.tensor([[-1, 0, 1, 0, 1], [-1, -1, -1, 1, 0], [0, 0, 1, 1, 0]])
+    neg = torch.randint(0, 19, (2, 5)) if loss == "sampled_softmax" else torch.randint(0, 19, (3, 4))
+    with torch.no_grad():
+        for rows in (slice(0, 2), slice(0, 3)):
+            b = SequenceBatch(items[rows], domains[rows], neg if loss == "sampled_softmax" else neg[rows])
+            parts = [shard_batch(b, r, 2) for r in range(2)]
+            ddp = sum(w * float(module.loss(p)) for p, w in parts) / 2
+            assert ddp == pytest.approx(float(module.loss(b)), rel=1e-6)
+            if loss == "sampled_softmax":
+                assert all(torch.equal(p.negatives, neg) for p, _ in parts)

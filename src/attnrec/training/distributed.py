@@ -200,13 +200,19 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def shard_batch(batch: T, rank: int, world: int) -> tuple[T, float]:
-    """This rank's rows of a global ``batch`` and the weight of its local loss, ``world * n_local / n_global``.
+    """This rank's rows of a global ``batch`` and the weight of its local loss, ``world * u_local / u_global``.
 
     ``batch`` is a dataclass of tensors (``attnrec.data.batches``) with ``len()``: every tensor field whose first
-    dimension is the batch's length is sliced, other fields are kept whole. A batch class declares the fields that
-    are shared by all rows whatever their shape (negatives drawn once per batch, ``(D, n)``, where ``D`` may equal
-    the batch size) in a class variable ``shared_fields: ClassVar[frozenset[str]]``. A rank left without rows (a
-    global batch smaller than ``world``) gets the first row with weight 0, so it still joins the all-reduce.
+    dimension is the batch's length is sliced, other fields are kept whole. Two optional declarations on a batch:
+
+    * ``shared_fields`` (a class variable or property, ``frozenset[str]``): fields shared by all rows whatever their
+      shape (negatives drawn once per batch, ``(D, n)``, where ``D`` may equal the batch size): kept whole;
+    * ``row_units()`` -> ``(B,)`` tensor: how many terms each row adds to the loss's mean (a sequence's target
+      positions), when the loss is a mean over those terms rather than over rows (default: one per row).
+
+    ``u`` counts those units, so DDP's mean of the weighted local losses is the global batch's loss. A rank left
+    without units (a global batch smaller than ``world``, or rows that add no term) computes the first row that adds
+    one, with weight 0, so it still joins the all-reduce.
     """
     if not (dataclasses.is_dataclass(batch) and not isinstance(batch, type)):
         raise ConfigError(
@@ -216,11 +222,15 @@ def shard_batch(batch: T, rank: int, world: int) -> tuple[T, float]:
     n = len(batch)  # type: ignore[arg-type]
     if n == 0:
         raise ConfigError(f"an empty {type(batch).__name__} batch cannot be split across ranks")
+    units_fn = getattr(batch, "row_units", None)
+    units = units_fn().detach().cpu().double() if units_fn is not None else torch.ones(n, dtype=torch.float64)
     lo, hi = shard_bounds(n, rank, world)
-    weight = world * (hi - lo) / n
-    if hi == lo:
-        lo, hi, weight = 0, 1, 0.0
-    shared: frozenset[str] = getattr(type(batch), "shared_fields", frozenset())
+    total, local = float(units.sum()), float(units[lo:hi].sum())
+    weight = world * local / total if total > 0 else (world * (hi - lo) / n)
+    if hi == lo or (total > 0 and local == 0):
+        first = int(torch.nonzero(units > 0)[0, 0]) if total > 0 else 0
+        lo, hi, weight = first, first + 1, 0.0
+    shared: frozenset[str] = getattr(batch, "shared_fields", frozenset())
     parts = {
         f.name: getattr(batch, f.name) if f.name in shared else _rows(getattr(batch, f.name), n, lo, hi)
         for f in dataclasses.fields(batch)

@@ -86,6 +86,17 @@ class SequenceBatch(_Batch):
     domains: torch.Tensor
     negatives: torch.Tensor
 
+    @property
+    def shared_fields(self) -> frozenset[str]:
+        """For data-parallel training (``attnrec.training.distributed.shard_batch``): sampled-softmax negatives,
+        ``(D, n)``, are every row's and stay whole on each rank; bce negatives, ``(B, W - 1)``, are per row."""
+        per_row = tuple(self.negatives.shape) == (self.items.shape[0], self.items.shape[1] - 1)
+        return frozenset() if per_row else frozenset({"negatives"})
+
+    def row_units(self) -> torch.Tensor:
+        """(B,) target positions per row: the loss is a mean over these, so ranks are weighted by them."""
+        return ((self.items[:, :-1] > 0) & (self.items[:, 1:] > 0)).sum(1)
+
 
 class SequentialModule(TrainableModule):
     """Item table + next-item loss; subclasses implement :meth:`states`."""
