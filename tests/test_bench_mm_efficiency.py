@@ -1,0 +1,53 @@
+"""benchmarks/bench_mm_efficiency.py: the generated Sports-shaped set and the CPU-step measurement, at a tiny scale."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> Any:
+    if name not in sys.modules:
+        sys.path.insert(0, str(BENCH_DIR))
+        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules[name]
+
+
+bench = _load("bench_mm_efficiency")
+
+
+def test_sports_like_has_the_shapes_and_feature_kinds_asked_for() -> None:
+    train, feats = bench.sports_like(0, 0.01)
+    assert (train.n_users, train.n_items) == (355, 183)
+    pairs = train.users * train.n_items + train.items
+    assert len(np.unique(pairs)) == len(train)  # a pair once
+    # 80 % of at most 2,963 distinct pairs (5 per user before pairs repeat)
+    assert 0.6 * 2963 < len(train) <= 2963
+    assert feats["image"].shape == (183, 4096) and feats["text"].shape == (183, 384)
+    assert feats["image"].dtype == np.float32 and bool((feats["image"] >= 0).all())
+    np.testing.assert_allclose(np.linalg.norm(feats["text"], axis=1), 1.0, rtol=1e-5)
+    again, _ = bench.sports_like(0, 0.01)
+    assert again.frame.equals(train.frame)  # deterministic under the seed
+
+
+@pytest.mark.slow  # builds and steps two models on the generated set: ~5 s CPU, more under load
+def test_cpu_steps_times_each_model_and_variant(tmp_path: Path) -> None:
+    args = argparse.Namespace(scale=0.01, seed=0, graph_dir=str(tmp_path), cpu_steps=1)
+    out = bench.cpu_steps(args, ["freedom", "mrcsaf:selector_only"])
+    for name in ("freedom", "mrcsaf:selector_only"):
+        assert len(out[name]["cpu_seconds_per_step"]) == 1
+        assert out[name]["cpu_seconds_per_step_median"] > 0
+    train, _ = bench.sports_like(0, 0.01)
+    assert out["batches_per_epoch"] == -(-len(train) // 2048)
+    assert (tmp_path / "mm_eff_graphs_seed0_scale0.01.pt").exists()  # the graphs are cached for the next fit
