@@ -64,6 +64,14 @@ REVIEW_SPECS = [
     {"model": m, "config": _REVIEW, "trainer": {"epochs": 2, "lr": 0.01, "batch_size": 64}}
     for m in ("deepconn", "safmr")
 ]
+# the sequential family (checkerboard rows as time-ordered sequences): loss a mean over target positions
+SEQ_SPECS = [
+    {
+        "model": "sasrec",
+        "config": {"dim": 8, "heads": 1, "n_blocks": 1, "dropout": 0.0, "max_len": 10, "n_negatives": 8},
+        "trainer": {"epochs": 2, "lr": 0.01, "batch_size": 16},
+    }
+]
 CTR_SPECS = [
     {
         "model": "deepfm",
@@ -74,9 +82,14 @@ CTR_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("family", ["topk", "rating", "review"])
+@pytest.mark.parametrize("family", ["topk", "rating", "review", "sequential"])
 def test_topk_and_rating_families_match_one_process(family: str) -> None:
-    specs = {"topk": TOPK_RATING[:2], "rating": TOPK_RATING[2:], "review": REVIEW_SPECS}[family]
+    specs = {
+        "topk": TOPK_RATING[:2],
+        "rating": TOPK_RATING[2:],
+        "review": REVIEW_SPECS,
+        "sequential": SEQ_SPECS,
+    }[family]
     ranks = fit_on_ranks(specs)
     for i, spec in enumerate(specs):
         _close(fit_and_score(spec), [r[i] for r in ranks], f"{spec['model']} {spec['config']}")
