@@ -45,7 +45,15 @@ from attnrec.errors import ConfigError, require
 from attnrec.evaluation.protocols import default_protocol, evaluate
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.ctr_run import evaluate_ctr, prepare_ctr
-from attnrec.experiments.run import RunResult, check_trainer, fit_interactions, prepare_data, trainer_config
+from attnrec.experiments.run import (
+    PreparedData,
+    RunResult,
+    check_trainer,
+    fit_interactions,
+    prepare_data,
+    trainer_config,
+)
+from attnrec.experiments.seq_run import prepare_sequences, sequential_protocols
 from attnrec.experiments.tune_storage import asking, open_storage, sqlite_lock
 from attnrec.models.base import DEFAULT_VALID_METRIC, Estimator, TaskKind, get_model_class
 from attnrec.models.ctr.base import CTRRecommender
@@ -234,7 +242,11 @@ class SearchData:
             if rows.valid is None or len(rows.valid) == 0:
                 raise ConfigError(_NO_VALID)
             return cls(rows.train, rows.valid, encoder=rows.encoder, notes=rows.notes)
-        data = prepare_data(cfg, implicit=model_cls.task is not TaskKind.RATING, progress=progress)
+        # a sequential run's leave-one-out sequences over the whole catalogue: the data the run itself uses
+        if model_cls.task is TaskKind.SEQUENTIAL:
+            data = PreparedData(**prepare_sequences(cfg, progress=progress))
+        else:
+            data = prepare_data(cfg, implicit=model_cls.task is not TaskKind.RATING, progress=progress)
         if len(data.valid) == 0:
             raise ConfigError(_NO_VALID)
         users = data.dataset.users if data.dataset is not None else None
@@ -378,7 +390,10 @@ def run_trial(
                 users=data.users,
                 item_features=data.item_features,
             )
-            metrics = evaluate(model, valid, default_protocol(model, cfg.ks), exclude=data.train.csr())
+            protocol = default_protocol(model, cfg.ks)
+            if type(model).task is TaskKind.SEQUENTIAL:  # the run's own validation protocol
+                protocol = sequential_protocols(data.train, data.valid, data.items)[0]
+            metrics = evaluate(model, valid, protocol, exclude=data.train.csr())
     if metric not in metrics:
         raise ConfigError(
             f"the study's metric {metric!r} is not computed on validation; have {sorted(metrics)}"
