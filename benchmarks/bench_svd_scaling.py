@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_svd_scaling.py --peer-python /work/peer-venv/bin/python \
         --sizes 1600,8000,20000,60000 --repeats 3 --out bench_results/svd_scaling.json
 
-For each catalogue size a rating set is generated (users = 0.6 × items, 30 ratings per item on average; users
-and items drawn from power laws, ratings 1-5 rounded from μ + b_u + b_i + p_uᵀq_i (8 latent factors) + N(0, 0.8²)
+For each catalogue size a rating set is generated with Amazon Electronics' shape (users = 3 × items, 27 ratings
+per item and 9 per user on average; users and items drawn from power laws, ratings 1-5 rounded from μ + b_u + b_i + p_uᵀq_i (8 latent factors) + N(0, 0.8²)
 noise), split 80/10/10 at random (seed 0) and written as CSV. Each library then fits in its own fresh process
 at one thread, interleaved (ours, Surprise, ours, ...), ``--repeats`` times: attnrec svd with its defaults (ALS,
 validation for early stopping) and Surprise's SVD with its defaults (100 factors, 20 epochs). Recorded: fit
@@ -71,8 +71,8 @@ print(json.dumps({"fit_s": fit, "test_rmse": accuracy.rmse(pred, verbose=False)}
 def generate(n_items: int, folder: Path, seed: int = 0) -> dict[str, int]:
     """Write train/valid/test CSVs of a generated rating set with ``n_items`` items; returns its sizes."""
     rng = np.random.default_rng(seed)
-    n_users = int(0.6 * n_items)
-    n = 30 * n_items
+    n_users = 3 * n_items
+    n = 27 * n_items
     wu = (np.arange(n_users) + 10.0) ** -0.6
     wi = (np.arange(n_items) + 10.0) ** -0.8
     u = rng.choice(n_users, n, p=wu / wu.sum())
