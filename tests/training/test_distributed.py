@@ -72,6 +72,19 @@ SEQ_SPECS = [
         "trainer": {"epochs": 2, "lr": 0.01, "batch_size": 16},
     }
 ]
+# the multimodal family (planted item features as side inputs); freedom's dropout 0
+MM_SPECS = [
+    {
+        "model": "vbpr",
+        "config": {"dim": 8, "feat_dim": 8},
+        "trainer": {"epochs": 2, "lr": 0.02, "batch_size": 97},
+    },
+    {
+        "model": "freedom",
+        "config": {"dim": 8, "feat_dim": 8, "knn_k": 5, "dropout": 0.0},
+        "trainer": {"epochs": 2, "lr": 0.02, "batch_size": 97},
+    },
+]
 CTR_SPECS = [
     {
         "model": "deepfm",
@@ -82,13 +95,14 @@ CTR_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("family", ["topk", "rating", "review", "sequential"])
+@pytest.mark.parametrize("family", ["topk", "rating", "review", "sequential", "multimodal"])
 def test_topk_and_rating_families_match_one_process(family: str) -> None:
     specs = {
         "topk": TOPK_RATING[:2],
         "rating": TOPK_RATING[2:],
         "review": REVIEW_SPECS,
         "sequential": SEQ_SPECS,
+        "multimodal": MM_SPECS,
     }[family]
     ranks = fit_on_ranks(specs)
     for i, spec in enumerate(specs):
