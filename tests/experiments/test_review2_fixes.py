@@ -10,9 +10,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from attnrec.data.modalities import multihot_modality
 from attnrec.data.splits import leave_last_out
+from attnrec.data.vocab import Vocabulary
+from attnrec.errors import DataError
 from attnrec.evaluation.sequential import SequentialRanking, _score_rows
 from attnrec.experiments.config import RunConfig
+from attnrec.experiments.modalities_run import build_item_features, default_builders
 from attnrec.experiments.ranks import rank_view
 from attnrec.experiments.seq_run import prepare_sequences
 
@@ -84,3 +88,24 @@ def test_leave_last_out_keeps_pair_units_by_default() -> None:
     r = leave_last_out(df, protocol="cold_start")
     assert r.test["timestamp"].to_list() == [2, 5]  # both copies of (u, b) go with the pair's latest row
     assert leave_last_out(df, protocol="cold_start", units="position").test["timestamp"].to_list() == [5]
+
+
+def test_default_meta_modality_leaves_out_copurchase_lists() -> None:
+    # REVIEW2 F6: also_buy/also_view are Amazon's purchase-log data, not item content: opt-in only, flagged leaky
+    items = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "brand": ["x", "x", "y"],
+            "also_buy": [["b", "c"], ["a", "c"], ["a", "b"]],
+        }
+    )
+    vocab = Vocabulary.from_ids(items["item_id"], kind="item")
+    _, cols = multihot_modality(items, vocab, min_count=1)
+    assert cols == ["brand:x", "brand:y"]
+    with pytest.raises(DataError, match="no text or structured column"):
+        default_builders(items.drop("brand"))  # also_buy alone no longer turns `meta` on
+    feats, report = build_item_features(["copurchase"], items, vocab, progress=False)
+    assert report["copurchase"]["leaky"] is True
+    assert feats.matrices["copurchase"].sum() == 6  # each item co-bought with the other two
+    _, report = build_item_features(["meta"], items, vocab, progress=False)
+    assert "leaky" not in report["meta"]

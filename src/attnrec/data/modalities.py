@@ -7,7 +7,8 @@ Builders (each returns an (n_items, d) float32 matrix, row ``i`` = ``vocab.ids[i
   ``attnrec.text.builders`` and passes a cached MiniLM ``SentenceEncoder``; ``data/`` does not import ``text/``);
   an item with an empty text gets a zero row (featureless), not the embedding of "";
 * :func:`multihot_modality` — multi-hot of structured metadata: list or ``a|b`` string columns (genres,
-  categories, also_buy...), scalar columns (brand), and a year column as buckets (decades by default);
+  categories...), scalar columns (brand), and a year column as buckets (decades by default); Amazon's
+  co-purchase lists (``also_buy``/``also_view``) only when named (:data:`COPURCHASE_FIELDS`);
 * :func:`npy_modality` — a ``.npy`` matrix whose rows follow a given id list (or ids ``0..n-1``, MMRec's layout).
 
 Checks (:func:`check_modality`), each a clear error naming the modality (and file) or a counted fallback:
@@ -188,7 +189,11 @@ def text_modality(
 
 
 #: metadata columns :func:`multihot_modality` uses by default, where the table has them
-DEFAULT_MULTIHOT_FIELDS = ("genres", "categories", "category", "brand", "also_buy", "year")
+DEFAULT_MULTIHOT_FIELDS = ("genres", "categories", "category", "brand", "year")
+#: Amazon's co-purchase / co-view lists: computed by Amazon from purchase logs that span the held-out period,
+#: so they are interaction data (items co-bought by held-out users become neighbours), not item content;
+#: never a default (MMRec's features do not use them), only when named (the run's ``copurchase`` modality)
+COPURCHASE_FIELDS = ("also_buy", "also_view")
 
 
 def multihot_modality(
@@ -203,7 +208,8 @@ def multihot_modality(
 ) -> tuple[np.ndarray, list[str]]:
     """Multi-hot of structured item metadata: ``(matrix (n_items, n_columns) float32, column names)``.
 
-    ``items`` is keyed by ``item_id``; ``fields`` defaults to the :data:`DEFAULT_MULTIHOT_FIELDS` the table has.
+    ``items`` is keyed by ``item_id``; ``fields`` defaults to the :data:`DEFAULT_MULTIHOT_FIELDS` the table has
+    (never :data:`COPURCHASE_FIELDS`: those are interaction data; naming one is logged as a warning).
     A list column contributes one column per distinct value (nested lists are flattened); a string column is
     split on ``|`` (MovieLens genres) and one column per value; ``year`` (any column named so, numeric or text)
     is bucketed into ``year_bucket``-year spans (``year:1990``). Values held by fewer than ``min_count`` items
@@ -221,6 +227,14 @@ def multihot_modality(
                 value=items.columns,
                 expected=f"one of {list(DEFAULT_MULTIHOT_FIELDS)}",
             )
+    copurchase = [f for f in fields if f in COPURCHASE_FIELDS]
+    if copurchase:
+        log.warning(
+            "modality %s: %s are co-purchase lists computed from purchase logs that may cover the validation "
+            "and test period: results using them are not leakage-free",
+            name,
+            "/".join(copurchase),
+        )
     missing = [f for f in fields if f not in items.columns]
     if missing:
         raise DataError(

@@ -3,7 +3,9 @@
 
 Entries: ``text`` (MiniLM sentence embeddings of one text per item: MovieLens ``"Title (year). Genres: ..."``,
 else title/description/categories/brand, through the on-disk embedding cache), ``meta`` (multi-hot of the
-structured metadata: genres, categories, brand, also_buy, year buckets) and ``NAME=FILE.npy`` (a matrix whose row
+structured metadata: genres, categories, brand, year buckets), ``copurchase`` (opt-in only: multi-hot of Amazon's
+``also_buy``/``also_view`` lists, interaction data that may span the held-out period, so the run's modality report
+flags it ``leaky``) and ``NAME=FILE.npy`` (a matrix whose row
 ``r`` is item id ``r``, or follows the ``i_id_mapping.csv`` beside it, as an MMRec folder has). Empty: ``text``
 and ``meta`` where the item metadata supports them.
 
@@ -21,7 +23,13 @@ from typing import Any
 
 import polars as pl
 
-from attnrec.data.modalities import check_modality, multihot_modality, npy_modality, text_modality
+from attnrec.data.modalities import (
+    COPURCHASE_FIELDS,
+    check_modality,
+    multihot_modality,
+    npy_modality,
+    text_modality,
+)
 from attnrec.data.side import ItemFeatures
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError, DataError
@@ -31,7 +39,7 @@ from attnrec.text.builders import item_text_from_meta, movielens_item_text, text
 
 log = logging.getLogger(__name__)
 
-BUILDERS = ("text", "meta")
+BUILDERS = ("text", "meta", "copurchase")
 
 
 def parse_modalities(entries: list[str]) -> tuple[list[str], dict[str, Path]]:
@@ -87,6 +95,21 @@ def build_item_features(
         if name == "text":
             matrices[name] = text_modality(_item_texts(items, vocab), _encoder(progress), name=name)
             report[name] = {"source": "MiniLM text of the item metadata"}
+        elif name == "copurchase":  # opt-in only (never a default): co-purchase lists are interaction data
+            fields = [f for f in COPURCHASE_FIELDS if f in items.columns]
+            if not fields:
+                raise DataError(
+                    "--modalities copurchase: the item metadata has no co-purchase list",
+                    field="items",
+                    value=items.columns,
+                    expected=f"one of {list(COPURCHASE_FIELDS)} (Amazon metadata)",
+                )
+            matrices[name], cols = multihot_modality(items, vocab, fields, name=name)
+            report[name] = {
+                "source": "multi-hot Amazon co-purchase lists",
+                "columns": len(cols),
+                "leaky": True,
+            }
         else:
             matrices[name], cols = multihot_modality(items, vocab, name=name)
             report[name] = {"source": "multi-hot metadata", "columns": len(cols)}
@@ -117,7 +140,8 @@ def default_builders(items: pl.DataFrame | None) -> list[str]:
     out = []
     if any(c in items.columns for c in ("title", "description")):
         out.append("text")
-    if any(c in items.columns for c in ("genres", "categories", "category", "brand", "also_buy", "year")):
+    # also_buy/also_view alone never turn `meta` on: they are not part of it (COPURCHASE_FIELDS)
+    if any(c in items.columns for c in ("genres", "categories", "category", "brand", "year")):
         out.append("meta")
     if not out:
         raise DataError(
