@@ -151,11 +151,19 @@ class SequentialModule(TrainableModule):
         self, items: torch.Tensor, domains: torch.Tensor, item_domains: torch.Tensor
     ) -> torch.Tensor:
         """(B, n_items) score of every item after each row's latest item, each item by its own domain's state."""
-        last = self.last_states(items, domains)  # (B, D', d)
-        if len(last) == 1:
+        if len(items) == 1:
             # one row would take a matrix-vector kernel whose sums round differently from the matrix-matrix one
-            # used for two rows or more: a duplicate row keeps a row's scores independent of its batch
-            return self.item_scores(items.expand(2, -1), domains.expand(2, -1), item_domains)[:1]
+            # used for two rows or more: a duplicate row keeps a row's scores independent of its batch. The
+            # meters (|cos|) count the row once: a one-row pass fills them, the duplicated pass runs without them
+            meters = self.meters
+            if meters is not None:
+                self.last_states(items, domains)
+            self.meters = None
+            try:
+                return self.item_scores(items.expand(2, -1), domains.expand(2, -1), item_domains)[:1]
+            finally:
+                self.meters = meters
+        last = self.last_states(items, domains)  # (B, D', d)
         table = self.item.weight[1:]
         if last.shape[1] == 1:
             return last[:, 0] @ table.T
