@@ -28,6 +28,8 @@ import argparse
 import hashlib
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -322,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     trainer = {"epochs": a.epochs, "patience": a.patience}
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     variants = grid(a.n_blocks)
-    wanted = None if a.variants == "all" else [w for w in a.variants.split(",") if w]
+    # names hold commas inside brackets (gca[0,1,2]-...): split only on commas outside them
+    wanted = None if a.variants == "all" else [w for w in re.split(r",(?![^\[]*\])", a.variants) if w]
     need_matched = wanted is None or any(w.startswith("matched-") for w in wanted)
     if need_matched:
         n_items = _n_items(a.data)
@@ -344,6 +347,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         variants = [
             by_name[w] for w in dict.fromkeys(wanted)
         ]  # in the order asked: the most wanted run first
+    # the library code the runs import (the tree is shared and moves): HEAD, and whether files differ from it
+    git = ["git", "-C", str(Path(__file__).resolve().parent)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True
+    ).stdout
+    code = f"{head}{'+dirty src' if dirty.strip() else ''}"
     results = a.out / "results.jsonl"
     done = {r.get("key") for r in rep.read_jsonl(results)}
     todo = [(v, s) for v in variants for s in seeds if run_key(v, s, backbone, trainer, a.data) not in done]
@@ -355,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rec = run_one(v, s, a.data, backbone, trainer, a.threads)
         rec["key"] = run_key(v, s, backbone, trainer, a.data)
         rec["command"] = " ".join([sys.executable, *sys.argv])
+        rec["code"] = code
         with results.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         best = {d: round(m.get("ndcg@10", float("nan")), 4) for d, m in rec["test"].items()}

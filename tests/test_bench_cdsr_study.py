@@ -187,3 +187,8 @@ def test_study_runs_resumes_and_reports_on_planted_sequences(tmp_path: Path, cap
     assert "3 runs, 0 to do" in capsys.readouterr().out
     assert len(rep.read_jsonl(out / "results.jsonl")) == 3
     assert "## Domain A" in (out / "report.md").read_text()
+    # names with commas inside brackets are one variant each
+    dry = ["--data", str(data), "--out", str(tmp_path / "dry"), "--seeds", "0", "--dry-run"]
+    study.main([*dry, "--variants", "gca[0,1,2]-sigmoid-ln,sasrec-A,matched-gca[0,1,2]"])
+    text = capsys.readouterr().out
+    assert "3 runs, 3 to do" in text and "gca[0,1,2]-sigmoid-ln seed 0" in text
