@@ -168,6 +168,27 @@ def test_cli_train_evaluate_recommend_sequential(
     assert code == 0 and rows.count(" 0 ") == 3 and not any(f" {i} " in rows for i in ("i0", "i20", "i2")), (
         text
     )
+    # --domain: only the target domain's items, for a known user and for a history
+    frame = pl.concat([pl.read_csv(paths[n]) for n in ("train", "valid", "test")])
+    domain_of = dict(zip(frame["item_id"].cast(str), frame["domain"], strict=True))
+    for who in (["--users", "u0,u1"], ["--history", "i0,i20,i2"]):
+        for dom in ("A", "B"):
+            recs_file = tmp_path / f"recs_{who[0][2:]}_{dom}.csv"
+            code, text = _cli(
+                ["recommend", "--model-dir", str(out / "model"), *who, "--k", "4", "--domain", dom]
+                + ["--out", str(recs_file)],
+                monkeypatch,
+                capsys,
+            )
+            assert code == 0, text
+            recs = pl.read_csv(recs_file)
+            assert recs.height >= 4 and {domain_of[str(i)] for i in recs["item_id"]} == {dom}
+    code, text = _cli(
+        ["recommend", "--model-dir", str(out / "model"), "--users", "u0", "--domain", "C"],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2, text  # 'query domain 'C' is not one of this model's domains' on stderr
 
 
 def test_generic_table_is_checked_as_sequences(tmp_path: Path) -> None:
