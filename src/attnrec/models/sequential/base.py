@@ -8,8 +8,10 @@ with the input item table ``e`` (shared input/output embedding, as SASRec).
 
 Loss (``loss="sampled_softmax"``, the default): per target position, softmax cross-entropy of the target against
 ``n_negatives`` items drawn uniformly per batch from each domain (every position whose target is in domain D
-shares D's draws; a draw equal to the target is masked out). ``loss="bce"``: SASRec's binary cross-entropy with
-one uniform negative of the target's domain per position. docs/models/sasrec.md gives the reasons.
+shares D's draws). ``loss="bce"``: SASRec's binary cross-entropy with one uniform negative of the target's domain
+per position. Either way a draw that is one of the row's own items (its training window, the target included) is
+masked out, as SASRec's ``random_neq`` and ABXI's ``get_neg`` never draw the user's items: a re-consumed item is
+not pushed down. docs/models/sasrec.md gives the reasons.
 """
 
 from __future__ import annotations
@@ -136,14 +138,17 @@ class SequentialModule(TrainableModule):
         if self.config.loss == "bce":
             neg_ids = batch.negatives[valid]
             neg = (h * self.item(neg_ids + 1)).sum(-1)
-            keep = (neg_ids + 1 != tgt).float()
+            # a draw among the row's own items (the target included) is no negative
+            keep = (~in_rows(items, batch.negatives + 1)[valid]).float()
             return (F.softplus(-pos).sum() + (F.softplus(neg) * keep).sum()) / max(len(tgt), 1)
         negs = batch.negatives  # (D, n)
         d, n = negs.shape
         logits = (h @ self.item(negs.reshape(-1) + 1).T).view(-1, d, n)
         logits = logits[torch.arange(len(h), device=h.device), tdom_v]  # (N, n): the target domain's draws
-        hit = (negs[tdom_v] + 1) == tgt[:, None]
-        logits = logits.masked_fill(hit, float("-inf"))
+        # the draws among the row's own items (the target included) are masked
+        own = in_rows(items, (negs.reshape(1, -1) + 1).expand(len(items), -1)).view(-1, d, n)  # (B, D, n)
+        row_v = torch.arange(len(items), device=items.device)[:, None].expand_as(valid)[valid]
+        logits = logits.masked_fill(own[row_v, tdom_v], float("-inf"))
         full = torch.cat([pos[:, None], logits], dim=1)
         return F.cross_entropy(full, torch.zeros(len(full), dtype=torch.long, device=full.device))
 
@@ -173,6 +178,15 @@ class SequentialModule(TrainableModule):
 
 
 ModuleT = TypeVar("ModuleT", bound=SequentialModule)
+
+
+def in_rows(items: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """(B, K) bool: whether ``cand[b, k]`` (an item index + 1) is one of ``items[b]``'s items ``(B, W)`` (0 =
+    padding, never matched by a candidate >= 1). Sorted rows and a binary search: O(B·(W + K)·log W) time and
+    O(B·K) memory, whatever the catalogue's size."""
+    rows = items.sort(dim=1).values
+    at = torch.searchsorted(rows, cand.contiguous()).clamp(max=rows.shape[1] - 1)
+    return rows.gather(1, at) == cand
 
 
 class DomainItems:
