@@ -68,3 +68,22 @@ def test_training_negatives_exclude_the_rows_own_items(loss: str) -> None:
         # the last position's draw (item 0 or 2: the row's own) adds no term; a foreign draw (14) does
         assert value([[0, 10, 0, 0]]) == pytest.approx(value([[0, 10, 0, 2]]), abs=1e-6)
         assert value([[0, 10, 0, 14]]) > value([[0, 10, 0, 0]])
+
+
+def test_sampled_softmax_negatives_stay_whole_when_their_shape_looks_per_row() -> None:
+    # REVIEW2 F1 (edge): D == B rows and n == W - 1 negatives: (D, n) has bce's (B, W - 1) shape
+    from attnrec.training.distributed import shard_batch
+
+    torch.manual_seed(0)
+    module = SASRecModule(
+        20, SASRecConfig(dim=8, heads=2, n_blocks=1, dropout=0.0, max_len=6, n_negatives=4), 2
+    )
+    items = torch.tensor([[1, 2, 11, 3, 12], [0, 4, 13, 5, 14]])
+    domains = torch.where(items > 0, DOM_OF[(items - 1).clamp(min=0)], torch.tensor(-1))
+    neg = torch.tensor([[6, 7, 8, 9], [15, 16, 17, 18]])
+    batch = SequenceBatch(items, domains, neg, per_row_negatives=False)
+    parts = [shard_batch(batch, r, 2) for r in range(2)]
+    assert all(torch.equal(p.negatives, neg) for p, _ in parts)
+    with torch.no_grad():
+        ddp = sum(w * float(module.loss(p)) for p, w in parts) / 2
+        assert ddp == pytest.approx(float(module.loss(batch)), rel=1e-6)

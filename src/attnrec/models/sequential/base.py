@@ -82,17 +82,21 @@ ConfigT = TypeVar("ConfigT", bound=SequentialConfig)
 class SequenceBatch(_Batch):
     """Training sequences of a batch of users: ``items`` (B, W) item index + 1 (0 = padding, left-padded),
     ``domains`` (B, W) domain ids (-1 = padding), ``negatives``: (D, n) item indices per domain
-    (sampled_softmax) or (B, W - 1) one per target position (bce)."""
+    (sampled_softmax) or (B, W - 1) one per target position (bce); ``per_row_negatives`` says which (None: told
+    by the shape, which cannot tell them apart when D == B and n == W - 1: the batches of ``train_batches`` say)."""
 
     items: torch.Tensor
     domains: torch.Tensor
     negatives: torch.Tensor
+    per_row_negatives: bool | None = None
 
     @property
     def shared_fields(self) -> frozenset[str]:
         """For data-parallel training (``attnrec.training.distributed.shard_batch``): sampled-softmax negatives,
         ``(D, n)``, are every row's and stay whole on each rank; bce negatives, ``(B, W - 1)``, are per row."""
-        per_row = tuple(self.negatives.shape) == (self.items.shape[0], self.items.shape[1] - 1)
+        per_row = self.per_row_negatives
+        if per_row is None:
+            per_row = tuple(self.negatives.shape) == (self.items.shape[0], self.items.shape[1] - 1)
         return frozenset() if per_row else frozenset({"negatives"})
 
     def row_units(self) -> torch.Tensor:
@@ -299,7 +303,7 @@ class SequentialRecommender(TorchRecommender[ConfigT], DomainItemScorer):
             else:
                 wanted = torch.arange(len(self.domain_names))[:, None].expand(-1, self.config.n_negatives)
                 neg = self._domain_items.sample(wanted, generator)
-            yield SequenceBatch(b_items, b_dom, neg)
+            yield SequenceBatch(b_items, b_dom, neg, per_row_negatives=self.config.loss == "bce")
 
     # ----------------------------------------------------------------- scoring
     def _module(self) -> SequentialModule:
