@@ -139,17 +139,7 @@ def ingest_amazon(
     files["interactions"] = out / "interactions.parquet"
     users.write_parquet(files["users"])
     items.write_parquet(files["items"])
-    # inner joins on the kept ids: the k-core's rows, in the file's order, with their vocabulary indices
-    user_index = users.lazy().select("user_id", pl.col("index").alias("user_index"))
-    item_index = items.lazy().select("item_id", pl.col("index").alias("item_index"))
-    table = (
-        pl.scan_parquet(raw)
-        .join(user_index, on="user_id", how="inner", maintain_order="left")
-        .join(item_index, on="item_id", how="inner", maintain_order="left")
-    )
-    tmp = files["interactions"].with_name(f".{files['interactions'].name}.{os.getpid()}.tmp")
-    table.sink_parquet(tmp, maintain_order=True, engine="streaming")
-    os.replace(tmp, files["interactions"])
+    _write_kept(raw, files["interactions"], users, items)
     seconds["write"] = time.perf_counter() - t0
 
     report = IngestReport(
@@ -165,6 +155,39 @@ def ingest_amazon(
     )
     atomic_write_text(out / "manifest.json", json.dumps(report.as_dict(), indent=2), what="ingest manifest")
     return report
+
+
+def _write_kept(raw: Path, dest: Path, users: pl.DataFrame, items: pl.DataFrame) -> None:
+    """Pass 3: ``raw``'s rows whose user and item were kept, in file order, with ``user_index`` / ``item_index``,
+    one row group at a time (memory: a row group and the two id tables; a streaming join-and-sink of the whole
+    scan held a third more at Electronics' size), atomically."""
+    import pyarrow.parquet as pq
+
+    user_index = users.select("user_id", pl.col("index").alias("user_index"))
+    item_index = items.select("item_id", pl.col("index").alias("item_index"))
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    source = pq.ParquetFile(raw)
+    try:
+        writer = None
+        for group in range(source.num_row_groups):
+            block = pl.from_arrow(source.read_row_group(group))
+            assert isinstance(block, pl.DataFrame)
+            kept = block.join(user_index, on="user_id", how="inner", maintain_order="left").join(
+                item_index, on="item_id", how="inner", maintain_order="left"
+            )
+            table = kept.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
+        if writer is None:  # no row group at all: an empty table with the columns
+            pl.DataFrame(
+                schema={**pl.read_parquet_schema(raw), "user_index": pl.UInt32, "item_index": pl.UInt32}
+            ).write_parquet(tmp)
+        else:
+            writer.close()
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _peek(path: Path, block_bytes: int) -> tuple[Path, AmazonVersion, JsonStyle]:
