@@ -99,7 +99,8 @@ def train_cmd(
     modalities: Annotated[
         str | None,
         typer.Option(
-            help="item features of multimodal models: text,meta (from item metadata), NAME=FILE.npy"
+            help="item features of multimodal models: text,meta (from item metadata), copurchase (opt-in: "
+            "Amazon also_buy/also_view lists, flagged leaky), NAME=FILE.npy"
         ),
     ] = None,
     out: Annotated[
