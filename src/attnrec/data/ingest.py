@@ -11,7 +11,7 @@ Memory is bounded by a block of the input and by the id sets, never by the file:
    two id columns, round after round, holding only the kept ids.
 3. **Vocabularies and the filtered table**: ``users.parquet`` / ``items.parquet`` (``index``, id, ``count``: ids
    sorted, as :meth:`~attnrec.data.vocab.Vocabulary.from_ids` orders them) and ``interactions.parquet`` (the
-   k-core's rows with ``user_index`` / ``item_index``), written by a streaming sink.
+   k-core's rows with ``user_index`` / ``item_index``), written one row group of ``reviews.parquet`` at a time.
 
 ``manifest.json`` records the sources, formats, rows read / skipped / kept, the k-core report and each stage's
 seconds. ``interactions.parquet`` is a table ``attnrec train --data`` reads as it is.
