@@ -39,7 +39,9 @@ from attnrec.data.table import Dataset, Interactions, frame_fingerprint
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError, OutputError
 from attnrec.evaluation.protocols import default_protocol
-from attnrec.evaluation.sharded import evaluate  # protocols.evaluate, sharded across ranks in a distributed run
+from attnrec.evaluation.sharded import (
+    evaluate,  # protocols.evaluate, sharded across ranks in a distributed run
+)
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.ctr_run import PreparedCTR, bundle_ctr_spec, evaluate_ctr, prepare_ctr
 from attnrec.experiments.inputs import check_item_text, load_split, read_items
