@@ -65,7 +65,7 @@ def domain_table(
         if domain in r.get("test", {}):
             groups[r["variant"]].append(r)
     head = ["variant", "seeds", *[f"test {m}" for m in metrics]]
-    head += ["|cos(X,X')|", "params", "s/epoch"]
+    head += ["abs cos(X,X')", "params", "s/epoch"]  # no '|' inside a Markdown cell
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant in sorted(groups, key=lambda v: (groups[v][0].get("family", ""), v)):
         rs = groups[variant]
