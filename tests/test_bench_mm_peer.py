@@ -11,7 +11,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "mm_peer_mmrec.py"
 
 LOG = """06 Dec 03:02    INFO epoch 0 training [time: 0.50s, train loss: 0.6721]
 06 Dec 03:02    INFO epoch 0 evaluating [time: 0.02s, valid_score: 0.200000]
-06 Dec 03:02    INFO test result: 
+06 Dec 03:02    INFO test result:
 recall@10: 0.9    ndcg@10: 0.9
 06 Dec 03:02    INFO epoch 1 training [time: 0.70s, train loss: 0.6742]
 06 Dec 03:02    INFO epoch 1 evaluating [time: 0.02s, valid_score: 0.300000]
