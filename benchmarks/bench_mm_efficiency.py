@@ -26,12 +26,14 @@ items, the equations as printed), reported per step and extrapolated to an epoch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +95,24 @@ def child(args: argparse.Namespace) -> None:
     import attnrec.models.multimodal.mrcsaf  # noqa: F401  (registered by import, whatever the built-ins list)
     from attnrec.data.side import ItemFeatures, SideInputs
     from attnrec.models.base import get_model_class
-    from attnrec.training.trainer import TrainerConfig
 
     t0 = time.perf_counter()
     train, feats = sports_like(args.seed, args.scale)
     side = SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
     t_data = time.perf_counter() - t0
-    if args.graph_cache:
-        _cache_graphs(Path(args.graph_cache))
     config = json.loads(args.config) if args.config else {}
     model = get_model_class(args.child)(**config)
     out: dict[str, Any] = {"model": args.child, "config": config, "train_interactions": len(train)}
+    with _cache_graphs(Path(args.graph_cache)) if args.graph_cache else contextlib.nullcontext():
+        _child_fit(args, model, train, side, out)
+    out["data_seconds"] = t_data
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _child_fit(args: argparse.Namespace, model: Any, train: Any, side: Any, out: dict[str, Any]) -> None:
+    from attnrec.training.trainer import TrainerConfig
+
     if args.full_attention_batches:
         out.update(_full_attention_steps(model, train, side, args.full_attention_batches))
     else:
@@ -112,15 +121,14 @@ def child(args: argparse.Namespace) -> None:
         report = model.fit(train, None, side=side, trainer=trainer)
         out["fit_seconds"] = time.perf_counter() - t1
         out["epoch_seconds"] = [float(r["seconds"]) for r in report.history]
-    out["data_seconds"] = t_data
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(out), flush=True)
 
 
-def _cache_graphs(path: Path) -> None:
+@contextlib.contextmanager
+def _cache_graphs(path: Path) -> Iterator[None]:
     """Both models build the same kNN graphs of the same features (once per fit, outside the epoch times): the
     first fit saves them, later fits load them (the graph build of 18,357 × 4096-d features dominates a short
-    fit's wall time on a loaded machine and is not what is measured)."""
+    fit's wall time on a loaded machine and is not what is measured). The class is patched only inside the
+    ``with`` block (a test that runs this in-process must not leave every later fit loading these graphs)."""
     import torch
 
     from attnrec.models.layers.item_graph import ItemGraph
@@ -148,6 +156,10 @@ def _cache_graphs(path: Path) -> None:
         return graphs
 
     MultimodalRecommender.modality_graphs = cached  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        MultimodalRecommender.modality_graphs = build  # type: ignore[method-assign]
 
 
 def _full_attention_steps(model: Any, train: Any, side: Any, n: int) -> dict[str, Any]:
@@ -190,12 +202,19 @@ def cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
 
     import attnrec.models.multimodal.freedom
     import attnrec.models.multimodal.mrcsaf  # noqa: F401  (registered by import)
+
+    torch.set_num_threads(1)
+    with _cache_graphs(Path(args.graph_dir) / f"mm_eff_graphs_seed{args.seed}_scale{args.scale}.pt"):
+        return _cpu_steps(args, models)
+
+
+def _cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
+    import torch
+
     from attnrec.data.modalities import select_modalities
     from attnrec.data.side import ItemFeatures
     from attnrec.models.base import get_model_class
 
-    torch.set_num_threads(1)
-    _cache_graphs(Path(args.graph_dir) / f"mm_eff_graphs_seed{args.seed}_scale{args.scale}.pt")
     train, feats = sports_like(args.seed, args.scale)
     side = ItemFeatures(train.item_vocab, feats)
     state: dict[str, tuple[Any, Any, list[Any], list[float]]] = {}
