@@ -100,8 +100,13 @@ def test_platt_fits_an_offset() -> None:
 def test_calibrator_json_round_trip_and_checks() -> None:
     cal = Calibrator("platt", 0.5, -0.2)
     assert Calibrator.from_json(cal.to_json()) == cal
-    for bad in ({"method": "x", "a": 1, "b": 0}, {"method": "platt", "a": -1, "b": 0},
-                {"method": "platt", "a": float("nan"), "b": 0}, {"method": "temperature", "a": 1, "b": 1}, [1]):
+    for bad in (
+        {"method": "x", "a": 1, "b": 0},
+        {"method": "platt", "a": -1, "b": 0},
+        {"method": "platt", "a": float("nan"), "b": 0},
+        {"method": "temperature", "a": 1, "b": 1},
+        [1],
+    ):
         with pytest.raises(DataError):
             Calibrator.from_json(bad, "extra.json")
     with pytest.raises(DataError, match="both classes"):
@@ -115,6 +120,8 @@ def test_fitting_on_logits_sees_the_confident_rows_float32_probabilities_hide() 
     on_logits = fit_calibrator_logits(y, z, "temperature")
     assert on_logits.temperature == pytest.approx(4.0, rel=0.1)
     p32 = (1 / (1 + np.exp(-z))).astype(np.float32)
-    assert fit_calibrator(y, p32, "temperature").temperature < on_logits.temperature  # capped logits under-estimate
+    assert (
+        fit_calibrator(y, p32, "temperature").temperature < on_logits.temperature
+    )  # capped logits under-estimate
     with pytest.raises(DataError, match="non-finite"):
         fit_calibrator_logits([0, 1], [0.0, np.inf])

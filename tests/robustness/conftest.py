@@ -73,7 +73,11 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def cli_process(
-    args: list[str | Path], *, timeout: float = PROBE_TIMEOUT_S, cwd: Path | None = None, env: dict[str, str] | None = None
+    args: list[str | Path],
+    *,
+    timeout: float = PROBE_TIMEOUT_S,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Probe:
     """Run ``python -m attnrec.cli ARGS`` in a child process; a timeout or a signal fails the calling test."""
     argv = [str(a) for a in args]
@@ -90,7 +94,9 @@ def cli_process(
     except subprocess.TimeoutExpired:
         pytest.fail(f"hang: `attnrec {' '.join(argv)}` ran past {timeout:.0f} s")
     if done.returncode < 0:
-        pytest.fail(f"native crash: `attnrec {' '.join(argv)}` died of signal {-done.returncode}\n{done.stderr[-2000:]}")
+        pytest.fail(
+            f"native crash: `attnrec {' '.join(argv)}` died of signal {-done.returncode}\n{done.stderr[-2000:]}"
+        )
     return Probe(argv, done.returncode, done.stdout, done.stderr)
 
 
@@ -98,7 +104,9 @@ def assert_clean_error(probe: Probe, *fragments: str) -> str:
     """Bad input: non-zero exit, no traceback, one ``error:`` line naming every fragment. Returns that line."""
     where = f"`attnrec {' '.join(probe.args)}`"
     assert probe.crash is None, f"{where} crashed:\n{probe.crash}"
-    assert "Traceback (most recent call last)" not in probe.text, f"{where} printed a traceback:\n{probe.text[-3000:]}"
+    assert "Traceback (most recent call last)" not in probe.text, (
+        f"{where} printed a traceback:\n{probe.text[-3000:]}"
+    )
     assert probe.code != 0, f"{where} exited 0 on bad input:\n{probe.text[-2000:]}"
     lines = [ln for ln in probe.err.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.lower().startswith(("error", "usage", "try ", "│", "╭", "╰"))]

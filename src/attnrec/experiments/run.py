@@ -327,7 +327,9 @@ def _run(cfg: RunConfig, progress: bool) -> RunResult:
                 "label, read strictly; these apply to interaction data"
             )
         data = prepare_ctr(cfg, progress=progress)
-    elif cls.task is TaskKind.SEQUENTIAL:  # leave-one-out sequences over the whole item catalogue (seq_run.py)
+    elif (
+        cls.task is TaskKind.SEQUENTIAL
+    ):  # leave-one-out sequences over the whole item catalogue (seq_run.py)
         data = PreparedData(**prepare_sequences(cfg, progress=progress))
     else:
         data = prepare_data(cfg, implicit=cls.task is not TaskKind.RATING, progress=progress)
@@ -445,7 +447,9 @@ def _fit_interactions(
     # select on validation, report test once: valid masks train; test masks train + valid
     t0 = time.perf_counter()
     protocol = test_protocol = default_protocol(model, ks)
-    if type(model).task is TaskKind.SEQUENTIAL:  # per target domain; test scored from train + valid (seq_run.py)
+    if (
+        type(model).task is TaskKind.SEQUENTIAL
+    ):  # per target domain; test scored from train + valid (seq_run.py)
         protocol, test_protocol = sequential_protocols(data.train, data.valid, data.items)
     valid_metrics = evaluate(model, valid, protocol, exclude=data.train.csr()) if len(valid) else {}
     seen_tv = data.train.csr() + (

@@ -38,7 +38,9 @@ def test_temperature_is_fitted_on_valid_and_keeps_the_ranking(data, fitted) -> N
     _, valid, test = data
     cal = fitted.calibrator
     # fitted on the validation logits themselves (float32 probabilities would cap the confident rows' |z| near 16)
-    assert cal == fit_calibrator_logits(valid.labels, fitted.predict_logits(valid).astype(np.float64), "temperature")
+    assert cal == fit_calibrator_logits(
+        valid.labels, fitted.predict_logits(valid).astype(np.float64), "temperature"
+    )
     raw_valid = fitted.predict_proba(valid, calibrated=False)
     assert cal.temperature > 1.0  # the over-trained model is over-confident
     raw, scaled = fitted.predict_proba(test, calibrated=False), fitted.predict_proba(test)
@@ -122,7 +124,14 @@ def test_default_trainer_keeps_the_best_logloss_epoch(data) -> None:
     assert (cfg.valid_metric, cfg.valid_mode, cfg.valid_also) == ("logloss", "min", {"auc": "max"})
     assert FM().make_trainer_config(TrainerConfig(valid_metric="auc")).valid_mode == "max"
     model = FM(embedding_dim=4)
-    fast = {**FM.default_trainer, "epochs": 6, "lr": 0.05, "batch_size": 128, "progress": False, "device": "cpu"}
+    fast = {
+        **FM.default_trainer,
+        "epochs": 6,
+        "lr": 0.05,
+        "batch_size": 128,
+        "progress": False,
+        "device": "cpu",
+    }
     report = model.fit(train, valid, trainer=TrainerConfig(**fast))
     lls = [h["valid_logloss"] for h in report.history]
     assert report.best_epoch == 1 + int(np.argmin(lls))
@@ -132,7 +141,13 @@ def test_default_trainer_keeps_the_best_logloss_epoch(data) -> None:
 def test_a_valid_mode_that_contradicts_the_metric_is_refused() -> None:
     # an older run file's valid_mode = "max" (meant for AUC) must not maximise the default logloss
     model = FM(embedding_dim=4, seed=0)
-    run = RunConfig(model="fm", train=Path("t.csv"), test=Path("s.csv"), trainer={"valid_mode": "max"}, ctr={"format": "csv"})
+    run = RunConfig(
+        model="fm",
+        train=Path("t.csv"),
+        test=Path("s.csv"),
+        trainer={"valid_mode": "max"},
+        ctr={"format": "csv"},
+    )
     merged = trainer_config(run, FM, progress=False)  # the model's default_trainer under the run file's table
     assert merged.valid_metric == "logloss" and merged.valid_mode == "max"
     with pytest.raises(ConfigError, match="contradicts"):
