@@ -18,7 +18,10 @@ console = Console()
 def tune_cmd(
     config: Annotated[Path, typer.Option(help="the TOML run file: model, data, split, fixed settings")],
     space: Annotated[
-        Path, typer.Option(help="the TOML space file: tables study, model.FIELD and trainer.FIELD (docs/scaling.md)")
+        Path,
+        typer.Option(
+            help="the TOML space file: tables study, model.FIELD and trainer.FIELD (docs/scaling.md)"
+        ),
     ],
     trials: Annotated[int, typer.Option(min=1, help="trials in the study, all workers together")],
     storage: Annotated[
