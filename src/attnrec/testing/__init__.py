@@ -5,7 +5,7 @@
 """
 
 from attnrec.testing.conformance import ConformanceTests, assert_same_outputs
-from attnrec.testing.data import checkerboard, planted_ctr, review_checkerboard
+from attnrec.testing.data import checkerboard, planted_ctr, planted_item_features, review_checkerboard
 from attnrec.testing.sequences import planted_sequence_items, planted_sequences
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "assert_same_outputs",
     "checkerboard",
     "planted_ctr",
+    "planted_item_features",
     "planted_sequence_items",
     "planted_sequences",
     "review_checkerboard",

@@ -117,3 +117,13 @@ def planted_ctr(
     )
     cut1, cut2 = int(0.7 * n_rows), int(0.85 * n_rows)
     return data.subset(slice(0, cut1)), data.subset(slice(cut1, cut2)), data.subset(slice(cut2, None))
+
+
+def planted_item_features(n_items: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Item features of the checkerboard for multimodal models: a dense ``text`` (n_items, 5) and a binary ``meta``
+    (n_items, 4) modality, both carrying the item's group (index % 2) under noise."""
+    rng = np.random.default_rng(seed)
+    group = np.eye(2, dtype=np.float32)[np.arange(n_items) % 2]
+    text = np.hstack([group * 2 + rng.normal(0, 0.3, (n_items, 2)), rng.normal(0, 0.3, (n_items, 3))])
+    meta = np.hstack([group, rng.integers(0, 2, (n_items, 2))])
+    return {"text": text.astype(np.float32), "meta": meta.astype(np.float32)}

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -28,7 +27,7 @@ from attnrec.data.side import ItemFeatures, ReviewCorpus, SideInputs
 from attnrec.evaluation.protocols import default_protocol
 from attnrec.evaluation.sharded import evaluate
 from attnrec.models.base import TaskKind, get_model_class
-from attnrec.testing.data import checkerboard, planted_ctr, review_checkerboard
+from attnrec.testing.data import checkerboard, planted_ctr, planted_item_features, review_checkerboard
 from attnrec.testing.serve import free_port
 from attnrec.training.distributed import all_gather_objects, process_group_from_env
 from attnrec.training.trainer import SGDSolver, TrainerConfig
@@ -45,16 +44,6 @@ def task_data(name: str) -> tuple[Any, Any, Any]:
     return checkerboard(implicit=cls.task is not TaskKind.RATING)
 
 
-def group_features(n_items: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Item features of the checkerboard for multimodal models: a dense ``text`` and a binary ``meta`` modality,
-    both carrying the item's group (index % 2) under noise."""
-    rng = np.random.default_rng(seed)
-    group = np.eye(2, dtype=np.float32)[np.arange(n_items) % 2]
-    text = np.hstack([group * 2 + rng.normal(0, 0.3, (n_items, 2)), rng.normal(0, 0.3, (n_items, 3))])
-    meta = np.hstack([group, rng.integers(0, 2, (n_items, 2))])
-    return {"text": text.astype(np.float32), "meta": meta.astype(np.float32)}
-
-
 def fit_and_score(spec: dict[str, Any]) -> dict[str, Any]:
     """Fit ``spec["model"]`` (config ``spec["config"]``, TrainerConfig fields ``spec["trainer"]``) on its task's
     synthetic data and score validation: ``{"loss": per-epoch losses, "history": the fit's rows, "valid":
@@ -67,7 +56,9 @@ def fit_and_score(spec: dict[str, Any]) -> dict[str, Any]:
     if "reviews" in model.side_inputs:
         side = SideInputs(reviews=ReviewCorpus.from_split(train))
     elif "item_features" in model.side_inputs:
-        side = SideInputs(item_features=ItemFeatures(train.item_vocab, group_features(len(train.item_vocab))))
+        side = SideInputs(
+            item_features=ItemFeatures(train.item_vocab, planted_item_features(len(train.item_vocab)))
+        )
     report = model.fit(train, valid, side=side, trainer=trainer)
     exclude = train.csr() if hasattr(train, "csr") else None
     metrics = evaluate(model, valid, default_protocol(model), exclude=exclude)

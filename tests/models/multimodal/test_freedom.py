@@ -10,20 +10,11 @@ from attnrec.data.side import ItemFeatures, SideInputs
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.multimodal.freedom import Freedom, FreedomModule, modality_weights
 from attnrec.serving.bundle import load_bundle, save_bundle
-from attnrec.testing import ConformanceTests, checkerboard
-
-
-def planted_features(n_items: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
-    """Two modalities that carry the checkerboard's item group (item index % 2) under noise."""
-    rng = np.random.default_rng(seed)
-    group = np.arange(n_items) % 2
-    text = np.eye(2, dtype=np.float32)[group] * 2 + rng.normal(0, 0.3, (n_items, 2)).astype(np.float32)
-    meta = np.concatenate([np.eye(2)[group], rng.integers(0, 2, (n_items, 3))], 1).astype(np.float32)
-    return {"text": np.hstack([text, rng.normal(0, 0.3, (n_items, 4)).astype(np.float32)]), "meta": meta}
+from attnrec.testing import ConformanceTests, checkerboard, planted_item_features
 
 
 def item_side(train, seed: int = 0) -> SideInputs:  # type: ignore[no-untyped-def]
-    feats = planted_features(len(train.item_vocab), seed)
+    feats = planted_item_features(len(train.item_vocab), seed)
     return SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
 
 
@@ -57,7 +48,7 @@ def test_frozen_graph_is_the_weighted_sum_of_the_normalised_modality_graphs():
     model, train = _fit(modality_weights={"meta": 0.25})
     m = model.module
     assert isinstance(m, FreedomModule)
-    feats = planted_features(len(train.item_vocab))
+    feats = planted_item_features(len(train.item_vocab))
     want = weighted_sum(
         [modality_graph(feats["meta"], 4), modality_graph(feats["text"], 4)], [0.25, 0.75]
     ).dense()
@@ -111,7 +102,7 @@ def test_bad_modalities_are_clear_errors():
     same = ItemFeatures(train.item_vocab, {"text": np.ones((n, 3), dtype=np.float32)})
     with pytest.raises(DataError, match="zero-variance"):
         Freedom(dim=8, feat_dim=8).fit(train, side=SideInputs(item_features=same))
-    ok = ItemFeatures(train.item_vocab, planted_features(n))
+    ok = ItemFeatures(train.item_vocab, planted_item_features(n))
     with pytest.raises(ConfigError, match="unknown modality"):
         Freedom(dim=8, feat_dim=8, modalities=["image"]).fit(train, side=SideInputs(item_features=ok))
     with pytest.raises(ConfigError, match="item_features"):

@@ -19,21 +19,14 @@ from attnrec.models.multimodal.lattice import (
 )
 from attnrec.models.multimodal.vbpr import VBPR, VBPRModule
 from attnrec.serving.bundle import load_bundle, save_bundle
-from attnrec.testing import ConformanceTests, checkerboard
+from attnrec.testing import ConformanceTests, checkerboard, planted_item_features
 from attnrec.training.trainer import TrainerConfig
 
 
-def group_features(n_items: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A dense 'text' modality and a binary 'meta' one, both carrying the checkerboard's item group (index % 2)."""
-    rng = np.random.default_rng(seed)
-    group = np.eye(2, dtype=np.float32)[np.arange(n_items) % 2]
-    text = np.hstack([group * 2 + rng.normal(0, 0.3, (n_items, 2)), rng.normal(0, 0.3, (n_items, 3))])
-    meta = np.hstack([group, rng.integers(0, 2, (n_items, 2))])
-    return {"text": text.astype(np.float32), "meta": meta.astype(np.float32)}
-
-
 def side_for(train) -> SideInputs:  # type: ignore[no-untyped-def]
-    return SideInputs(item_features=ItemFeatures(train.item_vocab, group_features(len(train.item_vocab))))
+    return SideInputs(
+        item_features=ItemFeatures(train.item_vocab, planted_item_features(len(train.item_vocab)))
+    )
 
 
 class _ItemFeaturesHook:
@@ -88,7 +81,7 @@ def test_vbpr_score_is_eq_2_of_the_paper():
         m.item_bias.normal_()
         for lin in m.feat_bias.values():
             lin.weight.normal_()
-    feats = group_features(len(train.item_vocab))
+    feats = planted_item_features(len(train.item_vocab))
     u, i = 3, 7
     gamma = m.user.weight[u] @ m.item.weight[i]
     content = sum(

@@ -27,22 +27,13 @@ from attnrec.models.multimodal.mrcsaf_module import (
     weighted_graph_conv,
 )
 from attnrec.serving.bundle import load_bundle, save_bundle
-from attnrec.testing import ConformanceTests, checkerboard
+from attnrec.testing import ConformanceTests, checkerboard, planted_item_features
 from attnrec.training.trainer import TrainerConfig
-
-
-def planted_features(n_items: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Two modalities carrying the checkerboard's item group (item index % 2) under noise, of different widths."""
-    rng = np.random.default_rng(seed)
-    group = np.arange(n_items) % 2
-    text = np.eye(2, dtype=np.float32)[group] * 2 + rng.normal(0, 0.3, (n_items, 2)).astype(np.float32)
-    meta = np.concatenate([np.eye(2)[group], rng.integers(0, 2, (n_items, 3))], 1).astype(np.float32)
-    return {"text": np.hstack([text, rng.normal(0, 0.3, (n_items, 4)).astype(np.float32)]), "meta": meta}
 
 
 def item_side(train: Any, seed: int = 0) -> SideInputs:
     return SideInputs(
-        item_features=ItemFeatures(train.item_vocab, planted_features(len(train.item_vocab), seed))
+        item_features=ItemFeatures(train.item_vocab, planted_item_features(len(train.item_vocab), seed))
     )
 
 
