@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from attnrec.cli import main
 from attnrec.testing import checkerboard
+from attnrec.testing.cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +26,6 @@ def split_files(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped
     return paths
 
 
-def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(sys, "argv", ["attnrec", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 @pytest.mark.parametrize(
     ("model", "extra", "epochs"),
     # bootstrapping without negatives separates the two groups more slowly
@@ -45,7 +35,7 @@ def test_trains_evaluates_and_recommends(model, extra, epochs, split_files, tmp_
     f = split_files
     run = tmp_path / "run"
     sets = [x for kv in ["dim=8", "feat_dim=8", *extra] for x in ("--set", kv)]
-    code = _cli(
+    code, _, err = run_cli(
         [
             "train",
             "--model",
@@ -70,16 +60,18 @@ def test_trains_evaluates_and_recommends(model, extra, epochs, split_files, tmp_
             *sets,
         ],
         monkeypatch,
+        capsys,
     )
-    assert code == 0, capsys.readouterr().err
+    assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["data"]["notes"]["modalities"]["meta"]["dim"] == 5  # g0, g1, s0, s1, s2
     assert metrics["test"]["recall@20"] > 0.5  # the planted two-group pattern
-    capsys.readouterr()
-    assert _cli(["evaluate", "--model-dir", str(run / "model"), "--test", str(f["test"])], monkeypatch) == 0
-    assert "recall@20" in capsys.readouterr().out
+    code, out, err = run_cli(
+        ["evaluate", "--model-dir", str(run / "model"), "--test", str(f["test"])], monkeypatch, capsys
+    )
+    assert code == 0 and "recall@20" in out, err
     recs_path = tmp_path / "recs.csv"
-    code = _cli(
+    code, _, err = run_cli(
         [
             "recommend",
             "--model-dir",
@@ -92,8 +84,9 @@ def test_trains_evaluates_and_recommends(model, extra, epochs, split_files, tmp_
             str(recs_path),
         ],
         monkeypatch,
+        capsys,
     )
-    assert code == 0, capsys.readouterr().err
+    assert code == 0, err
     recs = pl.read_csv(recs_path, infer_schema=False)
     group = {"u0": 0, "u1": 1}
     hits = [int(i[1:]) % 2 == group[u] for u, i in recs.select("user_id", "item_id").rows()]

@@ -4,28 +4,16 @@ freedom model trains, evaluates and recommends from the CLI."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from attnrec.cli import main
 from attnrec.errors import ConfigError
 from attnrec.experiments.modalities_run import parse_modalities
 from attnrec.testing import checkerboard
-
-
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(sys, "argv", ["attnrec", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from attnrec.testing.cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from attnrec.errors import ConfigError
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.seq_run import prepare_sequences, sequential_protocols
 from attnrec.testing import planted_sequence_items, planted_sequences
+from attnrec.testing.cli import run_cli
 
 
 def _abxi_folder(root: Path) -> Path:
@@ -106,22 +107,6 @@ def test_planted_sequences_pattern() -> None:
         planted_sequences(n_items=10)
 
 
-def _cli(
-    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
-    import sys
-
-    from attnrec.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["attnrec", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().out
-
-
 @pytest.mark.slow
 def test_cli_train_evaluate_recommend_sequential(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -146,20 +131,20 @@ def test_cli_train_evaluate_recommend_sequential(
         "--threads",
         "1",
     ]
-    code, text = _cli([*args, "--set", "dim=8", "--set", "n_blocks=1"], monkeypatch, capsys)
+    code, text, _ = run_cli([*args, "--set", "dim=8", "--set", "n_blocks=1"], monkeypatch, capsys)
     assert code == 0, text
     test = json.loads((out / "metrics.json").read_text())["test"]
     assert test["A/n_rows"] + test["B/n_rows"] == 60 and test["n_rows"] == 60
     args = ["evaluate", "--model-dir", str(out / "model"), "--test", str(paths["test"])]
-    code, text = _cli([*args, "--exclude", str(paths["valid"])], monkeypatch, capsys)
+    code, text, _ = run_cli([*args, "--exclude", str(paths["valid"])], monkeypatch, capsys)
     assert code == 0, text
     row = next(line for line in text.splitlines() if "A/mrr " in line)
     assert float(row.split("│")[2]) == pytest.approx(test["A/mrr"], abs=1e-4)
-    code, text = _cli(
+    code, text, _ = run_cli(
         ["recommend", "--model-dir", str(out / "model"), "--users", "u0", "--k", "3"], monkeypatch, capsys
     )
     assert code == 0 and text.count(" u0 ") == 3, text
-    code, text = _cli(
+    code, text, _ = run_cli(
         ["recommend", "--model-dir", str(out / "model"), "--history", "i0,i20,i2", "--k", "3"],
         monkeypatch,
         capsys,
@@ -174,7 +159,7 @@ def test_cli_train_evaluate_recommend_sequential(
     for who in (["--users", "u0,u1"], ["--history", "i0,i20,i2"]):
         for dom in ("A", "B"):
             recs_file = tmp_path / f"recs_{who[0][2:]}_{dom}.csv"
-            code, text = _cli(
+            code, text, _ = run_cli(
                 ["recommend", "--model-dir", str(out / "model"), *who, "--k", "4", "--domain", dom]
                 + ["--out", str(recs_file)],
                 monkeypatch,
@@ -183,7 +168,7 @@ def test_cli_train_evaluate_recommend_sequential(
             assert code == 0, text
             recs = pl.read_csv(recs_file)
             assert recs.height >= 4 and {domain_of[str(i)] for i in recs["item_id"]} == {dom}
-    code, text = _cli(
+    code, text, _ = run_cli(
         ["recommend", "--model-dir", str(out / "model"), "--users", "u0", "--domain", "C"],
         monkeypatch,
         capsys,
