@@ -9,17 +9,7 @@ import numpy as np
 import pytest
 
 from attnrec.cli import main
-
-
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["attnrec", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from attnrec.testing.cli import run_cli
 
 
 @pytest.fixture(scope="module")

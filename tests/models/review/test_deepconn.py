@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import polars as pl
 import pytest
 import torch
 
-from attnrec.cli import main
 from attnrec.data.side import ReviewCorpus, SideInputs
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError
@@ -22,6 +20,7 @@ from attnrec.models.layers.text_cnn import TextCNN
 from attnrec.models.review.base import FactorizationMachine
 from attnrec.models.review.deepconn import DeepCoNN
 from attnrec.testing import ConformanceTests, checkerboard, review_checkerboard
+from attnrec.testing.cli import run_cli
 from attnrec.training.trainer import TrainerConfig
 
 #: tiny sizes: the documents of the checkerboard are short
@@ -223,12 +222,9 @@ def test_cli_trains_evaluates_and_recommends_from_an_amazon_review_file(
     small = [f"--set={k}={v}" for k, v in SMALL.items()]
 
     def cli(*args: str) -> str:
-        monkeypatch.setattr(sys, "argv", ["attnrec", *args])
-        try:
-            main()
-        except SystemExit as exc:
-            assert not exc.code, capsys.readouterr().err
-        return capsys.readouterr().out
+        code, out, err = run_cli(list(args), monkeypatch, capsys)
+        assert code == 0, err
+        return out
 
     run = tmp_path / "run"
     out = cli("train", "--model", "deepconn", "--data", str(data), "--out", str(run), "--epochs", "2", "--no-progress",
