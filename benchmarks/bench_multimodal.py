@@ -51,6 +51,9 @@ from attnrec.training.trainer import TrainerConfig  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KS = (10, 20)
+#: the LLMCDSR Food-Kitchen files read as one implicit set (51,164 users: overlap, Food-only, Kitchen-only)
+FOOD_KITCHEN_FILES = ("train_overlap", "train_A", "train_B")
+DATASETS = ("ml-100k", "gift-cards", "food-kitchen")
 _MM = {"dim": 64, "feat_dim": 64, "knn_k": 10}
 _FREEDOM = {**_MM, "n_layers": 2, "n_mm_layers": 1, "dropout": 0.8, "modality_weights": {"meta": 0.1}}
 #: row → (registered model, settings). The same values as mm_peer_mmrec.MMREC_SETTINGS for the peers' rows;
@@ -79,6 +82,14 @@ def load(
         ds = load_dataset("ml-100k", progress=False)
     elif dataset == "gift-cards":
         ds = load_dataset(SHARED / "amazon2018-gift-cards-5core", progress=False)
+    elif dataset == "food-kitchen":
+        # LLMCDSR's three training files (their users are distinct: ids are per-file row ids); valid.txt/test.txt
+        # repeat overlap users' sequences and are left out. As an implicit set: each (user, item) once, order dropped
+        ds = load_dataset("llmcdsr-food-kitchen", files=FOOD_KITCHEN_FILES)
+        before = ds.interactions.height
+        ds.interactions = ds.interactions.unique(["user_id", "item_id"], keep="first", maintain_order=True)
+        ds.lines = None
+        ds.notes["repeats_dropped"] = before - ds.interactions.height
     else:
         raise SystemExit(f"unknown dataset {dataset!r}")
     split = random_split(ds, (0.8, 0.1, 0.1), seed=split_seed, per_user=True)
@@ -87,7 +98,8 @@ def load(
 
 
 def modalities(dataset: str, ds: Any, train: Interactions) -> dict[str, np.ndarray]:
-    """``text`` (MiniLM embedding) and ``meta`` (multi-hot) aligned to the training item vocabulary."""
+    """``text`` (MiniLM embedding) and ``meta`` (multi-hot) aligned to the training item vocabulary; Food-Kitchen
+    has item titles only (no categories, brand or images), so its one modality is ``text`` (MiniLM of the title)."""
     from attnrec.data.modalities import multihot_modality, text_modality
     from attnrec.paths import cache_home
     from attnrec.text.builders import item_text_from_meta, movielens_item_text, texts_for_vocab
@@ -95,15 +107,18 @@ def modalities(dataset: str, ds: Any, train: Interactions) -> dict[str, np.ndarr
     from attnrec.text.encoder import SentenceEncoder
 
     vocab = train.item_vocab
+    meta: np.ndarray | None = None
     if dataset == "ml-100k":
         texts = movielens_item_text(ds.items)
         meta, _ = multihot_modality(ds.items, vocab, ["genres", "year"])
+    elif dataset == "food-kitchen":
+        texts = item_text_from_meta(ds.items, ["title"])
     else:
         texts = item_text_from_meta(ds.items)
         meta, _ = multihot_modality(ds.items, vocab)
     enc = SentenceEncoder(device="cpu", progress=False, cache=EmbeddingCache(cache_home() / "embeddings"))
     text = text_modality(texts_for_vocab(texts, vocab), enc)
-    return {"text": text, "meta": meta}
+    return {"text": text} if meta is None else {"text": text, "meta": meta}
 
 
 def load_avg() -> float:
@@ -122,6 +137,10 @@ def fit_ours(
     """Fit row ``row`` with ``seed``; validation metrics at the best epoch and test metrics read once after."""
     train, valid, test = split
     name, params = ROWS[row]
+    weights = {k: v for k, v in params.get("modality_weights", {}).items() if k in feats}
+    if "modality_weights" in params and weights != params["modality_weights"]:
+        # one modality (Food-Kitchen: text only): its weight is 1, as MMRec's FREEDOM with no image file
+        params = {**params, "modality_weights": weights}
     cls = get_model_class(name)
     model = cls(**params, seed=seed)
     side = SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
@@ -179,8 +198,13 @@ def cornac_row(
 def report(path: Path) -> None:
     """Markdown table (mean ± std over seeds) of a results file."""
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
+    failed: dict[tuple[str, str], list[str]] = {}
+    for r in _records(path):
+        if "failed" in r:
+            failed.setdefault((r["library"], r["model"]), []).append(
+                f"seed {r['seed']}: {r['failed'][-160:]!r}"
+            )
+            continue
         rows.setdefault((r["library"], r["model"]), []).append(r)
     print(
         "| library | model | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | load |"
@@ -197,11 +221,13 @@ def report(path: Path) -> None:
         load_s = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
         spe_s = f"{np.mean(spe):.3f}" if spe else "-"
         print(f"| {lib} | {model} | {len(rs)} | " + " | ".join(cells) + f" | {ep} | {spe_s} | {load_s} |")
+    for (lib, model), why in failed.items():
+        print(f"\n{lib} {model} failed: " + "; ".join(why))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "gift-cards"])
+    ap.add_argument("--dataset", default="ml-100k", choices=list(DATASETS))
     ap.add_argument("--split-seed", type=int, default=2026)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--models", default=",".join(ROWS))
@@ -224,7 +250,10 @@ def main() -> None:
     feats = modalities(args.dataset, ds, train)
     name = args.dataset.replace("-", "_")
     folder = args.work / name
-    write_mmrec(folder, name, train, valid, test, {"text": feats["text"], "image": feats["meta"]})
+    mm_feats = (
+        {"text": feats["text"]} if "meta" not in feats else {"text": feats["text"], "image": feats["meta"]}
+    )
+    write_mmrec(folder, name, train, valid, test, mm_feats)
     header = {
         "dataset": args.dataset,
         "split_seed": args.split_seed,
@@ -242,22 +271,50 @@ def main() -> None:
     print(json.dumps(header), flush=True)
     peers = {p for p in args.peers.split(",") if p}
 
+    # resumable: a (library, model, seed) already in --out is not run again (rerun the same command after a stop)
+    done = {(r["library"], r["model"], r["seed"]) for r in _records(out)}
+
     def emit(rec: dict[str, Any]) -> None:
         rec["dataset"] = args.dataset
+        rec["epoch_cap"] = args.epochs
         print(json.dumps(rec), flush=True)
         with out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
+        done.add((rec["library"], rec["model"], rec["seed"]))
+
+    def peer(model: str, seed: int) -> None:
+        if ("mmrec", model, seed) in done:
+            return
+        load0 = load_avg()
+        try:
+            rec = run_mmrec(model, folder, name, seed, epochs=args.epochs, patience=args.patience)
+        except RuntimeError as err:  # recorded, not fatal: the other rows still run
+            rec = {"library": "mmrec", "model": model, "seed": seed, "failed": str(err)[-1500:]}
+        emit({**rec, "load": [load0, load_avg()]})
 
     for seed in (int(s) for s in args.seeds.split(",")):
         for row in args.models.split(","):
-            ours = fit_ours(row, seed, (train, valid, test), feats, args.epochs, args.patience)
-            emit(ours)
+            if row.startswith("mmrec:"):  # a peer row with no model of ours (MMGCN, GRCN, SLMRec)
+                peer(row.removeprefix("mmrec:"), seed)
+                continue
+            ours = next(
+                (r for r in _records(out) if (r["library"], r["model"], r["seed"]) == ("attnrec", row, seed)),
+                None,
+            )
+            if ours is None:
+                ours = fit_ours(row, seed, (train, valid, test), feats, args.epochs, args.patience)
+                emit(ours)
             if "mmrec" in peers and row in MMREC_OF:
-                load0 = load_avg()
-                rec = run_mmrec(MMREC_OF[row], folder, name, seed, epochs=args.epochs, patience=args.patience)
-                emit({**rec, "load": [load0, load_avg()]})
-            if "cornac" in peers and row == "vbpr":
+                peer(MMREC_OF[row], seed)
+            if "cornac" in peers and row == "vbpr" and ("cornac", "VBPR", seed) not in done:
                 emit(cornac_row(folder, name, seed, ours["best_epoch"] or 1, test, train, args.work))
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The run records of a results file (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":

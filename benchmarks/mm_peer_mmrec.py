@@ -1,4 +1,5 @@
-"""MMRec (enoche/MMRec, the reference code of FREEDOM, LATTICE and BM3) and Cornac's VBPR on our exported split.
+"""MMRec (enoche/MMRec, the reference code of FREEDOM, LATTICE and BM3; also its MMGCN, GRCN, SLMRec) and Cornac's
+VBPR on our exported split.
 
     .venv/bin/python benchmarks/mm_peer_mmrec.py --folder DIR --name NAME --models FREEDOM,LATTICE \
         [--seeds 0,1,2] [--epochs 1000] [--patience 20] [--out bench_results/multimodal/peer.jsonl]
@@ -7,7 +8,8 @@ MMRec lives outside this repository (``$MMREC_DIR``, default /work/peers/MMRec: 
 recorded in its ``COMMIT`` file) and runs in its own venv (``$MMREC_PYTHON``, default /work/mmrec-venv/bin/python:
 torch 2.13 CPU). It reads the MMRec folder ``bench_multimodal.py`` exports with ``attnrec.data.readers.mmrec``
 (``<name>.inter`` with ``x_label``, ``text_feat.npy``, ``image_feat.npy``) — exactly the ids and features our
-models train on. Each run is MMRec's own ``quick_start`` with a one-point grid (every grid key a one-element list,
+models train on. MMGCN and GRCN need torch_geometric (pure Python from 2.3 on; 2.8.0.post1 in that venv) and
+SLMRec imports torch_scatter; the peer copy's CPU patches are listed in its ``ATTNREC_PATCHES.md``. Each run is MMRec's own ``quick_start`` with a one-point grid (every grid key a one-element list,
 so its "BEST" line, which MMRec picks on test, has nothing to pick), at one thread. Parsed from its log: the
 training seconds of every epoch (MMRec's own timer, validation excluded), the validation Recall@20 per epoch, and
 the valid/test metrics at the best validation epoch (MMRec evaluates test every epoch and keeps the one at the best
@@ -47,6 +49,12 @@ MMREC_SETTINGS: dict[str, dict[str, Any]] = {
     "BM3": {"n_layers": [1], "reg_weight": [0.1], "dropout": [0.3], "cl_weight": 2.0},
     "VBPR": {"reg_weight": [1e-4]},
     "LightGCN": {"n_layers": [2], "reg_weight": [1e-4]},
+    # the paper's other baselines MMRec implements, no model of ours beside them: the protocol's lr 1e-3 and the
+    # grid value 1e-4 for the regulariser (MMGCN, GRCN: reg_weight; SLMRec: reg), MMRec's other defaults
+    # (MMGCN 2 layers, GRCN 3 layers); SLMRec's SSL grid at ssl_alpha 0.1, ssl_temp 0.2 (= its fixed `temp`)
+    "MMGCN": {"reg_weight": [1e-4], "learning_rate": [1e-3]},
+    "GRCN": {"reg_weight": [1e-4], "learning_rate": [1e-3]},
+    "SLMRec": {"reg": [1e-4], "learning_rate": [1e-3], "ssl_alpha": [0.1], "ssl_temp": [0.2]},
 }
 
 _DRIVER = """
