@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,7 @@ def run_deepctr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         max_epochs=s.max_epochs,
         patience=s.patience,
         stop=s.stop,
+        embedding_reg=s.embedding_reg,
     )
 
 
@@ -260,6 +261,7 @@ def run_fuxictr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         max_epochs=s.max_epochs,
         patience=s.patience,
         stop=s.stop,
+        embedding_reg=s.embedding_reg,
     )
 
 
@@ -285,9 +287,9 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     """dataset x (library, model) table: test AUC, logloss and ECE raw, logloss and ECE after temperature scaling
     (mean ± std), the mean fitted temperature, median s/epoch, epochs run (restored epoch)."""
     lines = [
-        "| dataset | library | model | test AUC | logloss | ECE | calibrated logloss | calibrated ECE | T | "
+        "| dataset | library | model | L2 | test AUC | logloss | ECE | calibrated logloss | calibrated ECE | T | "
         "s/epoch | epochs run (restored) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ms(r: dict[str, Any], key: str) -> str:
@@ -297,7 +299,7 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
         ds, lib, name = key.split("/")
         runs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"], strict=True))
         lines.append(
-            f"| {ds} | {lib} | {name} | {ms(r, 'auc')} | {ms(r, 'logloss')} | {ms(r, 'ece')} | "
+            f"| {ds} | {lib} | {name} | {r.get('embedding_reg', 0.0):g} | {ms(r, 'auc')} | {ms(r, 'logloss')} | {ms(r, 'ece')} | "
             f"{ms(r, 'cal_logloss')} | {ms(r, 'cal_ece')} | {r['temperature_mean']:.2f} | "
             f"{r['s_per_epoch']:.3f} | {runs} |"
         )
@@ -322,6 +324,43 @@ def machine() -> dict[str, Any]:
     }
 
 
+Job = tuple[str, str, Callable[[str, Splits, int, BenchSettings], dict[str, Any]]]
+
+
+def select_l2(
+    ds: str,
+    jobs: Sequence[Job],
+    splits: Splits,
+    grid: Sequence[float],
+    grid_seed: int,
+    s: BenchSettings,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid`` by
+    the lowest validation logloss of the restored epoch, one run per value with model seed ``grid_seed``.
+
+    The test split is never touched: the runs get ``(train, valid, valid)``. Returns ``({key: chosen value},
+    {key: {value: {valid_logloss, valid_auc, best_epoch, epochs_run}}})`` with keys ``"<dataset>/<library>/<model>"``.
+    """
+    train, valid, _ = splits
+    scores: dict[str, dict[str, Any]] = {f"{ds}/{lib}/{m}": {} for lib, m, _ in jobs}
+    for value in grid:  # interleaved over the jobs, as the seeds are
+        for lib, m, fn in jobs:
+            row = fn(m, (train, valid, valid), grid_seed, replace(s, embedding_reg=value))
+            scores[f"{ds}/{lib}/{m}"][repr(value)] = {
+                k: row[k] for k in ("valid_logloss", "valid_auc", "best_epoch", "epochs_run")
+            }
+            log(
+                f"grid {ds}/{lib}/{m} L2 {value:g}: valid logloss {row['valid_logloss']:.4f} "
+                f"AUC {row['valid_auc']:.4f} epochs {row['epochs_run']} (best {row['best_epoch']})"
+            )
+    chosen = {
+        key: float(min(by_value, key=lambda v: by_value[v]["valid_logloss"]))
+        for key, by_value in scores.items()
+    }
+    return chosen, scores
+
+
 def run_suite(
     datasets: Sequence[str],
     seeds: Sequence[int],
@@ -331,25 +370,35 @@ def run_suite(
     fuxictr_peers: Sequence[str] = (),
     data_dir: Path = DEFAULT_DATA_DIR,
     log: Callable[[str], None] = print,
+    l2_grid: Sequence[float] = (),
+    grid_seed: int = 0,
 ) -> dict[str, Any]:
     """Run every (dataset, model, seed) and return the record: ``results["<dataset>/<library>/<model>"]`` with
-    :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``."""
+    :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``.
+
+    With ``l2_grid``, each job's L2 weight is first chosen on validation (:func:`select_l2`, seed ``grid_seed``),
+    the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``)."""
     s = settings or BenchSettings()
     results: dict[str, dict[str, Any]] = {}
     info: dict[str, Any] = {}
+    grid_record: dict[str, Any] = {}
     for ds in datasets:
         splits, info[ds] = load_splits(ds, data_dir, s.split_seed)
         log(f"# {ds}: {info[ds]['rows']} rows, positive rate {info[ds]['positive_rate']}")
-        jobs = (
+        jobs: list[Job] = (
             [("attnrec", m, run_attnrec) for m in models]
             + [("deepctr-torch", m, run_deepctr) for m in peers]
             + [("fuxictr", m, run_fuxictr) for m in fuxictr_peers]
         )
+        l2 = {f"{ds}/{lib}/{m}": s.embedding_reg for lib, m, _ in jobs}
+        if l2_grid:
+            l2, grid_record[ds] = select_l2(ds, jobs, splits, l2_grid, grid_seed, s, log)
+            log(f"# {ds}: L2 chosen on validation: {l2}")
         runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
         for seed in seeds:  # interleaved: background load affects every library alike
             for lib, m, fn in jobs:
                 t0 = time.perf_counter()
-                row = fn(m, splits, seed, s)
+                row = fn(m, splits, seed, replace(s, embedding_reg=l2[f"{ds}/{lib}/{m}"]))
                 row["seed"], row["wall_s"] = seed, round(time.perf_counter() - t0, 2)
                 runs[f"{ds}/{lib}/{m}"].append(row)
                 log(
@@ -358,8 +407,8 @@ def run_suite(
                     f"s/epoch {row['s_per_epoch']:.3f} epochs {row['epochs_run']} (best {row['best_epoch']})"
                 )
         for key, rows in runs.items():
-            results[key] = summarise(rows)
-    return {"results": results, "datasets": info, "settings": asdict(s)}
+            results[key] = {"embedding_reg": l2[key], **summarise(rows)}
+    return {"results": results, "datasets": info, "settings": asdict(s), "l2_grid": grid_record}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -390,7 +439,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--embedding-reg", type=float, default=0.0)
+    ap.add_argument(
+        "--embedding-reg", type=float, default=0.0, help="L2 weight of every job (without --l2-grid)"
+    )
+    ap.add_argument(
+        "--l2-grid",
+        default="",
+        help="comma-separated L2 weights: each job's chosen on validation logloss (seed --grid-seed, test unread)",
+    )
+    ap.add_argument("--grid-seed", type=int, default=0)
     ap.add_argument("--split-seed", type=int, default=2026)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both libraries)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -423,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         fuxictr_peers,
         args.data_dir,
         log=lambda msg: print(msg, flush=True),
+        l2_grid=[float(x) for x in args.l2_grid.split(",") if x],
+        grid_seed=args.grid_seed,
     )
     table = markdown_table(record["results"])
     print("\n" + table)

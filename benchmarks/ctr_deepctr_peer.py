@@ -105,9 +105,11 @@ def build_model(
     hidden: list[int],
     dropout: float,
     cin_layers: list[int],
+    embedding_reg: float = 0.0,
 ) -> torch.nn.Module:
-    """DeepCTR-Torch ``DeepFM`` or ``xDeepFM`` with attnrec's settings: no L2 terms (attnrec runs with
-    ``embedding_reg=0``), linear CIN activation and split-half as attnrec's xDeepFM defaults."""
+    """DeepCTR-Torch ``DeepFM`` or ``xDeepFM`` with attnrec's settings: L2 ``embedding_reg`` on the embedding and
+    first-order (linear) tables, as attnrec's ``embedding_reg`` covers both (DeepCTR-Torch penalises whole tables,
+    attnrec the rows a batch uses); no DNN/CIN L2; linear CIN activation and split-half as attnrec's xDeepFM."""
     _require()
     from deepctr_torch.models import DeepFM, xDeepFM
 
@@ -115,8 +117,8 @@ def build_model(
     common: dict[str, Any] = dict(
         dnn_hidden_units=tuple(hidden),
         dnn_dropout=dropout,
-        l2_reg_linear=0.0,
-        l2_reg_embedding=0.0,
+        l2_reg_linear=embedding_reg,
+        l2_reg_embedding=embedding_reg,
         l2_reg_dnn=0.0,
         seed=seed,
         task="binary",
@@ -153,6 +155,7 @@ def run_peer(
     max_epochs: int = 30,
     patience: int = 3,
     stop: str = "both",
+    embedding_reg: float = 0.0,
 ) -> dict[str, Any]:
     """Fit DeepCTR-Torch's ``name`` under the benchmark's early-stopping rule ``stop``
     (:class:`ctr_peer_common.StopRule`, the rule of attnrec's Trainer) and score test once.
@@ -173,6 +176,7 @@ def run_peer(
         hidden=hidden or [64, 32],
         dropout=dropout,
         cin_layers=cin_layers or [16, 16],
+        embedding_reg=embedding_reg,
     )
     model.compile(torch.optim.Adam(model.parameters(), lr=lr), "binary_crossentropy")
     xtr, xva, xte = model_inputs(train), model_inputs(valid), model_inputs(test)

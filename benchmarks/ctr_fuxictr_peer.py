@@ -18,7 +18,8 @@ What the peer gets (the same as attnrec's models and DeepCTR-Torch):
   feature per numeric field, one ``sequence`` feature per multi-valued field (padding index 0, masked mean pooling:
   ``layers.MaskedAveragePooling``), and the same integer columns, batch by batch;
 * embedding 16, Adam lr 1e-3, batch 256, DeepFM MLP [64, 32], DCNv2 ``parallel`` with 3 cross layers and MLP
-  [64, 32], dropout 0.1, no embedding or net regularizer (attnrec's ``embedding_reg=0``);
+  [64, 32], dropout 0.1, ``embedding_regularizer`` = attnrec's ``embedding_reg`` (FuxiCTR penalises whole tables,
+  first-order ones included, attnrec the rows a batch uses), no net regularizer (attnrec has none);
 * training through FuxiCTR's own ``train_step`` (its loss, regulariser and gradient clipping at norm 10, the
   default of its ``fit``); the epoch loop and the early-stopping rule are the benchmark's
   (:class:`ctr_peer_common.StopRule`), not FuxiCTR's ``fit``: its plateau LR decay is not applied, so both libraries
@@ -175,6 +176,7 @@ def build_model(
     hidden: list[int],
     dropout: float,
     lr: float,
+    embedding_reg: float = 0.0,
 ) -> Any:
     """FuxiCTR's ``name`` with the benchmark's settings (see the module docstring)."""
     from fuxictr.pytorch.torch_utils import seed_everything
@@ -188,7 +190,7 @@ def build_model(
         embedding_dim=embedding_dim,
         net_dropout=dropout,
         batch_norm=False,
-        embedding_regularizer=0,
+        embedding_regularizer=embedding_reg,
         net_regularizer=0,
         optimizer="adam",
         loss="binary_crossentropy",
@@ -231,6 +233,7 @@ def run_peer(
     max_epochs: int = 30,
     patience: int = 3,
     stop: str = "both",
+    embedding_reg: float = 0.0,
 ) -> dict[str, Any]:
     """Fit FuxiCTR's ``name`` under the benchmark's stopping rule ``stop`` and score test once.
 
@@ -247,6 +250,7 @@ def run_peer(
         hidden=hidden or [64, 32],
         dropout=dropout,
         lr=lr,
+        embedding_reg=embedding_reg,
     )
     ctr, cva, cte = columns(train), columns(valid), columns(test)
 

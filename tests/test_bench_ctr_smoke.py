@@ -104,3 +104,30 @@ def test_peer_runner_on_identical_inputs(criteo_dir: Path) -> None:
         torch.set_num_threads(threads)
     assert 0.0 <= row["auc"] <= 1.0 and math.isfinite(row["logloss"])
     assert row["epochs_run"] == 1 and row["best_epoch"] == 1
+
+
+def test_l2_grid_selects_on_validation_and_never_reads_test() -> None:
+    bench = _load("bench_ctr")
+    train, valid, test = object(), object(), object()
+    seen: list[tuple[object, ...]] = []
+    # validation logloss per (model, L2): "a" is best at 1e-3, "b" at 0 (ties keep the first, smaller value)
+    curve = {
+        "a": {0.0: 0.50, 1e-4: 0.48, 1e-3: 0.47, 1e-2: 0.49},
+        "b": {0.0: 0.40, 1e-4: 0.40, 1e-3: 0.41, 1e-2: 0.45},
+    }
+
+    def job(name: str, splits: tuple[object, ...], seed: int, s: object) -> dict[str, float]:
+        seen.append(splits)
+        assert seed == 7
+        reg = s.embedding_reg  # type: ignore[attr-defined]
+        return {"valid_logloss": curve[name][reg], "valid_auc": 0.7, "best_epoch": 2, "epochs_run": 5}
+
+    jobs = [("attnrec", "a", job), ("peer", "b", job)]
+    chosen, scores = bench.select_l2(
+        "d", jobs, (train, valid, test), [0.0, 1e-4, 1e-3, 1e-2], 7, bench.BenchSettings(), log=lambda m: None
+    )
+    assert chosen == {"d/attnrec/a": 1e-3, "d/peer/b": 0.0}
+    assert scores["d/attnrec/a"][repr(1e-3)]["valid_logloss"] == 0.47
+    assert len(seen) == 8 and all(
+        s == (train, valid, valid) for s in seen
+    )  # the test split never reaches a run
