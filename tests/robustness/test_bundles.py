@@ -42,6 +42,7 @@ from attnrec.models.topk.bpr import BPR
 from attnrec.models.topk.lightgcn import LightGCN
 from attnrec.models.topk.pop import Pop
 from attnrec.serving import bundle as bundle_module
+from attnrec.serving import bundle_files
 from attnrec.serving.bundle import load_bundle, load_bundle_items, save_bundle
 from attnrec.testing import checkerboard
 from attnrec.testing.tamper import (
@@ -780,7 +781,7 @@ def test_json_reads_are_capped_and_the_error_states_the_limit(
     del m["files"]  # format 1 lists no sizes: the cap is what bounds the read (of a trusted format 1 bundle)
     write_manifest(path, {**m, "format": 1})
     size = (path / name).stat().st_size
-    monkeypatch.setattr(bundle_module, cap, size - 1)
+    monkeypatch.setattr(bundle_files, cap, size - 1)  # the caps live with the file reads
     limit = f"{size:,} bytes, over the {size - 1:,}-byte limit"
     assert_refused(cli, "svd", path, built, name, limit, trust=True)
 

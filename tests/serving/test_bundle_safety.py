@@ -31,7 +31,7 @@ from attnrec.errors import DataError
 from attnrec.models.base import Estimator, Recommender
 from attnrec.models.rating.svd import SVD
 from attnrec.models.topk.pop import Pop
-from attnrec.serving import bundle
+from attnrec.serving import bundle, bundle_files
 from attnrec.serving.bundle import load_bundle, load_bundle_items, save_bundle
 from attnrec.testing import checkerboard
 from attnrec.testing.tamper import (
@@ -304,7 +304,7 @@ def test_json_files_are_capped(pop_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     users = json.loads((pop_dir / "users.json").read_text())
     big = json.dumps({**users, "padding": "x" * 10_000}).encode()  # valid, and larger than the manifest
     rewrite(pop_dir, "users.json", big)
-    monkeypatch.setattr(bundle, "MAX_JSON_BYTES", len(big) - 1)
+    monkeypatch.setattr(bundle_files, "MAX_JSON_BYTES", len(big) - 1)  # the caps live with the file reads
     with pytest.raises(
         DataError, match=rf"users\.json: has {len(big):,} bytes, over the {len(big) - 1:,}-byte limit"
     ):
