@@ -325,6 +325,37 @@ def machine() -> dict[str, Any]:
 
 
 Job = tuple[str, str, Callable[[str, Splits, int, BenchSettings], dict[str, Any]]]
+#: earlier runs by (``"<dataset>/<library>/<model>"``, L2 weight, seed)
+RunCache = dict[tuple[str, float, int], dict[str, Any]]
+#: settings that may differ between a cached run and this one
+_FREE_SETTINGS = ("embedding_reg", "fuxictr_zoo")
+
+
+def load_reuse(paths: Sequence[Path], s: BenchSettings) -> RunCache:
+    """The runs of earlier records (``--out`` files of this script) made with the same settings as ``s`` (all but
+    the L2 weight, which keys the run): training on CPU is deterministic for a seed, so such a run is what a rerun
+    would give (checked: a rerun of the 2026-12-06 01:41 Avazu record at L2 0, seed 0, gave the same validation
+    logloss and epochs for all eight models compared). A record with other settings raises SystemExit."""
+    cache: RunCache = {}
+    mine = {k: v for k, v in asdict(s).items() if k not in _FREE_SETTINGS}
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        theirs = {k: v for k, v in record["settings"].items() if k not in _FREE_SETTINGS}
+        if theirs != mine:
+            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise SystemExit(f"--reuse {path}: its settings differ from this run's in {diff}")
+        for key, r in record["results"].items():
+            reg = float(r.get("embedding_reg", record["settings"]["embedding_reg"]))
+            for run in r["runs"]:
+                cache[(key, reg, int(run["seed"]))] = run
+    return cache
+
+
+def cached(cache: RunCache | None, key: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``cache[(key, L2, seed)]`` when present (args = model, splits, seed, settings), else ``fn(*args)``."""
+    _, _, seed, s = args
+    hit = (cache or {}).get((key, float(s.embedding_reg), int(seed)))
+    return {**hit, "reused": True} if hit is not None else fn(*args)
 
 
 def select_l2(
@@ -335,6 +366,7 @@ def select_l2(
     grid_seed: int,
     s: BenchSettings,
     log: Callable[[str], None] = print,
+    cache: RunCache | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid`` by
     the lowest validation logloss of the restored epoch, one run per value with model seed ``grid_seed``.
@@ -346,7 +378,8 @@ def select_l2(
     scores: dict[str, dict[str, Any]] = {f"{ds}/{lib}/{m}": {} for lib, m, _ in jobs}
     for value in grid:  # interleaved over the jobs, as the seeds are
         for lib, m, fn in jobs:
-            row = fn(m, (train, valid, valid), grid_seed, replace(s, embedding_reg=value))
+            key = f"{ds}/{lib}/{m}"
+            row = cached(cache, key, fn, m, (train, valid, valid), grid_seed, replace(s, embedding_reg=value))
             scores[f"{ds}/{lib}/{m}"][repr(value)] = {
                 k: row[k] for k in ("valid_logloss", "valid_auc", "best_epoch", "epochs_run")
             }
@@ -372,12 +405,14 @@ def run_suite(
     log: Callable[[str], None] = print,
     l2_grid: Sequence[float] = (),
     grid_seed: int = 0,
+    cache: RunCache | None = None,
 ) -> dict[str, Any]:
     """Run every (dataset, model, seed) and return the record: ``results["<dataset>/<library>/<model>"]`` with
     :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``.
 
     With ``l2_grid``, each job's L2 weight is first chosen on validation (:func:`select_l2`, seed ``grid_seed``),
-    the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``)."""
+    the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``).
+    Runs found in ``cache`` (:func:`load_reuse`) are taken from it, marked ``reused``."""
     s = settings or BenchSettings()
     results: dict[str, dict[str, Any]] = {}
     info: dict[str, Any] = {}
@@ -392,14 +427,16 @@ def run_suite(
         )
         l2 = {f"{ds}/{lib}/{m}": s.embedding_reg for lib, m, _ in jobs}
         if l2_grid:
-            l2, grid_record[ds] = select_l2(ds, jobs, splits, l2_grid, grid_seed, s, log)
+            l2, grid_record[ds] = select_l2(ds, jobs, splits, l2_grid, grid_seed, s, log, cache)
             log(f"# {ds}: L2 chosen on validation: {l2}")
         runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
         for seed in seeds:  # interleaved: background load affects every library alike
             for lib, m, fn in jobs:
                 t0 = time.perf_counter()
-                row = fn(m, splits, seed, replace(s, embedding_reg=l2[f"{ds}/{lib}/{m}"]))
-                row["seed"], row["wall_s"] = seed, round(time.perf_counter() - t0, 2)
+                key = f"{ds}/{lib}/{m}"
+                row = cached(cache, key, fn, m, splits, seed, replace(s, embedding_reg=l2[key]))
+                row["seed"] = seed
+                row.setdefault("wall_s", round(time.perf_counter() - t0, 2))
                 runs[f"{ds}/{lib}/{m}"].append(row)
                 log(
                     f"{ds}/{lib}/{m} seed {seed}: AUC {row['auc']:.4f} logloss {row['logloss']:.4f} "
@@ -448,6 +485,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="comma-separated L2 weights: each job's chosen on validation logloss (seed --grid-seed, test unread)",
     )
     ap.add_argument("--grid-seed", type=int, default=0)
+    ap.add_argument(
+        "--reuse",
+        default="",
+        help="comma-separated earlier --out records: their runs with the same settings, L2 and seed are not rerun",
+    )
     ap.add_argument("--split-seed", type=int, default=2026)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both libraries)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -482,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log=lambda msg: print(msg, flush=True),
         l2_grid=[float(x) for x in args.l2_grid.split(",") if x],
         grid_seed=args.grid_seed,
+        cache=load_reuse([Path(x) for x in args.reuse.split(",") if x], settings),
     )
     table = markdown_table(record["results"])
     print("\n" + table)

@@ -131,3 +131,43 @@ def test_l2_grid_selects_on_validation_and_never_reads_test() -> None:
     assert len(seen) == 8 and all(
         s == (train, valid, valid) for s in seen
     )  # the test split never reaches a run
+
+
+def test_reuse_takes_earlier_runs_with_the_same_settings_only(tmp_path: Path) -> None:
+    bench = _load("bench_ctr")
+    s = bench.BenchSettings()
+    run = {"seed": 1, "valid_logloss": 0.42, "auc": 0.7}
+    record = {"settings": bench.asdict(s), "results": {"d/attnrec/fm": {"runs": [run]}}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(record))
+    cache = bench.load_reuse(
+        [path], bench.replace(s, embedding_reg=1e-3)
+    )  # the L2 weight keys runs, may differ
+    assert set(cache) == {("d/attnrec/fm", 0.0, 1)}
+
+    def fresh(*args: object) -> dict[str, float]:
+        return {"valid_logloss": 0.5}
+
+    assert bench.cached(cache, "d/attnrec/fm", fresh, "fm", None, 1, s) == {**run, "reused": True}
+    assert bench.cached(cache, "d/attnrec/fm", fresh, "fm", None, 2, s) == {
+        "valid_logloss": 0.5
+    }  # other seed
+    other_l2 = bench.replace(s, embedding_reg=1e-4)
+    assert bench.cached(cache, "d/attnrec/fm", fresh, "fm", None, 1, other_l2) == {"valid_logloss": 0.5}
+    with pytest.raises(SystemExit, match="patience"):
+        bench.load_reuse([path], bench.replace(s, patience=5))
+
+
+def test_speed_script_times_interleaved_epochs(criteo_dir: Path) -> None:
+    speed = _load("ctr_speed")
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--datasets", "criteo", "--pairs", "deepfm", "--libraries", "attnrec", "--rounds", "2"]
+        record = speed.main([*argv, "--epochs", "2", "--drop-first", "--data-dir", str(criteo_dir)])
+    finally:
+        torch.set_num_threads(threads)
+    r = record["results"]["criteo"]
+    assert set(r) == {"attnrec/deepfm", "ratios"} and r["ratios"] == {}
+    # 2 rounds x (2 epochs - the first)
+    assert len(r["attnrec/deepfm"]["epochs"]) == 2 and r["attnrec/deepfm"]["median_s"] > 0
+    assert record["torch_threads"] == 1 and record["load_average"]["start"]
