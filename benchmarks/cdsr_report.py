@@ -125,9 +125,29 @@ def _pyplot() -> Any:
     return plt
 
 
+def epoch_cap(record: dict[str, Any]) -> int | None:
+    """The run's epoch cap (``trainer.epochs``): runs of different caps sit at different points of training,
+    so the scatter and the correlations keep them apart."""
+    cap = record.get("trainer", {}).get("epochs")
+    return int(cap) if cap is not None else None
+
+
+def cos_correlations(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | int]]]:
+    """|cos| against test NDCG@10 per domain: ``{domain: {"all": corr, "cap N": corr, ...}}`` over every run with
+    a |cos| and over the runs of each epoch cap."""
+    out: dict[str, dict[str, dict[str, float | int]]] = {}
+    for dom in domains_of(records):
+        with_cos = [r for r in records if r.get("cos", {}).get(dom) is not None]
+        groups = {"all": with_cos}
+        for cap in sorted({epoch_cap(r) or 0 for r in with_cos}):
+            groups[f"cap {cap}"] = [r for r in with_cos if (epoch_cap(r) or 0) == cap]
+        out[dom] = {g: correlation(*cos_points(rs, dom)[:2]) for g, rs in groups.items()}
+    return out
+
+
 def plot_cos_scatter(records: Sequence[dict[str, Any]], out: Path) -> dict[str, dict[str, float | int]]:
-    """Scatter of |cos(X, X')| against test NDCG@10, one panel per domain (the paper's figure); returns the
-    correlations per domain and writes ``out`` (PNG)."""
+    """Scatter of |cos(X, X')| against test NDCG@10, one panel per domain (the paper's figure), one colour per
+    epoch cap; returns the correlations over all runs per domain and writes ``out`` (PNG)."""
     plt = _pyplot()
     domains = domains_of(records)
     fig, axes = plt.subplots(1, max(1, len(domains)), figsize=(5 * max(1, len(domains)), 4), squeeze=False)
@@ -135,15 +155,82 @@ def plot_cos_scatter(records: Sequence[dict[str, Any]], out: Path) -> dict[str, 
     for ax, dom in zip(axes[0], domains, strict=False):
         xs, ys, _ = cos_points(records, dom)
         corr[dom] = correlation(xs, ys)
-        ax.scatter(xs, ys, s=18, alpha=0.8)
+        for cap in sorted({epoch_cap(r) or 0 for r in records}):
+            cx, cy, _ = cos_points([r for r in records if (epoch_cap(r) or 0) == cap], dom)
+            if cx:
+                ax.scatter(cx, cy, s=18, alpha=0.8, label=f"cap {cap} epochs")
         c = corr[dom]
         ax.set_title(f"domain {dom}: Pearson {c['pearson']:.2f}, Spearman {c['spearman']:.2f} (n={c['n']})")
         ax.set_xlabel("mean |cos(X, X')| at the best epoch")
         ax.set_ylabel("test NDCG@10")
+        if xs:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return corr
+
+
+def plot_cos_trajectories(records: Sequence[dict[str, Any]], out: Path) -> bool:
+    """Within-run view: validation |cos(X, X')| against validation NDCG@10 at every epoch, one line per gca run
+    whose curve logged |cos|, one panel per domain; writes ``out`` and returns True when any run had one."""
+    runs = [r for r in records if any("cos" in c for c in r.get("curve", []))]
+    if not runs:
+        return False
+    plt = _pyplot()
+    domains = sorted({d for r in runs for c in r["curve"] for d in c.get("cos", {})})
+    fig, axes = plt.subplots(1, len(domains), figsize=(5 * len(domains), 4), squeeze=False)
+    for ax, dom in zip(axes[0], domains, strict=True):
+        for r in runs:
+            pts = [(c["cos"][dom], c["valid"][dom]) for c in r["curve"] if dom in c.get("cos", {})]
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.plot(x, y, marker=".", label=f"{r['variant']} s{r['seed']}")
+        ax.set_xlabel("validation |cos(X, X')| (epoch by epoch)")
+        ax.set_ylabel(f"valid NDCG@10, domain {dom}")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def matched_pairs(records: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(gca variant, its matched baseline) name pairs present in the records, by the study's naming: the baseline
+    ``matched-gca[P]<tail>`` belongs to ``gca[P]-sigmoid-ln<tail>`` (the variant it was matched to)."""
+    names = {r["variant"] for r in records}
+    pairs = []
+    for name in sorted(names):
+        if not name.startswith("matched-gca["):
+            continue
+        head, _, tail = name[len("matched-") :].partition("]")
+        target = f"{head}]-sigmoid-ln{tail}"
+        if target in names:
+            pairs.append((target, name))
+    return pairs
+
+
+def paired_table(records: Sequence[dict[str, Any]], gca: str, matched: str, metric: str = "ndcg@10") -> str:
+    """Per seed and domain, test ``metric`` of ``gca`` against its parameter-matched baseline ``matched`` (the
+    seeds both have), the difference, and how many (seed, domain) pairs gca is ahead in."""
+    by = {(r["variant"], r["seed"]): r for r in records if r["variant"] in (gca, matched)}
+    seeds = sorted({s for v, s in by if v == gca} & {s for v, s in by if v == matched})
+    lines = [f"| seed | domain | {gca} | {matched} | difference |", "|---|---|---|---|---|"]
+    ahead = total = 0
+    diffs: dict[str, list[float]] = defaultdict(list)
+    for seed in seeds:
+        g, m = by[(gca, seed)], by[(matched, seed)]
+        for dom in sorted(set(g["test"]) & set(m["test"])):
+            a, b = g["test"][dom][metric], m["test"][dom][metric]
+            diffs[dom].append(a - b)
+            ahead += a > b
+            total += 1
+            lines.append(f"| {seed} | {dom} | {a:.4f} | {b:.4f} | {a - b:+.4f} |")
+    for dom, d in sorted(diffs.items()):
+        sd = f" ± {np.std(d, ddof=1):.4f}" if len(d) > 1 else ""
+        lines.append(f"| mean | {dom} | | | {np.mean(d):+.4f}{sd} |")
+    lines.append(f"\ngca ahead in {ahead} of {total} (seed, domain) pairs on test {metric}.")
+    return "\n".join(lines)
 
 
 def plot_params(records: Sequence[dict[str, Any]], out: Path) -> None:
@@ -223,7 +310,12 @@ def value_at(
     seconds: float | None = None,
 ) -> float | None:
     """Best validation-selected ``key`` ("valid"/"test") NDCG@10 of ``domain`` reached within ``epoch`` epochs or
-    ``seconds`` of training (the row at the best validation NDCG@10 so far); None when nothing was reached yet."""
+    ``seconds`` of training (the row at the best validation NDCG@10 so far); None when nothing was reached yet,
+    or when the curve ends before ``epoch`` / ``seconds`` (a peer stopped early has no value there)."""
+    if not curve or (epoch is not None and epoch > curve[-1]["epoch"]):
+        return None  # the curve stopped before that epoch: its best so far is not its value there
+    if seconds is not None and seconds > curve[-1]["train_s_cum"]:
+        return None
     rows = [
         c
         for c in curve

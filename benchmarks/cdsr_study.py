@@ -5,7 +5,7 @@ parameter count, and the ABXI peer rows.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cdsr_study.py --data abxi-food-kitchen \
         --out bench_results/cdsr/study [--seeds 0,1,2] [--variants sasrec-mixed,gca[1]-sigmoid-ln,...] \
         [--epochs 200] [--patience 10] [--set dim=64] [--abxi bench_results/cdsr/abxi_afk_s3407.jsonl] \
-        [--recbole bench_results/cdsr/recbole_sasrec.jsonl] [--dry-run | --report]
+        [--recbole bench_results/cdsr/recbole_sasrec.jsonl] [--dry-run | --report | --import-run NAME=DIR ...]
 
 Every run goes through the library's own run path (``attnrec.experiments.run.run_experiment``: the dataset,
 leave-one-out split, fit with early stopping on validation NDCG@10, test read once at the best epoch, per-domain
@@ -144,7 +144,31 @@ def curve_of(history: Sequence[dict[str, Any]], only: str | None = None) -> list
                 "valid": {d: m["ndcg@10"] for d, m in per.items() if "ndcg@10" in m},
             }
         )
+        cos = cos_by_domain(valid)[1]
+        if cos:  # gca: the epoch's validation |cos(X, X')| per query domain (the within-run trajectory)
+            out[-1]["cos"] = cos
     return out
+
+
+def fit_fields(metrics: dict[str, Any], only: str | None) -> dict[str, Any]:
+    """The record fields read off a run's metrics (``run_experiment``'s ``metrics``, the CLI's ``metrics.json``):
+    per-domain valid/test metrics (``only``: that domain alone), |cos| at the best epoch, epochs, median training
+    seconds per epoch, fit seconds and the per-epoch curve."""
+    fit = metrics["fit"]
+    modules, cos = cos_by_domain(fit.get("best_valid", {}))
+    history = fit.get("history", [])
+    secs = sorted(float(r["seconds"]) for r in history if "seconds" in r)
+    return {
+        "valid": domain_metrics(metrics["valid"], only),
+        "test": domain_metrics(metrics["test"], only),
+        "cos": cos,
+        "cos_modules": modules,
+        "best_epoch": fit.get("best_epoch"),
+        "epochs_run": fit.get("epochs_run"),
+        "s_per_epoch": secs[len(secs) // 2] if secs else None,
+        "fit_s": metrics["timings"]["fit_s"],
+        "curve": curve_of(history, only),
+    }
 
 
 def run_one(
@@ -171,11 +195,6 @@ def run_one(
     t0 = time.perf_counter()
     res = run_experiment(cfg, progress=False)
     wall = time.perf_counter() - t0
-    m = res.metrics
-    fit = m["fit"]
-    modules, cos = cos_by_domain(fit.get("best_valid", {}))
-    history = fit.get("history", [])
-    secs = [float(r["seconds"]) for r in history if "seconds" in r]
     module = res.model.module
     return {
         "variant": variant.name,
@@ -185,21 +204,52 @@ def run_one(
         "seed": seed,
         "data": data,
         "n_params": int(sum(p.numel() for p in module.parameters())) if module is not None else None,
-        "valid": domain_metrics(m["valid"], only),
-        "test": domain_metrics(m["test"], only),
-        "cos": cos,
-        "cos_modules": modules,
-        "best_epoch": fit.get("best_epoch"),
-        "epochs_run": fit.get("epochs_run"),
-        "s_per_epoch": sorted(secs)[len(secs) // 2] if secs else None,
-        "fit_s": m["timings"]["fit_s"],
+        **fit_fields(res.metrics, only),
         "wall_s": wall,
-        "threads": m["threads"],
+        "threads": res.metrics["threads"],
         "trainer": trainer,
         "loadavg_before": load_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "curve": curve_of(history, only),
+    }
+
+
+def family_of(model: str, config: dict[str, Any]) -> str:
+    """The study family of a run's model and config: ``sasrec``; ``gca`` with modules; ``matched`` for the gca
+    backbone without modules (``positions=[]``, the parameter-matched baseline's form)."""
+    if model == "gca":
+        return "gca" if config.get("positions", [1]) else "matched"
+    return model
+
+
+def import_run(name: str, run_dir: Path) -> dict[str, Any]:
+    """A study record from a finished ``attnrec train --out RUN_DIR`` folder (its ``metrics.json``), named
+    ``name``, so runs made by the CLI join the study's tables and plots. Fields the CLI does not record (the
+    load average) are None; the parameter count is recomputed from the stored config
+    (:func:`attnrec.models.sequential.params.count_parameters`, the same count as the fitted module's)."""
+    from attnrec.models.sequential.params import count_parameters
+
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        raise SystemExit(f"--import-run {name}={run_dir}: no metrics.json there (the run did not finish)")
+    m = json.loads(path.read_text())
+    model, config = m["model"], dict(m["config"])
+    trainer = {k: m["trainer"][k] for k in ("epochs", "patience", "lr", "batch_size") if k in m["trainer"]}
+    blob = json.dumps({"dir": str(run_dir.resolve()), "fit_s": m["timings"]["fit_s"]}, sort_keys=True)
+    return {
+        "key": f"import|{name}|{hashlib.sha256(blob.encode()).hexdigest()[:10]}",
+        "variant": name,
+        "family": family_of(model, config),
+        "model": model,
+        "params": config,
+        "seed": m.get("seed", config.get("seed")),
+        "data": m["run"]["data"],
+        "n_params": count_parameters(model, config, int(m["data"]["items"])),
+        **fit_fields(m, config.get("domain")),
+        "threads": m.get("threads"),
+        "trainer": trainer,
+        "loadavg_before": None,
+        "source": str(run_dir.resolve()),
     }
 
 
@@ -234,16 +284,24 @@ def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = 
     parts = [f"# CDSR study ({len(records)} runs)\n"]
     for dom in rep.domains_of(rows):
         parts += [f"## Domain {dom} (test, mean ± std over seeds)\n", rep.domain_table(rows, dom), ""]
+    for gca, matched in rep.matched_pairs(records):
+        parts += [f"## {gca} against its parameter-matched baseline (test NDCG@10 per seed)\n"]
+        parts += [rep.paired_table(records, gca, matched), ""]
     if records:
-        corr = rep.plot_cos_scatter(records, out / "cos_vs_ndcg.png")
+        rep.plot_cos_scatter(records, out / "cos_vs_ndcg.png")
         rep.plot_params(rows, out / "ndcg_vs_params.png")
-        parts.append("## |cos(X, X')| vs test NDCG@10 (gca runs)\n")
-        for dom, c in corr.items():
-            parts.append(
-                f"- domain {dom}: n={c['n']}, Pearson {c['pearson']:.3f} (p={c['pearson_p']:.3g}), "
-                f"Spearman {c['spearman']:.3f} (p={c['spearman_p']:.3g})"
-            )
+        parts.append("## |cos(X, X')| vs test NDCG@10 (gca runs; all runs, and per epoch cap)\n")
+        for dom, groups in rep.cos_correlations(records).items():
+            for group, c in groups.items():
+                parts.append(
+                    f"- domain {dom}, {group}: n={c['n']}, Pearson {c['pearson']:.3f} (p={c['pearson_p']:.3g}), "
+                    f"Spearman {c['spearman']:.3f} (p={c['spearman_p']:.3g})"
+                )
         parts.append("")
+        if rep.plot_cos_trajectories(records, out / "cos_trajectories.png"):
+            parts.append(
+                "Within-run trajectories (validation |cos| vs validation NDCG@10 per epoch): `cos_trajectories.png`.\n"
+            )
     ours = {f"{r['variant']} s{r['seed']}": r["curve"] for r in records if r.get("curve")}
     if ours or abxi is not None:
         rep.plot_curves(abxi, ours, out / "curves.png")
@@ -314,10 +372,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and parameter counts, run nothing")
     p.add_argument("--report", action="store_true", help="only write the report from the finished runs")
+    p.add_argument(
+        "--import-run",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="add a finished `attnrec train --out DIR` run as variant NAME (repeatable; once per run), "
+        "then only write the report",
+    )
     a = p.parse_args(argv)
 
     a.out.mkdir(parents=True, exist_ok=True)
-    if a.report:
+    if a.import_run:
+        results = a.out / "results.jsonl"
+        done = {r.get("key") for r in rep.read_jsonl(results)}
+        for item in a.import_run:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise SystemExit(f"--import-run expects NAME=DIR, got {item!r}")
+            rec = import_run(name, Path(folder))
+            if rec["key"] in done:
+                print(f"{name}: {folder} already in {results}", flush=True)
+                continue
+            done.add(rec["key"])
+            with results.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(f"{name}: imported {folder}", flush=True)
+    if a.report or a.import_run:
         print(write_report(a.out, a.abxi, a.recbole))
         return
     backbone = {"n_blocks": a.n_blocks, **_parse_set(a.set)}

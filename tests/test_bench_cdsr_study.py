@@ -192,3 +192,81 @@ def test_study_runs_resumes_and_reports_on_planted_sequences(tmp_path: Path, cap
     study.main([*dry, "--variants", "gca[0,1,2]-sigmoid-ln,sasrec-A,matched-gca[0,1,2]"])
     text = capsys.readouterr().out
     assert "3 runs, 3 to do" in text and "gca[0,1,2]-sigmoid-ln seed 0" in text
+
+
+def _cli_run(folder: Path, seed: int, positions: list[int], ndcg: dict[str, float]) -> Path:
+    """A made-up `attnrec train --out` folder: the metrics.json fields import_run reads."""
+    config = {"seed": seed, "dim": 8, "n_blocks": 2, "heads": 2, "positions": positions}
+    history = [
+        {"epoch": e, "seconds": 2.0, "valid_A/ndcg@10": 0.1 * e, "valid_B/ndcg@10": 0.05 * e}
+        | ({"valid_abs_cos[A<-B@1]": 0.9 / e, "valid_abs_cos[B<-A@1]": 0.8 / e} if positions else {})
+        for e in (1, 2, 3)
+    ]
+    best = {"A/ndcg@10": 0.3, "B/ndcg@10": 0.15}
+    if positions:
+        best |= {"abs_cos[A<-B@1]": 0.3, "abs_cos[B<-A@1]": 0.4}
+    metrics = {
+        "model": "gca",
+        "config": config,
+        "seed": seed,
+        "trainer": {"epochs": 25, "patience": 5, "lr": 0.005, "batch_size": 128},
+        "run": {"data": "planted"},
+        "data": {"items": 30},
+        "valid": {"A/ndcg@10": 0.3, "B/ndcg@10": 0.15, "ndcg@10": 0.2},
+        "test": {f"{d}/ndcg@10": v for d, v in ndcg.items()} | {"A/hit@10": 0.5, "ndcg@10": 0.1},
+        "fit": {"best_epoch": 3, "epochs_run": 3, "best_valid": best, "history": history},
+        "timings": {"fit_s": 6.0 + seed},
+        "threads": 1,
+    }
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_import_cli_runs_and_pair_gca_with_its_baseline(tmp_path: Path, capsys: Any) -> None:
+    """CLI run folders join the study once each; the report pairs gca with its matched baseline per seed."""
+    pytest.importorskip("matplotlib")
+    from attnrec.models.sequential.params import count_parameters
+
+    runs = {
+        "g0": (0, [1], {"A": 0.30, "B": 0.10}),
+        "m0": (0, [], {"A": 0.28, "B": 0.12}),
+        "g1": (1, [1], {"A": 0.31, "B": 0.14}),
+        "m1": (1, [], {"A": 0.25, "B": 0.11}),
+    }
+    argv = ["--out", str(tmp_path / "study")]
+    for name, (seed, pos, ndcg) in runs.items():
+        variant = "gca[1]-sigmoid-ln [cap 25]" if pos else "matched-gca[1] [cap 25]"
+        argv += ["--import-run", f"{variant}={_cli_run(tmp_path / name, seed, pos, ndcg)}"]
+    study.main(argv)
+    study.main(argv)  # a second import of the same folders adds nothing
+    assert "already in" in capsys.readouterr().out
+    recs = rep.read_jsonl(tmp_path / "study" / "results.jsonl")
+    assert len(recs) == 4
+    g0 = next(r for r in recs if r["seed"] == 0 and r["family"] == "gca")
+    assert g0["test"] == {"A": {"ndcg@10": 0.30, "hr@10": 0.5}, "B": {"ndcg@10": 0.10}}
+    assert g0["cos"] == pytest.approx({"A": 0.3, "B": 0.4}) and g0["trainer"]["epochs"] == 25
+    assert g0["n_params"] == count_parameters("gca", {"dim": 8, "n_blocks": 2, "positions": [1]}, 30)
+    assert g0["curve"][1]["cos"] == pytest.approx({"A": 0.45, "B": 0.4})  # epoch 2: 0.9 / 2, 0.8 / 2
+    m0 = next(r for r in recs if r["seed"] == 0 and r["family"] == "matched")
+    assert m0["cos"] == {} and m0["n_params"] < g0["n_params"]
+    assert rep.matched_pairs(recs) == [("gca[1]-sigmoid-ln [cap 25]", "matched-gca[1] [cap 25]")]
+    table = rep.paired_table(recs, "gca[1]-sigmoid-ln [cap 25]", "matched-gca[1] [cap 25]")
+    assert "| 0 | B | 0.1000 | 0.1200 | -0.0200 |" in table
+    assert "| mean | A | | | +0.0400 ± 0.0283 |" in table  # +0.02 and +0.06
+    assert "gca ahead in 3 of 4 (seed, domain) pairs" in table
+    text = (tmp_path / "study" / "report.md").read_text()
+    assert "against its parameter-matched baseline" in text and "domain A, cap 25: n=2" in text
+    assert (tmp_path / "study" / "cos_trajectories.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="no metrics.json"):
+        study.main(["--out", str(tmp_path / "study"), "--import-run", f"x={tmp_path / 'nowhere'}"])
+
+
+def test_value_at_is_none_past_the_end_of_a_curve() -> None:
+    curve = [
+        {"epoch": e, "train_s_cum": 10.0 * e, "valid": {"A": 0.1 * e}, "test": {"A": 0.2 * e}} for e in (1, 2)
+    ]
+    assert rep.value_at(curve, "test", "A", epoch=2) == pytest.approx(0.4)
+    assert rep.value_at(curve, "test", "A", epoch=25) is None  # the peer stopped at epoch 2
+    assert rep.value_at(curve, "test", "A", seconds=21.0) is None
+    assert rep.value_at(curve, "test", "A", seconds=15.0) == pytest.approx(0.2)
