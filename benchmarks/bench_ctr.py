@@ -367,17 +367,24 @@ def select_l2(
     s: BenchSettings,
     log: Callable[[str], None] = print,
     cache: RunCache | None = None,
+    peer_grid: Sequence[float] | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid`` by
-    the lowest validation logloss of the restored epoch, one run per value with model seed ``grid_seed``.
+    """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid``
+    (the peers': ``peer_grid``, of the same size, default ``grid``) by the lowest validation logloss of the restored
+    epoch, one run per value with model seed ``grid_seed``. The two weights are different penalties (attnrec: the
+    squares of the rows a batch uses, averaged over its rows; the peers: whole tables), so their scales may differ.
 
     The test split is never touched: the runs get ``(train, valid, valid)``. Returns ``({key: chosen value},
     {key: {value: {valid_logloss, valid_auc, best_epoch, epochs_run}}})`` with keys ``"<dataset>/<library>/<model>"``.
     """
     train, valid, _ = splits
+    peer_grid = grid if peer_grid is None else peer_grid
+    if len(peer_grid) != len(grid):
+        raise SystemExit(f"the peers' L2 grid {list(peer_grid)} is not the size of attnrec's {list(grid)}")
     scores: dict[str, dict[str, Any]] = {f"{ds}/{lib}/{m}": {} for lib, m, _ in jobs}
-    for value in grid:  # interleaved over the jobs, as the seeds are
+    for ours, theirs in zip(grid, peer_grid, strict=True):  # interleaved over the jobs, as the seeds are
         for lib, m, fn in jobs:
+            value = ours if lib == "attnrec" else theirs
             key = f"{ds}/{lib}/{m}"
             row = cached(cache, key, fn, m, (train, valid, valid), grid_seed, replace(s, embedding_reg=value))
             scores[f"{ds}/{lib}/{m}"][repr(value)] = {
@@ -406,6 +413,7 @@ def run_suite(
     l2_grid: Sequence[float] = (),
     grid_seed: int = 0,
     cache: RunCache | None = None,
+    peer_l2_grid: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Run every (dataset, model, seed) and return the record: ``results["<dataset>/<library>/<model>"]`` with
     :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``.
@@ -427,7 +435,7 @@ def run_suite(
         )
         l2 = {f"{ds}/{lib}/{m}": s.embedding_reg for lib, m, _ in jobs}
         if l2_grid:
-            l2, grid_record[ds] = select_l2(ds, jobs, splits, l2_grid, grid_seed, s, log, cache)
+            l2, grid_record[ds] = select_l2(ds, jobs, splits, l2_grid, grid_seed, s, log, cache, peer_l2_grid)
             log(f"# {ds}: L2 chosen on validation: {l2}")
         runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
         for seed in seeds:  # interleaved: background load affects every library alike
@@ -484,6 +492,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default="",
         help="comma-separated L2 weights: each job's chosen on validation logloss (seed --grid-seed, test unread)",
     )
+    ap.add_argument("--peer-l2-grid", default="", help="the peers' grid (same size; default --l2-grid)")
     ap.add_argument("--grid-seed", type=int, default=0)
     ap.add_argument(
         "--reuse",
@@ -524,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         log=lambda msg: print(msg, flush=True),
         l2_grid=[float(x) for x in args.l2_grid.split(",") if x],
         grid_seed=args.grid_seed,
+        peer_l2_grid=[float(x) for x in args.peer_l2_grid.split(",") if x] or None,
         cache=load_reuse([Path(x) for x in args.reuse.split(",") if x], settings),
     )
     table = markdown_table(record["results"])

@@ -128,9 +128,17 @@ def test_l2_grid_selects_on_validation_and_never_reads_test() -> None:
     )
     assert chosen == {"d/attnrec/a": 1e-3, "d/peer/b": 0.0}
     assert scores["d/attnrec/a"][repr(1e-3)]["valid_logloss"] == 0.47
-    assert len(seen) == 8 and all(
-        s == (train, valid, valid) for s in seen
-    )  # the test split never reaches a run
+    # the test split never reaches a run
+    assert len(seen) == 8 and all(s == (train, valid, valid) for s in seen)
+    # the peers may have their own grid of the same size (another penalty's scale)
+    curve["b"] = {1e-5: 0.43, 1e-4: 0.42, 1e-3: 0.44, 1e-2: 0.45}
+    settings = bench.BenchSettings()
+    splits = (train, valid, test)
+    grid = [0.0, 1e-4, 1e-3, 1e-2]
+    chosen, _ = bench.select_l2("d", jobs, splits, grid, 7, settings, peer_grid=[1e-5, 1e-4, 1e-3, 1e-2])
+    assert chosen == {"d/attnrec/a": 1e-3, "d/peer/b": 1e-4}
+    with pytest.raises(SystemExit, match="size"):
+        bench.select_l2("d", jobs, splits, grid, 7, settings, peer_grid=[0.0])
 
 
 def test_reuse_takes_earlier_runs_with_the_same_settings_only(tmp_path: Path) -> None:
