@@ -164,6 +164,7 @@ def test_svd_fold_in_is_one_als_half_step_on_the_history(svd: SVD):
         c.reg_bias,
         weighted=c.weighted_reg,
         weighted_bias=c.weighted_reg_bias,
+        prior=c.reg_prior,
     )
     want = (mu + bu[:, None] + m.bi.detach()[None, :] + p @ m.q.detach().T).clamp(*svd.rating_range)
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)

@@ -29,10 +29,10 @@ def split() -> tuple[Interactions, Interactions]:
 
 
 #: per-sweep validation RMSE and loss of svd's own ALS early-stopping loop (svd._fit_als before the Trainer took it
-#: over, commit 7a2db2f), on the fixture's data
+#: over, commit 7a2db2f), on the fixture's data; that loop had no factor prior (reg_prior=0)
 OLD_LOOP = {
     "svd_init": (
-        {"factors": 4, "iterations": 5, "patience": 5, "reg": 0.05, "reg_bias": 1.0},
+        {"factors": 4, "iterations": 5, "patience": 5, "reg": 0.05, "reg_bias": 1.0, "reg_prior": 0.0},
         [0.8870926448096779, 0.8912782157988721, 0.8991816766014769, 0.908216845523698, 0.9163435457435991],
         [
             0.465037687734296,
@@ -44,7 +44,7 @@ OLD_LOOP = {
         1,
     ),
     "random_init_early_stop": (
-        {"factors": 3, "iterations": 6, "patience": 1, "init": "random", "seed": 3},
+        {"factors": 3, "iterations": 6, "patience": 1, "init": "random", "seed": 3, "reg_prior": 0.0},
         [1.0181397379833899, 0.8227589997367469, 0.823973496198722],
         [0.9486608807145256, 0.6421763042247579, 0.6259832430336619],
         2,
@@ -77,6 +77,7 @@ def explicit_als(params: dict, train: Interactions, valid: Interactions) -> list
     by_user = ALSSide(train.users, train.items, centred, shape)
     by_item = ALSSide(train.items, train.users, centred, (shape[1], shape[0]))
     kw = {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias}
+    prior = {"prior": c.reg_prior}
     if c.init == "svd":
         q, bi = svd_init(by_user, by_item, c.factors, c.reg_bias, init_std=c.init_std, **kw)
     else:
@@ -84,8 +85,8 @@ def explicit_als(params: dict, train: Interactions, valid: Interactions) -> list
     lo, hi = float(train.ratings.min()), float(train.ratings.max())
     out, best, stale = [], np.inf, 0
     for _ in range(c.iterations):
-        p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, **kw)
-        q, bi, _ = als_half_step(by_item, p, bu, c.reg, c.reg_bias, **kw)
+        p, bu, _ = als_half_step(by_user, q, bi, c.reg, c.reg_bias, **kw, **prior)
+        q, bi, _ = als_half_step(by_item, p, bu, c.reg, c.reg_bias, **kw, **prior)
         uu, ii = torch.tensor(valid.users), torch.tensor(valid.items)
         pred = (mu + bu[uu] + bi[ii] + (p[uu] * q[ii]).sum(-1)).clamp(lo, hi).double().numpy()
         rmse = float(np.sqrt(np.mean((pred - valid.ratings.astype(np.float64)) ** 2)))

@@ -58,6 +58,11 @@ class SVDConfig(ModelConfig):
     reg_bias: float = Field(3.0, ge=0)
     #: ALS only: scale each row's ridge by its number of ratings (weighted-λ); False: one plain λ per row
     weighted_reg: bool = True
+    #: n₀, pseudo-ratings of prior on every factor vector: with weighted-λ, p_u's penalty is λ(n_u + n₀)‖p_u‖²
+    #: (q_i's alike). Pure weighted-λ (n₀ = 0) shrinks a 2-rating user as little, relatively, as a 200-rating one,
+    #: and on sparse catalogues over-fits the many short rows; n₀ adds a fixed ridge λn₀ that matters only for them.
+    #: 10 chosen on validation RMSE (docs/models/svd.md); ignored when weighted_reg is False
+    reg_prior: float = Field(10.0, ge=0)
     #: the same for the bias penalty. False (default): λ_b b_u² once per user, so b_u = Σ residuals / (n_u + λ_b),
     #: Koren's damped baseline estimate, which shrinks users and items with few ratings more than those with many
     #: (True: λ_b per rating, Surprise's reg_bu / reg_bi)
@@ -87,6 +92,8 @@ class BiasedMF(TrainableModule):
         reg_bias: float,
         mu: float = 0.0,
         bias_counts: tuple[torch.Tensor, torch.Tensor] | None = None,
+        reg_prior: float = 0.0,
+        damped: bool | None = None,
     ) -> None:
         super().__init__()
         self.p = nn.Parameter(torch.randn(n_users, factors) * init_std)
@@ -95,9 +102,12 @@ class BiasedMF(TrainableModule):
         self.bi = nn.Parameter(torch.zeros(n_items))
         self.mu: torch.Tensor
         self.register_buffer("mu", torch.tensor(float(mu)))
-        self.reg, self.reg_bias = reg, reg_bias
-        # damped bias penalty (weighted_reg_bias=False): λ_b b_u² once per user, i.e. λ_b b_u² / n_u per rating
-        self.damped = bias_counts is not None
+        self.reg, self.reg_bias, self.reg_prior = reg, reg_bias, reg_prior
+        # damped bias penalty (weighted_reg_bias=False): λ_b b_u² once per user, i.e. λ_b b_u² / n_u per rating.
+        # ``bias_counts`` are the per-user / per-item rating counts, needed by it and by the factor prior
+        self.damped = bias_counts is not None if damped is None else damped
+        if reg_prior > 0 and bias_counts is None:
+            raise ConfigError("BiasedMF: reg_prior > 0 needs the per-user and per-item rating counts")
         if bias_counts is not None:
             self.user_count: torch.Tensor
             self.item_count: torch.Tensor
@@ -110,9 +120,14 @@ class BiasedMF(TrainableModule):
 
     def objective(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
         """Mean over the given ratings of (r − r̂)² + λ(‖p_u‖² + ‖q_i‖²) + λ_b(b_u² + b_i²), the bias terms divided
-        by n_u and n_i when damped (so that over all ratings each bias is penalised once)."""
+        by n_u and n_i when damped (so that over all ratings each bias is penalised once), plus the factor prior
+        λn₀(‖p_u‖²/n_u + ‖q_i‖²/n_i) (over all ratings: λn₀‖p_u‖² once per user)."""
         err = ratings - self(users, items)
-        penalty = self.reg * (self.p[users].square().sum(-1) + self.q[items].square().sum(-1))
+        pu2, qi2 = self.p[users].square().sum(-1), self.q[items].square().sum(-1)
+        if self.reg_prior > 0:
+            pu2 = pu2 * (1.0 + self.reg_prior / self.user_count[users])
+            qi2 = qi2 * (1.0 + self.reg_prior / self.item_count[items])
+        penalty = self.reg * (pu2 + qi2)
         bu2, bi2 = self.bu[users].square(), self.bi[items].square()
         if self.damped:
             bu2, bi2 = bu2 / self.user_count[users], bi2 / self.item_count[items]
@@ -233,14 +248,14 @@ def _length_blocks(
 
 
 def penalty_scales(
-    counts: torch.Tensor, weighted: bool, weighted_bias: bool | None = None
+    counts: torch.Tensor, weighted: bool, weighted_bias: bool | None = None, prior: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row multipliers (s_factors, s_bias) of λ and λ_b: max(n_u, 1) where weighted, else 1.
-    ``weighted_bias`` None means the same as ``weighted``."""
+    """Per-row multipliers (s_factors, s_bias) of λ and λ_b: max(n_u, 1) where weighted, else 1; the factors'
+    weighted scale plus ``prior`` (n₀). ``weighted_bias`` None means the same as ``weighted``."""
     n = counts.clamp(min=1.0)
     ones = torch.ones_like(n)
     wb = weighted if weighted_bias is None else weighted_bias
-    return (n if weighted else ones), (n if wb else ones)
+    return (n + prior if weighted else ones), (n if wb else ones)
 
 
 def als_half_step(
@@ -252,6 +267,7 @@ def als_half_step(
     *,
     weighted: bool = True,
     weighted_bias: bool | None = None,
+    prior: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Solve every row's ridge problem at once; returns (factors (n_rows, k), biases (n_rows,), objective).
 
@@ -259,8 +275,8 @@ def als_half_step(
 
         (Σ_{i∈I(u)} q̃_i q̃_iᵀ + s_u Λ) x_u = Σ_{i∈I(u)} y_ui q̃_i,    Λ = diag(λ, …, λ, λ_b),
 
-    s_u = max(n_u, 1) (weighted-λ) or 1 (plain), for the factor entries; the bias entry's scale follows
-    ``weighted_bias`` (default: ``weighted``) the same way. The right-hand sides are ``Y @ Q̃``;
+    s_u = max(n_u, 1) + n₀ (weighted-λ, n₀ = ``prior``) or 1 (plain), for the factor entries; the bias entry's
+    scale is max(n_u, 1) or 1 as ``weighted_bias`` (default: ``weighted``) says. The right-hand sides are ``Y @ Q̃``;
     :meth:`ALSSide.solve` solves the systems in batches of rows of similar length (short rows in their dual form).
     ``fixed`` (n_cols, k) and ``fixed_bias`` (n_cols,) are the other side's factors and biases.
 
@@ -274,7 +290,7 @@ def als_half_step(
     qt = torch.cat([fixed.to(dev, torch.float32), torch.ones(n_cols, 1, device=dev)], dim=1)
     resid = side.residual(fixed_bias.to(dev, torch.float32))
     rhs = torch.sparse.mm(resid, qt)
-    scale, scale_b = penalty_scales(side.counts, weighted, weighted_bias)
+    scale, scale_b = penalty_scales(side.counts, weighted, weighted_bias, prior)
     penalty = scale[:, None] * torch.full((m,), float(reg), device=dev)
     penalty[:, k] = scale_b * float(reg_bias)
     x = side.solve(qt, resid.values(), rhs, penalty)
@@ -333,6 +349,11 @@ def svd_init(
     return q, bi
 
 
+def _als_options(c: SVDConfig) -> dict[str, Any]:
+    """The penalty-shape keywords of :func:`als_half_step` that ``c`` sets."""
+    return {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias, "prior": c.reg_prior}
+
+
 class ALSSolver:
     """ALS as an :class:`~attnrec.training.types.EpochSolver`: each epoch is one sweep (all users, then all items).
 
@@ -367,12 +388,14 @@ class ALSSolver:
     def train_epoch(self, epoch: int, generator: torch.Generator) -> dict[str, float]:
         """One sweep; {"loss": the penalised objective reached, per training rating} (uses no randomness)."""
         c, m = self.config, self.module
-        kw = {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias}
+        kw = _als_options(c)
         with torch.no_grad():
             p, bu, _ = als_half_step(self.by_user, m.q.detach(), m.bi.detach(), c.reg, c.reg_bias, **kw)
             q, bi, objective = als_half_step(self.by_item, p, bu, c.reg, c.reg_bias, **kw)
             # the item step's objective holds the squared errors and the item penalty; add the user penalty
-            scale, scale_b = penalty_scales(self.by_user.counts, c.weighted_reg, c.weighted_reg_bias)
+            scale, scale_b = penalty_scales(
+                self.by_user.counts, c.weighted_reg, c.weighted_reg_bias, c.reg_prior
+            )
             penalty = scale * c.reg * p.square().sum(1) + scale_b * c.reg_bias * bu.square()
             objective += float(penalty.sum())
             for param, value in ((m.p, p), (m.q, q), (m.bu, bu), (m.bi, bi)):
@@ -424,11 +447,13 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
             c.reg_bias,
             float(train.ratings.mean()),
             None
-            if c.weighted_reg_bias
+            if c.weighted_reg_bias and c.reg_prior == 0
             else (
                 torch.from_numpy(np.bincount(train.users, minlength=train.n_users)),
                 torch.from_numpy(np.bincount(train.items, minlength=train.n_items)),
             ),
+            reg_prior=c.reg_prior,
+            damped=not c.weighted_reg_bias,
         )
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> BiasedMF:
@@ -438,7 +463,12 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
         counts = None
         if "user_count" in tensors and "item_count" in tensors:  # shaped by the vocabularies, checked on load
             counts = (torch.zeros(self.n_users), torch.zeros(self.n_items))
-        return BiasedMF(self.n_users, self.n_items, c.factors, c.init_std, c.reg, c.reg_bias, 0.0, counts)
+        # the prior's term needs the counts: a bundle without them gets the objective without the prior
+        prior = c.reg_prior if counts is not None else 0.0
+        damped = counts is not None and not c.weighted_reg_bias
+        return BiasedMF(
+            self.n_users, self.n_items, c.factors, c.init_std, c.reg, c.reg_bias, 0.0, counts, prior, damped
+        )
 
     def train_batches(
         self, train: Interactions, epoch: int, generator: torch.Generator, batch_size: int
@@ -569,8 +599,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
                 m.bi.detach(),
                 c.reg,
                 c.reg_bias,
-                weighted=c.weighted_reg,
-                weighted_bias=c.weighted_reg_bias,
+                **_als_options(c),
             )
             scores = torch.addmm(bu[:, None] + m.bi[None, :] + m.mu, p, m.q.T)
         return scores
@@ -620,7 +649,7 @@ def als_refit(
     shape = (train.n_users, train.n_items)
     by_user = ALSSide(users, items, centred, shape)
     by_item = ALSSide(items, users, centred, (shape[1], shape[0]))
-    kw = {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias}
+    kw = _als_options(c)
     q, bi = m.q.detach().float().cpu(), m.bi.detach().float().cpu()
     with torch.no_grad():
         for _ in range(sweeps):

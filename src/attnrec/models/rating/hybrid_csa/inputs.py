@@ -74,7 +74,8 @@ def prepare_inputs(
         raise ConfigError(f"hybrid_csa with {need} needs a 'review' column in the training data")
 
     # 1. the SVD the paper extracts U and V from (validation picks the best ALS sweep)
-    svd = SVD(factors=c.svd_factors, reg=c.svd_reg, iterations=c.svd_iterations, seed=c.seed)
+    # reg_prior=0: svd_reg was chosen on validation before svd had the factor prior (issue 19); keeps the fit
+    svd = SVD(factors=c.svd_factors, reg=c.svd_reg, iterations=c.svd_iterations, seed=c.seed, reg_prior=0.0)
     svd_report = svd.fit(train, valid)
     uf, itf = svd.user_factors, svd.item_factors
     if c.svd_biases:
