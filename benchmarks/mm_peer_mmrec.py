@@ -85,7 +85,8 @@ def parse_log(text: str) -> dict[str, Any]:
     """Per-epoch training seconds and validation Recall@20, and the best-valid-epoch valid/test metrics, from an
     MMRec log (its stdout)."""
     secs = [float(s) for _, s in _EPOCH.findall(text)]
-    valid = [float(v) for _, v in _VALID.findall(text)]
+    evals = [(int(e), float(v)) for e, v in _VALID.findall(text)]
+    valid = [v for _, v in evals]
     best_valid = test = None
     for line in text.splitlines():
         if "best valid result:" in line:
@@ -93,7 +94,8 @@ def parse_log(text: str) -> dict[str, Any]:
         elif "INFO test result:" in line and "recall@" in line:
             test = _metrics(line)
     # 1-based like our FitReport.best_epoch (MMRec counts epochs from 0)
-    best_epoch = max(range(len(valid)), key=lambda i: (valid[i], -i)) + 1 if valid else None
+    # (validation may run every eval_step epochs: the epoch number comes from the log line)
+    best_epoch = max(evals, key=lambda ev: (ev[1], -ev[0]))[0] + 1 if evals else None
     return {
         "epoch_seconds": secs,
         "valid_recall@20": valid,
@@ -112,9 +114,11 @@ def run_mmrec(
     *,
     epochs: int = 1000,
     patience: int = 20,
+    eval_step: int = 1,
     timeout: float = 7200,
 ) -> dict[str, Any]:
-    """Run MMRec's ``model`` on the folder ``folder`` (holding ``<name>.inter`` and the features) at one thread.
+    """Run MMRec's ``model`` on the folder ``folder`` (holding ``<name>.inter`` and the features) at one thread,
+    validating (and, as MMRec does, testing) every ``eval_step`` epochs.
 
     Returns the command, MMRec's commit, wall seconds, median training seconds per epoch and the parsed metrics.
     """
@@ -132,6 +136,7 @@ def run_mmrec(
         "seed": [seed],
         "epochs": epochs,
         "stopping_step": patience,
+        "eval_step": eval_step,
         **MMREC_SETTINGS[model],
     }
     arg = json.dumps({"model": model, "dataset": folder.name, "config": config})
