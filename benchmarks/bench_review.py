@@ -110,6 +110,12 @@ MODELS: dict[str, dict[str, Any]] = {
         "grid": {},
     },
     "safmr_skipgram": {"worker": "ours", "model": "safmr", "fixed": {"word_vectors": "skipgram"}, "grid": {}},
+    "deepconn_skipgram": {
+        "worker": "ours",
+        "model": "deepconn",
+        "fixed": {"word_vectors": "skipgram"},
+        "grid": {},
+    },
     # the paper's L1 rating loss fits the median rating; the metric here is MSE
     "safmr_l2": {"worker": "ours", "model": "safmr", "fixed": {"loss": "l2"}, "grid": {}},
     "transnet_l2": {"worker": "ours", "model": "transnet", "fixed": {"loss": "l2"}, "grid": {}},
@@ -130,7 +136,14 @@ MODELS: dict[str, dict[str, Any]] = {
 GROUPS = {
     "baselines": ["global_mean", "surprise_baseline", "surprise_svd", "svd", "hft"],
     "review": ["deepconn", "transnet", "safmr"],
-    "ablations": ["safmr_fm", "safmr_no_transform", "safmr_skipgram", "safmr_l2", "transnet_l2"],
+    "ablations": [
+        "safmr_fm",
+        "safmr_no_transform",
+        "safmr_skipgram",
+        "deepconn_skipgram",
+        "safmr_l2",
+        "transnet_l2",
+    ],
     "ablations_l2": ["safmr_l2", "safmr_l2_fm", "safmr_l2_no_transform", "transnet_l2"],
 }
 
@@ -443,6 +456,7 @@ LABELS = {
     "safmr_fm": "safmr `attention=False` (plain FM, eq. 5)",
     "safmr_no_transform": "safmr `transform_loss=False` (source network alone)",
     "safmr_skipgram": 'safmr `word_vectors="skipgram"`',
+    "deepconn_skipgram": 'deepconn `word_vectors="skipgram"`',
     "safmr_l2": 'safmr `loss="l2"` (squared-error rating loss)',
     "transnet_l2": 'transnet `loss="l2"`',
     "safmr_l2_fm": 'safmr `loss="l2" attention=False`',

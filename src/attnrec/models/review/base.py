@@ -79,11 +79,12 @@ ReviewConfigT = TypeVar("ReviewConfigT", bound=ReviewConfig)
 
 
 class FactorizationMachine(nn.Module):
-    """ŷ = w0 + Σ_i w_i z_i + Σ_{i<j} <v_i, v_j> z_i z_j for a dense z (B, n) -> (B,) (Rendle 2010, eq. 1)."""
+    """ŷ = w0 + Σ_i w_i z_i + Σ_{i<j} <v_i, v_j> z_i z_j for a dense z (B, n) -> (B,) (Rendle 2010, eq. 1);
+    ``bias`` is w0's initial value (in rating units)."""
 
-    def __init__(self, n: int, factors: int) -> None:
+    def __init__(self, n: int, factors: int, bias: float = 0.0) -> None:
         super().__init__()
-        self.w0 = nn.Parameter(torch.zeros(()))
+        self.w0 = nn.Parameter(torch.tensor(float(bias)))
         self.linear = nn.Linear(n, 1, bias=False)
         self.v = nn.Parameter(torch.randn(n, factors) * 0.01)
 
@@ -182,6 +183,15 @@ def text_cnn(config: ReviewConfig, vocab_size: int, word_vectors: np.ndarray | N
     )
 
 
+def unit_norm_word_vectors(vocab_size: int, word_dim: int, seed: int) -> np.ndarray:
+    """Random word vectors (vocab_size, word_dim) float32 of unit expected norm, N(0, 1/word_dim) (row 0, padding,
+    is zeroed by :class:`TextCNN`). With the N(0, 1) default the pooled CNN features of an 800-word document are
+    so large that a few Adam steps drive a tanh output into saturation, and it then stops depending on the text
+    (``docs/models/safmr.md``, choice 15)."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((vocab_size, word_dim)) / np.sqrt(word_dim)).astype(np.float32)
+
+
 def rating_loss(pred: torch.Tensor, target: torch.Tensor, kind: Literal["l1", "l2"]) -> torch.Tensor:
     """Mean absolute (``l1``) or squared (``l2``) error over the batch."""
     diff = pred - target
@@ -215,6 +225,8 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         self._word_vectors: np.ndarray | None = None
         #: the training rating scale (low, high) that :meth:`predict` clips to
         self.rating_range: tuple[float, float] = (-np.inf, np.inf)
+        #: the mean training rating while a module is built (:meth:`new_module` may start a rating bias there)
+        self._global_bias = 0.0
 
     @abstractmethod
     def new_module(self, vocab_size: int, word_vectors: np.ndarray | None) -> ReviewModule:
@@ -272,6 +284,7 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
 
     def build_module(self, train: Interactions) -> ReviewModule:
         assert self._docs is not None and self.vocab is not None
+        self._global_bias = float(np.mean(train.ratings)) if len(train) else 0.0
         module = self.new_module(len(self.vocab), self._word_vectors)
         module.set_documents(self._docs)
         module.attach_training(self._docs)

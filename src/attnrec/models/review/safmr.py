@@ -21,7 +21,7 @@ from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import register
 from attnrec.models.layers.attention import attention_shares
-from attnrec.models.review.base import ReviewConfig, ReviewRatingModel
+from attnrec.models.review.base import ReviewConfig, ReviewRatingModel, unit_norm_word_vectors
 from attnrec.models.review.safmr_module import FMOutput, SAFMRModule, mean_abs_cosine
 
 #: (user, item) pairs per forward pass of the diagnostics (each keeps an (n, n) attention matrix per pair)
@@ -50,27 +50,10 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
     config_class = SAFMRConfig
     paper = "SAFMR: a deep recommendation model based on self-attention factorization (paper 002)"
 
-    def __init__(self, config: SAFMRConfig | None = None, **overrides: object) -> None:
-        super().__init__(config, **overrides)
-        self._global_bias = 0.0
-
-    def build_module(self, train: Interactions) -> SAFMRModule:
-        # both heads start w_0 at the mean training rating (docs/models/safmr.md, choice 8)
-        self._global_bias = float(np.mean(train.ratings)) if len(train) else 0.0
-        module = super().build_module(train)
-        assert isinstance(module, SAFMRModule)
-        return module
-
     def new_module(self, vocab_size: int, word_vectors: np.ndarray | None) -> SAFMRModule:
         c = self.config
-        if word_vectors is None:
-            # random word vectors of unit expected norm, N(0, 1/word_dim): with TextCNN's N(0, 1) the pooled
-            # features of an 800-word document are large enough to saturate the tanh outputs (eq. 4) from the
-            # start and training stalls (docs/models/safmr.md, choice 15)
-            rng = np.random.default_rng(c.seed)
-            word_vectors = (rng.standard_normal((vocab_size, c.word_dim)) / np.sqrt(c.word_dim)).astype(
-                np.float32
-            )
+        if word_vectors is None:  # tanh outputs (eq. 4): N(0, 1) vectors saturate them (safmr.md, choice 15)
+            word_vectors = unit_norm_word_vectors(vocab_size, c.word_dim, c.seed)
         return SAFMRModule(
             self.n_users,
             self.n_items,
@@ -82,7 +65,7 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
             attention=c.attention,
             transform_loss=c.transform_loss,
             loss=c.loss,
-            global_bias=self._global_bias,
+            global_bias=self._global_bias,  # both heads start w_0 at the mean rating (safmr.md, choice 8)
         )
 
     @property

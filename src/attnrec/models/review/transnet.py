@@ -21,6 +21,7 @@ from attnrec.models.review.base import (
     ReviewRatingModel,
     rating_loss,
     text_cnn,
+    unit_norm_word_vectors,
 )
 
 
@@ -45,6 +46,7 @@ class TransNetModule(ReviewModule):
         vocab_size: int,
         config: TransNetConfig,
         word_vectors: np.ndarray | None,
+        global_bias: float = 0.0,
     ) -> None:
         super().__init__(n_users, n_items, config)
         n = config.cnn_out
@@ -55,8 +57,10 @@ class TransNetModule(ReviewModule):
         self.transform = nn.ModuleList(
             [nn.Linear(2 * n if layer == 0 else n, n) for layer in range(config.transform_layers)]
         )
-        self.fm_source = FactorizationMachine(n, config.fm_factors)
-        self.fm_target = FactorizationMachine(n, config.fm_factors)
+        # w0 starts at the mean rating: from 0, the fastest way up to the ratings is to push every tanh feature
+        # to the same saturated sign, and the representations then stop depending on the text (transnet.md)
+        self.fm_source = FactorizationMachine(n, config.fm_factors, bias=global_bias)
+        self.fm_target = FactorizationMachine(n, config.fm_factors, bias=global_bias)
         self.loss_kind = config.loss
         self.transform_weight = config.transform_weight
 
@@ -98,4 +102,8 @@ class TransNet(ReviewRatingModel[TransNetConfig]):
     paper = "Catherine, Cohen, TransNets: Learning to Transform for Recommendation, RecSys 2017"
 
     def new_module(self, vocab_size: int, word_vectors: np.ndarray | None) -> TransNetModule:
-        return TransNetModule(self.n_users, self.n_items, vocab_size, self.config, word_vectors)
+        if word_vectors is None:  # tanh outputs: N(0, 1) vectors saturate them within an epoch (transnet.md)
+            word_vectors = unit_norm_word_vectors(vocab_size, self.config.word_dim, self.config.seed)
+        return TransNetModule(
+            self.n_users, self.n_items, vocab_size, self.config, word_vectors, global_bias=self._global_bias
+        )
