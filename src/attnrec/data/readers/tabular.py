@@ -431,10 +431,20 @@ def read_delimited(
     if '"' not in text or body.height == 0:
         return split_fields(body, sep, names, checker), checker
     # quoted CSV: Polars' CSV reader handles the quoting. It is given the non-blank lines only (it would read a
-    # blank line as a row of nulls), so with one record per line the rows map back to their line numbers.
+    # blank line as a row of nulls), so with one record per line the rows map back to their line numbers. Without
+    # blank lines or "\r" those are the text itself: its UTF-8 bytes are read, and the frame of lines is let go
+    # first (joining the lines into a StringIO held more copies of a large file at once; see text_lines)
+    line_numbers = body["line"]
+    physical = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if "\r" not in text and all_lines.height == physical:
+        del all_lines, body
+        source = text.encode()
+    else:
+        source = ("\n".join(all_lines["text"].to_list()) + "\n").encode()
+        del all_lines, body
     try:
         frame = pl.read_csv(
-            io.StringIO("\n".join(all_lines["text"].to_list()) + "\n"),
+            source,
             separator=sep,
             has_header=has_header,
             infer_schema=False,
@@ -442,8 +452,8 @@ def read_delimited(
         )
     except pl.exceptions.PolarsError as exc:
         raise delimited_parse_error(exc, text, p, sep, len(names)) from None
-    if frame.height == body.height:  # one record per non-blank line: the exact line numbers are known
-        return frame.with_columns(body["line"]), checker
+    if frame.height == line_numbers.len():  # one record per non-blank line: the exact line numbers are known
+        return frame.with_columns(line_numbers), checker
     frame = frame.with_row_index("line", offset=header_line + 1).with_columns(pl.col("line").cast(pl.Int64))
     return frame, checker
 
