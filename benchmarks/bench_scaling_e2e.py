@@ -230,6 +230,43 @@ def exponents(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | No
     return out
 
 
+def report(record: dict[str, Any]) -> str:
+    """The record as Markdown: one row per scale and stage (counts, wall / CPU seconds, peak RSS, load), then the
+    growth exponents per stage."""
+    lines = [
+        "| scale | stage | interactions | users × items | wall s | CPU s | peak RSS MB | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, run in record["runs"].items():
+        ing = run["stages"].get("ingest")
+        for stage in STAGES:
+            rec = run["stages"].get(stage)
+            if rec is None:
+                continue
+            c = ing["counts"] if ing else {}
+            n = c.get("rows_read" if stage == "ingest" else "rows_kept", "")
+            extra = ""
+            if stage.startswith("train_"):
+                t = rec["run_timings_s"]
+                extra = f" (read {t['data_s']:.1f} / fit {t['fit_s']:.1f} / test {t['eval_s']:.1f})"
+            lines.append(
+                f"| {key}× | {stage} | {n:,} | {c.get('users', 0):,} × {c.get('items', 0):,} | "
+                f"{rec['wall_s']:.1f}{extra} | {rec['cpu_s']:.1f} | {rec['peak_rss_mb']:,.0f} | "
+                f"{rec['load_before']:.1f}–{rec['load_after']:.1f} |"
+            )
+    lines += [
+        "",
+        "| stage | CPU s ∝ interactions^b | wall s | peak RSS | CPU s ∝ (users × items)^b |",
+        "|---|---|---|---|---|",
+    ]
+    for stage, g in record.get("growth", {}).items():
+        lines.append(
+            f"| {stage} | {g['cpu_vs_interactions']} | {g['wall_vs_interactions']} | {g['rss_vs_interactions']} | "
+            f"{g.get('cpu_vs_users_x_items', '')} |"
+        )
+    return "\n".join(lines)
+
+
 def run_scale(
     scale: float, args: argparse.Namespace, record: dict[str, Any], save: Callable[[], None]
 ) -> None:
@@ -276,7 +313,13 @@ def main() -> None:
     ap.add_argument("--svd-epochs", type=int, default=2, help="ALS sweeps (svd's own default)")
     ap.add_argument("--lightgcn-epochs", type=int, default=1)
     ap.add_argument("--redo", action="store_true", help="rerun stages already recorded")
+    ap.add_argument(
+        "--report", action="store_true", help="print --out's record as Markdown tables; run nothing"
+    )
     args = ap.parse_args()
+    if args.report:
+        print(report(_json(args.out)))
+        return
     args.stages = [s for s in args.stages.split(",") if s]
     unknown = [s for s in args.stages if s not in STAGES]
     if unknown:
