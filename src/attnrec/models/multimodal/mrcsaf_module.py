@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import nn
@@ -22,6 +23,12 @@ from attnrec.errors import ConfigError
 from attnrec.models.layers.diagnostics import mean_abs_cosine
 from attnrec.models.multimodal.base import MultimodalModule
 from attnrec.models.multimodal.freedom import FreedomConfig
+from attnrec.models.multimodal.mrcsaf_ops import (
+    knn_attention,
+    local_propagate_mean,
+    plan_local_propagation,
+    to_scipy,
+)
 from attnrec.models.topk.bpr import bpr_loss, init_embedding
 
 Variant = Literal["full", "selector_only", "csa_only"]
@@ -46,15 +53,20 @@ class ModalitySelector(nn.Module):
         ``scales`` (M × (R,)) if given: ``hidden`` is applied to the concatenation [s_1 x_1; …; s_M x_M] (eq. 4)
         without building it, as Σ_m s_m (x_m W₁_mᵀ) over W₁'s column blocks (one less copy of R × Σ F_m)."""
         w = self.hidden.weight
-        acc: torch.Tensor = self.hidden.bias
+        acc: torch.Tensor | None = None
         offset = 0
         for m, x in enumerate(parts):
             h = x @ w[:, offset : offset + x.shape[1]].T
-            acc = acc + (h if scales is None else h * scales[m].unsqueeze(1))
+            h = h if scales is None else h * scales[m].unsqueeze(1)
+            acc = h if acc is None else acc + h
             offset += x.shape[1]
-        if offset != w.shape[1]:
+        if offset != w.shape[1] or acc is None:
             raise ConfigError(f"modality selector built for {w.shape[1]} input features, got {offset}")
-        return torch.softmax(self.out(torch.relu(acc)), dim=-1)
+        return self.head(acc)
+
+    def head(self, pre: torch.Tensor) -> torch.Tensor:
+        """ω from the first layer's product W₁ e_i without its bias (R, hidden): softmax(W₂ σ(· + b₁) + b₂)."""
+        return torch.softmax(self.out(torch.relu(pre + self.hidden.bias)), dim=-1)
 
 
 # --------------------------------------------------------------------------------------------- attention
@@ -94,6 +106,13 @@ def attend_knn(
 Neighbours = tuple[torch.Tensor, torch.Tensor]
 
 
+def _linear(layers: nn.ModuleList | nn.ModuleDict, key: int | str) -> nn.Linear:
+    """``layers[key]``, typed: its weight and bias are read directly where products are folded."""
+    layer = layers[key]  # type: ignore[index]
+    assert isinstance(layer, nn.Linear)
+    return layer
+
+
 class CrossSelfAttentionFusion(nn.Module):
     """Eqs. 8-18 for M ≥ 1 modalities.
 
@@ -115,59 +134,92 @@ class CrossSelfAttentionFusion(nn.Module):
         self.value = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(n_modalities))
         self.fuse = nn.Linear(2 * dim, dim)
 
-    def attend_all(
-        self, e: Sequence[torch.Tensor], neighbours: Sequence[Neighbours] | None
+    def mix_all(
+        self,
+        e: Sequence[torch.Tensor],
+        neighbours: Sequence[Neighbours] | None,
+        rows: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """``out[o]`` (I, M, d): row i, column m is softmax(Q_m K_oᵀ/√d) V_o at item i — every query modality m
-        against key modality o (o = m: the self-attention of eq. 16; o ≠ m: the cross-attention of eqs. 10-13).
+        """``out[o]`` (R, M, d): row r, column m is softmax(Q_m K_oᵀ/√d) e_o at item ``rows[r]`` (every item when
+        ``rows`` is None) — the attention of query modality m over key modality o (o = m: the self-attention of
+        eq. 16; o ≠ m: the cross-attention of eqs. 10-13), applied to e_o before W_V (which is linear, so
+        ``value[o]`` of this is softmax(·) V_o). Keys range over all items (or their neighbours), so a row's output
+        equals that row of the all-items result.
 
-        With knn attention the keys and values of modality o are never formed per neighbour: q_m · (W_K e_j) =
-        (q_m W_K) · e_j and Σ_j a_ij W_V e_j = W_V Σ_j a_ij e_j, so one gather of e_o at the neighbours (I, K, d)
-        serves the M query modalities, and one batched product per key modality scores them all.
+        With knn attention keys are never formed per neighbour: q_m · (W_K e_j) = (e_m W_Q^mᵀ W_K^o) · e_j, one
+        product of e_m's rows with the d × M·d matrix [W_Q^mᵀ W_K^o]_o/√d per query modality, and one gather of e_o
+        at the neighbours (R, K, d) serves the M query modalities
+        (:func:`~attnrec.models.multimodal.mrcsaf_ops.knn_attention`).
         """
-        q = [self.query[m](x) for m, x in enumerate(e)]
+        x_r = list(e) if rows is None else [torch.index_select(x, 0, rows) for x in e]
+        n_mod = len(e)
+        if self.attention == "full":
+            q = [self.query[m](x) for m, x in enumerate(x_r)]
+            return [
+                torch.stack([attend_full(qm, self.key[o](x), x) for qm in q], dim=1) for o, x in enumerate(e)
+            ]
+        if neighbours is None:
+            raise ConfigError("knn attention needs the modality graphs' neighbour lists")
+        wk = torch.cat([_linear(self.key, o).weight for o in range(n_mod)], dim=1) / math.sqrt(self.dim)
+        folded = torch.stack(  # (R, M, M·d): query modality m against every key modality
+            [x @ (_linear(self.query, m).weight.T @ wk) for m, x in enumerate(x_r)], dim=1
+        )
         out = []
         for o, x in enumerate(e):
-            if self.attention == "full":
-                k, v = self.key[o](x), self.value[o](x)
-                out.append(torch.stack([attend_full(qm, k, v) for qm in q], dim=1))
-                continue
-            if neighbours is None:
-                raise ConfigError("knn attention needs the modality graphs' neighbour lists")
             idx, mask = neighbours[o]
-            gathered = torch.index_select(x, 0, idx.reshape(-1)).view(*idx.shape, -1)  # (I, K, d)
-            folded = torch.stack([qm @ self.key[o].weight for qm in q], dim=1)  # (I, M, d)
-            scores = torch.bmm(folded, gathered.transpose(1, 2)) / math.sqrt(self.dim)  # (I, M, K)
-            scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
-            mixed = torch.bmm(torch.softmax(scores, dim=-1), gathered)  # (I, M, d)
-            out.append(self.value[o](mixed))
+            if rows is not None:
+                idx, mask = idx[rows], mask[rows]
+            qo = folded[:, :, o * self.dim : (o + 1) * self.dim]  # (R, M, d)
+            out.append(knn_attention(qo, x, idx, None if bool(mask.all()) else mask, scaled=True))
         return out
 
-    def forward(
-        self, e: Sequence[torch.Tensor], neighbours: Sequence[Neighbours] | None = None
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``e``: M tensors (I, d); ``neighbours``: per modality its graph's (indices, mask) (knn attention only).
+    def attend_all(
+        self,
+        e: Sequence[torch.Tensor],
+        neighbours: Sequence[Neighbours] | None,
+        rows: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """``out[o]`` (R, M, d): :meth:`mix_all` with W_V applied, softmax(Q_m K_oᵀ/√d) V_o (eqs. 12-13, 16)."""
+        return [self.value[o](mix) for o, mix in enumerate(self.mix_all(e, neighbours, rows))]
 
-        Returns the fused ė_m (M × (I, d)) and the cross-attention outputs Δe_m (M × (I, d), the mean over the
-        other modalities; zeros with one modality) that the |cos(X, X')| diagnostic compares with e_m.
+    def forward(
+        self,
+        e: Sequence[torch.Tensor],
+        neighbours: Sequence[Neighbours] | None = None,
+        rows: torch.Tensor | None = None,
+        *,
+        cross: bool = True,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``e``: M tensors (I, d); ``neighbours``: per modality its graph's (indices, mask) (knn attention only);
+        ``rows``: the items to fuse (None: all), attending over all items as the all-items result does.
+
+        Returns the fused ė_m (M × (R, d)) and, if ``cross``, the cross-attention outputs Δe_m (M × (R, d), the
+        mean over the other modalities; zeros with one modality) that the |cos(X, X')| diagnostic compares with
+        e_m (else an empty list).
+
+        Eqs. 14-18 are linear after the softmax, so ė_m = W_c c_m + W_ẽ ẽ_m + b is applied as one product
+        [e_m | mix_1m | … | mix_Mm] B_m + b with B_m = [(W_c + W_ẽ)ᵀ; (W_c W_V^o)ᵀ/(M−1) for o ≠ m; (W_ẽ W_V^m)ᵀ]
+        (W = [W_c | W_ẽ], the mix_om of :meth:`mix_all`): the same ė_m with no c_m, ẽ_m or V_o formed.
         """
         if len(e) != self.n_modalities:
             raise ConfigError(f"cross-self-attention built for {self.n_modalities} modalities, got {len(e)}")
-        att = self.attend_all(e, neighbours)
+        mix = self.mix_all(e, neighbours, rows)
+        n_mod, d = len(e), self.dim
+        w_c, w_t = self.fuse.weight[:, :d], self.fuse.weight[:, d:]
         fused, cross_out = [], []
-        for m, x in enumerate(e):
-            others = [o for o in range(len(e)) if o != m]
-            cross = torch.zeros_like(x)
-            for o in others:
-                cross = cross + att[o][:, m]  # eqs. 10-13
-            if others:
-                cross = cross / len(others)
-            c = x + cross  # eqs. 14-15
-            tilde = x + att[m][:, m]  # eqs. 16-17
-            # eq. 18, W [c ; ẽ] + b as W_c c + W_ẽ ẽ + b (no concatenated copy)
-            w = self.fuse.weight
-            fused.append(F.linear(c, w[:, : self.dim], self.fuse.bias) + tilde @ w[:, self.dim :].T)
-            cross_out.append(cross)
+        for m, x in enumerate(e if rows is None else [torch.index_select(t, 0, rows) for t in e]):
+            blocks = [(w_c + w_t).T]
+            for o in range(n_mod):
+                wv = _linear(self.value, o).weight
+                blocks.append(wv.T @ w_t.T if o == m else wv.T @ w_c.T / (n_mod - 1))
+            stacked = torch.cat([x] + [mix[o][:, m] for o in range(n_mod)], dim=1)  # (R, (M+1)·d)
+            fused.append(torch.addmm(self.fuse.bias, stacked, torch.cat(blocks)))  # eqs. 14-18
+            if cross:  # eqs. 10-13: Δe_m, the mean over o ≠ m of softmax(Q_m K_oᵀ/√d) V_o
+                delta = torch.zeros_like(x)
+                for o in range(n_mod):
+                    if o != m:
+                        delta = delta + self.value[o](mix[o][:, m]) / (n_mod - 1)
+                cross_out.append(delta)
         return fused, cross_out
 
 
@@ -198,9 +250,11 @@ def weighted_graph_conv(
         keep = local >= 0
         local, dst = local[keep], dst[keep]
     vals = values if keep is None else values[:, keep]
-    edge = (weights[local] * vals.T).sum(-1)  # S_ij = Σ_m ω_im S̃^m_ij per stored edge
+    edge = (torch.index_select(weights, 0, local) * vals.T).sum(-1)  # S_ij = Σ_m ω_im S̃^m_ij per stored edge
     out = x.new_zeros(weights.shape[0], x.shape[1])
-    return out.index_add(0, local, edge.unsqueeze(1) * x[dst])
+    # index_select, not x[dst]: its backward is an index_add, where advanced indexing's accumulating index_put
+    # is several times slower on the CPU
+    return out.index_add(0, local, edge.unsqueeze(1) * torch.index_select(x, 0, dst))
 
 
 def neighbour_lists(indices: torch.Tensor, values: torch.Tensor, n_items: int) -> Neighbours:
@@ -272,10 +326,12 @@ class MRCSAFModule(MultimodalModule):
         self.fixed_weights = torch.tensor([float(w) for w in fixed_weights])
         self._neighbours: list[Neighbours] | None = None
         self._inv_norms: list[torch.Tensor] | None = None
+        self._scipy_adj: tuple[torch.Tensor, sp.csr_matrix] | None = None
 
     def _apply(self, fn: Any, recurse: bool = True) -> MRCSAFModule:
         out = super()._apply(fn, recurse)
         self.fixed_weights, self._neighbours, self._inv_norms = fn(self.fixed_weights), None, None
+        self._scipy_adj = None
         return out  # type: ignore[return-value]
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
@@ -321,12 +377,16 @@ class MRCSAFModule(MultimodalModule):
             self._neighbours = [neighbour_lists(idx, vals[m], self.n_items) for m in range(self.n_modalities)]
         return self._neighbours
 
-    def fused_items(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """ė_m (eq. 18) and the cross-attention outputs Δe_m; with the fusion off ė_m = e_m and no Δe."""
+    def fused_items(
+        self, rows: torch.Tensor | None = None, *, cross: bool = False
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """ė_m (eq. 18), M × (I, d), or M × (R, d) at the items ``rows`` (the same rows: the attention still ranges
+        over all items), and if ``cross`` the cross-attention outputs Δe_m; with the fusion off ė_m = e_m, no Δe."""
         e = self.modality_tables(self.item.weight)
         if self.fusion is None:
-            return e, []
-        return self.fusion(e, self.neighbours() if self.config.attention == "knn" else None)
+            return (e if rows is None else [torch.index_select(x, 0, rows) for x in e]), []
+        neighbours = self.neighbours() if self.config.attention == "knn" else None
+        return self.fusion(e, neighbours, rows, cross=cross)  # type: ignore[no-any-return]
 
     def item_graph_part(
         self, rows: torch.Tensor | None = None, weights: torch.Tensor | None = None
@@ -366,26 +426,82 @@ class MRCSAFModule(MultimodalModule):
         return users, p_dot + self.item_graph_part()
 
     def loss(self, batch: PairwiseBatch) -> torch.Tensor:
-        """Eq. 29: Σ_m BPR(y^m) + ω Σ_m feature-BPR (eqs. 26-28), each BPR term a batch mean. The item-graph part
-        and the selector are evaluated on the batch's items only (the same loss and gradients)."""
-        users, p_dot = self.propagated()
+        """Eq. 29: Σ_m BPR(y^m) + ω Σ_m feature-BPR (eqs. 26-28), each BPR term a batch mean.
+
+        Everything is evaluated where the batch's loss reads it, with the same loss and gradients as the
+        all-items form (tested): the propagation of eqs. 19-23 at the batch's users and items only
+        (:func:`~attnrec.models.multimodal.mrcsaf_ops.local_propagate_mean`), so the fusion of eqs. 8-18 only at
+        the items within ``n_layers`` hops of them; the item graph (eq. 7), the selector (eqs. 4-5) and the
+        projections (eq. 27) at the batch's items."""
         pos, neg = batch.pos, batch.neg
         rows, inverse = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
         pos_at, neg_at = inverse[: len(pos)], inverse[len(pos) :].reshape(neg.shape)
-        # each distinct batch item's raw features are gathered once, for the selector and the projections
-        need_x = self.selector is not None or self.config.reg_weight > 0
-        x_rows = [self.feature(m)[rows] for m in self.modalities] if need_x else []
-        w_rows = self.selector_at(rows, x_rows) if self.selector is not None else None
-        items = p_dot[rows] + self.item_graph_part(rows, w_rows)  # eq. 24
+        users, p_dot, user_at = self._propagated_at(batch.users, rows)
+        w_rows, f_rows = self._batch_features(rows)
+        items = p_dot + self.item_graph_part(rows, w_rows)  # eq. 24
         md = (self.n_modalities, self.config.dim)
-        u = users[batch.users].reshape(-1, *md)
+        u = users[user_at].reshape(-1, *md)
         loss = self._bpr_per_modality(
             u, items[pos_at].reshape(-1, *md), items[neg_at].reshape(*neg.shape, *md)
         )
         if self.config.reg_weight > 0:
-            f_rows = [self.proj[m](x) for m, x in zip(self.modalities, x_rows, strict=True)]
             loss = loss + self.config.reg_weight * self._feature_loss(u, f_rows, pos_at, neg_at)
         return loss
+
+    def _propagated_at(
+        self, batch_users: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows of :meth:`propagated` at the distinct users of ``batch_users`` and at the items ``rows``
+        (sorted, unique): users (U_b, M·d), ṗ (len(rows), M·d), and each batch user's row among the first."""
+        users_b, user_at = torch.unique(batch_users, return_inverse=True)
+        adj = self.ui_graph()
+        if self._scipy_adj is None or self._scipy_adj[0] is not adj:
+            self._scipy_adj = (adj, to_scipy(adj))  # once per epoch graph
+        targets = torch.cat([users_b, rows + self.n_users]).cpu().numpy()
+        plan = plan_local_propagation(
+            self._scipy_adj[1], targets, self.config.n_layers, self.n_users, self.device
+        )
+        fused = torch.cat(self.fused_items(plan.items)[0], dim=1)  # ė at the items the propagation reads
+        at = torch.full((self.n_items,), -1, dtype=torch.long, device=self.device)
+        at[plan.items] = torch.arange(plan.items.numel(), device=self.device)
+
+        def ego(nodes: torch.Tensor) -> torch.Tensor:  # E⁰ = [e_U ; ė] (eq. 19) at sorted node ids
+            split = int((nodes < self.n_users).sum())
+            return torch.cat(
+                [
+                    torch.index_select(self.user.weight, 0, nodes[:split]),
+                    torch.index_select(fused, 0, at[nodes[split:] - self.n_users]),
+                ]
+            )
+
+        out = local_propagate_mean(plan, ego)
+        return out[: users_b.numel()], out[users_b.numel() :], user_at
+
+    def _batch_features(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """The selector's ω (eqs. 4-5) and the projections f^m (eq. 27, when ``reg_weight`` > 0) of the items
+        ``rows``: each modality's gathered features go through one product with the projection's and the
+        selector's first-layer weights side by side (one pass over the wide rows instead of two)."""
+        want_f = self.config.reg_weight > 0
+        sel = self.selector
+        if sel is None and not want_f:
+            return None, []
+        pre: torch.Tensor | None = None
+        f_rows, offset = [], 0
+        for m, name in enumerate(self.modalities):
+            x = torch.index_select(self.feature(name), 0, rows)
+            width = x.shape[1]
+            proj = _linear(self.proj, name)
+            weights = [proj.weight] if want_f else []
+            if sel is not None:
+                weights.append(sel.hidden.weight[:, offset : offset + width])
+            out = x @ (weights[0] if len(weights) == 1 else torch.cat(weights)).T
+            if want_f:
+                f_rows.append(out[:, : self.config.feat_dim] + proj.bias)
+            if sel is not None:
+                h = out[:, -sel.hidden.out_features :] * self.inverse_norms()[m][rows].unsqueeze(1)
+                pre = h if pre is None else pre + h
+            offset += width
+        return (None if sel is None or pre is None else sel.head(pre)), f_rows
 
     @staticmethod
     def _bpr_per_modality(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -421,7 +537,7 @@ class MRCSAFModule(MultimodalModule):
         out: dict[str, Any] = {"modality_weights": self.modality_weights().cpu().numpy()}
         if self.fusion is not None and self.n_modalities > 1:
             e = self.modality_tables(self.item.weight)
-            _, cross = self.fused_items()
+            _, cross = self.fused_items(cross=True)
             out["abs_cos"] = {
                 m: mean_abs_cosine(x, c) for m, x, c in zip(self.modalities, e, cross, strict=True)
             }
