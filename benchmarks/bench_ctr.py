@@ -171,11 +171,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
-def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
-    """Fit attnrec model ``spec`` (a name, optionally with ``:key=value`` config overrides, see
-    :func:`parse_spec`) on train with early stopping by ``s.stop`` on valid; score test once, raw (``auc``,
-    ``logloss``, ``ece``) and with the model's calibrator fitted on valid (``cal_*``)."""
-    train, valid, test = splits
+def fit_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> tuple[CTRRecommender, Any]:
+    """``(model, fit report)``: attnrec model ``spec`` (a name, optionally with ``:key=value`` config overrides, see
+    :func:`parse_spec`) fitted on train with early stopping by ``s.stop`` on valid (test is not touched)."""
+    train, valid, _ = splits
     name, overrides = parse_spec(spec)
     model = model_class(name)(**{**model_params(name, seed, s), **overrides})
     metric, also = STOP_RULES[s.stop]
@@ -191,7 +190,14 @@ def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         valid_mode=DIRECTIONS[metric],  # type: ignore[arg-type]
         valid_also={m: DIRECTIONS[m] for m in also},  # type: ignore[misc]
     )
-    report = model.fit(train, valid, trainer=tc)
+    return model, model.fit(train, valid, trainer=tc)
+
+
+def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """Fit attnrec model ``spec`` (:func:`fit_attnrec`); score test once, raw (``auc``, ``logloss``, ``ece``) and
+    with the model's calibrator fitted on valid (``cal_*``)."""
+    test = splits[2]
+    model, report = fit_attnrec(spec, splits, seed, s)
     raw, cal = evaluate(model.uncalibrated(), test), evaluate(model, test)
     return {
         **{k: float(raw[k]) for k in ("auc", "logloss", "ece")},

@@ -179,3 +179,17 @@ def test_speed_script_times_interleaved_epochs(criteo_dir: Path) -> None:
     # 2 rounds x (2 epochs - the first)
     assert len(r["attnrec/deepfm"]["epochs"]) == 2 and r["attnrec/deepfm"]["median_s"] > 0
     assert record["torch_threads"] == 1 and record["load_average"]["start"]
+
+
+def test_paired_bootstrap_by_hand() -> None:
+    paired = _load("ctr_paired")
+    y = np.array([1.0, 0.0])
+    np.testing.assert_allclose(paired.row_logloss(y, np.array([0.8, 0.25])), [-np.log(0.8), -np.log(0.75)])
+    clear = paired.paired_bootstrap(np.full(50, -0.01), 200)  # always better: interval is the point itself
+    assert (
+        clear["mean"] == pytest.approx(-0.01)
+        and clear["hi"] == pytest.approx(-0.01)
+        and clear["p_below_0"] == 1
+    )
+    mixed = paired.paired_bootstrap(np.array([-1.0, 1.0] * 25), 500)  # mean 0: the interval straddles it
+    assert mixed["lo"] < 0 < mixed["hi"] and 0.3 < mixed["p_below_0"] < 0.7
