@@ -12,6 +12,11 @@ Every (round, model) fit runs in its own child process at 1 thread (``OMP_NUM_TH
 that load drift hits both. ``uptime`` is recorded before every fit.
 
     python benchmarks/bench_mm_efficiency.py --epochs 2 --rounds 2 --out bench_results/mm_efficiency/sports_shape.json
+    python benchmarks/bench_mm_efficiency.py --epochs 4 --rounds 1 --models freedom,mrcsaf,mrcsaf:fusion_scope=batch
+
+(``epoch_cpu_seconds``: CPU seconds of epochs 2 … n, between the ends of consecutive epochs; the first epoch's
+start is not taken, as the fit builds the module before it.) A model name ``base:variant`` or
+``base:key=value+key=value`` sets options (:func:`model_spec`).
 
 ``--cpu-steps N`` measures CPU seconds (``time.process_time``) per training step instead, both models built in one
 process and stepped in turn, which load on the other cores inflates far less than wall time:
@@ -116,11 +121,16 @@ def _child_fit(args: argparse.Namespace, model: Any, train: Any, side: Any, out:
     if args.full_attention_batches:
         out.update(_full_attention_steps(model, train, side, args.full_attention_batches))
     else:
+        from attnrec.training.trainer import epoch_callbacks
+
         trainer = TrainerConfig(epochs=args.epochs, batch_size=2048, lr=1e-3, progress=False, device="cpu")
+        ends: list[float] = []  # CPU clock at each epoch's end: epochs 2.. are the differences
         t1 = time.perf_counter()
-        report = model.fit(train, None, side=side, trainer=trainer)
+        with epoch_callbacks(lambda epoch, row: ends.append(time.process_time())):
+            report = model.fit(train, None, side=side, trainer=trainer)
         out["fit_seconds"] = time.perf_counter() - t1
         out["epoch_seconds"] = [float(r["seconds"]) for r in report.history]
+        out["epoch_cpu_seconds"] = [b - a for a, b in zip(ends, ends[1:], strict=False)]
 
 
 @contextlib.contextmanager
@@ -219,9 +229,8 @@ def _cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
     side = ItemFeatures(train.item_vocab, feats)
     state: dict[str, tuple[Any, Any, list[Any], list[float]]] = {}
     for name in models:
-        # "mrcsaf:selector_only" is mrcsaf with variant=selector_only (the ablations' cost)
-        base, _, variant = name.partition(":")
-        model = get_model_class(base)(**({"variant": variant} if variant else {}))
+        base, config = model_spec(name)
+        model = get_model_class(base)(**config)
         model.user_vocab, model.item_vocab, model.seen = train.user_vocab, train.item_vocab, train.csr()
         model._features = select_modalities(side, train.item_vocab, model.config.modalities)
         model.modality_dims = {m: int(x.shape[1]) for m, x in model._features.items()}
@@ -251,6 +260,17 @@ def _cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
             out["mrcsaf"]["cpu_seconds_per_step_median"] / out["freedom"]["cpu_seconds_per_step_median"]
         )
     return out
+
+
+def model_spec(name: str) -> tuple[str, dict[str, Any]]:
+    """A model name of ``--models`` as (registered name, config): ``mrcsaf:selector_only`` is mrcsaf with
+    ``variant=selector_only`` (the ablations' cost), ``mrcsaf:fusion_scope=batch+attention=knn`` sets options."""
+    base, _, rest = name.partition(":")
+    if not rest:
+        return base, {}
+    if "=" not in rest:
+        return base, {"variant": rest}
+    return base, dict(kv.split("=", 1) for kv in rest.split("+"))
 
 
 def uptime() -> str:
@@ -320,20 +340,29 @@ def main() -> None:
         result["load_before"] = load
         write_record("mm_efficiency_cpu_steps", result, args.out, threads=1, sizes=SPORTS, scale=args.scale)
         return
-    runs = [run_child(m, args, {}) for _ in range(args.rounds) for m in models]
+    runs = []
+    for _ in range(args.rounds):
+        for m in models:
+            base, config = model_spec(m)
+            runs.append({**run_child(base, args, config), "name": m})
     summary: dict[str, Any] = {}
     for m in models:
-        secs = [s for r in runs if r["model"] == m for s in r["epoch_seconds"]]
+        mine = [r for r in runs if r["name"] == m]
+        secs = [s for r in mine for s in r["epoch_seconds"]]
+        cpu = [s for r in mine for s in r.get("epoch_cpu_seconds", [])]
         summary[m] = {
+            "epoch_seconds_median": float(np.median(secs)),
             "epoch_seconds_mean": float(np.mean(secs)),
             "epoch_seconds_min": float(np.min(secs)),
             "epoch_seconds_max": float(np.max(secs)),
-            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in runs if r["model"] == m),
+            "epoch_cpu_seconds_median": float(np.median(cpu)) if cpu else None,
+            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in mine),
         }
-    if "freedom" in summary and "mrcsaf" in summary:
-        summary["ratio_mrcsaf_over_freedom"] = (
-            summary["mrcsaf"]["epoch_seconds_mean"] / summary["freedom"]["epoch_seconds_mean"]
-        )
+    for m in models:
+        if m != "freedom" and "freedom" in summary:
+            summary[f"ratio_{m}_over_freedom"] = (
+                summary[m]["epoch_seconds_median"] / summary["freedom"]["epoch_seconds_median"]
+            )
     if args.full_attention_batches:
         summary["mrcsaf_full_attention"] = run_child(
             "mrcsaf", args, {"attention": "full"}, full_attention_batches=args.full_attention_batches

@@ -86,12 +86,19 @@ def explicit_fusion(
     return out
 
 
-def reference_loss(m: MRCSAFModule, batch: PairwiseBatch) -> torch.Tensor:
-    """Eq. 29 computed over every user and item, the way the step was computed before the fast path."""
+def reference_loss(
+    m: MRCSAFModule, batch: PairwiseBatch, history: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 29 computed over every user and item, the way the step was computed before the fast path; with
+    ``history`` (I, M·d), ė outside the batch's items is read from it (``fusion_scope`` "batch")."""
     c, n_mod = m.config, m.n_modalities
     e = m.modality_tables(m.item.weight)
     nb = m.neighbours() if c.attention == "knn" else None
     fused = e if m.fusion is None else explicit_fusion(m.fusion, e, nb)
+    if history is not None:
+        inside = torch.zeros(N_ITEMS, 1, dtype=torch.bool)
+        inside[torch.cat([batch.pos, batch.neg.reshape(-1)])] = True
+        fused = [torch.where(inside, f, h) for f, h in zip(fused, m.modality_tables(history), strict=True)]
     blocks = [
         propagate_mean(m.ui_graph(), torch.cat([u, f]), c.n_layers)
         for u, f in zip(m.modality_tables(m.user.weight), fused, strict=True)
@@ -231,3 +238,27 @@ def test_folded_fusion_equals_the_printed_equations_at_all_items_and_at_rows(
             assert a is None or float(a.abs().sum()) == 0
         else:
             torch.testing.assert_close(a, b)
+
+
+def test_batch_fusion_scope_fuses_the_batch_items_and_reads_the_epochs_history_elsewhere() -> None:
+    m = random_module(fusion_scope="batch")
+    # at the epoch's first step the history is current: the same loss as the exact step, but the gradient only
+    # reaches the attention through the batch's own items
+    history = torch.cat(
+        explicit_fusion(m.fusion, m.modality_tables(m.item.weight), m.neighbours()), 1
+    ).detach()  # type: ignore[arg-type]
+    torch.testing.assert_close(m.loss(BATCH), reference_loss(m, BATCH), rtol=1e-5, atol=1e-6)
+    g_fast, g_want = grads(m, m.loss(BATCH)), grads(m, reference_loss(m, BATCH, history))
+    g_exact = grads(m, reference_loss(m, BATCH))
+    for name in g_want:
+        torch.testing.assert_close(g_fast[name], g_want[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert not torch.allclose(g_fast["fusion.fuse.weight"], g_exact["fusion.fuse.weight"])
+    # later steps of the epoch read the history made at its first step
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    torch.testing.assert_close(m.loss(BATCH), reference_loss(m, BATCH, history), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(m.loss(BATCH), reference_loss(m, BATCH))
+    # a new epoch's graph retires it
+    m.set_train_adj(m.train_adj)
+    torch.testing.assert_close(m.loss(BATCH), reference_loss(m, BATCH), rtol=1e-5, atol=1e-6)

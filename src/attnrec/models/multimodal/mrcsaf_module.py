@@ -33,6 +33,7 @@ from attnrec.models.topk.bpr import bpr_loss, init_embedding
 
 Variant = Literal["full", "selector_only", "csa_only"]
 Attention = Literal["knn", "full"]
+FusionScope = Literal["exact", "batch"]
 
 
 # --------------------------------------------------------------------------------------------- selector
@@ -285,11 +286,16 @@ class MRCSAFConfig(FreedomConfig):
     ``variant``: ``"full"`` (selector + cross-self-attention fusion, the paper's MR-CSAF), ``"selector_only"``
     (the paper's AMS ablation: ė_m = e_m), ``"csa_only"`` (the paper's CSAF ablation: fixed modality weights);
     ``attention``: ``"knn"`` (each softmax over the key modality's kNN neighbours) or ``"full"`` (over all items,
-    O(I²) time); ``selector_hidden``: the selector's hidden width (the paper's d_hidden).
+    O(I²) time); ``selector_hidden``: the selector's hidden width (the paper's d_hidden); ``fusion_scope``
+    (training only): ``"exact"`` fuses every item the batch's loss reads, the same gradients as fusing all items;
+    ``"batch"`` fuses, with gradient, only the batch's own items and reads every other item's ė from a table
+    refreshed without gradient at the start of each epoch (historical embeddings: faster, not the same step;
+    docs/models/mrcsaf.md).
     """
 
     variant: Variant = "full"
     attention: Attention = "knn"
+    fusion_scope: FusionScope = "exact"
     selector_hidden: int = Field(16, ge=1)
     #: the paper's ω of eq. 29 (its Figure 5: 1e-5 best on every dataset)
     reg_weight: float = Field(1e-5, ge=0.0)
@@ -327,15 +333,21 @@ class MRCSAFModule(MultimodalModule):
         self._neighbours: list[Neighbours] | None = None
         self._inv_norms: list[torch.Tensor] | None = None
         self._scipy_adj: tuple[torch.Tensor, sp.csr_matrix] | None = None
+        self._history: torch.Tensor | None = None  # ė of every item, (I, M·d), for fusion_scope "batch"
 
     def _apply(self, fn: Any, recurse: bool = True) -> MRCSAFModule:
         out = super()._apply(fn, recurse)
         self.fixed_weights, self._neighbours, self._inv_norms = fn(self.fixed_weights), None, None
-        self._scipy_adj = None
+        self._scipy_adj = self._history = None
         return out  # type: ignore[return-value]
 
+    def set_train_adj(self, adj: torch.Tensor | None) -> None:
+        """The epoch's user-item graph; a new epoch also retires the historical ė table (``fusion_scope`` "batch")."""
+        super().set_train_adj(adj)
+        self._history = None
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._neighbours = self._inv_norms = None  # the graph and feature buffers may change
+        self._neighbours = self._inv_norms = self._history = None  # the graph and feature buffers may change
         super()._load_from_state_dict(*args, **kwargs)
 
     # ---------------------------------------------------------------- the pieces
@@ -461,9 +473,14 @@ class MRCSAFModule(MultimodalModule):
         plan = plan_local_propagation(
             self._scipy_adj[1], targets, self.config.n_layers, self.n_users, self.device
         )
-        fused = torch.cat(self.fused_items(plan.items)[0], dim=1)  # ė at the items the propagation reads
         at = torch.full((self.n_items,), -1, dtype=torch.long, device=self.device)
         at[plan.items] = torch.arange(plan.items.numel(), device=self.device)
+        if self.config.fusion_scope == "batch" and self.fusion is not None:
+            # fresh ė (with gradient) at the batch's items, the epoch's historical ė at every other item read
+            fused = torch.index_select(self.history(), 0, plan.items)
+            fused = fused.index_copy(0, at[rows], torch.cat(self.fused_items(rows)[0], dim=1))
+        else:
+            fused = torch.cat(self.fused_items(plan.items)[0], dim=1)  # ė at the items the propagation reads
 
         def ego(nodes: torch.Tensor) -> torch.Tensor:  # E⁰ = [e_U ; ė] (eq. 19) at sorted node ids
             split = int((nodes < self.n_users).sum())
@@ -476,6 +493,14 @@ class MRCSAFModule(MultimodalModule):
 
         out = local_propagate_mean(plan, ego)
         return out[: users_b.numel()], out[users_b.numel() :], user_at
+
+    def history(self) -> torch.Tensor:
+        """ė of every item (I, M·d) without gradient, computed at the first training step of an epoch and kept
+        for the epoch (``fusion_scope`` "batch")."""
+        if self._history is None:
+            with torch.no_grad():
+                self._history = torch.cat(self.fused_items()[0], dim=1)
+        return self._history
 
     def _batch_features(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         """The selector's ω (eqs. 4-5) and the projections f^m (eq. 27, when ``reg_weight`` > 0) of the items
