@@ -1,14 +1,17 @@
 """svd's ALS fit time against Surprise's SVD as the catalogue grows (1.6k to 60k items), at one thread each.
 
     .venv/bin/python benchmarks/bench_svd_scaling.py --peer-python /work/peer-venv/bin/python \
-        --sizes 1600,8000,20000,60000 --repeats 3 --out bench_results/svd_scaling.json
+        --sizes 1600,8000,20000,60000 --seeds 0,1,2 [--repeats 1] [--peer-set reg_all=0.05] \
+        --out bench_results/svd_scaling.json
 
 For each catalogue size a rating set is generated with Amazon Electronics' shape (users = 3 × items, 27 ratings
 per item and 9 per user on average; users and items drawn from power laws, ratings 1-5 rounded from μ + b_u + b_i + p_uᵀq_i (8 latent factors) + N(0, 0.8²)
-noise), split 80/10/10 at random (seed 0) and written as CSV. Each library then fits in its own fresh process
-at one thread, interleaved (ours, Surprise, ours, ...), ``--repeats`` times: attnrec svd with its defaults (ALS,
-validation for early stopping) and Surprise's SVD with its defaults (100 factors, 20 epochs). Recorded: fit
-seconds (data already in memory), test RMSE (ours: the best validation sweep; Surprise: its last epoch).
+noise), split 80/10/10 at random and written as CSV, once per ``--seeds`` entry (the seed draws the set, the split
+and both models' initialisations). Each library then fits in its own fresh process at one thread, interleaved
+(ours, Surprise, ours, ...), ``--repeats`` times per seed: attnrec svd with its defaults (ALS, validation for early
+stopping) and Surprise's SVD with its defaults (100 factors, 20 epochs; ``--peer-set`` overrides some, e.g. a
+setting chosen on validation). Recorded: fit seconds (data already in memory), test RMSE (ours: the best validation
+sweep; Surprise: its last epoch), validation RMSE of both.
 """
 
 from __future__ import annotations
@@ -35,36 +38,39 @@ from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
 from attnrec.evaluation.protocols import Rating, evaluate
 from attnrec.models.rating.svd import SVD
-d = sys.argv[1]
+d, seed = sys.argv[1], int(sys.argv[2])
 tr, va, te = (pl.read_csv(f"{d}/{n}.csv", schema_overrides={"user_id": pl.String, "item_id": pl.String})
               for n in ("train", "valid", "test"))
 uv, iv = Vocabulary.from_ids(tr["user_id"], kind="user"), Vocabulary.from_ids(tr["item_id"], kind="item")
 tr = Interactions.encode(tr, uv, iv)[0]
 va, te = (Interactions.encode(x, uv, iv, unknown="drop")[0] for x in (va, te))
 t = time.perf_counter()
-model = SVD(seed=0)
+model = SVD(seed=seed)
 report = model.fit(tr, va)
 fit = time.perf_counter() - t
-print(json.dumps({"fit_s": fit, "test_rmse": evaluate(model, te, Rating())["rmse"], "sweeps": report.epochs_run}))
+print(json.dumps({"fit_s": fit, "test_rmse": evaluate(model, te, Rating())["rmse"],
+                  "valid_rmse": evaluate(model, va, Rating())["rmse"], "sweeps": report.epochs_run}))
 """
 
 PEER = """
 import json, sys, time
 import pandas as pd
 from surprise import SVD, Dataset, Reader, accuracy
-d = sys.argv[1]
+d, seed, params = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 reader = Reader(rating_scale=(1, 5))
 tr = pd.read_csv(f"{d}/train.csv", dtype={"user_id": str, "item_id": str})
-te = pd.read_csv(f"{d}/test.csv", dtype={"user_id": str, "item_id": str})
 trainset = Dataset.load_from_df(tr[["user_id", "item_id", "rating"]], reader).build_full_trainset()
 known_u, known_i = set(tr["user_id"]), set(tr["item_id"])
-te = te[te["user_id"].isin(known_u) & te["item_id"].isin(known_i)]
+def held(name):
+    x = pd.read_csv(f"{d}/{name}.csv", dtype={"user_id": str, "item_id": str})
+    x = x[x["user_id"].isin(known_u) & x["item_id"].isin(known_i)]
+    return list(x[["user_id", "item_id", "rating"]].itertuples(index=False, name=None))
 t = time.perf_counter()
-algo = SVD(random_state=0)
+algo = SVD(random_state=seed, **params)
 algo.fit(trainset)
 fit = time.perf_counter() - t
-pred = algo.test(list(te[["user_id", "item_id", "rating"]].itertuples(index=False, name=None)))
-print(json.dumps({"fit_s": fit, "test_rmse": accuracy.rmse(pred, verbose=False)}))
+rmse = {n: accuracy.rmse(algo.test(held(n)), verbose=False) for n in ("test", "valid")}
+print(json.dumps({"fit_s": fit, "test_rmse": rmse["test"], "valid_rmse": rmse["valid"], "params": params}))
 """
 
 
@@ -94,10 +100,11 @@ def generate(n_items: int, folder: Path, seed: int = 0) -> dict[str, int]:
     }
 
 
-def fit(python: str, code: str, folder: Path) -> dict[str, float]:
+def fit(python: str, code: str, folder: Path, *extra: str) -> dict[str, float]:
+    """Run ``code`` with ``python`` on the set in ``folder`` (plus ``extra`` arguments) at one thread; its JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(
-        [python, "-c", code, str(folder)], env=env, check=True, capture_output=True, text=True
+        [python, "-c", code, str(folder), *extra], env=env, check=True, capture_output=True, text=True
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -106,7 +113,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--peer-python", default="/work/peer-venv/bin/python")
     ap.add_argument("--sizes", default="1600,8000,20000,60000")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved fits per seed and library")
+    ap.add_argument("--seeds", default="0", help="comma list: one generated set (and model seed) each")
+    ap.add_argument(
+        "--peer-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Surprise SVD setting (JSON value)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     record: dict[str, object] = {
@@ -117,15 +132,32 @@ def main() -> None:
         "threads": 1,
         "sizes": [],
     }
+    peer_params = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.peer_set)}
+    record["peer_params"] = peer_params
     for n_items in (int(s) for s in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            data = generate(n_items, folder)
-            runs: dict[str, list[dict[str, float]]] = {"ours": [], "surprise": []}
-            for _ in range(args.repeats):
-                runs["ours"].append(fit(sys.executable, OURS, folder))
-                runs["surprise"].append(fit(args.peer_python, PEER, folder))
+        runs: dict[str, list[dict[str, float]]] = {"ours": [], "surprise": []}
+        data: dict[int, dict[str, int]] = {}
+        for seed in (int(x) for x in args.seeds.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                data[seed] = generate(n_items, folder, seed)
+                for _ in range(args.repeats):
+                    load = os.getloadavg()[0]
+                    runs["ours"].append(
+                        {**fit(sys.executable, OURS, folder, str(seed)), "seed": seed, "load": load}
+                    )
+                    load = os.getloadavg()[0]
+                    runs["surprise"].append(
+                        {
+                            **fit(args.peer_python, PEER, folder, str(seed), json.dumps(peer_params)),
+                            "seed": seed,
+                            "load": load,
+                        }
+                    )
         med = {k: statistics.median(r["fit_s"] for r in v) for k, v in runs.items()}
+        # one test RMSE per seed (the repeats of a seed are the same fit), paired by seed
+        rmse = {k: {r["seed"]: r["test_rmse"] for r in v} for k, v in runs.items()}
+        diff = [rmse["ours"][s] - rmse["surprise"][s] for s in rmse["ours"]]
         record["sizes"].append(  # type: ignore[attr-defined]
             {
                 "items_generated": n_items,
@@ -133,7 +165,8 @@ def main() -> None:
                 "runs": runs,
                 "median_fit_s": med,
                 "ratio_ours_over_surprise": med["ours"] / med["surprise"],
-                "test_rmse": {k: v[0]["test_rmse"] for k, v in runs.items()},
+                "test_rmse_mean": {k: statistics.fmean(v.values()) for k, v in rmse.items()},
+                "test_rmse_diff_ours_minus_surprise": diff,
                 "load": list(os.getloadavg()),
             }
         )

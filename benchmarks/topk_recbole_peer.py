@@ -75,13 +75,20 @@ def bpr_l2_class() -> type:
     return BPRL2
 
 
-def fit_recbole(
-    model_name: str, data_path: Path, lr: float, reg: float | None, seed: int, epochs: int, patience: int
+def build_recbole(
+    model_name: str,
+    data_path: Path,
+    lr: float,
+    reg: float | None,
+    seed: int,
+    epochs: int,
+    patience: int,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Fit ``model_name`` (``BPR`` or ``LightGCN``) with early stopping on validation NDCG@20 and the best epoch's
-    weights restored. ``reg`` is attnrec's λ (None: RecBole's own default penalty). Returns the info dict plus the
-    objects needed to score test later (``_trainer``, ``_test_data``), test not yet read."""
-    import torch
+    """RecBole's config, data loaders, model and trainer for ``model_name`` (``BPR`` or ``LightGCN``) on the atomic
+    files in ``data_path`` (:func:`write_atomic`), nothing fitted yet. ``reg`` is attnrec's λ (None: RecBole's own
+    default penalty); ``overrides`` replace config entries (e.g. ``train_batch_size``, ``embedding_size``). The
+    trainer's ``_train_epoch`` is wrapped so that every training epoch's seconds go to ``epoch_seconds``."""
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_seed
@@ -118,6 +125,7 @@ def fit_recbole(
         config_dict.update(reg_weight=2 * reg, require_pow=True)  # = λ Σ‖e‖² / B, attnrec's term
         if model_name == "BPR":
             model_ref = bpr_l2_class()
+    config_dict.update(overrides)
     t0 = time.perf_counter()
     config = Config(model=model_ref, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -137,8 +145,31 @@ def fit_recbole(
         return out
 
     trainer._train_epoch = timed_epoch
+    return {
+        "config": config,
+        "train_data": train_data,
+        "valid_data": valid_data,
+        "test_data": test_data,
+        "model": model,
+        "trainer": trainer,
+        "epoch_seconds": epoch_seconds,
+        "load_s": load_s,
+    }
+
+
+def fit_recbole(
+    model_name: str, data_path: Path, lr: float, reg: float | None, seed: int, epochs: int, patience: int
+) -> dict[str, Any]:
+    """Fit ``model_name`` (``BPR`` or ``LightGCN``) with early stopping on validation NDCG@20 and the best epoch's
+    weights restored. ``reg`` is attnrec's λ (None: RecBole's own default penalty). Returns the info dict plus the
+    objects needed to score test later (``_trainer``, ``_test_data``), test not yet read."""
+    import torch
+
+    built = build_recbole(model_name, data_path, lr, reg, seed, epochs, patience)
+    config, model, trainer = built["config"], built["model"], built["trainer"]
+    epoch_seconds: list[float] = built["epoch_seconds"]
     t0 = time.perf_counter()
-    _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    _, best_valid = trainer.fit(built["train_data"], built["valid_data"], saved=True, show_progress=False)
     fit_s = time.perf_counter() - t0
     # RecBole's own reload calls torch.load with the new weights_only default, which rejects its checkpoint;
     # the file was written by this run a moment ago, so it is loaded here with weights_only=False
@@ -156,14 +187,14 @@ def fit_recbole(
         "best_epoch": len(epoch_seconds) - int(trainer.cur_step),
         "s_per_epoch": statistics.median(epoch_seconds) if epoch_seconds else None,
         "fit_s": fit_s,
-        "load_s": load_s,
+        "load_s": built["load_s"],
         "config": {
             k: config[k]
             for k in ("learning_rate", "embedding_size", "train_batch_size", "reg_weight", "require_pow")
             if k in config
         },
         "_trainer": trainer,
-        "_test_data": test_data,
+        "_test_data": built["test_data"],
     }
 
 
