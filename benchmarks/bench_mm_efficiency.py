@@ -264,13 +264,13 @@ def _cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
 
 def model_spec(name: str) -> tuple[str, dict[str, Any]]:
     """A model name of ``--models`` as (registered name, config): ``mrcsaf:selector_only`` is mrcsaf with
-    ``variant=selector_only`` (the ablations' cost), ``mrcsaf:fusion_scope=batch+attention=knn`` sets options."""
+    ``variant=selector_only`` (the ablations' cost), ``mrcsaf:csa_only+fusion_scope=batch`` also sets an option."""
     base, _, rest = name.partition(":")
-    if not rest:
-        return base, {}
-    if "=" not in rest:
-        return base, {"variant": rest}
-    return base, dict(kv.split("=", 1) for kv in rest.split("+"))
+    config: dict[str, Any] = {}
+    for part in filter(None, rest.split("+")):
+        key, eq, value = part.partition("=")
+        config.update({key: value} if eq else {"variant": key})
+    return base, config
 
 
 def uptime() -> str:
