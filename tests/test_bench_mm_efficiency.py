@@ -51,3 +51,12 @@ def test_cpu_steps_times_each_model_and_variant(tmp_path: Path) -> None:
     train, _ = bench.sports_like(0, 0.01)
     assert out["batches_per_epoch"] == -(-len(train) // 2048)
     assert (tmp_path / "mm_eff_graphs_seed0_scale0.01.pt").exists()  # the graphs are cached for the next fit
+
+
+def test_model_spec_reads_a_variant_and_options() -> None:
+    assert bench.model_spec("freedom") == ("freedom", {})
+    assert bench.model_spec("mrcsaf:selector_only") == ("mrcsaf", {"variant": "selector_only"})
+    assert bench.model_spec("mrcsaf:csa_only+fusion_scope=batch") == (
+        "mrcsaf",
+        {"variant": "csa_only", "fusion_scope": "batch"},
+    )
