@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,35 @@ def test_every_peer_setting_is_a_one_point_grid(peer):  # type: ignore[no-untype
     for model, settings in peer.MMREC_SETTINGS.items():
         for key, value in settings.items():
             assert not isinstance(value, list) or len(value) == 1, (model, key)
+
+
+def test_best_epoch_comes_from_the_log_line_when_validation_is_sparse(peer):  # type: ignore[no-untyped-def]
+    # eval_step 5: validations at 0-based epochs 4 and 9 only; the best is epoch 10 (1-based), not the 2nd line
+    log = (
+        "INFO epoch 4 training [time: 1.00s, train loss: 0.5]\n"
+        "INFO epoch 4 evaluating [time: 2.00s, valid_score: 0.100000]\n"
+        "INFO epoch 9 training [time: 1.00s, train loss: 0.4]\n"
+        "INFO epoch 9 evaluating [time: 2.00s, valid_score: 0.250000]\n"
+    )
+    out = peer.parse_log(log)
+    assert out["best_epoch"] == 10
+    assert out["valid_recall@20"] == [0.1, 0.25]
+
+
+def test_run_mmrec_passes_eval_step(peer, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    seen = {}
+
+    class Done:
+        returncode = 0
+        stdout = LOG
+        stderr = ""
+
+    def fake_run(cmd, **kw):  # type: ignore[no-untyped-def]
+        seen["arg"] = cmd[-1]
+        return Done()
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    rec = peer.run_mmrec("MMGCN", tmp_path / "x", "x", 3, epochs=10, patience=4, eval_step=5)
+    config = json.loads(seen["arg"])["config"]
+    assert (config["eval_step"], config["epochs"], config["stopping_step"], config["seed"]) == (5, 10, 4, [3])
+    assert config["reg_weight"] == [1e-4] and rec["best_epoch"] == 2
