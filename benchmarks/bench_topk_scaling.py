@@ -2,7 +2,8 @@
 interactions grow (issue 19), one thread each.
 
     .venv/bin/python benchmarks/bench_topk_scaling.py --peer-python /work/peer-venv/bin/python \
-        [--sizes 10000,100000,1000000] [--models bpr,lightgcn] [--epochs 3] [--out bench_results/topk_scaling.json]
+        [--sizes 10000,100000,1000000] [--models bpr,lightgcn] [--epochs 3] [--libs ours,unfused,recbole] \
+        [--out bench_results/topk_scaling.json]
 
 For each size N a power-law implicit set is generated (users = N / 10, items = N / 20, so 10 interactions per user
 and 20 per item on average, before duplicates are dropped; Zipf-like user and item popularity) and split 80/10/10 at
@@ -14,6 +15,8 @@ propagate the whole graph for every LightGCN batch (the reference implementation
 (ours: the Trainer's per-epoch ``seconds``; RecBole: its ``_train_epoch`` timed by topk_recbole_peer's
 :func:`build_recbole`), the median, and the load average beside each run. The summary gives ours / RecBole per size
 and how each library's epoch time grows from one size to the next against the growth of the interactions.
+``--libs`` may add ``unfused``: ours with torch's default single-tensor Adam instead of the Trainer's fused one (the
+state before the Trainer's Adam was fused, issue 19), for a before/after in the same interleaved run.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def generate(n: int, folder: Path, seed: int = 0) -> dict[str, int]:
     """Write train/valid/test CSVs (user_id, item_id) of a generated implicit set of about ``n`` interactions
     (users n/10, items n/20, power-law popularity, duplicate pairs dropped); returns its sizes."""
     import polars as pl  # here: the RecBole worker's environment has no Polars
+
     rng = np.random.default_rng(seed)
     n_users, n_items = max(n // 10, 10), max(n // 20, 10)
     wu = (np.arange(n_users) + 10.0) ** -0.6
@@ -62,17 +66,21 @@ def generate(n: int, folder: Path, seed: int = 0) -> dict[str, int]:
     }
 
 
-def run_ours(folder: Path, model: str, epochs: int) -> list[float]:
-    """attnrec ``model`` trained ``epochs`` epochs on ``folder``/train.csv: each epoch's training seconds."""
+def run_ours(folder: Path, model: str, epochs: int, fused: bool = True) -> list[float]:
+    """attnrec ``model`` trained ``epochs`` epochs on ``folder``/train.csv: each epoch's training seconds
+    (``fused=False``: with torch's default single-tensor Adam, the Trainer's optimiser before issue 19)."""
     import polars as pl
     import torch
 
+    import attnrec.training.trainer as trainer_mod
     from attnrec.data.table import Interactions
     from attnrec.data.vocab import Vocabulary
     from attnrec.models.base import get_model_class
     from attnrec.training.trainer import TrainerConfig
 
     torch.set_num_threads(1)
+    if not fused:
+        trainer_mod.fused_adam = lambda params: None
     tr = pl.read_csv(folder / "train.csv", schema_overrides={"user_id": pl.String, "item_id": pl.String})
     uv, iv = Vocabulary.from_ids(tr["user_id"], kind="user"), Vocabulary.from_ids(tr["item_id"], kind="item")
     train = Interactions.encode(tr, uv, iv)[0]
@@ -141,6 +149,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"ratio_ours_over_recbole": {}, "growth": []}
         for r in mine:
             entry["ratio_ours_over_recbole"][r["size"]] = r["ours"]["median_s"] / r["recbole"]["median_s"]
+            if "unfused" in r:
+                entry.setdefault("ratio_unfused_over_recbole", {})[r["size"]] = (
+                    r["unfused"]["median_s"] / r["recbole"]["median_s"]
+                )
         for a, b in zip(mine, mine[1:], strict=False):
             entry["growth"].append(
                 {
@@ -163,13 +175,18 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument(
-        "--worker", choices=["ours", "recbole"], default=None, help="(internal) one library's run"
+        "--libs", default="ours,recbole", help="comma list of ours, unfused, recbole (run in this order)"
+    )
+    ap.add_argument(
+        "--worker", choices=["ours", "unfused", "recbole"], default=None, help="(internal) one library's run"
     )
     ap.add_argument("--data", type=Path, default=None, help="(internal) the worker's data folder")
     args = ap.parse_args()
     if args.worker is not None:
-        run = run_ours if args.worker == "ours" else run_recbole
-        print(json.dumps(run(args.data, args.models, args.epochs)))
+        if args.worker == "recbole":
+            print(json.dumps(run_recbole(args.data, args.models, args.epochs)))
+        else:
+            print(json.dumps(run_ours(args.data, args.models, args.epochs, fused=args.worker == "ours")))
         return
     record: dict[str, Any] = {
         "bench": "topk_scaling",
@@ -193,8 +210,9 @@ def main() -> None:
             data = generate(n, folder)
             for model in args.models.split(","):
                 row: dict[str, Any] = {"size": n, "model": model, "data": data}
-                row["ours"] = worker(sys.executable, "ours", folder, model, args.epochs)
-                row["recbole"] = worker(args.peer_python, "recbole", folder, model, args.epochs)
+                for lib in args.libs.split(","):
+                    python = args.peer_python if lib == "recbole" else sys.executable
+                    row[lib] = worker(python, lib, folder, model, args.epochs)
                 record["rows"].append(row)
                 record["summary"] = summary(record["rows"])
                 write_json(record, args.out)
