@@ -119,8 +119,11 @@ def _train_counts(run: Path) -> dict[str, Any]:
     }
 
 
-def plan(work: Path, dump: Path, svd_epochs: int, lgcn_epochs: int) -> dict[str, tuple[list[str], Path]]:
-    """Every stage's command and the output whose presence means it has run."""
+def plan(
+    work: Path, dump: Path, svd_epochs: int, lgcn_epochs: int, lgcn_batch: int | None = None
+) -> dict[str, tuple[list[str], Path]]:
+    """Every stage's command and the output whose presence means it has run (``lgcn_batch``: lightgcn's
+    ``--batch-size``, None for the model's default)."""
     ing, spl = work / "ingest", work / "split"
     train = [
         "--train",
@@ -166,6 +169,7 @@ def plan(work: Path, dump: Path, svd_epochs: int, lgcn_epochs: int) -> dict[str,
         ),
         "train_lightgcn": (
             [ATTNREC, "train", "--model", "lightgcn", *train, "--epochs", str(lgcn_epochs)]
+            + (["--batch-size", str(lgcn_batch)] if lgcn_batch else [])
             + ["--out", str(work / "lightgcn")],
             work / "lightgcn" / "metrics.json",
         ),
@@ -250,7 +254,10 @@ def report(record: dict[str, Any]) -> str:
             extra = ""
             if stage.startswith("train_"):
                 t = rec["run_timings_s"]
-                extra = f" (read {t['data_s']:.1f} / fit {t['fit_s']:.1f} / test {t['eval_s']:.1f})"
+                extra = (
+                    f" (read {t['data_s']:.1f} / fit {t['fit_s']:.1f} / test {t['eval_s']:.1f}; "
+                    f"{rec['epochs']} epoch(s), batch {rec['batch_size']:,})"
+                )
             lines.append(
                 f"| {key}× | {stage} | {n:,} | {c.get('users', 0):,} × {c.get('items', 0):,} | "
                 f"{rec['wall_s']:.1f}{extra} | {rec['cpu_s']:.1f} | {rec['peak_rss_mb']:,.0f} | "
@@ -280,7 +287,7 @@ def run_scale(
     run = record["runs"].setdefault(key, {"scale": scale, "stages": {}})
     run["generated"] = _json(dump.with_suffix(".meta.json"))
     run["input_gz_mb"] = round(dump.stat().st_size / 2**20, 1)
-    steps = plan(work, dump, args.svd_epochs, args.lightgcn_epochs)
+    steps = plan(work, dump, args.svd_epochs, args.lightgcn_epochs, args.lightgcn_batch_size)
     for stage in args.stages:
         argv, done = steps[stage]
         if stage in run["stages"] and done.exists() and not args.redo:
@@ -314,6 +321,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="the JSON record (read back to resume)")
     ap.add_argument("--svd-epochs", type=int, default=2, help="ALS sweeps (svd's own default)")
     ap.add_argument("--lightgcn-epochs", type=int, default=1)
+    ap.add_argument("--lightgcn-batch-size", type=int, default=None, help="default: the model's (2048)")
     ap.add_argument("--redo", action="store_true", help="rerun stages already recorded")
     ap.add_argument(
         "--report", action="store_true", help="print --out's record as Markdown tables; run nothing"
