@@ -119,9 +119,14 @@ def plan_local_propagation(
     nodes = [np.asarray(targets, dtype=np.int64)]
     mats: list[tuple[torch.Tensor, torch.Tensor] | None] = []
     pos = np.full(adj.shape[0], -1, dtype=np.int64)
+    seen = np.zeros(adj.shape[0], dtype=bool)  # sets as marks over the N nodes: cheaper than np.unique
+    seen[nodes[0]] = True
     for _ in range(n_layers):
         sub = adj[nodes[-1]]
-        nxt = np.unique(sub.indices)
+        mark = np.zeros(adj.shape[0], dtype=bool)
+        mark[sub.indices] = True
+        nxt = np.flatnonzero(mark)
+        seen |= mark
         nodes.append(nxt)
         if nxt.size == 0:
             mats.append(None)
@@ -129,8 +134,7 @@ def plan_local_propagation(
         pos[nxt] = np.arange(nxt.size)
         local = sp.csr_matrix((sub.data, pos[sub.indices], sub.indptr), shape=(len(nodes[-2]), nxt.size))
         mats.append((sparse_to_torch(local).to(device), sparse_to_torch(local.T.tocsr()).to(device)))
-    every = np.unique(np.concatenate(nodes))
-    items = every[every >= n_users] - n_users
+    items = np.flatnonzero(seen[n_users:])
     return LocalPropagation(
         [torch.from_numpy(t).to(device) for t in nodes], mats, torch.from_numpy(items).to(device)
     )
