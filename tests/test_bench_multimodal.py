@@ -1,0 +1,50 @@
+"""benchmarks/bench_multimodal.py: Food-Kitchen's TF-IDF text modality and the resumable results file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_multimodal.py"
+
+
+@pytest.fixture(scope="module")
+def bench():  # type: ignore[no-untyped-def]
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_multimodal", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tfidf_modality_unit_rows_and_mean_fallback(bench):  # type: ignore[no-untyped-def]
+    titles = ["green tea", "green tea bags", "black tea", "black coffee", "coffee beans", "zzz"]
+    z = bench.tfidf_modality(titles, dim=3)
+    assert z.shape == (6, 3) and z.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    # "zzz" has no term seen twice (min_df 2): it gets the (re-normalised) mean of the other rows, not zeros
+    mean = z[:5].mean(axis=0)
+    assert np.all(np.isfinite(z[5])) and float(z[5] @ (mean / np.linalg.norm(mean))) > 0.5
+    # titles sharing a term are closer than titles sharing none
+    assert float(z[0] @ z[1]) > float(z[0] @ z[4])
+
+
+def test_records_reads_what_emit_appends(bench, tmp_path):  # type: ignore[no-untyped-def]
+    out = tmp_path / "r.jsonl"
+    assert bench._records(out) == []
+    rows = [
+        {"library": "mmrec", "model": "GRCN", "seed": 1},
+        {"library": "attnrec", "model": "bpr", "seed": 0},
+    ]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    assert [(r["library"], r["model"], r["seed"]) for r in bench._records(out)] == [
+        ("mmrec", "GRCN", 1),
+        ("attnrec", "bpr", 0),
+    ]
