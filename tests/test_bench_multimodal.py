@@ -15,7 +15,6 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_multimodal.p
 
 @pytest.fixture(scope="module")
 def bench():  # type: ignore[no-untyped-def]
-    pytest.importorskip("sklearn")
     sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_multimodal", BENCH)
     assert spec is not None and spec.loader is not None
