@@ -147,6 +147,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for model in sorted({r["model"] for r in rows}):
         mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["data"]["train"])
         entry: dict[str, Any] = {"ratio_ours_over_recbole": {}, "growth": []}
+        mine = [r for r in mine if "ours" in r and "recbole" in r]  # a run without both has no ratio
         for r in mine:
             entry["ratio_ours_over_recbole"][r["size"]] = r["ours"]["median_s"] / r["recbole"]["median_s"]
             if "unfused" in r:
