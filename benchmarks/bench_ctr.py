@@ -15,7 +15,10 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
   each with its own train/dev/test files.
 * Vocabularies (and Criteo's log2 buckets) are fitted on train only; valid/test values unseen in train map to
   the per-field OOV row.
-* Every model and the peers: embedding dim 16, Adam lr 1e-3, batch 256, no L2 terms, early stopping by ``--stop``
+* L2: ``--embedding-reg`` for every job (default 0), or ``--l2-grid`` (attnrec) / ``--peer-l2-grid`` (the peers' own
+  penalty scale, same size): each job's weight chosen on validation logloss at seed ``--grid-seed``, test unread
+  (:func:`select_l2`); ``--reuse`` takes identical earlier runs from a record instead of rerunning them.
+* Every model and the peers: embedding dim 16, Adam lr 1e-3, batch 256, early stopping by ``--stop``
   (default ``both``: keep the best validation logloss, stop when neither logloss nor AUC improved for 3 epochs;
   ``auc``: the old rule), at most ``--max-epochs``, restored epoch scored on test once — raw, and after
   temperature scaling fitted on the validation split (attnrec: the model's own ``calibration``; peers: the same
