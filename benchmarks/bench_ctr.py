@@ -81,6 +81,9 @@ class BenchSettings:
     stop: str = "both"
     #: FuxiCTR's model zoo folder (its DeepFM and DCNv2 sources)
     fuxictr_zoo: str = ""
+    #: the Trainer's Adam kernel (fused since bfe1bbf): a record without this key ran the single-tensor kernel,
+    #: whose rounding differs, so --reuse refuses it rather than mixing the two in one table
+    adam_kernel: str = "fused"
 
 
 def model_class(name: str) -> type[CTRRecommender]:

@@ -235,6 +235,32 @@ def test_a_loaded_bundle_keeps_the_damped_objective(tmp_path):
     )
 
 
+def test_a_bundle_from_before_the_factor_prior_loads_without_it(tmp_path):
+    from attnrec.serving.bundle import load_bundle, save_bundle
+    from attnrec.testing.tamper import manifest, write_manifest
+
+    train, valid, _ = checkerboard()
+    m = SVD(factors=4, iterations=2)
+    m.fit(train, valid)
+    save_bundle(m, tmp_path / "svd")
+    # today's bundles keep what they were saved with
+    assert load_bundle(tmp_path / "svd").config.reg_prior == 10.0
+    data = manifest(tmp_path / "svd")
+    del data["config"]["reg_prior"]  # what a bundle written before the prior existed holds
+    write_manifest(tmp_path / "svd", data)
+    old = load_bundle(tmp_path / "svd")
+    assert old.config.reg_prior == 0.0  # the ridge it was trained with, not today's default (fold-in uses it)
+    assert old.mf.reg_prior == 0.0
+
+
+def test_the_factor_prior_is_ignored_without_the_weighted_ridge_in_both_solvers():
+    train, valid, _ = checkerboard()
+    for solver in ("als", "sgd"):
+        m = SVD(factors=4, iterations=1, solver=solver, weighted_reg=False, reg_prior=10.0)
+        m.fit(train, valid, trainer=TrainerConfig(epochs=1))
+        assert m.mf.reg_prior == 0.0, solver
+
+
 def test_als_refit_stays_in_the_full_fit_coordinates_and_never_sees_left_out_rows():
     train, _, _ = checkerboard()
     m = SVD(factors=8, iterations=6, patience=6)

@@ -47,3 +47,19 @@ def test_the_trainers_adam_is_fused_and_steps_like_the_default(optimizer):
         ref_opt.step()
     for n, p in module.named_parameters():
         torch.testing.assert_close(p.detach(), reference[n].detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_an_unfused_checkpoint_keeps_the_fused_kernel():
+    train, _, _ = checkerboard()
+    model = BPR(dim=8, seed=0)
+    module = model.build_module(train)
+    trainer = Trainer(TrainerConfig(lr=0.01, device="cpu", progress=False))
+    solver = SGDSolver(trainer, module, lambda epoch, g: model.train_batches(train, epoch, g, 64))
+    old = torch.optim.Adam(list(module.parameters()), lr=0.01)  # what a checkpoint before the kernel holds
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    old.step()
+    solver.load_state_dict({"optimizer": old.state_dict()})
+    assert [g["fused"] for g in solver.optimizer.param_groups] == [True]
+    solver.optimizer.step()  # the loaded moments step on the fused kernel
+    assert all(torch.isfinite(p).all() for p in module.parameters())

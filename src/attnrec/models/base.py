@@ -76,6 +76,11 @@ class ModelConfig(BaseModel):
 
     seed: int = 42
 
+    #: fields added after bundles were already being written, with the value those bundles were trained under: a
+    #: bundle's config that lacks one loads with this, not with today's default (save_bundle writes every field,
+    #: so a missing one means an older bundle)
+    bundle_legacy: ClassVar[dict[str, Any]] = {}
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 

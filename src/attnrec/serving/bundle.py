@@ -199,7 +199,9 @@ def load_bundle(path: str | Path, *, trust_code: bool = False) -> Estimator[Any]
     manifest_path = root / MANIFEST
     manifest = read_manifest(root, trust=trust_code)
     cls = _model_class(manifest, manifest_path, trust_code=trust_code)
-    model = cls(cls.config_class.parse(manifest["config"], source=f"{manifest_path}: field 'config'"))
+    # a field an older bundle lacks takes the value it was trained under (ModelConfig.bundle_legacy)
+    config = {**cls.config_class.bundle_legacy, **manifest["config"]}
+    model = cls(cls.config_class.parse(config, source=f"{manifest_path}: field 'config'"))
     if not trust_code:  # before anything else is read: e.g. a text encoder named by path or hub id is refused
         with _blame(manifest_path, "the config is not allowed in a bundle"):
             model.restrict_to_bundle()

@@ -281,7 +281,13 @@ class SGDSolver:
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        kernels = [group.get("fused") for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        # the kernel is this run's choice, not the checkpoint's: torch copies a saved group's "fused" (None in a
+        # checkpoint written before the fused kernel was used), which would silently resume on the slow path
+        for group, fused in zip(self.optimizer.param_groups, kernels, strict=True):
+            if "fused" in group:
+                group["fused"] = fused
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
 

@@ -262,3 +262,24 @@ def test_batch_fusion_scope_fuses_the_batch_items_and_reads_the_epochs_history_e
     # a new epoch's graph retires it
     m.set_train_adj(m.train_adj)
     torch.testing.assert_close(m.loss(BATCH), reference_loss(m, BATCH), rtol=1e-5, atol=1e-6)
+
+
+def test_knn_attention_under_mixed_precision_matches_float32() -> None:
+    # the trainer's amp runs steps under bf16 autocast: the hand-written backward then receives a bf16 gradient
+    # against float32 saved tensors (it failed with "expected scalar type Float but found BFloat16")
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(11, 6, generator=g)
+    w0 = torch.randn(6, 6, generator=g)
+    idx = torch.randint(0, 11, (8, 4), generator=g)
+    grads = []
+    for amp in (False, True):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = knn_attention((x[:8] @ w).unsqueeze(1), x, idx)
+        assert out.dtype == torch.float32
+        out.sum().backward()
+        assert x.grad is not None and w.grad is not None
+        assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+        grads.append((x.grad, w.grad))
+    for exact, mixed in zip(grads[0], grads[1], strict=True):  # bf16 products: ~3 significant digits
+        torch.testing.assert_close(mixed, exact, rtol=0.05, atol=0.05)

@@ -54,7 +54,7 @@ class _KnnAttention(torch.autograd.Function):
         ctx: Any, dout: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         q, g, a, idx = ctx.saved_tensors
-        dout = dout.contiguous()
+        dout = dout.to(g.dtype).contiguous()  # under autocast the incoming gradient may be half precision
         da = torch.bmm(g, dout.transpose(1, 2).contiguous())  # (R, K, M)
         ds = a * (da - (a * da).sum(1, keepdim=True))  # softmax backward over K; masked entries stay 0
         dq = torch.bmm(ds.transpose(1, 2).contiguous(), g) if ctx.needs_input_grad[0] else None
@@ -81,6 +81,11 @@ def knn_attention(
     Returns (R, M, d); differentiable in ``q`` and ``x``. Equal to
     :func:`attnrec.models.multimodal.mrcsaf_module.attend_knn` per query modality."""
     q = q if scaled else q / math.sqrt(q.shape[-1])
+    if torch.is_autocast_enabled(q.device.type):
+        # mixed precision: the kernel runs in float32 (its hand-written backward would otherwise meet a bf16
+        # gradient against float32 saved tensors); the casts are differentiable, so q and x get their own dtypes
+        with torch.autocast(q.device.type, enabled=False):
+            return _KnnAttention.apply(q.float(), x.float(), idx, mask)  # type: ignore[no-any-return]
     return _KnnAttention.apply(q, x, idx, mask)  # type: ignore[no-any-return]
 
 

@@ -63,6 +63,8 @@ class SVDConfig(ModelConfig):
     #: and on sparse catalogues over-fits the many short rows; n₀ adds a fixed ridge λn₀ that matters only for them.
     #: 10 chosen on validation RMSE (docs/models/svd.md); ignored when weighted_reg is False
     reg_prior: float = Field(10.0, ge=0)
+    #: bundles saved before the prior existed were trained without it (their fold-in must use the same ridge)
+    bundle_legacy: ClassVar[dict[str, Any]] = {"reg_prior": 0.0}
     #: the same for the bias penalty. False (default): λ_b b_u² once per user, so b_u = Σ residuals / (n_u + λ_b),
     #: Koren's damped baseline estimate, which shrinks users and items with few ratings more than those with many
     #: (True: λ_b per rating, Surprise's reg_bu / reg_bi)
@@ -349,6 +351,12 @@ def svd_init(
     return q, bi
 
 
+def _prior(c: SVDConfig) -> float:
+    """The factor prior n₀ the objective uses: ALS ignores it without the count-weighted ridge, and so does SGD,
+    so that both solvers minimise one objective."""
+    return c.reg_prior if c.weighted_reg else 0.0
+
+
 def _als_options(c: SVDConfig) -> dict[str, Any]:
     """The penalty-shape keywords of :func:`als_half_step` that ``c`` sets."""
     return {"weighted": c.weighted_reg, "weighted_bias": c.weighted_reg_bias, "prior": c.reg_prior}
@@ -447,12 +455,12 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
             c.reg_bias,
             float(train.ratings.mean()),
             None
-            if c.weighted_reg_bias and c.reg_prior == 0
+            if c.weighted_reg_bias and _prior(c) == 0
             else (
                 torch.from_numpy(np.bincount(train.users, minlength=train.n_users)),
                 torch.from_numpy(np.bincount(train.items, minlength=train.n_items)),
             ),
-            reg_prior=c.reg_prior,
+            reg_prior=_prior(c),
             damped=not c.weighted_reg_bias,
         )
 
@@ -464,7 +472,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
         if "user_count" in tensors and "item_count" in tensors:  # shaped by the vocabularies, checked on load
             counts = (torch.zeros(self.n_users), torch.zeros(self.n_items))
         # the prior's term needs the counts: a bundle without them gets the objective without the prior
-        prior = c.reg_prior if counts is not None else 0.0
+        prior = _prior(c) if counts is not None else 0.0
         damped = counts is not None and not c.weighted_reg_bias
         return BiasedMF(
             self.n_users, self.n_items, c.factors, c.init_std, c.reg, c.reg_bias, 0.0, counts, prior, damped
