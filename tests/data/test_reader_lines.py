@@ -57,3 +57,19 @@ def test_quoted_field_spanning_lines_is_one_record(tmp_path: Path) -> None:
     assert ds.interactions["review"].to_list() == ["first\nsecond", "x"]
     # two physical lines hold the first record: rows are numbered as records from the first data line
     assert ds.lines is not None and ds.lines.to_list() == [2, 3]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_quoted_fields_keep_their_blank_lines_and_records_their_first_line(newline: str) -> None:
+    # a review with paragraphs: the blank line inside the quotes is text, the one between records is not
+    from attnrec.data.readers.tabular import read_delimited
+
+    nl = newline
+    text = f'u,i,review{nl}1,2,"first para{nl}{nl}second para"{nl}{nl}3,4,ok{nl}5,6,"a{nl}   {nl}b"{nl}'
+    frame, _ = read_delimited(text, Path("r.csv"), sep=",", has_header=True, on_bad_lines="error")
+    assert frame["review"].to_list() == [f"first para{nl}{nl}second para", "ok", f"a{nl}   {nl}b"]
+    assert frame["line"].to_list() == [2, 6, 7]  # the physical line each record starts on
+    assert frame["u"].to_list() == ["1", "3", "5"]
+    bad = text + f'7,8,"x",9{nl}'
+    with pytest.raises(DataError, match=r"r\.csv:10: .*wrong number of fields: found 4"):
+        read_delimited(bad, Path("r.csv"), sep=",", has_header=True, on_bad_lines="error")

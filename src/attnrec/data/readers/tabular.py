@@ -439,6 +439,9 @@ def read_delimited(
     if "\r" not in text and all_lines.height == physical:
         del all_lines, body
         source = text.encode()
+    elif len(sep) == 1:  # blank lines or carriage returns: a blank line may sit inside a quoted field
+        del all_lines, body
+        return _read_quoted_rows(text, p, sep, names, skip_header=has_header), checker
     else:
         source = ("\n".join(all_lines["text"].to_list()) + "\n").encode()
         del all_lines, body
@@ -456,6 +459,39 @@ def read_delimited(
         return frame.with_columns(line_numbers), checker
     frame = frame.with_row_index("line", offset=header_line + 1).with_columns(pl.col("line").cast(pl.Int64))
     return frame, checker
+
+
+def _read_quoted_rows(text: str, p: Path, sep: str, names: list[str], *, skip_header: bool) -> pl.DataFrame:
+    """Quoted CSV ``text`` with blank lines or carriage returns, by Python's CSV parser: a blank line between records
+    is skipped, blank lines and ``\\r\\n`` inside a quoted field are kept (Polars' reader, given the non-blank lines
+    only, lost them); each record carries the physical line it starts on. As with Polars' reader, a short record's
+    missing fields and empty fields are null (the row checker judges them) and a long record is a DataError."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    expected = f"fields separated by {sep!r}, a field with the separator or a quote inside double quotes"
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    end = 0
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if any(c.strip() for c in row):
+                rows.append(row)
+                starts.append(start)
+    except csv.Error as err:
+        why = f"cannot parse as delimited text: malformed quoting ({err})"
+        raise DataError(why, file=p, line=reader.line_num, expected=expected) from None
+    rows, starts = (rows[1:], starts[1:]) if skip_header else (rows, starts)
+    for row, line in zip(rows, starts, strict=True):
+        if len(row) > len(names):
+            raise DataError(
+                f"cannot parse as delimited text: wrong number of fields: found {len(row)}",
+                file=p,
+                line=line,
+                expected=f"{expected} ({len(names)} fields a line)",
+            )
+    cells = {n: [row[j] or None if j < len(row) else None for row in rows] for j, n in enumerate(names)}
+    frame = pl.DataFrame({n: pl.Series(n, v, dtype=pl.String) for n, v in cells.items()})
+    return frame.with_columns(pl.Series("line", starts, dtype=pl.Int64))
 
 
 def _separator_hint(present: list[str]) -> str:
