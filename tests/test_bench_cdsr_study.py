@@ -3,27 +3,21 @@ tables, correlations and plots (on made-up records), and ABXI's per-epoch lines.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from attnrec.testing.scripts import load_script
+
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _load(name: str) -> Any:
-    if name not in sys.modules:
-        sys.path.insert(0, str(BENCH_DIR))
-        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
+    return load_script(BENCH_DIR / f"{name}.py")
 
 
 study = _load("cdsr_study")

@@ -8,22 +8,19 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from attnrec.testing.data import planted_ctr
+from attnrec.testing.scripts import load_script
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _load(name: str):  # type: ignore[no-untyped-def]
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
+def _load(name: str) -> Any:
+    return load_script(BENCH_DIR / f"{name}.py")
 
 
 def test_stop_rule_matches_the_trainer_rule() -> None:

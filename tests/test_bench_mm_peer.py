@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from attnrec.testing.scripts import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "mm_peer_mmrec.py"
 
@@ -25,11 +26,7 @@ recall@10: 0.9    ndcg@10: 0.9
 
 @pytest.fixture(scope="module")
 def peer():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("mm_peer_mmrec", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH)
 
 
 def test_parse_log_reads_epochs_and_the_best_valid_epoch_metrics(peer):  # type: ignore[no-untyped-def]
