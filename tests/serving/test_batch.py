@@ -3,31 +3,25 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from attnrec.cli import main
 from attnrec.errors import OutputError
 from attnrec.models.base import RatingPredictor, Recommender
 from attnrec.serving.batch import recommend_all_users
 from attnrec.serving.bundle import load_bundle
+from attnrec.testing import cli as testing_cli
 
 
 def run_cli(
     args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["attnrec", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
+    """The shared in-process CLI runner, stdout and stderr together."""
+    code, out, err = testing_cli.run_cli(args, monkeypatch, capsys)
+    return code, out + err
 
 
 @pytest.mark.parametrize("name", ["bpr", "svd"])
