@@ -430,16 +430,16 @@ def read_delimited(
         names = [str(i) for i in range(len(first.split(sep)))]
     if '"' not in text or body.height == 0:
         return split_fields(body, sep, names, checker), checker
-    # quoted CSV: Polars' CSV reader handles the quoting. It is given the non-blank lines only (it would read a
-    # blank line as a row of nulls), so with one record per line the rows map back to their line numbers. Without
-    # blank lines or "\r" those are the text itself: its UTF-8 bytes are read, and the frame of lines is let go
-    # first (joining the lines into a StringIO held more copies of a large file at once; see text_lines)
+    # quoted CSV: Polars' CSV reader handles the quoting; with one record per line its rows map back to their line
+    # numbers. It reads a blank line as a row of nulls, so it is given only text without blank lines: its UTF-8
+    # bytes (the frame of lines let go first: joining the lines held more copies of a large file at once; see
+    # text_lines). Text with blank lines goes to Python's CSV parser, which keeps those inside quoted fields
     line_numbers = body["line"]
     physical = text.count("\n") + (0 if text.endswith("\n") else 1)
-    if "\r" not in text and all_lines.height == physical:
+    if all_lines.height == physical:  # no blank line: the text itself (Polars reads CRLF, kept inside quotes)
         del all_lines, body
         source = text.encode()
-    elif len(sep) == 1:  # blank lines or carriage returns: a blank line may sit inside a quoted field
+    elif len(sep) == 1:  # blank lines, which may sit inside a quoted field (or lone carriage returns)
         del all_lines, body
         return _read_quoted_rows(text, p, sep, names, skip_header=has_header), checker
     else:
