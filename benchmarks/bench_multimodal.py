@@ -29,6 +29,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,16 @@ def fit_ours(
     epochs: int,
     patience: int,
     valid_every: int = 1,
+    overrides: dict[str, Any] | None = None,
+    inspect: Callable[[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Fit row ``row`` with ``seed``; validation metrics at the best epoch and test metrics read once after
-    (validation every ``valid_every`` epochs: the large set, where one full-ranking pass costs several epochs)."""
+    (validation every ``valid_every`` epochs: the large set, where one full-ranking pass costs several epochs).
+    ``overrides`` replace some of the row's settings (a tuning grid point); ``inspect(model)`` adds its dict to
+    the record under ``inspect`` (diagnostics of the fitted model, benchmarks/mm_tune.py)."""
     train, valid, test = split
     name, params = ROWS[row]
+    params = {**params, **(overrides or {})}
     weights = {k: v for k, v in params.get("modality_weights", {}).items() if k in feats}
     if "modality_weights" in params and weights != params["modality_weights"]:
         # one modality (Food-Kitchen: text only): its weight is 1, as MMRec's FREEDOM with no image file
@@ -193,6 +199,9 @@ def fit_ours(
         "valid": {k: v for k, v in report.best_valid.items() if k.startswith(("recall@", "ndcg@"))},
         "test": {k: float(v) for k, v in test_m.items() if k.startswith(("recall@", "ndcg@"))},
         "load": [load0, load_avg()],
+        # validation Recall@20 per validated epoch (None where an epoch was not validated)
+        "curve": [h.get("valid_recall@20") for h in report.history],
+        **({"inspect": inspect(model)} if inspect is not None else {}),
     }
 
 

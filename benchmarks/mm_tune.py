@@ -1,0 +1,198 @@
+"""Multimodal top-K (issue 15): validation-only tuning of lightgcn, freedom and mrcsaf with the same budget, and
+diagnostics of the fitted models (validation curves, mrcsaf's modality weights, the scale of the two item terms).
+
+    .venv/bin/python benchmarks/mm_tune.py --dataset gift-cards --models lightgcn,freedom,mrcsaf --seeds 0,1,2 \\
+        --out bench_results/multimodal/tune-gift-cards.jsonl
+    .venv/bin/python benchmarks/mm_tune.py --dataset ml-100k --models freedom,mrcsaf --grid default --seeds 0 ...
+    .venv/bin/python benchmarks/mm_tune.py --report bench_results/multimodal/tune-gift-cards.jsonl
+
+Same split, modalities, protocol and row settings as benchmarks/bench_multimodal.py (its ``load``,
+``modalities``, ``ROWS``, ``fit_ours``; this script never writes the exported MMRec folder, which a peer run may be
+reading). Every fit trains with early stopping on validation Recall@20 and reads test once at its best epoch; the
+report selects each model's grid point by the mean validation Recall@20 over seeds only, and prints the test
+metrics of that point (the other points' test numbers are recorded but never used to choose).
+
+Grids (MMRec's style, the same number of points for each model — 8 — so each gets the same tuning budget):
+lightgcn ``reg`` × ``n_layers`` (the first four of MMRec's LightGCN ``reg_weight`` grid × two of its
+layer counts); freedom ``reg_weight`` × ``dropout`` (MMRec's FREEDOM grid); mrcsaf ω
+(``reg_weight``, the paper's Figure 5 values) × ``dropout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_multimodal import fit_ours, load, modalities  # noqa: E402
+
+#: model → {setting: values}; every model's grid has 8 points
+GRIDS: dict[str, dict[str, list[Any]]] = {
+    "lightgcn": {"reg": [1e-2, 1e-3, 1e-4, 1e-5], "n_layers": [2, 3]},
+    "freedom": {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "dropout": [0.8, 0.9]},
+    "mrcsaf": {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "dropout": [0.8, 0.9]},
+}
+
+
+def grid_points(model: str, spec: str) -> list[dict[str, Any]]:
+    """The settings to fit for ``model``: its whole grid (``spec`` "grid"), the row's own settings only
+    ("default"), or explicit points ``"k=v;k=v|k=v"`` (``|`` separates points, values parsed as JSON)."""
+    if spec == "default":
+        return [{}]
+    if spec == "grid":
+        keys = list(GRIDS[model])
+        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*GRIDS[model].values())]
+    return [
+        {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in point.split(";") if kv)}
+        for point in spec.split("|")
+    ]
+
+
+@torch.no_grad()
+def inspect(model: Any) -> dict[str, Any]:
+    """Diagnostics of a fitted freedom or mrcsaf at its best epoch, on the full user-item graph (as scored).
+
+    ``item_terms``: for the two item terms of the score — the user-item propagated item ṗ (FREEDOM's i_g) and the
+    item-graph term h (eq. 24: p = h + ṗ) — the mean row norm and the mean over users of the std over items of
+    u·term (how much each term moves the ranking), per modality block for mrcsaf. mrcsaf also gets the selector's
+    weights (mean, std, min, max per modality), |cos(e_m, Δe_m)| and the fusion output's scale against e_m."""
+    module = model.module
+    module.eval()
+    out: dict[str, Any] = {}
+    if model.name == "mrcsaf":
+        users, p_dot = module.propagated()
+        h = module.item_graph_part()
+        blocks = range(module.n_modalities)
+        names = list(module.modalities)
+        d = module.config.dim
+        diag = model.diagnostics()
+        w = diag["modality_weights"]
+        out["selector"] = {
+            m: {
+                "mean": float(w[:, j].mean()),
+                "std": float(w[:, j].std()),
+                "min": float(w[:, j].min()),
+                "max": float(w[:, j].max()),
+            }
+            for j, m in enumerate(names)
+        }
+        if "abs_cos" in diag:
+            out["abs_cos"] = {k: float(v) for k, v in diag["abs_cos"].items()}
+        fused, _ = module.fused_items()
+        e = module.modality_tables(module.item.weight)
+        out["fusion_scale"] = {
+            m: {
+                "e_norm": float(e[j].norm(dim=1).mean()),
+                "fused_norm": float(fused[j].norm(dim=1).mean()),
+                "bias_norm": float(module.fusion.fuse.bias.norm()) if module.fusion is not None else 0.0,
+            }
+            for j, m in enumerate(names)
+        }
+    else:
+        eu, ei = module.compute_embeddings()
+        hh = module.item.weight
+        for _ in range(module.config.n_mm_layers):
+            hh = module.item_graph_mm(hh)
+        users, p_dot, h = eu, ei - hh, hh
+        blocks, names, d = range(1), ["all"], users.shape[1]
+    terms: dict[str, Any] = {}
+    for j, m in zip(blocks, names, strict=True):
+        u = users[:, j * d : (j + 1) * d]
+        for label, t in (("p_dot", p_dot), ("h", h)):
+            tb = t[:, j * d : (j + 1) * d]
+            terms.setdefault(m, {})[label] = {
+                "norm": float(tb.norm(dim=1).mean()),
+                "score_spread": float((u @ tb.T).std(dim=1).mean()),
+            }
+    out["item_terms"] = terms
+    out["user_norm"] = float(users.norm(dim=1).mean())
+    return out
+
+
+def report(path: Path) -> None:
+    """Per model and grid point: mean ± std over seeds of validation and test Recall@20; the point chosen on
+    validation marked, and a summary table of the chosen points' test metrics."""
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in recs:
+        if "tune_point" in r:
+            groups.setdefault((r["model"], json.dumps(r["tune_point"], sort_keys=True)), []).append(r)
+    best: dict[str, tuple[float, str]] = {}
+    for (model, point), rs in groups.items():
+        v = float(np.mean([r["valid"]["recall@20"] for r in rs]))
+        if model not in best or v > best[model][0]:
+            best[model] = (v, point)
+    print("| model | setting | seeds | valid Recall@20 | test Recall@20 | best epochs | chosen |")
+    print("|---|---|---|---|---|---|---|")
+    for (model, point), rs in sorted(groups.items()):
+        v = [r["valid"]["recall@20"] for r in rs]
+        t = [r["test"]["recall@20"] for r in rs]
+        mark = "**yes**" if best[model][1] == point else ""
+        print(
+            f"| {model} | `{point}` | {len(rs)} | {np.mean(v):.4f} ± {np.std(v):.4f} | {np.mean(t):.4f} ± "
+            f"{np.std(t):.4f} | {[r['best_epoch'] for r in rs]} | {mark} |"
+        )
+    print("\n| model | chosen setting | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 |")
+    print("|---|---|---|---|---|---|---|")
+    for model, (_, point) in best.items():
+        rs = groups[(model, point)]
+        cells = [
+            f"{np.mean([r['test'][k] for r in rs]):.4f} ± {np.std([r['test'][k] for r in rs]):.4f}"
+            for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+        ]
+        print(f"| {model} | `{point}` | {len(rs)} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="gift-cards", choices=["ml-100k", "gift-cards"])
+    ap.add_argument("--split-seed", type=int, default=2026)
+    ap.add_argument("--models", default="lightgcn,freedom,mrcsaf")
+    ap.add_argument("--grid", default="grid", help='"grid", "default" or explicit points "k=v;k=v|k=v"')
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=1000)
+    ap.add_argument("--patience", type=int, default=20)
+    ap.add_argument("--inspect", action="store_true", help="record diagnostics of freedom / mrcsaf fits")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--report", type=Path, default=None)
+    args = ap.parse_args()
+    if args.report is not None:
+        report(args.report)
+        return
+    torch.set_num_threads(1)
+    out = args.out or Path(f"bench_results/multimodal/tune-{args.dataset}.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    train, valid, test, _, ds = load(args.dataset, args.split_seed)
+    feats = modalities(args.dataset, ds, train)
+    done = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["model"], json.dumps(r["tune_point"], sort_keys=True), r["seed"]))
+    print(json.dumps({"command": " ".join(sys.argv), "threads": 1}), flush=True)
+    for model in args.models.split(","):
+        for point in grid_points(model, args.grid):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                key = (model, json.dumps(point, sort_keys=True), seed)
+                if key in done:  # resumable: rerun the same command after a stop
+                    continue
+                look = inspect if args.inspect and model in ("freedom", "mrcsaf") else None
+                rec = fit_ours(
+                    model, seed, (train, valid, test), feats, args.epochs, args.patience, 1, point, look
+                )
+                rec.update(dataset=args.dataset, tune_point=point, command=" ".join(sys.argv))
+                print(json.dumps({k: v for k, v in rec.items() if k != "curve"}), flush=True)
+                with out.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
