@@ -17,7 +17,10 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
   the per-field OOV row.
 * L2: ``--embedding-reg`` for every job (default 0), or ``--l2-grid`` (attnrec) / ``--peer-l2-grid`` (the peers' own
   penalty scale, same size): each job's weight chosen on validation logloss at seed ``--grid-seed``, test unread
-  (:func:`select_l2`); ``--reuse`` takes identical earlier runs from a record instead of rerunning them.
+  (:func:`select_l2`); ``--l2-extend`` tries larger values for a job while its largest one so far wins;
+  ``--dropout-grid`` then chooses each attnrec model's dropout (:data:`DROPOUT_FIELDS`) at its chosen L2, again on
+  validation logloss (:func:`select_dropout`); ``--reuse`` takes identical earlier runs (and grid scores) from a
+  record instead of rerunning them.
 * Every model and the peers: embedding dim 16, Adam lr 1e-3, batch 256, early stopping by ``--stop``
   (default ``both``: keep the best validation logloss, stop when neither logloss nor AUC improved for 3 epochs;
   ``auc``: the old rule), at most ``--max-epochs``, restored epoch scored on test once — raw, and after
@@ -54,6 +57,15 @@ from attnrec.models.ctr.base import CTRRecommender
 from attnrec.training.trainer import TrainerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ctr_grid import (  # noqa: E402, F401 - re-exported: bench_ctr's public names since issue 18
+    Job,
+    RunCache,
+    cached,
+    load_grid_scores,
+    load_reuse,
+    select_dropout,
+    select_l2,
+)
 from ctr_peer_common import DIRECTIONS, STOP_RULES  # noqa: E402 - the benchmark folder is not a package
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctr-criteo-avazu-8k"
@@ -205,6 +217,11 @@ def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
     test = splits[2]
     model, report = fit_attnrec(spec, splits, seed, s)
     raw, cal = evaluate(model.uncalibrated(), test), evaluate(model, test)
+    # per-row test probabilities (7 decimals) let ctr_paired.py --record bootstrap these very runs without refitting
+    probs = {
+        "test_p": np.round(model.predict_proba(test), 7).tolist(),
+        "test_p_raw": np.round(model.predict_proba(test, calibrated=False), 7).tolist(),
+    }
     return {
         **{k: float(raw[k]) for k in ("auc", "logloss", "ece")},
         **{f"cal_{k}": float(cal[k]) for k in ("auc", "logloss", "ece")},
@@ -214,6 +231,7 @@ def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         "epochs_run": report.epochs_run,
         "valid_auc": float(report.best_valid.get("auc", float("nan"))),
         "valid_logloss": float(report.best_valid.get("logloss", float("nan"))),
+        **probs,
     }
 
 
@@ -278,6 +296,16 @@ def run_fuxictr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
 
 
 SCORES = ("auc", "logloss", "ece", "cal_auc", "cal_logloss", "cal_ece", "temperature")
+#: the config fields one ``--dropout-grid`` value sets, per attnrec model (NFM: its MLP's and the bi-interaction
+#: vector's dropout together). AutoInt is absent: its ``dropout`` acts on the optional MLP, empty by default.
+DROPOUT_FIELDS = {
+    "nfm": ("dropout", "bi_dropout"),
+    "afm": ("dropout",),
+    "deepfm": ("dropout",),
+    "xdeepfm": ("dropout",),
+    "dcn": ("dropout",),
+    "secn": ("dropout",),
+}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -336,81 +364,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-Job = tuple[str, str, Callable[[str, Splits, int, BenchSettings], dict[str, Any]]]
-#: earlier runs by (``"<dataset>/<library>/<model>"``, L2 weight, seed)
-RunCache = dict[tuple[str, float, int], dict[str, Any]]
-#: settings that may differ between a cached run and this one
-_FREE_SETTINGS = ("embedding_reg", "fuxictr_zoo")
-
-
-def load_reuse(paths: Sequence[Path], s: BenchSettings) -> RunCache:
-    """The runs of earlier records (``--out`` files of this script) made with the same settings as ``s`` (all but
-    the L2 weight, which keys the run): training on CPU is deterministic for a seed, so such a run is what a rerun
-    would give (checked: a rerun of the 2026-12-06 01:41 Avazu record at L2 0, seed 0, gave the same validation
-    logloss and epochs for all eight models compared). A record with other settings raises SystemExit."""
-    cache: RunCache = {}
-    mine = {k: v for k, v in asdict(s).items() if k not in _FREE_SETTINGS}
-    for path in paths:
-        record = json.loads(Path(path).read_text())
-        theirs = {k: v for k, v in record["settings"].items() if k not in _FREE_SETTINGS}
-        if theirs != mine:
-            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-            raise SystemExit(f"--reuse {path}: its settings differ from this run's in {diff}")
-        for key, r in record["results"].items():
-            reg = float(r.get("embedding_reg", record["settings"]["embedding_reg"]))
-            for run in r["runs"]:
-                cache[(key, reg, int(run["seed"]))] = run
-    return cache
-
-
-def cached(cache: RunCache | None, key: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``cache[(key, L2, seed)]`` when present (args = model, splits, seed, settings), else ``fn(*args)``."""
-    _, _, seed, s = args
-    hit = (cache or {}).get((key, float(s.embedding_reg), int(seed)))
-    return {**hit, "reused": True} if hit is not None else fn(*args)
-
-
-def select_l2(
-    ds: str,
-    jobs: Sequence[Job],
-    splits: Splits,
-    grid: Sequence[float],
-    grid_seed: int,
-    s: BenchSettings,
-    log: Callable[[str], None] = print,
-    cache: RunCache | None = None,
-    peer_grid: Sequence[float] | None = None,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid``
-    (the peers': ``peer_grid``, of the same size, default ``grid``) by the lowest validation logloss of the restored
-    epoch, one run per value with model seed ``grid_seed``. The two weights are different penalties (attnrec: the
-    squares of the rows a batch uses, averaged over its rows; the peers: whole tables), so their scales may differ.
-
-    The test split is never touched: the runs get ``(train, valid, valid)``. Returns ``({key: chosen value},
-    {key: {value: {valid_logloss, valid_auc, best_epoch, epochs_run}}})`` with keys ``"<dataset>/<library>/<model>"``.
-    """
-    train, valid, _ = splits
-    peer_grid = grid if peer_grid is None else peer_grid
-    if len(peer_grid) != len(grid):
-        raise SystemExit(f"the peers' L2 grid {list(peer_grid)} is not the size of attnrec's {list(grid)}")
-    scores: dict[str, dict[str, Any]] = {f"{ds}/{lib}/{m}": {} for lib, m, _ in jobs}
-    for ours, theirs in zip(grid, peer_grid, strict=True):  # interleaved over the jobs, as the seeds are
-        for lib, m, fn in jobs:
-            value = ours if lib == "attnrec" else theirs
-            key = f"{ds}/{lib}/{m}"
-            row = cached(cache, key, fn, m, (train, valid, valid), grid_seed, replace(s, embedding_reg=value))
-            scores[f"{ds}/{lib}/{m}"][repr(value)] = {
-                k: row[k] for k in ("valid_logloss", "valid_auc", "best_epoch", "epochs_run")
-            }
-            log(
-                f"grid {ds}/{lib}/{m} L2 {value:g}: valid logloss {row['valid_logloss']:.4f} "
-                f"AUC {row['valid_auc']:.4f} epochs {row['epochs_run']} (best {row['best_epoch']})"
-            )
-    chosen = {
-        key: float(min(by_value, key=lambda v: by_value[v]["valid_logloss"]))
-        for key, by_value in scores.items()
-    }
-    return chosen, scores
+def dropout_spec(name: str, value: float, s: BenchSettings) -> str | None:
+    """``"deepfm:dropout=0.3"``: model ``name`` with every field of :data:`DROPOUT_FIELDS` set to ``value``, or None
+    when the model has no such field or already runs with that value in each (its bench setting or default)."""
+    if name not in DROPOUT_FIELDS:
+        return None
+    fields = model_class(name).config_class.model_fields
+    current = model_params(name, 0, s)
+    if all(float(current.get(f, fields[f].default)) == float(value) for f in DROPOUT_FIELDS[name]):
+        return None
+    return ":".join([name, *(f"{f}={value:g}" for f in DROPOUT_FIELDS[name])])
 
 
 def run_suite(
@@ -426,17 +389,26 @@ def run_suite(
     grid_seed: int = 0,
     cache: RunCache | None = None,
     peer_l2_grid: Sequence[float] | None = None,
+    l2_extend: Sequence[float] = (),
+    dropout_grid: Sequence[float] = (),
+    grid_cache: RunCache | None = None,
 ) -> dict[str, Any]:
     """Run every (dataset, model, seed) and return the record: ``results["<dataset>/<library>/<model>"]`` with
     :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``.
 
     With ``l2_grid``, each job's L2 weight is first chosen on validation (:func:`select_l2`, seed ``grid_seed``),
-    the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``).
-    Runs found in ``cache`` (:func:`load_reuse`) are taken from it, marked ``reused``."""
+    the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``);
+    ``l2_extend`` widens it upward where its top wins. With ``dropout_grid``, each attnrec model's dropout is then
+    chosen at its L2 (:func:`select_dropout`; scores in ``record["dropout_grid"]``) and the result's key carries the
+    chosen override (``"criteo/attnrec/deepfm:dropout=0.3"``) unless the model's own setting won.
+    Runs found in ``cache`` (:func:`load_reuse`) are taken from it, marked ``reused``; the grids also take earlier
+    grid scores from ``grid_cache`` (:func:`load_grid_scores`)."""
     s = settings or BenchSettings()
     results: dict[str, dict[str, Any]] = {}
     info: dict[str, Any] = {}
     grid_record: dict[str, Any] = {}
+    dropout_record: dict[str, Any] = {}
+    select_cache = {**(grid_cache or {}), **(cache or {})}  # a grid reads only the validation scores
     for ds in datasets:
         splits, info[ds] = load_splits(ds, data_dir, s.split_seed)
         log(f"# {ds}: {info[ds]['rows']} rows, positive rate {info[ds]['positive_rate']}")
@@ -447,8 +419,24 @@ def run_suite(
         )
         l2 = {f"{ds}/{lib}/{m}": s.embedding_reg for lib, m, _ in jobs}
         if l2_grid:
-            l2, grid_record[ds] = select_l2(ds, jobs, splits, l2_grid, grid_seed, s, log, cache, peer_l2_grid)
+            l2, grid_record[ds] = select_l2(
+                ds, jobs, splits, l2_grid, grid_seed, s, log, select_cache, peer_l2_grid, l2_extend
+            )
             log(f"# {ds}: L2 chosen on validation: {l2}")
+        if dropout_grid:
+            jobs, l2, dropout_record[ds] = select_dropout(
+                ds,
+                jobs,
+                splits,
+                dropout_grid,
+                dropout_spec,
+                l2,
+                grid_record.get(ds, {}),
+                grid_seed,
+                s,
+                log,
+                select_cache,
+            )
         runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
         for seed in seeds:  # interleaved: background load affects every library alike
             for lib, m, fn in jobs:
@@ -465,7 +453,14 @@ def run_suite(
                 )
         for key, rows in runs.items():
             results[key] = {"embedding_reg": l2[key], **summarise(rows)}
-    return {"results": results, "datasets": info, "settings": asdict(s), "l2_grid": grid_record}
+    return {
+        "results": results,
+        "datasets": info,
+        "settings": asdict(s),
+        "l2_grid": grid_record,
+        "dropout_grid": dropout_record,
+        "grid_seed": grid_seed,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -505,6 +500,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="comma-separated L2 weights: each job's chosen on validation logloss (seed --grid-seed, test unread)",
     )
     ap.add_argument("--peer-l2-grid", default="", help="the peers' grid (same size; default --l2-grid)")
+    ap.add_argument(
+        "--l2-extend",
+        default="",
+        help="larger L2 weights tried in turn for an attnrec job while the largest tried so far wins on validation",
+    )
+    ap.add_argument(
+        "--dropout-grid",
+        default="",
+        help="dropout values chosen per attnrec model on validation logloss at its chosen L2 (test unread)",
+    )
     ap.add_argument("--grid-seed", type=int, default=0)
     ap.add_argument(
         "--reuse",
@@ -533,6 +538,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     peers = [p for p in args.peer.split(",") if p]
     # FuxiCTR's models live in its model zoo, outside the package: its rows run when the zoo is given
     fuxictr_peers = [p for p in args.fuxictr_peer.split(",") if p] if args.fuxictr_zoo else []
+    reuse = [Path(x) for x in args.reuse.split(",") if x]
+
+    def floats(text: str) -> list[float]:
+        return [float(x) for x in text.split(",") if x]
+
     t0 = time.perf_counter()
     record = run_suite(
         [d for d in args.datasets.split(",") if d],
@@ -546,7 +556,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         l2_grid=[float(x) for x in args.l2_grid.split(",") if x],
         grid_seed=args.grid_seed,
         peer_l2_grid=[float(x) for x in args.peer_l2_grid.split(",") if x] or None,
-        cache=load_reuse([Path(x) for x in args.reuse.split(",") if x], settings),
+        cache=load_reuse(reuse, settings),
+        l2_extend=floats(args.l2_extend),
+        dropout_grid=floats(args.dropout_grid),
+        grid_cache=load_grid_scores(reuse, settings),
     )
     table = markdown_table(record["results"])
     print("\n" + table)

@@ -10,6 +10,10 @@ runs are the table's runs) and its calibrated and raw test probabilities are kep
 averaged over the seeds; the difference model − baseline is resampled over rows (``--boot`` times, the same row
 draws for every model). Reported: the mean difference, its 95% interval, and P(difference < 0) — an interval that
 straddles 0 means the test set cannot tell the two apart, whatever the seed std says.
+
+``--record bench_results/ctr.json`` bootstraps the runs of a ``bench_ctr.py`` record instead: every attnrec model
+in it against its baseline, from the per-row test probabilities the record keeps (runs without them, e.g. reused
+from an older record, are refitted from their spec and L2 weight).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +71,30 @@ def seed_mean_losses(spec: str, splits: Any, seeds: Sequence[int], s: BenchSetti
     return {"cal": np.mean(cal, axis=0), "raw": np.mean(raw, axis=0)}
 
 
+def record_losses(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSettings) -> dict[str, np.ndarray]:
+    """:func:`seed_mean_losses` of a ``bench_ctr`` result (``run_set``: its ``runs`` and ``embedding_reg``) from the
+    runs' stored test probabilities, or by refitting ``spec`` at that L2 when a run lacks them."""
+    runs = run_set["runs"]
+    if not all("test_p" in r and "test_p_raw" in r for r in runs):
+        reg = float(run_set.get("embedding_reg", 0.0))
+        return seed_mean_losses(spec, splits, [int(r["seed"]) for r in runs], replace(s, embedding_reg=reg))
+    y = splits[2].labels.astype(np.float64)
+    return {
+        kind: np.mean([row_logloss(y, np.asarray(r[field])) for r in runs], axis=0)
+        for kind, field in (("cal", "test_p"), ("raw", "test_p_raw"))
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit, bootstrap, print the markdown table and write the JSON record (``--out``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--datasets", default="criteo,avazu")
-    ap.add_argument("--models", required=True, help="comma-separated bench_ctr specs")
+    ap.add_argument(
+        "--models", default="", help="comma-separated bench_ctr specs (required without --record)"
+    )
+    ap.add_argument(
+        "--record", type=Path, default=None, help="a bench_ctr.py --out record: bootstrap its runs"
+    )
     ap.add_argument("--baseline", default="lr", help="a bench_ctr spec")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--boot", type=int, default=2000)
@@ -79,8 +103,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if not args.models and args.record is None:
+        ap.error("give --models or --record")
     torch.set_num_threads(args.threads)
     s = BenchSettings(split_seed=args.split_seed)
+    record_in = json.loads(args.record.read_text()) if args.record else None
+    if record_in is not None:
+        s = BenchSettings(**record_in["settings"])
+        args.datasets = ",".join(record_in["datasets"])
     seeds = [int(x) for x in args.seeds.split(",")]
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
@@ -90,9 +120,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]
     for ds in (d for d in args.datasets.split(",") if d):
         splits, _ = load_splits(ds, args.data_dir, s.split_seed)
-        base = seed_mean_losses(args.baseline, splits, seeds, s)
-        for spec in (m for m in args.models.split(",") if m):
-            mine = seed_mean_losses(spec, splits, seeds, s)
+        if record_in is not None:
+            ours = {
+                k.split("/", 2)[2]: v
+                for k, v in record_in["results"].items()
+                if k.startswith(f"{ds}/attnrec/")
+            }
+            wanted = [m for m in args.models.split(",") if m] or [k for k in ours if k != args.baseline]
+            base = record_losses(ours[args.baseline], args.baseline, splits, s)
+        else:
+            wanted = [m for m in args.models.split(",") if m]
+            base = seed_mean_losses(args.baseline, splits, seeds, s)
+        for spec in wanted:
+            mine = (
+                record_losses(ours[spec], spec, splits, s)
+                if record_in
+                else seed_mean_losses(spec, splits, seeds, s)
+            )
             r = {kind: paired_bootstrap(mine[kind] - base[kind], args.boot) for kind in ("cal", "raw")}
             results[f"{ds}/{spec}"] = r
             c, w = r["cal"], r["raw"]

@@ -189,3 +189,133 @@ def test_paired_bootstrap_by_hand() -> None:
     )
     mixed = paired.paired_bootstrap(np.array([-1.0, 1.0] * 25), 500)  # mean 0: the interval straddles it
     assert mixed["lo"] < 0 < mixed["hi"] and 0.3 < mixed["p_below_0"] < 0.7
+
+
+def test_l2_grid_widens_upward_only_while_its_top_value_wins() -> None:
+    bench = _load("bench_ctr")
+    ran: list[tuple[str, float]] = []
+    # "a" keeps improving up to 0.3 and is worse at 1 (so 3 is never run); "b" is best at 0: no extension;
+    # the peer "c" is best at its top but extension is for attnrec jobs only
+    curve = {
+        "a": {0.0: 0.50, 0.1: 0.48, 0.3: 0.46, 1.0: 0.47, 3.0: 0.40},
+        "b": {0.0: 0.40, 0.1: 0.45},
+        "c": {0.0: 0.50, 0.1: 0.45},
+    }
+
+    def job(name: str, splits: tuple[object, ...], seed: int, s: Any) -> dict[str, float]:
+        ran.append((name, s.embedding_reg))
+        return {
+            "valid_logloss": curve[name][s.embedding_reg],
+            "valid_auc": 0.7,
+            "best_epoch": 2,
+            "epochs_run": 5,
+        }
+
+    jobs = [("attnrec", "a", job), ("attnrec", "b", job), ("peer", "c", job)]
+    splits = (object(), object(), object())
+    chosen, scores = bench.select_l2(
+        "d", jobs, splits, [0.0, 0.1], 0, bench.BenchSettings(), log=lambda m: None, extend=[0.3, 1.0, 3.0]
+    )
+    assert chosen == {"d/attnrec/a": 0.3, "d/attnrec/b": 0.0, "d/peer/c": 0.1}
+    assert [reg for name, reg in ran if name == "a"] == [0.0, 0.1, 0.3, 1.0]
+    assert [reg for name, reg in ran if name != "a"] == [0.0, 0.0, 0.1, 0.1]
+    assert set(scores["d/attnrec/a"]) == {repr(v) for v in (0.0, 0.1, 0.3, 1.0)}
+
+
+def test_dropout_spec_sets_each_models_own_dropout_fields() -> None:
+    bench = _load("bench_ctr")
+    s = bench.BenchSettings()
+    assert bench.dropout_spec("deepfm", 0.1, s) is None  # the bench's own setting: the plain model runs it
+    assert bench.dropout_spec("deepfm", 0.3, s) == "deepfm:dropout=0.3"
+    assert bench.dropout_spec("secn", 0.0, s) is None  # secn's default is 0
+    assert bench.dropout_spec("secn", 0.5, s) == "secn:dropout=0.5"
+    # NFM: one value sets the MLP's and the bi-interaction's dropout (its default is 0.1 / 0)
+    assert bench.dropout_spec("nfm", 0.1, s) == "nfm:dropout=0.1:bi_dropout=0.1"
+    assert bench.dropout_spec("autoint", 0.3, s) is None and bench.dropout_spec("lr", 0.3, s) is None
+    name, overrides = bench.parse_spec(bench.dropout_spec("nfm", 0.3, s))
+    model = bench.model_class(name)(**overrides)
+    assert (model.config.dropout, model.config.bi_dropout) == (0.3, 0.3)
+
+
+def test_dropout_grid_chooses_on_validation_at_the_chosen_l2() -> None:
+    bench = _load("bench_ctr")
+    train, valid, test = object(), object(), object()
+    seen: list[tuple[str, float, tuple[object, ...]]] = []
+    curve = {"deepfm:dropout=0": 0.47, "deepfm:dropout=0.3": 0.45, "deepfm:dropout=0.5": 0.46}
+
+    def job(spec: str, splits: tuple[object, ...], seed: int, s: Any) -> dict[str, float]:
+        seen.append((spec, s.embedding_reg, splits))
+        return {"valid_logloss": curve[spec], "valid_auc": 0.7, "best_epoch": 2, "epochs_run": 5}
+
+    jobs = [("attnrec", "deepfm", job), ("attnrec", "lr", job), ("peer", "deepfm", job)]
+    l2 = {"d/attnrec/deepfm": 0.1, "d/attnrec/lr": 0.0, "d/peer/deepfm": 1e-4}
+    # the plain model's score at its chosen L2 comes from the L2 grid: not rerun
+    l2_scores = {"d/attnrec/deepfm": {repr(0.1): {"valid_logloss": 0.455}}}
+    out_jobs, out_l2, scores = bench.select_dropout(
+        "d",
+        jobs,
+        (train, valid, test),
+        [0.0, 0.1, 0.3, 0.5],
+        bench.dropout_spec,
+        l2,
+        l2_scores,
+        0,
+        bench.BenchSettings(),
+        log=lambda m: None,
+    )
+    assert [(lib, spec) for lib, spec, _ in out_jobs] == [
+        ("attnrec", "deepfm:dropout=0.3"),
+        ("attnrec", "lr"),
+        ("peer", "deepfm"),
+    ]
+    assert out_l2 == {"d/attnrec/deepfm:dropout=0.3": 0.1, "d/attnrec/lr": 0.0, "d/peer/deepfm": 1e-4}
+    assert sorted(scores["d/attnrec/deepfm"]) == [
+        "deepfm",
+        "deepfm:dropout=0",
+        "deepfm:dropout=0.3",
+        "deepfm:dropout=0.5",
+    ]
+    assert [spec for spec, _, _ in seen] == ["deepfm:dropout=0", "deepfm:dropout=0.3", "deepfm:dropout=0.5"]
+    assert all(reg == 0.1 and splits == (train, valid, valid) for _, reg, splits in seen)
+
+
+def test_grid_scores_of_an_earlier_record_are_reused_by_the_grid(tmp_path: Path) -> None:
+    bench = _load("bench_ctr")
+    s = bench.BenchSettings()
+    row = {"valid_logloss": 0.44, "valid_auc": 0.7, "best_epoch": 2, "epochs_run": 5}
+    record = {
+        "settings": bench.asdict(s),
+        "results": {},
+        "grid_seed": 3,
+        "l2_grid": {"d": {"d/attnrec/fm": {repr(0.1): row}}},
+        "dropout_grid": {
+            "d": {
+                "d/attnrec/nfm": {
+                    "nfm:dropout=0.3": {**row, "embedding_reg": 0.01, "spec_key": "d/attnrec/nfm:dropout=0.3"}
+                }
+            }
+        },
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(record))
+    cache = bench.load_grid_scores([path], s)
+    assert set(cache) == {("d/attnrec/fm", 0.1, 3), ("d/attnrec/nfm:dropout=0.3", 0.01, 3)}
+    assert (
+        bench.load_reuse([path], s) == {}
+    )  # grid runs never stand in for a seed's run (they hold no test score)
+
+
+def test_paired_bootstrap_reads_a_records_stored_probabilities() -> None:
+    paired = _load("ctr_paired")
+    y = np.array([1.0, 0.0])
+
+    class Test:
+        labels = y
+
+    runs = [
+        {"seed": 0, "test_p": [0.8, 0.25], "test_p_raw": [0.9, 0.5]},
+        {"seed": 1, "test_p": [0.6, 0.25], "test_p_raw": [0.9, 0.5]},
+    ]
+    got = paired.record_losses({"runs": runs}, "fm", (None, None, Test()), paired.BenchSettings())
+    np.testing.assert_allclose(got["cal"], [-(np.log(0.8) + np.log(0.6)) / 2, -np.log(0.75)])
+    np.testing.assert_allclose(got["raw"], [-np.log(0.9), -np.log(0.5)])

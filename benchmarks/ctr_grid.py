@@ -1,0 +1,192 @@
+"""Choosing a CTR benchmark job's settings on validation (the L2 weight, then dropout) and reusing earlier runs.
+
+Split out of ``bench_ctr.py`` (which re-exports these names): the grids run a job on ``(train, valid, valid)`` at one
+model seed, so the test split is never read; the seeds then run with the chosen values. Jobs are
+``(library, spec, run function)``; a run function takes ``(spec, splits, seed, settings)`` and returns a dict with
+at least ``valid_logloss``, ``valid_auc``, ``best_epoch`` and ``epochs_run``. Settings are ``bench_ctr.BenchSettings``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+Job = tuple[str, str, Callable[..., dict[str, Any]]]
+#: earlier runs by (``"<dataset>/<library>/<model>"``, L2 weight, seed)
+RunCache = dict[tuple[str, float, int], dict[str, Any]]
+#: settings that may differ between a cached run and this one
+_FREE_SETTINGS = ("embedding_reg", "fuxictr_zoo")
+
+
+def _matching_records(paths: Sequence[Path], s: Any) -> list[tuple[Path, dict[str, Any]]]:
+    """The records at ``paths``, each checked to have been made with ``s``'s settings (all but those in
+    ``_FREE_SETTINGS``); one with other settings raises SystemExit naming the settings that differ."""
+    out = []
+    mine = {k: v for k, v in asdict(s).items() if k not in _FREE_SETTINGS}
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        theirs = {k: v for k, v in record["settings"].items() if k not in _FREE_SETTINGS}
+        if theirs != mine:
+            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+            raise SystemExit(f"--reuse {path}: its settings differ from this run's in {diff}")
+        out.append((Path(path), record))
+    return out
+
+
+def load_grid_scores(paths: Sequence[Path], s: Any) -> RunCache:
+    """The validation scores of earlier records' grid runs (``l2_grid`` and ``dropout_grid``), keyed as
+    :func:`load_reuse` keys runs, with the record's ``grid_seed`` (0 for records before it was stored: the option's
+    default, which every such record used). For the grid only: these runs never read test."""
+    cache: RunCache = {}
+    for _, record in _matching_records(paths, s):
+        seed = int(record.get("grid_seed", 0))
+        for part in ("l2_grid", "dropout_grid"):
+            for by_key in record.get(part, {}).values():
+                for key, by_value in by_key.items():
+                    for value, row in by_value.items():
+                        reg = float(row.get("embedding_reg", value))
+                        cache[(row.get("spec_key", key), reg, seed)] = row
+    return cache
+
+
+def load_reuse(paths: Sequence[Path], s: Any) -> RunCache:
+    """The runs of earlier records (``--out`` files of this script) made with the same settings as ``s`` (all but
+    the L2 weight, which keys the run): training on CPU is deterministic for a seed, so such a run is what a rerun
+    would give (checked: a rerun of the 2026-12-06 01:41 Avazu record at L2 0, seed 0, gave the same validation
+    logloss and epochs for all eight models compared). A record with other settings raises SystemExit."""
+    cache: RunCache = {}
+    for _, record in _matching_records(paths, s):
+        for key, r in record["results"].items():
+            reg = float(r.get("embedding_reg", record["settings"]["embedding_reg"]))
+            for run in r["runs"]:
+                cache[(key, reg, int(run["seed"]))] = run
+    return cache
+
+
+def cached(cache: RunCache | None, key: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``cache[(key, L2, seed)]`` when present (args = model, splits, seed, settings), else ``fn(*args)``."""
+    _, _, seed, s = args
+    hit = (cache or {}).get((key, float(s.embedding_reg), int(seed)))
+    return {**hit, "reused": True} if hit is not None else fn(*args)
+
+
+def select_l2(
+    ds: str,
+    jobs: Sequence[Job],
+    splits: Any,
+    grid: Sequence[float],
+    grid_seed: int,
+    s: Any,
+    log: Callable[[str], None] = print,
+    cache: RunCache | None = None,
+    peer_grid: Sequence[float] | None = None,
+    extend: Sequence[float] = (),
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid``
+    (the peers': ``peer_grid``, of the same size, default ``grid``) by the lowest validation logloss of the restored
+    epoch, one run per value with model seed ``grid_seed``. The two weights are different penalties (attnrec: the
+    squares of the rows a batch uses, averaged over its rows; the peers: whole tables), so their scales may differ.
+
+    ``extend`` (ascending, above the grid; attnrec jobs only): an attnrec job whose lowest validation logloss is at
+    the largest value tried so far also runs the next value, until one does not improve on it or the values run
+    out — the grid widened only where its top edge won.
+
+    The test split is never touched: the runs get ``(train, valid, valid)``. Returns ``({key: chosen value},
+    {key: {value: {valid_logloss, valid_auc, best_epoch, epochs_run}}})`` with keys ``"<dataset>/<library>/<model>"``.
+    """
+    peer_grid = grid if peer_grid is None else peer_grid
+    if len(peer_grid) != len(grid):
+        raise SystemExit(f"the peers' L2 grid {list(peer_grid)} is not the size of attnrec's {list(grid)}")
+    scores: dict[str, dict[str, Any]] = {f"{ds}/{lib}/{m}": {} for lib, m, _ in jobs}
+    for ours, theirs in zip(grid, peer_grid, strict=True):  # interleaved over the jobs, as the seeds are
+        for lib, m, fn in jobs:
+            value = ours if lib == "attnrec" else theirs
+            row = grid_run(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
+            scores[f"{ds}/{lib}/{m}"][repr(value)] = row
+    for value in extend:
+        for lib, m, fn in jobs:
+            by_value = scores[f"{ds}/{lib}/{m}"]
+            top = max(by_value, key=float)
+            if lib != "attnrec" or float(value) <= float(top) or _best(by_value) != top:
+                continue
+            row = grid_run(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
+            by_value[repr(float(value))] = row
+    chosen = {key: float(_best(by_value)) for key, by_value in scores.items()}
+    return chosen, scores
+
+
+def _best(by_value: dict[str, dict[str, Any]]) -> str:
+    """The grid entry with the lowest validation logloss (ties: the first tried)."""
+    return min(by_value, key=lambda v: by_value[v]["valid_logloss"])
+
+
+def grid_run(
+    ds: str,
+    lib: str,
+    spec: str,
+    fn: Callable[..., dict[str, Any]],
+    splits: Any,
+    grid_seed: int,
+    s: Any,
+    log: Callable[[str], None],
+    cache: RunCache | None,
+) -> dict[str, Any]:
+    """One grid run of job ``spec`` at seed ``grid_seed`` with settings ``s`` on ``(train, valid, valid)`` (test
+    unread), or its cached scores: ``{valid_logloss, valid_auc, best_epoch, epochs_run, embedding_reg, spec_key}``."""
+    train, valid, _ = splits
+    key = f"{ds}/{lib}/{spec}"
+    row = cached(cache, key, fn, spec, (train, valid, valid), grid_seed, s)
+    out = {k: row[k] for k in ("valid_logloss", "valid_auc", "best_epoch", "epochs_run")}
+    log(
+        f"grid {key} L2 {s.embedding_reg:g}: valid logloss {out['valid_logloss']:.4f} "
+        f"AUC {out['valid_auc']:.4f} epochs {out['epochs_run']} (best {out['best_epoch']})"
+    )
+    return {**out, "embedding_reg": float(s.embedding_reg), "spec_key": key}
+
+
+def select_dropout(
+    ds: str,
+    jobs: Sequence[Job],
+    splits: Any,
+    grid: Sequence[float],
+    spec_of: Callable[[str, float, Any], str | None],
+    l2: dict[str, float],
+    l2_scores: dict[str, Any],
+    grid_seed: int,
+    s: Any,
+    log: Callable[[str], None] = print,
+    cache: RunCache | None = None,
+) -> tuple[list[Job], dict[str, float], dict[str, Any]]:
+    """Choose each attnrec job's dropout from ``grid`` at its chosen L2 (``l2``), by the
+    lowest validation logloss at seed ``grid_seed``; the model's own setting competes with its score from
+    ``l2_scores`` (the L2 grid's run at the chosen value). ``spec_of(model, value, s)`` is the job's spec at that
+    dropout, None where the model has none or already runs with it (``bench_ctr.dropout_spec``). Test unread, as in
+    :func:`select_l2`.
+
+    Returns ``(jobs with the chosen specs, {new key: L2}, {old key: {spec: scores}})``; other jobs are unchanged."""
+    out_jobs: list[Job] = []
+    out_l2: dict[str, float] = {}
+    scores: dict[str, Any] = {}
+    for lib, m, fn in jobs:
+        key = f"{ds}/{lib}/{m}"
+        specs = [x for v in grid if (x := spec_of(m, v, s)) is not None] if lib == "attnrec" else []
+        if not specs:
+            out_jobs.append((lib, m, fn))
+            out_l2[key] = l2[key]
+            continue
+        at = replace(s, embedding_reg=l2[key])
+        by_spec = {
+            m: l2_scores.get(key, {}).get(repr(l2[key]))
+            or grid_run(ds, lib, m, fn, splits, grid_seed, at, log, cache)
+        }
+        for spec in specs:
+            by_spec[spec] = grid_run(ds, lib, spec, fn, splits, grid_seed, at, log, cache)
+        scores[key] = by_spec
+        best = _best(by_spec)
+        log(f"# {key}: dropout chosen on validation: {best}")
+        out_jobs.append((lib, best, fn))
+        out_l2[f"{ds}/{lib}/{best}"] = l2[key]
+    return out_jobs, out_l2, scores
