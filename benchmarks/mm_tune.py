@@ -40,16 +40,23 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "freedom": {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "dropout": [0.8, 0.9]},
     "mrcsaf": {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "dropout": [0.8, 0.9]},
 }
+#: ``--grid wide``: 8 more points each, outside MMRec's grids — lightgcn's other layer counts of MMRec's grid,
+#: lighter edge pruning for freedom / mrcsaf (MMRec's 0.8 / 0.9 prune most of a small set's few edges)
+WIDE: dict[str, dict[str, list[Any]]] = {
+    "lightgcn": {"reg": [1e-2, 1e-3, 1e-4, 1e-5], "n_layers": [1, 4]},
+    "freedom": {"reg_weight": [1e-5, 1e-4], "dropout": [0.0, 0.2, 0.5, 0.7]},
+    "mrcsaf": {"reg_weight": [1e-5, 1e-4], "dropout": [0.0, 0.2, 0.5, 0.7]},
+}
 
 
 def grid_points(model: str, spec: str) -> list[dict[str, Any]]:
-    """The settings to fit for ``model``: its whole grid (``spec`` "grid"), the row's own settings only
-    ("default"), or explicit points ``"k=v;k=v|k=v"`` (``|`` separates points, values parsed as JSON)."""
+    """The settings to fit for ``model``: its grid (``spec`` "grid", or "wide": :data:`WIDE`), the row's own
+    settings only ("default"), or explicit points ``"k=v;k=v|k=v"`` (``|`` separates points, values parsed as JSON)."""
     if spec == "default":
         return [{}]
-    if spec == "grid":
-        keys = list(GRIDS[model])
-        return [dict(zip(keys, vals, strict=True)) for vals in itertools.product(*GRIDS[model].values())]
+    if spec in ("grid", "wide"):
+        grid = (GRIDS if spec == "grid" else WIDE)[model]
+        return [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
     return [
         {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in point.split(";") if kv)}
         for point in spec.split("|")
@@ -117,25 +124,31 @@ def inspect(model: Any) -> dict[str, Any]:
     return out
 
 
-def report(path: Path) -> None:
+def report(path: Path, spec: str = "all") -> None:
     """Per model and grid point: mean ± std over seeds of validation and test Recall@20; the point chosen on
-    validation marked, and a summary table of the chosen points' test metrics."""
+    validation marked, and a summary table of the chosen points' test metrics. ``spec`` "grid" / "wide" keeps
+    only that grid's points (the choice is then made among them), "all" every point in the file."""
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in recs:
-        if "tune_point" in r:
+        if "tune_point" in r and (spec == "all" or r["tune_point"] in grid_points(r["model"], spec)):
             groups.setdefault((r["model"], json.dumps(r["tune_point"], sort_keys=True)), []).append(r)
     best: dict[str, tuple[float, str]] = {}
-    for (model, point), rs in groups.items():
+    for (model, point), rs in groups.items():  # a tie keeps the point fitted first (grid order)
         v = float(np.mean([r["valid"]["recall@20"] for r in rs]))
         if model not in best or v > best[model][0]:
             best[model] = (v, point)
+    means = {g: float(np.mean([r["valid"]["recall@20"] for r in rs])) for g, rs in groups.items()}
     print("| model | setting | seeds | valid Recall@20 | test Recall@20 | best epochs | chosen |")
     print("|---|---|---|---|---|---|---|")
     for (model, point), rs in sorted(groups.items()):
         v = [r["valid"]["recall@20"] for r in rs]
         t = [r["test"]["recall@20"] for r in rs]
-        mark = "**yes**" if best[model][1] == point else ""
+        mark = (
+            "**yes**"
+            if best[model][1] == point
+            else ("tie" if means[(model, point)] == best[model][0] else "")
+        )
         print(
             f"| {model} | `{point}` | {len(rs)} | {np.mean(v):.4f} ± {np.std(v):.4f} | {np.mean(t):.4f} ± "
             f"{np.std(t):.4f} | {[r['best_epoch'] for r in rs]} | {mark} |"
@@ -156,7 +169,11 @@ def main() -> None:
     ap.add_argument("--dataset", default="gift-cards", choices=["ml-100k", "gift-cards"])
     ap.add_argument("--split-seed", type=int, default=2026)
     ap.add_argument("--models", default="lightgcn,freedom,mrcsaf")
-    ap.add_argument("--grid", default="grid", help='"grid", "default" or explicit points "k=v;k=v|k=v"')
+    ap.add_argument(
+        "--grid",
+        default="grid",
+        help='"grid", "wide", "default" or explicit points "k=v;k=v|k=v"; with --report: "grid", "wide", "all"',
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=1000)
     ap.add_argument("--patience", type=int, default=20)
@@ -165,7 +182,7 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args()
     if args.report is not None:
-        report(args.report)
+        report(args.report, args.grid)
         return
     torch.set_num_threads(1)
     out = args.out or Path(f"bench_results/multimodal/tune-{args.dataset}.jsonl")
