@@ -134,9 +134,9 @@ def report(path: Path, spec: str = "all") -> None:
         if "tune_point" in r and (spec == "all" or r["tune_point"] in grid_points(r["model"], spec)):
             groups.setdefault((r["model"], json.dumps(r["tune_point"], sort_keys=True)), []).append(r)
     best: dict[str, tuple[float, str]] = {}
-    for (model, point), rs in groups.items():  # a tie keeps the point fitted first (grid order)
+    for (model, point), rs in groups.items():  # a tie (to 1e-9) keeps the point fitted first (grid order)
         v = float(np.mean([r["valid"]["recall@20"] for r in rs]))
-        if model not in best or v > best[model][0]:
+        if model not in best or v > best[model][0] + 1e-9:
             best[model] = (v, point)
     means = {g: float(np.mean([r["valid"]["recall@20"] for r in rs])) for g, rs in groups.items()}
     print("| model | setting | seeds | valid Recall@20 | test Recall@20 | best epochs | chosen |")
@@ -147,7 +147,7 @@ def report(path: Path, spec: str = "all") -> None:
         mark = (
             "**yes**"
             if best[model][1] == point
-            else ("tie" if means[(model, point)] == best[model][0] else "")
+            else ("tie" if abs(means[(model, point)] - best[model][0]) <= 1e-9 else "")
         )
         print(
             f"| {model} | `{point}` | {len(rs)} | {np.mean(v):.4f} ± {np.std(v):.4f} | {np.mean(t):.4f} ± "
