@@ -24,6 +24,7 @@ import argparse
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,27 @@ def inspect(model: Any) -> dict[str, Any]:
     return out
 
 
+def zero_fusion_bias() -> Callable[[], None]:
+    """Diagnostic only (``--zero-fusion-bias``): start mrcsaf's fusion bias b of eq. 18 at zero instead of
+    PyTorch's default U(±1/√(2d)). With the default, b is larger than the Xavier item embeddings at the start, so
+    ė_m begins nearly the same vector for every item (docs/models/mrcsaf.md, "Why mrcsaf trails freedom").
+    Returns the function that undoes the patch."""
+    from attnrec.models.multimodal import mrcsaf_module
+
+    init = mrcsaf_module.CrossSelfAttentionFusion.__init__
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        torch.nn.init.zeros_(self.fuse.bias)
+
+    mrcsaf_module.CrossSelfAttentionFusion.__init__ = patched  # type: ignore[method-assign]
+
+    def restore() -> None:
+        mrcsaf_module.CrossSelfAttentionFusion.__init__ = init  # type: ignore[method-assign]
+
+    return restore
+
+
 def report(path: Path, spec: str = "all") -> None:
     """Per model and grid point: mean ± std over seeds of validation and test Recall@20; the point chosen on
     validation marked, and a summary table of the chosen points' test metrics. ``spec`` "grid" / "wide" keeps
@@ -142,7 +164,7 @@ def report(path: Path, spec: str = "all") -> None:
     print("| model | setting | seeds | valid Recall@20 | test Recall@20 | best epochs | chosen |")
     print("|---|---|---|---|---|---|---|")
     for (model, point), rs in sorted(groups.items()):
-        v = [r["valid"]["recall@20"] for r in rs]
+        vs = [r["valid"]["recall@20"] for r in rs]
         t = [r["test"]["recall@20"] for r in rs]
         mark = (
             "**yes**"
@@ -150,7 +172,7 @@ def report(path: Path, spec: str = "all") -> None:
             else ("tie" if abs(means[(model, point)] - best[model][0]) <= 1e-9 else "")
         )
         print(
-            f"| {model} | `{point}` | {len(rs)} | {np.mean(v):.4f} ± {np.std(v):.4f} | {np.mean(t):.4f} ± "
+            f"| {model} | `{point}` | {len(rs)} | {np.mean(vs):.4f} ± {np.std(vs):.4f} | {np.mean(t):.4f} ± "
             f"{np.std(t):.4f} | {[r['best_epoch'] for r in rs]} | {mark} |"
         )
     print("\n| model | chosen setting | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 |")
@@ -178,6 +200,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1000)
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--inspect", action="store_true", help="record diagnostics of freedom / mrcsaf fits")
+    ap.add_argument(
+        "--zero-fusion-bias", action="store_true", help="diagnostic: mrcsaf's eq. 18 bias starts at 0"
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args()
@@ -185,6 +210,8 @@ def main() -> None:
         report(args.report, args.grid)
         return
     torch.set_num_threads(1)
+    if args.zero_fusion_bias:
+        zero_fusion_bias()
     out = args.out or Path(f"bench_results/multimodal/tune-{args.dataset}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     train, valid, test, _, ds = load(args.dataset, args.split_seed)
@@ -206,6 +233,8 @@ def main() -> None:
                     model, seed, (train, valid, test), feats, args.epochs, args.patience, 1, point, look
                 )
                 rec.update(dataset=args.dataset, tune_point=point, command=" ".join(sys.argv))
+                if args.zero_fusion_bias:
+                    rec["diagnostic"] = "zero_fusion_bias"
                 print(json.dumps({k: v for k, v in rec.items() if k != "curve"}), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(rec) + "\n")

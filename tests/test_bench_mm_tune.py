@@ -116,3 +116,16 @@ def test_inspect_mrcsaf_reports_each_modality(tune):  # type: ignore[no-untyped-
         assert out["item_terms"][m]["p_dot"]["norm"] == pytest.approx(
             float(p_dot.norm(dim=1).mean()), rel=1e-4
         )
+
+
+def test_zero_fusion_bias_patch_is_undone(tune):  # type: ignore[no-untyped-def]
+    from attnrec.models.multimodal.mrcsaf_module import CrossSelfAttentionFusion
+
+    torch.manual_seed(0)
+    assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) > 0  # PyTorch's default init
+    restore = tune.zero_fusion_bias()
+    try:
+        assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) == 0.0
+    finally:
+        restore()
+    assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) > 0
