@@ -96,6 +96,9 @@ class BenchSettings:
     #: the Trainer's Adam kernel (fused since bfe1bbf): a record without this key ran the single-tensor kernel,
     #: whose rounding differs, so --reuse refuses it rather than mixing the two in one table
     adam_kernel: str = "fused"
+    #: when the CTR models' own defaults last changed (NFM's and secn's dropout, issue 18): a record without this
+    #: value ran models keyed by the same name under other defaults, so --reuse refuses it
+    model_defaults: str = "2026-12-06"
 
 
 def model_class(name: str) -> type[CTRRecommender]:

@@ -227,9 +227,10 @@ def test_dropout_spec_sets_each_models_own_dropout_fields() -> None:
     s = bench.BenchSettings()
     assert bench.dropout_spec("deepfm", 0.1, s) is None  # the bench's own setting: the plain model runs it
     assert bench.dropout_spec("deepfm", 0.3, s) == "deepfm:dropout=0.3"
-    assert bench.dropout_spec("secn", 0.0, s) is None  # secn's default is 0
-    assert bench.dropout_spec("secn", 0.5, s) == "secn:dropout=0.5"
-    # NFM: one value sets the MLP's and the bi-interaction's dropout (its default is 0.1 / 0)
+    assert bench.dropout_spec("secn", 0.5, s) is None  # secn's default is 0.5
+    assert bench.dropout_spec("secn", 0.0, s) == "secn:dropout=0"
+    # NFM: one value sets the MLP's and the bi-interaction's dropout (its default is 0.5 / 0.5)
+    assert bench.dropout_spec("nfm", 0.5, s) is None
     assert bench.dropout_spec("nfm", 0.1, s) == "nfm:dropout=0.1:bi_dropout=0.1"
     assert bench.dropout_spec("autoint", 0.3, s) is None and bench.dropout_spec("lr", 0.3, s) is None
     name, overrides = bench.parse_spec(bench.dropout_spec("nfm", 0.3, s))
@@ -319,3 +320,14 @@ def test_paired_bootstrap_reads_a_records_stored_probabilities() -> None:
     got = paired.record_losses({"runs": runs}, "fm", (None, None, Test()), paired.BenchSettings())
     np.testing.assert_allclose(got["cal"], [-(np.log(0.8) + np.log(0.6)) / 2, -np.log(0.75)])
     np.testing.assert_allclose(got["raw"], [-np.log(0.9), -np.log(0.5)])
+
+
+def test_reuse_refuses_records_from_before_the_model_defaults_changed(tmp_path: Path) -> None:
+    bench = _load("bench_ctr")
+    s = bench.BenchSettings()
+    # a record from before the stamp
+    old = {k: v for k, v in bench.asdict(s).items() if k != "model_defaults"}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"settings": old, "results": {}}))
+    with pytest.raises(SystemExit, match="model_defaults"):
+        bench.load_reuse([path], s)

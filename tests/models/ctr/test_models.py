@@ -69,3 +69,12 @@ class TestAutoIntPlus(ConformanceTests):
         "hidden": [16],
         "use_linear": True,
     }
+
+
+def test_nfm_and_secn_dropout_defaults_are_the_validation_choice() -> None:
+    # issue 18: chosen on validation logloss on MovieLens-CTR, Criteo and Avazu (docs/models/nfm.md, secn.md)
+    from attnrec.models.ctr.secn import SECNConfig
+
+    nfm = NFM().config
+    assert (nfm.dropout, nfm.bi_dropout) == (0.5, 0.5)
+    assert SECNConfig().dropout == 0.5

@@ -69,6 +69,7 @@ def test_module_is_embed_cross_sumpool_linear(reading: str) -> None:
         cross_product=reading,
         cross_activation="identity",
         attention_position="none",
+        dropout=0.0,  # the paper's equation has no dropout (the default's 0.5 is a benchmark choice)
     )
     torch.manual_seed(0)
     module = SECNModule(schema, cfg)  # type: ignore[arg-type]

@@ -53,7 +53,8 @@ class SECNConfig(EmbeddingCTRConfig):
     pool_layers: Literal["last", "all"] = Field(
         "last", description="sum-pool H(L) only (the equation) or every layer's H(i), concatenated"
     )
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the pooled vector P")
+    # 0.5 since issue 18 (was 0; the paper has none): chosen on validation logloss (docs/models/secn.md, point 9)
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout on the pooled vector P")
 
 
 class SeparationCrossLayer(nn.Module):
