@@ -193,3 +193,20 @@ def test_shared_c2dsr_and_llmcdsr_counts(monkeypatch: pytest.MonkeyPatch) -> Non
     ll = registry.load_dataset("llmcdsr-food-kitchen").info()
     assert ll["interactions"] == 37281 + 265817 + 99170 + 18133 + 15726
     assert ll["catalogue_items"] == {"A": 8661, "B": 27637}
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(
+    not (SHARED / "cdsr-c2dsr-partial" / "Movie-Book").is_dir(), reason="shared data absent (../shared/data)"
+)
+def test_shared_c2dsr_movie_book_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SOURCE.md's counts: val_new 73,476 + test_new 74,729 interactions over 7,644 + 7,708 disjoint users
+    monkeypatch.setenv(DATA_ENV, str(SHARED))
+    ds = registry.load_dataset("c2dsr-movie-book")
+    info = ds.info()
+    assert info["users"] == 7644 + 7708 and info["interactions"] == 73476 + 74729
+    assert info["catalogue_items"] == {"A": 36845, "B": 63937}
+    assert info["domains"]["A"]["interactions"] == 36558 + 37018  # type: ignore[index]
+    assert info["sequence_length"][0] == 6 and info["sequence_length"][2] == 15
+    assert ds.notes["out_of_order_sorted"] == {"users": 6298}
+    assert ds.notes["short_sequences"]["users"] == 0
