@@ -60,7 +60,7 @@ DATASETS: dict[str, tuple[str, str | None]] = {
 #: with the factor penalty of the svd row's validation choice
 HYBRID = {"svd_residual": True, "svd_crossfit": 10, "pooling": "concat", "attn_residual": True}
 
-#: row label -> worker, the library's model, fixed settings, validation grid (6 points for every tuned model: one
+#: row label -> worker, the library's model, fixed settings, validation grid (6 points for every tuned baseline: one
 #: HFT fit takes minutes here, and each library gets the same number of tries). HFT's l2_reg was widened once, to
 #: 30, after its validation MSE fell from 0.3 to 3.0 (as for the grids of the fair issue-12 comparisons)
 MODELS: dict[str, dict[str, Any]] = {
