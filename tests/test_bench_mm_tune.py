@@ -122,7 +122,9 @@ def test_zero_fusion_bias_patch_is_undone(tune):  # type: ignore[no-untyped-def]
     from attnrec.models.multimodal.mrcsaf_module import CrossSelfAttentionFusion
 
     torch.manual_seed(0)
-    assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) > 0  # PyTorch's default init
+    assert (
+        float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) > 0
+    )  # PyTorch's default init
     restore = tune.zero_fusion_bias()
     try:
         assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) == 0.0
