@@ -35,6 +35,8 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -96,9 +98,23 @@ class BenchSettings:
     #: the Trainer's Adam kernel (fused since bfe1bbf): a record without this key ran the single-tensor kernel,
     #: whose rounding differs, so --reuse refuses it rather than mixing the two in one table
     adam_kernel: str = "fused"
-    #: when the CTR models' own defaults last changed (NFM's and secn's dropout, issue 18): a record without this
-    #: value ran models keyed by the same name under other defaults, so --reuse refuses it
-    model_defaults: str = "2026-12-06"
+    #: a hash of every CTR model's default config (:func:`model_defaults_stamp`): a record with another value ran
+    #: models keyed by the same name under other defaults (e.g. NFM's and secn's dropout before issue 18), so
+    #: --reuse and ctr_paired.py --record refuse it
+    model_defaults: str = field(default_factory=lambda: current_model_defaults())
+
+
+def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
+    """12 hex digits of the sha256 of ``{model: its default config dict}`` as sorted JSON: any changed default,
+    added field or added model gives another stamp."""
+    text = json.dumps(defaults, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@functools.cache
+def current_model_defaults() -> str:
+    """:func:`model_defaults_stamp` of the default configs of :data:`MODELS` in this checkout."""
+    return model_defaults_stamp({m: model_class(m).config_class().to_dict() for m in MODELS})
 
 
 def model_class(name: str) -> type[CTRRecommender]:

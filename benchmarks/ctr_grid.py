@@ -9,6 +9,7 @@ at least ``valid_logloss``, ``valid_auc``, ``best_epoch`` and ``epochs_run``. Se
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,15 +26,19 @@ def _matching_records(paths: Sequence[Path], s: Any) -> list[tuple[Path, dict[st
     """The records at ``paths``, each checked to have been made with ``s``'s settings (all but those in
     ``_FREE_SETTINGS``); one with other settings raises SystemExit naming the settings that differ."""
     out = []
-    mine = {k: v for k, v in asdict(s).items() if k not in _FREE_SETTINGS}
     for path in paths:
         record = json.loads(Path(path).read_text())
-        theirs = {k: v for k, v in record["settings"].items() if k not in _FREE_SETTINGS}
-        if theirs != mine:
-            diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        diff = settings_diff(record["settings"], asdict(s))
+        if diff:
             raise SystemExit(f"--reuse {path}: its settings differ from this run's in {diff}")
         out.append((Path(path), record))
     return out
+
+
+def settings_diff(theirs: dict[str, Any], mine: dict[str, Any]) -> list[str]:
+    """The settings (sorted names) of ``mine`` in which a record's ``theirs`` differs, leaving out
+    ``_FREE_SETTINGS``; a key the record lacks counts as different."""
+    return sorted(k for k in mine if k not in _FREE_SETTINGS and (k not in theirs or theirs[k] != mine[k]))
 
 
 def load_grid_scores(paths: Sequence[Path], s: Any) -> RunCache:
@@ -119,8 +124,14 @@ def select_l2(
 
 
 def _best(by_value: dict[str, dict[str, Any]]) -> str:
-    """The grid entry with the lowest validation logloss (ties: the first tried)."""
-    return min(by_value, key=lambda v: by_value[v]["valid_logloss"])
+    """The grid entry with the lowest validation logloss (ties: the first tried). A NaN logloss (a diverged run,
+    or a run whose best-valid scores lack it) ranks below every number, so it is chosen only if all are NaN."""
+
+    def rank(v: str) -> tuple[bool, float]:
+        x = float(by_value[v]["valid_logloss"])
+        return (math.isnan(x), x)
+
+    return min(by_value, key=rank)
 
 
 def grid_run(

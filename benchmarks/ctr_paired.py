@@ -12,8 +12,11 @@ draws for every model). Reported: the mean difference, its 95% interval, and P(d
 straddles 0 means the test set cannot tell the two apart, whatever the seed std says.
 
 ``--record bench_results/ctr.json`` bootstraps the runs of a ``bench_ctr.py`` record instead: every attnrec model
-in it against its baseline, from the per-row test probabilities the record keeps (runs without them, e.g. reused
-from an older record, are refitted from their spec and L2 weight).
+in it against its baseline, from the per-row test probabilities the record keeps. Runs without them (records
+before 2026-12-06 ~09:30, or runs reused from one) are refitted from their spec and L2 weight under the record's
+settings — only when the record was made under this checkout's model defaults and Adam kernel and names every
+setting (the rule ``--reuse`` applies); otherwise the script refuses, naming the record and the settings, since a
+refit would bootstrap other models than the record's table.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,22 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int, seed: int = 0) -> dict[str, 
     }
 
 
+def _record_run_sets(path: Path, record: dict[str, Any], models: str, baseline: str) -> dict[str, Any]:
+    """``{"<dataset>/attnrec/<spec>": result}`` of record ``path`` for the baseline and the specs ``models``
+    (comma-separated; empty: every attnrec spec in it) on each of its datasets; a spec it lacks raises SystemExit."""
+    used: dict[str, Any] = {}
+    for ds in record["datasets"]:
+        ours = [k.split("/", 2)[2] for k in record["results"] if k.startswith(f"{ds}/attnrec/")]
+        for spec in [baseline, *([m for m in models.split(",") if m] or [k for k in ours if k != baseline])]:
+            key = f"{ds}/attnrec/{spec}"
+            if key not in record["results"]:
+                raise SystemExit(
+                    f"--record {path}: no results for {key!r} (it has {sorted(record['results'])})"
+                )
+            used[key] = record["results"][key]
+    return used
+
+
 def seed_mean_losses(spec: str, splits: Any, seeds: Sequence[int], s: BenchSettings) -> dict[str, np.ndarray]:
     """Per-row test logloss (N,) of model ``spec``, calibrated (``cal``) and raw (``raw``), mean over ``seeds``."""
     y = splits[2].labels.astype(np.float64)
@@ -85,6 +104,31 @@ def record_losses(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSetti
     }
 
 
+#: settings that name the code rather than the run: a refit today runs this checkout's values of them
+_CODE_STAMPS = ("adam_kernel", "model_defaults")
+
+
+def check_refit(path: Path, settings: dict[str, Any], lacking: Sequence[str]) -> None:
+    """Raise SystemExit unless the runs ``lacking`` stored test probabilities (keys of record ``path``) can be
+    refitted as they ran: the record's ``settings`` must name every :class:`BenchSettings` field and carry this
+    checkout's :data:`_CODE_STAMPS` (a record without them ran under older model defaults or Adam kernel)."""
+    if not lacking:
+        return
+    today = asdict(BenchSettings())
+    missing = [k for k in today if k not in settings]
+    stale = [
+        f"{k} {settings[k]!r} (this code: {today[k]!r})"
+        for k in _CODE_STAMPS
+        if k in settings and settings[k] != today[k]
+    ]
+    if missing or stale:
+        why = "; ".join([*([f"it lacks the settings {missing}"] if missing else []), *stale])
+        raise SystemExit(
+            f"--record {path}: {sorted(lacking)} have no stored test probabilities (test_p), and a refit would not "
+            f"be the record's runs: {why}. Rerun bench_ctr.py for a record that stores them."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Fit, bootstrap, print the markdown table and write the JSON record (``--out``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -108,10 +152,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     s = BenchSettings(split_seed=args.split_seed)
     record_in = json.loads(args.record.read_text()) if args.record else None
+    seeds = [int(x) for x in args.seeds.split(",")]
     if record_in is not None:
+        used = _record_run_sets(args.record, record_in, args.models, args.baseline)
+        lacking = [
+            k for k, r in used.items() if not all("test_p" in x and "test_p_raw" in x for x in r["runs"])
+        ]
+        check_refit(args.record, record_in["settings"], lacking)
         s = BenchSettings(**record_in["settings"])
         args.datasets = ",".join(record_in["datasets"])
-    seeds = [int(x) for x in args.seeds.split(",")]
+        seeds = sorted({int(x["seed"]) for r in used.values() for x in r["runs"]})
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     lines = [

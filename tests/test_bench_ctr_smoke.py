@@ -331,3 +331,77 @@ def test_reuse_refuses_records_from_before_the_model_defaults_changed(tmp_path: 
     path.write_text(json.dumps({"settings": old, "results": {}}))
     with pytest.raises(SystemExit, match="model_defaults"):
         bench.load_reuse([path], s)
+
+
+def _record(settings: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A bench_ctr record on the ``criteo`` fixture with the same ``runs`` for lr and nfm."""
+    results = {f"criteo/attnrec/{m}": {"runs": runs, "embedding_reg": 0.0} for m in ("lr", "nfm")}
+    return {"settings": settings, "datasets": {"criteo": {}}, "results": results}
+
+
+def test_paired_record_refuses_to_refit_runs_made_under_other_defaults(
+    criteo_dir: Path, tmp_path: Path
+) -> None:
+    paired = _load("ctr_paired")
+    today = {**paired.asdict(paired.BenchSettings()), "max_epochs": 1}
+    path = tmp_path / "old.json"
+    argv = ["--record", str(path), "--data-dir", str(criteo_dir), "--boot", "10"]
+    no_probs = [{"seed": 0}]
+    # a record from before the stamps (as bench_results/ctr18_avazu.json): its nfm ran other dropouts
+    old = {k: v for k, v in today.items() if k not in ("model_defaults", "adam_kernel")}
+    path.write_text(json.dumps(_record(old, no_probs)))
+    with pytest.raises(
+        SystemExit, match=r"old\.json.*criteo/attnrec/nfm.*lacks the settings \['adam_kernel'"
+    ):
+        paired.main(argv)
+    # a stamp of other model defaults
+    path.write_text(json.dumps(_record({**today, "model_defaults": "2026-12-06"}, no_probs)))
+    with pytest.raises(SystemExit, match=r"model_defaults '2026-12-06' \(this code: '[0-9a-f]{12}'\)"):
+        paired.main(argv)
+    # stored probabilities need no refit: the old record is bootstrapped, and its runs' seeds are reported
+    y = paired.load_splits("criteo", criteo_dir)[0][2].labels
+    p = np.clip(np.where(y > 0, 0.7, 0.3), 0, 1).tolist()
+    with_probs = [{"seed": s, "test_p": p, "test_p_raw": p} for s in (4, 5)]
+    path.write_text(json.dumps(_record(old, with_probs)))
+    out = paired.main([*argv, "--seeds", "0,1,2"])
+    assert out["seeds"] == [4, 5]
+    assert out["results"]["criteo/nfm"]["cal"]["mean"] == 0.0
+    with pytest.raises(SystemExit, match="no results for 'criteo/attnrec/fm'"):
+        paired.main([*argv, "--models", "fm"])
+
+
+def test_model_defaults_stamp_follows_every_ctr_models_default_config(tmp_path: Path) -> None:
+    bench = _load("bench_ctr")
+    defaults = {m: bench.model_class(m).config_class().to_dict() for m in bench.MODELS}
+    stamp = bench.model_defaults_stamp(defaults)
+    assert bench.BenchSettings().model_defaults == stamp and len(stamp) == 12
+    assert defaults["nfm"]["dropout"] == 0.5 and defaults["secn"]["dropout"] == 0.5
+    # NFM's old dropout default, or a new field on any model, gives another stamp
+    old_nfm = {**defaults, "nfm": {**defaults["nfm"], "dropout": 0.1}}
+    assert bench.model_defaults_stamp(old_nfm) != stamp
+    assert bench.model_defaults_stamp({**defaults, "fm": {**defaults["fm"], "new": 1}}) != stamp
+    # --reuse refuses a record stamped with other defaults (the hand-bumped date of the first stamp)
+    path = tmp_path / "dated.json"
+    path.write_text(json.dumps({"settings": bench.asdict(bench.BenchSettings(model_defaults="2026-12-06"))}))
+    with pytest.raises(SystemExit, match=r"dated\.json.*\['model_defaults'\]"):
+        bench.load_reuse([path], bench.BenchSettings())
+
+
+def test_grid_never_chooses_a_nan_validation_logloss() -> None:
+    bench = _load("bench_ctr")
+    train, valid = object(), object()
+    # the first grid value diverged (NaN): min() over raw floats would keep it
+    curve = {0.0: float("nan"), 1e-2: 0.47, 1e-1: 0.45}
+
+    def job(name: str, splits: tuple[object, ...], seed: int, s: object) -> dict[str, float]:
+        reg = s.embedding_reg  # type: ignore[attr-defined]
+        return {"valid_logloss": curve[reg], "valid_auc": 0.7, "best_epoch": 1, "epochs_run": 1}
+
+    jobs = [("attnrec", "a", job)]
+    settings = bench.BenchSettings()
+    grid = [0.0, 1e-2, 1e-1]
+    chosen, _ = bench.select_l2("d", jobs, (train, valid, None), grid, 0, settings, log=lambda m: None)
+    assert chosen == {"d/attnrec/a": 0.1}
+    curve.update({1e-2: float("nan"), 1e-1: float("nan")})
+    chosen, _ = bench.select_l2("d", jobs, (train, valid, None), grid, 0, settings, log=lambda m: None)
+    assert chosen == {"d/attnrec/a": 0.0}  # all diverged: the first, and its NaN shows in the scores
