@@ -155,11 +155,13 @@ def fit_ours(
     valid_every: int = 1,
     overrides: dict[str, Any] | None = None,
     inspect: Callable[[Any], dict[str, Any]] | None = None,
+    score_test: bool = True,
 ) -> dict[str, Any]:
     """Fit row ``row`` with ``seed``; validation metrics at the best epoch and test metrics read once after
     (validation every ``valid_every`` epochs: the large set, where one full-ranking pass costs several epochs).
     ``overrides`` replace some of the row's settings (a tuning grid point); ``inspect(model)`` adds its dict to
-    the record under ``inspect`` (diagnostics of the fitted model, benchmarks/mm_tune.py)."""
+    the record under ``inspect`` (diagnostics of the fitted model, benchmarks/mm_tune.py). ``score_test=False``
+    (a grid point before any choice is made) never touches the test split: the record has no ``test`` key."""
     train, valid, test = split
     name, params = ROWS[row]
     params = {**params, **(overrides or {})}
@@ -186,7 +188,7 @@ def fit_ours(
     fit_s = time.perf_counter() - t0
     secs = [h["seconds"] for h in report.history]
     assert isinstance(model, PairwiseRecommender)
-    test_m = evaluate_full_ranking(model.score_users, test.csr(), train.csr(), ks=KS)
+    test_m = evaluate_full_ranking(model.score_users, test.csr(), train.csr(), ks=KS) if score_test else None
     return {
         "library": "attnrec",
         "model": row,
@@ -197,7 +199,11 @@ def fit_ours(
         "fit_s": fit_s,
         "s_per_epoch": statistics.median(secs) if secs else None,
         "valid": {k: v for k, v in report.best_valid.items() if k.startswith(("recall@", "ndcg@"))},
-        "test": {k: float(v) for k, v in test_m.items() if k.startswith(("recall@", "ndcg@"))},
+        **(
+            {"test": {k: float(v) for k, v in test_m.items() if k.startswith(("recall@", "ndcg@"))}}
+            if test_m is not None
+            else {}
+        ),
         "load": [load0, load_avg()],
         # validation Recall@20 per validated epoch (None where an epoch was not validated)
         "curve": [h.get("valid_recall@20") for h in report.history],

@@ -8,9 +8,10 @@ diagnostics of the fitted models (validation curves, mrcsaf's modality weights, 
 
 Same split, modalities, protocol and row settings as benchmarks/bench_multimodal.py (its ``load``,
 ``modalities``, ``ROWS``, ``fit_ours``; this script never writes the exported MMRec folder, which a peer run may be
-reading). Every fit trains with early stopping on validation Recall@20 and reads test once at its best epoch; the
-report selects each model's grid point by the mean validation Recall@20 over seeds only, and prints the test
-metrics of that point (the other points' test numbers are recorded but never used to choose).
+reading). Every fit trains with early stopping on validation Recall@20. The grid fits never touch test: each
+model's point is chosen by the mean validation Recall@20 over seeds, then that point is refitted per seed and
+test is read once at its best epoch (a single-point run reads test in its one fit). Records before 2026-12-06
+10:40 UTC (no ``role``) read test at every grid point; the report shows only the chosen point's.
 
 Grids (MMRec's style, the same number of points for each model — 8 — so each gets the same tuning budget):
 lightgcn ``reg`` × ``n_layers`` (the first four of MMRec's LightGCN ``reg_weight`` grid × two of its
@@ -146,44 +147,98 @@ def zero_fusion_bias() -> Callable[[], None]:
     return restore
 
 
+def run_settings(
+    dataset: str, split_seed: int, epochs: int, patience: int, diagnostic: str | None
+) -> dict[str, Any]:
+    """Everything besides model, grid point and seed that changes a fit; stored in each record as ``settings``
+    and part of the resume key, so a fit under other settings (another split, a diagnostic patch) is never
+    taken for this one."""
+    return {
+        "dataset": dataset,
+        "split_seed": split_seed,
+        "epochs": epochs,
+        "patience": patience,
+        "diagnostic": diagnostic,
+    }
+
+
+def settings_of(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record's ``settings``; records written before they were stored (2026-12-06, before 10:40 UTC) get
+    ``{"dataset", "diagnostic", "legacy": True}`` and so never match a new run's key."""
+    if "settings" in rec:
+        return dict(rec["settings"])
+    return {"dataset": rec.get("dataset"), "diagnostic": rec.get("diagnostic"), "legacy": True}
+
+
+def role_of(rec: dict[str, Any]) -> str:
+    """``grid`` (validation only), ``test`` (the chosen point's fit, test read once) or ``legacy`` (a record
+    from before the split into the two: its fit read test at every grid point)."""
+    return str(rec.get("role", "legacy"))
+
+
+def _point(p: dict[str, Any]) -> str:
+    return json.dumps(p, sort_keys=True)
+
+
+def choose(recs: list[dict[str, Any]]) -> str | None:
+    """The grid point (as :func:`_point`) with the highest mean validation Recall@20 over its records; a tie (to
+    1e-9) keeps the point seen first (grid order); a NaN mean is never chosen. None when there is none."""
+    means: dict[str, list[float]] = {}
+    for r in recs:
+        means.setdefault(_point(r["tune_point"]), []).append(float(r["valid"]["recall@20"]))
+    best: tuple[float, str] | None = None
+    for point, vs in means.items():
+        v = float(np.mean(vs))
+        if not np.isnan(v) and (best is None or v > best[0] + 1e-9):
+            best = (v, point)
+    return None if best is None else best[1]
+
+
 def report(path: Path, spec: str = "all") -> None:
-    """Per model and grid point: mean ± std over seeds of validation and test Recall@20; the point chosen on
-    validation marked, and a summary table of the chosen points' test metrics. ``spec`` "grid" / "wide" keeps
-    only that grid's points (the choice is then made among them), "all" every point in the file."""
+    """Per run settings and model: each grid point's mean ± std over seeds of validation Recall@20 (never test),
+    the point chosen on validation marked; then the chosen points' test metrics, from the ``test`` fits made after
+    the choice. ``spec`` "grid" / "wide" keeps only that grid's points (the choice is then made among them),
+    "all" every point in the file. Records of a diagnostic (``--zero-fusion-bias``) are grouped apart."""
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in recs:
         if "tune_point" in r and (spec == "all" or r["tune_point"] in grid_points(r["model"], spec)):
-            groups.setdefault((r["model"], json.dumps(r["tune_point"], sort_keys=True)), []).append(r)
-    best: dict[str, tuple[float, str]] = {}
-    for (model, point), rs in groups.items():  # a tie (to 1e-9) keeps the point fitted first (grid order)
-        v = float(np.mean([r["valid"]["recall@20"] for r in rs]))
-        if model not in best or v > best[model][0] + 1e-9:
-            best[model] = (v, point)
-    means = {g: float(np.mean([r["valid"]["recall@20"] for r in rs])) for g, rs in groups.items()}
-    print("| model | setting | seeds | valid Recall@20 | test Recall@20 | best epochs | chosen |")
+            runs.setdefault((json.dumps(settings_of(r), sort_keys=True), r["model"]), []).append(r)
+    print("| settings | model | setting | seeds | valid Recall@20 | best epochs | chosen |")
     print("|---|---|---|---|---|---|---|")
-    for (model, point), rs in sorted(groups.items()):
-        vs = [r["valid"]["recall@20"] for r in rs]
-        t = [r["test"]["recall@20"] for r in rs]
-        mark = (
-            "**yes**"
-            if best[model][1] == point
-            else ("tie" if abs(means[(model, point)] - best[model][0]) <= 1e-9 else "")
+    chosen: dict[tuple[str, str], str | None] = {}
+    for (settings, model), rs in sorted(runs.items()):
+        # the choice uses the grid fits; a single-point run ("default") has only its test fit
+        pool = [r for r in rs if role_of(r) != "test"] or rs
+        best = chosen[(settings, model)] = choose(pool)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in pool:
+            groups.setdefault(_point(r["tune_point"]), []).append(r)
+        for point, g in groups.items():
+            vs = [r["valid"]["recall@20"] for r in g]
+            print(
+                f"| `{settings}` | {model} | `{point}` | {len(g)} | {np.mean(vs):.4f} ± {np.std(vs):.4f} | "
+                f"{[r['best_epoch'] for r in g]} | {'**yes**' if point == best else ''} |"
+            )
+    print(
+        "\n| settings | model | chosen setting | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | test from |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (settings, model), best in chosen.items():
+        rs = [r for r in runs[(settings, model)] if _point(r["tune_point"]) == best and "test" in r]
+        fresh = [r for r in rs if role_of(r) == "test"]
+        # legacy files: every grid fit read test; only the chosen point's numbers are shown
+        rs, source = (
+            (fresh, "fit after the choice") if fresh else (rs, "legacy grid fit (test read at every point)")
         )
-        print(
-            f"| {model} | `{point}` | {len(rs)} | {np.mean(vs):.4f} ± {np.std(vs):.4f} | {np.mean(t):.4f} ± "
-            f"{np.std(t):.4f} | {[r['best_epoch'] for r in rs]} | {mark} |"
-        )
-    print("\n| model | chosen setting | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 |")
-    print("|---|---|---|---|---|---|---|")
-    for model, (_, point) in best.items():
-        rs = groups[(model, point)]
+        if not rs:
+            print(f"| `{settings}` | {model} | `{best}` | 0 | not fitted on test yet | | | | |")
+            continue
         cells = [
             f"{np.mean([r['test'][k] for r in rs]):.4f} ± {np.std([r['test'][k] for r in rs]):.4f}"
             for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
         ]
-        print(f"| {model} | `{point}` | {len(rs)} | " + " | ".join(cells) + " |")
+        print(f"| `{settings}` | {model} | `{best}` | {len(rs)} | " + " | ".join(cells) + f" | {source} |")
 
 
 def main() -> None:
@@ -216,28 +271,75 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     train, valid, test, _, ds = load(args.dataset, args.split_seed)
     feats = modalities(args.dataset, ds, train)
-    done = set()
-    if out.exists():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["model"], json.dumps(r["tune_point"], sort_keys=True), r["seed"]))
-    print(json.dumps({"command": " ".join(sys.argv), "threads": 1}), flush=True)
+    settings = run_settings(
+        args.dataset,
+        args.split_seed,
+        args.epochs,
+        args.patience,
+        "zero_fusion_bias" if args.zero_fusion_bias else None,
+    )
+    print(json.dumps({"command": " ".join(sys.argv), "threads": 1, "settings": settings}), flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    def fit(model: str, point: dict[str, Any], seed: int, role: str) -> dict[str, Any]:
+        look = inspect if args.inspect and model in ("freedom", "mrcsaf") else None
+        rec = fit_ours(
+            model,
+            seed,
+            (train, valid, test),
+            feats,
+            args.epochs,
+            args.patience,
+            1,
+            point,
+            look,
+            score_test=role == "test",
+        )
+        rec.update(
+            dataset=args.dataset, tune_point=point, settings=settings, role=role, command=" ".join(sys.argv)
+        )
+        if args.zero_fusion_bias:
+            rec["diagnostic"] = "zero_fusion_bias"
+        print(json.dumps({k: v for k, v in rec.items() if k != "curve"}), flush=True)
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        return rec
+
+    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    mine = [r for r in recs if settings_of(r) == settings and role_of(r) in ("grid", "test")]
+
+    def done(model: str, point: str, seed: int, role: str) -> bool:  # resumable: rerun the same command
+        return any(
+            (r["model"], _point(r["tune_point"]), r["seed"], role_of(r)) == (model, point, seed, role)
+            for r in mine
+        )
+
     for model in args.models.split(","):
-        for point in grid_points(model, args.grid):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                key = (model, json.dumps(point, sort_keys=True), seed)
-                if key in done:  # resumable: rerun the same command after a stop
-                    continue
-                look = inspect if args.inspect and model in ("freedom", "mrcsaf") else None
-                rec = fit_ours(
-                    model, seed, (train, valid, test), feats, args.epochs, args.patience, 1, point, look
-                )
-                rec.update(dataset=args.dataset, tune_point=point, command=" ".join(sys.argv))
-                if args.zero_fusion_bias:
-                    rec["diagnostic"] = "zero_fusion_bias"
-                print(json.dumps({k: v for k, v in rec.items() if k != "curve"}), flush=True)
-                with out.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
+        points = grid_points(model, args.grid)
+        if len(points) == 1:  # nothing to choose: the one fit reads test once
+            for seed in seeds:
+                if not done(model, _point(points[0]), seed, "test"):
+                    mine.append(fit(model, points[0], seed, "test"))
+            continue
+        # grid fits see validation only; test is read once per seed, for the point chosen on validation
+        for point in points:
+            for seed in seeds:
+                if not done(model, _point(point), seed, "grid"):
+                    mine.append(fit(model, point, seed, "grid"))
+        keys = {_point(p) for p in points}
+        best = choose(
+            [
+                r
+                for r in mine
+                if r["model"] == model and role_of(r) == "grid" and _point(r["tune_point"]) in keys
+            ]
+        )
+        if best is None:
+            print(json.dumps({"model": model, "chosen": None, "why": "every grid mean is NaN"}), flush=True)
+            continue
+        for seed in seeds:
+            if not done(model, best, seed, "test"):
+                mine.append(fit(model, json.loads(best), seed, "test"))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,25 +39,30 @@ def test_every_model_gets_the_same_number_of_grid_points(tune):  # type: ignore[
     ]
 
 
-def _rec(model: str, point: dict, seed: int, valid: float, test: float) -> dict:  # type: ignore[type-arg]
-    metrics = {"recall@10": test, "recall@20": test, "ndcg@10": test, "ndcg@20": test}
-    return {
+def _rec(model: str, point: dict, seed: int, valid: float, test: float | None, role: str) -> dict:  # type: ignore[type-arg]
+    rec = {
         "model": model,
         "tune_point": point,
         "seed": seed,
         "best_epoch": 5,
         "valid": {"recall@20": valid},
-        "test": metrics,
+        "settings": {"dataset": "d", "split_seed": 1, "epochs": 9, "patience": 2, "diagnostic": None},
+        "role": role,
     }
+    if test is not None:
+        rec["test"] = {"recall@10": test, "recall@20": test, "ndcg@10": test, "ndcg@20": test}
+    return rec
 
 
 def test_report_chooses_on_validation_never_on_test(tune, tmp_path, capsys):  # type: ignore[no-untyped-def]
     a, b = {"dropout": 0.8, "reg_weight": 0.0}, {"dropout": 0.9, "reg_weight": 0.0}
     recs = [
-        _rec("freedom", a, 0, 0.50, 0.10),  # higher validation, lower test: must be chosen
-        _rec("freedom", a, 1, 0.52, 0.12),
-        _rec("freedom", b, 0, 0.40, 0.90),
-        _rec("freedom", b, 1, 0.41, 0.92),
+        _rec("freedom", a, 0, 0.50, None, "grid"),  # higher validation: must be chosen
+        _rec("freedom", a, 1, 0.52, None, "grid"),
+        _rec("freedom", b, 0, 0.40, None, "grid"),
+        _rec("freedom", b, 1, 0.41, None, "grid"),
+        _rec("freedom", a, 0, 0.50, 0.10, "test"),  # the chosen point's fits after the choice
+        _rec("freedom", a, 1, 0.52, 0.12, "test"),
     ]
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -65,10 +71,92 @@ def test_report_chooses_on_validation_never_on_test(tune, tmp_path, capsys):  # 
     chosen = [line for line in out.splitlines() if "**yes**" in line]
     assert len(chosen) == 1 and '"dropout": 0.8' in chosen[0]
     summary = out.split("chosen setting")[1]
-    assert "0.1100 ± 0.0100" in summary and "0.91" not in summary
+    assert "0.1100 ± 0.0100" in summary and "fit after the choice" in summary
     # restricted to the wide grid, none of these points is left
     tune.report(path, "wide")
     assert "freedom" not in capsys.readouterr().out
+
+
+def test_report_never_prints_a_losing_points_test_numbers(tune, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    # legacy records (before the grid/test split) hold test at every point: only the chosen point's is shown
+    a, b = {"dropout": 0.8}, {"dropout": 0.9}
+    recs = [_rec("freedom", a, 0, 0.50, 0.1234, "grid"), _rec("freedom", b, 0, 0.40, 0.9876, "grid")]
+    for r in recs:
+        del r["role"], r["settings"]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    tune.report(path)
+    out = capsys.readouterr().out
+    assert "0.1234" in out and "0.9876" not in out and "legacy" in out
+
+
+def test_report_keeps_a_diagnostic_run_out_of_the_choice(tune, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    a, b = {"dropout": 0.8}, {"dropout": 0.9}
+    patched = _rec("mrcsaf", b, 0, 0.99, None, "grid")  # best validation, but under --zero-fusion-bias
+    patched["settings"] = {**patched["settings"], "diagnostic": "zero_fusion_bias"}
+    recs = [_rec("mrcsaf", a, 0, 0.50, None, "grid"), _rec("mrcsaf", b, 0, 0.40, None, "grid"), patched]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    tune.report(path)
+    rows = [line for line in capsys.readouterr().out.splitlines() if "**yes**" in line]
+    plain = [line for line in rows if "zero_fusion_bias" not in line]
+    assert len(plain) == 1 and '"dropout": 0.8' in plain[0] and "0.5000" in plain[0]
+
+
+def test_choose_never_picks_a_nan_mean(tune):  # type: ignore[no-untyped-def]
+    recs = [_rec("mrcsaf", {"dropout": 0.8}, 0, float("nan"), None, "grid")]
+    recs.append(_rec("mrcsaf", {"dropout": 0.9}, 0, 0.1, None, "grid"))
+    assert tune.choose(recs) == json.dumps({"dropout": 0.9})
+    assert tune.choose(recs[:1]) is None
+
+
+def _run_main(tune, monkeypatch, out, *extra):  # type: ignore[no-untyped-def]
+    calls = []
+
+    def fake_fit(model, seed, split, feats, epochs, patience, valid_every, point, look, score_test=True):  # type: ignore[no-untyped-def]
+        calls.append((model, json.dumps(point, sort_keys=True), seed, score_test))
+        rec = {
+            "model": model,
+            "seed": seed,
+            "best_epoch": 1,
+            "valid": {"recall@20": point.get("dropout", 0.5)},
+        }
+        if score_test:
+            rec["test"] = {"recall@20": 0.3}
+        return rec
+
+    monkeypatch.setattr(tune, "fit_ours", fake_fit)
+    monkeypatch.setattr(tune, "load", lambda dataset, seed: (None, None, None, 0, None))
+    monkeypatch.setattr(tune, "modalities", lambda dataset, ds, train: {})
+    monkeypatch.setattr(tune, "zero_fusion_bias", lambda: lambda: None)
+    argv = ["mm_tune.py", "--dataset", "ml-100k", "--models", "mrcsaf", "--seeds", "0,1", "--out", str(out)]
+    monkeypatch.setattr("sys.argv", argv + ["--grid", "dropout=0.8|dropout=0.9", *extra])
+    tune.main()
+    return calls
+
+
+def test_grid_fits_never_read_test_only_the_chosen_point_does(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    calls = _run_main(tune, monkeypatch, out)
+    grid = [c for c in calls if not c[3]]
+    assert len(grid) == 4  # 2 points x 2 seeds, validation only
+    assert [c for c in calls if c[3]] == [("mrcsaf", '{"dropout": 0.9}', s, True) for s in (0, 1)]
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all("test" not in r for r in recs if r["role"] == "grid")
+    assert sorted(r["seed"] for r in recs if r["role"] == "test") == [0, 1]
+    # resumed with the same settings: nothing refitted
+    assert _run_main(tune, monkeypatch, out) == []
+
+
+def test_resume_key_includes_the_diagnostic_and_run_settings(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    _run_main(tune, monkeypatch, out)
+    # the patched run finds the unpatched records and must not take them for its own
+    assert len(_run_main(tune, monkeypatch, out, "--zero-fusion-bias")) == 6
+    assert len(_run_main(tune, monkeypatch, out, "--patience", "3")) == 6
+    assert _run_main(tune, monkeypatch, out, "--zero-fusion-bias") == []
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r["settings"]["diagnostic"] == "zero_fusion_bias" for r in recs) == 6
 
 
 def _fit(cls, **config):  # type: ignore[no-untyped-def]
@@ -84,17 +172,38 @@ def _fit(cls, **config):  # type: ignore[no-untyped-def]
     return model
 
 
-def test_inspect_splits_the_item_vector_into_its_two_terms(tune):  # type: ignore[no-untyped-def]
-    model = _fit(Freedom)
+@pytest.mark.parametrize("n_mm_layers", [1, 2])
+def test_inspect_splits_the_item_vector_into_its_two_terms(tune, n_mm_layers):  # type: ignore[no-untyped-def]
+    model = _fit(Freedom, n_mm_layers=n_mm_layers)
     out = tune.inspect(model)
     terms = out["item_terms"]["all"]
-    # freedom's item vector is ṗ + h: the two norms recorded are those of the two parts of compute_embeddings
+    # computed here by dense numpy algebra from the graphs' raw entries, not through the module's propagation:
+    # ṗ = mean_k A^k [U; I] (items' rows), h = S^L I, with L = n_mm_layers
+    m = model.module
+    n_users, n_items = m.n_users, m.n_items
+    s = np.zeros((n_items, n_items))
+    idx, val = m.graph_indices.numpy(), m.graph_values[0].numpy()
+    np.add.at(s, (idx[0], idx[1]), val)
+    a = m.full_adj.to_dense().numpy().astype(np.float64)
+    u0, i0 = (
+        m.user.weight.detach().numpy().astype(np.float64),
+        m.item.weight.detach().numpy().astype(np.float64),
+    )
+    e, layers = np.concatenate([u0, i0]), []
+    for _ in range(m.config.n_layers + 1):
+        layers.append(e)
+        e = a @ e
+    mean = np.mean(layers, axis=0)
+    users, p_dot = mean[:n_users], mean[n_users:]
+    h = np.linalg.matrix_power(s, n_mm_layers) @ i0
+    for label, t in (("p_dot", p_dot), ("h", h)):
+        assert terms[label]["norm"] == pytest.approx(float(np.linalg.norm(t, axis=1).mean()), rel=1e-4)
+        spread = float((users @ t.T).std(axis=1, ddof=1).mean())
+        assert terms[label]["score_spread"] == pytest.approx(spread, rel=1e-3)
+    # and the two terms add up to the item vector the model scores with
     with torch.no_grad():
-        _, items = model.module.compute_embeddings()
-        h = model.module.item_graph_mm(model.module.item.weight)
-    assert terms["h"]["norm"] == pytest.approx(float(h.norm(dim=1).mean()), rel=1e-5)
-    assert terms["p_dot"]["norm"] == pytest.approx(float((items - h).norm(dim=1).mean()), rel=1e-5)
-    assert terms["h"]["score_spread"] > 0 and terms["p_dot"]["score_spread"] > 0
+        _, items = m.compute_embeddings()
+    np.testing.assert_allclose(p_dot + h, items.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_inspect_mrcsaf_reports_each_modality(tune):  # type: ignore[no-untyped-def]
