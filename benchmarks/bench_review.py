@@ -350,11 +350,60 @@ class Truth:
         }
 
 
+#: the optimizer kernel attnrec's Trainer uses (fused Adam since bfe1bbf, 2026-12-06 06:38 UTC): part of every row's
+#: stamp; bump it when the Trainer's update changes
+ADAM_KERNEL = "fused"
+
+
+def row_stamp(label: str) -> str:
+    """A hash of what decides ``label``'s fits besides dataset, seed and grid point: the row's worker, model, fixed
+    settings and grid, and for attnrec's rows the model's default config and :data:`ADAM_KERNEL`. Stored in each
+    result row; a cached row with another stamp is refused (:func:`check_stamp`), never reused."""
+    import hashlib
+
+    spec = MODELS[label]
+    state: dict[str, Any] = {k: spec[k] for k in ("worker", "model", "fixed", "grid")}
+    if spec["worker"] == "ours":
+        from attnrec.models.base import get_model_class
+
+        state["defaults"] = get_model_class(spec["model"]).config_class().to_dict()
+        state["adam_kernel"] = ADAM_KERNEL
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def check_stamp(path: Path, row: dict[str, Any], stamp: str) -> None:
+    """Refuse a cached result ``row`` of ``path`` made under another stamp (or before stamps were recorded)."""
+    if row.get("stamp") != stamp:
+        raise SystemExit(
+            f"{path}: cached row {row['key']!r} has stamp {row.get('stamp')!r} (commit {row.get('commit')!r}), "
+            f"this checkout's is {stamp!r}: the row's settings, the model's defaults or the optimizer kernel "
+            "differ (or the row predates stamps), so it is not reused; write to another --results file or "
+            "remove that line"
+        )
+
+
+def git_commit() -> str | None:
+    """The checkout's HEAD commit (recorded beside the stamp, for the reader), None outside a git tree."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
 def model_request(label: str, params: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
     spec = MODELS[label]
     merged = {**spec["fixed"], **params}
     params = {k: v for k, v in merged.items() if k not in TRAINER_KEYS}
     trainer = {k: v for k, v in merged.items() if k in TRAINER_KEYS}
+    if trainer and spec["worker"] != "ours":  # only attnrec's worker reads trainer settings: never drop one
+        raise SystemExit(
+            f"row {label!r} ({spec['worker']}) sets trainer key(s) {sorted(trainer)}: attnrec only"
+        )
     if "svd_reg_from" in spec:  # hybrid_csa reuses the svd row's validation choice of the factor penalty
         params["svd_reg"] = chosen[spec["svd_reg_from"]]["reg"]
     req: dict[str, Any] = {"model": spec["model"], "params": params}
@@ -423,6 +472,15 @@ def run_dataset(
     """Grid phase (seed 0, validation only, models in turn), then the chosen points with every seed on test."""
     truth = Truth(args.split_root / dataset)
     done = load_results(args.results)
+    stamps = {m: row_stamp(m) for m in labels}
+    commit = git_commit()
+
+    def cached(key: str, label: str) -> bool:
+        if key not in done:
+            return False
+        check_stamp(args.results, done[key], stamps[label])
+        return True
+
     tuned = [m for m in labels if MODELS[m]["grid"]]
     points = {m: grid_points(MODELS[m]["grid"]) for m in tuned}
     for i in range(max((len(p) for p in points.values()), default=0)):
@@ -430,18 +488,19 @@ def run_dataset(
             if i >= len(points[label]):
                 continue
             key = f"{dataset}|{label}|grid|{json.dumps(points[label][i], sort_keys=True)}"
-            if key in done:
+            if cached(key, label):
                 continue
             req = model_request(label, points[label][i], {})
             measured = _measure(workers, truth, dataset, label, req, args.seeds[0], ["valid"])
-            row = {"key": key, "kind": "grid", "point": points[label][i], **measured}
+            row = {"key": key, "kind": "grid", "point": points[label][i], "stamp": stamps[label], **measured}
+            row["commit"] = commit
             append_result(args.results, row)
             done[key] = row
     chosen = {m: choose(done, dataset, m) for m in tuned}
     for seed in args.seeds:
         for label in labels:
             key = f"{dataset}|{label}|{seed}"
-            if key in done:
+            if cached(key, label):
                 continue
             req = model_request(label, chosen.get(label, {}), chosen)
             measured = _measure(workers, truth, dataset, label, req, seed, ["valid", "test"])
@@ -451,6 +510,8 @@ def run_dataset(
                 "params": req["params"],
                 "trainer": req.get("trainer", {}),
                 "chosen": chosen.get(label),
+                "stamp": stamps[label],
+                "commit": commit,
                 **measured,
             }
             append_result(args.results, row)
@@ -458,9 +519,13 @@ def run_dataset(
 
 
 def choose(done: dict[str, dict[str, Any]], dataset: str, label: str) -> dict[str, Any]:
-    """The grid point of ``label`` on ``dataset`` with the lowest validation MSE."""
+    """The point of ``label``'s current grid on ``dataset`` with the lowest validation MSE (grid rows of points no
+    longer in the grid are left out)."""
+    current = grid_points(MODELS[label]["grid"])
     rows = [
-        r for r in done.values() if r["kind"] == "grid" and r["dataset"] == dataset and r["model"] == label
+        r
+        for r in done.values()
+        if r["kind"] == "grid" and r["dataset"] == dataset and r["model"] == label and r["point"] in current
     ]
     if not rows:
         raise RuntimeError(f"no grid results for {label} on {dataset}")

@@ -32,3 +32,53 @@ def test_tuned_rows_share_one_grid() -> None:
     bench = load_script(BENCH)
     assert bench.MODELS["safmr_tuned"]["grid"] == bench.MODELS["deepconn_tuned"]["grid"]
     assert set(bench.MODELS["safmr_tuned"]["grid"]) & bench.TRAINER_KEYS == {"lr"}
+
+
+def test_row_stamp_changes_with_the_rows_settings_and_model_defaults(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    bench = load_script(BENCH)
+    before = bench.row_stamp("safmr")
+    assert bench.row_stamp("safmr") == before  # deterministic
+    monkeypatch.setitem(bench.MODELS, "safmr", {**bench.MODELS["safmr"], "fixed": {"dropout": 0.1}})
+    assert bench.row_stamp("safmr") != before
+    monkeypatch.setitem(bench.MODELS, "safmr", {**bench.MODELS["safmr"], "fixed": {}})
+    assert bench.row_stamp("safmr") == before
+    monkeypatch.setattr(bench, "ADAM_KERNEL", "unfused")
+    assert bench.row_stamp("safmr") != before
+
+    from attnrec.models.base import get_model_class
+
+    cfg = get_model_class("safmr").config_class
+    field = next(iter(cfg.model_fields))
+    monkeypatch.setattr(bench, "ADAM_KERNEL", "fused")
+    monkeypatch.setattr(cfg, "to_dict", lambda self: {field: "changed default"})
+    assert bench.row_stamp("safmr") != before
+
+
+def test_cached_row_under_another_stamp_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    bench = load_script(BENCH)
+    stamp = bench.row_stamp("safmr")
+    bench.check_stamp(tmp_path, {"key": "musical|safmr|0", "stamp": stamp}, stamp)  # same state: reused
+    for row in ({"key": "musical|safmr|0", "stamp": "0123456789ab"}, {"key": "musical|safmr|0"}):
+        with pytest.raises(SystemExit, match="musical\\|safmr\\|0"):
+            bench.check_stamp(tmp_path, row, stamp)
+
+
+def test_choose_ignores_points_no_longer_in_the_grid() -> None:
+    bench = load_script(BENCH)
+
+    def row(point: dict, mse: float) -> dict:  # type: ignore[type-arg]
+        return {"kind": "grid", "dataset": "musical", "model": "svd", "point": point, "valid": {"mse": mse}}
+
+    done = {"a": row({"reg": 0.6}, 0.9), "b": row({"reg": 99.0}, 0.1), "c": row({"reg": 1.0}, 0.8)}
+    assert bench.choose(done, "musical", "svd") == {"reg": 1.0}
+
+
+def test_trainer_keys_are_refused_for_peer_rows(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    bench = load_script(BENCH)
+    monkeypatch.setitem(bench.MODELS, "surprise_svd", {**bench.MODELS["surprise_svd"], "fixed": {"lr": 0.1}})
+    with pytest.raises(SystemExit, match="surprise_svd"):
+        bench.model_request("surprise_svd", {}, {})
