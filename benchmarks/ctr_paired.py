@@ -13,10 +13,10 @@ straddles 0 means the test set cannot tell the two apart, whatever the seed std 
 
 ``--record bench_results/ctr.json`` bootstraps the runs of a ``bench_ctr.py`` record instead: every attnrec model
 in it against its baseline, from the per-row test probabilities the record keeps. Runs without them (records
-before 2026-12-06 ~09:30, or runs reused from one) are refitted from their spec and L2 weight under the record's
-settings — only when the record was made under this checkout's model defaults and Adam kernel and names every
-setting (the rule ``--reuse`` applies); otherwise the script refuses, naming the record and the settings, since a
-refit would bootstrap other models than the record's table.
+before commit fa91580, 2026-12-06 08:40, or runs reused from one) are refitted from their spec and L2 weight under
+the record's settings — only when the record was made under this checkout's model defaults and Adam kernel and
+names every setting (the rule ``--reuse`` applies); otherwise the script refuses, naming the record and the
+settings, since a refit would bootstrap other models than the record's table.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ from attnrec.models.layers.interaction import Activation, InteractingLayer, acti
 
 
 class SECNConfig(EmbeddingCTRConfig):
-    """secn options; defaults are the most literal reading of the paper (see docs/models/secn.md)."""
+    """secn options; defaults are the most literal reading of the paper (see docs/models/secn.md), except
+    ``dropout``: 0.5, a benchmark choice (issue 18); ``dropout=0`` is the paper's model."""
 
     cross_layers: int = Field(3, ge=1, description="depth L of the separation embedding cross network")
     cross_product: Literal["previous", "first"] = Field(
