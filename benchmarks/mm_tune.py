@@ -9,9 +9,10 @@ diagnostics of the fitted models (validation curves, mrcsaf's modality weights, 
 Same split, modalities, protocol and row settings as benchmarks/bench_multimodal.py (its ``load``,
 ``modalities``, ``ROWS``, ``fit_ours``; this script never writes the exported MMRec folder, which a peer run may be
 reading). Every fit trains with early stopping on validation Recall@20. The grid fits never touch test: each
-model's point is chosen by the mean validation Recall@20 over seeds, then that point is refitted per seed and
-test is read once at its best epoch (a single-point run reads test in its one fit). Records before 2026-12-06
-10:40 UTC (no ``role``) read test at every grid point; the report shows only the chosen point's.
+model's point is chosen by the mean validation Recall@20 over seeds among every point fitted under the same
+settings in ``--out``, then that point is refitted per seed and test is read once at its best epoch
+(``--no-test``: grid fits only, when more points will follow). Records before 2026-12-06 10:40 UTC (no ``role``)
+read test at every grid point; the report shows only the chosen point's.
 
 Grids (MMRec's style, the same number of points for each model — 8 — so each gets the same tuning budget):
 lightgcn ``reg`` × ``n_layers`` (the first four of MMRec's LightGCN ``reg_weight`` grid × two of its
@@ -181,11 +182,17 @@ def _point(p: dict[str, Any]) -> str:
 
 
 def choose(recs: list[dict[str, Any]]) -> str | None:
-    """The grid point (as :func:`_point`) with the highest mean validation Recall@20 over its records; a tie (to
-    1e-9) keeps the point seen first (grid order); a NaN mean is never chosen. None when there is none."""
+    """The grid point (as :func:`_point`) with the highest mean validation Recall@20, over the seeds that every
+    point has (all seeds if they share none: points fitted in separate runs); a tie (to 1e-9) keeps the point seen
+    first (grid order); a NaN mean is never chosen. None when there is none."""
+    seeds: dict[str, set[int]] = {}
+    for r in recs:
+        seeds.setdefault(_point(r["tune_point"]), set()).add(r["seed"])
+    common = set.intersection(*seeds.values()) if seeds else set()
     means: dict[str, list[float]] = {}
     for r in recs:
-        means.setdefault(_point(r["tune_point"]), []).append(float(r["valid"]["recall@20"]))
+        if not common or r["seed"] in common:
+            means.setdefault(_point(r["tune_point"]), []).append(float(r["valid"]["recall@20"]))
     best: tuple[float, str] | None = None
     for point, vs in means.items():
         v = float(np.mean(vs))
@@ -258,6 +265,9 @@ def main() -> None:
     ap.add_argument(
         "--zero-fusion-bias", action="store_true", help="diagnostic: mrcsaf's eq. 18 bias starts at 0"
     )
+    ap.add_argument(
+        "--no-test", action="store_true", help="grid fits only (more points to come): choose and test later"
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args()
@@ -315,25 +325,16 @@ def main() -> None:
         )
 
     for model in args.models.split(","):
-        points = grid_points(model, args.grid)
-        if len(points) == 1:  # nothing to choose: the one fit reads test once
-            for seed in seeds:
-                if not done(model, _point(points[0]), seed, "test"):
-                    mine.append(fit(model, points[0], seed, "test"))
-            continue
-        # grid fits see validation only; test is read once per seed, for the point chosen on validation
-        for point in points:
+        # grid fits see validation only (a single point too: more points may follow in another run)
+        for point in grid_points(model, args.grid):
             for seed in seeds:
                 if not done(model, _point(point), seed, "grid"):
                     mine.append(fit(model, point, seed, "grid"))
-        keys = {_point(p) for p in points}
-        best = choose(
-            [
-                r
-                for r in mine
-                if r["model"] == model and role_of(r) == "grid" and _point(r["tune_point"]) in keys
-            ]
-        )
+        if args.no_test:
+            continue
+        # then test is read once per seed, for the point chosen on validation among every point of this model
+        # fitted under these settings (this run's and earlier runs' in --out)
+        best = choose([r for r in mine if r["model"] == model and role_of(r) == "grid"])
         if best is None:
             print(json.dumps({"model": model, "chosen": None, "why": "every grid mean is NaN"}), flush=True)
             continue

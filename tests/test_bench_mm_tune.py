@@ -110,6 +110,13 @@ def test_choose_never_picks_a_nan_mean(tune):  # type: ignore[no-untyped-def]
     assert tune.choose(recs[:1]) is None
 
 
+def test_choose_compares_points_on_the_seeds_they_share(tune):  # type: ignore[no-untyped-def]
+    # {0.8} has seeds 0 and 1 (mean 0.35), {0.9} seed 0 only: on seed 0, 0.8 (0.40) beats 0.9 (0.38)
+    recs = [_rec("mrcsaf", {"dropout": 0.8}, s, v, None, "grid") for s, v in ((0, 0.40), (1, 0.30))]
+    recs.append(_rec("mrcsaf", {"dropout": 0.9}, 0, 0.38, None, "grid"))
+    assert tune.choose(recs) == json.dumps({"dropout": 0.8})
+
+
 def _run_main(tune, monkeypatch, out, *extra):  # type: ignore[no-untyped-def]
     calls = []
 
@@ -146,6 +153,14 @@ def test_grid_fits_never_read_test_only_the_chosen_point_does(tune, tmp_path, mo
     assert sorted(r["seed"] for r in recs if r["role"] == "test") == [0, 1]
     # resumed with the same settings: nothing refitted
     assert _run_main(tune, monkeypatch, out) == []
+
+
+def test_a_single_point_run_chooses_among_every_point_so_far(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    calls = _run_main(tune, monkeypatch, out, "--grid", "dropout=0.95", "--no-test")
+    assert calls == [("mrcsaf", '{"dropout": 0.95}', s, False) for s in (0, 1)]  # no test read
+    calls = _run_main(tune, monkeypatch, out)  # the two other points, then the best of all three on test
+    assert [c for c in calls if c[3]] == [("mrcsaf", '{"dropout": 0.95}', s, True) for s in (0, 1)]
 
 
 def test_resume_key_includes_the_diagnostic_and_run_settings(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
