@@ -120,11 +120,18 @@ def inspect(model: Any) -> dict[str, Any]:
             tb = t[:, j * d : (j + 1) * d]
             terms.setdefault(m, {})[label] = {
                 "norm": float(tb.norm(dim=1).mean()),
-                "score_spread": float((u @ tb.T).std(dim=1).mean()),
+                "score_spread": score_spread(u, tb),
             }
     out["item_terms"] = terms
     out["user_norm"] = float(users.norm(dim=1).mean())
     return out
+
+
+def score_spread(users: torch.Tensor, items: torch.Tensor, block: int = 1024) -> float:
+    """Mean over users of the std over items of ``users @ items.T`` ((U, d) and (I, d) → a float), computed in
+    blocks of ``block`` users so that no U × I matrix is held at once."""
+    stds = [(users[i : i + block] @ items.T).std(dim=1) for i in range(0, users.shape[0], block)]
+    return float(torch.cat(stds).mean())
 
 
 def zero_fusion_bias() -> Callable[[], None]:
@@ -275,8 +282,16 @@ def main() -> None:
         report(args.report, args.grid)
         return
     torch.set_num_threads(1)
-    if args.zero_fusion_bias:
-        zero_fusion_bias()
+    restore = zero_fusion_bias() if args.zero_fusion_bias else None
+    try:
+        tune(args)
+    finally:
+        if restore is not None:
+            restore()
+
+
+def tune(args: argparse.Namespace) -> None:
+    """The fitting part of :func:`main`: grid fits on validation, then the chosen point's test fits."""
     out = args.out or Path(f"bench_results/multimodal/tune-{args.dataset}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     train, valid, test, _, ds = load(args.dataset, args.split_seed)

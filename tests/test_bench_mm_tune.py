@@ -135,7 +135,7 @@ def _run_main(tune, monkeypatch, out, *extra):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(tune, "fit_ours", fake_fit)
     monkeypatch.setattr(tune, "load", lambda dataset, seed: (None, None, None, 0, None))
     monkeypatch.setattr(tune, "modalities", lambda dataset, ds, train: {})
-    monkeypatch.setattr(tune, "zero_fusion_bias", lambda: lambda: None)
+    monkeypatch.setattr(tune, "zero_fusion_bias", lambda: lambda: calls.append("restored"))
     argv = ["mm_tune.py", "--dataset", "ml-100k", "--models", "mrcsaf", "--seeds", "0,1", "--out", str(out)]
     monkeypatch.setattr("sys.argv", argv + ["--grid", "dropout=0.8|dropout=0.9", *extra])
     tune.main()
@@ -167,9 +167,10 @@ def test_resume_key_includes_the_diagnostic_and_run_settings(tune, tmp_path, mon
     out = tmp_path / "t.jsonl"
     _run_main(tune, monkeypatch, out)
     # the patched run finds the unpatched records and must not take them for its own
-    assert len(_run_main(tune, monkeypatch, out, "--zero-fusion-bias")) == 6
+    patched = _run_main(tune, monkeypatch, out, "--zero-fusion-bias")
+    assert len(patched) == 7 and patched[-1] == "restored"  # 6 fits, then the patch undone
     assert len(_run_main(tune, monkeypatch, out, "--patience", "3")) == 6
-    assert _run_main(tune, monkeypatch, out, "--zero-fusion-bias") == []
+    assert _run_main(tune, monkeypatch, out, "--zero-fusion-bias") == ["restored"]
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert sum(r["settings"]["diagnostic"] == "zero_fusion_bias" for r in recs) == 6
 
@@ -255,3 +256,10 @@ def test_zero_fusion_bias_patch_is_undone(tune):  # type: ignore[no-untyped-def]
     finally:
         restore()
     assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) > 0
+
+
+def test_score_spread_in_blocks_equals_the_whole_matrix(tune):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(0)
+    u, t = torch.randn(7, 3, generator=g), torch.randn(5, 3, generator=g)
+    whole = float((u @ t.T).std(dim=1).mean())
+    assert tune.score_spread(u, t, block=2) == pytest.approx(whole, rel=1e-6)
