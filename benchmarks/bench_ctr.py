@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -57,6 +56,7 @@ from attnrec.data.readers.ctr import CTRTable, movielens_ctr, read_avazu, read_c
 from attnrec.evaluation.protocols import evaluate
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.training.trainer import TrainerConfig
+from attnrec.training.types import config_digest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ctr_grid import (  # noqa: E402, F401 - re-exported: bench_ctr's public names since issue 18
@@ -105,10 +105,9 @@ class BenchSettings:
 
 
 def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
-    """12 hex digits of the sha256 of ``{model: its default config dict}`` as sorted JSON: any changed default,
-    added field or added model gives another stamp."""
-    text = json.dumps(defaults, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """12 hex digits of :func:`attnrec.training.types.config_digest` (the sha256 of sorted JSON) of ``{model: its
+    default config dict}``: any changed default, added field or added model gives another stamp."""
+    return config_digest(defaults)[:12]
 
 
 @functools.cache

@@ -359,7 +359,7 @@ def row_stamp(label: str) -> str:
     """A hash of what decides ``label``'s fits besides dataset, seed and grid point: the row's worker, model, fixed
     settings and grid, and for attnrec's rows the model's default config and :data:`ADAM_KERNEL`. Stored in each
     result row; a cached row with another stamp is refused (:func:`check_stamp`), never reused."""
-    import hashlib
+    from attnrec.training.types import config_digest
 
     spec = MODELS[label]
     state: dict[str, Any] = {k: spec[k] for k in ("worker", "model", "fixed", "grid")}
@@ -368,7 +368,7 @@ def row_stamp(label: str) -> str:
 
         state["defaults"] = get_model_class(spec["model"]).config_class().to_dict()
         state["adam_kernel"] = ADAM_KERNEL
-    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_digest(state)[:12]
 
 
 def check_stamp(path: Path, row: dict[str, Any], stamp: str) -> None:
