@@ -148,7 +148,19 @@ MODELS: dict[str, dict[str, Any]] = {
         "fixed": {"loss": "l2"},
         "grid": {"lr": [0.002, 0.008], "dropout": [0.5, 0.7]},
     },
+    "transnet_tuned": {
+        "worker": "ours",
+        "model": "transnet",
+        "fixed": {"loss": "l2"},
+        "grid": {"lr": [0.002, 0.008], "dropout": [0.5, 0.7]},
+    },
 }
+#: the same three rows on a grid widened downward (lr 0.002 was chosen at the first grid's edge for safmr), decided
+#: after that grid's test numbers were seen; ``grid_of`` reuses the narrower row's fitted points (same fits)
+WIDE_GRID = {"lr": [0.001, 0.002, 0.008], "dropout": [0.5, 0.7]}
+for _name in ("safmr", "deepconn", "transnet"):
+    _narrow = f"{_name}_tuned"
+    MODELS[f"{_narrow}_wide"] = {**MODELS[_narrow], "grid": WIDE_GRID, "grid_of": _narrow}
 #: keys of a row's fixed settings or grid point that go to the Trainer, not to the model's config
 TRAINER_KEYS = frozenset({"lr", "patience", "epochs", "batch_size", "weight_decay", "gamma"})
 GROUPS = {
@@ -355,14 +367,16 @@ class Truth:
 ADAM_KERNEL = "fused"
 
 
-def row_stamp(label: str) -> str:
+def row_stamp(label: str, with_grid: bool = True) -> str:
     """A hash of what decides ``label``'s fits besides dataset, seed and grid point: the row's worker, model, fixed
     settings and grid, and for attnrec's rows the model's default config and :data:`ADAM_KERNEL`. Stored in each
-    result row; a cached row with another stamp is refused (:func:`check_stamp`), never reused."""
+    result row; a cached row with another stamp is refused (:func:`check_stamp`), never reused. Grid rows use
+    ``with_grid=False``: one point's fit does not depend on the other points, so a widened grid keeps them."""
     from attnrec.training.types import config_digest
 
     spec = MODELS[label]
-    state: dict[str, Any] = {k: spec[k] for k in ("worker", "model", "fixed", "grid")}
+    keys = ("worker", "model", "fixed", "grid") if with_grid else ("worker", "model", "fixed")
+    state: dict[str, Any] = {k: spec[k] for k in keys}
     if spec["worker"] == "ours":
         from attnrec.models.base import get_model_class
 
@@ -393,6 +407,15 @@ def git_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip()
+
+
+def grid_label(label: str) -> str:
+    """The row whose grid fits ``label`` shares (``grid_of``; itself by default), after checking that both rows
+    fit the same thing: worker, model and fixed settings."""
+    of = MODELS[label].get("grid_of", label)
+    if any(MODELS[of][k] != MODELS[label][k] for k in ("worker", "model", "fixed")):
+        raise SystemExit(f"row {label!r}: grid_of {of!r} has another worker, model or fixed settings")
+    return str(of)
 
 
 def model_request(label: str, params: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -473,12 +496,13 @@ def run_dataset(
     truth = Truth(args.split_root / dataset)
     done = load_results(args.results)
     stamps = {m: row_stamp(m) for m in labels}
+    grid_stamps = {m: row_stamp(m, with_grid=False) for m in labels}
     commit = git_commit()
 
-    def cached(key: str, label: str) -> bool:
+    def cached(key: str, stamp: str) -> bool:
         if key not in done:
             return False
-        check_stamp(args.results, done[key], stamps[label])
+        check_stamp(args.results, done[key], stamp)
         return True
 
     tuned = [m for m in labels if MODELS[m]["grid"]]
@@ -487,20 +511,21 @@ def run_dataset(
         for label in tuned:
             if i >= len(points[label]):
                 continue
-            key = f"{dataset}|{label}|grid|{json.dumps(points[label][i], sort_keys=True)}"
-            if cached(key, label):
+            of = grid_label(label)  # a widened grid's points are recorded (and reused) under the narrower row
+            key = f"{dataset}|{of}|grid|{json.dumps(points[label][i], sort_keys=True)}"
+            if cached(key, grid_stamps[label]):
                 continue
             req = model_request(label, points[label][i], {})
-            measured = _measure(workers, truth, dataset, label, req, args.seeds[0], ["valid"])
-            row = {"key": key, "kind": "grid", "point": points[label][i], "stamp": stamps[label], **measured}
-            row["commit"] = commit
+            measured = _measure(workers, truth, dataset, of, req, args.seeds[0], ["valid"])
+            row = {"key": key, "kind": "grid", "point": points[label][i], "stamp": grid_stamps[label]}
+            row.update(measured, commit=commit)
             append_result(args.results, row)
             done[key] = row
     chosen = {m: choose(done, dataset, m) for m in tuned}
     for seed in args.seeds:
         for label in labels:
             key = f"{dataset}|{label}|{seed}"
-            if cached(key, label):
+            if cached(key, stamps[label]):
                 continue
             req = model_request(label, chosen.get(label, {}), chosen)
             measured = _measure(workers, truth, dataset, label, req, seed, ["valid", "test"])
@@ -521,11 +546,11 @@ def run_dataset(
 def choose(done: dict[str, dict[str, Any]], dataset: str, label: str) -> dict[str, Any]:
     """The point of ``label``'s current grid on ``dataset`` with the lowest validation MSE (grid rows of points no
     longer in the grid are left out)."""
-    current = grid_points(MODELS[label]["grid"])
+    current, of = grid_points(MODELS[label]["grid"]), grid_label(label)
     rows = [
         r
         for r in done.values()
-        if r["kind"] == "grid" and r["dataset"] == dataset and r["model"] == label and r["point"] in current
+        if r["kind"] == "grid" and r["dataset"] == dataset and r["model"] == of and r["point"] in current
     ]
     if not rows:
         raise RuntimeError(f"no grid results for {label} on {dataset}")
@@ -555,6 +580,10 @@ LABELS = {
     "safmr_table3": "safmr at Table 3 (15 epochs, best validation epoch kept)",
     "safmr_tuned": 'safmr `loss="l2"`, lr × dropout on validation',
     "deepconn_tuned": "deepconn, lr × dropout on validation",
+    "transnet_tuned": 'transnet `loss="l2"`, lr × dropout on validation',
+    "safmr_tuned_wide": 'safmr `loss="l2"`, wide lr × dropout on validation',
+    "deepconn_tuned_wide": "deepconn, wide lr × dropout on validation",
+    "transnet_tuned_wide": 'transnet `loss="l2"`, wide lr × dropout on validation',
 }
 
 

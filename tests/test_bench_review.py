@@ -82,3 +82,39 @@ def test_trainer_keys_are_refused_for_peer_rows(monkeypatch) -> None:  # type: i
     monkeypatch.setitem(bench.MODELS, "surprise_svd", {**bench.MODELS["surprise_svd"], "fixed": {"lr": 0.1}})
     with pytest.raises(SystemExit, match="surprise_svd"):
         bench.model_request("surprise_svd", {}, {})
+
+
+def test_wide_rows_share_the_narrow_rows_grid_fits_and_one_grid() -> None:
+    bench = load_script(BENCH)
+    wide = [bench.MODELS[f"{m}_tuned_wide"]["grid"] for m in ("safmr", "deepconn", "transnet")]
+    assert wide[0] == wide[1] == wide[2] and min(wide[0]["lr"]) == 0.001
+    assert bench.MODELS["transnet_tuned"]["grid"] == bench.MODELS["safmr_tuned"]["grid"]
+    assert bench.grid_label("safmr_tuned_wide") == "safmr_tuned" and bench.grid_label("svd") == "svd"
+    # a grid point's fit does not depend on the other points; the test rows' choice does
+    assert bench.row_stamp("safmr_tuned_wide", with_grid=False) == bench.row_stamp(
+        "safmr_tuned", with_grid=False
+    )
+    assert bench.row_stamp("safmr_tuned_wide") != bench.row_stamp("safmr_tuned")
+
+    def row(point: dict, mse: float) -> dict:  # type: ignore[type-arg]
+        return {
+            "kind": "grid",
+            "dataset": "musical",
+            "model": "safmr_tuned",
+            "point": point,
+            "valid": {"mse": mse},
+        }
+
+    done = {"a": row({"dropout": 0.5, "lr": 0.002}, 0.77), "b": row({"dropout": 0.5, "lr": 0.001}, 0.76)}
+    assert bench.choose(done, "musical", "safmr_tuned") == {"dropout": 0.5, "lr": 0.002}
+    assert bench.choose(done, "musical", "safmr_tuned_wide") == {"dropout": 0.5, "lr": 0.001}
+
+
+def test_grid_of_a_row_with_other_settings_is_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    bench = load_script(BENCH)
+    spec = {**bench.MODELS["safmr_tuned_wide"], "fixed": {"loss": "l1"}}
+    monkeypatch.setitem(bench.MODELS, "safmr_tuned_wide", spec)
+    with pytest.raises(SystemExit, match="safmr_tuned_wide"):
+        bench.grid_label("safmr_tuned_wide")
