@@ -12,11 +12,13 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
   prefix, genres (multi-valued, mean), year), one seeded random 80/10/10 split (``--split-seed``, 2026) shared by
   every model and seed.
 * ``criteo`` / ``avazu``: the 8k samples in ``--data-dir`` (default ``../shared/data/ctr-criteo-avazu-8k``),
-  each with its own train/dev/test files.
+  each with its own train/dev/test files; with ``--resplit`` the three files are pooled and redrawn at random
+  (``--split-seed``) into parts of the files' sizes — a fresh split, for re-checking a choice made on the files'.
 * Vocabularies (and Criteo's log2 buckets) are fitted on train only; valid/test values unseen in train map to
   the per-field OOV row.
 * L2: ``--embedding-reg`` for every job (default 0), or ``--l2-grid`` (attnrec) / ``--peer-l2-grid`` (the peers' own
-  penalty scale, same size): each job's weight chosen on validation logloss at seed ``--grid-seed``, test unread
+  penalty scale, same size): each job's weight chosen on validation logloss averaged over the model seeds
+  ``--grid-seeds`` (default: the one seed ``--grid-seed``), test unread
   (:func:`select_l2`); ``--l2-extend`` tries larger values for a job while its largest one so far wins;
   ``--dropout-grid`` then chooses each attnrec model's dropout (:data:`DROPOUT_FIELDS`) at its chosen L2, again on
   validation logloss (:func:`select_dropout`); ``--reuse`` takes identical earlier runs (and grid scores) from a
@@ -60,9 +62,11 @@ from attnrec.training.types import config_digest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ctr_grid import (  # noqa: E402, F401 - re-exported: bench_ctr's public names since issue 18
+    ADDED_SETTINGS,
     Job,
     RunCache,
     cached,
+    grid_seeds,
     load_grid_scores,
     load_reuse,
     select_dropout,
@@ -91,6 +95,8 @@ class BenchSettings:
     dropout: float = 0.1
     cin_layers: list[int] = field(default_factory=lambda: [16, 16])
     split_seed: int = 2026
+    #: criteo / avazu: pool the sample's train/dev/test files and redraw them with ``split_seed`` (same sizes)
+    resplit: bool = False
     #: early-stopping rule (ctr_peer_common.STOP_RULES): both, logloss or auc
     stop: str = "both"
     #: FuxiCTR's model zoo folder (its DeepFM and DCNv2 sources)
@@ -146,11 +152,24 @@ def _movielens_splits(split_seed: int) -> tuple[list[Any], Any]:
     return [df[order[:cut1]], df[order[cut1:cut2]], df[order[cut2:]]], table.schema
 
 
-def load_splits(name: str, data_dir: Path = DEFAULT_DATA_DIR, split_seed: int = 2026) -> tuple[Splits, dict]:
+def redraw(frames: Sequence[Any], seed: int) -> list[Any]:
+    """``frames`` (polars frames of one schema) pooled, shuffled with ``seed`` and cut into parts of their sizes."""
+    import polars as pl
+
+    pooled = pl.concat(list(frames), how="vertical")
+    order = np.random.default_rng(seed).permutation(pooled.height)
+    ends = np.cumsum([f.height for f in frames])
+    return [pooled[order[a:b]] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def load_splits(
+    name: str, data_dir: Path = DEFAULT_DATA_DIR, split_seed: int = 2026, resplit: bool = False
+) -> tuple[Splits, dict]:
     """``((train, valid, test), info)`` for a benchmark dataset, encoded by a FeatureEncoder fitted on train only.
 
     ``movielens``: ml-100k with a seeded random 80/10/10 split; ``criteo``/``avazu``: ``data_dir/<name>/
-    {train,dev,test}.csv``. ``info`` holds row counts, positive rates, field count and the files read.
+    {train,dev,test}.csv``, or with ``resplit`` those rows pooled and redrawn with ``split_seed`` (:func:`redraw`).
+    ``info`` holds row counts, positive rates, field count and the files read.
     """
     if name == "movielens":
         frames, schema = _movielens_splits(split_seed)
@@ -161,6 +180,12 @@ def load_splits(name: str, data_dir: Path = DEFAULT_DATA_DIR, split_seed: int = 
         tables = [reader(p) for p in paths]
         frames, schema = [t.frame for t in tables], tables[0].schema
         source = [str(p) for p in paths]
+        if resplit:
+            frames = redraw(frames, split_seed)
+            source = {
+                "files": source,
+                "redrawn": f"pooled, shuffled with seed {split_seed}, cut to the files' sizes",
+            }
     else:
         raise ValueError(f"unknown dataset {name!r}; have {DATASETS}")
     encoder = FeatureEncoder(schema).fit(frames[0])
@@ -404,7 +429,7 @@ def run_suite(
     data_dir: Path = DEFAULT_DATA_DIR,
     log: Callable[[str], None] = print,
     l2_grid: Sequence[float] = (),
-    grid_seed: int = 0,
+    grid_seed: int | Sequence[int] = 0,
     cache: RunCache | None = None,
     peer_l2_grid: Sequence[float] | None = None,
     l2_extend: Sequence[float] = (),
@@ -414,7 +439,8 @@ def run_suite(
     """Run every (dataset, model, seed) and return the record: ``results["<dataset>/<library>/<model>"]`` with
     :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``.
 
-    With ``l2_grid``, each job's L2 weight is first chosen on validation (:func:`select_l2`, seed ``grid_seed``),
+    With ``l2_grid``, each job's L2 weight is first chosen on validation (:func:`select_l2`, the mean over the
+    seeds ``grid_seed``: one int or several),
     the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``);
     ``l2_extend`` widens it upward where its top wins. With ``dropout_grid``, each attnrec model's dropout is then
     chosen at its L2 (:func:`select_dropout`; scores in ``record["dropout_grid"]``) and the result's key carries the
@@ -428,7 +454,7 @@ def run_suite(
     dropout_record: dict[str, Any] = {}
     select_cache = {**(grid_cache or {}), **(cache or {})}  # a grid reads only the validation scores
     for ds in datasets:
-        splits, info[ds] = load_splits(ds, data_dir, s.split_seed)
+        splits, info[ds] = load_splits(ds, data_dir, s.split_seed, s.resplit)
         log(f"# {ds}: {info[ds]['rows']} rows, positive rate {info[ds]['positive_rate']}")
         jobs: list[Job] = (
             [("attnrec", m, run_attnrec) for m in models]
@@ -477,7 +503,9 @@ def run_suite(
         "settings": asdict(s),
         "l2_grid": grid_record,
         "dropout_grid": dropout_record,
-        "grid_seed": grid_seed,
+        "grid_seeds": grid_seeds(grid_seed),
+        # one seed: also under the old key, which load_grid_scores reads for rows without by_seed
+        **({"grid_seed": grid_seed} if isinstance(grid_seed, int) else {}),
     }
 
 
@@ -528,13 +556,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default="",
         help="dropout values chosen per attnrec model on validation logloss at its chosen L2 (test unread)",
     )
-    ap.add_argument("--grid-seed", type=int, default=0)
+    ap.add_argument("--grid-seed", type=int, default=0, help="the one grid seed (without --grid-seeds)")
+    ap.add_argument(
+        "--grid-seeds",
+        default="",
+        help="comma-separated model seeds of the grids: each point ranked by its mean validation logloss over them",
+    )
     ap.add_argument(
         "--reuse",
         default="",
         help="comma-separated earlier --out records: their runs with the same settings, L2 and seed are not rerun",
     )
     ap.add_argument("--split-seed", type=int, default=2026)
+    ap.add_argument(
+        "--resplit",
+        action="store_true",
+        help="criteo/avazu: pool the sample's files and redraw train/valid/test (same sizes) with --split-seed",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both libraries)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--out", type=Path, default=None)
@@ -550,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         batch_size=args.batch_size,
         embedding_reg=args.embedding_reg,
         split_seed=args.split_seed,
+        resplit=args.resplit,
         stop=args.stop,
         fuxictr_zoo=args.fuxictr_zoo,
     )
@@ -572,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.data_dir,
         log=lambda msg: print(msg, flush=True),
         l2_grid=[float(x) for x in args.l2_grid.split(",") if x],
-        grid_seed=args.grid_seed,
+        grid_seed=[int(x) for x in args.grid_seeds.split(",") if x] or args.grid_seed,
         peer_l2_grid=[float(x) for x in args.peer_l2_grid.split(",") if x] or None,
         cache=load_reuse(reuse, settings),
         l2_extend=floats(args.l2_extend),

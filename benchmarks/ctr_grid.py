@@ -1,7 +1,8 @@
 """Choosing a CTR benchmark job's settings on validation (the L2 weight, then dropout) and reusing earlier runs.
 
-Split out of ``bench_ctr.py`` (which re-exports these names): the grids run a job on ``(train, valid, valid)`` at one
-model seed, so the test split is never read; the seeds then run with the chosen values. Jobs are
+Split out of ``bench_ctr.py`` (which re-exports these names): the grids run a job on ``(train, valid, valid)`` at
+one or more model seeds (the grid seeds) and rank each grid point by its validation logloss averaged over them, so
+the test split is never read; the seeds then run with the chosen values. Jobs are
 ``(library, spec, run function)``; a run function takes ``(spec, splits, seed, settings)`` and returns a dict with
 at least ``valid_logloss``, ``valid_auc``, ``best_epoch`` and ``epochs_run``. Settings are ``bench_ctr.BenchSettings``.
 """
@@ -20,6 +21,8 @@ Job = tuple[str, str, Callable[..., dict[str, Any]]]
 RunCache = dict[tuple[str, float, int], dict[str, Any]]
 #: settings that may differ between a cached run and this one
 _FREE_SETTINGS = ("embedding_reg", "fuxictr_zoo")
+#: settings added after records were written, with the value every record without them ran under
+ADDED_SETTINGS: dict[str, Any] = {"resplit": False}
 
 
 def _matching_records(paths: Sequence[Path], s: Any) -> list[tuple[Path, dict[str, Any]]]:
@@ -37,23 +40,32 @@ def _matching_records(paths: Sequence[Path], s: Any) -> list[tuple[Path, dict[st
 
 def settings_diff(theirs: dict[str, Any], mine: dict[str, Any]) -> list[str]:
     """The settings (sorted names) of ``mine`` in which a record's ``theirs`` differs, leaving out
-    ``_FREE_SETTINGS``; a key the record lacks counts as different."""
-    return sorted(k for k in mine if k not in _FREE_SETTINGS and (k not in theirs or theirs[k] != mine[k]))
+    ``_FREE_SETTINGS``; a key the record lacks counts as different unless it is in ``ADDED_SETTINGS`` and ``mine``
+    has the value listed there."""
+
+    def differs(k: str) -> bool:
+        if k in theirs:
+            return bool(theirs[k] != mine[k])
+        return k not in ADDED_SETTINGS or ADDED_SETTINGS[k] != mine[k]
+
+    return sorted(k for k in mine if k not in _FREE_SETTINGS and differs(k))
 
 
 def load_grid_scores(paths: Sequence[Path], s: Any) -> RunCache:
     """The validation scores of earlier records' grid runs (``l2_grid`` and ``dropout_grid``), keyed as
-    :func:`load_reuse` keys runs, with the record's ``grid_seed`` (0 for records before it was stored: the option's
-    default, which every such record used). For the grid only: these runs never read test."""
+    :func:`load_reuse` keys runs: by the grid seed of each run (a grid point's ``by_seed``; in records before it, the
+    record's ``grid_seed``, or 0 before that was stored: the option's default, which every such record used). For
+    the grid only: these runs never read test."""
     cache: RunCache = {}
     for _, record in _matching_records(paths, s):
         seed = int(record.get("grid_seed", 0))
         for part in ("l2_grid", "dropout_grid"):
             for by_key in record.get(part, {}).values():
                 for key, by_value in by_key.items():
-                    for value, row in by_value.items():
-                        reg = float(row.get("embedding_reg", value))
-                        cache[(row.get("spec_key", key), reg, seed)] = row
+                    for value, point in by_value.items():
+                        for run_seed, row in point.get("by_seed", {str(seed): point}).items():
+                            reg = float(row.get("embedding_reg", point.get("embedding_reg", value)))
+                            cache[(row.get("spec_key", point.get("spec_key", key)), reg, int(run_seed))] = row
     return cache
 
 
@@ -83,7 +95,7 @@ def select_l2(
     jobs: Sequence[Job],
     splits: Any,
     grid: Sequence[float],
-    grid_seed: int,
+    grid_seed: int | Sequence[int],
     s: Any,
     log: Callable[[str], None] = print,
     cache: RunCache | None = None,
@@ -92,7 +104,7 @@ def select_l2(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid``
     (the peers': ``peer_grid``, of the same size, default ``grid``) by the lowest validation logloss of the restored
-    epoch, one run per value with model seed ``grid_seed``. The two weights are different penalties (attnrec: the
+    epoch, averaged over one run per model seed in ``grid_seed`` (one seed or several: :func:`grid_point`). The two weights are different penalties (attnrec: the
     squares of the rows a batch uses, averaged over its rows; the peers: whole tables), so their scales may differ.
 
     ``extend`` (ascending, above the grid; attnrec jobs only): an attnrec job whose lowest validation logloss is at
@@ -100,7 +112,7 @@ def select_l2(
     out — the grid widened only where its top edge won.
 
     The test split is never touched: the runs get ``(train, valid, valid)``. Returns ``({key: chosen value},
-    {key: {value: {valid_logloss, valid_auc, best_epoch, epochs_run}}})`` with keys ``"<dataset>/<library>/<model>"``.
+    {key: {value: grid point}})`` (:func:`grid_point`'s rows) with keys ``"<dataset>/<library>/<model>"``.
     """
     peer_grid = grid if peer_grid is None else peer_grid
     if len(peer_grid) != len(grid):
@@ -109,7 +121,7 @@ def select_l2(
     for ours, theirs in zip(grid, peer_grid, strict=True):  # interleaved over the jobs, as the seeds are
         for lib, m, fn in jobs:
             value = ours if lib == "attnrec" else theirs
-            row = grid_run(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
+            row = grid_point(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
             scores[f"{ds}/{lib}/{m}"][repr(value)] = row
     for value in extend:
         for lib, m, fn in jobs:
@@ -117,7 +129,7 @@ def select_l2(
             top = max(by_value, key=float)
             if lib != "attnrec" or float(value) <= float(top) or _best(by_value) != top:
                 continue
-            row = grid_run(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
+            row = grid_point(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
             by_value[repr(float(value))] = row
     chosen = {key: float(_best(by_value)) for key, by_value in scores.items()}
     return chosen, scores
@@ -134,6 +146,58 @@ def _best(by_value: dict[str, dict[str, Any]]) -> str:
     return min(by_value, key=rank)
 
 
+def grid_seeds(grid_seed: int | Sequence[int]) -> list[int]:
+    """``grid_seed`` as a list of seeds (one int: that seed alone); an empty list raises SystemExit."""
+    seeds = [int(grid_seed)] if isinstance(grid_seed, int) else [int(x) for x in grid_seed]
+    if not seeds:
+        raise SystemExit("the grids need at least one grid seed")
+    return seeds
+
+
+def mean_point(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One grid point from its runs ``{grid seed: grid_run row}``: ``valid_logloss`` and ``valid_auc`` averaged over
+    the seeds (a NaN in any run makes the mean NaN, which :func:`_best` ranks last), ``best_epoch`` / ``epochs_run``
+    per seed (lists; an int for one seed, as before grid seeds were several), ``grid_seeds`` and ``by_seed`` (the
+    runs, keyed by seed as a string)."""
+    seeds = list(rows)
+    first = rows[seeds[0]]
+    out: dict[str, Any] = {
+        k: math.fsum(float(rows[x][k]) for x in seeds) / len(seeds) for k in ("valid_logloss", "valid_auc")
+    }
+    for k in ("best_epoch", "epochs_run"):
+        out[k] = first[k] if len(seeds) == 1 else [rows[x][k] for x in seeds]
+    return {
+        **out,
+        "embedding_reg": first["embedding_reg"],
+        "spec_key": first["spec_key"],
+        "grid_seeds": seeds,
+        "by_seed": {str(x): rows[x] for x in seeds},
+    }
+
+
+def grid_point(
+    ds: str,
+    lib: str,
+    spec: str,
+    fn: Callable[..., dict[str, Any]],
+    splits: Any,
+    grid_seed: int | Sequence[int],
+    s: Any,
+    log: Callable[[str], None],
+    cache: RunCache | None,
+) -> dict[str, Any]:
+    """Job ``spec`` at settings ``s``, one :func:`grid_run` per seed of ``grid_seed`` (test unread), scored by
+    :func:`mean_point` (the mean validation logloss over the seeds)."""
+    seeds = grid_seeds(grid_seed)
+    point = mean_point({seed: grid_run(ds, lib, spec, fn, splits, seed, s, log, cache) for seed in seeds})
+    if len(seeds) > 1:
+        log(
+            f"grid {point['spec_key']} L2 {s.embedding_reg:g}: mean over seeds {seeds}: valid logloss "
+            f"{point['valid_logloss']:.4f} AUC {point['valid_auc']:.4f}"
+        )
+    return point
+
+
 def grid_run(
     ds: str,
     lib: str,
@@ -146,16 +210,18 @@ def grid_run(
     cache: RunCache | None,
 ) -> dict[str, Any]:
     """One grid run of job ``spec`` at seed ``grid_seed`` with settings ``s`` on ``(train, valid, valid)`` (test
-    unread), or its cached scores: ``{valid_logloss, valid_auc, best_epoch, epochs_run, embedding_reg, spec_key}``."""
+    unread), or its cached scores: ``{valid_logloss, valid_auc, best_epoch, epochs_run, embedding_reg, spec_key}``
+    (and ``reused``: True when cached)."""
     train, valid, _ = splits
     key = f"{ds}/{lib}/{spec}"
     row = cached(cache, key, fn, spec, (train, valid, valid), grid_seed, s)
     out = {k: row[k] for k in ("valid_logloss", "valid_auc", "best_epoch", "epochs_run")}
     log(
-        f"grid {key} L2 {s.embedding_reg:g}: valid logloss {out['valid_logloss']:.4f} "
+        f"grid {key} L2 {s.embedding_reg:g} seed {grid_seed}: valid logloss {out['valid_logloss']:.4f} "
         f"AUC {out['valid_auc']:.4f} epochs {out['epochs_run']} (best {out['best_epoch']})"
     )
-    return {**out, "embedding_reg": float(s.embedding_reg), "spec_key": key}
+    reused = {"reused": True} if row.get("reused") else {}  # the record says which grid runs were not rerun
+    return {**out, "embedding_reg": float(s.embedding_reg), "spec_key": key, **reused}
 
 
 def select_dropout(
@@ -166,13 +232,13 @@ def select_dropout(
     spec_of: Callable[[str, float, Any], str | None],
     l2: dict[str, float],
     l2_scores: dict[str, Any],
-    grid_seed: int,
+    grid_seed: int | Sequence[int],
     s: Any,
     log: Callable[[str], None] = print,
     cache: RunCache | None = None,
 ) -> tuple[list[Job], dict[str, float], dict[str, Any]]:
     """Choose each attnrec job's dropout from ``grid`` at its chosen L2 (``l2``), by the
-    lowest validation logloss at seed ``grid_seed``; the model's own setting competes with its score from
+    lowest validation logloss averaged over the seeds of ``grid_seed`` (:func:`grid_point`); the model's own setting competes with its score from
     ``l2_scores`` (the L2 grid's run at the chosen value). ``spec_of(model, value, s)`` is the job's spec at that
     dropout, None where the model has none or already runs with it (``bench_ctr.dropout_spec``). Test unread, as in
     :func:`select_l2`.
@@ -191,10 +257,10 @@ def select_dropout(
         at = replace(s, embedding_reg=l2[key])
         by_spec = {
             m: l2_scores.get(key, {}).get(repr(l2[key]))
-            or grid_run(ds, lib, m, fn, splits, grid_seed, at, log, cache)
+            or grid_point(ds, lib, m, fn, splits, grid_seed, at, log, cache)
         }
         for spec in specs:
-            by_spec[spec] = grid_run(ds, lib, spec, fn, splits, grid_seed, at, log, cache)
+            by_spec[spec] = grid_point(ds, lib, spec, fn, splits, grid_seed, at, log, cache)
         scores[key] = by_spec
         best = _best(by_spec)
         log(f"# {key}: dropout chosen on validation: {best}")

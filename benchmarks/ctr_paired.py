@@ -36,7 +36,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ctr import DEFAULT_DATA_DIR, BenchSettings, fit_attnrec, load_splits, machine  # noqa: E402
+from bench_ctr import (  # noqa: E402
+    ADDED_SETTINGS,
+    DEFAULT_DATA_DIR,
+    BenchSettings,
+    fit_attnrec,
+    load_splits,
+    machine,
+)
 
 
 def row_logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
@@ -111,11 +118,12 @@ _CODE_STAMPS = ("adam_kernel", "model_defaults")
 def check_refit(path: Path, settings: dict[str, Any], lacking: Sequence[str]) -> None:
     """Raise SystemExit unless the runs ``lacking`` stored test probabilities (keys of record ``path``) can be
     refitted as they ran: the record's ``settings`` must name every :class:`BenchSettings` field and carry this
-    checkout's :data:`_CODE_STAMPS` (a record without them ran under older model defaults or Adam kernel)."""
+    checkout's :data:`_CODE_STAMPS` (a record without them ran under older model defaults or Adam kernel); a
+    setting of ``ADDED_SETTINGS`` may be absent (such a record ran under its listed value)."""
     if not lacking:
         return
     today = asdict(BenchSettings())
-    missing = [k for k in today if k not in settings]
+    missing = [k for k in today if k not in settings and k not in ADDED_SETTINGS]
     stale = [
         f"{k} {settings[k]!r} (this code: {today[k]!r})"
         for k in _CODE_STAMPS
@@ -143,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--split-seed", type=int, default=2026)
+    ap.add_argument(
+        "--resplit", action="store_true", help="criteo/avazu: redraw the split (bench_ctr --resplit)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--out", type=Path, default=None)
@@ -150,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.models and args.record is None:
         ap.error("give --models or --record")
     torch.set_num_threads(args.threads)
-    s = BenchSettings(split_seed=args.split_seed)
+    s = BenchSettings(split_seed=args.split_seed, resplit=args.resplit)
     record_in = json.loads(args.record.read_text()) if args.record else None
     seeds = [int(x) for x in args.seeds.split(",")]
     if record_in is not None:
@@ -169,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "|---|---|---|---|---|---|",
     ]
     for ds in (d for d in args.datasets.split(",") if d):
-        splits, _ = load_splits(ds, args.data_dir, s.split_seed)
+        splits, _ = load_splits(ds, args.data_dir, s.split_seed, s.resplit)
         if record_in is not None:
             ours = {
                 k.split("/", 2)[2]: v

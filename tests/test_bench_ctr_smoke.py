@@ -405,3 +405,128 @@ def test_grid_never_chooses_a_nan_validation_logloss() -> None:
     curve.update({1e-2: float("nan"), 1e-1: float("nan")})
     chosen, _ = bench.select_l2("d", jobs, (train, valid, None), grid, 0, settings, log=lambda m: None)
     assert chosen == {"d/attnrec/a": 0.0}  # all diverged: the first, and its NaN shows in the scores
+
+
+def test_grids_rank_each_point_by_its_mean_validation_logloss_over_the_grid_seeds() -> None:
+    bench = _load("bench_ctr")
+    train, valid, test = object(), object(), object()
+    seen: list[tuple[float, int, tuple[object, ...]]] = []
+    # validation logloss per (L2, seed): seed 0 alone would choose 0.0 (0.40); the mean over seeds 0 and 1 is
+    # 0.45 at 0.0, 0.43 at 0.01 and NaN at 0.1 (seed 1 diverged there; seed 0's 0.30 must not win it)
+    curve = {
+        (0.0, 0): 0.40,
+        (0.0, 1): 0.50,
+        (0.01, 0): 0.42,
+        (0.01, 1): 0.44,
+        (0.1, 0): 0.30,
+        (0.1, 1): float("nan"),
+    }
+
+    def job(name: str, splits: tuple[object, ...], seed: int, s: Any) -> dict[str, float]:
+        seen.append((s.embedding_reg, seed, splits))
+        return {
+            "valid_logloss": curve[(s.embedding_reg, seed)],
+            "valid_auc": 0.7,
+            "best_epoch": 2,
+            "epochs_run": 5,
+        }
+
+    jobs = [("attnrec", "a", job)]
+    settings = bench.BenchSettings()
+    splits = (train, valid, test)
+    one, _ = bench.select_l2("d", jobs, splits, [0.0, 0.01, 0.1], 0, settings, log=lambda m: None)
+    assert one == {"d/attnrec/a": 0.1}  # the one-seed case, as before: seed 0's lowest
+    seen.clear()
+    chosen, scores = bench.select_l2(
+        "d", jobs, splits, [0.0, 0.01, 0.1], [0, 1], settings, log=lambda m: None
+    )
+    assert chosen == {"d/attnrec/a": 0.01}
+    point = scores["d/attnrec/a"][repr(0.01)]
+    assert point["valid_logloss"] == pytest.approx(0.43) and point["grid_seeds"] == [0, 1]
+    assert point["epochs_run"] == [5, 5] and set(point["by_seed"]) == {"0", "1"}
+    assert point["by_seed"]["1"]["valid_logloss"] == 0.44
+    assert math.isnan(scores["d/attnrec/a"][repr(0.1)]["valid_logloss"])
+    assert sorted((reg, seed) for reg, seed, _ in seen) == sorted(curve)  # each point at each seed, once
+    assert all(sp == (train, valid, valid) for _, _, sp in seen)  # test never read
+    # the dropout grid ranks by the same mean: at L2 0.01, dropout 0.3 is worse on seed 0 but better on the mean
+    drop = {("deepfm:dropout=0", 0): 0.41, ("deepfm:dropout=0", 1): 0.47, ("deepfm:dropout=0.3", 0): 0.43}
+    drop[("deepfm:dropout=0.3", 1)] = 0.42
+
+    def djob(spec: str, splits: tuple[object, ...], seed: int, s: Any) -> dict[str, float]:
+        assert s.embedding_reg == 0.01 and splits == (train, valid, valid)
+        return {"valid_logloss": drop[(spec, seed)], "valid_auc": 0.7, "best_epoch": 2, "epochs_run": 5}
+
+    own = {
+        "valid_logloss": 0.44,
+        "valid_auc": 0.7,
+        "best_epoch": 2,
+        "epochs_run": 5,
+    }  # deepfm's own, from the L2 grid
+    out_jobs, _, dscores = bench.select_dropout(
+        "d",
+        [("attnrec", "deepfm", djob)],
+        splits,
+        [0.0, 0.3],
+        bench.dropout_spec,
+        {"d/attnrec/deepfm": 0.01},
+        {"d/attnrec/deepfm": {repr(0.01): own}},
+        [0, 1],
+        settings,
+        log=lambda m: None,
+    )
+    assert [spec for _, spec, _ in out_jobs] == ["deepfm:dropout=0.3"]
+    assert dscores["d/attnrec/deepfm"]["deepfm:dropout=0"]["valid_logloss"] == pytest.approx(0.44)
+
+
+def test_grid_seeds_are_recorded_and_reused_by_seed(criteo_dir: Path, tmp_path: Path) -> None:
+    bench = _load("bench_ctr")
+    out = tmp_path / "ctr.json"
+    threads = torch.get_num_threads()
+    argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--max-epochs", "1", "--models", "lr,afm"]
+    argv += ["--l2-grid", "0,0.1", "--dropout-grid", "0,0.3", "--data-dir", str(criteo_dir)]
+    try:
+        record = bench.main([*argv, "--grid-seeds", "0,1", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert record["grid_seeds"] == [0, 1] and "grid_seed" not in record
+    point = record["l2_grid"]["criteo"]["criteo/attnrec/lr"][repr(0.1)]
+    runs = [point["by_seed"][x]["valid_logloss"] for x in ("0", "1")]
+    assert point["valid_logloss"] == pytest.approx(sum(runs) / 2)
+    # reused, every grid run is keyed by its own seed; a one-seed rerun at seed 1 takes seed 1's runs, not seed 0's
+    cache = bench.load_grid_scores([out], bench.BenchSettings(max_epochs=1))
+    assert cache[("criteo/attnrec/lr", 0.1, 1)]["valid_logloss"] == runs[1]
+    assert {k[2] for k in cache} == {0, 1} and ("criteo/attnrec/afm:dropout=0.3", 0.0, 1) in {
+        (k, 0.0, s) for k, _, s in cache
+    }
+    try:
+        again = bench.main([*argv, "--grid-seed", "1", "--reuse", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert again["grid_seeds"] == [1] and again["grid_seed"] == 1
+    one = again["l2_grid"]["criteo"]["criteo/attnrec/lr"][repr(0.1)]
+    assert one["valid_logloss"] == runs[1] and one["by_seed"]["1"]["reused"] is True
+
+
+def test_resplit_redraws_the_samples_rows_into_parts_of_the_same_sizes(
+    criteo_dir: Path, tmp_path: Path
+) -> None:
+    bench = _load("bench_ctr")
+    files, _ = bench.load_splits("criteo", criteo_dir)
+    drawn, info = bench.load_splits("criteo", criteo_dir, split_seed=7, resplit=True)
+    again, _ = bench.load_splits("criteo", criteo_dir, split_seed=7, resplit=True)
+    other, _ = bench.load_splits("criteo", criteo_dir, split_seed=8, resplit=True)
+    assert [len(d) for d in drawn] == [len(d) for d in files] == [300, 80, 80]
+    assert info["source"]["redrawn"].startswith("pooled, shuffled with seed 7")
+    # same rows overall (the label count is kept), deterministic per seed, another seed another split
+    assert sum(float(d.labels.sum()) for d in drawn) == sum(float(d.labels.sum()) for d in files)
+    np.testing.assert_array_equal(drawn[2].labels, again[2].labels)
+    assert not np.array_equal(drawn[2].labels, files[2].labels)
+    assert not np.array_equal(drawn[2].labels, other[2].labels)
+    # records from before the setting ran the files' split: --reuse takes them unless this run redraws
+    s = bench.BenchSettings()
+    old = {k: v for k, v in bench.asdict(s).items() if k != "resplit"}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"settings": old, "results": {}}))
+    assert bench.load_reuse([path], s) == {}
+    with pytest.raises(SystemExit, match=r"old\.json.*\['resplit'\]"):
+        bench.load_reuse([path], bench.replace(s, resplit=True))
