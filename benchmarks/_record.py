@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+
+def git_commit(path: Path, short: bool = False) -> str | None:
+    """The HEAD commit of the git checkout holding ``path`` (abbreviated with ``short``), None when ``path`` is in
+    no git checkout or git cannot run: benchmark records name the code they ran on."""
+    cmd = ["git", "-C", str(path), "rev-parse", *(["--short"] if short else []), "HEAD"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
 
 
 def write_record(bench: str, result: Any, out: Path | None, **extra: Any) -> dict[str, Any]:
     """Print ``{"bench", "command", "date", "torch", **extra, "result"}`` and write it to ``out`` when given."""
+    import torch  # here, not at import: git_commit serves scripts (and peers' venvs) that need no torch
+
     record = {
         "bench": bench,
         "command": "python " + " ".join(sys.argv),

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _record import git_commit
 from fair_common import Worker, grid_points, mean_std, serve
 
 HERE = Path(__file__).resolve().parent
@@ -396,19 +397,6 @@ def check_stamp(path: Path, row: dict[str, Any], stamp: str) -> None:
         )
 
 
-def git_commit() -> str | None:
-    """The checkout's HEAD commit (recorded beside the stamp, for the reader), None outside a git tree."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
-
-
 def grid_label(label: str) -> str:
     """The row whose grid fits ``label`` shares (``grid_of``; itself by default), after checking that both rows
     fit the same thing: worker, model and fixed settings."""
@@ -497,7 +485,7 @@ def run_dataset(
     done = load_results(args.results)
     stamps = {m: row_stamp(m) for m in labels}
     grid_stamps = {m: row_stamp(m, with_grid=False) for m in labels}
-    commit = git_commit()
+    commit = git_commit(HERE)  # recorded beside the stamp, for the reader
 
     def cached(key: str, stamp: str) -> bool:
         if key not in done:

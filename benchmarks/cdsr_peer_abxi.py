@@ -30,13 +30,13 @@ import json
 import os
 import random
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _record import git_commit
 
 ABXI_DEFAULTS: dict[str, Any] = {
     # main.py defaults, overridden by demo.sh's afk line (lr 1e-4, l2 3, rd 16, ri 64, bs 256)
@@ -80,9 +80,10 @@ def _git_commit(path: Path) -> str:
     marker = path / "COMMIT"
     if marker.exists():
         return marker.read_text().strip()
-    return subprocess.run(
-        ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    commit = git_commit(path)
+    if commit is None:
+        raise SystemExit(f"{path}: no COMMIT file and not a git checkout, so the peer's commit is unknown")
+    return commit
 
 
 def _loadavg() -> list[float]:

@@ -39,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cdsr_report as rep  # noqa: E402 - the benchmark folder is no package
+from _record import git_commit  # noqa: E402
 
 POSITION_SETS: tuple[tuple[int, ...], ...] = ((0,), (1,), (2,), (0, 1, 2))
 MATCH_TOLERANCE = 0.02
@@ -429,12 +430,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             by_name[w] for w in dict.fromkeys(wanted)
         ]  # in the order asked: the most wanted run first
     # the library code the runs import (the tree is shared and moves): HEAD, and whether files differ from it
-    git = ["git", "-C", str(Path(__file__).resolve().parent)]
-    head = subprocess.run(
-        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    here = Path(__file__).resolve().parent
+    head = git_commit(here, short=True) or ""
     dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True
+        ["git", "-C", str(here), "status", "--porcelain", "--", "src"], capture_output=True, text=True
     ).stdout
     code = f"{head}{'+dirty src' if dirty.strip() else ''}"
     results = a.out / "results.jsonl"
