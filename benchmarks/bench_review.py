@@ -6,8 +6,8 @@
 
 * split: a random 80/10/10 split (``--split-seed``, default 2026) of each dataset in ``DATASETS``, made once by
   attnrec and exported (``train/valid/test.csv`` with the review text, ``split.json`` with the splitter's report)
-  under ``bench_results/review-splits/<dataset>/``; every model and peer reads those files. All Beauty comes twice:
-  ``beauty-dedup`` keeps one row per (user, item) pair (``filters.deduplicate``, the latest) and ``beauty-dups``
+  under ``<--split-root>/<dataset>/`` (default root ``bench_results/review-splits``; a split of another seed there
+  is refused); every model and peer reads those files. All Beauty comes twice: ``beauty-dedup`` keeps one row per (user, item) pair (``filters.deduplicate``, the latest) and ``beauty-dups``
   keeps every row; which duplicate policy the splitter applied is read back from its report and printed.
 * run: every library in its own long-lived worker process at one thread (``fair_common``): attnrec here,
   Surprise in ``--surprise-python``'s venv, Cornac in ``--cornac-python``'s (``review_peer_cornac.py``). The
@@ -180,13 +180,17 @@ GROUPS = {
 
 
 # ------------------------------------------------------------------------------------------------ split
-def export_splits(names: list[str], split_seed: int) -> None:
-    """Write each dataset's split under ``SPLITS/<name>`` and print its sizes and duplicate policy."""
+def export_splits(names: list[str], split_seed: int, root: Path = SPLITS) -> None:
+    """Write each dataset's split under ``root/<name>`` and print its sizes and duplicate policy; a split of
+    another seed already there is refused (every cached result row was scored on it)."""
     from attnrec.data.filters import deduplicate
     from attnrec.data.registry import load_dataset
     from attnrec.data.splits import export_split, random_split
 
     for name in names:
+        old = root / name / "split.json"
+        if old.exists() and json.loads(old.read_text()).get("seed") != split_seed:
+            raise SystemExit(f"{old}: a split of another seed is there; give another --split-root")
         folder, dedup = DATASETS[name]
         ds = load_dataset(SHARED / folder, progress=False)
         table: Any = ds
@@ -195,7 +199,7 @@ def export_splits(names: list[str], split_seed: int) -> None:
             table, rep = deduplicate(ds.interactions, dedup)
             extra["dedup_rows"] = {"before": rep.rows_before, "after": rep.rows_after}
         result = random_split(table, (0.8, 0.1, 0.1), seed=split_seed)
-        out = export_split(result, SPLITS / name)
+        out = export_split(result, root / name)
         report = json.loads((out / "split.json").read_text())
         report.update(extra, duplicate_policy=duplicate_policy(report))
         (out / "split.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -665,7 +669,7 @@ def main() -> None:
     elif args.serve == "surprise":
         serve_surprise(args.split_root)
     elif args.part == "split":
-        export_splits(args.datasets.split(","), args.split_seed)
+        export_splits(args.datasets.split(","), args.split_seed, args.split_root)
     elif args.part == "run":
         run(args)
     elif args.part == "table":

@@ -118,3 +118,15 @@ def test_grid_of_a_row_with_other_settings_is_refused(monkeypatch) -> None:  # t
     monkeypatch.setitem(bench.MODELS, "safmr_tuned_wide", spec)
     with pytest.raises(SystemExit, match="safmr_tuned_wide"):
         bench.grid_label("safmr_tuned_wide")
+
+
+def test_a_split_of_another_seed_is_not_overwritten(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import pytest
+
+    bench = load_script(BENCH)
+    (tmp_path / "musical").mkdir()
+    (tmp_path / "musical" / "split.json").write_text(json.dumps({"seed": 2026}))
+    with pytest.raises(SystemExit, match="another seed"):
+        bench.export_splits(["musical"], 7, tmp_path)
