@@ -8,7 +8,8 @@
   attnrec and exported (``train/valid/test.csv`` with the review text, ``split.json`` with the splitter's report)
   under ``<--split-root>/<dataset>/`` (default root ``bench_results/review-splits``; a split of another seed there
   is refused); every model and peer reads those files. All Beauty comes twice: ``beauty-dedup`` keeps one row
-  per (user, item) pair (``filters.deduplicate``, the latest) and ``beauty-dups`` keeps every row; which duplicate policy the splitter applied is read back from its report and printed.
+  per (user, item) pair (``filters.deduplicate``, the latest) and ``beauty-dups`` keeps every row; which
+  duplicate policy the splitter applied is read back from its report and printed.
 * run: every library in its own long-lived worker process at one thread (``fair_common``): attnrec here,
   Surprise in ``--surprise-python``'s venv, Cornac in ``--cornac-python``'s (``review_peer_cornac.py``). The
   models with a grid (``MODELS``) fit each grid point with seed 0 and are scored on validation only, the points
