@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,39 +133,18 @@ def score_spread(users: torch.Tensor, items: torch.Tensor, block: int = 1024) ->
     return float(torch.cat(stds).mean())
 
 
-def zero_fusion_bias() -> Callable[[], None]:
-    """Diagnostic only (``--zero-fusion-bias``): start mrcsaf's fusion bias b of eq. 18 at zero instead of
-    PyTorch's default U(±1/√(2d)). With the default, b is larger than the Xavier item embeddings at the start, so
-    ė_m begins nearly the same vector for every item (docs/models/mrcsaf.md, "Why mrcsaf trails freedom").
-    Returns the function that undoes the patch."""
-    from attnrec.models.multimodal import mrcsaf_module
-
-    init = mrcsaf_module.CrossSelfAttentionFusion.__init__
-
-    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        torch.nn.init.zeros_(self.fuse.bias)
-
-    mrcsaf_module.CrossSelfAttentionFusion.__init__ = patched  # type: ignore[method-assign]
-
-    def restore() -> None:
-        mrcsaf_module.CrossSelfAttentionFusion.__init__ = init  # type: ignore[method-assign]
-
-    return restore
-
-
-def run_settings(
-    dataset: str, split_seed: int, epochs: int, patience: int, diagnostic: str | None
-) -> dict[str, Any]:
+def run_settings(dataset: str, split_seed: int, epochs: int, patience: int) -> dict[str, Any]:
     """Everything besides model, grid point and seed that changes a fit; stored in each record as ``settings``
-    and part of the resume key, so a fit under other settings (another split, a diagnostic patch) is never
-    taken for this one."""
+    and part of the resume key, so a fit under other settings (another split, patience, ...) is never taken for
+    this one. ``diagnostic`` is always None now: it marked the runs of the former ``--zero-fusion-bias`` patch
+    (mrcsaf's eq. 18 bias started at zero), which is the model option ``fusion_bias_init="zero"`` since, given as
+    a grid point; the key stays so that the records of before still group and resume as they did."""
     return {
         "dataset": dataset,
         "split_seed": split_seed,
         "epochs": epochs,
         "patience": patience,
-        "diagnostic": diagnostic,
+        "diagnostic": None,
     }
 
 
@@ -212,7 +190,7 @@ def report(path: Path, spec: str = "all") -> None:
     """Per run settings and model: each grid point's mean ± std over seeds of validation Recall@20 (never test),
     the point chosen on validation marked; then the chosen points' test metrics, from the ``test`` fits made after
     the choice. ``spec`` "grid" / "wide" keeps only that grid's points (the choice is then made among them),
-    "all" every point in the file. Records of a diagnostic (``--zero-fusion-bias``) are grouped apart."""
+    "all" every point in the file. Records of the former ``--zero-fusion-bias`` diagnostic are grouped apart."""
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in recs:
@@ -270,10 +248,13 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--inspect", action="store_true", help="record diagnostics of freedom / mrcsaf fits")
     ap.add_argument(
-        "--zero-fusion-bias", action="store_true", help="diagnostic: mrcsaf's eq. 18 bias starts at 0"
+        "--no-test", action="store_true", help="grid fits only (more points to come): choose and test later"
     )
     ap.add_argument(
-        "--no-test", action="store_true", help="grid fits only (more points to come): choose and test later"
+        "--test-only",
+        action="store_true",
+        help="the one point of --grid was chosen before (another seed's validation): fit it once per seed, "
+        "reading test once at its best epoch, with no grid fit",
     )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None)
@@ -282,12 +263,7 @@ def main() -> None:
         report(args.report, args.grid)
         return
     torch.set_num_threads(1)
-    restore = zero_fusion_bias() if args.zero_fusion_bias else None
-    try:
-        tune(args)
-    finally:
-        if restore is not None:
-            restore()
+    tune(args)
 
 
 def tune(args: argparse.Namespace) -> None:
@@ -296,13 +272,7 @@ def tune(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     train, valid, test, _, ds = load(args.dataset, args.split_seed)
     feats = modalities(args.dataset, ds, train)
-    settings = run_settings(
-        args.dataset,
-        args.split_seed,
-        args.epochs,
-        args.patience,
-        "zero_fusion_bias" if args.zero_fusion_bias else None,
-    )
+    settings = run_settings(args.dataset, args.split_seed, args.epochs, args.patience)
     print(json.dumps({"command": " ".join(sys.argv), "threads": 1, "settings": settings}), flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -323,8 +293,8 @@ def tune(args: argparse.Namespace) -> None:
         rec.update(
             dataset=args.dataset, tune_point=point, settings=settings, role=role, command=" ".join(sys.argv)
         )
-        if args.zero_fusion_bias:
-            rec["diagnostic"] = "zero_fusion_bias"
+        if args.test_only:  # the point was chosen on validation before this run, not among this file's fits
+            rec["chosen_before"] = True
         print(json.dumps({k: v for k, v in rec.items() if k != "curve"}), flush=True)
         with out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -340,6 +310,14 @@ def tune(args: argparse.Namespace) -> None:
         )
 
     for model in args.models.split(","):
+        if args.test_only:
+            points = grid_points(model, args.grid)
+            if len(points) != 1:
+                raise SystemExit(f"--test-only takes one point, --grid {args.grid!r} gives {len(points)}")
+            for seed in seeds:
+                if not done(model, _point(points[0]), seed, "test"):
+                    mine.append(fit(model, points[0], seed, "test"))
+            continue
         # grid fits see validation only (a single point too: more points may follow in another run)
         for point in grid_points(model, args.grid):
             for seed in seeds:

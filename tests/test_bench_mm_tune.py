@@ -135,7 +135,6 @@ def _run_main(tune, monkeypatch, out, *extra):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(tune, "fit_ours", fake_fit)
     monkeypatch.setattr(tune, "load", lambda dataset, seed: (None, None, None, 0, None))
     monkeypatch.setattr(tune, "modalities", lambda dataset, ds, train: {})
-    monkeypatch.setattr(tune, "zero_fusion_bias", lambda: lambda: calls.append("restored"))
     argv = ["mm_tune.py", "--dataset", "ml-100k", "--models", "mrcsaf", "--seeds", "0,1", "--out", str(out)]
     monkeypatch.setattr("sys.argv", argv + ["--grid", "dropout=0.8|dropout=0.9", *extra])
     tune.main()
@@ -163,16 +162,28 @@ def test_a_single_point_run_chooses_among_every_point_so_far(tune, tmp_path, mon
     assert [c for c in calls if c[3]] == [("mrcsaf", '{"dropout": 0.95}', s, True) for s in (0, 1)]
 
 
-def test_resume_key_includes_the_diagnostic_and_run_settings(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+def test_resume_key_includes_the_run_settings(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     out = tmp_path / "t.jsonl"
     _run_main(tune, monkeypatch, out)
-    # the patched run finds the unpatched records and must not take them for its own
-    patched = _run_main(tune, monkeypatch, out, "--zero-fusion-bias")
-    assert len(patched) == 7 and patched[-1] == "restored"  # 6 fits, then the patch undone
+    # another patience finds the first run's records and must not take them for its own
     assert len(_run_main(tune, monkeypatch, out, "--patience", "3")) == 6
-    assert _run_main(tune, monkeypatch, out, "--zero-fusion-bias") == ["restored"]
+    assert _run_main(tune, monkeypatch, out, "--patience", "3") == []
+    # the former --zero-fusion-bias patch is a model option now: a grid point of its own, same settings
+    calls = _run_main(tune, monkeypatch, out, "--grid", 'dropout=0.8;fusion_bias_init="zero"', "--no-test")
+    assert calls == [("mrcsaf", '{"dropout": 0.8, "fusion_bias_init": "zero"}', s, False) for s in (0, 1)]
     recs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sum(r["settings"]["diagnostic"] == "zero_fusion_bias" for r in recs) == 6
+    assert all(r["settings"]["diagnostic"] is None for r in recs)
+
+
+def test_test_only_fits_the_given_point_once_per_seed_reading_test(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    calls = _run_main(tune, monkeypatch, out, "--grid", "dropout=0.8", "--test-only")
+    assert calls == [("mrcsaf", '{"dropout": 0.8}', s, True) for s in (0, 1)]  # no grid fit
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["role"], r["chosen_before"]) for r in recs] == [("test", True)] * 2
+    assert _run_main(tune, monkeypatch, out, "--grid", "dropout=0.8", "--test-only") == []  # resumed
+    with pytest.raises(SystemExit, match="one point"):
+        _run_main(tune, monkeypatch, out, "--grid", "dropout=0.8|dropout=0.9", "--test-only")
 
 
 def _fit(cls, **config):  # type: ignore[no-untyped-def]
@@ -241,21 +252,6 @@ def test_inspect_mrcsaf_reports_each_modality(tune):  # type: ignore[no-untyped-
         assert out["item_terms"][m]["p_dot"]["norm"] == pytest.approx(
             float(p_dot.norm(dim=1).mean()), rel=1e-4
         )
-
-
-def test_zero_fusion_bias_patch_is_undone(tune):  # type: ignore[no-untyped-def]
-    from attnrec.models.multimodal.mrcsaf_module import CrossSelfAttentionFusion
-
-    torch.manual_seed(0)
-    assert (
-        float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) > 0
-    )  # PyTorch's default init
-    restore = tune.zero_fusion_bias()
-    try:
-        assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) == 0.0
-    finally:
-        restore()
-    assert float(CrossSelfAttentionFusion(8, 2, "knn").fuse.bias.detach().abs().sum()) > 0
 
 
 def test_score_spread_in_blocks_equals_the_whole_matrix(tune):  # type: ignore[no-untyped-def]

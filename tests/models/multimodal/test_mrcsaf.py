@@ -13,7 +13,7 @@ import torch
 
 from attnrec.data.batches import PairwiseBatch
 from attnrec.data.side import ItemFeatures, SideInputs
-from attnrec.errors import DataError
+from attnrec.errors import ConfigError, DataError
 from attnrec.models.layers.graph import normalized_adjacency
 from attnrec.models.layers.item_graph import modality_graph, union_values
 from attnrec.models.multimodal.mrcsaf import MRCSAF
@@ -346,3 +346,100 @@ def test_a_bundle_with_wrong_table_width_is_refused():
     tensors["user.weight"] = tensors["user.weight"][:, :8]
     with pytest.raises(DataError, match="user.weight"):
         model.build_module_from_state(tensors)
+
+
+# --------------------------------------------------------------------------------------------- options departing from the paper
+
+
+def test_default_config_keeps_the_papers_path():
+    # the loss and scores of this module were computed with the code before fused_norm / fusion_bias_init existed
+    # (commit afe63a5) under the same seed; the defaults must reproduce them
+    cfg = MRCSAFConfig()
+    assert cfg.fused_norm is None and cfg.fusion_bias_init == "uniform"
+    torch.manual_seed(0)
+    m = tiny_module(FEATS, reg_weight=0.1)
+    m.train()
+    batch = PairwiseBatch(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0]))
+    assert float(m.loss(batch).detach()) == pytest.approx(1.4853343, abs=1e-6)
+    m.eval()
+    with torch.no_grad():
+        users, items = m.compute_embeddings()
+    want = [-0.107752, -0.20282, 0.076713, 0.072076, -0.109566]
+    np.testing.assert_allclose((users @ items.T)[0].numpy(), want, atol=1e-6)
+
+
+def _twin(**config: Any) -> tuple[MRCSAFModule, MRCSAFModule]:
+    """A default module and one with ``config``, with the same parameters (the option's module built from the
+    same seed, then handed the default's weights)."""
+    torch.manual_seed(0)
+    base = tiny_module(FEATS)
+    torch.manual_seed(0)
+    other = tiny_module(FEATS, **config)
+    other.load_state_dict(base.state_dict())
+    base.eval()
+    other.eval()
+    return base, other
+
+
+def test_fused_norm_rescales_each_fused_row_before_the_user_item_propagation_only():
+    base, m = _twin(fused_norm=0.5)
+    with torch.no_grad():
+        raw, _ = base.fused_items()
+        fused, _ = m.fused_items()
+        for r, f in zip(raw, fused, strict=True):
+            torch.testing.assert_close(f.norm(dim=1), torch.full((5,), 0.5))
+            torch.testing.assert_close(f, 0.5 * r / r.norm(dim=1, keepdim=True))
+        # the rows of a subset are the same rows
+        rows = torch.tensor([1, 4])
+        for f, fr in zip(fused, m.fused_items(rows)[0], strict=True):
+            torch.testing.assert_close(fr, f[rows])
+        # eqs. 19-24 by hand on the dense graph: E⁰ = [e_U ; r ė/‖ė‖], the mean of E⁰, ÂE⁰, Â²E⁰; p = h + ṗ
+        adj = m.ui_graph().to_dense()
+        h = base.item_graph_part()
+        users, items = m.compute_embeddings()
+        for k, (u, f) in enumerate(zip(m.modality_tables(m.user.weight), fused, strict=True)):
+            e0 = torch.cat([u, f])
+            mean = (e0 + adj @ e0 + adj @ (adj @ e0)) / 3
+            torch.testing.assert_close(users[:, k * 4 : (k + 1) * 4], mean[:3])
+            torch.testing.assert_close(items[:, k * 4 : (k + 1) * 4], mean[3:] + h[:, k * 4 : (k + 1) * 4])
+        torch.testing.assert_close(m.item_graph_part(), h)  # the item-graph term is untouched
+        assert not torch.allclose(items, base.compute_embeddings()[1])
+
+
+def test_fusion_bias_init_zero_zeroes_only_the_fusion_bias():
+    base, _ = _twin()
+    torch.manual_seed(0)
+    zero = tiny_module(FEATS, fusion_bias_init="zero")
+    assert zero.fusion is not None and base.fusion is not None
+    assert float(zero.fusion.fuse.bias.detach().abs().sum()) == 0.0
+    assert float(base.fusion.fuse.bias.detach().abs().sum()) > 0.0
+    want, got = base.state_dict(), zero.state_dict()
+    for name in want:  # every other tensor as the default draws it (no random numbers skipped)
+        if name != "fusion.fuse.bias":
+            torch.testing.assert_close(got[name], want[name], msg=name)
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"fused_norm": 0.0}, "fused_norm"),
+        ({"fused_norm": -1.0}, "fused_norm"),
+        ({"fused_norm": float("nan")}, "fused_norm"),
+        ({"fusion_bias_init": "ones"}, "fusion_bias_init"),
+        ({"variant": "selector_only", "fused_norm": 1.0}, "fused_norm"),
+        ({"variant": "selector_only", "fusion_bias_init": "zero"}, "fusion_bias_init"),
+    ],
+)
+def test_fusion_option_errors_name_the_field(config: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        MRCSAF(**config)
+
+
+def test_a_bundle_keeps_the_fusion_options(tmp_path):  # type: ignore[no-untyped-def]
+    model, _ = _fit_small(fused_norm=0.7, fusion_bias_init="zero")
+    save_bundle(model, tmp_path / "m")
+    loaded = load_bundle(tmp_path / "m")
+    assert isinstance(loaded, MRCSAF)
+    assert (loaded.config.fused_norm, loaded.config.fusion_bias_init) == (0.7, "zero")
+    users = np.arange(5)
+    torch.testing.assert_close(loaded.score_users(users), model.score_users(users))

@@ -95,6 +95,8 @@ def reference_loss(
     e = m.modality_tables(m.item.weight)
     nb = m.neighbours() if c.attention == "knn" else None
     fused = e if m.fusion is None else explicit_fusion(m.fusion, e, nb)
+    if c.fused_norm is not None:  # the opt-in departure: every fused row rescaled to length fused_norm
+        fused = [c.fused_norm * f / torch.linalg.vector_norm(f, dim=1, keepdim=True) for f in fused]
     if history is not None:
         inside = torch.zeros(N_ITEMS, 1, dtype=torch.bool)
         inside[torch.cat([batch.pos, batch.neg.reshape(-1)])] = True
@@ -140,6 +142,9 @@ BATCH = PairwiseBatch(
         {"n_layers": 1},
         {"n_layers": 3, "reg_weight": 0.0},
         {"n_layers": 0},
+        {"fused_norm": 0.7},
+        {"fused_norm": 2.0, "attention": "full", "fusion_bias_init": "zero"},
+        {"fused_norm": 0.7, "variant": "csa_only", "n_layers": 1},
     ],
 )
 def test_fast_loss_and_gradients_equal_the_all_items_computation(config: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import scipy.sparse as sp
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 from torch.nn import functional as F
 
@@ -291,6 +291,13 @@ class MRCSAFConfig(FreedomConfig):
     ``"batch"`` fuses, with gradient, only the batch's own items and reads every other item's ė from a table
     refreshed without gradient at the start of each epoch (historical embeddings: faster, not the same step;
     docs/models/mrcsaf.md).
+
+    Two opt-in departures from the paper (docs/models/mrcsaf.md, "Options that depart from the paper"); their
+    defaults are the paper's model. ``fused_norm``: None (the paper: ė_m = W [c_m ; ẽ_m] + b as it comes), or a
+    length r > 0 to which every item's fused vector ė_m is rescaled, r · ė_m / ‖ė_m‖, before the user-item
+    propagation (eq. 19): the fusion layer can then no longer grow ė and drown the item-graph term h of eq. 24.
+    ``fusion_bias_init``: how eq. 18's bias b starts, ``"uniform"`` (PyTorch's U(±1/√(2d)); the paper does not
+    say) or ``"zero"``. Both act on the fusion module, so the ``selector_only`` variant (no fusion) refuses them.
     """
 
     variant: Variant = "full"
@@ -299,6 +306,19 @@ class MRCSAFConfig(FreedomConfig):
     selector_hidden: int = Field(16, ge=1)
     #: the paper's ω of eq. 29 (its Figure 5: 1e-5 best on every dataset)
     reg_weight: float = Field(1e-5, ge=0.0)
+    fused_norm: float | None = Field(None, gt=0.0, allow_inf_nan=False)
+    fusion_bias_init: Literal["uniform", "zero"] = "uniform"
+
+    @field_validator("fused_norm", "fusion_bias_init")
+    @classmethod
+    def _needs_the_fusion(cls, value: Any, info: ValidationInfo) -> Any:
+        default = cls.model_fields[str(info.field_name)].default
+        if info.data.get("variant") == "selector_only" and value != default:
+            raise ValueError(
+                f"{info.field_name}={value!r} acts on the cross-self-attention fusion, which variant "
+                f"'selector_only' does not build (leave it at {default!r})"
+            )
+        return value
 
 
 class MRCSAFModule(MultimodalModule):
@@ -329,6 +349,8 @@ class MRCSAFModule(MultimodalModule):
         self.fusion = (
             CrossSelfAttentionFusion(c.dim, n_mod, c.attention) if c.variant != "selector_only" else None
         )
+        if self.fusion is not None and c.fusion_bias_init == "zero":
+            nn.init.zeros_(self.fusion.fuse.bias)  # after construction: the default draws no fewer numbers
         self.fixed_weights = torch.tensor([float(w) for w in fixed_weights])
         self._neighbours: list[Neighbours] | None = None
         self._inv_norms: list[torch.Tensor] | None = None
@@ -393,12 +415,18 @@ class MRCSAFModule(MultimodalModule):
         self, rows: torch.Tensor | None = None, *, cross: bool = False
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """ė_m (eq. 18), M × (I, d), or M × (R, d) at the items ``rows`` (the same rows: the attention still ranges
-        over all items), and if ``cross`` the cross-attention outputs Δe_m; with the fusion off ė_m = e_m, no Δe."""
+        over all items), and if ``cross`` the cross-attention outputs Δe_m; with the fusion off ė_m = e_m, no Δe.
+        With ``fused_norm`` r set (a departure from the paper) each row of ė_m is rescaled to length r; row-wise,
+        so the rows at ``rows`` are still those of the all-items result."""
         e = self.modality_tables(self.item.weight)
         if self.fusion is None:
             return (e if rows is None else [torch.index_select(x, 0, rows) for x in e]), []
         neighbours = self.neighbours() if self.config.attention == "knn" else None
-        return self.fusion(e, neighbours, rows, cross=cross)  # type: ignore[no-any-return]
+        fused, cross_out = self.fusion(e, neighbours, rows, cross=cross)
+        r = self.config.fused_norm
+        if r is not None:
+            fused = [r * F.normalize(f, dim=1) for f in fused]
+        return fused, cross_out
 
     def item_graph_part(
         self, rows: torch.Tensor | None = None, weights: torch.Tensor | None = None
