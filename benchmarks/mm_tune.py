@@ -11,7 +11,8 @@ Same split, modalities, protocol and row settings as benchmarks/bench_multimodal
 reading). Every fit trains with early stopping on validation Recall@20. The grid fits never touch test: each
 model's point is chosen by the mean validation Recall@20 over seeds among every point fitted under the same
 settings in ``--out``, then that point is refitted per seed and test is read once at its best epoch
-(``--no-test``: grid fits only, when more points will follow). Records before 2026-12-06 10:40 UTC (no ``role``)
+(``--no-test``: grid fits only, when more points will follow; ``--test-only``: one point chosen before, on
+another seed's or data set's validation, fitted once per seed with test read once). Records before 2026-12-06 10:40 UTC (no ``role``)
 read test at every grid point; the report shows only the chosen point's.
 
 Grids (MMRec's style, the same number of points for each model — 8 — so each gets the same tuning budget):
