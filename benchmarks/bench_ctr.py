@@ -162,6 +162,10 @@ def redraw(frames: Sequence[Any], seed: int) -> list[Any]:
     return [pooled[order[a:b]] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
+# movielens is always a seeded random draw: a record saying "resplit" for it would claim a redraw that never ran
+NO_RESPLIT = "--resplit is for criteo/avazu only: movielens is always split at random by --split-seed"
+
+
 def load_splits(
     name: str, data_dir: Path = DEFAULT_DATA_DIR, split_seed: int = 2026, resplit: bool = False
 ) -> tuple[Splits, dict]:
@@ -172,6 +176,8 @@ def load_splits(
     ``info`` holds row counts, positive rates, field count and the files read.
     """
     if name == "movielens":
+        if resplit:
+            raise SystemExit(NO_RESPLIT)
         frames, schema = _movielens_splits(split_seed)
         source: Any = f"ml-100k via attnrec.data.registry, random 80/10/10 split, seed {split_seed}"
     elif name in ("criteo", "avazu"):
@@ -556,7 +562,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default="",
         help="dropout values chosen per attnrec model on validation logloss at its chosen L2 (test unread)",
     )
-    ap.add_argument("--grid-seed", type=int, default=0, help="the one grid seed (without --grid-seeds)")
+    ap.add_argument(
+        "--grid-seed", type=int, default=None, help="the one grid seed (without --grid-seeds; default 0)"
+    )
     ap.add_argument(
         "--grid-seeds",
         default="",
@@ -577,6 +585,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.grid_seeds and args.grid_seed is not None:
+        raise SystemExit("give --grid-seed or --grid-seeds, not both")
+    datasets = [d for d in args.datasets.split(",") if d]
+    if args.resplit and "movielens" in datasets:  # refused before any fit, not when its turn comes
+        raise SystemExit(NO_RESPLIT)
     torch.set_num_threads(args.threads)
     if args.peer_path:
         sys.path.append(
@@ -602,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     record = run_suite(
-        [d for d in args.datasets.split(",") if d],
+        datasets,
         [int(x) for x in args.seeds.split(",")],
         [m for m in args.models.split(",") if m],
         peers,
@@ -611,7 +624,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.data_dir,
         log=lambda msg: print(msg, flush=True),
         l2_grid=[float(x) for x in args.l2_grid.split(",") if x],
-        grid_seed=[int(x) for x in args.grid_seeds.split(",") if x] or args.grid_seed,
+        grid_seed=grid_seeds([int(x) for x in args.grid_seeds.split(",") if x])
+        if args.grid_seeds
+        else (0 if args.grid_seed is None else args.grid_seed),
         peer_l2_grid=[float(x) for x in args.peer_l2_grid.split(",") if x] or None,
         cache=load_reuse(reuse, settings),
         l2_extend=floats(args.l2_extend),

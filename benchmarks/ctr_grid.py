@@ -147,10 +147,14 @@ def _best(by_value: dict[str, dict[str, Any]]) -> str:
 
 
 def grid_seeds(grid_seed: int | Sequence[int]) -> list[int]:
-    """``grid_seed`` as a list of seeds (one int: that seed alone); an empty list raises SystemExit."""
+    """``grid_seed`` as a list of seeds (one int: that seed alone); an empty list or a repeated seed raises
+    SystemExit (a repeat would be recorded as a second seed while the mean runs over one)."""
     seeds = [int(grid_seed)] if isinstance(grid_seed, int) else [int(x) for x in grid_seed]
     if not seeds:
         raise SystemExit("the grids need at least one grid seed")
+    repeated = sorted({x for x in seeds if seeds.count(x) > 1})
+    if repeated:
+        raise SystemExit(f"--grid-seeds {','.join(map(str, seeds))}: seed(s) {repeated} given more than once")
     return seeds
 
 

@@ -492,12 +492,13 @@ def test_grid_seeds_are_recorded_and_reused_by_seed(criteo_dir: Path, tmp_path: 
     point = record["l2_grid"]["criteo"]["criteo/attnrec/lr"][repr(0.1)]
     runs = [point["by_seed"][x]["valid_logloss"] for x in ("0", "1")]
     assert point["valid_logloss"] == pytest.approx(sum(runs) / 2)
+    assert runs[0] != runs[1]  # else taking seed 1's run below could not be told from taking seed 0's
     # reused, every grid run is keyed by its own seed; a one-seed rerun at seed 1 takes seed 1's runs, not seed 0's
     cache = bench.load_grid_scores([out], bench.BenchSettings(max_epochs=1))
     assert cache[("criteo/attnrec/lr", 0.1, 1)]["valid_logloss"] == runs[1]
-    assert {k[2] for k in cache} == {0, 1} and ("criteo/attnrec/afm:dropout=0.3", 0.0, 1) in {
-        (k, 0.0, s) for k, _, s in cache
-    }
+    afm = record["dropout_grid"]["criteo"]["criteo/attnrec/afm"]["afm:dropout=0.3"]
+    assert {k[2] for k in cache} == {0, 1}
+    assert cache[("criteo/attnrec/afm:dropout=0.3", afm["embedding_reg"], 1)] == afm["by_seed"]["1"]
     try:
         again = bench.main([*argv, "--grid-seed", "1", "--reuse", str(out)])
     finally:
@@ -505,6 +506,23 @@ def test_grid_seeds_are_recorded_and_reused_by_seed(criteo_dir: Path, tmp_path: 
     assert again["grid_seeds"] == [1] and again["grid_seed"] == 1
     one = again["l2_grid"]["criteo"]["criteo/attnrec/lr"][repr(0.1)]
     assert one["valid_logloss"] == runs[1] and one["by_seed"]["1"]["reused"] is True
+
+
+def test_options_the_record_would_misstate_are_refused_before_any_fit(tmp_path: Path) -> None:
+    bench = _load("bench_ctr")
+    # movielens is always a random split: "resplit: true" in its record would claim a redraw that never ran
+    with pytest.raises(SystemExit, match="--resplit is for criteo/avazu only"):
+        bench.load_splits("movielens", tmp_path, split_seed=7, resplit=True)
+    argv = ["--peer", "", "--data-dir", str(tmp_path), "--out", str(tmp_path / "x.json")]
+    with pytest.raises(SystemExit, match="--resplit is for criteo/avazu only"):
+        bench.main([*argv, "--datasets", "criteo,movielens", "--resplit"])
+    # a repeated grid seed would be recorded twice while the mean runs over one run
+    with pytest.raises(SystemExit, match=r"--grid-seeds 0,1,0: seed\(s\) \[0\] given more than once"):
+        bench.main([*argv, "--datasets", "criteo", "--grid-seeds", "0,1,0"])
+    with pytest.raises(SystemExit, match="give --grid-seed or --grid-seeds, not both"):
+        bench.main([*argv, "--datasets", "criteo", "--grid-seed", "1", "--grid-seeds", "0,1"])
+    assert bench.grid_seeds([2, 0]) == [2, 0] and bench.grid_seeds(3) == [3]
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_resplit_redraws_the_samples_rows_into_parts_of_the_same_sizes(
