@@ -535,7 +535,7 @@ def test_resplit_redraws_the_samples_rows_into_parts_of_the_same_sizes(
     other, _ = bench.load_splits("criteo", criteo_dir, split_seed=8, resplit=True)
     assert [len(d) for d in drawn] == [len(d) for d in files] == [300, 80, 80]
     assert info["source"]["redrawn"].startswith("pooled, shuffled with seed 7")
-    # same rows overall (the label count is kept), deterministic per seed, another seed another split
+    # through the encoder: the label count is kept (the rows themselves: test_redraw_is_a_seeded_permutation...)
     assert sum(float(d.labels.sum()) for d in drawn) == sum(float(d.labels.sum()) for d in files)
     np.testing.assert_array_equal(drawn[2].labels, again[2].labels)
     assert not np.array_equal(drawn[2].labels, files[2].labels)
@@ -548,3 +548,25 @@ def test_resplit_redraws_the_samples_rows_into_parts_of_the_same_sizes(
     assert bench.load_reuse([path], s) == {}
     with pytest.raises(SystemExit, match=r"old\.json.*\['resplit'\]"):
         bench.load_reuse([path], bench.replace(s, resplit=True))
+
+
+def test_redraw_is_a_seeded_permutation_of_the_pooled_rows() -> None:
+    import polars as pl
+
+    bench = _load("bench_ctr")
+    # rows told apart by id, so a dropped or duplicated row shows (a label count would not)
+    sizes = (12, 5, 4)
+    frames = [
+        pl.DataFrame({"id": range(a, a + n), "label": [i % 2 for i in range(n)]})
+        for a, n in zip((0, 12, 17), sizes, strict=True)
+    ]
+    drawn = bench.redraw(frames, 7)
+    assert [f.height for f in drawn] == list(sizes)
+    ids = [f["id"].to_list() for f in drawn]
+    assert sorted(sum(ids, [])) == list(range(21))  # every row exactly once
+    # the exact draw: the pooled rows taken in NumPy's permutation for the seed, cut at the files' sizes
+    order = np.random.default_rng(7).permutation(21).tolist()
+    assert ids == [order[:12], order[12:17], order[17:]]
+    assert all(f.columns == ["id", "label"] for f in drawn)
+    assert [f["id"].to_list() for f in bench.redraw(frames, 7)] == ids
+    assert [f["id"].to_list() for f in bench.redraw(frames, 8)] != ids
