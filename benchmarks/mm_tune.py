@@ -190,8 +190,10 @@ def choose(recs: list[dict[str, Any]]) -> str | None:
 def report(path: Path, spec: str = "all") -> None:
     """Per run settings and model: each grid point's mean ± std over seeds of validation Recall@20 (never test),
     the point chosen on validation marked; then the chosen points' test metrics, from the ``test`` fits made after
-    the choice. ``spec`` "grid" / "wide" keeps only that grid's points (the choice is then made among them),
-    "all" every point in the file. Records of the former ``--zero-fusion-bias`` diagnostic are grouped apart."""
+    the choice, and, in rows of their own, the ``--test-only`` fits (``chosen_before``: a point chosen on another
+    seed's or data set's validation, not among this file's fits). ``spec`` "grid" / "wide" keeps only that grid's
+    points (the choice is then made among them), "all" every point in the file. Records of the former
+    ``--zero-fusion-bias`` diagnostic are grouped apart."""
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in recs:
@@ -201,37 +203,52 @@ def report(path: Path, spec: str = "all") -> None:
     print("|---|---|---|---|---|---|---|")
     chosen: dict[tuple[str, str], str | None] = {}
     for (settings, model), rs in sorted(runs.items()):
-        # the choice uses the grid fits; a single-point run ("default") has only its test fit
-        pool = [r for r in rs if role_of(r) != "test"] or rs
-        best = chosen[(settings, model)] = choose(pool)
+        grid_fits = [r for r in rs if role_of(r) != "test"]
+        # without grid fits (only --test-only runs) there is no choice here: each point was chosen elsewhere
+        best = chosen[(settings, model)] = choose(grid_fits) if grid_fits else None
         groups: dict[str, list[dict[str, Any]]] = {}
-        for r in pool:
+        for r in grid_fits or rs:
             groups.setdefault(_point(r["tune_point"]), []).append(r)
         for point, g in groups.items():
             vs = [r["valid"]["recall@20"] for r in g]
+            mark = "**yes**" if point == best else "" if grid_fits else "chosen before"
             print(
                 f"| `{settings}` | {model} | `{point}` | {len(g)} | {np.mean(vs):.4f} ± {np.std(vs):.4f} | "
-                f"{[r['best_epoch'] for r in g]} | {'**yes**' if point == best else ''} |"
+                f"{[r['best_epoch'] for r in g]} | {mark} |"
             )
     print(
         "\n| settings | model | chosen setting | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | test from |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for (settings, model), best in chosen.items():
-        rs = [r for r in runs[(settings, model)] if _point(r["tune_point"]) == best and "test" in r]
-        fresh = [r for r in rs if role_of(r) == "test"]
-        # legacy files: every grid fit read test; only the chosen point's numbers are shown
-        rs, source = (
-            (fresh, "fit after the choice") if fresh else (rs, "legacy grid fit (test read at every point)")
-        )
-        if not rs:
-            print(f"| `{settings}` | {model} | `{best}` | 0 | not fitted on test yet | | | | |")
-            continue
-        cells = [
-            f"{np.mean([r['test'][k] for r in rs]):.4f} ± {np.std([r['test'][k] for r in rs]):.4f}"
-            for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-        ]
-        print(f"| `{settings}` | {model} | `{best}` | {len(rs)} | " + " | ".join(cells) + f" | {source} |")
+        rs = runs[(settings, model)]
+        before: dict[str, list[dict[str, Any]]] = {}
+        for r in rs:
+            # a test fit with no grid fit beside it was chosen elsewhere too (records from before the flag)
+            if role_of(r) == "test" and (r.get("chosen_before") or best is None):
+                before.setdefault(_point(r["tune_point"]), []).append(r)
+        if best is not None:
+            at_best = [r for r in rs if _point(r["tune_point"]) == best and "test" in r]
+            fresh = [r for r in at_best if role_of(r) == "test" and not r.get("chosen_before")]
+            legacy = [r for r in at_best if role_of(r) == "legacy"]
+            # legacy files: every grid fit read test; only the chosen point's numbers are shown
+            if fresh:
+                _test_row(settings, model, best, fresh, "fit after the choice")
+            elif legacy:
+                _test_row(settings, model, best, legacy, "legacy grid fit (test read at every point)")
+            else:
+                print(f"| `{settings}` | {model} | `{best}` | 0 | not fitted on test yet | | | | |")
+        for point, g in before.items():
+            _test_row(settings, model, point, g, "chosen before (another seed / data set)")
+
+
+def _test_row(settings: str, model: str, point: str, rs: list[dict[str, Any]], source: str) -> None:
+    """One row of :func:`report`'s test table: mean ± std over the records ``rs`` of the four test metrics."""
+    cells = [
+        f"{np.mean([r['test'][k] for r in rs]):.4f} ± {np.std([r['test'][k] for r in rs]):.4f}"
+        for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+    ]
+    print(f"| `{settings}` | {model} | `{point}` | {len(rs)} | " + " | ".join(cells) + f" | {source} |")
 
 
 def main() -> None:

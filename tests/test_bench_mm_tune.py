@@ -90,6 +90,30 @@ def test_report_never_prints_a_losing_points_test_numbers(tune, tmp_path, capsys
     assert "0.1234" in out and "0.9876" not in out and "legacy" in out
 
 
+def test_report_labels_test_only_fits_as_chosen_before_in_rows_of_their_own(tune, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    a, b = {"fused_norm": 1.0}, {"fusion_bias_init": "zero"}
+    before = _rec("mrcsaf", b, 0, 0.30, 0.3359, "test")  # --test-only: b was chosen on another data set
+    before["chosen_before"] = True
+    recs = [_rec("mrcsaf", a, 0, 0.33, None, "grid"), before]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    tune.report(path)
+    summary = capsys.readouterr().out.split("chosen setting")[1].splitlines()
+    # the validation winner a has no test fit, and b's fit is neither dropped nor passed off as a's
+    assert [line for line in summary if "not fitted on test yet" in line] == [
+        line for line in summary if '"fused_norm": 1.0' in line
+    ]
+    rows = [line for line in summary if "0.3359" in line]
+    assert len(rows) == 1 and '"fusion_bias_init": "zero"' in rows[0] and "chosen before" in rows[0]
+    assert "fit after the choice" not in "\n".join(summary)
+    # a file of --test-only fits alone: no point is marked as chosen here
+    path.write_text(json.dumps(before) + "\n")
+    tune.report(path)
+    out = capsys.readouterr().out
+    assert "**yes**" not in out and "chosen before (another seed / data set)" in out
+    assert "not fitted on test yet" not in out
+
+
 def test_report_keeps_a_diagnostic_run_out_of_the_choice(tune, tmp_path, capsys):  # type: ignore[no-untyped-def]
     a, b = {"dropout": 0.8}, {"dropout": 0.9}
     patched = _rec("mrcsaf", b, 0, 0.99, None, "grid")  # best validation, but under --zero-fusion-bias
