@@ -21,6 +21,22 @@ def git_commit(path: Path, short: bool = False) -> str | None:
     return out.stdout.strip()
 
 
+def git_state(path: Path, short: bool = False, paths: tuple[str, ...] = ("src", "benchmarks")) -> str | None:
+    """:func:`git_commit` of ``path``'s checkout, with ``+dirty`` appended when files under ``paths`` (relative to
+    the checkout's top, not to ``path``) differ from that commit or are untracked: the tree is shared and other
+    uncommitted edits are routinely present, so a bare commit need not be the code a record ran. None as for
+    :func:`git_commit`."""
+    head = git_commit(path, short)
+    if head is None:
+        return None
+    cmd = ["git", "-C", str(path), "status", "--porcelain", "--", *(f":(top){p}" for p in paths)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return f"{head}+dirty?"  # the state could not be read: do not claim a clean tree
+    return f"{head}+dirty" if out.stdout.strip() else head
+
+
 def write_record(bench: str, result: Any, out: Path | None, **extra: Any) -> dict[str, Any]:
     """Print ``{"bench", "command", "date", "torch", **extra, "result"}`` and write it to ``out`` when given."""
     import torch  # here, not at import: git_commit serves scripts (and peers' venvs) that need no torch

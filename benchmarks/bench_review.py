@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _record import git_commit
+from _record import git_state
 from fair_common import Worker, grid_points, mean_std, serve
 from review_rows import GROUPS, LABELS, MODELS, TRAINER_KEYS
 
@@ -282,6 +282,40 @@ def check_stamp(path: Path, row: dict[str, Any], stamp: str) -> None:
         )
 
 
+#: the split seed of rows written before rows recorded theirs: split 2026 was the only split then
+LEGACY_SPLIT_SEED = 2026
+
+
+def split_seed(split_dir: Path) -> int:
+    """The seed the split in ``split_dir`` was drawn with, read from its ``split.json``."""
+    report = split_dir / "split.json"
+    seed = json.loads(report.read_text()).get("seed")
+    if not isinstance(seed, int):
+        raise SystemExit(f"{report}: field 'seed' is {seed!r}, expected the split's integer seed")
+    return seed
+
+
+def check_split(path: Path, row: dict[str, Any], seed: int) -> None:
+    """Refuse a result ``row`` of ``path`` fitted on another split than the one of ``seed`` (rows without
+    ``split_seed`` count as :data:`LEGACY_SPLIT_SEED`): its scores are of other valid/test rows."""
+    got = row.get("split_seed", LEGACY_SPLIT_SEED)
+    if got != seed:
+        raise SystemExit(
+            f"{path}: row {row['key']!r} was fitted on the split of seed {got}, the split here has seed {seed}; "
+            "write to another --results file (rows without split_seed count as split 2026)"
+        )
+
+
+def check_grid_seed(path: Path, row: dict[str, Any], seed: int) -> None:
+    """Refuse a cached grid ``row`` of ``path`` fitted with another model seed than ``seed`` (the grid seed is the
+    first of ``--seeds``; grid keys do not name it, so a rerun with other seeds would take it for its own)."""
+    if row["seed"] != seed:
+        raise SystemExit(
+            f"{path}: grid row {row['key']!r} was fitted with model seed {row['seed']}, this run's grid seed "
+            f"(first of --seeds) is {seed}; put seed {row['seed']} first or write to another --results file"
+        )
+
+
 def grid_label(label: str) -> str:
     """The row whose grid fits ``label`` shares (``grid_of``; itself by default), after checking that both rows
     fit the same thing: worker, model and fixed settings."""
@@ -370,12 +404,17 @@ def run_dataset(
     done = load_results(args.results)
     stamps = {m: row_stamp(m) for m in labels}
     grid_stamps = {m: row_stamp(m, with_grid=False) for m in labels}
-    commit = git_commit(HERE)  # recorded beside the stamp, for the reader
+    # recorded beside the stamp, for the reader ("+dirty": src/ or benchmarks/ differ from the commit)
+    commit = git_state(HERE)
+    split = split_seed(args.split_root / dataset)
 
-    def cached(key: str, stamp: str) -> bool:
+    def cached(key: str, stamp: str, grid_seed: int | None = None) -> bool:
         if key not in done:
             return False
         check_stamp(args.results, done[key], stamp)
+        check_split(args.results, done[key], split)
+        if grid_seed is not None:
+            check_grid_seed(args.results, done[key], grid_seed)
         return True
 
     tuned = [m for m in labels if MODELS[m]["grid"]]
@@ -386,12 +425,12 @@ def run_dataset(
                 continue
             of = grid_label(label)  # a widened grid's points are recorded (and reused) under the narrower row
             key = f"{dataset}|{of}|grid|{json.dumps(points[label][i], sort_keys=True)}"
-            if cached(key, grid_stamps[label]):
+            if cached(key, grid_stamps[label], args.seeds[0]):
                 continue
             req = model_request(label, points[label][i], {})
             measured = _measure(workers, truth, dataset, of, req, args.seeds[0], ["valid"])
             row = {"key": key, "kind": "grid", "point": points[label][i], "stamp": grid_stamps[label]}
-            row.update(measured, commit=commit)
+            row.update(measured, commit=commit, split_seed=split)
             append_result(args.results, row)
             done[key] = row
     chosen = {m: choose(done, dataset, m) for m in tuned}
@@ -410,6 +449,7 @@ def run_dataset(
                 "chosen": chosen.get(label),
                 "stamp": stamps[label],
                 "commit": commit,
+                "split_seed": split,
                 **measured,
             }
             append_result(args.results, row)
@@ -456,6 +496,10 @@ def print_tables(path: Path, split_root: Path) -> None:
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in done.values())]
     for dataset in datasets:
         split = json.loads((split_root / dataset / "split.json").read_text())
+        seed = split_seed(split_root / dataset)  # the sizes printed must be those of the rows' split
+        for r in done.values():
+            if r["dataset"] == dataset:
+                check_split(path, r, seed)
         print(f"\n`{dataset}` ({split['sizes']['train']:,} / {split['sizes']['test']:,} train / test rows)\n")
         print(
             "| model | chosen on validation | seeds | valid MSE | test MSE | test RMSE | test MAE | NDCG@10 "

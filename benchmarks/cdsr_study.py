@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cdsr_report as rep  # noqa: E402 - the benchmark folder is no package
-from _record import git_commit  # noqa: E402
+from _record import git_state  # noqa: E402
 
 POSITION_SETS: tuple[tuple[int, ...], ...] = ((0,), (1,), (2,), (0, 1, 2))
 MATCH_TOLERANCE = 0.02
@@ -429,13 +428,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         variants = [
             by_name[w] for w in dict.fromkeys(wanted)
         ]  # in the order asked: the most wanted run first
-    # the library code the runs import (the tree is shared and moves): HEAD, and whether files differ from it
-    here = Path(__file__).resolve().parent
-    head = git_commit(here, short=True) or ""
-    dirty = subprocess.run(
-        ["git", "-C", str(here), "status", "--porcelain", "--", "src"], capture_output=True, text=True
-    ).stdout
-    code = f"{head}{'+dirty src' if dirty.strip() else ''}"
+    # the library code the runs import (the tree is shared and moves): HEAD, and whether src/ differs from it
+    code = git_state(Path(__file__).resolve().parent, short=True, paths=("src",)) or ""
     results = a.out / "results.jsonl"
     done = {r.get("key") for r in rep.read_jsonl(results)}
     todo = [(v, s) for v in variants for s in seeds if run_key(v, s, backbone, trainer, a.data) not in done]

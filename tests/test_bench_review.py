@@ -130,3 +130,114 @@ def test_a_split_of_another_seed_is_not_overwritten(tmp_path) -> None:  # type: 
     (tmp_path / "musical" / "split.json").write_text(json.dumps({"seed": 2026}))
     with pytest.raises(SystemExit, match="another seed"):
         bench.export_splits(["musical"], 7, tmp_path)
+
+
+def test_tuned_rows_share_grid_loss_and_trainer_settings() -> None:
+    """The "equal validation budget" of BENCHMARKS' review sections: for the narrow and the wide rows, safmr,
+    deepconn and transnet get the same grid and the same fixed settings, and the wide grid has the baselines' 6."""
+    from fair_common import grid_points
+
+    bench = load_script(BENCH)
+    for suffix in ("_tuned", "_tuned_wide"):
+        specs = [bench.MODELS[f"{m}{suffix}"] for m in ("safmr", "deepconn", "transnet")]
+        assert all(s["grid"] == specs[0]["grid"] and s["fixed"] == {"loss": "l2"} for s in specs), suffix
+    assert len(grid_points(bench.MODELS["safmr_tuned_wide"]["grid"])) == 6
+    assert len(grid_points(bench.MODELS["svd"]["grid"])) == 6
+
+
+def _split(root: Path, seed: int) -> Path:
+    """A 2-user split of ``seed`` under ``root/musical``: train/valid/test CSVs and split.json."""
+    import json
+
+    folder = root / "musical"
+    folder.mkdir(parents=True)
+    rows = "user_id,item_id,rating\nu1,i1,4\nu1,i2,2\nu2,i1,5\n"
+    for part in ("train", "valid", "test"):
+        (folder / f"{part}.csv").write_text(rows)
+    (folder / "split.json").write_text(
+        json.dumps({"seed": seed, "sizes": {"train": 3, "valid": 3, "test": 3}})
+    )
+    return root
+
+
+class _FakeWorker:
+    """Answers every fit with rating 3 for each row, and counts the fits."""
+
+    def __init__(self) -> None:
+        self.fits: list[tuple[str, int]] = []
+
+    def call(self, op: str, dataset: str, seed: int, parts: list[str], **req: object) -> dict[str, object]:
+        self.fits.append((str(req["model"]), seed))
+        return {"fit_s": 0.0, "pred": {p: [3.0, 3.0, 3.0] for p in parts}, "info": {}}
+
+
+def _args(tmp_path: Path, seeds: list[int]) -> object:
+    import argparse
+
+    return argparse.Namespace(split_root=tmp_path / "splits", results=tmp_path / "r.jsonl", seeds=seeds)
+
+
+def test_rows_record_their_split_and_a_row_of_another_split_is_refused(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    bench = load_script(BENCH)
+    _split(tmp_path / "splits", 7)
+    args, worker = _args(tmp_path, [0]), _FakeWorker()
+    bench.run_dataset("musical", ["svd"], args, {"ours": worker})
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and all(r["split_seed"] == 7 for r in rows) and len(worker.fits) == 7
+    bench.run_dataset("musical", ["svd"], args, {"ours": worker})  # same split: every row reused
+    assert len(worker.fits) == 7
+    # a row written before rows named their split counts as split 2026, the only split then
+    legacy = {k: v for k, v in rows[0].items() if k != "split_seed"}
+    (tmp_path / "r.jsonl").write_text(json.dumps(legacy) + "\n")
+    with pytest.raises(SystemExit, match=r"r\.jsonl.*musical\|svd\|grid.*seed 2026.*seed 7"):
+        bench.run_dataset("musical", ["svd"], args, {"ours": worker})
+    with pytest.raises(SystemExit, match=r"r\.jsonl.*musical\|svd\|grid.*seed 2026.*seed 7"):
+        bench.print_tables(tmp_path / "r.jsonl", tmp_path / "splits")
+    assert len(worker.fits) == 7
+
+
+def test_grid_rows_of_another_model_seed_are_refused(tmp_path: Path) -> None:
+    import pytest
+
+    bench = load_script(BENCH)
+    _split(tmp_path / "splits", 7)
+    worker = _FakeWorker()
+    bench.run_dataset("musical", ["svd"], _args(tmp_path, [0]), {"ours": worker})
+    assert {s for _, s in worker.fits} == {0}
+    with pytest.raises(SystemExit, match=r"grid row 'musical\|svd\|grid.*model seed 0.*grid seed.* is 1"):
+        bench.run_dataset("musical", ["svd"], _args(tmp_path, [1, 2]), {"ours": worker})
+    assert len(worker.fits) == 7  # nothing fitted, nothing reused
+
+
+def test_git_state_marks_edits_under_src_or_benchmarks(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    record = load_script(BENCH.parent / "_record.py")
+    repo = tmp_path / "repo"
+    for sub in ("src", "benchmarks", "docs"):
+        (repo / sub).mkdir(parents=True)
+        (repo / sub / "f.txt").write_text("a\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    head = record.git_commit(repo)
+    assert head is not None and record.git_state(repo / "benchmarks") == head
+    (repo / "docs" / "f.txt").write_text("b\n")  # outside the paths: still clean
+    assert record.git_state(repo / "benchmarks") == head
+    (repo / "src" / "f.txt").write_text("b\n")  # pathspecs are from the top, not from benchmarks/
+    assert record.git_state(repo / "benchmarks") == f"{head}+dirty"
+    assert record.git_state(repo, paths=("benchmarks",)) == head
+    (repo / "benchmarks" / "new.py").write_text("")  # untracked counts too
+    state = record.git_state(repo, short=True, paths=("benchmarks",))
+    assert state.endswith("+dirty") and head.startswith(state.removesuffix("+dirty"))
+    assert record.git_state(tmp_path / "nowhere") is None
