@@ -17,7 +17,9 @@
   every model seed and scored on test once, the models again in turn within a seed. Review text reaches a model
   only from the training split (documents, HFT's item documents, hybrid_csa's item text); validation and test
   rows carry none. Every fit appends one JSON line to ``--results`` (keyed by dataset, model, seed or grid
-  point), and a rerun skips what is there, so late models only add their rows.
+  point), and a rerun skips what is there, so late models only add their rows. Each line names the split's seed
+  (``split_seed``; lines without it are of split 2026) and the commit (``+dirty`` when src/ or benchmarks/
+  differed); a cached line of another split, or a grid line of another model seed, is refused, never reused.
 * table: the markdown tables and the issue's goals from the results file.
 
 Metrics, computed here for every library from its predictions (clipped to the rating range 1..5, the same for
