@@ -53,8 +53,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnrec.data.ctr import CTRData, FeatureEncoder
-from attnrec.data.readers.ctr import CTRTable, movielens_ctr, read_avazu, read_criteo
 from attnrec.evaluation.protocols import evaluate
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.training.trainer import TrainerConfig
@@ -66,19 +64,24 @@ from ctr_grid import (  # noqa: E402, F401 - re-exported: bench_ctr's public nam
     Job,
     RunCache,
     cached,
-    grid_seeds,
+    check_grid_seeds,
     load_grid_scores,
     load_reuse,
     select_dropout,
     select_l2,
 )
 from ctr_peer_common import DIRECTIONS, STOP_RULES  # noqa: E402 - the benchmark folder is not a package
+from ctr_splits import (  # noqa: E402, F401 - re-exported: bench_ctr's public names before the split
+    DATASETS,
+    DEFAULT_DATA_DIR,
+    NO_RESPLIT,
+    PARTS,
+    Splits,
+    load_splits,
+    redraw,
+)
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctr-criteo-avazu-8k"
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
-DATASETS = ("movielens", "criteo", "avazu")
-PARTS = ("train", "valid", "test")
-Splits = tuple[CTRData, CTRData, CTRData]
 
 
 @dataclass
@@ -140,71 +143,6 @@ def model_class(name: str) -> type[CTRRecommender]:
         if not classes:
             raise
         return classes[0]
-
-
-def _movielens_splits(split_seed: int) -> tuple[list[Any], Any]:
-    from attnrec.data.registry import load_dataset
-
-    table = movielens_ctr(load_dataset("ml-100k", progress=False))
-    df = table.frame
-    order = np.random.default_rng(split_seed).permutation(df.height)
-    cut1, cut2 = int(0.8 * df.height), int(0.9 * df.height)
-    return [df[order[:cut1]], df[order[cut1:cut2]], df[order[cut2:]]], table.schema
-
-
-def redraw(frames: Sequence[Any], seed: int) -> list[Any]:
-    """``frames`` (polars frames of one schema) pooled, shuffled with ``seed`` and cut into parts of their sizes."""
-    import polars as pl
-
-    pooled = pl.concat(list(frames), how="vertical")
-    order = np.random.default_rng(seed).permutation(pooled.height)
-    ends = np.cumsum([f.height for f in frames])
-    return [pooled[order[a:b]] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-
-
-# movielens is always a seeded random draw: a record saying "resplit" for it would claim a redraw that never ran
-NO_RESPLIT = "--resplit is for criteo/avazu only: movielens is always split at random by --split-seed"
-
-
-def load_splits(
-    name: str, data_dir: Path = DEFAULT_DATA_DIR, split_seed: int = 2026, resplit: bool = False
-) -> tuple[Splits, dict]:
-    """``((train, valid, test), info)`` for a benchmark dataset, encoded by a FeatureEncoder fitted on train only.
-
-    ``movielens``: ml-100k with a seeded random 80/10/10 split; ``criteo``/``avazu``: ``data_dir/<name>/
-    {train,dev,test}.csv``, or with ``resplit`` those rows pooled and redrawn with ``split_seed`` (:func:`redraw`).
-    ``info`` holds row counts, positive rates, field count and the files read.
-    """
-    if name == "movielens":
-        if resplit:
-            raise SystemExit(NO_RESPLIT)
-        frames, schema = _movielens_splits(split_seed)
-        source: Any = f"ml-100k via attnrec.data.registry, random 80/10/10 split, seed {split_seed}"
-    elif name in ("criteo", "avazu"):
-        reader: Callable[[Path], CTRTable] = read_criteo if name == "criteo" else read_avazu
-        paths = [data_dir / name / f"{part}.csv" for part in ("train", "dev", "test")]
-        tables = [reader(p) for p in paths]
-        frames, schema = [t.frame for t in tables], tables[0].schema
-        source = [str(p) for p in paths]
-        if resplit:
-            frames = redraw(frames, split_seed)
-            source = {
-                "files": source,
-                "redrawn": f"pooled, shuffled with seed {split_seed}, cut to the files' sizes",
-            }
-    else:
-        raise ValueError(f"unknown dataset {name!r}; have {DATASETS}")
-    encoder = FeatureEncoder(schema).fit(frames[0])
-    splits = tuple(encoder.transform(f, source=part) for f, part in zip(frames, PARTS, strict=True))
-    tr = splits[0]
-    info = {
-        "source": source,
-        "rows": {part: len(d) for part, d in zip(PARTS, splits, strict=True)},
-        "positive_rate": {part: round(d.positive_rate, 4) for part, d in zip(PARTS, splits, strict=True)},
-        "fields": len(tr.schema.fields),
-        "vocab_rows": int(sum(tr.schema.vocab_sizes) + sum(tr.schema.multi_vocab_sizes)),
-    }
-    return splits, info  # type: ignore[return-value]
 
 
 def model_params(name: str, seed: int, s: BenchSettings) -> dict[str, Any]:
@@ -435,7 +373,7 @@ def run_suite(
     data_dir: Path = DEFAULT_DATA_DIR,
     log: Callable[[str], None] = print,
     l2_grid: Sequence[float] = (),
-    grid_seed: int | Sequence[int] = 0,
+    grid_seeds: tuple[int, ...] = (0,),
     cache: RunCache | None = None,
     peer_l2_grid: Sequence[float] | None = None,
     l2_extend: Sequence[float] = (),
@@ -446,8 +384,7 @@ def run_suite(
     :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``.
 
     With ``l2_grid``, each job's L2 weight is first chosen on validation (:func:`select_l2`, the mean over the
-    seeds ``grid_seed``: one int or several),
-    the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``);
+    seeds ``grid_seeds``), the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``);
     ``l2_extend`` widens it upward where its top wins. With ``dropout_grid``, each attnrec model's dropout is then
     chosen at its L2 (:func:`select_dropout`; scores in ``record["dropout_grid"]``) and the result's key carries the
     chosen override (``"criteo/attnrec/deepfm:dropout=0.3"``) unless the model's own setting won.
@@ -470,7 +407,7 @@ def run_suite(
         l2 = {f"{ds}/{lib}/{m}": s.embedding_reg for lib, m, _ in jobs}
         if l2_grid:
             l2, grid_record[ds] = select_l2(
-                ds, jobs, splits, l2_grid, grid_seed, s, log, select_cache, peer_l2_grid, l2_extend
+                ds, jobs, splits, l2_grid, grid_seeds, s, log, select_cache, peer_l2_grid, l2_extend
             )
             log(f"# {ds}: L2 chosen on validation: {l2}")
         if dropout_grid:
@@ -482,7 +419,7 @@ def run_suite(
                 dropout_spec,
                 l2,
                 grid_record.get(ds, {}),
-                grid_seed,
+                grid_seeds,
                 s,
                 log,
                 select_cache,
@@ -509,9 +446,9 @@ def run_suite(
         "settings": asdict(s),
         "l2_grid": grid_record,
         "dropout_grid": dropout_record,
-        "grid_seeds": grid_seeds(grid_seed),
+        "grid_seeds": list(grid_seeds),
         # one seed: also under the old key, which load_grid_scores reads for rows without by_seed
-        **({"grid_seed": grid_seed} if isinstance(grid_seed, int) else {}),
+        **({"grid_seed": grid_seeds[0]} if len(grid_seeds) == 1 else {}),
     }
 
 
@@ -624,9 +561,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.data_dir,
         log=lambda msg: print(msg, flush=True),
         l2_grid=[float(x) for x in args.l2_grid.split(",") if x],
-        grid_seed=grid_seeds([int(x) for x in args.grid_seeds.split(",") if x])
+        grid_seeds=check_grid_seeds([int(x) for x in args.grid_seeds.split(",") if x])
         if args.grid_seeds
-        else (0 if args.grid_seed is None else args.grid_seed),
+        else (0 if args.grid_seed is None else args.grid_seed,),
         peer_l2_grid=[float(x) for x in args.peer_l2_grid.split(",") if x] or None,
         cache=load_reuse(reuse, settings),
         l2_extend=floats(args.l2_extend),

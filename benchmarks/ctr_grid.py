@@ -95,7 +95,7 @@ def select_l2(
     jobs: Sequence[Job],
     splits: Any,
     grid: Sequence[float],
-    grid_seed: int | Sequence[int],
+    grid_seeds: tuple[int, ...],
     s: Any,
     log: Callable[[str], None] = print,
     cache: RunCache | None = None,
@@ -104,8 +104,8 @@ def select_l2(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Choose each job's L2 weight (attnrec's ``embedding_reg``, the peers' embedding regulariser) from ``grid``
     (the peers': ``peer_grid``, of the same size, default ``grid``) by the lowest validation logloss of the restored
-    epoch, averaged over one run per model seed in ``grid_seed`` (one seed or several: :func:`grid_point`). The two weights are different penalties (attnrec: the
-    squares of the rows a batch uses, averaged over its rows; the peers: whole tables), so their scales may differ.
+    epoch, averaged over one run per model seed in ``grid_seeds`` (:func:`grid_point`). The two weights are
+    different penalties (attnrec: the squares of the rows a batch uses, averaged over its rows; the peers: whole tables), so their scales may differ.
 
     ``extend`` (ascending, above the grid; attnrec jobs only): an attnrec job whose lowest validation logloss is at
     the largest value tried so far also runs the next value, until one does not improve on it or the values run
@@ -121,7 +121,7 @@ def select_l2(
     for ours, theirs in zip(grid, peer_grid, strict=True):  # interleaved over the jobs, as the seeds are
         for lib, m, fn in jobs:
             value = ours if lib == "attnrec" else theirs
-            row = grid_point(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
+            row = grid_point(ds, lib, m, fn, splits, grid_seeds, replace(s, embedding_reg=value), log, cache)
             scores[f"{ds}/{lib}/{m}"][repr(value)] = row
     for value in extend:
         for lib, m, fn in jobs:
@@ -129,7 +129,7 @@ def select_l2(
             top = max(by_value, key=float)
             if lib != "attnrec" or float(value) <= float(top) or _best(by_value) != top:
                 continue
-            row = grid_point(ds, lib, m, fn, splits, grid_seed, replace(s, embedding_reg=value), log, cache)
+            row = grid_point(ds, lib, m, fn, splits, grid_seeds, replace(s, embedding_reg=value), log, cache)
             by_value[repr(float(value))] = row
     chosen = {key: float(_best(by_value)) for key, by_value in scores.items()}
     return chosen, scores
@@ -146,10 +146,10 @@ def _best(by_value: dict[str, dict[str, Any]]) -> str:
     return min(by_value, key=rank)
 
 
-def grid_seeds(grid_seed: int | Sequence[int]) -> list[int]:
-    """``grid_seed`` as a list of seeds (one int: that seed alone); an empty list or a repeated seed raises
-    SystemExit (a repeat would be recorded as a second seed while the mean runs over one)."""
-    seeds = [int(grid_seed)] if isinstance(grid_seed, int) else [int(x) for x in grid_seed]
+def check_grid_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """``seeds`` as the tuple of grid seeds the grids take; an empty one or a repeated seed raises SystemExit (a
+    repeat would be recorded as a second seed while the mean runs over one)."""
+    seeds = tuple(int(x) for x in seeds)
     if not seeds:
         raise SystemExit("the grids need at least one grid seed")
     repeated = sorted({x for x in seeds if seeds.count(x) > 1})
@@ -185,14 +185,14 @@ def grid_point(
     spec: str,
     fn: Callable[..., dict[str, Any]],
     splits: Any,
-    grid_seed: int | Sequence[int],
+    grid_seeds: tuple[int, ...],
     s: Any,
     log: Callable[[str], None],
     cache: RunCache | None,
 ) -> dict[str, Any]:
-    """Job ``spec`` at settings ``s``, one :func:`grid_run` per seed of ``grid_seed`` (test unread), scored by
+    """Job ``spec`` at settings ``s``, one :func:`grid_run` per seed of ``grid_seeds`` (test unread), scored by
     :func:`mean_point` (the mean validation logloss over the seeds)."""
-    seeds = grid_seeds(grid_seed)
+    seeds = check_grid_seeds(grid_seeds)
     point = mean_point({seed: grid_run(ds, lib, spec, fn, splits, seed, s, log, cache) for seed in seeds})
     if len(seeds) > 1:
         log(
@@ -236,14 +236,14 @@ def select_dropout(
     spec_of: Callable[[str, float, Any], str | None],
     l2: dict[str, float],
     l2_scores: dict[str, Any],
-    grid_seed: int | Sequence[int],
+    grid_seeds: tuple[int, ...],
     s: Any,
     log: Callable[[str], None] = print,
     cache: RunCache | None = None,
 ) -> tuple[list[Job], dict[str, float], dict[str, Any]]:
     """Choose each attnrec job's dropout from ``grid`` at its chosen L2 (``l2``), by the
-    lowest validation logloss averaged over the seeds of ``grid_seed`` (:func:`grid_point`); the model's own setting competes with its score from
-    ``l2_scores`` (the L2 grid's run at the chosen value). ``spec_of(model, value, s)`` is the job's spec at that
+    lowest validation logloss averaged over the seeds ``grid_seeds`` (:func:`grid_point`); the model's own setting
+    competes with its score from ``l2_scores`` (the L2 grid's run at the chosen value). ``spec_of(model, value, s)`` is the job's spec at that
     dropout, None where the model has none or already runs with it (``bench_ctr.dropout_spec``). Test unread, as in
     :func:`select_l2`.
 
@@ -261,10 +261,10 @@ def select_dropout(
         at = replace(s, embedding_reg=l2[key])
         by_spec = {
             m: l2_scores.get(key, {}).get(repr(l2[key]))
-            or grid_point(ds, lib, m, fn, splits, grid_seed, at, log, cache)
+            or grid_point(ds, lib, m, fn, splits, grid_seeds, at, log, cache)
         }
         for spec in specs:
-            by_spec[spec] = grid_point(ds, lib, spec, fn, splits, grid_seed, at, log, cache)
+            by_spec[spec] = grid_point(ds, lib, spec, fn, splits, grid_seeds, at, log, cache)
         scores[key] = by_spec
         best = _best(by_spec)
         log(f"# {key}: dropout chosen on validation: {best}")

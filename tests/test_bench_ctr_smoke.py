@@ -120,7 +120,13 @@ def test_l2_grid_selects_on_validation_and_never_reads_test() -> None:
 
     jobs = [("attnrec", "a", job), ("peer", "b", job)]
     chosen, scores = bench.select_l2(
-        "d", jobs, (train, valid, test), [0.0, 1e-4, 1e-3, 1e-2], 7, bench.BenchSettings(), log=lambda m: None
+        "d",
+        jobs,
+        (train, valid, test),
+        [0.0, 1e-4, 1e-3, 1e-2],
+        (7,),
+        bench.BenchSettings(),
+        log=lambda m: None,
     )
     assert chosen == {"d/attnrec/a": 1e-3, "d/peer/b": 0.0}
     assert scores["d/attnrec/a"][repr(1e-3)]["valid_logloss"] == 0.47
@@ -131,10 +137,10 @@ def test_l2_grid_selects_on_validation_and_never_reads_test() -> None:
     settings = bench.BenchSettings()
     splits = (train, valid, test)
     grid = [0.0, 1e-4, 1e-3, 1e-2]
-    chosen, _ = bench.select_l2("d", jobs, splits, grid, 7, settings, peer_grid=[1e-5, 1e-4, 1e-3, 1e-2])
+    chosen, _ = bench.select_l2("d", jobs, splits, grid, (7,), settings, peer_grid=[1e-5, 1e-4, 1e-3, 1e-2])
     assert chosen == {"d/attnrec/a": 1e-3, "d/peer/b": 1e-4}
     with pytest.raises(SystemExit, match="size"):
-        bench.select_l2("d", jobs, splits, grid, 7, settings, peer_grid=[0.0])
+        bench.select_l2("d", jobs, splits, grid, (7,), settings, peer_grid=[0.0])
 
 
 def test_reuse_takes_earlier_runs_with_the_same_settings_only(tmp_path: Path) -> None:
@@ -214,7 +220,7 @@ def test_l2_grid_widens_upward_only_while_its_top_value_wins() -> None:
     jobs = [("attnrec", "a", job), ("attnrec", "b", job), ("peer", "c", job)]
     splits = (object(), object(), object())
     chosen, scores = bench.select_l2(
-        "d", jobs, splits, [0.0, 0.1], 0, bench.BenchSettings(), log=lambda m: None, extend=[0.3, 1.0, 3.0]
+        "d", jobs, splits, [0.0, 0.1], (0,), bench.BenchSettings(), log=lambda m: None, extend=[0.3, 1.0, 3.0]
     )
     assert chosen == {"d/attnrec/a": 0.3, "d/attnrec/b": 0.0, "d/peer/c": 0.1}
     assert [reg for name, reg in ran if name == "a"] == [0.0, 0.1, 0.3, 1.0]
@@ -260,7 +266,7 @@ def test_dropout_grid_chooses_on_validation_at_the_chosen_l2() -> None:
         bench.dropout_spec,
         l2,
         l2_scores,
-        0,
+        (0,),
         bench.BenchSettings(),
         log=lambda m: None,
     )
@@ -400,10 +406,10 @@ def test_grid_never_chooses_a_nan_validation_logloss() -> None:
     jobs = [("attnrec", "a", job)]
     settings = bench.BenchSettings()
     grid = [0.0, 1e-2, 1e-1]
-    chosen, _ = bench.select_l2("d", jobs, (train, valid, None), grid, 0, settings, log=lambda m: None)
+    chosen, _ = bench.select_l2("d", jobs, (train, valid, None), grid, (0,), settings, log=lambda m: None)
     assert chosen == {"d/attnrec/a": 0.1}
     curve.update({1e-2: float("nan"), 1e-1: float("nan")})
-    chosen, _ = bench.select_l2("d", jobs, (train, valid, None), grid, 0, settings, log=lambda m: None)
+    chosen, _ = bench.select_l2("d", jobs, (train, valid, None), grid, (0,), settings, log=lambda m: None)
     assert chosen == {"d/attnrec/a": 0.0}  # all diverged: the first, and its NaN shows in the scores
 
 
@@ -434,11 +440,11 @@ def test_grids_rank_each_point_by_its_mean_validation_logloss_over_the_grid_seed
     jobs = [("attnrec", "a", job)]
     settings = bench.BenchSettings()
     splits = (train, valid, test)
-    one, _ = bench.select_l2("d", jobs, splits, [0.0, 0.01, 0.1], 0, settings, log=lambda m: None)
+    one, _ = bench.select_l2("d", jobs, splits, [0.0, 0.01, 0.1], (0,), settings, log=lambda m: None)
     assert one == {"d/attnrec/a": 0.1}  # the one-seed case, as before: seed 0's lowest
     seen.clear()
     chosen, scores = bench.select_l2(
-        "d", jobs, splits, [0.0, 0.01, 0.1], [0, 1], settings, log=lambda m: None
+        "d", jobs, splits, [0.0, 0.01, 0.1], (0, 1), settings, log=lambda m: None
     )
     assert chosen == {"d/attnrec/a": 0.01}
     point = scores["d/attnrec/a"][repr(0.01)]
@@ -470,7 +476,7 @@ def test_grids_rank_each_point_by_its_mean_validation_logloss_over_the_grid_seed
         bench.dropout_spec,
         {"d/attnrec/deepfm": 0.01},
         {"d/attnrec/deepfm": {repr(0.01): own}},
-        [0, 1],
+        (0, 1),
         settings,
         log=lambda m: None,
     )
@@ -521,7 +527,9 @@ def test_options_the_record_would_misstate_are_refused_before_any_fit(tmp_path: 
         bench.main([*argv, "--datasets", "criteo", "--grid-seeds", "0,1,0"])
     with pytest.raises(SystemExit, match="give --grid-seed or --grid-seeds, not both"):
         bench.main([*argv, "--datasets", "criteo", "--grid-seed", "1", "--grid-seeds", "0,1"])
-    assert bench.grid_seeds([2, 0]) == [2, 0] and bench.grid_seeds(3) == [3]
+    assert bench.check_grid_seeds([2, 0]) == (2, 0) and bench.check_grid_seeds([3]) == (3,)
+    with pytest.raises(SystemExit, match="at least one grid seed"):
+        bench.check_grid_seeds([])
     assert not (tmp_path / "x.json").exists()
 
 
