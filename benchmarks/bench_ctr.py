@@ -21,8 +21,8 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
   ``--grid-seeds`` (default: the one seed ``--grid-seed``), test unread
   (:func:`select_l2`); ``--l2-extend`` tries larger values for a job while its largest one so far wins;
   ``--dropout-grid`` then chooses each attnrec model's dropout (:data:`DROPOUT_FIELDS`) at its chosen L2, again on
-  validation logloss (:func:`select_dropout`); ``--reuse`` takes identical earlier runs (and grid scores) from a
-  record instead of rerunning them.
+  validation logloss (:func:`select_dropout`), ``--dropout-extend`` widening it as ``--l2-extend`` does;
+  ``--reuse`` takes identical earlier runs (and grid scores) from a record instead of rerunning them.
 * Every model and the peers: embedding dim 16, Adam lr 1e-3, batch 256, early stopping by ``--stop``
   (default ``both``: keep the best validation logloss, stop when neither logloss nor AUC improved for 3 epochs;
   ``auc``: the old rule), at most ``--max-epochs``, restored epoch scored on test once — raw, and after
@@ -379,6 +379,7 @@ def run_suite(
     l2_extend: Sequence[float] = (),
     dropout_grid: Sequence[float] = (),
     grid_cache: RunCache | None = None,
+    dropout_extend: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Run every (dataset, model, seed) and return the record: ``results["<dataset>/<library>/<model>"]`` with
     :func:`summarise`'s fields, plus ``datasets`` (split info) and ``settings``.
@@ -386,7 +387,8 @@ def run_suite(
     With ``l2_grid``, each job's L2 weight is first chosen on validation (:func:`select_l2`, the mean over the
     seeds ``grid_seeds``), the seeds then run with it (``results[key]["embedding_reg"]``, the grid's scores in ``record["l2_grid"]``);
     ``l2_extend`` widens it upward where its top wins. With ``dropout_grid``, each attnrec model's dropout is then
-    chosen at its L2 (:func:`select_dropout`; scores in ``record["dropout_grid"]``) and the result's key carries the
+    chosen at its L2 (:func:`select_dropout`, widened upward by ``dropout_extend`` where its top wins; scores in
+    ``record["dropout_grid"]``) and the result's key carries the
     chosen override (``"criteo/attnrec/deepfm:dropout=0.3"``) unless the model's own setting won.
     Runs found in ``cache`` (:func:`load_reuse`) are taken from it, marked ``reused``; the grids also take earlier
     grid scores from ``grid_cache`` (:func:`load_grid_scores`)."""
@@ -423,6 +425,7 @@ def run_suite(
                 s,
                 log,
                 select_cache,
+                dropout_extend,
             )
         runs: dict[str, list[dict[str, Any]]] = {f"{ds}/{lib}/{m}": [] for lib, m, _ in jobs}
         for seed in seeds:  # interleaved: background load affects every library alike
@@ -500,6 +503,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="dropout values chosen per attnrec model on validation logloss at its chosen L2 (test unread)",
     )
     ap.add_argument(
+        "--dropout-extend",
+        default="",
+        help="larger dropout values tried in turn for an attnrec model while the largest tried so far wins",
+    )
+    ap.add_argument(
         "--grid-seed", type=int, default=None, help="the one grid seed (without --grid-seeds; default 0)"
     )
     ap.add_argument(
@@ -568,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cache=load_reuse(reuse, settings),
         l2_extend=floats(args.l2_extend),
         dropout_grid=floats(args.dropout_grid),
+        dropout_extend=floats(args.dropout_extend),
         grid_cache=load_grid_scores(reuse, settings),
     )
     table = markdown_table(record["results"])

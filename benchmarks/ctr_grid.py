@@ -240,12 +240,18 @@ def select_dropout(
     s: Any,
     log: Callable[[str], None] = print,
     cache: RunCache | None = None,
+    extend: Sequence[float] = (),
 ) -> tuple[list[Job], dict[str, float], dict[str, Any]]:
     """Choose each attnrec job's dropout from ``grid`` at its chosen L2 (``l2``), by the
     lowest validation logloss averaged over the seeds ``grid_seeds`` (:func:`grid_point`); the model's own setting
     competes with its score from ``l2_scores`` (the L2 grid's run at the chosen value). ``spec_of(model, value, s)`` is the job's spec at that
     dropout, None where the model has none or already runs with it (``bench_ctr.dropout_spec``). Test unread, as in
     :func:`select_l2`.
+
+    ``extend`` (ascending, above the grid), as ``select_l2``'s: a job whose lowest mean validation logloss is at the
+    largest dropout tried so far also runs the next value, until one does not improve on it or the values run out.
+    The model's own setting counts as the grid value it equals (``spec_of`` gives None there); an own setting
+    outside the grid is never the largest, so its win extends nothing.
 
     Returns ``(jobs with the chosen specs, {new key: L2}, {old key: {spec: scores}})``; other jobs are unchanged."""
     out_jobs: list[Job] = []
@@ -265,6 +271,16 @@ def select_dropout(
         }
         for spec in specs:
             by_spec[spec] = grid_point(ds, lib, spec, fn, splits, grid_seeds, at, log, cache)
+        # each grid value's spec (the own setting where it equals the value), to find the largest value tried
+        spec_at = {float(v): spec_of(m, v, s) or m for v in grid}
+        for value in extend:
+            top = max(spec_at)
+            if float(value) <= top or _best(by_spec) != spec_at[top]:
+                break
+            spec_at[float(value)] = spec = spec_of(m, value, s) or m
+            if spec not in by_spec:
+                by_spec[spec] = grid_point(ds, lib, spec, fn, splits, grid_seeds, at, log, cache)
+            log(f"# {key}: dropout grid extended to {value:g} (its top won on validation)")
         scores[key] = by_spec
         best = _best(by_spec)
         log(f"# {key}: dropout chosen on validation: {best}")

@@ -286,6 +286,62 @@ def test_dropout_grid_chooses_on_validation_at_the_chosen_l2() -> None:
     assert all(reg == 0.1 and splits == (train, valid, valid) for _, reg, splits in seen)
 
 
+def test_dropout_extend_widens_the_grid_only_while_its_top_wins() -> None:
+    bench = _load("bench_ctr")
+    seen: list[tuple[str, int]] = []
+    # mean validation logloss over grid seeds 0 and 1 (seed 1 adds 0.02 everywhere, so the ranking is the mean's).
+    # deepfm: the grid's top 0.5 wins, so 0.7 is tried and wins, so 0.8 is tried and loses: 0.9 must not run.
+    # afm: 0.3 wins inside the grid, so nothing is extended. nfm: its own setting is the grid's top (0.5, spec
+    # "nfm") and wins, so 0.7 runs (and loses).
+    curve = {
+        "deepfm:dropout=0": 0.47,
+        "deepfm:dropout=0.3": 0.46,
+        "deepfm:dropout=0.5": 0.45,
+        "deepfm:dropout=0.7": 0.44,
+        "deepfm:dropout=0.8": 0.445,
+        "afm:dropout=0.3": 0.43,
+        "afm:dropout=0.5": 0.44,
+        "nfm:dropout=0:bi_dropout=0": 0.50,
+        "nfm:dropout=0.3:bi_dropout=0.3": 0.49,
+        "nfm:dropout=0.7:bi_dropout=0.7": 0.49,
+    }
+
+    def job(spec: str, splits: tuple[object, ...], seed: int, s: Any) -> dict[str, float]:
+        seen.append((spec, seed))
+        return {
+            "valid_logloss": curve[spec] + 0.02 * seed,
+            "valid_auc": 0.7,
+            "best_epoch": 2,
+            "epochs_run": 5,
+        }
+
+    jobs = [("attnrec", m, job) for m in ("deepfm", "afm", "nfm")]
+    l2 = {f"d/attnrec/{m}": 0.0 for m in ("deepfm", "afm", "nfm")}
+    own = {"valid_logloss": 0.48, "valid_auc": 0.7, "best_epoch": 2, "epochs_run": 5}
+    l2_scores = {"d/attnrec/deepfm": {repr(0.0): own}, "d/attnrec/afm": {repr(0.0): own}}
+    l2_scores["d/attnrec/nfm"] = {repr(0.0): {**own, "valid_logloss": 0.48}}
+    out_jobs, _, scores = bench.select_dropout(
+        "d",
+        jobs,
+        (object(), object(), object()),
+        [0.0, 0.3, 0.5],
+        bench.dropout_spec,
+        l2,
+        l2_scores,
+        (0, 1),
+        bench.BenchSettings(),
+        log=lambda m: None,
+        extend=[0.7, 0.8, 0.9],
+    )
+    assert [spec for _, spec, _ in out_jobs] == ["deepfm:dropout=0.7", "afm:dropout=0.3", "nfm"]
+    assert list(scores["d/attnrec/deepfm"])[-2:] == ["deepfm:dropout=0.7", "deepfm:dropout=0.8"]
+    assert scores["d/attnrec/deepfm"]["deepfm:dropout=0.7"]["valid_logloss"] == pytest.approx(0.45)
+    ran = {spec for spec, _ in seen}
+    assert "deepfm:dropout=0.9" not in ran and not any(x.startswith("afm:dropout=0.7") for x in ran)
+    assert "nfm:dropout=0.7:bi_dropout=0.7" in ran and "nfm:dropout=0.8:bi_dropout=0.8" not in ran
+    assert sorted(seed for spec, seed in seen if spec == "deepfm:dropout=0.8") == [0, 1]  # both grid seeds
+
+
 def test_grid_scores_of_an_earlier_record_are_reused_by_the_grid(tmp_path: Path) -> None:
     bench = _load("bench_ctr")
     s = bench.BenchSettings()
