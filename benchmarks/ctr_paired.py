@@ -17,6 +17,12 @@ before commit fa91580, 2026-12-06 08:40, or runs reused from one) are refitted f
 the record's settings — only when the record was made under this checkout's model defaults and Adam kernel and
 names every setting (the rule ``--reuse`` applies); otherwise the script refuses, naming the record and the
 settings, since a refit would bootstrap other models than the record's table.
+
+``--pool-with other.json[,...]`` (with ``--record``): records of the same models on other splits (e.g. fresh
+``--resplit`` draws). Per model (matched by name, whatever dropout each split chose) the pooled verdict: rows are
+resampled within each split (stratified), and the statistic is the mean difference over all their test rows
+(:func:`stratified_bootstrap`). ``--ece-boot N``: each model's ECE (the per-seed mean, as the table's) with a 95%
+row-bootstrap interval and the noise floor of a perfectly calibrated model on as many rows.
 """
 
 from __future__ import annotations
@@ -55,18 +61,58 @@ def row_logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
 
 def paired_bootstrap(diff: np.ndarray, n_boot: int, seed: int = 0) -> dict[str, float]:
     """Mean of ``diff`` (N,) and, over ``n_boot`` resamples of its rows (fixed ``seed``: every model sees the same
-    draws), the 2.5/97.5 percentiles of the resampled mean and the share of resamples below 0."""
+    draws), the 2.5/97.5 percentiles of the resampled mean and the share of resamples below 0 — the one-split case
+    of :func:`stratified_bootstrap`."""
+    return stratified_bootstrap([diff], n_boot, seed)
+
+
+def stratified_bootstrap(diffs: Sequence[np.ndarray], n_boot: int, seed: int = 0) -> dict[str, float]:
+    """The pooled mean of per-row differences from several test splits (``diffs``: one (N_k,) array per split) and
+    its bootstrap: each resample draws N_k rows with replacement *within* split k (stratified: every split keeps
+    its size), and its statistic is the mean over all drawn rows (each split weighted by its row count). Returns
+    ``mean``, ``lo``/``hi`` (2.5/97.5 percentiles of the resampled means) and ``p_below_0``; one split gives
+    exactly :func:`paired_bootstrap`'s draws."""
+    parts = [np.asarray(d, dtype=np.float64) for d in diffs]
+    if not parts or any(len(d) == 0 for d in parts):
+        raise ValueError(f"stratified_bootstrap needs non-empty splits, got sizes {[len(d) for d in parts]}")
     rng = np.random.default_rng(seed)
+    total = sum(len(d) for d in parts)
     means = np.empty(n_boot)
-    n = len(diff)
     for b in range(n_boot):
-        means[b] = diff[rng.integers(0, n, n)].mean()
+        means[b] = sum(d[rng.integers(0, len(d), len(d))].sum() for d in parts) / total
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {
-        "mean": float(diff.mean()),
+        "mean": float(np.concatenate(parts).mean()),
         "lo": float(lo),
         "hi": float(hi),
         "p_below_0": float((means < 0).mean()),
+    }
+
+
+def ece_bootstrap(y: np.ndarray, probs: np.ndarray, n_boot: int, seed: int = 0) -> dict[str, float]:
+    """The table's ECE statistic — equal-mass ECE (:data:`~attnrec.evaluation.calibration.DEFAULT_BINS` bins) per
+    seed, averaged over seeds — for labels ``y`` (N,) and probabilities ``probs`` (S seeds, N), with the 2.5/97.5
+    percentiles of that statistic over ``n_boot`` row resamples (the same rows for every seed); ``floor_mean`` /
+    ``floor_q95``: :func:`~attnrec.evaluation.calibration.ece_noise_floor` of the seed-mean probabilities, the ECE
+    a perfectly calibrated model shows on this many rows."""
+    from attnrec.evaluation.calibration import ece_noise_floor, expected_calibration_error
+
+    probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    n = len(y)
+
+    def stat(rows: np.ndarray) -> float:
+        return float(np.mean([expected_calibration_error(y[rows], p[rows]) for p in probs]))
+
+    boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    floor_mean, floor_q95 = ece_noise_floor(probs.mean(axis=0))
+    return {
+        "mean": stat(np.arange(n)),
+        "lo": float(lo),
+        "hi": float(hi),
+        "floor_mean": floor_mean,
+        "floor_q95": floor_q95,
     }
 
 
@@ -86,29 +132,48 @@ def _record_run_sets(path: Path, record: dict[str, Any], models: str, baseline: 
     return used
 
 
-def seed_mean_losses(spec: str, splits: Any, seeds: Sequence[int], s: BenchSettings) -> dict[str, np.ndarray]:
-    """Per-row test logloss (N,) of model ``spec``, calibrated (``cal``) and raw (``raw``), mean over ``seeds``."""
-    y = splits[2].labels.astype(np.float64)
+def seed_probs(spec: str, splits: Any, seeds: Sequence[int], s: BenchSettings) -> dict[str, np.ndarray]:
+    """Test probabilities (S seeds, N rows) of model ``spec`` fitted at each of ``seeds``, calibrated (``cal``) and
+    raw (``raw``)."""
     cal, raw = [], []
     for seed in seeds:
         model, _ = fit_attnrec(spec, splits, seed, s)
-        cal.append(row_logloss(y, model.predict_proba(splits[2])))
-        raw.append(row_logloss(y, model.predict_proba(splits[2], calibrated=False)))
-    return {"cal": np.mean(cal, axis=0), "raw": np.mean(raw, axis=0)}
+        cal.append(model.predict_proba(splits[2]))
+        raw.append(model.predict_proba(splits[2], calibrated=False))
+    return {"cal": np.asarray(cal, dtype=np.float64), "raw": np.asarray(raw, dtype=np.float64)}
 
 
-def record_losses(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSettings) -> dict[str, np.ndarray]:
-    """:func:`seed_mean_losses` of a ``bench_ctr`` result (``run_set``: its ``runs`` and ``embedding_reg``) from the
+def seed_mean_loss(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-row logloss (N,) of probabilities ``probs`` (S seeds, N) against labels ``y`` (N,), mean over seeds."""
+    return np.mean([row_logloss(y, p) for p in probs], axis=0)
+
+
+def mean_losses(y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`seed_mean_loss` of each kind (``cal``/``raw``) of ``probs``."""
+    return {kind: seed_mean_loss(y, ps) for kind, ps in probs.items()}
+
+
+def seed_mean_losses(spec: str, splits: Any, seeds: Sequence[int], s: BenchSettings) -> dict[str, np.ndarray]:
+    """Per-row test logloss (N,) of model ``spec``, calibrated (``cal``) and raw (``raw``), mean over ``seeds``."""
+    return mean_losses(splits[2].labels.astype(np.float64), seed_probs(spec, splits, seeds, s))
+
+
+def record_probs(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSettings) -> dict[str, np.ndarray]:
+    """:func:`seed_probs` of a ``bench_ctr`` result (``run_set``: its ``runs`` and ``embedding_reg``) from the
     runs' stored test probabilities, or by refitting ``spec`` at that L2 when a run lacks them."""
     runs = run_set["runs"]
     if not all("test_p" in r and "test_p_raw" in r for r in runs):
         reg = float(run_set.get("embedding_reg", 0.0))
-        return seed_mean_losses(spec, splits, [int(r["seed"]) for r in runs], replace(s, embedding_reg=reg))
-    y = splits[2].labels.astype(np.float64)
+        return seed_probs(spec, splits, [int(r["seed"]) for r in runs], replace(s, embedding_reg=reg))
     return {
-        kind: np.mean([row_logloss(y, np.asarray(r[field])) for r in runs], axis=0)
+        kind: np.asarray([r[field] for r in runs], dtype=np.float64)
         for kind, field in (("cal", "test_p"), ("raw", "test_p_raw"))
     }
+
+
+def record_losses(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSettings) -> dict[str, np.ndarray]:
+    """:func:`seed_mean_losses` of a ``bench_ctr`` result, from :func:`record_probs`."""
+    return mean_losses(splits[2].labels.astype(np.float64), record_probs(run_set, spec, splits, s))
 
 
 #: settings that name the code rather than the run: a refit today runs this checkout's values of them
@@ -137,8 +202,73 @@ def check_refit(path: Path, settings: dict[str, Any], lacking: Sequence[str]) ->
         )
 
 
+#: per dataset: the test labels (N,) and each spec's test probabilities ``{"cal"|"raw": (S seeds, N)}``
+DatasetProbs = dict[str, tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]]
+
+
+def load_record(path: Path, models: str, baseline: str, data_dir: Path) -> tuple[list[int], DatasetProbs]:
+    """``(seeds, {dataset: (labels, {spec: probabilities})})`` of the ``bench_ctr`` record at ``path``: its baseline
+    and its specs ``models`` (comma-separated; empty: every attnrec spec) on each of its datasets, baseline first,
+    on the record's own split (its settings) — refitted only where :func:`check_refit` allows."""
+    record = json.loads(path.read_text())
+    used = _record_run_sets(path, record, models, baseline)
+    lacking = [k for k, r in used.items() if not all("test_p" in x and "test_p_raw" in x for x in r["runs"])]
+    check_refit(path, record["settings"], lacking)
+    s = BenchSettings(**record["settings"])
+    out: DatasetProbs = {}
+    for ds in record["datasets"]:
+        splits, _ = load_splits(ds, data_dir, s.split_seed, s.resplit)
+        prefix = f"{ds}/attnrec/"
+        specs = {k[len(prefix) :]: r for k, r in used.items() if k.startswith(prefix)}
+        probs = {spec: record_probs(r, spec, splits, s) for spec, r in specs.items()}
+        out[ds] = (splits[2].labels.astype(np.float64), probs)
+    return sorted({int(x["seed"]) for r in used.values() for x in r["runs"]}), out
+
+
+def model_name(spec: str) -> str:
+    """The model of a bench_ctr spec: ``"nfm:dropout=0.7:bi_dropout=0.7"`` -> ``"nfm"``."""
+    return spec.split(":", 1)[0]
+
+
+def pooled_rows(sets: Sequence[DatasetProbs], baseline: str, n_boot: int) -> tuple[dict[str, Any], list[str]]:
+    """The pooled verdict over several splits (``sets``: one :func:`load_record` result each): per dataset in the
+    first and per model (by :func:`model_name`, whatever spec each split chose) in every split, the
+    :func:`stratified_bootstrap` of the per-row difference of seed-mean logloss minus the baseline's, calibrated and
+    raw. Returns ``({"<dataset>/<model>": {"cal", "raw", "specs", "rows"}}, markdown table lines)``."""
+    results: dict[str, Any] = {}
+    lines = [
+        f"| dataset | model | specs per split | Δ calibrated logloss vs {baseline}, pooled [95% CI] | P(Δ < 0) | "
+        "Δ raw, pooled [95% CI] | test rows per split |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ds in sets[0]:
+        names = [model_name(x) for x in sets[0][ds][1] if x != baseline]
+        for name in names:
+            chosen = [[x for x in one[ds][1] if model_name(x) == name] for one in sets if ds in one]
+            if len(chosen) < len(sets) or any(len(c) != 1 for c in chosen):
+                continue  # a split lacks the model (or has it twice): no pooled verdict for it
+            specs = [c[0] for c in chosen]
+            diffs = {
+                kind: [
+                    seed_mean_loss(y, probs[spec][kind]) - seed_mean_loss(y, probs[baseline][kind])
+                    for (y, probs), spec in zip((one[ds] for one in sets), specs, strict=True)
+                ]
+                for kind in ("cal", "raw")
+            }
+            r = {kind: stratified_bootstrap(d, n_boot) for kind, d in diffs.items()}
+            rows = [len(d) for d in diffs["cal"]]
+            results[f"{ds}/{name}"] = {**r, "specs": specs, "rows": rows}
+            c, w = r["cal"], r["raw"]
+            lines.append(
+                f"| {ds} | {name} | {', '.join(specs)} | {c['mean']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}] | "
+                f"{c['p_below_0']:.2f} | {w['mean']:+.4f} [{w['lo']:+.4f}, {w['hi']:+.4f}] | "
+                f"{', '.join(map(str, rows))} |"
+            )
+    return results, lines
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Fit, bootstrap, print the markdown table and write the JSON record (``--out``)."""
+    """Fit, bootstrap, print the markdown tables and write the JSON record (``--out``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--datasets", default="criteo,avazu")
     ap.add_argument(
@@ -147,9 +277,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--record", type=Path, default=None, help="a bench_ctr.py --out record: bootstrap its runs"
     )
+    ap.add_argument(
+        "--pool-with",
+        default="",
+        help="with --record: comma-separated bench_ctr records of other splits; adds the pooled verdict per model",
+    )
     ap.add_argument("--baseline", default="lr", help="a bench_ctr spec")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--boot", type=int, default=2000)
+    ap.add_argument(
+        "--ece-boot", type=int, default=0, help="row resamples of each model's ECE interval (0: none)"
+    )
     ap.add_argument("--split-seed", type=int, default=2026)
     ap.add_argument(
         "--resplit", action="store_true", help="criteo/avazu: redraw the split (bench_ctr --resplit)"
@@ -160,44 +298,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if not args.models and args.record is None:
         ap.error("give --models or --record")
+    if args.pool_with and args.record is None:
+        ap.error("--pool-with pools records: give --record too")
     torch.set_num_threads(args.threads)
-    s = BenchSettings(split_seed=args.split_seed, resplit=args.resplit)
-    record_in = json.loads(args.record.read_text()) if args.record else None
-    seeds = [int(x) for x in args.seeds.split(",")]
-    if record_in is not None:
-        used = _record_run_sets(args.record, record_in, args.models, args.baseline)
-        lacking = [
-            k for k, r in used.items() if not all("test_p" in x and "test_p_raw" in x for x in r["runs"])
-        ]
-        check_refit(args.record, record_in["settings"], lacking)
-        s = BenchSettings(**record_in["settings"])
-        args.datasets = ",".join(record_in["datasets"])
-        seeds = sorted({int(x["seed"]) for r in used.values() for x in r["runs"]})
     t0 = time.perf_counter()
+    if args.record is not None:
+        seeds, sets = load_record(args.record, args.models, args.baseline, args.data_dir)
+    else:
+        s = BenchSettings(split_seed=args.split_seed, resplit=args.resplit)
+        seeds = [int(x) for x in args.seeds.split(",")]
+        sets = {}
+        for ds in (d for d in args.datasets.split(",") if d):
+            splits, _ = load_splits(ds, args.data_dir, s.split_seed, s.resplit)
+            specs = [args.baseline, *(m for m in args.models.split(",") if m)]
+            probs = {spec: seed_probs(spec, splits, seeds, s) for spec in specs}
+            sets[ds] = (splits[2].labels.astype(np.float64), probs)
     results: dict[str, Any] = {}
+    ece: dict[str, Any] = {}
     lines = [
         f"| dataset | model | Δ calibrated logloss vs {args.baseline} [95% CI] | P(Δ < 0) | Δ raw [95% CI] | test rows |",
         "|---|---|---|---|---|---|",
     ]
-    for ds in (d for d in args.datasets.split(",") if d):
-        splits, _ = load_splits(ds, args.data_dir, s.split_seed, s.resplit)
-        if record_in is not None:
-            ours = {
-                k.split("/", 2)[2]: v
-                for k, v in record_in["results"].items()
-                if k.startswith(f"{ds}/attnrec/")
-            }
-            wanted = [m for m in args.models.split(",") if m] or [k for k in ours if k != args.baseline]
-            base = record_losses(ours[args.baseline], args.baseline, splits, s)
-        else:
-            wanted = [m for m in args.models.split(",") if m]
-            base = seed_mean_losses(args.baseline, splits, seeds, s)
-        for spec in wanted:
-            mine = (
-                record_losses(ours[spec], spec, splits, s)
-                if record_in
-                else seed_mean_losses(spec, splits, seeds, s)
-            )
+    for ds, (y, probs) in sets.items():
+        base = mean_losses(y, probs[args.baseline])
+        for spec, p in probs.items():
+            if args.ece_boot:
+                ece[f"{ds}/{spec}"] = {
+                    kind: ece_bootstrap(y, p[kind], args.ece_boot) for kind in ("cal", "raw")
+                }
+            if spec == args.baseline:
+                continue
+            mine = mean_losses(y, p)
             r = {kind: paired_bootstrap(mine[kind] - base[kind], args.boot) for kind in ("cal", "raw")}
             results[f"{ds}/{spec}"] = r
             c, w = r["cal"], r["raw"]
@@ -208,6 +339,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(lines[-1], flush=True)
     table = "\n".join(lines)
     print("\n" + table)
+    extra: dict[str, Any] = {}
+    if ece:
+        extra["ece"] = ece
+        ece_lines = [
+            "| dataset | model | calibrated ECE (seed mean) [95% CI] | raw ECE [95% CI] | noise floor: mean, 95th pct |",
+            "|---|---|---|---|---|",
+        ]
+        for key, e in ece.items():
+            ds, spec = key.split("/", 1)
+            c, w = e["cal"], e["raw"]
+            ece_lines.append(
+                f"| {ds} | {spec} | {c['mean']:.4f} [{c['lo']:.4f}, {c['hi']:.4f}] | {w['mean']:.4f} "
+                f"[{w['lo']:.4f}, {w['hi']:.4f}] | {c['floor_mean']:.4f}, {c['floor_q95']:.4f} |"
+            )
+        extra["ece_table"] = "\n".join(ece_lines)
+        print("\n" + extra["ece_table"])
+    if args.pool_with:
+        others = [
+            load_record(Path(x), args.models, args.baseline, args.data_dir)[1]
+            for x in args.pool_with.split(",")
+            if x
+        ]
+        pooled, pooled_lines = pooled_rows([sets, *others], args.baseline, args.boot)
+        extra.update(pooled=pooled, pooled_table="\n".join(pooled_lines))
+        print("\n" + extra["pooled_table"])
     record = {
         "bench": "ctr_paired",
         "command": shlex.join(
@@ -219,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seeds": seeds,
         "results": results,
         "table": table,
+        **extra,
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

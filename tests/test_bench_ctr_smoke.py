@@ -197,6 +197,44 @@ def test_paired_bootstrap_by_hand() -> None:
     assert mixed["lo"] < 0 < mixed["hi"] and 0.3 < mixed["p_below_0"] < 0.7
 
 
+def test_pooled_bootstrap_resamples_within_each_split() -> None:
+    paired = _load("ctr_paired")
+    # split A: every row 0.01 better than the baseline; split B (half the rows): every row 0.03 worse. Resampled
+    # within each split every draw keeps 50 A rows and 25 B rows, so the pooled mean never moves:
+    # (50 * -0.01 + 25 * 0.03) / 75 = +0.00333 (a pooled, unstratified resample would spread around it)
+    a, b = np.full(50, -0.01), np.full(25, 0.03)
+    pooled = paired.stratified_bootstrap([a, b], 300)
+    assert pooled["mean"] == pytest.approx(0.25 / 75)
+    assert pooled["lo"] == pytest.approx(0.25 / 75) and pooled["hi"] == pytest.approx(0.25 / 75)
+    assert pooled["p_below_0"] == 0.0
+    # one split is the paired bootstrap, draw for draw
+    diff = np.random.default_rng(3).normal(0.0, 1.0, 40)
+    assert paired.stratified_bootstrap([diff], 200, seed=5) == paired.paired_bootstrap(diff, 200, seed=5)
+    # pooled_rows matches a model across splits by name, whatever dropout each split chose
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    half = np.full((1, 4), 0.5)
+    better = np.array([[0.8, 0.2, 0.8, 0.2]])
+    split7 = {"d": (y, {"lr": {"cal": half, "raw": half}, "nfm:dropout=0.7": {"cal": better, "raw": half}})}
+    split11 = {"d": (y, {"lr": {"cal": half, "raw": half}, "nfm": {"cal": half, "raw": half}})}
+    rows, lines = paired.pooled_rows([split7, split11], "lr", 100)
+    assert rows["d/nfm"]["specs"] == ["nfm:dropout=0.7", "nfm"] and rows["d/nfm"]["rows"] == [4, 4]
+    # split 7 gains log(0.5) - log(0.8) per row, split 11 nothing: the pooled mean is half of it
+    assert rows["d/nfm"]["cal"]["mean"] == pytest.approx((np.log(0.5) - np.log(0.8)) / 2)
+    assert rows["d/nfm"]["raw"]["mean"] == 0.0 and len(lines) == 3
+
+
+def test_ece_bootstrap_by_hand() -> None:
+    paired = _load("ctr_paired")
+    # 200 rows, positive rate 0.5; seed 0 predicts 0.3 everywhere, seed 1 0.7: one tie group, so every equal-mass
+    # bin holds the overall rate and each seed's ECE is |p - rate| = 0.2. A resample's rate r stays within
+    # [0.3, 0.7] (5.7 standard errors), where (|0.3 - r| + |0.7 - r|) / 2 = 0.2: the interval is the point
+    y = np.array([1.0, 0.0] * 100)
+    probs = np.stack([np.full(200, 0.3), np.full(200, 0.7)])
+    e = paired.ece_bootstrap(y, probs, 200)
+    assert e["mean"] == pytest.approx(0.2) and e["lo"] == pytest.approx(0.2) and e["hi"] == pytest.approx(0.2)
+    assert 0.0 < e["floor_mean"] < e["floor_q95"] < 0.2  # seed-mean probabilities 0.5: Bernoulli noise only
+
+
 def test_l2_grid_widens_upward_only_while_its_top_value_wins() -> None:
     bench = _load("bench_ctr")
     ran: list[tuple[str, float]] = []
@@ -428,6 +466,15 @@ def test_paired_record_refuses_to_refit_runs_made_under_other_defaults(
     out = paired.main([*argv, "--seeds", "0,1,2"])
     assert out["seeds"] == [4, 5]
     assert out["results"]["criteo/nfm"]["cal"]["mean"] == 0.0
+    # pooled with a second record (another split's, here the same rows), and each model's ECE interval
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(_record(old, with_probs)))
+    out = paired.main([*argv, "--pool-with", str(other), "--ece-boot", "20"])
+    assert (
+        out["pooled"]["criteo/nfm"]["rows"] == [80, 80] and out["pooled"]["criteo/nfm"]["cal"]["mean"] == 0.0
+    )
+    assert set(out["ece"]) == {"criteo/lr", "criteo/nfm"}
+    assert out["ece"]["criteo/lr"]["cal"]["lo"] <= out["ece"]["criteo/lr"]["cal"]["mean"]
     with pytest.raises(SystemExit, match="no results for 'criteo/attnrec/fm'"):
         paired.main([*argv, "--models", "fm"])
 
