@@ -119,6 +119,15 @@ MODELS["transnet_wide_choice"] = {
     "fixed": {"loss": "l2", "lr": 0.001, "dropout": 0.5},
     "grid": {},
 }
+#: TransNet-Ext (the TransNets paper's extension: user and item id embeddings beside z_L in a third FM) at
+#: TransNet's own split-2026 choice (lr 0.001, dropout 0.5, squared-error loss); only the id penalty is chosen on
+#: validation (0 is the paper's; the penalty is ours). Declared before any Ext fit was run.
+MODELS["transnet_ext"] = {
+    "worker": "ours",
+    "model": "transnet",
+    "fixed": {"loss": "l2", "lr": 0.001, "dropout": 0.5, "extended": True},
+    "grid": {"id_l2": [0.0, 0.001, 0.01]},
+}
 #: keys of a row's fixed settings or grid point that go to the Trainer, not to the model's config
 TRAINER_KEYS = frozenset({"lr", "patience", "epochs", "batch_size", "weight_decay", "gamma"})
 GROUPS = {
@@ -162,4 +171,5 @@ LABELS = {
     "deepconn_tuned_wide": "deepconn, wide lr × dropout on validation",
     "transnet_tuned_wide": 'transnet `loss="l2"`, wide lr × dropout on validation',
     "transnet_wide_choice": 'transnet `loss="l2"` at the wide grid\'s split-2026 choice (lr 0.001, dropout 0.5)',
+    "transnet_ext": 'TransNet-Ext `loss="l2"` (lr 0.001, dropout 0.5), id L2 on validation',
 }

@@ -11,6 +11,7 @@ import torch
 
 from attnrec.data.reviews import ReviewBatch
 from attnrec.data.side import ReviewCorpus, SideInputs
+from attnrec.errors import ConfigError
 from attnrec.models.review.transnet import TransNet, TransNetModule
 from attnrec.testing import ConformanceTests, review_checkerboard
 from attnrec.training.trainer import TrainerConfig
@@ -178,3 +179,82 @@ def test_high_ratings_do_not_saturate_the_target_representation() -> None:
     assert float((x_t.abs() > 0.95).float().mean()) < 0.5
     high = train.ratings > 4.5
     assert y_t[high].mean() - y_t[~high].mean() > 0.3, (y_t[high].mean(), y_t[~high].mean())
+
+
+# ------------------------------------------------------------------ TransNet-Ext (``extended``)
+
+
+class TestTransNetExtConformance(TestTransNetConformance):
+    config = {**TRANSNET_SMALL, "extended": True, "id_l2": 1e-3}
+
+
+def test_ext_full_loss_trains_only_the_ids_and_its_fm() -> None:
+    model, batch = fitted_module(extended=True, id_l2=1e-2)
+    m = model.review_module
+    assert isinstance(m, TransNetModule)
+    m.train()
+    parts = m.loss_parts(batch)
+    assert set(parts) == {"target", "transform", "source", "full"}
+    assert _grad_owners(m, m.loss_parts(batch)["full"]) == {"user_ids", "item_ids", "fm_full"}
+    # the id embeddings do not reach the transform: its loss trains what it trained without them
+    assert _grad_owners(m, m.loss_parts(batch)["transform"]) == {"user_net", "item_net", "transform"}
+    assert _grad_owners(m, m.loss_parts(batch)["source"]) == {"fm_source"}
+
+
+def test_ext_rates_with_fm_f_over_ids_and_z_computed_by_hand() -> None:
+    """ŷ = FM_F([ω_u; Ω_i; z_L]) with FM_F = w0 + Σ w_j x_j + Σ_{j<k} <v_j, v_k> x_j x_k written out pairwise."""
+    model, _ = fitted_module(extended=True)
+    m = model.review_module
+    assert isinstance(m, TransNetModule) and m.fm_full is not None
+    assert m.user_ids is not None and m.item_ids is not None
+    _, _, test = review_checkerboard()
+    u, i = test.users[:5], test.items[:5]
+    pred = model.predict(u, i)
+    m.eval()
+    with torch.no_grad():
+        ud, idoc = m.documents(torch.tensor(u), torch.tensor(i))
+        z = m.transformed(m.user_net(ud), m.item_net(idoc))
+        x = torch.cat([m.user_ids(torch.tensor(u)), m.item_ids(torch.tensor(i)), z], 1).double()
+        fm = m.fm_full
+        w, v = fm.linear.weight.double()[0], fm.v.double()
+        n = x.shape[1]
+        by_hand = []
+        for row in x:
+            pair = sum(float(v[j] @ v[k]) * float(row[j] * row[k]) for j in range(n) for k in range(j + 1, n))
+            by_hand.append(float(fm.w0) + float(w @ row) + pair)
+    lo, hi = model.rating_range
+    np.testing.assert_allclose(pred, np.clip(by_hand, lo, hi), rtol=1e-4, atol=1e-4)
+    # the ids matter: another user's id embedding in the same slot changes the rating
+    with torch.no_grad():
+        other = m.full_input(
+            torch.cat([m.user_net(ud), m.user_ids(torch.tensor(u[::-1].copy()))], 1),
+            torch.cat([m.item_net(idoc), m.item_ids(torch.tensor(i))], 1),
+            z,
+        )
+        assert not torch.allclose(m.fm_full(other), torch.tensor(by_hand, dtype=torch.float32), atol=1e-3)
+
+
+def test_ext_id_l2_adds_the_penalty_on_the_batch_ids() -> None:
+    model, batch = fitted_module(extended=True)
+    m = model.review_module
+    assert isinstance(m, TransNetModule) and m.user_ids is not None and m.item_ids is not None
+    m.eval()
+    with torch.no_grad():
+        plain = float(m.loss_parts(batch)["full"])
+        m.id_l2 = 0.5
+        penalised = float(m.loss_parts(batch)["full"])
+        sq = (m.user_ids(batch.users).square().sum(1) + m.item_ids(batch.items).square().sum(1)).mean()
+    assert penalised - plain == pytest.approx(0.5 * float(sq), rel=1e-5)
+
+
+def test_ext_is_off_by_default_and_needs_the_ids() -> None:
+    model, _ = fitted_module()
+    m = model.review_module
+    assert isinstance(m, TransNetModule)
+    assert m.fm_full is None and m.user_ids is None
+    ext, batch = fitted_module(extended=True)
+    me = ext.review_module
+    assert isinstance(me, TransNetModule)
+    ud, _ = me.documents(batch.users, batch.items)
+    with pytest.raises(ConfigError, match="user indices"):
+        me.user_vectors(ud)

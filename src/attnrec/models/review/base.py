@@ -150,12 +150,15 @@ class ReviewModule(TrainableModule):
             raise ConfigError("the target reviews are a training input only: this module has none attached")
         return self.row_tokens[rows]
 
-    def user_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        """User representations (B, d_u) from user documents (B, R·L): the ``user_net`` tower by default."""
+    def user_vectors(self, docs: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """User representations (B, d_u) from user documents (B, R·L): the ``user_net`` tower by default.
+        ``ids`` (B,) are the users' indices, for a model whose representation also holds an id embedding
+        (TransNet-Ext); the text-only models ignore them."""
         return self.user_net(docs)
 
-    def item_vectors(self, docs: torch.Tensor) -> torch.Tensor:
-        """Item representations (B, d_i) from item documents (B, R·L): the ``item_net`` tower by default."""
+    def item_vectors(self, docs: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Item representations (B, d_i) from item documents (B, R·L): the ``item_net`` tower by default;
+        ``ids`` as in :meth:`user_vectors`."""
         return self.item_net(docs)
 
     @abstractmethod
@@ -165,7 +168,7 @@ class ReviewModule(TrainableModule):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Test-time ratings (B,) of (user, item) index pairs from their documents."""
         ud, idoc = self.documents(users, items)
-        return self.rate(self.user_vectors(ud), self.item_vectors(idoc))
+        return self.rate(self.user_vectors(ud, users), self.item_vectors(idoc, items))
 
 
 def text_cnn(config: ReviewConfig, vocab_size: int, word_vectors: np.ndarray | None, **kw: Any) -> TextCNN:
@@ -319,7 +322,8 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         """Test-time representations of users or items ``idx`` (N,), encoded in fixed-size chunks."""
         m = self.review_module
         docs, encode = (m.user_docs, m.user_vectors) if which == "user" else (m.item_docs, m.item_vectors)
-        parts = [encode(docs[idx[s : s + _DOC_CHUNK]].flatten(1)) for s in range(0, len(idx), _DOC_CHUNK)]
+        chunks = idx.split(_DOC_CHUNK)
+        parts = [encode(docs[chunk].flatten(1), chunk) for chunk in chunks]
         return torch.cat(parts) if parts else torch.zeros(0)
 
     def _rate_pairs(self, uvec: torch.Tensor, ivec: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from attnrec.data.reviews import ReviewBatch
+from attnrec.errors import ConfigError
 from attnrec.models.base import register
 from attnrec.models.review.base import (
     FactorizationMachine,
@@ -27,17 +28,23 @@ from attnrec.models.review.base import (
 
 class TransNetConfig(ReviewConfig):
     """TransNet options: the shared text options, ``transform_layers`` (L), the FMs' factor size, the rating loss
-    (the paper: L1) and the weight of the transform loss (0 drops it: an ablation, not the paper)."""
+    (the paper: L1) and the weight of the transform loss (0 drops it: an ablation, not the paper).
+    ``extended`` is the paper's TransNet-Ext: user and item id embeddings (``cnn_out`` wide) join z_L in a third
+    FM, which then rates; ``id_l2`` (ours; the paper has none) is an L2 penalty on the id embeddings of a batch."""
 
     transform_layers: int = Field(2, ge=1)
     fm_factors: int = Field(8, ge=1)
     loss: Literal["l1", "l2"] = "l1"
     transform_weight: float = Field(1.0, ge=0.0)
+    extended: bool = False
+    id_l2: float = Field(0.0, ge=0.0)
 
 
 class TransNetModule(ReviewModule):
     """Source: z_0 = [Γ_A(doc_u); Γ_B(doc_i)], z_l = tanh(G_l z_{l-1} + g_l), ŷ_S = FM_S(z_L).
-    Target: x_T = Γ_T(rev_ui), ŷ_T = FM_T(x_T). Test time: ŷ_S only."""
+    Target: x_T = Γ_T(rev_ui), ŷ_T = FM_T(x_T). Test time: ŷ_S only.
+    TransNet-Ext (``extended``): ŷ_F = FM_F([ω_u; Ω_i; z_L]) with id embeddings ω, Ω; test time: ŷ_F only. The
+    user and item vectors then carry the id embedding in their last ``n`` columns (:meth:`user_vectors`)."""
 
     def __init__(
         self,
@@ -63,33 +70,80 @@ class TransNetModule(ReviewModule):
         self.fm_target = FactorizationMachine(n, config.fm_factors, bias=global_bias)
         self.loss_kind = config.loss
         self.transform_weight = config.transform_weight
+        self.n = n
+        self.id_l2 = config.id_l2
+        self.user_ids: nn.Embedding | None = None
+        self.item_ids: nn.Embedding | None = None
+        self.fm_full: FactorizationMachine | None = None
+        if config.extended:
+            # U(-1, 1) as the authors' code: the FM's weights start near zero, so the ids start inert there
+            self.user_ids, self.item_ids = nn.Embedding(n_users, n), nn.Embedding(n_items, n)
+            for emb in (self.user_ids, self.item_ids):
+                nn.init.uniform_(emb.weight, -1.0, 1.0)
+            self.fm_full = FactorizationMachine(3 * n, config.fm_factors, bias=global_bias)
+
+    def user_vectors(self, docs: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x_A (B, n), or [x_A; ω_u] (B, 2n) for TransNet-Ext (``ids`` then required)."""
+        return _with_ids(self.user_net(docs), self.user_ids, ids, "user")
+
+    def item_vectors(self, docs: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """x_B (B, n), or [x_B; Ω_i] (B, 2n) for TransNet-Ext (``ids`` then required)."""
+        return _with_ids(self.item_net(docs), self.item_ids, ids, "item")
 
     def transformed(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
-        """z_L (B, n): the source network's approximation of the target review's representation."""
-        z = torch.cat([user_vecs, item_vecs], dim=1)
+        """z_L (B, n): the source network's approximation of the target review's representation (from the text
+        columns of the vectors only)."""
+        z = torch.cat([user_vecs[:, : self.n], item_vecs[:, : self.n]], dim=1)
         for layer in self.transform:
             z = torch.tanh(layer(z))
         return z
 
+    def full_input(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """TransNet-Ext's FM input [ω_u; Ω_i; z_L] (B, 3n)."""
+        return torch.cat([user_vecs[:, self.n :], item_vecs[:, self.n :], z], dim=1)
+
     def rate(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
-        return self.fm_source(self.transformed(user_vecs, item_vecs))
+        z = self.transformed(user_vecs, item_vecs)
+        if self.fm_full is None:
+            return self.fm_source(z)
+        return self.fm_full(self.full_input(user_vecs, item_vecs, z))
 
     def loss_parts(self, batch: ReviewBatch) -> dict[str, torch.Tensor]:
-        """The three losses of one batch: ``target`` |r - FM_T(x_T)|, ``transform`` ||z_L - x_T||² (mean over
-        rows; x_T is held fixed) and ``source`` |r - FM_S(z_L)| (z_L held fixed). Each trains only its own part of
-        the network, as the paper's three alternating steps do."""
+        """The losses of one batch: ``target`` |r - FM_T(x_T)|, ``transform`` ||z_L - x_T||² (mean over rows;
+        x_T is held fixed) and ``source`` |r - FM_S(z_L)| (z_L held fixed); TransNet-Ext adds ``full``
+        |r - FM_F([ω_u; Ω_i; z_L])| + ``id_l2``·(||ω_u||² + ||Ω_i||²) (batch means; z_L held fixed), which trains
+        the ids and FM_F only. Each trains only its own part of the network, as the paper's alternating steps do."""
         x_t = self.target_net(self.target(batch.rows))
         ud, idoc = self.documents(batch.users, batch.items, batch.rows)
-        z = self.transformed(self.user_vectors(ud), self.item_vectors(idoc))
-        return {
+        uv, iv = self.user_vectors(ud, batch.users), self.item_vectors(idoc, batch.items)
+        z = self.transformed(uv, iv)
+        parts = {
             "target": rating_loss(self.fm_target(x_t), batch.ratings, self.loss_kind),
             "transform": (z - x_t.detach()).square().sum(1).mean(),
             "source": rating_loss(self.fm_source(z.detach()), batch.ratings, self.loss_kind),
         }
+        if self.fm_full is not None:
+            f_in = self.full_input(uv, iv, z.detach())
+            parts["full"] = rating_loss(self.fm_full(f_in), batch.ratings, self.loss_kind)
+            if self.id_l2:
+                parts["full"] = parts["full"] + self.id_l2 * f_in[:, : 2 * self.n].square().sum(1).mean()
+        return parts
 
     def loss(self, batch: ReviewBatch) -> torch.Tensor:
         parts = self.loss_parts(batch)
-        return parts["target"] + self.transform_weight * parts["transform"] + parts["source"]
+        total = parts["target"] + self.transform_weight * parts["transform"] + parts["source"]
+        return total + parts["full"] if "full" in parts else total
+
+
+def _with_ids(
+    text: torch.Tensor, table: nn.Embedding | None, ids: torch.Tensor | None, what: str
+) -> torch.Tensor:
+    """``text`` (B, n), with the id embeddings of ``ids`` appended when the model has an id ``table``."""
+    if table is None:
+        return text
+    if ids is None:
+        raise ConfigError(f"TransNet-Ext needs the {what} indices beside the {what} documents")
+    return torch.cat([text, table(ids)], dim=1)
 
 
 @register
