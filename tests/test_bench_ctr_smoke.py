@@ -232,6 +232,11 @@ def test_ece_bootstrap_by_hand() -> None:
     probs = np.stack([np.full(200, 0.3), np.full(200, 0.7)])
     e = paired.ece_bootstrap(y, probs, 200)
     assert e["mean"] == pytest.approx(0.2) and e["lo"] == pytest.approx(0.2) and e["hi"] == pytest.approx(0.2)
+    # the basic interval mirrors the resamples' percentiles about the estimate: 2 * ece - q97.5, 2 * ece - q2.5
+    noisy = paired.ece_bootstrap(y, np.stack([np.linspace(0.3, 0.7, 200)]), 200)
+    assert noisy["lo"] == pytest.approx(2 * noisy["mean"] - noisy["pct_hi"])
+    assert noisy["hi"] == pytest.approx(2 * noisy["mean"] - noisy["pct_lo"])
+    assert noisy["boot_mean"] > noisy["mean"]  # the resamples (fewer distinct rows) are noisier: ECE rises
     assert 0.0 < e["floor_mean"] < e["floor_q95"] < 0.2  # seed-mean probabilities 0.5: Bernoulli noise only
 
 
