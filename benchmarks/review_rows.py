@@ -128,6 +128,13 @@ MODELS["transnet_ext"] = {
     "fixed": {"loss": "l2", "lr": 0.001, "dropout": 0.5, "extended": True},
     "grid": {"id_l2": [0.0, 0.001, 0.01]},
 }
+#: the declared upward extension of transnet_ext's id penalty (taken because its top value, 0.01, won); the three
+#: fitted points are reused (``grid_of``)
+MODELS["transnet_ext_wide"] = {
+    **MODELS["transnet_ext"],
+    "grid": {"id_l2": [0.0, 0.001, 0.01, 0.1, 1.0]},
+    "grid_of": "transnet_ext",
+}
 #: keys of a row's fixed settings or grid point that go to the Trainer, not to the model's config
 TRAINER_KEYS = frozenset({"lr", "patience", "epochs", "batch_size", "weight_decay", "gamma"})
 GROUPS = {
@@ -172,4 +179,5 @@ LABELS = {
     "transnet_tuned_wide": 'transnet `loss="l2"`, wide lr × dropout on validation',
     "transnet_wide_choice": 'transnet `loss="l2"` at the wide grid\'s split-2026 choice (lr 0.001, dropout 0.5)',
     "transnet_ext": 'TransNet-Ext `loss="l2"` (lr 0.001, dropout 0.5), id L2 on validation',
+    "transnet_ext_wide": 'TransNet-Ext `loss="l2"` (lr 0.001, dropout 0.5), id L2 up to 1 on validation',
 }
