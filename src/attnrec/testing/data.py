@@ -5,11 +5,13 @@
   own group highly and the others lowly. A model that learns anything about users and items recovers it.
 * :func:`review_checkerboard` — the rating checkerboard with training reviews that name each side's group.
 * :func:`planted_ctr` — CTR feature rows whose click depends on a planted (interaction or first-order) pattern.
+* :func:`write_criteo_sample` — Kaggle-Criteo text files (train/dev/test) shaped like the benchmark's 8k sample.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -127,3 +129,23 @@ def planted_item_features(n_items: int, seed: int = 0) -> dict[str, np.ndarray]:
     text = np.hstack([group * 2 + rng.normal(0, 0.3, (n_items, 2)), rng.normal(0, 0.3, (n_items, 3))])
     meta = np.hstack([group, rng.integers(0, 2, (n_items, 2))])
     return {"text": text.astype(np.float32), "meta": meta.astype(np.float32)}
+
+
+def write_criteo_sample(folder: Path, sizes: tuple[int, int, int] = (300, 80, 80), seed: int = 0) -> Path:
+    """``folder/criteo/{train,dev,test}.csv`` with ``sizes`` rows in Kaggle Criteo's format (TAB separated, no
+    header: label, I1..I13 integers or empty, C1..C26 8-digit hex tokens or empty; 10% of values missing), as the
+    benchmark's sample folder holds them; returns ``folder``. The label follows C1 (token ``aaaa0000`` clicks 80% of
+    the time, the three others 10%), so both classes appear in every part."""
+    rng = np.random.default_rng(seed)
+    (folder / "criteo").mkdir(parents=True, exist_ok=True)
+    for part, n in zip(("train", "dev", "test"), sizes, strict=True):
+        lines = []
+        for _ in range(n):
+            c1 = rng.integers(0, 4)
+            label = int(rng.random() < (0.8 if c1 == 0 else 0.1))
+            ints = ["" if rng.random() < 0.1 else str(int(rng.integers(0, 50))) for _ in range(13)]
+            cats = [f"{['aaaa0000', 'bbbb1111', 'cccc2222', 'dddd3333'][c1]}"]
+            cats += ["" if rng.random() < 0.1 else f"{int(rng.integers(0, 6)):08x}" for _ in range(25)]
+            lines.append("\t".join([str(label), *ints, *cats]))
+        (folder / "criteo" / f"{part}.csv").write_text("\n".join(lines) + "\n")
+    return folder
