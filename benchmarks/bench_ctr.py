@@ -84,35 +84,6 @@ from ctr_splits import (  # noqa: E402, F401 - re-exported: bench_ctr's public n
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
 
 
-@dataclass
-class BenchSettings:
-    """Hyper-parameters shared by every model and the peer (chosen a priori; nothing is tuned on test)."""
-
-    embedding_dim: int = 16
-    lr: float = 1e-3
-    batch_size: int = 256
-    max_epochs: int = 30
-    patience: int = 3
-    embedding_reg: float = 0.0
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
-    dropout: float = 0.1
-    cin_layers: list[int] = field(default_factory=lambda: [16, 16])
-    split_seed: int = 2026
-    #: criteo / avazu: pool the sample's train/dev/test files and redraw them with ``split_seed`` (same sizes)
-    resplit: bool = False
-    #: early-stopping rule (ctr_peer_common.STOP_RULES): both, logloss or auc
-    stop: str = "both"
-    #: FuxiCTR's model zoo folder (its DeepFM and DCNv2 sources)
-    fuxictr_zoo: str = ""
-    #: the Trainer's Adam kernel (fused since bfe1bbf): a record without this key ran the single-tensor kernel,
-    #: whose rounding differs, so --reuse refuses it rather than mixing the two in one table
-    adam_kernel: str = "fused"
-    #: a hash of every CTR model's default config (:func:`model_defaults_stamp`): a record with another value ran
-    #: models keyed by the same name under other defaults (e.g. NFM's and secn's dropout before issue 18), so
-    #: --reuse and ctr_paired.py --record refuse it
-    model_defaults: str = field(default_factory=lambda: current_model_defaults())
-
-
 def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
     """12 hex digits of :func:`attnrec.training.types.config_digest` (the sha256 of sorted JSON) of ``{model: its
     default config dict}``: any changed default, added field or added model gives another stamp."""
@@ -143,6 +114,35 @@ def model_class(name: str) -> type[CTRRecommender]:
         if not classes:
             raise
         return classes[0]
+
+
+@dataclass
+class BenchSettings:
+    """Hyper-parameters shared by every model and the peer (chosen a priori; nothing is tuned on test)."""
+
+    embedding_dim: int = 16
+    lr: float = 1e-3
+    batch_size: int = 256
+    max_epochs: int = 30
+    patience: int = 3
+    embedding_reg: float = 0.0
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.1
+    cin_layers: list[int] = field(default_factory=lambda: [16, 16])
+    split_seed: int = 2026
+    #: criteo / avazu: pool the sample's train/dev/test files and redraw them with ``split_seed`` (same sizes)
+    resplit: bool = False
+    #: early-stopping rule (ctr_peer_common.STOP_RULES): both, logloss or auc
+    stop: str = "both"
+    #: FuxiCTR's model zoo folder (its DeepFM and DCNv2 sources)
+    fuxictr_zoo: str = ""
+    #: the Trainer's Adam kernel (fused since bfe1bbf): a record without this key ran the single-tensor kernel,
+    #: whose rounding differs, so --reuse refuses it rather than mixing the two in one table
+    adam_kernel: str = "fused"
+    #: a hash of every CTR model's default config (:func:`model_defaults_stamp`): a record with another value ran
+    #: models keyed by the same name under other defaults (e.g. NFM's and secn's dropout before issue 18), so
+    #: --reuse and ctr_paired.py --record refuse it
+    model_defaults: str = field(default_factory=lambda: current_model_defaults())
 
 
 def model_params(name: str, seed: int, s: BenchSettings) -> dict[str, Any]:
