@@ -248,10 +248,23 @@ def test_ext_id_l2_adds_the_penalty_on_the_batch_ids() -> None:
 
 
 def test_ext_is_off_by_default_and_needs_the_ids() -> None:
-    model, _ = fitted_module()
+    model, batch = fitted_module()
     m = model.review_module
     assert isinstance(m, TransNetModule)
     assert m.fm_full is None and m.user_ids is None
+    # the default model holds exactly the parameters it held before Ext existed, and the three losses only
+    prefixes = {k.split(".")[0] for k in m.state_dict()}
+    assert prefixes == {
+        "user_docs",
+        "item_docs",
+        "user_net",
+        "item_net",
+        "target_net",
+        "transform",
+        "fm_source",
+        "fm_target",
+    }
+    assert set(m.loss_parts(batch)) == {"target", "transform", "source"}
     ext, batch = fitted_module(extended=True)
     me = ext.review_module
     assert isinstance(me, TransNetModule)
