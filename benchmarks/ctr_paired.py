@@ -102,7 +102,9 @@ def ece_bootstrap(
     estimate (``boot_mean``) and neither the percentile range (``pct_lo``/``pct_hi``) nor the basic interval
     (``lo``/``hi`` = ``2·ece − q97.5, 2·ece − q2.5``) is a trustworthy interval on a few hundred rows; they are
     kept to show that. The noise floor is the comparison that holds: the same statistic when every seed is
-    perfectly calibrated (labels drawn as Bernoulli of each seed's probabilities, ``floor_draws`` times):
+    perfectly calibrated (labels drawn as Bernoulli of each seed's probabilities from one uniform per row shared
+    by all seeds, so that their label noise is common as in the measured statistic; ``floor_draws`` times, from
+    generator ``seed + 1``):
     ``floor_mean``, ``floor_q95``, and ``floor_p``, the share of those draws at or above the measured ECE (small:
     the miscalibration is more than noise)."""
     from attnrec.evaluation.calibration import expected_calibration_error
@@ -117,12 +119,15 @@ def ece_bootstrap(
     point = stat(np.arange(n))
     boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
     q_lo, q_hi = np.percentile(boots, [2.5, 97.5])
-    floor = np.array(
-        [
-            np.mean([expected_calibration_error(rng.random(n) < p, p) for p in probs])
-            for _ in range(floor_draws)
-        ]
-    )
+    # one uniform per row and draw, shared by every seed: each seed's labels are Bernoulli of its own probabilities
+    # (perfectly calibrated), but their noise is common, as the measured statistic's one label vector is —
+    # independent draws per seed would average label noise away and narrow the floor. Its own generator, so the
+    # floor does not shift with n_boot.
+    floor_rng = np.random.default_rng(seed + 1)
+    floor = np.empty(floor_draws)
+    for d in range(floor_draws):
+        u = floor_rng.random(n)
+        floor[d] = np.mean([expected_calibration_error(u < p, p) for p in probs])
     return {
         "mean": point,
         "lo": float(2 * point - q_hi),

@@ -93,6 +93,25 @@ def test_ece_bootstrap_by_hand() -> None:
     assert 0.0 < e["floor_mean"] < e["floor_q95"] < 0.2 and e["floor_p"] == 0.0
 
 
+def test_ece_floor_shares_the_label_noise_across_seeds() -> None:
+    paired = _paired()
+    # the measured ECE of identical seeds is one seed's ECE (all are scored against the same labels), so its noise
+    # floor must be one seed's floor: labels drawn independently per seed would average their noise away and give
+    # a visibly narrower floor (q95 ~0.006 lower here)
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.05, 0.4, 400)
+    y = (rng.random(400) < p).astype(float)
+    one = paired.ece_bootstrap(y, p[None, :], 5, floor_draws=300)
+    three = paired.ece_bootstrap(y, np.stack([p, p, p]), 5, floor_draws=300)
+    assert three["mean"] == pytest.approx(one["mean"])
+    assert three["floor_q95"] == pytest.approx(one["floor_q95"], abs=2e-3)
+    assert three["floor_mean"] == pytest.approx(one["floor_mean"], abs=1e-3)
+    assert three["floor_p"] == pytest.approx(one["floor_p"], abs=0.03)
+    # the floor has its own generator: the number of row resamples does not move it
+    more = paired.ece_bootstrap(y, np.stack([p, p, p]), 40, floor_draws=300)
+    assert more["floor_q95"] == three["floor_q95"] and more["floor_p"] == three["floor_p"]
+
+
 def test_paired_bootstrap_reads_a_records_stored_probabilities() -> None:
     paired = _paired()
     y = np.array([1.0, 0.0])
