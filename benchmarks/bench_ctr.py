@@ -59,6 +59,7 @@ from attnrec.training.trainer import TrainerConfig
 from attnrec.training.types import config_digest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import git_state  # noqa: E402
 from ctr_grid import (  # noqa: E402, F401 - re-exported: bench_ctr's public names since issue 18
     ADDED_SETTINGS,
     Job,
@@ -592,6 +593,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "command": shlex.join([".venv/bin/python", "benchmarks/bench_ctr.py", *argv_used]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
+        # HEAD, "+dirty" when src/ or benchmarks/ differ from it: the tree is shared, so a bare commit may not be
+        # the code that ran
+        "commit": git_state(Path(__file__).resolve().parent),
         "torch_threads": torch.get_num_threads(),
         "versions": versions,
         "wall_s": round(time.perf_counter() - t0, 1),

@@ -21,7 +21,9 @@ settings, since a refit would bootstrap other models than the record's table.
 ``--pool-with other.json[,...]`` (with ``--record``): records of the same models on other splits (e.g. fresh
 ``--resplit`` draws). Per model (matched by name, whatever dropout each split chose) the pooled verdict: rows are
 resampled within each split (stratified), and the statistic is the mean difference over all their test rows
-(:func:`stratified_bootstrap`). ``--ece-boot N``: each model's ECE (the per-seed mean, as the table's) against the noise floor of a perfectly
+(:func:`stratified_bootstrap`; conditional on the fitted seeds: test-row noise only). ``--models`` picks the other
+records' specs by model name; a model some split lacks (or has twice) gets no verdict and is named in
+``pooled_skipped``. ``--ece-boot N``: each model's ECE (the per-seed mean, as the table's) against the noise floor of a perfectly
 calibrated model on as many rows, and its row bootstrap (:func:`ece_bootstrap`: on a few hundred rows not a
 trustworthy interval, kept to show why).
 """
@@ -43,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _record import git_state  # noqa: E402
 from bench_ctr import (  # noqa: E402
     ADDED_SETTINGS,
     DEFAULT_DATA_DIR,
@@ -51,6 +54,8 @@ from bench_ctr import (  # noqa: E402
     load_splits,
     machine,
 )
+
+from attnrec.errors import ConfigError  # noqa: E402
 
 
 def row_logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
@@ -75,7 +80,11 @@ def stratified_bootstrap(diffs: Sequence[np.ndarray], n_boot: int, seed: int = 0
     exactly :func:`paired_bootstrap`'s draws."""
     parts = [np.asarray(d, dtype=np.float64) for d in diffs]
     if not parts or any(len(d) == 0 for d in parts):
-        raise ValueError(f"stratified_bootstrap needs non-empty splits, got sizes {[len(d) for d in parts]}")
+        empty = [k for k, d in enumerate(parts) if len(d) == 0]
+        raise ConfigError(
+            f"stratified_bootstrap needs at least one split and rows in every split: split(s) {empty} are empty "
+            f"(sizes {[len(d) for d in parts]})"
+        )
     rng = np.random.default_rng(seed)
     total = sum(len(d) for d in parts)
     means = np.empty(n_boot)
@@ -141,13 +150,21 @@ def ece_bootstrap(
     }
 
 
-def _record_run_sets(path: Path, record: dict[str, Any], models: str, baseline: str) -> dict[str, Any]:
+def _record_run_sets(
+    path: Path, record: dict[str, Any], models: str, baseline: str, by_name: bool = False
+) -> dict[str, Any]:
     """``{"<dataset>/attnrec/<spec>": result}`` of record ``path`` for the baseline and the specs ``models``
-    (comma-separated; empty: every attnrec spec in it) on each of its datasets; a spec it lacks raises SystemExit."""
+    (comma-separated; empty: every attnrec spec in it) on each of its datasets; a spec it lacks raises SystemExit.
+    With ``by_name`` (another split's record, whose grid may have chosen other overrides), ``models`` selects every
+    spec of the same :func:`model_name`, and a model the record lacks is left to :func:`pooled_rows` to report."""
     used: dict[str, Any] = {}
     for ds in record["datasets"]:
         ours = [k.split("/", 2)[2] for k in record["results"] if k.startswith(f"{ds}/attnrec/")]
-        for spec in [baseline, *([m for m in models.split(",") if m] or [k for k in ours if k != baseline])]:
+        wanted = [m for m in models.split(",") if m]
+        if by_name and wanted:
+            names = {model_name(m) for m in wanted}
+            wanted = [k for k in ours if k != baseline and model_name(k) in names]
+        for spec in [baseline, *(wanted or [k for k in ours if k != baseline])]:
             key = f"{ds}/attnrec/{spec}"
             if key not in record["results"]:
                 raise SystemExit(
@@ -231,12 +248,15 @@ def check_refit(path: Path, settings: dict[str, Any], lacking: Sequence[str]) ->
 DatasetProbs = dict[str, tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]]
 
 
-def load_record(path: Path, models: str, baseline: str, data_dir: Path) -> tuple[list[int], DatasetProbs]:
+def load_record(
+    path: Path, models: str, baseline: str, data_dir: Path, by_name: bool = False
+) -> tuple[list[int], DatasetProbs]:
     """``(seeds, {dataset: (labels, {spec: probabilities})})`` of the ``bench_ctr`` record at ``path``: its baseline
-    and its specs ``models`` (comma-separated; empty: every attnrec spec) on each of its datasets, baseline first,
-    on the record's own split (its settings) — refitted only where :func:`check_refit` allows."""
+    and its specs ``models`` (comma-separated; empty: every attnrec spec; ``by_name``: matched by model name, see
+    :func:`_record_run_sets`) on each of its datasets, baseline first, on the record's own split (its settings) —
+    refitted only where :func:`check_refit` allows."""
     record = json.loads(path.read_text())
-    used = _record_run_sets(path, record, models, baseline)
+    used = _record_run_sets(path, record, models, baseline, by_name)
     lacking = [k for k, r in used.items() if not all("test_p" in x and "test_p_raw" in x for x in r["runs"])]
     check_refit(path, record["settings"], lacking)
     s = BenchSettings(**record["settings"])
@@ -255,23 +275,30 @@ def model_name(spec: str) -> str:
     return spec.split(":", 1)[0]
 
 
-def pooled_rows(sets: Sequence[DatasetProbs], baseline: str, n_boot: int) -> tuple[dict[str, Any], list[str]]:
+def pooled_rows(
+    sets: Sequence[DatasetProbs], baseline: str, n_boot: int
+) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
     """The pooled verdict over several splits (``sets``: one :func:`load_record` result each): per dataset in the
     first and per model (by :func:`model_name`, whatever spec each split chose) in every split, the
     :func:`stratified_bootstrap` of the per-row difference of seed-mean logloss minus the baseline's, calibrated and
-    raw. Returns ``({"<dataset>/<model>": {"cal", "raw", "specs", "rows"}}, markdown table lines)``."""
+    raw. Returns ``({"<dataset>/<model>": {"cal", "raw", "specs", "rows"}}, markdown table lines, skipped)``:
+    ``skipped`` names each dataset/model with no pooled verdict — ``specs_per_split`` (split 0 is the first set)
+    shows the split that lacks it (``[]``) or has it more than once; each is also printed."""
     results: dict[str, Any] = {}
+    skipped: list[dict[str, Any]] = []
     lines = [
         f"| dataset | model | specs per split | Δ calibrated logloss vs {baseline}, pooled [95% CI] | P(Δ < 0) | "
         "Δ raw, pooled [95% CI] | test rows per split |",
         "|---|---|---|---|---|---|---|",
     ]
-    for ds in sets[0]:
-        names = [model_name(x) for x in sets[0][ds][1] if x != baseline]
+    for ds in dict.fromkeys(d for one in sets for d in one):  # the first set's datasets first
+        names = dict.fromkeys(model_name(x) for one in sets if ds in one for x in one[ds][1] if x != baseline)
         for name in names:
-            chosen = [[x for x in one[ds][1] if model_name(x) == name] for one in sets if ds in one]
-            if len(chosen) < len(sets) or any(len(c) != 1 for c in chosen):
-                continue  # a split lacks the model (or has it twice): no pooled verdict for it
+            chosen = [[x for x in one[ds][1] if model_name(x) == name] if ds in one else [] for one in sets]
+            if any(len(c) != 1 for c in chosen):
+                skipped.append({"dataset": ds, "model": name, "specs_per_split": chosen})
+                print(f"pooled: no verdict for {ds}/{name}: specs per split {chosen}", flush=True)
+                continue
             specs = [c[0] for c in chosen]
             diffs = {
                 kind: [
@@ -289,7 +316,7 @@ def pooled_rows(sets: Sequence[DatasetProbs], baseline: str, n_boot: int) -> tup
                 f"{c['p_below_0']:.2f} | {w['mean']:+.4f} [{w['lo']:+.4f}, {w['hi']:+.4f}] | "
                 f"{', '.join(map(str, rows))} |"
             )
-    return results, lines
+    return results, lines, skipped
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -383,12 +410,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print("\n" + extra["ece_table"])
     if args.pool_with:
         others = [
-            load_record(Path(x), args.models, args.baseline, args.data_dir)[1]
+            load_record(Path(x), args.models, args.baseline, args.data_dir, by_name=True)[1]
             for x in args.pool_with.split(",")
             if x
         ]
-        pooled, pooled_lines = pooled_rows([sets, *others], args.baseline, args.boot)
-        extra.update(pooled=pooled, pooled_table="\n".join(pooled_lines))
+        pooled, pooled_lines, skipped = pooled_rows([sets, *others], args.baseline, args.boot)
+        extra.update(pooled=pooled, pooled_table="\n".join(pooled_lines), pooled_skipped=skipped)
         print("\n" + extra["pooled_table"])
     record = {
         "bench": "ctr_paired",
@@ -397,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
+        # HEAD, "+dirty" when src/ or benchmarks/ differ from it (the tree is shared)
+        "commit": git_state(Path(__file__).resolve().parent),
         "wall_s": round(time.perf_counter() - t0, 1),
         "seeds": seeds,
         "results": results,

@@ -59,11 +59,24 @@ def test_pooled_bootstrap_resamples_within_each_split() -> None:
     better = np.array([[0.8, 0.2, 0.8, 0.2]])
     split7 = {"d": (y, {"lr": {"cal": half, "raw": half}, "nfm:dropout=0.7": {"cal": better, "raw": half}})}
     split11 = {"d": (y, {"lr": {"cal": half, "raw": half}, "nfm": {"cal": half, "raw": half}})}
-    rows, lines = paired.pooled_rows([split7, split11], "lr", 100)
+    rows, lines, skipped = paired.pooled_rows([split7, split11], "lr", 100)
     assert rows["d/nfm"]["specs"] == ["nfm:dropout=0.7", "nfm"] and rows["d/nfm"]["rows"] == [4, 4]
     # split 7 gains log(0.5) - log(0.8) per row, split 11 nothing: the pooled mean is half of it
     assert rows["d/nfm"]["cal"]["mean"] == pytest.approx((np.log(0.5) - np.log(0.8)) / 2)
-    assert rows["d/nfm"]["raw"]["mean"] == 0.0 and len(lines) == 3
+    assert rows["d/nfm"]["raw"]["mean"] == 0.0 and len(lines) == 3 and skipped == []
+    # a model one split lacks, or has twice, gets no verdict and is named, whichever split it is missing from
+    split7["d"][1]["fm"] = {"cal": half, "raw": half}
+    split11["d"][1].update({"afm": {"cal": half, "raw": half}, "nfm:dropout=0.9": {"cal": half, "raw": half}})
+    rows, _, skipped = paired.pooled_rows([split7, split11], "lr", 100)
+    nfm9 = "nfm:dropout=0.9"
+    assert set(rows) == set()
+    assert skipped == [
+        {"dataset": "d", "model": "nfm", "specs_per_split": [["nfm:dropout=0.7"], ["nfm", nfm9]]},
+        {"dataset": "d", "model": "fm", "specs_per_split": [["fm"], []]},
+        {"dataset": "d", "model": "afm", "specs_per_split": [[], ["afm"]]},
+    ]
+    with pytest.raises(paired.ConfigError, match=r"split\(s\) \[1\] are empty"):
+        paired.stratified_bootstrap([a, np.array([])], 10)
 
 
 def test_ece_bootstrap_by_hand() -> None:
@@ -168,7 +181,20 @@ def test_paired_record_refuses_to_refit_runs_made_under_other_defaults(
     assert (
         out["pooled"]["criteo/nfm"]["rows"] == [80, 80] and out["pooled"]["criteo/nfm"]["cal"]["mean"] == 0.0
     )
+    assert out["pooled_skipped"] == [] and (out["commit"] is None or len(out["commit"].split("+")[0]) == 40)
+    # --models names this record's spec; the other split chose another dropout for the model: matched by name
+    moved = _record(old, with_probs)
+    results = moved["results"]
+    results["criteo/attnrec/nfm:dropout=0.7:bi_dropout=0.7"] = results.pop("criteo/attnrec/nfm")
+    other.write_text(json.dumps(moved))
+    by_name = paired.main([*argv, "--models", "nfm", "--pool-with", str(other)])
+    assert by_name["pooled"]["criteo/nfm"]["specs"] == ["nfm", "nfm:dropout=0.7:bi_dropout=0.7"]
     assert set(out["ece"]) == {"criteo/lr", "criteo/nfm"}
-    assert out["ece"]["criteo/lr"]["cal"]["lo"] <= out["ece"]["criteo/lr"]["cal"]["mean"]
+    from attnrec.evaluation.calibration import expected_calibration_error
+
+    # both seeds store p: the statistic is p's own ECE on these labels
+    lr_ece = out["ece"]["criteo/lr"]["cal"]
+    assert lr_ece["mean"] == pytest.approx(expected_calibration_error(y, np.asarray(p)))
+    assert 0.0 < lr_ece["floor_mean"] <= lr_ece["floor_q95"] and 0.0 <= lr_ece["floor_p"] <= 1.0
     with pytest.raises(SystemExit, match="no results for 'criteo/attnrec/fm'"):
         paired.main([*argv, "--models", "fm"])

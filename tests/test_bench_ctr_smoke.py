@@ -50,6 +50,30 @@ def test_suite_runs_every_model_and_writes_the_record(criteo_dir: Path, tmp_path
     assert record["table"].count("| criteo | attnrec |") == 9
 
 
+def test_dropout_extend_flag_reaches_the_dropout_grid(
+    criteo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load("bench_ctr")
+    seen: list[Any] = []
+    real = bench.select_dropout
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("extend", args[11] if len(args) > 11 else None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "select_dropout", spy)
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--max-epochs", "1", "--models", "dcn"]
+        grid = ["--dropout-grid", "0,0.1", "--dropout-extend", "0.2,0.4", "--data-dir", str(criteo_dir)]
+        record = bench.main([*argv, *grid, "--out", str(tmp_path / "ctr.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert [list(x) for x in seen] == [[0.2, 0.4]]  # parsed and passed on, once per dataset
+    assert "dcn:dropout=0" in record["dropout_grid"]["criteo"]["criteo/attnrec/dcn"]
+    assert record["commit"] is None or len(record["commit"].split("+")[0]) == 40
+
+
 def test_vocabularies_come_from_train_only(criteo_dir: Path) -> None:
     bench = _load("bench_ctr")
     # a token seen only in test must encode as the OOV index 0
