@@ -271,3 +271,17 @@ def test_ext_is_off_by_default_and_needs_the_ids() -> None:
     ud, _ = me.documents(batch.users, batch.items)
     with pytest.raises(ConfigError, match="user indices"):
         me.user_vectors(ud)
+
+
+def test_ext_id_init_std_sets_the_ids_scale() -> None:
+    train, _, _ = review_checkerboard()
+    for std, expect in ((None, (1 / 3) ** 0.5), (0.05, 0.05)):
+        model = TransNet(**{**TRANSNET_SMALL, "extended": True, "id_init_std": std})
+        model.fit(
+            train,
+            side=SideInputs(reviews=ReviewCorpus.from_split(train)),
+            trainer=TrainerConfig(epochs=1, lr=1e-9, progress=False, device="cpu"),
+        )
+        m = model.review_module
+        assert isinstance(m, TransNetModule) and m.user_ids is not None
+        assert float(m.user_ids.weight.std()) == pytest.approx(expect, rel=0.15)

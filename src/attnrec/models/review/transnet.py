@@ -30,7 +30,8 @@ class TransNetConfig(ReviewConfig):
     """TransNet options: the shared text options, ``transform_layers`` (L), the FMs' factor size, the rating loss
     (the paper: L1) and the weight of the transform loss (0 drops it: an ablation, not the paper).
     ``extended`` is the paper's TransNet-Ext: user and item id embeddings (``cnn_out`` wide) join z_L in a third
-    FM, which then rates; ``id_l2`` (ours; the paper has none) is an L2 penalty on the id embeddings of a batch."""
+    FM, which then rates; ``id_l2`` (ours; the paper has none) is an L2 penalty on the id embeddings of a batch and
+    ``id_init_std`` (ours) starts them N(0, std²) instead of the authors' U(-1, 1)."""
 
     transform_layers: int = Field(2, ge=1)
     fm_factors: int = Field(8, ge=1)
@@ -38,6 +39,8 @@ class TransNetConfig(ReviewConfig):
     transform_weight: float = Field(1.0, ge=0.0)
     extended: bool = False
     id_l2: float = Field(0.0, ge=0.0)
+    #: None: the ids start U(-1, 1) (the authors' code); a number: N(0, id_init_std²) (ours)
+    id_init_std: float | None = Field(None, gt=0.0)
 
 
 class TransNetModule(ReviewModule):
@@ -80,7 +83,10 @@ class TransNetModule(ReviewModule):
             # weights the ids alone move a rating by ~0.27 (sd) before training)
             self.user_ids, self.item_ids = nn.Embedding(n_users, n), nn.Embedding(n_items, n)
             for emb in (self.user_ids, self.item_ids):
-                nn.init.uniform_(emb.weight, -1.0, 1.0)
+                if config.id_init_std is None:
+                    nn.init.uniform_(emb.weight, -1.0, 1.0)
+                else:
+                    nn.init.normal_(emb.weight, 0.0, config.id_init_std)
             self.fm_full = FactorizationMachine(3 * n, config.fm_factors, bias=global_bias)
 
     def user_vectors(self, docs: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
