@@ -138,12 +138,19 @@ MODELS["transnet_ext_wide"] = {
 #: TransNet-Ext with small ids, N(0, 0.1²): the transnet_ext fits kept ~0.77 of their U(-1, 1) init norm (random
 #: features), a diagnosis made after its test numbers; so this row's choice (id penalty on split 2026's validation)
 #: is re-checked as it is on split 2027 (``transnet_ext_small_choice``, added once the choice is known). Declared
-#: 2026-12-06 16:02 UTC before any fit of it.
+#: 2026-12-06 15:59 UTC before any fit of it.
 MODELS["transnet_ext_small"] = {
     "worker": "ours",
     "model": "transnet",
     "fixed": {"loss": "l2", "lr": 0.001, "dropout": 0.5, "extended": True, "id_init_std": 0.1},
     "grid": {"id_l2": [0.0, 0.01, 0.1]},
+}
+#: transnet_ext_small's split-2026 choice (id_l2 0 on validation), fixed, for the re-check on split 2027
+MODELS["transnet_ext_small_choice"] = {
+    "worker": "ours",
+    "model": "transnet",
+    "fixed": {**MODELS["transnet_ext_small"]["fixed"], "id_l2": 0.0},
+    "grid": {},
 }
 #: keys of a row's fixed settings or grid point that go to the Trainer, not to the model's config
 TRAINER_KEYS = frozenset({"lr", "patience", "epochs", "batch_size", "weight_decay", "gamma"})
@@ -191,4 +198,5 @@ LABELS = {
     "transnet_ext": 'TransNet-Ext `loss="l2"` (lr 0.001, dropout 0.5), id L2 on validation',
     "transnet_ext_wide": 'TransNet-Ext `loss="l2"` (lr 0.001, dropout 0.5), id L2 up to 1 on validation',
     "transnet_ext_small": "TransNet-Ext, ids N(0, 0.1²), id L2 on validation",
+    "transnet_ext_small_choice": "TransNet-Ext, ids N(0, 0.1²), id L2 0 (split-2026 choice)",
 }
