@@ -195,11 +195,6 @@ def mean_losses(y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, np.nda
     return {kind: seed_mean_loss(y, ps) for kind, ps in probs.items()}
 
 
-def seed_mean_losses(spec: str, splits: Any, seeds: Sequence[int], s: BenchSettings) -> dict[str, np.ndarray]:
-    """Per-row test logloss (N,) of model ``spec``, calibrated (``cal``) and raw (``raw``), mean over ``seeds``."""
-    return mean_losses(splits[2].labels.astype(np.float64), seed_probs(spec, splits, seeds, s))
-
-
 def record_probs(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSettings) -> dict[str, np.ndarray]:
     """:func:`seed_probs` of a ``bench_ctr`` result (``run_set``: its ``runs`` and ``embedding_reg``) from the
     runs' stored test probabilities, or by refitting ``spec`` at that L2 when a run lacks them."""
@@ -211,11 +206,6 @@ def record_probs(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSettin
         kind: np.asarray([r[field] for r in runs], dtype=np.float64)
         for kind, field in (("cal", "test_p"), ("raw", "test_p_raw"))
     }
-
-
-def record_losses(run_set: dict[str, Any], spec: str, splits: Any, s: BenchSettings) -> dict[str, np.ndarray]:
-    """:func:`seed_mean_losses` of a ``bench_ctr`` result, from :func:`record_probs`."""
-    return mean_losses(splits[2].labels.astype(np.float64), record_probs(run_set, spec, splits, s))
 
 
 #: settings that name the code rather than the run: a refit today runs this checkout's values of them

@@ -136,7 +136,9 @@ def test_paired_bootstrap_reads_a_records_stored_probabilities() -> None:
         {"seed": 0, "test_p": [0.8, 0.25], "test_p_raw": [0.9, 0.5]},
         {"seed": 1, "test_p": [0.6, 0.25], "test_p_raw": [0.9, 0.5]},
     ]
-    got = paired.record_losses({"runs": runs}, "fm", (None, None, Test()), paired.BenchSettings())
+    got = paired.mean_losses(
+        y, paired.record_probs({"runs": runs}, "fm", (None, None, Test()), paired.BenchSettings())
+    )
     np.testing.assert_allclose(got["cal"], [-(np.log(0.8) + np.log(0.6)) / 2, -np.log(0.75)])
     np.testing.assert_allclose(got["raw"], [-np.log(0.9), -np.log(0.5)])
 
