@@ -43,6 +43,22 @@ def redraw(frames: Sequence[Any], seed: int) -> list[Any]:
     return [pooled[order[a:b]] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
+def sample_frames(name: str, data_dir: Path = DEFAULT_DATA_DIR) -> tuple[list[Any], Any, list[str]]:
+    """``(frames, schema, paths)``: the raw rows of the ``criteo``/``avazu`` sample's train/dev/test files (polars
+    frames, not encoded), their schema and the files read."""
+    reader: Callable[[Path], CTRTable] = read_criteo if name == "criteo" else read_avazu
+    paths = [data_dir / name / f"{part}.csv" for part in ("train", "dev", "test")]
+    tables = [reader(p) for p in paths]
+    return [t.frame for t in tables], tables[0].schema, [str(p) for p in paths]
+
+
+def encode_parts(frames: Sequence[Any], schema: Any) -> Splits:
+    """``(train, valid, test)`` raw frames encoded by one FeatureEncoder fitted on ``frames[0]`` (train) only:
+    valid/test values unseen in train map to each field's OOV index 0."""
+    encoder = FeatureEncoder(schema).fit(frames[0])
+    return tuple(encoder.transform(f, source=part) for f, part in zip(frames, PARTS, strict=True))  # type: ignore[return-value]
+
+
 # movielens is always a seeded random draw: a record saying "resplit" for it would claim a redraw that never ran
 NO_RESPLIT = "--resplit is for criteo/avazu only: movielens is always split at random by --split-seed"
 
@@ -62,11 +78,7 @@ def load_splits(
         frames, schema = _movielens_splits(split_seed)
         source: Any = f"ml-100k via attnrec.data.registry, random 80/10/10 split, seed {split_seed}"
     elif name in ("criteo", "avazu"):
-        reader: Callable[[Path], CTRTable] = read_criteo if name == "criteo" else read_avazu
-        paths = [data_dir / name / f"{part}.csv" for part in ("train", "dev", "test")]
-        tables = [reader(p) for p in paths]
-        frames, schema = [t.frame for t in tables], tables[0].schema
-        source = [str(p) for p in paths]
+        frames, schema, source = sample_frames(name, data_dir)
         if resplit:
             frames = redraw(frames, split_seed)
             source = {
@@ -75,8 +87,7 @@ def load_splits(
             }
     else:
         raise ValueError(f"unknown dataset {name!r}; have {DATASETS}")
-    encoder = FeatureEncoder(schema).fit(frames[0])
-    splits = tuple(encoder.transform(f, source=part) for f, part in zip(frames, PARTS, strict=True))
+    splits = encode_parts(frames, schema)
     tr = splits[0]
     info = {
         "source": source,
