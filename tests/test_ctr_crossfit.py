@@ -1,0 +1,120 @@
+"""benchmarks/ctr_crossfit.py: folds partition the rows, a fold's test rows never reach its training, validation or
+vocabularies, out-of-fold predictions land at their rows, and the bootstrap resamples within folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from attnrec.errors import ConfigError
+from attnrec.testing.data import write_criteo_sample
+from attnrec.testing.scripts import load_script
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _cf() -> Any:
+    return load_script(BENCH_DIR / "ctr_crossfit.py")
+
+
+@pytest.mark.parametrize(("n", "k"), [(100, 10), (103, 10), (9, 3), (8000, 10)])
+def test_every_row_is_in_exactly_one_test_fold(n: int, k: int) -> None:
+    cf = _cf()
+    folds = cf.fold_indices(n, k, seed=18)
+    assert len(folds) == k
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    tests = np.concatenate([cf.fold_roles(folds, j)[2] for j in range(k)])
+    assert np.array_equal(np.sort(tests), np.arange(n))  # each row once over the K test folds
+    # the permutation seed matters, and the same seed gives the same folds
+    assert all(np.array_equal(a, b) for a, b in zip(folds, cf.fold_indices(n, k, seed=18), strict=True))
+    assert not np.array_equal(folds[0], cf.fold_indices(n, k, seed=19)[0])
+
+
+def test_a_folds_train_and_valid_never_hold_its_test_rows() -> None:
+    cf = _cf()
+    folds = cf.fold_indices(57, 5, seed=0)
+    for j in range(5):
+        train, valid, test = cf.fold_roles(folds, j)
+        assert not set(train) & set(test) and not set(valid) & set(test) and not set(train) & set(valid)
+        assert len(train) + len(valid) + len(test) == 57
+        assert np.array_equal(valid, folds[(j + 1) % 5])  # validation is the next fold, wrapping at the end
+    assert np.array_equal(cf.fold_roles(folds, 4)[1], folds[0])
+    with pytest.raises(ConfigError, match="3 <= K"):
+        cf.fold_indices(10, 2, seed=0)
+
+
+def test_vocabularies_are_fitted_on_the_folds_training_rows_only(tmp_path: Path) -> None:
+    import polars as pl
+
+    cf = _cf()
+    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
+    assert frame.height == 100
+    folds = cf.fold_indices(frame.height, 5, seed=3)
+    train, valid, test = cf.fold_roles(folds, 2)
+    field = "C2"  # hex tokens 0..5 (or missing): every value is seen in training
+    assert field in [f.name for f in schema.categorical]
+    planted_test, planted_valid = int(test[0]), int(valid[0])
+    col = frame[field].to_list()
+    col[planted_test], col[planted_valid] = "feedbeef", "deadbeef"
+    # a token shared by one training row and one test row is in the vocabulary (it was seen in training)
+    col[int(train[0])] = col[int(test[1])] = "cafe0001"
+    frame = frame.with_columns(pl.Series(field, col))
+    tr, va, te = cf.fold_splits(frame, schema, folds, 2)
+    j = [f.name for f in tr.schema.categorical].index(field)
+    assert te.categorical[0, j] == 0 and va.categorical[0, j] == 0  # seen only outside training: OOV
+    assert te.categorical[1, j] != 0 and te.categorical[1, j] == tr.categorical[0, j]
+    assert tr.schema.vocab_sizes[j] == len(set(frame[field][train].drop_nulls().to_list())) + 1
+    # in fold 0 the planted row is a training row, so its token gets an index there
+    train0 = cf.fold_roles(folds, 0)[0]
+    at = int(np.flatnonzero(train0 == planted_test)[0])
+    assert cf.fold_splits(frame, schema, folds, 0)[0].categorical[at, j] != 0
+    assert len(tr) == len(train) and len(te) == len(test)
+    assert np.array_equal(te.labels, frame["label"].to_numpy()[test].astype(te.labels.dtype))
+
+
+def test_out_of_fold_assembly_puts_each_prediction_at_its_row() -> None:
+    cf = _cf()
+    folds = cf.fold_indices(23, 4, seed=5)
+    truth = np.arange(23) * 0.01 + np.arange(2)[:, None]  # (2 seeds, 23 rows): value = row / 100 + seed
+    parts = [truth[:, f] for f in folds]
+    oof = cf.assemble_oof(23, folds, parts)
+    assert oof.shape == (2, 23) and np.array_equal(oof, truth)
+    # a row in two test folds, or none, is refused
+    with pytest.raises(ConfigError, match="filled"):
+        cf.assemble_oof(23, [folds[0], folds[0], folds[2], folds[3]], parts)
+
+
+def test_the_bootstrap_resamples_rows_within_each_fold() -> None:
+    cf = _cf()
+    rng = np.random.default_rng(0)
+    sizes = [40, 41, 39]
+    y = [rng.integers(0, 2, n).astype(float) for n in sizes]
+    base = [np.full((3, n), 0.5) for n in sizes]
+    # per fold a constant per-row difference (different between folds): resampling within a fold cannot change
+    # its mean, so the stratified interval has zero width; resampling across folds would not
+    prob = [
+        np.where(yy == 1, 0.5 + 0.1 * (k + 1), 0.5 - 0.1 * (k + 1))[None].repeat(3, 0)
+        for k, yy in enumerate(y)
+    ]
+    d = cf.fold_delta(y, prob, base, n_boot=300)
+    losses = [-np.log(0.5 + 0.1 * (k + 1)) + np.log(0.5) for k in range(3)]
+    want = sum(n * x for n, x in zip(sizes, losses, strict=True)) / sum(sizes)
+    assert d["mean"] == pytest.approx(want)
+    assert d["lo"] == pytest.approx(want) and d["hi"] == pytest.approx(want) and d["p_below_0"] == 1.0
+    pooled = load_script(BENCH_DIR / "ctr_paired.py").paired_bootstrap(
+        np.concatenate([np.full(n, x) for n, x in zip(sizes, losses, strict=True)]), 300
+    )
+    assert pooled["hi"] - pooled["lo"] > 1e-3  # unstratified: the folds' mix varies per draw
+
+
+def test_verdict_rules() -> None:
+    cf = _cf()
+    assert cf.logloss_verdict(-0.01, -0.001) == "met"
+    assert cf.logloss_verdict(0.001, 0.01) == "missed"
+    assert cf.logloss_verdict(-0.01, 0.01) == "too close to call"
+    assert cf.ece_verdict(0.02, 0.0) == "met"
+    assert cf.ece_verdict(0.03, 0.01) == "missed"
+    assert cf.ece_verdict(0.021, 0.2) == "too close to call"
