@@ -118,3 +118,73 @@ def test_verdict_rules() -> None:
     assert cf.ece_verdict(0.02, 0.0) == "met"
     assert cf.ece_verdict(0.03, 0.01) == "missed"
     assert cf.ece_verdict(0.021, 0.2) == "too close to call"
+
+
+def _fake_folds(n: int, k: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Fold records as ``run`` writes them, for models lr and fm, 2 seeds: lr predicts the base rate, fm the true
+    click probability of each row (labels drawn from it), so fm's logloss is below lr's by far."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.05, 0.6, n)
+    y = (rng.random(n) < truth).astype(int)
+    cf = _cf()
+    folds = cf.fold_indices(n, k, seed=1)
+    proto = {"folds": k, "models": ["lr", "fm"]}
+    out = []
+    for j, idx in enumerate(folds):
+        runs = {
+            m: [
+                {
+                    "test_p": p.tolist(),
+                    "test_p_raw": p.tolist(),
+                    "auc": 0.5,
+                    "cal_auc": 0.5,
+                    "temperature": 1.0,
+                }
+                | {"epochs_run": 3}
+                for p in (np.full(len(idx), y.mean()), np.full(len(idx), y.mean()))
+            ]
+            if m == "lr"
+            else [
+                {"test_p": truth[idx].tolist(), "test_p_raw": truth[idx].tolist(), "auc": 0.7, "cal_auc": 0.7}
+                | {"temperature": 1.0, "epochs_run": 3}
+                for _ in range(2)
+            ]
+            for m in ("lr", "fm")
+        }
+        out.append(
+            {
+                "fold": j,
+                "protocol": proto,
+                "test_idx": idx.tolist(),
+                "test_y": y[idx].tolist(),
+                "chosen_l2": {"lr": 0.0, "fm": 0.01},
+                "runs": runs,
+            }
+        )
+    return out
+
+
+def test_report_scores_the_assembled_rows_and_gives_verdicts() -> None:
+    from attnrec.evaluation.calibration import expected_calibration_error
+    from attnrec.evaluation.metrics import logloss
+
+    cf = _cf()
+    folds = _fake_folds(3000, 5)
+    rec = cf.report(folds, n_boot=200, floor_draws=50, ece_boot=5)
+    fm, lr = rec["models"]["fm"], rec["models"]["lr"]
+    assert rec["rows"] == 3000
+    # pooled scores are those of the assembled vectors, computed here from the rows directly
+    idx = np.concatenate([f["test_idx"] for f in folds])
+    y = np.empty(3000)
+    p = np.empty(3000)
+    y[idx] = np.concatenate([f["test_y"] for f in folds])
+    p[idx] = np.concatenate([f["runs"]["fm"][0]["test_p"] for f in folds])
+    assert fm["cal_logloss"]["mean"] == pytest.approx(logloss(y, p))
+    assert fm["cal_ece"]["mean"] == pytest.approx(expected_calibration_error(y, p))
+    assert fm["cal_logloss"]["std"] == 0.0 and fm["fold_auc"] == pytest.approx(0.7)
+    assert fm["chosen_l2"] == [0.01] * 5
+    # the truth beats the base rate by a wide margin: met; its ECE is label noise only, so P(floor >= it) is not small
+    assert fm["delta_cal"]["hi"] < 0 and fm["logloss_verdict"] == "met"
+    assert fm["delta_cal"]["mean"] == pytest.approx(fm["cal_logloss"]["mean"] - lr["cal_logloss"]["mean"])
+    assert fm["ece_floor"]["floor_p"] > 0.05 and fm["ece_verdict"] != "missed"
+    assert "logloss_verdict" not in lr and "| lr |" in rec["table"] and "| met |" in rec["table"]
