@@ -3,6 +3,7 @@ convolution, cross-self-attention, ablation switches, diagnostics)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -353,11 +354,12 @@ def test_a_bundle_with_wrong_table_width_is_refused():
 
 def test_default_config_keeps_the_papers_path():
     # the loss and scores of this module were computed with the code before fused_norm / fusion_bias_init existed
-    # (commit afe63a5) under the same seed; the defaults must reproduce them
+    # (commit afe63a5) under the same seed; the defaults must reproduce them. The selector then read unit-length
+    # rows, now the option selector_input="unit" (the default follows eq. 4: test_mrcsaf_selector_input.py)
     cfg = MRCSAFConfig()
     assert cfg.fused_norm is None and cfg.fusion_bias_init == "uniform"
     torch.manual_seed(0)
-    m = tiny_module(FEATS, reg_weight=0.1)
+    m = tiny_module(FEATS, reg_weight=0.1, selector_input="unit")
     m.train()
     batch = PairwiseBatch(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0]))
     assert float(m.loss(batch).detach()) == pytest.approx(1.4853343, abs=1e-6)
@@ -441,5 +443,67 @@ def test_a_bundle_keeps_the_fusion_options(tmp_path):  # type: ignore[no-untyped
     loaded = load_bundle(tmp_path / "m")
     assert isinstance(loaded, MRCSAF)
     assert (loaded.config.fused_norm, loaded.config.fusion_bias_init) == (0.7, "zero")
+    users = np.arange(5)
+    torch.testing.assert_close(loaded.score_users(users), model.score_users(users))
+
+
+# --------------------------------------------------------------------------------------------- eq. 4: the selector's input
+
+
+def _softmax2(a: float, b: float) -> list[float]:
+    return [math.exp(a) / (math.exp(a) + math.exp(b)), math.exp(b) / (math.exp(a) + math.exp(b))]
+
+
+def _hand_selector(selector_input: str):  # type: ignore[no-untyped-def]
+    """FEATS' module with a 2-unit selector set by hand: unit 0 sums modality b's three columns, unit 1 reads
+    modality a's first column; logit 0 = unit 0, logit 1 = 0."""
+    m = tiny_module(FEATS, selector_hidden=2, selector_input=selector_input)
+    assert m.selector is not None
+    with torch.no_grad():
+        # W₁'s columns follow the concatenation [a (2) ; b (3)] (eq. 4)
+        m.selector.hidden.weight.copy_(torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0, 0.0]]))
+        m.selector.hidden.bias.zero_()
+        m.selector.out.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+        m.selector.out.bias.zero_()
+    return m
+
+
+def test_the_selector_reads_the_raw_concatenated_features_by_default():
+    assert MRCSAFConfig().selector_input == "raw"
+    m = _hand_selector("raw")
+    # item 3: a = (0.1, 0.9), b = (0, 0.8, 0.2): W₁ e = (1.0, 0.1), logits (1.0, 0)
+    # item 4: a = (0, 0), b = (1, 1, 1): W₁ e = (3, 0), logits (3, 0) — eq. 5 on the features as they are
+    want = torch.tensor([_softmax2(1.0, 0.0), _softmax2(3.0, 0.0)])
+    rows = torch.tensor([3, 4])
+    torch.testing.assert_close(m.modality_weights()[rows], want)
+    # the training step's path (the selector's first layer folded with the projections) gives the same ω
+    w_rows, _ = m._batch_features(rows)
+    assert w_rows is not None
+    torch.testing.assert_close(w_rows, want)
+
+
+def test_selector_input_unit_scales_each_modality_row_to_unit_length_first():
+    m = _hand_selector("unit")
+    # item 4: b / ‖b‖ = (1, 1, 1)/√3: W₁ e = (√3, 0); a is all zero and stays zero
+    # item 3: b / ‖b‖ = (0, 0.8, 0.2)/0.8246: unit 0 = 1.0/0.8246 = 1.2127
+    want = torch.tensor([_softmax2(1.0 / math.sqrt(0.68), 0.0), _softmax2(math.sqrt(3.0), 0.0)])
+    rows = torch.tensor([3, 4])
+    torch.testing.assert_close(m.modality_weights()[rows], want)
+    w_rows, _ = m._batch_features(rows)
+    assert w_rows is not None
+    torch.testing.assert_close(w_rows, want)
+
+
+@pytest.mark.parametrize("variant", ["full", "csa_only"])
+def test_an_older_bundle_loads_with_the_unit_scaling_it_was_trained_with(tmp_path, variant):  # type: ignore[no-untyped-def]
+    model, _ = _fit_small(variant=variant, selector_input="unit")
+    save_bundle(model, tmp_path / "m")
+    manifest = tmp_path / "m" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["config"]["selector_input"]  # as written before the field existed
+    manifest.write_text(json.dumps(data))
+    loaded = load_bundle(tmp_path / "m")
+    assert isinstance(loaded, MRCSAF)
+    assert loaded.config.selector_input == "unit"
     users = np.arange(5)
     torch.testing.assert_close(loaded.score_users(users), model.score_users(users))

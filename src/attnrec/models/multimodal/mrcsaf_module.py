@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import scipy.sparse as sp
 import torch
@@ -298,6 +298,12 @@ class MRCSAFConfig(FreedomConfig):
     propagation (eq. 19): the fusion layer can then no longer grow ė and drown the item-graph term h of eq. 24.
     ``fusion_bias_init``: how eq. 18's bias b starts, ``"uniform"`` (PyTorch's U(±1/√(2d)); the paper does not
     say) or ``"zero"``. Both act on the fusion module, so the ``selector_only`` variant (no fusion) refuses them.
+
+    ``selector_input``: what the selector's first layer reads (eq. 4), ``"raw"`` (the paper: the modality features
+    concatenated as they are) or ``"unit"`` (each modality's row scaled to unit length first, so a wide or
+    large-valued modality cannot swamp W₁; the default before 2026-12-06, issue 15's audit). The ``csa_only``
+    variant has no selector and ignores it (it is not refused there: older ``csa_only`` bundles load with
+    ``"unit"``, the value they were trained under).
     """
 
     variant: Variant = "full"
@@ -308,6 +314,9 @@ class MRCSAFConfig(FreedomConfig):
     reg_weight: float = Field(1e-5, ge=0.0)
     fused_norm: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     fusion_bias_init: Literal["uniform", "zero"] = "uniform"
+    selector_input: Literal["raw", "unit"] = "raw"
+    #: bundles saved before ``selector_input`` existed were trained with the unit-length scaling
+    bundle_legacy: ClassVar[dict[str, Any]] = {"selector_input": "unit"}
 
     @field_validator("fused_norm", "fusion_bias_init")
     @classmethod
@@ -375,8 +384,8 @@ class MRCSAFModule(MultimodalModule):
     # ---------------------------------------------------------------- the pieces
     def modality_weights(self, rows: torch.Tensor | None = None, chunk: int = 8192) -> torch.Tensor:
         """ω per item (eqs. 4-5) for ``rows`` (or every item, in chunks): (R, M), rows summing to one; the fixed
-        weights repeated when the selector is off. The selector reads each modality's features scaled to unit
-        length (the geometry the graphs of eq. 2 are built from), concatenated (eq. 4)."""
+        weights repeated when the selector is off. The selector reads the modality features concatenated (eq. 4),
+        each row first scaled to unit length when ``selector_input`` is ``"unit"``."""
         n = self.n_items if rows is None else rows.numel()
         if self.selector is None:
             return self.fixed_weights.to(self.device).expand(n, -1)
@@ -391,10 +400,13 @@ class MRCSAFModule(MultimodalModule):
     def selector_at(self, rows: torch.Tensor, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """The selector's ω (R, M) for items ``rows`` whose raw features ``parts`` (M × (R, F_m)) are gathered."""
         assert self.selector is not None
+        if self.config.selector_input == "raw":
+            return self.selector(parts)
         return self.selector(parts, [self.inverse_norms()[m][rows] for m in range(self.n_modalities)])
 
     def inverse_norms(self) -> list[torch.Tensor]:
-        """Per modality 1/‖x_i‖ (I,) (0 for an all-zero row): the selector's unit-length scaling, computed once."""
+        """Per modality 1/‖x_i‖ (I,) (0 for an all-zero row): the selector's unit-length scaling
+        (``selector_input`` "unit"), computed once."""
         if self._inv_norms is None:
             norms = [self.feature(m).float().norm(dim=1) for m in self.modalities]
             self._inv_norms = [torch.where(n > 0, 1 / n.clamp(min=1e-12), torch.zeros_like(n)) for n in norms]
@@ -551,7 +563,9 @@ class MRCSAFModule(MultimodalModule):
             if want_f:
                 f_rows.append(out[:, : self.config.feat_dim] + proj.bias)
             if sel is not None:
-                h = out[:, -sel.hidden.out_features :] * self.inverse_norms()[m][rows].unsqueeze(1)
+                h = out[:, -sel.hidden.out_features :]
+                if self.config.selector_input == "unit":
+                    h = h * self.inverse_norms()[m][rows].unsqueeze(1)
                 pre = h if pre is None else pre + h
             offset += width
         return (None if sel is None or pre is None else sel.head(pre)), f_rows
