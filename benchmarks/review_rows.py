@@ -135,6 +135,18 @@ MODELS["transnet_ext_wide"] = {
     "grid": {"id_l2": [0.0, 0.001, 0.01, 0.1, 1.0]},
     "grid_of": "transnet_ext",
 }
+#: HFT's l2_reg chose its grid's top (30) on both splits of Musical Instruments, so the peer may be under-tuned: the
+#: declared upward extension (100 and 300, both lambda_text values; 2026-12-06, before these fits); the six fitted
+#: points are reused (``grid_of``)
+MODELS["hft_wide"] = {
+    **MODELS["hft"],
+    "grid": {"lambda_text": [0.01, 0.1], "l2_reg": [0.3, 3.0, 30.0, 100.0, 300.0]},
+    "grid_of": "hft",
+}
+#: split 2026's HFT grid rows predate the results stamps, so hft_wide cannot reuse them there; on that split the
+#: extension is refitted from the old winner upward at its lambda_text (0.1, the choice at every l2_reg >= 3 on both
+#: splits), in a results file of its own: a narrower extension than hft_wide's, declared 2026-12-06 18:10 UTC
+MODELS["hft_top"] = {**MODELS["hft"], "grid": {"lambda_text": [0.1], "l2_reg": [30.0, 100.0, 300.0]}}
 #: TransNet-Ext with small ids, N(0, 0.1²): the transnet_ext fits kept ~0.77 of their U(-1, 1) init norm (random
 #: features), a diagnosis made after its test numbers; so this row's choice (id penalty on split 2026's validation)
 #: is re-checked as it is on split 2027 (``transnet_ext_small_choice``, added once the choice is known). Declared
@@ -175,6 +187,8 @@ LABELS = {
     "surprise_svd": "Surprise 1.1.5 SVD",
     "svd": "attnrec svd (ALS, 50 factors)",
     "hft": "Cornac 3.0.1 HFT",
+    "hft_wide": "Cornac 3.0.1 HFT, l2_reg widened to 300 on validation",
+    "hft_top": "Cornac 3.0.1 HFT, l2_reg {30, 100, 300} at lambda_text 0.1 on validation",
     "hybrid_csa": "attnrec hybrid_csa (best leakage-free form)",
     "deepconn": "attnrec deepconn",
     "transnet": "attnrec transnet",
