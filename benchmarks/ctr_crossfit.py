@@ -1,9 +1,14 @@
 """K-fold cross-fitting of the CTR benchmark on the Criteo/Avazu samples: every row is a test row exactly once.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ctr_crossfit.py run --dataset criteo --folds 10 --perm-seed 18 \\
-        --seeds 0,1,2 --l2-grid 0,1e-2,1e-1 --grid-seeds 0 --out-dir bench_results/ctr_crossfit
-    .venv/bin/python benchmarks/ctr_crossfit.py report --dataset criteo --out-dir bench_results/ctr_crossfit \\
-        --out bench_results/ctr_crossfit_criteo_report.json
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/ctr_crossfit.py run --dataset criteo --folds 10 \\
+        --perm-seed 19 --seeds 0,1,2 --l2-grid 0,1e-1 --grid-seeds 0 --stop both --out-dir bench_results/ctr_crossfit
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/ctr_crossfit.py report --dataset criteo --boot 2000 \\
+        --floor-draws 500 --ece-boot 200 --out bench_results/ctr_crossfit_criteo_report.json
+
+(the recorded run's commands, BENCHMARKS.md "CTR cross-fitted"; the permutation seed 19 is the default. Seed 18
+was a timing probe's, whose fold-0 test scores were printed: those 800 rows are test rows again under seed 19, as
+every row is. The probe's scores informed no choice except the grid's cut to {0, 1e-1}, made for the budget after
+they were printed.)
 
 Why: a sample's own test file has ~400 rows, too few to tell a model's logloss from LR's or to read an ECE of 0.02
 (the ECE of a perfectly calibrated model on ~400 rows is ~0.055). Cross-fitting predicts each of the ~8k rows once,
@@ -11,9 +16,9 @@ by models that never saw it in training, validation or selection.
 
 Protocol: the rows of a sample's three files (:func:`ctr_splits.sample_frames`) are pooled, permuted with
 ``--perm-seed`` and cut into ``--folds`` K folds (:func:`fold_indices`). Fold k: test = fold k, validation = fold
-(k+1) mod K, training = the other K−2 folds (:func:`fold_roles`); vocabularies and Criteo's buckets are fitted on
-that fold's training rows only (:func:`ctr_splits.encode_parts`, the benchmark's own split path). Per fold, each
-model's L2 weight is chosen on the fold's validation logloss (``ctr_grid.select_l2``, test unread); the test seeds
+(k+1) mod K, training = the other K−2 folds (:func:`fold_roles`); the vocabularies (Criteo's bucket vocabulary
+included; the log2 bucketing itself is a fixed per-row transform) are fitted on that fold's training rows only
+(:func:`ctr_splits.encode_parts`, the benchmark's own split path). Per fold, each model's L2 weight is chosen on the fold's validation logloss (``ctr_grid.select_l2``, test unread); the test seeds
 then run at the chosen value (the grid's fit of a test seed at that value *is* that seed's run — same train and
 valid — so it is kept, not refitted), each scored on the fold's test rows raw and after temperature scaling fitted
 on the fold's validation. One JSON file per fold (``<out-dir>/<dataset>/fold_<k>.json``), written when the fold is
@@ -134,8 +139,11 @@ def logloss_verdict(lo: float, hi: float) -> str:
 
 
 def ece_verdict(ece: float, floor_p: float) -> str:
-    """The declared rule for "ECE ≤ 0.02" (seed-mean calibrated ECE on all rows): met if ≤ 0.02; missed if above it
-    and a perfectly calibrated model reaches it in under 5% of draws (``floor_p`` < 0.05); else too close to call."""
+    """The declared rule for "ECE ≤ 0.02" (seed-mean calibrated ECE on all rows): met if ≤ 0.02; "missed" if above it
+    and a perfectly calibrated model reaches it in under 5% of draws (``floor_p`` < 0.05); else too close to call.
+
+    "missed" thus rejects *perfect calibration* (true ECE 0), not "true ECE ≤ 0.02"; and the measured ECE is biased
+    upward by label noise of about the floor's mean, on "met" as on "missed" (the rule as declared, kept)."""
     return "met" if ece <= ECE_GOAL else "missed" if floor_p < 0.05 else "too close to call"
 
 
@@ -286,9 +294,14 @@ def load_folds(folder: Path) -> list[dict[str, Any]]:
         raise SystemExit(f"{folder}: no fold files")
     folds = [json.loads(p.read_text()) for p in paths]
     proto = folds[0]["protocol"]
+    other = [str(p) for p, f in zip(paths, folds, strict=True) if f["protocol"] != proto]
+    if other:
+        raise SystemExit(f"{other}: made under another protocol than {paths[0]}; one run per folder")
     missing = sorted(set(range(proto["folds"])) - {f["fold"] for f in folds})
-    if missing or any(f["protocol"] != proto for f in folds):
-        raise SystemExit(f"{folder}: folds {missing} missing, or fold files made under different protocols")
+    if missing:
+        raise SystemExit(
+            f"{folder}: fold(s) {missing} of {proto['folds']} missing; run them first (--only-folds)"
+        )
     return folds
 
 
@@ -371,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="fit every fold not yet in --out-dir")
     r.add_argument("--folds", type=int, default=10)
-    r.add_argument("--perm-seed", type=int, default=18)
+    r.add_argument("--perm-seed", type=int, default=19, help="the recorded run's (18 was the probe's)")
     r.add_argument("--models", default=",".join(MODELS))
     r.add_argument("--seeds", default="0,1,2")
     r.add_argument("--l2-grid", default="", help="L2 weights chosen per fold and model on validation logloss")
