@@ -188,3 +188,107 @@ def test_report_scores_the_assembled_rows_and_gives_verdicts() -> None:
     assert fm["delta_cal"]["mean"] == pytest.approx(fm["cal_logloss"]["mean"] - lr["cal_logloss"]["mean"])
     assert fm["ece_floor"]["floor_p"] > 0.05 and fm["ece_verdict"] != "missed"
     assert "logloss_verdict" not in lr and "| lr |" in rec["table"] and "| met |" in rec["table"]
+
+
+class _Stub:
+    """A fitted model as ``run_fold`` uses it: probabilities that encode the L2 weight and seed it was fitted with,
+    and a record of the data it was asked to score."""
+
+    calibrator = None
+
+    def __init__(self, reg: float, seed: int, scored: list[Any]) -> None:
+        self.reg, self.seed, self.scored = reg, seed, scored
+
+    def predict_proba(self, data: Any, calibrated: bool = True) -> np.ndarray:
+        self.scored.append(data)
+        return np.full(len(data), 0.3 + self.reg + 0.01 * self.seed + (0.0 if calibrated else 0.05))
+
+
+def _fake_fit(calls: list[tuple[str, tuple[Any, ...], int, float]], scored: list[Any]) -> Any:
+    """A fit that records ``(spec, parts, seed, L2)`` and returns a stub: validation logloss lowest at L2 0 for lr,
+    at the largest L2 for every other model, so the chosen values are known."""
+    from types import SimpleNamespace
+
+    def fit(spec: str, parts: Any, seed: int, s: Any) -> tuple[Any, Any]:
+        reg = float(s.embedding_reg)
+        calls.append((spec, tuple(parts), seed, reg))
+        valid = 0.5 + (reg if spec == "lr" else -reg)
+        report = SimpleNamespace(best_valid={"logloss": valid, "auc": 0.6}, best_epoch=2, epochs_run=4)
+        return _Stub(reg, seed, scored), report
+
+    return fit
+
+
+def test_run_fold_grid_fits_see_no_test_rows_and_the_kept_fit_is_at_the_chosen_l2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf = _cf()
+    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
+    splits = cf.fold_splits(frame, schema, cf.fold_indices(frame.height, 5, seed=3), 1)
+    train, valid, test = splits
+    calls: list[tuple[str, tuple[Any, ...], int, float]] = []
+    scored: list[Any] = []
+    monkeypatch.setattr(cf, "fit_attnrec", _fake_fit(calls, scored))
+    out = cf.run_fold(
+        "criteo", splits, ["lr", "fm"], [0, 1], cf.BenchSettings(), [0.0, 0.1], (0,), log=lambda _: None
+    )
+    assert out["chosen_l2"] == {"lr": 0.0, "fm": 0.1}
+    # the grid: both models at both values, grid seed 0 only, on (train, valid, valid): the test rows never reach it
+    grid = calls[:4]
+    want = [("lr", 0, 0.0), ("fm", 0, 0.0), ("lr", 0, 0.1), ("fm", 0, 0.1)]
+    assert [(c[0], c[2], c[3]) for c in grid] == want
+    for _, parts, _, _ in grid:
+        assert parts[0] is train and parts[1] is valid and parts[2] is valid
+        assert all(p is not test for p in parts)
+    # seed 0's grid fit at the chosen value is reused; only seed 1 is fitted again, at the chosen value
+    assert [(c[0], c[2], c[3]) for c in calls[4:]] == [("lr", 1, 0.0), ("fm", 1, 0.1)]
+    for m, reg in (("lr", 0.0), ("fm", 0.1)):
+        r0, r1 = out["runs"][m]
+        assert r0["from_grid"] and not r1["from_grid"]
+        assert r0["embedding_reg"] == r1["embedding_reg"] == reg
+        # the kept model is the one fitted at the chosen L2 (its probabilities say so), not the grid's other fit
+        assert r0["test_p"] == pytest.approx([0.3 + reg] * len(test))
+        assert r1["test_p_raw"] == pytest.approx([0.3 + reg + 0.01 + 0.05] * len(test))
+        y = test.labels.astype(np.float64)
+        assert r1["logloss"] == pytest.approx(cf.scores(y, np.full(len(test), 0.3 + reg + 0.06))["logloss"])
+    # test is scored once per seed and model (calibrated and raw), and nothing else is scored
+    assert len(scored) == 2 * 2 * 2 and all(d is test for d in scored)
+
+
+def test_run_writes_a_fold_file_per_fold_and_load_folds_refuses_a_mix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import torch
+
+    cf = _cf()
+    data = write_criteo_sample(tmp_path / "data", sizes=(60, 20, 20))
+    out = tmp_path / "out"
+    calls: list[tuple[str, tuple[Any, ...], int, float]] = []
+    monkeypatch.setattr(cf, "fit_attnrec", _fake_fit(calls, []))
+    argv = ["run", "--dataset", "criteo", "--data-dir", str(data), "--folds", "3", "--models", "lr,fm"]
+    threads = str(torch.get_num_threads())  # run sets torch's threads: keep this process's
+    argv += ["--seeds", "0,1", "--l2-grid", "0,0.1", "--out-dir", str(out), "--threads", threads]
+    cf.main(argv)
+    assert len(calls) == 3 * 6  # per fold: 4 grid fits + seed 1 of each model
+    folds = cf.load_folds(out / "criteo")
+    assert [f["fold"] for f in folds] == [0, 1, 2] and folds[0]["protocol"]["perm_seed"] == 19
+    idx = np.concatenate([f["test_idx"] for f in folds])
+    assert np.array_equal(np.sort(idx), np.arange(100))
+    frame, _, _ = cf.pooled_frame("criteo", data)
+    assert np.array_equal(np.concatenate([f["test_y"] for f in folds]), frame["label"].to_numpy()[idx])
+    assert cf.report(folds, n_boot=50, floor_draws=20, ece_boot=5)["rows"] == 100
+    cf.main(argv)  # a rerun with the same protocol skips the finished folds
+    assert len(calls) == 18
+    with pytest.raises(SystemExit, match="another protocol"):
+        cf.main([*argv, "--perm-seed", "7"])
+    path = out / "criteo" / "fold_2.json"
+    rec = json.loads(path.read_text())
+    rec["protocol"]["l2_grid"] = [0.0]
+    path.write_text(json.dumps(rec))
+    with pytest.raises(SystemExit, match="fold_2.json.*another protocol"):
+        cf.load_folds(out / "criteo")
+    path.unlink()
+    with pytest.raises(SystemExit, match=r"fold\(s\) \[2\] of 3 missing"):
+        cf.load_folds(out / "criteo")
