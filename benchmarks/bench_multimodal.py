@@ -46,7 +46,7 @@ from attnrec.data.side import ItemFeatures, SideInputs  # noqa: E402
 from attnrec.data.splits import random_split  # noqa: E402
 from attnrec.data.table import Interactions  # noqa: E402
 from attnrec.evaluation.evaluators import evaluate_full_ranking  # noqa: E402
-from attnrec.models.base import get_model_class  # noqa: E402
+from attnrec.models.base import Estimator, get_model_class  # noqa: E402
 from attnrec.models.topk.bpr import PairwiseRecommender  # noqa: E402
 from attnrec.training.trainer import TrainerConfig  # noqa: E402
 
@@ -145,6 +145,21 @@ def load_avg() -> float:
     return os.getloadavg()[0]
 
 
+def row_model(
+    row: str, seed: int, feats: dict[str, np.ndarray], overrides: dict[str, Any] | None = None
+) -> tuple[Estimator[Any], dict[str, Any]]:
+    """The unfitted model of row ``row`` with ``seed`` (``overrides`` replacing some of the row's settings) and the
+    settings it was built from, as :func:`fit_ours` fits it; ``model.config.to_dict()`` is its full resolved config
+    (every default filled in), which benchmarks/mm_tune.py records and checks before reusing a fit."""
+    name, params = ROWS[row]
+    params = {**params, **(overrides or {})}
+    weights = {k: v for k, v in params.get("modality_weights", {}).items() if k in feats}
+    if "modality_weights" in params and weights != params["modality_weights"]:
+        # one modality (Food-Kitchen: text only): its weight is 1, as MMRec's FREEDOM with no image file
+        params = {**params, "modality_weights": weights}
+    return get_model_class(name)(**params, seed=seed), params
+
+
 def fit_ours(
     row: str,
     seed: int,
@@ -163,14 +178,8 @@ def fit_ours(
     the record under ``inspect`` (diagnostics of the fitted model, benchmarks/mm_tune.py). ``score_test=False``
     (a grid point before any choice is made) never touches the test split: the record has no ``test`` key."""
     train, valid, test = split
-    name, params = ROWS[row]
-    params = {**params, **(overrides or {})}
-    weights = {k: v for k, v in params.get("modality_weights", {}).items() if k in feats}
-    if "modality_weights" in params and weights != params["modality_weights"]:
-        # one modality (Food-Kitchen: text only): its weight is 1, as MMRec's FREEDOM with no image file
-        params = {**params, "modality_weights": weights}
-    cls = get_model_class(name)
-    model = cls(**params, seed=seed)
+    model, params = row_model(row, seed, feats, overrides)
+    cls = type(model)
     side = SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
     kw: dict[str, Any] = {"side": side} if "item_features" in cls.side_inputs else {}
     trainer = TrainerConfig(

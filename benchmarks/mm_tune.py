@@ -15,6 +15,12 @@ settings in ``--out``, then that point is refitted per seed and test is read onc
 another seed's or data set's validation, fitted once per seed with test read once). Records before 2026-12-06 10:40 UTC (no ``role``)
 read test at every grid point; the report shows only the chosen point's.
 
+Each record stores the code it ran (``commit``: short hash, ``+dirty`` when src/ or benchmarks/ differed) and the
+model's full resolved config (``config``: every default filled in, e.g. mrcsaf's ``selector_input``). A rerun on
+an existing ``--out`` refuses (naming the file, line and differing fields) any record of its models, under its
+settings, whose config is not the one this checkout builds for that point and seed, or that has none (written
+before this check, 2026-12-06): such a row is never taken as done nor chosen among.
+
 Grids (MMRec's style, the same number of points for each model — 8 — so each gets the same tuning budget):
 lightgcn ``reg`` × ``n_layers`` (the first four of MMRec's LightGCN ``reg_weight`` grid × two of its
 layer counts); freedom ``reg_weight`` × ``dropout`` (MMRec's FREEDOM grid); mrcsaf ω
@@ -35,7 +41,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_multimodal import fit_ours, load, modalities  # noqa: E402
+from _record import git_state  # noqa: E402
+from bench_multimodal import fit_ours, load, modalities, row_model  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 #: model → {setting: values}; every model's grid has 8 points
 GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -155,6 +164,36 @@ def settings_of(rec: dict[str, Any]) -> dict[str, Any]:
     if "settings" in rec:
         return dict(rec["settings"])
     return {"dataset": rec.get("dataset"), "diagnostic": rec.get("diagnostic"), "legacy": True}
+
+
+def resolved_config(
+    model: str, point: dict[str, Any], seed: int, feats: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The full config (as JSON would return it) of row ``model`` at grid point ``point`` with ``seed``, as
+    bench_multimodal's ``fit_ours`` builds it: what a record must hold to be reused (:func:`check_config`)."""
+    estimator, _ = row_model(model, seed, feats, point)
+    return dict(json.loads(json.dumps(estimator.config.to_dict())))
+
+
+def check_config(path: Path, line: int, rec: dict[str, Any], want: dict[str, Any]) -> None:
+    """Refuse record ``rec`` (line ``line`` of ``path``) unless its ``config`` is ``want``: a fit under another
+    model config (e.g. mrcsaf's unit-length selector input, the only one before 5e8876b) must not be resumed as
+    done nor chosen among, and a record without one (written before configs were recorded) cannot show it is not."""
+    where = (
+        f"{path}:{line}: {rec['model']} point {_point(rec['tune_point'])} seed {rec['seed']} ({role_of(rec)}, "
+        f"commit {rec.get('commit')!r})"
+    )
+    got = rec.get("config")
+    fix = "so it is not reused; write to another --out or remove that line"
+    if not isinstance(got, dict):
+        raise SystemExit(f"{where} records no model config (written before configs were recorded), {fix}")
+    missing = object()
+    diff = sorted(k for k in got.keys() | want.keys() if got.get(k, missing) != want.get(k, missing))
+    if diff:
+        fields = "; ".join(
+            f"{k}: recorded {got.get(k, '<absent>')!r}, now {want.get(k, '<absent>')!r}" for k in diff
+        )
+        raise SystemExit(f"{where} was fitted under another model config ({fields}), {fix}")
 
 
 def role_of(rec: dict[str, Any]) -> str:
@@ -291,8 +330,13 @@ def tune(args: argparse.Namespace) -> None:
     train, valid, test, _, ds = load(args.dataset, args.split_seed)
     feats = modalities(args.dataset, ds, train)
     settings = run_settings(args.dataset, args.split_seed, args.epochs, args.patience)
-    print(json.dumps({"command": " ".join(sys.argv), "threads": 1, "settings": settings}), flush=True)
+    commit = git_state(HERE, short=True)
+    print(
+        json.dumps({"command": " ".join(sys.argv), "threads": 1, "settings": settings, "commit": commit}),
+        flush=True,
+    )
     seeds = [int(s) for s in args.seeds.split(",")]
+    models = args.models.split(",")
 
     def fit(model: str, point: dict[str, Any], seed: int, role: str) -> dict[str, Any]:
         look = inspect if args.inspect and model in ("freedom", "mrcsaf") else None
@@ -309,7 +353,13 @@ def tune(args: argparse.Namespace) -> None:
             score_test=role == "test",
         )
         rec.update(
-            dataset=args.dataset, tune_point=point, settings=settings, role=role, command=" ".join(sys.argv)
+            dataset=args.dataset,
+            tune_point=point,
+            settings=settings,
+            role=role,
+            command=" ".join(sys.argv),
+            commit=commit,
+            config=resolved_config(model, point, seed, feats),
         )
         if args.test_only:  # the point was chosen on validation before this run, not among this file's fits
             rec["chosen_before"] = True
@@ -318,8 +368,15 @@ def tune(args: argparse.Namespace) -> None:
             f.write(json.dumps(rec) + "\n")
         return rec
 
-    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
-    mine = [r for r in recs if settings_of(r) == settings and role_of(r) in ("grid", "test")]
+    lines = out.read_text().splitlines() if out.exists() else []
+    recs = [(i, json.loads(line)) for i, line in enumerate(lines, 1) if line.strip()]
+    mine: list[dict[str, Any]] = []
+    for i, r in recs:
+        if settings_of(r) == settings and role_of(r) in ("grid", "test"):
+            # before any fit: every row this run may resume or choose among must hold this checkout's config
+            if r["model"] in models:
+                check_config(out, i, r, resolved_config(r["model"], r["tune_point"], r["seed"], feats))
+            mine.append(r)
 
     def done(model: str, point: str, seed: int, role: str) -> bool:  # resumable: rerun the same command
         return any(
@@ -327,7 +384,7 @@ def tune(args: argparse.Namespace) -> None:
             for r in mine
         )
 
-    for model in args.models.split(","):
+    for model in models:
         if args.test_only:
             points = grid_points(model, args.grid)
             if len(points) != 1:

@@ -210,6 +210,48 @@ def test_test_only_fits_the_given_point_once_per_seed_reading_test(tune, tmp_pat
         _run_main(tune, monkeypatch, out, "--grid", "dropout=0.8|dropout=0.9", "--test-only")
 
 
+def _rewrite(out, change):  # type: ignore[no-untyped-def]
+    """Apply ``change`` to the first record of the jsonl file ``out``, in place."""
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    change(recs[0])
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_records_hold_the_commit_and_the_full_resolved_config_and_a_matching_one_is_reused(
+    tune, tmp_path, monkeypatch
+):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    _run_main(tune, monkeypatch, out)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 6
+    for r in recs:
+        # the config the model was built with, every default filled in (not only the row's settings)
+        assert r["config"]["selector_input"] == "raw" and r["config"]["seed"] == r["seed"]
+        assert r["config"]["dropout"] == r["tune_point"]["dropout"] and r["config"]["reg_weight"] == 1e-5
+        assert r["commit"] == tune.git_state(tune.HERE, short=True)
+    assert _run_main(tune, monkeypatch, out) == []  # same config: every fit reused
+
+
+def test_a_record_fitted_under_another_config_is_refused_not_reused(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    _run_main(tune, monkeypatch, out)
+    # as fitted before the selector read eq. 4's raw features (setdefault: the test must fail, not error, on
+    # code that records no config)
+    _rewrite(out, lambda r: r.setdefault("config", {}).update(selector_input="unit"))
+    before = out.read_text()
+    with pytest.raises(SystemExit, match=r"t\.jsonl:1: mrcsaf .*selector_input: recorded 'unit', now 'raw'"):
+        _run_main(tune, monkeypatch, out)
+    assert out.read_text() == before  # refused before any fit
+
+
+def test_a_record_without_a_config_is_refused(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    _run_main(tune, monkeypatch, out)
+    _rewrite(out, lambda r: r.pop("config", None))
+    with pytest.raises(SystemExit, match=r"t\.jsonl:1: .*records no model config"):
+        _run_main(tune, monkeypatch, out)
+
+
 def _fit(cls, **config):  # type: ignore[no-untyped-def]
     train, valid, _ = checkerboard(implicit=True)
     feats = planted_item_features(len(train.item_vocab), 0)
