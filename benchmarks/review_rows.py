@@ -145,7 +145,7 @@ MODELS["hft_wide"] = {
 }
 #: split 2026's HFT grid rows predate the results stamps, so hft_wide cannot reuse them there; on that split the
 #: extension is refitted from the old winner upward at its lambda_text (0.1, the choice at every l2_reg >= 3 on both
-#: splits), in a results file of its own: a narrower extension than hft_wide's, declared 2026-12-06 18:10 UTC
+#: splits), in a results file of its own: a narrower extension than hft_wide's, declared 2026-12-06 18:09 UTC (committed in a53af98 before its fits)
 MODELS["hft_top"] = {**MODELS["hft"], "grid": {"lambda_text": [0.1], "l2_reg": [30.0, 100.0, 300.0]}}
 #: TransNet-Ext with small ids, N(0, 0.1²): the transnet_ext fits kept ~0.77 of their U(-1, 1) init norm (random
 #: features), a diagnosis made after its test numbers; so this row's choice (id penalty on split 2026's validation)
