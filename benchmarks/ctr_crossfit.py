@@ -292,7 +292,12 @@ def load_folds(folder: Path) -> list[dict[str, Any]]:
     paths = sorted(folder.glob("fold_*.json"), key=lambda p: int(p.stem.split("_")[1]))
     if not paths:
         raise SystemExit(f"{folder}: no fold files")
-    folds = [json.loads(p.read_text()) for p in paths]
+    folds = []
+    for p in paths:
+        try:
+            folds.append(json.loads(p.read_text()))
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"{p}: not a fold record ({err}); rerun that fold (--only-folds)") from None
     proto = folds[0]["protocol"]
     other = [str(p) for p, f in zip(paths, folds, strict=True) if f["protocol"] != proto]
     if other:
@@ -398,7 +403,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = sub.add_parser("report", help="assemble the out-of-fold predictions and score them")
     p.add_argument("--boot", type=int, default=2000)
     p.add_argument("--floor-draws", type=int, default=500)
-    p.add_argument("--ece-boot", type=int, default=200, help="row resamples of ECE (kept for the record)")
+    p.add_argument(
+        "--ece-boot", type=int, default=0, help="row resamples of ECE (0: none; not a trustworthy interval)"
+    )
     p.add_argument("--out", type=Path, default=None)
     for q in (r, p):
         q.add_argument("--dataset", required=True)

@@ -115,7 +115,7 @@ def ece_bootstrap(
     by all seeds, so that their label noise is common as in the measured statistic; ``floor_draws`` times, from
     generator ``seed + 1``):
     ``floor_mean``, ``floor_q95``, and ``floor_p``, the share of those draws at or above the measured ECE (small:
-    the miscalibration is more than noise)."""
+    the miscalibration is more than noise). ``n_boot`` 0: the floor only (no ``lo``/``hi``/``boot_mean``/``pct_*``)."""
     from attnrec.evaluation.calibration import expected_calibration_error
 
     probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
@@ -125,9 +125,10 @@ def ece_bootstrap(
     def stat(rows: np.ndarray) -> float:
         return float(np.mean([expected_calibration_error(y[rows], p[rows]) for p in probs]))
 
+    if n_boot < 0:
+        raise ConfigError(f"ece_bootstrap: n_boot {n_boot} must be >= 0 (0: the noise floor only)")
     point = stat(np.arange(n))
     boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
-    q_lo, q_hi = np.percentile(boots, [2.5, 97.5])
     # one uniform per row and draw, shared by every seed: each seed's labels are Bernoulli of its own probabilities
     # (perfectly calibrated), but their noise is common, as the measured statistic's one label vector is —
     # independent draws per seed would average label noise away and narrow the floor. Its own generator, so the
@@ -137,17 +138,22 @@ def ece_bootstrap(
     for d in range(floor_draws):
         u = floor_rng.random(n)
         floor[d] = np.mean([expected_calibration_error(u < p, p) for p in probs])
-    return {
+    out = {
         "mean": point,
-        "lo": float(2 * point - q_hi),
-        "hi": float(2 * point - q_lo),
-        "boot_mean": float(boots.mean()),
-        "pct_lo": float(q_lo),
-        "pct_hi": float(q_hi),
         "floor_mean": float(floor.mean()),
         "floor_q95": float(np.quantile(floor, 0.95)),
         "floor_p": float((floor >= point).mean()),
     }
+    if n_boot:
+        q_lo, q_hi = np.percentile(boots, [2.5, 97.5])
+        out.update(
+            lo=float(2 * point - q_hi),
+            hi=float(2 * point - q_lo),
+            boot_mean=float(boots.mean()),
+            pct_lo=float(q_lo),
+            pct_hi=float(q_hi),
+        )
+    return out
 
 
 def _record_run_sets(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from attnrec.errors import ConfigError
 from attnrec.testing.data import write_criteo_sample
 from attnrec.testing.scripts import load_script
 
@@ -123,6 +124,12 @@ def test_ece_floor_shares_the_label_noise_across_seeds() -> None:
     # the floor has its own generator: the number of row resamples does not move it
     more = paired.ece_bootstrap(y, np.stack([p, p, p]), 40, floor_draws=300)
     assert more["floor_q95"] == three["floor_q95"] and more["floor_p"] == three["floor_p"]
+    # no resamples: the floor alone, the same draws
+    bare = paired.ece_bootstrap(y, np.stack([p, p, p]), 0, floor_draws=300)
+    assert bare["floor_q95"] == three["floor_q95"] and bare["mean"] == three["mean"]
+    assert not {"lo", "hi", "boot_mean", "pct_lo", "pct_hi"} & bare.keys()
+    with pytest.raises(ConfigError, match="n_boot -1"):
+        paired.ece_bootstrap(y, p[None, :], -1)
 
 
 def test_paired_bootstrap_reads_a_records_stored_probabilities() -> None:

@@ -279,6 +279,9 @@ def test_run_writes_a_fold_file_per_fold_and_load_folds_refuses_a_mix(
     frame, _, _ = cf.pooled_frame("criteo", data)
     assert np.array_equal(np.concatenate([f["test_y"] for f in folds]), frame["label"].to_numpy()[idx])
     assert cf.report(folds, n_boot=50, floor_draws=20, ece_boot=5)["rows"] == 100
+    # no row bootstrap of ECE (the default): the same floor and verdicts, without the untrusted interval
+    bare = cf.report(folds, n_boot=50, floor_draws=20, ece_boot=0)
+    assert "pct_lo" not in bare["models"]["fm"]["ece_floor"] and bare["table"]
     cf.main(argv)  # a rerun with the same protocol skips the finished folds
     assert len(calls) == 18
     with pytest.raises(SystemExit, match="another protocol"):
@@ -288,6 +291,9 @@ def test_run_writes_a_fold_file_per_fold_and_load_folds_refuses_a_mix(
     rec["protocol"]["l2_grid"] = [0.0]
     path.write_text(json.dumps(rec))
     with pytest.raises(SystemExit, match="fold_2.json.*another protocol"):
+        cf.load_folds(out / "criteo")
+    path.write_text(json.dumps(rec)[:50])  # a truncated fold file names itself
+    with pytest.raises(SystemExit, match="fold_2.json: not a fold record"):
         cf.load_folds(out / "criteo")
     path.unlink()
     with pytest.raises(SystemExit, match=r"fold\(s\) \[2\] of 3 missing"):
