@@ -369,7 +369,15 @@ def tune(args: argparse.Namespace) -> None:
         return rec
 
     lines = out.read_text().splitlines() if out.exists() else []
-    recs = [(i, json.loads(line)) for i, line in enumerate(lines, 1) if line.strip()]
+    recs = []
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                recs.append((i, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise SystemExit(
+                    f"{out}:{i}: not a JSON record ({err}); remove or repair that line"
+                ) from None
     mine: list[dict[str, Any]] = []
     for i, r in recs:
         if settings_of(r) == settings and role_of(r) in ("grid", "test"):

@@ -252,6 +252,15 @@ def test_a_record_without_a_config_is_refused(tune, tmp_path, monkeypatch):  # t
         _run_main(tune, monkeypatch, out)
 
 
+def test_a_malformed_record_line_names_the_file_and_line(tune, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    out = tmp_path / "t.jsonl"
+    _run_main(tune, monkeypatch, out)
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join([lines[0], lines[1][:30], *lines[2:]]) + "\n")  # a line cut short (a killed run)
+    with pytest.raises(SystemExit, match=r"t\.jsonl:2: not a JSON record"):
+        _run_main(tune, monkeypatch, out)
+
+
 def _fit(cls, **config):  # type: ignore[no-untyped-def]
     train, valid, _ = checkerboard(implicit=True)
     feats = planted_item_features(len(train.item_vocab), 0)
