@@ -355,7 +355,8 @@ def test_a_bundle_with_wrong_table_width_is_refused():
 def test_default_config_keeps_the_papers_path():
     # the loss and scores of this module were computed with the code before fused_norm / fusion_bias_init existed
     # (commit afe63a5) under the same seed; the defaults must reproduce them. The selector then read unit-length
-    # rows, now the option selector_input="unit" (the default follows eq. 4: test_mrcsaf_selector_input.py)
+    # rows, now the option selector_input="unit" (the default follows eq. 4:
+    # test_the_selector_reads_the_raw_concatenated_features_by_default)
     cfg = MRCSAFConfig()
     assert cfg.fused_norm is None and cfg.fusion_bias_init == "uniform"
     torch.manual_seed(0)
