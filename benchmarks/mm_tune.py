@@ -82,7 +82,8 @@ def inspect(model: Any) -> dict[str, Any]:
     ``item_terms``: for the two item terms of the score — the user-item propagated item ṗ (FREEDOM's i_g) and the
     item-graph term h (eq. 24: p = h + ṗ) — the mean row norm and the mean over users of the std over items of
     u·term (how much each term moves the ranking), per modality block for mrcsaf. mrcsaf also gets the selector's
-    weights (mean, std, min, max per modality), |cos(e_m, Δe_m)| and the fusion output's scale against e_m."""
+    weights (mean, std, min, max per modality), |cos(e_m, Δe_m)| and the fusion output's scale against e_m (``e_norm``:
+    the mean row norm of e^m, the ID rows or the projected features as ``modal_embedding`` reads it)."""
     module = model.module
     module.eval()
     out: dict[str, Any] = {}
@@ -105,8 +106,8 @@ def inspect(model: Any) -> dict[str, Any]:
         }
         if "abs_cos" in diag:
             out["abs_cos"] = {k: float(v) for k, v in diag["abs_cos"].items()}
-        fused, _ = module.fused_items()
-        e = module.modality_tables(module.item.weight)
+        e = module.modal_embeddings()  # e^m: the ID rows, or the projected features (modal_embedding)
+        fused, _ = module.fused_items(e=e)
         out["fusion_scale"] = {
             m: {
                 "e_norm": float(e[j].norm(dim=1).mean()),

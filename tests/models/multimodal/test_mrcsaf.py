@@ -50,6 +50,12 @@ class TestMRCSAFConformance(ConformanceTests):
         return item_side(cls.data()[0])
 
 
+class TestMRCSAFFeaturesConformance(TestMRCSAFConformance):
+    """The conformance suite again with e^m read as the projected features (no item ID table)."""
+
+    config = {**TestMRCSAFConformance.config, "modal_embedding": "features"}
+
+
 # --------------------------------------------------------------------------------------------- helpers
 
 
@@ -506,5 +512,204 @@ def test_an_older_bundle_loads_with_the_unit_scaling_it_was_trained_with(tmp_pat
     loaded = load_bundle(tmp_path / "m")
     assert isinstance(loaded, MRCSAF)
     assert loaded.config.selector_input == "unit"
+    users = np.arange(5)
+    torch.testing.assert_close(loaded.score_users(users), model.score_users(users))
+
+
+# --------------------------------------------------------------------------------------------- what e^m is (modal_embedding)
+
+#: the id path's loss, scores (3 users × 5 items) and per-parameter gradient sums (float64 sums of the float32
+#: gradients) on ``_fingerprint``'s module, recorded with the code before ``modal_embedding`` existed (commit
+#: b1e3cab, this project's CPU machine, 1 thread), as float.hex: the "id" reading must reproduce them bit for bit
+ID_PATH = {
+    "loss": "0x1.7c49940000000p+0",
+    "scores": [
+        "-0x1.b95a500000000p-4",
+        "-0x1.9eb64c0000000p-3",
+        "0x1.3944a80000000p-4",
+        "0x1.2d66c40000000p-4",
+        "-0x1.c09d660000000p-4",
+        "0x1.533e220000000p-4",
+        "-0x1.37cbf00000000p-8",
+        "0x1.1b849e0000000p-3",
+        "0x1.4f3bfe0000000p-4",
+        "0x1.32bdbc0000000p-3",
+        "-0x1.b207c00000000p-8",
+        "0x1.2e22360000000p-5",
+        "-0x1.9f08400000000p-9",
+        "0x1.7f1afe0000000p-4",
+        "0x1.b416ee0000000p-4",
+    ],
+    "grads": {
+        "fusion.fuse.bias": "0x1.8b6cef4000000p-4",
+        "fusion.fuse.weight": "0x1.b38baf6000000p-5",
+        "fusion.key.0.weight": "0x1.14c11e4000000p-14",
+        "fusion.key.1.weight": "-0x1.02d90a5000000p-11",
+        "fusion.query.0.weight": "0x1.dd90100000000p-16",
+        "fusion.query.1.weight": "0x1.465c55c000000p-12",
+        "fusion.value.0.weight": "0x1.a75873f000000p-6",
+        "fusion.value.1.weight": "0x1.5d78b18000000p-9",
+        "item.weight": "-0x1.70e95f8000000p-6",
+        "proj.a.bias": "0x0.0p+0",
+        "proj.a.weight": "0x1.b383b28000000p-9",
+        "proj.b.bias": "0x1.8000000000000p-32",
+        "proj.b.weight": "-0x1.2bd3798000000p-7",
+        "selector.hidden.bias": "0x1.4a5fc0b000000p-8",
+        "selector.hidden.weight": "0x1.d8573ca200000p-8",
+        "selector.out.bias": "0x1.0000000000000p-29",
+        "selector.out.weight": "0x1.7600000000000p-30",
+        "user.weight": "0x1.6527816600000p-3",
+    },
+}
+
+
+def _fingerprint(**config: Any) -> dict[str, Any]:
+    """Loss, scores and gradient sums of FEATS' module built from seed 0 (ω 0.1), as float.hex."""
+    torch.manual_seed(0)
+    m = tiny_module(FEATS, reg_weight=0.1, **config)
+    m.train()
+    batch = PairwiseBatch(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0]))
+    loss = m.loss(batch)
+    loss.backward()
+    grads = {n: float(p.grad.double().sum()).hex() for n, p in m.named_parameters() if p.grad is not None}
+    m.eval()
+    with torch.no_grad():
+        users, items = m.compute_embeddings()
+    scores = [float(x).hex() for x in (users @ items.T).flatten().tolist()]
+    return {"loss": float(loss.detach()).hex(), "scores": scores, "grads": grads}
+
+
+def test_modal_embedding_id_is_the_default_and_computes_bit_for_bit_what_it_did_before():
+    assert MRCSAFConfig().modal_embedding == "id"
+    assert _fingerprint() == ID_PATH
+    assert _fingerprint(modal_embedding="id") == ID_PATH
+    # the other readings compute something else from the same seed
+    assert _fingerprint(modal_embedding="features")["loss"] != ID_PATH["loss"]
+    assert _fingerprint(modal_embedding="id+features")["loss"] != ID_PATH["loss"]
+
+
+def _hand_projected(modal_embedding: str, **config: Any) -> tuple[MRCSAFModule, list[torch.Tensor]]:
+    """FEATS' module with the projections of eq. 27 set by hand, and f^m = W_m x^m + b_m worked out by hand."""
+    torch.manual_seed(0)
+    m = tiny_module(FEATS, modal_embedding=modal_embedding, attention="full", **config)
+    with torch.no_grad():
+        # a (2 → 4): f = (x0, x1, x0 + x1, 1); b (3 → 4): f = (x0 − x2, 2 x1, 0, x2) + (0, 0, 0.5, 0)
+        m.proj["a"].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]]))
+        m.proj["a"].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+        m.proj["b"].weight.copy_(torch.tensor([[1.0, 0, -1], [0, 2, 0], [0, 0, 0], [0, 0, 1]]))
+        m.proj["b"].bias.copy_(torch.tensor([0.0, 0.0, 0.5, 0.0]))
+    f_a = torch.tensor([[1, 0, 1, 1], [0.9, 0.1, 1, 1], [0, 1, 1, 1], [0.1, 0.9, 1, 1], [0, 0, 0, 1]])
+    f_b = torch.tensor(
+        [[1, 0, 0.5, 0], [0, 2, 0.5, 0], [0.9, 0.2, 0.5, 0], [-0.2, 1.6, 0.5, 0.2], [0, 2, 0.5, 1]]
+    )
+    return m, [f_a, f_b]
+
+
+def test_features_reading_feeds_the_projected_features_to_the_attention_the_item_graph_and_the_propagation():
+    m, f = _hand_projected("features")
+    assert "item.weight" not in dict(m.named_parameters())  # items keep no ID table
+    with torch.no_grad():
+        for got, want in zip(m.modal_embeddings(), f, strict=True):
+            torch.testing.assert_close(got, want)
+        # eqs. 8-18: the attention's input is f (the fusion applied to the hand-made f by hand)
+        assert m.fusion is not None
+        want_fused, want_cross = m.fusion(f, None, cross=True)
+        fused, cross = m.fused_items(cross=True)
+        for a, b in zip([*fused, *cross], [*want_fused, *want_cross], strict=True):
+            torch.testing.assert_close(a, b)
+        # Q of modality a at item 0 is W_Q^a f_a[0]: the hand-computed row
+        torch.testing.assert_close(m.fusion.query[0](f[0][:1]), f[0][:1] @ m.fusion.query[0].weight.T)
+        # eq. 7: h⁰_m = f^m on the selector-weighted graph
+        s = (m.modality_weights().T[:, :, None] * dense_graphs(m)).sum(0)
+        torch.testing.assert_close(m.item_graph_part(), s @ torch.cat(f, 1))
+        # eqs. 19-24 on the dense graph: E⁰ = [e_U ; ė], layer mean, p = h + ṗ
+        m.eval()
+        adj = m.ui_graph().to_dense()
+        users, items = m.compute_embeddings()
+        h = s @ torch.cat(f, 1)
+        for k, (u, fk) in enumerate(zip(m.modality_tables(m.user.weight), fused, strict=True)):
+            e0 = torch.cat([u, fk])
+            mean = (e0 + adj @ e0 + adj @ (adj @ e0)) / 3
+            torch.testing.assert_close(users[:, k * 4 : (k + 1) * 4], mean[:3])
+            torch.testing.assert_close(items[:, k * 4 : (k + 1) * 4], mean[3:] + h[:, k * 4 : (k + 1) * 4])
+        # the diagnostic's query stream is f too
+        d = m.diagnostics()
+        want_cos = torch.nn.functional.cosine_similarity(f[0], want_cross[0], dim=1).abs().mean()
+        assert d["abs_cos"]["a"] == pytest.approx(float(want_cos), rel=1e-5)
+
+
+def test_hybrid_reading_adds_the_id_rows_to_the_projected_features():
+    m, f = _hand_projected("id+features")
+    with torch.no_grad():
+        ids = m.modality_tables(m.item.weight)
+        for got, x, fm in zip(m.modal_embeddings(), ids, f, strict=True):
+            torch.testing.assert_close(got, x + fm)
+        want, _ = m.fusion([x + fm for x, fm in zip(ids, f, strict=True)], None)  # type: ignore[misc]
+        for a, b in zip(m.fused_items()[0], want, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_features_reading_trains_the_projection_through_the_attention():
+    # ω = 0: the feature loss (eq. 28) is off, so the projection is reached only through e^m
+    m, _ = _hand_projected("features", reg_weight=0.0)
+    m.train()
+    batch = PairwiseBatch(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 4]), torch.tensor([1, 3, 0]))
+    m.loss(batch).backward()
+    assert float(m.proj["a"].weight.grad.abs().sum()) > 0  # type: ignore[union-attr]
+    # through the attention itself: the cross-attention output Δe_a (eqs. 10-13) depends on both projections
+    m.zero_grad()
+    _, cross = m.fused_items(cross=True)
+    cross[0].pow(2).sum().backward()
+    for name in ("a", "b"):  # a through the queries, b through the keys and values
+        assert float(m.proj[name].weight.grad.abs().sum()) > 0, name  # type: ignore[union-attr]
+    # the id reading with ω = 0 never reaches the projection
+    torch.manual_seed(0)
+    ids = tiny_module(FEATS, reg_weight=0.0)
+    ids.train()
+    ids.loss(batch).backward()
+    assert ids.proj["a"].weight.grad is None or float(ids.proj["a"].weight.grad.abs().sum()) == 0
+
+
+def test_selector_only_with_features_propagates_the_projected_features_unfused():
+    # AMS has no attention: ė_m = e_m, and under this reading e_m is f^m (eqs. 7 and 19 still read it)
+    m, f = _hand_projected("features", variant="selector_only")
+    assert m.fusion is None
+    with torch.no_grad():
+        fused, cross = m.fused_items()
+        for a, b in zip(fused, f, strict=True):
+            torch.testing.assert_close(a, b)
+        assert cross == []
+        s = (m.modality_weights().T[:, :, None] * dense_graphs(m)).sum(0)
+        torch.testing.assert_close(m.item_graph_part(), s @ torch.cat(f, 1))
+
+
+def test_modal_embedding_error_names_the_field():
+    with pytest.raises(ConfigError, match="modal_embedding"):
+        MRCSAF(modal_embedding="raw")
+
+
+@pytest.mark.parametrize("modal_embedding", ["features", "id+features"])
+def test_a_bundle_keeps_the_modal_embedding(tmp_path, modal_embedding):  # type: ignore[no-untyped-def]
+    model, _ = _fit_small(modal_embedding=modal_embedding)
+    save_bundle(model, tmp_path / "m")
+    loaded = load_bundle(tmp_path / "m")
+    assert isinstance(loaded, MRCSAF)
+    assert loaded.config.modal_embedding == modal_embedding
+    assert isinstance(loaded.module, MRCSAFModule)
+    assert ("item.weight" in loaded.module.state_dict()) == (modal_embedding != "features")
+    users = np.arange(5)
+    torch.testing.assert_close(loaded.score_users(users), model.score_users(users))
+
+
+def test_an_older_bundle_loads_with_the_id_reading(tmp_path):  # type: ignore[no-untyped-def]
+    model, _ = _fit_small()
+    save_bundle(model, tmp_path / "m")
+    manifest = tmp_path / "m" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    del data["config"]["modal_embedding"]  # as written before the field existed
+    manifest.write_text(json.dumps(data))
+    loaded = load_bundle(tmp_path / "m")
+    assert isinstance(loaded, MRCSAF)
+    assert loaded.config.modal_embedding == "id"
     users = np.arange(5)
     torch.testing.assert_close(loaded.score_users(users), model.score_users(users))

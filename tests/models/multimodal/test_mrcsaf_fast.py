@@ -1,6 +1,7 @@
 """mrcsaf's fast training step against the all-items computation it replaces: the kNN attention kernel, the
 propagation at the batch's nodes only, the folded fusion product, and the whole loss with every parameter's
-gradient, for each variant and attention form (forward values and gradients equal up to float rounding)."""
+gradient, for each variant, attention form and reading of e^m (forward values and gradients equal up to float
+rounding)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,14 @@ def reference_loss(
     """Eq. 29 computed over every user and item, the way the step was computed before the fast path; with
     ``history`` (I, M·d), ė outside the batch's items is read from it (``fusion_scope`` "batch")."""
     c, n_mod = m.config, m.n_modalities
-    e = m.modality_tables(m.item.weight)
+    # e^m (modal_embedding): the ID blocks, the projections f^m = W_m x^m + b_m of eq. 27, or their sum
+    f_all = [m.proj[name](m.feature(name)) for name in m.modalities]
+    if c.modal_embedding == "features":
+        e = f_all
+    else:
+        e = m.modality_tables(m.item.weight)
+        if c.modal_embedding == "id+features":
+            e = [x + f for x, f in zip(e, f_all, strict=True)]
     nb = m.neighbours() if c.attention == "knn" else None
     fused = e if m.fusion is None else explicit_fusion(m.fusion, e, nb)
     if c.fused_norm is not None:  # the opt-in departure: every fused row rescaled to length fused_norm
@@ -107,7 +115,9 @@ def reference_loss(
     ]
     out = torch.cat(blocks, dim=1)
     users, p_dot = out[:N_USERS], out[N_USERS:]
-    items = p_dot + weighted_graph_conv(m.graph_indices, m.graph_values, m.modality_weights(), m.item.weight)
+    items = p_dot + weighted_graph_conv(
+        m.graph_indices, m.graph_values, m.modality_weights(), torch.cat(e, 1)
+    )
     u = users[batch.users].reshape(-1, n_mod, c.dim)
     neg = batch.neg.reshape(len(batch.pos), -1)  # (B, n_neg): the mean runs over all B · n_neg pairs
     p, n = items[batch.pos].reshape(-1, 1, n_mod, c.dim), items[neg].reshape(*neg.shape, n_mod, c.dim)
@@ -145,6 +155,11 @@ BATCH = PairwiseBatch(
         {"fused_norm": 0.7},
         {"fused_norm": 2.0, "attention": "full", "fusion_bias_init": "zero"},
         {"fused_norm": 0.7, "variant": "csa_only", "n_layers": 1},
+        {"modal_embedding": "features"},
+        {"modal_embedding": "features", "attention": "full", "reg_weight": 0.0},
+        {"modal_embedding": "features", "variant": "selector_only"},
+        {"modal_embedding": "features", "variant": "csa_only", "n_layers": 3},
+        {"modal_embedding": "id+features"},
     ],
 )
 def test_fast_loss_and_gradients_equal_the_all_items_computation(config: dict[str, Any]) -> None:
@@ -157,8 +172,9 @@ def test_fast_loss_and_gradients_equal_the_all_items_computation(config: dict[st
         torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_fast_loss_on_the_full_graph_and_with_several_negatives() -> None:
-    m = random_module()
+@pytest.mark.parametrize("modal_embedding", ["id", "features"])
+def test_fast_loss_on_the_full_graph_and_with_several_negatives(modal_embedding: str) -> None:
+    m = random_module(modal_embedding=modal_embedding)
     m.set_train_adj(None)  # dropout 0: the full user-item graph
     batch = PairwiseBatch(BATCH.users, BATCH.pos, torch.stack([BATCH.neg, BATCH.neg.flip(0)], dim=1))
     torch.testing.assert_close(m.loss(batch), reference_loss(m, batch), rtol=1e-5, atol=1e-6)
@@ -245,13 +261,19 @@ def test_folded_fusion_equals_the_printed_equations_at_all_items_and_at_rows(
             torch.testing.assert_close(a, b)
 
 
-def test_batch_fusion_scope_fuses_the_batch_items_and_reads_the_epochs_history_elsewhere() -> None:
-    m = random_module(fusion_scope="batch")
+@pytest.mark.parametrize("modal_embedding", ["id", "features"])
+def test_batch_fusion_scope_fuses_the_batch_items_and_reads_the_epochs_history_elsewhere(
+    modal_embedding: str,
+) -> None:
+    m = random_module(fusion_scope="batch", modal_embedding=modal_embedding)
     # at the epoch's first step the history is current: the same loss as the exact step, but the gradient only
     # reaches the attention through the batch's own items
-    history = torch.cat(
-        explicit_fusion(m.fusion, m.modality_tables(m.item.weight), m.neighbours()), 1
-    ).detach()  # type: ignore[arg-type]
+    e = (
+        m.modality_tables(m.item.weight)
+        if modal_embedding == "id"
+        else [m.proj[name](m.feature(name)) for name in m.modalities]
+    )
+    history = torch.cat(explicit_fusion(m.fusion, e, m.neighbours()), 1).detach()  # type: ignore[arg-type]
     torch.testing.assert_close(m.loss(BATCH), reference_loss(m, BATCH), rtol=1e-5, atol=1e-6)
     g_fast, g_want = grads(m, m.loss(BATCH)), grads(m, reference_loss(m, BATCH, history))
     g_exact = grads(m, reference_loss(m, BATCH))

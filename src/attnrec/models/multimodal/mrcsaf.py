@@ -4,6 +4,7 @@
     ω_i = softmax(W₂ ReLU(W₁ [x_i^1; …; x_i^M] + b₁) + b₂)   eqs. 4-5, per item (the selector)
     S   = Σ_m diag(ω_m) S̃_m,   h_m = S^L e_m                 eqs. 6-7
     ė_m = W [c_m ; ẽ_m] + b                                  eqs. 8-18 (cross: c_m; self: ẽ_m)
+    e_m: item ID rows (``modal_embedding="id"``, default) or f^m, the projected features (``"features"``)
     [u_m ; ṗ_m] = mean_{l=0..K} Â^l [e_U^m ; ė_m]             eqs. 19-23 (Â pruned per epoch while training)
     p_m = h_m + ṗ_m,   ŝ_ui = Σ_m u_mᵀ p_m                    eqs. 24-25
     L = Σ_m BPR(y^m) + ω Σ_m BPR(u_mᵀ f^m),  f^m = W_m x^m + b_m   eqs. 26-29
@@ -62,9 +63,13 @@ class MRCSAF(MultimodalRecommender):
 
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> MRCSAFModule:
         # the ID tables hold the M modality blocks side by side; the base checks everything else (features,
-        # graphs) against d-wide tables, so it is handed the first block of each
+        # graphs) against d-wide tables, so it is handed the first block of each. With modal_embedding
+        # "features" items have no ID table: the base's check of one is handed a stand-in of the shape it wants
         width = len(self.modality_dims) * self.config.dim
-        for key, rows in (("user.weight", self.n_users), ("item.weight", self.n_items)):
+        tables = [("user.weight", self.n_users)]
+        if self.config.modal_embedding != "features":
+            tables.append(("item.weight", self.n_items))
+        for key, rows in tables:
             t = tensors.get(key)
             if t is None or tuple(t.shape) != (rows, width):
                 raise DataError(
@@ -73,7 +78,8 @@ class MRCSAF(MultimodalRecommender):
                     expected=f"shape ({rows}, {width}) for this mrcsaf bundle ({len(self.modality_dims)} "
                     f"modalities × dim {self.config.dim})",
                 )
-        first = {k: tensors[k][:, : self.config.dim] for k in ("user.weight", "item.weight")}
+        first = {k: tensors[k][:, : self.config.dim] for k, _ in tables}
+        first.setdefault("item.weight", torch.zeros(1, 1).expand(self.n_items, self.config.dim))
         module = super().build_module_from_state({**tensors, **first})
         assert isinstance(module, MRCSAFModule)
         return module

@@ -34,6 +34,7 @@ from attnrec.models.topk.bpr import bpr_loss, init_embedding
 Variant = Literal["full", "selector_only", "csa_only"]
 Attention = Literal["knn", "full"]
 FusionScope = Literal["exact", "batch"]
+ModalEmbedding = Literal["id", "features", "id+features"]
 
 
 # --------------------------------------------------------------------------------------------- selector
@@ -304,6 +305,15 @@ class MRCSAFConfig(FreedomConfig):
     large-valued modality cannot swamp W₁; the default before 2026-12-06, issue 15's audit). The ``csa_only``
     variant has no selector and ignores it (it is not refused there: older ``csa_only`` bundles load with
     ``"unit"``, the value they were trained under).
+
+    ``modal_embedding``: what the item's "modal embedding" e^m of eqs. 7, 8-9 and 14-17 (and so ė of eqs. 18-19)
+    is — the paper uses the one symbol for the raw features (eqs. 2, 4, 27) and for a d-wide input (eqs. 7-9).
+    ``"id"`` (the default, the reading of every result before 2026-12-06 session 19): a learned d-wide ID table
+    per modality, FREEDOM's item embedding. ``"features"``: the modality's features brought to d dims by eq. 27's
+    projection, e^m = f^m = W_m x^m + b_m (the same layer the feature loss of eq. 28 reads); items then have no
+    ID table (the paper names none), only the users do. ``"id+features"``: e^m = ID row + f^m, a hybrid of the
+    two readings (not the printed equations). docs/models/mrcsaf.md, "What e^m is", gives the reasons. Every
+    variant takes it (``selector_only``: ė_m = e_m, so the features are propagated as they are).
     """
 
     variant: Variant = "full"
@@ -315,6 +325,7 @@ class MRCSAFConfig(FreedomConfig):
     fused_norm: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     fusion_bias_init: Literal["uniform", "zero"] = "uniform"
     selector_input: Literal["raw", "unit"] = "raw"
+    modal_embedding: ModalEmbedding = "id"
     #: bundles saved before ``selector_input`` existed were trained with the unit-length scaling
     bundle_legacy: ClassVar[dict[str, Any]] = {"selector_input": "unit"}
 
@@ -334,8 +345,10 @@ class MRCSAFModule(MultimodalModule):
     """MR-CSAF on the family's shared state (features, projections, graphs as buffers; the user-item graph).
 
     The ID tables are per modality, side by side: ``user`` (U, M·d) holds e_U^m in columns m·d … (m+1)·d and
-    ``item`` (I, M·d) holds e^m likewise (Xavier). ``graph_values`` (M, nnz) are the M normalised modality graphs
-    S̃_m; the selector (eqs. 4-5) and the fusion (eqs. 8-18) are present as the variant asks.
+    ``item`` (I, M·d) holds the item ID rows likewise (Xavier); with ``modal_embedding="features"`` there is no
+    ``item`` table (e^m is the projected features, :meth:`modal_embeddings`). ``graph_values`` (M, nnz) are the M
+    normalised modality graphs S̃_m; the selector (eqs. 4-5) and the fusion (eqs. 8-18) are present as the variant
+    asks.
     """
 
     config: MRCSAFConfig
@@ -348,9 +361,14 @@ class MRCSAFModule(MultimodalModule):
         self.n_modalities = n_mod
         width = n_mod * c.dim
         self.user = nn.Embedding(self.n_users, width)
-        self.item = nn.Embedding(self.n_items, width)
-        init_embedding(self.user.weight, "xavier", c.init_std)
-        init_embedding(self.item.weight, "xavier", c.init_std)
+        has_ids = c.modal_embedding != "features"
+        if has_ids:
+            self.item = nn.Embedding(self.n_items, width)
+        else:
+            del self.item  # the base's d-wide table: e^m is the projected features, items have no ID rows
+        init_embedding(self.user.weight, "xavier", c.init_std)  # (random draws in the order of before)
+        if has_ids:
+            init_embedding(self.item.weight, "xavier", c.init_std)
         in_dim = sum(self.feature(m).shape[1] for m in self.modalities)
         self.selector = (
             ModalitySelector(in_dim, n_mod, c.selector_hidden) if c.variant != "csa_only" else None
@@ -423,14 +441,40 @@ class MRCSAFModule(MultimodalModule):
             self._neighbours = [neighbour_lists(idx, vals[m], self.n_items) for m in range(self.n_modalities)]
         return self._neighbours
 
+    def modal_embeddings(self) -> list[torch.Tensor]:
+        """e^m of eqs. 7, 8-9 and 14-17 for every item, M × (I, d), as ``modal_embedding`` reads it: ``"id"`` the
+        blocks of the item ID table; ``"features"`` the projections f^m = W_m x^m + b_m of eq. 27 (the layers the
+        feature loss reads: the BPR terms train them through the item graph, the attention and the propagation);
+        ``"id+features"`` the sum of the two (a hybrid). All items: the attention's keys and the item graph's
+        neighbours range over them (O(I·d) memory; the projection costs O(I·F_m·d) time per step)."""
+        mode = self.config.modal_embedding
+        if mode == "id":
+            return self.modality_tables(self.item.weight)
+        feats = [self.projected(m) for m in self.modalities]
+        if mode == "features":
+            return feats
+        return [x + f for x, f in zip(self.modality_tables(self.item.weight), feats, strict=True)]
+
+    def modal_table(self, e: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The e^m blocks side by side, (I, M·d): the item ID table itself for ``"id"``, else ``e`` (or
+        :meth:`modal_embeddings`) concatenated."""
+        if self.config.modal_embedding == "id":
+            return self.item.weight
+        return torch.cat(list(self.modal_embeddings() if e is None else e), dim=1)
+
     def fused_items(
-        self, rows: torch.Tensor | None = None, *, cross: bool = False
+        self,
+        rows: torch.Tensor | None = None,
+        *,
+        cross: bool = False,
+        e: Sequence[torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """ė_m (eq. 18), M × (I, d), or M × (R, d) at the items ``rows`` (the same rows: the attention still ranges
         over all items), and if ``cross`` the cross-attention outputs Δe_m; with the fusion off ė_m = e_m, no Δe.
+        ``e``: the e^m of :meth:`modal_embeddings` when the caller has them already.
         With ``fused_norm`` r set (a departure from the paper) each row of ė_m is rescaled to length r; row-wise,
         so the rows at ``rows`` are still those of the all-items result."""
-        e = self.modality_tables(self.item.weight)
+        e = self.modal_embeddings() if e is None else list(e)
         if self.fusion is None:
             return (e if rows is None else [torch.index_select(x, 0, rows) for x in e]), []
         neighbours = self.neighbours() if self.config.attention == "knn" else None
@@ -441,11 +485,14 @@ class MRCSAFModule(MultimodalModule):
         return fused, cross_out
 
     def item_graph_part(
-        self, rows: torch.Tensor | None = None, weights: torch.Tensor | None = None
+        self,
+        rows: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """h = [h_1 | … | h_M] (eq. 7 after ``n_mm_layers`` layers on S from h⁰_m = e_m): (R or I, M·d).
-        ``weights``: the selector's ω at ``rows`` when the caller has them already."""
-        x = self.item.weight
+        ``weights``: the selector's ω at ``rows``, ``table``: :meth:`modal_table`, when the caller has them."""
+        x = self.modal_table() if table is None else table
         if self.config.n_mm_layers == 0:
             return x if rows is None else x[rows]
         if rows is not None and self.config.n_mm_layers == 1:
@@ -456,11 +503,12 @@ class MRCSAFModule(MultimodalModule):
             x = weighted_graph_conv(self.graph_indices, self.graph_values, w, x)
         return x if rows is None else x[rows]
 
-    def propagated(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagated(self, e: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Eqs. 19-23 per modality: E⁰_m = [e_U^m ; ė_m], the layer mean over ``n_layers`` products with the
         user-item graph; returns the blocks side by side, users (U, M·d) and ṗ (I, M·d). (One product per d-wide
-        block: on a Sports-sized graph that is faster than one product of the M·d-wide table.)"""
-        fused, _ = self.fused_items()
+        block: on a Sports-sized graph that is faster than one product of the M·d-wide table.) ``e``: the e^m of
+        :meth:`modal_embeddings` when the caller has them."""
+        fused, _ = self.fused_items(e=e)
         users = self.modality_tables(self.user.weight)
         out = torch.cat(
             [
@@ -474,8 +522,9 @@ class MRCSAFModule(MultimodalModule):
     def compute_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Users (U, M·d) and items p = h + ṗ (I, M·d, eq. 24): their dot product is Σ_m u_mᵀ p_m (eq. 25
         summed over the modalities), the ranking score."""
-        users, p_dot = self.propagated()
-        return users, p_dot + self.item_graph_part()
+        e = self.modal_embeddings()
+        users, p_dot = self.propagated(e)
+        return users, p_dot + self.item_graph_part(table=self.modal_table(e))
 
     def loss(self, batch: PairwiseBatch) -> torch.Tensor:
         """Eq. 29: Σ_m BPR(y^m) + ω Σ_m feature-BPR (eqs. 26-28), each BPR term a batch mean.
@@ -488,9 +537,10 @@ class MRCSAFModule(MultimodalModule):
         pos, neg = batch.pos, batch.neg
         rows, inverse = torch.unique(torch.cat([pos, neg.reshape(-1)]), return_inverse=True)
         pos_at, neg_at = inverse[: len(pos)], inverse[len(pos) :].reshape(neg.shape)
-        users, p_dot, user_at = self._propagated_at(batch.users, rows)
+        e = self.modal_embeddings()  # e^m of every item (views of the ID table for "id")
+        users, p_dot, user_at = self._propagated_at(batch.users, rows, e)
         w_rows, f_rows = self._batch_features(rows)
-        items = p_dot + self.item_graph_part(rows, w_rows)  # eq. 24
+        items = p_dot + self.item_graph_part(rows, w_rows, self.modal_table(e))  # eq. 24
         md = (self.n_modalities, self.config.dim)
         u = users[user_at].reshape(-1, *md)
         loss = self._bpr_per_modality(
@@ -501,10 +551,11 @@ class MRCSAFModule(MultimodalModule):
         return loss
 
     def _propagated_at(
-        self, batch_users: torch.Tensor, rows: torch.Tensor
+        self, batch_users: torch.Tensor, rows: torch.Tensor, e: Sequence[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rows of :meth:`propagated` at the distinct users of ``batch_users`` and at the items ``rows``
-        (sorted, unique): users (U_b, M·d), ṗ (len(rows), M·d), and each batch user's row among the first."""
+        (sorted, unique): users (U_b, M·d), ṗ (len(rows), M·d), and each batch user's row among the first.
+        ``e``: the e^m of :meth:`modal_embeddings` when the caller has them."""
         users_b, user_at = torch.unique(batch_users, return_inverse=True)
         adj = self.ui_graph()
         if self._scipy_adj is None or self._scipy_adj[0] is not adj:
@@ -518,9 +569,9 @@ class MRCSAFModule(MultimodalModule):
         if self.config.fusion_scope == "batch" and self.fusion is not None:
             # fresh ė (with gradient) at the batch's items, the epoch's historical ė at every other item read
             fused = torch.index_select(self.history(), 0, plan.items)
-            fused = fused.index_copy(0, at[rows], torch.cat(self.fused_items(rows)[0], dim=1))
-        else:
-            fused = torch.cat(self.fused_items(plan.items)[0], dim=1)  # ė at the items the propagation reads
+            fused = fused.index_copy(0, at[rows], torch.cat(self.fused_items(rows, e=e)[0], dim=1))
+        else:  # ė at the items the propagation reads
+            fused = torch.cat(self.fused_items(plan.items, e=e)[0], dim=1)
 
         def ego(nodes: torch.Tensor) -> torch.Tensor:  # E⁰ = [e_U ; ė] (eq. 19) at sorted node ids
             split = int((nodes < self.n_users).sum())
@@ -598,13 +649,13 @@ class MRCSAFModule(MultimodalModule):
     @torch.no_grad()
     def diagnostics(self) -> dict[str, Any]:
         """``modality_weights``: (I, M) numpy, the selector's ω per item (the fixed weights when it is off);
-        ``abs_cos``: per modality name, the mean over items of |cos(e_m, Δe_m)| between the item embedding (the
-        cross-attention's query stream) and its cross-attention output (absent when the fusion is off or there
-        is a single modality)."""
+        ``abs_cos``: per modality name, the mean over items of |cos(e_m, Δe_m)| between the item's modal embedding
+        e^m (the cross-attention's query stream: ID rows or projected features, per ``modal_embedding``) and its
+        cross-attention output (absent when the fusion is off or there is a single modality)."""
         out: dict[str, Any] = {"modality_weights": self.modality_weights().cpu().numpy()}
         if self.fusion is not None and self.n_modalities > 1:
-            e = self.modality_tables(self.item.weight)
-            _, cross = self.fused_items(cross=True)
+            e = self.modal_embeddings()
+            _, cross = self.fused_items(cross=True, e=e)
             out["abs_cos"] = {
                 m: mean_abs_cosine(x, c) for m, x, c in zip(self.modalities, e, cross, strict=True)
             }
