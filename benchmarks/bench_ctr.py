@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from attnrec.evaluation.protocols import evaluate
-from attnrec.models.ctr.base import CTRRecommender
+from attnrec.models.ctr.base import CTRConfig, CTRRecommender
 from attnrec.training.trainer import TrainerConfig
 from attnrec.training.types import config_digest
 
@@ -91,10 +91,22 @@ def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
     return config_digest(defaults)[:12]
 
 
+#: config fields added after records were stamped whose default reproduces the behaviour before them
+#: (``linear_reg`` None: the first-order weights share ``embedding_reg``, as they always did): left out of the
+#: stamp at that default, so earlier records stay comparable; any other value changes the stamp
+STAMP_NEUTRAL: dict[str, Any] = {"linear_reg": None}
+
+
+def stamp_view(config: dict[str, Any]) -> dict[str, Any]:
+    """A model's default config as the stamp sees it: the fields of :data:`STAMP_NEUTRAL` at their neutral value
+    left out."""
+    return {k: v for k, v in config.items() if k not in STAMP_NEUTRAL or v != STAMP_NEUTRAL[k]}
+
+
 @functools.cache
 def current_model_defaults() -> str:
-    """:func:`model_defaults_stamp` of the default configs of :data:`MODELS` in this checkout."""
-    return model_defaults_stamp({m: model_class(m).config_class().to_dict() for m in MODELS})
+    """:func:`model_defaults_stamp` of the default configs of :data:`MODELS` in this checkout (:func:`stamp_view`)."""
+    return model_defaults_stamp({m: stamp_view(model_class(m).config_class().to_dict()) for m in MODELS})
 
 
 def model_class(name: str) -> type[CTRRecommender]:
@@ -140,6 +152,9 @@ class BenchSettings:
     #: the Trainer's Adam kernel (fused since bfe1bbf): a record without this key ran the single-tensor kernel,
     #: whose rounding differs, so --reuse refuses it rather than mixing the two in one table
     adam_kernel: str = "fused"
+    #: the first-order weights' own L2 weight (``linear_reg``) for every model with a first-order term except LR,
+    #: the baseline (:func:`with_linear_reg`); None: they share ``embedding_reg``, as before the option existed
+    linear_reg: float | None = None
     #: a hash of every CTR model's default config (:func:`model_defaults_stamp`): a record with another value ran
     #: models keyed by the same name under other defaults (e.g. NFM's and secn's dropout before issue 18), so
     #: --reuse and ctr_paired.py --record refuse it
@@ -177,12 +192,24 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
+def with_linear_reg(name: str, params: dict[str, Any], s: BenchSettings) -> dict[str, Any]:
+    """``params`` with ``linear_reg = s.linear_reg`` when that is set and model ``name`` (with ``params``) has a
+    first-order term, except LR: the baseline keeps it unset, so it stays the same LR from run to run (its only
+    weights are first-order, and ``embedding_reg``, the L2 grid's knob, already weighs them). An explicit
+    ``linear_reg`` in ``params`` (a spec's override) wins."""
+    if s.linear_reg is None or name == "lr" or "linear_reg" in params:
+        return params
+    config = model_class(name).config_class.parse(params, source=f"{name} config")
+    assert isinstance(config, CTRConfig)
+    return {**params, "linear_reg": s.linear_reg} if config.has_first_order() else params
+
+
 def fit_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> tuple[CTRRecommender, Any]:
     """``(model, fit report)``: attnrec model ``spec`` (a name, optionally with ``:key=value`` config overrides, see
     :func:`parse_spec`) fitted on train with early stopping by ``s.stop`` on valid (test is not touched)."""
     train, valid, _ = splits
     name, overrides = parse_spec(spec)
-    model = model_class(name)(**{**model_params(name, seed, s), **overrides})
+    model = model_class(name)(**with_linear_reg(name, {**model_params(name, seed, s), **overrides}, s))
     metric, also = STOP_RULES[s.stop]
     tc = TrainerConfig(
         epochs=s.max_epochs,

@@ -5,7 +5,10 @@
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/ctr_crossfit.py report --dataset criteo --boot 2000 \\
         --floor-draws 500 --ece-boot 200 --out bench_results/ctr_crossfit_criteo_report.json
 
-(the recorded run's commands, BENCHMARKS.md "CTR cross-fitted"; the permutation seed 19 is the default. Seed 18
+(the recorded run's commands, BENCHMARKS.md "CTR cross-fitted"; the permutation seed 19 is the default.
+``--linear-reg 0`` gives the first-order weights of every model with a first-order term except LR their own L2
+weight (``linear_reg``, here 0: only the embeddings are penalised), and ``--grid-for lr=0,1e-1`` gives a model its
+own L2 grid; both are part of the protocol, so folds of other values are never mixed. Seed 18
 was a timing probe's, whose fold-0 test scores were printed: those 800 rows are test rows again under seed 19, as
 every row is. The probe's scores informed no choice except the grid's cut to {0, 1e-1}, made for the budget after
 they were printed.)
@@ -52,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import git_state  # noqa: E402
 from bench_ctr import MODELS, BenchSettings, fit_attnrec, machine  # noqa: E402 - the folder is not a package
 from ctr_calibration import scores  # noqa: E402
-from ctr_grid import check_grid_seeds, select_l2  # noqa: E402
+from ctr_grid import ADDED_SETTINGS, check_grid_seeds, select_l2  # noqa: E402
 from ctr_paired import ece_bootstrap, seed_mean_loss, stratified_bootstrap  # noqa: E402
 from ctr_splits import DEFAULT_DATA_DIR, Splits, encode_parts, sample_frames  # noqa: E402
 
@@ -166,11 +169,14 @@ def run_fold(
     l2_grid: Sequence[float],
     grid_seeds: tuple[int, ...],
     log: Callable[[str], None] = print,
+    model_grids: dict[str, list[float]] | None = None,
 ) -> dict[str, Any]:
-    """One fold: each model's L2 chosen on the fold's validation (``l2_grid``; empty: ``s.embedding_reg``), then
-    every seed at it, scored on the fold's test rows. Returns ``{"chosen_l2", "l2_grid", "runs": {model: [run per
-    seed]}}``; a run holds raw/calibrated ``auc``/``logloss``/``ece``, ``temperature``, epochs, and the test
-    probabilities ``test_p`` (calibrated) and ``test_p_raw`` (7 decimals)."""
+    """One fold: each model's L2 chosen on the fold's validation (``l2_grid``, or the model's own grid in
+    ``model_grids``; empty: ``s.embedding_reg``), then every seed at it, scored on the fold's test rows. Returns
+    ``{"chosen_l2", "l2_grid", "runs": {model: [run per seed]}}``; a run holds raw/calibrated
+    ``auc``/``logloss``/``ece``, ``temperature``, epochs, the ``linear_reg`` the model ran with
+    (``s.linear_reg`` where ``bench_ctr.with_linear_reg`` applies it, else None), and the test probabilities
+    ``test_p`` (calibrated) and ``test_p_raw`` (7 decimals)."""
     kept: dict[tuple[str, float, int], tuple[Any, Any]] = {}
 
     def grid_fit(spec: str, parts: Splits, seed: int, st: BenchSettings) -> dict[str, Any]:
@@ -181,10 +187,17 @@ def run_fold(
 
     chosen = {f"{ds}/attnrec/{m}": float(s.embedding_reg) for m in models}
     grid: dict[str, Any] = {}
-    if l2_grid:
-        chosen, grid = select_l2(
-            ds, [("attnrec", m, grid_fit) for m in models], splits, l2_grid, grid_seeds, s, log
-        )
+    own = model_grids or {}
+    groups: dict[tuple[float, ...], list[str]] = {}  # models by grid, in --models order
+    for m in models:
+        groups.setdefault(tuple(own.get(m, l2_grid)), []).append(m)
+    for values, group in groups.items():
+        if values:
+            got, scores_ = select_l2(
+                ds, [("attnrec", m, grid_fit) for m in group], splits, values, grid_seeds, s, log
+            )
+            chosen.update(got)
+            grid.update(scores_)
     test = splits[2]
     y = test.labels.astype(np.float64)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
@@ -204,6 +217,7 @@ def run_fold(
                 **scores(y, p_raw),
                 **{f"cal_{k}": v for k, v in scores(y, p_cal).items()},
                 "temperature": model.calibrator.temperature if model.calibrator is not None else 1.0,
+                "linear_reg": model.config.linear_reg,
                 **_fit_scores(report),
                 "from_grid": hit is not None,
                 "wall_s": round(time.perf_counter() - t0, 2),
@@ -221,7 +235,7 @@ def run_fold(
 
 def protocol_of(args: argparse.Namespace, s: BenchSettings) -> dict[str, Any]:
     """What a fold file must share with this run to be reused: dataset, folds, permutation seed, models, seeds,
-    grid, grid seeds and every benchmark setting."""
+    grid, per-model grids, grid seeds and every benchmark setting (``linear_reg`` and the epoch cap included)."""
     return {
         "dataset": args.dataset,
         "folds": args.folds,
@@ -229,15 +243,34 @@ def protocol_of(args: argparse.Namespace, s: BenchSettings) -> dict[str, Any]:
         "models": list(args.models),
         "seeds": list(args.seeds),
         "l2_grid": list(args.l2_grid),
+        "model_grids": {m: list(v) for m, v in sorted(args.model_grids.items())},
         "grid_seeds": list(args.grid_seeds),
         "settings": asdict(s),
     }
 
 
+#: protocol keys added after fold files were written, with the value every file without them ran under
+ADDED_PROTOCOL: dict[str, Any] = {"model_grids": {}}
+
+
+def same_protocol(theirs: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Whether a fold file's protocol ``theirs`` is ``mine``, reading a key it lacks (one added later: in
+    :data:`ADDED_PROTOCOL`, or a setting in ``ctr_grid.ADDED_SETTINGS``) as the value it ran under. Any other
+    difference — ``linear_reg``, the grids, the epoch cap — is another protocol: such folds are never mixed."""
+
+    def filled(p: dict[str, Any]) -> dict[str, Any]:
+        settings = {**ADDED_SETTINGS, **p.get("settings", {})}
+        return {**ADDED_PROTOCOL, **p, "settings": settings}
+
+    return filled(theirs) == filled(mine)
+
+
 def run(args: argparse.Namespace) -> None:
     """Run every fold (or ``--only-folds``) not already in ``--out-dir`` with this protocol; one file per fold."""
     torch.set_num_threads(args.threads)
-    s = BenchSettings(stop=args.stop, max_epochs=args.max_epochs, patience=args.patience)
+    s = BenchSettings(
+        stop=args.stop, max_epochs=args.max_epochs, patience=args.patience, linear_reg=args.linear_reg
+    )
     proto = protocol_of(args, s)
     frame, schema, files = pooled_frame(args.dataset, args.data_dir)
     folds = fold_indices(frame.height, args.folds, args.perm_seed)
@@ -249,7 +282,7 @@ def run(args: argparse.Namespace) -> None:
         path = out_dir / f"fold_{k}.json"
         if path.exists():
             done = json.loads(path.read_text())
-            if done["protocol"] != proto:
+            if not same_protocol(done["protocol"], proto):
                 raise SystemExit(f"{path} was made under another protocol; use another --out-dir")
             log(f"# fold {k}: done already ({path})")
             continue
@@ -258,7 +291,15 @@ def run(args: argparse.Namespace) -> None:
         tr_idx, va_idx, te_idx = fold_roles(folds, k)
         log(f"# {args.dataset} fold {k}: rows {[len(x) for x in splits]}, load {load0[0]:.2f}")
         result = run_fold(
-            args.dataset, splits, args.models, args.seeds, s, args.l2_grid, args.grid_seeds, log
+            args.dataset,
+            splits,
+            args.models,
+            args.seeds,
+            s,
+            args.l2_grid,
+            args.grid_seeds,
+            log,
+            args.model_grids,
         )
         record = {
             "bench": "ctr_crossfit",
@@ -299,7 +340,7 @@ def load_folds(folder: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise SystemExit(f"{p}: not a fold record ({err}); rerun that fold (--only-folds)") from None
     proto = folds[0]["protocol"]
-    other = [str(p) for p, f in zip(paths, folds, strict=True) if f["protocol"] != proto]
+    other = [str(p) for p, f in zip(paths, folds, strict=True) if not same_protocol(f["protocol"], proto)]
     if other:
         raise SystemExit(f"{other}: made under another protocol than {paths[0]}; one run per folder")
     missing = sorted(set(range(proto["folds"])) - {f["fold"] for f in folds})
@@ -332,6 +373,9 @@ def report(folds: list[dict[str, Any]], n_boot: int, floor_draws: int, ece_boot:
     base = {kind: probs(BASELINE, field) for kind, field in (("cal", "test_p"), ("raw", "test_p_raw"))}
     for m in models:
         row: dict[str, Any] = {"chosen_l2": [f["chosen_l2"][m] for f in folds]}
+        # the first-order weights' own L2 (None: shared with embedding_reg; records before it: None)
+        lin = {r.get("linear_reg") for f in folds for r in f["runs"][m]}
+        row["linear_reg"] = lin.pop() if len(lin) == 1 else sorted(lin, key=str)
         for kind, field in (("cal", "test_p"), ("raw", "test_p_raw")):
             per_fold = probs(m, field)
             oof = assemble_oof(n, test_idx, per_fold)  # (S, n)
@@ -374,13 +418,33 @@ def markdown(rows: dict[str, Any]) -> str:
         d = r.get("delta_cal")
         delta = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | {d['p_below_0']:.2f}" if d else "— | —"
         l2 = ",".join(f"{v:g}" for v in r["chosen_l2"])
+        name = m if r.get("linear_reg") is None else f"{m} (linear_reg {r['linear_reg']})"
         lines.append(
-            f"| {m} | {l2} | {ms(r['auc'])} | {r['fold_auc']:.4f} | {ms(r['logloss'])} | {ms(r['ece'])} | "
+            f"| {name} | {l2} | {ms(r['auc'])} | {r['fold_auc']:.4f} | {ms(r['logloss'])} | {ms(r['ece'])} | "
             f"{ms(r['cal_logloss'])} | {ms(r['cal_ece'])} | {e['floor_mean']:.4f}, {e['floor_q95']:.4f} | "
             f"{e['floor_p']:.3f} | {r['ece_verdict']} | {r['temperature']['mean']:.2f} | {delta} | "
             f"{r.get('logloss_verdict', 'baseline')} |"
         )
     return "\n".join(lines)
+
+
+def parse_grid_for(items: Sequence[str], models: Sequence[str]) -> dict[str, list[float]]:
+    """``["lr=0,0.1"]`` -> ``{"lr": [0.0, 0.1]}``; a model not in ``models``, one given twice, or a malformed item
+    raises SystemExit naming it."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        m, sep, values = item.partition("=")
+        try:
+            grid = [float(x) for x in values.split(",") if x]
+        except ValueError:
+            grid = []
+        if not sep or not grid:
+            raise SystemExit(f"--grid-for {item!r}: expected MODEL=V1,V2 (numbers)")
+        if m not in models or m in out:
+            why = "given twice" if m in out else f"not in --models {','.join(models)}"
+            raise SystemExit(f"--grid-for {item!r}: model {m!r} {why}")
+        out[m] = grid
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -393,6 +457,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     r.add_argument("--models", default=",".join(MODELS))
     r.add_argument("--seeds", default="0,1,2")
     r.add_argument("--l2-grid", default="", help="L2 weights chosen per fold and model on validation logloss")
+    r.add_argument(
+        "--grid-for",
+        action="append",
+        default=[],
+        metavar="MODEL=V1,V2",
+        help="a model's own L2 grid instead of --l2-grid (repeatable)",
+    )
+    r.add_argument(
+        "--linear-reg",
+        type=float,
+        default=None,
+        help="the first-order weights' own L2 weight (linear_reg) for every model with a first-order term "
+        "except the baseline LR (bench_ctr.with_linear_reg); unset: they share embedding_reg",
+    )
     r.add_argument("--grid-seeds", default="0")
     r.add_argument("--stop", default="both")
     r.add_argument("--max-epochs", type=int, default=30)
@@ -417,6 +495,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(f"--models must include the baseline {BASELINE!r} (it runs in the same folds)")
         args.seeds = [int(x) for x in args.seeds.split(",") if x]
         args.l2_grid = [float(x) for x in args.l2_grid.split(",") if x]
+        args.model_grids = parse_grid_for(args.grid_for, args.models)
+        if args.linear_reg is not None and not args.linear_reg >= 0:
+            raise SystemExit(f"--linear-reg {args.linear_reg}: must be >= 0")
         args.grid_seeds = check_grid_seeds([int(x) for x in args.grid_seeds.split(",") if x])
         args.only_folds = [int(x) for x in args.only_folds.split(",") if x]
         t0, load0 = time.perf_counter(), os.getloadavg()

@@ -196,8 +196,11 @@ class _Stub:
 
     calibrator = None
 
-    def __init__(self, reg: float, seed: int, scored: list[Any]) -> None:
+    def __init__(self, reg: float, seed: int, scored: list[Any], linear_reg: float | None = None) -> None:
+        from types import SimpleNamespace
+
         self.reg, self.seed, self.scored = reg, seed, scored
+        self.config = SimpleNamespace(linear_reg=linear_reg)
 
     def predict_proba(self, data: Any, calibrated: bool = True) -> np.ndarray:
         self.scored.append(data)
@@ -214,7 +217,7 @@ def _fake_fit(calls: list[tuple[str, tuple[Any, ...], int, float]], scored: list
         calls.append((spec, tuple(parts), seed, reg))
         valid = 0.5 + (reg if spec == "lr" else -reg)
         report = SimpleNamespace(best_valid={"logloss": valid, "auc": 0.6}, best_epoch=2, epochs_run=4)
-        return _Stub(reg, seed, scored), report
+        return _Stub(reg, seed, scored, None if spec == "lr" else s.linear_reg), report
 
     return fit
 
@@ -298,3 +301,100 @@ def test_run_writes_a_fold_file_per_fold_and_load_folds_refuses_a_mix(
     path.unlink()
     with pytest.raises(SystemExit, match=r"fold\(s\) \[2\] of 3 missing"):
         cf.load_folds(out / "criteo")
+
+
+def test_grid_for_gives_a_model_its_own_grid_and_linear_reg_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf = _cf()
+    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
+    splits = cf.fold_splits(frame, schema, cf.fold_indices(frame.height, 5, seed=3), 1)
+    calls: list[tuple[str, tuple[Any, ...], int, float]] = []
+    monkeypatch.setattr(cf, "fit_attnrec", _fake_fit(calls, []))
+    s = cf.BenchSettings(linear_reg=0.0)
+    out = cf.run_fold(
+        "criteo", splits, ["lr", "fm"], [0], s, [0.0, 0.1, 0.5], (0,), lambda _: None, {"lr": [0.0, 0.1]}
+    )
+    # lr runs its own grid {0, 0.1} only; fm the common {0, 0.1, 0.5} (its largest wins in the fake)
+    assert sorted((c[0], c[3]) for c in calls) == [
+        ("fm", 0.0),
+        ("fm", 0.1),
+        ("fm", 0.5),
+        ("lr", 0.0),
+        ("lr", 0.1),
+    ]
+    assert out["chosen_l2"] == {"lr": 0.0, "fm": 0.5}
+    assert set(out["l2_grid"]["criteo/attnrec/lr"]) == {"0.0", "0.1"}
+    assert out["runs"]["fm"][0]["linear_reg"] == 0.0 and out["runs"]["lr"][0]["linear_reg"] is None
+
+
+def test_with_linear_reg_reaches_the_first_order_models_but_not_lr_or_the_others(tmp_path: Path) -> None:
+    import sys
+
+    cf = _cf()
+    bench = sys.modules["bench_ctr"]
+    s = cf.BenchSettings(linear_reg=0.0, max_epochs=1)
+    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
+    splits = cf.fold_splits(frame, schema, cf.fold_indices(frame.height, 5, seed=3), 1)
+    for spec, want in [
+        ("fm", 0.0),
+        ("deepfm", 0.0),
+        ("lr", None),
+        ("dcn", None),
+        ("secn", None),
+        ("autoint", None),
+        ("autoint:use_linear=true", 0.0),
+        ("fm:linear_reg=0.5", 0.5),  # a spec's own value wins
+    ]:
+        model, _ = cf.fit_attnrec(spec, splits, 0, s)
+        assert model.config.linear_reg == want, spec
+    assert bench.with_linear_reg("fm", {"embedding_reg": 0.1}, cf.BenchSettings()) == {"embedding_reg": 0.1}
+    # the defaults stamp ignores linear_reg at its neutral None (earlier records stay comparable)
+    assert bench.STAMP_NEUTRAL == {"linear_reg": None}
+
+
+def test_linear_reg_and_grid_for_are_part_of_the_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import torch
+
+    cf = _cf()
+    data = write_criteo_sample(tmp_path / "data", sizes=(60, 20, 20))
+    out = tmp_path / "out"
+    monkeypatch.setattr(cf, "fit_attnrec", _fake_fit([], []))
+    threads = str(torch.get_num_threads())
+    argv = ["run", "--dataset", "criteo", "--data-dir", str(data), "--folds", "3", "--models", "lr,fm"]
+    argv += ["--seeds", "0", "--l2-grid", "0,0.5", "--out-dir", str(out), "--threads", threads]
+    cf.main([*argv, "--linear-reg", "0", "--grid-for", "lr=0,0.1"])
+    folds = cf.load_folds(out / "criteo")
+    assert folds[0]["protocol"]["settings"]["linear_reg"] == 0.0
+    assert folds[0]["protocol"]["model_grids"] == {"lr": [0.0, 0.1]}
+    rep = cf.report(folds, n_boot=20, floor_draws=10, ece_boot=0)
+    assert rep["models"]["fm"]["linear_reg"] == 0.0 and rep["models"]["lr"]["linear_reg"] is None
+    assert "| fm (linear_reg 0.0) |" in rep["table"]
+    for other in (
+        ["--grid-for", "lr=0,0.1"],
+        ["--linear-reg", "0.1", "--grid-for", "lr=0,0.1"],
+        ["--linear-reg", "0"],
+    ):
+        with pytest.raises(SystemExit, match="another protocol"):
+            cf.main([*argv, *other])
+    # a fold file of another linear_reg is never mixed into the report
+    path = out / "criteo" / "fold_1.json"
+    rec = json.loads(path.read_text())
+    rec["protocol"]["settings"]["linear_reg"] = None
+    path.write_text(json.dumps(rec))
+    with pytest.raises(SystemExit, match="fold_1.json.*another protocol"):
+        cf.load_folds(out / "criteo")
+    # a fold file written before the keys existed reads as linear_reg None and no per-model grids
+    old = {"settings": {"stop": "both"}, "dataset": "criteo"}
+    assert cf.same_protocol(old, {**old, "model_grids": {}, "settings": {"stop": "both", "linear_reg": None}})
+    for bad in (
+        ["--grid-for", "dcn=0,1"],
+        ["--grid-for", "lr"],
+        ["--grid-for", "lr=0", "--grid-for", "lr=1"],
+    ):
+        with pytest.raises(SystemExit, match="--grid-for"):
+            cf.main([*argv, *bad])

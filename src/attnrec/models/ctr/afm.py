@@ -10,8 +10,8 @@ from torch import nn
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import AttentionalPairPooling
 
 
@@ -26,7 +26,7 @@ class AFMModule(CTRModule):
     """(B,) logits: linear term + projected attention-pooled pair products."""
 
     def __init__(self, schema: FeatureSchema, config: AFMConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         d = config.embedding_dim
         self.linear = FeatureLinear(schema)
         self.embedding = FeatureEmbedding(schema, d)
@@ -36,12 +36,12 @@ class AFMModule(CTRModule):
         self.dropout = nn.Dropout(config.dropout)
         self.p = nn.Linear(d, 1, bias=False)
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         terms = self.linear.terms(batch)
         pooled, _ = self.attention(emb)
         logits = self.linear.bias + terms.sum(1) + self.p(self.dropout(pooled)).squeeze(-1)
-        return logits, l2_per_row(emb, terms)
+        return logits, Penalised((emb,), terms)
 
     def attention_weights(self, batch: CTRBatch) -> torch.Tensor:
         """(B, P) the weight of each field pair ``i < j`` (order of ``pair_indices``); rows sum to 1."""

@@ -10,8 +10,8 @@ from torch import nn
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import MLP, InteractingLayer
 
 
@@ -27,12 +27,16 @@ class AutoIntConfig(EmbeddingCTRConfig):
     dropout: float = Field(0.0, ge=0, lt=1)
     use_linear: bool = False
 
+    def has_first_order(self) -> bool:
+        """Only with ``use_linear``: ``linear_reg`` needs it."""
+        return self.use_linear
+
 
 class AutoIntModule(CTRModule):
     """(B,) logits: ``w^T flatten(attention^L(E))`` [+ MLP(flatten E)] [+ linear]."""
 
     def __init__(self, schema: FeatureSchema, config: AutoIntConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         self.embedding = FeatureEmbedding(schema, config.embedding_dim)
         n = self.embedding.n_fields
         layers, dim = [], config.embedding_dim
@@ -51,20 +55,19 @@ class AutoIntModule(CTRModule):
         )
         self.linear = FeatureLinear(schema) if config.use_linear else None
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         h = emb
         for layer in self.attention:
             h, _ = layer(h)
         logits = self.out(h.flatten(1)).squeeze(-1)
-        penalised = [emb]
+        terms = None
         if self.mlp is not None:
             logits = logits + self.mlp(emb.flatten(1)).squeeze(-1)
         if self.linear is not None:
             terms = self.linear.terms(batch)
             logits = logits + terms.sum(1) + self.linear.bias
-            penalised.append(terms)
-        return logits, l2_per_row(*penalised)
+        return logits, Penalised((emb,), terms)
 
     def attention_weights(self, batch: CTRBatch) -> list[torch.Tensor]:
         """Per layer, the (B, heads, F, F) attention weights (rows sum to 1)."""

@@ -4,8 +4,11 @@ A CTR model scores *feature rows* (a :class:`~attnrec.data.ctr.CTRData`), not (u
 :class:`~attnrec.models.capabilities.RowScorer` only, with no user/item vocabularies.
 
 * :class:`CTRModule` — the ``nn.Module`` contract: ``forward(batch) -> logits (B,)`` and
-  ``loss(batch) = BCE-with-logits + embedding_reg * penalty``, where subclasses implement :meth:`CTRModule.compute`
-  returning the logits and the penalty (sum of squares of the embeddings looked up for the batch, per row).
+  ``loss(batch) = BCE-with-logits + embedding_reg * ||E||^2 + linear_reg * ||W||^2`` (each the sum of squares of
+  the rows looked up for the batch, divided by the batch size; ``E`` the embeddings, ``W`` the first-order
+  weights), where subclasses implement :meth:`CTRModule.compute` returning the logits and the
+  :class:`Penalised` tensors. ``linear_reg = None`` (the default) weighs ``W`` with ``embedding_reg`` too: one
+  penalty over both, as before the option existed.
 * :class:`CTRRecommender` — fit on CTRData (or streaming :class:`~attnrec.data.ctr_shards.ShardedCTRData`) with the one
   Trainer, early stopping on validation logloss and AUC (``default_trainer``), then temperature scaling fitted on
   the validation split (``config.calibration``); ``predict_proba``, ``predict_frame``; bundles carry the
@@ -20,13 +23,13 @@ import json
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from scipy.special import expit
 
 from attnrec.data.batches import CTRBatch
@@ -44,6 +47,7 @@ from attnrec.models.base import (
     TorchEstimator,
     TrainableModule,
 )
+from attnrec.models.layers.features import l2_per_row
 
 if TYPE_CHECKING:
     from attnrec.training.trainer import TrainerConfig
@@ -54,14 +58,44 @@ CTR_METRIC_MODES: dict[str, Literal["min", "max"]] = {"auc": "max", "logloss": "
 
 
 class CTRConfig(ModelConfig):
-    """Options every CTR model has."""
+    """Options every CTR model has.
 
-    embedding_reg: float = Field(0.0, ge=0, description="weight of the L2 penalty on the batch's embeddings")
+    ``linear_reg`` is for models with a first-order term (:meth:`has_first_order`); a model without one refuses a
+    value (a ConfigError naming the field) rather than ignoring a penalty the user asked for.
+    """
+
+    embedding_reg: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the L2 penalty on the batch's embeddings (and on its first-order weights when "
+        "linear_reg is None)",
+    )
+    linear_reg: float | None = Field(
+        None,
+        ge=0,
+        description="weight of the L2 penalty on the batch's first-order (linear) weights alone; None: they share "
+        "embedding_reg (one penalty over both, the behaviour before this option)",
+    )
     calibration: Literal["none", "temperature", "platt"] = Field(
         "temperature",
         description="post-hoc scaling of the logits fitted on the validation split after training "
         "(temperature: σ(z/T), keeps the ranking; platt: σ(a·z + b)); none, or no validation split: raw",
     )
+
+    def has_first_order(self) -> bool:
+        """Whether the model built from this config has a first-order term ``b + sum_f w_f(x_f)`` (a
+        :class:`~attnrec.models.layers.features.FeatureLinear`), the part ``linear_reg`` weighs."""
+        return True
+
+    @model_validator(mode="after")
+    def _linear_reg_needs_a_linear_term(self) -> CTRConfig:
+        if self.linear_reg is not None and not self.has_first_order():
+            raise ValueError(
+                f"linear_reg = {self.linear_reg!r}: this model has no first-order term to penalise "
+                f"({type(self).__name__}.has_first_order() is False; leave linear_reg None: embedding_reg weighs "
+                "its embeddings)"
+            )
+        return self
 
 
 class EmbeddingCTRConfig(CTRConfig):
@@ -70,27 +104,60 @@ class EmbeddingCTRConfig(CTRConfig):
     embedding_dim: int = Field(16, ge=1)
 
 
-class CTRModule(TrainableModule):
-    """Base of CTR modules: subclasses implement :meth:`compute`."""
+class Penalised(NamedTuple):
+    """What a batch's L2 penalty is taken over: the embeddings it looked up (tensors whose first axis is the batch)
+    and its first-order terms ``w_f(x_f)`` (B, n_fields), None for a model without a first-order term."""
 
-    def __init__(self, embedding_reg: float = 0.0) -> None:
+    embeddings: tuple[torch.Tensor, ...]
+    linear: torch.Tensor | None = None
+
+
+class CTRModule(TrainableModule):
+    """Base of CTR modules: subclasses implement :meth:`compute`.
+
+    ``embedding_reg`` weighs the embeddings' penalty; ``linear_reg`` the first-order terms' (None: ``embedding_reg``
+    weighs both together, bit for bit the loss before ``linear_reg`` existed).
+    """
+
+    def __init__(self, embedding_reg: float = 0.0, linear_reg: float | None = None) -> None:
         super().__init__()
         self.embedding_reg = embedding_reg
+        self.linear_reg = linear_reg
 
     @abstractmethod
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits (B,), penalty ())``: the click logits and the L2 penalty of the embeddings used."""
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
+        """``(logits (B,), penalised)``: the click logits and the tensors the L2 penalty is taken over."""
 
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         """Click logits, (B,); ``sigmoid`` gives probabilities."""
         return self.compute(batch)[0]
 
+    def penalty(self, parts: Penalised) -> torch.Tensor | None:
+        """The weighted L2 penalty of ``parts`` (:func:`~attnrec.models.layers.features.l2_per_row`: sums of
+        squares divided by the batch size); None when every weight that applies is 0.
+
+        ``linear_reg`` None: ``embedding_reg * l2(embeddings, linear)``, one penalty over both. A float:
+        ``embedding_reg * l2(embeddings) + linear_reg * l2(linear)``, each part with its own weight (0 drops it).
+        """
+        linear = () if parts.linear is None else (parts.linear,)
+        if self.linear_reg is None:
+            tensors = (*parts.embeddings, *linear)
+            return self.embedding_reg * l2_per_row(*tensors) if self.embedding_reg > 0 and tensors else None
+        total = None
+        if self.embedding_reg > 0 and parts.embeddings:
+            total = self.embedding_reg * l2_per_row(*parts.embeddings)
+        if self.linear_reg > 0 and linear:
+            lin = self.linear_reg * l2_per_row(*linear)
+            total = lin if total is None else total + lin
+        return total
+
     def loss(self, batch: CTRBatch) -> torch.Tensor:
-        """Mean binary cross-entropy of the logits against ``batch.labels``, plus the embedding penalty."""
-        logits, penalty = self.compute(batch)
+        """Mean binary cross-entropy of the logits against ``batch.labels``, plus the L2 penalty (:meth:`penalty`)."""
+        logits, parts = self.compute(batch)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch.labels.float())
-        if self.embedding_reg > 0:
-            loss = loss + self.embedding_reg * penalty
+        penalty = self.penalty(parts)
+        if penalty is not None:
+            loss = loss + penalty
         return loss
 
 

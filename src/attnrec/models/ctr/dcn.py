@@ -12,8 +12,8 @@ from torch import nn
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding
 from attnrec.models.layers.interaction import MLP, CrossNetV2
 
 
@@ -26,12 +26,16 @@ class DCNConfig(EmbeddingCTRConfig):
     batch_norm: bool = False
     structure: Literal["parallel", "stacked"] = "parallel"
 
+    def has_first_order(self) -> bool:
+        """No first-order term: a ``linear_reg`` is refused (ConfigError naming it)."""
+        return False
+
 
 class DCNModule(CTRModule):
     """(B,) logits: ``w^T [cross(x0); MLP(x0)]`` (parallel) or ``w^T MLP(cross(x0))`` (stacked)."""
 
     def __init__(self, schema: FeatureSchema, config: DCNConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         self.embedding = FeatureEmbedding(schema, config.embedding_dim)
         dim = self.embedding.n_fields * config.embedding_dim
         self.structure = config.structure
@@ -40,14 +44,14 @@ class DCNModule(CTRModule):
         out_in = self.mlp.output_dim + (dim if self.structure == "parallel" else 0)
         self.out = nn.Linear(out_in, 1)
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         x0 = emb.flatten(1)
         if self.structure == "parallel":
             h = torch.cat([self.cross(x0), self.mlp(x0)], dim=1)
         else:
             h = self.mlp(self.cross(x0))
-        return self.out(h).squeeze(-1), l2_per_row(emb)
+        return self.out(h).squeeze(-1), Penalised((emb,))
 
 
 @register

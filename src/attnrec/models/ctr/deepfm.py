@@ -8,8 +8,8 @@ from pydantic import Field
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import MLP, fm_second_order
 
 
@@ -25,7 +25,7 @@ class DeepFMModule(CTRModule):
     """(B,) logits: linear + pairwise FM + MLP over the flattened field embeddings."""
 
     def __init__(self, schema: FeatureSchema, config: DeepFMConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         self.linear = FeatureLinear(schema)
         self.embedding = FeatureEmbedding(schema, config.embedding_dim)
         self.mlp = MLP(
@@ -36,12 +36,12 @@ class DeepFMModule(CTRModule):
             out_dim=1,
         )
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         terms = self.linear.terms(batch)
         deep = self.mlp(emb.flatten(1)).squeeze(-1)
         logits = self.linear.bias + terms.sum(1) + fm_second_order(emb) + deep
-        return logits, l2_per_row(emb, terms)
+        return logits, Penalised((emb,), terms)
 
 
 @register

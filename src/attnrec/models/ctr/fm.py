@@ -7,8 +7,8 @@ import torch
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import fm_second_order
 
 
@@ -20,15 +20,15 @@ class FMModule(CTRModule):
     """(B,) logits: linear term + the O(F k) pairwise term."""
 
     def __init__(self, schema: FeatureSchema, config: FMConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         self.linear = FeatureLinear(schema)
         self.embedding = FeatureEmbedding(schema, config.embedding_dim)
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         terms = self.linear.terms(batch)
         logits = self.linear.bias + terms.sum(1) + fm_second_order(emb)
-        return logits, l2_per_row(emb, terms)
+        return logits, Penalised((emb,), terms)
 
 
 @register

@@ -10,8 +10,8 @@ from torch import nn
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import MLP, bi_interaction
 
 
@@ -30,7 +30,7 @@ class NFMModule(CTRModule):
     """(B,) logits: linear term + MLP over the bi-interaction vector."""
 
     def __init__(self, schema: FeatureSchema, config: NFMConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         d = config.embedding_dim
         self.linear = FeatureLinear(schema)
         self.embedding = FeatureEmbedding(schema, d)
@@ -38,11 +38,11 @@ class NFMModule(CTRModule):
         self.bi_dropout = nn.Dropout(config.bi_dropout)
         self.mlp = MLP(d, config.hidden, dropout=config.dropout, batch_norm=config.batch_norm, out_dim=1)
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         terms = self.linear.terms(batch)
         deep = self.mlp(self.bi_dropout(self.bi_norm(bi_interaction(emb)))).squeeze(-1)
-        return self.linear.bias + terms.sum(1) + deep, l2_per_row(emb, terms)
+        return self.linear.bias + terms.sum(1) + deep, Penalised((emb,), terms)
 
 
 @register

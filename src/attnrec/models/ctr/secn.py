@@ -28,8 +28,8 @@ from torch import nn
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding
 from attnrec.models.layers.interaction import Activation, InteractingLayer, activation
 
 
@@ -56,6 +56,10 @@ class SECNConfig(EmbeddingCTRConfig):
     )
     # 0.5 since issue 18 (was 0; the paper has none): chosen on validation logloss (docs/models/secn.md, point 9)
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout on the pooled vector P")
+
+    def has_first_order(self) -> bool:
+        """No first-order term: a ``linear_reg`` is refused (ConfigError naming it)."""
+        return False
 
 
 class SeparationCrossLayer(nn.Module):
@@ -96,7 +100,7 @@ class SECNModule(CTRModule):
     """(B,) logits of secn: embed -> [attention] -> cross^L -> [attention] -> sum pooling -> linear."""
 
     def __init__(self, schema: FeatureSchema, config: SECNConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         self.config = config
         d = config.embedding_dim
         self.embedding = FeatureEmbedding(schema, d)
@@ -122,7 +126,7 @@ class SECNModule(CTRModule):
         self.dropout = nn.Dropout(config.dropout)
         self.predict = nn.Linear(pooled, 1)
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         h = emb if self.field_bias is None else emb + self.field_bias
         if self.attention is not None and self.config.attention_position == "before":
@@ -136,7 +140,7 @@ class SECNModule(CTRModule):
             h, _ = self.attention(h)
             pooled[-1] = h.sum(1)
         p = torch.cat(pooled, dim=1) if self.config.pool_layers == "all" else pooled[-1]
-        return self.predict(self.dropout(p)).squeeze(-1), l2_per_row(emb)
+        return self.predict(self.dropout(p)).squeeze(-1), Penalised((emb,))
 
 
 @register

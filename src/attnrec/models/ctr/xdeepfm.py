@@ -9,8 +9,8 @@ from torch import nn
 from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
-from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig
-from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear, l2_per_row
+from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import CIN, MLP, Activation
 
 
@@ -29,7 +29,7 @@ class XDeepFMModule(CTRModule):
     """(B,) logits: linear + CIN (sum-pooled feature maps -> linear) + MLP."""
 
     def __init__(self, schema: FeatureSchema, config: XDeepFMConfig) -> None:
-        super().__init__(config.embedding_reg)
+        super().__init__(config.embedding_reg, config.linear_reg)
         self.linear = FeatureLinear(schema)
         self.embedding = FeatureEmbedding(schema, config.embedding_dim)
         n = self.embedding.n_fields
@@ -43,12 +43,12 @@ class XDeepFMModule(CTRModule):
             out_dim=1,
         )
 
-    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
         terms = self.linear.terms(batch)
         cin = self.cin_out(self.cin(emb)).squeeze(-1)
         deep = self.mlp(emb.flatten(1)).squeeze(-1)
-        return self.linear.bias + terms.sum(1) + cin + deep, l2_per_row(emb, terms)
+        return self.linear.bias + terms.sum(1) + cin + deep, Penalised((emb,), terms)
 
 
 @register
