@@ -258,21 +258,35 @@ def test_run_fold_grid_fits_see_no_test_rows_and_the_kept_fit_is_at_the_chosen_l
     assert len(scored) == 2 * 2 * 2 and all(d is test for d in scored)
 
 
-def test_run_writes_a_fold_file_per_fold_and_load_folds_refuses_a_mix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import json
-
+def _small_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    calls: list[tuple[str, tuple[Any, ...], int, float]],
+    *,
+    seeds: str,
+    l2_grid: str,
+) -> tuple[Any, Path, Path, list[str]]:
+    """The script with a faked fit on a generated 100-row Criteo sample: (module, data dir, out dir, run argv for
+    3 folds of lr and fm)."""
     import torch
 
     cf = _cf()
     data = write_criteo_sample(tmp_path / "data", sizes=(60, 20, 20))
     out = tmp_path / "out"
-    calls: list[tuple[str, tuple[Any, ...], int, float]] = []
     monkeypatch.setattr(cf, "fit_attnrec", _fake_fit(calls, []))
-    argv = ["run", "--dataset", "criteo", "--data-dir", str(data), "--folds", "3", "--models", "lr,fm"]
     threads = str(torch.get_num_threads())  # run sets torch's threads: keep this process's
-    argv += ["--seeds", "0,1", "--l2-grid", "0,0.1", "--out-dir", str(out), "--threads", threads]
+    argv = ["run", "--dataset", "criteo", "--data-dir", str(data), "--folds", "3", "--models", "lr,fm"]
+    argv += ["--seeds", seeds, "--l2-grid", l2_grid, "--out-dir", str(out), "--threads", threads]
+    return cf, data, out, argv
+
+
+def test_run_writes_a_fold_file_per_fold_and_load_folds_refuses_a_mix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    calls: list[tuple[str, tuple[Any, ...], int, float]] = []
+    cf, data, out, argv = _small_run(tmp_path, monkeypatch, calls, seeds="0,1", l2_grid="0,0.1")
     cf.main(argv)
     assert len(calls) == 3 * 6  # per fold: 4 grid fits + seed 1 of each model
     folds = cf.load_folds(out / "criteo")
@@ -358,15 +372,7 @@ def test_linear_reg_and_grid_for_are_part_of_the_protocol(
 ) -> None:
     import json
 
-    import torch
-
-    cf = _cf()
-    data = write_criteo_sample(tmp_path / "data", sizes=(60, 20, 20))
-    out = tmp_path / "out"
-    monkeypatch.setattr(cf, "fit_attnrec", _fake_fit([], []))
-    threads = str(torch.get_num_threads())
-    argv = ["run", "--dataset", "criteo", "--data-dir", str(data), "--folds", "3", "--models", "lr,fm"]
-    argv += ["--seeds", "0", "--l2-grid", "0,0.5", "--out-dir", str(out), "--threads", threads]
+    cf, _, out, argv = _small_run(tmp_path, monkeypatch, [], seeds="0", l2_grid="0,0.5")
     cf.main([*argv, "--linear-reg", "0", "--grid-for", "lr=0,0.1"])
     folds = cf.load_folds(out / "criteo")
     assert folds[0]["protocol"]["settings"]["linear_reg"] == 0.0

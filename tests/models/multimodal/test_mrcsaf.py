@@ -501,17 +501,25 @@ def test_selector_input_unit_scales_each_modality_row_to_unit_length_first():
     torch.testing.assert_close(w_rows, want)
 
 
-@pytest.mark.parametrize("variant", ["full", "csa_only"])
-def test_an_older_bundle_loads_with_the_unit_scaling_it_was_trained_with(tmp_path, variant):  # type: ignore[no-untyped-def]
-    model, _ = _fit_small(variant=variant, selector_input="unit")
+@pytest.mark.parametrize(
+    ("field", "fit", "legacy"),
+    [
+        ("selector_input", {"variant": "full", "selector_input": "unit"}, "unit"),
+        ("selector_input", {"variant": "csa_only", "selector_input": "unit"}, "unit"),
+        ("modal_embedding", {}, "id"),
+    ],
+)
+def test_an_older_bundle_loads_with_the_setting_it_was_trained_with(tmp_path, field, fit, legacy):  # type: ignore[no-untyped-def]
+    """A manifest written before ``field`` existed loads with the value it was trained under (``legacy``)."""
+    model, _ = _fit_small(**fit)
     save_bundle(model, tmp_path / "m")
     manifest = tmp_path / "m" / "manifest.json"
     data = json.loads(manifest.read_text())
-    del data["config"]["selector_input"]  # as written before the field existed
+    del data["config"][field]  # as written before the field existed
     manifest.write_text(json.dumps(data))
     loaded = load_bundle(tmp_path / "m")
     assert isinstance(loaded, MRCSAF)
-    assert loaded.config.selector_input == "unit"
+    assert getattr(loaded.config, field) == legacy
     users = np.arange(5)
     torch.testing.assert_close(loaded.score_users(users), model.score_users(users))
 
@@ -714,19 +722,5 @@ def test_a_bundle_keeps_the_modal_embedding(tmp_path, modal_embedding):  # type:
     assert loaded.config.modal_embedding == modal_embedding
     assert isinstance(loaded.module, MRCSAFModule)
     assert ("item.weight" in loaded.module.state_dict()) == (modal_embedding != "features")
-    users = np.arange(5)
-    torch.testing.assert_close(loaded.score_users(users), model.score_users(users))
-
-
-def test_an_older_bundle_loads_with_the_id_reading(tmp_path):  # type: ignore[no-untyped-def]
-    model, _ = _fit_small()
-    save_bundle(model, tmp_path / "m")
-    manifest = tmp_path / "m" / "manifest.json"
-    data = json.loads(manifest.read_text())
-    del data["config"]["modal_embedding"]  # as written before the field existed
-    manifest.write_text(json.dumps(data))
-    loaded = load_bundle(tmp_path / "m")
-    assert isinstance(loaded, MRCSAF)
-    assert loaded.config.modal_embedding == "id"
     users = np.arange(5)
     torch.testing.assert_close(loaded.score_users(users), model.score_users(users))
