@@ -222,12 +222,17 @@ def _fake_fit(calls: list[tuple[str, tuple[Any, ...], int, float]], scored: list
     return fit
 
 
+def _fold_one(cf: Any, tmp_path: Path) -> Any:
+    """Fold 1 of 5 (permutation seed 3) of a generated 100-row Criteo sample: its (train, valid, test) parts."""
+    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
+    return cf.fold_splits(frame, schema, cf.fold_indices(frame.height, 5, seed=3), 1)
+
+
 def test_run_fold_grid_fits_see_no_test_rows_and_the_kept_fit_is_at_the_chosen_l2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cf = _cf()
-    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
-    splits = cf.fold_splits(frame, schema, cf.fold_indices(frame.height, 5, seed=3), 1)
+    splits = _fold_one(cf, tmp_path)
     train, valid, test = splits
     calls: list[tuple[str, tuple[Any, ...], int, float]] = []
     scored: list[Any] = []
@@ -321,8 +326,7 @@ def test_grid_for_gives_a_model_its_own_grid_and_linear_reg_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cf = _cf()
-    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
-    splits = cf.fold_splits(frame, schema, cf.fold_indices(frame.height, 5, seed=3), 1)
+    splits = _fold_one(cf, tmp_path)
     calls: list[tuple[str, tuple[Any, ...], int, float]] = []
     monkeypatch.setattr(cf, "fit_attnrec", _fake_fit(calls, []))
     s = cf.BenchSettings(linear_reg=0.0)
