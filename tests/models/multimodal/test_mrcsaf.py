@@ -529,8 +529,9 @@ def test_an_older_bundle_loads_with_the_setting_it_was_trained_with(tmp_path, fi
 #: the id path's loss, scores (3 users × 5 items) and per-parameter gradient sums (float64 sums of the float32
 #: gradients) on ``_fingerprint``'s module, recorded with the code before ``modal_embedding`` existed (commit
 #: b1e3cab, this project's CPU machine, 1 thread), as float.hex. The "id" reading reproduced them bit for bit on that
-#: machine; the test compares to a relative 1e-5 (absolute 1e-9), since another CPU's kernels may sum in another
-#: order and differ in the last bits, while a changed computation moves these values far more than that
+#: machine; the test compares to a relative 1e-4 (values below 1e-6, rounding noise around 0, only by size), since
+#: another CPU's kernels may sum in another order and differ in the last bits, while a changed computation moves
+#: these values far more than that
 ID_PATH = {
     "loss": "0x1.7c49940000000p+0",
     "scores": [
@@ -590,7 +591,9 @@ def _fingerprint(**config: Any) -> dict[str, Any]:
 
 
 def _close_to_recorded(got: dict[str, Any], want: dict[str, Any]) -> None:
-    """``got`` matches the recorded fingerprint ``want`` (float.hex values) to rtol 1e-5, atol 1e-9, key by key."""
+    """``got`` matches the recorded fingerprint ``want`` (float.hex values) to rtol 1e-4, key by key; gradient sums
+    recorded below 1e-6 in magnitude are rounding noise around an exact 0 (their sign can flip on another CPU) and
+    are only checked to be that small."""
     assert got["grads"].keys() == want["grads"].keys()
     assert len(got["scores"]) == len(want["scores"])
     pairs = [("loss", got["loss"], want["loss"])]
@@ -599,7 +602,10 @@ def _close_to_recorded(got: dict[str, Any], want: dict[str, Any]) -> None:
     ]
     pairs += [(f"grad {k}", got["grads"][k], w) for k, w in want["grads"].items()]
     for name, g, w in pairs:
-        assert float.fromhex(g) == pytest.approx(float.fromhex(w), rel=1e-5, abs=1e-9), name
+        if abs(float.fromhex(w)) < 1e-6:
+            assert abs(float.fromhex(g)) < 1e-6, name
+        else:
+            assert float.fromhex(g) == pytest.approx(float.fromhex(w), rel=1e-4), name
 
 
 def test_modal_embedding_id_is_the_default_and_computes_what_it_did_before():
