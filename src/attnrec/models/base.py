@@ -96,6 +96,9 @@ class ModelConfig(BaseModel):
             msgs = []
             for err in exc.errors():
                 loc = ".".join(str(x) for x in err["loc"])
+                if not loc:  # a check across fields (a model validator): its message names the fields itself
+                    msgs.append(f"{source}: {err['msg']}")
+                    continue
                 value = err.get("input")
                 msgs.append(f"{source}: field {loc!r}: {err['msg']} (got {value!r})")
             raise ConfigError("; ".join(msgs)) from None
