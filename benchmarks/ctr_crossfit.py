@@ -438,8 +438,8 @@ def parse_grid_for(items: Sequence[str], models: Sequence[str]) -> dict[str, lis
             grid = [float(x) for x in values.split(",") if x]
         except ValueError:
             grid = []
-        if not sep or not grid:
-            raise SystemExit(f"--grid-for {item!r}: expected MODEL=V1,V2 (numbers)")
+        if not sep or not grid or min(grid) < 0:
+            raise SystemExit(f"--grid-for {item!r}: expected MODEL=V1,V2 (numbers >= 0)")
         if m not in models or m in out:
             why = "given twice" if m in out else f"not in --models {','.join(models)}"
             raise SystemExit(f"--grid-for {item!r}: model {m!r} {why}")

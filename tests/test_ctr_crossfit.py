@@ -405,6 +405,7 @@ def test_linear_reg_and_grid_for_are_part_of_the_protocol(
         ["--grid-for", "dcn=0,1"],
         ["--grid-for", "lr"],
         ["--grid-for", "lr=0", "--grid-for", "lr=1"],
+        ["--grid-for", "lr=0,-0.1"],
     ):
         with pytest.raises(SystemExit, match="--grid-for"):
             cf.main([*argv, *bad])

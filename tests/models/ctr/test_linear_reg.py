@@ -110,12 +110,14 @@ def batch_of(data: Any, n: int = 4) -> CTRBatch:
     )
 
 
-@pytest.mark.parametrize("name", ["lr", "dcn", "secn", "autoint", *FIRST_ORDER])
-def test_none_is_the_loss_before_the_option_bit_for_bit(name: str) -> None:
-    """The loss before linear_reg existed, written out: bce + embedding_reg * l2_per_row(embeddings, terms)."""
+@pytest.mark.parametrize(
+    ("name", "extra"), [("lr", {}), ("dcn", {}), ("secn", {}), ("autoint", {}), *FIRST_ORDER.items()]
+)
+def test_none_is_the_loss_before_the_option_bit_for_bit(name: str, extra: dict[str, Any]) -> None:
+    """The loss before linear_reg existed, written out: bce + embedding_reg * l2_per_row(embeddings, terms)
+    (autoint with and without its first-order term)."""
     train, _, _ = planted_ctr()
     batch = batch_of(train)
-    extra = FIRST_ORDER.get(name, {})
     torch.manual_seed(0)
     module = get_model_class(name)(embedding_reg=0.3, **extra).build_ctr_module(train.schema)
     module.eval()  # no dropout draws between the two passes
