@@ -327,15 +327,20 @@ class MultimodalRecommender(PairwiseRecommender):
             raise ConfigError(f"{self.name}: build_module() needs the item features (call fit())")
         return self.new_module(train.csr(), self._features)
 
+    def id_table_shapes(self) -> dict[str, tuple[int, int]]:
+        """The shapes of the module's ID tables in a bundle, checked on load: d-wide user and item tables (a model
+        with other tables overrides this)."""
+        return {
+            "user.weight": (self.n_users, self.config.dim),
+            "item.weight": (self.n_items, self.config.dim),
+        }
+
     def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> MultimodalModule:
         if self.seen is None:
             raise ConfigError(
                 f"a {self.name} bundle needs its training matrix to rebuild the user-item graph"
             )
-        want = {
-            "user.weight": (self.n_users, self.config.dim),
-            "item.weight": (self.n_items, self.config.dim),
-        }
+        want: dict[str, tuple[int, ...]] = dict(self.id_table_shapes())
         want.update({f"feat_{m}": (self.n_items, w) for m, w in self.modality_dims.items()})
         if self.graph_shape[1]:
             want["graph_indices"] = (2, self.graph_shape[1])

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from attnrec.data.table import Interactions
-from attnrec.errors import ConfigError, DataError
+from attnrec.errors import ConfigError
 from attnrec.models.base import register
 from attnrec.models.layers.item_graph import prune_edges
 from attnrec.models.multimodal.base import MMREC_TRAINER, MultimodalRecommender
@@ -61,28 +61,14 @@ class MRCSAF(MultimodalRecommender):
             fixed_weights=modality_weights(names, self.config.modality_weights),
         )
 
-    def build_module_from_state(self, tensors: dict[str, torch.Tensor]) -> MRCSAFModule:
-        # the ID tables hold the M modality blocks side by side; the base checks everything else (features,
-        # graphs) against d-wide tables, so it is handed the first block of each. With modal_embedding
-        # "features" items have no ID table: the base's check of one is handed a stand-in of the shape it wants
+    def id_table_shapes(self) -> dict[str, tuple[int, int]]:
+        """The ID tables hold the M modality blocks side by side, (rows, M·d); with ``modal_embedding="features"``
+        items have no ID table (e^m is the projected features), so a bundle has none to check."""
         width = len(self.modality_dims) * self.config.dim
-        tables = [("user.weight", self.n_users)]
+        shapes = {"user.weight": (self.n_users, width)}
         if self.config.modal_embedding != "features":
-            tables.append(("item.weight", self.n_items))
-        for key, rows in tables:
-            t = tensors.get(key)
-            if t is None or tuple(t.shape) != (rows, width):
-                raise DataError(
-                    "missing" if t is None else f"shape {tuple(t.shape)}",
-                    field=key,
-                    expected=f"shape ({rows}, {width}) for this mrcsaf bundle ({len(self.modality_dims)} "
-                    f"modalities × dim {self.config.dim})",
-                )
-        first = {k: tensors[k][:, : self.config.dim] for k, _ in tables}
-        first.setdefault("item.weight", torch.zeros(1, 1).expand(self.n_items, self.config.dim))
-        module = super().build_module_from_state({**tensors, **first})
-        assert isinstance(module, MRCSAFModule)
-        return module
+            shapes["item.weight"] = (self.n_items, width)
+        return shapes
 
     def epoch_graph(self, train: Interactions, generator: torch.Generator) -> torch.Tensor | None:
         """FREEDOM's degree-sensitive pruning of the user-item graph, resampled every epoch (MR-CSAF builds on it)."""
