@@ -92,9 +92,10 @@ def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
 
 
 #: config fields added after records were stamped whose default reproduces the behaviour before them
-#: (``linear_reg`` None: the first-order weights share ``embedding_reg``, as they always did): left out of the
-#: stamp at that default, so earlier records stay comparable; any other value changes the stamp
-STAMP_NEUTRAL: dict[str, Any] = {"linear_reg": None}
+#: (``linear_reg`` None: the first-order weights share ``embedding_reg``, as they always did; ``linear_init``
+#: "zero": they start at 0, as they always did): left out of the stamp at that default, so earlier records stay
+#: comparable; any other value changes the stamp
+STAMP_NEUTRAL: dict[str, Any] = {"linear_reg": None, "linear_init": "zero"}
 
 
 def stamp_view(config: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +156,10 @@ class BenchSettings:
     #: the first-order weights' own L2 weight (``linear_reg``) for every model with a first-order term except LR,
     #: the baseline (:func:`with_linear_reg`); None: they share ``embedding_reg``, as before the option existed
     linear_reg: float | None = None
+    #: how the first-order term starts (``linear_init``) in every model with one except LR, the baseline
+    #: (:func:`with_linear_init`): "zero" (as before the option) or "lr" (from an LR fitted first on the same
+    #: train/valid, trainer and seed, at the L2 the model puts on its first-order weights)
+    linear_init: str = "zero"
     #: a hash of every CTR model's default config (:func:`model_defaults_stamp`): a record with another value ran
     #: models keyed by the same name under other defaults (e.g. NFM's and secn's dropout before issue 18), so
     #: --reuse and ctr_paired.py --record refuse it
@@ -204,12 +209,24 @@ def with_linear_reg(name: str, params: dict[str, Any], s: BenchSettings) -> dict
     return {**params, "linear_reg": s.linear_reg} if config.has_first_order() else params
 
 
+def with_linear_init(name: str, params: dict[str, Any], s: BenchSettings) -> dict[str, Any]:
+    """``params`` with ``linear_init = s.linear_init`` when that is not "zero" and model ``name`` (with ``params``)
+    has a first-order term, except LR (the baseline, and the model the others start from). An explicit
+    ``linear_init`` in ``params`` (a spec's override) wins."""
+    if s.linear_init == "zero" or name == "lr" or "linear_init" in params:
+        return params
+    config = model_class(name).config_class.parse(params, source=f"{name} config")
+    assert isinstance(config, CTRConfig)
+    return {**params, "linear_init": s.linear_init} if config.has_first_order() else params
+
+
 def fit_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> tuple[CTRRecommender, Any]:
     """``(model, fit report)``: attnrec model ``spec`` (a name, optionally with ``:key=value`` config overrides, see
     :func:`parse_spec`) fitted on train with early stopping by ``s.stop`` on valid (test is not touched)."""
     train, valid, _ = splits
     name, overrides = parse_spec(spec)
-    model = model_class(name)(**with_linear_reg(name, {**model_params(name, seed, s), **overrides}, s))
+    params = with_linear_reg(name, {**model_params(name, seed, s), **overrides}, s)
+    model = model_class(name)(**with_linear_init(name, params, s))
     metric, also = STOP_RULES[s.stop]
     tc = TrainerConfig(
         epochs=s.max_epochs,

@@ -8,7 +8,11 @@
 (the recorded run's commands, BENCHMARKS.md "CTR cross-fitted"; the permutation seed 19 is the default.
 ``--linear-reg 0`` gives the first-order weights of every model with a first-order term except LR their own L2
 weight (``linear_reg``, here 0: only the embeddings are penalised), and ``--grid-for lr=0,1e-1`` gives a model its
-own L2 grid; both are part of the protocol, so folds of other values are never mixed. Seed 18
+own L2 grid; ``--linear-init lr`` starts the first-order term of the same models (not LR's) from an LR that each
+such fit first fits itself on the fold's training rows with early stopping on its validation rows (the same
+trainer, seed and L2 on the first-order weights as the model: ``linear_reg`` when set, else the grid's
+``embedding_reg``; ``CTRRecommender.initial_module``), so no test row reaches it. All three are part of the protocol,
+so folds of other values are never mixed. Seed 18
 was a timing probe's, whose fold-0 test scores were printed: those 800 rows are test rows again under seed 19, as
 every row is. The probe's scores informed no choice except the grid's cut to {0, 1e-1}, made for the budget after
 they were printed.)
@@ -174,9 +178,10 @@ def run_fold(
     """One fold: each model's L2 chosen on the fold's validation (``l2_grid``, or the model's own grid in
     ``model_grids``; empty: ``s.embedding_reg``), then every seed at it, scored on the fold's test rows. Returns
     ``{"chosen_l2", "l2_grid", "runs": {model: [run per seed]}}``; a run holds raw/calibrated
-    ``auc``/``logloss``/``ece``, ``temperature``, epochs, the ``linear_reg`` the model ran with
-    (``s.linear_reg`` where ``bench_ctr.with_linear_reg`` applies it, else None), and the test probabilities
-    ``test_p`` (calibrated) and ``test_p_raw`` (7 decimals)."""
+    ``auc``/``logloss``/``ece``, ``temperature``, epochs, the ``linear_reg`` and ``linear_init`` the model ran with
+    (``s.linear_reg``/``s.linear_init`` where ``bench_ctr.with_linear_reg``/``with_linear_init`` apply them, else
+    None/"zero"), with ``linear_init`` "lr" the warm start's LR (``first_order``: its validation scores and epochs),
+    and the test probabilities ``test_p`` (calibrated) and ``test_p_raw`` (7 decimals)."""
     kept: dict[tuple[str, float, int], tuple[Any, Any]] = {}
 
     def grid_fit(spec: str, parts: Splits, seed: int, st: BenchSettings) -> dict[str, Any]:
@@ -218,6 +223,11 @@ def run_fold(
                 **{f"cal_{k}": v for k, v in scores(y, p_cal).items()},
                 "temperature": model.calibrator.temperature if model.calibrator is not None else 1.0,
                 "linear_reg": model.config.linear_reg,
+                "linear_init": model.config.linear_init,
+                # the LR the first-order term started from (linear_init "lr"; fitted on train/valid only)
+                "first_order": None
+                if model.first_order_report is None
+                else _fit_scores(model.first_order_report),
                 **_fit_scores(report),
                 "from_grid": hit is not None,
                 "wall_s": round(time.perf_counter() - t0, 2),
@@ -235,7 +245,8 @@ def run_fold(
 
 def protocol_of(args: argparse.Namespace, s: BenchSettings) -> dict[str, Any]:
     """What a fold file must share with this run to be reused: dataset, folds, permutation seed, models, seeds,
-    grid, per-model grids, grid seeds and every benchmark setting (``linear_reg`` and the epoch cap included)."""
+    grid, per-model grids, grid seeds and every benchmark setting (``linear_reg``, ``linear_init`` and the epoch cap
+    included)."""
     return {
         "dataset": args.dataset,
         "folds": args.folds,
@@ -256,7 +267,8 @@ ADDED_PROTOCOL: dict[str, Any] = {"model_grids": {}}
 def same_protocol(theirs: dict[str, Any], mine: dict[str, Any]) -> bool:
     """Whether a fold file's protocol ``theirs`` is ``mine``, reading a key it lacks (one added later: in
     :data:`ADDED_PROTOCOL`, or a setting in ``ctr_grid.ADDED_SETTINGS``) as the value it ran under. Any other
-    difference — ``linear_reg``, the grids, the epoch cap — is another protocol: such folds are never mixed."""
+    difference — ``linear_reg``, ``linear_init``, the grids, the epoch cap — is another protocol: such folds are
+    never mixed."""
 
     def filled(p: dict[str, Any]) -> dict[str, Any]:
         settings = {**ADDED_SETTINGS, **p.get("settings", {})}
@@ -269,7 +281,11 @@ def run(args: argparse.Namespace) -> None:
     """Run every fold (or ``--only-folds``) not already in ``--out-dir`` with this protocol; one file per fold."""
     torch.set_num_threads(args.threads)
     s = BenchSettings(
-        stop=args.stop, max_epochs=args.max_epochs, patience=args.patience, linear_reg=args.linear_reg
+        stop=args.stop,
+        max_epochs=args.max_epochs,
+        patience=args.patience,
+        linear_reg=args.linear_reg,
+        linear_init=args.linear_init,
     )
     proto = protocol_of(args, s)
     frame, schema, files = pooled_frame(args.dataset, args.data_dir)
@@ -376,6 +392,9 @@ def report(folds: list[dict[str, Any]], n_boot: int, floor_draws: int, ece_boot:
         # the first-order weights' own L2 (None: shared with embedding_reg; records before it: None)
         lin = {r.get("linear_reg") for f in folds for r in f["runs"][m]}
         row["linear_reg"] = lin.pop() if len(lin) == 1 else sorted(lin, key=str)
+        # how the first-order term started (records before the option: "zero")
+        init = {r.get("linear_init", "zero") for f in folds for r in f["runs"][m]}
+        row["linear_init"] = init.pop() if len(init) == 1 else sorted(init)
         for kind, field in (("cal", "test_p"), ("raw", "test_p_raw")):
             per_fold = probs(m, field)
             oof = assemble_oof(n, test_idx, per_fold)  # (S, n)
@@ -392,6 +411,9 @@ def report(folds: list[dict[str, Any]], n_boot: int, floor_draws: int, ece_boot:
                 row["ece_floor"] = ece_bootstrap(y, oof, ece_boot, floor_draws=floor_draws)
         row["temperature"] = _ms([r["temperature"] for f in folds for r in f["runs"][m]])
         row["epochs_run"] = _ms([r["epochs_run"] for f in folds for r in f["runs"][m]])
+        restored = [r.get("best_epoch") for f in folds for r in f["runs"][m]]
+        if restored and None not in restored:  # the restored (best validation) epoch
+            row["best_epoch"] = _ms(restored)
         e = row["ece_floor"]
         row["ece_verdict"] = ece_verdict(row["cal_ece"]["mean"], e["floor_p"])
         if m != BASELINE:
@@ -418,7 +440,10 @@ def markdown(rows: dict[str, Any]) -> str:
         d = r.get("delta_cal")
         delta = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | {d['p_below_0']:.2f}" if d else "— | —"
         l2 = ",".join(f"{v:g}" for v in r["chosen_l2"])
-        name = m if r.get("linear_reg") is None else f"{m} (linear_reg {r['linear_reg']})"
+        marks = [f"linear_reg {r['linear_reg']}"] if r.get("linear_reg") is not None else []
+        if r.get("linear_init", "zero") != "zero":
+            marks.append(f"linear_init {r['linear_init']}")
+        name = f"{m} ({', '.join(marks)})" if marks else m
         lines.append(
             f"| {name} | {l2} | {ms(r['auc'])} | {r['fold_auc']:.4f} | {ms(r['logloss'])} | {ms(r['ece'])} | "
             f"{ms(r['cal_logloss'])} | {ms(r['cal_ece'])} | {e['floor_mean']:.4f}, {e['floor_q95']:.4f} | "
@@ -470,6 +495,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="the first-order weights' own L2 weight (linear_reg) for every model with a first-order term "
         "except the baseline LR (bench_ctr.with_linear_reg); unset: they share embedding_reg",
+    )
+    r.add_argument(
+        "--linear-init",
+        choices=("zero", "lr"),
+        default="zero",
+        help="how the first-order term starts (linear_init) in every model with one except the baseline LR "
+        "(bench_ctr.with_linear_init): zero, or lr (from an LR each fit first fits on the fold's train/valid)",
     )
     r.add_argument("--grid-seeds", default="0")
     r.add_argument("--stop", default="both")

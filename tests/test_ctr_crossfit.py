@@ -196,11 +196,23 @@ class _Stub:
 
     calibrator = None
 
-    def __init__(self, reg: float, seed: int, scored: list[Any], linear_reg: float | None = None) -> None:
+    def __init__(
+        self,
+        reg: float,
+        seed: int,
+        scored: list[Any],
+        linear_reg: float | None = None,
+        linear_init: str = "zero",
+    ) -> None:
         from types import SimpleNamespace
 
         self.reg, self.seed, self.scored = reg, seed, scored
-        self.config = SimpleNamespace(linear_reg=linear_reg)
+        self.config = SimpleNamespace(linear_reg=linear_reg, linear_init=linear_init)
+        self.first_order_report = (
+            SimpleNamespace(best_valid={"logloss": 0.45, "auc": 0.7}, best_epoch=9, epochs_run=12)
+            if linear_init == "lr"
+            else None
+        )
 
     def predict_proba(self, data: Any, calibrated: bool = True) -> np.ndarray:
         self.scored.append(data)
@@ -217,7 +229,14 @@ def _fake_fit(calls: list[tuple[str, tuple[Any, ...], int, float]], scored: list
         calls.append((spec, tuple(parts), seed, reg))
         valid = 0.5 + (reg if spec == "lr" else -reg)
         report = SimpleNamespace(best_valid={"logloss": valid, "auc": 0.6}, best_epoch=2, epochs_run=4)
-        return _Stub(reg, seed, scored, None if spec == "lr" else s.linear_reg), report
+        first_order = spec != "lr"
+        return _Stub(
+            reg,
+            seed,
+            scored,
+            s.linear_reg if first_order else None,
+            s.linear_init if first_order else "zero",
+        ), report
 
     return fit
 
@@ -367,8 +386,54 @@ def test_with_linear_reg_reaches_the_first_order_models_but_not_lr_or_the_others
         model, _ = cf.fit_attnrec(spec, splits, 0, s)
         assert model.config.linear_reg == want, spec
     assert bench.with_linear_reg("fm", {"embedding_reg": 0.1}, cf.BenchSettings()) == {"embedding_reg": 0.1}
-    # the defaults stamp ignores linear_reg at its neutral None (earlier records stay comparable)
-    assert bench.STAMP_NEUTRAL == {"linear_reg": None}
+    # the defaults stamp ignores linear_reg and linear_init at their neutral values (earlier records stay comparable)
+    assert bench.STAMP_NEUTRAL == {"linear_reg": None, "linear_init": "zero"}
+
+
+def test_with_linear_init_reaches_the_first_order_models_but_not_lr_or_the_others(tmp_path: Path) -> None:
+    import sys
+
+    cf = _cf()
+    bench = sys.modules["bench_ctr"]
+    s = cf.BenchSettings(linear_reg=0.0, linear_init="lr", max_epochs=1)
+    frame, schema, _ = cf.pooled_frame("criteo", write_criteo_sample(tmp_path, sizes=(60, 20, 20)))
+    splits = cf.fold_splits(frame, schema, cf.fold_indices(frame.height, 5, seed=3), 1)
+    for spec, want in [
+        ("fm", "lr"),
+        ("xdeepfm", "lr"),
+        ("lr", "zero"),
+        ("dcn", "zero"),
+        ("secn", "zero"),
+        ("autoint", "zero"),
+        ("autoint:use_linear=true", "lr"),
+        ("fm:linear_init=zero", "zero"),  # a spec's own value wins
+    ]:
+        model, _ = cf.fit_attnrec(spec, splits, 0, s)
+        assert model.config.linear_init == want, spec
+        assert (model.first_order_report is not None) == (want == "lr"), spec
+    assert bench.with_linear_init("fm", {"seed": 0}, cf.BenchSettings()) == {"seed": 0}
+
+
+def test_linear_init_is_part_of_the_protocol_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf, _, out, argv = _small_run(tmp_path, monkeypatch, [], seeds="0", l2_grid="0,0.5")
+    cf.main([*argv, "--linear-reg", "0", "--linear-init", "lr"])
+    folds = cf.load_folds(out / "criteo")
+    assert folds[0]["protocol"]["settings"]["linear_init"] == "lr"
+    fm_run, lr_run = folds[0]["runs"]["fm"][0], folds[0]["runs"]["lr"][0]
+    assert fm_run["linear_init"] == "lr" and fm_run["first_order"]["best_epoch"] == 9
+    assert lr_run["linear_init"] == "zero" and lr_run["first_order"] is None
+    rep = cf.report(folds, n_boot=20, floor_draws=10, ece_boot=0)
+    assert rep["models"]["fm"]["linear_init"] == "lr" and rep["models"]["lr"]["linear_init"] == "zero"
+    assert "| fm (linear_reg 0.0, linear_init lr) |" in rep["table"] and "| lr |" in rep["table"]
+    for other in (["--linear-reg", "0"], ["--linear-reg", "0", "--linear-init", "zero"]):
+        with pytest.raises(SystemExit, match="another protocol"):
+            cf.main([*argv, *other])
+    # a fold file written before the option reads as linear_init "zero" (another protocol than "lr")
+    old = {"settings": {"stop": "both"}, "dataset": "criteo"}
+    assert cf.same_protocol(old, {**old, "settings": {"stop": "both", "linear_init": "zero"}})
+    assert not cf.same_protocol(old, {**old, "settings": {"stop": "both", "linear_init": "lr"}})
 
 
 def test_linear_reg_and_grid_for_are_part_of_the_protocol(

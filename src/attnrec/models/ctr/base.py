@@ -14,6 +14,9 @@ A CTR model scores *feature rows* (a :class:`~attnrec.data.ctr.CTRData`), not (u
   the validation split (``config.calibration``); ``predict_proba``, ``predict_frame``; bundles carry the
   feature schema (and the encoder's vocabularies when one is attached) and the calibrator, so a bundle scores raw
   rows by itself.
+* ``linear_init = "lr"``: before training, an LR is fitted on the same data with the same trainer and seed, and
+  the model's first-order term starts from its weights and bias (:meth:`CTRRecommender.initial_module`) instead of
+  0; the whole model is then trained jointly as usual.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from attnrec.models.base import (
     TorchEstimator,
     TrainableModule,
 )
-from attnrec.models.layers.features import l2_per_row
+from attnrec.models.layers.features import FeatureLinear, l2_per_row
 
 if TYPE_CHECKING:
     from attnrec.training.trainer import TrainerConfig
@@ -60,8 +63,8 @@ CTR_METRIC_MODES: dict[str, Literal["min", "max"]] = {"auc": "max", "logloss": "
 class CTRConfig(ModelConfig):
     """Options every CTR model has.
 
-    ``linear_reg`` is for models with a first-order term (:meth:`has_first_order`); a model without one refuses a
-    value (a ConfigError naming the field) rather than ignoring a penalty the user asked for.
+    ``linear_reg`` and ``linear_init = "lr"`` are for models with a first-order term (:meth:`has_first_order`); a
+    model without one refuses them (a ConfigError naming the field) rather than ignoring what the user asked for.
     """
 
     embedding_reg: float = Field(
@@ -75,6 +78,13 @@ class CTRConfig(ModelConfig):
         ge=0,
         description="weight of the L2 penalty on the batch's first-order (linear) weights alone; None: they share "
         "embedding_reg (one penalty over both, the behaviour before this option)",
+    )
+    linear_init: Literal["zero", "lr"] = Field(
+        "zero",
+        description="how the first-order term b + sum_f w_f(x_f) starts: zero (the behaviour before this option), "
+        "or lr: copied from a logistic regression fitted first on the same training data, validation, trainer and "
+        "seed, with the L2 weight this model's loss puts on its first-order weights (linear_reg when set, else "
+        "embedding_reg); the whole model is then trained jointly",
     )
     calibration: Literal["none", "temperature", "platt"] = Field(
         "temperature",
@@ -95,7 +105,18 @@ class CTRConfig(ModelConfig):
                 f"({type(self).__name__}.has_first_order() is False; leave linear_reg None: embedding_reg weighs "
                 "its embeddings)"
             )
+        if self.linear_init == "lr" and not self.has_first_order():
+            raise ValueError(
+                f"linear_init = 'lr': this model has no first-order term to start from LR's weights "
+                f"({type(self).__name__}.has_first_order() is False; leave linear_init 'zero')"
+            )
         return self
+
+    def first_order_l2(self) -> float:
+        """The L2 weight this model's loss puts on its first-order weights: ``linear_reg`` when set, else
+        ``embedding_reg`` (which then weighs them with the embeddings). The LR of ``linear_init = "lr"`` is fitted
+        with it, so the model starts from the first-order optimum of its own penalty."""
+        return self.linear_reg if self.linear_reg is not None else self.embedding_reg
 
 
 class EmbeddingCTRConfig(CTRConfig):
@@ -117,6 +138,9 @@ class CTRModule(TrainableModule):
 
     ``embedding_reg`` weighs the embeddings' penalty; ``linear_reg`` the first-order terms' (None: ``embedding_reg``
     weighs both together, bit for bit the loss before ``linear_reg`` existed).
+
+    A module with a first-order term keeps it, a
+    :class:`~attnrec.models.layers.features.FeatureLinear`, as its ``linear`` attribute (:meth:`first_order`).
     """
 
     def __init__(self, embedding_reg: float = 0.0, linear_reg: float | None = None) -> None:
@@ -131,6 +155,11 @@ class CTRModule(TrainableModule):
     def forward(self, batch: CTRBatch) -> torch.Tensor:
         """Click logits, (B,); ``sigmoid`` gives probabilities."""
         return self.compute(batch)[0]
+
+    def first_order(self) -> FeatureLinear | None:
+        """The first-order term ``b + sum_f w_f(x_f)`` (the submodule ``linear``), None for a module without one."""
+        linear = self._modules.get("linear")
+        return linear if isinstance(linear, FeatureLinear) else None
 
     def penalty(self, parts: Penalised) -> torch.Tensor | None:
         """The weighted L2 penalty of ``parts`` (:func:`~attnrec.models.layers.features.l2_per_row`: sums of
@@ -243,6 +272,9 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         self.encoder: FeatureEncoder | None = None
         #: post-hoc scaling of the logits fitted on validation after training (``config.calibration``); None: raw
         self.calibrator: Calibrator | None = None
+        #: the fit report of the LR whose first-order weights the last fit started from (``linear_init = "lr"``);
+        #: None otherwise. Not saved in bundles: it describes how training started, not the fitted model
+        self.first_order_report: FitReport | None = None
 
     def make_trainer_config(self, trainer: TrainerConfig | None) -> TrainerConfig:
         """``trainer`` (None: ``default_trainer``) with ``valid_mode`` filled in from the CTR metric's direction when
@@ -300,11 +332,10 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
             check_data(schema, valid, source="valid")
         if encoder is not None and encoder.schema != schema:
             raise ConfigError("the encoder's schema differs from the training data's schema")
-        self.schema, self.encoder, self.calibrator = schema, encoder, None
+        self.schema, self.encoder, self.calibrator, self.first_order_report = schema, encoder, None, None
         cfg = self.make_trainer_config(trainer)
-        torch.manual_seed(self.config.seed)
-        self.module = self.build_ctr_module(schema)
         t0 = time.perf_counter()
+        self.module = self.initial_module(train, valid, cfg)
         report = self.train_module(
             self.module,
             lambda epoch, gen: self.train_batches(train, epoch, gen, cfg.batch_size),
@@ -317,6 +348,49 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
             self.calibrator = self.fit_calibration(valid)
         report.seconds = time.perf_counter() - t0
         return report
+
+    def initial_module(self, train: CTRSource, valid: CTRData | None, trainer: TrainerConfig) -> CTRModule:
+        """The module training starts from: built for ``train.schema`` from ``config.seed``; with ``linear_init =
+        "lr"``, its first-order term's weights and bias are then copied from an LR fitted first
+        (:meth:`fit_first_order`). The LR is fitted *before* the seed is set and the module built, so every other
+        parameter (and the training run's random draws) is the same as with ``linear_init = "zero"``."""
+        lr = self.fit_first_order(train, valid, trainer) if self.config.linear_init == "lr" else None
+        torch.manual_seed(self.config.seed)
+        module = self.build_ctr_module(train.schema)
+        if lr is not None:
+            target, source = module.first_order(), lr.first_order()
+            if (
+                target is None
+            ):  # the config's validator refuses "lr" for such a model: a module/config mismatch
+                raise ConfigError(
+                    f"{self.name}: linear_init = 'lr' but the built module has no first-order term (submodule "
+                    "'linear'); has_first_order() disagrees with the module"
+                )
+            target.copy_from(source)
+        return module
+
+    def fit_first_order(
+        self, train: CTRSource, valid: CTRData | None, trainer: TrainerConfig
+    ) -> CTRRecommender[Any]:
+        """The LR a ``linear_init = "lr"`` fit starts from, fitted on ``train`` with early stopping on ``valid``
+        (never test), the same ``trainer`` (checkpoints and log file left out: they belong to the model's own run)
+        and ``config.seed``, with L2 :meth:`CTRConfig.first_order_l2` on its weights and no calibrator. Its report
+        is kept in :attr:`first_order_report`."""
+        from attnrec.models.ctr.lr import LR
+
+        lr = LR(seed=self.config.seed, linear_reg=self.config.first_order_l2(), calibration="none")
+        inner = trainer.model_copy(update={"checkpoint_dir": None, "log_path": None})
+        self.first_order_report = lr.fit(train, valid, trainer=inner)
+        return lr
+
+    def first_order(self) -> FeatureLinear:
+        """The fitted module's first-order term (ConfigError when the model is unfitted or has none)."""
+        if not isinstance(self.module, CTRModule):
+            raise ConfigError(f"{self.name} is not fitted: call fit() or load a bundle first")
+        linear = self.module.first_order()
+        if linear is None:
+            raise ConfigError(f"{self.name} has no first-order term (config.has_first_order() is False)")
+        return linear
 
     def fit_calibration(self, valid: CTRData) -> Calibrator | None:
         """The calibrator of ``config.calibration`` fitted on ``valid``'s raw probabilities (the VALIDATION split:

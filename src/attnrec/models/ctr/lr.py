@@ -15,7 +15,8 @@ from attnrec.models.layers.features import FeatureLinear
 class LRConfig(CTRConfig):
     """LR has no embeddings: its only weights are first-order. ``linear_reg`` None (default): ``embedding_reg``
     weighs the L2 penalty on the first-order weights used, as it always has. ``linear_reg`` set: it weighs them
-    instead, and ``embedding_reg`` must stay 0 (it would weigh nothing; a value is refused rather than ignored)."""
+    instead, and ``embedding_reg`` must stay 0 (it would weigh nothing; a value is refused rather than ignored).
+    ``linear_init = "lr"`` is refused: LR is the model the other models' first-order terms start from."""
 
     @model_validator(mode="after")
     def _one_weight(self) -> LRConfig:
@@ -23,6 +24,11 @@ class LRConfig(CTRConfig):
             raise ValueError(
                 f"embedding_reg = {self.embedding_reg!r} with linear_reg = {self.linear_reg!r}: LR has no "
                 "embeddings, so with linear_reg set embedding_reg weighs nothing; set only one of them"
+            )
+        if self.linear_init == "lr":
+            raise ValueError(
+                "linear_init = 'lr': LR's first-order term is the whole model, so it would start from another fit "
+                "of itself; leave linear_init 'zero'"
             )
         return self
 

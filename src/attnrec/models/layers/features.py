@@ -120,6 +120,24 @@ class FeatureLinear(nn.Module):
         """(B, n_fields) each field's first-order weight for its value."""
         return self.weights(batch).squeeze(-1)
 
+    @torch.no_grad()
+    def copy_from(self, other: FeatureLinear) -> None:
+        """Set this term's weights and bias to ``other``'s (a warm start, ``CTRConfig.linear_init``).
+
+        Both must be built from the same fitted schema: the same fields in the same order with the same vocabulary
+        sizes give the same table offsets, so row ``r`` is the same (field, index) in both and the copy lines up
+        feature by feature. Any other schema raises :class:`DataError` (a same-shaped table from another encoder
+        would silently move weights to other features)."""
+        if other.weights.schema != self.weights.schema:
+            raise DataError(
+                "the first-order term to copy was built from another feature schema",
+                field="schema",
+                expected="the same fitted schema (fields, order and vocabulary sizes) as this model's",
+            )
+        self.weights.table.weight.copy_(other.weights.table.weight)
+        self.weights.numeric_weight.copy_(other.weights.numeric_weight)
+        self.bias.copy_(other.bias)
+
 
 def l2_per_row(*tensors: torch.Tensor) -> torch.Tensor:
     """Sum of squares of every tensor, divided by the batch size (the first axis): a scalar penalty."""
