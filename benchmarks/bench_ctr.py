@@ -96,18 +96,22 @@ def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
 #: "zero": they start at 0, as they always did): left out of the stamp at that default, so earlier records stay
 #: comparable; any other value changes the stamp
 STAMP_NEUTRAL: dict[str, Any] = {"linear_reg": None, "linear_init": "zero"}
+#: the same, for fields one model gained later: ``use_linear`` False for dcn and secn (no first-order term, the
+#: models before the option; autoint had the field from the start, so its stays in its stamp)
+STAMP_NEUTRAL_FOR: dict[str, dict[str, Any]] = {"dcn": {"use_linear": False}, "secn": {"use_linear": False}}
 
 
-def stamp_view(config: dict[str, Any]) -> dict[str, Any]:
-    """A model's default config as the stamp sees it: the fields of :data:`STAMP_NEUTRAL` at their neutral value
-    left out."""
-    return {k: v for k, v in config.items() if k not in STAMP_NEUTRAL or v != STAMP_NEUTRAL[k]}
+def stamp_view(config: dict[str, Any], name: str = "") -> dict[str, Any]:
+    """Model ``name``'s default config as the stamp sees it: the fields of :data:`STAMP_NEUTRAL` (and of its
+    :data:`STAMP_NEUTRAL_FOR` entry) at their neutral value left out."""
+    neutral = {**STAMP_NEUTRAL, **STAMP_NEUTRAL_FOR.get(name, {})}
+    return {k: v for k, v in config.items() if k not in neutral or v != neutral[k]}
 
 
 @functools.cache
 def current_model_defaults() -> str:
     """:func:`model_defaults_stamp` of the default configs of :data:`MODELS` in this checkout (:func:`stamp_view`)."""
-    return model_defaults_stamp({m: stamp_view(model_class(m).config_class().to_dict()) for m in MODELS})
+    return model_defaults_stamp({m: stamp_view(model_class(m).config_class().to_dict(), m) for m in MODELS})
 
 
 def model_class(name: str) -> type[CTRRecommender]:
@@ -160,6 +164,9 @@ class BenchSettings:
     #: (:func:`with_linear_init`): "zero" (as before the option) or "lr" (from an LR fitted first on the same
     #: train/valid, trainer and seed, at the L2 the model puts on its first-order weights)
     linear_init: str = "zero"
+    #: validate every model as it starts, before its first epoch ("epoch 0", ``TrainerConfig.validate_start``):
+    #: a candidate for the restored state like any epoch (a warm-started model can fall back to where it started)
+    validate_start: bool = False
     #: a hash of every CTR model's default config (:func:`model_defaults_stamp`): a record with another value ran
     #: models keyed by the same name under other defaults (e.g. NFM's and secn's dropout before issue 18), so
     #: --reuse and ctr_paired.py --record refuse it
@@ -239,6 +246,7 @@ def fit_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> tuple
         valid_metric=metric,
         valid_mode=DIRECTIONS[metric],  # type: ignore[arg-type]
         valid_also={m: DIRECTIONS[m] for m in also},  # type: ignore[misc]
+        validate_start=s.validate_start,
     )
     return model, model.fit(train, valid, trainer=tc)
 

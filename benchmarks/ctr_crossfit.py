@@ -12,7 +12,10 @@ own L2 grid; ``--linear-init lr`` starts the first-order term of the same models
 such fit first fits itself on the fold's training rows with early stopping on its validation rows (the same
 trainer, seed and L2 on the first-order weights as the model: ``linear_reg`` when set, else the grid's
 ``embedding_reg``; ``CTRRecommender.initial_module``), so no test row reaches it. All three are part of the protocol,
-so folds of other values are never mixed. Seed 18
+so folds of other values are never mixed. ``--validate-start`` validates every fit's starting point as epoch 0
+(``TrainerConfig.validate_start``), so a model that no epoch improves restores where it started; also part of the
+protocol. A model's config options go in ``--models`` as a spec, ``dcn:use_linear=true`` (``bench_ctr.parse_spec``;
+the spec is the model's name in the records and the report), so they are recorded as the protocol's models. Seed 18
 was a timing probe's, whose fold-0 test scores were printed: those 800 rows are test rows again under seed 19, as
 every row is. The probe's scores informed no choice except the grid's cut to {0, 1e-1}, made for the budget after
 they were printed.)
@@ -155,12 +158,16 @@ def ece_verdict(ece: float, floor_p: float) -> str:
 
 
 def _fit_scores(report: Any) -> dict[str, Any]:
-    """The grid's view of a fit report: the restored epoch's validation scores and the epochs run."""
+    """The grid's view of a fit report: the restored epoch's validation scores, the epochs run, and with
+    ``--validate-start`` the starting point's validation logloss (``start_valid_logloss``, epoch 0; else None)."""
+    history = getattr(report, "history", None) or [{}]
+    start = history[0] if history[0].get("epoch") == 0 else {}
     return {
         "valid_logloss": float(report.best_valid.get("logloss", float("nan"))),
         "valid_auc": float(report.best_valid.get("auc", float("nan"))),
         "best_epoch": report.best_epoch,
         "epochs_run": report.epochs_run,
+        "start_valid_logloss": start.get("valid_logloss"),
     }
 
 
@@ -286,6 +293,7 @@ def run(args: argparse.Namespace) -> None:
         patience=args.patience,
         linear_reg=args.linear_reg,
         linear_init=args.linear_init,
+        validate_start=args.validate_start,
     )
     proto = protocol_of(args, s)
     frame, schema, files = pooled_frame(args.dataset, args.data_dir)
@@ -414,6 +422,8 @@ def report(folds: list[dict[str, Any]], n_boot: int, floor_draws: int, ece_boot:
         restored = [r.get("best_epoch") for f in folds for r in f["runs"][m]]
         if restored and None not in restored:  # the restored (best validation) epoch
             row["best_epoch"] = _ms(restored)
+            # how many test runs kept their starting point (epoch 0: only with --validate-start)
+            row["restored_start"] = {"runs": sum(e == 0 for e in restored), "of": len(restored)}
         e = row["ece_floor"]
         row["ece_verdict"] = ece_verdict(row["cal_ece"]["mean"], e["floor_p"])
         if m != BASELINE:
@@ -503,6 +513,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="how the first-order term starts (linear_init) in every model with one except the baseline LR "
         "(bench_ctr.with_linear_init): zero, or lr (from an LR each fit first fits on the fold's train/valid)",
     )
+    r.add_argument(
+        "--validate-start",
+        action="store_true",
+        help="validate every model (LR included) as it starts, before epoch 1 (TrainerConfig.validate_start): "
+        "epoch 0 is a candidate for the restored state",
+    )
     r.add_argument("--grid-seeds", default="0")
     r.add_argument("--stop", default="both")
     r.add_argument("--max-epochs", type=int, default=30)
@@ -542,6 +558,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     folds = load_folds(args.out_dir / args.dataset)
     rec = report(folds, args.boot, args.floor_draws, args.ece_boot)
     print(rec["table"])
+    if folds[0]["protocol"]["settings"].get("validate_start"):
+        kept = {m: r["restored_start"] for m, r in rec["models"].items() if "restored_start" in r}
+        print(
+            "restored epoch 0 (test runs): "
+            + ", ".join(f"{m} {k['runs']}/{k['of']}" for m, k in kept.items())
+        )
     rec = {
         "bench": "ctr_crossfit_report",
         "command": shlex.join(

@@ -22,7 +22,12 @@ RunCache = dict[tuple[str, float, int], dict[str, Any]]
 #: settings that may differ between a cached run and this one
 _FREE_SETTINGS = ("embedding_reg", "fuxictr_zoo")
 #: settings added after records were written, with the value every record without them ran under
-ADDED_SETTINGS: dict[str, Any] = {"resplit": False, "linear_reg": None, "linear_init": "zero"}
+ADDED_SETTINGS: dict[str, Any] = {
+    "resplit": False,
+    "linear_reg": None,
+    "linear_init": "zero",
+    "validate_start": False,
+}
 
 
 def _matching_records(paths: Sequence[Path], s: Any) -> list[tuple[Path, dict[str, Any]]]:

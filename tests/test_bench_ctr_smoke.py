@@ -374,14 +374,20 @@ def test_reuse_refuses_records_from_before_the_model_defaults_changed(tmp_path: 
 def test_model_defaults_stamp_follows_every_ctr_models_default_config(tmp_path: Path) -> None:
     bench = _load("bench_ctr")
     full = {m: bench.model_class(m).config_class().to_dict() for m in bench.MODELS}
-    defaults = {m: bench.stamp_view(c) for m, c in full.items()}
+    defaults = {m: bench.stamp_view(c, m) for m, c in full.items()}
     stamp = bench.model_defaults_stamp(defaults)
     assert bench.BenchSettings().model_defaults == stamp and len(stamp) == 12
+    # dcn's and secn's use_linear (added later) at its neutral False is left out, autoint's (there from the start)
+    # is not: the stamp of the session-19/20 records (da492432d314) still matches
+    assert "use_linear" not in defaults["dcn"] and "use_linear" not in defaults["secn"]
+    assert defaults["autoint"]["use_linear"] is False and stamp == "da492432d314"
+    on = {**full, "dcn": {**full["dcn"], "use_linear": True}}
+    assert bench.model_defaults_stamp({m: bench.stamp_view(c, m) for m, c in on.items()}) != stamp
     # linear_reg at its neutral None (the behaviour before it existed) is left out: records stamped before it
     # stay comparable; a non-neutral default would change the stamp
     assert full["fm"]["linear_reg"] is None and "linear_reg" not in defaults["fm"]
     lin = {**full, "fm": {**full["fm"], "linear_reg": 0.0}}
-    assert bench.model_defaults_stamp({m: bench.stamp_view(c) for m, c in lin.items()}) != stamp
+    assert bench.model_defaults_stamp({m: bench.stamp_view(c, m) for m, c in lin.items()}) != stamp
     assert defaults["nfm"]["dropout"] == 0.5 and defaults["secn"]["dropout"] == 0.5
     # NFM's old dropout default, or a new field on any model, gives another stamp
     old_nfm = {**defaults, "nfm": {**defaults["nfm"], "dropout": 0.1}}

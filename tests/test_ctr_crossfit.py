@@ -474,3 +474,38 @@ def test_linear_reg_and_grid_for_are_part_of_the_protocol(
     ):
         with pytest.raises(SystemExit, match="--grid-for"):
             cf.main([*argv, *bad])
+
+
+def test_validate_start_is_part_of_the_protocol_and_reaches_every_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cf = _cf()
+    splits = _fold_one(cf, tmp_path / "fold")
+    s = cf.BenchSettings(validate_start=True, max_epochs=2, linear_reg=0.0, linear_init="lr")
+    for spec in ("lr", "fm", "dcn:use_linear=true", "secn:use_linear=true"):
+        model, report = cf.fit_attnrec(spec, splits, 0, s)
+        assert report.history[0]["epoch"] == 0 and "valid_logloss" in report.history[0], spec
+        scores = cf._fit_scores(report)
+        assert scores["start_valid_logloss"] == report.history[0]["valid_logloss"], spec
+        if (
+            spec != "lr"
+        ):  # use_linear makes dcn/secn first-order models: linear_reg and linear_init reach them
+            assert model.config.linear_reg == 0.0 and model.config.linear_init == "lr", spec
+            # the warm start's own LR validated its (zero) start too: the same trainer
+            assert model.first_order_report.history[0]["epoch"] == 0, spec
+    _, report = cf.fit_attnrec("fm", splits, 0, cf.BenchSettings(max_epochs=2))
+    assert report.history[0]["epoch"] == 1 and cf._fit_scores(report)["start_valid_logloss"] is None
+    # the flag is recorded in the protocol; a fold file without the key ran without it
+    cf2, _, out, argv = _small_run(tmp_path, monkeypatch, [], seeds="0", l2_grid="0")
+    cf2.main([*argv, "--validate-start"])
+    folds = cf2.load_folds(out / "criteo")
+    assert folds[0]["protocol"]["settings"]["validate_start"] is True
+    with pytest.raises(SystemExit, match="another protocol"):
+        cf2.main(argv)
+    old = {"settings": {"stop": "both"}, "dataset": "criteo"}
+    assert cf2.same_protocol(old, {**old, "settings": {"stop": "both", "validate_start": False}})
+    assert not cf2.same_protocol(old, {**old, "settings": {"stop": "both", "validate_start": True}})
+    assert cf2.report(folds, n_boot=20, floor_draws=10, ece_boot=0)["models"]["fm"]["restored_start"] == {
+        "runs": 0,
+        "of": 3,
+    }

@@ -74,7 +74,7 @@ SGD_FIELDS: frozenset[str] = frozenset(
 )
 #: the fields of early stopping on a validation metric (unused by a solver that validates nothing)
 VALIDATION_FIELDS: frozenset[str] = frozenset(
-    {"valid_metric", "valid_mode", "valid_also", "valid_every", "patience", "restore_best"}
+    {"valid_metric", "valid_mode", "valid_also", "valid_every", "patience", "restore_best", "validate_start"}
 )
 
 
@@ -85,6 +85,9 @@ class TrainerConfig(BaseModel):
 
     #: fields that do not change what is trained: left out of the identity a checkpoint must match
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"checkpoint_dir", "log_path", "progress", "resume"})
+    #: fields added after checkpoints were written, with the value that reproduces the run before them: left out of
+    #: the identity at that value, so an older checkpoint stays resumable (any other value is another run)
+    ADDED_NEUTRAL: ClassVar[dict[str, Any]] = {"validate_start": False}
 
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(1024, ge=1)
@@ -106,6 +109,13 @@ class TrainerConfig(BaseModel):
     valid_every: int = Field(1, ge=1)
     patience: int | None = Field(5, ge=1)
     restore_best: bool = True
+    #: validate the module as it starts (untrained, or warm-started) before the first epoch, as "epoch 0": it is a
+    #: candidate for the best state like any validated epoch (restored when no epoch beats it), the epochs after it
+    #: must improve on it to reset patience, and its row (``epoch`` 0, ``seconds`` 0, the ``valid_*`` metrics, no
+    #: ``loss``) opens the history and the log. Epoch callbacks are not called for it (nothing was trained), and
+    #: ``epochs`` still counts trained epochs. Like ``patience``, it applies only to a fit that validates (no
+    #: validation function: nothing to validate, no effect). False: the first candidate is epoch 1
+    validate_start: bool = False
     device: str = "auto"
     amp: bool = False
     checkpoint_dir: Path | None = None
@@ -330,9 +340,13 @@ class Trainer:
     def identity(self, run: RunIdentity | None) -> dict[str, Any]:
         """The three parts a checkpoint must match: model config, trainer config (less the fields in
         ``TrainerConfig.NOT_IDENTITY``) and data fingerprint (None where the caller gave no :class:`RunIdentity`)."""
+        trainer = self.config.model_dump(mode="json", exclude=set(TrainerConfig.NOT_IDENTITY))
+        for key, neutral in TrainerConfig.ADDED_NEUTRAL.items():
+            if trainer.get(key) == neutral:
+                del trainer[key]
         return {
             "model config": run.model_config if run is not None else None,
-            "trainer config": self.config.model_dump(mode="json", exclude=set(TrainerConfig.NOT_IDENTITY)),
+            "trainer config": trainer,
             "data": run.data if run is not None else None,
         }
 
@@ -413,6 +427,51 @@ class Trainer:
             state = {"stopped": False, "best_also": {}, **json.loads(saved["state"])}
         elif main and c.log_path is not None and c.log_path.exists():
             c.log_path.unlink()  # a fresh fit starts a fresh log; a resumed one appends
+
+        def check(epoch: int, row: dict[str, float]) -> None:
+            """Validate ``module`` after ``epoch`` (0: as it starts): the metrics into ``row``, the best state and
+            the patience count updated."""
+            nonlocal best_weights
+            assert validate is not None
+            module.eval()
+            with torch.no_grad():
+                metrics = validate()
+            watched = [(self.valid_metric, "valid_metric"), *((k, "valid_also") for k in c.valid_also)]
+            for name, field in watched:
+                if name not in metrics:
+                    raise ConfigError(
+                        f"trainer field {field!r}: {name!r} is not computed; have {sorted(metrics)}"
+                    )
+            row.update({f"valid_{k}": float(v) for k, v in metrics.items()})
+            value = float(metrics[self.valid_metric])
+            improved = False
+            if math.isfinite(value) and self._better(value, state["best"]):
+                state.update(
+                    best=value, best_epoch=epoch, best_valid={k: float(v) for k, v in metrics.items()}
+                )
+                best_weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+                improved = True
+            for name, mode in c.valid_also.items():
+                v, old = float(metrics[name]), state["best_also"].get(name)
+                if math.isfinite(v) and (old is None or (v < old if mode == "min" else v > old)):
+                    state["best_also"][name] = v
+                    improved = True
+            if improved:
+                state["bad"] = 0
+            else:
+                state["bad"] += 1
+                state["stopped"] = c.patience is not None and state["bad"] >= c.patience
+
+        if c.validate_start and validate is not None and saved is None:
+            # epoch 0: the starting point is a candidate too. A resumed run has it in the checkpoint's state (a
+            # checkpoint is written right after it), so it is validated once per run, never again on resume
+            start: dict[str, float] = {"epoch": 0, "seconds": 0.0}
+            check(0, start)
+            state["history"].append(start)
+            if main:
+                self._log(state["history"])
+            if ckpt is not None:
+                self._checkpoint(ckpt, module, solver, state, best_weights, ident)
         bar = tqdm(
             total=c.epochs,
             initial=state["epoch"],
@@ -434,34 +493,7 @@ class Trainer:
                 broadcast_module(module, f"sharing epoch {epoch}'s parameters")
             row["seconds"] = time.perf_counter() - e0
             if validate is not None and (epoch % c.valid_every == 0 or epoch == c.epochs):
-                module.eval()
-                with torch.no_grad():
-                    metrics = validate()
-                watched = [(self.valid_metric, "valid_metric"), *((k, "valid_also") for k in c.valid_also)]
-                for name, field in watched:
-                    if name not in metrics:
-                        raise ConfigError(
-                            f"trainer field {field!r}: {name!r} is not computed; have {sorted(metrics)}"
-                        )
-                row.update({f"valid_{k}": float(v) for k, v in metrics.items()})
-                value = float(metrics[self.valid_metric])
-                improved = False
-                if math.isfinite(value) and self._better(value, state["best"]):
-                    state.update(
-                        best=value, best_epoch=epoch, best_valid={k: float(v) for k, v in metrics.items()}
-                    )
-                    best_weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-                    improved = True
-                for name, mode in c.valid_also.items():
-                    v, old = float(metrics[name]), state["best_also"].get(name)
-                    if math.isfinite(v) and (old is None or (v < old if mode == "min" else v > old)):
-                        state["best_also"][name] = v
-                        improved = True
-                if improved:
-                    state["bad"] = 0
-                else:
-                    state["bad"] += 1
-                    state["stopped"] = c.patience is not None and state["bad"] >= c.patience
+                check(epoch, row)
             state["epoch"] = epoch
             state["history"].append(row)
             if main:

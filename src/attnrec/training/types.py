@@ -143,7 +143,10 @@ def config_digest(data: dict[str, Any]) -> str:
 
 @dataclass
 class FitReport:
-    """What fitting did: epochs, the best validation epoch and metrics, seconds, and the per-epoch history."""
+    """What fitting did: epochs, the best validation epoch and metrics, seconds, and the per-epoch history.
+
+    ``best_epoch`` 0 and a first history row with ``epoch`` 0 (no ``loss``) come from ``TrainerConfig.validate_start``:
+    the starting point was validated, and 0 means no trained epoch beat it (its weights were restored)."""
 
     seconds: float
     epochs_run: int = 0

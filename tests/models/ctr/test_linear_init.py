@@ -25,7 +25,7 @@ from attnrec.testing import planted_ctr
 from attnrec.training.trainer import TrainerConfig
 from attnrec.training.types import FitReport
 
-#: the models with a first-order term (autoint only with use_linear)
+#: the models with a first-order term (autoint, dcn and secn only with use_linear)
 FIRST_ORDER: dict[str, dict[str, Any]] = {
     "fm": {},
     "nfm": {},
@@ -33,6 +33,8 @@ FIRST_ORDER: dict[str, dict[str, Any]] = {
     "deepfm": {},
     "xdeepfm": {},
     "autoint": {"use_linear": True},
+    "dcn": {"use_linear": True},
+    "secn": {"use_linear": True},
 }
 
 

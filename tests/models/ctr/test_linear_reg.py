@@ -23,7 +23,7 @@ from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import planted_ctr
 from attnrec.training.trainer import TrainerConfig
 
-#: the models with a first-order term (autoint only with use_linear)
+#: the models with a first-order term (autoint, dcn and secn only with use_linear)
 FIRST_ORDER: dict[str, dict[str, Any]] = {
     "fm": {},
     "nfm": {},
@@ -31,6 +31,8 @@ FIRST_ORDER: dict[str, dict[str, Any]] = {
     "deepfm": {},
     "xdeepfm": {},
     "autoint": {"use_linear": True},
+    "dcn": {"use_linear": True},
+    "secn": {"use_linear": True},
 }
 
 

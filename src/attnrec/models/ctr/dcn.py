@@ -1,5 +1,6 @@
 """DCN-v2 (Wang et al., WWW 2021): cross layers ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` on the flattened
-field embeddings, with an MLP either beside them (``parallel``) or on top (``stacked``)."""
+field embeddings, with an MLP either beside them (``parallel``) or on top (``stacked``); optionally a first-order
+term added to the logit (``use_linear``, not in the paper)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
 from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
-from attnrec.models.layers.features import FeatureEmbedding
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import MLP, CrossNetV2
 
 
@@ -26,13 +27,20 @@ class DCNConfig(EmbeddingCTRConfig):
     batch_norm: bool = False
     structure: Literal["parallel", "stacked"] = "parallel"
 
+    use_linear: bool = Field(
+        False,
+        description="add a first-order term b + sum_f w_f(x_f) to the logit (not in the paper; DeepCTR-Torch's "
+        "convention, see docs/models/dcn.md)",
+    )
+
     def has_first_order(self) -> bool:
-        """No first-order term: a ``linear_reg`` is refused (ConfigError naming it)."""
-        return False
+        """Only with ``use_linear`` (without it, ``linear_reg`` and ``linear_init = "lr"`` are refused, a ConfigError
+        naming them)."""
+        return self.use_linear
 
 
 class DCNModule(CTRModule):
-    """(B,) logits: ``w^T [cross(x0); MLP(x0)]`` (parallel) or ``w^T MLP(cross(x0))`` (stacked)."""
+    """(B,) logits: ``w^T [cross(x0); MLP(x0)]`` (parallel) or ``w^T MLP(cross(x0))`` (stacked) [+ linear]."""
 
     def __init__(self, schema: FeatureSchema, config: DCNConfig) -> None:
         super().__init__(config.embedding_reg, config.linear_reg)
@@ -43,6 +51,8 @@ class DCNModule(CTRModule):
         self.mlp = MLP(dim, config.hidden, dropout=config.dropout, batch_norm=config.batch_norm)
         out_in = self.mlp.output_dim + (dim if self.structure == "parallel" else 0)
         self.out = nn.Linear(out_in, 1)
+        # built last: without use_linear the module (and its parameter draws) is the one before the option
+        self.linear = FeatureLinear(schema) if config.use_linear else None
 
     def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
@@ -51,7 +61,12 @@ class DCNModule(CTRModule):
             h = torch.cat([self.cross(x0), self.mlp(x0)], dim=1)
         else:
             h = self.mlp(self.cross(x0))
-        return self.out(h).squeeze(-1), Penalised((emb,))
+        logits = self.out(h).squeeze(-1)
+        terms = None
+        if self.linear is not None:
+            terms = self.linear.terms(batch)
+            logits = logits + terms.sum(1) + self.linear.bias
+        return logits, Penalised((emb,), terms)
 
 
 @register

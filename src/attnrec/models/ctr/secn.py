@@ -15,6 +15,8 @@ Equations of the paper mapped to code (see ``docs/models/secn.md`` for every vag
   concatenates the pooled rows of every layer).
 * prediction, ``y = g(V P + b)``: a linear layer; ``g`` = sigmoid lives in the loss (BCE with logits) and in
   ``predict_proba``.
+* not in the paper, off by default: ``use_linear`` adds a first-order term ``b + sum_f w_f(x_f)``
+  (:class:`~attnrec.models.layers.features.FeatureLinear`) to the logit, ``y = g(V P + b + linear)``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from attnrec.data.batches import CTRBatch
 from attnrec.data.schema import FeatureSchema
 from attnrec.models.base import register
 from attnrec.models.ctr.base import CTRModule, CTRRecommender, EmbeddingCTRConfig, Penalised
-from attnrec.models.layers.features import FeatureEmbedding
+from attnrec.models.layers.features import FeatureEmbedding, FeatureLinear
 from attnrec.models.layers.interaction import Activation, InteractingLayer, activation
 
 
@@ -57,9 +59,16 @@ class SECNConfig(EmbeddingCTRConfig):
     # 0.5 since issue 18 (was 0; the paper has none): chosen on validation logloss (docs/models/secn.md, point 9)
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout on the pooled vector P")
 
+    use_linear: bool = Field(
+        False,
+        description="add a first-order term b + sum_f w_f(x_f) to the logit (not in the paper; DeepCTR-Torch's "
+        "convention, see docs/models/secn.md)",
+    )
+
     def has_first_order(self) -> bool:
-        """No first-order term: a ``linear_reg`` is refused (ConfigError naming it)."""
-        return False
+        """Only with ``use_linear`` (without it, ``linear_reg`` and ``linear_init = "lr"`` are refused, a ConfigError
+        naming them)."""
+        return self.use_linear
 
 
 class SeparationCrossLayer(nn.Module):
@@ -97,7 +106,7 @@ class SeparationCrossLayer(nn.Module):
 
 
 class SECNModule(CTRModule):
-    """(B,) logits of secn: embed -> [attention] -> cross^L -> [attention] -> sum pooling -> linear."""
+    """(B,) logits of secn: embed -> [attention] -> cross^L -> [attention] -> sum pooling -> linear [+ first-order]."""
 
     def __init__(self, schema: FeatureSchema, config: SECNConfig) -> None:
         super().__init__(config.embedding_reg, config.linear_reg)
@@ -125,6 +134,8 @@ class SECNModule(CTRModule):
         pooled = last_dim + (cross_dim * (config.cross_layers - 1) if config.pool_layers == "all" else 0)
         self.dropout = nn.Dropout(config.dropout)
         self.predict = nn.Linear(pooled, 1)
+        # built last: without use_linear the module (and its parameter draws) is the one before the option
+        self.linear = FeatureLinear(schema) if config.use_linear else None
 
     def compute(self, batch: CTRBatch) -> tuple[torch.Tensor, Penalised]:
         emb = self.embedding(batch)
@@ -140,7 +151,12 @@ class SECNModule(CTRModule):
             h, _ = self.attention(h)
             pooled[-1] = h.sum(1)
         p = torch.cat(pooled, dim=1) if self.config.pool_layers == "all" else pooled[-1]
-        return self.predict(self.dropout(p)).squeeze(-1), Penalised((emb,))
+        logits = self.predict(self.dropout(p)).squeeze(-1)
+        terms = None
+        if self.linear is not None:
+            terms = self.linear.terms(batch)
+            logits = logits + terms.sum(1) + self.linear.bias
+        return logits, Penalised((emb,), terms)
 
 
 @register
