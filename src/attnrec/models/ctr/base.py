@@ -49,6 +49,7 @@ from attnrec.models.base import (
     TaskKind,
     TorchEstimator,
     TrainableModule,
+    get_model_class,
 )
 from attnrec.models.layers.features import FeatureLinear, l2_per_row
 
@@ -376,9 +377,10 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         (never test), the same ``trainer`` (checkpoints and log file left out: they belong to the model's own run)
         and ``config.seed``, with L2 :meth:`CTRConfig.first_order_l2` on its weights and no calibrator. Its report
         is kept in :attr:`first_order_report`."""
-        from attnrec.models.ctr.lr import LR
-
-        lr = LR(seed=self.config.seed, linear_reg=self.config.first_order_l2(), calibration="none")
+        # by registered name, not by importing models/ctr/lr.py: that module imports this one (an import cycle)
+        lr_class = get_model_class("lr")
+        lr = lr_class(seed=self.config.seed, linear_reg=self.config.first_order_l2(), calibration="none")
+        assert isinstance(lr, CTRRecommender)
         inner = trainer.model_copy(update={"checkpoint_dir": None, "log_path": None})
         self.first_order_report = lr.fit(train, valid, trainer=inner)
         return lr
