@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -163,7 +163,7 @@ class BenchSettings:
     #: how the first-order term starts (``linear_init``) in every model with one except LR, the baseline
     #: (:func:`with_linear_init`): "zero" (as before the option) or "lr" (from an LR fitted first on the same
     #: train/valid, trainer and seed, at the L2 the model puts on its first-order weights)
-    linear_init: str = "zero"
+    linear_init: Literal["zero", "lr"] = "zero"
     #: validate every model as it starts, before its first epoch ("epoch 0", ``TrainerConfig.validate_start``):
     #: a candidate for the restored state like any epoch (a warm-started model can fall back to where it started)
     validate_start: bool = False
@@ -266,7 +266,8 @@ def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         **{k: float(raw[k]) for k in ("auc", "logloss", "ece")},
         **{f"cal_{k}": float(cal[k]) for k in ("auc", "logloss", "ece")},
         "temperature": model.calibrator.temperature if model.calibrator is not None else 1.0,
-        "s_per_epoch": float(statistics.median(h["seconds"] for h in report.history)),
+        # trained epochs only: a validate_start run's epoch-0 row (no loss, 0 s) is no epoch of training
+        "s_per_epoch": float(statistics.median(h["seconds"] for h in report.history if "loss" in h)),
         "best_epoch": report.best_epoch,
         "epochs_run": report.epochs_run,
         "valid_auc": float(report.best_valid.get("auc", float("nan"))),

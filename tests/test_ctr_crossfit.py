@@ -487,9 +487,8 @@ def test_validate_start_is_part_of_the_protocol_and_reaches_every_fit(
         assert report.history[0]["epoch"] == 0 and "valid_logloss" in report.history[0], spec
         scores = cf._fit_scores(report)
         assert scores["start_valid_logloss"] == report.history[0]["valid_logloss"], spec
-        if (
-            spec != "lr"
-        ):  # use_linear makes dcn/secn first-order models: linear_reg and linear_init reach them
+        # use_linear makes dcn/secn first-order models: linear_reg and linear_init reach them
+        if spec != "lr":
             assert model.config.linear_reg == 0.0 and model.config.linear_init == "lr", spec
             # the warm start's own LR validated its (zero) start too: the same trainer
             assert model.first_order_report.history[0]["epoch"] == 0, spec

@@ -214,3 +214,48 @@ def test_checkpoint_identity(data, tmp_path):
         Trainer(c.model_copy(update={"validate_start": True}), valid_metric="ll").fit(
             Toy(), batches(data), validate=lambda: {"ll": 1.0}, seed=1
         )
+
+
+def test_a_non_finite_start_is_no_candidate_and_no_bad_epoch(data):
+    # patience 1: had the NaN start counted as a bad epoch, the run would stop before training anything
+    curve = [{"ll": float("nan")}, {"ll": 0.5}, {"ll": 0.6}, {"ll": 0.4}]
+    report, model, snaps = curve_fit(data, curve, patience=1)
+    assert report.epochs_run == 2 and report.best_epoch == 1
+    assert torch.equal(model.u.weight, snaps[1])
+
+
+def test_without_restore_best_the_start_is_reported_but_the_last_epoch_kept(data):
+    curve = [{"ll": v} for v in (0.5, 0.6, 0.7)]
+    report, model, snaps = curve_fit(data, curve, restore_best=False)
+    assert report.best_epoch == 0 and report.epochs_run == 2
+    assert torch.equal(model.u.weight, snaps[2]) and not torch.equal(model.u.weight, snaps[0])
+
+
+def test_checkpoints_written_before_a_model_field_existed_stay_resumable(data, tmp_path):
+    """A model-config field at its legacy value (``RunIdentity.legacy``, ``ModelConfig.bundle_legacy``) is left
+    out of the identity on both sides: a checkpoint that lacks it, or holds it at that value, resumes; another
+    value is another run."""
+    from attnrec.training.types import RunIdentity
+
+    def fit(model_config, legacy, ckdir):
+        torch.manual_seed(0)
+        calls = []
+        c = cfg(epochs=2, patience=None, checkpoint_dir=ckdir)
+        Trainer(c, valid_metric="ll").fit(
+            Toy(),
+            batches(data),
+            validate=lambda: calls.append(1) or {"ll": 1.0},
+            seed=1,
+            identity=RunIdentity(model_config, "toy", legacy),
+        )
+        return len(calls)
+
+    legacy = {"new_field": "old"}
+    for written in ({"dim": 4}, {"dim": 4, "new_field": "old"}):  # before the field existed / after, at "old"
+        ckdir = tmp_path / str(len(written))
+        assert fit(written, {}, ckdir) == 2
+        assert (
+            fit({"dim": 4, "new_field": "old"}, legacy, ckdir) == 0
+        )  # resumed: both epochs in the checkpoint
+        with pytest.raises(ConfigError, match="new_field '<unset>' -> 'new'"):
+            fit({"dim": 4, "new_field": "new"}, legacy, ckdir)

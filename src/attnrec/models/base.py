@@ -78,7 +78,8 @@ class ModelConfig(BaseModel):
 
     #: fields added after bundles were already being written, with the value those bundles were trained under: a
     #: bundle's config that lacks one loads with this, not with today's default (save_bundle writes every field,
-    #: so a missing one means an older bundle)
+    #: so a missing one means an older bundle). A training checkpoint's run identity leaves them out at that value
+    #: (``RunIdentity.legacy``), so a checkpoint written before a field existed stays resumable
     bundle_legacy: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,7 +223,9 @@ class Estimator(ABC, Generic[ConfigT]):
         metric, mode = DEFAULT_VALID_METRIC[self.task]
         tr = Trainer(trainer, valid_metric=trainer.valid_metric or metric, mode=trainer.valid_mode or mode)
         self.device = tr.device
-        identity = RunIdentity(self.config.to_dict(), run_key or data_fingerprint(*data))
+        identity = RunIdentity(
+            self.config.to_dict(), run_key or data_fingerprint(*data), self.config.bundle_legacy
+        )
         report = tr.fit(module, epoch_batches, validate=validate, seed=self.config.seed, identity=identity)
         module.eval()
         return report

@@ -51,7 +51,14 @@ from attnrec.training.distributed import (
     shard_batch,
     wrap_module,
 )
-from attnrec.training.types import EpochSolver, FitReport, RunIdentity, TrainableModule, config_digest
+from attnrec.training.types import (
+    EpochSolver,
+    FitReport,
+    RunIdentity,
+    TrainableModule,
+    config_digest,
+    without_legacy,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -135,9 +142,22 @@ def epoch_callbacks(*callbacks: EpochCallback) -> Iterator[None]:
     """Call each ``callback(epoch, row)`` after every epoch of any fit inside the ``with`` block, with the row the
     log gets (``loss``, ``seconds``, and ``valid_<metric>`` on validation epochs). Code that fits a model through the
     model's own ``fit`` (a tuner pruning on the validation metric) sees each epoch without every model passing a
-    callback down. An exception a callback raises stops the fit and propagates; a model that fits an inner model
-    (hybrid_csa's svd) reports the inner fit's epochs too."""
+    callback down. An exception a callback raises stops the fit and propagates. A model that fits an inner model
+    first (hybrid_csa's svd, a CTR model's ``linear_init = "lr"``) does it inside :func:`inner_fit`, so the
+    callbacks see the outer model's epochs only."""
     token = _EPOCH_CALLBACKS.set(_EPOCH_CALLBACKS.get() + callbacks)
+    try:
+        yield
+    finally:
+        _EPOCH_CALLBACKS.reset(token)
+
+
+@contextmanager
+def inner_fit() -> Iterator[None]:
+    """Fit an inner model (one the outer model starts from) without the enclosing :func:`epoch_callbacks`: its
+    epochs are not the outer fit's, and a tuner that prunes on ``(epoch, value)`` would otherwise read the inner
+    model's curve as the outer model's first epochs (Optuna keeps the first value reported for a step)."""
+    token = _EPOCH_CALLBACKS.set(())
     try:
         yield
     finally:
@@ -339,15 +359,26 @@ class Trainer:
 
     def identity(self, run: RunIdentity | None) -> dict[str, Any]:
         """The three parts a checkpoint must match: model config, trainer config (less the fields in
-        ``TrainerConfig.NOT_IDENTITY``) and data fingerprint (None where the caller gave no :class:`RunIdentity`)."""
+        ``TrainerConfig.NOT_IDENTITY``) and data fingerprint (None where the caller gave no :class:`RunIdentity`).
+        Fields added after checkpoints were written are left out at their legacy value (:meth:`legacy`)."""
+        legacy = self.legacy(run)
         trainer = self.config.model_dump(mode="json", exclude=set(TrainerConfig.NOT_IDENTITY))
-        for key, neutral in TrainerConfig.ADDED_NEUTRAL.items():
-            if trainer.get(key) == neutral:
-                del trainer[key]
         return {
-            "model config": run.model_config if run is not None else None,
-            "trainer config": trainer,
+            "model config": without_legacy(run.model_config, legacy["model config"])
+            if run is not None
+            else None,
+            "trainer config": without_legacy(trainer, legacy["trainer config"]),
             "data": run.data if run is not None else None,
+        }
+
+    @staticmethod
+    def legacy(run: RunIdentity | None) -> dict[str, dict[str, Any]]:
+        """Per identity part, the fields added after checkpoints were written and the value that reproduces the run
+        before them (``RunIdentity.legacy``, ``TrainerConfig.ADDED_NEUTRAL``): left out at that value on both
+        sides of a comparison, so a checkpoint written before a field existed, or after at that value, resumes."""
+        return {
+            "model config": run.legacy if run is not None else {},
+            "trainer config": TrainerConfig.ADDED_NEUTRAL,
         }
 
     # ------------------------------------------------------------------ the loop
@@ -415,7 +446,9 @@ class Trainer:
         # checkpoints are rank 0's: it reads one to resume and hands it (or the reason it cannot) to every rank
         ckpt = c.checkpoint_dir / CHECKPOINT_NAME if c.checkpoint_dir and main else None
         saved = (
-            self._read_checkpoint(ckpt, ident) if ckpt is not None and c.resume and ckpt.exists() else None
+            self._read_checkpoint(ckpt, ident, self.legacy(identity))
+            if ckpt is not None and c.resume and ckpt.exists()
+            else None
         )
         saved = broadcast_object(saved, "reading the checkpoint to resume") if self.dist.active else saved
         if isinstance(saved, ConfigError):
@@ -458,7 +491,9 @@ class Trainer:
                     improved = True
             if improved:
                 state["bad"] = 0
-            else:
+            elif (
+                epoch > 0
+            ):  # a start with a non-finite metric is no candidate, but not a bad epoch: none was trained
                 state["bad"] += 1
                 state["stopped"] = c.patience is not None and state["bad"] >= c.patience
 
@@ -532,12 +567,14 @@ class Trainer:
             atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in history), what="training log")
 
     @classmethod
-    def _read_checkpoint(cls, path: Path, ident: dict[str, Any]) -> dict[str, Any] | ConfigError:
+    def _read_checkpoint(
+        cls, path: Path, ident: dict[str, Any], legacy: dict[str, dict[str, Any]]
+    ) -> dict[str, Any] | ConfigError:
         """The checkpoint at ``path``, or the :class:`ConfigError` saying why this run cannot resume it (returned,
         not raised, so that rank 0 can hand it to the other ranks before every rank raises it)."""
         saved = torch.load(path, map_location="cpu", weights_only=True)
         try:
-            cls._check_identity(path, saved, ident)
+            cls._check_identity(path, saved, ident, legacy)
         except ConfigError as exc:
             return exc
         return saved  # type: ignore[no-any-return]
@@ -572,8 +609,11 @@ class Trainer:
             )
 
     @staticmethod
-    def _check_identity(path: Path, saved: dict[str, Any], ident: dict[str, Any]) -> None:
-        """Raise :class:`ConfigError` unless the checkpoint at ``path`` was written by a run with identity ``ident``."""
+    def _check_identity(
+        path: Path, saved: dict[str, Any], ident: dict[str, Any], legacy: dict[str, dict[str, Any]]
+    ) -> None:
+        """Raise :class:`ConfigError` unless the checkpoint at ``path`` was written by a run with identity ``ident``
+        (the saved identity read with ``legacy``'s fields left out at their legacy value, as ``ident`` is)."""
         fix = (
             "Start fresh with --overwrite (Python: TrainerConfig(resume=False) or another checkpoint_dir), "
             "or rerun with the checkpoint's settings to resume it."
@@ -583,6 +623,9 @@ class Trainer:
                 f"{path}: the checkpoint records no run identity (written by an older attnrec). {fix}"
             )
         old = json.loads(saved["identity"])
+        for part, fields in legacy.items():
+            if isinstance(old.get(part), dict):
+                old[part] = without_legacy(old[part], fields)
         diffs = [_describe(part, old.get(part), new) for part, new in ident.items() if old.get(part) != new]
         if diffs:
             raise ConfigError(

@@ -73,6 +73,17 @@ class RunIdentity:
     model_config: dict[str, Any]
     #: :func:`data_fingerprint` of everything fitting reads (training and validation data)
     data: str
+    #: model-config fields added after checkpoints were written, with the value that reproduces the run before them
+    #: (``ModelConfig.bundle_legacy``): a field at that value is left out of the identity on both sides, so a
+    #: checkpoint written before the field existed, or after with that value, stays resumable
+    legacy: dict[str, Any] = field(default_factory=dict)
+
+
+def without_legacy(values: dict[str, Any] | None, legacy: dict[str, Any]) -> dict[str, Any] | None:
+    """``values`` less the fields of ``legacy`` that hold their legacy value (a run identity's config part)."""
+    if values is None:
+        return None
+    return {k: v for k, v in values.items() if not (k in legacy and v == legacy[k])}
 
 
 def data_fingerprint(*parts: object) -> str:
@@ -146,7 +157,8 @@ class FitReport:
     """What fitting did: epochs, the best validation epoch and metrics, seconds, and the per-epoch history.
 
     ``best_epoch`` 0 and a first history row with ``epoch`` 0 (no ``loss``) come from ``TrainerConfig.validate_start``:
-    the starting point was validated, and 0 means no trained epoch beat it (its weights were restored)."""
+    the starting point was validated, and 0 means no trained epoch beat it (its weights were restored when
+    ``restore_best``, the default; without it the module keeps its last epoch's)."""
 
     seconds: float
     epochs_run: int = 0

@@ -222,3 +222,18 @@ def test_linear_init_travels_in_the_bundle_and_an_older_bundle_loads_as_zero(tmp
     np.testing.assert_array_equal(legacy.predict_proba(valid), old.predict_proba(valid))
     # the warm start changed the fit (it is not a no-op under the same seed and trainer)
     assert not np.array_equal(model.predict_proba(valid), old.predict_proba(valid))
+
+
+def test_epoch_callbacks_see_the_models_epochs_not_the_lrs() -> None:
+    """A tuner prunes on (epoch, value) through epoch_callbacks: the warm start's LR fit must not report its
+    epochs as the model's first ones (inner_fit)."""
+    from attnrec.training.trainer import epoch_callbacks
+
+    train, valid = data()
+    seen: list[tuple[int, float]] = []
+    model = FM(seed=0, linear_init="lr", calibration="none")
+    with epoch_callbacks(lambda epoch, row: seen.append((epoch, row["valid_auc"]))):
+        report = model.fit(train, valid, trainer=fast())
+    assert model.first_order_report is not None and model.first_order_report.epochs_run >= 1
+    assert [e for e, _ in seen] == [r["epoch"] for r in report.history]
+    assert [v for _, v in seen] == [r["valid_auc"] for r in report.history]

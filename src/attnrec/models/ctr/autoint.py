@@ -61,12 +61,9 @@ class AutoIntModule(CTRModule):
         for layer in self.attention:
             h, _ = layer(h)
         logits = self.out(h.flatten(1)).squeeze(-1)
-        terms = None
         if self.mlp is not None:
             logits = logits + self.mlp(emb.flatten(1)).squeeze(-1)
-        if self.linear is not None:
-            terms = self.linear.terms(batch)
-            logits = logits + terms.sum(1) + self.linear.bias
+        logits, terms = self.with_first_order(logits, batch)
         return logits, Penalised((emb,), terms)
 
     def attention_weights(self, batch: CTRBatch) -> list[torch.Tensor]:

@@ -87,6 +87,9 @@ class CTRConfig(ModelConfig):
         "seed, with the L2 weight this model's loss puts on its first-order weights (linear_reg when set, else "
         "embedding_reg); the whole model is then trained jointly",
     )
+    #: the two first-order options came after bundles and checkpoints were written; these values are the model before
+    bundle_legacy: ClassVar[dict[str, Any]] = {"linear_reg": None, "linear_init": "zero"}
+
     calibration: Literal["none", "temperature", "platt"] = Field(
         "temperature",
         description="post-hoc scaling of the logits fitted on the validation split after training "
@@ -161,6 +164,18 @@ class CTRModule(TrainableModule):
         """The first-order term ``b + sum_f w_f(x_f)`` (the submodule ``linear``), None for a module without one."""
         linear = self._modules.get("linear")
         return linear if isinstance(linear, FeatureLinear) else None
+
+    def with_first_order(
+        self, logits: torch.Tensor, batch: CTRBatch
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``logits`` plus the first-order term ``b + sum_f w_f(x_f)`` when the module has one (:meth:`first_order`;
+        the opt-in ``use_linear`` of autoint, dcn and secn), with its per-field terms for :class:`Penalised`
+        (None, and ``logits`` unchanged, without one)."""
+        linear = self.first_order()
+        if linear is None:
+            return logits, None
+        terms = linear.terms(batch)
+        return logits + terms.sum(1) + linear.bias, terms
 
     def penalty(self, parts: Penalised) -> torch.Tensor | None:
         """The weighted L2 penalty of ``parts`` (:func:`~attnrec.models.layers.features.l2_per_row`: sums of
@@ -360,9 +375,8 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         module = self.build_ctr_module(train.schema)
         if lr is not None:
             target, source = module.first_order(), lr.first_order()
-            if (
-                target is None
-            ):  # the config's validator refuses "lr" for such a model: a module/config mismatch
+            # the config's validator refuses "lr" for such a model: this is a module/config mismatch
+            if target is None:
                 raise ConfigError(
                     f"{self.name}: linear_init = 'lr' but the built module has no first-order term (submodule "
                     "'linear'); has_first_order() disagrees with the module"
@@ -377,12 +391,15 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
         (never test), the same ``trainer`` (checkpoints and log file left out: they belong to the model's own run)
         and ``config.seed``, with L2 :meth:`CTRConfig.first_order_l2` on its weights and no calibrator. Its report
         is kept in :attr:`first_order_report`."""
+        from attnrec.training.trainer import inner_fit
+
         # by registered name, not by importing models/ctr/lr.py: that module imports this one (an import cycle)
         lr_class = get_model_class("lr")
         lr = lr_class(seed=self.config.seed, linear_reg=self.config.first_order_l2(), calibration="none")
         assert isinstance(lr, CTRRecommender)
         inner = trainer.model_copy(update={"checkpoint_dir": None, "log_path": None})
-        self.first_order_report = lr.fit(train, valid, trainer=inner)
+        with inner_fit():  # a tuner's epoch callbacks see this model's epochs, not the LR's
+            self.first_order_report = lr.fit(train, valid, trainer=inner)
         return lr
 
     def first_order(self) -> FeatureLinear:

@@ -4,7 +4,7 @@ term added to the logit (``use_linear``, not in the paper)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -27,6 +27,8 @@ class DCNConfig(EmbeddingCTRConfig):
     batch_norm: bool = False
     structure: Literal["parallel", "stacked"] = "parallel"
 
+    #: use_linear came after bundles and checkpoints were written; False is the model before it
+    bundle_legacy: ClassVar[dict[str, Any]] = {**EmbeddingCTRConfig.bundle_legacy, "use_linear": False}
     use_linear: bool = Field(
         False,
         description="add a first-order term b + sum_f w_f(x_f) to the logit (not in the paper; DeepCTR-Torch's "
@@ -62,10 +64,7 @@ class DCNModule(CTRModule):
         else:
             h = self.mlp(self.cross(x0))
         logits = self.out(h).squeeze(-1)
-        terms = None
-        if self.linear is not None:
-            terms = self.linear.terms(batch)
-            logits = logits + terms.sum(1) + self.linear.bias
+        logits, terms = self.with_first_order(logits, batch)
         return logits, Penalised((emb,), terms)
 
 

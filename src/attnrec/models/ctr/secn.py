@@ -21,7 +21,7 @@ Equations of the paper mapped to code (see ``docs/models/secn.md`` for every vag
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -59,6 +59,8 @@ class SECNConfig(EmbeddingCTRConfig):
     # 0.5 since issue 18 (was 0; the paper has none): chosen on validation logloss (docs/models/secn.md, point 9)
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout on the pooled vector P")
 
+    #: use_linear came after bundles and checkpoints were written; False is the model before it
+    bundle_legacy: ClassVar[dict[str, Any]] = {**EmbeddingCTRConfig.bundle_legacy, "use_linear": False}
     use_linear: bool = Field(
         False,
         description="add a first-order term b + sum_f w_f(x_f) to the logit (not in the paper; DeepCTR-Torch's "
@@ -152,10 +154,7 @@ class SECNModule(CTRModule):
             pooled[-1] = h.sum(1)
         p = torch.cat(pooled, dim=1) if self.config.pool_layers == "all" else pooled[-1]
         logits = self.predict(self.dropout(p)).squeeze(-1)
-        terms = None
-        if self.linear is not None:
-            terms = self.linear.terms(batch)
-            logits = logits + terms.sum(1) + self.linear.bias
+        logits, terms = self.with_first_order(logits, batch)
         return logits, Penalised((emb,), terms)
 
 

@@ -558,7 +558,7 @@ class SVD(TorchRecommender[SVDConfig], RatingPredictor):
             solver,
             validate=self.validator(valid) if valid is not None else None,
             seed=c.seed,
-            identity=RunIdentity(c.to_dict(), run_key or data_fingerprint(train, valid)),
+            identity=RunIdentity(c.to_dict(), run_key or data_fingerprint(train, valid), c.bundle_legacy),
         )
 
     @property

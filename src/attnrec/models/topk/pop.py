@@ -83,7 +83,9 @@ class Pop(Recommender[PopConfig]):
         report = Trainer(self.effective_trainer(trainer)).fit(
             solver,
             seed=self.config.seed,
-            identity=RunIdentity(self.config.to_dict(), run_key or data_fingerprint(train, valid)),
+            identity=RunIdentity(
+                self.config.to_dict(), run_key or data_fingerprint(train, valid), self.config.bundle_legacy
+            ),
         )
         self.counts = solver.counts
         return report

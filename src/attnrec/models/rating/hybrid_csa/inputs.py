@@ -76,7 +76,10 @@ def prepare_inputs(
     # 1. the SVD the paper extracts U and V from (validation picks the best ALS sweep)
     # reg_prior=0: svd_reg was chosen on validation before svd had the factor prior (issue 19); keeps the fit
     svd = SVD(factors=c.svd_factors, reg=c.svd_reg, iterations=c.svd_iterations, seed=c.seed, reg_prior=0.0)
-    svd_report = svd.fit(train, valid)
+    from attnrec.training.trainer import inner_fit
+
+    with inner_fit():  # a tuner's epoch callbacks see hybrid_csa's epochs, not the svd's
+        svd_report = svd.fit(train, valid)
     uf, itf = svd.user_factors, svd.item_factors
     if c.svd_biases:
         uf = np.hstack([uf, svd.mf.bu.detach().cpu().numpy()[:, None]])
