@@ -36,6 +36,15 @@ def edit_manifest(path: Path, **changes: Any) -> None:
     write_manifest(path, {**manifest(path), **changes})
 
 
+def as_written_before(path: Path, *fields: str) -> None:
+    """Make the bundle at ``path`` one that an attnrec from before config ``fields`` existed wrote: its manifest's
+    model config without them (to test what ``ModelConfig.bundle_legacy`` loads them as)."""
+    data = manifest(path)
+    for name in fields:
+        del data["config"][name]
+    write_manifest(path, data)
+
+
 def rewrite(path: Path, name: str, data: bytes) -> None:
     """Replace bundle file ``name`` and record its new sha256 and size in the manifest, as an attacker who edits
     the manifest too would."""

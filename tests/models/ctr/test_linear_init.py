@@ -3,7 +3,6 @@ first on the same data, trainer and seed ("lr")."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,13 @@ from attnrec.models.ctr.lr import LR
 from attnrec.models.layers.features import FeatureLinear
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import planted_ctr
+from attnrec.testing.ctr import first_order_models
+from attnrec.testing.tamper import as_written_before
 from attnrec.training.trainer import TrainerConfig
 from attnrec.training.types import FitReport
 
-#: the models with a first-order term (autoint, dcn and secn only with use_linear)
-FIRST_ORDER: dict[str, dict[str, Any]] = {
-    "fm": {},
-    "nfm": {},
-    "afm": {},
-    "deepfm": {},
-    "xdeepfm": {},
-    "autoint": {"use_linear": True},
-    "dcn": {"use_linear": True},
-    "secn": {"use_linear": True},
-}
+#: the CTR models with a first-order term, and the options that give them one (autoint, dcn, secn: use_linear)
+FIRST_ORDER = first_order_models()
 
 
 def data() -> tuple[CTRData, CTRData]:
@@ -213,10 +205,7 @@ def test_linear_init_travels_in_the_bundle_and_an_older_bundle_loads_as_zero(tmp
     old = FM(embedding_dim=4)
     old.fit(train, valid, trainer=fast())
     save_bundle(old, tmp_path / "old")
-    manifest_path = tmp_path / "old" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    del manifest["config"]["linear_init"]
-    manifest_path.write_text(json.dumps(manifest))
+    as_written_before(tmp_path / "old", "linear_init")
     legacy = load_bundle(tmp_path / "old")
     assert legacy.config.linear_init == "zero" and legacy.config == old.config
     np.testing.assert_array_equal(legacy.predict_proba(valid), old.predict_proba(valid))

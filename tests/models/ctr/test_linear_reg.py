@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,12 @@ from attnrec.models.ctr.lr import LR
 from attnrec.models.layers.features import l2_per_row
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import planted_ctr
+from attnrec.testing.ctr import first_order_models
+from attnrec.testing.tamper import as_written_before
 from attnrec.training.trainer import TrainerConfig
 
-#: the models with a first-order term (autoint, dcn and secn only with use_linear)
-FIRST_ORDER: dict[str, dict[str, Any]] = {
-    "fm": {},
-    "nfm": {},
-    "afm": {},
-    "deepfm": {},
-    "xdeepfm": {},
-    "autoint": {"use_linear": True},
-    "dcn": {"use_linear": True},
-    "secn": {"use_linear": True},
-}
+#: the CTR models with a first-order term, and the options that give them one (autoint, dcn, secn: use_linear)
+FIRST_ORDER = first_order_models()
 
 
 def tiny() -> tuple[FeatureSchema, CTRBatch]:
@@ -194,10 +186,7 @@ def test_linear_reg_travels_in_the_bundle_and_an_older_bundle_loads_unchanged(tm
     old = FM(embedding_dim=4, embedding_reg=0.01)
     old.fit(train, valid, trainer=fast)
     save_bundle(old, tmp_path / "old")
-    manifest_path = tmp_path / "old" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    del manifest["config"]["linear_reg"]
-    manifest_path.write_text(json.dumps(manifest))
+    as_written_before(tmp_path / "old", "linear_reg")
     legacy = load_bundle(tmp_path / "old")
     assert legacy.config.linear_reg is None and legacy.module.linear_reg is None
     assert legacy.config == old.config

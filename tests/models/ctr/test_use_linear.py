@@ -3,7 +3,6 @@ logit, off by default (the model before the option, bit for bit), kept in bundle
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.models.base import get_model_class
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import planted_ctr
+from attnrec.testing.tamper import as_written_before
 from attnrec.training.trainer import TrainerConfig
 
 MODELS = ("dcn", "secn", "autoint")
@@ -114,10 +114,7 @@ def test_use_linear_travels_in_the_bundle(name: str, tmp_path: Path) -> None:
     old = get_model_class(name)(embedding_dim=4)
     old.fit(train, valid, trainer=fast)
     save_bundle(old, tmp_path / "old")
-    manifest_path = tmp_path / "old" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    del manifest["config"]["use_linear"]
-    manifest_path.write_text(json.dumps(manifest))
+    as_written_before(tmp_path / "old", "use_linear")
     legacy = load_bundle(tmp_path / "old")
     assert legacy.config.use_linear is False and legacy.config == old.config
     np.testing.assert_array_equal(legacy.predict_proba(valid), old.predict_proba(valid))
