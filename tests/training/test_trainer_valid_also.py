@@ -1,47 +1,26 @@
 """Early stopping on several validation metrics: patience runs while any watched metric improves, the selection
 metric alone picks the restored epoch."""
 
-import numpy as np
-import polars as pl
 import pytest
 import torch
-from torch import nn
 
-from attnrec.data.batches import RatingBatch, rating_batches
+from attnrec.data.batches import rating_batches
 from attnrec.data.table import Interactions
-from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
-from attnrec.models.base import TrainableModule
+from attnrec.testing.toy import ToyMF, toy_ratings
 from attnrec.training.trainer import Trainer, TrainerConfig
-
-
-class Toy(TrainableModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.u = nn.Embedding(10, 2)
-        self.i = nn.Embedding(10, 2)
-
-    def loss(self, batch: RatingBatch) -> torch.Tensor:
-        return ((self.u(batch.users) * self.i(batch.items)).sum(-1) - batch.ratings).pow(2).mean()
 
 
 @pytest.fixture(scope="module")
 def data() -> Interactions:
-    rng = np.random.default_rng(0)
-    u, i = rng.integers(0, 10, 100), rng.integers(0, 10, 100)
-    df = pl.DataFrame(
-        {"user_id": u.astype(str), "item_id": i.astype(str), "rating": (u % 2).astype(np.float32)}
-    )
-    return Interactions.encode(
-        df, Vocabulary.from_ids(df["user_id"], kind="user"), Vocabulary.from_ids(df["item_id"], kind="item")
-    )[0]
+    return toy_ratings(100)
 
 
 def fit(data, curve, **kw):
     """Fit with validation metrics read from ``curve`` (one dict per epoch); the weights after every epoch kept."""
     it, snapshots = iter(curve), {}
     torch.manual_seed(0)
-    model = Toy()
+    model = ToyMF()
     config = TrainerConfig(progress=False, device="cpu", epochs=len(curve), **kw)
     report = Trainer(config, valid_metric="logloss", mode="min").fit(
         model,

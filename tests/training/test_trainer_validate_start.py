@@ -3,40 +3,19 @@ patience, and is restored exactly when no trained epoch beats it; resume never v
 
 import json
 
-import numpy as np
-import polars as pl
 import pytest
 import torch
-from torch import nn
 
-from attnrec.data.batches import RatingBatch, rating_batches
+from attnrec.data.batches import rating_batches
 from attnrec.data.table import Interactions
-from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError
-from attnrec.models.base import TrainableModule
+from attnrec.testing.toy import ToyMF, toy_ratings
 from attnrec.training.trainer import CHECKPOINT_NAME, Trainer, TrainerConfig, epoch_callbacks
-
-
-class Toy(TrainableModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.u = nn.Embedding(10, 2)
-        self.i = nn.Embedding(10, 2)
-
-    def loss(self, batch: RatingBatch) -> torch.Tensor:
-        return ((self.u(batch.users) * self.i(batch.items)).sum(-1) - batch.ratings).pow(2).mean()
 
 
 @pytest.fixture(scope="module")
 def data() -> Interactions:
-    rng = np.random.default_rng(0)
-    u, i = rng.integers(0, 10, 200), rng.integers(0, 10, 200)
-    df = pl.DataFrame(
-        {"user_id": u.astype(str), "item_id": i.astype(str), "rating": (u % 2 + 1).astype(np.float32)}
-    )
-    return Interactions.encode(
-        df, Vocabulary.from_ids(df["user_id"], kind="user"), Vocabulary.from_ids(df["item_id"], kind="item")
-    )[0]
+    return toy_ratings(200, base=1.0)
 
 
 def batches(data):
@@ -47,14 +26,14 @@ def cfg(**kw) -> TrainerConfig:
     return TrainerConfig(**{"progress": False, "device": "cpu", "lr": 0.05, "patience": 2, **kw})
 
 
-def drift(model: Toy, start: torch.Tensor):
+def drift(model: ToyMF, start: torch.Tensor):
     """A validation metric that every step of training worsens: the distance of ``u`` from its starting weights."""
     return lambda: {"drift": float((model.u.weight - start).norm())}
 
 
 def test_training_that_only_worsens_validation_restores_the_start_exactly(data):
     torch.manual_seed(0)
-    model = Toy()
+    model = ToyMF()
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     trainer = Trainer(cfg(epochs=10, validate_start=True), valid_metric="drift", mode="min")
     report = trainer.fit(model, batches(data), validate=drift(model, start["u.weight"]), seed=1)
@@ -69,7 +48,7 @@ def test_training_that_only_worsens_validation_restores_the_start_exactly(data):
 
 def test_default_off_never_validates_the_start(data):
     torch.manual_seed(0)
-    model = Toy()
+    model = ToyMF()
     start = model.u.weight.detach().clone()
     calls = []
 
@@ -90,7 +69,7 @@ def curve_fit(data, curve, start=True, **kw):
     """Fit with validation metrics read from ``curve`` (its first entry is epoch 0's when ``start``)."""
     it = iter(curve)
     torch.manual_seed(0)
-    model = Toy()
+    model = ToyMF()
     snapshots = {0: model.u.weight.detach().clone()}
     epochs = len(curve) - 1 if start else len(curve)
     report = Trainer(cfg(epochs=epochs, validate_start=start, **kw), valid_metric="ll", mode="min").fit(
@@ -134,7 +113,7 @@ def test_valid_also_counts_at_epoch_0(data):
 def test_callbacks_see_trained_epochs_only(data):
     seen, also = [], []
     torch.manual_seed(0)
-    model = Toy()
+    model = ToyMF()
     start = model.u.weight.detach().clone()
     with epoch_callbacks(lambda epoch, row: also.append(epoch)):
         Trainer(cfg(epochs=5, validate_start=True), valid_metric="drift", mode="min").fit(
@@ -150,7 +129,7 @@ def test_callbacks_see_trained_epochs_only(data):
 def test_no_validation_function_no_effect(data):
     def run(flag):
         torch.manual_seed(0)
-        model = Toy()
+        model = ToyMF()
         report = Trainer(cfg(epochs=2, validate_start=flag)).fit(model, batches(data), seed=1)
         return report, model.u.weight.detach().clone()
 
@@ -166,7 +145,7 @@ class Killed(Exception):
 def test_resume_keeps_epoch_0_and_does_not_validate_it_again(data, tmp_path):
     def run(ckdir, kill_at=None, init_seed=0):
         torch.manual_seed(init_seed)
-        model = Toy()
+        model = ToyMF()
         calls = []
         first_start = model.u.weight.detach().clone()
 
@@ -209,10 +188,10 @@ def test_checkpoint_identity(data, tmp_path):
     # ... and a checkpoint of one setting is not resumed under the other
     torch.manual_seed(0)
     c = cfg(epochs=2, checkpoint_dir=tmp_path)
-    Trainer(c, valid_metric="ll").fit(Toy(), batches(data), validate=lambda: {"ll": 1.0}, seed=1)
+    Trainer(c, valid_metric="ll").fit(ToyMF(), batches(data), validate=lambda: {"ll": 1.0}, seed=1)
     with pytest.raises(ConfigError, match="validate_start"):
         Trainer(c.model_copy(update={"validate_start": True}), valid_metric="ll").fit(
-            Toy(), batches(data), validate=lambda: {"ll": 1.0}, seed=1
+            ToyMF(), batches(data), validate=lambda: {"ll": 1.0}, seed=1
         )
 
 
@@ -242,7 +221,7 @@ def test_checkpoints_written_before_a_model_field_existed_stay_resumable(data, t
         calls = []
         c = cfg(epochs=2, patience=None, checkpoint_dir=ckdir)
         Trainer(c, valid_metric="ll").fit(
-            Toy(),
+            ToyMF(),
             batches(data),
             validate=lambda: calls.append(1) or {"ll": 1.0},
             seed=1,

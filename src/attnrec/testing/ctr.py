@@ -4,7 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from attnrec.data.batches import CTRBatch
+from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.models.base import TaskKind, available_models
+
+
+def tiny_ctr() -> tuple[FeatureSchema, CTRBatch]:
+    """A case small enough to compute by hand: two categorical fields ``a`` and ``b`` (vocabularies 3 and 2, so
+    first-order table rows 0-2 and 3-4) and a batch of two rows, (a=1, b=0) clicked and (a=2, b=1) not."""
+    schema = FeatureSchema(fields=[FieldSpec(name="a", vocab_size=3), FieldSpec(name="b", vocab_size=2)])
+    batch = CTRBatch(
+        torch.tensor([1.0, 0.0]),
+        torch.tensor([[1, 0], [2, 1]]),
+        torch.zeros(2, 0),
+        torch.zeros(2, 0, 0, dtype=torch.long),
+    )
+    return schema, batch
 
 
 def first_order_models() -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import CTRData
+from attnrec.data.ctr import CTRData, ctr_batches
 from attnrec.data.schema import FeatureSchema, FieldSpec
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import get_model_class
@@ -42,12 +42,7 @@ def fast() -> TrainerConfig:
 
 
 def whole(d: CTRData) -> CTRBatch:
-    return CTRBatch(
-        torch.from_numpy(d.labels),
-        torch.from_numpy(d.categorical),
-        torch.from_numpy(d.numeric),
-        torch.from_numpy(d.multi),
-    )
+    return next(ctr_batches(d, len(d), shuffle=False))
 
 
 def linear_logits(linear: FeatureLinear, batch: CTRBatch) -> torch.Tensor:

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.schema import FeatureSchema, FieldSpec
+from attnrec.data.ctr import ctr_batches
+from attnrec.data.schema import FeatureSchema
 from attnrec.errors import ConfigError
 from attnrec.models.base import get_model_class
 from attnrec.models.ctr.base import CTRModule
@@ -20,7 +21,7 @@ from attnrec.models.ctr.lr import LR
 from attnrec.models.layers.features import l2_per_row
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import planted_ctr
-from attnrec.testing.ctr import first_order_models
+from attnrec.testing.ctr import first_order_models, tiny_ctr
 from attnrec.testing.tamper import as_written_before
 from attnrec.training.trainer import TrainerConfig
 
@@ -30,14 +31,7 @@ FIRST_ORDER = first_order_models()
 
 def tiny() -> tuple[FeatureSchema, CTRBatch]:
     """Two categorical fields (vocabularies 3 and 2), a batch of two rows."""
-    schema = FeatureSchema(fields=[FieldSpec(name="a", vocab_size=3), FieldSpec(name="b", vocab_size=2)])
-    batch = CTRBatch(
-        torch.tensor([1.0, 0.0]),
-        torch.tensor([[1, 0], [2, 1]]),
-        torch.zeros(2, 0),
-        torch.zeros(2, 0, 0, dtype=torch.long),
-    )
-    return schema, batch
+    return tiny_ctr()
 
 
 def tiny_fm(**cfg: Any) -> tuple[CTRModule, CTRBatch]:
@@ -96,12 +90,8 @@ def test_linear_reg_zero_gives_the_linear_weights_no_penalty_gradient() -> None:
 
 
 def batch_of(data: Any, n: int = 4) -> CTRBatch:
-    return CTRBatch(
-        torch.from_numpy(data.labels[:n]),
-        torch.from_numpy(data.categorical[:n]),
-        torch.from_numpy(data.numeric[:n]),
-        torch.from_numpy(data.multi[:n]),
-    )
+    """The first ``n`` rows of ``data`` as one batch."""
+    return next(ctr_batches(data, n, shuffle=False))
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from attnrec.data.batches import CTRBatch
-from attnrec.data.ctr import CTRData
-from attnrec.data.schema import FeatureSchema, FieldSpec
+from attnrec.data.ctr import CTRData, ctr_batches
 from attnrec.models.base import get_model_class
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import planted_ctr
+from attnrec.testing.ctr import tiny_ctr
 from attnrec.testing.tamper import as_written_before
 from attnrec.training.trainer import TrainerConfig
 
@@ -23,12 +23,8 @@ MODELS = ("dcn", "secn", "autoint")
 
 
 def batch_of(data: CTRData, n: int = 64) -> CTRBatch:
-    return CTRBatch(
-        torch.from_numpy(data.labels[:n]),
-        torch.from_numpy(data.categorical[:n]),
-        torch.from_numpy(data.numeric[:n]),
-        torch.from_numpy(data.multi[:n]),
-    )
+    """The first ``n`` rows of ``data`` as one batch."""
+    return next(ctr_batches(data, n, shuffle=False))
 
 
 def built(name: str, seed: int, schema: Any, **cfg: Any) -> torch.nn.Module:
@@ -43,13 +39,7 @@ def test_the_term_is_added_to_the_logit(name: str) -> None:
     """By hand, on two categorical fields (vocabularies 3 and 2: table rows 0-2 for a, 3-4 for b) with the
     first-order row r set to 0.5 - 0.25 r and the bias to -0.7: row (a=1, b=0) adds w[1] + w[3] + b = 0.25 - 0.25
     - 0.7 and row (a=2, b=1) adds w[2] + w[4] + b = 0 - 0.5 - 0.7 to the logit of the same model without it."""
-    schema = FeatureSchema(fields=[FieldSpec(name="a", vocab_size=3), FieldSpec(name="b", vocab_size=2)])
-    batch = CTRBatch(
-        torch.tensor([1.0, 0.0]),
-        torch.tensor([[1, 0], [2, 1]]),
-        torch.zeros(2, 0),
-        torch.zeros(2, 0, 0, dtype=torch.long),
-    )
+    schema, batch = tiny_ctr()
     plain = built(name, 0, schema, embedding_dim=4)
     with_lin = built(name, 0, schema, embedding_dim=4, use_linear=True)
     assert plain.first_order() is None and with_lin.first_order() is not None
