@@ -224,11 +224,16 @@ def _fake_fit(calls: list[tuple[str, tuple[Any, ...], int, float]], scored: list
     at the largest L2 for every other model, so the chosen values are known."""
     from types import SimpleNamespace
 
+    started = []  # fm fits with validate_start: the first one keeps epoch 0, so the report has one to count
+
     def fit(spec: str, parts: Any, seed: int, s: Any) -> tuple[Any, Any]:
         reg = float(s.embedding_reg)
         calls.append((spec, tuple(parts), seed, reg))
         valid = 0.5 + (reg if spec == "lr" else -reg)
-        report = SimpleNamespace(best_valid={"logloss": valid, "auc": 0.6}, best_epoch=2, epochs_run=4)
+        if spec == "fm" and getattr(s, "validate_start", False):
+            started.append(seed)
+        best = 0 if len(started) == 1 and spec == "fm" and getattr(s, "validate_start", False) else 2
+        report = SimpleNamespace(best_valid={"logloss": valid, "auc": 0.6}, best_epoch=best, epochs_run=4)
         first_order = spec != "lr"
         return _Stub(
             reg,
@@ -505,6 +510,6 @@ def test_validate_start_is_part_of_the_protocol_and_reaches_every_fit(
     assert cf2.same_protocol(old, {**old, "settings": {"stop": "both", "validate_start": False}})
     assert not cf2.same_protocol(old, {**old, "settings": {"stop": "both", "validate_start": True}})
     assert cf2.report(folds, n_boot=20, floor_draws=10, ece_boot=0)["models"]["fm"]["restored_start"] == {
-        "runs": 0,
+        "runs": 1,
         "of": 3,
     }
