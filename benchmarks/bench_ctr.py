@@ -91,21 +91,13 @@ def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
     return config_digest(defaults)[:12]
 
 
-#: config fields added after records were stamped whose default reproduces the behaviour before them
-#: (``linear_reg`` None: the first-order weights share ``embedding_reg``, as they always did; ``linear_init``
-#: "zero": they start at 0, as they always did): left out of the stamp at that default, so earlier records stay
-#: comparable; any other value changes the stamp
-STAMP_NEUTRAL: dict[str, Any] = {"linear_reg": None, "linear_init": "zero"}
-#: the same, for fields one model gained later: ``use_linear`` False for dcn and secn (no first-order term, the
-#: models before the option; autoint had the field from the start, so its stays in its stamp)
-STAMP_NEUTRAL_FOR: dict[str, dict[str, Any]] = {"dcn": {"use_linear": False}, "secn": {"use_linear": False}}
-
-
-def stamp_view(config: dict[str, Any], name: str = "") -> dict[str, Any]:
-    """Model ``name``'s default config as the stamp sees it: the fields of :data:`STAMP_NEUTRAL` (and of its
-    :data:`STAMP_NEUTRAL_FOR` entry) at their neutral value left out."""
-    neutral = {**STAMP_NEUTRAL, **STAMP_NEUTRAL_FOR.get(name, {})}
-    return {k: v for k, v in config.items() if k not in neutral or v != neutral[k]}
+def stamp_view(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Model ``name``'s default config as the stamp sees it: the fields added after records were stamped, at the
+    value that reproduces the model before them (its config class's ``bundle_legacy``: ``linear_reg`` None,
+    ``linear_init`` "zero", dcn's and secn's ``use_linear`` False), left out, so earlier records stay comparable;
+    any other value changes the stamp."""
+    legacy = model_class(name).config_class.bundle_legacy
+    return {k: v for k, v in config.items() if k not in legacy or v != legacy[k]}
 
 
 @functools.cache

@@ -392,7 +392,9 @@ def test_with_linear_reg_reaches_the_first_order_models_but_not_lr_or_the_others
         assert model.config.linear_reg == want, spec
     assert bench.with_linear_reg("fm", {"embedding_reg": 0.1}, cf.BenchSettings()) == {"embedding_reg": 0.1}
     # the defaults stamp ignores linear_reg and linear_init at their neutral values (earlier records stay comparable)
-    assert bench.STAMP_NEUTRAL == {"linear_reg": None, "linear_init": "zero"}
+    fm_defaults = bench.model_class("fm").config_class().to_dict()
+    assert fm_defaults["linear_reg"] is None and fm_defaults["linear_init"] == "zero"
+    assert not {"linear_reg", "linear_init"} & set(bench.stamp_view(fm_defaults, "fm"))
 
 
 def test_with_linear_init_reaches_the_first_order_models_but_not_lr_or_the_others(tmp_path: Path) -> None:
