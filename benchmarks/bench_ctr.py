@@ -572,6 +572,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="criteo/avazu: pool the sample's files and redraw train/valid/test (same sizes) with --split-seed",
     )
+    ap.add_argument(
+        "--linear-reg",
+        type=float,
+        default=None,
+        help="the first-order weights' own L2 weight (linear_reg) for every attnrec model with a first-order term "
+        "except LR (with_linear_reg); unset: they share embedding_reg",
+    )
+    ap.add_argument(
+        "--linear-init",
+        choices=("zero", "lr"),
+        default="zero",
+        help="how the first-order term starts (linear_init) in every attnrec model with one except LR "
+        "(with_linear_init): zero, or lr (from an LR each fit first fits on the same train/valid)",
+    )
+    ap.add_argument(
+        "--validate-start",
+        action="store_true",
+        help="validate every attnrec model (LR included) as it starts, before epoch 1 "
+        "(TrainerConfig.validate_start): epoch 0 is a candidate for the restored state",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both libraries)")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--out", type=Path, default=None)
@@ -595,6 +615,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         resplit=args.resplit,
         stop=args.stop,
         fuxictr_zoo=args.fuxictr_zoo,
+        linear_reg=args.linear_reg,
+        linear_init=args.linear_init,
+        validate_start=args.validate_start,
     )
     peers = [p for p in args.peer.split(",") if p]
     # FuxiCTR's models live in its model zoo, outside the package: its rows run when the zoo is given

@@ -585,3 +585,35 @@ def test_redraw_is_a_seeded_permutation_of_the_pooled_rows() -> None:
     assert all(f.columns == ["id", "label"] for f in drawn)
     assert [f["id"].to_list() for f in bench.redraw(frames, 7)] == ids
     assert [f["id"].to_list() for f in bench.redraw(frames, 8)] != ids
+
+
+def test_warm_start_flags_reach_every_fit_and_the_record(
+    criteo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load("bench_ctr")
+    seen: dict[str, dict[str, Any]] = {}
+    real = bench.fit_attnrec
+
+    def spy(spec: str, splits: Any, seed: int, s: Any) -> Any:
+        model, report = real(spec, splits, seed, s)
+        seen[spec] = {"config": model.config, "history": report.history}
+        return model, report
+
+    monkeypatch.setattr(bench, "fit_attnrec", spy)
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--max-epochs", "1"]
+        flags = ["--models", "lr,fm", "--linear-reg", "0", "--linear-init", "lr", "--validate-start"]
+        record = bench.main(
+            [*argv, *flags, "--data-dir", str(criteo_dir), "--out", str(tmp_path / "ctr.json")]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert record["settings"]["linear_init"] == "lr" and record["settings"]["validate_start"] is True
+    assert record["settings"]["linear_reg"] == 0.0
+    # fm starts from an LR at its own first-order L2; LR, the baseline, keeps the plain start and its shared L2
+    assert seen["fm"]["config"].linear_init == "lr" and seen["fm"]["config"].linear_reg == 0.0
+    assert seen["lr"]["config"].linear_init == "zero" and seen["lr"]["config"].linear_reg is None
+    for spec in ("lr", "fm"):  # epoch 0 validated before the one trained epoch
+        assert [h["epoch"] for h in seen[spec]["history"]] == [0, 1], spec
+        assert record["results"][f"criteo/attnrec/{spec}"]["best_epoch"][0] in (0, 1)
