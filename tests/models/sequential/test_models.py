@@ -70,6 +70,16 @@ class TestSASRecBCEConformance(_SequentialData, ConformanceTests):
     config: ClassVar[dict[str, Any]] = {"dim": 16, "n_blocks": 2, "loss": "bce", "norm": "post"}
 
 
+class TestSASRecSoftmaxConformance(_SequentialData, ConformanceTests):
+    model_class = SASRec
+    config: ClassVar[dict[str, Any]] = {"dim": 16, "n_blocks": 1, "dropout": 0.1, "loss": "softmax"}
+
+
+class TestGCASoftmaxConformance(_SequentialData, ConformanceTests):
+    model_class = GCA
+    config: ClassVar[dict[str, Any]] = {"dim": 16, "n_blocks": 2, "positions": [0], "loss": "softmax"}
+
+
 class TestGCAConformance(_SequentialData, ConformanceTests):
     model_class = GCA
     config: ClassVar[dict[str, Any]] = {
@@ -228,3 +238,19 @@ def test_bundle_sequences_are_checked(fitted_gca: GCA) -> None:
         )
         with pytest.raises(DataError, match=SEQ_TENSOR):
             clone.load_state_tensors(bad)
+
+
+def test_softmax_batches_draw_nothing_and_carry_the_catalogue() -> None:
+    train, _, _ = two_domain_checkerboard()
+    model = GCA(dim=8, heads=2, n_blocks=1, positions=[0], loss="softmax")
+    model.module = model.build_module(train)
+    g = torch.Generator().manual_seed(0)
+    batches = list(model.train_batches(train, 0, g, 16))
+    assert model.sequences is not None
+    assert all(b.negatives.shape == (2, 0) and b.item_domains is not None for b in batches)
+    assert all(np.array_equal(b.item_domains.numpy(), model.sequences.item_domains) for b in batches)  # type: ignore[union-attr]
+    # the default loss's batches are today's: drawn negatives, no catalogue
+    model = GCA(dim=8, heads=2, n_blocks=1, positions=[0])
+    model.module = model.build_module(train)
+    batches = list(model.train_batches(train, 0, torch.Generator().manual_seed(0), 16))
+    assert all(b.negatives.shape == (2, 128) and b.item_domains is None for b in batches)

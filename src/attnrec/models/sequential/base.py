@@ -9,9 +9,11 @@ with the input item table ``e`` (shared input/output embedding, as SASRec).
 Loss (``loss="sampled_softmax"``, the default): per target position, softmax cross-entropy of the target against
 ``n_negatives`` items drawn uniformly per batch from each domain (every position whose target is in domain D
 shares D's draws). ``loss="bce"``: SASRec's binary cross-entropy with one uniform negative of the target's domain
-per position. Either way a draw that is one of the row's own items (its training window, the target included) is
-masked out, as SASRec's ``random_neq`` and ABXI's ``get_neg`` never draw the user's items: a re-consumed item is
-not pushed down. docs/models/sasrec.md gives the reasons.
+per position. ``loss="softmax"``: cross-entropy of the target against every item of the target's domain (one
+matmul per domain against that domain's rows of the table; nothing is drawn, ``n_negatives`` is unused). In every
+case an item that is one of the row's own items (its training window; the target itself excepted as the positive)
+is masked out of the negatives, as SASRec's ``random_neq`` and ABXI's ``get_neg`` never draw the user's items: a
+re-consumed item is not pushed down. docs/models/sasrec.md gives the reasons.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class SequentialConfig(ModelConfig):
     dropout: float = Field(0.2, ge=0, lt=1)
     norm: Literal["pre", "post"] = "pre"
     max_len: int = Field(DEFAULT_MAX_LEN, ge=2)
-    loss: Literal["sampled_softmax", "bce"] = "sampled_softmax"
+    loss: Literal["sampled_softmax", "bce", "softmax"] = "sampled_softmax"
+    #: negatives per domain and batch of ``sampled_softmax``; unused by ``bce`` (one per position) and ``softmax``
     n_negatives: int = Field(128, ge=1)
     #: batch users of similar length together (batches in random order): padding, half of the work at random,
     #: mostly disappears; False draws each batch's users uniformly
@@ -82,22 +85,26 @@ ConfigT = TypeVar("ConfigT", bound=SequentialConfig)
 class SequenceBatch(_Batch):
     """Training sequences of a batch of users: ``items`` (B, W) item index + 1 (0 = padding, left-padded),
     ``domains`` (B, W) domain ids (-1 = padding), ``negatives``: (D, n) item indices per domain
-    (sampled_softmax) or (B, W - 1) one per target position (bce); ``per_row_negatives`` says which (None: told
-    by the shape, which cannot tell them apart when D == B and n == W - 1: the batches of ``train_batches`` say)."""
+    (sampled_softmax; (D, 0) for softmax, which draws none) or (B, W - 1) one per target position (bce);
+    ``per_row_negatives`` says which (None: told by the shape, which cannot tell them apart when D == B and
+    n == W - 1: the batches of ``train_batches`` say); ``item_domains``: (n_items,) each item's domain id, which
+    the full-softmax loss needs (None for the other losses)."""
 
     items: torch.Tensor
     domains: torch.Tensor
     negatives: torch.Tensor
     per_row_negatives: bool | None = None
+    item_domains: torch.Tensor | None = None
 
     @property
     def shared_fields(self) -> frozenset[str]:
         """For data-parallel training (``attnrec.training.distributed.shard_batch``): sampled-softmax negatives,
-        ``(D, n)``, are every row's and stay whole on each rank; bce negatives, ``(B, W - 1)``, are per row."""
+        ``(D, n)``, and the catalogue's ``item_domains`` are every row's and stay whole on each rank; bce
+        negatives, ``(B, W - 1)``, are per row."""
         per_row = self.per_row_negatives
         if per_row is None:
             per_row = tuple(self.negatives.shape) == (self.items.shape[0], self.items.shape[1] - 1)
-        return frozenset() if per_row else frozenset({"negatives"})
+        return frozenset({"item_domains"}) if per_row else frozenset({"negatives", "item_domains"})
 
     def row_units(self) -> torch.Tensor:
         """(B,) target positions per row: the loss is a mean over these, so ranks are weighted by them."""
@@ -138,6 +145,15 @@ class SequentialModule(TrainableModule):
         else:
             h = h[:, 0]
         tgt = target[valid]
+        if self.config.loss == "softmax":
+            if batch.item_domains is None:
+                raise ConfigError(
+                    'loss="softmax" needs the batch\'s item_domains (SequenceBatch.item_domains)'
+                )
+            row_v = torch.arange(len(items), device=items.device)[:, None].expand_as(valid)[valid]
+            return full_softmax_loss(
+                h, self.item.weight[1:], tgt - 1, tdom_v, items[row_v], batch.item_domains, self.n_domains
+            )
         pos = (h * self.item(tgt)).sum(-1)
         if self.config.loss == "bce":
             neg_ids = batch.negatives[valid]
@@ -191,6 +207,45 @@ def in_rows(items: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
     rows = items.sort(dim=1).values
     at = torch.searchsorted(rows, cand.contiguous()).clamp(max=rows.shape[1] - 1)
     return rows.gather(1, at) == cand
+
+
+def full_softmax_loss(
+    h: torch.Tensor,
+    table: torch.Tensor,
+    targets: torch.Tensor,
+    target_domains: torch.Tensor,
+    own: torch.Tensor,
+    item_domains: torch.Tensor,
+    n_domains: int,
+) -> torch.Tensor:
+    """Mean over N target positions of the cross-entropy of each target against every item of its domain.
+
+    ``h`` (N, d) the state that predicts each target; ``table`` (n_items, d) the output item vectors (row i: item
+    index i); ``targets`` (N,) item indices; ``target_domains`` (N,) their domain ids; ``own`` (N, W) the items
+    of each position's row, index + 1 (0 = padding), masked out of the negatives except where equal to the
+    target; ``item_domains`` (n_items,) each item's domain id. One (N_D, n_D) logit matrix per domain D, never an
+    (N, n_items) one."""
+    n_items = len(item_domains)
+    total = h.sum() * 0.0  # keeps the graph when no position is given
+    for d in range(n_domains):
+        at = torch.nonzero(target_domains == d).squeeze(1)
+        if not len(at):
+            continue
+        ids = torch.nonzero(item_domains == d).squeeze(1)  # (n_D,) the domain's item indices
+        n_d = len(ids)
+        # item index + 1 -> its column among the domain's items; n_d ("none") for padding and other domains
+        col = torch.full((n_items + 1,), n_d, dtype=torch.long, device=h.device)
+        col[ids + 1] = torch.arange(n_d, device=h.device)
+        logits = h[at] @ table[ids].T  # (N_D, n_D)
+        t = col[targets[at] + 1]
+        if bool((t == n_d).any()):
+            raise DataError("a target item is not in its position's domain", field="item_domains")
+        mine = col[own[at]]
+        mine = mine.masked_fill(mine == t[:, None], n_d)  # the target is the positive, never masked
+        mask = torch.zeros(len(at), n_d + 1, dtype=torch.bool, device=h.device).scatter_(1, mine, True)
+        logits = logits.masked_fill(mask[:, :n_d], float("-inf"))
+        total = total + F.cross_entropy(logits, t, reduction="sum")
+    return total / max(len(targets), 1)
 
 
 class DomainItems:
@@ -294,16 +349,22 @@ class SequentialRecommender(TorchRecommender[ConfigT], DomainItemScorer):
             order = order[np.argsort(seqs.lengths[order], kind="stable")]
             starts = starts[torch.randperm(len(starts), generator=generator).numpy()]
         items, domains = torch.from_numpy(seqs.items), torch.from_numpy(seqs.domains)
+        item_domains = torch.from_numpy(seqs.item_domains)
         for start in starts:
             idx = torch.from_numpy(order[start : start + batch_size])
             width = int(seqs.lengths[idx.numpy()].max())
             b_items, b_dom = items[idx, -width:], domains[idx, -width:]
+            catalogue = None
             if self.config.loss == "bce":
                 neg = self._domain_items.sample(b_dom[:, 1:], generator)
+            elif self.config.loss == "softmax":  # every item of the domain is a negative: nothing is drawn
+                neg, catalogue = torch.zeros(len(self.domain_names), 0, dtype=torch.long), item_domains
             else:
                 wanted = torch.arange(len(self.domain_names))[:, None].expand(-1, self.config.n_negatives)
                 neg = self._domain_items.sample(wanted, generator)
-            yield SequenceBatch(b_items, b_dom, neg, per_row_negatives=self.config.loss == "bce")
+            yield SequenceBatch(
+                b_items, b_dom, neg, per_row_negatives=self.config.loss == "bce", item_domains=catalogue
+            )
 
     # ----------------------------------------------------------------- scoring
     def _module(self) -> SequentialModule:
