@@ -267,8 +267,11 @@ def row_stamp(label: str, with_grid: bool = True) -> str:
     state: dict[str, Any] = {k: spec[k] for k in keys}
     if spec["worker"] == "ours":
         from attnrec.models.base import get_model_class
+        from attnrec.training.types import without_legacy
 
-        state["defaults"] = get_model_class(spec["model"]).config_class().to_dict()
+        # config fields added later (``bundle_legacy``) at their legacy value leave the stamp as it was
+        config_class = get_model_class(spec["model"]).config_class
+        state["defaults"] = without_legacy(config_class().to_dict(), config_class.bundle_legacy)
         state["adam_kernel"] = ADAM_KERNEL
     return config_digest(state)[:12]
 

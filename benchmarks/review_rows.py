@@ -164,6 +164,31 @@ MODELS["transnet_ext_small_choice"] = {
     "fixed": {**MODELS["transnet_ext_small"]["fixed"], "id_l2": 0.0},
     "grid": {},
 }
+#: per-user/item rating biases (``id_biases``, NARRE's prediction layer; issue 14, session 21): each review model at
+#: its chosen point of each split (split 2026: the fourth pass's wide grid; split 2027: "on the fresh split 2027")
+#: with the biases on; only their L2 (``bias_l2``) is chosen on seed 0's validation, then 3 seeds on test. Declared
+#: 2026-12-07 before any fit of them (/work/s21/14/protocol.md); if the top (0.1) wins, the grid is extended once, to
+#: 0.3 and 1 (``<row>_wide``, the fitted points reused); 0 is the bottom of the range, so no extension below
+BIAS_GRID = {"bias_l2": [0.0, 0.01, 0.1]}
+for _name, _split, _chosen in (
+    ("safmr", 2026, {"lr": 0.001, "dropout": 0.5}),
+    ("safmr", 2027, {"lr": 0.001, "dropout": 0.7}),
+    ("transnet", 2026, {"lr": 0.001, "dropout": 0.5}),
+    ("transnet", 2027, {"lr": 0.002, "dropout": 0.5}),
+    ("deepconn", 2026, {"lr": 0.008, "dropout": 0.5}),
+    ("deepconn", 2027, {"lr": 0.002, "dropout": 0.5}),
+):
+    MODELS[f"{_name}_bias_{_split}"] = {
+        "worker": "ours",
+        "model": _name,
+        "fixed": {"loss": "l2", **_chosen, "id_biases": True},
+        "grid": BIAS_GRID,
+    }
+    MODELS[f"{_name}_bias_{_split}_wide"] = {
+        **MODELS[f"{_name}_bias_{_split}"],
+        "grid": {"bias_l2": [0.0, 0.01, 0.1, 0.3, 1.0]},
+        "grid_of": f"{_name}_bias_{_split}",
+    }
 #: keys of a row's fixed settings or grid point that go to the Trainer, not to the model's config
 TRAINER_KEYS = frozenset({"lr", "patience", "epochs", "batch_size", "weight_decay", "gamma"})
 GROUPS = {
@@ -213,4 +238,10 @@ LABELS = {
     "transnet_ext_wide": 'TransNet-Ext `loss="l2"` (lr 0.001, dropout 0.5), id L2 up to 1 on validation',
     "transnet_ext_small": "TransNet-Ext, ids N(0, 0.1²), id L2 on validation",
     "transnet_ext_small_choice": "TransNet-Ext, ids N(0, 0.1²), id L2 0 (split-2026 choice)",
+    **{
+        f"{m}_bias_{split}{wide}": f"{m} at its split-{split} choice, `id_biases`, bias L2 on validation"
+        for m in ("safmr", "transnet", "deepconn")
+        for split in (2026, 2027)
+        for wide in ("", "_wide")
+    },
 }

@@ -6,13 +6,16 @@
   only, never saved), and the per-batch gathers; a subclass supplies the towers, the test-time rating
   ``rate(user_vectors, item_vectors)`` and the training loss;
 * :class:`FactorizationMachine` — Rendle's FM on a dense vector (DeepCoNN's and TransNet's rating layer);
+* :class:`RatingBiases` — the opt-in per-user and per-item rating offsets b_u + b_i (``id_biases``; NARRE's
+  prediction layer, not in the three papers) that :meth:`ReviewModule.biased` adds to a rating head's output;
 * :class:`ReviewRatingModel` — the estimator: builds vocabulary and documents from the training reviews
   (:class:`~attnrec.data.side.ReviewCorpus`, checked to come from the training split), trains on the one Trainer,
   predicts from the user's and item's documents only (never a target review).
 
 A user or item whose training reviews hold no words (empty or missing text; or no review column at all) gets an
 all-padding document: its vector is the towers' output for padding. :meth:`ReviewRatingModel.has_text` flags such
-pairs and :meth:`ReviewRatingModel.predict` logs their count.
+pairs and :meth:`ReviewRatingModel.predict` logs their count. With ``id_biases`` a user or item without training
+rows has b = 0 (its offset never receives a gradient: zero-initialised, and the penalty reads only batch rows).
 """
 
 from __future__ import annotations
@@ -73,6 +76,16 @@ class ReviewConfig(ModelConfig):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     #: in training, remove a row's own review from its user's and item's documents, as it is absent at test time
     hide_target_review: bool = True
+    #: add per-user and per-item rating offsets b_u + b_i (zero at the start) to the rating head that predicts, as
+    #: NARRE's prediction layer (Chen et al., WWW 2018) does; none of the three papers has them (ours, opt-in;
+    #: docs/models/deepconn.md, transnet.md, safmr.md)
+    id_biases: bool = False
+    #: with ``id_biases``: the penalty bias_l2 · (b_u² + b_i²), averaged over the batch's rows, added to the loss of
+    #: the head the biases join (the per-rating L2 of SGD matrix factorisation)
+    bias_l2: float = Field(0.01, ge=0.0)
+
+    #: the two fields came after bundles and checkpoints of these models were written (False = the model before)
+    bundle_legacy: ClassVar[dict[str, Any]] = {"id_biases": False, "bias_l2": 0.01}
 
 
 ReviewConfigT = TypeVar("ReviewConfigT", bound=ReviewConfig)
@@ -93,13 +106,37 @@ class FactorizationMachine(nn.Module):
         return self.w0 + self.linear(z).squeeze(-1) + pair
 
 
+class RatingBiases(nn.Module):
+    """b_u + b_i (B,) for (user, item) index pairs: one zero-initialised offset per user and per item (NARRE's
+    prediction layer, R = W1ᵀh0 + b_u + b_i + μ, with μ as the rating head's own w0); ``l2`` weighs
+    :meth:`penalty`."""
+
+    def __init__(self, n_users: int, n_items: int, l2: float) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, 1)
+        self.item = nn.Embedding(n_items, 1)
+        nn.init.zeros_(self.user.weight)
+        nn.init.zeros_(self.item.weight)
+        self.l2 = l2
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.user(users).squeeze(-1) + self.item(items).squeeze(-1)
+
+    def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """l2 · mean over the rows of (b_u² + b_i²) (a user or item counted once per row it has in the batch)."""
+        sq = self.user(users).squeeze(-1).square() + self.item(items).squeeze(-1).square()
+        return self.l2 * sq.mean()
+
+
 class ReviewModule(TrainableModule):
     """Documents as buffers and the gathers every review model needs; subclasses add the towers ``user_net`` and
     ``item_net``, :meth:`rate` and the loss.
 
     ``user_docs`` (n_users, R, L) and ``item_docs`` (n_items, R, L) are saved with the weights; ``row_tokens``,
     ``user_slot`` and ``item_slot`` (see :class:`ReviewDocuments`) are set by :meth:`attach_training` and are
-    not saved (the target reviews are a training-time input only).
+    not saved (the target reviews are a training-time input only). With ``id_biases`` the module holds
+    :class:`RatingBiases` (``biases``): :meth:`rate_ids` adds them at test time, and a subclass passes the
+    predicting head's output through :meth:`biased` in its loss and adds :meth:`bias_penalty` to that head's loss.
     """
 
     #: the towers a subclass builds (or it overrides :meth:`user_vectors` / :meth:`item_vectors`)
@@ -119,6 +156,10 @@ class ReviewModule(TrainableModule):
         for name in ("row_tokens", "user_slot", "item_slot"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.int64), persistent=False)
         self.hide_target_review = config.hide_target_review
+        #: built only when asked for, so a model without them holds (and saves) exactly the tensors it did before
+        self.biases: RatingBiases | None = (
+            RatingBiases(n_users, n_items, config.bias_l2) if config.id_biases else None
+        )
 
     def set_documents(self, docs: ReviewDocuments) -> None:
         """Copy the documents in (shapes must match the module's)."""
@@ -165,10 +206,26 @@ class ReviewModule(TrainableModule):
     def rate(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
         """Test-time predicted ratings (B,) from aligned user and item representations (no target review)."""
 
+    def biased(self, pred: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``pred`` (B,) + b_u + b_i of the aligned ``users`` and ``items`` (B,); ``pred`` itself without
+        ``id_biases``."""
+        return pred if self.biases is None else pred + self.biases(users, items)
+
+    def bias_penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | float:
+        """The biases' L2 term of a batch (:meth:`RatingBiases.penalty`); 0 without ``id_biases``."""
+        return 0.0 if self.biases is None else self.biases.penalty(users, items)
+
+    def rate_ids(
+        self, user_vecs: torch.Tensor, item_vecs: torch.Tensor, users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """Test-time ratings (B,): :meth:`rate` plus the pairs' b_u + b_i (``users``, ``items`` (B,) their
+        indices), the one prediction path of :meth:`forward` and the estimator."""
+        return self.biased(self.rate(user_vecs, item_vecs), users, items)
+
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Test-time ratings (B,) of (user, item) index pairs from their documents."""
         ud, idoc = self.documents(users, items)
-        return self.rate(self.user_vectors(ud, users), self.item_vectors(idoc, items))
+        return self.rate_ids(self.user_vectors(ud, users), self.item_vectors(idoc, items), users, items)
 
 
 def text_cnn(config: ReviewConfig, vocab_size: int, word_vectors: np.ndarray | None, **kw: Any) -> TextCNN:
@@ -326,11 +383,15 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         parts = [encode(docs[chunk].flatten(1), chunk) for chunk in chunks]
         return torch.cat(parts) if parts else torch.zeros(0)
 
-    def _rate_pairs(self, uvec: torch.Tensor, ivec: torch.Tensor) -> torch.Tensor:
+    def _rate_pairs(
+        self, uvec: torch.Tensor, ivec: torch.Tensor, users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        """Ratings (N,) of aligned representations and the pairs' indices (N,), in chunks."""
         m = self.review_module
+        c = _PAIR_CHUNK
         parts = [
-            m.rate(uvec[s : s + _PAIR_CHUNK], ivec[s : s + _PAIR_CHUNK])
-            for s in range(0, len(uvec), _PAIR_CHUNK)
+            m.rate_ids(uvec[s : s + c], ivec[s : s + c], users[s : s + c], items[s : s + c])
+            for s in range(0, len(uvec), c)
         ]
         return torch.cat(parts) if parts else torch.zeros(0, device=uvec.device)
 
@@ -354,7 +415,12 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         with torch.no_grad():
             uvec = self._vectors("user", torch.from_numpy(uu).to(dev))
             ivec = self._vectors("item", torch.from_numpy(ii).to(dev))
-            out = self._rate_pairs(uvec[torch.from_numpy(uinv).to(dev)], ivec[torch.from_numpy(iinv).to(dev)])
+            out = self._rate_pairs(
+                uvec[torch.from_numpy(uinv).to(dev)],
+                ivec[torch.from_numpy(iinv).to(dev)],
+                torch.from_numpy(u).to(dev),
+                torch.from_numpy(i).to(dev),
+            )
         return out.clamp(*self.rating_range).float().cpu().numpy()
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
@@ -364,13 +430,19 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         m.eval()
         dev = m.user_docs.device
         with torch.no_grad():
-            uvec = self._vectors("user", torch.tensor(np.asarray(users, dtype=np.int64), device=dev))
-            ivec = self._vectors("item", torch.arange(self.n_items, device=dev))
+            uidx = torch.tensor(np.asarray(users, dtype=np.int64), device=dev)
+            iidx = torch.arange(self.n_items, device=dev)
+            uvec, ivec = self._vectors("user", uidx), self._vectors("item", iidx)
             n = len(ivec)
             step = max(1, _PAIR_CHUNK // max(1, n))  # users per pass: the pairs of a pass stay ~_PAIR_CHUNK
             rows = [
-                m.rate(block.repeat_interleave(n, dim=0), ivec.repeat(len(block), 1)).reshape(len(block), n)
-                for block in uvec.split(step)
+                m.rate_ids(
+                    block.repeat_interleave(n, dim=0),
+                    ivec.repeat(len(block), 1),
+                    ids.repeat_interleave(n),
+                    iidx.repeat(len(block)),
+                ).reshape(len(block), n)
+                for block, ids in zip(uvec.split(step), uidx.split(step), strict=True)
             ]
         return torch.cat(rows) if rows else torch.zeros((0, n), device=dev)
 

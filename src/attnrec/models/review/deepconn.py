@@ -29,7 +29,7 @@ class DeepCoNNConfig(ReviewConfig):
 
 
 class DeepCoNNModule(ReviewModule):
-    """x_u = CNN_u(doc_u), y_i = CNN_i(doc_i), ŷ = FM([x_u; y_i])."""
+    """x_u = CNN_u(doc_u), y_i = CNN_i(doc_i), ŷ = FM([x_u; y_i]) (+ b_u + b_i with ``id_biases``)."""
 
     def __init__(
         self,
@@ -50,8 +50,8 @@ class DeepCoNNModule(ReviewModule):
 
     def loss(self, batch: ReviewBatch) -> torch.Tensor:
         ud, idoc = self.documents(batch.users, batch.items, batch.rows)
-        pred = self.rate(self.user_vectors(ud), self.item_vectors(idoc))
-        return rating_loss(pred, batch.ratings, self.loss_kind)
+        pred = self.rate_ids(self.user_vectors(ud), self.item_vectors(idoc), batch.users, batch.items)
+        return rating_loss(pred, batch.ratings, self.loss_kind) + self.bias_penalty(batch.users, batch.items)
 
 
 @register

@@ -30,7 +30,8 @@ _EXPLAIN_CHUNK = 4096
 
 class SAFMRConfig(ReviewConfig):
     """safmr options: the shared text options (Table 3 defaults) plus the FM factor size (the paper gives none;
-    TransNet's k = 8), the number of transform layers (Table 3: 2) and the two ablation switches."""
+    TransNet's k = 8), the number of transform layers (Table 3: 2) and the two ablation switches; the shared
+    ``id_biases`` / ``bias_l2`` join the source head (safmr.md, choice 18)."""
 
     fm_factors: int = Field(8, ge=1)
     transform_layers: int = Field(2, ge=1)
@@ -78,9 +79,10 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
     def attention(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The source head's attention for (user, item) index pairs, as at prediction time.
 
-        Returns ``(pred (N,), shares (N, n), abs_cos (N,))``: the predicted rating; the share of attention each
-        of the n CNN features receives (the mean over query features of X̂'s column, eq. 7; each row sums to 1);
-        and the mean over features of |cos(e_i, (X̂ S)_i)| between the attention's input and output rows."""
+        Returns ``(pred (N,), shares (N, n), abs_cos (N,))``: the predicted rating (with b_u + b_i under
+        ``id_biases``; not clipped); the share of attention each of the n CNN features receives (the mean over
+        query features of X̂'s column, eq. 7; each row sums to 1); and the mean over features of
+        |cos(e_i, (X̂ S)_i)| between the attention's input and output rows."""
         if not self.config.attention:
             raise ConfigError("safmr was trained with attention=False: its heads have no attention to report")
         u, i = self.check_pairs(users, items)
@@ -95,7 +97,7 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
                 ud, idoc = m.documents(uu, ii)
                 out: FMOutput = m.source(m.user_vectors(ud), m.item_vectors(idoc))
                 assert out.weights is not None and out.mixed is not None
-                preds.append(out.pred)
+                preds.append(m.biased(out.pred, uu, ii))  # the rating predict() gives, before clipping
                 shares.append(attention_shares(out.weights))
                 cos.append(mean_abs_cosine(out.features, out.mixed))
         n = self.config.cnn_out

@@ -121,7 +121,9 @@ class SAFMRModule(ReviewModule):
     CNNs: ``user_net`` and ``item_net`` (source, X_B and X_C) and ``target_net`` (X_A), each with a tanh output
     (TransNet's) and no internal dropout; dropout is applied where TransNet applies it before the heads: to X_A
     before the target head and to C_L before the source head (not in the transform loss: eq. 13 as printed). ``transform_loss=False`` drops the target
-    network from training and trains the source network end to end on eq. 14 alone.
+    network from training and trains the source network end to end on eq. 14 alone. ``id_biases`` (ours): b_u + b_i
+    join the source head (the one that predicts) in eq. 14 and at test time, never the target head (safmr.md,
+    choice 18).
     """
 
     def __init__(
@@ -175,17 +177,23 @@ class SAFMRModule(ReviewModule):
         """Eqs. 12-14 on one batch; each reaches only what its step of Algorithms 1-2 trains (TransNet's three
         optimisers): eq. 12 the target network; eq. 13 the source CNNs and transform layers (X_A is held fixed);
         eq. 14 the source head only (C_L is held fixed). Without the transform loss eq. 14 trains the whole
-        source network."""
-        ud, idoc = self.documents(batch.users, batch.items, batch.rows)
+        source network. With ``id_biases`` eq. 14's ŷ_B is the head's output + b_u + b_i, and eq. 14 adds
+        ``bias_l2``·(b_u² + b_i²) (batch mean): the biases are trained by eq. 14 only."""
+        users, items = batch.users, batch.items
+        ud, idoc = self.documents(users, items, batch.rows)
         c = self.representation(self.user_vectors(ud), self.item_vectors(idoc))
         y, kind = batch.ratings, self.loss_kind
+
+        def source_loss(rep: torch.Tensor) -> torch.Tensor:
+            pred = self.biased(self.source_head(self.dropout(rep)).pred, users, items)
+            return rating_loss(pred, y, kind) + self.bias_penalty(users, items)
+
         if not self.use_target:
-            return SAFMRLosses(None, None, rating_loss(self.source_head(self.dropout(c)).pred, y, kind))
+            return SAFMRLosses(None, None, source_loss(c))
         x_a = self.target_vectors(self.target(batch.rows))
         target_pred = self.target_head(self.dropout(x_a)).pred
         transform = (c - x_a.detach()).square().sum(1).mean()
-        source_pred = self.source_head(self.dropout(c.detach())).pred
-        return SAFMRLosses(rating_loss(target_pred, y, kind), transform, rating_loss(source_pred, y, kind))
+        return SAFMRLosses(rating_loss(target_pred, y, kind), transform, source_loss(c.detach()))
 
     def loss(self, batch: ReviewBatch) -> torch.Tensor:
         return self.losses(batch).total()

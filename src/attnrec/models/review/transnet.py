@@ -47,7 +47,9 @@ class TransNetModule(ReviewModule):
     """Source: z_0 = [Γ_A(doc_u); Γ_B(doc_i)], z_l = tanh(G_l z_{l-1} + g_l), ŷ_S = FM_S(z_L).
     Target: x_T = Γ_T(rev_ui), ŷ_T = FM_T(x_T). Test time: ŷ_S only.
     TransNet-Ext (``extended``): ŷ_F = FM_F([ω_u; Ω_i; z_L]) with id embeddings ω, Ω; test time: ŷ_F only. The
-    user and item vectors then carry the id embedding in their last ``n`` columns (:meth:`user_vectors`)."""
+    user and item vectors then carry the id embedding in their last ``n`` columns (:meth:`user_vectors`).
+    ``id_biases``: b_u + b_i join the head that rates at test time (ŷ_S, or ŷ_F for Ext) and its loss, never
+    FM_T (transnet.md, "Rating biases")."""
 
     def __init__(
         self,
@@ -119,19 +121,27 @@ class TransNetModule(ReviewModule):
         """The losses of one batch: ``target`` |r - FM_T(x_T)|, ``transform`` ||z_L - x_T||² (mean over rows;
         x_T is held fixed) and ``source`` |r - FM_S(z_L)| (z_L held fixed); TransNet-Ext adds ``full``
         |r - FM_F([ω_u; Ω_i; z_L])| + ``id_l2``·(||ω_u||² + ||Ω_i||²) (batch means; z_L held fixed), which trains
-        the ids and FM_F only. Each trains only its own part of the network, as the paper's alternating steps do."""
+        the ids and FM_F only. Each trains only its own part of the network, as the paper's alternating steps do.
+        With ``id_biases`` the rating head of test time (``source``, or ``full`` for Ext) predicts
+        FM(·) + b_u + b_i, and its loss adds ``bias_l2``·(b_u² + b_i²) (batch mean)."""
         x_t = self.target_net(self.target(batch.rows))
         ud, idoc = self.documents(batch.users, batch.items, batch.rows)
         uv, iv = self.user_vectors(ud, batch.users), self.item_vectors(idoc, batch.items)
         z = self.transformed(uv, iv)
+        users, items, y = batch.users, batch.items, batch.ratings
+        source = self.fm_source(z.detach())
         parts = {
-            "target": rating_loss(self.fm_target(x_t), batch.ratings, self.loss_kind),
+            "target": rating_loss(self.fm_target(x_t), y, self.loss_kind),
             "transform": (z - x_t.detach()).square().sum(1).mean(),
-            "source": rating_loss(self.fm_source(z.detach()), batch.ratings, self.loss_kind),
         }
-        if self.fm_full is not None:
+        if self.fm_full is None:
+            parts["source"] = rating_loss(self.biased(source, users, items), y, self.loss_kind)
+            parts["source"] = parts["source"] + self.bias_penalty(users, items)
+        else:
+            parts["source"] = rating_loss(source, y, self.loss_kind)
             f_in = self.full_input(uv, iv, z.detach())
-            parts["full"] = rating_loss(self.fm_full(f_in), batch.ratings, self.loss_kind)
+            parts["full"] = rating_loss(self.biased(self.fm_full(f_in), users, items), y, self.loss_kind)
+            parts["full"] = parts["full"] + self.bias_penalty(users, items)
             if self.id_l2:
                 parts["full"] = parts["full"] + self.id_l2 * f_in[:, : 2 * self.n].square().sum(1).mean()
         return parts
