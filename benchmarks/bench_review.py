@@ -20,6 +20,8 @@
   point), and a rerun skips what is there, so late models only add their rows. Each line names the split's seed
   (``split_seed``; lines without it are of split 2026) and the commit (``+dirty`` when src/ or benchmarks/
   differed); a cached line of another split, or a grid line of another model seed, is refused, never reused.
+  ``--grid-only`` stops after the grids and prints the choices (no test is read), so a grid whose edge wins can
+  be extended first.
 * table: the markdown tables and the issue's goals from the results file.
 
 Metrics, computed here for every library from its predictions (clipped to the rating range 1..5, the same for
@@ -439,6 +441,9 @@ def run_dataset(
             append_result(args.results, row)
             done[key] = row
     chosen = {m: choose(done, dataset, m) for m in tuned}
+    if args.grid_only:  # e.g. to extend a grid whose edge won before any test is read
+        print(json.dumps({"dataset": dataset, "chosen": chosen}), flush=True)
+        return
     for seed in args.seeds:
         for label in labels:
             key = f"{dataset}|{label}|{seed}"
@@ -560,6 +565,9 @@ def main() -> None:
         "--models", default="baselines", help=f"labels or groups {sorted(GROUPS)}, comma-separated"
     )
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    ap.add_argument(
+        "--grid-only", action="store_true", help="fit the grids (validation), print the choices, read no test"
+    )
     ap.add_argument(
         "--results", type=Path, default=RESULTS, help="JSON lines, appended; rerun skips what is there"
     )
