@@ -113,10 +113,10 @@ class RatingBiases(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, l2: float) -> None:
         super().__init__()
-        self.user = nn.Embedding(n_users, 1)
-        self.item = nn.Embedding(n_items, 1)
-        nn.init.zeros_(self.user.weight)
-        nn.init.zeros_(self.item.weight)
+        # zeros given, not drawn then zeroed: no random number is used, so with the biases on every other tensor
+        # starts as in the model without them (same seed), and the two differ by the biases alone
+        self.user = nn.Embedding.from_pretrained(torch.zeros(n_users, 1), freeze=False)
+        self.item = nn.Embedding.from_pretrained(torch.zeros(n_items, 1), freeze=False)
         self.l2 = l2
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
