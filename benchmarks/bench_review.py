@@ -113,6 +113,7 @@ def serve_ours(split_root: Path) -> None:
     from attnrec.data.side import ReviewCorpus, SideInputs, strip_text
     from attnrec.experiments.run import RunConfig, prepare_data
     from attnrec.models.base import get_model_class
+    from attnrec.models.review.base import ReviewModule, ReviewRatingModel
     from attnrec.training.trainer import TrainerConfig
 
     sys.path.insert(0, str(HERE))
@@ -148,7 +149,15 @@ def serve_ours(split_root: Path) -> None:
         pred = {
             p: np.asarray(model.predict(x.users, x.items), dtype=float).tolist() for p, x in parts.items()
         }
-        info = {"best_epoch": report.best_epoch, "epochs_run": report.epochs_run}
+        info: dict[str, Any] = {"best_epoch": report.best_epoch, "epochs_run": report.epochs_run}
+        module = model.module if isinstance(model, ReviewRatingModel) else None
+        if isinstance(module, ReviewModule) and module.biases is not None:  # how far the offsets moved
+            for who, table in (("user", module.biases.user), ("item", module.biases.item)):
+                w = table.weight.detach()[:, 0]
+                info[f"{who}_bias_rms"], info[f"{who}_bias_maxabs"] = (
+                    w.square().mean().sqrt().item(),
+                    w.abs().max().item(),
+                )
         return {"fit_s": fit_s, "pred": pred, "info": info}
 
     serve(handle)

@@ -101,6 +101,12 @@ class TestSAFMRConformance(ConformanceTests):
         return side(cls.data()[0])
 
 
+class TestSAFMRBiasesConformance(TestSAFMRConformance):
+    """With the opt-in rating biases (``id_biases``; tests/models/review/test_id_biases.py)."""
+
+    config = {**SMALL, "id_biases": True}
+
+
 # ------------------------------------------------------------------ eqs. 5-8: the heads
 def test_fm_head_on_a_hand_computed_case() -> None:
     """attention=False is eq. 5: w0 + Σ w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j (no squares)."""

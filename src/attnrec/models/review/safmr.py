@@ -31,7 +31,7 @@ _EXPLAIN_CHUNK = 4096
 class SAFMRConfig(ReviewConfig):
     """safmr options: the shared text options (Table 3 defaults) plus the FM factor size (the paper gives none;
     TransNet's k = 8), the number of transform layers (Table 3: 2) and the two ablation switches; the shared
-    ``id_biases`` / ``bias_l2`` join the source head (safmr.md, choice 18)."""
+    ``id_biases`` / ``bias_l2`` join the source head (safmr.md, choice 17)."""
 
     fm_factors: int = Field(8, ge=1)
     transform_layers: int = Field(2, ge=1)

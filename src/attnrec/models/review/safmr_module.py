@@ -123,7 +123,7 @@ class SAFMRModule(ReviewModule):
     before the target head and to C_L before the source head (not in the transform loss: eq. 13 as printed). ``transform_loss=False`` drops the target
     network from training and trains the source network end to end on eq. 14 alone. ``id_biases`` (ours): b_u + b_i
     join the source head (the one that predicts) in eq. 14 and at test time, never the target head (safmr.md,
-    choice 18).
+    choice 17).
     """
 
     def __init__(
