@@ -15,7 +15,13 @@ import torch
 from attnrec.data.reviews import ReviewBatch
 from attnrec.data.side import ReviewCorpus, SideInputs
 from attnrec.data.table import Interactions
-from attnrec.models.review.base import RatingBiases, ReviewConfig, ReviewModule, ReviewRatingModel
+from attnrec.models.review.base import (
+    RatingBiases,
+    ReviewConfig,
+    ReviewModule,
+    ReviewRatingModel,
+    baseline_offsets,
+)
 from attnrec.models.review.deepconn import DeepCoNN
 from attnrec.models.review.safmr import SAFMR
 from attnrec.models.review.safmr_module import SAFMRModule
@@ -95,9 +101,43 @@ def test_rating_biases_on_a_hand_computed_case() -> None:
 def test_config_defaults_and_bounds() -> None:
     c = ReviewConfig()
     assert c.id_biases is False and c.bias_l2 >= 0
-    assert ReviewConfig.bundle_legacy == {"id_biases": False, "bias_l2": c.bias_l2}
+    assert c.bias_init == "zero"
+    assert ReviewConfig.bundle_legacy == {"id_biases": False, "bias_l2": c.bias_l2, "bias_init": "zero"}
     with pytest.raises(ValueError, match="bias_l2"):
         ReviewConfig(bias_l2=-0.1)
+    with pytest.raises(ValueError, match="id_biases"):  # an option that would do nothing is refused
+        ReviewConfig(bias_init="baseline")
+
+
+def test_baseline_offsets_on_a_hand_computed_case() -> None:
+    """μ = 4; one sweep from zeros with reg 1: b_i0 = (1 + 0) / (1 + 2), b_i1 = −1 / (1 + 1);
+    b_u0 = ((5 − 4 − 1/3) + (3 − 4 + 1/2)) / (1 + 2), b_u1 = (4 − 4 − 1/3) / (1 + 1); user 2 has no rows."""
+    users, items, ratings = np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([5.0, 3.0, 4.0])
+    b_u, b_i = baseline_offsets(users, items, ratings, 3, 2, reg_user=1.0, reg_item=1.0, sweeps=1)
+    np.testing.assert_allclose(b_i, [1 / 3, -0.5], rtol=1e-6)
+    np.testing.assert_allclose(b_u, [(2 / 3 - 0.5) / 3, -1 / 6, 0.0], rtol=1e-6)
+    # more sweeps converge to the ridge solution: the residual's sums are then the penalty's gradient
+    b_u, b_i = baseline_offsets(users, items, ratings, 3, 2, reg_user=1.0, reg_item=1.0, sweeps=200)
+    res = ratings - 4.0 - b_u[users] - b_i[items]
+    np.testing.assert_allclose(np.bincount(items, res, 2), 1.0 * b_i, atol=1e-5)
+    np.testing.assert_allclose(np.bincount(users, res, 3), 1.0 * b_u, atol=1e-5)
+
+
+def test_bias_init_baseline_starts_the_offsets_at_the_training_estimates() -> None:
+    train, _, _ = review_checkerboard()
+    want_u, want_i = baseline_offsets(train.users, train.items, train.ratings, train.n_users, train.n_items)
+    assert np.abs(want_u).max() > 0.1 and np.abs(want_i).max() > 0.1
+    for init, (exp_u, exp_i) in (("baseline", (want_u, want_i)), ("zero", (0 * want_u, 0 * want_i))):
+        model = SAFMR(**SMALL, id_biases=True, bias_init=init)
+        model.fit(
+            train,
+            side=SideInputs(reviews=ReviewCorpus.from_split(train)),
+            trainer=TrainerConfig(epochs=1, lr=1e-12, progress=False, device="cpu"),
+        )
+        b = model.review_module.biases
+        assert b is not None
+        np.testing.assert_allclose(b.user.weight.detach()[:, 0].numpy(), exp_u, atol=1e-6)
+        np.testing.assert_allclose(b.item.weight.detach()[:, 0].numpy(), exp_i, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -239,17 +279,18 @@ def test_a_user_without_training_rows_keeps_a_zero_bias() -> None:
 
 def test_bundle_keeps_the_biases_and_an_older_bundle_loads_without_them(tmp_path: Path) -> None:
     _, _, test = review_checkerboard()
-    model = fit("deepconn", epochs=2, id_biases=True, bias_l2=0.05)
+    model = fit("deepconn", epochs=2, id_biases=True, bias_l2=0.05, bias_init="baseline")
     save_bundle(model, tmp_path / "b")
     loaded = load_bundle(tmp_path / "b")
     assert isinstance(loaded, DeepCoNN)
     assert loaded.config.id_biases is True and loaded.config.bias_l2 == 0.05
+    assert loaded.config.bias_init == "baseline"
     np.testing.assert_array_equal(
         loaded.predict(test.users, test.items), model.predict(test.users, test.items)
     )
     plain = fit("deepconn")
     save_bundle(plain, tmp_path / "old")
-    as_written_before(tmp_path / "old", "id_biases", "bias_l2")
+    as_written_before(tmp_path / "old", "id_biases", "bias_l2", "bias_init")
     old = load_bundle(tmp_path / "old")
     assert isinstance(old, DeepCoNN) and old.config.id_biases is False and old.review_module.biases is None
     np.testing.assert_array_equal(old.predict(test.users, test.items), plain.predict(test.users, test.items))

@@ -7,7 +7,8 @@
   ``rate(user_vectors, item_vectors)`` and the training loss;
 * :class:`FactorizationMachine` — Rendle's FM on a dense vector (DeepCoNN's and TransNet's rating layer);
 * :class:`RatingBiases` — the opt-in per-user and per-item rating offsets b_u + b_i (``id_biases``; NARRE's
-  prediction layer, not in the three papers) that :meth:`ReviewModule.biased` adds to a rating head's output;
+  prediction layer, not in the three papers) that :meth:`ReviewModule.biased` adds to a rating head's output,
+  started at zero or at :func:`baseline_offsets` (``bias_init``);
 * :class:`ReviewRatingModel` — the estimator: builds vocabulary and documents from the training reviews
   (:class:`~attnrec.data.side.ReviewCorpus`, checked to come from the training split), trains on the one Trainer,
   predicts from the user's and item's documents only (never a target review).
@@ -15,7 +16,7 @@
 A user or item whose training reviews hold no words (empty or missing text; or no review column at all) gets an
 all-padding document: its vector is the towers' output for padding. :meth:`ReviewRatingModel.has_text` flags such
 pairs and :meth:`ReviewRatingModel.predict` logs their count. With ``id_biases`` a user or item without training
-rows has b = 0 (its offset never receives a gradient: zero-initialised, and the penalty reads only batch rows).
+rows has b = 0 (zero at the start, also under ``bias_init="baseline"``, and never in a batch: no gradient).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 import numpy as np
 import polars as pl
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from attnrec.data.reviews import ReviewBatch, ReviewDocuments, WordVocab, tokenize
@@ -83,9 +84,21 @@ class ReviewConfig(ModelConfig):
     #: with ``id_biases``: the penalty bias_l2 · (b_u² + b_i²), averaged over the batch's rows, added to the loss of
     #: the head the biases join (the per-rating L2 of SGD matrix factorisation)
     bias_l2: float = Field(0.01, ge=0.0)
+    #: with ``id_biases``: where b_u, b_i start. "zero" (NARRE's); "baseline": at the training ratings' regularised
+    #: baseline estimates (:func:`baseline_offsets`, Surprise BaselineOnly's ALS), so the rating head starts from
+    #: μ + b_u + b_i and learns what the text adds (ours)
+    bias_init: Literal["zero", "baseline"] = "zero"
 
-    #: the two fields came after bundles and checkpoints of these models were written (False = the model before)
-    bundle_legacy: ClassVar[dict[str, Any]] = {"id_biases": False, "bias_l2": 0.01}
+    #: the fields came after bundles and checkpoints of these models were written (these values: the model before)
+    bundle_legacy: ClassVar[dict[str, Any]] = {"id_biases": False, "bias_l2": 0.01, "bias_init": "zero"}
+
+    @model_validator(mode="after")
+    def _bias_init_needs_biases(self) -> ReviewConfig:
+        if self.bias_init != "zero" and not self.id_biases:
+            raise ValueError(
+                f"bias_init = {self.bias_init!r} starts the rating offsets, which exist only with id_biases = true"
+            )
+        return self
 
 
 ReviewConfigT = TypeVar("ReviewConfigT", bound=ReviewConfig)
@@ -119,6 +132,12 @@ class RatingBiases(nn.Module):
         self.item = nn.Embedding.from_pretrained(torch.zeros(n_items, 1), freeze=False)
         self.l2 = l2
 
+    def start_at(self, user: np.ndarray, item: np.ndarray) -> None:
+        """Set the offsets to ``user`` (n_users,) and ``item`` (n_items,)."""
+        with torch.no_grad():
+            self.user.weight.copy_(torch.as_tensor(user, dtype=torch.float32).reshape(-1, 1))
+            self.item.weight.copy_(torch.as_tensor(item, dtype=torch.float32).reshape(-1, 1))
+
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.user(users).squeeze(-1) + self.item(items).squeeze(-1)
 
@@ -126,6 +145,37 @@ class RatingBiases(nn.Module):
         """l2 · mean over the rows of (b_u² + b_i²) (a user or item counted once per row it has in the batch)."""
         sq = self.user(users).squeeze(-1).square() + self.item(items).squeeze(-1).square()
         return self.l2 * sq.mean()
+
+
+#: the baseline estimates of ``bias_init="baseline"``: Surprise BaselineOnly's ALS defaults (reg_u 15, reg_i 10,
+#: 10 sweeps; Koren, TKDD 2010, §2.1)
+BASELINE_REG_USER, BASELINE_REG_ITEM, BASELINE_SWEEPS = 15.0, 10.0, 10
+
+
+def baseline_offsets(
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    n_users: int,
+    n_items: int,
+    *,
+    reg_user: float = BASELINE_REG_USER,
+    reg_item: float = BASELINE_REG_ITEM,
+    sweeps: int = BASELINE_SWEEPS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Regularised baseline estimates ``(b_u (n_users,), b_i (n_items,))`` float32 of r ≈ μ + b_u + b_i (μ the mean
+    rating) by alternating least squares from zeros, as Surprise's BaselineOnly: each sweep sets
+    b_i = Σ_{u∈R(i)} (r − μ − b_u) / (reg_item + |R(i)|), then b_u = Σ_{i∈R(u)} (r − μ − b_i) / (reg_user + |R(u)|).
+    A user or item without rows gets 0."""
+    r = np.asarray(ratings, dtype=np.float64)
+    mu = float(r.mean()) if len(r) else 0.0
+    n_u = np.bincount(users, minlength=n_users)
+    n_i = np.bincount(items, minlength=n_items)
+    b_u, b_i = np.zeros(n_users), np.zeros(n_items)
+    for _ in range(sweeps):
+        b_i = np.bincount(items, weights=r - mu - b_u[users], minlength=n_items) / (reg_item + n_i)
+        b_u = np.bincount(users, weights=r - mu - b_i[items], minlength=n_users) / (reg_user + n_u)
+    return b_u.astype(np.float32), b_i.astype(np.float32)
 
 
 class ReviewModule(TrainableModule):
@@ -346,6 +396,10 @@ class ReviewRatingModel(TorchRecommender[ReviewConfigT], RatingPredictor):
         assert self._docs is not None and self.vocab is not None
         self._global_bias = float(np.mean(train.ratings)) if len(train) else 0.0
         module = self.new_module(len(self.vocab), self._word_vectors)
+        if module.biases is not None and self.config.bias_init == "baseline":
+            module.biases.start_at(
+                *baseline_offsets(train.users, train.items, train.ratings, self.n_users, self.n_items)
+            )
         module.set_documents(self._docs)
         module.attach_training(self._docs)
         return module
