@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from attnrec.errors import DataError
 from attnrec.models.sequential.base import SequenceBatch, SequentialModule, full_softmax_loss
 from attnrec.models.sequential.gca import GCAConfig, GCAModule
 from attnrec.models.sequential.sasrec import SASRecConfig, SASRecModule
@@ -109,3 +110,12 @@ def test_data_parallel_shards_keep_the_catalogue_whole() -> None:
     with torch.no_grad():
         ddp = sum(w * float(module.loss(p)) for p, w in parts) / 2
         assert ddp == pytest.approx(float(module.loss(batch)), rel=1e-6)
+
+
+def test_a_batch_without_item_domains_is_a_data_error_naming_the_field() -> None:
+    module = SASRecModule(12, SASRecConfig(dim=8, heads=2, n_blocks=1, dropout=0.0, loss="softmax"), 2)
+    b = _batch()
+    bare = SequenceBatch(b.items, b.domains, b.negatives, False)
+    with pytest.raises(DataError, match="item_domains") as err:
+        module.loss(bare)
+    assert err.value.field == "item_domains"

@@ -145,12 +145,14 @@ class SequentialModule(TrainableModule):
         else:
             h = h[:, 0]
         tgt = target[valid]
+        # each target's row
+        row_v = torch.arange(len(items), device=items.device)[:, None].expand_as(valid)[valid]
         if self.config.loss == "softmax":
             if batch.item_domains is None:
-                raise ConfigError(
-                    'loss="softmax" needs the batch\'s item_domains (SequenceBatch.item_domains)'
+                raise DataError(
+                    'loss="softmax" needs the batch\'s item domains (SequenceBatch.item_domains)',
+                    field="item_domains",
                 )
-            row_v = torch.arange(len(items), device=items.device)[:, None].expand_as(valid)[valid]
             return full_softmax_loss(
                 h, self.item.weight[1:], tgt - 1, tdom_v, items[row_v], batch.item_domains, self.n_domains
             )
@@ -167,7 +169,6 @@ class SequentialModule(TrainableModule):
         logits = logits[torch.arange(len(h), device=h.device), tdom_v]  # (N, n): the target domain's draws
         # the draws among the row's own items (the target included) are masked
         own = in_rows(items, (negs.reshape(1, -1) + 1).expand(len(items), -1)).view(-1, d, n)  # (B, D, n)
-        row_v = torch.arange(len(items), device=items.device)[:, None].expand_as(valid)[valid]
         logits = logits.masked_fill(own[row_v, tdom_v], float("-inf"))
         full = torch.cat([pos[:, None], logits], dim=1)
         return F.cross_entropy(full, torch.zeros(len(full), dtype=torch.long, device=full.device))
