@@ -189,11 +189,11 @@ for _name, _split, _chosen in (
         "grid": {"bias_l2": [0.0, 0.01, 0.1, 0.3, 1.0]},
         "grid_of": f"{_name}_bias_{_split}",
     }
-    #: the same with the offsets started at the training ratings' baseline estimates (``bias_init="baseline"``):
-    #: from zero they stayed small (rms ~0.05 on safmr_bias_2026's fits, best epoch 5 at lr 0.001). A follow-up
-    #: designed after safmr_bias_2026's test numbers were seen; declared 2026-12-07 00:54 UTC before its first fit
-    #: (/work/s21/14/protocol.md); amended 01:02, still before any fit of it, to the default bias L2 (0.01) without
-    #: a grid, for time (the zero-start grids were flat to 1e-5 in validation MSE)
+    #: the same with the offsets started at the training ratings' baseline estimates (``bias_init="baseline"``),
+    #: because from zero they stayed small (BENCHMARKS.md, issue 14's "per-user/item rating biases" section). A
+    #: follow-up designed after safmr_bias_2026's test numbers were seen; declared 2026-12-07 00:54 UTC before its
+    #: first fit (/work/s21/14/protocol.md); amended 01:02, still before any fit of it, to the default bias L2
+    #: (0.01) without a grid, for time (the zero-start grids' flatness: the same section)
     MODELS[f"{_name}_bias_base_{_split}"] = {
         "worker": "ours",
         "model": _name,

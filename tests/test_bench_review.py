@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from attnrec.testing.scripts import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_review.py"
@@ -174,7 +176,9 @@ class _FakeWorker:
 def _args(tmp_path: Path, seeds: list[int]) -> object:
     import argparse
 
-    return argparse.Namespace(split_root=tmp_path / "splits", results=tmp_path / "r.jsonl", seeds=seeds)
+    return argparse.Namespace(
+        split_root=tmp_path / "splits", results=tmp_path / "r.jsonl", seeds=seeds, grid_only=False
+    )
 
 
 def test_rows_record_their_split_and_a_row_of_another_split_is_refused(tmp_path: Path) -> None:
@@ -241,3 +245,24 @@ def test_git_state_marks_edits_under_src_or_benchmarks(tmp_path: Path) -> None:
     state = record.git_state(repo, short=True, paths=("benchmarks",))
     assert state.endswith("+dirty") and head.startswith(state.removesuffix("+dirty"))
     assert record.git_state(tmp_path / "nowhere") is None
+
+
+def test_grid_only_fits_the_grid_prints_the_choice_and_reads_no_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    bench = load_script(BENCH)
+    _split(tmp_path / "splits", 7)
+    args, worker = _args(tmp_path, [0, 1]), _FakeWorker()
+    args.grid_only = True  # type: ignore[attr-defined]
+    bench.run_dataset("musical", ["svd"], args, {"ours": worker})
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert rows and all(r["kind"] == "grid" for r in rows) and len(worker.fits) == len(rows)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["dataset"] == "musical" and set(printed["chosen"]) == {"svd"}
+    args.grid_only = False  # type: ignore[attr-defined]
+    bench.run_dataset(
+        "musical", ["svd"], args, {"ours": worker}
+    )  # the grid is reused; only the test fits run
+    assert len(worker.fits) == len(rows) + 2

@@ -81,9 +81,7 @@ def batch_of(train: Interactions, n: int = 64) -> ReviewBatch:
 
 def set_biases(m: ReviewModule, user: np.ndarray, item: np.ndarray) -> None:
     assert m.biases is not None
-    with torch.no_grad():
-        m.biases.user.weight.copy_(torch.tensor(user, dtype=torch.float32)[:, None])
-        m.biases.item.weight.copy_(torch.tensor(item, dtype=torch.float32)[:, None])
+    m.biases.start_at(user, item)
 
 
 def test_rating_biases_on_a_hand_computed_case() -> None:
@@ -107,6 +105,9 @@ def test_config_defaults_and_bounds() -> None:
         ReviewConfig(bias_l2=-0.1)
     with pytest.raises(ValueError, match="id_biases"):  # an option that would do nothing is refused
         ReviewConfig(bias_init="baseline")
+    with pytest.raises(ValueError, match="bias_l2"):  # so is a penalty on offsets that do not exist
+        ReviewConfig(bias_l2=0.1)
+    assert ReviewConfig(id_biases=True, bias_l2=0.1).bias_l2 == 0.1
 
 
 def test_baseline_offsets_on_a_hand_computed_case() -> None:
@@ -124,13 +125,18 @@ def test_baseline_offsets_on_a_hand_computed_case() -> None:
 
 
 def test_bias_init_baseline_starts_the_offsets_at_the_training_estimates() -> None:
-    train, _, _ = review_checkerboard()
+    train, valid, _ = review_checkerboard()
     want_u, want_i = baseline_offsets(train.users, train.items, train.ratings, train.n_users, train.n_items)
     assert np.abs(want_u).max() > 0.1 and np.abs(want_i).max() > 0.1
+    # the estimates from training + validation rows differ, so a start that read validation would fail below
+    cat = [np.concatenate([getattr(train, f), getattr(valid, f)]) for f in ("users", "items", "ratings")]
+    leaky_u, _ = baseline_offsets(*cat, train.n_users, train.n_items)
+    assert np.abs(leaky_u - want_u).max() > 1e-3
     for init, (exp_u, exp_i) in (("baseline", (want_u, want_i)), ("zero", (0 * want_u, 0 * want_i))):
         model = SAFMR(**SMALL, id_biases=True, bias_init=init)
         model.fit(
             train,
+            valid,
             side=SideInputs(reviews=ReviewCorpus.from_split(train)),
             trainer=TrainerConfig(epochs=1, lr=1e-12, progress=False, device="cpu"),
         )
@@ -212,6 +218,9 @@ def test_at_zero_biases_the_loss_is_the_old_one_and_the_gradient_reaches_the_bia
     others = torch.ones_like(bu, dtype=torch.bool)
     others[seen_u] = False
     assert bool((bu[others] == 0).all())  # only the batch's users
+    other_items = torch.ones_like(bi, dtype=torch.bool)
+    other_items[seen_i] = False
+    assert bool(other_items.any()) and bool((bi[other_items] == 0).all())  # and only its items
 
 
 @pytest.mark.parametrize("case", list(CASES))

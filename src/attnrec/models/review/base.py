@@ -77,7 +77,7 @@ class ReviewConfig(ModelConfig):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     #: in training, remove a row's own review from its user's and item's documents, as it is absent at test time
     hide_target_review: bool = True
-    #: add per-user and per-item rating offsets b_u + b_i (zero at the start) to the rating head that predicts, as
+    #: add per-user and per-item rating offsets b_u + b_i (started per ``bias_init``) to the rating head that predicts, as
     #: NARRE's prediction layer (Chen et al., WWW 2018) does; none of the three papers has them (ours, opt-in;
     #: docs/models/deepconn.md, transnet.md, safmr.md)
     id_biases: bool = False
@@ -85,18 +85,23 @@ class ReviewConfig(ModelConfig):
     #: the head the biases join (the per-rating L2 of SGD matrix factorisation)
     bias_l2: float = Field(0.01, ge=0.0)
     #: with ``id_biases``: where b_u, b_i start. "zero" (NARRE's); "baseline": at the training ratings' regularised
-    #: baseline estimates (:func:`baseline_offsets`, Surprise BaselineOnly's ALS), so the rating head starts from
-    #: μ + b_u + b_i and learns what the text adds (ours)
+    #: baseline estimates (:func:`baseline_offsets`, Surprise BaselineOnly's ALS), so TransNet's and safmr's rating
+    #: heads, whose w0 starts at the mean rating μ, start from μ + b_u + b_i and learn what the text adds (ours);
+    #: DeepCoNN's FM starts w0 at 0 (its paper's), so it starts from b_u + b_i (docs/models/deepconn.md)
     bias_init: Literal["zero", "baseline"] = "zero"
 
     #: the fields came after bundles and checkpoints of these models were written (these values: the model before)
     bundle_legacy: ClassVar[dict[str, Any]] = {"id_biases": False, "bias_l2": 0.01, "bias_init": "zero"}
 
     @model_validator(mode="after")
-    def _bias_init_needs_biases(self) -> ReviewConfig:
+    def _bias_options_need_biases(self) -> ReviewConfig:
         if self.bias_init != "zero" and not self.id_biases:
             raise ValueError(
                 f"bias_init = {self.bias_init!r} starts the rating offsets, which exist only with id_biases = true"
+            )
+        if self.bias_l2 != self.bundle_legacy["bias_l2"] and not self.id_biases:
+            raise ValueError(
+                f"bias_l2 = {self.bias_l2} penalises the rating offsets, which exist only with id_biases = true"
             )
         return self
 
