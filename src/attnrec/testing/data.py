@@ -62,6 +62,17 @@ def checkerboard(
     return make(part < 0.8), make((part >= 0.8) & (part < 0.9)), make(part >= 0.9)
 
 
+#: sizes of a review model small enough for :func:`review_checkerboard`'s short documents (config overrides)
+TINY_REVIEW_MODEL: dict[str, int] = {
+    "word_dim": 8,
+    "n_kernels": 8,
+    "cnn_out": 4,
+    "review_count": 3,
+    "review_length": 6,
+    "max_words": 100,
+}
+
+
 @cache
 def review_checkerboard() -> tuple[Interactions, Interactions, Interactions]:
     """:func:`checkerboard` (ratings) whose TRAINING rows carry a ``review``: the user's group word (``ga``/``gb``),

@@ -21,17 +21,11 @@ from attnrec.models.review.base import FactorizationMachine
 from attnrec.models.review.deepconn import DeepCoNN
 from attnrec.testing import ConformanceTests, checkerboard, review_checkerboard
 from attnrec.testing.cli import run_cli
+from attnrec.testing.data import TINY_REVIEW_MODEL
 from attnrec.training.trainer import TrainerConfig
 
 #: tiny sizes: the documents of the checkerboard are short
-SMALL: dict[str, Any] = {
-    "word_dim": 8,
-    "n_kernels": 8,
-    "cnn_out": 4,
-    "review_count": 3,
-    "review_length": 6,
-    "max_words": 100,
-}
+SMALL: dict[str, Any] = dict(TINY_REVIEW_MODEL)
 TRAINER: dict[str, Any] = {"epochs": 20, "lr": 0.01, "batch_size": 64}
 
 

@@ -28,17 +28,11 @@ from attnrec.models.review.safmr_module import SAFMRModule
 from attnrec.models.review.transnet import TransNet, TransNetModule
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import review_checkerboard
+from attnrec.testing.data import TINY_REVIEW_MODEL
 from attnrec.testing.tamper import as_written_before
 from attnrec.training.trainer import TrainerConfig
 
-SMALL: dict[str, Any] = {
-    "word_dim": 8,
-    "n_kernels": 8,
-    "cnn_out": 4,
-    "review_count": 3,
-    "review_length": 6,
-    "max_words": 100,
-}
+SMALL: dict[str, Any] = dict(TINY_REVIEW_MODEL)
 #: every model and head the biases can join: DeepCoNN's FM, TransNet's FM_S and TransNet-Ext's FM_F, safmr's
 #: source head with and without the target network
 CASES: dict[str, tuple[type[ReviewRatingModel[Any]], dict[str, Any]]] = {
@@ -48,14 +42,6 @@ CASES: dict[str, tuple[type[ReviewRatingModel[Any]], dict[str, Any]]] = {
     "safmr": (SAFMR, {}),
     "safmr_no_transform": (SAFMR, {"transform_loss": False}),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def fit(case: str, train: Interactions | None = None, epochs: int = 1, **cfg: Any) -> ReviewRatingModel[Any]:
