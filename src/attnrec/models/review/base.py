@@ -190,13 +190,15 @@ class ReviewModule(TrainableModule):
     ``user_docs`` (n_users, R, L) and ``item_docs`` (n_items, R, L) are saved with the weights; ``row_tokens``,
     ``user_slot`` and ``item_slot`` (see :class:`ReviewDocuments`) are set by :meth:`attach_training` and are
     not saved (the target reviews are a training-time input only). With ``id_biases`` the module holds
-    :class:`RatingBiases` (``biases``): :meth:`rate_ids` adds them at test time, and a subclass passes the
-    predicting head's output through :meth:`biased` in its loss and adds :meth:`bias_penalty` to that head's loss.
+    :class:`RatingBiases` (``biases``): :meth:`rate_ids` adds them at test time, and a subclass scores the
+    predicting head's output with :meth:`predicting_loss`, which adds them and their L2 in training.
     """
 
     #: the towers a subclass builds (or it overrides :meth:`user_vectors` / :meth:`item_vectors`)
     user_net: TextCNN
     item_net: TextCNN
+    #: the rating loss a subclass trains with (its config's ``loss``)
+    loss_kind: Literal["l1", "l2"]
     user_docs: torch.Tensor
     item_docs: torch.Tensor
     row_tokens: torch.Tensor
@@ -266,9 +268,12 @@ class ReviewModule(TrainableModule):
         ``id_biases``."""
         return pred if self.biases is None else pred + self.biases(users, items)
 
-    def bias_penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | float:
-        """The biases' L2 term of a batch (:meth:`RatingBiases.penalty`); 0 without ``id_biases``."""
-        return 0.0 if self.biases is None else self.biases.penalty(users, items)
+    def predicting_loss(self, pred: torch.Tensor, batch: ReviewBatch) -> torch.Tensor:
+        """The loss of the head that rates at test time, from its output ``pred`` (B,) on ``batch``:
+        :func:`rating_loss` of ``pred`` + b_u + b_i, plus the biases' L2 (:meth:`RatingBiases.penalty`); without
+        ``id_biases``, :func:`rating_loss` of ``pred`` alone."""
+        loss = rating_loss(self.biased(pred, batch.users, batch.items), batch.ratings, self.loss_kind)
+        return loss if self.biases is None else loss + self.biases.penalty(batch.users, batch.items)
 
     def rate_ids(
         self, user_vecs: torch.Tensor, item_vecs: torch.Tensor, users: torch.Tensor, items: torch.Tensor

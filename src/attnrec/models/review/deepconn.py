@@ -16,7 +16,6 @@ from attnrec.models.review.base import (
     ReviewConfig,
     ReviewModule,
     ReviewRatingModel,
-    rating_loss,
     text_cnn,
 )
 
@@ -50,8 +49,7 @@ class DeepCoNNModule(ReviewModule):
 
     def loss(self, batch: ReviewBatch) -> torch.Tensor:
         ud, idoc = self.documents(batch.users, batch.items, batch.rows)
-        pred = self.rate_ids(self.user_vectors(ud), self.item_vectors(idoc), batch.users, batch.items)
-        return rating_loss(pred, batch.ratings, self.loss_kind) + self.bias_penalty(batch.users, batch.items)
+        return self.predicting_loss(self.rate(self.user_vectors(ud), self.item_vectors(idoc)), batch)
 
 
 @register

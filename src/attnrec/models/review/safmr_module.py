@@ -179,14 +179,12 @@ class SAFMRModule(ReviewModule):
         eq. 14 the source head only (C_L is held fixed). Without the transform loss eq. 14 trains the whole
         source network. With ``id_biases`` eq. 14's ŷ_B is the head's output + b_u + b_i, and eq. 14 adds
         ``bias_l2``·(b_u² + b_i²) (batch mean): the biases are trained by eq. 14 only."""
-        users, items = batch.users, batch.items
-        ud, idoc = self.documents(users, items, batch.rows)
+        ud, idoc = self.documents(batch.users, batch.items, batch.rows)
         c = self.representation(self.user_vectors(ud), self.item_vectors(idoc))
         y, kind = batch.ratings, self.loss_kind
 
         def source_loss(rep: torch.Tensor) -> torch.Tensor:
-            pred = self.biased(self.source_head(self.dropout(rep)).pred, users, items)
-            return rating_loss(pred, y, kind) + self.bias_penalty(users, items)
+            return self.predicting_loss(self.source_head(self.dropout(rep)).pred, batch)
 
         if not self.use_target:
             return SAFMRLosses(None, None, source_loss(c))

@@ -128,20 +128,18 @@ class TransNetModule(ReviewModule):
         ud, idoc = self.documents(batch.users, batch.items, batch.rows)
         uv, iv = self.user_vectors(ud, batch.users), self.item_vectors(idoc, batch.items)
         z = self.transformed(uv, iv)
-        users, items, y = batch.users, batch.items, batch.ratings
+        y = batch.ratings
         source = self.fm_source(z.detach())
         parts = {
             "target": rating_loss(self.fm_target(x_t), y, self.loss_kind),
             "transform": (z - x_t.detach()).square().sum(1).mean(),
         }
         if self.fm_full is None:
-            parts["source"] = rating_loss(self.biased(source, users, items), y, self.loss_kind)
-            parts["source"] = parts["source"] + self.bias_penalty(users, items)
+            parts["source"] = self.predicting_loss(source, batch)
         else:
             parts["source"] = rating_loss(source, y, self.loss_kind)
             f_in = self.full_input(uv, iv, z.detach())
-            parts["full"] = rating_loss(self.biased(self.fm_full(f_in), users, items), y, self.loss_kind)
-            parts["full"] = parts["full"] + self.bias_penalty(users, items)
+            parts["full"] = self.predicting_loss(self.fm_full(f_in), batch)
             if self.id_l2:
                 parts["full"] = parts["full"] + self.id_l2 * f_in[:, : 2 * self.n].square().sum(1).mean()
         return parts
