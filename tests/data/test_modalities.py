@@ -99,6 +99,19 @@ def test_npy_modality_rows_by_id(tmp_path: Path):
         npy_modality(tmp_path / "bad.npy", VOCAB)
 
 
+def test_npy_modality_whose_rows_match_no_item_is_an_error_naming_the_id_layout(tmp_path: Path):
+    # string ids and no id list: rows read as ids "0".."2" match none of a..d — an error naming the layout and
+    # the file, not a modality of zeros (which the zero-variance check would report under a wrong cause)
+    p = tmp_path / "img.npy"
+    np.save(p, np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=np.float32))
+    with pytest.raises(DataError, match=r"img.npy.*no item of the vocabulary has a row.*0\.\.n-1.*'a'"):
+        npy_modality(p, VOCAB)
+    with pytest.raises(DataError, match="rows are read as the ids given"):
+        npy_modality(p, VOCAB, ids=["x", "y", "z"])
+    # one matching row is enough: the others are featureless (counted), not an error
+    assert npy_modality(p, VOCAB, ids=["x", "b", "z"])[1].tolist() == [3.0, 4.0]
+
+
 def test_mmrec_folder_roundtrip(tmp_path: Path):
     train, valid, test = checkerboard(n_users=12, n_items=8, implicit=True)
     n = train.n_items

@@ -13,7 +13,8 @@ Builders (each returns an (n_items, d) float32 matrix, row ``i`` = ``vocab.ids[i
 
 Checks (:func:`check_modality`), each a clear error naming the modality (and file) or a counted fallback:
 
-* a row count that is not the number of items → ``DataError`` (``.npy`` given with an id list is aligned by id);
+* a row count that is not the number of items → ``DataError`` (``.npy`` given with an id list is aligned by id;
+  a ``.npy`` whose row ids match no item of the vocabulary → ``DataError`` naming the id layout it assumed);
 * NaN or inf → ``DataError`` naming the first bad row;
 * a zero-variance modality (every item has the same row, e.g. all zeros) → ``DataError``: its kNN graph and
   projection would carry no information;
@@ -296,7 +297,9 @@ def npy_modality(
 ) -> np.ndarray:
     """A ``.npy`` feature matrix aligned to ``vocab``: row ``r`` belongs to ``ids[r]`` (default: the id ``str(r)``,
     MMRec's layout where item ids are ``0..n-1``). Loaded without pickles; ids the vocabulary lacks are ignored,
-    vocabulary items without a row get zeros (featureless, counted). Errors name the file."""
+    vocabulary items without a row get zeros (featureless, counted). A file none of whose rows belongs to a
+    vocabulary item (e.g. rows read as ``0..n-1`` for string ids, no mapping given) is a ``DataError``, not a
+    modality of zeros. Errors name the file."""
     p = Path(path)
     try:
         m = np.load(p, allow_pickle=False)
@@ -325,6 +328,16 @@ def npy_modality(
     del check
     src = Vocabulary(row_ids, kind="item").lookup(vocab.ids, missing="minus_one")
     have = src >= 0
+    if len(vocab) and not have.any():
+        layout = "the ids given" if ids is not None else "item ids 0..n-1 (MMRec's layout)"
+        raise DataError(
+            f"no item of the vocabulary has a row: rows are read as {layout}, and none of the {len(vocab)} "
+            f"item ids (e.g. {str(vocab.ids[0])!r}) is among them",
+            file=p,
+            field=name,
+            value=tuple(m.shape),
+            expected="rows keyed by the item ids: put an i_id_mapping.csv (item_id, itemID) beside the file",
+        )
     out = np.zeros((len(vocab), m.shape[1]), dtype=np.float32)
     out[have] = m[src[have]]
     if not have.all():
