@@ -25,7 +25,11 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
   ``--reuse`` takes identical earlier runs (and grid scores) from a record instead of rerunning them.
 * Every model and the peers: embedding dim 16, Adam lr 1e-3, batch 256, early stopping by ``--stop``
   (default ``both``: keep the best validation logloss, stop when neither logloss nor AUC improved for 3 epochs;
-  ``auc``: the old rule), at most ``--max-epochs``, restored epoch scored on test once — raw, and after
+  ``auc``: the old rule), at most ``--max-epochs`` — except LR, the baseline every goal compares against, which
+  gets its own cap ``--baseline-max-epochs`` (default :data:`BASELINE_MAX_EPOCHS`, 200: under the others' 30 it
+  was still improving at the cap on MovieLens-CTR and Avazu); every run records its cap (``max_epochs``) and the
+  table marks a run that trained to its cap (``†``: stopped by the cap, not by the rule) — restored epoch scored on
+  test once — raw, and after
   temperature scaling fitted on the validation split (attnrec: the model's own ``calibration``; peers: the same
   fit on their validation probabilities). Model seeds vary, the data do not. DeepFM/xDeepFM/DCN use MLP [64, 32]
   with dropout 0.1 and CIN [16, 16] (split-half, linear) in every library.
@@ -83,6 +87,12 @@ from ctr_splits import (  # noqa: E402, F401 - re-exported: bench_ctr's public n
 )
 
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
+#: the model every goal compares against ("every model's test logloss <= LR's"); it gets its own epoch cap
+BASELINE = "lr"
+#: the baseline's epoch cap on the command line (``--baseline-max-epochs``): LR ran to the shared 30-epoch cap and was
+#: still improving on MovieLens-CTR (best epoch 30 of 30; with 200 it stops at 44-57, BENCHMARKS.md, "the warm-start
+#: options on MovieLens-CTR") and on Avazu (best 26-29 of 30; 19-58 epochs under a 100 cap in the cross-fit)
+BASELINE_MAX_EPOCHS = 200
 
 
 def model_defaults_stamp(defaults: dict[str, dict[str, Any]]) -> str:
@@ -159,10 +169,28 @@ class BenchSettings:
     #: validate every model as it starts, before its first epoch ("epoch 0", ``TrainerConfig.validate_start``):
     #: a candidate for the restored state like any epoch (a warm-started model can fall back to where it started)
     validate_start: bool = False
+    #: the epoch cap of :data:`BASELINE` (LR) alone (:func:`epoch_cap`); None: ``max_epochs``, as before the option
+    #: (a value equal to ``max_epochs`` is stored as None, so such a run's settings match records from before it).
+    #: The LR that ``linear_init = "lr"`` fits inside another model uses that model's trainer, i.e. ``max_epochs``
+    baseline_max_epochs: int | None = None
     #: a hash of every CTR model's default config (:func:`model_defaults_stamp`): a record with another value ran
     #: models keyed by the same name under other defaults (e.g. NFM's and secn's dropout before issue 18), so
     #: --reuse and ctr_paired.py --record refuse it
     model_defaults: str = field(default_factory=lambda: current_model_defaults())
+
+    def __post_init__(self) -> None:
+        if self.baseline_max_epochs is not None and self.baseline_max_epochs < 1:
+            raise SystemExit(f"baseline_max_epochs must be >= 1, got {self.baseline_max_epochs}")
+        if self.baseline_max_epochs == self.max_epochs:
+            self.baseline_max_epochs = None
+
+
+def epoch_cap(name: str, s: BenchSettings, library: str = "attnrec") -> int:
+    """The epoch cap of model ``name`` of ``library`` under ``s``: ``s.baseline_max_epochs`` for attnrec's
+    :data:`BASELINE` when set, else ``s.max_epochs`` (every other model and every peer)."""
+    if library == "attnrec" and name == BASELINE and s.baseline_max_epochs is not None:
+        return s.baseline_max_epochs
+    return s.max_epochs
 
 
 def model_params(name: str, seed: int, s: BenchSettings) -> dict[str, Any]:
@@ -228,7 +256,7 @@ def fit_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> tuple
     model = model_class(name)(**with_linear_init(name, params, s))
     metric, also = STOP_RULES[s.stop]
     tc = TrainerConfig(
-        epochs=s.max_epochs,
+        epochs=epoch_cap(name, s),
         patience=s.patience,
         lr=s.lr,
         batch_size=s.batch_size,
@@ -262,6 +290,7 @@ def run_attnrec(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         "s_per_epoch": float(statistics.median(h["seconds"] for h in report.history if "loss" in h)),
         "best_epoch": report.best_epoch,
         "epochs_run": report.epochs_run,
+        "max_epochs": epoch_cap(parse_spec(spec)[0], s),
         "valid_auc": float(report.best_valid.get("auc", float("nan"))),
         "valid_logloss": float(report.best_valid.get("logloss", float("nan"))),
         **probs,
@@ -347,18 +376,29 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in SCORES:
         v = np.array([r.get(key, float("nan")) for r in runs], dtype=float)
         out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), float(v.std())
+    caps = [r.get("max_epochs") for r in runs]
     return {
         **out,
         "s_per_epoch": float(np.median([r["s_per_epoch"] for r in runs])),
         "epochs_run": [r["epochs_run"] for r in runs],
         "best_epoch": [r["best_epoch"] for r in runs],
+        # each run's epoch cap, and how many trained to it (stopped by the cap, not by the early-stopping rule)
+        "max_epochs": caps,
+        "at_cap": sum(1 for r in runs if at_cap(r)),
         "runs": runs,
     }
 
 
+def at_cap(run: dict[str, Any]) -> bool:
+    """Whether ``run`` trained to its epoch cap ``max_epochs`` (False when the run does not record it)."""
+    cap = run.get("max_epochs")
+    return cap is not None and int(run["epochs_run"]) >= int(cap)
+
+
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     """dataset x (library, model) table: test AUC, logloss and ECE raw, logloss and ECE after temperature scaling
-    (mean ± std), the mean fitted temperature, median s/epoch, epochs run (restored epoch)."""
+    (mean ± std), the mean fitted temperature, median s/epoch, epochs run (restored epoch), ``†`` on a run that
+    trained to its epoch cap (a note below the table then names the caps)."""
     lines = [
         "| dataset | library | model | L2 | test AUC | logloss | ECE | calibrated logloss | calibrated ECE | T | "
         "s/epoch | epochs run (restored) |",
@@ -368,14 +408,28 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     def ms(r: dict[str, Any], key: str) -> str:
         return f"{r[key + '_mean']:.4f} ± {r[key + '_std']:.4f}"
 
+    capped: dict[str, int] = {}
     for key, r in results.items():
         ds, lib, name = key.split("/")
-        runs = ", ".join(f"{e} ({b})" for e, b in zip(r["epochs_run"], r["best_epoch"], strict=True))
+        caps = r.get("max_epochs") or [None] * len(r["epochs_run"])
+        cells = []
+        for e, b, c in zip(r["epochs_run"], r["best_epoch"], caps, strict=True):
+            hit = at_cap({"epochs_run": e, "max_epochs": c})
+            if hit:
+                capped[key] = int(c)
+            cells.append(f"{e}{'†' if hit else ''} ({b})")
+        runs = ", ".join(cells)
         lines.append(
             f"| {ds} | {lib} | {name} | {r.get('embedding_reg', 0.0):g} | {ms(r, 'auc')} | {ms(r, 'logloss')} | {ms(r, 'ece')} | "
             f"{ms(r, 'cal_logloss')} | {ms(r, 'cal_ece')} | {r['temperature_mean']:.2f} | "
             f"{r['s_per_epoch']:.3f} | {runs} |"
         )
+    if capped:
+        lines += [
+            "",
+            "† trained to its epoch cap (stopped by the cap, not by the early-stopping rule): "
+            + ", ".join(f"{k} (cap {c})" for k, c in capped.items()),
+        ]
     return "\n".join(lines)
 
 
@@ -481,12 +535,20 @@ def run_suite(
                 row = cached(cache, key, fn, m, splits, seed, replace(s, embedding_reg=l2[key]))
                 row["seed"] = seed
                 row.setdefault("wall_s", round(time.perf_counter() - t0, 2))
+                # a peer's run, or one reused from a record before the field: the cap it ran under (settings match)
+                row.setdefault("max_epochs", epoch_cap(parse_spec(m)[0], s, lib))
                 runs[f"{ds}/{lib}/{m}"].append(row)
                 log(
                     f"{ds}/{lib}/{m} seed {seed}: AUC {row['auc']:.4f} logloss {row['logloss']:.4f} "
                     f"ECE {row['ece']:.4f} calibrated logloss {row['cal_logloss']:.4f} ECE {row['cal_ece']:.4f} "
-                    f"s/epoch {row['s_per_epoch']:.3f} epochs {row['epochs_run']} (best {row['best_epoch']})"
+                    f"s/epoch {row['s_per_epoch']:.3f} epochs {row['epochs_run']} (best {row['best_epoch']}) "
+                    f"of cap {row['max_epochs']}"
                 )
+                if at_cap(row):
+                    log(
+                        f"# {ds}/{lib}/{m} seed {seed} trained to its cap of {row['max_epochs']} epochs (best epoch "
+                        f"{row['best_epoch']}): stopped by the cap, not by the early-stopping rule"
+                    )
         for key, rows in runs.items():
             results[key] = {"embedding_reg": l2[key], **summarise(rows)}
     return {
@@ -527,6 +589,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--stop", default="both", choices=sorted(STOP_RULES), help="early-stopping rule")
     ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument(
+        "--baseline-max-epochs",
+        type=int,
+        default=BASELINE_MAX_EPOCHS,
+        help="the epoch cap of LR, the baseline every goal compares against (the other models and the peers: "
+        "--max-epochs); a value equal to --max-epochs is the old single cap",
+    )
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument(
@@ -608,6 +677,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )  # appended: the venv's torch and NumPy stay first
     settings = BenchSettings(
         max_epochs=args.max_epochs,
+        baseline_max_epochs=args.baseline_max_epochs,
         patience=args.patience,
         batch_size=args.batch_size,
         embedding_reg=args.embedding_reg,

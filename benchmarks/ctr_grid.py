@@ -27,6 +27,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "linear_reg": None,
     "linear_init": "zero",
     "validate_start": False,
+    "baseline_max_epochs": None,
 }
 
 

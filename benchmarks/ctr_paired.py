@@ -5,8 +5,8 @@
 
 Each model (a bench_ctr.py spec: a name with optional ``:key=value`` overrides, e.g. the L2 weight the validation
 grid chose) and the baseline (``--baseline``, default ``lr``) is fitted exactly as in ``benchmarks/bench_ctr.py``
-(same data, settings, early stopping, temperature scaling on valid; CPU training is deterministic per seed, so the
-runs are the table's runs) and its calibrated and raw test probabilities are kept. Per test row, the logloss is
+(same data, settings, early stopping — LR under its own cap ``--baseline-max-epochs`` as there —, temperature
+scaling on valid; CPU training is deterministic per seed, so the runs are the table's runs) and its calibrated and raw test probabilities are kept. Per test row, the logloss is
 averaged over the seeds; the difference model − baseline is resampled over rows (``--boot`` times, the same row
 draws for every model). Reported: the mean difference, its 95% interval, and P(difference < 0) — an interval that
 straddles 0 means the test set cannot tell the two apart, whatever the seed std says.
@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import git_state  # noqa: E402
 from bench_ctr import (  # noqa: E402
     ADDED_SETTINGS,
+    BASELINE_MAX_EPOCHS,
     DEFAULT_DATA_DIR,
     BenchSettings,
     fit_attnrec,
@@ -340,6 +341,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--resplit", action="store_true", help="criteo/avazu: redraw the split (bench_ctr --resplit)"
     )
+    ap.add_argument(
+        "--baseline-max-epochs",
+        type=int,
+        default=BASELINE_MAX_EPOCHS,
+        help="without --record: LR's epoch cap (bench_ctr --baseline-max-epochs; the others: 30)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--out", type=Path, default=None)
@@ -353,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.record is not None:
         seeds, sets = load_record(args.record, args.models, args.baseline, args.data_dir)
     else:
-        s = BenchSettings(split_seed=args.split_seed, resplit=args.resplit)
+        s = BenchSettings(
+            split_seed=args.split_seed, resplit=args.resplit, baseline_max_epochs=args.baseline_max_epochs
+        )
         seeds = [int(x) for x in args.seeds.split(",")]
         sets = {}
         for ds in (d for d in args.datasets.split(",") if d):

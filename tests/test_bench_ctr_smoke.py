@@ -32,6 +32,7 @@ def test_suite_runs_every_model_and_writes_the_record(criteo_dir: Path, tmp_path
     threads = torch.get_num_threads()
     try:
         argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--max-epochs", "1"]
+        argv += ["--baseline-max-epochs", "1"]
         bench.main([*argv, "--data-dir", str(criteo_dir), "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
@@ -496,7 +497,8 @@ def test_grid_seeds_are_recorded_and_reused_by_seed(criteo_dir: Path, tmp_path: 
     out = tmp_path / "ctr.json"
     threads = torch.get_num_threads()
     argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--max-epochs", "1", "--models", "lr,afm"]
-    argv += ["--l2-grid", "0,0.1", "--dropout-grid", "0,0.3", "--data-dir", str(criteo_dir)]
+    argv += ["--baseline-max-epochs", "1", "--l2-grid", "0,0.1", "--dropout-grid", "0,0.3"]
+    argv += ["--data-dir", str(criteo_dir)]
     try:
         record = bench.main([*argv, "--grid-seeds", "0,1", "--out", str(out)])
     finally:
@@ -604,6 +606,7 @@ def test_warm_start_flags_reach_every_fit_and_the_record(
     try:
         argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--max-epochs", "1"]
         flags = ["--models", "lr,fm", "--linear-reg", "0", "--linear-init", "lr", "--validate-start"]
+        flags += ["--baseline-max-epochs", "1"]
         record = bench.main(
             [*argv, *flags, "--data-dir", str(criteo_dir), "--out", str(tmp_path / "ctr.json")]
         )
@@ -617,3 +620,38 @@ def test_warm_start_flags_reach_every_fit_and_the_record(
     for spec in ("lr", "fm"):  # epoch 0 validated before the one trained epoch
         assert [h["epoch"] for h in seen[spec]["history"]] == [0, 1], spec
         assert record["results"][f"criteo/attnrec/{spec}"]["best_epoch"] == [seen[spec]["best"]], spec
+
+
+def test_the_lr_baseline_has_its_own_epoch_cap_recorded_and_marked(
+    criteo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = _load("bench_ctr")
+    threads = torch.get_num_threads()
+    argv = ["--datasets", "criteo", "--seeds", "0", "--peer", "", "--models", "lr,fm", "--max-epochs", "1"]
+    try:
+        # patience 3 cannot stop a run before epoch 4, so a cap of 3 is reached: LR trains 3 epochs, FM 1
+        argv += ["--baseline-max-epochs", "3", "--data-dir", str(criteo_dir)]
+        record = bench.main([*argv, "--out", str(tmp_path / "c.json")])
+    finally:
+        torch.set_num_threads(threads)
+    lr, fm = record["results"]["criteo/attnrec/lr"], record["results"]["criteo/attnrec/fm"]
+    assert record["settings"]["max_epochs"] == 1 and record["settings"]["baseline_max_epochs"] == 3
+    assert lr["epochs_run"] == [3] and lr["max_epochs"] == [3] and lr["runs"][0]["max_epochs"] == 3
+    assert fm["epochs_run"] == [1] and fm["max_epochs"] == [1]
+    assert lr["at_cap"] == 1 and fm["at_cap"] == 1
+    assert "| 3† (" in record["table"] and "| 1† (" in record["table"]
+    assert "criteo/attnrec/lr (cap 3), criteo/attnrec/fm (cap 1)" in record["table"]
+    assert "criteo/attnrec/lr seed 0 trained to its cap of 3 epochs" in capsys.readouterr().out
+    # the default: LR gets BASELINE_MAX_EPOCHS, every other model and the peers --max-epochs
+    s = bench.BenchSettings(baseline_max_epochs=bench.BASELINE_MAX_EPOCHS)
+    assert bench.epoch_cap("lr", s) == 200 and bench.epoch_cap("fm", s) == 30
+    assert bench.epoch_cap("deepfm", s, "deepctr-torch") == 30
+    # a cap equal to --max-epochs is the old single cap: such settings match records from before the option,
+    # while a record made before it differs from a run under the new LR cap (so --reuse refuses it)
+    old = {k: v for k, v in bench.asdict(bench.BenchSettings()).items() if k != "baseline_max_epochs"}
+    assert bench.BenchSettings(baseline_max_epochs=30).baseline_max_epochs is None
+    diff = _load("ctr_grid").settings_diff
+    assert diff(old, bench.asdict(bench.BenchSettings(baseline_max_epochs=30))) == []
+    assert diff(old, bench.asdict(s)) == ["baseline_max_epochs"]
+    with pytest.raises(SystemExit, match="baseline_max_epochs"):
+        bench.BenchSettings(baseline_max_epochs=0)
