@@ -56,6 +56,18 @@ class TestMRCSAFFeaturesConformance(TestMRCSAFConformance):
     config = {**TestMRCSAFConformance.config, "modal_embedding": "features"}
 
 
+class TestMRCSAFSelectorOnlyConformance(TestMRCSAFConformance):
+    """The conformance suite for the paper's AMS ablation (selector, no cross-self-attention fusion)."""
+
+    config = {**TestMRCSAFConformance.config, "variant": "selector_only"}
+
+
+class TestMRCSAFCSAOnlyConformance(TestMRCSAFConformance):
+    """The conformance suite for the paper's CSAF ablation (fixed modality weights, fusion kept)."""
+
+    config = {**TestMRCSAFConformance.config, "variant": "csa_only"}
+
+
 # --------------------------------------------------------------------------------------------- helpers
 
 
