@@ -191,6 +191,28 @@ def test_changing_a_future_item_changes_no_earlier_state(kind: str, column: int)
             assert not torch.allclose(after[:, column], before[:, column])
 
 
+def test_training_path_trimmed_views_give_the_eval_states_and_stay_causal() -> None:
+    """Training builds each domain's view trimmed to the batch's longest view (``domain_view(trim=True)``), eval keeps
+    the mixed width: at dropout 0 both give the same states, a row's states do not depend on the rows batched with
+    it, and a future item (either domain) changes no earlier state in training mode either."""
+    items, domains = batch()
+    model = gca(positions=[0, 1, 2], gate_form="ffn")
+    with torch.no_grad():
+        evaluated = model.states(items, domains)
+        model.train()
+        trained = model.states(items, domains)
+        torch.testing.assert_close(trained, evaluated, rtol=0, atol=1e-6)
+        # row 2 alone has views of width 1 (A) / 3 (B), 4 / 4 in the batch
+        torch.testing.assert_close(model.states(items[2:], domains[2:]), trained[2:], rtol=0, atol=1e-6)
+        for new_item in (11, 24):
+            changed = items.clone()
+            changed[:, 5] = new_item + 1
+            new_domains = torch.where(changed > 0, ITEM_DOMAINS[(changed - 1).clamp(min=0)], -1)
+            after = model.states(changed, new_domains)
+            torch.testing.assert_close(after[:, :5], trained[:, :5], rtol=0, atol=1e-6)
+            assert not torch.allclose(after[:, 5], trained[:, 5])
+
+
 def test_gca_cross_attention_reads_the_other_domain_past() -> None:
     """Changing an earlier B item changes a later A position's A-domain state (the cross-attention is live)."""
     items, domains = batch()
