@@ -108,18 +108,30 @@ def test_planted_sequences_pattern() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("sasrec", []),
+        ("gca", ["--set", "positions=[0]", "--set", "gate_act=tanh", "--set", "gate_form=vector"]),
+    ],
+)
 def test_cli_train_evaluate_recommend_sequential(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    model: str,
+    extra: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """train -> metrics per target domain; evaluate the bundle with --exclude valid.csv -> the run's test numbers;
-    recommend for a known user and for a history."""
+    """train -> metrics per target domain (gca: |cos(X, X')| per module logged each epoch and kept with the best
+    epoch's metrics); evaluate the bundle with --exclude valid.csv -> the run's test numbers; recommend for a known
+    user and for a history, per target domain."""
     monkeypatch.setenv("COLUMNS", "200")
     paths = {}
     for name, part in zip(("train", "valid", "test"), planted_sequences(), strict=True):
         paths[name] = tmp_path / f"{name}.csv"
         part.decode().write_csv(paths[name])
     out = tmp_path / "run"
-    args = ["train", "--model", "sasrec", "--train", str(paths["train"]), "--valid", str(paths["valid"])]
+    args = ["train", "--model", model, "--train", str(paths["train"]), "--valid", str(paths["valid"])]
     args += [
         "--test",
         str(paths["test"]),
@@ -131,10 +143,18 @@ def test_cli_train_evaluate_recommend_sequential(
         "--threads",
         "1",
     ]
-    code, text, _ = run_cli([*args, "--set", "dim=8", "--set", "n_blocks=1"], monkeypatch, capsys)
+    code, text, _ = run_cli([*args, "--set", "dim=8", "--set", "n_blocks=1", *extra], monkeypatch, capsys)
     assert code == 0, text
-    test = json.loads((out / "metrics.json").read_text())["test"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["test"]
     assert test["A/n_rows"] + test["B/n_rows"] == 60 and test["n_rows"] == 60
+    if model == "gca":
+        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        epochs = [row for row in log if "epoch" in row]
+        modules = ("abs_cos[A<-B@0]", "abs_cos[B<-A@0]")
+        assert len(epochs) == 2 and all(0 <= row[f"valid_{m}"] <= 1 for row in epochs for m in modules)
+        best = metrics["fit"]["best_epoch"]
+        assert all(metrics["fit"]["best_valid"][m] == epochs[best - 1][f"valid_{m}"] for m in modules)
     args = ["evaluate", "--model-dir", str(out / "model"), "--test", str(paths["test"])]
     code, text, _ = run_cli([*args, "--exclude", str(paths["valid"])], monkeypatch, capsys)
     assert code == 0, text
