@@ -76,3 +76,43 @@ def test_secn_reports_its_attention_orthogonality() -> None:
         model.predict_proba(test)
     assert list(meters) == ["attention"]
     assert 0.0 <= meters["attention"].value <= 1.0 and meters["attention"].count == len(test) * 5
+
+
+def test_hybrid_csa_reports_its_token_attention_orthogonality() -> None:
+    """On a fitted hybrid_csa, ``predict`` (the module's forward over stacked tokens: user, item, text) records
+    |cos(X, X')| of its one SelfAttentionBlock, X' recomputed by hand from the same tokens; ``score_users`` (the
+    pair scorer: token tables projected one by one) is not recorded."""
+    import polars as pl
+
+    from attnrec.data.side import SideInputs
+    from attnrec.models.rating.hybrid_csa import HybridCSA
+    from attnrec.testing import checkerboard
+    from attnrec.text import HashingTextModel, SentenceEncoder
+    from attnrec.training.trainer import TrainerConfig
+
+    train, _, test = checkerboard()
+    ids = train.item_vocab.ids
+    titles = pl.DataFrame(
+        {"item_id": ids, "title": [f"group {'ab'[k % 2]} item {k}" for k in range(len(ids))]}
+    )
+    model = HybridCSA(svd_factors=4, svd_iterations=2, d_model=8, heads=2, mlp_hidden=4)
+    model.fit(
+        train,
+        trainer=TrainerConfig(epochs=1, batch_size=64, progress=False, device="cpu"),
+        side=SideInputs(items=titles),
+        encoder=SentenceEncoder(HashingTextModel(dim=16), progress=False),
+    )
+    module = model.module
+    assert module is not None and module.attention is not None
+    with attention_orthogonality(module) as meters:
+        model.score_users(test.users[:3])
+        assert meters == {}
+        model.predict(test.users, test.items)
+    with torch.no_grad():
+        users, items = torch.tensor(test.users), torch.tensor(test.items)
+        tokens = module.stack(
+            module.user_tokens(users), module.item_token(items), module.text_token(module.item_text[items])
+        )
+        want = mean_abs_cosine(tokens, self_attention_output(module.attention, tokens))
+    assert list(meters) == ["attention"] and meters["attention"].count == len(test) * 3 == tokens.shape[0] * 3
+    assert meters["attention"].value == pytest.approx(want, rel=1e-5) and 0.0 < want < 1.0

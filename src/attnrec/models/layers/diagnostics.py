@@ -112,8 +112,9 @@ def attention_orthogonality(root: nn.Module) -> Iterator[dict[str, CosineMeter]]
         {name: m.value for name, m in meters.items()}
 
     An :class:`InteractingLayer` records through a forward hook. A :class:`SelfAttentionBlock` records whenever
-    its ``project`` receives stacked tokens ``(B, T, d)`` (hybrid_csa's training forward; its pair scorer projects
-    token tables one by one and is not seen: measure hybrid_csa on a forward pass such as ``module.loss(batch)``).
+    its ``project`` receives stacked tokens ``(B, T, d)`` (hybrid_csa's forward: training and ``predict``; its pair
+    scorer, behind ``score_users`` and ``recommend``, projects token tables one by one and is not seen: measure
+    hybrid_csa with ``predict`` or ``module.loss(batch)``).
     A layer whose output width differs from its input's (an InteractingLayer with ``heads · head_dim != d``) has
     no |cos| and is skipped. Nothing is left attached on exit."""
     meters: dict[str, CosineMeter] = {}
