@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.layers.graph import bipartite_normalized
 from attnrec.models.layers.item_graph import (
     ItemGraph,
+    edge_weights,
     knn_graph,
     modality_graph,
     normalize_symmetric,
@@ -70,6 +72,50 @@ def test_knn_graph_in_chunks_equals_one_block():
     chunked = knn_graph(x, k=4, block_elements=37 * 3)  # 3 rows per block
     assert torch.equal(whole.indices, chunked.indices)
     assert whole.nnz == 37 * 4
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the element count of the largest tensor any torch op produces inside the ``with`` block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_knn_graph_never_builds_an_items_by_items_tensor():
+    # every op's output is at most one block of similarities (or the O(items × k) result): a dense
+    # items × items similarity (one x @ x.T) would be 1000² = 10⁶ elements
+    x = np.random.default_rng(0).normal(size=(1000, 4)).astype(np.float32)
+    with _LargestTensor() as probe:
+        g = normalize_symmetric(knn_graph(x, k=5, block_elements=1000 * 16))
+    assert g.nnz == 1000 * 5
+    assert probe.largest <= 1000 * 16
+    with _LargestTensor() as dense:
+        torch.topk(torch.from_numpy(x) @ torch.from_numpy(x).T, 5)
+    assert dense.largest == 1000 * 1000  # the probe sees a dense build
+
+
+def test_the_graph_builders_models_call_stay_within_one_default_block():
+    # modality_graph (FREEDOM, BM3, mrcsaf) and LATTICE's weighted_knn at their default block size, on more items
+    # than one block holds rows of: the largest tensor is one block, not the 5000² = 2.5·10⁷ dense matrix
+    from attnrec.models.layers.item_graph import BLOCK_ELEMENTS
+    from attnrec.models.multimodal.lattice import weighted_knn
+
+    n = 5000
+    assert n * n > BLOCK_ELEMENTS
+    x = np.random.default_rng(1).normal(size=(n, 4)).astype(np.float32)
+    for build in (lambda: modality_graph(x, 10), lambda: weighted_knn(torch.from_numpy(x), 10)):
+        with _LargestTensor() as probe:
+            g = build()
+        assert g.nnz == n * 10
+        assert probe.largest <= BLOCK_ELEMENTS
 
 
 def test_featureless_item_keeps_only_a_self_loop_and_is_nobodys_neighbour():
@@ -160,6 +206,23 @@ def test_pruned_graph_is_renormalised_on_kept_edges_and_deterministic():
         assert ui[u, i].item() == pytest.approx(1 / math.sqrt(du[u] * di[i]), rel=1e-6)
     with pytest.raises(ConfigError):
         prune_edges(R, 1.0, torch.Generator())
+
+
+def test_edge_weights_are_one_over_root_degree_product_by_hand():
+    # R's degrees: users 4, 1, 2; items 2, 2, 1, 2. FREEDOM keeps an edge with probability ∝ 1/√(d_u d_i), so
+    # edges between low-degree nodes are kept more often (an inverted weight, √(d_u d_i), would prune them first)
+    u, i, w = edge_weights(R)
+    assert list(zip(u.tolist(), i.tolist(), strict=True)) == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (1, 0),
+        (2, 1),
+        (2, 3),
+    ]
+    want = [1 / math.sqrt(8), 1 / math.sqrt(8), 1 / 2, 1 / math.sqrt(8), 1 / math.sqrt(2), 1 / 2, 1 / 2]
+    np.testing.assert_allclose(w, want, rtol=1e-12)
 
 
 def test_sampling_prefers_heavy_edges_in_proportion():
