@@ -16,7 +16,8 @@ Metrics: full ranking over all items, training items masked (valid items are not
 
 Modalities: MovieLens-100k — ``text``: MiniLM (all-MiniLM-L6-v2, 384-d) of "Title (year). Genres: ..."; ``meta``:
 multi-hot of genres + release-decade buckets. Gift Cards 5-core — ``text``: MiniLM of title/description/categories/
-brand from its metadata file; ``meta``: multi-hot of categories/brand/also_buy. No images exist here.
+brand from its metadata file; ``meta``: multi-hot of categories/brand (the default fields: 15 columns, two items
+with none; Amazon's also_buy co-purchase lists are not item content and are never a default). No images exist here.
 Each run is one JSON line in ``--out`` (appended as it finishes, so a stopped run keeps what it measured).
 """
 
