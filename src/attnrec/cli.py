@@ -321,31 +321,58 @@ def evaluate_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    model_dir: Annotated[Path, typer.Option(help="a CTR model bundle (RUN/model)")],
+    model_dir: Annotated[
+        Path, typer.Option(help="a model bundle (RUN/model): CTR (click probabilities) or rating (ratings)")
+    ],
     data: Annotated[
-        Path, typer.Option(help="CTR rows to score, in --format (the label column may be absent)")
+        Path,
+        typer.Option(
+            help="CTR bundles: rows in --format (the label column may be absent); rating bundles: a CSV/Parquet "
+            "of user_id,item_id pairs"
+        ),
     ],
     fmt: CTRFormatOpt = None,
     sep: SepOpt = None,
     out: Annotated[
-        Path | None, typer.Option(parser=output_path, help="write row,probability to .csv or .parquet")
+        Path | None,
+        typer.Option(parser=output_path, help="write the predictions to .csv or .parquet"),
     ] = None,
     threads: ThreadsOpt = None,
     trust_bundle: TrustBundleOpt = False,
 ) -> None:
     """Click probabilities of CTR rows from a CTR bundle (its own feature encoder reads the raw rows, as the run
-    read them: its format, separator and label threshold unless --format/--sep say otherwise)."""
+    read them: its format, separator and label threshold unless --format/--sep say otherwise); or the predicted
+    rating of each (user_id, item_id) pair from a rating bundle, in the file's order: unknown users or items get no
+    rating and a `cold_start` flag; the review models (deepconn, transnet, safmr) add `has_text` (false: the user's
+    or item's training reviews hold no word, rated from the all-padding fallback)."""
     import polars as pl
 
+    from attnrec.models.base import RatingPredictor, Recommender
     from attnrec.models.ctr.base import CTRRecommender
     from attnrec.serving.bundle import load_bundle
 
     _set_threads(threads)
     check_output_file(out)
     model = load_bundle(model_dir, trust_code=trust_bundle)
+    if isinstance(model, RatingPredictor) and isinstance(model, Recommender):
+        if fmt is not None or sep is not None:
+            raise ConfigError(f"--format/--sep read CTR rows; model {model.name!r} reads a file of pairs")
+        from attnrec.data.splits import read_interactions_file
+        from attnrec.serving.batch import predict_ratings
+
+        preds = predict_ratings(model, read_interactions_file(data))
+        _write_or_print(preds, out, f"predicted ratings from {model.name} for {data}", what="predictions")
+        cold = preds["cold_start"].is_not_null().sum()
+        blank = (~preds["has_text"]).sum() if "has_text" in preds.columns else 0
+        if cold or blank:
+            console.print(
+                f"[yellow]of {preds.height} pairs: {cold} with an unknown user or item (no rating), {blank} rated "
+                "from the all-padding fallback (has_text false: no training review text)[/]"
+            )
+        return
     if not isinstance(model, CTRRecommender):
         raise ConfigError(
-            f"`attnrec predict` scores CTR rows; model {model.name!r} in {model_dir} is not a CTR model "
+            f"`attnrec predict` scores CTR rows or rating pairs; model {model.name!r} in {model_dir} does neither "
             "(use `attnrec recommend` or `attnrec evaluate`)"
         )
     rows, _ = _ctr_rows(model, model_dir, data, fmt, sep, need_label=False)

@@ -1,5 +1,5 @@
 """`attnrec recommend --all-users --out recs.parquet` (serving/batch.py): every user, the same rows as
-``recommend --users``, streamed in blocks, written atomically."""
+``recommend --users``, streamed in blocks, written atomically; and `attnrec predict` on a rating bundle."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from attnrec.errors import OutputError
+from attnrec.errors import ConfigError, OutputError
 from attnrec.models.base import RatingPredictor, Recommender
-from attnrec.serving.batch import recommend_all_users
+from attnrec.serving.batch import predict_ratings, recommend_all_users
 from attnrec.serving.bundle import load_bundle
 from attnrec.testing import cli as testing_cli
 
@@ -109,3 +109,31 @@ def test_all_users_needs_out_and_is_alone(
     assert code != 0 and "--all-users writes a file" in text
     code, text = run_cli(["recommend", "--model-dir", b, "--all-users", "--users", "1"], monkeypatch, capsys)
     assert code != 0 and "--all-users" in text and "--users" in text
+
+
+def test_predict_ratings_of_pairs_from_a_rating_bundle(
+    serve_bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`attnrec predict` on a rating bundle (not a review model: no has_text column): the rows in the file's order,
+    unknown ids flagged with no rating; a bundle that predicts no rating, or pairs without ids, are refused."""
+    model = load_bundle(serve_bundles["svd"])
+    assert isinstance(model, RatingPredictor) and isinstance(model, Recommender)
+    uv, iv = model._vocabs()
+    u, i = [str(x) for x in uv.ids[:3]], [str(x) for x in iv.ids[:3]]
+    pairs = pl.DataFrame({"user_id": [u[2], u[0], "nobody", u[1]], "item_id": [i[0], i[1], i[2], "no-item"]})
+    got = predict_ratings(model, pairs)
+    assert got.columns == ["user_id", "item_id", "predicted_rating", "cold_start"]
+    assert got["cold_start"].to_list() == [None, None, "unknown_user", "unknown_item"]
+    expected = model.predict(uv.lookup([u[2], u[0]]), iv.lookup([i[0], i[1]]))
+    np.testing.assert_allclose(got["predicted_rating"].head(2).to_numpy(), expected, rtol=1e-6)
+    assert got["predicted_rating"].tail(2).null_count() == 2
+    with pytest.raises(ConfigError, match="missing item_id"):
+        predict_ratings(model, pairs.drop("item_id"))
+    bpr = load_bundle(serve_bundles["bpr"])
+    assert isinstance(bpr, Recommender)
+    with pytest.raises(ConfigError, match="does not predict ratings"):
+        predict_ratings(bpr, pairs)
+    code, text = run_cli(
+        ["predict", "--model-dir", str(serve_bundles["bpr"]), "--data", "x.csv"], monkeypatch, capsys
+    )
+    assert code == 2 and "scores CTR rows or rating pairs" in text

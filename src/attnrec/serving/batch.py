@@ -1,4 +1,6 @@
-"""Offline batch recommendation: the top-k for every known user, streamed to one Parquet (or CSV) file.
+"""Offline batch scoring: the top-k for every known user, streamed to one Parquet (or CSV) file
+(:func:`recommend_all_users`); and a rating model's predictions for a table of (user, item) pairs
+(:func:`predict_ratings`, ``attnrec predict`` on a rating bundle).
 
 Users are scored ``batch_size`` at a time through the model's own ``top_k`` (the same scores, exclusions and ties as
 ``attnrec recommend --users``), and each batch is appended to the output as it is produced, so memory holds one
@@ -61,6 +63,55 @@ def _batch_frame(
         cols["title"] = pl.Series([titles.get(i) for i in cols["item_id"].to_list()], dtype=pl.String)
     short = int((np.isfinite(vals).sum(axis=1) < min(k, model.n_items)).sum())
     return pl.DataFrame(cols), short
+
+
+def predict_ratings(model: Recommender[Any], pairs: pl.DataFrame) -> pl.DataFrame:
+    """The predicted rating of every row of ``pairs`` (``user_id``, ``item_id``; other columns ignored), in its order.
+
+    Columns: ``user_id``, ``item_id``, ``predicted_rating`` (Float32, as ``model.predict`` gives it: clipped to the
+    rating scale; null where the user or item is unknown), ``cold_start`` (null, or ``unknown_user`` /
+    ``unknown_item`` / ``unknown_user_and_item``, as ``POST /predict``) and, for the review models (DeepCoNN,
+    TransNet, safmr), ``has_text``: False where the user's or the item's training documents hold no word, so the
+    rating came from the documented all-padding fallback (null for unknown pairs)."""
+    from attnrec.models.review.base import ReviewRatingModel
+
+    if not isinstance(model, RatingPredictor):
+        raise ConfigError(f"model {model.name!r} does not predict ratings: no predicted rating for a pair")
+    missing = [c for c in ("user_id", "item_id") if c not in pairs.columns]
+    if missing:
+        raise ConfigError(f"the pairs need columns user_id and item_id; missing {', '.join(missing)}")
+    uv, iv = model._vocabs()
+    u = uv.lookup(pairs["user_id"], missing="minus_one").astype(np.int64)
+    i = iv.lookup(pairs["item_id"], missing="minus_one").astype(np.int64)
+    ok = (u >= 0) & (i >= 0)
+    rating = np.full(len(u), np.nan, dtype=np.float32)
+    text = np.zeros(len(u), dtype=bool)
+    if ok.any():
+        rating[ok] = model.predict(u[ok], i[ok])
+        if isinstance(model, ReviewRatingModel):
+            text[ok] = model.has_text(u[ok], i[ok])
+    known_u, known_i = pl.col("known_user"), pl.col("known_item")
+    out = pl.DataFrame(
+        {
+            "user_id": pairs["user_id"].cast(pl.String),
+            "item_id": pairs["item_id"].cast(pl.String),
+            "predicted_rating": pl.Series(rating, dtype=pl.Float32, nan_to_null=True),
+            "known_user": u >= 0,
+            "known_item": i >= 0,
+            "has_text": text,
+        }
+    ).with_columns(
+        cold_start=pl.when(known_u & known_i)
+        .then(None)
+        .when(known_u)
+        .then(pl.lit("unknown_item"))
+        .when(known_i)
+        .then(pl.lit("unknown_user"))
+        .otherwise(pl.lit("unknown_user_and_item")),
+        has_text=pl.when(known_u & known_i).then(pl.col("has_text")),
+    )
+    keep = ["user_id", "item_id", "predicted_rating", "cold_start"]
+    return out.select(keep + ["has_text"] if isinstance(model, ReviewRatingModel) else keep)
 
 
 def recommend_all_users(

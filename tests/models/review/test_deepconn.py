@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from attnrec.models.layers.text_cnn import TextCNN
 from attnrec.models.review.base import FactorizationMachine
 from attnrec.models.review.deepconn import DeepCoNN
 from attnrec.testing import ConformanceTests, checkerboard, review_checkerboard
-from attnrec.testing.cli import run_cli
 from attnrec.testing.data import TINY_REVIEW_MODEL
 from attnrec.training.trainer import TrainerConfig
 
@@ -193,50 +190,6 @@ def test_skipgram_option_initialises_both_towers_from_the_training_reviews() -> 
     m = model.review_module
     for tower in (m.user_net, m.item_net):
         np.testing.assert_array_equal(tower.embedding.weight.detach().numpy(), expected)
-
-
-def test_cli_trains_evaluates_and_recommends_from_an_amazon_review_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`attnrec train --model deepconn --data <amazon json.gz>` reads the training reviews; the bundle evaluates
-    and recommends without the training file."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for u in range(40):
-        for i in range(30):
-            if rng.random() < 0.5:
-                same = u % 2 == i % 2
-                text = f"{'ga' if u % 2 == 0 else 'gb'} {'ha' if i % 2 == 0 else 'hb'} strings"
-                row = {"reviewerID": f"U{u}", "asin": f"B{i}", "overall": 5.0 if same else 1.0}
-                lines.append(
-                    json.dumps({**row, "reviewText": text, "unixReviewTime": 1400000000 + len(lines)})
-                )
-    data = tmp_path / "reviews_Musical_Instruments_5.json.gz"
-    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    small = [f"--set={k}={v}" for k, v in SMALL.items()]
-
-    def cli(*args: str) -> str:
-        code, out, err = run_cli(list(args), monkeypatch, capsys)
-        assert code == 0, err
-        return out
-
-    run = tmp_path / "run"
-    out = cli("train", "--model", "deepconn", "--data", str(data), "--out", str(run), "--epochs", "2", "--no-progress",
-              *small)  # fmt: skip
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert np.isfinite(metrics["test"]["rmse"]) and "rmse" in out
-    extra = json.loads((run / "model" / "extra.json").read_text())
-    assert set(extra["words"]) == {"ga", "gb", "ha", "hb", "strings"}  # the training reviews were read
-    assert extra["text_stats"]["users_without_text"] == 0
-    pairs = tmp_path / "pairs.csv"
-    pl.DataFrame(
-        {"user_id": ["U0", "U0", "U1"], "item_id": ["B0", "B1", "B0"], "rating": [5.0, 1.0, 1.0]}
-    ).write_csv(pairs)
-    assert "rmse" in cli("evaluate", "--model-dir", str(run / "model"), "--test", str(pairs))
-    recs = tmp_path / "recs.csv"
-    cli("recommend", "--model-dir", str(run / "model"), "--users", "U0,U1", "--k", "3", "--out", str(recs))
-    top = pl.read_csv(recs)
-    assert top.height == 6 and set(top["user_id"]) == {"U0", "U1"}
 
 
 def test_predictions_are_clipped_to_the_training_scale_and_the_bundle_keeps_it(tmp_path: Path) -> None:
