@@ -66,7 +66,8 @@ class ReviewConfig(ModelConfig):
     review_length: int = Field(80, ge=1)
     max_words: int = Field(50_000, ge=1)
     word_dim: int = Field(64, ge=1)
-    #: "random": N(0, 1) word embeddings; "skipgram": vectors trained on the training reviews (needs gensim)
+    #: "random": random word embeddings (DeepCoNN: ``TextCNN``'s N(0, 1); TransNet and safmr: N(0, 1/word_dim),
+    #: :func:`unit_norm_word_vectors`); "skipgram": vectors trained on the training reviews (needs gensim)
     word_vectors: Literal["random", "skipgram"] = "random"
     skipgram_epochs: int = Field(5, ge=1)
     skipgram_window: int = Field(5, ge=1)
