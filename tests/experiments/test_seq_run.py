@@ -211,6 +211,35 @@ def test_generic_table_is_checked_as_sequences(tmp_path: Path) -> None:
     assert data["valid"].decode().sort("user_id")["item_id"].to_list() == ["i1", "i3"]
 
 
+def test_an_items_catalogue_declares_a_generic_tables_domains(tmp_path: Path) -> None:
+    """With an ``--items`` table that has a ``domain`` column, a row whose domain is outside the catalogue's domains,
+    or differs from its item's domain there, is a DataError naming the file, line and value (before, the catalogue's
+    domain silently won); a table that agrees with it is read as before."""
+    from attnrec.errors import DataError
+
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,domain\ni1,A\ni2,B\ni3,A\ni4,B\n")
+    f = tmp_path / "t.csv"
+    good = "user_id,item_id,domain,timestamp\nu,i1,A,1\nu,i2,B,2\nu,i3,A,3\nu,i4,B,4\nw,i2,B,1\nw,i3,A,2\nw,i4,B,3\n"
+    f.write_text(good)
+    data = prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
+    assert data["notes"]["domains"] == {"A": 2, "B": 2}
+    f.write_text(good.replace("i3,A", "i3,C"))  # both of i3's rows, lines 4 and 7
+    with pytest.raises(DataError, match="domain outside the declared domains") as e:
+        prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
+    assert "t.csv:4" in str(e.value) and "'C'" in str(e.value) and "['A', 'B']" in str(e.value)
+    f.write_text(good.replace("i3,A", "i3,B"))
+    with pytest.raises(DataError, match="differs from the item's domain in the --items catalogue") as e:
+        prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
+    assert "t.csv:4" in str(e.value) and "item 'i3': 'B'" in str(e.value) and "'A'" in str(e.value)
+    # without the catalogue, the table's own values are the domains (a third one is a domain like the others)
+    data = prepare_sequences(RunConfig(model="pop", data=str(f)), progress=False)
+    assert data["notes"]["domains"] == {"A": 1, "B": 3}
+    f.write_text(good.replace("i3,A", "i3,C"))
+    data = prepare_sequences(RunConfig(model="pop", data=str(f)), progress=False)
+    assert data["notes"]["domains"] == {"A": 1, "B": 2, "C": 1}
+
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 

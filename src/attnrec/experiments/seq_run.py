@@ -11,7 +11,10 @@ What differs from an interactions run, and why:
   item never occurs in train. Held-out rows are therefore kept (split protocol ``cold_start``); a test row whose
   item is outside the vocabulary (pre-split files only) is dropped and counted.
 * **Item domains**: from the catalogue's ``domain`` column (else the interactions'); the model gets the
-  catalogue as its ``items`` side input (:func:`attnrec.data.sequences.item_domains_of`).
+  catalogue as its ``items`` side input (:func:`attnrec.data.sequences.item_domains_of`). An ``--items`` table
+  with a ``domain`` column *declares* the domains of a generic table (as ABXI's item map does): a row whose domain
+  is not one of them, or differs from its item's domain there, is a DataError naming the file, line and value
+  (:func:`sequence_checks`); without one the table's own domain values are the declared set.
 * **Protocols** (:class:`~attnrec.evaluation.sequential.SequentialRanking`): validation from the model's stored
   training sequences with ``exclude`` = train; test from the context train + validation item per user
   (:func:`~attnrec.evaluation.sequential.context_history`) with ``exclude`` = train + valid. No test item is
@@ -21,6 +24,7 @@ What differs from an interactions run, and why:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +34,7 @@ from attnrec.data.readers.cdsr import as_sequences
 from attnrec.data.sequences import item_domains_of
 from attnrec.data.table import Dataset, Interactions
 from attnrec.data.vocab import Vocabulary
-from attnrec.errors import ConfigError
+from attnrec.errors import ConfigError, DataError
 from attnrec.evaluation.sequential import SequentialRanking, context_history
 from attnrec.experiments.config import RunConfig
 from attnrec.experiments.inputs import load_split, read_items
@@ -56,7 +60,7 @@ def prepare_sequences(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any
     dataset, result, notes = load_split(
         cfg.model_copy(update={"split": split}),
         progress=progress,
-        checked=as_sequences,
+        checked=sequence_checks(items),
         split_options={"units": "position"},
     )
     if dataset is None:  # pre-split files: what train and valid hold (test rows with other items are dropped)
@@ -98,6 +102,46 @@ def prepare_sequences(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any
         "notes": notes,
         "items": items,
     }
+
+
+def sequence_checks(catalogue: pl.DataFrame | None) -> Callable[[Dataset], Dataset]:
+    """The checks a sequential run applies to a loaded dataset: :func:`~attnrec.data.readers.cdsr.as_sequences`
+    (short sequences dropped and counted, timestamps sorted and counted, declared domains), with the declared
+    domains taken from ``catalogue`` (the ``--items`` table) when it has a ``domain`` column; then every row's
+    domain must equal its item's domain in the catalogue. A DataError names the file, line and value."""
+    if catalogue is None or "domain" not in catalogue.columns:
+        return as_sequences
+    cat = catalogue.select(
+        pl.col("item_id").cast(pl.String), pl.col("domain").cast(pl.String).alias("_declared")
+    )
+    declared = sorted(cat["_declared"].drop_nulls().unique().to_list())
+
+    def check(ds: Dataset) -> Dataset:
+        out = as_sequences(ds, domains=declared)
+        df = out.interactions
+        if "domain" not in df.columns:
+            return out
+        lines = out.lines if out.lines is not None else pl.Series(range(1, df.height + 1), dtype=pl.Int64)
+        rows = df.select(pl.col("item_id").cast(pl.String), pl.col("domain").cast(pl.String)).with_columns(
+            lines.alias("line")
+        )
+        clash = rows.join(cat, on="item_id", how="inner", maintain_order="left").filter(
+            pl.col("domain") != pl.col("_declared")
+        )
+        if clash.height:
+            r = clash.row(0, named=True)
+            raise DataError(
+                f"the row's domain differs from the item's domain in the --items catalogue ({clash.height} row(s) "
+                "in all)",
+                file=out.source or out.name,
+                line=int(r["line"]),
+                field="domain",
+                value=f"item {r['item_id']!r}: {r['domain']!r}",
+                expected=f"{r['_declared']!r}, the item's domain in the catalogue",
+            )
+        return out
+
+    return check
 
 
 def _catalogue_from_rows(dataset: Dataset | None, parts: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
