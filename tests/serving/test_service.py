@@ -310,3 +310,43 @@ def test_lightgcn_history_and_similar_items(tmp_path: Path) -> None:
     assert got.path == "history" and ids(got) == want["item_id"].to_list()
     sim = slot.similar("i0", k=3)
     assert sim.space == "lightgcn item embeddings" and len(sim.items) == 3 and sim.items[0].title is None
+
+
+def test_explain_is_safmrs_attention_over_its_cnn_features(tmp_path: Path) -> None:
+    """safmr's per-prediction attention (SAFMR.explain) through the service: one share per CNN feature (summing to
+    1), |cos| and has_text; no text query; a safmr without attention has none to explain."""
+    from attnrec.data.side import ReviewCorpus, SideInputs
+    from attnrec.models.review.safmr import SAFMR
+    from attnrec.serving.bundle import save_bundle
+    from attnrec.testing import review_checkerboard
+    from attnrec.testing.data import TINY_REVIEW_MODEL
+    from attnrec.training.trainer import TrainerConfig
+
+    train, _, _ = review_checkerboard()
+    for attention in (True, False):
+        model = SAFMR(**TINY_REVIEW_MODEL, attention=attention)
+        trainer = TrainerConfig(epochs=1, progress=False, device="cpu")
+        model.fit(train, side=SideInputs(reviews=ReviewCorpus.from_split(train)), trainer=trainer)
+        save_bundle(model, tmp_path / f"safmr_{attention}")
+    slot = ServiceState({"safmr": tmp_path / "safmr_True"}).slot()
+    assert slot.metadata()["explain"]
+    uv, iv = slot.recommender._vocabs()
+    user, items = str(uv.ids[0]), [str(i) for i in iv.ids[:3]]
+    got = slot.explain(ExplainRequest(user_id=user, item_ids=items))
+    want = slot.recommender.explain([user] * 3, items)
+    assert [e.item_id for e in got.explanations] == items and all(e.shares is None for e in got.explanations)
+    np.testing.assert_allclose(
+        [e.predicted_rating for e in got.explanations], want["predicted_rating"], rtol=1e-6
+    )
+    shares = np.array([e.feature_shares for e in got.explanations])
+    assert shares.shape == (3, TINY_REVIEW_MODEL["cnn_out"])
+    np.testing.assert_allclose(shares, np.stack(want["attention"].to_list()), rtol=1e-6)
+    np.testing.assert_allclose(shares.sum(1), 1.0, rtol=1e-5)
+    assert [e.abs_cos for e in got.explanations] == pytest.approx(want["abs_cos"].to_list())
+    assert [e.has_text for e in got.explanations] == want["has_text"].to_list()
+    with pytest.raises(UnsupportedError, match="takes no text query"):
+        slot.explain(ExplainRequest(user_id=user, item_ids=items, query="a funny film"))
+    plain = ServiceState({"safmr": tmp_path / "safmr_False"}).slot()
+    assert not plain.metadata()["explain"]
+    with pytest.raises(UnsupportedError, match="no attention to explain"):
+        plain.explain(ExplainRequest(user_id=user, item_ids=items))

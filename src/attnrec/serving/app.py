@@ -401,7 +401,7 @@ def _model_routes(router: APIRouter, get_slot: Callable[..., ModelSlot], op: str
 
     @router.post("/explain", operation_id=f"{op}explain")
     def explain(body: ExplainRequest, slot: ModelSlot = slot_dep) -> ExplainResponse:
-        """Attention shares of a prediction (hybrid_csa)."""
+        """Attention per prediction (hybrid_csa: token shares; safmr: CNN feature shares)."""
         return slot.explain(body)
 
     @router.get("/users", operation_id=f"{op}users")

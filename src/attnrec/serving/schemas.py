@@ -156,10 +156,17 @@ class ExplainRequest(_Request):
 
 
 class Explanation(BaseModel):
+    """One prediction's attention: hybrid_csa's token ``shares``; or safmr's ``feature_shares`` (the share of
+    attention each of its n CNN features receives, summing to 1), ``abs_cos`` (mean |cos| between the attention's
+    input and output rows) and ``has_text`` (False: the user's or item's training reviews hold no word)."""
+
     item_id: str
     predicted_rating: float
     shares: Shares | None
     title: str | None = None
+    feature_shares: list[float] | None = None
+    abs_cos: float | None = None
+    has_text: bool | None = None
 
 
 class ExplainResponse(BaseModel):

@@ -53,6 +53,7 @@ from attnrec.models.ctr.base import CTRRecommender
 from attnrec.models.query import History, Query
 from attnrec.models.rating.hybrid_csa import HybridCSA
 from attnrec.models.rating.svd import SVD
+from attnrec.models.review.safmr import SAFMR
 from attnrec.models.topk.bpr import PairwiseRecommender
 from attnrec.serving.bundle import MAX_MANIFEST_BYTES, load_bundle, load_bundle_items, read_manifest_bytes
 from attnrec.serving.retrieval import (
@@ -176,6 +177,11 @@ def _shares(row: Mapping[str, Any]) -> Shares | None:
         text=float(vals["text"] or 0.0),
         user_text=None if vals["user_text"] is None else float(vals["user_text"]),
     )
+
+
+def _explains(model: Estimator[Any]) -> bool:
+    """Whether ``POST /explain`` answers for ``model``: hybrid_csa, and safmr trained with its attention."""
+    return isinstance(model, HybridCSA) or (isinstance(model, SAFMR) and model.config.attention)
 
 
 def _item_space(model: Estimator[Any]) -> tuple[torch.Tensor, str] | None:
@@ -475,12 +481,15 @@ class ModelSlot:
 
     # ------------------------------------------------------------------------------------------ explain
     def explain(self, req: ExplainRequest) -> ExplainResponse:
-        """Attention shares of hybrid_csa's prediction for ``req.user_id`` and each of ``req.item_ids``."""
+        """Attention per prediction for ``req.user_id`` and each of ``req.item_ids``: hybrid_csa's shares of its
+        tokens; safmr's shares of its n CNN features (``feature_shares``), ``abs_cos`` and ``has_text``."""
         rec = self.model
-        if not isinstance(rec, HybridCSA):
+        if not _explains(rec):
             raise UnsupportedError(
-                f"model {self.name!r} ({rec.name}) has no attention to explain (explain: hybrid_csa)"
+                f"model {self.name!r} ({rec.name}) has no attention to explain (explain: hybrid_csa, safmr)"
             )
+        if req.query is not None and not isinstance(rec, HybridCSA):
+            raise UnsupportedError(f"model {self.name!r} ({rec.name}) takes no text query", field="query")
         if req.user_id not in self._users:
             raise NotFoundError(f"user {req.user_id!r} is not in model {self.name!r}", field="user_id")
         missing = [i for i in req.item_ids if i not in self._items]
@@ -489,11 +498,13 @@ class ModelSlot:
                 f"item(s) not in model {self.name!r}: {', '.join(repr(i) for i in missing[:5])}",
                 field="item_ids",
             )
-        n = len(req.item_ids)
+        n, users = len(req.item_ids), [req.user_id] * len(req.item_ids)
         with self.lock:
-            df = rec.explain(
-                [req.user_id] * n, req.item_ids, texts=None if req.query is None else [req.query] * n
-            )
+            if isinstance(rec, HybridCSA):
+                df = rec.explain(users, req.item_ids, texts=None if req.query is None else [req.query] * n)
+            else:
+                assert isinstance(rec, SAFMR)  # _explains
+                df = rec.explain(users, req.item_ids)
         return ExplainResponse(
             model=self.name,
             user_id=req.user_id,
@@ -502,6 +513,9 @@ class ModelSlot:
                     item_id=row["item_id"],
                     predicted_rating=float(row["predicted_rating"]),
                     shares=_shares(row),
+                    feature_shares=row.get("attention"),
+                    abs_cos=row.get("abs_cos"),
+                    has_text=row.get("has_text"),
                     title=self.title(self._items[row["item_id"]]),
                 )
                 for row in df.iter_rows(named=True)
@@ -545,7 +559,7 @@ class ModelSlot:
             "query_inputs": sorted(rec.query_inputs) if rec is not None else [],
             "similar_items": self._space is not None,
             "index": index_kind(self.index),
-            "explain": isinstance(m, HybridCSA),
+            "explain": _explains(m),
             "n_users": rec.n_users if rec is not None else None,
             "n_items": rec.n_items if rec is not None else None,
             "titles": self.titles is not None,
