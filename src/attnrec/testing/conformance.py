@@ -332,7 +332,8 @@ class ConformanceTests:
         """The reported best epoch is the best validation score, and the fitted model is that epoch's."""
         model, report = fit_result
         metric, mode = DEFAULT_VALID_METRIC[self.model_class.task]
-        cfg = self.trainer_config()
+        # what the fit ran: the model fills the fields the config leaves unset
+        cfg = model.make_trainer_config(self.trainer_config())
         metric, mode = cfg.valid_metric or metric, cfg.valid_mode or mode
         curve = [row.get(f"valid_{metric}") for row in report.history]
         if not any(v is not None for v in curve):
@@ -343,7 +344,9 @@ class ConformanceTests:
         assert report.best_epoch is not None and curve[report.best_epoch - 1] == best
         train, valid, _ = self.data()
         exclude = train.csr() if isinstance(train, Interactions) else None
-        again = evaluate(model, valid, default_protocol(model), exclude=exclude)
+        # epochs were selected on the raw model; a calibrated CTR model's own view rescales logloss (not AUC)
+        raw = model.uncalibrated() if hasattr(model, "uncalibrated") else model
+        again = evaluate(raw, valid, default_protocol(model), exclude=exclude)
         assert again[metric] == pytest.approx(best, rel=1e-5, abs=1e-7)
 
     def test_bundle_roundtrip_exact(self, fitted: Estimator[Any]) -> None:
@@ -535,15 +538,26 @@ class ConformanceTests:
 
     def test_validation_drives_early_stopping(self, fit_result: tuple[Estimator[Any], FitReport]) -> None:
         self._row_scorer(fit_result[0])
-        _, report = fit_result
+        model, report = fit_result
         assert {"auc", "logloss", "n"} <= set(report.best_valid)
-        aucs = [row["valid_auc"] for row in report.history]
-        assert report.best_valid["auc"] == max(aucs)
-        assert report.history[report.best_epoch - 1]["valid_auc"] == max(aucs)  # type: ignore[operator]
-        # patience stops the run: three epochs without a better AUC after the best, or the epoch cap
-        patience = self.trainer_config().patience
-        assert report.epochs_run == self.trainer_config().epochs or (
-            patience is not None and report.epochs_run - report.best_epoch == patience  # type: ignore[operator]
+        # the rule the fit ran: a config naming no metric gets the CTR default (select on logloss, AUC extends)
+        cfg = model.make_trainer_config(self.trainer_config())
+        assert cfg.valid_metric is not None and cfg.valid_mode is not None
+        curve = [row[f"valid_{cfg.valid_metric}"] for row in report.history]
+        best = min(curve) if cfg.valid_mode == "min" else max(curve)
+        assert report.best_valid[cfg.valid_metric] == best
+        assert report.best_epoch is not None and curve[report.best_epoch - 1] == best
+        # patience stops the run: `patience` epochs after the last one that improved any watched metric, or the cap
+        watched = {cfg.valid_metric: cfg.valid_mode, **cfg.valid_also}
+        bests: dict[str, float] = {}
+        last = 0
+        for epoch, row in enumerate(report.history, 1):
+            for name, mode in watched.items():
+                v, old = row[f"valid_{name}"], bests.get(name)
+                if old is None or (v < old if mode == "min" else v > old):
+                    bests[name], last = v, epoch
+        assert report.epochs_run == cfg.epochs or (
+            cfg.patience is not None and report.epochs_run - last == cfg.patience
         )
 
     def test_wrong_data_is_a_clear_error(self, fitted: Estimator[Any]) -> None:

@@ -154,3 +154,21 @@ def test_a_valid_mode_that_contradicts_the_metric_is_refused() -> None:
         model.make_trainer_config(merged)
     assert model.make_trainer_config(TrainerConfig(valid_metric="auc", valid_mode="max")).valid_mode == "max"
     assert model.make_trainer_config(TrainerConfig(valid_metric="auc")).valid_mode == "max"
+
+
+def test_a_trainer_config_naming_no_metric_gets_the_ctr_stopping_rule(data) -> None:
+    # the README's `TrainerConfig(epochs=10)`: without this, early stopping fell back to AUC alone (the drift)
+    cfg = FM().make_trainer_config(TrainerConfig(epochs=10))
+    assert (cfg.valid_metric, cfg.valid_mode, cfg.valid_also) == ("logloss", "min", {"auc": "max"})
+    # nothing else is taken from the default trainer
+    assert cfg.epochs == 10 and cfg.patience == TrainerConfig().patience
+    own = FM().make_trainer_config(TrainerConfig(valid_also={"ece": "min"}))
+    assert (own.valid_metric, own.valid_also) == ("logloss", {"ece": "min"})
+    auc = FM().make_trainer_config(TrainerConfig(valid_metric="auc"))
+    assert (auc.valid_metric, auc.valid_mode, auc.valid_also) == ("auc", "max", {})
+    with pytest.raises(ConfigError, match="contradicts"):  # "max" once meant AUC: now say which metric
+        FM().make_trainer_config(TrainerConfig(valid_mode="max"))
+    train, valid, _ = data
+    report = FM(embedding_dim=4).fit(train, valid, trainer=TrainerConfig(**{**FAST, "epochs": 6}))
+    lls = [h["valid_logloss"] for h in report.history]
+    assert report.best_epoch == 1 + int(np.argmin(lls))

@@ -294,8 +294,18 @@ class CTRRecommender(TorchEstimator[ConfigT], RowScorer):
 
     def make_trainer_config(self, trainer: TrainerConfig | None) -> TrainerConfig:
         """``trainer`` (None: ``default_trainer``) with ``valid_mode`` filled in from the CTR metric's direction when
-        it is unset (``valid_metric = "auc"`` alone maximises, ``"logloss"`` or ``"ece"`` minimises)."""
+        it is unset (``valid_metric = "auc"`` alone maximises, ``"logloss"`` or ``"ece"`` minimises).
+
+        A ``trainer`` that names no ``valid_metric`` (``TrainerConfig(epochs=10)``) gets the stopping rule of
+        ``default_trainer`` — select on validation logloss, AUC extends patience (``valid_also``, unless it sets its
+        own) — not the task's generic fallback, early stopping on AUC alone, which lets the probabilities drift
+        (docs/models/ctr_benchmarks.md, "Why CTR probabilities drifted")."""
         cfg = super().make_trainer_config(trainer)
+        if cfg.valid_metric is None and "valid_metric" in self.default_trainer:
+            rule = {"valid_metric": self.default_trainer["valid_metric"]}
+            if not cfg.valid_also and "valid_also" in self.default_trainer:
+                rule["valid_also"] = dict(self.default_trainer["valid_also"])
+            cfg = cfg.model_copy(update=rule)
         if cfg.valid_metric in CTR_METRIC_MODES:
             mode = CTR_METRIC_MODES[cfg.valid_metric]
             if cfg.valid_mode is None:
