@@ -66,6 +66,12 @@ MODELS: dict[str, dict[str, Any]] = {
         "fixed": {"word_vectors": "skipgram"},
         "grid": {},
     },
+    "transnet_skipgram": {
+        "worker": "ours",
+        "model": "transnet",
+        "fixed": {"word_vectors": "skipgram"},
+        "grid": {},
+    },
     # the paper's L1 rating loss fits the median rating; the metric here is MSE
     "safmr_l2": {"worker": "ours", "model": "safmr", "fixed": {"loss": "l2"}, "grid": {}},
     "transnet_l2": {"worker": "ours", "model": "transnet", "fixed": {"loss": "l2"}, "grid": {}},
@@ -210,6 +216,7 @@ GROUPS = {
         "safmr_no_transform",
         "safmr_skipgram",
         "deepconn_skipgram",
+        "transnet_skipgram",
         "safmr_l2",
         "transnet_l2",
     ],
@@ -233,6 +240,7 @@ LABELS = {
     "safmr_no_transform": "safmr `transform_loss=False` (source network alone)",
     "safmr_skipgram": 'safmr `word_vectors="skipgram"`',
     "deepconn_skipgram": 'deepconn `word_vectors="skipgram"`',
+    "transnet_skipgram": 'transnet `word_vectors="skipgram"`',
     "safmr_l2": 'safmr `loss="l2"` (squared-error rating loss)',
     "transnet_l2": 'transnet `loss="l2"`',
     "safmr_l2_fm": 'safmr `loss="l2" attention=False`',
