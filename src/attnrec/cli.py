@@ -339,9 +339,18 @@ def predict_cmd(
     ] = None,
     threads: ThreadsOpt = None,
     trust_bundle: TrustBundleOpt = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="CTR bundles: the raw model's probabilities (column raw_probability), before the calibration "
+            "fitted on validation that the bundle otherwise applies",
+        ),
+    ] = False,
 ) -> None:
     """Click probabilities of CTR rows from a CTR bundle (its own feature encoder reads the raw rows, as the run
-    read them: its format, separator and label threshold unless --format/--sep say otherwise); or the predicted
+    read them: its format, separator and label threshold unless --format/--sep say otherwise; calibrated by the
+    bundle's temperature or Platt scaling when it has one, unless --raw); or the predicted
     rating of each (user_id, item_id) pair from a rating bundle, in the file's order: unknown users or items get no
     rating and a `cold_start` flag; the review models (deepconn, transnet, safmr) add `has_text` (false: the user's
     or item's training reviews hold no word, rated from the all-padding fallback)."""
@@ -357,6 +366,10 @@ def predict_cmd(
     if isinstance(model, RatingPredictor) and isinstance(model, Recommender):
         if fmt is not None or sep is not None:
             raise ConfigError(f"--format/--sep read CTR rows; model {model.name!r} reads a file of pairs")
+        if raw:
+            raise ConfigError(
+                f"--raw applies to CTR bundles (uncalibrated probabilities); model {model.name!r} rates pairs"
+            )
         from attnrec.data.splits import read_interactions_file
         from attnrec.serving.batch import predict_ratings
 
@@ -376,9 +389,12 @@ def predict_cmd(
             "(use `attnrec recommend` or `attnrec evaluate`)"
         )
     rows, _ = _ctr_rows(model, model_dir, data, fmt, sep, need_label=False)
-    probs = model.predict_proba(rows)
-    frame = pl.DataFrame({"row": pl.Series(range(1, len(probs) + 1), dtype=pl.Int64), "probability": probs})
-    _write_or_print(frame, out, f"click probabilities from {model.name} for {data}", what="predictions")
+    probs = model.predict_proba(rows, calibrated=not raw)
+    column, what = (
+        ("raw_probability", "raw click probabilities") if raw else ("probability", "click probabilities")
+    )
+    frame = pl.DataFrame({"row": pl.Series(range(1, len(probs) + 1), dtype=pl.Int64), column: probs})
+    _write_or_print(frame, out, f"{what} from {model.name} for {data}", what="predictions")
 
 
 # ------------------------------------------------------------------------------------------------ recommend

@@ -69,3 +69,41 @@ def test_evaluate_prints_both_and_writes_the_curve(run_dir, csv_dir, tmp_path, m
     code, out, err = run_cli([*args, "--format", "csv", "--reliability", str(png)], monkeypatch, capsys)
     assert code == 0, err
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_applies_the_calibration_and_raw_switches_it_off(
+    run_dir, csv_dir, tmp_path, monkeypatch, capsys
+):
+    import polars as pl
+
+    from attnrec.serving.bundle import load_bundle
+
+    model = load_bundle(run_dir / "model")
+    assert model.calibrator is not None and model.calibrator.temperature != 1.0
+    args = ["predict", "--model-dir", str(run_dir / "model"), "--data", str(csv_dir / "test.csv")]
+    cal_csv, raw_csv = tmp_path / "p.csv", tmp_path / "raw.csv"
+    for extra, path in (([], cal_csv), (["--raw"], raw_csv)):
+        code, _, err = run_cli([*args, *extra, "--out", str(path)], monkeypatch, capsys)
+        assert code == 0, err
+    cal, raw = pl.read_csv(cal_csv), pl.read_csv(raw_csv)
+    assert cal.columns == ["row", "probability"] and raw.columns == ["row", "raw_probability"]
+    # the two differ exactly by the bundle's temperature: logit(raw) / T = logit(calibrated)
+    lr, lc = (np.log(p / (1 - p)) for p in (raw["raw_probability"].to_numpy(), cal["probability"].to_numpy()))
+    np.testing.assert_allclose(lr / model.calibrator.temperature, lc, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_raw_on_a_rating_bundle_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,rating"] + [
+        f"u{u},i{i},{rng.integers(1, 6)}" for u in range(12) for i in range(8)
+    ]
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "svd"
+    code, _, err = run_cli(
+        ["train", "--model", "svd", "--data", str(tmp_path / "r.csv"), "--out", str(run)], monkeypatch, capsys
+    )
+    assert code == 0, err
+    (tmp_path / "pairs.csv").write_text("user_id,item_id\nu1,i2\n")
+    args = ["predict", "--model-dir", str(run / "model"), "--data", str(tmp_path / "pairs.csv"), "--raw"]
+    code, _, err = run_cli(args, monkeypatch, capsys)
+    assert code != 0 and "--raw applies to CTR bundles" in err and "svd" in err
