@@ -194,10 +194,21 @@ def test_mrcsaf_and_its_ablations_train_evaluate_and_recommend_from_the_cli(
     assert diag["modalities"] == ["img", "meta"]
     np.testing.assert_allclose(diag["modality_weights"].sum(1), 1.0, rtol=1e-5)
     assert ("abs_cos" in diag) == (variant != "selector_only")
-    per_item = (
-        diag["modality_weights"].std(0).max() > 0
-    )  # the selector weighs items differently; fixed otherwise
+    # the selector weighs items differently; the fixed weights (csa_only) do not
+    per_item = diag["modality_weights"].std(0).max() > 0
     assert per_item == (variant != "csa_only")
+    # ... and the run logged them: every validated epoch in train_log.jsonl, the best epoch's in metrics.json
+    # (the bundle holds the best epoch's weights, so its diagnostics are those numbers)
+    best = metrics["fit"]["best_valid"]
+    for j, m in enumerate(diag["modalities"]):
+        want = float(diag["modality_weights"][:, j].mean())
+        assert best[f"modality_weight[{m}]"] == pytest.approx(want, rel=1e-5)
+        if variant != "selector_only":
+            assert best[f"abs_cos[{m}]"] == pytest.approx(diag["abs_cos"][m], rel=1e-5)
+    assert variant != "selector_only" or not any(k.startswith("abs_cos") for k in best)
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    validated = [r for r in rows if "valid_recall@20" in r]
+    assert len(validated) == 8 and all("valid_modality_weight[img]" in r for r in validated)
 
 
 @pytest.mark.parametrize(

@@ -82,3 +82,27 @@ class MRCSAF(MultimodalRecommender):
         if not isinstance(self.module, MRCSAFModule):
             raise ConfigError("mrcsaf is not fitted: call fit() or load a bundle first")
         return {"modalities": list(self.module.modalities), **self.module.diagnostics()}
+
+    def diagnostic_summary(self) -> dict[str, float]:
+        """:meth:`diagnostics` as scalars: ``modality_weight[m]`` (the mean over items of modality m's selector
+        weight; the fixed weight when the selector is off) and ``abs_cos[m]`` (absent when the fusion is off, with
+        one modality, or when undefined: no item with a non-zero cross-attention output)."""
+        d = self.diagnostics()
+        mean_w = d["modality_weights"].mean(axis=0)
+        out = {f"modality_weight[{m}]": float(w) for m, w in zip(d["modalities"], mean_w, strict=True)}
+        out.update(
+            {f"abs_cos[{m}]": float(c) for m, c in d.get("abs_cos", {}).items() if c == c}
+        )  # c == c: not NaN
+        return out
+
+    def validator(self, valid: Any, exclude: sp.csr_matrix | None = None) -> Any:
+        """Validation under the default protocol, plus :meth:`diagnostic_summary` of the epoch's weights: logged every
+        epoch (``valid_modality_weight[m]``, ``valid_abs_cos[m]`` in the run's train log) and kept with the best
+        epoch's metrics (``metrics.json``), so a CLI run shows the selector and the cross-attention at work."""
+        base = super().validator(valid, exclude)
+
+        def run() -> dict[str, float]:
+            metrics = base()
+            return {**metrics, **self.diagnostic_summary()}
+
+        return run
