@@ -66,10 +66,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import git_state  # noqa: E402
 from ctr_grid import (  # noqa: E402, F401 - re-exported: bench_ctr's public names since issue 18
     ADDED_SETTINGS,
+    BASELINE,
     Job,
     RunCache,
     cached,
     check_grid_seeds,
+    epoch_cap,
     load_grid_scores,
     load_reuse,
     select_dropout,
@@ -87,8 +89,6 @@ from ctr_splits import (  # noqa: E402, F401 - re-exported: bench_ctr's public n
 )
 
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
-#: the model every goal compares against ("every model's test logloss <= LR's"); it gets its own epoch cap
-BASELINE = "lr"
 #: the baseline's epoch cap on the command line (``--baseline-max-epochs``): LR ran to the shared 30-epoch cap and was
 #: still improving on MovieLens-CTR (best epoch 30 of 30; with 200 it stops at 44-57, BENCHMARKS.md, "the warm-start
 #: options on MovieLens-CTR") and on Avazu (best 26-29 of 30; 19-58 epochs under a 100 cap in the cross-fit)
@@ -183,14 +183,6 @@ class BenchSettings:
             raise SystemExit(f"baseline_max_epochs must be >= 1, got {self.baseline_max_epochs}")
         if self.baseline_max_epochs == self.max_epochs:
             self.baseline_max_epochs = None
-
-
-def epoch_cap(name: str, s: BenchSettings, library: str = "attnrec") -> int:
-    """The epoch cap of model ``name`` of ``library`` under ``s``: ``s.baseline_max_epochs`` for attnrec's
-    :data:`BASELINE` when set, else ``s.max_epochs`` (every other model and every peer)."""
-    if library == "attnrec" and name == BASELINE and s.baseline_max_epochs is not None:
-        return s.baseline_max_epochs
-    return s.max_epochs
 
 
 def model_params(name: str, seed: int, s: BenchSettings) -> dict[str, Any]:
@@ -535,7 +527,7 @@ def run_suite(
                 row = cached(cache, key, fn, m, splits, seed, replace(s, embedding_reg=l2[key]))
                 row["seed"] = seed
                 row.setdefault("wall_s", round(time.perf_counter() - t0, 2))
-                # a peer's run, or one reused from a record before the field: the cap it ran under (settings match)
+                # a peer's run: the cap it ran under (attnrec runs and reused runs carry theirs)
                 row.setdefault("max_epochs", epoch_cap(parse_spec(m)[0], s, lib))
                 runs[f"{ds}/{lib}/{m}"].append(row)
                 log(

@@ -19,8 +19,33 @@ from typing import Any
 Job = tuple[str, str, Callable[..., dict[str, Any]]]
 #: earlier runs by (``"<dataset>/<library>/<model>"``, L2 weight, seed)
 RunCache = dict[tuple[str, float, int], dict[str, Any]]
-#: settings that may differ between a cached run and this one
-_FREE_SETTINGS = ("embedding_reg", "fuxictr_zoo")
+#: settings that may differ between a cached run and this one (the baseline's cap: each run's own cap is checked,
+#: :func:`cached`, so a record's other models are still reused when only LR's cap changed)
+_FREE_SETTINGS = ("embedding_reg", "fuxictr_zoo", "baseline_max_epochs")
+#: the model every goal compares against ("every model's test logloss <= LR's"); it gets its own epoch cap
+BASELINE = "lr"
+
+
+def epoch_cap(name: str, s: Any, library: str = "attnrec") -> int:
+    """The epoch cap of model ``name`` of ``library`` under settings ``s`` (a ``BenchSettings`` or a record's
+    settings dict): ``baseline_max_epochs`` for attnrec's :data:`BASELINE` when set, else ``max_epochs`` (every
+    other model and every peer)."""
+
+    def get(k: str) -> Any:
+        return s.get(k) if isinstance(s, dict) else getattr(s, k, None)
+
+    base = get("baseline_max_epochs")
+    if library == "attnrec" and name == BASELINE and base is not None:
+        return int(base)
+    return int(get("max_epochs"))
+
+
+def _job_cap(key: str, s: Any) -> int:
+    """:func:`epoch_cap` of the job ``"<dataset>/<library>/<spec>"`` (a spec: a model name with ``:k=v`` overrides)."""
+    _, library, spec = key.split("/", 2)
+    return epoch_cap(spec.split(":", 1)[0], s, library)
+
+
 #: settings added after records were written, with the value every record without them ran under
 ADDED_SETTINGS: dict[str, Any] = {
     "resplit": False,
@@ -71,7 +96,9 @@ def load_grid_scores(paths: Sequence[Path], s: Any) -> RunCache:
                     for value, point in by_value.items():
                         for run_seed, row in point.get("by_seed", {str(seed): point}).items():
                             reg = float(row.get("embedding_reg", point.get("embedding_reg", value)))
-                            cache[(row.get("spec_key", point.get("spec_key", key)), reg, int(run_seed))] = row
+                            spec_key = row.get("spec_key", point.get("spec_key", key))
+                            capped = {"max_epochs": _job_cap(spec_key, record["settings"]), **row}
+                            cache[(spec_key, reg, int(run_seed))] = capped
     return cache
 
 
@@ -85,14 +112,19 @@ def load_reuse(paths: Sequence[Path], s: Any) -> RunCache:
         for key, r in record["results"].items():
             reg = float(r.get("embedding_reg", record["settings"]["embedding_reg"]))
             for run in r["runs"]:
-                cache[(key, reg, int(run["seed"]))] = run
+                # a run from before runs recorded their cap ran under its record's single cap
+                cache[(key, reg, int(run["seed"]))] = {"max_epochs": _job_cap(key, record["settings"]), **run}
     return cache
 
 
 def cached(cache: RunCache | None, key: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``cache[(key, L2, seed)]`` when present (args = model, splits, seed, settings), else ``fn(*args)``."""
+    """``cache[(key, L2, seed)]`` when present and run under this job's epoch cap (args = model, splits, seed,
+    settings; :func:`epoch_cap`: e.g. an LR run capped at 30 is not reused under a baseline cap of 200), else
+    ``fn(*args)``."""
     _, _, seed, s = args
     hit = (cache or {}).get((key, float(s.embedding_reg), int(seed)))
+    if hit is not None and int(hit.get("max_epochs", _job_cap(key, s))) != _job_cap(key, s):
+        hit = None
     return {**hit, "reused": True} if hit is not None else fn(*args)
 
 

@@ -165,7 +165,12 @@ def test_reuse_takes_earlier_runs_with_the_same_settings_only(tmp_path: Path) ->
     def fresh(*args: object) -> dict[str, float]:
         return {"valid_logloss": 0.5}
 
-    assert bench.cached(cache, "d/attnrec/fm", fresh, "fm", None, 1, s) == {**run, "reused": True}
+    # reused, with the epoch cap it ran under (its record's; runs before the field do not store it)
+    assert bench.cached(cache, "d/attnrec/fm", fresh, "fm", None, 1, s) == {
+        **run,
+        "max_epochs": 30,
+        "reused": True,
+    }
     assert bench.cached(cache, "d/attnrec/fm", fresh, "fm", None, 2, s) == {
         "valid_logloss": 0.5
     }  # other seed
@@ -513,7 +518,9 @@ def test_grid_seeds_are_recorded_and_reused_by_seed(criteo_dir: Path, tmp_path: 
     assert cache[("criteo/attnrec/lr", 0.1, 1)]["valid_logloss"] == runs[1]
     afm = record["dropout_grid"]["criteo"]["criteo/attnrec/afm"]["afm:dropout=0.3"]
     assert {k[2] for k in cache} == {0, 1}
-    assert cache[("criteo/attnrec/afm:dropout=0.3", afm["embedding_reg"], 1)] == afm["by_seed"]["1"]
+    # the reused grid run carries the epoch cap it ran under (the record's)
+    expected = {"max_epochs": 1, **afm["by_seed"]["1"]}
+    assert cache[("criteo/attnrec/afm:dropout=0.3", afm["embedding_reg"], 1)] == expected
     try:
         again = bench.main([*argv, "--grid-seed", "1", "--reuse", str(out)])
     finally:
@@ -646,12 +653,27 @@ def test_the_lr_baseline_has_its_own_epoch_cap_recorded_and_marked(
     s = bench.BenchSettings(baseline_max_epochs=bench.BASELINE_MAX_EPOCHS)
     assert bench.epoch_cap("lr", s) == 200 and bench.epoch_cap("fm", s) == 30
     assert bench.epoch_cap("deepfm", s, "deepctr-torch") == 30
-    # a cap equal to --max-epochs is the old single cap: such settings match records from before the option,
-    # while a record made before it differs from a run under the new LR cap (so --reuse refuses it)
-    old = {k: v for k, v in bench.asdict(bench.BenchSettings()).items() if k != "baseline_max_epochs"}
+    # a cap equal to --max-epochs is the old single cap, stored as None like a record's from before the option
     assert bench.BenchSettings(baseline_max_epochs=30).baseline_max_epochs is None
-    diff = _load("ctr_grid").settings_diff
-    assert diff(old, bench.asdict(bench.BenchSettings(baseline_max_epochs=30))) == []
-    assert diff(old, bench.asdict(s)) == ["baseline_max_epochs"]
     with pytest.raises(SystemExit, match="baseline_max_epochs"):
         bench.BenchSettings(baseline_max_epochs=0)
+    # --reuse under another LR cap: the record matches, its other models are reused, its LR runs are not — also
+    # in a record from before runs stored their cap (the record's settings give it)
+    path = tmp_path / "c.json"
+    old = json.loads(path.read_text())
+    for r in old["results"].values():
+        for run in r["runs"]:
+            del run["max_epochs"]
+    path.write_text(json.dumps(old))
+    other = bench.BenchSettings(max_epochs=1, baseline_max_epochs=5)
+    cache = bench.load_reuse([path], other)
+
+    def refit(*args: Any) -> dict[str, Any]:
+        return {"refit": True}
+
+    assert bench.cached(cache, "criteo/attnrec/lr", refit, "lr", None, 0, other) == {"refit": True}
+    assert bench.cached(cache, "criteo/attnrec/fm", refit, "fm", None, 0, other)["reused"] is True
+    same = bench.BenchSettings(max_epochs=1, baseline_max_epochs=3)
+    assert bench.cached(bench.load_reuse([path], same), "criteo/attnrec/lr", refit, "lr", None, 0, same)[
+        "reused"
+    ]
