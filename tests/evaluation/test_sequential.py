@@ -118,6 +118,27 @@ def test_negatives_never_context_target_or_other_domain() -> None:
     assert m["A/full/hit@1"] == 1.0 and m["B/full/hit@1"] == 1.0
 
 
+def test_context_items_are_never_negatives_even_outside_exclude() -> None:
+    """The context's items (here the validation item, given only through ``context``, not ``exclude``) are never
+    sampled negatives and are masked in the full ranking, as ABXI draws from outside the whole input sequence."""
+    rng = np.random.default_rng(2)
+    n_users, n_items = 40, 9
+    rows = [[int(i) for i in rng.choice(n_items, 3, replace=False)] for _ in range(n_users)]
+    train = _split([(u, r[0]) for u, r in enumerate(rows)], n_users, ts=[1] * n_users)
+    valid = _split([(u, r[1]) for u, r in enumerate(rows)], n_users, ts=[2] * n_users)
+    test = _split([(u, r[2]) for u, r in enumerate(rows)], n_users, ts=[3] * n_users)
+    scores = np.full((n_users, n_items), -10.0)
+    for u, (tr, va, te) in enumerate(rows):
+        scores[u, DOMS != DOMS[te]] = 100.0
+        scores[u, [tr, va]] = 100.0  # the context scores above the target: it must never be a candidate
+        scores[u, te] = 0.0
+    ctx = context_history([train, valid], n_users)
+    proto = SequentialRanking(DOMS, ("A", "B"), n_negatives=1, ks=(1,), context=ctx, on_short="cap")
+    m = evaluate(Fixed(scores), test, proto, exclude=train.csr())
+    assert m["A/hit@1"] == 1.0 and m["B/hit@1"] == 1.0
+    assert m["A/full/hit@1"] == 1.0 and m["B/full/hit@1"] == 1.0
+
+
 def test_ties_and_determinism_across_batch_sizes() -> None:
     n_users = 30
     test = _split([(u, u % 9) for u in range(n_users)], n_users)
