@@ -62,6 +62,35 @@ def test_abs_cosine_hand_case() -> None:
     assert meter.value == pytest.approx((0 + 1 + 1 / math.sqrt(2)) / 3)
 
 
+def test_the_gca_meter_compares_each_modules_input_stream_with_its_read_out() -> None:
+    """|cos| of module ``A<-B@k`` is taken between the A stream entering the module (X, after block k) and the
+    cross-attention read-out X' (before the gate), over the A positions that see a B item: captured here by a hook
+    on each module and averaged by hand. (Not X after the update, X + g·X', which leans towards X'.)"""
+    items, domains = batch()
+    model = gca(positions=[0, 2], gate_init=2.0)
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    hooks = []
+    for k in model.positions:
+        for d, mod in enumerate(model.cross[str(k)]):  # type: ignore[arg-type]
+
+            def hook(m: object, args: tuple, out: tuple, name: str = model.module_name(k, d)) -> None:
+                seen[name] = (args[0], out[1], args[2][:, 0].any(-1))
+
+            hooks.append(mod.register_forward_hook(hook))
+    model.meters = {}
+    with torch.no_grad():
+        model.states(items, domains)
+    for h in hooks:
+        h.remove()
+    assert set(model.meters) == set(seen) == {"A<-B@0", "B<-A@0", "A<-B@2", "B<-A@2"}
+    for name, (x, x_prime, sees) in seen.items():
+        real = x.abs().sum(-1) > 0
+        want = mean_abs_cosine(x, x_prime, real & sees)
+        assert model.meters[name].value == pytest.approx(want, rel=1e-6), name
+        updated = mean_abs_cosine(x + torch.sigmoid(torch.tensor(2.0)) * x_prime, x_prime, real & sees)
+        assert abs(updated - want) > 1e-3  # the test can tell the two apart
+
+
 # --------------------------------------------------------------------------------- masks and views
 
 
