@@ -60,6 +60,22 @@ def test_abxi_out_of_order_sorted_stably_and_counted(tmp_path: Path) -> None:
     assert ds.notes["out_of_order_sorted"] == {"users": 1}
 
 
+def test_out_of_order_sort_keeps_file_order_within_equal_timestamps_on_a_long_line(tmp_path: Path) -> None:
+    """120 tokens of one user over three timestamps, out of order: sorted by time, equal times in file order (an
+    unstable sort reorders ties at this size; the 4-token case above cannot tell)."""
+    n = 120
+    mapping = {f"i{k}": [k + 1, k % 2] for k in range(n)}
+    times = [(7 * k) % 3 for k in range(n)]
+    d = _abxi(
+        tmp_path, [" ".join(["0", *(f"{k + 1}|{t}" for k, t in enumerate(times))]), "1 1|1 2|2 3|3"], mapping
+    )
+    ds = read_abxi(d)
+    got = ds.interactions.filter(pl.col("user_id") == "0")["item_id"].to_list()
+    want = [f"i{k}" for t in range(3) for k in range(n) if times[k] == t]
+    assert got == want
+    assert ds.notes["out_of_order_sorted"] == {"users": 1}
+
+
 def test_abxi_bad_inputs_name_file_line_value(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"item 9 is not in the item map") as e:
         read_abxi(_abxi(tmp_path, ["0 1|1 2|2 3|3", "1 1|1 9|2 3|3"]))
