@@ -61,7 +61,7 @@ NEW_USER = [
     (["evaluate", "--model-dir", "{bundle}", "--test", "{file}", "--k", "0"], ["--k"]),
     (["evaluate", "--model-dir", "{bundle}", "--test", "{file}", "--k", "-5"], ["--k"]),
     (["predict"], ["--model-dir"]),
-    (["predict", "--model-dir", "{bundle}", "--data", "{file}"], ["not a CTR model"]),
+    (["predict", "--model-dir", "{bundle}", "--data", "{file}"], ["pop", "does neither"]),
     (["predict", "--model-dir", "{folder}", "--data", "{file}"], ["folder", "manifest.json"]),
     (["recommend"], ["--model-dir"]),
     (["recommend", "--model-dir", "{bundle}"], ["no users given"]),
