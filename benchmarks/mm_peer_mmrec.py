@@ -5,7 +5,7 @@ VBPR on our exported split.
         [--seeds 0,1,2] [--epochs 1000] [--patience 20] [--out bench_results/multimodal/peer.jsonl]
 
 MMRec lives outside this repository (``$MMREC_DIR``, default /work/peers/MMRec: a ``git archive`` of its commit,
-recorded in its ``COMMIT`` file) and runs in its own venv (``$MMREC_PYTHON``, default /work/mmrec-venv/bin/python:
+recorded in its ``COMMIT`` file; ``mm_peer_setup.py`` rebuilds it, patches included) and runs in its own venv (``$MMREC_PYTHON``, default /work/mmrec-venv/bin/python:
 torch 2.13 CPU). It reads the MMRec folder ``bench_multimodal.py`` exports with ``attnrec.data.readers.mmrec``
 (``<name>.inter`` with ``x_label``, ``text_feat.npy``, ``image_feat.npy``) — exactly the ids and features our
 models train on. MMGCN and GRCN need torch_geometric (pure Python from 2.3 on; 2.8.0.post1 in that venv) and
