@@ -138,7 +138,7 @@ def export(repo: str, commit: str, dest: Path) -> None:
     dest.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         # the "data" filter (no absolute paths, links out of dest, devices) where this Python has it (3.11.4+)
-        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))  # noqa: S202
+        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
 
 
 def main(argv: list[str] | None = None) -> int:
