@@ -27,7 +27,7 @@ Protocol (details and reasons: docs/models/ctr_benchmarks.md):
   (default ``both``: keep the best validation logloss, stop when neither logloss nor AUC improved for 3 epochs;
   ``auc``: the old rule), at most ``--max-epochs`` — except LR, the baseline every goal compares against, which
   gets its own cap ``--baseline-max-epochs`` (default :data:`BASELINE_MAX_EPOCHS`, 200: under the others' 30 it
-  was still improving at the cap on MovieLens-CTR and Avazu); every run records its cap (``max_epochs``) and the
+  was still improving at the cap on MovieLens-CTR); every run records its cap (``max_epochs``) and the
   table marks a run that trained to its cap (``†``: stopped by the cap, not by the rule) — restored epoch scored on
   test once — raw, and after
   temperature scaling fitted on the validation split (attnrec: the model's own ``calibration``; peers: the same
@@ -90,8 +90,8 @@ from ctr_splits import (  # noqa: E402, F401 - re-exported: bench_ctr's public n
 
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
 #: the baseline's epoch cap on the command line (``--baseline-max-epochs``): LR ran to the shared 30-epoch cap and was
-#: still improving on MovieLens-CTR (best epoch 30 of 30; with 200 it stops at 44-57, BENCHMARKS.md, "the warm-start
-#: options on MovieLens-CTR") and on Avazu (best 26-29 of 30; 19-58 epochs under a 100 cap in the cross-fit)
+#: still improving on MovieLens-CTR (best epoch 30 of 30; with 200 it stops at 44-57, BENCHMARKS.md, "MovieLens-CTR's
+#: goal table against LR trained to convergence"); on Avazu (best 26-29 of 30) 200 restores the same epochs
 BASELINE_MAX_EPOCHS = 200
 
 
