@@ -332,6 +332,13 @@ def test_diagnostics_report_weights_and_abs_cos_of_the_cross_attention():
     want = torch.nn.functional.cosine_similarity(e_b.detach(), mean_a.expand_as(e_b), dim=1).abs().mean()
     assert d["abs_cos"]["b"] == pytest.approx(float(want), rel=1e-5)
     assert "abs_cos" not in tiny_module(FEATS, variant="selector_only").diagnostics()
+    # the scalars every validation logs: mean weight per modality, |cos| where it is defined (a's is NaN: left out)
+    est = MRCSAF(dim=4, feat_dim=4, knn_k=2, attention="full")
+    est.module = m
+    summary = est.diagnostic_summary()
+    assert set(summary) == {"modality_weight[a]", "modality_weight[b]", "abs_cos[b]"}
+    assert summary["modality_weight[a]"] == pytest.approx(float(d["modality_weights"][:, 0].mean()))
+    assert summary["abs_cos[b]"] == pytest.approx(d["abs_cos"]["b"])
 
 
 def _fit_small(**config: Any) -> tuple[MRCSAF, Any]:

@@ -16,6 +16,8 @@ paper's AMS) and ``csa_only`` (its CSAF).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -90,12 +92,11 @@ class MRCSAF(MultimodalRecommender):
         d = self.diagnostics()
         mean_w = d["modality_weights"].mean(axis=0)
         out = {f"modality_weight[{m}]": float(w) for m, w in zip(d["modalities"], mean_w, strict=True)}
-        out.update(
-            {f"abs_cos[{m}]": float(c) for m, c in d.get("abs_cos", {}).items() if c == c}
-        )  # c == c: not NaN
+        cos = d.get("abs_cos", {})
+        out.update({f"abs_cos[{m}]": float(c) for m, c in cos.items() if not math.isnan(c)})
         return out
 
-    def validator(self, valid: Any, exclude: sp.csr_matrix | None = None) -> Any:
+    def validator(self, valid: Any, exclude: sp.csr_matrix | None = None) -> Callable[[], dict[str, float]]:
         """Validation under the default protocol, plus :meth:`diagnostic_summary` of the epoch's weights: logged every
         epoch (``valid_modality_weight[m]``, ``valid_abs_cos[m]`` in the run's train log) and kept with the best
         epoch's metrics (``metrics.json``), so a CLI run shows the selector and the cross-attention at work."""
