@@ -54,6 +54,8 @@ RESULTS = Path("bench_results") / "review_results.jsonl"
 PEER_VENV = "/work/peer-venv/bin/python"
 CORNAC_VENV = "/work/cornac-venv/bin/python"
 RATING_RANGE = (1.0, 5.0)
+#: the row attnrec's worker computes itself (the training split's mean rating), not a registered model
+GLOBAL_MEAN = "global_mean"
 
 #: dataset -> (folder under shared/data, duplicate handling before the split: None keeps every row)
 DATASETS: dict[str, tuple[str, str | None]] = {
@@ -132,7 +134,7 @@ def serve_ours(split_root: Path) -> None:
     def handle(req: dict[str, Any]) -> dict[str, Any]:
         d = data(req["dataset"])
         parts = {p: getattr(d, p) for p in req["parts"]}
-        if req["model"] == "global_mean":
+        if req["model"] == GLOBAL_MEAN:
             mu = float(np.mean(d.train.ratings))
             return {"fit_s": 0.0, "pred": {p: [mu] * len(x) for p, x in parts.items()}, "info": {}}
         cls = get_model_class(req["model"])
@@ -268,7 +270,8 @@ ADAM_KERNEL = "fused"
 
 def row_stamp(label: str, with_grid: bool = True) -> str:
     """A hash of what decides ``label``'s fits besides dataset, seed and grid point: the row's worker, model, fixed
-    settings and grid, and for attnrec's rows the model's default config and :data:`ADAM_KERNEL`. Stored in each
+    settings and grid, and for attnrec's model rows (not :data:`GLOBAL_MEAN`) the model's default config and
+    :data:`ADAM_KERNEL`. Stored in each
     result row; a cached row with another stamp is refused (:func:`check_stamp`), never reused. Grid rows use
     ``with_grid=False``: one point's fit does not depend on the other points, so a widened grid keeps them."""
     from attnrec.training.types import config_digest
@@ -276,7 +279,7 @@ def row_stamp(label: str, with_grid: bool = True) -> str:
     spec = MODELS[label]
     keys = ("worker", "model", "fixed", "grid") if with_grid else ("worker", "model", "fixed")
     state: dict[str, Any] = {k: spec[k] for k in keys}
-    if spec["worker"] == "ours":
+    if spec["worker"] == "ours" and spec["model"] != GLOBAL_MEAN:  # the mean has no config and no optimizer
         from attnrec.models.base import get_model_class
         from attnrec.training.types import without_legacy
 
