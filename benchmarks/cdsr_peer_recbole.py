@@ -3,8 +3,8 @@
 Two steps, two Pythons (RecBole pins old helper packages, so it lives in its own venv)::
 
     .venv/bin/python benchmarks/cdsr_peer_recbole.py export --data abxi-food-kitchen --dir bench_results/cdsr/recbole
-    OMP_NUM_THREADS=1 /work/peer-venv/bin/python benchmarks/cdsr_peer_recbole.py run \
-        --dir bench_results/cdsr/recbole --domains A,B --epochs 30 --patience 5 \
+    OMP_NUM_THREADS=1 /work/peer-venv-recbole/bin/python benchmarks/cdsr_peer_recbole.py run \
+        --dir bench_results/cdsr/recbole --domains A,B --epochs 80 --patience 5 --seed 0 \
         --out bench_results/cdsr/recbole_sasrec.jsonl
 
 ``export`` reads the dataset through attnrec (the registered reader) and splits it with attnrec's own
@@ -16,13 +16,19 @@ validation row for each user whose validation item is in D (input: the D items o
 user whose test item is in D (input: the D items of train plus the validation item when it is in D). That is what
 attnrec's ``sasrec`` with ``domain="D"`` reads (``Sequences.view(D)``; test input = train + validation).
 
-``run`` trains RecBole's SASRec on each domain's files (``benchmark_filename``: RecBole does not re-split), with
-RecBole's SASRec defaults (2 layers, 2 heads, hidden 64, inner 256, dropout 0.5, CE loss over all items, Adam lr
-1e-3, batch 2048), early stopping on validation NDCG@10 (``stopping_step = --patience``), and evaluates with
-``mode: uni999``: the target plus 999 negatives drawn uniformly from the domain's items. Differences from attnrec's
-protocol (ABXI's): RecBole's sampler excludes the items that occur as TARGETS of the user's rows of the phase and
-before (so the first training item of a user, never a target, can be drawn); it draws with replacement. MRR is
-RecBole's MRR@1000 (= full MRR over the 1000 candidates). One JSON line per domain.
+``export`` also writes ``D/D.test.cands``: attnrec's own test candidate lists (target + 999 negatives per test row
+of domain D, seed 0, captured from ``evaluate_sequential``; see :func:`write_candidates`).
+
+``run`` trains RecBole's SASRec on each domain's files (``benchmark_filename``: RecBole does not re-split): 2
+layers, 2 heads, hidden 64, CE loss over all items, Adam lr 1e-3, batch 2048 rows (RecBole's SASRec defaults), and,
+set to attnrec's sasrec defaults, inner size 64 and dropout 0.2 (:data:`MATCHED`; ``--recbole-defaults``: RecBole's
+inner 256 and dropout 0.5). Early stopping on RecBole's validation NDCG@10 (``stopping_step = --patience``) under
+its ``mode: uni999`` (the target plus 999 negatives drawn uniformly from the domain's items; its sampler excludes
+only the items that occur as TARGETS of the user's rows of the phase and before, and draws with replacement). At
+the best epoch the test is read twice: ``test`` = attnrec's protocol, the model scoring attnrec's candidate lists
+(:func:`score_candidates`; rank = 1 + #(negatives scored strictly above the target)), and
+``test_recbole_uni999`` = RecBole's own sampled evaluation (MRR there is MRR@1000 = full MRR over the 1000
+candidates). One JSON line per domain.
 """
 
 from __future__ import annotations
@@ -89,12 +95,92 @@ def export(data: str, out_dir: Path, max_len: int = MAX_LEN) -> dict[str, Any]:
             text = "user_id:token\titem_id_list:token_seq\titem_id:token\n" + "\n".join(lines) + "\n"
             (folder / f"{dom}.{part}.inter").write_text(text)
         counts[dom] = {part: len(lines) for part, lines in rows.items()}
+    counts["candidates"] = write_candidates(data, out_dir)
     (out_dir / "export.json").write_text(json.dumps(counts, indent=2))
     return counts
 
 
-def run_domain(folder: Path, epochs: int, patience: int, seed: int) -> dict[str, Any]:
-    """RecBole SASRec on one domain's exported files; best-validation weights, then test once."""
+def write_candidates(data: str, out_dir: Path) -> dict[str, int]:
+    """Write ``D/D.test.cands`` per domain D: one line per test row whose target is in D, ``user<TAB>target<TAB>``
+    then its 999 negatives (item ids, space-separated) — exactly the lists attnrec's test evaluation of any
+    sequential model on ``data`` ranks (the run path's split, vocabulary and test protocol, seed 0; the negatives
+    are the split's, not the model's, so a stand-in model that scores nothing is enough to capture them from
+    :func:`attnrec.evaluation.sequential.draw_negatives`). Returns the row count per domain."""
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    from attnrec.evaluation import sequential as ev
+    from attnrec.experiments.config import RunConfig, SplitSpec
+    from attnrec.experiments.seq_run import prepare_sequences, sequential_protocols
+
+    cfg = RunConfig(model="sasrec", data=data, split=SplitSpec(method="leave_last_out"), save_model=False)
+    prep = prepare_sequences(cfg, progress=False)
+    train, valid, test = prep["train"], prep["valid"], prep["test"]
+    _, protocol = sequential_protocols(train, valid, prep["items"])
+    seen = train.csr() + (valid.csr() if len(valid) else sp.csr_matrix(train.csr().shape))  # as run.py
+
+    class StandIn:  # the ItemScorer surface evaluate_sequential reads
+        n_items = train.n_items
+
+        def score(self, query: Any) -> torch.Tensor:
+            return torch.zeros(len(query.users), self.n_items)
+
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []
+    real = ev.draw_negatives
+
+    def recording(excl: Any, targets: np.ndarray, pool: np.ndarray, n: int, rng: Any) -> np.ndarray:
+        neg = real(excl, targets, pool, n, rng)
+        drawn.append((targets.copy(), neg))
+        return neg
+
+    ev.draw_negatives = recording  # type: ignore[assignment]
+    try:
+        ev.evaluate_sequential(StandIn(), test, replace_full(protocol), exclude=seen)  # type: ignore[arg-type]
+    finally:
+        ev.draw_negatives = real  # type: ignore[assignment]
+    assert protocol.item_domains is not None
+    doms = np.asarray(protocol.item_domains)
+    row_dom = doms[test.items]
+    users, items = test.user_vocab.ids, test.item_vocab.ids
+    out: dict[str, int] = {}
+    k = 0
+    for d in np.unique(row_dom):  # evaluate_sequential's order: domain by domain, chunk by chunk
+        sel = np.flatnonzero(row_dom == d)
+        n_chunks = -(-len(sel) // ev.SAMPLE_CHUNK)
+        tg = np.concatenate([t for t, _ in drawn[k : k + n_chunks]])
+        ng = np.concatenate([n for _, n in drawn[k : k + n_chunks]])
+        k += n_chunks
+        if not np.array_equal(tg, test.items[sel]):
+            raise RuntimeError("captured negatives are not in the evaluation's row order")
+        name = protocol.domain_names[int(d)]
+        lines = [
+            f"{users[u]}\t{items[t]}\t{' '.join(items[ng[j]])}"
+            for j, (u, t) in enumerate(zip(test.users[sel], test.items[sel], strict=True))
+        ]
+        (out_dir / name).mkdir(exist_ok=True)
+        (out_dir / name / f"{name}.test.cands").write_text("\n".join(lines) + "\n")
+        out[name] = len(lines)
+    return out
+
+
+def replace_full(protocol: Any) -> Any:
+    """The protocol without the full ranking (not needed to capture the sampled candidates)."""
+    from dataclasses import replace
+
+    return replace(protocol, full=False)
+
+
+#: RecBole settings set to attnrec's sasrec defaults (the rest are RecBole's SASRec defaults: hidden 64, 2 layers,
+#: 2 heads, lr 1e-3, batch 2048 rows, CE over all items, post-LayerNorm)
+MATCHED = {"inner_size": 64, "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}
+
+
+def run_domain(
+    folder: Path, epochs: int, patience: int, seed: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """RecBole SASRec on one domain's exported files (``overrides``: RecBole settings, e.g. :data:`MATCHED`);
+    best-validation weights, then test once."""
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -124,6 +210,7 @@ def run_domain(folder: Path, epochs: int, patience: int, seed: int) -> dict[str,
         "show_progress": False,
         "checkpoint_dir": str(folder / "saved"),
         "log_wandb": False,
+        **(overrides or {}),
     }
     t0 = time.perf_counter()
     config = Config(model="SASRec", config_dict=config_dict)
@@ -156,6 +243,8 @@ def run_domain(folder: Path, epochs: int, patience: int, seed: int) -> dict[str,
     model.load_other_parameter(ckpt.get("other_parameter"))
     Path(trainer.saved_model_file).unlink()
     test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    cands = folder / f"{dom}.test.cands"
+    ours = score_candidates(model, test_data._dataset, cands, config["device"]) if cands.exists() else None
 
     def rename(m: dict[str, Any]) -> dict[str, float]:
         out = {k.replace("hit@", "hr@"): float(v) for k, v in m.items()}
@@ -176,7 +265,9 @@ def run_domain(folder: Path, epochs: int, patience: int, seed: int) -> dict[str,
             "test": len(test_data._dataset),
         },
         "valid": rename(best_valid),
-        "test": rename(test),
+        "test_recbole_uni999": rename(test),
+        # attnrec's protocol: the same candidate lists as attnrec's test evaluation (export's D.test.cands)
+        "test": ours,
         "epochs_run": len(epoch_seconds),
         "best_epoch": len(epoch_seconds) - int(trainer.cur_step),
         "s_per_epoch": statistics.median(epoch_seconds) if epoch_seconds else None,
@@ -199,6 +290,58 @@ def run_domain(folder: Path, epochs: int, patience: int, seed: int) -> dict[str,
                 "MAX_ITEM_LIST_LENGTH",
             )
         },
+    }
+
+
+def rank_metrics(ranks: list[int], ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """attnrec's sampled metrics from 1-based ranks among the candidates: ``hr@k``, ``ndcg@k``
+    (``1 / log2(rank + 1)`` when ``rank <= k``), ``mrr`` (``1 / rank``, not cut)."""
+    import math
+
+    n = len(ranks)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"hr@{k}"] = sum(r <= k for r in ranks) / n
+        out[f"ndcg@{k}"] = sum(1.0 / math.log2(r + 1) for r in ranks if r <= k) / n
+    out["mrr"] = sum(1.0 / r for r in ranks) / n
+    return out
+
+
+def score_candidates(model: Any, dataset: Any, cands: Path, device: Any, batch: int = 256) -> dict[str, Any]:
+    """The RecBole model's test metrics on attnrec's candidate lists (``cands``: ``user<TAB>target<TAB>negatives``):
+    each test row of ``dataset`` (RecBole's test split, one row per user) is scored over all items with
+    ``full_sort_predict`` and ranked as attnrec ranks: ``1 + #(negatives scored strictly above the target)``.
+    A candidate RecBole never saw (not in any of its files) has no score: counted, and ranked below the target."""
+    import torch
+
+    inter = dataset.inter_feat
+    tokens = dataset.field2token_id["item_id"]
+    row_of = {str(u): i for i, u in enumerate(dataset.id2token("user_id", inter["user_id"].numpy()))}
+    ranks: list[int] = []
+    missing_rows = unknown = 0
+    model.eval()
+    lines = [ln.split("\t") for ln in cands.read_text().splitlines() if ln]
+    for start in range(0, len(lines), batch):
+        part = [(u, t, negs.split()) for u, t, negs in lines[start : start + batch]]
+        keep = [(row_of[u], t, n) for u, t, n in part if u in row_of]
+        missing_rows += len(part) - len(keep)
+        if not keep:
+            continue
+        rows = torch.tensor([r for r, _, _ in keep])
+        with torch.no_grad():
+            scores = model.full_sort_predict(inter[rows].to(device)).cpu()
+        for b, (_, t, negs) in enumerate(keep):
+            ids = [tokens.get(x, -1) for x in negs]
+            unknown += sum(i < 0 for i in ids)
+            known = torch.tensor([i for i in ids if i >= 0], dtype=torch.long)
+            target = scores[b, tokens[t]]
+            ranks.append(1 + int((scores[b, known] > target).sum()))
+    return {
+        **rank_metrics(ranks),
+        "n_rows": len(ranks),
+        "rows_without_a_peer_test_row": missing_rows,
+        "unknown_candidates": unknown,
+        "n_candidates": 1 + len(lines[0][2].split()) if lines else 0,
     }
 
 
@@ -226,6 +369,11 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--seed", type=int, default=2020)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--out", type=Path, required=True)
+    r.add_argument(
+        "--recbole-defaults",
+        action="store_true",
+        help="RecBole's own SASRec defaults (inner 256, dropout 0.5) instead of attnrec's (inner 64, dropout 0.2)",
+    )
     a = p.parse_args(argv)
     if a.cmd == "export":
         print(json.dumps(export(a.data, a.dir), indent=2))
@@ -234,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(a.threads)
     for dom in a.domains.split(","):
-        rec = run_domain(a.dir / dom, a.epochs, a.patience, a.seed)
+        rec = run_domain(a.dir / dom, a.epochs, a.patience, a.seed, None if a.recbole_defaults else MATCHED)
         rec["command"] = " ".join([sys.executable, *sys.argv])
         rec["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with a.out.open("a") as f:
