@@ -1,5 +1,5 @@
-"""CTR benchmark: the nine attnrec CTR models, DeepCTR-Torch's DeepFM/xDeepFM and FuxiCTR's DeepFM/DCNv2 as peers,
-on identical splits.
+"""CTR benchmark: the nine attnrec CTR models, DeepCTR-Torch's DeepFM/xDeepFM/DCN and FuxiCTR's DeepFM/DCNv2 as
+peers, on identical splits.
 
     .venv/bin/pip install --no-deps --target ../ctr-peers-lib deepctr-torch==0.3.0 fuxictr==2.3.10 h5py pyyaml
     git clone https://github.com/reczoo/FuxiCTR ../fuxictr-src       # FuxiCTR's model zoo (DeepFM, DCNv2)
@@ -565,7 +565,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         default=",".join(MODELS),
         help="comma-separated; a model may carry config overrides, e.g. secn:cross_product=first:cross_layers=2",
     )
-    ap.add_argument("--peer", default="deepfm,xdeepfm", help="DeepCTR-Torch models ('' for none)")
+    ap.add_argument(
+        "--peer", default="deepfm,xdeepfm", help="DeepCTR-Torch models: deepfm, xdeepfm, dcn ('' for none)"
+    )
     ap.add_argument(
         "--fuxictr-peer",
         default="deepfm,dcn",

@@ -1,4 +1,4 @@
-"""Peer runner: DeepCTR-Torch's DeepFM and xDeepFM on the exact encoded data attnrec's CTR benchmark uses.
+"""Peer runner: DeepCTR-Torch's DeepFM, xDeepFM and DCN on the exact encoded data attnrec's CTR benchmark uses.
 
     .venv/bin/pip install deepctr-torch   # 0.3.0; check `--dry-run` first that it keeps the installed torch
 
@@ -14,6 +14,13 @@ with the kept weights, raw and temperature-scaled on valid). Seconds per epoch t
 Compatibility: deepctr-torch 0.3.0 runs unchanged on torch 2.13 / NumPy 2.4 for what is used here; the only
 adjustments live in this file: its ``fit`` prints two lines per call (silenced), and it casts all inputs to
 float32, so indices must stay below 2**24 (checked).
+
+DCN (issue 18) is DeepCTR-Torch's ``DCN`` with ``cross_parameterization="matrix"`` (DCN-M, the full-rank cross layer
+``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` of DCN-v2, as attnrec's ``dcn`` and FuxiCTR's ``DCNv2``), ``cross_layers``
+layers (3, attnrec's default) beside the MLP (``parallel``), no cross-kernel L2. The library's own first-order part is
+kept (its ``DCN`` always starts the logit from ``linear_model``; attnrec's ``dcn`` has one only with ``use_linear``).
+Its ``l2_reg_linear`` (= ``embedding_reg``) also weighs the output layer's weight (``dnn_linear``), so at an L2
+above 0 that layer is penalised too (attnrec's is not).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from attnrec.errors import DataError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ctr_peer_common import StopRule, train_with_rule  # noqa: E402 - the benchmark folder is no package
 
-PEER_MODELS = ("deepfm", "xdeepfm")
+PEER_MODELS = ("deepfm", "xdeepfm", "dcn")
 _FLOAT_EXACT = 2**24  # DeepCTR-Torch feeds every input as float32; larger integers would lose precision
 
 
@@ -106,12 +113,14 @@ def build_model(
     dropout: float,
     cin_layers: list[int],
     embedding_reg: float = 0.0,
+    cross_layers: int = 3,
 ) -> torch.nn.Module:
-    """DeepCTR-Torch ``DeepFM`` or ``xDeepFM`` with attnrec's settings: L2 ``embedding_reg`` on the embedding and
-    first-order (linear) tables, as attnrec's ``embedding_reg`` covers both (DeepCTR-Torch penalises whole tables,
-    attnrec the rows a batch uses); no DNN/CIN L2; linear CIN activation and split-half as attnrec's xDeepFM."""
+    """DeepCTR-Torch ``DeepFM``, ``xDeepFM`` or ``DCN`` with attnrec's settings: L2 ``embedding_reg`` on the embedding
+    and first-order (linear) tables, as attnrec's ``embedding_reg`` covers both (DeepCTR-Torch penalises whole tables,
+    attnrec the rows a batch uses); no DNN/CIN/cross L2; linear CIN activation and split-half as attnrec's xDeepFM;
+    DCN with ``cross_layers`` full-rank ("matrix") cross layers as attnrec's DCN-v2 (module docstring)."""
     _require()
-    from deepctr_torch.models import DeepFM, xDeepFM
+    from deepctr_torch.models import DCN, DeepFM, xDeepFM
 
     cols = feature_columns(schema, embedding_dim, multi_len)
     common: dict[str, Any] = dict(
@@ -136,6 +145,15 @@ def build_model(
             l2_reg_cin=0.0,
             **common,
         )
+    if name == "dcn":
+        return DCN(
+            cols,
+            cols,
+            cross_num=cross_layers,
+            cross_parameterization="matrix",
+            l2_reg_cross=0.0,
+            **common,
+        )
     raise ValueError(f"unknown peer model {name!r}; have {PEER_MODELS}")
 
 
@@ -156,6 +174,7 @@ def run_peer(
     patience: int = 3,
     stop: str = "both",
     embedding_reg: float = 0.0,
+    cross_layers: int = 3,
 ) -> dict[str, Any]:
     """Fit DeepCTR-Torch's ``name`` under the benchmark's early-stopping rule ``stop``
     (:class:`ctr_peer_common.StopRule`, the rule of attnrec's Trainer) and score test once.
@@ -177,6 +196,7 @@ def run_peer(
         dropout=dropout,
         cin_layers=cin_layers or [16, 16],
         embedding_reg=embedding_reg,
+        cross_layers=cross_layers,
     )
     model.compile(torch.optim.Adam(model.parameters(), lr=lr), "binary_crossentropy")
     xtr, xva, xte = model_inputs(train), model_inputs(valid), model_inputs(test)

@@ -71,3 +71,57 @@ def test_fuxictr_peer_runs_on_the_encoded_split() -> None:
         )
         assert row["epochs_run"] == 2 and row["best_epoch"] in (1, 2)
         assert 0.5 < row["auc"] <= 1.0 and math.isfinite(row["cal_logloss"]), (name, row)
+
+
+def _deepctr_peer() -> Any:
+    """benchmarks/ctr_deepctr_peer.py with DeepCTR-Torch on the path (``CTR_PEER_PATH``), or a skip."""
+    if PEERS not in sys.path and Path(PEERS).is_dir():
+        sys.path.append(PEERS)
+    peer = _load("ctr_deepctr_peer")
+    if peer.deepctr_version() is None:
+        pytest.skip("deepctr-torch is not installed (see benchmarks/ctr_deepctr_peer.py)")
+    return peer
+
+
+def test_deepctr_dcn_is_built_as_attnrecs_dcn_v2() -> None:
+    import torch
+
+    peer = _deepctr_peer()
+    train, _, _ = planted_ctr(n_rows=600)
+    s = train.schema
+    model = peer.build_model(
+        "dcn", s, s.multi_len, seed=0, embedding_dim=8, hidden=[64, 32], dropout=0.1, cin_layers=[16, 16],
+        embedding_reg=0.01,
+    )  # fmt: skip
+    dim = 8 * (len(s.categorical) + len(s.multi)) + len(s.numeric)
+    # three full-rank ("matrix", DCN-M / v2) cross layers over the flattened input, beside the MLP [64, 32]
+    assert tuple(model.crossnet.kernels.shape) == (3, dim, dim)
+    assert [fc.out_features for fc in model.dnn.linears] == [64, 32] and model.dnn.dropout.p == 0.1
+    # the cross layer computes x_{l+1} = x0 * (W_l x_l + b_l) + x_l (a "vector" DCN-v1 layer would not)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.crossnet.bias.normal_()
+        x0 = torch.randn(5, dim)
+        x = x0
+        for w, b in zip(model.crossnet.kernels, model.crossnet.bias, strict=True):
+            x = x0 * (x @ w.T + b.squeeze(-1)) + x
+        torch.testing.assert_close(model.crossnet(x0), x)
+        # L2 only on the embedding and first-order tables (and, by DeepCTR-Torch's DCN, its output weight):
+        # no cross-kernel or MLP penalty
+        tables = [
+            *model.embedding_dict.parameters(),
+            *model.linear_model.parameters(),
+            model.dnn_linear.weight,
+        ]
+        expected = 0.01 * sum(float((w**2).sum()) for w in tables)
+        assert float(model.get_regularization_loss()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_deepctr_dcn_peer_runs_on_the_encoded_split() -> None:
+    peer = _deepctr_peer()
+    train, valid, test = planted_ctr(n_rows=1500)
+    row = peer.run_peer(
+        "dcn", train, valid, test, seed=0, embedding_dim=8, max_epochs=2, batch_size=128, lr=1e-2
+    )
+    assert row["epochs_run"] == 2 and row["best_epoch"] in (1, 2)
+    assert 0.5 < row["auc"] <= 1.0 and math.isfinite(row["cal_logloss"]), row
