@@ -16,19 +16,19 @@ validation row for each user whose validation item is in D (input: the D items o
 user whose test item is in D (input: the D items of train plus the validation item when it is in D). That is what
 attnrec's ``sasrec`` with ``domain="D"`` reads (``Sequences.view(D)``; test input = train + validation).
 
-``export`` also writes ``D/D.test.cands``: attnrec's own test candidate lists (target + 999 negatives per test row
-of domain D, seed 0, captured from ``evaluate_sequential``; see :func:`write_candidates`).
+``export`` also writes ``D/D.{valid,test}.cands``: attnrec's own validation and test candidate lists (target + 999
+negatives per held-out row of domain D, seed 0, captured from ``evaluate_sequential``; see :func:`write_candidates`).
 
 ``run`` trains RecBole's SASRec on each domain's files (``benchmark_filename``: RecBole does not re-split): 2
 layers, 2 heads, hidden 64, CE loss over all items, Adam lr 1e-3, batch 2048 rows (RecBole's SASRec defaults), and,
 set to attnrec's sasrec defaults, inner size 64 and dropout 0.2 (:data:`MATCHED`; ``--recbole-defaults``: RecBole's
-inner 256 and dropout 0.5). Early stopping on RecBole's validation NDCG@10 (``stopping_step = --patience``) under
-its ``mode: uni999`` (the target plus 999 negatives drawn uniformly from the domain's items; its sampler excludes
-only the items that occur as TARGETS of the user's rows of the phase and before, and draws with replacement). At
-the best epoch the test is read twice: ``test`` = attnrec's protocol, the model scoring attnrec's candidate lists
-(:func:`score_candidates`; rank = 1 + #(negatives scored strictly above the target)), and
-``test_recbole_uni999`` = RecBole's own sampled evaluation (MRR there is MRR@1000 = full MRR over the 1000
-candidates). One JSON line per domain.
+inner 256 and dropout 0.5). Model selection as attnrec's: after every epoch the model scores attnrec's validation
+lists (:func:`score_candidates`; rank = 1 + #(negatives scored strictly above the target)); early stopping on that
+NDCG@10 after ``--patience`` epochs without improvement; the best epoch's weights are restored and the test read
+once: ``test`` = attnrec's test lists, and ``test_recbole_full`` = RecBole's own full ranking over all items
+(``mode: full``; MRR there is MRR@1000). RecBole's ``uni999`` is not used: it runs the whole network once per
+candidate (1,000 forward passes per row), an epoch's validation took over 7 minutes on one core and had not ended.
+One JSON line per domain.
 """
 
 from __future__ import annotations
@@ -100,28 +100,44 @@ def export(data: str, out_dir: Path, max_len: int = MAX_LEN) -> dict[str, Any]:
     return counts
 
 
-def write_candidates(data: str, out_dir: Path) -> dict[str, int]:
-    """Write ``D/D.test.cands`` per domain D: one line per test row whose target is in D, ``user<TAB>target<TAB>``
-    then its 999 negatives (item ids, space-separated) — exactly the lists attnrec's test evaluation of any
-    sequential model on ``data`` ranks (the run path's split, vocabulary and test protocol, seed 0; the negatives
-    are the split's, not the model's, so a stand-in model that scores nothing is enough to capture them from
-    :func:`attnrec.evaluation.sequential.draw_negatives`). Returns the row count per domain."""
-    import numpy as np
+def write_candidates(data: str, out_dir: Path) -> dict[str, dict[str, int]]:
+    """Write ``D/D.{valid,test}.cands`` per domain D: one line per held-out row whose target is in D,
+    ``user<TAB>target<TAB>`` then its 999 negatives (item ids, space-separated) — exactly the lists attnrec's
+    validation and test evaluation of any sequential model on ``data`` rank (the run path's split, vocabulary and
+    protocols, seed 0: validation excludes train, test excludes train + valid; the negatives are the split's, not
+    the model's, so a stand-in model that scores nothing is enough to capture them from
+    :func:`attnrec.evaluation.sequential.draw_negatives`). Returns the row counts per part and domain."""
     import scipy.sparse as sp
-    import torch
 
-    from attnrec.evaluation import sequential as ev
     from attnrec.experiments.config import RunConfig, SplitSpec
     from attnrec.experiments.seq_run import prepare_sequences, sequential_protocols
 
     cfg = RunConfig(model="sasrec", data=data, split=SplitSpec(method="leave_last_out"), save_model=False)
     prep = prepare_sequences(cfg, progress=False)
     train, valid, test = prep["train"], prep["valid"], prep["test"]
-    _, protocol = sequential_protocols(train, valid, prep["items"])
+    valid_protocol, test_protocol = sequential_protocols(train, valid, prep["items"])
     seen = train.csr() + (valid.csr() if len(valid) else sp.csr_matrix(train.csr().shape))  # as run.py
+    out: dict[str, dict[str, int]] = {}
+    parts = [("test", test, test_protocol, seen)]
+    if len(valid):
+        parts.insert(0, ("valid", valid, valid_protocol, train.csr()))
+    for part, rows, protocol, exclude in parts:
+        for name, lines in _captured_lists(rows, protocol, exclude).items():
+            (out_dir / name).mkdir(exist_ok=True)
+            (out_dir / name / f"{name}.{part}.cands").write_text("\n".join(lines) + "\n")
+            out.setdefault(part, {})[name] = len(lines)
+    return out
+
+
+def _captured_lists(rows: Any, protocol: Any, exclude: Any) -> dict[str, list[str]]:
+    """Per domain, the candidate lines of ``rows`` as ``evaluate_sequential(..., protocol, exclude)`` draws them."""
+    import numpy as np
+    import torch
+
+    from attnrec.evaluation import sequential as ev
 
     class StandIn:  # the ItemScorer surface evaluate_sequential reads
-        n_items = train.n_items
+        n_items = rows.n_items
 
         def score(self, query: Any) -> torch.Tensor:
             return torch.zeros(len(query.users), self.n_items)
@@ -136,14 +152,13 @@ def write_candidates(data: str, out_dir: Path) -> dict[str, int]:
 
     ev.draw_negatives = recording  # type: ignore[assignment]
     try:
-        ev.evaluate_sequential(StandIn(), test, replace_full(protocol), exclude=seen)  # type: ignore[arg-type]
+        ev.evaluate_sequential(StandIn(), rows, replace_full(protocol), exclude=exclude)  # type: ignore[arg-type]
     finally:
         ev.draw_negatives = real  # type: ignore[assignment]
-    assert protocol.item_domains is not None
     doms = np.asarray(protocol.item_domains)
-    row_dom = doms[test.items]
-    users, items = test.user_vocab.ids, test.item_vocab.ids
-    out: dict[str, int] = {}
+    row_dom = doms[rows.items]
+    users, items = rows.user_vocab.ids, rows.item_vocab.ids
+    out: dict[str, list[str]] = {}
     k = 0
     for d in np.unique(row_dom):  # evaluate_sequential's order: domain by domain, chunk by chunk
         sel = np.flatnonzero(row_dom == d)
@@ -151,16 +166,12 @@ def write_candidates(data: str, out_dir: Path) -> dict[str, int]:
         tg = np.concatenate([t for t, _ in drawn[k : k + n_chunks]])
         ng = np.concatenate([n for _, n in drawn[k : k + n_chunks]])
         k += n_chunks
-        if not np.array_equal(tg, test.items[sel]):
+        if not np.array_equal(tg, rows.items[sel]):
             raise RuntimeError("captured negatives are not in the evaluation's row order")
-        name = protocol.domain_names[int(d)]
-        lines = [
+        out[protocol.domain_names[int(d)]] = [
             f"{users[u]}\t{items[t]}\t{' '.join(items[ng[j]])}"
-            for j, (u, t) in enumerate(zip(test.users[sel], test.items[sel], strict=True))
+            for j, (u, t) in enumerate(zip(rows.users[sel], rows.items[sel], strict=True))
         ]
-        (out_dir / name).mkdir(exist_ok=True)
-        (out_dir / name / f"{name}.test.cands").write_text("\n".join(lines) + "\n")
-        out[name] = len(lines)
     return out
 
 
@@ -196,12 +207,16 @@ def run_domain(
         "USER_ID_FIELD": "user_id",
         "ITEM_ID_FIELD": "item_id",
         "MAX_ITEM_LIST_LENGTH": MAX_LEN,
-        "eval_args": {"order": "TO", "mode": "uni999", "group_by": "user"},
+        # RecBole's own test reading: full ranking (its uni999 runs the whole network once per candidate: ~1,000
+        # forward passes per row, hours per validation on one core); validation is attnrec's lists (below)
+        "eval_args": {"order": "TO", "mode": "full", "group_by": "user"},
         "metrics": ["Hit", "NDCG", "MRR"],
         "topk": TOPK,
         "valid_metric": "NDCG@10",
         "epochs": epochs,
-        "stopping_step": patience,
+        # RecBole stops when more than stopping_step evaluations in a row did not improve; attnrec's trainer
+        # after `patience` of them
+        "stopping_step": patience - 1,
         "train_neg_sample_args": None,
         "loss_type": "CE",
         "seed": seed,
@@ -231,7 +246,19 @@ def run_domain(
         epoch_seconds.append(time.perf_counter() - t)
         return out
 
-    trainer._train_epoch = timed_epoch
+    trainer._train_epoch = timed_epoch  # type: ignore[method-assign]
+    valid_cands = folder / f"{dom}.valid.cands"
+    curve: list[dict[str, float]] = []
+
+    def our_valid_epoch(valid_data: Any, show_progress: bool = False) -> tuple[float, dict[str, Any]]:
+        # model selection on attnrec's validation lists (the same candidates attnrec's sasrec is selected on)
+        t = time.perf_counter()
+        m = score_candidates(model, valid_data._dataset, valid_cands, config["device"])
+        curve.append({"ndcg@10": m["ndcg@10"], "valid_s": time.perf_counter() - t})
+        model.train()
+        return float(m["ndcg@10"]), m
+
+    trainer._valid_epoch = our_valid_epoch  # type: ignore[method-assign]
     load_before = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
@@ -243,6 +270,7 @@ def run_domain(
     model.load_other_parameter(ckpt.get("other_parameter"))
     Path(trainer.saved_model_file).unlink()
     test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    model.eval()
     cands = folder / f"{dom}.test.cands"
     ours = score_candidates(model, test_data._dataset, cands, config["device"]) if cands.exists() else None
 
@@ -264,8 +292,10 @@ def run_domain(
             "valid": len(valid_data._dataset),
             "test": len(test_data._dataset),
         },
-        "valid": rename(best_valid),
-        "test_recbole_uni999": rename(test),
+        "valid": best_valid,
+        # RecBole's own full ranking over all items (its MRR is MRR@1000 here)
+        "test_recbole_full": rename(test),
+        "valid_curve": curve,
         # attnrec's protocol: the same candidate lists as attnrec's test evaluation (export's D.test.cands)
         "test": ours,
         "epochs_run": len(epoch_seconds),
@@ -288,6 +318,9 @@ def run_domain(
                 "train_batch_size",
                 "loss_type",
                 "MAX_ITEM_LIST_LENGTH",
+                "epochs",
+                "stopping_step",
+                "seed",
             )
         },
     }
@@ -307,41 +340,53 @@ def rank_metrics(ranks: list[int], ks: tuple[int, ...] = (1, 5, 10)) -> dict[str
     return out
 
 
-def score_candidates(model: Any, dataset: Any, cands: Path, device: Any, batch: int = 256) -> dict[str, Any]:
-    """The RecBole model's test metrics on attnrec's candidate lists (``cands``: ``user<TAB>target<TAB>negatives``):
-    each test row of ``dataset`` (RecBole's test split, one row per user) is scored over all items with
-    ``full_sort_predict`` and ranked as attnrec ranks: ``1 + #(negatives scored strictly above the target)``.
-    A candidate RecBole never saw (not in any of its files) has no score: counted, and ranked below the target."""
+_CANDIDATES: dict[tuple[str, int], Any] = {}
+
+
+def _candidate_ids(dataset: Any, cands: Path) -> tuple[Any, Any, Any, int]:
+    """``(rows, targets, negatives, rows missing)`` of a candidate file in RecBole's ids (read once per dataset):
+    ``rows`` index ``dataset.inter_feat``, ``negatives`` (n, k) with -1 for an item RecBole never saw."""
     import torch
 
-    inter = dataset.inter_feat
-    tokens = dataset.field2token_id["item_id"]
-    row_of = {str(u): i for i, u in enumerate(dataset.id2token("user_id", inter["user_id"].numpy()))}
+    key = (str(cands), id(dataset))
+    if key not in _CANDIDATES:
+        tokens = dataset.field2token_id["item_id"]
+        users = dataset.id2token("user_id", dataset.inter_feat["user_id"].numpy())
+        row_of = {str(u): i for i, u in enumerate(users)}
+        lines = [ln.split("\t") for ln in cands.read_text().splitlines() if ln]
+        keep = [(row_of[u], tokens[t], n.split()) for u, t, n in lines if u in row_of]
+        _CANDIDATES[key] = (
+            torch.tensor([r for r, _, _ in keep], dtype=torch.long),
+            torch.tensor([t for _, t, _ in keep], dtype=torch.long),
+            torch.tensor([[tokens.get(x, -1) for x in n] for _, _, n in keep], dtype=torch.long),
+            len(lines) - len(keep),
+        )
+    return _CANDIDATES[key]  # type: ignore[no-any-return]
+
+
+def score_candidates(model: Any, dataset: Any, cands: Path, device: Any, batch: int = 256) -> dict[str, Any]:
+    """The RecBole model's metrics on attnrec's candidate lists (``cands``: ``user<TAB>target<TAB>negatives``):
+    each row of ``dataset`` (RecBole's valid or test split, one row per user) is scored over all items with
+    ``full_sort_predict`` and ranked as attnrec ranks: ``1 + #(negatives scored strictly above the target)``.
+    A candidate RecBole never saw (in none of its files) has no score: counted, and ranked below the target."""
+    import torch
+
+    rows, targets, negs, missing = _candidate_ids(dataset, cands)
     ranks: list[int] = []
-    missing_rows = unknown = 0
     model.eval()
-    lines = [ln.split("\t") for ln in cands.read_text().splitlines() if ln]
-    for start in range(0, len(lines), batch):
-        part = [(u, t, negs.split()) for u, t, negs in lines[start : start + batch]]
-        keep = [(row_of[u], t, n) for u, t, n in part if u in row_of]
-        missing_rows += len(part) - len(keep)
-        if not keep:
-            continue
-        rows = torch.tensor([r for r, _, _ in keep])
+    for start in range(0, len(rows), batch):
+        sl = slice(start, start + batch)
         with torch.no_grad():
-            scores = model.full_sort_predict(inter[rows].to(device)).cpu()
-        for b, (_, t, negs) in enumerate(keep):
-            ids = [tokens.get(x, -1) for x in negs]
-            unknown += sum(i < 0 for i in ids)
-            known = torch.tensor([i for i in ids if i >= 0], dtype=torch.long)
-            target = scores[b, tokens[t]]
-            ranks.append(1 + int((scores[b, known] > target).sum()))
+            scores = model.full_sort_predict(dataset.inter_feat[rows[sl]].to(device)).cpu()
+        t_score = scores.gather(1, targets[sl, None])
+        n_score = scores.gather(1, negs[sl].clamp(min=0)).masked_fill(negs[sl] < 0, float("-inf"))
+        ranks.extend((1 + (n_score > t_score).sum(1)).tolist())
     return {
         **rank_metrics(ranks),
         "n_rows": len(ranks),
-        "rows_without_a_peer_test_row": missing_rows,
-        "unknown_candidates": unknown,
-        "n_candidates": 1 + len(lines[0][2].split()) if lines else 0,
+        "rows_without_a_peer_row": missing,
+        "unknown_candidates": int((negs < 0).sum()),
+        "n_candidates": 1 + negs.shape[1],
     }
 
 

@@ -40,37 +40,45 @@ def _read(path: Path) -> list[tuple[str, str, list[str]]]:
     return [(u, t, n.split()) for u, t, n in (ln.split("\t") for ln in path.read_text().splitlines())]
 
 
-def test_candidates_are_attnrecs_test_lists(exported: tuple[Path, Path, dict[str, Any]]) -> None:
-    """Ranking the exported lists with fixed scores gives attnrec's own test metrics with those scores, per
-    domain; every list is the target plus distinct negatives of its domain outside the user's history."""
+def test_candidates_are_attnrecs_valid_and_test_lists(exported: tuple[Path, Path, dict[str, Any]]) -> None:
+    """Ranking the exported lists with fixed scores gives attnrec's own validation and test metrics with those
+    scores, per domain; every list is the target plus distinct negatives of its domain outside the user's
+    history (train for validation, train + valid for test)."""
     csv, out, counts = exported
     prep = prepare_sequences(
         RunConfig(model="sasrec", data=str(csv), split=SplitSpec(method="leave_last_out"))
     )
     train, valid, test = prep["train"], prep["valid"], prep["test"]
-    _, protocol = sequential_protocols(train, valid, prep["items"])
-    seen = (train.csr() + valid.csr()).tocsr()
-    table = np.random.default_rng(3).standard_normal((train.n_users, train.n_items)).astype(np.float32)
+    valid_protocol, test_protocol = sequential_protocols(train, valid, prep["items"])
+    for part, rows, protocol, seen in (
+        ("valid", valid, valid_protocol, train.csr()),
+        ("test", test, test_protocol, (train.csr() + valid.csr()).tocsr()),
+    ):
+        _check_lists(out, part, rows, protocol, seen, counts["candidates"][part])
+
+
+def _check_lists(out: Path, part: str, rows: Any, protocol: Any, seen: Any, counts: dict[str, int]) -> None:
+    table = np.random.default_rng(3).standard_normal((rows.n_users, rows.n_items)).astype(np.float32)
 
     class Fixed:
-        n_items = train.n_items
+        n_items = rows.n_items
 
         def score(self, query: Any) -> torch.Tensor:
             return torch.from_numpy(table[query.users])
 
-    ref = evaluate_sequential(Fixed(), test, protocol, exclude=seen)  # type: ignore[arg-type]
-    uidx = {u: i for i, u in enumerate(train.user_vocab.ids)}
-    iidx = {t: i for i, t in enumerate(train.item_vocab.ids)}
+    ref = evaluate_sequential(Fixed(), rows, protocol, exclude=seen)  # type: ignore[arg-type]
+    uidx = {u: i for i, u in enumerate(rows.user_vocab.ids)}
+    iidx = {t: i for i, t in enumerate(rows.item_vocab.ids)}
     doms = np.asarray(protocol.item_domains)
     for d, name in enumerate(protocol.domain_names):
-        rows = _read(out / name / f"{name}.test.cands")
-        assert len(rows) == counts["candidates"][name] == ref[f"{name}/n_rows"] > 0
+        lines = _read(out / name / f"{name}.{part}.cands")
+        assert len(lines) == counts[name] == ref[f"{name}/n_rows"] > 0
         ranks = []
-        for u, t, negs in rows:
+        for u, t, negs in lines:
             ui, ti, ni = uidx[u], iidx[t], np.array([iidx[x] for x in negs])
             assert len(ni) == ref[f"{name}/n_negatives"] == len(set(ni.tolist()))
             assert (doms[ni] == d).all() and doms[ti] == d and ti not in ni
-            assert not seen[ui, ni].toarray().any()  # never an item of the user's train + valid
+            assert not seen[ui, ni].toarray().any()  # never an item of the user's history
             ranks.append(1 + int((table[ui, ni] > table[ui, ti]).sum()))
         got = peer.rank_metrics(ranks)
         for key in ("ndcg@10", "hit@10", "mrr", "ndcg@1"):
