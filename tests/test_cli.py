@@ -107,6 +107,25 @@ def test_split_then_presplit_training_and_recommend(ml_dir, tmp_path, monkeypatc
     assert code == 0, err
     assert f"{metrics['test']['rmse']:.4f}" in out
 
+    # the graded NDCG@10 of SAFMR's eq. 16, in metrics.json and evaluate's table: graded_ndcg_at_k on the
+    # bundle's predictions of the test rows, over the users with two test rows or more
+    from attnrec.data.splits import read_interactions_file
+    from attnrec.data.table import Interactions
+    from attnrec.evaluation.metrics import graded_ndcg_at_k
+    from attnrec.serving.bundle import load_bundle
+
+    model = load_bundle(run / "model")
+    test, _ = Interactions.encode(
+        read_interactions_file(split_dir / "test.csv", {}), *model._vocabs(), unknown="drop"
+    )
+    pred = np.asarray(model.predict(test.users, test.items), dtype=np.float64)
+    users, counts = np.unique(test.users, return_counts=True)
+    keep = np.isin(test.users, users[counts >= 2])
+    _, ndcg = graded_ndcg_at_k(test.users[keep], test.ratings[keep], pred[keep], 10)
+    assert metrics["test"]["graded_ndcg@10"] == pytest.approx(ndcg.mean(), rel=1e-9)
+    assert metrics["test"]["graded_ndcg_users"] == len(ndcg) and "graded_ndcg@10" in metrics["valid"]
+    assert _metric(out, "graded_ndcg@10") == pytest.approx(ndcg.mean(), abs=1e-4)
+
 
 def test_train_from_toml_with_dataset_path(ml_dir, tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "run.toml"
@@ -647,7 +666,7 @@ def test_evaluate_says_what_it_masks_and_reproduces_the_run_with_exclude_valid(
     code, out, err = run_cli(["evaluate", "--help"], monkeypatch, capsys)
     assert "--exclude valid.csv" in " ".join(out.split()).replace("│ ", "").replace(" │", "")
 
-    # a rating bundle has no cut-off and masks nothing: --k / --exclude are refused, not ignored
+    # a rating bundle's NDCG cut-off is fixed (10) and it masks nothing: --k / --exclude are refused
     svd_eval = [
         "evaluate",
         "--model-dir",

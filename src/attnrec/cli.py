@@ -235,9 +235,9 @@ def evaluate_cmd(
         ),
     ] = None,
 ) -> None:
-    """Evaluate a saved model on a file by its capability: ratings (RMSE/MAE), rankings (recall/NDCG@k over all
-    items) or CTR rows (AUC/logloss/ECE, read as the run read them: its format, separator and label threshold;
-    a calibrated bundle is reported calibrated and raw).
+    """Evaluate a saved model on a file by its capability: ratings (RMSE/MAE/MSE, graded NDCG@10 per user),
+    rankings (recall/NDCG@k over all items) or CTR rows (AUC/logloss/ECE, read as the run read them: its
+    format, separator and label threshold; a calibrated bundle is reported calibrated and raw).
     Unknown users/items are dropped and counted.
 
     Rankings mask the model's training items, plus every --exclude file's pairs; the items masked are printed. A
@@ -283,8 +283,8 @@ def evaluate_cmd(
     if isinstance(protocol, Rating) and (k or exclude):
         flags = " and ".join(f for f, v in (("--k", k), ("--exclude", exclude)) if v)
         raise ConfigError(
-            f"{flags} does not apply: model {model.name!r} predicts ratings, evaluated by RMSE/MAE on every row "
-            "(no ranking cut-off, nothing masked)"
+            f"{flags} does not apply: model {model.name!r} predicts ratings, evaluated by RMSE/MAE/MSE on "
+            "every row and the graded NDCG@10 per user (SAFMR's eq. 16, cut-off fixed at 10; nothing masked)"
         )
     uv, iv = model._vocabs()
     rename = _parse_columns(columns)

@@ -51,7 +51,7 @@ def parse_sets(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-COUNT_KEYS = {"n", "n_users", "n_rows"}
+COUNT_KEYS = {"n", "n_users", "n_rows", "graded_ndcg_users"}
 #: torch CPU threads when --threads is not given: on the shared 2-core machine one thread was never slower and
 #: often much faster than two (BENCHMARKS.md, "CLI default threads")
 DEFAULT_THREADS = 1

@@ -15,9 +15,10 @@ from attnrec.evaluation.evaluators import (
     evaluate_full_ranking,
     evaluate_rating,
     evaluate_sampled_ranking,
+    rating_report,
     sample_negatives,
 )
-from attnrec.evaluation.metrics import RANKING_METRICS, ranking_metrics
+from attnrec.evaluation.metrics import RANKING_METRICS, graded_ndcg_at_k, ranking_metrics
 
 ALL = tuple(RANKING_METRICS)
 
@@ -286,3 +287,50 @@ def test_evaluate_rating_rejects_bad_predictions() -> None:
         evaluate_rating(lambda a, b: np.array([1.0, np.inf]), u, u, np.array([1.0, 2.0]))
     with pytest.raises(DataError, match="length mismatch"):
         evaluate_rating(lambda a, b: a, u, u, np.array([1.0]))
+
+
+def test_evaluate_rating_graded_ndcg_of_two_users_by_hand() -> None:
+    # SAFMR's eq. 16 per user: rows ranked by prediction, gain 2^rating - 1, discount 1 / log2(rank + 1)
+    users = np.array([0, 0, 0, 1, 1, 2])
+    items = np.arange(6)
+    ratings = np.array([5.0, 3.0, 1.0, 4.0, 2.0, 5.0])
+    pred = np.array([2.0, 4.0, 1.0, 3.0, 3.5, 1.0])
+    l3 = math.log2(3)
+    # user 0 ranks its rows 3, 5, 1 (ideal 5, 3, 1); user 1 ranks 2, 4 (ideal 4, 2); user 2 (1 row): left out
+    u0 = (7 + 31 / l3 + 1 / 2) / (31 + 7 / l3 + 1 / 2)
+    u1 = (3 + 15 / l3) / (15 + 3 / l3)
+    for bs in (1, 4, 100):
+        out = evaluate_rating(lambda u, i: pred[i], users, items, ratings, batch_size=bs)
+        assert out["graded_ndcg@10"] == pytest.approx((u0 + u1) / 2, rel=1e-12)
+        assert out["graded_ndcg_users"] == 2.0
+        assert out["mse"] == pytest.approx(float(np.mean((pred - ratings) ** 2)), rel=1e-12)
+    # the same value graded_ndcg_at_k gives on the users with two rows or more
+    _, ref = graded_ndcg_at_k(users[:5], ratings[:5], pred[:5], 10)
+    assert out["graded_ndcg@10"] == pytest.approx(ref.mean(), rel=1e-12)
+    # the cut-off: at k = 1 only the top row counts
+    got = evaluate_rating(lambda u, i: pred[i], users, items, ratings, ndcg_k=1)
+    assert (
+        got["graded_ndcg@1"] == pytest.approx((7 / 31 + 3 / 15) / 2, rel=1e-12)
+        and "graded_ndcg@10" not in got
+    )
+    # groups: the users the rows belong to when predict's first argument is a row index
+    rows = np.arange(6)
+    by_row = evaluate_rating(lambda r, _: pred[r], rows, rows, ratings, groups=users)
+    assert by_row == out
+
+
+def test_rating_report_leaves_out_users_without_a_defined_ndcg() -> None:
+    pred = np.array([1.0, 2.0, 3.0, 1.0, 2.0])
+    # user 1's rows are all rated 0 (no ideal gain): left out, not an error
+    out = rating_report(np.array([0, 0, 1, 1, 2]), np.array([2.0, 1.0, 0.0, 0.0, 3.0]), pred)
+    assert out["graded_ndcg_users"] == 1.0
+    l3 = math.log2(3)  # user 0 ranks its rows 1, 2 (ideal 2, 1)
+    assert out["graded_ndcg@10"] == pytest.approx((1 + 3 / l3) / (3 + 1 / l3), rel=1e-12)
+    # no user with two rows, or a negative rating (no graded relevance): rmse/mae/mse/n only
+    assert set(rating_report(np.arange(3), np.ones(3), np.ones(3))) == {"rmse", "mae", "mse", "n"}
+    assert set(rating_report(np.zeros(3, dtype=np.int64), np.array([-1.0, 1, 2]), np.ones(3))) == {
+        "rmse",
+        "mae",
+        "mse",
+        "n",
+    }

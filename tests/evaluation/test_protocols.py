@@ -14,7 +14,7 @@ from attnrec.data.table import Interactions
 from attnrec.data.vocab import Vocabulary
 from attnrec.errors import ConfigError, DataError
 from attnrec.evaluation.evaluators import evaluate_full_ranking, evaluate_rating, evaluate_sampled_ranking
-from attnrec.evaluation.metrics import auc, logloss
+from attnrec.evaluation.metrics import auc, graded_ndcg_at_k, logloss
 from attnrec.evaluation.protocols import CTR, FullRanking, Rating, SampledRanking, default_protocol, evaluate
 from attnrec.models.capabilities import ItemScorer, RatingPredictor, TaskKind
 from attnrec.models.ctr.lr import LR
@@ -101,6 +101,65 @@ def test_rating_protocol_uses_a_models_own_row_predictions():
     _, _, test = checkerboard()
     got = evaluate(RowAware(), test, Rating(batch_size=5))
     assert got["rmse"] == pytest.approx(1.0) and got["mae"] == pytest.approx(1.0)
+
+    class Reversed(RowAware):
+        def predict_interactions(self, data: Interactions) -> np.ndarray:
+            return 6.0 - data.ratings  # each user's rows ranked worst first
+
+    # the graded NDCG ranks each user's rows (the split's users, not the row positions predict is called with)
+    got = evaluate(Reversed(), test, Rating(batch_size=5))
+    assert got["graded_ndcg@10"] == pytest.approx(_graded_ndcg_by_hand(test, 6.0 - test.ratings), rel=1e-12)
+    assert got["graded_ndcg@10"] < 1.0
+
+
+def _graded_ndcg_by_hand(test: Interactions, pred: np.ndarray, k: int = 10) -> float:
+    """Mean graded_ndcg_at_k over the users with two test rows or more (rows with a positive rating each)."""
+    users, counts = np.unique(test.users, return_counts=True)
+    keep = np.isin(test.users, users[counts >= 2])
+    return float(graded_ndcg_at_k(test.users[keep], test.ratings[keep], pred[keep], k)[1].mean())
+
+
+def test_rating_protocol_reports_the_graded_ndcg_of_eq_16(svd: SVD):
+    _, _, test = checkerboard()
+    assert test.ratings.min() > 0 and np.bincount(test.users).max() >= 2
+    got = evaluate(svd, test, Rating(batch_size=17))
+    pred = np.asarray(svd.predict(test.users, test.items), dtype=np.float64)
+    assert got["graded_ndcg@10"] == pytest.approx(_graded_ndcg_by_hand(test, pred), rel=1e-12)
+    users = np.unique(test.users, return_counts=True)[1]
+    assert got["graded_ndcg_users"] == (users >= 2).sum()
+    assert evaluate(svd, test, Rating(ndcg_k=3))["graded_ndcg@3"] == pytest.approx(
+        _graded_ndcg_by_hand(test, pred, 3), rel=1e-12
+    )
+
+
+def test_sharded_rating_gathers_every_users_rows(svd: SVD, monkeypatch):
+    """Two ranks (simulated in this process): each predicts its block of rows, the predictions are gathered in
+    rank order and every rank scores all rows, so a user split across the blocks is ranked whole."""
+    from attnrec.evaluation import sharded
+    from attnrec.training.distributed import DistContext
+
+    _, _, test = checkerboard()
+    parts: list[np.ndarray] = []
+
+    class Gathered(Exception):
+        pass
+
+    def capture(obj, what=""):
+        parts.append(obj)
+        raise Gathered
+
+    monkeypatch.setattr(sharded, "all_gather_objects", capture)
+    for rank in (0, 1):
+        monkeypatch.setattr(sharded, "context", lambda rank=rank: DistContext(rank, 2))
+        with pytest.raises(Gathered):
+            sharded.evaluate(svd, test, Rating())
+    assert [len(p) for p in parts] == [len(test) // 2, len(test) - len(test) // 2]
+    monkeypatch.setattr(sharded, "all_gather_objects", lambda obj, what="": parts)
+    got = sharded.evaluate(svd, test, Rating())
+    one = evaluate(svd, test, Rating())
+    assert got.keys() == one.keys() and "graded_ndcg@10" in got
+    for key, value in one.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
 
 
 def test_ctr_protocol_is_auc_and_logloss_of_the_probabilities(lr: LR):

@@ -220,7 +220,12 @@ class CTRAccumulator:
 
 
 class RatingAccumulator:
-    """MSE, RMSE and MAE of predicted against true ratings over a stream of batches (rating units)."""
+    """MSE, RMSE and MAE of predicted against true ratings over a stream of batches (rating units).
+
+    No graded NDCG: it ranks each user's rows together, so it is not a sum over batches. The ``Rating``
+    protocol (:func:`~attnrec.evaluation.evaluators.rating_report`) and its sharded form keep every row's
+    prediction instead.
+    """
 
     def __init__(self) -> None:
         self.sum_squared = 0.0

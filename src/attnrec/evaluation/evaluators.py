@@ -8,7 +8,8 @@ Each evaluator takes a plain scoring callable, so it needs nothing from the trai
   n_items``; no users x items matrix is ever built.
 * :func:`evaluate_sampled_ranking` — the leave-one-out protocol of SASRec and its successors: one held-out
   positive per row ranked against ``n_negatives`` sampled items the user has not interacted with.
-* :func:`evaluate_rating` — RMSE / MAE / MSE of a rating predictor, in batches.
+* :func:`evaluate_rating` — RMSE / MAE / MSE of a rating predictor, in batches, and the graded NDCG@10 per
+  user of SAFMR's eq. 16 (:func:`rating_report`).
 
 All three return ``dict[str, float]`` keyed like ``"recall@20"``, ``"ndcg@10"``, ``"rmse"``, plus a count
 (``"n_users"``, ``"n_rows"`` or ``"n"``) so that a reader can see how many cases a number averages over.
@@ -24,7 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from attnrec.errors import ConfigError, DataError
-from attnrec.evaluation.metrics import _check_names_ks, ranking_metric_sums
+from attnrec.evaluation.metrics import _check_names_ks, graded_ndcg_at_k, ranking_metric_sums
 
 __all__ = [
     "DEFAULT_KS",
@@ -35,6 +36,8 @@ __all__ = [
     "evaluate_full_ranking",
     "evaluate_rating",
     "evaluate_sampled_ranking",
+    "rating_predictions",
+    "rating_report",
     "sample_negatives",
 ]
 
@@ -399,12 +402,27 @@ def evaluate_rating(
     items: np.ndarray,
     ratings: np.ndarray,
     batch_size: int = 65536,
+    *,
+    groups: np.ndarray | None = None,
+    ndcg_k: int = 10,
 ) -> dict[str, float]:
-    """RMSE, MAE and MSE of ``predict(users, items)`` against ``ratings``, in batches of ``batch_size`` rows.
+    """RMSE, MAE, MSE and graded NDCG@``ndcg_k`` of ``predict(users, items)`` against ``ratings``.
 
-    ``users``, ``items`` are int64 ``(N,)``, ``ratings`` ``(N,)``; ``predict`` returns ``(N_batch,)`` ratings
-    (NumPy or torch). Returns ``{"rmse", "mae", "mse", "n"}``; errors accumulate in float64.
+    ``users``, ``items`` are int64 ``(N,)``, ``ratings`` ``(N,)``; ``predict`` is called on batches of
+    ``batch_size`` rows and returns ``(N_batch,)`` ratings (NumPy or torch). ``groups`` (``(N,)``, default
+    ``users``) are the users the NDCG ranks within, for a ``predict`` whose first argument is not the user.
+    Returns :func:`rating_report` of the predictions: ``{"rmse", "mae", "mse", "n"}`` and the graded NDCG.
     """
+    pred = rating_predictions(predict, users, items, ratings, batch_size)
+    g = users if groups is None else _to_numpy_1d(groups, "groups", np.int64)
+    return rating_report(g, ratings, pred, ndcg_k)
+
+
+def rating_predictions(
+    predict: PredictFn, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, batch_size: int = 65536
+) -> np.ndarray:
+    """``predict(users, items)`` in batches of ``batch_size`` rows as one float64 ``(N,)`` array, checked: the
+    shape of each batch, finite values, finite ``ratings`` of the same length as ``users`` and ``items``."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
     u = _to_numpy_1d(users, "users", np.int64)
@@ -424,8 +442,7 @@ def evaluate_rating(
         )
     if u.size == 0:
         raise DataError("no rows to evaluate", field="ratings", expected="at least one rating")
-    sq = 0.0
-    ab = 0.0
+    out = np.empty(len(u), dtype=np.float64)
     for start in range(0, len(u), batch_size):
         sl = slice(start, start + batch_size)
         with torch.no_grad():
@@ -448,9 +465,46 @@ def evaluate_rating(
                 value=float(pred[j]),
                 expected="finite ratings",
             )
-        err = pred - r[sl]
-        sq += float(np.dot(err, err))
-        ab += float(np.abs(err).sum())
+        out[sl] = pred
+    return out
+
+
+def rating_report(
+    users: np.ndarray, ratings: np.ndarray, pred: np.ndarray, ndcg_k: int = 10
+) -> dict[str, float]:
+    """The rating metrics of predictions ``pred`` against ``ratings`` (both ``(N,)``, rows of ``users``).
+
+    ``{"rmse", "mae", "mse", "n"}`` over every row (errors in float64), plus ``"graded_ndcg@K"`` (K =
+    ``ndcg_k``): SAFMR's eq. 16, :func:`~attnrec.evaluation.metrics.graded_ndcg_at_k` per user over that
+    user's rows ranked by ``pred`` with the true rating as graded relevance (gain ``2^r - 1``), averaged over
+    the users with at least two rows (one row always scores 1) and some rating above 0 (all-zero relevance has
+    no NDCG), as ``benchmarks/bench_review.py``'s ``ndcg10``; ``"graded_ndcg_users"`` counts them. Both keys
+    are absent when no user qualifies or a rating is negative (relevance must be >= 0).
+    """
+    u = _to_numpy_1d(users, "users", np.int64)
+    r = _to_numpy_1d(ratings, "ratings", np.float64)
+    p = _to_numpy_1d(pred, "pred", np.float64)
+    if not (u.shape == r.shape == p.shape):
+        raise DataError(
+            "length mismatch",
+            field="ratings/pred",
+            value=(u.shape, r.shape, p.shape),
+            expected="three arrays of the same length",
+        )
+    if u.size == 0:
+        raise DataError("no rows to evaluate", field="ratings", expected="at least one rating")
+    err = p - r
     n = len(u)
-    mse_v = sq / n
-    return {"rmse": float(np.sqrt(mse_v)), "mae": ab / n, "mse": mse_v, "n": float(n)}
+    mse_v = float(np.dot(err, err)) / n
+    out = {"rmse": float(np.sqrt(mse_v)), "mae": float(np.abs(err).sum()) / n, "mse": mse_v, "n": float(n)}
+    if (r < 0).any():
+        return out
+    uniq, gid, counts = np.unique(u, return_inverse=True, return_counts=True)
+    top = np.zeros(len(uniq))
+    np.maximum.at(top, gid, r)
+    keep = ((counts >= 2) & (top > 0))[gid]
+    if keep.any():
+        _, ndcg = graded_ndcg_at_k(u[keep], r[keep], p[keep], ndcg_k)
+        out[f"graded_ndcg@{ndcg_k}"] = float(ndcg.mean())
+        out["graded_ndcg_users"] = float(len(ndcg))
+    return out

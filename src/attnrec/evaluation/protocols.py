@@ -5,7 +5,8 @@ A protocol says *how* a split is scored; the model's declared capabilities say *
 =================  ======================  ==================================================================
 protocol           needs                   metrics
 =================  ======================  ==================================================================
-:class:`Rating`    RatingPredictor         rmse, mae, mse over the split's rows
+:class:`Rating`    RatingPredictor         rmse, mae, mse over the split's rows; graded_ndcg@10 per user
+                                           (SAFMR's eq. 16: rows ranked by prediction, relevance = rating)
 :class:`CTR`       RowScorer               auc, logloss over feature rows (streaming, mergeable state)
 :class:`FullRanking` ItemScorer            recall/ndcg/precision/hit/mrr/map@k over all items, ``exclude`` masked
 :class:`SampledRanking` ItemScorer         the same @k against ``n_negatives`` drawn per row from a pool
@@ -44,9 +45,12 @@ from attnrec.models.query import Query
 
 @dataclass(frozen=True)
 class Rating:
-    """RMSE / MAE / MSE of predicted ratings against the split's ``rating`` column."""
+    """RMSE / MAE / MSE of predicted ratings against the split's ``rating`` column, and the graded
+    NDCG@``ndcg_k`` per user of :func:`~attnrec.evaluation.evaluators.rating_report` (SAFMR's eq. 16; the
+    paper's p = 10)."""
 
     batch_size: int = 65536
+    ndcg_k: int = 10
 
 
 @dataclass(frozen=True)
@@ -136,12 +140,13 @@ def evaluate(
     if isinstance(protocol, Rating):
         _need(model, RatingPredictor, protocol)
         assert isinstance(model, RatingPredictor)
-        if type(model).predict_interactions is RatingPredictor.predict_interactions:
-            return evaluate_rating(model.predict, data.users, data.items, data.ratings, protocol.batch_size)
-        # a model whose rows carry more than their ids: predict the rows once, then score them by position
-        pred = model.predict_interactions(data)
-        rows = np.arange(len(data), dtype=np.int64)
-        return evaluate_rating(lambda r, _: pred[r], rows, rows, data.ratings, protocol.batch_size)
+        return evaluate_rating(
+            *rating_inputs(model, data),
+            data.ratings,
+            protocol.batch_size,
+            groups=data.users,
+            ndcg_k=protocol.ndcg_k,
+        )
     _need(model, ItemScorer, protocol)
     assert isinstance(model, ItemScorer)
     if isinstance(protocol, SequentialRanking):  # next item per target domain (evaluation/sequential.py)
@@ -156,6 +161,18 @@ def evaluate(
             batch_size=protocol.batch_size,
         )
     return _sampled(model, data, protocol, exclude)
+
+
+def rating_inputs(
+    model: RatingPredictor, data: Interactions
+) -> tuple[Callable[[np.ndarray, np.ndarray], Any], np.ndarray, np.ndarray]:
+    """``(predict, users, items)`` for :func:`evaluate_rating` on ``data``'s rows."""
+    if type(model).predict_interactions is RatingPredictor.predict_interactions:
+        return model.predict, data.users, data.items
+    # a model whose rows carry more than their ids: predict the rows once, then score them by position
+    pred = model.predict_interactions(data)
+    rows = np.arange(len(data), dtype=np.int64)
+    return (lambda r, _: pred[r]), rows, rows
 
 
 def _score_users(model: ItemScorer) -> Callable[[np.ndarray], Any]:

@@ -8,7 +8,9 @@ identical on every rank and early stopping decides alike):
 ============================  ===========================================================================
 protocol                      what a rank scores, and how the parts are merged
 ============================  ===========================================================================
-``Rating``                    a contiguous block of rows; the parts' :class:`RatingAccumulator` states
+``Rating``                    a contiguous block of rows; the parts' predictions are gathered in rank
+                              order and every rank scores all rows (the graded NDCG ranks each user's
+                              rows together, so it needs them all: O(rows) floats gathered)
 ``CTR``                       a contiguous block of rows of every part; :class:`CTRAccumulator` states
                               (exact: AUC from merged per-score counts)
 ``FullRanking``               every ``world``-th evaluated user; per-metric sums over users and the counts
@@ -27,9 +29,9 @@ import scipy.sparse as sp
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError
 from attnrec.evaluation import protocols
-from attnrec.evaluation.accumulators import CTRAccumulator, RatingAccumulator
-from attnrec.evaluation.evaluators import evaluate_full_ranking
-from attnrec.models.capabilities import ItemScorer, RowScorer
+from attnrec.evaluation.accumulators import CTRAccumulator
+from attnrec.evaluation.evaluators import evaluate_full_ranking, rating_predictions, rating_report
+from attnrec.models.capabilities import ItemScorer, RatingPredictor, RowScorer
 from attnrec.models.query import Query
 from attnrec.training.distributed import DistContext, all_gather_objects, context, shard_bounds
 
@@ -52,16 +54,17 @@ def evaluate(
     if isinstance(protocol, protocols.CTR):
         return _ctr(model, data, protocol, ctx)
     if isinstance(protocol, protocols.Rating) and isinstance(data, Interactions):
+        if not isinstance(model, RatingPredictor):
+            return protocols.evaluate(model, data, protocol)  # its error names the capability
         lo, hi = shard_bounds(len(data), ctx.rank, ctx.world)
-        acc = RatingAccumulator()
+        pred = np.empty(0, dtype=np.float64)
         if hi > lo:
-            part = protocols.evaluate(model, data.with_frame(data.frame.slice(lo, hi - lo)), protocol)
-            n = int(part["n"])
-            acc.sum_squared, acc.sum_absolute, acc.count = part["mse"] * n, part["mae"] * n, n
-        merged = RatingAccumulator()
-        for other in all_gather_objects(acc, "gathering the rating errors"):
-            merged.merge(other)
-        return {**merged.compute(), "n": float(merged.count)}
+            block = data.with_frame(data.frame.slice(lo, hi - lo))
+            pred = rating_predictions(
+                *protocols.rating_inputs(model, block), block.ratings, protocol.batch_size
+            )
+        parts = all_gather_objects(pred, "gathering the rating predictions")
+        return rating_report(data.users, data.ratings, np.concatenate(parts), protocol.ndcg_k)
     if isinstance(protocol, protocols.FullRanking) and isinstance(data, Interactions):
         if not isinstance(model, ItemScorer):
             return protocols.evaluate(

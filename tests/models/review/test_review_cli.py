@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from attnrec.evaluation.metrics import graded_ndcg_at_k
 from attnrec.testing.cli import run_cli
 from attnrec.testing.data import TINY_REVIEW_MODEL
 
@@ -60,6 +62,7 @@ def test_cli_trains_evaluates_recommends_and_predicts(
               *small)  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["model"] == name and np.isfinite(metrics["test"]["rmse"]) and "rmse" in out
+    assert 0 < metrics["test"]["graded_ndcg@10"] <= 1 and "graded_ndcg@10" in out  # eq. 16 of SAFMR
     extra = json.loads((run / "model" / "extra.json").read_text())
     assert set(extra["words"]) == {"ga", "gb", "ha", "hb", "strings"}  # the training reviews were read
     stats = extra["text_stats"]  # empty and missing texts kept as padding, and counted
@@ -73,8 +76,8 @@ def test_cli_trains_evaluates_recommends_and_predicts(
             "rating": [5.0, 1.0, 1.0, 1.0, 3.0, 3.0],
         }
     ).write_csv(pairs)
-    out = cli("evaluate", "--model-dir", str(run / "model"), "--test", str(pairs))
-    assert "rmse" in out and "2 row(s) with unknown user or item were skipped" in out
+    evaluated = cli("evaluate", "--model-dir", str(run / "model"), "--test", str(pairs))
+    assert "rmse" in evaluated and "2 row(s) with unknown user or item were skipped" in evaluated
     recs = tmp_path / "recs.csv"
     cli("recommend", "--model-dir", str(run / "model"), "--users", "U0,U1", "--k", "3", "--out", str(recs))
     top = pl.read_csv(recs)
@@ -93,6 +96,12 @@ def test_cli_trains_evaluates_recommends_and_predicts(
     known = got.head(4)
     expected = model.predict(uv.lookup(known["user_id"]), iv.lookup(known["item_id"]))  # type: ignore[attr-defined]
     np.testing.assert_allclose(known["predicted_rating"].to_numpy(), expected, rtol=1e-6)
+    # evaluate's graded NDCG@10: U0 is the one user with two known rows (B0 rated 5, B1 rated 1)
+    _, ndcg = graded_ndcg_at_k(
+        np.zeros(2), np.array([5.0, 1.0]), np.asarray(expected[:2], dtype=np.float64), 10
+    )
+    shown = re.search(r"graded_ndcg@10\s*\S\s*([0-9.]+)", evaluated)
+    assert shown and float(shown.group(1)) == pytest.approx(ndcg[0], abs=1e-4)
     said = " ".join(out.split())  # the console wraps long lines
     assert (
         "of 6 pairs: 2 with an unknown user or item" in said
