@@ -28,6 +28,8 @@ NDCG@10 after ``--patience`` epochs without improvement; the best epoch's weight
 once: ``test`` = attnrec's test lists, and ``test_recbole_full`` = RecBole's own full ranking over all items
 (``mode: full``; MRR there is MRR@1000). RecBole's ``uni999`` is not used: it runs the whole network once per
 candidate (1,000 forward passes per row), an epoch's validation took over 7 minutes on one core and had not ended.
+``--max-fit-minutes``: no epoch starts once the fit has run that long (full CE over a domain's 12-16 k items costs
+~100 s an epoch on a shared core); the best epoch so far is tested and the record says ``stopped_by``.
 One JSON line per domain.
 """
 
@@ -187,11 +189,21 @@ def replace_full(protocol: Any) -> Any:
 MATCHED = {"inner_size": 64, "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}
 
 
+class _OutOfTime(Exception):
+    """Raised at the start of an epoch once the fit's time budget is spent."""
+
+
 def run_domain(
-    folder: Path, epochs: int, patience: int, seed: int, overrides: dict[str, Any] | None = None
+    folder: Path,
+    epochs: int,
+    patience: int,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    max_fit_minutes: float | None = None,
 ) -> dict[str, Any]:
     """RecBole SASRec on one domain's exported files (``overrides``: RecBole settings, e.g. :data:`MATCHED`);
-    best-validation weights, then test once."""
+    best-validation weights, then test once. ``max_fit_minutes``: no epoch starts after that much fit time (the
+    best epoch so far is tested; recorded as ``stopped_by: "time budget"``)."""
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -242,6 +254,8 @@ def run_domain(
 
     def timed_epoch(*a: Any, **kw: Any) -> Any:
         t = time.perf_counter()
+        if max_fit_minutes is not None and t - t0 > 60 * max_fit_minutes:
+            raise _OutOfTime
         out = inner(*a, **kw)
         epoch_seconds.append(time.perf_counter() - t)
         return out
@@ -261,7 +275,11 @@ def run_domain(
     trainer._valid_epoch = our_valid_epoch  # type: ignore[method-assign]
     load_before = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
-    _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    try:
+        _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        stopped_by = "early stopping" if int(trainer.cur_step) > patience - 1 else "epoch cap"
+    except _OutOfTime:
+        best_valid, stopped_by = trainer.best_valid_result, "time budget"
     fit_s = time.perf_counter() - t0
     # RecBole's own reload uses torch.load's new weights_only default, which rejects its checkpoint; the file was
     # written by this run a moment ago
@@ -299,6 +317,8 @@ def run_domain(
         # attnrec's protocol: the same candidate lists as attnrec's test evaluation (export's D.test.cands)
         "test": ours,
         "epochs_run": len(epoch_seconds),
+        "stopped_by": stopped_by,
+        "max_fit_minutes": max_fit_minutes,
         "best_epoch": len(epoch_seconds) - int(trainer.cur_step),
         "s_per_epoch": statistics.median(epoch_seconds) if epoch_seconds else None,
         "fit_s": fit_s,
@@ -415,6 +435,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument(
+        "--max-fit-minutes", type=float, default=None, help="start no epoch after this much fit time"
+    )
+    r.add_argument(
         "--recbole-defaults",
         action="store_true",
         help="RecBole's own SASRec defaults (inner 256, dropout 0.5) instead of attnrec's (inner 64, dropout 0.2)",
@@ -427,7 +450,14 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(a.threads)
     for dom in a.domains.split(","):
-        rec = run_domain(a.dir / dom, a.epochs, a.patience, a.seed, None if a.recbole_defaults else MATCHED)
+        rec = run_domain(
+            a.dir / dom,
+            a.epochs,
+            a.patience,
+            a.seed,
+            None if a.recbole_defaults else MATCHED,
+            a.max_fit_minutes,
+        )
         rec["command"] = " ".join([sys.executable, *sys.argv])
         rec["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with a.out.open("a") as f:
