@@ -238,6 +238,15 @@ def test_an_items_catalogue_declares_a_generic_tables_domains(tmp_path: Path) ->
     f.write_text(good.replace("i3,A", "i3,C"))
     data = prepare_sequences(RunConfig(model="pop", data=str(f)), progress=False)
     assert data["notes"]["domains"] == {"A": 1, "B": 2, "C": 1}
+    # a table without a domain column takes its items' domains from the catalogue (the plain "interactions +
+    # item catalogue" layout), not refused as rows of a domain "all"
+    f.write_text(
+        "".join(
+            ",".join(x for j, x in enumerate(row.split(",")) if j != 2) + "\n" for row in good.splitlines()
+        )
+    )
+    data = prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
+    assert data["notes"]["domains"] == {"A": 2, "B": 2}
 
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

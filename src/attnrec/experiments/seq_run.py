@@ -117,10 +117,11 @@ def sequence_checks(catalogue: pl.DataFrame | None) -> Callable[[Dataset], Datas
     declared = sorted(cat["_declared"].drop_nulls().unique().to_list())
 
     def check(ds: Dataset) -> Dataset:
+        if "domain" not in ds.interactions.columns:
+            # the rows name no domain: the catalogue gives each item's (item_domains_of), as before the check
+            return as_sequences(ds)
         out = as_sequences(ds, domains=declared)
         df = out.interactions
-        if "domain" not in df.columns:
-            return out
         lines = out.lines if out.lines is not None else pl.Series(range(1, df.height + 1), dtype=pl.Int64)
         rows = df.select(pl.col("item_id").cast(pl.String), pl.col("domain").cast(pl.String)).with_columns(
             lines.alias("line")
