@@ -320,5 +320,13 @@ def test_prediction_reads_no_target_review(tmp_path: Any) -> None:
         "has_text",
     ]
     np.testing.assert_allclose(frame["predicted_rating"].to_numpy(), before[:3], rtol=1e-6)
+    # the rating explain reports is predict's, clipped to the training scale as predict clips it
+    loaded.rating_range = (float(before.min()), float(np.median(before)))
+    users, items = list(test.user_vocab.ids[test.users]), list(test.item_vocab.ids[test.items])
+    clipped = loaded.predict(test.users, test.items)
+    assert (clipped < before).any()
+    np.testing.assert_allclose(
+        loaded.explain(users, items)["predicted_rating"].to_numpy(), clipped, rtol=1e-6
+    )
     summary = loaded.attention_summary(test)
     assert summary["n"] == len(test) and 0 < summary["entropy"] <= math.log(SMALL["cnn_out"]) + 1e-6

@@ -106,10 +106,11 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
         return tuple(torch.cat(t).float().cpu().numpy() for t in (preds, shares, cos))  # type: ignore[return-value]
 
     def explain(self, user_ids: Sequence[object], item_ids: Sequence[object]) -> pl.DataFrame:
-        """Attention per prediction by external ids: ``user_id, item_id, predicted_rating, attention`` (list of n
-        shares, one per CNN feature, summing to 1), ``top_feature`` / ``top_share`` (the feature with the largest
-        share), ``abs_cos`` (mean |cos| between the attention's input and output rows) and ``has_text`` (False:
-        the user's or item's document is all padding, the documented fallback)."""
+        """Attention per prediction by external ids: ``user_id, item_id, predicted_rating`` (as :meth:`predict`
+        gives it, clipped to the training scale), ``attention`` (list of n shares, one per CNN feature, summing to
+        1), ``top_feature`` / ``top_share`` (the feature with the largest share), ``abs_cos`` (mean |cos| between
+        the attention's input and output rows) and ``has_text`` (False: the user's or item's document is all
+        padding, the documented fallback)."""
         uv, iv = self._vocabs()
         users, items = self.check_pairs(uv.lookup(list(user_ids)), iv.lookup(list(item_ids)))
         pred, shares, cos = self.attention(users, items)
@@ -117,7 +118,7 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
             {
                 "user_id": pl.Series(uv.ids[users], dtype=pl.String),
                 "item_id": pl.Series(iv.ids[items], dtype=pl.String),
-                "predicted_rating": pred,
+                "predicted_rating": np.clip(pred, *self.rating_range),  # as predict() clips it
                 "attention": pl.Series(list(shares), dtype=pl.List(pl.Float32)),
                 "top_feature": shares.argmax(1).astype(np.int32) if len(shares) else np.zeros(0, np.int32),
                 "top_share": shares.max(1) if len(shares) else np.zeros(0, np.float32),
