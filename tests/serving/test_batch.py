@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import attnrec.serving.batch as batch_module
 from attnrec.errors import ConfigError, OutputError
 from attnrec.models.base import RatingPredictor, Recommender
 from attnrec.serving.batch import predict_ratings, recommend_all_users
@@ -127,6 +128,9 @@ def test_predict_ratings_of_pairs_from_a_rating_bundle(
     expected = model.predict(uv.lookup([u[2], u[0]]), iv.lookup([i[0], i[1]]))
     np.testing.assert_allclose(got["predicted_rating"].head(2).to_numpy(), expected, rtol=1e-6)
     assert got["predicted_rating"].tail(2).null_count() == 2
+    # scored in blocks: one pair per model.predict call gives the same file
+    monkeypatch.setattr(batch_module, "PREDICT_ROWS", 1)
+    assert predict_ratings(model, pairs).equals(got)
     with pytest.raises(ConfigError, match="missing item_id"):
         predict_ratings(model, pairs.drop("item_id"))
     bpr = load_bundle(serve_bundles["bpr"])

@@ -65,6 +65,9 @@ def _batch_frame(
     return pl.DataFrame(cols), short
 
 
+PREDICT_ROWS = 65536  # pairs per model.predict call (evaluate_rating's batch)
+
+
 def predict_ratings(model: Recommender[Any], pairs: pl.DataFrame) -> pl.DataFrame:
     """The predicted rating of every row of ``pairs`` (``user_id``, ``item_id``; other columns ignored), in its order.
 
@@ -86,10 +89,14 @@ def predict_ratings(model: Recommender[Any], pairs: pl.DataFrame) -> pl.DataFram
     ok = (u >= 0) & (i >= 0)
     rating = np.full(len(u), np.nan, dtype=np.float32)
     text = np.zeros(len(u), dtype=bool)
-    if ok.any():
-        rating[ok] = model.predict(u[ok], i[ok])
+    rows = np.flatnonzero(ok)
+    for s in range(
+        0, len(rows), PREDICT_ROWS
+    ):  # in blocks, as evaluate predicts, so a large file fits in memory
+        r = rows[s : s + PREDICT_ROWS]
+        rating[r] = model.predict(u[r], i[r])
         if isinstance(model, ReviewRatingModel):
-            text[ok] = model.has_text(u[ok], i[ok])
+            text[r] = model.has_text(u[r], i[r])
     known_u, known_i = pl.col("known_user"), pl.col("known_item")
     out = pl.DataFrame(
         {
