@@ -486,7 +486,7 @@ class ModelSlot:
         rec = self.model
         if not _explains(rec):
             raise UnsupportedError(
-                f"model {self.name!r} ({rec.name}) has no attention to explain (explain: hybrid_csa, safmr)"
+                f"model {self.name!r} ({rec.name}) has no attention to explain (explain: hybrid_csa, or safmr trained with attention)"
             )
         if req.query is not None and not isinstance(rec, HybridCSA):
             raise UnsupportedError(f"model {self.name!r} ({rec.name}) takes no text query", field="query")
