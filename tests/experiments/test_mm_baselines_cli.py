@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from attnrec.testing import checkerboard
-from attnrec.testing.cli import run_cli
+from attnrec.testing.cli import recommend_share_in_group, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -70,24 +70,4 @@ def test_trains_evaluates_and_recommends(model, extra, epochs, split_files, tmp_
         ["evaluate", "--model-dir", str(run / "model"), "--test", str(f["test"])], monkeypatch, capsys
     )
     assert code == 0 and "recall@20" in out, err
-    recs_path = tmp_path / "recs.csv"
-    code, _, err = run_cli(
-        [
-            "recommend",
-            "--model-dir",
-            str(run / "model"),
-            "--users",
-            "u0,u1",
-            "--k",
-            "5",
-            "--out",
-            str(recs_path),
-        ],
-        monkeypatch,
-        capsys,
-    )
-    assert code == 0, err
-    recs = pl.read_csv(recs_path, infer_schema=False)
-    group = {"u0": 0, "u1": 1}
-    hits = [int(i[1:]) % 2 == group[u] for u, i in recs.select("user_id", "item_id").rows()]
-    assert len(hits) == 10 and sum(hits) >= 7  # chance: 5
+    assert recommend_share_in_group(run / "model", tmp_path, monkeypatch, capsys) >= 0.7  # chance: 0.5

@@ -13,7 +13,7 @@ import pytest
 from attnrec.errors import ConfigError
 from attnrec.experiments.modalities_run import parse_modalities
 from attnrec.testing import checkerboard
-from attnrec.testing.cli import run_cli
+from attnrec.testing.cli import recommend_share_in_group, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -51,36 +51,19 @@ def test_parse_modalities(files):  # type: ignore[no-untyped-def]
             parse_modalities(bad)
 
 
+def train_on_the_planted_files(model: str, sets: list[str], files, run, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    """``attnrec train --model MODEL`` on the planted files with both modalities, 8 epochs at lr 0.02, small
+    sizes plus ``sets`` (``key=value``): ``(exit code, stdout, stderr)``."""
+    base = ["--train", str(files["train"]), "--valid", str(files["valid"]), "--test", str(files["test"])]
+    base += ["--items", str(files["items"]), "--modalities", f"meta,img={files['img']}", "--out", str(run)]
+    kv = [x for pair in ["dim=8", "feat_dim=8", "knn_k=4", *sets] for x in ("--set", pair)]
+    args = ["train", "--model", model, *base, "--epochs", "8", "--lr", "0.02", *kv, "--no-progress"]
+    return run_cli(args, monkeypatch, capsys)
+
+
 def test_freedom_trains_evaluates_and_recommends_from_the_cli(files, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
     run = tmp_path / "run"
-    base = ["--train", str(files["train"]), "--valid", str(files["valid"]), "--test", str(files["test"])]
-    code, out, err = run_cli(
-        [
-            "train",
-            "--model",
-            "freedom",
-            *base,
-            "--items",
-            str(files["items"]),
-            "--modalities",
-            f"meta,img={files['img']}",
-            "--out",
-            str(run),
-            "--epochs",
-            "8",
-            "--lr",
-            "0.02",
-            "--set",
-            "dim=8",
-            "--set",
-            "feat_dim=8",
-            "--set",
-            "knn_k=4",
-            "--no-progress",
-        ],
-        monkeypatch,
-        capsys,
-    )
+    code, out, err = train_on_the_planted_files("freedom", [], files, run, monkeypatch, capsys)
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     mods = metrics["data"]["notes"]["modalities"]
@@ -92,27 +75,7 @@ def test_freedom_trains_evaluates_and_recommends_from_the_cli(files, tmp_path, m
     )
     assert code == 0, err
     assert "recall@20" in out
-    recs_path = tmp_path / "recs.csv"
-    code, out, err = run_cli(
-        [
-            "recommend",
-            "--model-dir",
-            str(run / "model"),
-            "--users",
-            "u0,u1",
-            "--k",
-            "5",
-            "--out",
-            str(recs_path),
-        ],
-        monkeypatch,
-        capsys,
-    )
-    assert code == 0, err
-    recs = pl.read_csv(recs_path, infer_schema=False)
-    group = {"u0": 0, "u1": 1}
-    in_group = [int(i[1:]) % 2 == group[u] for u, i in recs.select("user_id", "item_id").rows()]
-    assert recs.height == 10 and np.mean(in_group) >= 0.8
+    assert recommend_share_in_group(run / "model", tmp_path, monkeypatch, capsys) >= 0.8
 
 
 @pytest.mark.parametrize("variant", ["full", "selector_only", "csa_only"])
@@ -123,29 +86,8 @@ def test_mrcsaf_and_its_ablations_train_evaluate_and_recommend_from_the_cli(
     from attnrec.serving.bundle import load_bundle
 
     run = tmp_path / "run"
-    base = ["--train", str(files["train"]), "--valid", str(files["valid"]), "--test", str(files["test"])]
-    sets = [x for kv in ["dim=8", "feat_dim=8", "knn_k=4", f"variant={variant}"] for x in ("--set", kv)]
-    code, _, err = run_cli(
-        [
-            "train",
-            "--model",
-            "mrcsaf",
-            *base,
-            "--items",
-            str(files["items"]),
-            "--modalities",
-            f"meta,img={files['img']}",
-            "--out",
-            str(run),
-            "--epochs",
-            "8",
-            "--lr",
-            "0.02",
-            *sets,
-            "--no-progress",
-        ],
-        monkeypatch,
-        capsys,
+    code, _, err = train_on_the_planted_files(
+        "mrcsaf", [f"variant={variant}"], files, run, monkeypatch, capsys
     )
     assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
@@ -166,27 +108,7 @@ def test_mrcsaf_and_its_ablations_train_evaluate_and_recommend_from_the_cli(
     )
     assert code == 0, err
     assert "recall@20" in out
-    recs_path = tmp_path / "recs.csv"
-    code, _, err = run_cli(
-        [
-            "recommend",
-            "--model-dir",
-            str(run / "model"),
-            "--users",
-            "u0,u1",
-            "--k",
-            "5",
-            "--out",
-            str(recs_path),
-        ],
-        monkeypatch,
-        capsys,
-    )
-    assert code == 0, err
-    recs = pl.read_csv(recs_path, infer_schema=False)
-    group = {"u0": 0, "u1": 1}
-    in_group = [int(i[1:]) % 2 == group[u] for u, i in recs.select("user_id", "item_id").rows()]
-    assert recs.height == 10 and np.mean(in_group) >= 0.8
+    assert recommend_share_in_group(run / "model", tmp_path, monkeypatch, capsys) >= 0.8
     # the bundle the CLI wrote is the variant asked for, and exposes its diagnostics
     model = load_bundle(run / "model")
     assert isinstance(model, MRCSAF) and model.config.variant == variant
