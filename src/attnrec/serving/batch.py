@@ -19,9 +19,11 @@ import numpy as np
 import polars as pl
 
 from attnrec.errors import ConfigError
+from attnrec.evaluation.protocols import Rating
 from attnrec.models.base import RatingPredictor, Recommender
 from attnrec.models.query import Query
 from attnrec.paths import atomic_write, prepare_output_dir
+from attnrec.serving.schemas import cold_start_flag
 
 #: users scored per block (memory: this many × n_items float32 scores)
 BATCH_USERS = 1024
@@ -65,7 +67,7 @@ def _batch_frame(
     return pl.DataFrame(cols), short
 
 
-PREDICT_ROWS = 65536  # pairs per model.predict call (evaluate_rating's batch)
+PREDICT_ROWS = Rating.batch_size  # pairs per model.predict call, as evaluate predicts ratings
 
 
 def predict_ratings(model: Recommender[Any], pairs: pl.DataFrame) -> pl.DataFrame:
@@ -90,32 +92,22 @@ def predict_ratings(model: Recommender[Any], pairs: pl.DataFrame) -> pl.DataFram
     rating = np.full(len(u), np.nan, dtype=np.float32)
     text = np.zeros(len(u), dtype=bool)
     rows = np.flatnonzero(ok)
-    for s in range(
-        0, len(rows), PREDICT_ROWS
-    ):  # in blocks, as evaluate predicts, so a large file fits in memory
+    # in blocks, as evaluate predicts, so a large file fits in memory
+    for s in range(0, len(rows), PREDICT_ROWS):
         r = rows[s : s + PREDICT_ROWS]
         rating[r] = model.predict(u[r], i[r])
         if isinstance(model, ReviewRatingModel):
             text[r] = model.has_text(u[r], i[r])
-    known_u, known_i = pl.col("known_user"), pl.col("known_item")
+    # the flag of each (known user, known item) case, as POST /predict gives it, indexed by 2 * known_u + known_i
+    flags = np.array([cold_start_flag(ku, ki) for ku in (False, True) for ki in (False, True)], dtype=object)
     out = pl.DataFrame(
         {
             "user_id": pairs["user_id"].cast(pl.String),
             "item_id": pairs["item_id"].cast(pl.String),
             "predicted_rating": pl.Series(rating, dtype=pl.Float32, nan_to_null=True),
-            "known_user": u >= 0,
-            "known_item": i >= 0,
-            "has_text": text,
+            "cold_start": pl.Series(flags[2 * (u >= 0) + (i >= 0)].tolist(), dtype=pl.String),
+            "has_text": pl.Series(text).set(pl.Series(~ok), None),
         }
-    ).with_columns(
-        cold_start=pl.when(known_u & known_i)
-        .then(None)
-        .when(known_u)
-        .then(pl.lit("unknown_item"))
-        .when(known_i)
-        .then(pl.lit("unknown_user"))
-        .otherwise(pl.lit("unknown_user_and_item")),
-        has_text=pl.when(known_u & known_i).then(pl.col("has_text")),
     )
     keep = ["user_id", "item_id", "predicted_rating", "cold_start"]
     return out.select(keep + ["has_text"] if isinstance(model, ReviewRatingModel) else keep)

@@ -114,12 +114,24 @@ class PredictRequest(_Request):
         return self
 
 
+ColdStart = Literal["unknown_user", "unknown_item", "unknown_user_and_item"]
+
+
+def cold_start_flag(known_user: bool, known_item: bool) -> ColdStart | None:
+    """Why a pair has no prediction: None when the model knows both ids (POST /predict and `attnrec predict`)."""
+    if known_user and known_item:
+        return None
+    if known_user:
+        return "unknown_item"
+    return "unknown_user" if known_item else "unknown_user_and_item"
+
+
 class Prediction(BaseModel):
     #: None for a pair whose user or item the model does not know (``cold_start`` says which)
     value: float | None
     user_id: str | None = None
     item_id: str | None = None
-    cold_start: Literal["unknown_user", "unknown_item", "unknown_user_and_item"] | None = None
+    cold_start: ColdStart | None = None
 
 
 class PredictResponse(BaseModel):

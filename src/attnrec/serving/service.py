@@ -80,6 +80,7 @@ from attnrec.serving.schemas import (
     Shares,
     SimilarItem,
     SimilarResponse,
+    cold_start_flag,
 )
 
 log = logging.getLogger(__name__)
@@ -422,17 +423,12 @@ class ModelSlot:
                     values[ok] = rec.predict(u[ok], i[ok])
                 else:
                     values[ok] = rec.score_pairs(u[ok], i[ok])
-        flags = {
-            (False, True): "unknown_user",
-            (True, False): "unknown_item",
-            (False, False): "unknown_user_and_item",
-        }
         preds = [
             Prediction(
                 value=_finite(v) if good else None,
                 user_id=p.user_id,
                 item_id=p.item_id,
-                cold_start=None if good else flags[(bool(uu >= 0), bool(ii >= 0))],  # type: ignore[arg-type]
+                cold_start=cold_start_flag(bool(uu >= 0), bool(ii >= 0)),
             )
             for p, v, good, uu, ii in zip(pairs, values.tolist(), ok.tolist(), u, i, strict=True)
         ]
