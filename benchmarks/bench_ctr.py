@@ -89,9 +89,8 @@ from ctr_splits import (  # noqa: E402, F401 - re-exported: bench_ctr's public n
 )
 
 MODELS = ("lr", "fm", "nfm", "afm", "deepfm", "xdeepfm", "dcn", "autoint", "secn")
-#: the baseline's epoch cap on the command line (``--baseline-max-epochs``): LR ran to the shared 30-epoch cap and was
-#: still improving on MovieLens-CTR (best epoch 30 of 30; with 200 it stops at 44-57, BENCHMARKS.md, "MovieLens-CTR's
-#: goal table against LR trained to convergence"); on Avazu (best 26-29 of 30) 200 restores the same epochs
+#: the baseline's epoch cap on the command line (``--baseline-max-epochs``): under the shared cap LR was still improving
+#: when it stopped (the measurements: BENCHMARKS.md, "MovieLens-CTR's goal table against LR trained to convergence")
 BASELINE_MAX_EPOCHS = 200
 
 

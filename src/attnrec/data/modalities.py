@@ -330,13 +330,16 @@ def npy_modality(
     have = src >= 0
     if len(vocab) and not have.any():
         layout = "the ids given" if ids is not None else "item ids 0..n-1 (MMRec's layout)"
+        hint = "rows keyed by the item ids"
+        if ids is None:
+            hint += ": put a tab-separated i_id_mapping.csv (item_id, itemID) beside the file"
         raise DataError(
             f"no item of the vocabulary has a row: rows are read as {layout}, and none of the {len(vocab)} "
             f"item ids (e.g. {str(vocab.ids[0])!r}) is among them",
             file=p,
             field=name,
             value=tuple(m.shape),
-            expected="rows keyed by the item ids: put an i_id_mapping.csv (item_id, itemID) beside the file",
+            expected=hint,
         )
     out = np.zeros((len(vocab), m.shape[1]), dtype=np.float32)
     out[have] = m[src[have]]
