@@ -28,8 +28,8 @@ NDCG@10 after ``--patience`` epochs without improvement; the best epoch's weight
 once: ``test`` = attnrec's test lists, and ``test_recbole_full`` = RecBole's own full ranking over all items
 (``mode: full``; MRR there is MRR@1000). RecBole's ``uni999`` is not used: it runs the whole network once per
 candidate (1,000 forward passes per row), an epoch's validation took over 7 minutes on one core and had not ended.
-``--max-fit-minutes``: no epoch starts once the fit has run that long (full CE over a domain's 12-16 k items costs
-~100 s an epoch on a shared core); the best epoch so far is tested and the record says ``stopped_by``.
+``--max-fit-minutes``: no epoch starts once the fit has run that long (full CE over a domain's items is slow on CPU:
+BENCHMARKS.md, "SASRec sanity row"); the best epoch so far is tested and the record says ``stopped_by``.
 One JSON line per domain.
 """
 
@@ -293,7 +293,7 @@ def run_domain(
     ours = score_candidates(model, test_data._dataset, cands, config["device"]) if cands.exists() else None
     try:  # RecBole's own reading, second: a failure there must not lose attnrec's protocol
         test: dict[str, Any] | str = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-    except Exception as e:  # noqa: BLE001 - recorded in the result line
+    except Exception as e:  # recorded in the result line
         test = f"{type(e).__name__}: {e}"
     Path(trainer.saved_model_file).unlink()
 
@@ -448,6 +448,8 @@ def main(argv: list[str] | None = None) -> None:
         help="RecBole's own SASRec defaults (inner 256, dropout 0.5) instead of attnrec's (inner 64, dropout 0.2)",
     )
     a = p.parse_args(argv)
+    if getattr(a, "max_fit_minutes", None) is not None and a.max_fit_minutes <= 0:
+        p.error(f"--max-fit-minutes must be > 0 (the first epoch always runs), got {a.max_fit_minutes}")
     if a.cmd == "export":
         print(json.dumps(export(a.data, a.dir), indent=2))
         return

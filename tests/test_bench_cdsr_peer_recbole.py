@@ -106,3 +106,12 @@ def test_rank_metrics_by_hand() -> None:
     assert m["hr@1"] == pytest.approx(1 / 3) and m["hr@10"] == pytest.approx(2 / 3)
     assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
     assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 11) / 3)
+
+
+def test_a_fit_budget_of_zero_minutes_is_refused_naming_the_option(tmp_path: Path) -> None:
+    """No epoch could run under it, so there would be no checkpoint to test: refused before RecBole is imported."""
+    with pytest.raises(SystemExit) as e:
+        peer.main(
+            ["run", "--dir", str(tmp_path), "--out", str(tmp_path / "o.jsonl"), "--max-fit-minutes", "0"]
+        )
+    assert e.value.code == 2
