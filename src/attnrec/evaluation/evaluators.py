@@ -433,15 +433,7 @@ def rating_predictions(
         raise DataError(
             f"non-finite rating at row {j}", field="ratings", value=float(r[j]), expected="finite ratings"
         )
-    if not (u.shape == i.shape == r.shape):
-        raise DataError(
-            "length mismatch",
-            field="items/ratings",
-            value=(u.shape, i.shape, r.shape),
-            expected="three arrays of the same length",
-        )
-    if u.size == 0:
-        raise DataError("no rows to evaluate", field="ratings", expected="at least one rating")
+    _check_rows("items/ratings", u, i, r)
     out = np.empty(len(u), dtype=np.float64)
     for start in range(0, len(u), batch_size):
         sl = slice(start, start + batch_size)
@@ -469,6 +461,19 @@ def rating_predictions(
     return out
 
 
+def _check_rows(field: str, *arrays: np.ndarray) -> None:
+    """The three per-row arrays of a rating evaluation have one length, and it is not zero."""
+    if len({x.shape for x in arrays}) > 1:
+        raise DataError(
+            "length mismatch",
+            field=field,
+            value=tuple(x.shape for x in arrays),
+            expected="three arrays of the same length",
+        )
+    if arrays[0].size == 0:
+        raise DataError("no rows to evaluate", field="ratings", expected="at least one rating")
+
+
 def rating_report(
     users: np.ndarray, ratings: np.ndarray, pred: np.ndarray, ndcg_k: int = 10
 ) -> dict[str, float]:
@@ -484,15 +489,7 @@ def rating_report(
     u = _to_numpy_1d(users, "users", np.int64)
     r = _to_numpy_1d(ratings, "ratings", np.float64)
     p = _to_numpy_1d(pred, "pred", np.float64)
-    if not (u.shape == r.shape == p.shape):
-        raise DataError(
-            "length mismatch",
-            field="ratings/pred",
-            value=(u.shape, r.shape, p.shape),
-            expected="three arrays of the same length",
-        )
-    if u.size == 0:
-        raise DataError("no rows to evaluate", field="ratings", expected="at least one rating")
+    _check_rows("ratings/pred", u, r, p)
     err = p - r
     n = len(u)
     mse_v = float(np.dot(err, err)) / n
