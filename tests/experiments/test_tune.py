@@ -79,6 +79,43 @@ def test_space_file_round_trip_and_suggest(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("study", "trainer", "expected"),
+    [
+        # no choice: what every trial's epochs are selected on (CTRRecommender.make_trainer_config's rule)
+        ({}, {}, ("logloss", "minimize")),
+        # an explicit choice is kept, in the space file or in the run's trainer table
+        ({"metric": "auc"}, {}, ("auc", "maximize")),
+        ({}, {"valid_metric": "auc"}, ("auc", "maximize")),
+        ({}, {"valid_metric": "ece", "valid_mode": "min"}, ("ece", "minimize")),
+        ({"metric": "auc", "direction": "minimize"}, {}, ("auc", "minimize")),
+    ],
+)
+def test_a_ctr_study_optimises_what_its_trials_select_epochs_on(
+    study: dict[str, Any], trainer: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    from attnrec.experiments.run import trainer_config
+    from attnrec.models.base import get_model_class
+
+    cfg = RunConfig(model="deepfm", data="x", trainer=trainer)
+    space = SearchSpace.parse(
+        {"study": study, "trainer": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}}
+    )
+    assert tune_module.study_metric(cfg, space) == expected
+    if not study:
+        # the trial's own Trainer selects on that metric, in that direction
+        cls = get_model_class("deepfm")
+        tr = cls().make_trainer_config(trainer_config(cfg, cls, progress=False))
+        assert (tr.valid_metric, tr.valid_mode) == (expected[0], expected[1][:3])
+
+
+def test_a_study_follows_a_models_default_trainer_metric() -> None:
+    # the multimodal family stops on recall@20 (MMREC_TRAINER), not the top-k task's ndcg@20
+    space = SearchSpace.parse({"model": {"reg": {"type": "float", "low": 0.1, "high": 1.0}}})
+    assert tune_module.study_metric(RunConfig(model="freedom", data="x"), space) == ("recall@20", "maximize")
+    assert tune_module.study_metric(RunConfig(model="bpr", data="x"), space) == ("ndcg@20", "maximize")
+
+
+@pytest.mark.parametrize(
     ("table", "said"),
     [
         ({"model": {"reg": {"type": "float", "low": 2.0, "high": 1.0}}}, "low 2.0 is above high 1.0"),

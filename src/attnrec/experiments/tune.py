@@ -134,7 +134,9 @@ class StudySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: the validation metric to optimise; None: the run's ``trainer.valid_metric``, else the task's (rmse, auc, ndcg@20)
+    #: the validation metric to optimise; None: the one the trials' epochs are selected on: the run's
+    #: ``trainer.valid_metric``, else the model's ``default_trainer`` one (CTR models: logloss), else the task's
+    #: (rmse, auc, ndcg@20)
     metric: str | None = None
     #: None: ``minimize`` for rmse/mae/mse/logloss/loss/ece, else ``maximize``
     direction: Literal["minimize", "maximize"] | None = None
@@ -267,10 +269,17 @@ _NO_VALID = (
 
 
 def study_metric(cfg: RunConfig, space: SearchSpace) -> tuple[str, Literal["minimize", "maximize"]]:
-    """The metric the study optimises and its direction (see :class:`StudySpec`)."""
+    """The metric the study optimises and its direction (see :class:`StudySpec`).
+
+    Unless the space file names one, it is the metric every trial's Trainer selects its epoch on: the run's
+    ``trainer.valid_metric``, else the model's ``default_trainer`` one (a CTR model's: logloss, minimised), else
+    the task's (:data:`~attnrec.models.base.DEFAULT_VALID_METRIC`), so the study ranks trials by what their
+    epochs were kept for."""
     cls = get_model_class(cfg.model)
     default, mode = DEFAULT_VALID_METRIC[cls.task]
-    metric = space.study.metric or cfg.trainer.get("valid_metric") or default
+    # trainer_config's order: the model's default_trainer, then the run's [trainer] table
+    selected = cfg.trainer.get("valid_metric") or cls.default_trainer.get("valid_metric")
+    metric = space.study.metric or selected or default
     if space.study.direction is not None:
         return metric, space.study.direction
     if metric == cfg.trainer.get("valid_metric") and cfg.trainer.get("valid_mode"):
