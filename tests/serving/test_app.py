@@ -165,7 +165,14 @@ def test_users_models_and_metadata(client: TestClient) -> None:
     assert models["models"]["lr"]["task"] == "ctr" and models["versions"]["fastapi"]
     meta = client.get("/metadata", headers=AUTH).json()
     assert meta["model"] == "svd" and meta["config"]["factors"] == 4 and meta["data_fingerprint"]
-    assert client.get("/models/hybrid/metadata", headers=AUTH).json()["explain"] is True
+    # which answer POST /explain gives: the page draws hybrid_csa's token shares and asks nothing of svd
+    assert meta["explain"] is False and meta["explain_kind"] is None
+    hybrid = client.get("/models/hybrid/metadata", headers=AUTH).json()
+    assert hybrid["explain"] is True and hybrid["explain_kind"] == "tokens"
+    assert (
+        models["models"]["hybrid"]["explain_kind"] == "tokens"
+        and models["models"]["svd"]["explain_kind"] is None
+    )
 
 
 def test_body_cap_is_413(serve_bundles: dict[str, Path]) -> None:

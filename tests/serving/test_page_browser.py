@@ -102,6 +102,27 @@ def keyed_server(serve_bundles: dict[str, Path], tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="module")
+def safmr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``attnrec serve`` on a tiny safmr bundle (``/explain`` gives ``feature_shares``, not token ``shares``)."""
+    from attnrec.data.side import ReviewCorpus, SideInputs
+    from attnrec.models.review.safmr import SAFMR
+    from attnrec.serving.bundle import save_bundle
+    from attnrec.testing import review_checkerboard
+    from attnrec.testing.data import TINY_REVIEW_MODEL
+    from attnrec.testing.serve import serve_process
+    from attnrec.training.trainer import TrainerConfig
+
+    root = tmp_path_factory.mktemp("safmr-bundle")
+    train, _, _ = review_checkerboard()
+    model = SAFMR(**TINY_REVIEW_MODEL)
+    trainer = TrainerConfig(epochs=1, progress=False, device="cpu")
+    model.fit(train, side=SideInputs(reviews=ReviewCorpus.from_split(train)), trainer=trainer)
+    save_bundle(model, root / "safmr")
+    with serve_process([str(root / "safmr")], log=root / "safmr.log") as srv:
+        yield srv.url
+
+
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Headless Chromium through chromedriver, both from Debian (same version); nothing is downloaded."""
     from selenium import webdriver
@@ -154,6 +175,7 @@ return Array.from(document.querySelectorAll('#results > li')).map((li) => ({
   score: li.querySelector('.score').textContent,
   shares: Object.fromEntries(Array.from(li.querySelectorAll('.bar > span')).map(
     (s) => [s.dataset.share, Number(s.dataset.value)])),
+  features: Array.from(li.querySelectorAll('.fbar > span')).map((s) => Number(s.dataset.value)),
 }));
 """
 
@@ -348,6 +370,10 @@ def test_a_keyed_service_of_two_models_without_text(
     assert_same_list(shown, answer["items"])
     assert all(s["shares"] == {} for s in shown)  # svd has no attention: no bars, no legend
     assert not browser.find_element(By.ID, "legend").is_displayed()
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert not any("/explain" in url for url in fetched), (
+        fetched
+    )  # /metadata's explain_kind is null: not asked
     assert "svd" in browser.find_element(By.ID, "model").text
 
     # svd takes no text: that choice is off; it takes a history given now
@@ -377,3 +403,31 @@ def test_a_keyed_service_of_two_models_without_text(
     )
     assert status == 200 and answer["model"] == "pop"
     assert_same_list(browser.execute_script(READ_LIST), answer["items"])
+
+
+def test_safmr_draws_its_feature_shares(
+    safmr_server: str, browser: Any, artefacts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """safmr's /explain answers feature_shares (token shares null): the page draws one column per CNN feature."""
+    from selenium.webdriver.common.by import By
+
+    status, meta = _get(safmr_server + "/metadata")
+    assert status == 200 and meta["explain_kind"] == "features"
+    user = _get(safmr_server + "/users?limit=1")[1][0]
+    open_page(browser, safmr_server, "safmr")
+    fill(browser, "user-id", user)
+    fill(browser, "k", "5")
+    assert submit(browser) == "done", browser.find_element(By.ID, "error").text
+    shot(browser, artefacts, "page-safmr", capsys)
+
+    status, answer = _post(safmr_server + "/recommend", {"user_id": user, "k": 5, "exclude_seen": True})
+    assert status == 200 and answer["path"] == "known_user"
+    shown = browser.execute_script(READ_LIST)
+    assert_same_list(shown, answer["items"])
+    status, why = _post(safmr_server + "/explain", {"user_id": user, "item_ids": [s["id"] for s in shown]})
+    assert status == 200 and all(e["shares"] is None for e in why["explanations"])
+    assert [s["shares"] for s in shown] == [{}] * len(shown)  # no token bar
+    assert [s["features"] for s in shown] == [e["feature_shares"] for e in why["explanations"]]
+    assert all(len(s["features"]) == meta["config"]["cnn_out"] for s in shown)
+    legend = browser.find_element(By.ID, "legend")
+    assert legend.is_displayed() and "review features" in legend.text

@@ -179,6 +179,7 @@ def test_metadata_names_model_bundle_and_data(state: ServiceState, serve_bundles
     meta = state.slot("bpr").metadata()
     assert meta["model"] == "bpr" and meta["config"]["dim"] == 8 and meta["warmed"]
     assert meta["query_inputs"] == ["history", "users"] and meta["similar_items"] and not meta["explain"]
+    assert meta["explain_kind"] is None
     assert len(meta["bundle"]["fingerprint"]) == 64 and meta["bundle"]["written_with"]["attnrec"]
     assert isinstance(meta["data_fingerprint"], str) and meta["data_fingerprint"]
     assert meta["versions"]["torch"]
@@ -329,7 +330,7 @@ def test_explain_is_safmrs_attention_over_its_cnn_features(tmp_path: Path) -> No
         model.fit(train, side=SideInputs(reviews=ReviewCorpus.from_split(train)), trainer=trainer)
         save_bundle(model, tmp_path / f"safmr_{attention}")
     slot = ServiceState({"safmr": tmp_path / "safmr_True"}).slot()
-    assert slot.metadata()["explain"]
+    assert slot.metadata()["explain"] and slot.metadata()["explain_kind"] == "features"
     uv, iv = slot.recommender._vocabs()
     user, items = str(uv.ids[0]), [str(i) for i in iv.ids[:3]]
     got = slot.explain(ExplainRequest(user_id=user, item_ids=items))
@@ -347,6 +348,6 @@ def test_explain_is_safmrs_attention_over_its_cnn_features(tmp_path: Path) -> No
     with pytest.raises(UnsupportedError, match="takes no text query"):
         slot.explain(ExplainRequest(user_id=user, item_ids=items, query="a funny film"))
     plain = ServiceState({"safmr": tmp_path / "safmr_False"}).slot()
-    assert not plain.metadata()["explain"]
+    assert not plain.metadata()["explain"] and plain.metadata()["explain_kind"] is None
     with pytest.raises(UnsupportedError, match="no attention to explain"):
         plain.explain(ExplainRequest(user_id=user, item_ids=items))

@@ -357,7 +357,17 @@ def _json_only(request: Request) -> None:
 
 def _summary(slot: ModelSlot) -> dict[str, Any]:
     meta = slot.metadata()
-    keys = ("model", "task", "query_inputs", "similar_items", "explain", "titles", "n_users", "n_items")
+    keys = (
+        "model",
+        "task",
+        "query_inputs",
+        "similar_items",
+        "explain",
+        "explain_kind",
+        "titles",
+        "n_users",
+        "n_items",
+    )
     return {k: meta[k] for k in keys}
 
 

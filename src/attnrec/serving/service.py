@@ -18,7 +18,8 @@ The paths, and what an unknown id gets (never an exception that would become a 5
   user or item is unknown gets ``value=None`` and a ``cold_start`` flag;
 * similar items — cosine over the model's item vectors (svd / hybrid_csa: the SVD item factors; bpr / lightgcn:
   the item embeddings); a model without item vectors (pop, CTR, review models) is a :class:`UnsupportedError`;
-* explain — hybrid_csa's attention shares per (user, item); other models are a :class:`UnsupportedError`.
+* explain — hybrid_csa's attention shares per (user, item), safmr's shares of its CNN features (``/metadata``'s
+  ``explain_kind``: ``tokens``, ``features``); other models are a :class:`UnsupportedError`.
 
 Concurrency: every call into a model runs under its slot's lock. The models keep caches they build on first use
 (hybrid_csa's encoder, its ONNX query graph and token tables, lightgcn's propagated embeddings) and hybrid_csa
@@ -39,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -180,9 +181,20 @@ def _shares(row: Mapping[str, Any]) -> Shares | None:
     )
 
 
+def explain_kind(model: Estimator[Any]) -> Literal["tokens", "features"] | None:
+    """What ``POST /explain`` answers for ``model`` (``/metadata``'s ``explain_kind``): ``"tokens"``, hybrid_csa's
+    token ``shares``; ``"features"``, the ``feature_shares`` over the CNN features of a safmr trained with its
+    attention; None, no explanation (the route refuses)."""
+    if isinstance(model, HybridCSA):
+        return "tokens"
+    if isinstance(model, SAFMR) and model.config.attention:
+        return "features"
+    return None
+
+
 def _explains(model: Estimator[Any]) -> bool:
     """Whether ``POST /explain`` answers for ``model``: hybrid_csa, and safmr trained with its attention."""
-    return isinstance(model, HybridCSA) or (isinstance(model, SAFMR) and model.config.attention)
+    return explain_kind(model) is not None
 
 
 def _item_space(model: Estimator[Any]) -> tuple[torch.Tensor, str] | None:
@@ -555,7 +567,9 @@ class ModelSlot:
             "query_inputs": sorted(rec.query_inputs) if rec is not None else [],
             "similar_items": self._space is not None,
             "index": index_kind(self.index),
+            # a bool, as before explain_kind existed; explain_kind says which answer /explain gives
             "explain": _explains(m),
+            "explain_kind": explain_kind(m),
             "n_users": rec.n_users if rec is not None else None,
             "n_items": rec.n_items if rec is not None else None,
             "titles": self.titles is not None,
