@@ -59,6 +59,7 @@ import torch
 
 from attnrec.evaluation.protocols import evaluate
 from attnrec.models.ctr.base import CTRConfig, CTRRecommender
+from attnrec.models.ctr.dcn import DCNConfig
 from attnrec.training.trainer import TrainerConfig
 from attnrec.training.types import config_digest
 
@@ -300,9 +301,35 @@ def peer_module(name: str = "ctr_deepctr_peer") -> Any:
     return sys.modules[name]
 
 
-def run_deepctr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
-    """The peer: DeepCTR-Torch's ``name`` (deepfm/xdeepfm) on the same encoded splits and settings."""
+#: the attnrec config fields a peer takes from a peer spec (``--peer dcn:cross_layers=2``), per peer model
+PEER_FIELDS: dict[str, tuple[str, ...]] = {"dcn": ("cross_layers",)}
+
+
+def peer_settings(spec: str) -> tuple[str, dict[str, Any]]:
+    """``(peer model, its model-specific arguments)`` for a peer spec, written as ``--models`` writes attnrec's
+    (:func:`parse_spec`): a DCN peer gets attnrec's dcn cross depth, ``cross_layers`` from the spec
+    (``"dcn:cross_layers=2"``, to face ``--models dcn:cross_layers=2``) else :class:`DCNConfig`'s default, so no
+    peer stands on a copied constant. An override a peer does not take is refused, naming it."""
+    name, overrides = parse_spec(spec)
+    fields = PEER_FIELDS.get(name, ())
+    extra = sorted(set(overrides) - set(fields))
+    if extra:
+        raise SystemExit(
+            f"peer {spec!r}: {', '.join(extra)} is not an option of the {name} peer "
+            f"(it takes {', '.join(fields) or 'none'})"
+        )
+    if name == "dcn":
+        config = DCNConfig.parse(overrides, source=f"peer {spec!r}")
+        assert isinstance(config, DCNConfig)
+        return name, {"cross_layers": config.cross_layers}
+    return name, {}
+
+
+def run_deepctr(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """The peer: DeepCTR-Torch's model of ``spec`` (deepfm/xdeepfm/dcn, :func:`peer_settings`) on the same encoded
+    splits and settings."""
     train, valid, test = splits
+    name, extra = peer_settings(spec)
     return peer_module().run_peer(
         name,
         train,
@@ -319,12 +346,15 @@ def run_deepctr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         patience=s.patience,
         stop=s.stop,
         embedding_reg=s.embedding_reg,
+        **extra,
     )
 
 
-def run_fuxictr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
-    """The second peer: FuxiCTR's ``name`` (deepfm/dcn) on the same encoded splits and settings."""
+def run_fuxictr(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
+    """The second peer: FuxiCTR's model of ``spec`` (deepfm/dcn, :func:`peer_settings`) on the same encoded splits
+    and settings."""
     train, valid, test = splits
+    name, extra = peer_settings(spec)
     if not s.fuxictr_zoo:
         raise SystemExit(
             "the FuxiCTR peer needs --fuxictr-zoo (FuxiCTR's model_zoo folder), or --fuxictr-peer ''"
@@ -345,6 +375,7 @@ def run_fuxictr(name: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         patience=s.patience,
         stop=s.stop,
         embedding_reg=s.embedding_reg,
+        **extra,
     )
 
 
@@ -565,12 +596,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="comma-separated; a model may carry config overrides, e.g. secn:cross_product=first:cross_layers=2",
     )
     ap.add_argument(
-        "--peer", default="deepfm,xdeepfm", help="DeepCTR-Torch models: deepfm, xdeepfm, dcn ('' for none)"
+        "--peer",
+        default="deepfm,xdeepfm",
+        help="DeepCTR-Torch models: deepfm, xdeepfm, dcn ('' for none); dcn:cross_layers=N as in --models "
+        "(default: attnrec's dcn's)",
     )
     ap.add_argument(
         "--fuxictr-peer",
         default="deepfm,dcn",
-        help="FuxiCTR models, run when --fuxictr-zoo is given ('' for none)",
+        help="FuxiCTR models, run when --fuxictr-zoo is given ('' for none); dcn:cross_layers=N as --peer",
     )
     ap.add_argument(
         "--fuxictr-zoo", default="", help="FuxiCTR's model_zoo folder (its DeepFM and DCNv2 sources)"

@@ -17,7 +17,7 @@ float32, so indices must stay below 2**24 (checked).
 
 DCN (issue 18) is DeepCTR-Torch's ``DCN`` with ``cross_parameterization="matrix"`` (DCN-M, the full-rank cross layer
 ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` of DCN-v2, as attnrec's ``dcn`` and FuxiCTR's ``DCNv2``), ``cross_layers``
-layers (3, attnrec's default) beside the MLP (``parallel``), no cross-kernel L2. The library's own first-order part is
+layers (attnrec's dcn's: bench_ctr.py passes its value, the default is ``DCNConfig().cross_layers``) beside the MLP (``parallel``), no cross-kernel L2. The library's own first-order part is
 kept (its ``DCN`` always starts the logit from ``linear_model``; attnrec's ``dcn`` has one only with ``use_linear``).
 Its ``l2_reg_linear`` (= ``embedding_reg``) also weighs the output layer's weight (``dnn_linear``), so at an L2
 above 0 that layer is penalised too (attnrec's is not).
@@ -38,6 +38,7 @@ import torch
 from attnrec.data.ctr import CTRData
 from attnrec.data.schema import FeatureSchema
 from attnrec.errors import DataError
+from attnrec.models.ctr.dcn import DCNConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ctr_peer_common import StopRule, train_with_rule  # noqa: E402 - the benchmark folder is no package
@@ -113,12 +114,13 @@ def build_model(
     dropout: float,
     cin_layers: list[int],
     embedding_reg: float = 0.0,
-    cross_layers: int = 3,
+    cross_layers: int | None = None,
 ) -> torch.nn.Module:
     """DeepCTR-Torch ``DeepFM``, ``xDeepFM`` or ``DCN`` with attnrec's settings: L2 ``embedding_reg`` on the embedding
     and first-order (linear) tables, as attnrec's ``embedding_reg`` covers both (DeepCTR-Torch penalises whole tables,
     attnrec the rows a batch uses); no DNN/CIN/cross L2; linear CIN activation and split-half as attnrec's xDeepFM;
-    DCN with ``cross_layers`` full-rank ("matrix") cross layers as attnrec's DCN-v2 (module docstring)."""
+    DCN with ``cross_layers`` full-rank ("matrix") cross layers as attnrec's DCN-v2 (module docstring; None:
+    attnrec's default, ``DCNConfig().cross_layers``)."""
     _require()
     from deepctr_torch.models import DCN, DeepFM, xDeepFM
 
@@ -149,7 +151,7 @@ def build_model(
         return DCN(
             cols,
             cols,
-            cross_num=cross_layers,
+            cross_num=DCNConfig().cross_layers if cross_layers is None else cross_layers,
             cross_parameterization="matrix",
             l2_reg_cross=0.0,
             **common,
@@ -174,7 +176,7 @@ def run_peer(
     patience: int = 3,
     stop: str = "both",
     embedding_reg: float = 0.0,
-    cross_layers: int = 3,
+    cross_layers: int | None = None,
 ) -> dict[str, Any]:
     """Fit DeepCTR-Torch's ``name`` under the benchmark's early-stopping rule ``stop``
     (:class:`ctr_peer_common.StopRule`, the rule of attnrec's Trainer) and score test once.

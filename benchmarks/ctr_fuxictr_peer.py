@@ -17,7 +17,8 @@ What the peer gets (the same as attnrec's models and DeepCTR-Torch):
   (``vocab_size`` = ours, no padding row: our index 0 is the trainable OOV row, as in attnrec), one ``numeric``
   feature per numeric field, one ``sequence`` feature per multi-valued field (padding index 0, masked mean pooling:
   ``layers.MaskedAveragePooling``), and the same integer columns, batch by batch;
-* embedding 16, Adam lr 1e-3, batch 256, DeepFM MLP [64, 32], DCNv2 ``parallel`` with 3 cross layers and MLP
+* embedding 16, Adam lr 1e-3, batch 256, DeepFM MLP [64, 32], DCNv2 ``parallel`` with attnrec's dcn's
+  ``cross_layers`` cross layers (bench_ctr.py passes its value; default ``DCNConfig().cross_layers``) and MLP
   [64, 32], dropout 0.1, ``embedding_regularizer`` = attnrec's ``embedding_reg`` (FuxiCTR penalises whole tables,
   first-order ones included, attnrec the rows a batch uses), no net regularizer (attnrec has none);
 * training through FuxiCTR's own ``train_step`` (its loss, regulariser and gradient clipping at norm 10, the
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ctr_peer_common import StopRule, train_with_rule  # noqa: E402
 
 from attnrec.data.ctr import CTRData  # noqa: E402
+from attnrec.models.ctr.dcn import DCNConfig  # noqa: E402
 
 PEER_MODELS = ("deepfm", "dcn")
 #: model name -> (model zoo folder, class)
@@ -177,8 +179,10 @@ def build_model(
     dropout: float,
     lr: float,
     embedding_reg: float = 0.0,
+    cross_layers: int | None = None,
 ) -> Any:
-    """FuxiCTR's ``name`` with the benchmark's settings (see the module docstring)."""
+    """FuxiCTR's ``name`` with the benchmark's settings (see the module docstring); DCNv2 with ``cross_layers``
+    cross layers (None: attnrec's default, ``DCNConfig().cross_layers``)."""
     from fuxictr.pytorch.torch_utils import seed_everything
 
     seed_everything(seed)
@@ -206,7 +210,7 @@ def build_model(
         model = cls(
             feature_map(train, embedding_dim),
             model_structure="parallel",
-            num_cross_layers=3,
+            num_cross_layers=DCNConfig().cross_layers if cross_layers is None else cross_layers,
             parallel_dnn_hidden_units=list(hidden),
             dnn_activations="relu",
             **common,
@@ -234,6 +238,7 @@ def run_peer(
     patience: int = 3,
     stop: str = "both",
     embedding_reg: float = 0.0,
+    cross_layers: int | None = None,
 ) -> dict[str, Any]:
     """Fit FuxiCTR's ``name`` under the benchmark's stopping rule ``stop`` and score test once.
 
@@ -251,6 +256,7 @@ def run_peer(
         dropout=dropout,
         lr=lr,
         embedding_reg=embedding_reg,
+        cross_layers=cross_layers,
     )
     ctr, cva, cte = columns(train), columns(valid), columns(test)
 

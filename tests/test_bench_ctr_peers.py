@@ -94,8 +94,10 @@ def test_deepctr_dcn_is_built_as_attnrecs_dcn_v2() -> None:
         embedding_reg=0.01,
     )  # fmt: skip
     dim = 8 * (len(s.categorical) + len(s.multi)) + len(s.numeric)
-    # three full-rank ("matrix", DCN-M / v2) cross layers over the flattened input, beside the MLP [64, 32]
-    assert tuple(model.crossnet.kernels.shape) == (3, dim, dim)
+    # attnrec's number of full-rank ("matrix", DCN-M / v2) cross layers over the flattened input, beside the MLP
+    from attnrec.models.ctr.dcn import DCNConfig
+
+    assert tuple(model.crossnet.kernels.shape) == (DCNConfig().cross_layers, dim, dim)
     assert [fc.out_features for fc in model.dnn.linears] == [64, 32] and model.dnn.dropout.p == 0.1
     # the cross layer computes x_{l+1} = x0 * (W_l x_l + b_l) + x_l (a "vector" DCN-v1 layer would not)
     torch.manual_seed(1)
@@ -125,3 +127,57 @@ def test_deepctr_dcn_peer_runs_on_the_encoded_split() -> None:
     )
     assert row["epochs_run"] == 2 and row["best_epoch"] in (1, 2)
     assert 0.5 < row["auc"] <= 1.0 and math.isfinite(row["cal_logloss"]), row
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("dcn", {"cross_layers": "default"}),  # attnrec's DCNConfig default, not a constant of the peer's
+        ("dcn:cross_layers=2", {"cross_layers": 2}),  # the depth --models dcn:cross_layers=2 runs
+        ("deepfm", {}),
+        ("xdeepfm", {}),
+    ],
+)
+def test_the_dcn_peers_get_attnrecs_cross_depth(
+    spec: str, want: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attnrec.models.ctr.dcn import DCNConfig
+
+    bench = _load("bench_ctr")
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    class FakePeer:
+        def __init__(self, module: str) -> None:
+            self.module = module
+
+        def run_peer(self, name: str, *data: Any, **kwargs: Any) -> dict[str, Any]:
+            calls.append((self.module, name, kwargs))
+            return {}
+
+    monkeypatch.setattr(bench, "peer_module", lambda module="ctr_deepctr_peer": FakePeer(module))
+    # a changed attnrec default must reach the peers: a default no peer ever hard-coded
+    from pydantic import Field
+
+    class Deeper(DCNConfig):
+        cross_layers: int = Field(5, ge=1)
+
+    monkeypatch.setattr(bench, "DCNConfig", Deeper)
+    expected = {k: 5 if v == "default" else v for k, v in want.items()}
+    s = bench.BenchSettings(fuxictr_zoo="zoo")
+    bench.run_deepctr(spec, (None, None, None), 0, s)
+    if spec.split(":")[0] in ("deepfm", "dcn"):
+        bench.run_fuxictr(spec, (None, None, None), 0, s)
+    assert [c[0] for c in calls] == ["ctr_deepctr_peer", "ctr_fuxictr_peer"][: 2 if spec != "xdeepfm" else 1]
+    for module, name, kwargs in calls:
+        assert name == spec.split(":")[0], module
+        assert {k: kwargs[k] for k in ("cross_layers",) if k in kwargs} == expected, module
+
+
+def test_a_peer_spec_with_an_option_the_peer_lacks_is_refused() -> None:
+    bench = _load("bench_ctr")
+    with pytest.raises(SystemExit, match="cross_layers is not an option of the deepfm peer"):
+        bench.peer_settings("deepfm:cross_layers=2")
+    with pytest.raises(SystemExit, match="dropout is not an option of the dcn peer"):
+        bench.peer_settings("dcn:dropout=0.3")
+    with pytest.raises(Exception, match="cross_layers"):
+        bench.peer_settings("dcn:cross_layers=0")
