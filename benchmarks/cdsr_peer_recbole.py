@@ -7,17 +7,21 @@ Two steps, two Pythons (RecBole pins old helper packages, so it lives in its own
         --dir bench_results/cdsr/recbole --domains A,B --epochs 80 --patience 5 --seed 0 \
         --out bench_results/cdsr/recbole_sasrec.jsonl
 
-``export`` reads the dataset through attnrec (the registered reader) and splits it with attnrec's own
-``leave_last_out`` (per user, by timestamp with ties in file order: last item -> test, the one before -> valid), then
-writes, per domain D, RecBole's pre-augmented sequential atomic files ``D.{train,valid,test}.inter``
+``export`` prepares the dataset once as attnrec's run path does for ``sasrec`` (:func:`prepared_split`, i.e.
+``prepare_sequences``: the registered reader, the sequence checks, leave-one-out by position per user, by timestamp
+with ties in file order: last item -> test, the one before -> valid), and builds both outputs from that one split:
+it writes, per domain D, RecBole's pre-augmented sequential atomic files ``D.{train,valid,test}.inter``
 (``user_id``, ``item_id_list`` = the previous at most ``max_len`` items of domain D, oldest first, ``item_id`` =
 the target): a training row for every position after the first of the user's domain-D training items; a
 validation row for each user whose validation item is in D (input: the D items of train); a test row for each
 user whose test item is in D (input: the D items of train plus the validation item when it is in D). That is what
-attnrec's ``sasrec`` with ``domain="D"`` reads (``Sequences.view(D)``; test input = train + validation).
+attnrec's ``sasrec`` with ``domain="D"`` reads (``Sequences.view(D)``; test input = train + validation) whenever a
+user's mixed sequence holds at most ``max_len`` items, as on abxi-food-kitchen: attnrec cuts the MIXED sequence to
+its last ``max_len`` positions before the view, these rows keep the last ``max_len`` items of D.
 
 ``export`` also writes ``D/D.{valid,test}.cands``: attnrec's own validation and test candidate lists (target + 999
 negatives per held-out row of domain D, seed 0, captured from ``evaluate_sequential``; see :func:`write_candidates`).
+A list whose user has no input in domain D has no RecBole row (RecBole cannot score an empty sequence).
 
 ``run`` trains RecBole's SASRec on each domain's files (``benchmark_filename``: RecBole does not re-split): 2
 layers, 2 heads, hidden 64, CE loss over all items, Adam lr 1e-3, batch 2048 rows (RecBole's SASRec defaults), and,
@@ -28,6 +32,12 @@ NDCG@10 after ``--patience`` epochs without improvement; the best epoch's weight
 once: ``test`` = attnrec's test lists, and ``test_recbole_full`` = RecBole's own full ranking over all items
 (``mode: full``; MRR there is MRR@1000). RecBole's ``uni999`` is not used: it runs the whole network once per
 candidate (1,000 forward passes per row), an epoch's validation took over 7 minutes on one core and had not ended.
+Which numbers BENCHMARKS.md quotes: the top-level metrics of ``test`` (and ``valid``), averaged over EVERY candidate
+list as attnrec averages its own, a list without a RecBole row ranking its target last (rank = ``n_candidates``,
+:func:`score_candidates`); ``peer_rows_only`` (the lists RecBole scored) is beside them, equal when
+``rows_without_a_peer_row`` is 0. Early stopping differs by design in one point: RecBole counts a tie with the best
+validation score as an improvement (``value >= best`` resets its count and saves that later epoch), attnrec's
+Trainer does not (strictly better only; the earlier epoch is kept).
 ``--max-fit-minutes``: no epoch starts once the fit has run that long (full CE over a domain's items is slow on CPU:
 BENCHMARKS.md, "SASRec sanity row"); the best epoch so far is tested and the record says ``stopped_by``.
 One JSON line per domain.
@@ -48,74 +58,84 @@ MAX_LEN = 50
 TOPK = [1, 5, 10, 1000]
 
 
+def prepared_split(data: str) -> dict[str, Any]:
+    """attnrec's own run-path split of ``data`` (:func:`~attnrec.experiments.seq_run.prepare_sequences` of a
+    sasrec run: leave-one-out by position, cold-start held-out rows kept, the sequence checks, the catalogue
+    vocabulary): the one source of both RecBole's files and the candidate lists, so they cannot diverge."""
+    from attnrec.experiments.config import RunConfig, SplitSpec
+    from attnrec.experiments.seq_run import prepare_sequences
+
+    cfg = RunConfig(model="sasrec", data=data, split=SplitSpec(method="leave_last_out"), save_model=False)
+    return prepare_sequences(cfg, progress=False)
+
+
 def export(data: str, out_dir: Path, max_len: int = MAX_LEN) -> dict[str, Any]:
-    """Write the per-domain atomic files of attnrec's leave-one-out split of ``data``; returns row counts."""
-    import polars as pl
+    """Write the per-domain atomic files and candidate lists of attnrec's leave-one-out split of ``data``
+    (:func:`prepared_split`, read once); returns row counts."""
+    import numpy as np
 
-    from attnrec.data.registry import load_dataset
-    from attnrec.data.splits import leave_last_out
+    from attnrec.data.sequences import item_domains_of
 
-    ds = load_dataset(data)
-    # "cold_start" keeps held-out rows whose item never occurs in train: ABXI evaluates every user (its item
-    # table is the whole item map), and so does attnrec's CDSR run path
-    parts = leave_last_out(ds.interactions, protocol="cold_start").parts()
+    prep = prepared_split(data)
+    train, valid, test = prep["train"], prep["valid"], prep["test"]
+    item_domains, names = item_domains_of(train, prep["items"])
+    users, items = train.user_vocab.ids, train.item_vocab.ids
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, Any] = {"data": data, "max_len": max_len}
+    # each user's training items oldest first: by timestamp, ties by frame row (Sequences.from_interactions' rule);
+    # users in index order (the vocabulary's sorted ids)
+    frame_row = np.arange(len(train))
+    ts = train.frame["timestamp"].to_numpy() if "timestamp" in train.frame.columns else np.zeros(len(train))
+    order = np.lexsort((frame_row, ts, train.users))
+    tu, ti = train.users[order], train.items[order]
+    held = {part: dict(zip(rows.users.tolist(), rows.items.tolist(), strict=True)) for part, rows in
+            (("valid", valid), ("test", test))}  # fmt: skip
+    for d, dom in enumerate(names):
+        in_dom = item_domains[ti] == d
+        hist: dict[int, list[int]] = {}
+        for u, i in zip(tu[in_dom].tolist(), ti[in_dom].tolist(), strict=True):
+            hist.setdefault(u, []).append(i)
 
-    def ordered(df: pl.DataFrame) -> pl.DataFrame:
-        # the split keeps input order; a stable sort by (user, timestamp) keeps file order within equal timestamps
-        return df.with_row_index("_row").sort(["user_id", "timestamp", "_row"])
+        def line(u: int, seq: list[int], target: int) -> str:
+            return f"{users[u]}\t{' '.join(items[seq[-max_len:]])}\t{items[target]}"
 
-    train = ordered(parts["train"])
-    valid = {r["user_id"]: (r["item_id"], r["domain"]) for r in parts["valid"].iter_rows(named=True)}
-    test = {r["user_id"]: (r["item_id"], r["domain"]) for r in parts["test"].iter_rows(named=True)}
-    domains = sorted(train["domain"].unique().to_list())
-    for dom in domains:
-        hist: dict[str, list[str]] = {
-            u: g["item_id"].to_list()
-            for (u,), g in train.filter(pl.col("domain") == dom).group_by("user_id", maintain_order=True)
-        }
         rows: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
-        for u, items in hist.items():
-            for t in range(1, len(items)):
-                rows["train"].append(f"{u}\t{' '.join(items[max(0, t - max_len) : t])}\t{items[t]}")
-        for u, (item, d) in valid.items():
-            if d == dom and hist.get(u):
-                rows["valid"].append(f"{u}\t{' '.join(hist[u][-max_len:])}\t{item}")
-        for u, (item, d) in test.items():
-            if d != dom:
+        for u, seq in hist.items():
+            rows["train"] += [line(u, seq[:t], seq[t]) for t in range(1, len(seq))]
+        for u, i in held["valid"].items():
+            if item_domains[i] == d and hist.get(u):
+                rows["valid"].append(line(u, hist[u], i))
+        for u, i in held["test"].items():
+            if item_domains[i] != d:
                 continue
-            seq = list(hist.get(u, []))
-            v_item, v_dom = valid.get(u, (None, None))
-            if v_dom == dom:
-                seq.append(v_item)
+            # the test-time input: train, then the validation item (Sequences.append), domain D's items
+            v = held["valid"].get(u)
+            seq = hist.get(u, []) + ([v] if v is not None and item_domains[v] == d else [])
             if seq:
-                rows["test"].append(f"{u}\t{' '.join(seq[-max_len:])}\t{item}")
+                rows["test"].append(line(u, seq, i))
         folder = out_dir / dom
         folder.mkdir(exist_ok=True)
         for part, lines in rows.items():
             text = "user_id:token\titem_id_list:token_seq\titem_id:token\n" + "\n".join(lines) + "\n"
             (folder / f"{dom}.{part}.inter").write_text(text)
         counts[dom] = {part: len(lines) for part, lines in rows.items()}
-    counts["candidates"] = write_candidates(data, out_dir)
+    counts["candidates"] = write_candidates(prep, out_dir)
     (out_dir / "export.json").write_text(json.dumps(counts, indent=2))
     return counts
 
 
-def write_candidates(data: str, out_dir: Path) -> dict[str, dict[str, int]]:
+def write_candidates(prep: dict[str, Any], out_dir: Path) -> dict[str, dict[str, int]]:
     """Write ``D/D.{valid,test}.cands`` per domain D: one line per held-out row whose target is in D,
     ``user<TAB>target<TAB>`` then its 999 negatives (item ids, space-separated) — exactly the lists attnrec's
-    validation and test evaluation of any sequential model on ``data`` rank (the run path's split, vocabulary and
-    protocols, seed 0: validation excludes train, test excludes train + valid; the negatives are the split's, not
-    the model's, so a stand-in model that scores nothing is enough to capture them from
-    :func:`attnrec.evaluation.sequential.draw_negatives`). Returns the row counts per part and domain."""
+    validation and test evaluation of any sequential model on the prepared split ``prep`` (:func:`prepared_split`)
+    rank (the run path's split, vocabulary and protocols, seed 0: validation excludes train, test excludes train +
+    valid; the negatives are the split's, not the model's, so a stand-in model that scores nothing is enough to
+    capture them from :func:`attnrec.evaluation.sequential.draw_negatives`). Returns the row counts per part and
+    domain."""
     import scipy.sparse as sp
 
-    from attnrec.experiments.config import RunConfig, SplitSpec
-    from attnrec.experiments.seq_run import prepare_sequences, sequential_protocols
+    from attnrec.experiments.seq_run import sequential_protocols
 
-    cfg = RunConfig(model="sasrec", data=data, split=SplitSpec(method="leave_last_out"), save_model=False)
-    prep = prepare_sequences(cfg, progress=False)
     train, valid, test = prep["train"], prep["valid"], prep["test"]
     valid_protocol, test_protocol = sequential_protocols(train, valid, prep["items"])
     seen = train.csr() + (valid.csr() if len(valid) else sp.csr_matrix(train.csr().shape))  # as run.py
@@ -230,7 +250,8 @@ def run_domain(
         "valid_metric": "NDCG@10",
         "epochs": epochs,
         # RecBole stops when more than stopping_step evaluations in a row did not improve; attnrec's trainer
-        # after `patience` of them
+        # after `patience` of them. A tie counts as an improvement in RecBole (value >= best: the count resets and
+        # the tied, later epoch is saved), not in attnrec's Trainer (strictly better only)
         "stopping_step": patience - 1,
         "train_neg_sample_args": None,
         "loss_type": "CE",
@@ -353,10 +374,12 @@ def run_domain(
 
 def rank_metrics(ranks: list[int], ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
     """attnrec's sampled metrics from 1-based ranks among the candidates: ``hr@k``, ``ndcg@k``
-    (``1 / log2(rank + 1)`` when ``rank <= k``), ``mrr`` (``1 / rank``, not cut)."""
+    (``1 / log2(rank + 1)`` when ``rank <= k``), ``mrr`` (``1 / rank``, not cut); NaN without ranks."""
     import math
 
     n = len(ranks)
+    if n == 0:
+        return {**{f"{m}@{k}": math.nan for k in ks for m in ("hr", "ndcg")}, "mrr": math.nan}
     out: dict[str, float] = {}
     for k in ks:
         out[f"hr@{k}"] = sum(r <= k for r in ranks) / n
@@ -368,9 +391,10 @@ def rank_metrics(ranks: list[int], ks: tuple[int, ...] = (1, 5, 10)) -> dict[str
 _CANDIDATES: dict[tuple[str, int], Any] = {}
 
 
-def _candidate_ids(dataset: Any, cands: Path) -> tuple[Any, Any, Any, int]:
-    """``(rows, targets, negatives, rows missing)`` of a candidate file in RecBole's ids (read once per dataset):
-    ``rows`` index ``dataset.inter_feat``, ``negatives`` (n, k) with -1 for an item RecBole never saw."""
+def _candidate_ids(dataset: Any, cands: Path) -> tuple[Any, Any, Any, int, int]:
+    """``(rows, targets, negatives, rows missing, candidates per list)`` of a candidate file in RecBole's ids (read
+    once per dataset): ``rows`` index ``dataset.inter_feat``, ``negatives`` (n, k) with -1 for an item RecBole
+    never saw; a list whose user has no row in ``dataset`` is counted in ``rows missing``."""
     import torch
 
     key = (str(cands), id(dataset))
@@ -385,6 +409,7 @@ def _candidate_ids(dataset: Any, cands: Path) -> tuple[Any, Any, Any, int]:
             torch.tensor([t for _, t, _ in keep], dtype=torch.long),
             torch.tensor([[tokens.get(x, -1) for x in n] for _, _, n in keep], dtype=torch.long),
             len(lines) - len(keep),
+            1 + max((len(n.split()) for _, _, n in lines), default=0),
         )
     return _CANDIDATES[key]  # type: ignore[no-any-return]
 
@@ -393,10 +418,14 @@ def score_candidates(model: Any, dataset: Any, cands: Path, device: Any, batch: 
     """The RecBole model's metrics on attnrec's candidate lists (``cands``: ``user<TAB>target<TAB>negatives``):
     each row of ``dataset`` (RecBole's valid or test split, one row per user) is scored over all items with
     ``full_sort_predict`` and ranked as attnrec ranks: ``1 + #(negatives scored strictly above the target)``.
-    A candidate RecBole never saw (in none of its files) has no score: counted, and ranked below the target."""
+    A candidate RecBole never saw (in none of its files) has no score: counted, and ranked below the target.
+
+    The metrics at the top level average over EVERY list, as attnrec's do: a list whose user has no RecBole row
+    (no input sequence in the domain, so export wrote none) ranks its target last (rank = ``n_candidates``);
+    ``peer_rows_only`` averages over the lists RecBole scored. The two agree when ``rows_without_a_peer_row`` is 0."""
     import torch
 
-    rows, targets, negs, missing = _candidate_ids(dataset, cands)
+    rows, targets, negs, missing, n_candidates = _candidate_ids(dataset, cands)
     ranks: list[int] = []
     model.eval()
     for start in range(0, len(rows), batch):
@@ -407,11 +436,12 @@ def score_candidates(model: Any, dataset: Any, cands: Path, device: Any, batch: 
         n_score = scores.gather(1, negs[sl].clamp(min=0)).masked_fill(negs[sl] < 0, float("-inf"))
         ranks.extend((1 + (n_score > t_score).sum(1)).tolist())
     return {
-        **rank_metrics(ranks),
-        "n_rows": len(ranks),
+        **rank_metrics(ranks + [n_candidates] * missing),
+        "n_rows": len(ranks) + missing,
+        "peer_rows_only": {**rank_metrics(ranks), "n_rows": len(ranks)},
         "rows_without_a_peer_row": missing,
         "unknown_candidates": int((negs < 0).sum()),
-        "n_candidates": 1 + negs.shape[1],
+        "n_candidates": n_candidates,
     }
 
 

@@ -115,3 +115,105 @@ def test_a_fit_budget_of_zero_minutes_is_refused_naming_the_option(tmp_path: Pat
             ["run", "--dir", str(tmp_path), "--out", str(tmp_path / "o.jsonl"), "--max-fit-minutes", "0"]
         )
     assert e.value.code == 2
+
+
+def test_the_peer_is_averaged_over_every_list_a_missing_row_ranked_last(tmp_path: Path) -> None:
+    """A candidate list whose user has no RecBole row counts, with its target ranked last (as attnrec averages over
+    every list); the lists RecBole scored are reported apart (``peer_rows_only``)."""
+    tokens = {"[PAD]": 0, "i1": 1, "i2": 2, "i3": 3, "i4": 4, "i5": 5}
+    users = np.array(["[PAD]", "uA", "uB"])  # RecBole's rows: uA and uB; uC has none
+
+    class Batch:
+        def __init__(self, rows: torch.Tensor) -> None:
+            self.rows = rows
+
+        def to(self, device: Any) -> Batch:
+            return self
+
+    class Inter:
+        def __getitem__(self, key: Any) -> Any:
+            return torch.tensor([1, 2]) if key == "user_id" else Batch(key)
+
+    class Dataset:
+        field2token_id = {"item_id": tokens}
+        inter_feat = Inter()
+
+        def id2token(self, field: str, ids: np.ndarray) -> np.ndarray:
+            return users[ids]
+
+    scores = torch.tensor(
+        [
+            [0.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # uA: target i1 above i2, i3 -> rank 1
+            [0.0, 3.0, 2.0, 1.0, 0.0, 0.0],  # uB: target i2 below i1 -> rank 2
+        ]
+    )
+
+    class Model:
+        def eval(self) -> None:
+            pass
+
+        def full_sort_predict(self, batch: Batch) -> torch.Tensor:
+            return scores[batch.rows]
+
+    cands = tmp_path / "A.test.cands"
+    cands.write_text("uA\ti1\ti2 i3\nuB\ti2\ti1 i3\nuC\ti3\ti4 i5\n")
+    got = peer.score_candidates(Model(), Dataset(), cands, "cpu")
+    assert got["n_candidates"] == 3 and got["rows_without_a_peer_row"] == 1 and got["n_rows"] == 3
+    for key, value in peer.rank_metrics([1, 2, 3]).items():  # uC's target ranked last, at 3
+        assert got[key] == pytest.approx(value), key
+    only = got["peer_rows_only"]
+    assert only["n_rows"] == 2
+    for key, value in peer.rank_metrics([1, 2]).items():
+        assert only[key] == pytest.approx(value), key
+    assert got["ndcg@1"] == pytest.approx(1 / 3) and only["ndcg@1"] == pytest.approx(1 / 2)
+
+
+def test_recboles_files_are_attnrecs_prepared_split(tmp_path: Path) -> None:
+    """RecBole's files come from the split attnrec's run path prepares (the candidate lists' own): positions, not
+    (user, item) pairs — an item a user consumes again keeps its earlier place in train — and the sequence checks
+    (a user with under 3 rows is dropped). Every row's input is attnrec's single-domain view of the user's
+    sequence (train; at test, train + the validation item), its target the held-out item of the candidate list."""
+    from attnrec.data.sequences import Sequences, item_domains_of
+
+    df = pl.concat([p.decode() for p in planted_sequences(n_users=60, n_items=48, length=10)])
+    df = df.sort("user_id", "timestamp")
+    added = []
+    for k, ((user,), rows) in enumerate(df.group_by("user_id", maintain_order=True)):
+        if k % 3 == 0:  # consumes again, as its last (test) interaction, its first item of its last domain
+            dom = rows["domain"][-1]
+            first = rows.filter(pl.col("domain") == dom)["item_id"][0]
+            added.append(
+                {"user_id": user, "item_id": first, "timestamp": rows["timestamp"].max() + 1, "domain": dom}
+            )
+    added += [{**r, "user_id": "short"} for r in df.head(2).to_dicts()]  # a sequence under 3 rows
+    df = pl.concat([df, pl.DataFrame(added, schema=df.schema)])
+    csv = tmp_path / "d.csv"
+    df.write_csv(csv)
+    counts = peer.export(str(csv), tmp_path / "rb")
+
+    prep = peer.prepared_split(str(csv))
+    train, valid = prep["train"], prep["valid"]
+    doms, names = item_domains_of(train, prep["items"])
+    n = int(np.bincount(train.users).max()) + 2
+    seqs = Sequences.from_interactions(train, doms, names, max_len=n)
+    uidx = {u: i for i, u in enumerate(train.user_vocab.ids)}
+    iids = train.item_vocab.ids
+    assert "short" not in uidx
+    reconsumed = 0
+    for name in names:
+        for part, s in (("valid", seqs.view(name)), ("test", seqs.append(valid).view(name))):
+            lines = [
+                ln.split("\t")
+                for ln in (tmp_path / "rb" / name / f"{name}.{part}.inter").read_text().splitlines()[1:]
+            ]
+            cands = {u: t for u, t, _ in _read(tmp_path / "rb" / name / f"{name}.{part}.cands")}
+            assert len(lines) == counts[name][part] > 0
+            for u, seq, target in lines:
+                row = s.items[uidx[u], n - s.lengths[uidx[u]] :] - 1
+                assert seq.split() == iids[row][-peer.MAX_LEN :].tolist(), (part, u)
+                assert cands[u] == target
+                reconsumed += part == "test" and target in seq.split()
+            # a list without a RecBole row is one whose user has no input in the domain
+            for u in set(cands) - {u for u, _, _ in lines}:
+                assert s.lengths[uidx[u]] == 0
+    assert reconsumed >= 10  # the re-consumed test items sit in their users' inputs
