@@ -365,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's, 5e-3)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="training users per batch (default: the model's, 128)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--abxi", type=Path, default=None, help="cdsr_peer_abxi.py's JSON lines (the peer rows)")
     p.add_argument(
@@ -402,7 +406,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(write_report(a.out, a.abxi, a.recbole))
         return
     backbone = {"n_blocks": a.n_blocks, **_parse_set(a.set)}
-    trainer = {"epochs": a.epochs, "patience": a.patience}
+    trainer: dict[str, Any] = {"epochs": a.epochs, "patience": a.patience}
+    # only when given: a run without them keeps its earlier run key (and the model's default_trainer)
+    for key, value in (("lr", a.lr), ("batch_size", a.batch_size)):
+        if value is not None:
+            if value <= 0:
+                raise SystemExit(f"--{key.replace('_', '-')} must be > 0, got {value}")
+            trainer[key] = value
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     variants = grid(a.n_blocks)
     # names hold commas inside brackets (gca[0,1,2]-...): split only on commas outside them

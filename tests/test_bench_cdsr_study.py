@@ -264,3 +264,27 @@ def test_value_at_is_none_past_the_end_of_a_curve() -> None:
     assert rep.value_at(curve, "test", "A", epoch=25) is None  # the peer stopped at epoch 2
     assert rep.value_at(curve, "test", "A", seconds=21.0) is None
     assert rep.value_at(curve, "test", "A", seconds=15.0) == pytest.approx(0.2)
+
+
+def test_lr_and_batch_size_reach_the_trainer_and_the_run_key(tmp_path: Path) -> None:
+    """--lr / --batch-size go into the run's trainer (recorded, part of the run key); unset, the record keeps only
+    epochs and patience (earlier run keys unchanged); a value <= 0 is refused naming the flag."""
+    import polars as pl
+
+    from attnrec.testing.sequences import planted_sequences
+
+    parts = planted_sequences(n_users=30, n_items=20, length=8)
+    data = tmp_path / "planted.csv"
+    pl.concat([p.decode().select("user_id", "item_id", "timestamp", "domain") for p in parts]).write_csv(data)
+    base = ["--data", str(data), "--seeds", "0", "--n-blocks", "1", "--epochs", "1", "--set", "dim=8"]
+    base += ["--variants", "sasrec-A"]
+    study.main([*base, "--out", str(tmp_path / "a")])
+    study.main([*base, "--out", str(tmp_path / "b"), "--lr", "0.01", "--batch-size", "7"])
+    (plain,) = rep.read_jsonl(tmp_path / "a" / "results.jsonl")
+    (set_,) = rep.read_jsonl(tmp_path / "b" / "results.jsonl")
+    assert "lr" not in plain["trainer"] and "batch_size" not in plain["trainer"]
+    assert set_["trainer"]["lr"] == 0.01 and set_["trainer"]["batch_size"] == 7
+    assert plain["key"] != set_["key"]
+    for flag in ("--lr", "--batch-size"):
+        with pytest.raises(SystemExit, match=flag):
+            study.main([*base, "--out", str(tmp_path / "c"), flag, "0"])

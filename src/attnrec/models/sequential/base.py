@@ -13,7 +13,8 @@ per position. ``loss="softmax"``: cross-entropy of the target against every item
 matmul per domain against that domain's rows of the table; nothing is drawn, ``n_negatives`` is unused). In every
 case an item that is one of the row's own items (its training window; the target itself excepted as the positive)
 is masked out of the negatives, as SASRec's ``random_neq`` and ABXI's ``get_neg`` never draw the user's items: a
-re-consumed item is not pushed down. docs/models/sasrec.md gives the reasons.
+re-consumed item is not pushed down. ``mask_own_items=False`` masks nothing but a draw of the position's own target
+(RecBole's cross-entropy: every item of the catalogue is a negative). docs/models/sasrec.md gives the reasons.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import FitReport, ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule
 from attnrec.models.capabilities import DomainItemScorer
 from attnrec.models.layers.diagnostics import CosineMeter
+from attnrec.models.sequential.layers import SequenceEncoder
 
 if TYPE_CHECKING:
     from attnrec.training.trainer import TrainerConfig
@@ -51,7 +53,10 @@ class SequentialConfig(ModelConfig):
     """A SASRec-family backbone: ``dim`` (d), ``n_blocks`` causal self-attention blocks of ``heads`` heads and a
     feed-forward of ``ffn_dim`` (None: d), ``dropout`` everywhere (embeddings, attention weights, sublayers),
     LayerNorm placed ``norm`` ("pre" as SASRec, or "post"), sequences cut to the last ``max_len`` items.
-    ``loss``/``n_negatives``: see the module docstring."""
+    ``loss``/``n_negatives``/``mask_own_items``: see the module docstring.
+
+    The BERT-style options (RecBole's SASRec; defaults: SASRec's, docs/models/sasrec.md): ``init``, ``init_std``,
+    ``activation``, ``ffn_inner_dropout``, ``embed_scale``, ``embed_norm``, ``layer_norm_eps``."""
 
     dim: int = Field(64, ge=1)
     n_blocks: int = Field(2, ge=1)
@@ -66,6 +71,23 @@ class SequentialConfig(ModelConfig):
     #: batch users of similar length together (batches in random order): padding, half of the work at random,
     #: mostly disappears; False draws each batch's users uniformly
     bucket_by_length: bool = True
+    #: the user's own items (the training window) are no negatives in the loss (SASRec's and ABXI's samplers);
+    #: False: every item of the target's domain is one but the target itself (RecBole's cross-entropy)
+    mask_own_items: bool = True
+    #: "scaled": item table N(0, 1/d), the rest torch's defaults; "normal": every Embedding (items, positions) and
+    #: Linear weight of the backbone N(0, init_std), biases 0, LayerNorms (1, 0) (BERT, RecBole)
+    init: Literal["scaled", "normal"] = "scaled"
+    init_std: float = Field(0.02, gt=0)
+    #: the feed-forward's activation: ReLU (SASRec) or GELU (BERT, RecBole)
+    activation: Literal["relu", "gelu"] = "relu"
+    #: dropout between the feed-forward's two layers (SASRec's code; BERT and RecBole have none there)
+    ffn_inner_dropout: bool = True
+    #: the input is √d·e + p (SASRec); False: e + p (RecBole)
+    embed_scale: bool = True
+    #: a LayerNorm on the input e + p before its dropout (BERT, RecBole)
+    embed_norm: bool = False
+    #: ε of every backbone LayerNorm (torch's 1e-5; RecBole 1e-12)
+    layer_norm_eps: float = Field(1e-5, gt=0)
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> SequentialConfig:
@@ -79,6 +101,26 @@ class SequentialConfig(ModelConfig):
 
 
 ConfigT = TypeVar("ConfigT", bound=SequentialConfig)
+
+
+def backbone_encoder(c: SequentialConfig) -> SequenceEncoder:
+    """One :class:`SequenceEncoder` with the backbone fields of ``c``."""
+    return SequenceEncoder(
+        c.dim,
+        c.heads,
+        c.hidden,
+        c.n_blocks,
+        c.dropout,
+        c.norm,
+        c.max_len,
+        activation=c.activation,
+        ffn_inner_dropout=c.ffn_inner_dropout,
+        embed_scale=c.embed_scale,
+        embed_norm=c.embed_norm,
+        eps=c.layer_norm_eps,
+        init=c.init,
+        init_std=c.init_std,
+    )
 
 
 @dataclass
@@ -118,7 +160,8 @@ class SequentialModule(TrainableModule):
         super().__init__()
         self.config, self.n_domains = config, n_domains
         self.item = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
-        nn.init.normal_(self.item.weight, std=config.dim**-0.5)
+        std = config.dim**-0.5 if config.init == "scaled" else config.init_std
+        nn.init.normal_(self.item.weight, std=std)
         with torch.no_grad():
             self.item.weight[0].zero_()
         #: when set, modules with a cross-attention add |cos(X, X')| per module here during forward
@@ -153,23 +196,31 @@ class SequentialModule(TrainableModule):
                     'loss="softmax" needs the batch\'s item domains (SequenceBatch.item_domains)',
                     field="item_domains",
                 )
+            # without own-item masking each position's "own items" are its target alone (never masked)
+            own = items[row_v] if self.config.mask_own_items else tgt[:, None]
             return full_softmax_loss(
-                h, self.item.weight[1:], tgt - 1, tdom_v, items[row_v], batch.item_domains, self.n_domains
+                h, self.item.weight[1:], tgt - 1, tdom_v, own, batch.item_domains, self.n_domains
             )
         pos = (h * self.item(tgt)).sum(-1)
+        mask_own = self.config.mask_own_items
         if self.config.loss == "bce":
             neg_ids = batch.negatives[valid]
             neg = (h * self.item(neg_ids + 1)).sum(-1)
-            # a draw among the row's own items (the target included) is no negative
-            keep = (~in_rows(items, batch.negatives + 1)[valid]).float()
+            # a draw among the row's own items (the target included; the target alone without mask_own_items)
+            # is no negative
+            hit = in_rows(items, batch.negatives + 1)[valid] if mask_own else neg_ids + 1 == tgt
+            keep = (~hit).float()
             return (F.softplus(-pos).sum() + (F.softplus(neg) * keep).sum()) / max(len(tgt), 1)
         negs = batch.negatives  # (D, n)
         d, n = negs.shape
         logits = (h @ self.item(negs.reshape(-1) + 1).T).view(-1, d, n)
         logits = logits[torch.arange(len(h), device=h.device), tdom_v]  # (N, n): the target domain's draws
-        # the draws among the row's own items (the target included) are masked
-        own = in_rows(items, (negs.reshape(1, -1) + 1).expand(len(items), -1)).view(-1, d, n)  # (B, D, n)
-        logits = logits.masked_fill(own[row_v, tdom_v], float("-inf"))
+        if mask_own:
+            # the draws among the row's own items (the target included) are masked
+            own = in_rows(items, (negs.reshape(1, -1) + 1).expand(len(items), -1)).view(-1, d, n)  # (B, D, n)
+            logits = logits.masked_fill(own[row_v, tdom_v], float("-inf"))
+        else:  # a draw of the target itself is the positive, not a negative
+            logits = logits.masked_fill(negs[tdom_v] + 1 == tgt[:, None], float("-inf"))
         full = torch.cat([pos[:, None], logits], dim=1)
         return F.cross_entropy(full, torch.zeros(len(full), dtype=torch.long, device=full.device))
 

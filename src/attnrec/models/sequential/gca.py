@@ -24,7 +24,12 @@ from torch import nn
 from attnrec.errors import ConfigError
 from attnrec.models.base import register
 from attnrec.models.layers.diagnostics import CosineMeter
-from attnrec.models.sequential.base import SequentialConfig, SequentialModule, SequentialRecommender
+from attnrec.models.sequential.base import (
+    SequentialConfig,
+    SequentialModule,
+    SequentialRecommender,
+    backbone_encoder,
+)
 from attnrec.models.sequential.layers import (
     GateAct,
     GatedCrossAttention,
@@ -76,7 +81,8 @@ class GCAModule(SequentialModule):
         self.positions = sorted(c.positions)
 
         def encoder() -> SequenceEncoder:
-            return SequenceEncoder(c.dim, c.heads, c.hidden, c.n_blocks, c.dropout, c.norm, c.max_len)
+            # the backbone options (init included) apply to every encoder; the GCA modules keep their own init
+            return backbone_encoder(c)
 
         self.mixed = encoder()
         self.domains = nn.ModuleList([encoder(), encoder()])

@@ -18,6 +18,8 @@ from torch.nn import functional as F
 from attnrec.errors import ConfigError
 
 NormPlace = Literal["pre", "post"]
+Activation = Literal["relu", "gelu"]
+InitScheme = Literal["scaled", "normal"]
 GateAct = Literal["sigmoid", "tanh"]
 GateForm = Literal["scalar", "vector", "ffn"]
 
@@ -94,16 +96,28 @@ class MaskedAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise ``W2 Dropout(ReLU(W1 x + b1)) + b2`` (SASRec's point-wise feed-forward)."""
+    """Position-wise ``W2 Dropout(act(W1 x + b1)) + b2`` (SASRec's point-wise feed-forward): ``act`` ReLU (SASRec)
+    or GELU (BERT, RecBole; the exact erf form); ``inner_dropout=False`` drops the dropout between the layers
+    (BERT and RecBole have none there)."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        dropout: float,
+        activation: Activation = "relu",
+        inner_dropout: bool = True,
+    ) -> None:
         super().__init__()
+        if activation not in ("relu", "gelu"):
+            raise ConfigError(f"activation must be 'relu' or 'gelu', got {activation!r}")
         self.inner = nn.Linear(dim, hidden)
         self.outer = nn.Linear(hidden, dim)
-        self.dropout = Dropout(dropout)
+        self.dropout: nn.Module = Dropout(dropout) if inner_dropout else nn.Identity()
+        self.act = F.relu if activation == "relu" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.outer(self.dropout(F.relu(self.inner(x))))
+        return self.outer(self.dropout(self.act(self.inner(x))))
 
 
 class TransformerBlock(nn.Module):
@@ -111,12 +125,23 @@ class TransformerBlock(nn.Module):
     ``x ← x + Drop(MHA(LN(x))); x ← x + Drop(FFN(LN(x)))``; ``"post"`` (the original Transformer):
     ``x ← LN(x + Drop(MHA(x))); x ← LN(x + Drop(FFN(x)))``. Padded positions are zeroed after the block."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, norm: NormPlace) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        norm: NormPlace,
+        *,
+        activation: Activation = "relu",
+        ffn_inner_dropout: bool = True,
+        eps: float = 1e-5,
+    ) -> None:
         super().__init__()
         self.attn = MaskedAttention(dim, heads, dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, activation, ffn_inner_dropout)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.dropout = Dropout(dropout)
         self.pre = norm == "pre"
 
@@ -136,31 +161,70 @@ class SequenceEncoder(nn.Module):
     a final LayerNorm. The model drives the blocks one at a time (:meth:`embed`, ``blocks[k]``, :meth:`finish`) so
     that cross-attention can be inserted between them.
 
+    Options towards BERT / RecBole's SASRec (defaults: SASRec's): ``embed_scale`` (multiply the item vectors by
+    √d), ``embed_norm`` (a LayerNorm on ``e + p`` before the input dropout), ``activation`` and
+    ``ffn_inner_dropout`` of the feed-forward, ``eps`` of every LayerNorm, and ``init``: ``"scaled"`` keeps
+    torch's defaults (positions N(0, 1), Linear uniform ±1/√fan_in); ``"normal"`` draws every Linear and Embedding
+    weight (the positions) from N(0, ``init_std``) with zero biases and LayerNorms at (1, 0), as BERT and RecBole.
+
     Positions count from the left: the oldest kept item is position 0, the k-th is k - 1, whatever the padding.
     (SASRec's code numbers the columns of the left-padded array, so an item's position tells how many items
     follow it; in a per-domain view that count depends on the domains of later items, which would let the
     future leak into earlier states. Ranks from the left depend on the past only.)"""
 
     def __init__(
-        self, dim: int, heads: int, ffn_dim: int, n_blocks: int, dropout: float, norm: NormPlace, max_len: int
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        n_blocks: int,
+        dropout: float,
+        norm: NormPlace,
+        max_len: int,
+        *,
+        activation: Activation = "relu",
+        ffn_inner_dropout: bool = True,
+        embed_scale: bool = True,
+        embed_norm: bool = False,
+        eps: float = 1e-5,
+        init: InitScheme = "scaled",
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
+        if init not in ("scaled", "normal"):
+            raise ConfigError(f"init must be 'scaled' or 'normal', got {init!r}")
         self.dim, self.max_len = dim, max_len
+        self.scale = math.sqrt(dim) if embed_scale else 1.0
         self.position = nn.Embedding(max_len, dim)
+        self.embed_norm: nn.Module = nn.LayerNorm(dim, eps=eps) if embed_norm else nn.Identity()
         self.blocks = nn.ModuleList(
-            [TransformerBlock(dim, heads, ffn_dim, dropout, norm) for _ in range(n_blocks)]
+            [
+                TransformerBlock(
+                    dim,
+                    heads,
+                    ffn_dim,
+                    dropout,
+                    norm,
+                    activation=activation,
+                    ffn_inner_dropout=ffn_inner_dropout,
+                    eps=eps,
+                )
+                for _ in range(n_blocks)
+            ]
         )
-        self.final_norm: nn.Module = nn.LayerNorm(dim) if norm == "pre" else nn.Identity()
+        self.final_norm: nn.Module = nn.LayerNorm(dim, eps=eps) if norm == "pre" else nn.Identity()
         self.dropout = Dropout(dropout)
+        if init == "normal":
+            normal_init(self, init_std)
 
     def embed(self, item_vectors: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """``item_vectors`` (B, W, d) (already looked up) -> the first block's input ``√d·e + p``, dropped out,
-        zero at padding."""
+        """``item_vectors`` (B, W, d) (already looked up) -> the first block's input ``√d·e + p`` (``e + p``
+        without ``embed_scale``; LayerNorm-ed with ``embed_norm``), dropped out, zero at padding."""
         w = item_vectors.shape[1]
         if w > self.max_len:
             raise ConfigError(f"a sequence of width {w} exceeds max_len {self.max_len}")
         pos = (real.long().cumsum(1) - 1).clamp(min=0)
-        x = item_vectors * math.sqrt(self.dim) + self.position(pos)
+        x = self.embed_norm(item_vectors * self.scale + self.position(pos))
         return self.dropout(x) * real[..., None]
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,6 +238,19 @@ class SequenceEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, visible, real)
         return self.finish(x)
+
+
+def normal_init(module: nn.Module, std: float) -> None:
+    """BERT's initialisation (RecBole's ``_init_weights``) of every submodule: Linear and Embedding weights
+    N(0, ``std``), Linear biases 0, LayerNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class GatedCrossAttention(nn.Module):

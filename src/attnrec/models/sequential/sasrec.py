@@ -17,8 +17,12 @@ import torch
 from attnrec.data.sequences import Sequences
 from attnrec.errors import ConfigError
 from attnrec.models.base import register
-from attnrec.models.sequential.base import SequentialConfig, SequentialModule, SequentialRecommender
-from attnrec.models.sequential.layers import SequenceEncoder
+from attnrec.models.sequential.base import (
+    SequentialConfig,
+    SequentialModule,
+    SequentialRecommender,
+    backbone_encoder,
+)
 
 
 class SASRecConfig(SequentialConfig):
@@ -33,8 +37,7 @@ class SASRecModule(SequentialModule):
 
     def __init__(self, n_items: int, config: SASRecConfig, n_domains: int) -> None:
         super().__init__(n_items, config, n_domains)
-        c = config
-        self.encoder = SequenceEncoder(c.dim, c.heads, c.hidden, c.n_blocks, c.dropout, c.norm, c.max_len)
+        self.encoder = backbone_encoder(config)
 
     def states(self, items: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.item(items), items > 0)[:, :, None]
