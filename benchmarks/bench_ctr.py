@@ -330,7 +330,7 @@ def run_deepctr(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
     splits and settings."""
     train, valid, test = splits
     name, extra = peer_settings(spec)
-    return peer_module().run_peer(
+    row = peer_module().run_peer(
         name,
         train,
         valid,
@@ -348,6 +348,7 @@ def run_deepctr(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         embedding_reg=s.embedding_reg,
         **extra,
     )
+    return {**row, **extra}  # the row records the settings it ran with (a DCN peer's cross_layers)
 
 
 def run_fuxictr(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[str, Any]:
@@ -359,7 +360,7 @@ def run_fuxictr(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         raise SystemExit(
             "the FuxiCTR peer needs --fuxictr-zoo (FuxiCTR's model_zoo folder), or --fuxictr-peer ''"
         )
-    return peer_module("ctr_fuxictr_peer").run_peer(
+    row = peer_module("ctr_fuxictr_peer").run_peer(
         name,
         train,
         valid,
@@ -377,6 +378,7 @@ def run_fuxictr(spec: str, splits: Splits, seed: int, s: BenchSettings) -> dict[
         embedding_reg=s.embedding_reg,
         **extra,
     )
+    return {**row, **extra}  # the row records the settings it ran with (a DCN peer's cross_layers)
 
 
 SCORES = ("auc", "logloss", "ece", "cal_auc", "cal_logloss", "cal_ece", "temperature")
@@ -719,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     peers = [p for p in args.peer.split(",") if p]
     # FuxiCTR's models live in its model zoo, outside the package: its rows run when the zoo is given
     fuxictr_peers = [p for p in args.fuxictr_peer.split(",") if p] if args.fuxictr_zoo else []
+    for p in peers + fuxictr_peers:  # a bad peer spec is refused before any fit, not when its turn comes
+        peer_settings(p)
     reuse = [Path(x) for x in args.reuse.split(",") if x]
 
     def floats(text: str) -> list[float]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from attnrec.errors import ConfigError
 from attnrec.testing.data import planted_ctr
 from attnrec.testing.scripts import load_script
 
@@ -164,9 +165,11 @@ def test_the_dcn_peers_get_attnrecs_cross_depth(
     monkeypatch.setattr(bench, "DCNConfig", Deeper)
     expected = {k: 5 if v == "default" else v for k, v in want.items()}
     s = bench.BenchSettings(fuxictr_zoo="zoo")
-    bench.run_deepctr(spec, (None, None, None), 0, s)
+    rows = [bench.run_deepctr(spec, (None, None, None), 0, s)]
     if spec.split(":")[0] in ("deepfm", "dcn"):
-        bench.run_fuxictr(spec, (None, None, None), 0, s)
+        rows.append(bench.run_fuxictr(spec, (None, None, None), 0, s))
+    # each peer's row records the cross depth it ran with
+    assert all({k: row[k] for k in ("cross_layers",) if k in row} == expected for row in rows)
     assert [c[0] for c in calls] == ["ctr_deepctr_peer", "ctr_fuxictr_peer"][: 2 if spec != "xdeepfm" else 1]
     for module, name, kwargs in calls:
         assert name == spec.split(":")[0], module
@@ -179,5 +182,29 @@ def test_a_peer_spec_with_an_option_the_peer_lacks_is_refused() -> None:
         bench.peer_settings("deepfm:cross_layers=2")
     with pytest.raises(SystemExit, match="dropout is not an option of the dcn peer"):
         bench.peer_settings("dcn:dropout=0.3")
-    with pytest.raises(Exception, match="cross_layers"):
+    with pytest.raises(ConfigError, match="cross_layers"):
         bench.peer_settings("dcn:cross_layers=0")
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--peer", "deepfm:x=1"], "x is not an option of the deepfm peer"),
+        (["--peer", "dcn:cross_layers=0"], "cross_layers"),
+        (
+            ["--peer", "", "--fuxictr-zoo", "zoo", "--fuxictr-peer", "dcn:dropout=0.3"],
+            "dropout is not an option",
+        ),
+    ],
+)
+def test_main_refuses_a_bad_peer_spec_before_any_fit(
+    argv: list[str], match: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench = _load("bench_ctr")
+
+    def no_suite(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("run_suite reached with a bad peer spec")
+
+    monkeypatch.setattr(bench, "run_suite", no_suite)
+    with pytest.raises((SystemExit, ConfigError), match=match):
+        bench.main(["--datasets", "criteo", "--models", "lr", *argv])
