@@ -351,3 +351,27 @@ def test_explain_is_safmrs_attention_over_its_cnn_features(tmp_path: Path) -> No
     assert not plain.metadata()["explain"] and plain.metadata()["explain_kind"] is None
     with pytest.raises(UnsupportedError, match="no attention to explain"):
         plain.explain(ExplainRequest(user_id=user, item_ids=items))
+
+
+def test_explain_kind_is_what_the_model_declares() -> None:
+    """/metadata's explain_kind comes from the model's Explainer declaration (STYLE 15), not from its class."""
+    from attnrec.models.capabilities import Explainer, ExplainKind
+    from attnrec.models.rating.hybrid_csa import HybridCSA
+    from attnrec.models.rating.svd import SVD
+    from attnrec.models.review.safmr import SAFMR
+    from attnrec.serving.service import explain_kind
+
+    class ExplainingSVD(SVD, Explainer):  # a new explaining model: the service is not edited for it
+        @property
+        def explain_kind(self) -> ExplainKind | None:
+            return "features"
+
+    class SilentHybrid(HybridCSA):  # a hybrid_csa that declares no explanation gets none
+        @property
+        def explain_kind(self) -> ExplainKind | None:
+            return None
+
+    assert explain_kind(ExplainingSVD()) == "features" and explain_kind(SVD()) is None
+    assert explain_kind(SilentHybrid()) is None and explain_kind(HybridCSA()) == "tokens"
+    assert explain_kind(SAFMR()) == "features" and explain_kind(SAFMR(attention=False)) is None
+    assert isinstance(HybridCSA(), Explainer) and isinstance(SAFMR(), Explainer)

@@ -7,6 +7,8 @@ Evaluation, the CLI and the service dispatch on these with ``isinstance``; nothi
 * :class:`ItemScorer` — scores of every item for a :class:`~attnrec.models.query.Query` (known users, histories
   given at call time, text, domain), and the top-k that follows from them (pop, svd, bpr, lightgcn, hybrid_csa).
 * :class:`RowScorer` — click probabilities of feature rows (the CTR models).
+* :class:`Explainer` — explains its predictions, and declares with :attr:`Explainer.explain_kind` which
+  explanation it gives (hybrid_csa, safmr); the service's ``/explain`` reads that declaration.
 
 This module is a leaf of the model layer: ``evaluation/`` imports it to dispatch, and it imports no model.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -187,3 +189,19 @@ class RowScorer(ABC):
     @abstractmethod
     def predict_proba(self, data: Any, batch_size: int = 4096) -> np.ndarray:
         """Probabilities float32 (N,) in [0, 1] for every row of ``data`` (a CTRData or sharded CTR data)."""
+
+
+#: what an :class:`Explainer`'s explanation covers: ``"tokens"``, shares of the attention over the model's input
+#: tokens (hybrid_csa's user, item and text tokens); ``"features"``, shares over its n learned features (safmr's
+#: CNN features, ``feature_shares``)
+ExplainKind = Literal["tokens", "features"]
+
+
+class Explainer(ABC):
+    """Explains its predictions with attention shares (an ``explain`` method by external ids)."""
+
+    @property
+    @abstractmethod
+    def explain_kind(self) -> ExplainKind | None:
+        """Which explanation this model gives (:data:`ExplainKind`), or None when this instance has none (a
+        model whose config can turn its attention off)."""

@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -49,7 +49,7 @@ import torch
 import attnrec
 from attnrec.errors import AttnrecError
 from attnrec.models.base import Estimator, Recommender
-from attnrec.models.capabilities import RatingPredictor
+from attnrec.models.capabilities import Explainer, ExplainKind, RatingPredictor
 from attnrec.models.ctr.base import CTRRecommender
 from attnrec.models.query import History, Query
 from attnrec.models.rating.hybrid_csa import HybridCSA
@@ -181,15 +181,12 @@ def _shares(row: Mapping[str, Any]) -> Shares | None:
     )
 
 
-def explain_kind(model: Estimator[Any]) -> Literal["tokens", "features"] | None:
-    """What ``POST /explain`` answers for ``model`` (``/metadata``'s ``explain_kind``): ``"tokens"``, hybrid_csa's
-    token ``shares``; ``"features"``, the ``feature_shares`` over the CNN features of a safmr trained with its
-    attention; None, no explanation (the route refuses)."""
-    if isinstance(model, HybridCSA):
-        return "tokens"
-    if isinstance(model, SAFMR) and model.config.attention:
-        return "features"
-    return None
+def explain_kind(model: Estimator[Any]) -> ExplainKind | None:
+    """What ``POST /explain`` answers for ``model`` (``/metadata``'s ``explain_kind``), as the model declares it
+    (:attr:`~attnrec.models.capabilities.Explainer.explain_kind`): ``"tokens"``, hybrid_csa's token ``shares``;
+    ``"features"``, the ``feature_shares`` over the CNN features of a safmr trained with its attention; None, no
+    explanation (the route refuses)."""
+    return model.explain_kind if isinstance(model, Explainer) else None
 
 
 def _explains(model: Estimator[Any]) -> bool:

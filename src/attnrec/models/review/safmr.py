@@ -20,6 +20,7 @@ from pydantic import Field
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import register
+from attnrec.models.capabilities import Explainer, ExplainKind
 from attnrec.models.layers.attention import attention_shares
 from attnrec.models.review.base import ReviewConfig, ReviewRatingModel, unit_norm_word_vectors
 from attnrec.models.review.safmr_module import FMOutput, SAFMRModule, mean_abs_cosine
@@ -44,7 +45,7 @@ class SAFMRConfig(ReviewConfig):
 
 
 @register
-class SAFMR(ReviewRatingModel[SAFMRConfig]):
+class SAFMR(ReviewRatingModel[SAFMRConfig], Explainer):
     """SAFMR: self-attention FM over CNN review features, TransNet-style target and source networks."""
 
     name = "safmr"
@@ -104,6 +105,12 @@ class SAFMR(ReviewRatingModel[SAFMRConfig]):
         if not preds:
             return np.zeros(0, np.float32), np.zeros((0, n), np.float32), np.zeros(0, np.float32)
         return tuple(torch.cat(t).float().cpu().numpy() for t in (preds, shares, cos))  # type: ignore[return-value]
+
+    @property
+    def explain_kind(self) -> ExplainKind | None:
+        """``"features"``: :meth:`explain` gives the shares of the n CNN features; None for a safmr built without
+        its attention (``attention=False``), which has none to explain."""
+        return "features" if self.config.attention else None
 
     def explain(self, user_ids: Sequence[object], item_ids: Sequence[object]) -> pl.DataFrame:
         """Attention per prediction by external ids: ``user_id, item_id, predicted_rating`` (as :meth:`predict`

@@ -11,6 +11,7 @@ import torch
 
 from attnrec.data.table import Interactions
 from attnrec.errors import DataError
+from attnrec.models.capabilities import Explainer, ExplainKind
 from attnrec.models.rating.hybrid_csa.core import HybridCSACore
 
 #: user-history buckets of :meth:`HybridCSA.attention_report`: (label, lowest, highest) training ratings
@@ -22,8 +23,13 @@ HISTORY_BUCKETS: tuple[tuple[str, int, float], ...] = (
 )
 
 
-class Explanations(HybridCSACore):
+class Explanations(HybridCSACore, Explainer):
     """explain / attention_report for :class:`~attnrec.models.rating.hybrid_csa.HybridCSA`."""
+
+    @property
+    def explain_kind(self) -> ExplainKind:
+        """``"tokens"``: :meth:`explain` gives the shares of the user, item and text tokens."""
+        return "tokens"
 
     def explain(
         self,
