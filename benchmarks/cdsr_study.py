@@ -365,9 +365,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the model's, 5e-3)")
+    from attnrec.models.sequential.base import SequentialRecommender
+
+    trainer = SequentialRecommender.default_trainer
     p.add_argument(
-        "--batch-size", type=int, default=None, help="training users per batch (default: the model's, 128)"
+        "--lr", type=float, default=None, help=f"Adam learning rate (default: the model's, {trainer['lr']:g})"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"training users per batch (default: the model's, {trainer['batch_size']})",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--abxi", type=Path, default=None, help="cdsr_peer_abxi.py's JSON lines (the peer rows)")

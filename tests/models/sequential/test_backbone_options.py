@@ -141,6 +141,17 @@ def test_layer_norm_eps_reaches_every_backbone_layer_norm() -> None:
     assert all(x.eps == 1e-12 for x in norms)
 
 
+def test_layer_norm_eps_reaches_every_layer_norm_of_gca() -> None:
+    """The cross-attention modules' two LayerNorms take the backbone's eps too (review s23, finding 2)."""
+    config = GCAConfig(dim=8, heads=2, n_blocks=2, positions=[0, 1], embed_norm=True, layer_norm_eps=1e-12)
+    m = GCAModule(40, config, ("A", "B"))
+    norms = [x for x in m.modules() if isinstance(x, nn.LayerNorm)]
+    assert (
+        len(norms) == 3 * (1 + 2 * 2 + 1) + 2 * 2 * 2
+    )  # three encoders; two modules per position, two LNs each
+    assert all(x.eps == 1e-12 for x in norms)
+
+
 # --------------------------------------------------------------------------------- own items in the loss
 
 

@@ -14,7 +14,8 @@ matmul per domain against that domain's rows of the table; nothing is drawn, ``n
 case an item that is one of the row's own items (its training window; the target itself excepted as the positive)
 is masked out of the negatives, as SASRec's ``random_neq`` and ABXI's ``get_neg`` never draw the user's items: a
 re-consumed item is not pushed down. ``mask_own_items=False`` masks nothing but a draw of the position's own target
-(RecBole's cross-entropy: every item of the catalogue is a negative). docs/models/sasrec.md gives the reasons.
+(as RecBole's cross-entropy: every item of the target's domain is a negative; RecBole's, over one domain's
+items, also counts its padding row as one more class). docs/models/sasrec.md gives the reasons.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from attnrec.errors import ConfigError, DataError
 from attnrec.models.base import FitReport, ModelConfig, Query, TaskKind, TorchRecommender, TrainableModule
 from attnrec.models.capabilities import DomainItemScorer
 from attnrec.models.layers.diagnostics import CosineMeter
-from attnrec.models.sequential.layers import SequenceEncoder
+from attnrec.models.sequential.layers import INIT_STD, SequenceEncoder
 
 if TYPE_CHECKING:
     from attnrec.training.trainer import TrainerConfig
@@ -77,7 +78,7 @@ class SequentialConfig(ModelConfig):
     #: "scaled": item table N(0, 1/d), the rest torch's defaults; "normal": every Embedding (items, positions) and
     #: Linear weight of the backbone N(0, init_std), biases 0, LayerNorms (1, 0) (BERT, RecBole)
     init: Literal["scaled", "normal"] = "scaled"
-    init_std: float = Field(0.02, gt=0)
+    init_std: float = Field(INIT_STD, gt=0)
     #: the feed-forward's activation: ReLU (SASRec) or GELU (BERT, RecBole)
     activation: Literal["relu", "gelu"] = "relu"
     #: dropout between the feed-forward's two layers (SASRec's code; BERT and RecBole have none there)

@@ -80,12 +80,10 @@ class GCAModule(SequentialModule):
         self.domain_names = domain_names
         self.positions = sorted(c.positions)
 
-        def encoder() -> SequenceEncoder:
-            # the backbone options (init included) apply to every encoder; the GCA modules keep their own init
-            return backbone_encoder(c)
-
-        self.mixed = encoder()
-        self.domains = nn.ModuleList([encoder(), encoder()])
+        # the backbone options (init included) apply to every encoder; the GCA modules keep their own init and
+        # their gate FFN's ReLU, and take the backbone's LayerNorm eps
+        self.mixed = backbone_encoder(c)
+        self.domains = nn.ModuleList([backbone_encoder(c), backbone_encoder(c)])
         self.cross = nn.ModuleDict(
             {
                 str(p): nn.ModuleList(
@@ -99,6 +97,7 @@ class GCAModule(SequentialModule):
                             gate_form=c.gate_form,
                             gate_hidden=c.gate_hidden,
                             gate_init=c.gate_init,
+                            eps=c.layer_norm_eps,
                         )
                         for _ in range(2)
                     ]

@@ -22,6 +22,8 @@ Activation = Literal["relu", "gelu"]
 InitScheme = Literal["scaled", "normal"]
 GateAct = Literal["sigmoid", "tanh"]
 GateForm = Literal["scalar", "vector", "ffn"]
+#: the N(0, std) of ``init="normal"`` (BERT's and RecBole's ``initializer_range``)
+INIT_STD = 0.02
 
 
 class Dropout(nn.Module):
@@ -188,7 +190,7 @@ class SequenceEncoder(nn.Module):
         embed_norm: bool = False,
         eps: float = 1e-5,
         init: InitScheme = "scaled",
-        init_std: float = 0.02,
+        init_std: float = INIT_STD,
     ) -> None:
         super().__init__()
         if init not in ("scaled", "normal"):
@@ -261,7 +263,8 @@ class GatedCrossAttention(nn.Module):
     The gate ``g`` is ``act(a)`` with ``act`` sigmoid or tanh and ``a``: a learned scalar (``"scalar"``), a
     learned vector of size d (``"vector"``), or ``FFN([X; X'])`` per position and channel (``"ffn"``, a two-layer
     ReLU network whose last layer starts at weight 0 and bias ``gate_init``, so every form starts at
-    ``act(gate_init)``). ``layer_norm=False`` drops both LayerNorms (queries and keys/values enter raw).
+    ``act(gate_init)``). ``layer_norm=False`` drops both LayerNorms (queries and keys/values enter raw); ``eps``
+    is theirs (gca passes the backbone's ``layer_norm_eps``). The module's Linear layers keep torch's init.
     With tanh and ``a = 0`` the gate is closed and the module is the identity: the backbone exactly.
     """
 
@@ -276,6 +279,7 @@ class GatedCrossAttention(nn.Module):
         gate_form: GateForm = "scalar",
         gate_hidden: int | None = None,
         gate_init: float = 0.0,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if gate_act not in ("sigmoid", "tanh"):
@@ -283,8 +287,8 @@ class GatedCrossAttention(nn.Module):
         if gate_form not in ("scalar", "vector", "ffn"):
             raise ConfigError(f"gate_form must be 'scalar', 'vector' or 'ffn', got {gate_form!r}")
         self.gate_act, self.gate_form = gate_act, gate_form
-        self.norm_q: nn.Module = nn.LayerNorm(dim) if layer_norm else nn.Identity()
-        self.norm_kv: nn.Module = nn.LayerNorm(dim) if layer_norm else nn.Identity()
+        self.norm_q: nn.Module = nn.LayerNorm(dim, eps=eps) if layer_norm else nn.Identity()
+        self.norm_kv: nn.Module = nn.LayerNorm(dim, eps=eps) if layer_norm else nn.Identity()
         self.attn = MaskedAttention(dim, heads, dropout)
         self.gate_ffn: nn.Sequential | None = None
         if gate_form == "ffn":
