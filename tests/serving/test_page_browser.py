@@ -431,3 +431,35 @@ def test_safmr_draws_its_feature_shares(
     assert all(len(s["features"]) == meta["config"]["cnn_out"] for s in shown)
     legend = browser.find_element(By.ID, "legend")
     assert legend.is_displayed() and "review features" in legend.text
+
+    # /explain answered through a stand-in fetch: a share that is not a number (null) draws as 0 in its own column,
+    # so the columns after it keep their features' indices; an empty list names no top feature
+    browser.execute_script(ODD_FEATURE_SHARES)
+    assert submit(browser) == "done", browser.find_element(By.ID, "error").text
+    drawn = browser.execute_script(READ_FEATURE_COLUMNS)
+    assert drawn[0]["columns"] == [["0", 0.25], ["1", 0.0], ["2", 0.75]]
+    assert "3 features" in drawn[0]["nums"] and "top: feature 2 0.75" in drawn[0]["nums"]
+    assert drawn[1]["columns"] == [] and drawn[1]["nums"].startswith("0 features")
+    assert "top" not in drawn[1]["nums"] and "-1" not in drawn[1]["nums"]
+
+
+#: replaces the page's fetch: /explain's first two explanations get feature_shares [0.25, null, 0.75] and []
+ODD_FEATURE_SHARES = """
+const real = window.fetch;
+window.fetch = async (url, init) => {
+  const resp = await real(url, init);
+  if (!String(url).endsWith('/explain')) return resp;
+  const data = await resp.json();
+  data.explanations[0].feature_shares = [0.25, null, 0.75];
+  data.explanations[1].feature_shares = [];
+  return new Response(JSON.stringify(data), {status: resp.status, headers: resp.headers});
+};
+"""
+
+#: each listed item's feature columns ([index, share]) and the text beside them
+READ_FEATURE_COLUMNS = """
+return Array.from(document.querySelectorAll('#results > li')).map((li) => ({
+  columns: Array.from(li.querySelectorAll('.fbar > span')).map((s) => [s.dataset.feature, Number(s.dataset.value)]),
+  nums: (li.querySelector('.shares .nums') || {}).textContent || '',
+}));
+"""
