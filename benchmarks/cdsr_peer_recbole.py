@@ -421,8 +421,11 @@ def score_candidates(model: Any, dataset: Any, cands: Path, device: Any, batch: 
     A candidate RecBole never saw (in none of its files) has no score: counted, and ranked below the target.
 
     The metrics at the top level average over EVERY list, as attnrec's do: a list whose user has no RecBole row
-    (no input sequence in the domain, so export wrote none) ranks its target last (rank = ``n_candidates``);
-    ``peer_rows_only`` averages over the lists RecBole scored. The two agree when ``rows_without_a_peer_row`` is 0."""
+    (no input sequence in the domain, so export wrote none) ranks its target last (rank = ``n_candidates``). That
+    is a worst case for the peer: attnrec scores the same lists from an empty history, and no list of the peer is
+    scored so, so the top-level numbers lean against the peer. ``peer_rows_only`` averages over the lists RecBole
+    scored and is the like-for-like reading; the two agree when ``rows_without_a_peer_row`` is 0, as on
+    Food-Kitchen (every candidate list has its RecBole row: export.json's rows equal its lists)."""
     import torch
 
     rows, targets, negs, missing, n_candidates = _candidate_ids(dataset, cands)
