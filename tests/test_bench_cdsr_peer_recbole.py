@@ -190,6 +190,7 @@ def test_recboles_files_are_attnrecs_prepared_split(tmp_path: Path) -> None:
     csv = tmp_path / "d.csv"
     df.write_csv(csv)
     counts = peer.export(str(csv), tmp_path / "rb")
+    short = peer.export(str(csv), tmp_path / "rb_short", max_len=3)  # a cut that bites on these sequences
 
     prep = peer.prepared_split(str(csv))
     train, valid = prep["train"], prep["valid"]
@@ -216,4 +217,21 @@ def test_recboles_files_are_attnrecs_prepared_split(tmp_path: Path) -> None:
             # a list without a RecBole row is one whose user has no input in the domain
             for u in set(cands) - {u for u, _, _ in lines}:
                 assert s.lengths[uidx[u]] == 0
+        # train: one row per prefix of the user's training view, its input the prefix's last max_len items and its
+        # target the next item
+        view = seqs.view(name)
+        for folder, cut, count in (("rb", peer.MAX_LEN, counts), ("rb_short", 3, short)):
+            got: dict[str, list[tuple[list[str], str]]] = {}
+            for ln in (tmp_path / folder / name / f"{name}.train.inter").read_text().splitlines()[1:]:
+                u, seq, target = ln.split("\t")
+                got.setdefault(u, []).append((seq.split(), target))
+            want: dict[str, list[tuple[list[str], str]]] = {}
+            for u, i in uidx.items():
+                items = iids[view.items[i, n - view.lengths[i] :] - 1].tolist()
+                if len(items) > 1:
+                    want[u] = [(items[:t][-cut:], items[t]) for t in range(1, len(items))]
+            assert got == want, (folder, name)
+            assert sum(map(len, got.values())) == count[name]["train"] > 0
+            longest = int(view.lengths.max()) - 1  # the longest prefix: above 3, so the short cut bites
+            assert longest > 3 and max(len(q) for rows in got.values() for q, _ in rows) == min(cut, longest)
     assert reconsumed >= 10  # the re-consumed test items sit in their users' inputs
