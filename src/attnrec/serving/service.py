@@ -189,11 +189,6 @@ def explain_kind(model: Estimator[Any]) -> ExplainKind | None:
     return model.explain_kind if isinstance(model, Explainer) else None
 
 
-def _explains(model: Estimator[Any]) -> bool:
-    """Whether ``POST /explain`` answers for ``model``: hybrid_csa, and safmr trained with its attention."""
-    return explain_kind(model) is not None
-
-
 def _item_space(model: Estimator[Any]) -> tuple[torch.Tensor, str] | None:
     """Unit-normalised item vectors (n_items, d) float32 and what they are, or None for a model without them.
 
@@ -489,7 +484,7 @@ class ModelSlot:
         """Attention per prediction for ``req.user_id`` and each of ``req.item_ids``: hybrid_csa's shares of its
         tokens; safmr's shares of its n CNN features (``feature_shares``), ``abs_cos`` and ``has_text``."""
         rec = self.model
-        if not _explains(rec):
+        if explain_kind(rec) is None:
             raise UnsupportedError(
                 f"model {self.name!r} ({rec.name}) has no attention to explain (explain: hybrid_csa, or safmr trained with attention)"
             )
@@ -508,7 +503,7 @@ class ModelSlot:
             if isinstance(rec, HybridCSA):
                 df = rec.explain(users, req.item_ids, texts=None if req.query is None else [req.query] * n)
             else:
-                assert isinstance(rec, SAFMR)  # _explains
+                assert isinstance(rec, SAFMR)  # explain_kind
                 df = rec.explain(users, req.item_ids)
         return ExplainResponse(
             model=self.name,
@@ -565,7 +560,7 @@ class ModelSlot:
             "similar_items": self._space is not None,
             "index": index_kind(self.index),
             # a bool, as before explain_kind existed; explain_kind says which answer /explain gives
-            "explain": _explains(m),
+            "explain": explain_kind(m) is not None,
             "explain_kind": explain_kind(m),
             "n_users": rec.n_users if rec is not None else None,
             "n_items": rec.n_items if rec is not None else None,
