@@ -1,0 +1,80 @@
+"""The shipped cross-domain run files (benchmarks/configs/cdsr/*.toml): each parses, its model settings and trainer
+options are ones the model accepts, it sets every backbone option on RecBole's side (the recipe its header quotes
+numbers for), and it trains from `attnrec train --config` on a small ABXI-format folder."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnrec.experiments.config import RunConfig
+from attnrec.models.base import get_model_class
+from attnrec.testing.cli import run_cli
+from attnrec.training.trainer import TrainerConfig
+
+CONFIGS = sorted((Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr").glob("*.toml"))
+
+#: RecBole 1.2.1's SASRec, option by option (docs/models/sasrec.md, choice 9), and its trainer
+RECBOLE_SIDE = {
+    "loss": "softmax",
+    "norm": "post",
+    "init": "normal",
+    "activation": "gelu",
+    "ffn_inner_dropout": False,
+    "embed_scale": False,
+    "embed_norm": True,
+    "layer_norm_eps": 1e-12,
+    "mask_own_items": False,
+    "bucket_by_length": False,
+}
+
+
+def test_the_run_files_are_found() -> None:
+    assert {p.name for p in CONFIGS} >= {"sasrec-recbole.toml", "gca-recbole.toml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_run_file_validates_against_its_model(path: Path) -> None:
+    cfg = RunConfig.from_toml(path)
+    cls = get_model_class(cfg.model)
+    model_cfg = cls.config_class.parse(cfg.model_params, source=str(path))  # refuses an unknown or ill-typed setting
+    assert {k: getattr(model_cfg, k) for k in RECBOLE_SIDE} == RECBOLE_SIDE
+    trainer = TrainerConfig(**{**cls.default_trainer, **cfg.trainer})
+    assert (trainer.lr, trainer.batch_size) == (1e-3, 205)
+    assert cfg.split.method == "leave_last_out"
+
+
+def _abxi_folder(root: Path, n_users: int = 40, length: int = 8) -> Path:
+    """An ABXI-format folder: items 1-30 in domain A, 31-60 in B, random sequences of ``length`` items (no user
+    holds a whole domain, so every row can draw sampled negatives)."""
+    d = root / "abxi"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(n_users):
+        items = rng.integers(1, 61, length)
+        lines.append(f"{u} " + " ".join(f"{i}|{t}" for t, i in enumerate(items, 1)))
+    (d / "x_50_preprocessed.txt").write_text("\n".join(lines) + "\n")
+    (d / "map_item_50.txt").write_text(json.dumps({f"i{i}": [i, int(i > 30)] for i in range(1, 61)}))
+    return d
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_run_file_trains_from_the_cli(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--config", str(path), "--data", str(_abxi_folder(tmp_path)), "--out", str(out)]
+    args += ["--epochs", "1", "--no-progress", "--threads", "1", "--set", "dim=8"]
+    code, text, _ = run_cli(args, monkeypatch, capsys)
+    assert code == 0, text
+    metrics = json.loads((out / "metrics.json").read_text())
+    stored = tomllib.loads(path.read_text())["model_params"]
+    assert metrics["test"]["n_rows"] > 0
+    stored["dim"] = 8  # the flag overrides the file
+    assert all(metrics["config"][k] == v for k, v in stored.items()), metrics["config"]
+    assert metrics["trainer"]["lr"] == 1e-3 and metrics["trainer"]["batch_size"] == 205
