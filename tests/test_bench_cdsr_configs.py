@@ -41,7 +41,8 @@ def test_the_run_files_are_found() -> None:
 def test_run_file_validates_against_its_model(path: Path) -> None:
     cfg = RunConfig.from_toml(path)
     cls = get_model_class(cfg.model)
-    model_cfg = cls.config_class.parse(cfg.model_params, source=str(path))  # refuses an unknown or ill-typed setting
+    # refuses an unknown or ill-typed setting
+    model_cfg = cls.config_class.parse(cfg.model_params, source=str(path))
     assert {k: getattr(model_cfg, k) for k in RECBOLE_SIDE} == RECBOLE_SIDE
     trainer = TrainerConfig(**{**cls.default_trainer, **cfg.trainer})
     assert (trainer.lr, trainer.batch_size) == (1e-3, 205)
