@@ -4,7 +4,8 @@ parameter count, and the ABXI peer rows.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cdsr_study.py --data abxi-food-kitchen \
         --out bench_results/cdsr/study [--seeds 0,1,2] [--variants sasrec-mixed,gca[1]-sigmoid-ln,...] \
-        [--epochs 200] [--patience 10] [--set dim=64] [--abxi bench_results/cdsr/abxi_afk_s3407.jsonl] \
+        [--config benchmarks/configs/cdsr/gca-recbole.toml] [--epochs 200] [--patience 10] [--set dim=64] \
+        [--abxi bench_results/cdsr/abxi_afk_s3407.jsonl] \
         [--recbole bench_results/cdsr/recbole_sasrec.jsonl] [--dry-run | --report | --import-run NAME=DIR ...]
 
 Every run goes through the library's own run path (``attnrec.experiments.run.run_experiment``: the dataset,
@@ -327,6 +328,33 @@ def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = 
     return text
 
 
+#: what a run file may give the study's trainer (the rest of its trainer table is the variants' or the run's)
+STUDY_TRAINER_KEYS = ("epochs", "patience", "lr", "batch_size")
+
+
+def study_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(backbone, trainer)`` of a run file for the study: its model settings that are the backbone's
+    (:class:`SequentialConfig` fields; a gca file's module settings, ``domain`` and ``seed`` belong to the
+    variants and are left out) and its ``epochs``/``patience``/``lr``/``batch_size``. What is left out is said."""
+    from attnrec.errors import AttnrecError
+    from attnrec.experiments.config import RunConfig
+    from attnrec.models.sequential.base import SequentialConfig
+
+    try:
+        cfg = RunConfig.from_toml(path)
+    except AttnrecError as exc:
+        raise SystemExit(f"--config: {exc}") from None
+    if cfg.model not in ("sasrec", "gca"):
+        raise SystemExit(f"--config {path}: model {cfg.model!r}: the study runs sasrec and gca")
+    backbone_keys = set(SequentialConfig.model_fields) - {"domain", "seed"}
+    backbone = {k: v for k, v in cfg.model_params.items() if k in backbone_keys}
+    trainer = {k: v for k, v in cfg.trainer.items() if k in STUDY_TRAINER_KEYS}
+    left = sorted(set(cfg.model_params) - set(backbone)) + sorted(set(cfg.trainer) - set(trainer))
+    if left:
+        print(f"--config {path}: left to the variants and the study: {', '.join(left)}", flush=True)
+    return backbone, trainer
+
+
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -359,12 +387,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("bench_results/cdsr/study"))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default="all", help="comma list of variant names, or 'all'")
-    p.add_argument("--n-blocks", type=int, default=3)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a run file (benchmarks/configs/cdsr/*.toml): its backbone settings and trainer (lr, batch_size, "
+        "epochs, patience) are the study's; the flags below override it",
+    )
+    p.add_argument(
+        "--n-blocks", type=int, default=None, help="blocks of every encoder (default: the run file's, or 3)"
+    )
     p.add_argument(
         "--set", action="append", default=[], help="backbone setting key=value (JSON value), repeatable"
     )
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=None, help="epoch cap (default: the run file's, or 200)")
+    p.add_argument(
+        "--patience", type=int, default=None, help="early-stopping patience (default: the run file's, or 10)"
+    )
     from attnrec.models.sequential.base import SequentialRecommender
 
     trainer = SequentialRecommender.default_trainer
@@ -413,16 +452,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.report or a.import_run:
         print(write_report(a.out, a.abxi, a.recbole))
         return
-    backbone = {"n_blocks": a.n_blocks, **_parse_set(a.set)}
-    trainer: dict[str, Any] = {"epochs": a.epochs, "patience": a.patience}
-    # only when given: a run without them keeps its earlier run key (and the model's default_trainer)
-    for key, value in (("lr", a.lr), ("batch_size", a.batch_size)):
+    file_backbone, file_trainer = study_settings(a.config) if a.config else ({}, {})
+    file_blocks = file_backbone.pop("n_blocks", 3)
+    n_blocks = a.n_blocks if a.n_blocks is not None else file_blocks
+    backbone = {"n_blocks": n_blocks, **file_backbone, **_parse_set(a.set)}
+    trainer: dict[str, Any] = {"epochs": 200, "patience": 10, **file_trainer}
+    # lr / batch_size only when given: a run without them keeps its earlier run key (and the model's default_trainer)
+    for key, value in (
+        ("epochs", a.epochs),
+        ("patience", a.patience),
+        ("lr", a.lr),
+        ("batch_size", a.batch_size),
+    ):
         if value is not None:
             if value <= 0:
                 raise SystemExit(f"--{key.replace('_', '-')} must be > 0, got {value}")
             trainer[key] = value
     seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    variants = grid(a.n_blocks)
+    variants = grid(n_blocks)
     # names hold commas inside brackets (gca[0,1,2]-...): split only on commas outside them
     wanted = None if a.variants == "all" else [w for w in re.split(r",(?![^\[]*\])", a.variants) if w]
     need_matched = wanted is None or any(w.startswith("matched-") for w in wanted)

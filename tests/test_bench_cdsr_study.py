@@ -288,3 +288,66 @@ def test_lr_and_batch_size_reach_the_trainer_and_the_run_key(tmp_path: Path) -> 
     for flag in ("--lr", "--batch-size"):
         with pytest.raises(SystemExit, match=flag):
             study.main([*base, "--out", str(tmp_path / "c"), flag, "0"])
+
+
+def test_config_run_file_gives_the_same_runs_as_the_flags(tmp_path: Path, capsys: Any) -> None:
+    """--config benchmarks/configs/cdsr/gca-recbole.toml is the long flag form (--n-blocks, --set x 10, --lr,
+    --batch-size, --epochs, --patience): the same run key, so a run made one way is done for the other; the file's
+    module settings are left to the variants (and said); flags override the file; a non-sequential file is
+    refused."""
+    import polars as pl
+
+    from attnrec.testing.sequences import planted_sequences
+
+    parts = planted_sequences(n_users=30, n_items=20, length=8)
+    data = tmp_path / "planted.csv"
+    pl.concat([p.decode().select("user_id", "item_id", "timestamp", "domain") for p in parts]).write_csv(data)
+    run_file = Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr" / "gca-recbole.toml"
+    common = [
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "s"),
+        "--seeds",
+        "0",
+        "--variants",
+        "gca[0]-sigmoid-ln",
+    ]
+    flags = ["--n-blocks", "2", "--epochs", "1", "--patience", "5", "--lr", "1e-3", "--batch-size", "205"]
+    for setting in (
+        'loss="softmax"',
+        'norm="post"',
+        'init="normal"',
+        'activation="gelu"',
+        "ffn_inner_dropout=false",
+        "embed_scale=false",
+        "embed_norm=true",
+        "layer_norm_eps=1e-12",
+        "mask_own_items=false",
+        "bucket_by_length=false",
+        "dim=8",
+    ):
+        flags += ["--set", setting]
+    study.main([*common, *flags])
+    (rec,) = rep.read_jsonl(tmp_path / "s" / "results.jsonl")
+    assert rec["trainer"] == {"epochs": 1, "patience": 5, "lr": 1e-3, "batch_size": 205}
+    capsys.readouterr()
+    study.main([*common, "--config", str(run_file), "--epochs", "1", "--set", "dim=8"])
+    text = capsys.readouterr().out
+    assert "1 runs, 0 to do" in text
+    assert "left to the variants and the study: gate_act, layer_norm, positions" in text
+    # a flag overrides the file: another run
+    study.main(
+        [*common, "--config", str(run_file), "--epochs", "1", "--set", "dim=8", "--dry-run", "--lr", "0.01"]
+    )
+    assert "1 runs, 1 to do" in capsys.readouterr().out
+    # the file's 2 blocks have no block 2; --n-blocks 3 overrides them
+    late = [*common[:-1], "gca[2]-sigmoid-ln", "--config", str(run_file), "--dry-run"]
+    with pytest.raises(SystemExit, match="unknown variants"):
+        study.main(late)
+    study.main([*late, "--n-blocks", "3"])
+    assert "gca[2]-sigmoid-ln seed 0" in capsys.readouterr().out
+    bad = tmp_path / "svd.toml"
+    bad.write_text('model = "svd"\ndata = "ml-100k"\n')
+    with pytest.raises(SystemExit, match="the study runs sasrec and gca"):
+        study.main([*common, "--config", str(bad)])
