@@ -42,3 +42,21 @@ def test_records_reads_what_emit_appends(bench, tmp_path):  # type: ignore[no-un
         ("mmrec", "GRCN", 1),
         ("attnrec", "bpr", 0),
     ]
+
+
+def test_cornac_vbpr_gets_the_modalities_the_export_has(bench, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A text-only export (Food-Kitchen) gives Cornac's VBPR text_feat.npy alone (it asked for image_feat.npy too
+    and failed on a missing file); an export with both gives both."""
+    seen: list[list[str]] = []
+
+    def fake(folder, name, seed, features, **kw):  # type: ignore[no-untyped-def]
+        seen.append(list(features))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bench, "run_cornac_vbpr", fake)
+    np.save(tmp_path / "text_feat.npy", np.zeros((3, 2), np.float32))
+    for expected in (["text_feat.npy"], ["text_feat.npy", "image_feat.npy"]):
+        with pytest.raises(RuntimeError, match="stop here"):
+            bench.cornac_row(tmp_path, "x", 0, 1, None, None, tmp_path)
+        assert seen[-1] == expected
+        np.save(tmp_path / "image_feat.npy", np.zeros((3, 2), np.float32))
