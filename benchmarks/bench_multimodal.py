@@ -28,9 +28,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_topk import encode  # noqa: E402
 from mm_peer_mmrec import mmrec_commit, run_cornac_vbpr, run_mmrec  # noqa: E402
 
-from attnrec.data.readers.mmrec import write_mmrec  # noqa: E402
+from attnrec.data.readers.mmrec import feature_file, write_mmrec  # noqa: E402
 from attnrec.data.side import ItemFeatures, SideInputs  # noqa: E402
 from attnrec.data.splits import random_split  # noqa: E402
 from attnrec.data.table import Interactions  # noqa: E402
@@ -222,13 +224,20 @@ def fit_ours(
 
 
 def cornac_row(
-    folder: Path, name: str, seed: int, epochs: int, test: Interactions, train: Interactions, work: Path
+    folder: Path,
+    name: str,
+    modalities: list[str],
+    seed: int,
+    epochs: int,
+    test: Interactions,
+    train: Interactions,
+    work: Path,
 ) -> dict[str, Any]:
     """Cornac's VBPR for ``epochs`` (our vbpr's validated epoch count for the seed), scored by our evaluator; its
-    item features are every modality the export has (Food-Kitchen: the text alone), concatenated."""
+    item features are the modalities this run exported (``modalities``; Food-Kitchen: the text alone), concatenated."""
     out = work / f"cornac_scores_{seed}.npy"
     load0 = load_avg()
-    features = [f for f in ("text_feat.npy", "image_feat.npy") if (folder / f).exists()]
+    features = [feature_file(m) for m in modalities]
     rec = run_cornac_vbpr(folder, name, seed, features, epochs=epochs, reg=1e-4, out=out)
     scores = torch.from_numpy(np.load(out))
 
@@ -239,6 +248,28 @@ def cornac_row(
     rec["test"] = {k: float(v) for k, v in test_m.items() if k.startswith(("recall@", "ndcg@"))}
     rec["load"] = [load0, load_avg()]
     return rec
+
+
+#: what a failed peer fit can raise here: a non-zero exit (RuntimeError), a timeout, a missing interpreter or scores
+#: file (OSError), output that is not the expected JSON line (ValueError, IndexError)
+PEER_FAILURES = (RuntimeError, OSError, ValueError, IndexError, subprocess.SubprocessError)
+
+
+def cornac_or_failure(seed: int, fit: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fit()``'s record, or a failure record naming the error: a failed peer fit is recorded and the other rows
+    still run. A failed record counts as done (a rerun does not retry it; delete its line to retry)."""
+    load0 = load_avg()
+    try:
+        return fit()
+    except PEER_FAILURES as err:
+        failure = f"{type(err).__name__}: {err}"[-1500:]
+        return {
+            "library": "cornac",
+            "model": "VBPR",
+            "seed": seed,
+            "failed": failure,
+            "load": [load0, load_avg()],
+        }
 
 
 def report(path: Path) -> None:
@@ -370,11 +401,9 @@ def main() -> None:
             if "mmrec" in peers and row in MMREC_OF:
                 peer(MMREC_OF[row], seed)
             if "cornac" in peers and row == "vbpr" and ("cornac", "VBPR", seed) not in done:
-                try:
-                    rec = cornac_row(folder, name, seed, ours["best_epoch"] or 1, test, train, args.work)
-                except RuntimeError as err:  # recorded, not fatal: the other rows still run
-                    rec = {"library": "cornac", "model": "VBPR", "seed": seed, "failed": str(err)[-1500:]}
-                emit(rec)
+                epochs = ours["best_epoch"] or 1
+                fit = partial(cornac_row, folder, name, list(mm_feats), seed, epochs, test, train, args.work)
+                emit(cornac_or_failure(seed, fit))
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

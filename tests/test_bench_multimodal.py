@@ -44,9 +44,9 @@ def test_records_reads_what_emit_appends(bench, tmp_path):  # type: ignore[no-un
     ]
 
 
-def test_cornac_vbpr_gets_the_modalities_the_export_has(bench, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+def test_cornac_vbpr_gets_the_modalities_this_run_exported(bench, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     """A text-only export (Food-Kitchen) gives Cornac's VBPR text_feat.npy alone (it asked for image_feat.npy too
-    and failed on a missing file); an export with both gives both."""
+    and failed on a missing file), whatever else lies in the folder; text and meta give both files."""
     seen: list[list[str]] = []
 
     def fake(folder, name, seed, features, **kw):  # type: ignore[no-untyped-def]
@@ -54,9 +54,38 @@ def test_cornac_vbpr_gets_the_modalities_the_export_has(bench, tmp_path, monkeyp
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(bench, "run_cornac_vbpr", fake)
-    np.save(tmp_path / "text_feat.npy", np.zeros((3, 2), np.float32))
-    for expected in (["text_feat.npy"], ["text_feat.npy", "image_feat.npy"]):
+    np.save(tmp_path / "image_feat.npy", np.zeros((3, 2), np.float32))  # stale, from an earlier export
+    for modalities, expected in (
+        (["text"], ["text_feat.npy"]),
+        (["text", "image"], ["text_feat.npy", "image_feat.npy"]),
+    ):
         with pytest.raises(RuntimeError, match="stop here"):
-            bench.cornac_row(tmp_path, "x", 0, 1, None, None, tmp_path)
+            bench.cornac_row(tmp_path, "x", modalities, 0, 1, None, None, tmp_path)
         assert seen[-1] == expected
-        np.save(tmp_path / "image_feat.npy", np.zeros((3, 2), np.float32))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("Cornac VBPR failed (rc 1)"),
+        FileNotFoundError("no cornac python"),
+        ValueError("not JSON"),
+    ],
+)
+def test_a_failed_cornac_fit_is_recorded_not_fatal(bench, error):  # type: ignore[no-untyped-def]
+    def fit():  # type: ignore[no-untyped-def]
+        raise error
+
+    rec = bench.cornac_or_failure(2, fit)
+    assert (rec["library"], rec["model"], rec["seed"]) == ("cornac", "VBPR", 2)
+    assert (
+        rec["failed"].startswith(type(error).__name__)
+        and str(error) in rec["failed"]
+        and len(rec["load"]) == 2
+    )
+    assert bench.cornac_or_failure(2, lambda: {"library": "cornac", "ok": 1}) == {
+        "library": "cornac",
+        "ok": 1,
+    }
+    with pytest.raises(KeyboardInterrupt):  # not a fit failure: the run stops
+        bench.cornac_or_failure(2, lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
