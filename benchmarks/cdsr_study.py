@@ -332,27 +332,48 @@ def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = 
 STUDY_TRAINER_KEYS = ("epochs", "patience", "lr", "batch_size")
 
 
-def study_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(backbone, trainer)`` of a run file for the study: its model settings that are the backbone's
-    (:class:`SequentialConfig` fields; a gca file's module settings, ``domain`` and ``seed`` belong to the
-    variants and are left out) and its ``epochs``/``patience``/``lr``/``batch_size``. What is left out is said."""
+#: model settings the study's variants set themselves (a run file's values for them are replaced)
+VARIANT_KEYS = ("positions", "gate_act", "layer_norm", "domain")
+
+
+def study_settings(path: Path) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """``(data, backbone, trainer)`` of a run file for the study, after validating the file against its model's
+    config and the trainer's (a typo is an error, not a silently dropped key): its ``data``; its model settings
+    that are the backbone's (:class:`SequentialConfig` fields, as written, so a run key equals the flag form's);
+    its ``epochs``/``patience``/``lr``/``batch_size``. What the study does not take from the file is said."""
+    from pydantic import ValidationError
+
     from attnrec.errors import AttnrecError
     from attnrec.experiments.config import RunConfig
+    from attnrec.models.base import get_model_class
     from attnrec.models.sequential.base import SequentialConfig
+    from attnrec.training.trainer import TrainerConfig
 
     try:
         cfg = RunConfig.from_toml(path)
+        if cfg.model not in ("sasrec", "gca"):
+            raise SystemExit(f"--config {path}: model {cfg.model!r}: the study runs sasrec and gca")
+        cls = get_model_class(cfg.model)
+        cls.config_class.parse(cfg.model_params, source=f"{path} [model_params]")
+        TrainerConfig(**{**cls.default_trainer, **cfg.trainer})
     except AttnrecError as exc:
         raise SystemExit(f"--config: {exc}") from None
-    if cfg.model not in ("sasrec", "gca"):
-        raise SystemExit(f"--config {path}: model {cfg.model!r}: the study runs sasrec and gca")
-    backbone_keys = set(SequentialConfig.model_fields) - {"domain", "seed"}
+    except ValidationError as exc:
+        raise SystemExit(f"--config {path} [trainer]: {exc}") from None
+    backbone_keys = set(SequentialConfig.model_fields) - {*VARIANT_KEYS, "seed"}
     backbone = {k: v for k, v in cfg.model_params.items() if k in backbone_keys}
     trainer = {k: v for k, v in cfg.trainer.items() if k in STUDY_TRAINER_KEYS}
-    left = sorted(set(cfg.model_params) - set(backbone)) + sorted(set(cfg.trainer) - set(trainer))
-    if left:
-        print(f"--config {path}: left to the variants and the study: {', '.join(left)}", flush=True)
-    return backbone, trainer
+    by_variants = sorted(set(cfg.model_params) & set(VARIANT_KEYS))
+    unused = sorted(set(cfg.model_params) - set(backbone) - set(VARIANT_KEYS))
+    unused += [f"trainer.{k}" for k in sorted(set(cfg.trainer) - set(trainer))]
+    if by_variants:
+        print(f"--config {path}: set by each variant instead: {', '.join(by_variants)}", flush=True)
+    if unused:
+        print(
+            f"--config {path}: not used by the study (model defaults, --seeds): {', '.join(unused)}",
+            flush=True,
+        )
+    return cfg.data, backbone, trainer
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -383,7 +404,11 @@ def _n_items(data: str) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the grid (skipping finished runs), then write the report."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--data", default="abxi-food-kitchen", help="registered dataset name or path")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="registered dataset name or path (default: the run file's, or abxi-food-kitchen)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench_results/cdsr/study"))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--variants", default="all", help="comma list of variant names, or 'all'")
@@ -408,13 +433,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     trainer = SequentialRecommender.default_trainer
     p.add_argument(
-        "--lr", type=float, default=None, help=f"Adam learning rate (default: the model's, {trainer['lr']:g})"
+        "--lr",
+        type=float,
+        default=None,
+        help=f"Adam learning rate (default: the run file's, else the model's, {trainer['lr']:g})",
     )
     p.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help=f"training users per batch (default: the model's, {trainer['batch_size']})",
+        help=f"training users per batch (default: the run file's, else the model's, {trainer['batch_size']})",
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--abxi", type=Path, default=None, help="cdsr_peer_abxi.py's JSON lines (the peer rows)")
@@ -433,6 +461,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     a = p.parse_args(argv)
 
+    # the run file is read (and refused) before anything is written
+    file_data, file_backbone, file_trainer = study_settings(a.config) if a.config else (None, {}, {})
+    a.data = a.data or file_data or "abxi-food-kitchen"
     a.out.mkdir(parents=True, exist_ok=True)
     if a.import_run:
         results = a.out / "results.jsonl"
@@ -452,7 +483,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.report or a.import_run:
         print(write_report(a.out, a.abxi, a.recbole))
         return
-    file_backbone, file_trainer = study_settings(a.config) if a.config else ({}, {})
     file_blocks = file_backbone.pop("n_blocks", 3)
     n_blocks = a.n_blocks if a.n_blocks is not None else file_blocks
     backbone = {"n_blocks": n_blocks, **file_backbone, **_parse_set(a.set)}

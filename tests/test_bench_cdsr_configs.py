@@ -18,7 +18,7 @@ from attnrec.training.trainer import TrainerConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr").glob("*.toml"))
 
-#: RecBole 1.2.1's SASRec, option by option (docs/models/sasrec.md, choice 9), and its trainer
+#: RecBole 1.2.1's SASRec, option by option (docs/models/sasrec.md, choice 9); its trainer is checked below
 RECBOLE_SIDE = {
     "loss": "softmax",
     "norm": "post",
@@ -45,7 +45,13 @@ def test_run_file_validates_against_its_model(path: Path) -> None:
     model_cfg = cls.config_class.parse(cfg.model_params, source=str(path))
     assert {k: getattr(model_cfg, k) for k in RECBOLE_SIDE} == RECBOLE_SIDE
     trainer = TrainerConfig(**{**cls.default_trainer, **cfg.trainer})
-    assert (trainer.lr, trainer.batch_size) == (1e-3, 205)
+    assert (trainer.lr, trainer.batch_size, trainer.epochs, trainer.patience) == (1e-3, 205, 80, 5)
+    # the measured runs' depth, written out for `attnrec train` and `cdsr_study.py --config` alike
+    assert model_cfg.n_blocks == 2
+    assert "n_blocks" in cfg.model_params
+    # a single-domain sasrec selects its epochs on its own domain
+    domain = cfg.model_params.get("domain")
+    assert trainer.valid_metric == (f"{domain}/ndcg@10" if domain else None)
     assert cfg.split.method == "leave_last_out"
 
 

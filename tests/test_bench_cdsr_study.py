@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -290,11 +291,34 @@ def test_lr_and_batch_size_reach_the_trainer_and_the_run_key(tmp_path: Path) -> 
             study.main([*base, "--out", str(tmp_path / "c"), flag, "0"])
 
 
-def test_config_run_file_gives_the_same_runs_as_the_flags(tmp_path: Path, capsys: Any) -> None:
-    """--config benchmarks/configs/cdsr/gca-recbole.toml is the long flag form (--n-blocks, --set x 10, --lr,
-    --batch-size, --epochs, --patience): the same run key, so a run made one way is done for the other; the file's
-    module settings are left to the variants (and said); flags override the file; a non-sequential file is
-    refused."""
+#: the long flag form of benchmarks/configs/cdsr/*-recbole.toml's backbone (RecBole's SASRec side)
+RECBOLE_SETS = (
+    'loss="softmax"',
+    'norm="post"',
+    'init="normal"',
+    'activation="gelu"',
+    "ffn_inner_dropout=false",
+    "embed_scale=false",
+    "embed_norm=true",
+    "layer_norm_eps=1e-12",
+    "mask_own_items=false",
+    "bucket_by_length=false",
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "variant", "by_variant"),
+    [
+        ("gca-recbole.toml", "gca[0]-sigmoid-ln", "gate_act, layer_norm, positions"),
+        ("sasrec-recbole.toml", "sasrec-A", "domain"),
+    ],
+)
+def test_config_run_file_gives_the_same_runs_as_the_flags(
+    name: str, variant: str, by_variant: str, tmp_path: Path, capsys: Any
+) -> None:
+    """--config benchmarks/configs/cdsr/<file> is the long flag form (--n-blocks 2, --set x 10, --lr,
+    --batch-size, --epochs, --patience) of the measured runs: the same run key, so a run made one way is done for
+    the other; the file's module settings and domain are the variants' (and said); flags override the file."""
     import polars as pl
 
     from attnrec.testing.sequences import planted_sequences
@@ -302,52 +326,55 @@ def test_config_run_file_gives_the_same_runs_as_the_flags(tmp_path: Path, capsys
     parts = planted_sequences(n_users=30, n_items=20, length=8)
     data = tmp_path / "planted.csv"
     pl.concat([p.decode().select("user_id", "item_id", "timestamp", "domain") for p in parts]).write_csv(data)
-    run_file = Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr" / "gca-recbole.toml"
-    common = [
-        "--data",
-        str(data),
-        "--out",
-        str(tmp_path / "s"),
-        "--seeds",
-        "0",
-        "--variants",
-        "gca[0]-sigmoid-ln",
-    ]
+    run_file = Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr" / name
+    common = ["--data", str(data), "--out", str(tmp_path / "s"), "--seeds", "0", "--variants", variant]
     flags = ["--n-blocks", "2", "--epochs", "1", "--patience", "5", "--lr", "1e-3", "--batch-size", "205"]
-    for setting in (
-        'loss="softmax"',
-        'norm="post"',
-        'init="normal"',
-        'activation="gelu"',
-        "ffn_inner_dropout=false",
-        "embed_scale=false",
-        "embed_norm=true",
-        "layer_norm_eps=1e-12",
-        "mask_own_items=false",
-        "bucket_by_length=false",
-        "dim=8",
-    ):
+    for setting in (*RECBOLE_SETS, "dim=8"):
         flags += ["--set", setting]
     study.main([*common, *flags])
     (rec,) = rep.read_jsonl(tmp_path / "s" / "results.jsonl")
-    assert rec["trainer"] == {"epochs": 1, "patience": 5, "lr": 1e-3, "batch_size": 205}
+    assert (
+        rec["trainer"]["lr"] == 1e-3 and rec["trainer"]["batch_size"] == 205 and rec["trainer"]["epochs"] == 1
+    )
     capsys.readouterr()
     study.main([*common, "--config", str(run_file), "--epochs", "1", "--set", "dim=8"])
     text = capsys.readouterr().out
     assert "1 runs, 0 to do" in text
-    assert "left to the variants and the study: gate_act, layer_norm, positions" in text
+    assert f"set by each variant instead: {by_variant}" in text
     # a flag overrides the file: another run
     study.main(
         [*common, "--config", str(run_file), "--epochs", "1", "--set", "dim=8", "--dry-run", "--lr", "0.01"]
     )
     assert "1 runs, 1 to do" in capsys.readouterr().out
-    # the file's 2 blocks have no block 2; --n-blocks 3 overrides them
-    late = [*common[:-1], "gca[2]-sigmoid-ln", "--config", str(run_file), "--dry-run"]
-    with pytest.raises(SystemExit, match="unknown variants"):
+
+
+def test_config_run_file_blocks_data_and_bad_files(tmp_path: Path, capsys: Any) -> None:
+    """--n-blocks overrides the file's 2 blocks; without --data the file's data is read; a typo in the file's
+    model or trainer settings, or a non-sequential model, is refused before --out is made."""
+    run_file = Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr" / "gca-recbole.toml"
+    out = tmp_path / "s"
+    late = ["--out", str(out), "--seeds", "0", "--variants", "gca[2]-sigmoid-ln", "--config", str(run_file)]
+    late += ["--data", "x.csv", "--dry-run"]
+    with pytest.raises(SystemExit, match="unknown variants"):  # the file's 2 blocks have no block 2
         study.main(late)
     study.main([*late, "--n-blocks", "3"])
     assert "gca[2]-sigmoid-ln seed 0" in capsys.readouterr().out
-    bad = tmp_path / "svd.toml"
-    bad.write_text('model = "svd"\ndata = "ml-100k"\n')
+    # the file's data when --data is not given: the matched baseline's size needs it
+    text = run_file.read_text().replace('data = "abxi-food-kitchen"', f'data = "{tmp_path / "nope.csv"}"')
+    moved = tmp_path / "moved.toml"
+    moved.write_text(text)
+    with pytest.raises(Exception, match="nope.csv"):
+        study.main(
+            ["--out", str(out), "--seeds", "0", "--variants", "matched-gca[1]", "--config", str(moved)]
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    for typo, match in (("norm =", "norn"), ("patience =", "patiance")):
+        bad = tmp_path / "typo.toml"
+        bad.write_text(run_file.read_text().replace(typo, typo.replace(typo.split()[0], match)))
+        with pytest.raises(SystemExit, match=match):
+            study.main(["--out", str(out), "--seeds", "0", "--config", str(bad), "--dry-run"])
+    svd = tmp_path / "svd.toml"
+    svd.write_text('model = "svd"\ndata = "ml-100k"\n')
     with pytest.raises(SystemExit, match="the study runs sasrec and gca"):
-        study.main([*common, "--config", str(bad)])
+        study.main(["--out", str(out), "--config", str(svd)])
+    assert not out.exists()
