@@ -2,7 +2,7 @@
 VBPR on our exported split.
 
     .venv/bin/python benchmarks/mm_peer_mmrec.py --folder DIR --name NAME --models FREEDOM,LATTICE \
-        [--seeds 0,1,2] [--epochs 1000] [--patience 20] [--out bench_results/multimodal/peer.jsonl]
+        [--seeds 0,1,2] [--epochs 1000] [--patience 20] [--out bench_results/multimodal/peer.jsonl] [--probe-batches 3]
 
 MMRec lives outside this repository (``$MMREC_DIR``, default /work/peers/MMRec: a ``git archive`` of its commit,
 recorded in its ``COMMIT`` file; ``mm_peer_setup.py`` rebuilds it, patches included) and runs in its own venv (``$MMREC_PYTHON``, default /work/mmrec-venv/bin/python:
@@ -14,6 +14,8 @@ so its "BEST" line, which MMRec picks on test, has nothing to pick), at one thre
 training seconds of every epoch (MMRec's own timer, validation excluded), the validation Recall@20 per epoch, and
 the valid/test metrics at the best validation epoch (MMRec evaluates test every epoch and keeps the one at the best
 validation epoch; nothing is selected on test). Settings are :data:`MMREC_SETTINGS`: the same values our rows use.
+``--probe-batches N`` times only the first N training batches (MMRec's own setup and step, :data:`_PROBE_DRIVER`)
+and records an epoch estimate, for a model whose epoch does not fit on this machine (MMGCN, GRCN on Food-Kitchen).
 
 Cornac 3.0.1's VBPR (``$CORNAC_PYTHON``, default /work/cornac-venv/bin/python) runs on the same folder through
 :func:`run_cornac_vbpr`: features given as its ``ImageModality`` (the concatenated modalities), a fixed epoch count
@@ -66,6 +68,52 @@ a = json.loads(sys.argv[1])
 quick_start(model=a['model'], dataset=a['dataset'], config_dict=a['config'], save_model=False)
 """
 
+#: MMRec's own setup (as ``quick_start``: Config, RecDataset, TrainDataLoader, the model, its trainer's optimizer),
+#: then the first ``batches`` training steps of epoch 0 timed one by one (``pre_epoch_processing``, then per batch
+#: zero_grad, ``calculate_loss``, backward, step: the body of ``AbstractTrainer._train_epoch``); one JSON line out
+_PROBE_DRIVER = """
+import json, math, sys, time, torch
+torch.set_num_threads(1)
+sys.path.insert(0, '.')
+from utils.configurator import Config
+from utils.dataset import RecDataset
+from utils.dataloader import TrainDataLoader
+from utils.logger import init_logger
+from utils.utils import init_seed, get_model, get_trainer
+a = json.loads(sys.argv[1])
+config = Config(a['model'], a['dataset'], a['config'], False)
+init_logger(config)
+dataset = RecDataset(config)
+str(dataset)  # as quick_start's log line: sets the counts the loader reads (inter_num)
+train_dataset = dataset.split()[0]
+str(train_dataset)
+train_data = TrainDataLoader(config, train_dataset, batch_size=config['train_batch_size'], shuffle=True)
+for key in ['seed'] + [k for k in config['hyper_parameters'] if k != 'seed']:  # quick_start's one-point grid
+    config[key] = (config[key] or [None])[0]
+init_seed(config['seed'])
+train_data.pretrain_setup()
+t0 = time.perf_counter()
+model = get_model(config['model'])(config, train_data).to(config['device'])
+trainer = get_trainer()(config, model, False)
+build_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+model.pre_epoch_processing()
+model.train()
+pre_s = time.perf_counter() - t0
+secs = []
+for i, inter in enumerate(train_data):
+    if i >= a['batches']:
+        break
+    t0 = time.perf_counter()
+    trainer.optimizer.zero_grad()
+    losses = model.calculate_loss(inter)
+    loss = sum(losses) if isinstance(losses, tuple) else losses
+    loss.backward()
+    trainer.optimizer.step()
+    secs.append(time.perf_counter() - t0)
+print(json.dumps({'build_s': build_s, 'pre_epoch_s': pre_s, 'batch_seconds': secs, 'batches_per_epoch': len(train_data)}))
+"""
+
 _EPOCH = re.compile(r"epoch (\d+) training \[time: ([\d.]+)s")
 _VALID = re.compile(r"epoch (\d+) evaluating \[time: [\d.]+s, valid_score: ([\d.]+)\]")
 _METRICS = re.compile(r"(recall|ndcg|precision|map)@(\d+): ([\d.]+)")
@@ -106,6 +154,27 @@ def parse_log(text: str) -> dict[str, Any]:
     }
 
 
+def _mmrec_config(
+    folder: Path, name: str, seed: int, *, epochs: int, patience: int, eval_step: int
+) -> dict[str, Any]:
+    """MMRec's config for a run on the exported folder (the model's settings are added by the caller)."""
+    return {
+        "gpu_id": 0,
+        "use_gpu": False,
+        "data_path": str(folder.parent) + "/",
+        "inter_file_name": f"{name}.inter",
+        "USER_ID_FIELD": "userID",
+        "ITEM_ID_FIELD": "itemID",
+        "TIME_FIELD": "timestamp",
+        "text_feature_file": "text_feat.npy",
+        "vision_feature_file": "image_feat.npy",
+        "seed": [seed],
+        "epochs": epochs,
+        "stopping_step": patience,
+        "eval_step": eval_step,
+    }
+
+
 def run_mmrec(
     model: str,
     folder: Path,
@@ -123,22 +192,8 @@ def run_mmrec(
     Returns the command, MMRec's commit, wall seconds, median training seconds per epoch and the parsed metrics.
     """
     folder = Path(folder).resolve()
-    config: dict[str, Any] = {
-        "gpu_id": 0,
-        "use_gpu": False,
-        "data_path": str(folder.parent) + "/",
-        "inter_file_name": f"{name}.inter",
-        "USER_ID_FIELD": "userID",
-        "ITEM_ID_FIELD": "itemID",
-        "TIME_FIELD": "timestamp",
-        "text_feature_file": "text_feat.npy",
-        "vision_feature_file": "image_feat.npy",
-        "seed": [seed],
-        "epochs": epochs,
-        "stopping_step": patience,
-        "eval_step": eval_step,
-        **MMREC_SETTINGS[model],
-    }
+    config = {**_mmrec_config(folder, name, seed, epochs=epochs, patience=patience, eval_step=eval_step)}
+    config.update(MMREC_SETTINGS[model])
     arg = json.dumps({"model": model, "dataset": folder.name, "config": config})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cmd = [MMREC_PY, "-c", _DRIVER, arg]
@@ -205,6 +260,58 @@ print(json.dumps({'fit_s': fit_s}))
 """
 
 
+def probe_record(model: str, seed: int, info: dict[str, Any]) -> dict[str, Any]:
+    """The record of a probe: MMRec's timed first batches and an epoch's training seconds estimated from them
+    (median seconds a batch x batches an epoch + the epoch's preprocessing), labelled as an estimate."""
+    secs = sorted(info["batch_seconds"])
+    if not secs:
+        raise RuntimeError(f"MMRec {model} probe: no batch was timed")
+    median = secs[len(secs) // 2]
+    return {
+        "library": "mmrec",
+        "model": model,
+        "seed": seed,
+        "probe": True,
+        "batch_seconds": info["batch_seconds"],
+        "batches_per_epoch": info["batches_per_epoch"],
+        "build_s": info["build_s"],
+        "pre_epoch_s": info["pre_epoch_s"],
+        "epoch_estimate_s": median * info["batches_per_epoch"] + info["pre_epoch_s"],
+    }
+
+
+def probe_mmrec(
+    model: str, folder: Path, name: str, seed: int, *, batches: int, timeout: float = 7200
+) -> dict[str, Any]:
+    """Time MMRec's ``model``'s first ``batches`` training steps on the folder at one thread (for a model whose
+    full epoch does not fit here): :func:`probe_record` of its driver's output, with the command and commit."""
+    folder = Path(folder).resolve()
+    config = {**_mmrec_config(folder, name, seed, epochs=1, patience=1, eval_step=1), **MMREC_SETTINGS[model]}
+    arg = json.dumps({"model": model, "dataset": folder.name, "config": config, "batches": batches})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [MMREC_PY, "-c", _PROBE_DRIVER, arg],
+        cwd=MMREC_DIR / "src",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"MMRec {model} probe failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-2000:]}"
+        )
+    rec = probe_record(model, seed, json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {
+        **rec,
+        "commit": mmrec_commit(),
+        "command": f"cd {MMREC_DIR / 'src'} && OMP_NUM_THREADS=1 {MMREC_PY} -c <probe driver> '{arg}'",
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
 def run_cornac_vbpr(
     folder: Path, name: str, seed: int, features: list[str], *, epochs: int, reg: float, out: Path
 ) -> dict[str, Any]:
@@ -251,10 +358,21 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1000)
     ap.add_argument("--patience", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None, help="append one JSON line per run here")
+    ap.add_argument(
+        "--probe-batches",
+        type=int,
+        default=0,
+        help="time only the first N training batches and estimate an epoch (for a model whose epoch does not fit)",
+    )
     args = ap.parse_args()
     for seed in (int(s) for s in args.seeds.split(",")):
         for model in args.models.split(","):
-            rec = run_mmrec(model, args.folder, args.name, seed, epochs=args.epochs, patience=args.patience)
+            if args.probe_batches > 0:
+                rec = probe_mmrec(model, args.folder, args.name, seed, batches=args.probe_batches)
+            else:
+                rec = run_mmrec(
+                    model, args.folder, args.name, seed, epochs=args.epochs, patience=args.patience
+                )
             line = json.dumps(rec)
             print(line, flush=True)
             if args.out is not None:

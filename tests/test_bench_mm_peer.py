@@ -76,3 +76,28 @@ def test_run_mmrec_passes_eval_step(peer, monkeypatch, tmp_path):  # type: ignor
     config = json.loads(seen["arg"])["config"]
     assert (config["eval_step"], config["epochs"], config["stopping_step"], config["seed"]) == (5, 10, 4, [3])
     assert config["reg_weight"] == [1e-4] and rec["best_epoch"] == 2
+
+
+def test_probe_record_estimates_an_epoch_from_the_median_batch(peer):  # type: ignore[no-untyped-def]
+    info = {"batch_seconds": [9.0, 2.0, 3.0], "batches_per_epoch": 159, "build_s": 1.0, "pre_epoch_s": 0.5}
+    rec = peer.probe_record("MMGCN", 1, info)
+    assert rec["probe"] is True and (rec["library"], rec["model"], rec["seed"]) == ("mmrec", "MMGCN", 1)
+    assert rec["epoch_estimate_s"] == 3.0 * 159 + 0.5  # the median batch, not the slow first one
+    with pytest.raises(RuntimeError, match="no batch"):
+        peer.probe_record("MMGCN", 1, {**info, "batch_seconds": []})
+
+
+def test_probe_mmrec_runs_the_probe_driver_with_the_models_settings(peer, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    seen = {}
+
+    def fake_run(cmd, **kw):  # type: ignore[no-untyped-def]
+        seen["arg"] = json.loads(cmd[-1])
+        seen["driver"] = cmd[-2]
+        out = {"batch_seconds": [1.0, 2.0], "batches_per_epoch": 10, "build_s": 0.1, "pre_epoch_s": 0.0}
+        return type("P", (), {"returncode": 0, "stdout": json.dumps(out) + "\n", "stderr": ""})()
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    rec = peer.probe_mmrec("GRCN", tmp_path / "fk", "fk", 2, batches=4)
+    assert seen["driver"] == peer._PROBE_DRIVER and seen["arg"]["batches"] == 4
+    assert seen["arg"]["config"]["reg_weight"] == [1e-4] and seen["arg"]["config"]["seed"] == [2]
+    assert rec["epoch_estimate_s"] == 20.0 and "<probe driver>" in rec["command"]
