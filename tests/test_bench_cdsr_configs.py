@@ -13,24 +13,11 @@ import pytest
 
 from attnrec.experiments.config import RunConfig
 from attnrec.models.base import get_model_class
+from attnrec.models.sequential.base import RECBOLE_SASREC
 from attnrec.testing.cli import run_cli
 from attnrec.training.trainer import TrainerConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr").glob("*.toml"))
-
-#: RecBole 1.2.1's SASRec, option by option (docs/models/sasrec.md, choice 9); its trainer is checked below
-RECBOLE_SIDE = {
-    "loss": "softmax",
-    "norm": "post",
-    "init": "normal",
-    "activation": "gelu",
-    "ffn_inner_dropout": False,
-    "embed_scale": False,
-    "embed_norm": True,
-    "layer_norm_eps": 1e-12,
-    "mask_own_items": False,
-    "bucket_by_length": False,
-}
 
 
 def test_the_run_files_are_found() -> None:
@@ -43,7 +30,7 @@ def test_run_file_validates_against_its_model(path: Path) -> None:
     cls = get_model_class(cfg.model)
     # refuses an unknown or ill-typed setting
     model_cfg = cls.config_class.parse(cfg.model_params, source=str(path))
-    assert {k: getattr(model_cfg, k) for k in RECBOLE_SIDE} == RECBOLE_SIDE
+    assert {k: getattr(model_cfg, k) for k in RECBOLE_SASREC} == RECBOLE_SASREC
     trainer = TrainerConfig(**{**cls.default_trainer, **cfg.trainer})
     assert (trainer.lr, trainer.batch_size, trainer.epochs, trainer.patience) == (1e-3, 205, 80, 5)
     # the measured runs' depth, written out for `attnrec train` and `cdsr_study.py --config` alike

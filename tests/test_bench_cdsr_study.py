@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from attnrec.models.sequential.base import RECBOLE_SASREC
 from attnrec.testing.scripts import load_script
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -291,21 +292,6 @@ def test_lr_and_batch_size_reach_the_trainer_and_the_run_key(tmp_path: Path) -> 
             study.main([*base, "--out", str(tmp_path / "c"), flag, "0"])
 
 
-#: the long flag form of benchmarks/configs/cdsr/*-recbole.toml's backbone (RecBole's SASRec side)
-RECBOLE_SETS = (
-    'loss="softmax"',
-    'norm="post"',
-    'init="normal"',
-    'activation="gelu"',
-    "ffn_inner_dropout=false",
-    "embed_scale=false",
-    "embed_norm=true",
-    "layer_norm_eps=1e-12",
-    "mask_own_items=false",
-    "bucket_by_length=false",
-)
-
-
 @pytest.mark.parametrize(
     ("name", "variant", "by_variant"),
     [
@@ -329,8 +315,8 @@ def test_config_run_file_gives_the_same_runs_as_the_flags(
     run_file = Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr" / name
     common = ["--data", str(data), "--out", str(tmp_path / "s"), "--seeds", "0", "--variants", variant]
     flags = ["--n-blocks", "2", "--epochs", "1", "--patience", "5", "--lr", "1e-3", "--batch-size", "205"]
-    for setting in (*RECBOLE_SETS, "dim=8"):
-        flags += ["--set", setting]
+    for key, value in (*RECBOLE_SASREC.items(), ("dim", 8)):
+        flags += ["--set", f"{key}={json.dumps(value)}"]
     study.main([*common, *flags])
     (rec,) = rep.read_jsonl(tmp_path / "s" / "results.jsonl")
     assert (

@@ -13,6 +13,7 @@ import torch
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError
 from attnrec.models.query import History, Query
+from attnrec.models.sequential.base import RECBOLE_SASREC
 from attnrec.models.sequential.gca import GCA
 from attnrec.models.sequential.params import count_parameters, matched_baseline
 from attnrec.models.sequential.sasrec import SASRec
@@ -83,18 +84,11 @@ class TestSASRecRecBoleOptionsConformance(_SequentialData, ConformanceTests):
     model_class = SASRec
     trainer: ClassVar[dict[str, Any] | None] = {"epochs": 30, "lr": 0.01, "batch_size": 16, "patience": 30}
     config: ClassVar[dict[str, Any]] = {
+        # the architecture and loss options; batching stays the suite's (bucketed, as the other classes)
+        **{k: v for k, v in RECBOLE_SASREC.items() if k != "bucket_by_length"},
         "dim": 16,
         "n_blocks": 1,
         "dropout": 0.1,
-        "loss": "softmax",
-        "norm": "post",
-        "init": "normal",
-        "activation": "gelu",
-        "ffn_inner_dropout": False,
-        "embed_scale": False,
-        "embed_norm": True,
-        "layer_norm_eps": 1e-12,
-        "mask_own_items": False,
     }
 
 

@@ -103,6 +103,22 @@ class SequentialConfig(ModelConfig):
 
 ConfigT = TypeVar("ConfigT", bound=SequentialConfig)
 
+#: the backbone settings that make a SequentialConfig RecBole 1.2.1's SASRec (docs/models/sasrec.md, choice 9):
+#: ``SASRec(**RECBOLE_SASREC)``; with its trainer (lr 1e-3, 205 users a batch) it is the recipe of
+#: benchmarks/configs/cdsr/*-recbole.toml, which the defaults (SASRec's) are not
+RECBOLE_SASREC: dict[str, Any] = {
+    "loss": "softmax",
+    "norm": "post",
+    "init": "normal",
+    "activation": "gelu",
+    "ffn_inner_dropout": False,
+    "embed_scale": False,
+    "embed_norm": True,
+    "layer_norm_eps": 1e-12,
+    "mask_own_items": False,
+    "bucket_by_length": False,
+}
+
 
 def backbone_encoder(c: SequentialConfig) -> SequenceEncoder:
     """One :class:`SequenceEncoder` with the backbone fields of ``c``."""
