@@ -72,7 +72,7 @@ quick_start(model=a['model'], dataset=a['dataset'], config_dict=a['config'], sav
 #: then the first ``batches`` training steps of epoch 0 timed one by one (``pre_epoch_processing``, then per batch
 #: zero_grad, ``calculate_loss``, backward, step: the body of ``AbstractTrainer._train_epoch``); one JSON line out
 _PROBE_DRIVER = """
-import json, math, sys, time, torch
+import json, sys, time, torch
 torch.set_num_threads(1)
 sys.path.insert(0, '.')
 from utils.configurator import Config
@@ -192,8 +192,8 @@ def run_mmrec(
     Returns the command, MMRec's commit, wall seconds, median training seconds per epoch and the parsed metrics.
     """
     folder = Path(folder).resolve()
-    config = {**_mmrec_config(folder, name, seed, epochs=epochs, patience=patience, eval_step=eval_step)}
-    config.update(MMREC_SETTINGS[model])
+    config = _mmrec_config(folder, name, seed, epochs=epochs, patience=patience, eval_step=eval_step)
+    config |= MMREC_SETTINGS[model]
     arg = json.dumps({"model": model, "dataset": folder.name, "config": config})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cmd = [MMREC_PY, "-c", _DRIVER, arg]
@@ -368,7 +368,16 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         for model in args.models.split(","):
             if args.probe_batches > 0:
-                rec = probe_mmrec(model, args.folder, args.name, seed, batches=args.probe_batches)
+                try:
+                    rec = probe_mmrec(model, args.folder, args.name, seed, batches=args.probe_batches)
+                except RuntimeError as err:  # recorded; the next model is still probed
+                    rec = {
+                        "library": "mmrec",
+                        "model": model,
+                        "seed": seed,
+                        "probe": True,
+                        "failed": str(err)[-1500:],
+                    }
             else:
                 rec = run_mmrec(
                     model, args.folder, args.name, seed, epochs=args.epochs, patience=args.patience

@@ -101,3 +101,22 @@ def test_probe_mmrec_runs_the_probe_driver_with_the_models_settings(peer, monkey
     assert seen["driver"] == peer._PROBE_DRIVER and seen["arg"]["batches"] == 4
     assert seen["arg"]["config"]["reg_weight"] == [1e-4] and seen["arg"]["config"]["seed"] == [2]
     assert rec["epoch_estimate_s"] == 20.0 and "<probe driver>" in rec["command"]
+
+
+def test_a_failed_probe_is_recorded_and_the_next_model_still_probed(peer, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    def fake_probe(model, folder, name, seed, *, batches):  # type: ignore[no-untyped-def]
+        if model == "GRCN":
+            raise RuntimeError("MMRec GRCN probe failed (rc 1): TypeError")
+        return {"library": "mmrec", "model": model, "seed": seed, "probe": True, "epoch_estimate_s": 1.0}
+
+    monkeypatch.setattr(peer, "probe_mmrec", fake_probe)
+    out = tmp_path / "p.jsonl"
+    argv = ["x", "--folder", str(tmp_path), "--name", "fk", "--models", "GRCN,MMGCN", "--probe-batches", "2"]
+    monkeypatch.setattr(peer.sys, "argv", [*argv, "--out", str(out)])
+    with pytest.raises(SystemExit):
+        peer.main()
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["model"] for r in recs] == ["GRCN", "MMGCN"]
+    assert (
+        "TypeError" in recs[0]["failed"] and recs[0]["probe"] is True and recs[1]["epoch_estimate_s"] == 1.0
+    )
