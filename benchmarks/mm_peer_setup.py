@@ -8,13 +8,15 @@ MMRec's code is never copied into this repository: ``--dest`` inside it is refus
 replacement whose target must occur exactly the stated number of times, else it stops naming the file and the
 target, so a different MMRec commit cannot be patched silently — and lists them in ``DEST/ATTNREC_PATCHES.md``.
 Then it prints the two peer venvs' install commands (:data:`VENV_COMMANDS`; run them by hand: they download torch).
-Checked on 2026-12-07 from a mirror of enoche/MMRec: all 9 patches apply at the pinned commit, and MMRec's FREEDOM,
+Checked on 2026-12-07 from a mirror of enoche/MMRec: all 10 patches apply at the pinned commit, and MMRec's FREEDOM,
 LATTICE, BM3, VBPR, LightGCN, MMGCN, GRCN and SLMRec each ran 3 epochs on a toy folder (``mm_peer_mmrec.run_mmrec``)
 in a venv of torch 2.13 CPU, scipy 1.17, numpy 2.4, pandas 3.1, pyyaml and torch_geometric 2.8.0.post1.
-The patches are the ones BENCHMARKS.md's issue-15 sections list (first and second pass), plus scipy's: none changes
-a model's computation. They move tensors to the configured device instead of CUDA, replace numpy's removed
-``np.float`` and scipy's removed ``dok_matrix._update`` (FREEDOM, BM3 and LightGCN build their adjacency with it),
-and make imports optional that only MMRec's image-file path uses (lmdb, torchvision) or that a CPU build lacks
+The patches are the ones BENCHMARKS.md's issue-15 sections list (first and second pass), plus scipy's and, from
+2026-12-07 (session 25), GRCN's text-only typo: none changes a model's computation where it ran before. They move
+tensors to the configured device instead of CUDA, replace numpy's removed ``np.float`` and scipy's removed
+``dok_matrix._update`` (FREEDOM, BM3 and LightGCN build their adjacency with it), name GRCN's text representation
+as its own later lines read it (a set without image features failed), and make imports optional that only MMRec's
+image-file path uses (lmdb, torchvision) or that a CPU build lacks
 (torch_scatter, whose ``scatter`` torch_geometric provides).
 """
 
@@ -71,6 +73,14 @@ PATCHES: list[tuple[str, str, str, int, str]] = [
         "self.word_tensor = torch.LongTensor(features).to(getattr(features, 'device', 'cpu'))",
         1,
         "CUDA hard-coded on the word-feature path (unused with dense features)",
+    ),
+    (
+        "src/models/grcn.py",
+        "                conetent_rep = t_rep\n",
+        "                content_rep = t_rep\n",
+        1,
+        "a misspelt name left content_rep None on a set without image features (its forward then fails); "
+        "a set with them never takes this branch",
     ),
     *(
         (
