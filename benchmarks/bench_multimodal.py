@@ -38,16 +38,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_topk import encode  # noqa: E402
 from mm_peer_mmrec import mmrec_commit, run_cornac_vbpr, run_mmrec  # noqa: E402
 
+from attnrec.cli_common import parse_sets  # noqa: E402
 from attnrec.data.readers.mmrec import feature_file, write_mmrec  # noqa: E402
 from attnrec.data.side import ItemFeatures, SideInputs  # noqa: E402
 from attnrec.data.splits import random_split  # noqa: E402
 from attnrec.data.table import Interactions  # noqa: E402
+from attnrec.errors import ConfigError  # noqa: E402
 from attnrec.evaluation.evaluators import evaluate_full_ranking  # noqa: E402
 from attnrec.models.base import Estimator, get_model_class  # noqa: E402
 from attnrec.models.topk.bpr import PairwiseRecommender  # noqa: E402
@@ -174,27 +177,30 @@ def fit_ours(
     overrides: dict[str, Any] | None = None,
     inspect: Callable[[Any], dict[str, Any]] | None = None,
     score_test: bool = True,
+    trainer_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit row ``row`` with ``seed``; validation metrics at the best epoch and test metrics read once after
     (validation every ``valid_every`` epochs: the large set, where one full-ranking pass costs several epochs).
     ``overrides`` replace some of the row's settings (a tuning grid point); ``inspect(model)`` adds its dict to
     the record under ``inspect`` (diagnostics of the fitted model, benchmarks/mm_tune.py). ``score_test=False``
-    (a grid point before any choice is made) never touches the test split: the record has no ``test`` key."""
+    (a grid point before any choice is made) never touches the test split: the record has no ``test`` key.
+    ``trainer_overrides`` replace some of the protocol's TrainerConfig settings (recorded under that key)."""
     train, valid, test = split
     model, params = row_model(row, seed, feats, overrides)
     cls = type(model)
     side = SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
     kw: dict[str, Any] = {"side": side} if "item_features" in cls.side_inputs else {}
-    trainer = TrainerConfig(
-        epochs=epochs,
-        patience=patience,
-        valid_every=valid_every,
-        batch_size=2048,
-        lr=1e-3,
-        valid_metric="recall@20",
-        progress=False,
-        device="cpu",
-    )
+    protocol = {
+        "epochs": epochs,
+        "patience": patience,
+        "valid_every": valid_every,
+        "batch_size": 2048,
+        "lr": 1e-3,
+        "valid_metric": "recall@20",
+        "progress": False,
+        "device": "cpu",
+    }
+    trainer = TrainerConfig(**(protocol | (trainer_overrides or {})))
     load0, t0 = load_avg(), time.perf_counter()
     report = model.fit(train, valid, trainer=trainer, **kw)
     fit_s = time.perf_counter() - t0
@@ -206,6 +212,7 @@ def fit_ours(
         "model": row,
         "seed": seed,
         "params": params,
+        **({"trainer_overrides": trainer_overrides} if trainer_overrides else {}),
         "best_epoch": report.best_epoch,
         "epochs_run": report.epochs_run,
         "fit_s": fit_s,
@@ -282,7 +289,9 @@ def report(path: Path) -> None:
                 f"seed {r['seed']}: {r['failed'][-160:]!r}"
             )
             continue
-        rows.setdefault((r["library"], r["model"]), []).append(r)
+        over, trainer = variant_of(r)
+        label = r["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in {**over, **trainer}.items())
+        rows.setdefault((r["library"], label), []).append(r)
     print(
         "| library | model | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | load |"
     )
@@ -320,12 +329,36 @@ def main() -> None:
     ap.add_argument(
         "--work", type=Path, default=Path("/work/mm-bench"), help="exported MMRec folders go here"
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a model setting for every row of ours (repeatable; a diagnostic variant: no peer runs with it)",
+    )
+    ap.add_argument(
+        "--trainer-set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a TrainerConfig setting replacing the protocol's for every row of ours (repeatable; likewise)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None, help="print the table of a results file and exit")
     args = ap.parse_args()
     if args.report is not None:
         report(args.report)
         return
+    try:  # a malformed item, a typo or a bad value stops here, before the data are loaded
+        overrides = parse_sets(args.set, "--set")
+        trainer_overrides = parse_sets(args.trainer_set, "--trainer-set")
+        TrainerConfig(**trainer_overrides)
+    except (ConfigError, ValidationError) as err:
+        ap.error(str(err) if isinstance(err, ConfigError) else f"--trainer-set: {err}")
+    if (overrides or trainer_overrides) and (
+        args.peers or any(m.startswith("mmrec:") for m in args.models.split(","))
+    ):
+        ap.error("--set / --trainer-set change our rows only: run them with --peers '' and no mmrec: row")
     torch.set_num_threads(1)
     out = args.out or Path(f"bench_results/multimodal/{args.dataset}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -390,20 +423,38 @@ def main() -> None:
                 peer(row.removeprefix("mmrec:"), seed)
                 continue
             ours = next(
-                (r for r in _records(out) if (r["library"], r["model"], r["seed"]) == ("attnrec", row, seed)),
+                (
+                    r
+                    for r in _records(out)
+                    if (r["library"], r["model"], r["seed"]) == ("attnrec", row, seed)
+                    and variant_of(r) == (overrides, trainer_overrides)
+                ),
                 None,
             )
             if ours is None:
                 ours = fit_ours(
-                    row, seed, (train, valid, test), feats, args.epochs, args.patience, args.valid_every
+                    row,
+                    seed,
+                    (train, valid, test),
+                    feats,
+                    args.epochs,
+                    args.patience,
+                    args.valid_every,
+                    overrides or None,
+                    trainer_overrides=trainer_overrides or None,
                 )
-                emit(ours)
+                emit({**ours, **({"overrides": overrides} if overrides else {})})
             if "mmrec" in peers and row in MMREC_OF:
                 peer(MMREC_OF[row], seed)
             if "cornac" in peers and row == "vbpr" and ("cornac", "VBPR", seed) not in done:
                 epochs = ours["best_epoch"] or 1
                 fit = partial(cornac_row, folder, name, list(mm_feats), seed, epochs, test, train, args.work)
                 emit(cornac_or_failure(seed, fit))
+
+
+def variant_of(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A record's (model overrides, trainer overrides): ({}, {}) for the protocol's own rows."""
+    return rec.get("overrides", {}), rec.get("trainer_overrides", {})
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

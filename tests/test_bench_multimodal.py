@@ -89,3 +89,67 @@ def test_a_failed_cornac_fit_is_recorded_not_fatal(bench, error):  # type: ignor
     }
     with pytest.raises(KeyboardInterrupt):  # not a fit failure: the run stops
         bench.cornac_or_failure(2, lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+
+def test_trainer_overrides_reach_the_fit_and_are_recorded(bench, monkeypatch):  # type: ignore[no-untyped-def]
+    from attnrec.testing import checkerboard
+
+    train, valid, test = checkerboard()
+    feats = {"text": np.random.default_rng(0).normal(size=(train.n_items, 4)).astype(np.float32)}
+    seen = []
+    real_fit = bench.get_model_class("vbpr").fit
+
+    def fit(self, *args, trainer, **kw):  # type: ignore[no-untyped-def]
+        seen.append(trainer)
+        return real_fit(self, *args, trainer=trainer, **kw)
+
+    monkeypatch.setattr(bench.get_model_class("vbpr"), "fit", fit)
+    base = bench.fit_ours("vbpr", 0, (train, valid, test), feats, epochs=1, patience=1)
+    rec = bench.fit_ours(
+        "vbpr", 0, (train, valid, test), feats, 1, 1, trainer_overrides={"adam_eps": 1e-12, "lr": 0.01}
+    )
+    assert (seen[0].adam_eps, seen[0].lr, seen[0].batch_size) == (1e-8, 1e-3, 2048)  # the protocol's
+    assert (seen[1].adam_eps, seen[1].lr, seen[1].batch_size) == (1e-12, 0.01, 2048)  # overridden, rest kept
+    assert "trainer_overrides" not in base and rec["trainer_overrides"] == {"adam_eps": 1e-12, "lr": 0.01}
+    assert bench.variant_of(base) == ({}, {}) and bench.variant_of(rec) == (
+        {},
+        {"adam_eps": 1e-12, "lr": 0.01},
+    )
+
+
+def test_the_report_keeps_a_variant_apart_from_the_protocols_row(bench, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
+    recs = [
+        {"library": "attnrec", "model": "vbpr", "seed": 0, "test": test, "best_epoch": 10},
+        {
+            "library": "attnrec",
+            "model": "vbpr",
+            "seed": 0,
+            "test": test,
+            "trainer_overrides": {"adam_eps": 1e-12},
+        },
+        {"library": "attnrec", "model": "lightgcn", "seed": 0, "test": test, "overrides": {"reg": 0}},
+    ]
+    out = tmp_path / "r.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    bench.report(out)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| attnrec")]
+    assert [ln.split(" | ")[1] for ln in lines] == ["vbpr", "vbpr adam_eps=1e-12", "lightgcn reg=0"]
+
+
+def test_a_variant_refuses_peers_and_bad_settings_before_loading_data(bench, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    def no_load(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("the data were loaded")
+
+    monkeypatch.setattr(bench, "load", no_load)
+    for argv, message in [
+        (["--trainer-set", "adam_eps=1e-12"], "change our rows only"),  # default --peers: mmrec,cornac
+        (["--peers", "", "--models", "mmrec:MMGCN", "--set", "reg=0"], "change our rows only"),
+        (["--peers", "", "--trainer-set", "adam_eps=0"], "greater than 0"),
+        (["--peers", "", "--trainer-set", "adam_epsilon=1e-12"], "adam_epsilon"),
+        (["--peers", "", "--set", "reg"], "expected KEY=VALUE"),
+    ]:
+        monkeypatch.setattr("sys.argv", ["bench_multimodal.py", *argv])
+        with pytest.raises(SystemExit):
+            bench.main()
+        assert message in capsys.readouterr().err

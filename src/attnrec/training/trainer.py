@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -69,6 +69,7 @@ SGD_FIELDS: frozenset[str] = frozenset(
         "batch_size",
         "optimizer",
         "lr",
+        "adam_eps",
         "weight_decay",
         "momentum",
         "lr_schedule",
@@ -94,12 +95,17 @@ class TrainerConfig(BaseModel):
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"checkpoint_dir", "log_path", "progress", "resume"})
     #: fields added after checkpoints were written, with the value that reproduces the run before them: left out of
     #: the identity at that value, so an older checkpoint stays resumable (any other value is another run)
-    ADDED_NEUTRAL: ClassVar[dict[str, Any]] = {"validate_start": False}
+    ADDED_NEUTRAL: ClassVar[dict[str, Any]] = {"validate_start": False, "adam_eps": 1e-8}
 
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(1024, ge=1)
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     lr: float = Field(1e-3, gt=0)
+    #: Adam's / AdamW's ε, added to the root of the second-moment estimate (PyTorch's default). A loss that is a
+    #: batch *mean* has per-row gradients ``batch_size`` times smaller than the same loss summed (Cornac's VBPR, the
+    #: BPR papers' per-triple SGD), and Adam is scale-free except through ε: ``adam_eps = 1e-8 / batch_size`` takes
+    #: the summed loss's steps. Only for ``optimizer`` adam / adamw (another optimiser refuses a non-default value)
+    adam_eps: float = Field(1e-8, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = 0.0
     lr_schedule: Literal["none", "step", "cosine", "cosine_warm_restarts"] = "none"
@@ -130,6 +136,14 @@ class TrainerConfig(BaseModel):
     resume: bool = True
     log_path: Path | None = None
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _adam_eps_needs_adam(self) -> TrainerConfig:
+        if self.adam_eps != 1e-8 and self.optimizer not in ("adam", "adamw"):
+            raise ValueError(
+                f"adam_eps={self.adam_eps!r} is Adam's / AdamW's ε; optimizer {self.optimizer!r} does not read it"
+            )
+        return self
 
 
 #: what runs after every epoch of every fit inside :func:`epoch_callbacks` (a tuner's pruning)
@@ -243,9 +257,13 @@ class SGDSolver:
         c = self.trainer.config
         params = [p for p in self.module.parameters() if p.requires_grad]
         if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay, fused=fused_adam(params))
+            return torch.optim.Adam(
+                params, lr=c.lr, eps=c.adam_eps, weight_decay=c.weight_decay, fused=fused_adam(params)
+            )
         if c.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=fused_adam(params))
+            return torch.optim.AdamW(
+                params, lr=c.lr, eps=c.adam_eps, weight_decay=c.weight_decay, fused=fused_adam(params)
+            )
         if c.optimizer == "adagrad":
             return torch.optim.Adagrad(params, lr=c.lr, weight_decay=c.weight_decay)
         return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay, momentum=c.momentum)
