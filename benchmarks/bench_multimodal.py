@@ -3,6 +3,8 @@ MMRec's own FREEDOM/LATTICE/BM3/VBPR/LightGCN and Cornac's VBPR on the same expo
 
     .venv/bin/python benchmarks/bench_multimodal.py --dataset ml-100k [--seeds 0,1,2] [--models ...]
         [--peers mmrec,cornac] [--epochs 1000] [--patience 20] [--split-seed 2026] [--work /work/mm-bench]
+    .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models lightgcn --peers '' \\
+        --set reg=0 --trainer-set adam_eps=1e-12 --out VARIANTS.jsonl     # a diagnostic variant of our rows
     .venv/bin/python benchmarks/bench_multimodal.py --report bench_results/multimodal/ml-100k.jsonl
 
 The straight line (MMRec's protocol, which the MR-CSAF paper follows): the dataset → ``random_split(per_user=True,
@@ -190,17 +192,7 @@ def fit_ours(
     cls = type(model)
     side = SideInputs(item_features=ItemFeatures(train.item_vocab, feats))
     kw: dict[str, Any] = {"side": side} if "item_features" in cls.side_inputs else {}
-    protocol = {
-        "epochs": epochs,
-        "patience": patience,
-        "valid_every": valid_every,
-        "batch_size": 2048,
-        "lr": 1e-3,
-        "valid_metric": "recall@20",
-        "progress": False,
-        "device": "cpu",
-    }
-    trainer = TrainerConfig(**(protocol | (trainer_overrides or {})))
+    trainer = protocol_trainer(epochs, patience, valid_every, trainer_overrides)
     load0, t0 = load_avg(), time.perf_counter()
     report = model.fit(train, valid, trainer=trainer, **kw)
     fit_s = time.perf_counter() - t0
@@ -212,6 +204,7 @@ def fit_ours(
         "model": row,
         "seed": seed,
         "params": params,
+        **({"overrides": overrides} if overrides else {}),
         **({"trainer_overrides": trainer_overrides} if trainer_overrides else {}),
         "best_epoch": report.best_epoch,
         "epochs_run": report.epochs_run,
@@ -228,6 +221,61 @@ def fit_ours(
         "curve": [h.get("valid_recall@20") for h in report.history],
         **({"inspect": inspect(model)} if inspect is not None else {}),
     }
+
+
+#: the protocol's trainer settings that have flags of their own (--epochs, --patience, --valid-every)
+FLAG_SETTINGS = {"epochs": "--epochs", "patience": "--patience", "valid_every": "--valid-every"}
+
+
+def protocol_trainer(
+    epochs: int, patience: int, valid_every: int = 1, overrides: dict[str, Any] | None = None
+) -> TrainerConfig:
+    """The protocol's trainer (Adam lr 1e-3, batch 2,048, early stopping on validation Recall@20), with
+    ``overrides`` (``--trainer-set``) replacing some of its settings."""
+    protocol = {
+        "epochs": epochs,
+        "patience": patience,
+        "valid_every": valid_every,
+        "batch_size": 2048,
+        "lr": 1e-3,
+        "valid_metric": "recall@20",
+        "progress": False,
+        "device": "cpu",
+    }
+    return TrainerConfig(**(protocol | (overrides or {})))
+
+
+def check_variant(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` / ``--trainer-set`` parsed and checked before any data are loaded: each selected row of ours built
+    with the settings (an unknown key or a bad value names the flag and the row), the trainer the fits will use
+    built, and a variant refused beside peer runs (their rows would be the protocol's). Raises ``ConfigError``."""
+    overrides = parse_sets(args.set, "--set")
+    trainer_overrides = parse_sets(args.trainer_set, "--trainer-set")
+    for key, flag in FLAG_SETTINGS.items():
+        if key in trainer_overrides:
+            raise ConfigError(f"--trainer-set {key}: use {flag} (the records keep its value)")
+    try:
+        protocol_trainer(args.epochs, args.patience, args.valid_every, trainer_overrides)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(map(str, e["loc"]))
+        raise ConfigError(f"--trainer-set {loc}: {e['msg']} (got {e.get('input')!r})") from None
+    rows = args.models.split(",")
+    if overrides or trainer_overrides:
+        peers = {p for p in args.peers.split(",") if p}
+        if peers or any(m.startswith("mmrec:") for m in rows):
+            raise ConfigError(
+                "--set / --trainer-set change our rows only: run them with --peers '' and no mmrec: row"
+            )
+    if overrides:
+        for row in rows:
+            if row not in ROWS:
+                raise ConfigError(f"--models {row!r}: not a row of ours (have {', '.join(ROWS)})")
+            try:  # construction reads no data (the modality names only)
+                row_model(row, 0, dict.fromkeys(("text", "meta")), overrides)
+            except (ConfigError, ValidationError) as err:
+                raise ConfigError(f"--set {overrides} on row {row!r}: {err}") from None
+    return overrides, trainer_overrides
 
 
 def cornac_row(
@@ -290,7 +338,8 @@ def report(path: Path) -> None:
             )
             continue
         over, trainer = variant_of(r)
-        label = r["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in {**over, **trainer}.items())
+        label = r["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in sorted(over.items()))
+        label += "".join(f" trainer.{k}={json.dumps(v)}" for k, v in sorted(trainer.items()))
         rows.setdefault((r["library"], label), []).append(r)
     print(
         "| library | model | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | load |"
@@ -350,15 +399,9 @@ def main() -> None:
         report(args.report)
         return
     try:  # a malformed item, a typo or a bad value stops here, before the data are loaded
-        overrides = parse_sets(args.set, "--set")
-        trainer_overrides = parse_sets(args.trainer_set, "--trainer-set")
-        TrainerConfig(**trainer_overrides)
-    except (ConfigError, ValidationError) as err:
-        ap.error(str(err) if isinstance(err, ConfigError) else f"--trainer-set: {err}")
-    if (overrides or trainer_overrides) and (
-        args.peers or any(m.startswith("mmrec:") for m in args.models.split(","))
-    ):
-        ap.error("--set / --trainer-set change our rows only: run them with --peers '' and no mmrec: row")
+        overrides, trainer_overrides = check_variant(args)
+    except ConfigError as err:
+        ap.error(str(err))
     torch.set_num_threads(1)
     out = args.out or Path(f"bench_results/multimodal/{args.dataset}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -387,7 +430,8 @@ def main() -> None:
     print(json.dumps(header), flush=True)
     peers = {p for p in args.peers.split(",") if p}
 
-    # resumable: a (library, model, seed) already in --out is not run again (rerun the same command after a stop)
+    # resumable: a (library, model, seed) already in --out is not run again (rerun the same command after a stop);
+    # a row of ours matches only a record of the same variant (variant_of: --set / --trainer-set, none for the protocol)
     done = {(r["library"], r["model"], r["seed"]) for r in _records(out)}
 
     def emit(rec: dict[str, Any]) -> None:
@@ -443,7 +487,7 @@ def main() -> None:
                     overrides or None,
                     trainer_overrides=trainer_overrides or None,
                 )
-                emit({**ours, **({"overrides": overrides} if overrides else {})})
+                emit(ours)
             if "mmrec" in peers and row in MMREC_OF:
                 peer(MMREC_OF[row], seed)
             if "cornac" in peers and row == "vbpr" and ("cornac", "VBPR", seed) not in done:

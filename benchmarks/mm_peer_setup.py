@@ -10,7 +10,9 @@ target, so a different MMRec commit cannot be patched silently — and lists the
 Then it prints the two peer venvs' install commands (:data:`VENV_COMMANDS`; run them by hand: they download torch).
 Checked on 2026-12-07 from a mirror of enoche/MMRec: all 10 patches apply at the pinned commit, and MMRec's FREEDOM,
 LATTICE, BM3, VBPR, LightGCN, MMGCN, GRCN and SLMRec each ran 3 epochs on a toy folder (``mm_peer_mmrec.run_mmrec``)
-in a venv of torch 2.13 CPU, scipy 1.17, numpy 2.4, pandas 3.1, pyyaml and torch_geometric 2.8.0.post1.
+in a venv of torch 2.13 CPU, scipy 1.17, numpy 2.4, pandas 3.1, pyyaml and torch_geometric 2.8.0.post1; GRCN's
+text-only path (the patched line) ran on the text-only Food-Kitchen export afterwards (3 timed training batches,
+``mm_peer_mmrec.py --probe-batches``, 2026-12-07).
 The patches are the ones BENCHMARKS.md's issue-15 sections list (first and second pass), plus scipy's and, from
 2026-12-07 (session 25), GRCN's text-only typo: none changes a model's computation where it ran before. They move
 tensors to the configured device instead of CUDA, replace numpy's removed ``np.float`` and scipy's removed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,9 +116,13 @@ def test_trainer_overrides_reach_the_fit_and_are_recorded(bench, monkeypatch):  
         {},
         {"adam_eps": 1e-12, "lr": 0.01},
     )
+    tuned = bench.fit_ours("vbpr", 0, (train, valid, test), feats, 1, 1, overrides={"reg": 0.0})
+    assert bench.variant_of(tuned) == ({"reg": 0.0}, {})
 
 
-def test_the_report_keeps_a_variant_apart_from_the_protocols_row(bench, tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_the_report_keeps_a_variant_apart_from_the_protocols_row(  # type: ignore[no-untyped-def]
+    bench, tmp_path, capsys
+):
     test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
     recs = [
         {"library": "attnrec", "model": "vbpr", "seed": 0, "test": test, "best_epoch": 10},
@@ -128,16 +133,35 @@ def test_the_report_keeps_a_variant_apart_from_the_protocols_row(bench, tmp_path
             "test": test,
             "trainer_overrides": {"adam_eps": 1e-12},
         },
-        {"library": "attnrec", "model": "lightgcn", "seed": 0, "test": test, "overrides": {"reg": 0}},
+        {
+            "library": "attnrec",
+            "model": "lightgcn",
+            "seed": 0,
+            "test": test,
+            "overrides": {"reg": 0, "n_layers": 3},
+        },
+        {
+            "library": "attnrec",
+            "model": "lightgcn",
+            "seed": 1,
+            "test": test,
+            "overrides": {"n_layers": 3, "reg": 0},
+        },
     ]
     out = tmp_path / "r.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in recs))
     bench.report(out)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| attnrec")]
-    assert [ln.split(" | ")[1] for ln in lines] == ["vbpr", "vbpr adam_eps=1e-12", "lightgcn reg=0"]
+    assert [ln.split(" | ")[1:3] for ln in lines] == [
+        ["vbpr", "1"],
+        ["vbpr trainer.adam_eps=1e-12", "1"],
+        ["lightgcn n_layers=3 reg=0", "2"],  # one variant whatever the order its settings were given in
+    ]
 
 
-def test_a_variant_refuses_peers_and_bad_settings_before_loading_data(bench, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+def test_a_variant_refuses_peers_and_bad_settings_before_loading_data(  # type: ignore[no-untyped-def]
+    bench, monkeypatch, capsys
+):
     def no_load(*a, **k):  # type: ignore[no-untyped-def]
         raise AssertionError("the data were loaded")
 
@@ -145,11 +169,69 @@ def test_a_variant_refuses_peers_and_bad_settings_before_loading_data(bench, mon
     for argv, message in [
         (["--trainer-set", "adam_eps=1e-12"], "change our rows only"),  # default --peers: mmrec,cornac
         (["--peers", "", "--models", "mmrec:MMGCN", "--set", "reg=0"], "change our rows only"),
-        (["--peers", "", "--trainer-set", "adam_eps=0"], "greater than 0"),
-        (["--peers", "", "--trainer-set", "adam_epsilon=1e-12"], "adam_epsilon"),
+        (
+            ["--peers", "", "--trainer-set", "adam_eps=0"],
+            "--trainer-set adam_eps: Input should be greater than 0",
+        ),
+        (["--peers", "", "--trainer-set", "adam_epsilon=1e-12"], "--trainer-set adam_epsilon: Extra inputs"),
+        (["--peers", "", "--trainer-set", "epochs=5"], "use --epochs"),
         (["--peers", "", "--set", "reg"], "expected KEY=VALUE"),
+        (["--peers", "", "--models", "lightgcn", "--set", "regg=0"], "field 'regg'"),
+        (["--peers", "", "--models", "freedom,lattice", "--set", "reg_weight=0"], "on row 'lattice'"),
+        (["--peers", "", "--models", "lightgcnn", "--set", "reg=0"], "not a row of ours"),
     ]:
         monkeypatch.setattr("sys.argv", ["bench_multimodal.py", *argv])
         with pytest.raises(SystemExit):
             bench.main()
         assert message in capsys.readouterr().err
+
+
+def test_a_variant_and_the_protocols_row_never_stand_in_for_each_other(  # type: ignore[no-untyped-def]
+    bench, monkeypatch, tmp_path
+):
+    """main()'s resume: a variant's record is not taken as the protocol's row (nor its best epoch given to Cornac),
+    the same variant is not fitted twice, and another variant is fitted."""
+    fits: list[tuple[Any, Any]] = []
+    cornac_epochs: list[int] = []
+
+    def fake_fit(row, seed, split, feats, epochs, patience, valid_every=1, overrides=None, **kw):  # type: ignore[no-untyped-def]
+        fits.append((overrides, kw.get("trainer_overrides")))
+        rec = {"library": "attnrec", "model": row, "seed": seed, "best_epoch": 7, "test": {}}
+        if overrides:
+            rec["overrides"] = overrides
+        if kw.get("trainer_overrides"):
+            rec["trainer_overrides"] = kw["trainer_overrides"]
+        return rec
+
+    def fake_cornac(folder, name, mods, seed, epochs, *a):  # type: ignore[no-untyped-def]
+        cornac_epochs.append(epochs)
+        return {"library": "cornac", "model": "VBPR", "seed": seed}
+
+    class Split:  # what main() reads of a split before fitting
+        n_users = n_items = 2
+
+        def __len__(self) -> int:
+            return 1
+
+    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
+    monkeypatch.setattr(bench, "modalities", lambda *a: {"text": np.zeros((2, 2))})
+    monkeypatch.setattr(bench, "write_mmrec", lambda *a: None)
+    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    monkeypatch.setattr(bench, "fit_ours", fake_fit)
+    monkeypatch.setattr(bench, "cornac_row", fake_cornac)
+    out = tmp_path / "r.jsonl"
+    variant = {"library": "attnrec", "model": "vbpr", "seed": 0, "trainer_overrides": {"adam_eps": 1e-12}}
+    out.write_text(json.dumps({**variant, "best_epoch": 3}) + "\n")
+
+    def run(*argv: str) -> None:
+        base = ["bench_multimodal.py", "--models", "vbpr", "--seeds", "0", "--out", str(out)]
+        monkeypatch.setattr("sys.argv", [*base, *argv])
+        bench.main()
+
+    run("--peers", "cornac")  # the protocol's row is fitted; Cornac gets its best epoch, not the variant's 3
+    assert fits == [(None, None)] and cornac_epochs == [7]
+    run("--peers", "", "--trainer-set", "adam_eps=1e-12")  # the variant on file: not fitted again
+    run("--peers", "", "--set", "reg=0")  # another variant: fitted, once
+    run("--peers", "", "--set", "reg=0")
+    assert fits == [(None, None), ({"reg": 0}, None)]
+    assert [bench.variant_of(r) for r in bench._records(out)][-1] == ({"reg": 0}, {})

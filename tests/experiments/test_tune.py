@@ -129,6 +129,15 @@ def test_a_study_follows_a_models_default_trainer_metric() -> None:
             "[trainer.lrate]: not a trainer field",
         ),
         ({"trainer": {"device": {"type": "categorical", "choices": ["cpu"]}}}, "set by the tuner"),
+        (
+            {
+                "trainer": {
+                    "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+                    "adam_eps": {"type": "float", "low": 1e-12, "high": 1e-8, "log": True},
+                }
+            },
+            "[trainer.optimizer] may then choose adam / adamw only",
+        ),
         ({"study": {"pruner": "median"}}, "nothing to search"),
     ],
 )

@@ -7,6 +7,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from attnrec.errors import ConfigError
+from attnrec.experiments.run import RunConfig, trainer_config
 from attnrec.models.topk.bpr import BPR
 from attnrec.testing import checkerboard
 from attnrec.training.trainer import SGDSolver, Trainer, TrainerConfig
@@ -62,6 +64,19 @@ def test_another_optimiser_refuses_it(optimizer):
     assert TrainerConfig(optimizer=optimizer).adam_eps == 1e-8
 
 
-def test_checkpoint_identity():
+def test_a_run_files_error_names_the_field():
+    run = RunConfig(model="bpr", data="x", trainer={"optimizer": "sgd", "adam_eps": 1e-6})
+    with pytest.raises(ConfigError, match=r"trainer field 'adam_eps': .*optimizer 'sgd' does not read it"):
+        trainer_config(run, BPR, progress=False)
+
+
+def test_checkpoint_identity(tmp_path):
+    # the default is left out of the identity (checkpoints written before the option stay resumable) ...
     assert "adam_eps" not in Trainer(TrainerConfig()).identity(None)["trainer config"]
     assert Trainer(TrainerConfig(adam_eps=1e-10)).identity(None)["trainer config"]["adam_eps"] == 1e-10
+    # ... and a checkpoint of one setting is not resumed under the other
+    train, valid, _ = checkerboard()
+    kw = {"epochs": 1, "device": "cpu", "progress": False, "checkpoint_dir": tmp_path}
+    BPR(dim=4, seed=0).fit(train, valid, trainer=TrainerConfig(**kw))
+    with pytest.raises(ConfigError, match="adam_eps"):
+        BPR(dim=4, seed=0).fit(train, valid, trainer=TrainerConfig(**kw, adam_eps=1e-10))

@@ -171,6 +171,12 @@ class SearchSpace(BaseModel):
                 )
             if name in NOT_TUNABLE_TRAINER:
                 raise ValueError(f"[trainer.{name}]: set by the tuner itself, not searched")
+        opt = self.trainer.get("optimizer")
+        if "adam_eps" in self.trainer and opt is not None and set(opt.choices or []) - {"adam", "adamw"}:
+            raise ValueError(
+                "[trainer.adam_eps] is Adam's / AdamW's ε: [trainer.optimizer] may then choose adam / adamw only "
+                f"(it has {opt.choices})"
+            )
         return self
 
     @classmethod

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -61,6 +61,8 @@ from attnrec.training.types import (
 )
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: PyTorch's Adam / AdamW ε, ``TrainerConfig.adam_eps``'s default
+ADAM_EPS = 1e-8
 
 #: the TrainerConfig fields that only gradient training reads (the optimiser, its schedule, the batches, AMP): a solver
 #: that is not SGD (ALS sweeps, counting) never reads them, so a run that sets one is refused
@@ -95,7 +97,7 @@ class TrainerConfig(BaseModel):
     NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"checkpoint_dir", "log_path", "progress", "resume"})
     #: fields added after checkpoints were written, with the value that reproduces the run before them: left out of
     #: the identity at that value, so an older checkpoint stays resumable (any other value is another run)
-    ADDED_NEUTRAL: ClassVar[dict[str, Any]] = {"validate_start": False, "adam_eps": 1e-8}
+    ADDED_NEUTRAL: ClassVar[dict[str, Any]] = {"validate_start": False, "adam_eps": ADAM_EPS}
 
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(1024, ge=1)
@@ -104,8 +106,10 @@ class TrainerConfig(BaseModel):
     #: Adam's / AdamW's ε, added to the root of the second-moment estimate (PyTorch's default). A loss that is a
     #: batch *mean* has per-row gradients ``batch_size`` times smaller than the same loss summed (Cornac's VBPR, the
     #: BPR papers' per-triple SGD), and Adam is scale-free except through ε: ``adam_eps = 1e-8 / batch_size`` takes
-    #: the summed loss's steps. Only for ``optimizer`` adam / adamw (another optimiser refuses a non-default value)
-    adam_eps: float = Field(1e-8, gt=0, allow_inf_nan=False)
+    #: the summed loss's steps — with no ``grad_clip`` (its threshold would scale too) and, under adam, no
+    #: ``weight_decay`` (its coupled L2 gradient is not scaled; AdamW's decoupled decay needs nothing). Only for
+    #: ``optimizer`` adam / adamw (another optimiser refuses a non-default value)
+    adam_eps: float = Field(ADAM_EPS, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = 0.0
     lr_schedule: Literal["none", "step", "cosine", "cosine_warm_restarts"] = "none"
@@ -137,13 +141,17 @@ class TrainerConfig(BaseModel):
     log_path: Path | None = None
     progress: bool = True
 
-    @model_validator(mode="after")
-    def _adam_eps_needs_adam(self) -> TrainerConfig:
-        if self.adam_eps != 1e-8 and self.optimizer not in ("adam", "adamw"):
+    @field_validator("adam_eps")
+    @classmethod
+    def _adam_eps_needs_adam(cls, value: float, info: ValidationInfo) -> float:
+        optimizer = info.data.get(
+            "optimizer", "adam"
+        )  # absent when the optimizer failed: that error is reported
+        if value != ADAM_EPS and optimizer not in ("adam", "adamw"):
             raise ValueError(
-                f"adam_eps={self.adam_eps!r} is Adam's / AdamW's ε; optimizer {self.optimizer!r} does not read it"
+                f"adam_eps={value!r} is Adam's / AdamW's ε; optimizer {optimizer!r} does not read it"
             )
-        return self
+        return value
 
 
 #: what runs after every epoch of every fit inside :func:`epoch_callbacks` (a tuner's pruning)
