@@ -144,9 +144,8 @@ class TrainerConfig(BaseModel):
     @field_validator("adam_eps")
     @classmethod
     def _adam_eps_needs_adam(cls, value: float, info: ValidationInfo) -> float:
-        optimizer = info.data.get(
-            "optimizer", "adam"
-        )  # absent when the optimizer failed: that error is reported
+        # the optimizer is absent here when it failed its own check: that error is the one reported
+        optimizer = info.data.get("optimizer", "adam")
         if value != ADAM_EPS and optimizer not in ("adam", "adamw"):
             raise ValueError(
                 f"adam_eps={value!r} is Adam's / AdamW's ε; optimizer {optimizer!r} does not read it"
