@@ -24,6 +24,9 @@ process and stepped in turn, which load on the other cores inflates far less tha
     python benchmarks/bench_mm_efficiency.py --cpu-steps 20 --out bench_results/mm_efficiency/cpu_steps.json
     python benchmarks/bench_mm_efficiency.py --cpu-steps 10 --models freedom,mrcsaf,mrcsaf:selector_only,mrcsaf:csa_only
 
+``--profile N`` (with ``--cpu-steps``) then profiles N more steps of each model and records its top operators by
+self CPU time (grouped by input shapes): where a step's time goes.
+
 ``--full-attention-batches N`` also times N training steps of mrcsaf with ``attention="full"`` (softmax over all
 items, the equations as printed), reported per step and extrapolated to an epoch.
 """
@@ -255,11 +258,43 @@ def _cpu_steps(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
             "cpu_seconds_per_step": times,
             "cpu_seconds_per_epoch_estimate": float(np.median(times)) * n_batches,
         }
+    if args.profile:  # after the timed steps, so the profiler's overhead never enters them
+        out["profile"] = {name: profile_steps(*state[name][:3], args.profile) for name in state}
     if "freedom" in out and "mrcsaf" in out:
         out["ratio_mrcsaf_over_freedom"] = (
             out["mrcsaf"]["cpu_seconds_per_step_median"] / out["freedom"]["cpu_seconds_per_step_median"]
         )
     return out
+
+
+def profile_steps(module: Any, opt: Any, batches: list[Any], n: int, top: int = 15) -> dict[str, Any]:
+    """``torch.profiler`` over ``n`` more training steps of ``module``: the ``top`` operators by self CPU time,
+    ``"ops"`` summed over all calls of an operator and ``"by_shape"`` per operator and input shapes (a batch's
+    shapes vary, so one operator can appear several times there), each with self CPU seconds and calls per step."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for step in range(n):
+            opt.zero_grad()
+            module.loss(batches[step % len(batches)]).backward()
+            opt.step()
+
+    def table(events: Any, shapes: bool) -> list[dict[str, Any]]:
+        ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+        return [
+            {
+                "op": e.key,
+                **({"input_shapes": str(e.input_shapes)} if shapes else {}),
+                "self_cpu_s_per_step": e.self_cpu_time_total / 1e6 / n,
+                "calls_per_step": e.count / n,
+            }
+            for e in ranked
+        ]
+
+    return {
+        "ops": table(prof.key_averages(), False),
+        "by_shape": table(prof.key_averages(group_by_input_shape=True), True),
+    }
 
 
 def model_spec(name: str) -> tuple[str, dict[str, Any]]:
@@ -323,6 +358,13 @@ def main() -> None:
         type=int,
         default=0,
         help="instead of timed fits: CPU seconds per training step of each model, stepped in turn in one process",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --cpu-steps: also profile N more steps of each model (torch.profiler), top operators recorded",
     )
     p.add_argument("--out", type=Path)
     p.add_argument("--graph-dir", default="/tmp", help="where the kNN graphs are cached between the fits")

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from pydantic import ValidationError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_topk import encode  # noqa: E402
-from mm_peer_mmrec import mmrec_commit, run_cornac_vbpr, run_mmrec  # noqa: E402
+from mm_peer_mmrec import fit_or_failure, mmrec_commit, run_cornac_vbpr, run_mmrec  # noqa: E402
 
 from attnrec.cli_common import parse_sets  # noqa: E402
 from attnrec.data.readers.mmrec import feature_file, write_mmrec  # noqa: E402
@@ -305,28 +304,6 @@ def cornac_row(
     return rec
 
 
-#: what a failed peer fit can raise here: a non-zero exit (RuntimeError), a timeout, a missing interpreter or scores
-#: file (OSError), output that is not the expected JSON line (ValueError, IndexError)
-PEER_FAILURES = (RuntimeError, OSError, ValueError, IndexError, subprocess.SubprocessError)
-
-
-def cornac_or_failure(seed: int, fit: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``fit()``'s record, or a failure record naming the error: a failed peer fit is recorded and the other rows
-    still run. A failed record counts as done (a rerun does not retry it; delete its line to retry)."""
-    load0 = load_avg()
-    try:
-        return fit()
-    except PEER_FAILURES as err:
-        failure = f"{type(err).__name__}: {err}"[-1500:]
-        return {
-            "library": "cornac",
-            "model": "VBPR",
-            "seed": seed,
-            "failed": failure,
-            "load": [load0, load_avg()],
-        }
-
-
 def report(path: Path) -> None:
     """Markdown table (mean ± std over seeds) of a results file."""
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -447,19 +424,17 @@ def main() -> None:
         if ("mmrec", model, seed) in done:
             return
         load0 = load_avg()
-        try:
-            rec = run_mmrec(
-                model,
-                folder,
-                name,
-                seed,
-                epochs=args.epochs,
-                patience=args.patience,
-                eval_step=args.valid_every,
-            )
-        except RuntimeError as err:  # recorded, not fatal: the other rows still run
-            rec = {"library": "mmrec", "model": model, "seed": seed, "failed": str(err)[-1500:]}
-        emit({**rec, "load": [load0, load_avg()]})
+        fit = partial(
+            run_mmrec,
+            model,
+            folder,
+            name,
+            seed,
+            epochs=args.epochs,
+            patience=args.patience,
+            eval_step=args.valid_every,
+        )
+        emit({**fit_or_failure("mmrec", model, seed, fit), "load": [load0, load_avg()]})
 
     for seed in (int(s) for s in args.seeds.split(",")):
         for row in args.models.split(","):
@@ -493,7 +468,7 @@ def main() -> None:
             if "cornac" in peers and row == "vbpr" and ("cornac", "VBPR", seed) not in done:
                 epochs = ours["best_epoch"] or 1
                 fit = partial(cornac_row, folder, name, list(mm_feats), seed, epochs, test, train, args.work)
-                emit(cornac_or_failure(seed, fit))
+                emit(fit_or_failure("cornac", "VBPR", seed, fit))
 
 
 def variant_of(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -31,12 +31,37 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 MMREC_DIR = Path(os.environ.get("MMREC_DIR", "/work/peers/MMRec"))
 MMREC_PY = os.environ.get("MMREC_PYTHON", "/work/mmrec-venv/bin/python")
 CORNAC_PY = os.environ.get("CORNAC_PYTHON", "/work/cornac-venv/bin/python")
+
+#: what a failed peer fit or probe can raise here: a non-zero exit (RuntimeError), a timeout
+#: (``subprocess.TimeoutExpired``), a missing interpreter or output file (OSError), output that is not the expected
+#: JSON line (ValueError, IndexError)
+PEER_FAILURES = (RuntimeError, OSError, ValueError, IndexError, subprocess.SubprocessError)
+
+
+def fit_or_failure(library: str, model: str, seed: int, fit: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fit()``'s record, or a failure record naming the error (type and message) and the 1-minute load before and
+    after: a failed peer fit is recorded and the other rows still run. A failed record counts as done (a rerun does
+    not retry it; delete its line to retry). Anything but :data:`PEER_FAILURES` (an interrupt) propagates."""
+    load0 = os.getloadavg()[0]
+    try:
+        return fit()
+    except PEER_FAILURES as err:
+        return {
+            "library": library,
+            "model": model,
+            "seed": seed,
+            "failed": f"{type(err).__name__}: {err}"[-1500:],
+            "load": [load0, os.getloadavg()[0]],
+        }
+
 
 #: MMRec's settings per model, the values our rows use (``bench_multimodal.SETTINGS``); grid keys as lists
 MMREC_SETTINGS: dict[str, dict[str, Any]] = {
@@ -367,21 +392,14 @@ def main() -> None:
     args = ap.parse_args()
     for seed in (int(s) for s in args.seeds.split(",")):
         for model in args.models.split(","):
-            if args.probe_batches > 0:
-                try:
-                    rec = probe_mmrec(model, args.folder, args.name, seed, batches=args.probe_batches)
-                except RuntimeError as err:  # recorded; the next model is still probed
-                    rec = {
-                        "library": "mmrec",
-                        "model": model,
-                        "seed": seed,
-                        "probe": True,
-                        "failed": str(err)[-1500:],
-                    }
+            if args.probe_batches > 0:  # a failed probe is recorded and the next model still probed
+                probe = partial(probe_mmrec, model, args.folder, args.name, seed, batches=args.probe_batches)
+                rec = {**fit_or_failure("mmrec", model, seed, probe), "probe": True}
             else:
-                rec = run_mmrec(
-                    model, args.folder, args.name, seed, epochs=args.epochs, patience=args.patience
+                fit = partial(
+                    run_mmrec, model, args.folder, args.name, seed, epochs=args.epochs, patience=args.patience
                 )
+                rec = fit_or_failure("mmrec", model, seed, fit)
             line = json.dumps(rec)
             print(line, flush=True)
             if args.out is not None:

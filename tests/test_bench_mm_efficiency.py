@@ -37,11 +37,19 @@ def test_sports_like_has_the_shapes_and_feature_kinds_asked_for() -> None:
 
 @pytest.mark.slow  # builds and steps two models on the generated set: ~5 s CPU, more under load
 def test_cpu_steps_times_each_model_and_variant(tmp_path: Path) -> None:
-    args = argparse.Namespace(scale=0.01, seed=0, graph_dir=str(tmp_path), cpu_steps=1)
+    args = argparse.Namespace(scale=0.01, seed=0, graph_dir=str(tmp_path), cpu_steps=1, profile=2)
     out = bench.cpu_steps(args, ["freedom", "mrcsaf:selector_only"])
     for name in ("freedom", "mrcsaf:selector_only"):
         assert len(out[name]["cpu_seconds_per_step"]) == 1
         assert out[name]["cpu_seconds_per_step_median"] > 0
+        ops = out["profile"][name]["ops"]  # --profile 2: the step's operators, costliest first
+        assert 0 < len(ops) <= 15 and all(op["self_cpu_s_per_step"] >= 0 for op in ops)
+        assert [op["self_cpu_s_per_step"] for op in ops] == sorted(
+            (op["self_cpu_s_per_step"] for op in ops), reverse=True
+        )
+        assert any(op["op"].startswith("aten::") for op in ops)
+        assert len({op["op"] for op in ops}) == len(ops)  # summed per operator
+        assert all("input_shapes" in op for op in out["profile"][name]["by_shape"])
     train, _ = bench.sports_like(0, 0.01)
     assert out["batches_per_epoch"] == -(-len(train) // 2048)
     assert (tmp_path / "mm_eff_graphs_seed0_scale0.01.pt").exists()  # the graphs are cached for the next fit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,29 @@ def test_a_failed_probe_is_recorded_and_the_next_model_still_probed(peer, monkey
     assert (
         "TypeError" in recs[0]["failed"] and recs[0]["probe"] is True and recs[1]["epoch_estimate_s"] == 1.0
     )
+
+
+def test_a_timed_out_or_failed_fit_is_recorded_and_the_next_model_still_runs(peer, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    """A peer fit past its subprocess timeout (GRCN on Food-Kitchen: ~3 h a seed against the 2 h limit) is a
+    failure record, like a non-zero exit, in a full run as in a probe; an interrupt is not swallowed."""
+
+    def fake_run(model, folder, name, seed, *, epochs, patience):  # type: ignore[no-untyped-def]
+        if model == "GRCN":
+            raise subprocess.TimeoutExpired(cmd="mmrec", timeout=7200)
+        return {"library": "mmrec", "model": model, "seed": seed, "test": {}}
+
+    monkeypatch.setattr(peer, "run_mmrec", fake_run)
+    out = tmp_path / "r.jsonl"
+    argv = ["x", "--folder", str(tmp_path), "--name", "fk", "--models", "GRCN,MMGCN", "--out", str(out)]
+    monkeypatch.setattr(peer.sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        peer.main()
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["model"] for r in recs] == ["GRCN", "MMGCN"]
+    assert (
+        recs[0]["failed"].startswith("TimeoutExpired")
+        and len(recs[0]["load"]) == 2
+        and "failed" not in recs[1]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        peer.fit_or_failure("mmrec", "GRCN", 0, lambda: (_ for _ in ()).throw(KeyboardInterrupt()))

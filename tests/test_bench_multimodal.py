@@ -77,19 +77,19 @@ def test_a_failed_cornac_fit_is_recorded_not_fatal(bench, error):  # type: ignor
     def fit():  # type: ignore[no-untyped-def]
         raise error
 
-    rec = bench.cornac_or_failure(2, fit)
+    rec = bench.fit_or_failure("cornac", "VBPR", 2, fit)
     assert (rec["library"], rec["model"], rec["seed"]) == ("cornac", "VBPR", 2)
     assert (
         rec["failed"].startswith(type(error).__name__)
         and str(error) in rec["failed"]
         and len(rec["load"]) == 2
     )
-    assert bench.cornac_or_failure(2, lambda: {"library": "cornac", "ok": 1}) == {
+    assert bench.fit_or_failure("cornac", "VBPR", 2, lambda: {"library": "cornac", "ok": 1}) == {
         "library": "cornac",
         "ok": 1,
     }
     with pytest.raises(KeyboardInterrupt):  # not a fit failure: the run stops
-        bench.cornac_or_failure(2, lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
+        bench.fit_or_failure("cornac", "VBPR", 2, lambda: (_ for _ in ()).throw(KeyboardInterrupt()))
 
 
 def test_trainer_overrides_reach_the_fit_and_are_recorded(bench, monkeypatch):  # type: ignore[no-untyped-def]
