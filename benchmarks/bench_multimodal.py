@@ -5,6 +5,8 @@ MMRec's own FREEDOM/LATTICE/BM3/VBPR/LightGCN and Cornac's VBPR on the same expo
         [--peers mmrec,cornac] [--epochs 1000] [--patience 20] [--split-seed 2026] [--work /work/mm-bench]
     .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models lightgcn --peers '' \\
         --set reg=0 --trainer-set adam_eps=1e-12 --out VARIANTS.jsonl     # a diagnostic variant of our rows
+    .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models vbpr --peers cornac \
+        --cornac-features raw --out RESULTS.jsonl       # Cornac's VBPR without its min-max feature scaling
     .venv/bin/python benchmarks/bench_multimodal.py --report bench_results/multimodal/ml-100k.jsonl
 
 The straight line (MMRec's protocol, which the MR-CSAF paper follows): the dataset → ``random_split(per_user=True,
@@ -260,8 +262,12 @@ def check_variant(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         loc = ".".join(map(str, e["loc"]))
         raise ConfigError(f"--trainer-set {loc}: {e['msg']} (got {e.get('input')!r})") from None
     rows = args.models.split(",")
+    peers = {p for p in args.peers.split(",") if p}
+    if args.cornac_features != "minmax" and ("cornac" not in peers or "vbpr" not in rows):
+        raise ConfigError(
+            "--cornac-features changes Cornac's VBPR row: run it with --peers cornac --models vbpr"
+        )
     if overrides or trainer_overrides:
-        peers = {p for p in args.peers.split(",") if p}
         if peers or any(m.startswith("mmrec:") for m in rows):
             raise ConfigError(
                 "--set / --trainer-set change our rows only: run them with --peers '' and no mmrec: row"
@@ -286,13 +292,17 @@ def cornac_row(
     test: Interactions,
     train: Interactions,
     work: Path,
+    normalized: bool = True,
 ) -> dict[str, Any]:
     """Cornac's VBPR for ``epochs`` (our vbpr's validated epoch count for the seed), scored by our evaluator; its
-    item features are the modalities this run exported (``modalities``; Food-Kitchen: the text alone), concatenated."""
+    item features are the modalities this run exported (``modalities``; Food-Kitchen: the text alone), concatenated,
+    min-max scaled by Cornac unless not ``normalized`` (:func:`mm_peer_mmrec.run_cornac_vbpr`)."""
     out = work / f"cornac_scores_{seed}.npy"
     load0 = load_avg()
     features = [feature_file(m) for m in modalities]
-    rec = run_cornac_vbpr(folder, name, seed, features, epochs=epochs, reg=1e-4, out=out)
+    rec = run_cornac_vbpr(
+        folder, name, seed, features, epochs=epochs, reg=1e-4, out=out, normalized=normalized
+    )
     scores = torch.from_numpy(np.load(out))
 
     def score(users: np.ndarray) -> torch.Tensor:
@@ -317,6 +327,7 @@ def report(path: Path) -> None:
         over, trainer = variant_of(r)
         label = r["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in sorted(over.items()))
         label += "".join(f" trainer.{k}={json.dumps(v)}" for k, v in sorted(trainer.items()))
+        label += "" if cornac_normalized(r) else " normalized=false"
         rows.setdefault((r["library"], label), []).append(r)
     print(
         "| library | model | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | load |"
@@ -368,6 +379,14 @@ def main() -> None:
         default=[],
         metavar="KEY=JSON",
         help="a TrainerConfig setting replacing the protocol's for every row of ours (repeatable; likewise)",
+    )
+    ap.add_argument(
+        "--cornac-features",
+        choices=("minmax", "raw"),
+        default="minmax",
+        help="Cornac VBPR's item features: minmax = ImageModality(normalized=True), the global min-max scaling "
+        "of Cornac's example scripts (the protocol's); raw = normalized=False, Cornac's default: the features "
+        "as exported, as our vbpr gets them (recorded, and kept apart from the protocol's row)",
     )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None, help="print the table of a results file and exit")
@@ -465,15 +484,32 @@ def main() -> None:
                 emit(ours)
             if "mmrec" in peers and row in MMREC_OF:
                 peer(MMREC_OF[row], seed)
-            if "cornac" in peers and row == "vbpr" and ("cornac", "VBPR", seed) not in done:
+            normalized = args.cornac_features == "minmax"
+            if (
+                "cornac" in peers
+                and row == "vbpr"
+                and not any(
+                    (r["library"], r["model"], r["seed"]) == ("cornac", "VBPR", seed)
+                    and cornac_normalized(r) == normalized
+                    for r in _records(out)
+                )
+            ):
                 epochs = ours["best_epoch"] or 1
-                fit = partial(cornac_row, folder, name, list(mm_feats), seed, epochs, test, train, args.work)
-                emit(fit_or_failure("cornac", "VBPR", seed, fit))
+                fit = partial(
+                    cornac_row, folder, name, list(mm_feats), seed, epochs, test, train, args.work, normalized
+                )
+                emit({**fit_or_failure("cornac", "VBPR", seed, fit), "normalized": normalized})
 
 
 def variant_of(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A record's (model overrides, trainer overrides): ({}, {}) for the protocol's own rows."""
     return rec.get("overrides", {}), rec.get("trainer_overrides", {})
+
+
+def cornac_normalized(rec: dict[str, Any]) -> bool:
+    """Whether a record's Cornac VBPR had min-max scaled features (records before the option: it had; True for
+    any other library's record)."""
+    return bool(rec.get("normalized", True))
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

@@ -261,7 +261,7 @@ for r in rows:
 feats = np.hstack([np.load(f) for f in a['features']]).astype(np.float32)
 n_items = feats.shape[0]
 ids = [str(k) for k in range(n_items)]
-mod = ImageModality(features=feats, ids=ids, normalized=True)
+mod = ImageModality(features=feats, ids=ids, normalized=a['normalized'])
 bm = BaseMethod.from_splits(train_data=parts[0], test_data=parts[2], val_data=parts[1], exclude_unknowns=True,
                             verbose=False, seed=a['seed'], item_image=mod)
 model = cornac.models.VBPR(k=a['k'], k2=a['k2'], n_epochs=a['epochs'], batch_size=2048, learning_rate=1e-3,
@@ -338,10 +338,22 @@ def probe_mmrec(
 
 
 def run_cornac_vbpr(
-    folder: Path, name: str, seed: int, features: list[str], *, epochs: int, reg: float, out: Path
+    folder: Path,
+    name: str,
+    seed: int,
+    features: list[str],
+    *,
+    epochs: int,
+    reg: float,
+    out: Path,
+    normalized: bool = True,
 ) -> dict[str, Any]:
     """Fit Cornac's VBPR (k = k2 = 64: γ and θ as wide as our vbpr's ``dim`` and ``feat_dim``) on the folder's
-    train rows for ``epochs`` epochs; its (users, n_items) score matrix is saved to ``out`` for our evaluator."""
+    train rows for ``epochs`` epochs; its (users, n_items) score matrix is saved to ``out`` for our evaluator.
+
+    ``normalized``: Cornac's ``ImageModality(normalized=...)``. True (the protocol's, as Cornac's example scripts
+    run it) scales the features by one global min-max, f' = (f − min) / (max − min); False (Cornac's default)
+    gives it the features as exported, as our vbpr gets them."""
     folder = Path(folder).resolve()
     arg = {
         "inter": str(folder / f"{name}.inter"),
@@ -352,6 +364,7 @@ def run_cornac_vbpr(
         "k": 64,
         "k2": 64,
         "out": str(out),
+        "normalized": normalized,
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cmd = [CORNAC_PY, "-c", _CORNAC_DRIVER, json.dumps(arg)]
@@ -371,6 +384,7 @@ def run_cornac_vbpr(
         "fit_s": info["fit_s"],
         "s_per_epoch": info["fit_s"] / epochs,
         "epochs_run": epochs,
+        "normalized": normalized,
     }
 
 

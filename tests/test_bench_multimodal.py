@@ -235,3 +235,72 @@ def test_a_variant_and_the_protocols_row_never_stand_in_for_each_other(  # type:
     run("--peers", "", "--set", "reg=0")
     assert fits == [(None, None), ({"reg": 0}, None)]
     assert [bench.variant_of(r) for r in bench._records(out)][-1] == ({"reg": 0}, {})
+
+
+def test_cornac_raw_features_are_a_row_of_their_own(bench, monkeypatch, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    """--cornac-features raw: Cornac's VBPR runs with normalized=False beside the protocol's (min-max) record on
+    file, once, at our vbpr's best epoch; the record says so and the report keeps it apart."""
+    calls: list[tuple[int, bool]] = []
+    test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
+
+    def fake_run(folder, name, seed, features, *, epochs, reg, out, normalized=True):  # type: ignore[no-untyped-def]
+        calls.append((epochs, normalized))
+        np.save(out, np.zeros((2, 2), np.float32))  # the score matrix the driver leaves for our evaluator
+        return {"library": "cornac", "model": "VBPR", "seed": seed, "normalized": normalized}
+
+    class Split:  # what main() reads of a split before fitting
+        n_users = n_items = 2
+
+        def __len__(self) -> int:
+            return 1
+
+        def csr(self):  # type: ignore[no-untyped-def]
+            return None
+
+    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
+    monkeypatch.setattr(bench, "modalities", lambda *a: {"text": np.zeros((2, 2))})
+    monkeypatch.setattr(bench, "write_mmrec", lambda *a: None)
+    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    monkeypatch.setattr(bench, "run_cornac_vbpr", fake_run)
+    monkeypatch.setattr(bench, "evaluate_full_ranking", lambda *a, **k: test)
+    out = tmp_path / "r.jsonl"
+    ours = {"library": "attnrec", "model": "vbpr", "seed": 0, "best_epoch": 7, "test": test}
+    protocol = {"library": "cornac", "model": "VBPR", "seed": 0, "test": test}  # written before the option
+    out.write_text(json.dumps(ours) + "\n" + json.dumps(protocol) + "\n")
+
+    def run(*argv: str) -> None:
+        base = [
+            "bench_multimodal.py",
+            "--models",
+            "vbpr",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path),
+        ]
+        monkeypatch.setattr("sys.argv", [*base, *argv])
+        bench.main()
+
+    run("--peers", "cornac")  # the protocol's Cornac row is on file: nothing runs
+    assert calls == []
+    run("--peers", "cornac", "--cornac-features", "raw")
+    run("--peers", "cornac", "--cornac-features", "raw")  # resumed: not run twice
+    assert calls == [(7, False)]
+    assert bench._records(out)[-1]["normalized"] is False
+    capsys.readouterr()
+    bench.report(out)
+    labels = [ln.split(" | ")[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| cornac")]
+    assert labels == ["VBPR", "VBPR normalized=false"]
+
+
+def test_cornac_features_are_refused_without_the_cornac_row(bench, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(
+        bench, "load", lambda *a: (_ for _ in ()).throw(AssertionError("the data were loaded"))
+    )
+    for argv in (["--peers", "mmrec"], ["--peers", "cornac", "--models", "bpr"]):
+        monkeypatch.setattr("sys.argv", ["bench_multimodal.py", "--cornac-features", "raw", *argv])
+        with pytest.raises(SystemExit):
+            bench.main()
+        assert "--cornac-features changes Cornac's VBPR row" in capsys.readouterr().err
