@@ -7,6 +7,8 @@ MMRec's own FREEDOM/LATTICE/BM3/VBPR/LightGCN and Cornac's VBPR on the same expo
         --set reg=0 --trainer-set adam_eps=1e-12 --out VARIANTS.jsonl     # a diagnostic variant of our rows
     .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models vbpr --peers cornac \
         --cornac-features raw --out RESULTS.jsonl       # Cornac's VBPR without its min-max feature scaling
+    .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models vbpr --peers '' \
+        --item-features minmax --out RESULTS.jsonl      # our vbpr given Cornac's min-max scaled features
     .venv/bin/python benchmarks/bench_multimodal.py --report bench_results/multimodal/ml-100k.jsonl
 
 The straight line (MMRec's protocol, which the MR-CSAF paper follows): the dataset → ``random_split(per_user=True,
@@ -267,10 +269,11 @@ def check_variant(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         raise ConfigError(
             "--cornac-features changes Cornac's VBPR row: run it with --peers cornac --models vbpr"
         )
-    if overrides or trainer_overrides:
+    if overrides or trainer_overrides or args.item_features != "raw":
         if peers or any(m.startswith("mmrec:") for m in rows):
             raise ConfigError(
-                "--set / --trainer-set change our rows only: run them with --peers '' and no mmrec: row"
+                "--set / --trainer-set / --item-features change our rows only: run them with --peers '' and no "
+                "mmrec: row"
             )
     if overrides:
         for row in rows:
@@ -324,9 +327,10 @@ def report(path: Path) -> None:
                 f"seed {r['seed']}: {r['failed'][-160:]!r}"
             )
             continue
-        over, trainer = variant_of(r)
+        over, trainer, scaling = variant_of(r)
         label = r["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in sorted(over.items()))
         label += "".join(f" trainer.{k}={json.dumps(v)}" for k, v in sorted(trainer.items()))
+        label += "" if scaling == "raw" else f" item_features={scaling}"
         label += "" if cornac_normalized(r) else " normalized=false"
         rows.setdefault((r["library"], label), []).append(r)
     print(
@@ -388,6 +392,13 @@ def main() -> None:
         "of Cornac's example scripts (the protocol's); raw = normalized=False, Cornac's default: the features "
         "as exported, as our vbpr gets them (recorded, and kept apart from the protocol's row)",
     )
+    ap.add_argument(
+        "--item-features",
+        choices=("raw", "minmax"),
+        default="raw",
+        help="our rows' item features: raw (the protocol: as exported) or minmax (Cornac's normalized=True scaling, "
+        "per modality; the export stays raw; a diagnostic variant: no peer runs with it)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None, help="print the table of a results file and exit")
     args = ap.parse_args()
@@ -409,6 +420,7 @@ def main() -> None:
         {"text": feats["text"]} if "meta" not in feats else {"text": feats["text"], "image": feats["meta"]}
     )
     write_mmrec(folder, name, train, valid, test, mm_feats)
+    ours_feats = feats if args.item_features == "raw" else minmax_scaled(feats)
     header = {
         "dataset": args.dataset,
         "split_seed": args.split_seed,
@@ -427,7 +439,8 @@ def main() -> None:
     peers = {p for p in args.peers.split(",") if p}
 
     # resumable: a (library, model, seed) already in --out is not run again (rerun the same command after a stop);
-    # a row of ours matches only a record of the same variant (variant_of: --set / --trainer-set, none for the protocol)
+    # a row of ours matches only a record of the same variant (variant_of: --set / --trainer-set / --item-features;
+    # none for the protocol's rows); a Cornac row only one of the same --cornac-features
     done = {(r["library"], r["model"], r["seed"]) for r in _records(out)}
 
     def emit(rec: dict[str, Any]) -> None:
@@ -465,7 +478,7 @@ def main() -> None:
                     r
                     for r in _records(out)
                     if (r["library"], r["model"], r["seed"]) == ("attnrec", row, seed)
-                    and variant_of(r) == (overrides, trainer_overrides)
+                    and variant_of(r) == (overrides, trainer_overrides, args.item_features)
                 ),
                 None,
             )
@@ -474,13 +487,15 @@ def main() -> None:
                     row,
                     seed,
                     (train, valid, test),
-                    feats,
+                    ours_feats,
                     args.epochs,
                     args.patience,
                     args.valid_every,
                     overrides or None,
                     trainer_overrides=trainer_overrides or None,
                 )
+                if args.item_features != "raw":
+                    ours["item_features"] = args.item_features
                 emit(ours)
             if "mmrec" in peers and row in MMREC_OF:
                 peer(MMREC_OF[row], seed)
@@ -501,9 +516,25 @@ def main() -> None:
                 emit({**fit_or_failure("cornac", "VBPR", seed, fit), "normalized": normalized})
 
 
-def variant_of(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A record's (model overrides, trainer overrides): ({}, {}) for the protocol's own rows."""
-    return rec.get("overrides", {}), rec.get("trainer_overrides", {})
+def variant_of(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A record's (model overrides, trainer overrides, item-feature scaling): ({}, {}, "raw") for the protocol's own
+    rows."""
+    return rec.get("overrides", {}), rec.get("trainer_overrides", {}), rec.get("item_features", "raw")
+
+
+def minmax_scaled(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each modality scaled as Cornac's ``ImageModality(normalized=True)`` scales its feature matrix: one global
+    min-max over the matrix, (f − min) / (max − min) (per modality here; Cornac's one concatenated matrix when a
+    set has one modality, as Food-Kitchen). A constant modality is refused (nothing to scale by)."""
+    out = {}
+    for name, f in feats.items():
+        lo, hi = float(f.min()), float(f.max())
+        if hi <= lo:
+            raise ConfigError(
+                f"--item-features minmax: modality {name!r} is constant ({lo}); nothing to scale"
+            )
+        out[name] = ((f - lo) / (hi - lo)).astype(f.dtype)
+    return out
 
 
 def cornac_normalized(rec: dict[str, Any]) -> bool:

@@ -112,12 +112,13 @@ def test_trainer_overrides_reach_the_fit_and_are_recorded(bench, monkeypatch):  
     assert (seen[0].adam_eps, seen[0].lr, seen[0].batch_size) == (1e-8, 1e-3, 2048)  # the protocol's
     assert (seen[1].adam_eps, seen[1].lr, seen[1].batch_size) == (1e-12, 0.01, 2048)  # overridden, rest kept
     assert "trainer_overrides" not in base and rec["trainer_overrides"] == {"adam_eps": 1e-12, "lr": 0.01}
-    assert bench.variant_of(base) == ({}, {}) and bench.variant_of(rec) == (
+    assert bench.variant_of(base) == ({}, {}, "raw") and bench.variant_of(rec) == (
         {},
         {"adam_eps": 1e-12, "lr": 0.01},
+        "raw",
     )
     tuned = bench.fit_ours("vbpr", 0, (train, valid, test), feats, 1, 1, overrides={"reg": 0.0})
-    assert bench.variant_of(tuned) == ({"reg": 0.0}, {})
+    assert bench.variant_of(tuned) == ({"reg": 0.0}, {}, "raw")
 
 
 def test_the_report_keeps_a_variant_apart_from_the_protocols_row(  # type: ignore[no-untyped-def]
@@ -234,7 +235,7 @@ def test_a_variant_and_the_protocols_row_never_stand_in_for_each_other(  # type:
     run("--peers", "", "--set", "reg=0")  # another variant: fitted, once
     run("--peers", "", "--set", "reg=0")
     assert fits == [(None, None), ({"reg": 0}, None)]
-    assert [bench.variant_of(r) for r in bench._records(out)][-1] == ({"reg": 0}, {})
+    assert [bench.variant_of(r) for r in bench._records(out)][-1] == ({"reg": 0}, {}, "raw")
 
 
 def test_cornac_raw_features_are_a_row_of_their_own(bench, monkeypatch, tmp_path, capsys):  # type: ignore[no-untyped-def]
@@ -304,3 +305,69 @@ def test_cornac_features_are_refused_without_the_cornac_row(bench, monkeypatch, 
         with pytest.raises(SystemExit):
             bench.main()
         assert "--cornac-features changes Cornac's VBPR row" in capsys.readouterr().err
+
+
+def test_minmax_scaling_is_cornacs_global_min_max_per_modality(bench):  # type: ignore[no-untyped-def]
+    text = np.array([[-0.5, 0.5], [0.25, 1.5]], np.float32)
+    meta = np.array([[0.0, 2.0], [4.0, 2.0]], np.float32)
+    out = bench.minmax_scaled({"text": text, "meta": meta})
+    np.testing.assert_allclose(out["text"], [[0.0, 0.5], [0.375, 1.0]])  # one min and max over the matrix
+    np.testing.assert_allclose(out["meta"], [[0.0, 0.5], [1.0, 0.5]])
+    assert out["text"].dtype == np.float32
+    # differences between items shrink by 1/(max - min): the scale Cornac's VBPR sees
+    np.testing.assert_allclose(out["text"][0] - out["text"][1], (text[0] - text[1]) / 2.0)
+    with pytest.raises(bench.ConfigError, match="modality 'meta' is constant"):
+        bench.minmax_scaled({"meta": np.ones((3, 2), np.float32)})
+
+
+def test_item_features_minmax_reaches_our_fit_only_and_is_a_variant(  # type: ignore[no-untyped-def]
+    bench, monkeypatch, tmp_path, capsys
+):
+    """--item-features minmax: our rows are fitted on the scaled features, the export stays raw, the record is kept
+    apart from the protocol's (resume and report), and peers are refused beside it."""
+    raw = {"text": np.array([[0.0, 2.0], [1.0, 4.0]], np.float32)}
+    fitted: list[np.ndarray] = []
+    exported: list[np.ndarray] = []
+    test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
+
+    def fake_fit(row, seed, split, feats, *a, **kw):  # type: ignore[no-untyped-def]
+        fitted.append(feats["text"])
+        return {"library": "attnrec", "model": row, "seed": seed, "best_epoch": 7, "test": test}
+
+    class Split:  # what main() reads of a split before fitting
+        n_users = n_items = 2
+
+        def __len__(self) -> int:
+            return 1
+
+    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
+    monkeypatch.setattr(bench, "modalities", lambda *a: raw)
+    monkeypatch.setattr(bench, "write_mmrec", lambda *a: exported.append(a[-1]["text"]))
+    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    monkeypatch.setattr(bench, "fit_ours", fake_fit)
+    out = tmp_path / "r.jsonl"
+    out.write_text(
+        json.dumps({"library": "attnrec", "model": "vbpr", "seed": 0, "best_epoch": 9, "test": test}) + "\n"
+    )
+
+    def run(*argv: str) -> None:
+        base = ["bench_multimodal.py", "--models", "vbpr", "--seeds", "0", "--out", str(out), "--peers", ""]
+        monkeypatch.setattr("sys.argv", [*base, *argv])
+        bench.main()
+
+    run()  # the protocol's row is on file
+    assert fitted == []
+    run("--item-features", "minmax")
+    run("--item-features", "minmax")  # resumed: fitted once
+    assert len(fitted) == 1
+    np.testing.assert_allclose(fitted[0], [[0.0, 0.5], [0.25, 1.0]])
+    assert all(np.array_equal(x, raw["text"]) for x in exported)  # MMRec's and Cornac's files stay raw
+    assert bench.variant_of(bench._records(out)[-1]) == ({}, {}, "minmax")
+    capsys.readouterr()
+    bench.report(out)
+    labels = [ln.split(" | ")[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| attnrec")]
+    assert labels == ["vbpr", "vbpr item_features=minmax"]
+    monkeypatch.setattr("sys.argv", ["bench_multimodal.py", "--item-features", "minmax", "--peers", "cornac"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "change our rows only" in capsys.readouterr().err
