@@ -5,9 +5,9 @@ MMRec's own FREEDOM/LATTICE/BM3/VBPR/LightGCN and Cornac's VBPR on the same expo
         [--peers mmrec,cornac] [--epochs 1000] [--patience 20] [--split-seed 2026] [--work /work/mm-bench]
     .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models lightgcn --peers '' \\
         --set reg=0 --trainer-set adam_eps=1e-12 --out VARIANTS.jsonl     # a diagnostic variant of our rows
-    .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models vbpr --peers cornac \
+    .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models vbpr --peers cornac \\
         --cornac-features raw --out RESULTS.jsonl       # Cornac's VBPR without its min-max feature scaling
-    .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models vbpr --peers '' \
+    .venv/bin/python benchmarks/bench_multimodal.py --dataset food-kitchen --models vbpr --peers '' \\
         --item-features minmax --out RESULTS.jsonl      # our vbpr given Cornac's min-max scaled features
     .venv/bin/python benchmarks/bench_multimodal.py --report bench_results/multimodal/ml-100k.jsonl
 
@@ -55,7 +55,7 @@ from attnrec.data.readers.mmrec import feature_file, write_mmrec  # noqa: E402
 from attnrec.data.side import ItemFeatures, SideInputs  # noqa: E402
 from attnrec.data.splits import random_split  # noqa: E402
 from attnrec.data.table import Interactions  # noqa: E402
-from attnrec.errors import ConfigError  # noqa: E402
+from attnrec.errors import ConfigError, DataError  # noqa: E402
 from attnrec.evaluation.evaluators import evaluate_full_ranking  # noqa: E402
 from attnrec.models.base import Estimator, get_model_class  # noqa: E402
 from attnrec.models.topk.bpr import PairwiseRecommender  # noqa: E402
@@ -251,7 +251,9 @@ def protocol_trainer(
 def check_variant(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """``--set`` / ``--trainer-set`` parsed and checked before any data are loaded: each selected row of ours built
     with the settings (an unknown key or a bad value names the flag and the row), the trainer the fits will use
-    built, and a variant refused beside peer runs (their rows would be the protocol's). Raises ``ConfigError``."""
+    built, and a variant of our rows (these two, ``--item-features minmax``) refused beside peer runs (their rows
+    would be the protocol's); ``--cornac-features raw`` refused without ``--peers cornac`` and the vbpr row.
+    Raises ``ConfigError``."""
     overrides = parse_sets(args.set, "--set")
     trainer_overrides = parse_sets(args.trainer_set, "--trainer-set")
     for key, flag in FLAG_SETTINGS.items():
@@ -322,16 +324,14 @@ def report(path: Path) -> None:
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     failed: dict[tuple[str, str], list[str]] = {}
     for r in _records(path):
-        if "failed" in r:
-            failed.setdefault((r["library"], r["model"]), []).append(
-                f"seed {r['seed']}: {r['failed'][-160:]!r}"
-            )
-            continue
         over, trainer, scaling = variant_of(r)
         label = r["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in sorted(over.items()))
         label += "".join(f" trainer.{k}={json.dumps(v)}" for k, v in sorted(trainer.items()))
         label += "" if scaling == "raw" else f" item_features={scaling}"
-        label += "" if cornac_normalized(r) else " normalized=false"
+        label += "" if cornac_normalized(r) else " cornac_features=raw"
+        if "failed" in r:  # under its variant's label: a variant's failure is not the protocol row's
+            failed.setdefault((r["library"], label), []).append(f"seed {r['seed']}: {r['failed'][-160:]!r}")
+            continue
         rows.setdefault((r["library"], label), []).append(r)
     print(
         "| library | model | seeds | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | best epoch | s/epoch | load |"
@@ -390,14 +390,17 @@ def main() -> None:
         default="minmax",
         help="Cornac VBPR's item features: minmax = ImageModality(normalized=True), the global min-max scaling "
         "of Cornac's example scripts (the protocol's); raw = normalized=False, Cornac's default: the features "
-        "as exported, as our vbpr gets them (recorded, and kept apart from the protocol's row)",
+        "as exported, as our vbpr gets them (recorded, and kept apart from the protocol's row). Either runs for "
+        "the protocol vbpr row's best epoch in --out (that row is fitted first when absent): give the file that "
+        "holds the protocol's rows",
     )
     ap.add_argument(
         "--item-features",
         choices=("raw", "minmax"),
         default="raw",
         help="our rows' item features: raw (the protocol: as exported) or minmax (Cornac's normalized=True scaling, "
-        "per modality; the export stays raw; a diagnostic variant: no peer runs with it)",
+        "one min and max over all modalities, as Cornac over its concatenation; the export stays raw; a diagnostic "
+        "variant for vbpr: no peer runs with it; for the graph rows it also changes the cosine kNN graphs)",
     )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None, help="print the table of a results file and exit")
@@ -523,18 +526,16 @@ def variant_of(rec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str
 
 
 def minmax_scaled(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each modality scaled as Cornac's ``ImageModality(normalized=True)`` scales its feature matrix: one global
-    min-max over the matrix, (f − min) / (max − min) (per modality here; Cornac's one concatenated matrix when a
-    set has one modality, as Food-Kitchen). A constant modality is refused (nothing to scale by)."""
-    out = {}
-    for name, f in feats.items():
-        lo, hi = float(f.min()), float(f.max())
-        if hi <= lo:
-            raise ConfigError(
-                f"--item-features minmax: modality {name!r} is constant ({lo}); nothing to scale"
-            )
-        out[name] = ((f - lo) / (hi - lo)).astype(f.dtype)
-    return out
+    """The modalities scaled as Cornac's ``ImageModality(normalized=True)`` scales the concatenated feature matrix
+    our Cornac driver gives it: (f − min) / (max − min) with one min and one max over every entry of every modality.
+    All-constant features are refused (Cornac would map them to zeros through its +1e-10: nothing to learn from)."""
+    lo = min(float(f.min()) for f in feats.values())
+    hi = max(float(f.max()) for f in feats.values())
+    if hi <= lo:
+        raise DataError(
+            f"--item-features minmax: every entry of {', '.join(feats)} is {lo}; nothing to scale"
+        )
+    return {name: ((f - lo) / (hi - lo)).astype(f.dtype) for name, f in feats.items()}
 
 
 def cornac_normalized(rec: dict[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """MMRec (enoche/MMRec, the reference code of FREEDOM, LATTICE and BM3; also its MMGCN, GRCN, SLMRec) and Cornac's
 VBPR on our exported split.
 
-    .venv/bin/python benchmarks/mm_peer_mmrec.py --folder DIR --name NAME --models FREEDOM,LATTICE \
+    .venv/bin/python benchmarks/mm_peer_mmrec.py --folder DIR --name NAME --models FREEDOM,LATTICE \\
         [--seeds 0,1,2] [--epochs 1000] [--patience 20] [--out bench_results/multimodal/peer.jsonl] [--probe-batches 3]
 
 MMRec lives outside this repository (``$MMREC_DIR``, default /work/peers/MMRec: a ``git archive`` of its commit,

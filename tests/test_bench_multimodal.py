@@ -293,7 +293,7 @@ def test_cornac_raw_features_are_a_row_of_their_own(bench, monkeypatch, tmp_path
     capsys.readouterr()
     bench.report(out)
     labels = [ln.split(" | ")[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| cornac")]
-    assert labels == ["VBPR", "VBPR normalized=false"]
+    assert labels == ["VBPR", "VBPR cornac_features=raw"]
 
 
 def test_cornac_features_are_refused_without_the_cornac_row(bench, monkeypatch, capsys):  # type: ignore[no-untyped-def]
@@ -307,17 +307,20 @@ def test_cornac_features_are_refused_without_the_cornac_row(bench, monkeypatch, 
         assert "--cornac-features changes Cornac's VBPR row" in capsys.readouterr().err
 
 
-def test_minmax_scaling_is_cornacs_global_min_max_per_modality(bench):  # type: ignore[no-untyped-def]
+def test_minmax_scaling_is_cornacs_over_the_concatenated_modalities(bench):  # type: ignore[no-untyped-def]
+    """Cornac min-max scales the one matrix our driver gives it (the modalities side by side): one min and one max
+    over every entry, not one per modality or per column."""
     text = np.array([[-0.5, 0.5], [0.25, 1.5]], np.float32)
     meta = np.array([[0.0, 2.0], [4.0, 2.0]], np.float32)
     out = bench.minmax_scaled({"text": text, "meta": meta})
-    np.testing.assert_allclose(out["text"], [[0.0, 0.5], [0.375, 1.0]])  # one min and max over the matrix
-    np.testing.assert_allclose(out["meta"], [[0.0, 0.5], [1.0, 0.5]])
+    joined = np.hstack([text, meta])
+    np.testing.assert_allclose(np.hstack([out["text"], out["meta"]]), (joined + 0.5) / 4.5, rtol=1e-6)
+    np.testing.assert_allclose(out["text"], [[0.0, 2 / 9], [1 / 6, 4 / 9]], rtol=1e-6)
     assert out["text"].dtype == np.float32
     # differences between items shrink by 1/(max - min): the scale Cornac's VBPR sees
-    np.testing.assert_allclose(out["text"][0] - out["text"][1], (text[0] - text[1]) / 2.0)
-    with pytest.raises(bench.ConfigError, match="modality 'meta' is constant"):
-        bench.minmax_scaled({"meta": np.ones((3, 2), np.float32)})
+    np.testing.assert_allclose(out["meta"][0] - out["meta"][1], (meta[0] - meta[1]) / 4.5, rtol=1e-6)
+    with pytest.raises(bench.DataError, match="every entry of text, meta is 1.0"):
+        bench.minmax_scaled({"text": np.ones((3, 2), np.float32), "meta": np.ones((3, 1), np.float32)})
 
 
 def test_item_features_minmax_reaches_our_fit_only_and_is_a_variant(  # type: ignore[no-untyped-def]
@@ -326,6 +329,7 @@ def test_item_features_minmax_reaches_our_fit_only_and_is_a_variant(  # type: ig
     """--item-features minmax: our rows are fitted on the scaled features, the export stays raw, the record is kept
     apart from the protocol's (resume and report), and peers are refused beside it."""
     raw = {"text": np.array([[0.0, 2.0], [1.0, 4.0]], np.float32)}
+    before = raw["text"].copy()
     fitted: list[np.ndarray] = []
     exported: list[np.ndarray] = []
     test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
@@ -361,13 +365,109 @@ def test_item_features_minmax_reaches_our_fit_only_and_is_a_variant(  # type: ig
     run("--item-features", "minmax")  # resumed: fitted once
     assert len(fitted) == 1
     np.testing.assert_allclose(fitted[0], [[0.0, 0.5], [0.25, 1.0]])
-    assert all(np.array_equal(x, raw["text"]) for x in exported)  # MMRec's and Cornac's files stay raw
+    assert len(exported) == 3 and all(np.array_equal(x, before) for x in exported)  # the files stay raw
     assert bench.variant_of(bench._records(out)[-1]) == ({}, {}, "minmax")
     capsys.readouterr()
     bench.report(out)
     labels = [ln.split(" | ")[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| attnrec")]
     assert labels == ["vbpr", "vbpr item_features=minmax"]
-    monkeypatch.setattr("sys.argv", ["bench_multimodal.py", "--item-features", "minmax", "--peers", "cornac"])
+    monkeypatch.setattr(
+        bench, "load", lambda *a: (_ for _ in ()).throw(AssertionError("the data were loaded"))
+    )
+    monkeypatch.setattr(
+        "sys.argv",
+        [*("bench_multimodal.py", "--item-features", "minmax", "--peers", "cornac"), "--out", str(out)],
+    )
     with pytest.raises(SystemExit):
         bench.main()
     assert "change our rows only" in capsys.readouterr().err
+
+
+def test_cornac_driver_gets_the_scaling_flag(bench, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    """run_cornac_vbpr hands ``normalized`` to the driver's ImageModality (the subprocess call captured)."""
+    import sys
+
+    peer = sys.modules["mm_peer_mmrec"]  # imported by bench_multimodal
+    cmds: list[list[str]] = []
+
+    class Done:
+        returncode = 0
+        stdout = json.dumps({"fit_s": 2.0})
+        stderr = ""
+
+    def fake_run(cmd, **kw):  # type: ignore[no-untyped-def]
+        cmds.append(cmd)
+        return Done()
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    for normalized in (False, True):
+        rec = bench.run_cornac_vbpr(
+            tmp_path,
+            "x",
+            0,
+            ["text_feat.npy"],
+            epochs=2,
+            reg=1e-4,
+            out=tmp_path / "s.npy",
+            normalized=normalized,
+        )
+        assert json.loads(cmds[-1][-1])["normalized"] is normalized and rec["normalized"] is normalized
+    assert "ImageModality(features=feats, ids=ids, normalized=a['normalized'])" in cmds[-1][2]
+
+
+def test_a_failed_raw_cornac_run_is_its_variants_failure(bench, monkeypatch, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    """A failed --cornac-features raw run is recorded as that variant (not retried on resume, not blocking the
+    protocol's Cornac row, reported under its label)."""
+    calls: list[bool] = []
+    test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
+
+    def fake_run(folder, name, seed, features, *, epochs, reg, out, normalized=True):  # type: ignore[no-untyped-def]
+        calls.append(normalized)
+        if not normalized:
+            raise RuntimeError("cornac broke")
+        np.save(out, np.zeros((2, 2), np.float32))
+        return {"library": "cornac", "model": "VBPR", "seed": seed, "normalized": normalized}
+
+    class Split:
+        n_users = n_items = 2
+
+        def __len__(self) -> int:
+            return 1
+
+        def csr(self):  # type: ignore[no-untyped-def]
+            return None
+
+    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
+    monkeypatch.setattr(bench, "modalities", lambda *a: {"text": np.zeros((2, 2))})
+    monkeypatch.setattr(bench, "write_mmrec", lambda *a: None)
+    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    monkeypatch.setattr(bench, "run_cornac_vbpr", fake_run)
+    monkeypatch.setattr(bench, "evaluate_full_ranking", lambda *a, **k: test)
+    out = tmp_path / "r.jsonl"
+    out.write_text(
+        json.dumps({"library": "attnrec", "model": "vbpr", "seed": 0, "best_epoch": 7, "test": test}) + "\n"
+    )
+
+    def run(*argv: str) -> None:
+        base = [
+            "bench_multimodal.py",
+            "--models",
+            "vbpr",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path),
+        ]
+        monkeypatch.setattr("sys.argv", [*base, "--peers", "cornac", *argv])
+        bench.main()
+
+    run("--cornac-features", "raw")
+    assert bench._records(out)[-1]["failed"] and bench._records(out)[-1]["normalized"] is False
+    run("--cornac-features", "raw")  # on file (failed): not retried
+    run()  # the protocol's Cornac row still runs
+    assert calls == [False, True]
+    capsys.readouterr()
+    bench.report(out)
+    assert "cornac VBPR cornac_features=raw failed: seed 0" in capsys.readouterr().out
