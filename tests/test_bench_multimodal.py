@@ -19,6 +19,49 @@ def bench():  # type: ignore[no-untyped-def]
     return load_script(BENCH)
 
 
+class _Split:
+    """What main() reads of a split (its sizes; the matrices go to a faked evaluator)."""
+
+    n_users = n_items = 2
+
+    def __len__(self) -> int:
+        return 1
+
+    def csr(self) -> None:
+        return None
+
+
+def fake_data(  # type: ignore[no-untyped-def]
+    bench, monkeypatch, feats: dict[str, np.ndarray] | None = None, exported: list[np.ndarray] | None = None
+) -> None:
+    """main() without data: a two-user split, the modalities ``feats``, the export only recorded in ``exported``."""
+    monkeypatch.setattr(bench, "load", lambda *a: (_Split(), _Split(), _Split(), {}, None))
+    monkeypatch.setattr(
+        bench, "modalities", lambda *a: {"text": np.zeros((2, 2))} if feats is None else feats
+    )
+    monkeypatch.setattr(
+        bench, "write_mmrec", lambda *a: None if exported is None else exported.append(a[-1]["text"])
+    )
+    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+
+
+def run_main(bench, monkeypatch, out: Path, *argv: str) -> None:  # type: ignore[no-untyped-def]
+    """main() on the vbpr row, seed 0, results in ``out``, exports beside it (never the real folders)."""
+    base = [
+        "bench_multimodal.py",
+        "--models",
+        "vbpr",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--work",
+        str(out.parent),
+    ]
+    monkeypatch.setattr("sys.argv", [*base, *argv])
+    bench.main()
+
+
 def test_tfidf_modality_unit_rows_and_mean_fallback(bench):  # type: ignore[no-untyped-def]
     titles = ["green tea", "green tea bags", "black tea", "black coffee", "coffee beans", "zzz"]
     z = bench.tfidf_modality(titles, dim=3)
@@ -208,16 +251,7 @@ def test_a_variant_and_the_protocols_row_never_stand_in_for_each_other(  # type:
         cornac_epochs.append(epochs)
         return {"library": "cornac", "model": "VBPR", "seed": seed}
 
-    class Split:  # what main() reads of a split before fitting
-        n_users = n_items = 2
-
-        def __len__(self) -> int:
-            return 1
-
-    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
-    monkeypatch.setattr(bench, "modalities", lambda *a: {"text": np.zeros((2, 2))})
-    monkeypatch.setattr(bench, "write_mmrec", lambda *a: None)
-    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    fake_data(bench, monkeypatch)
     monkeypatch.setattr(bench, "fit_ours", fake_fit)
     monkeypatch.setattr(bench, "cornac_row", fake_cornac)
     out = tmp_path / "r.jsonl"
@@ -225,9 +259,7 @@ def test_a_variant_and_the_protocols_row_never_stand_in_for_each_other(  # type:
     out.write_text(json.dumps({**variant, "best_epoch": 3}) + "\n")
 
     def run(*argv: str) -> None:
-        base = ["bench_multimodal.py", "--models", "vbpr", "--seeds", "0", "--out", str(out)]
-        monkeypatch.setattr("sys.argv", [*base, *argv])
-        bench.main()
+        run_main(bench, monkeypatch, out, *argv)
 
     run("--peers", "cornac")  # the protocol's row is fitted; Cornac gets its best epoch, not the variant's 3
     assert fits == [(None, None)] and cornac_epochs == [7]
@@ -249,19 +281,7 @@ def test_cornac_raw_features_are_a_row_of_their_own(bench, monkeypatch, tmp_path
         np.save(out, np.zeros((2, 2), np.float32))  # the score matrix the driver leaves for our evaluator
         return {"library": "cornac", "model": "VBPR", "seed": seed, "normalized": normalized}
 
-    class Split:  # what main() reads of a split before fitting
-        n_users = n_items = 2
-
-        def __len__(self) -> int:
-            return 1
-
-        def csr(self):  # type: ignore[no-untyped-def]
-            return None
-
-    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
-    monkeypatch.setattr(bench, "modalities", lambda *a: {"text": np.zeros((2, 2))})
-    monkeypatch.setattr(bench, "write_mmrec", lambda *a: None)
-    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    fake_data(bench, monkeypatch)
     monkeypatch.setattr(bench, "run_cornac_vbpr", fake_run)
     monkeypatch.setattr(bench, "evaluate_full_ranking", lambda *a, **k: test)
     out = tmp_path / "r.jsonl"
@@ -270,19 +290,7 @@ def test_cornac_raw_features_are_a_row_of_their_own(bench, monkeypatch, tmp_path
     out.write_text(json.dumps(ours) + "\n" + json.dumps(protocol) + "\n")
 
     def run(*argv: str) -> None:
-        base = [
-            "bench_multimodal.py",
-            "--models",
-            "vbpr",
-            "--seeds",
-            "0",
-            "--out",
-            str(out),
-            "--work",
-            str(tmp_path),
-        ]
-        monkeypatch.setattr("sys.argv", [*base, *argv])
-        bench.main()
+        run_main(bench, monkeypatch, out, *argv)
 
     run("--peers", "cornac")  # the protocol's Cornac row is on file: nothing runs
     assert calls == []
@@ -338,16 +346,7 @@ def test_item_features_minmax_reaches_our_fit_only_and_is_a_variant(  # type: ig
         fitted.append(feats["text"])
         return {"library": "attnrec", "model": row, "seed": seed, "best_epoch": 7, "test": test}
 
-    class Split:  # what main() reads of a split before fitting
-        n_users = n_items = 2
-
-        def __len__(self) -> int:
-            return 1
-
-    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
-    monkeypatch.setattr(bench, "modalities", lambda *a: raw)
-    monkeypatch.setattr(bench, "write_mmrec", lambda *a: exported.append(a[-1]["text"]))
-    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    fake_data(bench, monkeypatch, raw, exported)
     monkeypatch.setattr(bench, "fit_ours", fake_fit)
     out = tmp_path / "r.jsonl"
     out.write_text(
@@ -355,9 +354,7 @@ def test_item_features_minmax_reaches_our_fit_only_and_is_a_variant(  # type: ig
     )
 
     def run(*argv: str) -> None:
-        base = ["bench_multimodal.py", "--models", "vbpr", "--seeds", "0", "--out", str(out), "--peers", ""]
-        monkeypatch.setattr("sys.argv", [*base, *argv])
-        bench.main()
+        run_main(bench, monkeypatch, out, "--peers", "", *argv)
 
     run()  # the protocol's row is on file
     assert fitted == []
@@ -428,19 +425,7 @@ def test_a_failed_raw_cornac_run_is_its_variants_failure(bench, monkeypatch, tmp
         np.save(out, np.zeros((2, 2), np.float32))
         return {"library": "cornac", "model": "VBPR", "seed": seed, "normalized": normalized}
 
-    class Split:
-        n_users = n_items = 2
-
-        def __len__(self) -> int:
-            return 1
-
-        def csr(self):  # type: ignore[no-untyped-def]
-            return None
-
-    monkeypatch.setattr(bench, "load", lambda *a: (Split(), Split(), Split(), {}, None))
-    monkeypatch.setattr(bench, "modalities", lambda *a: {"text": np.zeros((2, 2))})
-    monkeypatch.setattr(bench, "write_mmrec", lambda *a: None)
-    monkeypatch.setattr(bench, "mmrec_commit", lambda: "x")
+    fake_data(bench, monkeypatch)
     monkeypatch.setattr(bench, "run_cornac_vbpr", fake_run)
     monkeypatch.setattr(bench, "evaluate_full_ranking", lambda *a, **k: test)
     out = tmp_path / "r.jsonl"
@@ -449,19 +434,7 @@ def test_a_failed_raw_cornac_run_is_its_variants_failure(bench, monkeypatch, tmp
     )
 
     def run(*argv: str) -> None:
-        base = [
-            "bench_multimodal.py",
-            "--models",
-            "vbpr",
-            "--seeds",
-            "0",
-            "--out",
-            str(out),
-            "--work",
-            str(tmp_path),
-        ]
-        monkeypatch.setattr("sys.argv", [*base, "--peers", "cornac", *argv])
-        bench.main()
+        run_main(bench, monkeypatch, out, "--peers", "cornac", *argv)
 
     run("--cornac-features", "raw")
     assert bench._records(out)[-1]["failed"] and bench._records(out)[-1]["normalized"] is False
