@@ -298,6 +298,7 @@ def cornac_row(
     train: Interactions,
     work: Path,
     normalized: bool = True,
+    timeout: float = 7200,
 ) -> dict[str, Any]:
     """Cornac's VBPR for ``epochs`` (our vbpr's validated epoch count for the seed), scored by our evaluator; its
     item features are the modalities this run exported (``modalities``; Food-Kitchen: the text alone), concatenated,
@@ -306,7 +307,7 @@ def cornac_row(
     load0 = load_avg()
     features = [feature_file(m) for m in modalities]
     rec = run_cornac_vbpr(
-        folder, name, seed, features, epochs=epochs, reg=1e-4, out=out, normalized=normalized
+        folder, name, seed, features, epochs=epochs, reg=1e-4, out=out, normalized=normalized, timeout=timeout
     )
     scores = torch.from_numpy(np.load(out))
 
@@ -402,6 +403,17 @@ def main() -> None:
         "one min and max over all modalities, as Cornac over its concatenation; the export stays raw; a diagnostic "
         "variant for vbpr: no peer runs with it; for the graph rows it also changes the cosine kNN graphs)",
     )
+    ap.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=7200,
+        help="seconds one MMRec or Cornac fit may take before it is stopped and recorded as failed (default 2 h)",
+    )
+    ap.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the peer fits whose record in --out is a failure (by default a failure counts as done)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report", type=Path, default=None, help="print the table of a results file and exit")
     args = ap.parse_args()
@@ -443,8 +455,12 @@ def main() -> None:
 
     # resumable: a (library, model, seed) already in --out is not run again (rerun the same command after a stop);
     # a row of ours matches only a record of the same variant (variant_of: --set / --trainer-set / --item-features;
-    # none for the protocol's rows); a Cornac row only one of the same --cornac-features
-    done = {(r["library"], r["model"], r["seed"]) for r in _records(out)}
+    # none for the protocol's rows); a Cornac row only one of the same --cornac-features. A peer's failure record
+    # counts as done unless --retry-failed.
+    def on_file() -> list[dict[str, Any]]:
+        return [r for r in _records(out) if not (args.retry_failed and "failed" in r)]
+
+    done = {(r["library"], r["model"], r["seed"]) for r in on_file()}
 
     def emit(rec: dict[str, Any]) -> None:
         rec["dataset"] = args.dataset
@@ -468,6 +484,7 @@ def main() -> None:
             epochs=args.epochs,
             patience=args.patience,
             eval_step=args.valid_every,
+            timeout=args.peer_timeout,
         )
         emit({**fit_or_failure("mmrec", model, seed, fit), "load": [load0, load_avg()]})
 
@@ -509,12 +526,22 @@ def main() -> None:
                 and not any(
                     (r["library"], r["model"], r["seed"]) == ("cornac", "VBPR", seed)
                     and cornac_normalized(r) == normalized
-                    for r in _records(out)
+                    for r in on_file()
                 )
             ):
                 epochs = ours["best_epoch"] or 1
                 fit = partial(
-                    cornac_row, folder, name, list(mm_feats), seed, epochs, test, train, args.work, normalized
+                    cornac_row,
+                    folder,
+                    name,
+                    list(mm_feats),
+                    seed,
+                    epochs,
+                    test,
+                    train,
+                    args.work,
+                    normalized,
+                    timeout=args.peer_timeout,
                 )
                 emit({**fit_or_failure("cornac", "VBPR", seed, fit), "normalized": normalized})
 

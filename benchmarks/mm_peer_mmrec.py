@@ -347,6 +347,7 @@ def run_cornac_vbpr(
     reg: float,
     out: Path,
     normalized: bool = True,
+    timeout: float = 7200,
 ) -> dict[str, Any]:
     """Fit Cornac's VBPR (k = k2 = 64: γ and θ as wide as our vbpr's ``dim`` and ``feat_dim``) on the folder's
     train rows for ``epochs`` epochs; its (users, n_items) score matrix is saved to ``out`` for our evaluator.
@@ -369,7 +370,7 @@ def run_cornac_vbpr(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     cmd = [CORNAC_PY, "-c", _CORNAC_DRIVER, json.dumps(arg)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200, check=False)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(
             f"Cornac VBPR failed (rc {proc.returncode}):\n{(proc.stdout + proc.stderr)[-2000:]}"

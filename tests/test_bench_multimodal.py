@@ -247,7 +247,7 @@ def test_a_variant_and_the_protocols_row_never_stand_in_for_each_other(  # type:
             rec["trainer_overrides"] = kw["trainer_overrides"]
         return rec
 
-    def fake_cornac(folder, name, mods, seed, epochs, *a):  # type: ignore[no-untyped-def]
+    def fake_cornac(folder, name, mods, seed, epochs, *a, **kw):  # type: ignore[no-untyped-def]
         cornac_epochs.append(epochs)
         return {"library": "cornac", "model": "VBPR", "seed": seed}
 
@@ -276,7 +276,7 @@ def test_cornac_raw_features_are_a_row_of_their_own(bench, monkeypatch, tmp_path
     calls: list[tuple[int, bool]] = []
     test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
 
-    def fake_run(folder, name, seed, features, *, epochs, reg, out, normalized=True):  # type: ignore[no-untyped-def]
+    def fake_run(folder, name, seed, features, *, epochs, reg, out, normalized=True, timeout=0):  # type: ignore[no-untyped-def]
         calls.append((epochs, normalized))
         np.save(out, np.zeros((2, 2), np.float32))  # the score matrix the driver leaves for our evaluator
         return {"library": "cornac", "model": "VBPR", "seed": seed, "normalized": normalized}
@@ -394,6 +394,7 @@ def test_cornac_driver_gets_the_scaling_flag(bench, monkeypatch, tmp_path):  # t
 
     def fake_run(cmd, **kw):  # type: ignore[no-untyped-def]
         cmds.append(cmd)
+        assert kw["timeout"] == 5.0  # --peer-timeout's value reaches the subprocess
         return Done()
 
     monkeypatch.setattr(peer.subprocess, "run", fake_run)
@@ -407,6 +408,7 @@ def test_cornac_driver_gets_the_scaling_flag(bench, monkeypatch, tmp_path):  # t
             reg=1e-4,
             out=tmp_path / "s.npy",
             normalized=normalized,
+            timeout=5.0,
         )
         assert json.loads(cmds[-1][-1])["normalized"] is normalized and rec["normalized"] is normalized
     assert "ImageModality(features=feats, ids=ids, normalized=a['normalized'])" in cmds[-1][2]
@@ -418,7 +420,7 @@ def test_a_failed_raw_cornac_run_is_its_variants_failure(bench, monkeypatch, tmp
     calls: list[bool] = []
     test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
 
-    def fake_run(folder, name, seed, features, *, epochs, reg, out, normalized=True):  # type: ignore[no-untyped-def]
+    def fake_run(folder, name, seed, features, *, epochs, reg, out, normalized=True, timeout=0):  # type: ignore[no-untyped-def]
         calls.append(normalized)
         if not normalized:
             raise RuntimeError("cornac broke")
@@ -444,3 +446,37 @@ def test_a_failed_raw_cornac_run_is_its_variants_failure(bench, monkeypatch, tmp
     capsys.readouterr()
     bench.report(out)
     assert "cornac VBPR cornac_features=raw failed: seed 0" in capsys.readouterr().out
+
+
+def test_peer_timeout_reaches_mmrec_and_failures_rerun_only_when_asked(  # type: ignore[no-untyped-def]
+    bench, monkeypatch, tmp_path
+):
+    """--peer-timeout is MMRec's subprocess limit; a failure on file (a timeout) is done unless --retry-failed."""
+    seen: list[float] = []
+
+    def fake_mmrec(model, folder, name, seed, **kw):  # type: ignore[no-untyped-def]
+        seen.append(kw["timeout"])
+        return {"library": "mmrec", "model": model, "seed": seed, "test": {}}
+
+    fake_data(bench, monkeypatch)
+    monkeypatch.setattr(bench, "run_mmrec", fake_mmrec)
+    out = tmp_path / "r.jsonl"
+    out.write_text(
+        json.dumps({"library": "mmrec", "model": "MMGCN", "seed": 0, "failed": "TimeoutExpired"}) + "\n"
+    )
+    run_main(bench, monkeypatch, out, "--models", "mmrec:MMGCN", "--peers", "mmrec", "--peer-timeout", "9000")
+    assert seen == []  # the failure counts as done
+    run_main(
+        bench,
+        monkeypatch,
+        out,
+        "--models",
+        "mmrec:MMGCN",
+        "--peers",
+        "mmrec",
+        "--peer-timeout",
+        "9000",
+        "--retry-failed",
+    )
+    run_main(bench, monkeypatch, out, "--models", "mmrec:MMGCN", "--peers", "mmrec", "--retry-failed")
+    assert seen == [9000.0]  # run once, with the given limit; then its success is on file
