@@ -267,6 +267,8 @@ def check_variant(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         raise ConfigError(f"--trainer-set {loc}: {e['msg']} (got {e.get('input')!r})") from None
     rows = args.models.split(",")
     peers = {p for p in args.peers.split(",") if p}
+    if not args.peer_timeout > 0:
+        raise ConfigError(f"--peer-timeout must be a positive number of seconds, got {args.peer_timeout}")
     if args.cornac_features != "minmax" and ("cornac" not in peers or "vbpr" not in rows):
         raise ConfigError(
             "--cornac-features changes Cornac's VBPR row: run it with --peers cornac --models vbpr"

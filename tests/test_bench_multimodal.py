@@ -220,6 +220,7 @@ def test_a_variant_refuses_peers_and_bad_settings_before_loading_data(  # type: 
         (["--peers", "", "--trainer-set", "adam_epsilon=1e-12"], "--trainer-set adam_epsilon: Extra inputs"),
         (["--peers", "", "--trainer-set", "epochs=5"], "use --epochs"),
         (["--peers", "", "--set", "reg"], "expected KEY=VALUE"),
+        (["--peers", "", "--peer-timeout", "0"], "--peer-timeout must be a positive number of seconds"),
         (["--peers", "", "--models", "lightgcn", "--set", "regg=0"], "field 'regg'"),
         (["--peers", "", "--models", "freedom,lattice", "--set", "reg_weight=0"], "on row 'lattice'"),
         (["--peers", "", "--models", "lightgcnn", "--set", "reg=0"], "not a row of ours"),
