@@ -298,6 +298,7 @@ def test_cornac_raw_features_are_a_row_of_their_own(bench, monkeypatch, tmp_path
     run("--peers", "cornac", "--cornac-features", "raw")
     run("--peers", "cornac", "--cornac-features", "raw")  # resumed: not run twice
     assert calls == [(7, False)]
+    assert not list(tmp_path.glob("cornac_scores_*"))  # the score matrix is deleted once evaluated
     assert bench._records(out)[-1]["normalized"] is False
     capsys.readouterr()
     bench.report(out)
