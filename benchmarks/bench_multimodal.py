@@ -324,18 +324,31 @@ def cornac_row(
     return rec
 
 
+def row_label(rec: dict[str, Any]) -> str:
+    """A record's row in the report: the model and, for a variant, its settings (sorted, so one variant is one row
+    whatever the order they were given in)."""
+    over, trainer, scaling = variant_of(rec)
+    label = rec["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in sorted(over.items()))
+    label += "".join(f" trainer.{k}={json.dumps(v)}" for k, v in sorted(trainer.items()))
+    label += "" if scaling == "raw" else f" item_features={scaling}"
+    return label + ("" if cornac_normalized(rec) else " cornac_features=raw")
+
+
 def report(path: Path) -> None:
     """Markdown table (mean ± std over seeds) of a results file."""
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     failed: dict[tuple[str, str], list[str]] = {}
-    for r in _records(path):
-        over, trainer, scaling = variant_of(r)
-        label = r["model"] + "".join(f" {k}={json.dumps(v)}" for k, v in sorted(over.items()))
-        label += "".join(f" trainer.{k}={json.dumps(v)}" for k, v in sorted(trainer.items()))
-        label += "" if scaling == "raw" else f" item_features={scaling}"
-        label += "" if cornac_normalized(r) else " cornac_features=raw"
-        if "failed" in r:  # under its variant's label: a variant's failure is not the protocol row's
-            failed.setdefault((r["library"], label), []).append(f"seed {r['seed']}: {r['failed'][-160:]!r}")
+    records = _records(path)
+    done = {(r["library"], row_label(r), r["seed"]) for r in records if "failed" not in r}
+    for r in records:
+        label = row_label(r)
+        if (
+            "failed" in r
+        ):  # under its variant's label (not the protocol row's); dropped once a rerun succeeded
+            if (r["library"], label, r["seed"]) not in done:
+                failed.setdefault((r["library"], label), []).append(
+                    f"seed {r['seed']}: {r['failed'][-160:]!r}"
+                )
             continue
         rows.setdefault((r["library"], label), []).append(r)
     print(

@@ -48,8 +48,8 @@ PEER_FAILURES = (RuntimeError, OSError, ValueError, IndexError, subprocess.Subpr
 
 def fit_or_failure(library: str, model: str, seed: int, fit: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``fit()``'s record, or a failure record naming the error (type and message) and the 1-minute load before and
-    after: a failed peer fit is recorded and the other rows still run. A failed record counts as done (a rerun does
-    not retry it; delete its line to retry). Anything but :data:`PEER_FAILURES` (an interrupt) propagates."""
+    after: a failed peer fit is recorded and the other rows still run. A failed record counts as done in
+    ``bench_multimodal.py``'s resume unless it is run with ``--retry-failed``. Anything but :data:`PEER_FAILURES` (an interrupt) propagates."""
     load0 = os.getloadavg()[0]
     try:
         return fit()

@@ -458,7 +458,8 @@ def test_peer_timeout_reaches_mmrec_and_failures_rerun_only_when_asked(  # type:
 
     def fake_mmrec(model, folder, name, seed, **kw):  # type: ignore[no-untyped-def]
         seen.append(kw["timeout"])
-        return {"library": "mmrec", "model": model, "seed": seed, "test": {}}
+        test = {"recall@10": 0.1, "recall@20": 0.2, "ndcg@10": 0.05, "ndcg@20": 0.06}
+        return {"library": "mmrec", "model": model, "seed": seed, "test": test}
 
     fake_data(bench, monkeypatch)
     monkeypatch.setattr(bench, "run_mmrec", fake_mmrec)
@@ -482,3 +483,7 @@ def test_peer_timeout_reaches_mmrec_and_failures_rerun_only_when_asked(  # type:
     )
     run_main(bench, monkeypatch, out, "--models", "mmrec:MMGCN", "--peers", "mmrec", "--retry-failed")
     assert seen == [9000.0]  # run once, with the given limit; then its success is on file
+    rows = []
+    monkeypatch.setattr("builtins.print", lambda *a, **k: rows.append(" ".join(map(str, a))))
+    bench.report(out)
+    assert not any("failed" in line for line in rows)  # the retried failure is superseded in the report
