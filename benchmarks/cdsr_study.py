@@ -17,7 +17,7 @@ the runs) writes ``OUT/report.md`` (a table per domain, the correlations), ``OUT
 beside ours).
 
 The grid (``--n-blocks`` blocks, default 3): ``sasrec-A``, ``sasrec-B``, ``sasrec-mixed``; ``gca[P]-ACT-LN`` for
-P in [0], [1], [2], [0,1,2], ACT in sigmoid/tanh, LN in ln/noln (the issue's positions x activation x LayerNorm);
+P each block alone and all blocks ([0], [1], [2], [0,1,2] for 3 blocks; [0], [1], [0,1] for 2), ACT in sigmoid/tanh, LN in ln/noln (the issue's positions x activation x LayerNorm);
 ``matched-gca[P]``: the gca backbone without modules (``positions=[]``), widened (d, then the feed-forward) to the
 parameter count of ``gca[P]-sigmoid-ln`` within 2% (``attnrec.models.sequential.params.matched_baseline``; the
 modules' count hardly depends on ACT or LN, and not at all on P beyond the number of blocks in it).
@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cdsr_report as rep  # noqa: E402 - the benchmark folder is no package
 from _record import git_state  # noqa: E402
 
-POSITION_SETS: tuple[tuple[int, ...], ...] = ((0,), (1,), (2,), (0, 1, 2))
 MATCH_TOLERANCE = 0.02
 
 
@@ -59,6 +58,15 @@ def _pos_name(p: Sequence[int]) -> str:
     return "gca[" + ",".join(str(i) for i in p) + "]"
 
 
+def position_sets(n_blocks: int) -> list[list[int]]:
+    """The insertion positions of the grid: after each block alone, and after every block (the issue's GCA[0],
+    GCA[1], GCA[2], GCA[0,1,2] for 3 blocks; GCA[0], GCA[1], GCA[0,1] for 2; one block has one position)."""
+    if n_blocks < 1:
+        raise SystemExit(f"--n-blocks must be >= 1, got {n_blocks}")
+    out = [[i] for i in range(n_blocks)]
+    return out + [list(range(n_blocks))] if n_blocks > 1 else out
+
+
 def grid(n_blocks: int = 3) -> list[Variant]:
     """Every variant of the study before parameter matching (matched baselines are added by
     :func:`matched_variant`, which needs the data's item count)."""
@@ -67,8 +75,7 @@ def grid(n_blocks: int = 3) -> list[Variant]:
         Variant("sasrec-B", "sasrec", "sasrec", {"domain": "B"}),
         Variant("sasrec-mixed", "sasrec", "sasrec", {}),
     ]
-    positions = [p for p in POSITION_SETS if max(p) < n_blocks]
-    for p in positions:
+    for p in position_sets(n_blocks):
         for act in ("sigmoid", "tanh"):
             for ln in (True, False):
                 name = f"{_pos_name(p)}-{act}-{'ln' if ln else 'noln'}"
@@ -94,6 +101,28 @@ def matched_variant(target: Variant, backbone: dict[str, Any], n_items: int) -> 
         if k not in ("gate_act", "layer_norm", "gate_form", "gate_hidden")
     }
     return Variant(name, "matched", target.model, config), int(m["params"]), int(m["target"])
+
+
+def matched_variants(
+    variants: Sequence[Variant], backbone: dict[str, Any], n_items: int
+) -> list[tuple[Variant, int, int, str]]:
+    """One parameter-matched baseline per distinct module count among the grid's gca variants (``gca[P]-sigmoid-ln``;
+    one module pair costs the same at any block, so gca[0], gca[1] and gca[2] share one baseline, named after the
+    first of them other than gca[0] — ``matched-gca[1]``, as the earlier records are — and ``matched-gca[0]`` for one
+    block). Returns ``(variant, its count, the target's count, the target's name)`` each."""
+    targets = [
+        v
+        for v in variants
+        if v.family == "gca" and v.params["gate_act"] == "sigmoid" and v.params["layer_norm"]
+    ]
+    out: list[tuple[Variant, int, int, str]] = []
+    seen: set[str] = set()
+    for v in sorted(targets, key=lambda v: v.params["positions"] == [0]):
+        mv, got, goal = matched_variant(v, backbone, n_items)
+        if json.dumps(mv.params, sort_keys=True) not in seen:
+            seen.add(json.dumps(mv.params, sort_keys=True))
+            out.append((mv, got, goal, v.name))
+    return out
 
 
 def run_key(variant: Variant, seed: int, backbone: dict[str, Any], trainer: dict[str, Any], data: str) -> str:
@@ -505,15 +534,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     need_matched = wanted is None or any(w.startswith("matched-") for w in wanted)
     if need_matched:
         n_items = _n_items(a.data)
-        targets = [v for v in variants if v.family == "gca" and v.params["gate_act"] == "sigmoid"]
-        # one module pair costs the same at any block: gca[0], gca[1] and gca[2] share one matched baseline
-        seen: set[str] = set()
-        for v in [v for v in targets if v.params["layer_norm"] and v.params["positions"] != [0]]:
-            mv, got, goal = matched_variant(v, backbone, n_items)
-            if json.dumps(mv.params, sort_keys=True) in seen:
-                continue
-            seen.add(json.dumps(mv.params, sort_keys=True))
-            print(f"{mv.name}: {mv.params} -> {got:,} params vs {v.name} {goal:,}", flush=True)
+        for mv, got, goal, target in matched_variants(variants, backbone, n_items):
+            print(f"{mv.name}: {mv.params} -> {got:,} params vs {target} {goal:,}", flush=True)
             variants.append(mv)
     if wanted is not None:
         unknown = set(wanted) - {v.name for v in variants}

@@ -33,8 +33,21 @@ def test_grid_is_the_issues_grid() -> None:
     assert len(gca) == 4 * 2 * 2  # positions x activation x LayerNorm
     assert {tuple(v.params["positions"]) for v in gca} == {(0,), (1,), (2,), (0, 1, 2)}
     assert "gca[0,1,2]-tanh-noln" in names
-    # a 2-block backbone has no block 2: positions beyond it are left out
-    assert all(max(v.params["positions"]) < 2 for v in study.grid(2) if v.family == "gca")
+    # a 2-block backbone: each block alone and both blocks, the 2-block form of GCA[0,1,2]
+    two = [v for v in study.grid(2) if v.family == "gca"]
+    assert {tuple(v.params["positions"]) for v in two} == {(0,), (1,), (0, 1)}
+    assert len(two) == 3 * 2 * 2 and "gca[0,1]-sigmoid-noln" in {v.name for v in two}
+    assert {tuple(v.params["positions"]) for v in study.grid(1) if v.family == "gca"} == {(0,)}
+
+
+def test_one_matched_baseline_per_module_count_named_as_before() -> None:
+    backbone = {"n_blocks": 2, "dim": 16}
+    names = [mv.name for mv, *_ in study.matched_variants(study.grid(2), backbone, 500)]
+    assert names == ["matched-gca[1]", "matched-gca[0,1]"]  # gca[0] shares gca[1]'s; the stack has its own
+    one = study.matched_variants(study.grid(1), {"n_blocks": 1, "dim": 16}, 500)
+    assert [mv.name for mv, *_ in one] == ["matched-gca[0]"]
+    for mv, got, goal, _ in one:
+        assert mv.params["positions"] == [] and abs(got - goal) <= 0.02 * goal
 
 
 def test_matched_variant_is_within_two_percent() -> None:
