@@ -17,10 +17,11 @@ the runs) writes ``OUT/report.md`` (a table per domain, the correlations), ``OUT
 beside ours).
 
 The grid (``--n-blocks`` blocks, default 3): ``sasrec-A``, ``sasrec-B``, ``sasrec-mixed``; ``gca[P]-ACT-LN`` for
-P each block alone and all blocks ([0], [1], [2], [0,1,2] for 3 blocks; [0], [1], [0,1] for 2), ACT in sigmoid/tanh, LN in ln/noln (the issue's positions x activation x LayerNorm);
-``matched-gca[P]``: the gca backbone without modules (``positions=[]``), widened (d, then the feed-forward) to the
-parameter count of ``gca[P]-sigmoid-ln`` within 2% (``attnrec.models.sequential.params.matched_baseline``; the
-modules' count hardly depends on ACT or LN, and not at all on P beyond the number of blocks in it).
+P each block alone and all blocks ([0], [1], [2], [0,1,2] for 3 blocks; [0], [1], [0,1] for 2), ACT in
+sigmoid/tanh, LN in ln/noln (the issue's positions x activation x LayerNorm); ``matched-gca[P]``: the gca
+backbone without modules (``positions=[]``), widened (d, then the feed-forward) to the parameter count of
+``gca[P]-sigmoid-ln`` within 2% (``attnrec.models.sequential.params.matched_baseline``; the modules' count hardly
+depends on ACT or LN, and not at all on P beyond the number of blocks in it).
 """
 
 from __future__ import annotations
