@@ -48,7 +48,7 @@ from pydantic import ValidationError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_topk import encode  # noqa: E402
-from mm_peer_mmrec import fit_or_failure, mmrec_commit, run_cornac_vbpr, run_mmrec  # noqa: E402
+from mm_peer_mmrec import PEER_TIMEOUT_S, fit_or_failure, mmrec_commit, run_cornac_vbpr, run_mmrec  # noqa: E402
 
 from attnrec.cli_common import parse_sets  # noqa: E402
 from attnrec.data.readers.mmrec import feature_file, write_mmrec  # noqa: E402
@@ -300,7 +300,7 @@ def cornac_row(
     train: Interactions,
     work: Path,
     normalized: bool = True,
-    timeout: float = 7200,
+    timeout: float = PEER_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Cornac's VBPR for ``epochs`` (our vbpr's validated epoch count for the seed), scored by our evaluator; its
     item features are the modalities this run exported (``modalities``; Food-Kitchen: the text alone), concatenated,
@@ -311,14 +311,16 @@ def cornac_row(
     rec = run_cornac_vbpr(
         folder, name, seed, features, epochs=epochs, reg=1e-4, out=out, normalized=normalized, timeout=timeout
     )
-    scores = torch.from_numpy(np.load(out))
+    try:
+        scores = torch.from_numpy(np.load(out))
 
-    def score(users: np.ndarray) -> torch.Tensor:
-        return scores[torch.from_numpy(np.asarray(users, dtype=np.int64))]
+        def score(users: np.ndarray) -> torch.Tensor:
+            return scores[torch.from_numpy(np.asarray(users, dtype=np.int64))]
 
-    test_m = evaluate_full_ranking(score, test.csr(), train.csr(), ks=KS)
-    for path in (out, Path(f"{out}.users.npy")):  # users × items float32: 7.3 GB a seed on Food-Kitchen
-        path.unlink(missing_ok=True)
+        test_m = evaluate_full_ranking(score, test.csr(), train.csr(), ks=KS)
+    finally:  # users × items float32, 7.3 GB a seed on Food-Kitchen: gone once read, whether or not it scored
+        for path in (out, Path(f"{out}.users.npy")):
+            path.unlink(missing_ok=True)
     rec["test"] = {k: float(v) for k, v in test_m.items() if k.startswith(("recall@", "ndcg@"))}
     rec["load"] = [load0, load_avg()]
     return rec
@@ -342,9 +344,8 @@ def report(path: Path) -> None:
     done = {(r["library"], row_label(r), r["seed"]) for r in records if "failed" not in r}
     for r in records:
         label = row_label(r)
-        if (
-            "failed" in r
-        ):  # under its variant's label (not the protocol row's); dropped once a rerun succeeded
+        # a failure under its variant's label (not the protocol row's); dropped once a rerun succeeded
+        if "failed" in r:
             if (r["library"], label, r["seed"]) not in done:
                 failed.setdefault((r["library"], label), []).append(
                     f"seed {r['seed']}: {r['failed'][-160:]!r}"
@@ -423,7 +424,7 @@ def main() -> None:
     ap.add_argument(
         "--peer-timeout",
         type=float,
-        default=7200,
+        default=PEER_TIMEOUT_S,
         help="seconds one MMRec or Cornac fit may take before it is stopped and recorded as failed (default 2 h)",
     )
     ap.add_argument(

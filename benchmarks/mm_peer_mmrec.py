@@ -43,13 +43,16 @@ CORNAC_PY = os.environ.get("CORNAC_PYTHON", "/work/cornac-venv/bin/python")
 #: what a failed peer fit or probe can raise here: a non-zero exit (RuntimeError), a timeout
 #: (``subprocess.TimeoutExpired``), a missing interpreter or output file (OSError), output that is not the expected
 #: JSON line (ValueError, IndexError)
+#: seconds one peer subprocess (MMRec, Cornac) may run before it is stopped (bench_multimodal --peer-timeout)
+PEER_TIMEOUT_S = 7200.0
 PEER_FAILURES = (RuntimeError, OSError, ValueError, IndexError, subprocess.SubprocessError)
 
 
 def fit_or_failure(library: str, model: str, seed: int, fit: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``fit()``'s record, or a failure record naming the error (type and message) and the 1-minute load before and
     after: a failed peer fit is recorded and the other rows still run. A failed record counts as done in
-    ``bench_multimodal.py``'s resume unless it is run with ``--retry-failed``. Anything but :data:`PEER_FAILURES` (an interrupt) propagates."""
+    ``bench_multimodal.py``'s resume unless it is run with ``--retry-failed``. Anything but :data:`PEER_FAILURES`
+    (an interrupt) propagates."""
     load0 = os.getloadavg()[0]
     try:
         return fit()
@@ -209,7 +212,7 @@ def run_mmrec(
     epochs: int = 1000,
     patience: int = 20,
     eval_step: int = 1,
-    timeout: float = 7200,
+    timeout: float = PEER_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Run MMRec's ``model`` on the folder ``folder`` (holding ``<name>.inter`` and the features) at one thread,
     validating (and, as MMRec does, testing) every ``eval_step`` epochs.
@@ -306,7 +309,7 @@ def probe_record(model: str, seed: int, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def probe_mmrec(
-    model: str, folder: Path, name: str, seed: int, *, batches: int, timeout: float = 7200
+    model: str, folder: Path, name: str, seed: int, *, batches: int, timeout: float = PEER_TIMEOUT_S
 ) -> dict[str, Any]:
     """Time MMRec's ``model``'s first ``batches`` training steps on the folder at one thread (for a model whose
     full epoch does not fit here): :func:`probe_record` of its driver's output, with the command and commit."""
@@ -347,7 +350,7 @@ def run_cornac_vbpr(
     reg: float,
     out: Path,
     normalized: bool = True,
-    timeout: float = 7200,
+    timeout: float = PEER_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Fit Cornac's VBPR (k = k2 = 64: γ and θ as wide as our vbpr's ``dim`` and ``feat_dim``) on the folder's
     train rows for ``epochs`` epochs; its (users, n_items) score matrix is saved to ``out`` for our evaluator.
