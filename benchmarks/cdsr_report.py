@@ -233,6 +233,90 @@ def paired_table(records: Sequence[dict[str, Any]], gca: str, matched: str, metr
     return "\n".join(lines)
 
 
+def module_count(name: str) -> int | None:
+    """How many GCA modules a study variant's name says it has (``gca[0,1]-tanh-ln`` → 2, ``matched-gca[1]`` →
+    1); None for a name without positions (``sasrec-mixed``)."""
+    head, sep, rest = name.partition("[")
+    if not sep or not head.endswith("gca"):
+        return None
+    inner = rest.partition("]")[0]
+    return len([p for p in inner.split(",") if p.strip()])
+
+
+def baseline_of(variant: str, names: Iterable[str]) -> str | None:
+    """The parameter-matched baseline a gca variant is compared with: the ``matched-gca[...]`` run with as many
+    modules (the baseline is widened to the parameter count of a ``-sigmoid-ln`` variant of that module count; the
+    count hardly depends on position, gate or LayerNorm, ``cdsr_study.matched_variants``)."""
+    if variant.startswith("matched-"):
+        return None
+    k = module_count(variant)
+    if not k:
+        return None
+    found = sorted(n for n in names if n.startswith("matched-gca[") and module_count(n) == k)
+    return found[0] if found else None
+
+
+def matched_summary(records: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> tuple[str, int, int]:
+    """Every gca variant against its parameter-matched baseline over the seeds both have: per domain how many
+    seeds it is ahead in, the mean difference and a paired t-test's p; the seeds it is ahead in on every domain.
+    Returns ``(markdown table, variants ahead on every domain in most of their seeds, variants compared)``."""
+    by = {(r["variant"], r["seed"]): r for r in records}
+    names = {r["variant"] for r in records}
+    domains = domains_of(records)
+    head = ["variant", "baseline", "seeds", "ahead on every domain"]
+    head += [f"{d}: ahead, mean diff, paired t p" for d in domains]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    most = compared = 0
+    for variant in sorted(names):
+        base = baseline_of(variant, names)
+        if base is None:
+            continue
+        seeds = sorted({s for v, s in by if v == variant} & {s for v, s in by if v == base})
+        if not seeds:
+            continue
+        compared += 1
+        all_ahead = 0
+        cells = []
+        for dom in domains:
+            diffs = [
+                by[(variant, s)]["test"][dom][metric] - by[(base, s)]["test"][dom][metric] for s in seeds
+            ]
+            ahead = sum(d > 0 for d in diffs)
+            p = (
+                stats.ttest_rel(
+                    [by[(variant, s)]["test"][dom][metric] for s in seeds],
+                    [by[(base, s)]["test"][dom][metric] for s in seeds],
+                ).pvalue
+                if len(seeds) > 1
+                else float("nan")
+            )
+            cells.append(f"{ahead} of {len(seeds)}, {np.mean(diffs):+.4f}, p {p:.2f}")
+        for s in seeds:
+            all_ahead += all(
+                by[(variant, s)]["test"][dom][metric] > by[(base, s)]["test"][dom][metric] for dom in domains
+            )
+        most += all_ahead * 2 > len(seeds)
+        row = [variant, base, ",".join(str(s) for s in seeds), f"{all_ahead} of {len(seeds)}", *cells]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines), most, compared
+
+
+def best_by_validation(
+    records: Sequence[dict[str, Any]], metric: str = "ndcg@10"
+) -> list[tuple[str, float, int]]:
+    """Variants that report every domain, ranked by validation ``metric`` averaged over the domains and then over
+    seeds (the study's selection rule: validation only): ``[(variant, mean, seeds), ...]``, best first."""
+    domains = domains_of(records)
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        valid = r.get("valid", {})
+        if r.get("family") == "peer" or not all(d in valid for d in domains):
+            continue
+        groups[r["variant"]].append(float(np.mean([valid[d][metric] for d in domains])))
+    ranked = [(v, float(np.mean(xs)), len(xs)) for v, xs in groups.items()]
+    return sorted(ranked, key=lambda t: -t[1])
+
+
 def plot_params(records: Sequence[dict[str, Any]], out: Path) -> None:
     """Test NDCG@10 against parameter count, one panel per domain, one colour per family; writes ``out``."""
     plt = _pyplot()

@@ -16,6 +16,11 @@ the runs) writes ``OUT/report.md`` (a table per domain, the correlations), ``OUT
 ``OUT/ndcg_vs_params.png`` and ``OUT/curves.png`` (validation NDCG@10 per epoch and per training second, ABXI's
 beside ours).
 
+Runs whose record files were lost can rejoin from the table they were published in: ``--import-table CSV`` adds
+each row as a record of the command's settings, with the run key the command gives that run (so a resumed study
+does not run it again) and its ``source``; ``OUT/results.jsonl`` is what the report reads, so the study's folder
+under ``benchmarks/cdsr_results/`` keeps it (small: the per-epoch curve is the largest field).
+
 The grid (``--n-blocks`` blocks, default 3): ``sasrec-A``, ``sasrec-B``, ``sasrec-mixed``; ``gca[P]-ACT-LN`` for
 P each block alone and all blocks ([0], [1], [2], [0,1,2] for 3 blocks; [0], [1], [0,1] for 2), ACT in
 sigmoid/tanh, LN in ln/noln (the issue's positions x activation x LayerNorm); ``matched-gca[P]``: the gca
@@ -318,6 +323,19 @@ def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = 
     for gca, matched in rep.matched_pairs(records):
         parts += [f"## {gca} against its parameter-matched baseline (test NDCG@10 per seed)\n"]
         parts += [rep.paired_table(records, gca, matched), ""]
+    table, most, compared = rep.matched_summary(records)
+    if compared:
+        parts += [
+            "## Every gca variant against the matched baseline of its module count (test NDCG@10)\n",
+            table,
+        ]
+        parts += [f"\n{most} of {compared} gca variants ahead on every domain in most of their seeds.\n"]
+    ranked = rep.best_by_validation(records)
+    if ranked:
+        parts.append("## Best by validation (NDCG@10, mean over the domains, then over seeds)\n")
+        parts += [
+            f"{i}. {v}: {m:.4f} ({n} seed{'s' * (n != 1)})" for i, (v, m, n) in enumerate(ranked, 1)
+        ] + [""]
     if records:
         rep.plot_cos_scatter(records, out / "cos_vs_ndcg.png")
         rep.plot_params(rows, out / "ndcg_vs_params.png")
@@ -431,8 +449,7 @@ def _n_items(data: str) -> int:
     return int(pl.concat(ids).n_unique())
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run the grid (skipping finished runs), then write the report."""
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument(
         "--data",
@@ -489,30 +506,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="add a finished `attnrec train --out DIR` run as variant NAME (repeatable; once per run), "
         "then only write the report",
     )
-    a = p.parse_args(argv)
+    p.add_argument(
+        "--import-table",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="add runs kept only as a table (one row per run: variant, seed, n_params, valid/D/M, test/D/M, "
+        "cos/D, best_epoch, epochs_run, s_per_epoch, source) as runs of this command's settings (their run keys: "
+        "resuming skips them), then only write the report",
+    )
+    return p
 
-    # the run file is read (and refused) before anything is written
+
+def plan(a: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Variant]]:
+    """``(backbone, trainer, variants)`` of a parsed command: the run file's settings under the flags', and the
+    asked variants in the order asked (the matched baselines built when asked for)."""
     file_data, file_backbone, file_trainer = study_settings(a.config) if a.config else (None, {}, {})
     a.data = a.data or file_data or "abxi-food-kitchen"
-    a.out.mkdir(parents=True, exist_ok=True)
-    if a.import_run:
-        results = a.out / "results.jsonl"
-        done = {r.get("key") for r in rep.read_jsonl(results)}
-        for item in a.import_run:
-            name, sep, folder = item.partition("=")
-            if not sep or not name or not folder:
-                raise SystemExit(f"--import-run expects NAME=DIR, got {item!r}")
-            rec = import_run(name, Path(folder))
-            if rec["key"] in done:
-                print(f"{name}: {folder} already in {results}", flush=True)
-                continue
-            done.add(rec["key"])
-            with results.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            print(f"{name}: imported {folder}", flush=True)
-    if a.report or a.import_run:
-        print(write_report(a.out, a.abxi, a.recbole))
-        return
     file_blocks = file_backbone.pop("n_blocks", 3)
     n_blocks = a.n_blocks if a.n_blocks is not None else file_blocks
     backbone = {"n_blocks": n_blocks, **file_backbone, **_parse_set(a.set)}
@@ -528,7 +538,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             if value <= 0:
                 raise SystemExit(f"--{key.replace('_', '-')} must be > 0, got {value}")
             trainer[key] = value
-    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     variants = grid(n_blocks)
     # names hold commas inside brackets (gca[0,1,2]-...): split only on commas outside them
     wanted = None if a.variants == "all" else [w for w in re.split(r",(?![^\[]*\])", a.variants) if w]
@@ -546,6 +555,122 @@ def main(argv: Sequence[str] | None = None) -> None:
         variants = [
             by_name[w] for w in dict.fromkeys(wanted)
         ]  # in the order asked: the most wanted run first
+    return backbone, trainer, variants
+
+
+def _cell(path: Path, line: int, column: str, text: str) -> float | None:
+    text = text.strip()
+    if text in ("", "-", "–", "nan"):
+        return None
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        raise SystemExit(f"{path}, line {line}, column {column!r}: not a number: {text!r}") from None
+
+
+def table_records(
+    path: Path, variants: Sequence[Variant], backbone: dict[str, Any], trainer: dict[str, Any], data: str
+) -> list[dict[str, Any]]:
+    """Study records from a CSV of per-run summaries (runs whose record files were lost, transcribed from the
+    tables they were published in), keyed as runs of these settings. Columns: ``variant``, ``seed``, ``n_params``,
+    ``valid/D/M`` and ``test/D/M`` (domain D, metric M: ``ndcg@10``, ``hr@10``, ``mrr``, ``auc``), ``cos/D``,
+    ``best_epoch``, ``epochs_run``, ``s_per_epoch``, ``source``; an empty cell (or ``–``) is a value not kept.
+    A variant outside the command's variants, or a (variant, seed) twice, is an error naming the line."""
+    import csv
+
+    by_name = {v.name: v for v in variants}
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"variant", "seed"} - set(reader.fieldnames or ())
+        if missing:
+            raise SystemExit(f"{path}: no column {sorted(missing)} in the header")
+        for line, row in enumerate(reader, start=2):
+            name = row["variant"].strip()
+            if name not in by_name:
+                raise SystemExit(
+                    f"{path}, line {line}: variant {name!r} is not one of this command's variants"
+                )
+            seed = int(row["seed"])
+            if (name, seed) in seen:
+                raise SystemExit(f"{path}, line {line}: {name} seed {seed} is listed twice")
+            seen.add((name, seed))
+            v = by_name[name]
+            rec: dict[str, Any] = {"variant": name, "family": v.family, "model": v.model, "seed": seed}
+            rec.update({"params": {**backbone, **v.params, "seed": seed}, "data": data, "trainer": trainer})
+            rec.update({"valid": {}, "test": {}, "cos": {}, "curve": []})
+            for column, text in row.items():
+                value = (
+                    _cell(path, line, column, text or "")
+                    if column not in ("variant", "seed", "source")
+                    else None
+                )
+                if value is None:
+                    continue
+                kind, _, rest = column.partition("/")
+                if kind in ("valid", "test"):
+                    dom, _, metric = rest.partition("/")
+                    rec[kind].setdefault(dom, {})[metric] = value
+                elif kind == "cos":
+                    rec["cos"][rest] = value
+                elif column in ("n_params", "best_epoch", "epochs_run"):
+                    rec[column] = int(value)
+                elif column == "s_per_epoch":
+                    rec[column] = value
+                else:
+                    raise SystemExit(f"{path}, line {line}: unknown column {column!r}")
+            rec["source"] = (row.get("source") or "").strip() or str(path)
+            rec["key"] = run_key(v, seed, backbone, trainer, data)
+            out.append(rec)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the grid (skipping finished runs), then write the report."""
+    a = _parser().parse_args(argv)
+
+    # the run file is read (and refused) before anything is written
+    backbone: dict[str, Any] = {}
+    trainer: dict[str, Any] = {}
+    variants: list[Variant] = []
+    if a.report or a.import_run:
+        if a.config:
+            study_settings(a.config)
+    else:
+        backbone, trainer, variants = plan(a)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.import_run:
+        results = a.out / "results.jsonl"
+        done = {r.get("key") for r in rep.read_jsonl(results)}
+        for item in a.import_run:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise SystemExit(f"--import-run expects NAME=DIR, got {item!r}")
+            rec = import_run(name, Path(folder))
+            if rec["key"] in done:
+                print(f"{name}: {folder} already in {results}", flush=True)
+                continue
+            done.add(rec["key"])
+            with results.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(f"{name}: imported {folder}", flush=True)
+    if a.import_table is not None:
+        results = a.out / "results.jsonl"
+        done = {r.get("key") for r in rep.read_jsonl(results)}
+        new = [
+            r
+            for r in table_records(a.import_table, variants, backbone, trainer, a.data)
+            if r["key"] not in done
+        ]
+        with results.open("a") as f:
+            for rec in new:
+                f.write(json.dumps(rec) + "\n")
+        print(f"{a.import_table}: {len(new)} runs added to {results}", flush=True)
+    if a.report or a.import_run or a.import_table is not None:
+        print(write_report(a.out, a.abxi, a.recbole))
+        return
+    seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
     # the library code the runs import (the tree is shared and moves): HEAD, and whether src/ differs from it
     code = git_state(Path(__file__).resolve().parent, short=True, paths=("src",)) or ""
     results = a.out / "results.jsonl"

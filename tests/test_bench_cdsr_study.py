@@ -377,3 +377,117 @@ def test_config_run_file_blocks_data_and_bad_files(tmp_path: Path, capsys: Any) 
     with pytest.raises(SystemExit, match="the study runs sasrec and gca"):
         study.main(["--out", str(out), "--config", str(svd)])
     assert not out.exists()
+
+
+def _rec(variant: str, seed: int, a: float, b: float, va: float = 0.0, vb: float = 0.0) -> dict[str, Any]:
+    family = "matched" if variant.startswith("matched") else variant.split("[")[0].split("-")[0]
+    return {
+        "variant": variant,
+        "family": family,
+        "seed": seed,
+        "test": {"A": {"ndcg@10": a}, "B": {"ndcg@10": b}},
+        "valid": {"A": {"ndcg@10": va}, "B": {"ndcg@10": vb}},
+    }
+
+
+def test_module_count_and_the_baseline_of_each_variant() -> None:
+    assert rep.module_count("gca[0,1]-tanh-ln") == 2 and rep.module_count("matched-gca[1]") == 1
+    assert rep.module_count("gca[2]-sigmoid-noln") == 1 and rep.module_count("sasrec-mixed") is None
+    names = ["matched-gca[1]", "matched-gca[0,1]", "gca[0]-tanh-ln", "sasrec-A"]
+    assert rep.baseline_of("gca[0]-tanh-ln", names) == "matched-gca[1]"  # one module, whatever its position
+    assert rep.baseline_of("gca[0,1]-sigmoid-noln", names) == "matched-gca[0,1]"
+    assert rep.baseline_of("gca[0,1,2]-sigmoid-ln", names) is None  # no 3-module baseline ran
+    assert rep.baseline_of("matched-gca[1]", names) is None and rep.baseline_of("sasrec-A", names) is None
+
+
+def test_matched_summary_counts_seeds_ahead_on_every_domain_and_pairs_by_seed() -> None:
+    recs = [
+        _rec("matched-gca[1]", 0, 0.10, 0.10),
+        _rec("matched-gca[1]", 1, 0.10, 0.10),
+        _rec("matched-gca[1]", 2, 0.10, 0.10),
+        # ahead on both domains in seeds 0 and 1, behind on B in seed 2: 2 of 3 -> "most"
+        _rec("gca[0]-sigmoid-ln", 0, 0.12, 0.11),
+        _rec("gca[0]-sigmoid-ln", 1, 0.11, 0.13),
+        _rec("gca[0]-sigmoid-ln", 2, 0.13, 0.09),
+        # ahead on A every seed, on B in seed 0 only: 1 of 3 on both
+        _rec("gca[1]-tanh-ln", 0, 0.12, 0.11),
+        _rec("gca[1]-tanh-ln", 1, 0.11, 0.09),
+        _rec("gca[1]-tanh-ln", 2, 0.13, 0.08),
+        _rec("gca[1]-tanh-ln", 7, 0.90, 0.90),  # a seed the baseline lacks: not compared
+        _rec("gca[0,1]-sigmoid-ln", 0, 0.5, 0.5),  # no two-module baseline: not compared
+    ]
+    table, most, compared = rep.matched_summary(recs)
+    assert (most, compared) == (1, 2)
+    assert "| gca[0]-sigmoid-ln | matched-gca[1] | 0,1,2 | 2 of 3 | 3 of 3, +0.0200, p " in table
+    assert "| 2 of 3, +0.0100, p " in table  # B of gca[0]: +0.01, +0.03, -0.01
+    assert "| gca[1]-tanh-ln | matched-gca[1] | 0,1,2 | 1 of 3 | 3 of 3, +0.0200," in table
+    assert "| 1 of 3, -0.0067, p " in table  # B of gca[1]: +0.01, -0.01, -0.02
+    assert "gca[0,1]" not in table
+
+
+def test_best_by_validation_ranks_on_the_mean_of_the_domains_then_of_the_seeds() -> None:
+    recs = [
+        _rec("sasrec-mixed", 0, 0.9, 0.9, va=0.20, vb=0.10),  # 0.15
+        _rec("sasrec-mixed", 1, 0.9, 0.9, va=0.20, vb=0.12),  # 0.16 -> 0.155
+        _rec("gca[0]-sigmoid-ln", 0, 0.1, 0.1, va=0.18, vb=0.14),  # 0.16
+        {
+            "variant": "sasrec-A",
+            "family": "sasrec",
+            "seed": 0,
+            "test": {"A": {}},
+            "valid": {"A": {"ndcg@10": 0.9}},
+        },
+    ]
+    ranked = rep.best_by_validation(recs)
+    assert [v for v, _, _ in ranked] == [
+        "gca[0]-sigmoid-ln",
+        "sasrec-mixed",
+    ]  # one-domain sasrec-A is left out
+    assert ranked[1][1] == pytest.approx(0.155) and ranked[1][2] == 2
+
+
+def test_import_table_keys_rows_as_runs_of_the_command_so_resuming_skips_them(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """Runs kept only as a published table join the study as runs of the command's settings: the same run key the
+    command gives them (a resumed study does not run them again), the cells as record fields, an empty cell left
+    out; a bad cell, an unknown variant or a repeated run is refused naming its line."""
+    run_file = Path(__file__).parents[1] / "benchmarks" / "configs" / "cdsr" / "gca-recbole.toml"
+    out = tmp_path / "s"
+    cmd = ["--config", str(run_file), "--set", 'loss="sampled_softmax"', "--out", str(out), "--seeds", "0,1"]
+    cmd += ["--variants", "gca[0]-sigmoid-ln,sasrec-A"]
+    head = "variant,seed,n_params,valid/A/ndcg@10,valid/B/ndcg@10,test/A/ndcg@10,test/B/ndcg@10,cos/A,cos/B,"
+    head += "s_per_epoch,source\n"
+    table = tmp_path / "runs.csv"
+    table.write_text(
+        head
+        + 'gca[0]-sigmoid-ln,1,"1,993,218",0.1834,0.1147,0.1587,0.1007,0.180,0.135,14.4,BENCHMARKS s24\n'
+        + "sasrec-A,0,1851904,0.1629,–,0.1478,,,,3.9,\n"
+    )
+    study.main([*cmd, "--import-table", str(table)])
+    recs = rep.read_jsonl(out / "results.jsonl")
+    by = {(r["variant"], r["seed"]): r for r in recs}
+    g, s = by[("gca[0]-sigmoid-ln", 1)], by[("sasrec-A", 0)]
+    assert g["n_params"] == 1993218 and g["test"] == {"A": {"ndcg@10": 0.1587}, "B": {"ndcg@10": 0.1007}}
+    assert g["cos"] == {"A": 0.180, "B": 0.135} and g["family"] == "gca" and g["source"] == "BENCHMARKS s24"
+    assert (
+        s["test"] == {"A": {"ndcg@10": 0.1478}}
+        and s["valid"] == {"A": {"ndcg@10": 0.1629}}
+        and s["cos"] == {}
+    )
+    assert s["source"] == str(table)
+    capsys.readouterr()
+    study.main([*cmd, "--dry-run"])  # the two imported runs are done; the other two are not
+    text = capsys.readouterr().out
+    assert "4 runs, 2 to do" in text
+    assert "gca[0]-sigmoid-ln seed 0" in text and "sasrec-A seed 1" in text
+    study.main([*cmd, "--import-table", str(table)])  # once each
+    assert len(rep.read_jsonl(out / "results.jsonl")) == 2
+    for body, match in (
+        ("gca[0]-sigmoid-ln,0,x1,,,,,,,,\n", r"line 2, column 'n_params': not a number"),
+        ("sasrec-B,0,1,,,,,,,,\n", r"line 2: variant 'sasrec-B' is not one"),
+        ("sasrec-A,1,1,,,,,,,,\nsasrec-A,1,1,,,,,,,,\n", r"line 3: sasrec-A seed 1 is listed twice"),
+    ):
+        table.write_text(head + body)
+        with pytest.raises(SystemExit, match=match):
+            study.main([*cmd, "--import-table", str(table)])
