@@ -257,12 +257,19 @@ def baseline_of(variant: str, names: Iterable[str]) -> str | None:
 
 
 def matched_summary(records: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> tuple[str, int, int]:
-    """Every gca variant against its parameter-matched baseline over the seeds both have: per domain how many
-    seeds it is ahead in, the mean difference and a paired t-test's p; the seeds it is ahead in on every domain.
-    Returns ``(markdown table, variants ahead on every domain in most of their seeds, variants compared)``."""
-    by = {(r["variant"], r["seed"]): r for r in records}
-    names = {r["variant"] for r in records}
+    """Every gca variant against its parameter-matched baseline, paired by seed: per domain, over the seeds both
+    have a test ``metric`` for, how many seeds it is ahead in, the mean difference and a paired t-test's p; and over
+    the seeds both have, how many it is ahead in on every domain (a domain either lacks counts as not ahead).
+    Records without a seed are left out. Returns ``(markdown table, variants ahead on every domain in most of their
+    seeds, variants compared)``."""
+    by = {(r["variant"], r["seed"]): r for r in records if r.get("seed") is not None}
+    names = {v for v, _ in by}
     domains = domains_of(records)
+
+    def value(variant: str, seed: int, dom: str) -> float | None:
+        v = by[(variant, seed)].get("test", {}).get(dom, {}).get(metric)
+        return None if v is None or math.isnan(v) else float(v)
+
     head = ["variant", "baseline", "seeds", "ahead on every domain"]
     head += [f"{d}: ahead, mean diff, paired t p" for d in domains]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -275,26 +282,23 @@ def matched_summary(records: Sequence[dict[str, Any]], metric: str = "ndcg@10") 
         if not seeds:
             continue
         compared += 1
-        all_ahead = 0
         cells = []
         for dom in domains:
-            diffs = [
-                by[(variant, s)]["test"][dom][metric] - by[(base, s)]["test"][dom][metric] for s in seeds
+            pairs = [
+                (g, b)
+                for s in seeds
+                if (g := value(variant, s, dom)) is not None and (b := value(base, s, dom)) is not None
             ]
-            ahead = sum(d > 0 for d in diffs)
-            p = (
-                stats.ttest_rel(
-                    [by[(variant, s)]["test"][dom][metric] for s in seeds],
-                    [by[(base, s)]["test"][dom][metric] for s in seeds],
-                ).pvalue
-                if len(seeds) > 1
-                else float("nan")
-            )
-            cells.append(f"{ahead} of {len(seeds)}, {np.mean(diffs):+.4f}, p {p:.2f}")
+            if not pairs:
+                cells.append("–")
+                continue
+            diffs = [g - b for g, b in pairs]
+            p = stats.ttest_rel(*zip(*pairs, strict=True)).pvalue if len(pairs) > 1 else float("nan")
+            cells.append(f"{sum(d > 0 for d in diffs)} of {len(pairs)}, {np.mean(diffs):+.4f}, p {p:.2g}")
+        all_ahead = 0
         for s in seeds:
-            all_ahead += all(
-                by[(variant, s)]["test"][dom][metric] > by[(base, s)]["test"][dom][metric] for dom in domains
-            )
+            both = [(value(variant, s, d), value(base, s, d)) for d in domains]
+            all_ahead += all(g is not None and b is not None and g > b for g, b in both)
         most += all_ahead * 2 > len(seeds)
         row = [variant, base, ",".join(str(s) for s in seeds), f"{all_ahead} of {len(seeds)}", *cells]
         lines.append("| " + " | ".join(row) + " |")

@@ -6,7 +6,8 @@ parameter count, and the ABXI peer rows.
         --out bench_results/cdsr/study [--seeds 0,1,2] [--variants sasrec-mixed,gca[1]-sigmoid-ln,...] \
         [--config benchmarks/configs/cdsr/gca-recbole.toml] [--epochs 200] [--patience 10] [--set dim=64] \
         [--abxi bench_results/cdsr/abxi_afk_s3407.jsonl] \
-        [--recbole bench_results/cdsr/recbole_sasrec.jsonl] [--dry-run | --report | --import-run NAME=DIR ...]
+        [--recbole bench_results/cdsr/recbole_sasrec.jsonl] [--dry-run | --report | --import-run NAME=DIR ...
+        | --import-table CSV]
 
 Every run goes through the library's own run path (``attnrec.experiments.run.run_experiment``: the dataset,
 leave-one-out split, fit with early stopping on validation NDCG@10, test read once at the best epoch, per-domain
@@ -18,8 +19,9 @@ beside ours).
 
 Runs whose record files were lost can rejoin from the table they were published in: ``--import-table CSV`` adds
 each row as a record of the command's settings, with the run key the command gives that run (so a resumed study
-does not run it again) and its ``source``; ``OUT/results.jsonl`` is what the report reads, so the study's folder
-under ``benchmarks/cdsr_results/`` keeps it (small: the per-epoch curve is the largest field).
+does not run it again) and its ``source``. ``OUT/results.jsonl`` is all the report reads: the study's folder under
+``benchmarks/cdsr_results/`` keeps it beside the report, so the report can be rebuilt and the study resumed on
+another machine (about 10 KB a run).
 
 The grid (``--n-blocks`` blocks, default 3): ``sasrec-A``, ``sasrec-B``, ``sasrec-mixed``; ``gca[P]-ACT-LN`` for
 P each block alone and all blocks ([0], [1], [2], [0,1,2] for 3 blocks; [0], [1], [0,1] for 2), ACT in
@@ -558,12 +560,12 @@ def plan(a: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[Va
     return backbone, trainer, variants
 
 
-def _cell(path: Path, line: int, column: str, text: str) -> float | None:
+def _cell(path: Path, line: int, column: str, text: str, *, thousands: bool = False) -> float | None:
     text = text.strip()
     if text in ("", "-", "–", "nan"):
         return None
     try:
-        return float(text.replace(",", ""))
+        return float(text.replace(",", "") if thousands else text)
     except ValueError:
         raise SystemExit(f"{path}, line {line}, column {column!r}: not a number: {text!r}") from None
 
@@ -587,12 +589,17 @@ def table_records(
         if missing:
             raise SystemExit(f"{path}: no column {sorted(missing)} in the header")
         for line, row in enumerate(reader, start=2):
-            name = row["variant"].strip()
+            if None in row:
+                raise SystemExit(f"{path}, line {line}: more cells than the header has columns")
+            name = (row["variant"] or "").strip()
             if name not in by_name:
                 raise SystemExit(
                     f"{path}, line {line}: variant {name!r} is not one of this command's variants"
                 )
-            seed = int(row["seed"])
+            seed_text = (row["seed"] or "").strip()
+            if not seed_text.isdigit():
+                raise SystemExit(f"{path}, line {line}, column 'seed': not a seed: {seed_text!r}")
+            seed = int(seed_text)
             if (name, seed) in seen:
                 raise SystemExit(f"{path}, line {line}: {name} seed {seed} is listed twice")
             seen.add((name, seed))
@@ -601,25 +608,26 @@ def table_records(
             rec.update({"params": {**backbone, **v.params, "seed": seed}, "data": data, "trainer": trainer})
             rec.update({"valid": {}, "test": {}, "cos": {}, "curve": []})
             for column, text in row.items():
-                value = (
-                    _cell(path, line, column, text or "")
-                    if column not in ("variant", "seed", "source")
-                    else None
-                )
-                if value is None:
+                if column in ("variant", "seed", "source"):
                     continue
                 kind, _, rest = column.partition("/")
+                dom, _, metric = rest.partition("/")
+                known = (kind in ("valid", "test") and dom and metric and "/" not in metric) or (
+                    kind == "cos" and rest and "/" not in rest
+                )
+                if not known and column not in ("n_params", "best_epoch", "epochs_run", "s_per_epoch"):
+                    raise SystemExit(f"{path}, line {line}: unknown column {column!r}")
+                value = _cell(path, line, column, text or "", thousands=column == "n_params")
+                if value is None:
+                    continue
                 if kind in ("valid", "test"):
-                    dom, _, metric = rest.partition("/")
                     rec[kind].setdefault(dom, {})[metric] = value
                 elif kind == "cos":
                     rec["cos"][rest] = value
-                elif column in ("n_params", "best_epoch", "epochs_run"):
-                    rec[column] = int(value)
                 elif column == "s_per_epoch":
                     rec[column] = value
                 else:
-                    raise SystemExit(f"{path}, line {line}: unknown column {column!r}")
+                    rec[column] = int(value)
             rec["source"] = (row.get("source") or "").strip() or str(path)
             rec["key"] = run_key(v, seed, backbone, trainer, data)
             out.append(rec)
@@ -634,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     backbone: dict[str, Any] = {}
     trainer: dict[str, Any] = {}
     variants: list[Variant] = []
-    if a.report or a.import_run:
+    if (a.report or a.import_run) and a.import_table is None:
         if a.config:
             study_settings(a.config)
     else:
@@ -663,6 +671,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             for r in table_records(a.import_table, variants, backbone, trainer, a.data)
             if r["key"] not in done
         ]
+        if a.dry_run:
+            print(f"{a.import_table}: {len(new)} runs would be added to {results}", flush=True)
+            return
         with results.open("a") as f:
             for rec in new:
                 f.write(json.dumps(rec) + "\n")

@@ -416,13 +416,29 @@ def test_matched_summary_counts_seeds_ahead_on_every_domain_and_pairs_by_seed() 
         _rec("gca[1]-tanh-ln", 7, 0.90, 0.90),  # a seed the baseline lacks: not compared
         _rec("gca[0,1]-sigmoid-ln", 0, 0.5, 0.5),  # no two-module baseline: not compared
     ]
+    recs = recs[::-1]  # pairing is by seed, not by the order of the records
     table, most, compared = rep.matched_summary(recs)
     assert (most, compared) == (1, 2)
+    from scipy import stats
+
+    p = stats.ttest_rel([0.11, 0.13, 0.09], [0.10, 0.10, 0.10]).pvalue  # B of gca[0]: paired, two-sided
+    assert f"| 2 of 3, +0.0100, p {p:.2g} |" in table
     assert "| gca[0]-sigmoid-ln | matched-gca[1] | 0,1,2 | 2 of 3 | 3 of 3, +0.0200, p " in table
     assert "| 2 of 3, +0.0100, p " in table  # B of gca[0]: +0.01, +0.03, -0.01
     assert "| gca[1]-tanh-ln | matched-gca[1] | 0,1,2 | 1 of 3 | 3 of 3, +0.0200," in table
     assert "| 1 of 3, -0.0067, p " in table  # B of gca[1]: +0.01, -0.01, -0.02
     assert "gca[0,1]" not in table
+    # "most" is a strict majority: ahead on both domains in 1 of 2 seeds is not most; a seed the baseline lacks a
+    # domain for counts as not ahead there, and that domain's cell pairs only the seeds it has
+    two = [_rec("matched-gca[1]", 0, 0.1, 0.1), _rec("matched-gca[1]", 1, 0.1, 0.1)]
+    two += [_rec("gca[1]-tanh-ln", 0, 0.2, 0.2), _rec("gca[1]-tanh-ln", 1, 0.0, 0.0)]
+    assert rep.matched_summary(two)[1:] == (0, 1)
+    del two[1]["test"]["B"]
+    table, most, _ = rep.matched_summary([*two, {**_rec("matched-gca[1]", 0, 0, 0), "seed": None}])
+    assert (
+        "| gca[1]-tanh-ln | matched-gca[1] | 0,1 | 1 of 2 | 1 of 2, +0.0000, p 1 | 1 of 1, +0.1000, p nan |"
+        in table
+    )
 
 
 def test_best_by_validation_ranks_on_the_mean_of_the_domains_then_of_the_seeds() -> None:
@@ -464,7 +480,10 @@ def test_import_table_keys_rows_as_runs_of_the_command_so_resuming_skips_them(
         + 'gca[0]-sigmoid-ln,1,"1,993,218",0.1834,0.1147,0.1587,0.1007,0.180,0.135,14.4,BENCHMARKS s24\n'
         + "sasrec-A,0,1851904,0.1629,–,0.1478,,,,3.9,\n"
     )
-    study.main([*cmd, "--import-table", str(table)])
+    study.main([*cmd, "--import-table", str(table), "--dry-run"])  # a preview: nothing written
+    assert "2 runs would be added" in capsys.readouterr().out and not (out / "results.jsonl").exists()
+    study.main([*cmd, "--import-table", str(table), "--report"])
+    assert "## Best by validation" in (out / "report.md").read_text()
     recs = rep.read_jsonl(out / "results.jsonl")
     by = {(r["variant"], r["seed"]): r for r in recs}
     g, s = by[("gca[0]-sigmoid-ln", 1)], by[("sasrec-A", 0)]
@@ -491,3 +510,21 @@ def test_import_table_keys_rows_as_runs_of_the_command_so_resuming_skips_them(
         table.write_text(head + body)
         with pytest.raises(SystemExit, match=match):
             study.main([*cmd, "--import-table", str(table)])
+
+
+def test_the_transcribed_runs_are_the_published_ones() -> None:
+    """benchmarks/cdsr_results/recbole_backbone_sampled/runs_transcribed.csv parses into the 31 runs BENCHMARKS.md
+    published (25 of the grid, 6 of the s24 probe), and the report's read-outs over them are the published ones."""
+    path = BENCH_DIR / "cdsr_results" / "recbole_backbone_sampled" / "runs_transcribed.csv"
+    variants = [*study.grid(2), study.Variant("matched-gca[1]", "matched", "gca", {"positions": []})]
+    recs = study.table_records(path, variants, {"n_blocks": 2}, {"epochs": 80}, "abxi-food-kitchen")
+    assert len(recs) == 31 and len({r["key"] for r in recs}) == 31
+    by = {(r["variant"], r["seed"]): r for r in recs}
+    assert by[("gca[0]-sigmoid-ln", 1)]["test"]["A"] == {"ndcg@10": 0.1587, "hr@10": 0.2637, "auc": 0.6898}
+    assert by[("sasrec-B", 2)]["test"] == {"B": {"ndcg@10": 0.0889, "hr@10": 0.1602, "mrr": 0.0767}}
+    assert by[("gca[1]-sigmoid-noln", 2)]["cos"] == {"A": 0.235, "B": 0.188}
+    assert by[("gca[0,1]-sigmoid-ln", 0)]["n_params"] == 2027012
+    table, most, compared = rep.matched_summary(recs)
+    assert (most, compared) == (0, 6)  # BENCHMARKS.md: every 3-seed variant ahead on both domains in 1 of 3
+    assert "| gca[0]-sigmoid-ln | matched-gca[1] | 0,1,2 | 1 of 3 | 2 of 3, +0.0049," in table
+    assert rep.best_by_validation(recs)[0][0] == "sasrec-mixed"
