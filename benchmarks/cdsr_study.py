@@ -21,7 +21,7 @@ Runs whose record files were lost can rejoin from the table they were published 
 each row as a record of the command's settings, with the run key the command gives that run (so a resumed study
 does not run it again) and its ``source``. ``OUT/results.jsonl`` is all the report reads: the study's folder under
 ``benchmarks/cdsr_results/`` keeps it beside the report, so the report can be rebuilt and the study resumed on
-another machine (about 10 KB a run).
+another machine (under 10 KB a run).
 
 The grid (``--n-blocks`` blocks, default 3): ``sasrec-A``, ``sasrec-B``, ``sasrec-mixed``; ``gca[P]-ACT-LN`` for
 P each block alone and all blocks ([0], [1], [2], [0,1,2] for 3 blocks; [0], [1], [0,1] for 2), ACT in
@@ -580,6 +580,8 @@ def table_records(
     A variant outside the command's variants, or a (variant, seed) twice, is an error naming the line."""
     import csv
 
+    if not path.is_file():
+        raise SystemExit(f"--import-table {path}: no such file")
     by_name = {v.name: v for v in variants}
     out: list[dict[str, Any]] = []
     seen: set[tuple[str, int]] = set()

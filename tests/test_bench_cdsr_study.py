@@ -502,6 +502,8 @@ def test_import_table_keys_rows_as_runs_of_the_command_so_resuming_skips_them(
     assert "gca[0]-sigmoid-ln seed 0" in text and "sasrec-A seed 1" in text
     study.main([*cmd, "--import-table", str(table)])  # once each
     assert len(rep.read_jsonl(out / "results.jsonl")) == 2
+    with pytest.raises(SystemExit, match="--import-table .*nope.csv: no such file"):
+        study.main([*cmd, "--import-table", str(tmp_path / "nope.csv")])
     for body, match in (
         ("gca[0]-sigmoid-ln,0,x1,,,,,,,,\n", r"line 2, column 'n_params': not a number"),
         ("sasrec-B,0,1,,,,,,,,\n", r"line 2: variant 'sasrec-B' is not one"),
