@@ -314,7 +314,7 @@ def best_by_validation(
     groups: dict[str, list[float]] = defaultdict(list)
     for r in records:
         valid = r.get("valid", {})
-        if r.get("family") == "peer" or not all(d in valid for d in domains):
+        if r.get("family") == "peer" or not all(metric in valid.get(d, {}) for d in domains):
             continue
         groups[r["variant"]].append(float(np.mean([valid[d][metric] for d in domains])))
     ranked = [(v, float(np.mean(xs)), len(xs)) for v, xs in groups.items()]

@@ -40,11 +40,11 @@ MMREC_DIR = Path(os.environ.get("MMREC_DIR", "/work/peers/MMRec"))
 MMREC_PY = os.environ.get("MMREC_PYTHON", "/work/mmrec-venv/bin/python")
 CORNAC_PY = os.environ.get("CORNAC_PYTHON", "/work/cornac-venv/bin/python")
 
+#: seconds one peer subprocess (MMRec, Cornac) may run before it is stopped (bench_multimodal --peer-timeout)
+PEER_TIMEOUT_S = 7200.0
 #: what a failed peer fit or probe can raise here: a non-zero exit (RuntimeError), a timeout
 #: (``subprocess.TimeoutExpired``), a missing interpreter or output file (OSError), output that is not the expected
 #: JSON line (ValueError, IndexError)
-#: seconds one peer subprocess (MMRec, Cornac) may run before it is stopped (bench_multimodal --peer-timeout)
-PEER_TIMEOUT_S = 7200.0
 PEER_FAILURES = (RuntimeError, OSError, ValueError, IndexError, subprocess.SubprocessError)
 
 

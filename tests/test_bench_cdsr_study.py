@@ -454,6 +454,8 @@ def test_best_by_validation_ranks_on_the_mean_of_the_domains_then_of_the_seeds()
             "valid": {"A": {"ndcg@10": 0.9}},
         },
     ]
+    # a record without the metric for a domain is left out (no KeyError)
+    recs.append({**_rec("gca[1]-tanh-ln", 0, 0.1, 0.1), "valid": {"A": {"ndcg@10": 0.9}, "B": {}}})
     ranked = rep.best_by_validation(recs)
     assert [v for v, _, _ in ranked] == [
         "gca[0]-sigmoid-ln",
