@@ -196,8 +196,9 @@ def plot_cos_trajectories(records: Sequence[dict[str, Any]], out: Path) -> bool:
 
 
 def matched_pairs(records: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(gca variant, its matched baseline) name pairs present in the records, by the study's naming: the baseline
-    ``matched-gca[P]<tail>`` belongs to ``gca[P]-sigmoid-ln<tail>`` (the variant it was matched to)."""
+    """(gca variant, its matched baseline) name pairs present in the records for the per-seed tables: each
+    ``matched-gca[P]<tail>`` with the variant it was widened to, ``gca[P]-sigmoid-ln<tail>``. The pairing itself is
+    :func:`baseline_of`'s, so these tables and :func:`matched_summary` cannot disagree on a variant's baseline."""
     names = {r["variant"] for r in records}
     pairs = []
     for name in sorted(names):
@@ -205,7 +206,7 @@ def matched_pairs(records: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
             continue
         head, _, tail = name[len("matched-") :].partition("]")
         target = f"{head}]-sigmoid-ln{tail}"
-        if target in names:
+        if target in names and baseline_of(target, names) == name:
             pairs.append((target, name))
     return pairs
 
@@ -243,17 +244,30 @@ def module_count(name: str) -> int | None:
     return len([p for p in inner.split(",") if p.strip()])
 
 
+def run_tail(name: str) -> str:
+    """What follows a study variant's name after its first space (``" [cap 25]"`` for an imported run's
+    ``"gca[1]-sigmoid-ln [cap 25]"``), or ``""``: runs of different settings are never each other's baseline."""
+    _, sep, tail = name.partition(" ")
+    return sep + tail
+
+
 def baseline_of(variant: str, names: Iterable[str]) -> str | None:
     """The parameter-matched baseline a gca variant is compared with: the ``matched-gca[...]`` run with as many
-    modules (the baseline is widened to the parameter count of a ``-sigmoid-ln`` variant of that module count; the
-    count hardly depends on position, gate or LayerNorm, ``cdsr_study.matched_variants``)."""
+    modules and the same settings tail (:func:`run_tail`). The baseline is widened to the parameter count of a
+    ``-sigmoid-ln`` variant of that module count; the count hardly depends on position, gate or LayerNorm,
+    ``cdsr_study.matched_variants``. Among several candidates, the one named with the variant's own positions,
+    else the first by name."""
     if variant.startswith("matched-"):
         return None
     k = module_count(variant)
     if not k:
         return None
-    found = sorted(n for n in names if n.startswith("matched-gca[") and module_count(n) == k)
-    return found[0] if found else None
+    tail = run_tail(variant)
+    found = sorted(
+        n for n in names if n.startswith("matched-gca[") and module_count(n) == k and run_tail(n) == tail
+    )
+    own = "matched-" + variant.partition("]")[0] + "]" + tail
+    return own if own in found else (found[0] if found else None)
 
 
 def matched_summary(records: Sequence[dict[str, Any]], metric: str = "ndcg@10") -> tuple[str, int, int]:

@@ -400,6 +400,18 @@ def test_module_count_and_the_baseline_of_each_variant() -> None:
     assert rep.baseline_of("matched-gca[1]", names) is None and rep.baseline_of("sasrec-A", names) is None
 
 
+def test_a_baseline_of_other_settings_is_never_paired() -> None:
+    """An imported run's settings tail (``" [cap 25]"``) must match: a capped gca run against an uncapped baseline
+    would compare two trainings, not two models; the per-seed tables follow the same rule."""
+    names = ["matched-gca[1]", "matched-gca[1] [cap 25]", "gca[1]-sigmoid-ln [cap 25]", "gca[0]-tanh-ln"]
+    assert rep.run_tail("gca[1]-sigmoid-ln [cap 25]") == " [cap 25]" and rep.run_tail("gca[0]-tanh-ln") == ""
+    assert rep.baseline_of("gca[1]-sigmoid-ln [cap 25]", names) == "matched-gca[1] [cap 25]"
+    assert rep.baseline_of("gca[0]-tanh-ln", names) == "matched-gca[1]"
+    assert rep.baseline_of("gca[0]-tanh-ln [cap 25]", ["matched-gca[1]"]) is None
+    recs = [{"variant": n, "seed": 0} for n in names]
+    assert rep.matched_pairs(recs) == [("gca[1]-sigmoid-ln [cap 25]", "matched-gca[1] [cap 25]")]
+
+
 def test_matched_summary_counts_seeds_ahead_on_every_domain_and_pairs_by_seed() -> None:
     recs = [
         _rec("matched-gca[1]", 0, 0.10, 0.10),
