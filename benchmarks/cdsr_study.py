@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -344,6 +345,11 @@ def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = 
         parts.append("## |cos(X, X')| vs test NDCG@10 (gca runs; all runs, and per epoch cap)\n")
         for dom, groups in rep.cos_correlations(records).items():
             for group, c in groups.items():
+                if math.isnan(c["pearson"]):
+                    parts.append(
+                        f"- domain {dom}, {group}: n={c['n']}, too few runs (or no spread) for a correlation"
+                    )
+                    continue
                 parts.append(
                     f"- domain {dom}, {group}: n={c['n']}, Pearson {c['pearson']:.3f} (p={c['pearson_p']:.3g}), "
                     f"Spearman {c['spearman']:.3f} (p={c['spearman_p']:.3g})"

@@ -195,7 +195,9 @@ def test_study_runs_resumes_and_reports_on_planted_sequences(tmp_path: Path, cap
     study.main(argv)  # resumed: everything is done
     assert "3 runs, 0 to do" in capsys.readouterr().out
     assert len(rep.read_jsonl(out / "results.jsonl")) == 3
-    assert "## Domain A" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "## Domain A" in text and "Pearson nan" not in text
+    assert "domain A, all: n=1, too few runs (or no spread) for a correlation" in text  # one gca run
     # names with commas inside brackets are one variant each
     dry = ["--data", str(data), "--out", str(tmp_path / "dry"), "--seeds", "0", "--dry-run"]
     study.main([*dry, "--variants", "gca[0,1,2]-sigmoid-ln,sasrec-A,matched-gca[0,1,2]"])
