@@ -149,8 +149,18 @@ def test_item_domains_from_the_catalogue() -> None:
     )
     doms, names = item_domains_of(data, cat)
     assert names == ("A", "B") and doms.tolist() == [0, 0, 0, 1, 1, 1]
-    with pytest.raises(DataError, match="have no row"):
+    with pytest.raises(
+        DataError, match=r"1 item\(s\) of the vocabulary have no domain in the catalogue"
+    ) as e:
         item_domains_of(data, cat.filter(pl.col("item_id") != "c9"))
+    assert "'c9'" in str(e.value)
+    empty = cat.with_columns(
+        pl.when(pl.col("item_id") == "a1").then(None).otherwise(pl.col("domain")).alias("domain")
+    )
+    with pytest.raises(
+        DataError, match=r"no domain in the catalogue \(no row, or an empty domain\): \['a1'\]"
+    ):
+        item_domains_of(data, empty)
     with pytest.raises(DataError, match="have no row"):  # no catalogue domain: from the rows, c9 has none
         item_domains_of(data, cat.drop("domain"))
 

@@ -249,6 +249,50 @@ def test_an_items_catalogue_declares_a_generic_tables_domains(tmp_path: Path) ->
     assert data["notes"]["domains"] == {"A": 2, "B": 2}
 
 
+def test_an_item_without_a_catalogue_domain_names_the_files_line_and_item(tmp_path: Path) -> None:
+    """An item of the interactions that the ``--items`` catalogue lacks, or lists with an empty domain, is a
+    DataError naming the interactions file and the item's first line, the catalogue file and the items (count and
+    first few); before, it named neither file nor line and said the data had no row for the item."""
+    from attnrec.errors import DataError
+
+    items = tmp_path / "items.csv"
+    f = tmp_path / "t.csv"
+    good = "user_id,item_id,domain,timestamp\nu,i1,A,1\nu,i2,B,2\nu,i3,A,3\nu,i4,B,4\nw,i2,B,1\nw,i3,A,2\nw,i4,B,3\n"
+    no_domain = "".join(
+        ",".join(x for j, x in enumerate(row.split(",")) if j != 2) + "\n" for row in good.splitlines()
+    )
+    for table in (good, no_domain):
+        f.write_text(table)
+        for cat, why in (
+            ("i1,A\ni2,B\ni4,B\n", "is not in"),
+            ("i1,A\ni2,B\ni3,\ni4,B\n", "has an empty domain in"),
+        ):
+            items.write_text("item_id,domain\n" + cat)
+            with pytest.raises(DataError, match=f"item 'i3' {why} the --items catalogue") as e:
+                prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
+            text = str(e.value)
+            assert f"{f}:4" in text and str(items) in text and "1 item(s) in all: ['i3']" in text, text
+    f.write_text(good)
+    items.write_text("item_id,domain\ni1,A\ni2,B\n")
+    with pytest.raises(DataError, match=r"2 item\(s\) in all: \['i3', 'i4'\]") as e:
+        prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
+    assert f"{f}:4" in str(e.value)
+    # pre-split files keep no line numbers: the file, the field and the item
+    parts = {
+        "train": good,
+        "valid": "user_id,item_id,domain,timestamp\nu,i2,B,5\n",
+        "test": "user_id,item_id,domain,timestamp\nu,i1,A,6\n",
+    }
+    paths = {k: tmp_path / f"{k}.csv" for k in parts}
+    for k, text in parts.items():
+        paths[k].write_text(text)
+    items.write_text("item_id,domain\ni1,A\ni2,B\ni4,B\n")
+    cfg = RunConfig(model="pop", train=paths["train"], valid=paths["valid"], test=paths["test"], items=items)
+    with pytest.raises(DataError, match="item 'i3' is not in the --items catalogue") as e:
+        prepare_sequences(cfg, progress=False)
+    assert f"{paths['train']}, field 'item_id', value 'i3'" in str(e.value) and str(items) in str(e.value)
+
+
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 

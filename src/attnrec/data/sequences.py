@@ -347,14 +347,27 @@ def item_domains_of(
     that order.
 
     ``items``: the catalogue (``item_id``, ``domain``; the ``items`` side input / ``Dataset.items`` of the CDSR
-    readers), used when it has a ``domain`` column: every vocabulary item must be listed (rows of other items are
-    ignored). Otherwise from ``data``'s ``domain`` column: every item index must occur in ``data``. An item in
-    two domains is a :class:`DataError` naming it; without any domain, every item is in the one domain ``"all"``.
+    readers), used when it has a ``domain`` column: every vocabulary item must be listed with a domain (rows of
+    other items are ignored; a DataError names the items that are not). Otherwise from ``data``'s ``domain``
+    column: every item index must occur in ``data``. An item in two domains is a :class:`DataError` naming it;
+    without any domain, every item is in the one domain ``"all"``.
     A run's vocabulary holds items that occur only in held-out rows (their domain comes from the catalogue).
     """
     if items is not None and "domain" in items.columns:
         idx = data.item_vocab.lookup(items["item_id"], missing="minus_one")
         keep = idx >= 0
+        listed = np.zeros(data.n_items, dtype=bool)
+        listed[idx[keep]] = True
+        listed[idx[keep & items["domain"].is_null().to_numpy()]] = False
+        if not listed.all():  # not listed, or listed with an empty domain: say which items, not a row number
+            gaps = data.item_vocab.ids[np.flatnonzero(~listed)]
+            raise DataError(
+                f"{len(gaps)} item(s) of the vocabulary have no domain in the catalogue (no row, or an empty "
+                f"domain): {[str(i) for i in gaps[:5]]}{' ...' if len(gaps) > 5 else ''}",
+                field="item_id",
+                value=str(gaps[0]),
+                expected="a catalogue row with a domain for every item of the interactions",
+            )
         cat = Interactions(
             pl.DataFrame({"user": np.zeros(int(keep.sum()), np.int64), "item": idx[keep]}).with_columns(
                 items["domain"].cast(pl.String).filter(pl.Series(keep))

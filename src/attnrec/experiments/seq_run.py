@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -60,11 +61,14 @@ def prepare_sequences(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any
     dataset, result, notes = load_split(
         cfg.model_copy(update={"split": split}),
         progress=progress,
-        checked=sequence_checks(items),
+        checked=sequence_checks(items, cfg.items),
         split_options={"units": "position"},
     )
     if dataset is None:  # pre-split files: what train and valid hold (test rows with other items are dropped)
         catalogue = [result.train["item_id"], result.valid["item_id"]]
+        if items is not None and "domain" in items.columns:  # the split keeps no line numbers: file and item
+            for part, path in (("train", cfg.train), ("valid", cfg.valid)):
+                catalogue_gaps(result.parts()[part], items, file=path, catalogue_file=cfg.items)
     else:
         catalogue = [dataset.interactions["item_id"]]
         if items is None:
@@ -104,11 +108,14 @@ def prepare_sequences(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any
     }
 
 
-def sequence_checks(catalogue: pl.DataFrame | None) -> Callable[[Dataset], Dataset]:
+def sequence_checks(
+    catalogue: pl.DataFrame | None, catalogue_file: str | Path | None = None
+) -> Callable[[Dataset], Dataset]:
     """The checks a sequential run applies to a loaded dataset: :func:`~attnrec.data.readers.cdsr.as_sequences`
     (short sequences dropped and counted, timestamps sorted and counted, declared domains), with the declared
-    domains taken from ``catalogue`` (the ``--items`` table) when it has a ``domain`` column; then every row's
-    domain must equal its item's domain in the catalogue. A DataError names the file, line and value."""
+    domains taken from ``catalogue`` (the ``--items`` table, read from ``catalogue_file``) when it has a
+    ``domain`` column; then every row's domain must equal its item's domain in the catalogue, and every row's item
+    must have a domain there (:func:`catalogue_gaps`). A DataError names the file, line and value."""
     if catalogue is None or "domain" not in catalogue.columns:
         return as_sequences
     cat = catalogue.select(
@@ -119,7 +126,12 @@ def sequence_checks(catalogue: pl.DataFrame | None) -> Callable[[Dataset], Datas
     def check(ds: Dataset) -> Dataset:
         if "domain" not in ds.interactions.columns:
             # the rows name no domain: the catalogue gives each item's (item_domains_of), as before the check
-            return as_sequences(ds)
+            out = as_sequences(ds)
+            source = out.source or out.name
+            catalogue_gaps(
+                out.interactions, catalogue, file=source, catalogue_file=catalogue_file, lines=out.lines
+            )
+            return out
         out = as_sequences(ds, domains=declared)
         df = out.interactions
         lines = out.lines if out.lines is not None else pl.Series(range(1, df.height + 1), dtype=pl.Int64)
@@ -140,9 +152,46 @@ def sequence_checks(catalogue: pl.DataFrame | None) -> Callable[[Dataset], Datas
                 value=f"item {r['item_id']!r}: {r['domain']!r}",
                 expected=f"{r['_declared']!r}, the item's domain in the catalogue",
             )
+        catalogue_gaps(df, catalogue, file=out.source or out.name, catalogue_file=catalogue_file, lines=lines)
         return out
 
     return check
+
+
+def catalogue_gaps(
+    rows: pl.DataFrame,
+    catalogue: pl.DataFrame,
+    *,
+    file: str | Path | None,
+    catalogue_file: str | Path | None,
+    lines: pl.Series | None = None,
+) -> None:
+    """A DataError when an item of ``rows`` (interactions read from ``file``, ``lines`` their line numbers) has no
+    domain in ``catalogue`` (no row, or an empty ``domain`` in the first row of the item, the one used): it names
+    the interactions file, the first line with that item (else the field and value), the catalogue file and the
+    first few such items with their count (as the CDSR readers name an item missing from their item map)."""
+    first = catalogue.select(pl.col("item_id").cast(pl.String), pl.col("domain").cast(pl.String)).unique(
+        "item_id", keep="first", maintain_order=True
+    )
+    df = rows.select(pl.col("item_id").cast(pl.String))
+    if lines is not None:
+        df = df.with_columns(lines.alias("line"))
+    bad = df.join(first, on="item_id", how="left", maintain_order="left").filter(pl.col("domain").is_null())
+    if not bad.height:
+        return
+    r = bad.row(0, named=True)
+    ids = bad["item_id"].unique(maintain_order=True).to_list()
+    listed = first.filter(pl.col("item_id") == r["item_id"]).height > 0
+    where = f"the --items catalogue {catalogue_file}" if catalogue_file is not None else "the item catalogue"
+    raise DataError(
+        f"item {r['item_id']!r} {'has an empty domain in' if listed else 'is not in'} {where} ({len(ids)} "
+        f"item(s) in all: {ids[:5]}{' ...' if len(ids) > 5 else ''})",
+        file=file,
+        line=int(r["line"]) if lines is not None else None,
+        field="item_id",
+        value=r["item_id"],
+        expected="a catalogue row with a domain for every item of the interactions",
+    )
 
 
 def _catalogue_from_rows(dataset: Dataset | None, parts: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
