@@ -17,13 +17,9 @@ from attnrec.data.reviews import ReviewBatch
 from attnrec.data.side import ReviewCorpus, SideInputs
 from attnrec.data.table import Interactions
 from attnrec.errors import ConfigError
+from attnrec.models.layers.diagnostics import mean_abs_cosine_per_row
 from attnrec.models.review.safmr import SAFMR
-from attnrec.models.review.safmr_module import (
-    SAFMRModule,
-    SelfAttentionFM,
-    TransformLayers,
-    mean_abs_cosine,
-)
+from attnrec.models.review.safmr_module import SAFMRModule, SelfAttentionFM, TransformLayers
 from attnrec.serving.bundle import load_bundle, save_bundle
 from attnrec.testing import ConformanceTests, checkerboard
 from attnrec.training.trainer import TrainerConfig
@@ -175,12 +171,40 @@ def test_attention_weights_sum_to_one_and_shares_too() -> None:
 
 
 def test_mean_abs_cosine_on_a_hand_made_case() -> None:
-    a = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]])
-    b = torch.tensor([[[-2.0, 0.0], [1.0, 0.0], [3.0, 1.0]]])
-    # |cos| = 1 (opposite), 1/√2, 0 (zero row)
-    torch.testing.assert_close(mean_abs_cosine(a, b), torch.tensor([(1 + 1 / math.sqrt(2)) / 3]))
-    with pytest.raises(ConfigError, match="differ"):
-        mean_abs_cosine(a, b[:, :2])
+    """safmr's per-prediction |cos| is the library's diagnostic (``diagnostics``): a zero row has no direction and
+    is left out, not counted as cos 0; a pair with no row left has none (NaN)."""
+    a = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    b = torch.tensor([[[-2.0, 0.0], [1.0, 0.0], [3.0, 1.0]], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    # pair 0: |cos| = 1 (opposite), 1/√2, left out (zero row); pair 1: every row zero
+    got = mean_abs_cosine_per_row(a, b)
+    assert got[0] == pytest.approx((1 + 1 / math.sqrt(2)) / 2) and math.isnan(got[1])
+    with pytest.raises(ValueError, match="differ"):
+        mean_abs_cosine_per_row(a, b[:, :2])
+
+
+def test_attention_abs_cos_leaves_a_zero_feature_row_out() -> None:
+    """A feature whose FM factor v_i is zero has e_i = x_i v_i = 0 in every prediction: ``attention``, ``explain``
+    and ``attention_summary`` leave it out of |cos(e_i, (X̂ S)_i)| (the rule of every attention-fusion model's
+    diagnostic), where safmr's former own mean counted it as 0 and shrank every pair's mean by (n - 1) / n."""
+    model = fitted_model(epochs=1)
+    _, _, test = review_data()
+    m = model.safmr_module
+    with torch.no_grad():
+        m.source_head.factors[0] = 0.0
+        ud, idoc = m.documents(torch.as_tensor(test.users.copy()), torch.as_tensor(test.items.copy()))
+        out = m.eval().source(m.user_vectors(ud), m.item_vectors(idoc))
+    assert out.mixed is not None and float(out.features[:, 0].abs().max()) == 0.0
+    by_hand = torch.nn.functional.cosine_similarity(out.features[:, 1:], out.mixed[:, 1:], dim=-1).abs()
+    _, _, cos = model.attention(test.users, test.items)
+    np.testing.assert_allclose(cos, by_hand.mean(1).numpy(), rtol=1e-5)
+    summary = model.attention_summary(test)
+    assert summary["abs_cos"] == pytest.approx(float(by_hand.mean()), rel=1e-5)
+    with torch.no_grad():
+        m.source_head.factors.zero_()  # no feature has a direction: no |cos| at all
+    _, _, cos = model.attention(test.users, test.items)
+    assert np.isnan(cos).all() and math.isnan(model.attention_summary(test)["abs_cos"])
+    ids = (list(test.user_vocab.ids[test.users[:2]]), list(test.item_vocab.ids[test.items[:2]]))
+    assert model.explain(*ids)["abs_cos"].to_list() == [None, None]  # null, so /explain's JSON stays valid
 
 
 # ------------------------------------------------------------------ eq. 10 and the CNN

@@ -9,7 +9,8 @@ epoch and relates it to NDCG@10.
 The functions are model-agnostic (tensors in, a number out), so any attention-fusion module can report it: the
 sequential ``gca`` modules feed :class:`CosineMeter` themselves, and :func:`attention_orthogonality` measures the
 self-attention layers of hybrid_csa, secn and autoint (their input tokens against their attention read-out) on
-any forward pass. (safmr and mrcsaf report their own |cos| through their models' diagnostics.)
+any forward pass. safmr and mrcsaf report theirs through their models' diagnostics, with these functions (safmr per
+prediction with :func:`mean_abs_cosine_per_row`), so every model leaves a zero vector out by the same rule.
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ def mean_abs_cosine(x: torch.Tensor, x_prime: torch.Tensor, mask: torch.Tensor |
     meter = CosineMeter()
     meter.add(x, x_prime, mask)
     return meter.value
+
+
+def mean_abs_cosine_per_row(x: torch.Tensor, x_prime: torch.Tensor) -> torch.Tensor:
+    """Per row, the mean over its positions of |cos(x, x')|: ``(..., n, d)`` each -> ``(...)``, float32 or wider,
+    by :class:`CosineMeter`'s rule (a position where either vector is zero is left out; NaN for a row with no
+    position left). For a model that reports the diagnostic per prediction: safmr, one row per (user, item) pair,
+    its n CNN features the positions."""
+    cos = abs_cosine(x, x_prime)
+    keep = torch.isfinite(cos)
+    return torch.where(keep, cos, torch.zeros_like(cos)).sum(-1) / keep.sum(-1)  # 0 / 0 = NaN: nothing left
 
 
 def self_attention_output(

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from attnrec.data.reviews import ReviewBatch
-from attnrec.errors import ConfigError
 from attnrec.models.layers.interaction import fm_second_order
 from attnrec.models.review.base import ReviewConfig, ReviewModule, rating_loss, text_cnn
 
@@ -195,11 +194,3 @@ class SAFMRModule(ReviewModule):
 
     def loss(self, batch: ReviewBatch) -> torch.Tensor:
         return self.losses(batch).total()
-
-
-def mean_abs_cosine(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    """Mean over features of |cos(e_i, (X̂ S)_i)| between the attention's input and output rows,
-    (B, n, k) twice -> (B,). A zero row has cosine 0 with anything."""
-    if inputs.shape != outputs.shape:
-        raise ConfigError(f"mean_abs_cosine: shapes {tuple(inputs.shape)} and {tuple(outputs.shape)} differ")
-    return nn.functional.cosine_similarity(inputs, outputs, dim=-1, eps=1e-12).abs().mean(-1)
