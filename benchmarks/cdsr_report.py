@@ -335,6 +335,17 @@ def best_by_validation(
     return sorted(ranked, key=lambda t: -t[1])
 
 
+def _parameter_axis(ax: Any, values: Sequence[float]) -> None:
+    """A parameter-count x axis that stays readable: log scale only across more than a factor of 10, ticks in
+    millions (``1.99M``), no minor tick labels (they overlapped on a narrow log range)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    if values and max(values) > 10 * min(values):
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:.3g}M"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_params(records: Sequence[dict[str, Any]], out: Path) -> None:
     """Test NDCG@10 against parameter count, one panel per domain, one colour per family; writes ``out``."""
     plt = _pyplot()
@@ -348,17 +359,14 @@ def plot_params(records: Sequence[dict[str, Any]], out: Path) -> None:
                 fams[r.get("family", "?")][1].append(r["test"][dom]["ndcg@10"])
         for fam, (xs, ys) in sorted(fams.items()):
             ax.scatter(xs, ys, s=18, label=fam)
-        ax.set_xscale("log")
+        _parameter_axis(ax, [x for xs, _ in fams.values() for x in xs])
         ax.set_xlabel("parameters")
         ax.set_ylabel("test NDCG@10")
         ax.set_title(f"domain {dom}")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------------- the ABXI peer
 
 
 def abxi_summary(lines: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -390,6 +398,7 @@ def abxi_summary(lines: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return {
         "commit": header["commit"],
         "command": header["command"],
+        "transcribed_from": header.get("transcribed_from"),
         "n_params": header["n_params"],
         "threads": header["threads"],
         "epochs": len(epochs),
@@ -431,14 +440,24 @@ def value_at(
 
 
 def plot_curves(abxi: dict[str, Any] | None, ours: dict[str, Sequence[dict[str, Any]]], out: Path) -> None:
-    """Validation NDCG@10 per domain against epoch (top) and cumulative training seconds (bottom), ABXI beside
-    each of ``ours`` ({label: curve}); writes ``out``."""
+    """Validation NDCG@10 per domain against epoch (top) and cumulative training seconds (bottom), ABXI (black)
+    beside each of ``ours`` ({"<variant> s<seed>": curve}: one colour per variant, a thin line per seed); one legend
+    entry per variant, below the panels, so the curves stay visible; writes ``out``."""
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     curves = dict(ours)
     if abxi is not None:
         curves = {"ABXI (peer)": abxi["curve"], **curves}
+    variants = list(dict.fromkeys(label.rsplit(" s", 1)[0] for label in curves))
+    colours = {
+        v: ("black" if v == "ABXI (peer)" else plt.get_cmap("tab20")(i % 20)) for i, v in enumerate(variants)
+    }
     domains = sorted({d for c in curves.values() for row in c for d in row.get("valid", {})})
-    fig, axes = plt.subplots(2, max(1, len(domains)), figsize=(5 * max(1, len(domains)), 7), squeeze=False)
+    fig, axes = plt.subplots(
+        2, max(1, len(domains)), figsize=(5.5 * max(1, len(domains)), 7.5), squeeze=False
+    )
+    handles: dict[str, Any] = {}
     for j, dom in enumerate(domains):
         for label, curve in curves.items():
             pts = [
@@ -447,14 +466,30 @@ def plot_curves(abxi: dict[str, Any] | None, ours: dict[str, Sequence[dict[str, 
             if not pts:
                 continue
             e, t, v = zip(*pts, strict=True)
-            axes[0][j].plot(e, v, marker=".", label=label)
-            axes[1][j].plot(t, v, marker=".", label=label)
+            variant = label.rsplit(" s", 1)[0]
+            style = {"color": colours[variant], "lw": 2.0 if variant == "ABXI (peer)" else 0.8, "alpha": 0.9}
+            (line,) = axes[0][j].plot(e, v, marker="." if variant == "ABXI (peer)" else None, **style)
+            axes[1][j].plot(t, v, marker="." if variant == "ABXI (peer)" else None, **style)
+            handles.setdefault(variant, line)
         axes[0][j].set_xlabel("epoch")
         axes[1][j].set_xlabel("training seconds (1 thread)")
         axes[1][j].set_xscale("log")
+        # plain numbers at 1, 2, 5 × 10^k: matplotlib's default minor labels of a short log range overlapped
+        axes[1][j].xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axes[1][j].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        axes[1][j].xaxis.set_minor_formatter(NullFormatter())
         for i in range(2):
             axes[i][j].set_ylabel(f"valid NDCG@10, domain {dom}")
-            axes[i][j].legend(fontsize=7)
-    fig.tight_layout()
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="lower center",
+            ncol=min(4, len(handles)),
+            fontsize=7,
+            frameon=False,
+        )
+    rows = -(-len(handles) // 4) if handles else 0
+    fig.tight_layout(rect=(0, min(0.45, 0.03 * rows + 0.01), 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -363,9 +363,22 @@ def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = 
     if ours or abxi is not None:
         rep.plot_curves(abxi, ours, out / "curves.png")
     if abxi is not None and records:
+        last = abxi["curve"][-1]
+        e_abxi, s_abxi = last["epoch"], last["train_s_cum"]
         parts.append("## Equal-epoch / equal-wall-time (validation-selected test NDCG@10)\n")
-        parts.append("| run | domain | ours | ABXI at same epoch | ABXI at same training seconds |")
-        parts.append("|---|---|---|---|---|")
+        parts.append(
+            f"ABXI (DiMarzioBian/ABXI at {abxi['commit']}, {abxi['n_params']:,} parameters, {abxi['threads']} "
+            f"thread(s)): `{abxi['command']}`"
+            + (f"; transcribed from {abxi['transcribed_from']}" if abxi.get("transcribed_from") else "")
+            + f". Its run ended at epoch {e_abxi} ({s_abxi:.0f} training s). Our test is read once, at the best "
+            "epoch, so the comparison at ABXI's last epoch is on validation NDCG@10 (best so far).\n"
+        )
+        parts.append(
+            f"| run | domain | ours | ABXI at same epoch | ABXI at same training seconds | valid within {e_abxi} "
+            "epochs: ours / ABXI |"
+        )
+        parts.append("|---|---|---|---|---|---|")
+        fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
         for r in records:
             if not r.get("curve"):
                 continue
@@ -373,10 +386,11 @@ def write_report(out: Path, abxi_path: Path | None, recbole_path: Path | None = 
             for dom, m in sorted(r["test"].items()):
                 a_ep = rep.value_at(abxi["curve"], "test", dom, epoch=ep)
                 a_t = rep.value_at(abxi["curve"], "test", dom, seconds=secs)
-                fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+                o_v = rep.value_at(r["curve"], "valid", dom, epoch=e_abxi)
+                a_v = rep.value_at(abxi["curve"], "valid", dom, epoch=e_abxi)
                 parts.append(
                     f"| {r['variant']} s{r['seed']} ({ep} ep, {secs:.0f} s) | {dom} | {m['ndcg@10']:.4f} | "
-                    f"{fmt(a_ep)} | {fmt(a_t)} |"
+                    f"{fmt(a_ep)} | {fmt(a_t)} | {fmt(o_v)} / {fmt(a_v)} |"
                 )
         parts.append("")
     text = "\n".join(parts)

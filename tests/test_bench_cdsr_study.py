@@ -159,6 +159,12 @@ def test_report_written_with_plots_and_abxi(tmp_path: Path) -> None:
     assert "| RecBole SASRec A only (peer, 4 ep) | 1 | 0.3000 | 0.1500 | 0.1200 | 0.8000 |" in text
     assert "Pearson -1.000" in text and "Spearman -1.000" in text  # NDCG = 0.5 - |cos| exactly
     assert "ABXI peer (3 ep, ABXI-selected ep 2)" in text
+    assert (
+        "ABXI (DiMarzioBian/ABXI at abc, 9 parameters, 1 thread(s)): `x`. Its run ended at epoch 3 (30 training s)"
+        in text
+    )
+    # ABXI's test at our 1 epoch; none yet at our 2 s; ours stopped before ABXI's 3 epochs, ABXI's best valid 0.3
+    assert "| gca-v0 s0 (1 ep, 2 s) | A | 0.4000 | 0.1000 | – | – / 0.3000 |" in text
     for png in ("cos_vs_ndcg.png", "ndcg_vs_params.png", "curves.png"):
         assert (out / png).stat().st_size > 1000
 
