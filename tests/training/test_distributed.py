@@ -117,6 +117,25 @@ def test_ctr_family_matches_one_process() -> None:
         assert single["valid"]["auc"] > 0.6  # it learned something, so agreeing is not trivial
 
 
+def test_attention_orthogonality_is_merged_across_ranks() -> None:
+    """secn's per-epoch ``valid_abs_cos[attention]`` (issue 16): each rank measures its shard of the validation
+    rows, the sums are merged, so every rank logs the same number, within the metric tolerance of one process's."""
+    spec = {
+        "model": "secn",
+        "config": {"embedding_dim": 4, "cross_layers": 1, "dropout": 0.0},
+        "trainer": {"epochs": 2, "batch_size": 250, "lr": 0.01},
+    }
+    ranks = fit_on_ranks([spec])
+    single = fit_and_score(spec)
+    _close(single, [r[0] for r in ranks], "secn")
+    key = "valid_abs_cos[attention]"
+    want = [row[key] for row in single["history"]]
+    for r in ranks:
+        got = [row[key] for row in r[0]["history"]]
+        assert got == [row[key] for row in ranks[0][0]["history"]]  # the ranks agree exactly
+        assert got == pytest.approx(want, abs=METRIC_ATOL)
+
+
 def test_resume_continues_on_every_rank(tmp_path) -> None:
     trainer = {"epochs": 4, "batch_size": 97, "lr": 0.01, "checkpoint_dir": str(tmp_path / "ck")}
     spec = {"model": "bpr", "config": {"dim": 8}, "trainer": trainer}

@@ -20,6 +20,7 @@ import importlib
 import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -232,12 +233,36 @@ class Estimator(ABC, Generic[ConfigT]):
 
     def validator(self, valid: Any, exclude: sp.csr_matrix | None = None) -> Callable[[], dict[str, float]]:
         """A function returning metrics on ``valid`` under this model's default protocol (``exclude`` masked),
-        sharded across ranks in a distributed fit (:mod:`attnrec.evaluation.sharded`)."""
+        sharded across ranks in a distributed fit (:mod:`attnrec.evaluation.sharded`).
+
+        When the module holds self-attention layers (secn's and autoint's field attention, hybrid_csa's token
+        attention; :func:`~attnrec.models.layers.diagnostics.has_self_attention`), the metrics add each layer's
+        orthogonality diagnostic, ``abs_cos[<layer name>]`` (mean |cos(X, X')| over the positions the validation's
+        own forward passes fed it, merged across ranks; a layer with no defined |cos| is left out): logged each
+        validated epoch as ``valid_abs_cos[...]`` and kept with the best epoch's metrics. Extra keys only: the
+        selection metric and its value are unchanged, and a module without such layers gets none."""
         from attnrec.evaluation.protocols import default_protocol
         from attnrec.evaluation.sharded import evaluate
+        from attnrec.models.layers.diagnostics import (
+            attention_orthogonality,
+            has_self_attention,
+            orthogonality_metrics,
+        )
+        from attnrec.training.distributed import all_gather_objects
 
         protocol = default_protocol(self)
-        return lambda: evaluate(self, valid, protocol, exclude=exclude)
+
+        def run() -> dict[str, float]:
+            module = getattr(self, "module", None)
+            if not isinstance(module, torch.nn.Module) or not has_self_attention(module):
+                return evaluate(self, valid, protocol, exclude=exclude)
+            with attention_orthogonality(module) as meters:  # detached on exit, even on an error
+                metrics = evaluate(self, valid, protocol, exclude=exclude)
+            # each rank measured its shard of the rows: sums and counts merged across ranks (a no-op on one process)
+            gather = partial(all_gather_objects, what="gathering the attention |cos|")
+            return {**metrics, **orthogonality_metrics(meters, gather)}
+
+        return run
 
     # ----------------------------------------------------------------- persistence
     def bundle_json(self) -> dict[str, Any]:

@@ -9,8 +9,10 @@ epoch and relates it to NDCG@10.
 The functions are model-agnostic (tensors in, a number out), so any attention-fusion module can report it: the
 sequential ``gca`` modules feed :class:`CosineMeter` themselves, and :func:`attention_orthogonality` measures the
 self-attention layers of hybrid_csa, secn and autoint (their input tokens against their attention read-out) on
-any forward pass. safmr and mrcsaf report theirs through their models' diagnostics, with these functions (safmr per
-prediction with :func:`mean_abs_cosine_per_row`), so every model leaves a zero vector out by the same rule.
+any forward pass; every fit of a model with such layers logs theirs per validated epoch through
+:meth:`attnrec.models.base.Estimator.validator` (:func:`has_self_attention`, :func:`orthogonality_metrics`). safmr
+and mrcsaf report theirs through their models' diagnostics, with these functions (safmr per prediction with
+:func:`mean_abs_cosine_per_row`), so every model leaves a zero vector out by the same rule.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def attention_orthogonality(root: nn.Module) -> Iterator[dict[str, CosineMeter]]
             model.predict_proba(data)            # secn: its forward calls the attention
         {name: m.value for name, m in meters.items()}
 
-    An :class:`InteractingLayer` records through a forward hook. A :class:`SelfAttentionBlock` records whenever
+    An :class:`InteractingLayer` records whenever its ``attend`` runs (its forward: X' is the read-out the layer
+    computes anyway, so recording costs only the |cos|). A :class:`SelfAttentionBlock` records whenever
     its ``project`` receives stacked tokens ``(B, T, d)`` (hybrid_csa's forward: training and ``predict``; its pair
     scorer, behind ``score_users`` and ``recommend``, projects token tables one by one and is not seen: measure
     hybrid_csa with ``predict`` or ``module.loss(batch)``).
@@ -135,36 +138,96 @@ def attention_orthogonality(root: nn.Module) -> Iterator[dict[str, CosineMeter]]
         if x.shape == x_prime.shape:
             meters.setdefault(name, CosineMeter()).add(x.detach(), x_prime.detach())
 
-    for name, layer in root.named_modules():
-        if isinstance(layer, InteractingLayer):
-
-            def hook(mod: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
-                with torch.no_grad():
-                    record(name, args[0], self_attention_output(mod, args[0], out[1]))
-
-            undo.append(layer.register_forward_hook(hook).remove)
-        elif isinstance(layer, SelfAttentionBlock):
-            original = layer.project
-
-            def project(
-                x: torch.Tensor,
-                layer: SelfAttentionBlock = layer,
-                name: str = name,
-                original: Callable[[torch.Tensor], torch.Tensor] = original,
-            ) -> torch.Tensor:
-                if x.dim() == 3:
-                    with torch.no_grad():
-                        record(name, x, self_attention_output(layer, x))
-                return original(x)
-
-            layer.project = project  # type: ignore[method-assign]
-
-            def restore(layer: SelfAttentionBlock = layer) -> None:
-                del layer.project  # the instance attribute: the class's method shows again
-
-            undo.append(restore)
     try:
+        for name, layer in root.named_modules():
+            if isinstance(layer, InteractingLayer):
+                attend = layer.attend
+
+                def read_out(
+                    x: torch.Tensor,
+                    name: str = name,
+                    attend: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = attend,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+                    out, weights = attend(x)  # X' as the layer computes it: nothing recomputed
+                    with torch.no_grad():
+                        record(name, x, out)
+                    return out, weights
+
+                undo.append(_shadow(layer, "attend", read_out))
+            elif isinstance(layer, SelfAttentionBlock):
+                original = layer.project
+
+                def project(
+                    x: torch.Tensor,
+                    layer: SelfAttentionBlock = layer,
+                    name: str = name,
+                    original: Callable[[torch.Tensor], torch.Tensor] = original,
+                ) -> torch.Tensor:
+                    qkv = original(x)
+                    if x.dim() == 3:
+                        with torch.no_grad():
+                            record(name, x, _block_read_out(layer, qkv))
+                    return qkv
+
+                undo.append(_shadow(layer, "project", project))
         yield meters
     finally:
-        for step in undo:
+        for step in reversed(undo):
             step()
+
+
+def _block_read_out(layer: SelfAttentionBlock, qkv: torch.Tensor) -> torch.Tensor:
+    """:func:`self_attention_output` of a :class:`SelfAttentionBlock` from the ``qkv`` ``(B, T, 3, H, dh)`` its
+    ``project`` returned (not projected again); a few tokens (hybrid_csa's 3-4) by broadcasting, as the block's
+    own ``mix`` does (several times faster on CPU than a batched matmul of T×T matrices)."""
+    b, t = qkv.shape[:2]
+    scale = math.sqrt(layer.head_dim)
+    if t > 4:
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, dh)
+        weights = torch.softmax((q @ k.transpose(-1, -2)) / scale, dim=-1)
+        return layer.out((weights @ v).transpose(1, 2).reshape(b, t, layer.dim))
+    q, k, v = qkv.unbind(2)  # 3 x (B, T, H, dh)
+    w = torch.softmax((q[:, :, None] * k[:, None]).sum(-1) / scale, dim=2)  # (B, Tq, Tk, H)
+    return layer.out((w[..., None] * v[:, None]).sum(2).reshape(b, t, layer.dim))
+
+
+def _shadow(layer: nn.Module, attr: str, method: Callable[..., Any]) -> Callable[[], None]:
+    """Shadow ``layer``'s method ``attr`` with ``method`` (an instance attribute); returns the undo, which puts back
+    what was there before (an enclosing :func:`attention_orthogonality`'s wrapper), else removes the attribute so
+    the class's method shows again."""
+    before = vars(layer).get(attr)
+    setattr(layer, attr, method)
+
+    def undo() -> None:
+        if before is None:
+            delattr(layer, attr)
+        else:
+            setattr(layer, attr, before)
+
+    return undo
+
+
+def has_self_attention(root: nn.Module) -> bool:
+    """True when ``root`` holds a layer :func:`attention_orthogonality` measures (an :class:`InteractingLayer` or a
+    :class:`SelfAttentionBlock`): secn and autoint, hybrid_csa with an attention fusion."""
+    return any(isinstance(m, InteractingLayer | SelfAttentionBlock) for m in root.modules())
+
+
+def orthogonality_metrics(
+    meters: dict[str, CosineMeter],
+    gather: Callable[[dict[str, tuple[float, int]]], list[dict[str, tuple[float, int]]]] | None = None,
+) -> dict[str, float]:
+    """``{"abs_cos[<layer name>]": mean |cos|}`` from the meters of :func:`attention_orthogonality`. ``gather``:
+    where each process saw a shard of the rows (a distributed run), a collective returning every rank's
+    ``{name: (sum, count)}`` in rank order (``attnrec.training.distributed.all_gather_objects``: every rank must
+    call it, with or without meters); the sums and counts are added in that order, so every rank gets the same
+    numbers. A layer no position qualified for (on any rank) has no mean (NaN) and is left out."""
+    mine = {name: (m.total, m.count) for name, m in meters.items()}
+    parts = gather(mine) if gather is not None else [mine]
+    total: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for part in parts:
+        for name, (t, c) in part.items():
+            total[name] = total.get(name, 0.0) + t
+            count[name] = count.get(name, 0) + c
+    return {f"abs_cos[{name}]": total[name] / count[name] for name in sorted(total) if count[name]}

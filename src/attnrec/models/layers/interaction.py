@@ -171,6 +171,15 @@ class InteractingLayer(nn.Module):
         self.output_dim = out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, weights = self.attend(x)
+        if self.res is not None:
+            out = out + self.res(x)
+        return (torch.relu(out) if self.relu else out), weights
+
+    def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention read-out ``sum_j alpha_ij W_V e_j`` (B, F, heads * head_dim), heads concatenated, before the
+        residual and ReLU, and the weights (B, heads, F, F). A method of its own so that
+        :func:`~attnrec.models.layers.diagnostics.attention_orthogonality` reads it without recomputing it."""
         b, f, _ = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -181,10 +190,7 @@ class InteractingLayer(nn.Module):
         if self.scaled:
             scores = scores / self.head_dim**0.5
         weights = torch.softmax(scores, dim=-1)
-        out = (weights @ v).transpose(1, 2).reshape(b, f, -1)
-        if self.res is not None:
-            out = out + self.res(x)
-        return (torch.relu(out) if self.relu else out), weights
+        return (weights @ v).transpose(1, 2).reshape(b, f, -1), weights
 
 
 class MLP(nn.Module):
