@@ -342,7 +342,7 @@ def _parameter_axis(ax: Any, values: Sequence[float]) -> None:
 
     if values and max(values) > 10 * min(values):
         ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:.3g}M"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:.4g}M"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 

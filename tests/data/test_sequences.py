@@ -163,6 +163,12 @@ def test_item_domains_from_the_catalogue() -> None:
         item_domains_of(data, empty)
     with pytest.raises(DataError, match="have no row"):  # no catalogue domain: from the rows, c9 has none
         item_domains_of(data, cat.drop("domain"))
+    # an item listed twice: the first row is used (read_items' rule), whatever the later rows say
+    twice = pl.concat(
+        [cat, pl.DataFrame({"item_id": ["a1", "b0"], "domain": [None, "A"]}, schema=cat.schema)]
+    )
+    doms, names = item_domains_of(data, twice)
+    assert names == ("A", "B") and doms.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 @settings(max_examples=60, deadline=None)

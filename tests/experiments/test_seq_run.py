@@ -277,6 +277,14 @@ def test_an_item_without_a_catalogue_domain_names_the_files_line_and_item(tmp_pa
     with pytest.raises(DataError, match=r"2 item\(s\) in all: \['i3', 'i4'\]") as e:
         prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
     assert f"{f}:4" in str(e.value)
+    # rows re-sorted by time within a user: still the item's first line in the file (line 3, not u's line 4)
+    f.write_text(
+        "user_id,item_id,domain,timestamp\nu,i1,A,5\nw,i3,A,1\nu,i3,A,1\nu,i2,B,6\nw,i2,B,2\nw,i4,B,3\n"
+    )
+    items.write_text("item_id,domain\ni1,A\ni2,B\ni4,B\n")
+    with pytest.raises(DataError, match="item 'i3' is not in") as e:
+        prepare_sequences(RunConfig(model="pop", data=str(f), items=items), progress=False)
+    assert f"{f}:3" in str(e.value), str(e.value)
     # pre-split files keep no line numbers: the file, the field and the item
     parts = {
         "train": good,

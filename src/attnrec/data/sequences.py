@@ -354,6 +354,8 @@ def item_domains_of(
     A run's vocabulary holds items that occur only in held-out rows (their domain comes from the catalogue).
     """
     if items is not None and "domain" in items.columns:
+        # an item listed twice: its first row is the one used (as read_items warns, and as catalogue_gaps checks)
+        items = items.unique("item_id", keep="first", maintain_order=True)
         idx = data.item_vocab.lookup(items["item_id"], missing="minus_one")
         keep = idx >= 0
         listed = np.zeros(data.n_items, dtype=bool)

@@ -179,6 +179,10 @@ def catalogue_gaps(
     bad = df.join(first, on="item_id", how="left", maintain_order="left").filter(pl.col("domain").is_null())
     if not bad.height:
         return
+    if (
+        lines is not None
+    ):  # rows may be in sequence order (a user's rows re-sorted by time): name the first line
+        bad = bad.sort("line", maintain_order=True)
     r = bad.row(0, named=True)
     ids = bad["item_id"].unique(maintain_order=True).to_list()
     listed = first.filter(pl.col("item_id") == r["item_id"]).height > 0
